@@ -1,0 +1,31 @@
+//! The header of every record in the shared `EVENTS` ring buffer.
+
+/// Which family produced a ring-buffer record; the user side dispatches on it.
+#[repr(u16)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// A [`crate::process::ProcessEvent`].
+    Process = 1,
+}
+
+/// Size of the ring buffer in bytes (a power of two, a multiple of the page size).
+pub const RING_BUFFER_BYTES: u32 = 1 << 20;
+
+/// Common header: every record starts with it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct EventHeader {
+    /// An [`EventKind`] value.
+    pub kind: u16,
+    pub _pad: u16,
+    /// Thread id (kernel pid) that produced the record.
+    pub tid: u32,
+    /// `bpf_ktime_get_ns()` when the record was made (CLOCK_MONOTONIC, ns).
+    pub timestamp_ns: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<EventHeader>() == 16);
+
+#[cfg(feature = "user")]
+// SAFETY: plain old data: fixed-width integers, no padding bytes left implicit.
+unsafe impl aya::Pod for EventHeader {}

@@ -1,0 +1,173 @@
+//! The `functions` family: exact per-function call counts and durations, aggregated in the kernel.
+//!
+//! An entry probe pushes a frame on the calling thread's shadow stack; the return probe pops the
+//! frame whose stack pointer matches and adds the duration to the function's statistics. Each
+//! probe learns which function it belongs to from its attach cookie (the function id).
+
+/// Deepest nesting of traced calls timed per thread; deeper calls are counted as overflow.
+pub const MAX_DEPTH: usize = 32;
+
+/// Sub-buckets per power of two in the duration histogram (log-linear, like HDR histograms):
+/// a bucket spans at most 1/8 of its value, so a percentile read from it is within 6.25%.
+pub const HIST_SUB_BITS: u32 = 3;
+/// Sub-buckets per power of two.
+pub const HIST_SUB: u64 = 1 << HIST_SUB_BITS;
+/// Largest power of two that has its own buckets (2^47 ns is about 39 hours); longer calls land
+/// in the last bucket.
+pub const HIST_MAX_LOG2: u32 = 47;
+/// Number of histogram buckets.
+pub const HIST_BUCKETS: usize =
+    (HIST_SUB + (HIST_MAX_LOG2 - HIST_SUB_BITS) as u64 * HIST_SUB) as usize;
+
+/// The histogram bucket of a duration in nanoseconds.
+///
+/// Values below [`HIST_SUB`] get one bucket each; above, each power of two is split in
+/// [`HIST_SUB`] equal parts.
+#[inline(always)]
+pub const fn hist_bucket(ns: u64) -> usize {
+    if ns < HIST_SUB {
+        return ns as usize;
+    }
+    let log2 = 63 - ns.leading_zeros();
+    if log2 > HIST_MAX_LOG2 {
+        return HIST_BUCKETS - 1;
+    }
+    let sub = (ns >> (log2 - HIST_SUB_BITS)) & (HIST_SUB - 1);
+    (HIST_SUB + (log2 - HIST_SUB_BITS) as u64 * HIST_SUB + sub) as usize
+}
+
+/// The smallest duration (ns) that falls in `bucket`, and the first value past it.
+pub const fn hist_bucket_bounds(bucket: usize) -> (u64, u64) {
+    let b = bucket as u64;
+    if b < HIST_SUB {
+        return (b, b + 1);
+    }
+    let log2 = (b - HIST_SUB) / HIST_SUB + HIST_SUB_BITS as u64;
+    let sub = (b - HIST_SUB) % HIST_SUB;
+    let width = 1u64 << (log2 - HIST_SUB_BITS as u64);
+    let low = (1u64 << log2) + sub * width;
+    (low, low + width)
+}
+
+/// Aggregated statistics of one traced function on one CPU (a `PerCpuArray` slot indexed by the
+/// function id). The user side sums the CPUs.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct FuncStats {
+    /// Entry probe hits (calls started while attached).
+    pub entries: u64,
+    /// Calls whose return was seen and timed.
+    pub count: u64,
+    /// Sum of durations, ns.
+    pub total_ns: u64,
+    /// Sum of squared durations, ns², as a 128-bit number (low, high).
+    pub sum_sq_lo: u64,
+    pub sum_sq_hi: u64,
+    /// Shortest duration + 1 (0 = none yet), ns.
+    pub min_ns_plus1: u64,
+    /// Longest duration, ns.
+    pub max_ns: u64,
+    /// Return probe hits (timed or not).
+    pub returns: u64,
+    /// Log-linear histogram of durations, see [`hist_bucket`].
+    pub hist: [u64; HIST_BUCKETS],
+}
+
+const _: () = assert!(core::mem::size_of::<FuncStats>() == 8 * (8 + HIST_BUCKETS));
+
+/// One traced call in progress.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Frame {
+    /// Function id (attach cookie).
+    pub func: u32,
+    pub _pad: u32,
+    /// Address of the return address on the stack at entry: identifies the call's frame.
+    pub ret_slot: u64,
+    /// `bpf_ktime_get_ns()` at entry.
+    pub start_ns: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<Frame>() == 24);
+
+/// A thread's shadow stack of traced calls in progress (map value keyed by thread id).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ShadowStack {
+    /// Number of valid frames.
+    pub depth: u32,
+    pub _pad: u32,
+    pub frames: [Frame; MAX_DEPTH],
+}
+
+const _: () = assert!(core::mem::size_of::<ShadowStack>() == 8 + 24 * MAX_DEPTH);
+
+/// Key of the per-thread breakdown map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ThreadKey {
+    pub func: u32,
+    pub tid: u32,
+}
+
+/// Per (function, thread) totals.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ThreadStats {
+    pub count: u64,
+    pub total_ns: u64,
+}
+
+/// Key of the exact callers map: the return address a call will return to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct CallerKey {
+    pub func: u32,
+    pub _pad: u32,
+    /// Return address in the caller (virtual address in the target).
+    pub ret_addr: u64,
+}
+
+/// Key of the sampled call-stack map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct StackKey {
+    pub func: u32,
+    /// Id in the `STACKS` stack-trace map.
+    pub stack_id: u32,
+}
+
+/// One call in this many (per CPU) has its full user stack sampled; the first
+/// [`STACK_SAMPLE_ALWAYS`] calls of each function on each CPU always are.
+pub const STACK_SAMPLE_EVERY: u64 = 16;
+/// See [`STACK_SAMPLE_EVERY`].
+pub const STACK_SAMPLE_ALWAYS: u64 = 64;
+
+/// Map capacities. The statistics array is sized at load time to the number of traced functions.
+pub const THREAD_STACKS_MAX: u32 = 8192;
+pub const THREAD_STATS_MAX: u32 = 65536;
+pub const CALLERS_MAX: u32 = 16384;
+pub const STACK_COUNTS_MAX: u32 = 16384;
+pub const STACKS_MAX: u32 = 16384;
+/// Most frames kept per sampled stack.
+pub const STACK_DEPTH: usize = 127;
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    // SAFETY: each type is #[repr(C)] plain old data of fixed-width integers with explicit
+    // padding; any bit pattern is valid.
+    unsafe impl aya::Pod for FuncStats {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for Frame {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for ShadowStack {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for ThreadKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for ThreadStats {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for CallerKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for StackKey {}
+}

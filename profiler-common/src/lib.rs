@@ -1,0 +1,13 @@
+//! Types shared by the kernel programs (`profiler-ebpf`) and the user side (`profiler-user`).
+//!
+//! Every type that crosses the boundary is `#[repr(C)]`, `Copy`, made of fixed-width integers
+//! with explicit padding, and has its size checked at compile time.
+#![no_std]
+
+pub mod counters;
+pub mod event;
+pub mod functions;
+pub mod process;
+
+/// Name of the global that holds the target's process id (tgid) in every program.
+pub const TARGET_TGID_GLOBAL: &str = "TARGET_TGID";

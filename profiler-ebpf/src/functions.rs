@@ -1,0 +1,339 @@
+//! The `functions` family: entry and return probes on chosen functions.
+//!
+//! Entry pushes a frame (function id, return-address slot, start time) on the thread's shadow
+//! stack. Return pops the frame whose return-address slot is the one just returned through, so a
+//! call that never returns (longjmp, unwinding) is recognised as abandoned and cannot corrupt the
+//! timing of any other call. All statistics are aggregated here, in per-CPU slots with atomic
+//! updates, so nothing is lost however fast the target calls.
+
+use aya_ebpf::{
+    EbpfContext,
+    bindings::{BPF_F_USER_STACK, BPF_NOEXIST},
+    helpers::{bpf_get_attach_cookie, bpf_ktime_get_ns, bpf_probe_read_user},
+    macros::{map, uprobe, uretprobe},
+    maps::{HashMap, PerCpuArray, StackTrace},
+    programs::{ProbeContext, RetProbeContext, tracing::StackIdContext},
+};
+use profiler_common::{
+    counters::Counter,
+    functions::{
+        CALLERS_MAX, CallerKey, Frame, FuncStats, HIST_BUCKETS, MAX_DEPTH, STACK_COUNTS_MAX,
+        STACK_SAMPLE_ALWAYS, STACK_SAMPLE_EVERY, STACKS_MAX, ShadowStack, StackKey,
+        THREAD_STACKS_MAX, THREAD_STATS_MAX, ThreadKey, ThreadStats, hist_bucket,
+    },
+};
+
+use crate::common::{compare_exchange, count, current_ids, fetch_add, load, target_tgid};
+
+/// Per-function statistics, indexed by function id; resized by the loader to the number of
+/// traced functions.
+#[map]
+static FUNC_STATS: PerCpuArray<FuncStats> = PerCpuArray::with_max_entries(1, 0);
+
+/// Shadow stacks, by thread id.
+#[map]
+static THREAD_STACKS: HashMap<u32, ShadowStack> = HashMap::with_max_entries(THREAD_STACKS_MAX, 0);
+
+/// An all-zero shadow stack to initialise a new thread's entry from (too big for the eBPF stack).
+#[map]
+static EMPTY_STACK: PerCpuArray<ShadowStack> = PerCpuArray::with_max_entries(1, 0);
+
+#[map]
+static THREAD_STATS: HashMap<ThreadKey, ThreadStats> =
+    HashMap::with_max_entries(THREAD_STATS_MAX, 0);
+
+/// Exact call counts per (function, return address).
+#[map]
+static CALLERS: HashMap<CallerKey, u64> = HashMap::with_max_entries(CALLERS_MAX, 0);
+
+/// Sampled full user stacks per function.
+#[map]
+static STACK_COUNTS: HashMap<StackKey, u64> = HashMap::with_max_entries(STACK_COUNTS_MAX, 0);
+
+#[map]
+static STACKS: StackTrace = StackTrace::with_max_entries(STACKS_MAX, 0);
+
+#[uprobe]
+pub fn fn_entry(ctx: ProbeContext) -> u32 {
+    match try_fn_entry(&ctx) {
+        Ok(()) | Err(()) => 0,
+    }
+}
+
+#[uretprobe]
+pub fn fn_return(ctx: RetProbeContext) -> u32 {
+    match try_fn_return(&ctx) {
+        Ok(()) | Err(()) => 0,
+    }
+}
+
+/// The function id this probe was attached for.
+#[inline(always)]
+fn function_id<C: EbpfContext>(ctx: &C) -> u32 {
+    // SAFETY: the helper only reads the cookie of the link that ran this program.
+    unsafe { bpf_get_attach_cookie(ctx.as_ptr()) as u32 }
+}
+
+/// The stack pointer at the probe.
+#[inline(always)]
+fn stack_pointer(regs: *mut aya_ebpf::bindings::pt_regs) -> u64 {
+    // SAFETY: `regs` is the program's context (struct pt_regs); the verifier allows reads of it.
+    unsafe { (*regs).rsp }
+}
+
+fn try_fn_entry(ctx: &ProbeContext) -> Result<(), ()> {
+    let (tid, tgid) = current_ids();
+    if tgid != target_tgid() {
+        return Ok(());
+    }
+    let func = function_id(ctx);
+    // SAFETY: the helper takes no arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    // Entry probes sit where the return address is still on top of the stack.
+    let ret_slot = stack_pointer(ctx.regs);
+
+    let stats = FUNC_STATS.get_ptr_mut(func).ok_or(())?;
+    // SAFETY: a valid, aligned u64 inside this CPU's map value.
+    let entries = unsafe { fetch_add(&raw mut (*stats).entries, 1) };
+
+    let stack = thread_stack(tid).ok_or(())?;
+    // SAFETY: the map value lives for the program's run; only this thread writes its entry.
+    let stack = unsafe { &mut *stack };
+    let depth = pop_abandoned(stack, ret_slot);
+    if depth >= MAX_DEPTH {
+        stack.depth = depth as u32;
+        count(Counter::ShadowStackOverflow);
+        return Ok(());
+    }
+    stack.frames[slot(depth)] = Frame {
+        func,
+        _pad: 0,
+        ret_slot,
+        start_ns: now,
+    };
+    stack.depth = depth as u32 + 1;
+
+    record_caller(func, ret_slot);
+    if entries < STACK_SAMPLE_ALWAYS || entries % STACK_SAMPLE_EVERY == 0 {
+        sample_stack(ctx, func);
+    }
+    Ok(())
+}
+
+fn try_fn_return(ctx: &RetProbeContext) -> Result<(), ()> {
+    let (tid, tgid) = current_ids();
+    if tgid != target_tgid() {
+        return Ok(());
+    }
+    let func = function_id(ctx);
+    // SAFETY: the helper takes no arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    // `ret` has popped the return address: its slot is just below the stack pointer.
+    let ret_slot = stack_pointer(ctx.regs).wrapping_sub(8);
+
+    let stats = FUNC_STATS.get_ptr_mut(func).ok_or(())?;
+    // SAFETY: a valid, aligned u64 inside this CPU's map value.
+    unsafe { fetch_add(&raw mut (*stats).returns, 1) };
+
+    let Some(stack) = THREAD_STACKS.get_ptr_mut(tid) else {
+        count(Counter::UnmatchedReturns);
+        return Ok(());
+    };
+    // SAFETY: as in entry: this thread's own map value.
+    let stack = unsafe { &mut *stack };
+    let mut depth = pop_abandoned(stack, ret_slot);
+    let mut start = None;
+    if depth > 0 {
+        let top = &stack.frames[slot(depth - 1)];
+        if top.ret_slot == ret_slot && top.func == func {
+            start = Some(top.start_ns);
+            depth -= 1;
+        }
+    }
+    stack.depth = depth as u32;
+    let Some(start) = start else {
+        count(Counter::UnmatchedReturns);
+        return Ok(());
+    };
+    let duration = now.saturating_sub(start);
+    // SAFETY: `stats` points at this CPU's value for `func`, valid for the program's run.
+    unsafe { record_duration(&mut *stats, duration) };
+    record_thread(func, tid, duration);
+    Ok(())
+}
+
+/// This thread's shadow stack, created empty on first use.
+#[inline(always)]
+fn thread_stack(tid: u32) -> Option<*mut ShadowStack> {
+    if let Some(stack) = THREAD_STACKS.get_ptr_mut(tid) {
+        return Some(stack);
+    }
+    let empty = EMPTY_STACK.get_ptr(0)?;
+    // SAFETY: `empty` points at a map value (all zero, never written).
+    if THREAD_STACKS
+        .insert(tid, unsafe { &*empty }, BPF_NOEXIST as u64)
+        .is_err()
+    {
+        count(Counter::ThreadStackMapFull);
+        return None;
+    }
+    THREAD_STACKS.get_ptr_mut(tid)
+}
+
+/// Drops the frames of calls that cannot be in progress any more: those whose return-address
+/// slot lies below `ret_slot` (deeper in the stack than the current call), whose stack memory has
+/// been given up without a return (longjmp, exception or panic unwinding). Returns the new depth.
+#[inline(always)]
+fn pop_abandoned(stack: &ShadowStack, ret_slot: u64) -> usize {
+    let mut depth = (stack.depth as usize).min(MAX_DEPTH);
+    for _ in 0..MAX_DEPTH {
+        if depth == 0 || stack.frames[slot(depth - 1)].ret_slot >= ret_slot {
+            break;
+        }
+        depth -= 1;
+        count(Counter::AbandonedCalls);
+    }
+    depth
+}
+
+/// The array index of shadow-stack position `i` (< MAX_DEPTH). Left to itself the compiler
+/// folds the position into a pointer computed before the caller's bounds check, which the
+/// verifier rejects; the opaque value and the mask (a no-op for valid positions) make every
+/// access visibly in bounds.
+#[inline(always)]
+fn slot(i: usize) -> usize {
+    const _: () = assert!(MAX_DEPTH.is_power_of_two());
+    core::hint::black_box(i) & (MAX_DEPTH - 1)
+}
+
+/// Adds one timed call to the function's statistics.
+#[inline(always)]
+fn record_duration(stats: &mut FuncStats, ns: u64) {
+    // SAFETY (all blocks below): each pointer is a valid, aligned u64 in this CPU's map value.
+    unsafe {
+        fetch_add(&raw mut stats.count, 1);
+        fetch_add(&raw mut stats.total_ns, ns);
+    }
+    let (sq_hi, sq_lo) = square_u128(ns);
+    // SAFETY: as above.
+    let old_lo = unsafe { fetch_add(&raw mut stats.sum_sq_lo, sq_lo) };
+    let carry = u64::from(old_lo.checked_add(sq_lo).is_none());
+    if sq_hi + carry != 0 {
+        // SAFETY: as above.
+        unsafe { fetch_add(&raw mut stats.sum_sq_hi, sq_hi + carry) };
+    }
+    // min and max: a few compare-and-swap rounds settle any race between two programs.
+    let want = ns.saturating_add(1);
+    for _ in 0..4 {
+        // SAFETY (this loop and the next): valid, aligned u64s in this CPU's map value.
+        let cur = unsafe { load(&raw const stats.min_ns_plus1) };
+        if (cur != 0 && cur <= want)
+            || unsafe { compare_exchange(&raw mut stats.min_ns_plus1, cur, want) }
+        {
+            break;
+        }
+    }
+    for _ in 0..4 {
+        // SAFETY: as above.
+        let cur = unsafe { load(&raw const stats.max_ns) };
+        if cur >= ns || unsafe { compare_exchange(&raw mut stats.max_ns, cur, ns) } {
+            break;
+        }
+    }
+    // Opaque for the same reason as in `slot`: the bound must be checked on the value used.
+    let bucket = core::hint::black_box(hist_bucket(ns));
+    if bucket < HIST_BUCKETS {
+        // SAFETY: as above; `bucket` is in bounds.
+        unsafe { fetch_add(stats.hist.as_mut_ptr().add(bucket), 1) };
+    }
+}
+
+/// `x * x` as a 128-bit number (high, low), from 32-bit halves.
+#[inline(always)]
+fn square_u128(x: u64) -> (u64, u64) {
+    let hi = x >> 32;
+    let lo = x & 0xffff_ffff;
+    let lo_lo = lo * lo;
+    let cross = hi * lo; // < 2^64; appears twice
+    let hi_hi = hi * hi;
+    // (hi*2^32 + lo)^2 = hi_hi*2^64 + 2*cross*2^32 + lo_lo
+    let cross_lo = cross << 33; // low 64 bits of 2*cross*2^32
+    let cross_hi = cross >> 31; // high bits of 2*cross*2^32
+    let (low, carry) = lo_lo.overflowing_add(cross_lo);
+    (hi_hi + cross_hi + u64::from(carry), low)
+}
+
+#[inline(always)]
+fn record_thread(func: u32, tid: u32, ns: u64) {
+    let key = ThreadKey { func, tid };
+    let mut value = THREAD_STATS.get_ptr_mut(key);
+    if value.is_none() {
+        let zero = ThreadStats {
+            count: 0,
+            total_ns: 0,
+        };
+        // An insert that races with another CPU's insert of the same key fails harmlessly.
+        let _ = THREAD_STATS.insert(key, zero, BPF_NOEXIST as u64);
+        value = THREAD_STATS.get_ptr_mut(key);
+    }
+    match value {
+        Some(value) => {
+            // SAFETY: valid, aligned u64s inside a map value.
+            unsafe {
+                fetch_add(&raw mut (*value).count, 1);
+                fetch_add(&raw mut (*value).total_ns, ns);
+            }
+        }
+        None => count(Counter::ThreadStatsMapFull),
+    }
+}
+
+/// Counts the call against the exact return address it will return to.
+#[inline(always)]
+fn record_caller(func: u32, ret_slot: u64) {
+    // SAFETY: reads 8 bytes of the target's stack through the checked helper.
+    let Ok(ret_addr) = (unsafe { bpf_probe_read_user(ret_slot as *const u64) }) else {
+        return;
+    };
+    let key = CallerKey {
+        func,
+        _pad: 0,
+        ret_addr,
+    };
+    increment(&CALLERS, key, Counter::CallerMapFull);
+}
+
+#[inline(always)]
+fn sample_stack(ctx: &ProbeContext, func: u32) {
+    match ctx.get_stackid(&STACKS, BPF_F_USER_STACK as u64) {
+        Ok(id) => increment(
+            &STACK_COUNTS,
+            StackKey {
+                func,
+                stack_id: id as u32,
+            },
+            Counter::StackSampleFailed,
+        ),
+        Err(_) => count(Counter::StackSampleFailed),
+    }
+}
+
+/// Adds one to `map[key]`, creating it; a full map is counted in `full`.
+#[inline(always)]
+fn increment<K>(map: &HashMap<K, u64>, key: K, full: Counter) {
+    if let Some(value) = map.get_ptr_mut(&key) {
+        // SAFETY: a valid, aligned u64 map value.
+        unsafe { fetch_add(value, 1) };
+        return;
+    }
+    if map.insert(&key, 1, BPF_NOEXIST as u64).is_err() {
+        // Another CPU may have created it in the meantime.
+        match map.get_ptr_mut(&key) {
+            // SAFETY: a valid, aligned u64 map value.
+            Some(value) => unsafe {
+                fetch_add(value, 1);
+            },
+            None => count(full),
+        }
+    }
+}

@@ -1,0 +1,327 @@
+//! The `functions` analyzer: kernel aggregates of one function -> its profile.
+
+use profiler_common::functions::{FuncStats, HIST_BUCKETS, ThreadStats, hist_bucket_bounds};
+
+use crate::{
+    report::{CallStack, Caller, FunctionProfile, Percentiles, ProbeSite, ThreadBreakdown},
+    symbols::symbolize::Frame,
+};
+
+const NS: f64 = 1e-9;
+
+/// One function's statistics summed over the CPUs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FuncTotals {
+    pub entries: u64,
+    pub returns: u64,
+    pub count: u64,
+    pub total_ns: u64,
+    pub sum_sq_ns2: u128,
+    pub min_ns: Option<u64>,
+    pub max_ns: u64,
+    pub hist: Vec<u64>,
+}
+
+impl Default for FuncTotals {
+    fn default() -> Self {
+        Self {
+            entries: 0,
+            returns: 0,
+            count: 0,
+            total_ns: 0,
+            sum_sq_ns2: 0,
+            min_ns: None,
+            max_ns: 0,
+            hist: vec![0; HIST_BUCKETS],
+        }
+    }
+}
+
+impl FuncTotals {
+    /// Sums the per-CPU values of one function.
+    pub fn sum<'a>(per_cpu: impl IntoIterator<Item = &'a FuncStats>) -> Self {
+        let mut t = Self::default();
+        for s in per_cpu {
+            t.entries += s.entries;
+            t.returns += s.returns;
+            t.count += s.count;
+            t.total_ns += s.total_ns;
+            t.sum_sq_ns2 += (u128::from(s.sum_sq_hi) << 64) | u128::from(s.sum_sq_lo);
+            if s.min_ns_plus1 != 0 {
+                let min = s.min_ns_plus1 - 1;
+                t.min_ns = Some(t.min_ns.map_or(min, |m| m.min(min)));
+            }
+            t.max_ns = t.max_ns.max(s.max_ns);
+            for (sum, v) in t.hist.iter_mut().zip(s.hist.iter()) {
+                *sum += v;
+            }
+        }
+        t
+    }
+
+    /// Population standard deviation of the durations, ns.
+    pub fn std_dev_ns(&self) -> f64 {
+        if self.count == 0 {
+            return 0.0;
+        }
+        let n = self.count as f64;
+        let mean = self.total_ns as f64 / n;
+        let variance = self.sum_sq_ns2 as f64 / n - mean * mean;
+        variance.max(0.0).sqrt()
+    }
+
+    /// The `q` quantile (0..=1) of the durations, ns: found in the histogram, interpolated inside
+    /// its bucket, and kept within the exact minimum and maximum.
+    pub fn quantile_ns(&self, q: f64) -> f64 {
+        let total: u64 = self.hist.iter().sum();
+        if total == 0 {
+            return 0.0;
+        }
+        let rank = (q.clamp(0.0, 1.0) * total as f64).max(1.0);
+        let mut seen = 0u64;
+        let mut value = self.max_ns as f64;
+        for (bucket, &n) in self.hist.iter().enumerate() {
+            if n == 0 {
+                continue;
+            }
+            if (seen + n) as f64 >= rank {
+                let (low, high) = hist_bucket_bounds(bucket);
+                let within = (rank - seen as f64) / n as f64;
+                value = low as f64 + within * (high - low) as f64;
+                break;
+            }
+            seen += n;
+        }
+        let min = self.min_ns.unwrap_or(0) as f64;
+        value.clamp(min, (self.max_ns as f64).max(min))
+    }
+}
+
+/// What is known of a traced function before any call.
+#[derive(Debug, Clone)]
+pub struct FunctionMeta {
+    pub name: String,
+    pub module: String,
+    pub address: u64,
+    pub site: ProbeSite,
+}
+
+/// Everything the kernel gathered about one function, symbolized.
+#[derive(Debug, Clone, Default)]
+pub struct FunctionData {
+    pub totals: FuncTotals,
+    pub threads: Vec<(u32, ThreadStats)>,
+    pub callers: Vec<(Frame, u64)>,
+    pub stacks: Vec<(Vec<Frame>, u64)>,
+    pub in_flight: u64,
+}
+
+/// Most callers and call stacks kept per function in the report.
+pub const MAX_CALLERS: usize = 20;
+
+/// Builds a function's profile. `cost_ns` is the estimated cost of its probes.
+pub fn profile(meta: &FunctionMeta, data: FunctionData, cost_ns: f64) -> FunctionProfile {
+    let t = &data.totals;
+    let average = if t.count > 0 {
+        t.total_ns as f64 / t.count as f64
+    } else {
+        0.0
+    };
+
+    let mut threads: Vec<ThreadBreakdown> = data
+        .threads
+        .iter()
+        .map(|(tid, s)| ThreadBreakdown {
+            tid: *tid,
+            calls: s.count,
+            total_time: s.total_ns as f64 * NS,
+        })
+        .collect();
+    threads.sort_by(|a, b| b.calls.cmp(&a.calls).then(a.tid.cmp(&b.tid)));
+
+    // The same call site can appear under several return addresses only if the module was
+    // mapped twice; merge by frame.
+    let mut callers: Vec<Caller> = Vec::new();
+    for (frame, calls) in data.callers {
+        match callers.iter_mut().find(|c| c.frame == frame) {
+            Some(c) => c.calls += calls,
+            None => callers.push(Caller { frame, calls }),
+        }
+    }
+    callers.sort_by(|a, b| {
+        b.calls
+            .cmp(&a.calls)
+            .then(a.frame.function.cmp(&b.frame.function))
+    });
+    callers.truncate(MAX_CALLERS);
+
+    let mut call_stacks: Vec<CallStack> = Vec::new();
+    for (frames, samples) in data.stacks {
+        match call_stacks.iter_mut().find(|s| s.frames == frames) {
+            Some(s) => s.samples += samples,
+            None => call_stacks.push(CallStack { frames, samples }),
+        }
+    }
+    call_stacks.sort_by(|a, b| b.samples.cmp(&a.samples));
+    call_stacks.truncate(MAX_CALLERS);
+
+    let mut site = meta.site.clone();
+    site.hits = t.entries + t.returns;
+    site.estimated_cost = cost_ns * NS;
+
+    FunctionProfile {
+        function_name: meta.name.clone(),
+        module: meta.module.clone(),
+        address: format!("{:#x}", meta.address),
+        total_calls: t.count,
+        total_time: t.total_ns as f64 * NS,
+        average_time: average * NS,
+        min_time: t.min_ns.unwrap_or(0) as f64 * NS,
+        max_time: t.max_ns as f64 * NS,
+        std_dev_time: t.std_dev_ns() * NS,
+        percentiles: Percentiles {
+            p50: t.quantile_ns(0.50) * NS,
+            p90: t.quantile_ns(0.90) * NS,
+            p99: t.quantile_ns(0.99) * NS,
+        },
+        in_flight: data.in_flight,
+        abandoned: t.entries.saturating_sub(t.count + data.in_flight),
+        threads,
+        callers,
+        call_stacks,
+        probe: site,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use profiler_common::functions::hist_bucket;
+
+    /// What the kernel side does for one call, on one CPU's value.
+    fn record(s: &mut FuncStats, ns: u64) {
+        s.entries += 1;
+        s.returns += 1;
+        s.count += 1;
+        s.total_ns += ns;
+        let sq = u128::from(ns) * u128::from(ns);
+        let sum = ((u128::from(s.sum_sq_hi) << 64) | u128::from(s.sum_sq_lo)) + sq;
+        s.sum_sq_lo = sum as u64;
+        s.sum_sq_hi = (sum >> 64) as u64;
+        if s.min_ns_plus1 == 0 || ns + 1 < s.min_ns_plus1 {
+            s.min_ns_plus1 = ns + 1;
+        }
+        s.max_ns = s.max_ns.max(ns);
+        s.hist[hist_bucket(ns)] += 1;
+    }
+
+    fn zero() -> FuncStats {
+        // SAFETY: FuncStats is plain old data; all zeroes is a valid value.
+        unsafe { std::mem::zeroed() }
+    }
+
+    #[test]
+    fn sums_cpus_and_computes_moments() {
+        let (mut a, mut b) = (zero(), zero());
+        for ns in [100, 200, 300] {
+            record(&mut a, ns);
+        }
+        record(&mut b, 400);
+        let t = FuncTotals::sum([&a, &b]);
+        assert_eq!(t.count, 4);
+        assert_eq!(t.total_ns, 1000);
+        assert_eq!(t.min_ns, Some(100));
+        assert_eq!(t.max_ns, 400);
+        // Population standard deviation of 100, 200, 300, 400.
+        assert!((t.std_dev_ns() - 111.803_398_874_989_5).abs() < 1e-6);
+    }
+
+    #[test]
+    fn sum_of_squares_carries_into_the_high_word() {
+        let mut s = zero();
+        // Two calls of ~5 s: each square is ~2.5e19 ns², past 2^64.
+        record(&mut s, 5_000_000_000);
+        record(&mut s, 5_000_000_002);
+        let t = FuncTotals::sum([&s]);
+        assert!(t.sum_sq_ns2 > u128::from(u64::MAX));
+        assert!((t.std_dev_ns() - 1.0).abs() < 1e-3, "{}", t.std_dev_ns());
+    }
+
+    #[test]
+    fn quantiles_are_within_a_bucket_and_clamped() {
+        let mut s = zero();
+        for i in 1..=1000u64 {
+            record(&mut s, i * 1000); // 1 µs .. 1 ms, uniform
+        }
+        let t = FuncTotals::sum([&s]);
+        for (q, exact) in [(0.5, 500_000.0), (0.9, 900_000.0), (0.99, 990_000.0)] {
+            let got = t.quantile_ns(q);
+            assert!((got - exact).abs() / exact < 0.07, "q{q}: {got} vs {exact}");
+        }
+        assert_eq!(t.quantile_ns(1.0), 1_000_000.0);
+        assert!(t.quantile_ns(0.0) >= 1000.0);
+    }
+
+    #[test]
+    fn constant_durations_have_exact_quantiles() {
+        let mut s = zero();
+        for _ in 0..10 {
+            record(&mut s, 12_345);
+        }
+        let t = FuncTotals::sum([&s]);
+        assert_eq!(t.quantile_ns(0.5), 12_345.0);
+        assert_eq!(t.std_dev_ns(), 0.0);
+    }
+
+    #[test]
+    fn histogram_buckets_cover_their_values() {
+        for ns in [0, 1, 7, 8, 9, 15, 16, 100, 1023, 1024, 123_456_789, 1 << 46] {
+            let (low, high) = hist_bucket_bounds(hist_bucket(ns));
+            assert!(low <= ns && ns < high, "{ns} not in [{low}, {high})");
+            assert!(
+                (high - low) as f64 <= (ns as f64 / 8.0).max(1.0),
+                "{ns}: bucket too wide"
+            );
+        }
+        assert_eq!(hist_bucket(u64::MAX), HIST_BUCKETS - 1);
+    }
+
+    #[test]
+    fn profile_reports_in_flight_and_abandoned_apart() {
+        let mut s = zero();
+        record(&mut s, 1000);
+        s.entries += 3; // three more calls began: one still running, two never returned
+        let meta = FunctionMeta {
+            name: "f".into(),
+            module: "m".into(),
+            address: 0x1000,
+            site: ProbeSite {
+                offset: 0,
+                instruction: "push rbp".into(),
+                class: "emulated",
+                reason: String::new(),
+                hits: 0,
+                estimated_cost: 0.0,
+            },
+        };
+        let data = FunctionData {
+            totals: FuncTotals::sum([&s]),
+            in_flight: 1,
+            threads: vec![(
+                7,
+                ThreadStats {
+                    count: 1,
+                    total_ns: 1000,
+                },
+            )],
+            ..Default::default()
+        };
+        let p = profile(&meta, data, 5000.0);
+        assert_eq!(p.total_calls, 1);
+        assert_eq!(p.in_flight, 1);
+        assert_eq!(p.abandoned, 2);
+        assert_eq!(p.probe.hits, 5);
+        assert_eq!(p.threads[0].tid, 7);
+        assert!((p.probe.estimated_cost - 5e-6).abs() < 1e-12);
+    }
+}

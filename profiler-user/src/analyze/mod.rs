@@ -1,0 +1,5 @@
+//! Analyzers: one per probe family, each pure (plain data in, report section out), so every
+//! number is unit-tested without a kernel.
+
+pub mod functions;
+pub mod system;

@@ -1,0 +1,57 @@
+//! The `system` analyzer: CPU and memory samples of the target from /proc -> summary.
+
+use crate::report::SystemSection;
+
+/// One /proc sample.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sample {
+    /// Seconds since profiling started.
+    pub at: f64,
+    /// CPU time used so far, seconds.
+    pub cpu_time: f64,
+    pub rss: u64,
+}
+
+/// Summarises the samples; `None` with fewer than one sample.
+pub fn summarize(samples: &[Sample], interval: f64, cpu_cores: usize) -> Option<SystemSection> {
+    let last = samples.last()?;
+    let rates: Vec<f64> = samples
+        .windows(2)
+        .filter(|w| w[1].at > w[0].at)
+        .map(|w| 100.0 * (w[1].cpu_time - w[0].cpu_time) / (w[1].at - w[0].at))
+        .collect();
+    let first = samples[0];
+    let span = last.at - first.at;
+    Some(SystemSection {
+        interval,
+        samples: samples.len(),
+        current_cpu: rates.last().copied().unwrap_or(0.0),
+        peak_cpu: rates.iter().copied().fold(0.0, f64::max),
+        average_cpu: if span > 0.0 {
+            100.0 * (last.cpu_time - first.cpu_time) / span
+        } else {
+            0.0
+        },
+        current_rss: last.rss,
+        peak_rss: samples.iter().map(|s| s.rss).max().unwrap_or(0),
+        cpu_cores,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_rates_and_peaks() {
+        let s = |at, cpu_time, rss| Sample { at, cpu_time, rss };
+        let samples = [s(0.0, 0.0, 100), s(1.0, 0.5, 300), s(2.0, 1.5, 200)];
+        let sec = summarize(&samples, 1.0, 4).unwrap();
+        assert_eq!(sec.current_cpu, 100.0);
+        assert_eq!(sec.peak_cpu, 100.0);
+        assert_eq!(sec.average_cpu, 75.0);
+        assert_eq!(sec.peak_rss, 300);
+        assert_eq!(sec.current_rss, 200);
+        assert!(summarize(&[], 1.0, 4).is_none());
+    }
+}

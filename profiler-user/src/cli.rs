@@ -1,0 +1,91 @@
+//! Command-line definitions (raw flags). `config` turns them into a checked configuration.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::level::Level;
+
+/// An eBPF profiler and debugger for running Linux processes: exact per-function profiles, what
+/// the process costs and what profiling it costs, without changing the process.
+#[derive(Debug, Parser)]
+#[command(name = "profiler", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Attach to a running process.
+    Attach(AttachArgs),
+    /// Start a command and profile it from its first instruction.
+    Run(RunArgs),
+    /// Start the bundled demo workload, profile it, print a summary and write a JSON report.
+    Demo(DemoArgs),
+    /// List the debug levels and the probe families each one attaches.
+    Levels,
+    /// The demo workload itself (started by `profiler demo`).
+    #[command(hide = true)]
+    DemoWorkload {
+        /// How long to run, in seconds.
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct AttachArgs {
+    /// Process id of the target.
+    pub pid: i32,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// The command to start, and its arguments.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Where to write the JSON report.
+    #[arg(long, value_name = "PATH", default_value = "profiler-demo.json")]
+    pub json: PathBuf,
+    /// How long the demo workload runs, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 3.0)]
+    pub duration: f64,
+    /// Debug level (see `profiler levels`).
+    #[arg(long, value_enum, default_value_t = Level::Detailed)]
+    pub level: Level,
+}
+
+/// Options shared by `attach` and `run`.
+#[derive(Debug, Args, Clone)]
+pub struct CommonArgs {
+    /// Functions to trace exactly (repeatable). `GLOB` matches functions of the main executable;
+    /// `LIB:GLOB` matches in a mapped shared library named by file-name prefix (`libc:malloc`,
+    /// `libsqlite3:sqlite3_*`) or by path. Demangled Rust and C++ names match
+    /// (`'myapp::server::*'`).
+    #[arg(long = "func", value_name = "SPEC")]
+    pub funcs: Vec<String>,
+    /// Stop after this many seconds (default: until Ctrl-C or the target exits).
+    #[arg(long, value_name = "SECS")]
+    pub duration: Option<f64>,
+    /// Write the JSON report to this path (created with mode 0600).
+    #[arg(long, value_name = "PATH")]
+    pub json: Option<PathBuf>,
+    /// Debug level: which probe families are attached (see `profiler levels`).
+    #[arg(long, value_enum, default_value_t = Level::Detailed)]
+    pub level: Level,
+    /// Most functions one run may trace; a `--func` that matches more is an error.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub max_funcs: usize,
+    /// Print nothing but errors (the report is still written).
+    #[arg(long, short)]
+    pub quiet: bool,
+}

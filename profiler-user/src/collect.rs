@@ -1,0 +1,166 @@
+//! The collection loop: drain the ring buffer, sample /proc, and decide when profiling ends
+//! (Ctrl-C, SIGTERM, `--duration`, or the target exiting).
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use aya::{
+    Ebpf,
+    maps::{MapData, RingBuf},
+};
+use profiler_common::event::{EventHeader, EventKind};
+use tokio::{
+    io::unix::AsyncFd,
+    signal::unix::{SignalKind, signal},
+    time::{MissedTickBehavior, interval, sleep_until},
+};
+
+use crate::{
+    analyze::system::Sample,
+    probes::process::{Lifecycle, decode},
+    session::sample,
+    symbols::symbolize::MappingSnapshot,
+    target::{self, spawn::try_wait},
+};
+
+/// How often /proc is sampled once the target has settled.
+pub const SAMPLE_INTERVAL: Duration = Duration::from_millis(200);
+/// Early on, the target's mappings change fast (the loader maps its libraries): look often.
+const EARLY_INTERVAL: Duration = Duration::from_millis(20);
+const EARLY_PERIOD: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    Duration,
+    Interrupted,
+    TargetExited,
+    Error,
+}
+
+impl EndReason {
+    pub fn name(self) -> &'static str {
+        match self {
+            EndReason::Duration => "duration",
+            EndReason::Interrupted => "interrupted",
+            EndReason::TargetExited => "target_exited",
+            EndReason::Error => "error",
+        }
+    }
+}
+
+/// What the loop gathered.
+#[derive(Debug, Default)]
+pub struct Collected {
+    pub end_reason: Option<EndReason>,
+    pub exited: bool,
+    /// `wait(2)` status of the target, when it exited and the status is known.
+    pub exit_status: Option<i32>,
+    pub samples: Vec<Sample>,
+    /// The target's total CPU time at its exit, seconds (from wait4, `run` mode).
+    pub final_cpu_time: Option<f64>,
+}
+
+/// Runs until profiling ends; everything gathered is in `out` even on error.
+pub async fn collect(
+    ebpf: &mut Ebpf,
+    pid: i32,
+    child: bool,
+    start: Instant,
+    duration: Option<Duration>,
+    out: &mut Collected,
+    maps: &mut MappingSnapshot,
+) -> anyhow::Result<()> {
+    let ring = RingBuf::try_from(ebpf.take_map("EVENTS").context("EVENTS map missing")?)?;
+    // SAFETY: the ring buffer owns its map fd, which stays open and the same for as long as the
+    // AsyncFd (which owns the ring buffer) lives.
+    let mut ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+        .map_err(|e| anyhow::anyhow!("failed to poll the ring buffer: {e}"))?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let deadline = duration.map(|d| tokio::time::Instant::from_std(start + d));
+    let mut early = interval(EARLY_INTERVAL);
+    let mut tick = interval(SAMPLE_INTERVAL);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    out.samples.extend(sample(pid, start));
+
+    let reason = loop {
+        tokio::select! {
+            _ = sigint.recv() => break EndReason::Interrupted,
+            _ = sigterm.recv() => break EndReason::Interrupted,
+            _ = async { sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => {
+                break EndReason::Duration;
+            }
+            guard = ring.readable_mut() => {
+                let mut guard = guard.context("failed to poll the ring buffer")?;
+                let exited = drain(guard.get_inner_mut(), out);
+                guard.clear_ready();
+                if exited {
+                    break EndReason::TargetExited;
+                }
+            }
+            _ = early.tick(), if start.elapsed() < EARLY_PERIOD => maps.refresh(pid),
+            _ = tick.tick() => {
+                maps.refresh(pid);
+                out.samples.extend(sample(pid, start));
+                if child {
+                    if let Some((status, cpu)) = try_wait(pid) {
+                        out.exit_status = Some(status);
+                        out.final_cpu_time = Some(cpu);
+                        break EndReason::TargetExited;
+                    }
+                } else if !target::alive(pid) {
+                    break EndReason::TargetExited;
+                }
+            }
+        }
+    };
+    // Events already in the ring buffer belong to the run.
+    drain(ring.get_mut(), out);
+    if reason == EndReason::TargetExited {
+        out.exited = true;
+        if child && out.final_cpu_time.is_none() {
+            // The exit event came first: reap the child for its exact status and CPU time.
+            if let Some((status, cpu)) = wait_child(pid).await {
+                out.exit_status = Some(status);
+                out.final_cpu_time = Some(cpu);
+            }
+        }
+    } else {
+        out.samples.extend(sample(pid, start));
+    }
+    out.end_reason = Some(reason);
+    Ok(())
+}
+
+/// Handles every record in the ring buffer; true once the target's last thread has exited.
+fn drain(ring: &mut RingBuf<MapData>, out: &mut Collected) -> bool {
+    let mut exited = false;
+    while let Some(item) = ring.next() {
+        let bytes: &[u8] = &item;
+        if bytes.len() < size_of::<EventHeader>() {
+            continue;
+        }
+        let kind = u16::from_ne_bytes([bytes[0], bytes[1]]);
+        if kind == EventKind::Process as u16
+            && let Some(Lifecycle::ProcessExit { status }) = decode(bytes)
+        {
+            exited = true;
+            out.exited = true;
+            if out.exit_status.is_none() {
+                out.exit_status = status;
+            }
+        }
+    }
+    exited
+}
+
+/// Reaps a child that is exiting: its status and CPU time (waits up to a second).
+async fn wait_child(pid: i32) -> Option<(i32, f64)> {
+    for _ in 0..100 {
+        if let Some(done) = try_wait(pid) {
+            return Some(done);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    None
+}

@@ -1,0 +1,33 @@
+//! Errors a user can cause or meet, each shown as one line.
+
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ProfilerError {
+    #[error("profiler needs root, or the CAP_BPF and CAP_PERFMON capabilities: run it with sudo")]
+    NotPrivileged,
+    #[error("no such process: {0}")]
+    NoSuchProcess(i32),
+    #[error("pid {0} is a kernel thread: only user-space processes can be profiled")]
+    KernelThread(i32),
+    #[error("process {0} has already exited")]
+    TargetExited(i32),
+    #[error("the kernel lacks {what}: {hint}")]
+    KernelFeature {
+        what: &'static str,
+        hint: &'static str,
+    },
+    #[error("no such command: {0}")]
+    NoSuchCommand(String),
+    #[error("cannot start {cmd}: {source}")]
+    Exec { cmd: String, source: std::io::Error },
+    #[error("cannot write the report to {path}: {source}")]
+    ReportPath {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Spec(String),
+}

@@ -1,0 +1,156 @@
+//! The debug levels and the one table that says which probe families each level attaches.
+
+use std::fmt;
+
+use clap::ValueEnum;
+use serde::Serialize;
+
+/// How much the profiler looks at, and so how much it costs the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    /// Process lifecycle, errors and /proc sampling: cheap enough for production.
+    Basic,
+    /// Basic, plus exact tracing of the `--func` functions.
+    Detailed,
+    /// Detailed, plus CPU sampling with stacks.
+    Profiling,
+    /// Basic, plus allocation tracking and leak detection.
+    Memory,
+    /// Basic, plus locks, scheduling and deadlock heuristics.
+    Threading,
+    /// Every family.
+    Full,
+}
+
+/// A probe family: one kernel module, one analyzer, one report section.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Family {
+    /// Thread and process exits, exit status (tracepoint sched_process_exit).
+    Process,
+    /// Process CPU and memory sampled from /proc (no probes).
+    System,
+    /// Exact per-function counts and times (uprobe/uretprobe on `--func`).
+    Functions,
+    /// Failed syscalls, fatal signals and printed errors, classified against the pattern database.
+    Errors,
+    /// CPU sampling with stacks (perf event).
+    Cpu,
+    /// Allocations and leaks (uprobes on the allocator, mmap/munmap).
+    Memory,
+    /// Locks and scheduling (pthread uprobes, sched tracepoints).
+    Threads,
+    /// GPU statistics (NVML) and CUDA runtime calls.
+    Gpu,
+}
+
+impl Family {
+    pub const ALL: [Family; 8] = [
+        Family::Process,
+        Family::System,
+        Family::Functions,
+        Family::Errors,
+        Family::Cpu,
+        Family::Memory,
+        Family::Threads,
+        Family::Gpu,
+    ];
+
+    /// Whether this build of the profiler implements the family.
+    pub const fn available(self) -> bool {
+        matches!(self, Family::Process | Family::System | Family::Functions)
+    }
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Family::Process => "process",
+            Family::System => "system",
+            Family::Functions => "functions",
+            Family::Errors => "errors",
+            Family::Cpu => "cpu",
+            Family::Memory => "memory",
+            Family::Threads => "threads",
+            Family::Gpu => "gpu",
+        }
+    }
+}
+
+impl fmt::Display for Family {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl Level {
+    /// The level table: the families each level selects.
+    pub const fn families(self) -> &'static [Family] {
+        use Family::*;
+        match self {
+            Level::Basic => &[Process, System, Errors],
+            Level::Detailed => &[Process, System, Errors, Functions],
+            Level::Profiling => &[Process, System, Errors, Functions, Cpu],
+            Level::Memory => &[Process, System, Errors, Memory],
+            Level::Threading => &[Process, System, Errors, Threads],
+            Level::Full => &[
+                Process, System, Errors, Functions, Cpu, Memory, Threads, Gpu,
+            ],
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Level::Basic => "basic",
+            Level::Detailed => "detailed",
+            Level::Profiling => "profiling",
+            Level::Memory => "memory",
+            Level::Threading => "threading",
+            Level::Full => "full",
+        }
+    }
+
+    pub const ALL: [Level; 6] = [
+        Level::Basic,
+        Level::Detailed,
+        Level::Profiling,
+        Level::Memory,
+        Level::Threading,
+        Level::Full,
+    ];
+}
+
+/// The `profiler levels` table.
+pub fn describe() -> String {
+    let mut out = String::from("level      families (* = not available in this build)\n");
+    for level in Level::ALL {
+        let families: Vec<String> = level
+            .families()
+            .iter()
+            .map(|f| {
+                if f.available() {
+                    f.name().to_string()
+                } else {
+                    format!("{}*", f.name())
+                }
+            })
+            .collect();
+        out.push_str(&format!("{:<10} {}\n", level.name(), families.join(", ")));
+    }
+    out.push_str("\n`--func` adds the functions family at any level.\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_level_has_process_and_full_has_every_family() {
+        for level in Level::ALL {
+            assert!(level.families().contains(&Family::Process), "{level:?}");
+        }
+        for family in Family::ALL {
+            assert!(Level::Full.families().contains(&family), "{family}");
+        }
+    }
+}

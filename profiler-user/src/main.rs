@@ -1,0 +1,109 @@
+use std::{io::Write, process::ExitCode, time::Duration};
+
+use clap::Parser;
+use profiler_user::{
+    cli::{Cli, Command, CommonArgs},
+    demo, level,
+    report::{json, text},
+    session::{self, Mode, Plan},
+};
+
+/// Functions shown in the printed summary.
+const SUMMARY_TOP: usize = 15;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Levels => {
+            print(&level::describe());
+            ExitCode::SUCCESS
+        }
+        Command::DemoWorkload { seconds } => {
+            demo::workload(seconds);
+            ExitCode::SUCCESS
+        }
+        Command::Attach(args) => profile(
+            plan(Mode::Attach(args.pid), &args.common),
+            args.common.quiet,
+        ),
+        Command::Run(args) => profile(
+            plan(Mode::Run(args.command), &args.common),
+            args.common.quiet,
+        ),
+        Command::Demo(args) => {
+            let exe = match std::env::current_exe() {
+                Ok(exe) => exe.display().to_string(),
+                Err(e) => return fail(&format!("cannot find the profiler's own executable: {e}")),
+            };
+            let plan = Plan {
+                mode: Mode::Run(vec![
+                    exe,
+                    "demo-workload".into(),
+                    "--seconds".into(),
+                    args.duration.to_string(),
+                ]),
+                level: args.level,
+                funcs: demo::DEMO_FUNCS.iter().map(|s| s.to_string()).collect(),
+                duration: None,
+                json: Some(args.json),
+                max_funcs: 1000,
+            };
+            profile(plan, false)
+        }
+    }
+}
+
+fn plan(mode: Mode, common: &CommonArgs) -> Plan {
+    Plan {
+        mode,
+        level: common.level,
+        funcs: common.funcs.clone(),
+        duration: common.duration.map(|d| Duration::from_secs_f64(d.max(0.0))),
+        json: common.json.clone(),
+        max_funcs: common.max_funcs,
+    }
+}
+
+/// Runs one session; prints the summary, writes the report, and turns an error into one line.
+fn profile(plan: Plan, quiet: bool) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(&format!("failed to start the runtime: {e}")),
+    };
+    let (report, result) = runtime.block_on(session::run(&plan));
+    let mut code = ExitCode::SUCCESS;
+    if let Some(report) = &report {
+        if !quiet {
+            print(&text::render(report, SUMMARY_TOP));
+        }
+        if let Some(path) = &plan.json {
+            match json::write(report, path) {
+                Ok(()) if !quiet => eprintln!("report written to {}", path.display()),
+                Ok(()) => {}
+                Err(e) => {
+                    eprintln!("error: cannot write the report to {}: {e}", path.display());
+                    code = ExitCode::FAILURE;
+                }
+            }
+        }
+    }
+    if let Err(e) = result {
+        return fail(&format!("{e:#}"));
+    }
+    code
+}
+
+fn fail(message: &str) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::FAILURE
+}
+
+/// Prints to stdout; a closed pipe (`profiler ... | head`) is not an error.
+fn print(s: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(s.as_bytes());
+    let _ = out.flush();
+}

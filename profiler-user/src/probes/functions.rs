@@ -1,0 +1,160 @@
+//! The `functions` family on the user side: attach the entry and return probes, and read what the
+//! kernel aggregated.
+
+use std::{collections::HashMap, path::PathBuf};
+
+use anyhow::Context as _;
+use aya::{
+    Ebpf,
+    maps::{HashMap as BpfHashMap, Map, PerCpuArray, StackTraceMap},
+    programs::{
+        UProbe,
+        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope},
+    },
+};
+use profiler_common::functions::{
+    CallerKey, FuncStats, MAX_DEPTH, ShadowStack, StackKey, ThreadKey, ThreadStats,
+};
+
+use crate::analyze::functions::FuncTotals;
+
+/// Where one function's probes go: the file and the offset in it. The function id is the index
+/// in the list handed to [`attach`].
+#[derive(Debug, Clone)]
+pub struct Site {
+    pub path: PathBuf,
+    pub file_offset: u64,
+}
+
+const ENTRY: &str = "fn_entry";
+const RETURN: &str = "fn_return";
+
+/// A probe that could not be attached, with the function it was for.
+#[derive(Debug)]
+pub struct AttachFailure {
+    pub index: usize,
+    pub error: anyhow::Error,
+}
+
+/// Attaches an entry and a return probe to every site, for process `pid` only. Returns the
+/// number of probes attached; stops at the first failure.
+pub fn attach(ebpf: &mut Ebpf, sites: &[Site], pid: u32) -> Result<usize, AttachFailure> {
+    let scope = std::num::NonZeroU32::new(pid)
+        .map(UProbeScope::OneProcess)
+        .ok_or_else(|| AttachFailure {
+            index: 0,
+            error: anyhow::anyhow!("invalid pid 0"),
+        })?;
+    let mut attached = 0;
+    // Entry probes first: a call that starts between the two attaches is then seen entering and
+    // never returning (dropped as abandoned), rather than returning unmatched.
+    for name in [ENTRY, RETURN] {
+        let program: &mut UProbe =
+            program(ebpf, name).map_err(|error| AttachFailure { index: 0, error })?;
+        program
+            .load()
+            .with_context(|| format!("failed to load {name}"))
+            .map_err(|error| AttachFailure { index: 0, error })?;
+        for (index, site) in sites.iter().enumerate() {
+            let point = UProbeAttachPoint {
+                location: UProbeAttachLocation::AbsoluteOffset(site.file_offset),
+                cookie: Some(index as u64),
+            };
+            program
+                .attach(point, &site.path, scope)
+                .map_err(|e| AttachFailure {
+                    index,
+                    error: anyhow::Error::new(e),
+                })?;
+            attached += 1;
+        }
+    }
+    Ok(attached)
+}
+
+/// Detaches every function probe (the maps stay readable).
+pub fn detach(ebpf: &mut Ebpf) {
+    for name in [ENTRY, RETURN] {
+        if let Ok(program) = program(ebpf, name) {
+            let _ = program.unload();
+        }
+    }
+}
+
+fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut UProbe> {
+    ebpf.program_mut(name)
+        .with_context(|| format!("program {name} missing from the eBPF object"))?
+        .try_into()
+        .with_context(|| format!("program {name} is not a uprobe"))
+}
+
+/// What the kernel side gathered, by function id, before symbolization.
+#[derive(Debug, Default)]
+pub struct RawFunctions {
+    pub totals: Vec<FuncTotals>,
+    pub threads: HashMap<u32, Vec<(u32, ThreadStats)>>,
+    /// (function id, return address, calls).
+    pub callers: Vec<(u32, u64, u64)>,
+    /// (function id, user stack innermost first, samples).
+    pub stacks: Vec<(u32, Vec<u64>, u64)>,
+    /// Calls on the shadow stacks of live threads, by function id.
+    pub in_flight: HashMap<u32, u64>,
+}
+
+fn map<'a>(ebpf: &'a Ebpf, name: &str) -> anyhow::Result<&'a Map> {
+    ebpf.map(name)
+        .with_context(|| format!("map {name} missing from the eBPF object"))
+}
+
+/// Reads every map of the family. `pid` is used to tell live threads from exited ones.
+pub fn read(ebpf: &Ebpf, functions: usize, pid: i32) -> anyhow::Result<RawFunctions> {
+    let mut raw = RawFunctions::default();
+
+    let stats: PerCpuArray<_, FuncStats> = PerCpuArray::try_from(map(ebpf, "FUNC_STATS")?)?;
+    for id in 0..functions as u32 {
+        let per_cpu = stats.get(&id, 0)?;
+        raw.totals.push(FuncTotals::sum(per_cpu.iter()));
+    }
+
+    let threads: BpfHashMap<_, ThreadKey, ThreadStats> =
+        BpfHashMap::try_from(map(ebpf, "THREAD_STATS")?)?;
+    for entry in threads.iter() {
+        let (key, value) = entry?;
+        raw.threads
+            .entry(key.func)
+            .or_default()
+            .push((key.tid, value));
+    }
+
+    let callers: BpfHashMap<_, CallerKey, u64> = BpfHashMap::try_from(map(ebpf, "CALLERS")?)?;
+    for entry in callers.iter() {
+        let (key, calls) = entry?;
+        raw.callers.push((key.func, key.ret_addr, calls));
+    }
+
+    let stack_counts: BpfHashMap<_, StackKey, u64> =
+        BpfHashMap::try_from(map(ebpf, "STACK_COUNTS")?)?;
+    let stacks = StackTraceMap::try_from(map(ebpf, "STACKS")?)?;
+    for entry in stack_counts.iter() {
+        let (key, samples) = entry?;
+        if let Ok(trace) = stacks.get(&key.stack_id, 0) {
+            // The first frame is the traced function itself: its callers start at the second.
+            let ips = trace.frames().iter().skip(1).map(|f| f.ip).collect();
+            raw.stacks.push((key.func, ips, samples));
+        }
+    }
+
+    let shadow: BpfHashMap<_, u32, ShadowStack> =
+        BpfHashMap::try_from(map(ebpf, "THREAD_STACKS")?)?;
+    for entry in shadow.iter() {
+        let (tid, stack) = entry?;
+        let alive = std::path::Path::new(&format!("/proc/{pid}/task/{tid}")).exists();
+        if !alive {
+            continue;
+        }
+        for frame in &stack.frames[..(stack.depth as usize).min(MAX_DEPTH)] {
+            *raw.in_flight.entry(frame.func).or_default() += 1;
+        }
+    }
+    Ok(raw)
+}

@@ -1,0 +1,138 @@
+//! Loading the kernel programs and the checks that come before: privileges, kernel features,
+//! tracefs. Each family's attach and read code is in its own module.
+
+pub mod btf;
+pub mod functions;
+pub mod process;
+
+use std::{collections::BTreeMap, path::Path};
+
+use anyhow::Context as _;
+use aya::{Ebpf, EbpfLoader, maps::PerCpuArray};
+use profiler_common::{
+    TARGET_TGID_GLOBAL,
+    counters::{COUNTER_SLOTS, Counter},
+    process::TASK_EXIT_CODE_OFFSET_GLOBAL,
+};
+
+use crate::error::ProfilerError;
+
+/// The kernel programs, built from profiler-ebpf by build.rs.
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/profiler"));
+
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_PERFMON: u32 = 38;
+const CAP_BPF: u32 = 39;
+
+/// Root, or CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN), in the effective set.
+pub fn check_privileges() -> Result<(), ProfilerError> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return Ok(());
+    }
+    let caps = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .unwrap_or(0);
+    let has = |cap: u32| caps & (1 << cap) != 0;
+    if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)) {
+        Ok(())
+    } else {
+        Err(ProfilerError::NotPrivileged)
+    }
+}
+
+/// Kernel features, checked before anything is loaded. `PROFILER_ASSUME_MISSING` (a comma list
+/// of `uprobes`, `btf`, `tracefs`) makes the check act as if a feature were absent, so the
+/// error path itself can be tested on a kernel that has everything.
+pub fn check_kernel(need_uprobes: bool) -> Result<(), ProfilerError> {
+    let assumed_missing = std::env::var("PROFILER_ASSUME_MISSING").unwrap_or_default();
+    let missing = |what: &str| assumed_missing.split(',').any(|m| m.trim() == what);
+    if need_uprobes
+        && (missing("uprobes") || !Path::new("/sys/bus/event_source/devices/uprobe/type").exists())
+    {
+        return Err(ProfilerError::KernelFeature {
+            what: "uprobes",
+            hint: "a kernel built with CONFIG_UPROBE_EVENTS=y is required",
+        });
+    }
+    if missing("btf") || !Path::new("/sys/kernel/btf/vmlinux").exists() {
+        return Err(ProfilerError::KernelFeature {
+            what: "BTF (/sys/kernel/btf/vmlinux)",
+            hint: "a kernel built with CONFIG_DEBUG_INFO_BTF=y is required",
+        });
+    }
+    if missing("tracefs") || !ensure_tracefs() {
+        return Err(ProfilerError::KernelFeature {
+            what: "tracefs",
+            hint: "mount it: mount -t tracefs nodev /sys/kernel/tracing",
+        });
+    }
+    Ok(())
+}
+
+/// Tracepoints are found through tracefs; mount it where it is missing (we are privileged).
+fn ensure_tracefs() -> bool {
+    let mounted = |p: &str| Path::new(p).join("events").is_dir();
+    if mounted("/sys/kernel/tracing") || mounted("/sys/kernel/debug/tracing") {
+        return true;
+    }
+    let target = c"/sys/kernel/tracing";
+    // SAFETY: valid NUL-terminated strings; mount has no other memory preconditions.
+    let rc = unsafe {
+        libc::mount(
+            c"nodev".as_ptr(),
+            target.as_ptr(),
+            c"tracefs".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    rc == 0 && mounted("/sys/kernel/tracing")
+}
+
+/// Loads the programs for target `tgid`, with room for `functions` traced functions.
+pub fn load(tgid: u32, functions: usize) -> anyhow::Result<Ebpf> {
+    raise_memlock_limit();
+    let exit_code_offset = btf::member_offset(
+        Path::new("/sys/kernel/btf/vmlinux"),
+        "task_struct",
+        "exit_code",
+    )
+    .unwrap_or(u32::MAX);
+    EbpfLoader::new()
+        .override_global(TARGET_TGID_GLOBAL, &tgid, true)
+        .override_global(TASK_EXIT_CODE_OFFSET_GLOBAL, &exit_code_offset, true)
+        .map_max_entries("FUNC_STATS", functions.max(1) as u32)
+        .load(EBPF_OBJECT)
+        .context("failed to load the eBPF programs")
+}
+
+/// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; lift it (harmless elsewhere).
+fn raise_memlock_limit() {
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: passes a valid rlimit struct.
+    unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) };
+}
+
+/// The loss counters summed over the CPUs, by name; zero counters left out.
+pub fn read_counters(ebpf: &Ebpf) -> anyhow::Result<BTreeMap<Counter, u64>> {
+    let counters: PerCpuArray<_, u64> =
+        PerCpuArray::try_from(ebpf.map("COUNTERS").context("COUNTERS map missing")?)?;
+    let mut out = BTreeMap::new();
+    for counter in Counter::ALL {
+        debug_assert!((counter as u32) < COUNTER_SLOTS);
+        let total: u64 = counters.get(&(counter as u32), 0)?.iter().sum();
+        if total > 0 {
+            out.insert(counter, total);
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,255 @@
+//! The report: one serde type, versioned (see docs/report-schema.md), and its renderers.
+
+pub mod json;
+pub mod text;
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::{level::Level, symbols::symbolize::Frame};
+
+/// Version of the JSON schema (docs/report-schema.md). Bump the minor version when fields are
+/// added, the major version when a field changes meaning or goes away.
+pub const SCHEMA_VERSION: &str = "1.0";
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub schema_version: &'static str,
+    pub profiler: ProfilerInfo,
+    pub target: TargetSection,
+    /// Each probe family and what became of it.
+    pub families: Vec<FamilyStatus>,
+    /// One entry per traced function, by total time, longest first.
+    pub functions: Vec<FunctionProfile>,
+    pub overhead: Overhead,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub system: Option<SystemSection>,
+    /// Things the user should know (a family not available, data lost, the target gone early).
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProfilerInfo {
+    pub version: &'static str,
+    pub debug_level: Level,
+    /// "attach" or "run".
+    pub mode: &'static str,
+    /// Seconds from the probes being attached to the end of profiling.
+    pub duration: f64,
+    /// Unix time (seconds) when profiling started.
+    pub started_at: f64,
+    /// Why profiling ended: "duration", "interrupted", "target_exited", "error".
+    pub end_reason: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetSection {
+    pub pid: i32,
+    pub exe: String,
+    pub cmdline: Vec<String>,
+    pub exited: bool,
+    /// Present when the target exited while profiled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_status: Option<ExitStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ExitStatus {
+    /// The exit code, when the target exited normally.
+    pub code: Option<i32>,
+    /// The signal that ended it (e.g. "SIGSEGV"), when one did.
+    pub signal: Option<String>,
+    pub core_dumped: bool,
+}
+
+impl ExitStatus {
+    /// Decodes a `wait(2)` status.
+    pub fn from_wait_status(status: i32) -> Self {
+        let signal = status & 0x7f;
+        if signal == 0 {
+            Self {
+                code: Some((status >> 8) & 0xff),
+                signal: None,
+                core_dumped: false,
+            }
+        } else {
+            Self {
+                code: None,
+                signal: Some(signal_name(signal)),
+                core_dumped: status & 0x80 != 0,
+            }
+        }
+    }
+}
+
+/// "SIGSEGV" for 11, and so on.
+pub fn signal_name(signal: i32) -> String {
+    const NAMES: [&str; 32] = [
+        "0",
+        "SIGHUP",
+        "SIGINT",
+        "SIGQUIT",
+        "SIGILL",
+        "SIGTRAP",
+        "SIGABRT",
+        "SIGBUS",
+        "SIGFPE",
+        "SIGKILL",
+        "SIGUSR1",
+        "SIGSEGV",
+        "SIGUSR2",
+        "SIGPIPE",
+        "SIGALRM",
+        "SIGTERM",
+        "SIGSTKFLT",
+        "SIGCHLD",
+        "SIGCONT",
+        "SIGSTOP",
+        "SIGTSTP",
+        "SIGTTIN",
+        "SIGTTOU",
+        "SIGURG",
+        "SIGXCPU",
+        "SIGXFSZ",
+        "SIGVTALRM",
+        "SIGPROF",
+        "SIGWINCH",
+        "SIGIO",
+        "SIGPWR",
+        "SIGSYS",
+    ];
+    NAMES
+        .get(signal as usize)
+        .map(|s| s.to_string())
+        .unwrap_or_else(|| format!("SIG{signal}"))
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FamilyStatus {
+    pub name: &'static str,
+    /// "attached", "not_selected", "not_available" (not in this build), "idle" (selected but
+    /// given nothing to do) or "failed".
+    pub status: &'static str,
+    pub probes: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Percentiles {
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ThreadBreakdown {
+    pub tid: u32,
+    pub calls: u64,
+    pub total_time: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Caller {
+    /// The calling function and the return address in it.
+    #[serde(flatten)]
+    pub frame: Frame,
+    /// Exact number of calls from this call site.
+    pub calls: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CallStack {
+    /// Innermost first: the traced function's caller, its caller, ...
+    pub frames: Vec<Frame>,
+    /// How many sampled calls had this stack.
+    pub samples: u64,
+}
+
+/// Where a function's probes sit and what they cost.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProbeSite {
+    /// Offset of the entry probe from the function's address.
+    pub offset: u64,
+    /// The instruction the entry probe sits on.
+    pub instruction: String,
+    /// "emulated" (the kernel runs the instruction itself: cheap) or "single_stepped".
+    pub class: &'static str,
+    pub reason: String,
+    /// Entry and return probe hits.
+    pub hits: u64,
+    /// Estimated time the probes cost the target, seconds.
+    pub estimated_cost: f64,
+}
+
+/// The profile of one traced function. Times in seconds.
+#[derive(Debug, Clone, Serialize)]
+pub struct FunctionProfile {
+    /// Demangled name, without the module.
+    pub function_name: String,
+    /// File name of the executable or library that defines it.
+    pub module: String,
+    /// Address in the module (hex).
+    pub address: String,
+    /// Calls that returned while profiled, exactly.
+    pub total_calls: u64,
+    pub total_time: f64,
+    pub average_time: f64,
+    pub min_time: f64,
+    pub max_time: f64,
+    pub std_dev_time: f64,
+    pub percentiles: Percentiles,
+    /// Calls still running when profiling stopped (not counted in the times).
+    pub in_flight: u64,
+    /// Calls left without a return (longjmp, exception, unwinding): not timed.
+    pub abandoned: u64,
+    pub threads: Vec<ThreadBreakdown>,
+    pub callers: Vec<Caller>,
+    pub call_stacks: Vec<CallStack>,
+    pub probe: ProbeSite,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Overhead {
+    pub probes_attached: usize,
+    pub probe_hits: u64,
+    /// Per-hit costs used for the estimate, ns, and where they came from.
+    pub cost_model: CostModel,
+    /// Estimated time the probes added to the target, seconds.
+    pub estimated_cost: f64,
+    /// CPU time the target used while profiled, seconds (probe cost included).
+    pub target_cpu_time: f64,
+    /// `estimated_cost` over the target's CPU time without it, percent.
+    pub estimated_slowdown_percent: f64,
+    /// What the kernel side could not record, by counter (zero counters left out).
+    pub lost: BTreeMap<&'static str, u64>,
+    /// Things that are not losses but explain numbers (calls before attach, abandoned calls).
+    pub notes: BTreeMap<&'static str, u64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CostModel {
+    pub emulated_entry_ns: f64,
+    pub single_stepped_entry_ns: f64,
+    pub return_ns: f64,
+    /// "calibrated" (measured on this machine at start-up) or "default".
+    pub source: &'static str,
+}
+
+/// Process CPU and memory sampled from /proc.
+#[derive(Debug, Clone, Serialize)]
+pub struct SystemSection {
+    /// Sampling interval, seconds.
+    pub interval: f64,
+    pub samples: usize,
+    /// CPU use, percent of one core, over the last interval.
+    pub current_cpu: f64,
+    pub peak_cpu: f64,
+    pub average_cpu: f64,
+    /// Resident set, bytes.
+    pub current_rss: u64,
+    pub peak_rss: u64,
+    /// Cores on the machine.
+    pub cpu_cores: usize,
+}

@@ -1,0 +1,147 @@
+//! The human summary printed at the end: target, top functions, what profiling cost.
+
+use std::fmt::Write;
+
+use super::Report;
+
+/// Seconds as a short human duration ("1.23 ms").
+pub fn human_time(secs: f64) -> String {
+    let (value, unit) = if secs >= 1.0 {
+        (secs, "s")
+    } else if secs >= 1e-3 {
+        (secs * 1e3, "ms")
+    } else if secs >= 1e-6 {
+        (secs * 1e6, "µs")
+    } else {
+        (secs * 1e9, "ns")
+    };
+    format!("{value:.2} {unit}")
+}
+
+/// Bytes as a short human size.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+/// The summary, at most `top` functions.
+pub fn render(report: &Report, top: usize) -> String {
+    let mut out = String::new();
+    let t = &report.target;
+    let _ = writeln!(
+        out,
+        "profiler {} · pid {} · {} · level {} · {:.2} s ({})",
+        report.profiler.version,
+        t.pid,
+        t.exe,
+        report.profiler.debug_level.name(),
+        report.profiler.duration,
+        report.profiler.end_reason.replace('_', " "),
+    );
+    if let Some(status) = &t.exit_status {
+        let how = match (&status.code, &status.signal) {
+            (Some(code), _) => format!("exited with code {code}"),
+            (None, Some(signal)) => format!(
+                "killed by {signal}{}",
+                if status.core_dumped {
+                    " (core dumped)"
+                } else {
+                    ""
+                }
+            ),
+            _ => "exited".to_string(),
+        };
+        let _ = writeln!(out, "target {how}");
+    }
+    if report.functions.is_empty() {
+        let _ = writeln!(out, "\nno functions traced (use --func GLOB)");
+    } else {
+        let name_width = report
+            .functions
+            .iter()
+            .take(top)
+            .map(|f| f.function_name.chars().count().min(48))
+            .max()
+            .unwrap_or(8)
+            .max(8);
+        let _ = writeln!(
+            out,
+            "\n{:<name_width$}  {:>10}  {:>10}  {:>10}  {:>10}  {:>10}  {:>10}",
+            "function", "calls", "total", "average", "p50", "p99", "max"
+        );
+        for f in report.functions.iter().take(top) {
+            let name: String = if f.function_name.chars().count() > 48 {
+                f.function_name.chars().take(47).chain(['…']).collect()
+            } else {
+                f.function_name.clone()
+            };
+            let _ = writeln!(
+                out,
+                "{name:<name_width$}  {:>10}  {:>10}  {:>10}  {:>10}  {:>10}  {:>10}",
+                f.total_calls,
+                human_time(f.total_time),
+                human_time(f.average_time),
+                human_time(f.percentiles.p50),
+                human_time(f.percentiles.p99),
+                human_time(f.max_time),
+            );
+            if f.in_flight > 0 {
+                let _ = writeln!(
+                    out,
+                    "{:name_width$}  ({} call(s) still running at the end)",
+                    "", f.in_flight
+                );
+            }
+        }
+        if report.functions.len() > top {
+            let _ = writeln!(
+                out,
+                "… and {} more in the JSON report",
+                report.functions.len() - top
+            );
+        }
+    }
+    if let Some(system) = &report.system {
+        let _ = writeln!(
+            out,
+            "\ncpu {:.1}% average, {:.1}% peak · rss {} peak",
+            system.average_cpu,
+            system.peak_cpu,
+            human_bytes(system.peak_rss)
+        );
+    }
+    let o = &report.overhead;
+    let _ = writeln!(
+        out,
+        "\noverhead: {} probes, {} hits, ~{} added to the target ({:.2}% slowdown, {} cost model)",
+        o.probes_attached,
+        o.probe_hits,
+        human_time(o.estimated_cost),
+        o.estimated_slowdown_percent,
+        o.cost_model.source,
+    );
+    for warning in &report.warnings {
+        let _ = writeln!(out, "warning: {warning}");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_units() {
+        assert_eq!(human_time(1.5), "1.50 s");
+        assert_eq!(human_time(0.0025), "2.50 ms");
+        assert_eq!(human_time(3e-6), "3.00 µs");
+        assert_eq!(human_time(4e-9), "4.00 ns");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+    }
+}

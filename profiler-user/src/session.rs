@@ -1,0 +1,499 @@
+//! One profiling session: find or start the target, attach the families the level selects,
+//! collect until the end, then read, symbolize, analyze and report.
+//!
+//! Whatever happens once the target is known, a report is built from what was collected: the
+//! state below is kept as the session goes, so an error late in the run loses nothing.
+
+use std::{
+    path::PathBuf,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::Context as _;
+use aya::Ebpf;
+
+use crate::{
+    analyze::{
+        functions::{FunctionData, FunctionMeta, profile},
+        system::{Sample, summarize},
+    },
+    collect::{self, Collected, EndReason},
+    error::ProfilerError,
+    level::{Family, Level},
+    overhead::{self, SiteClass},
+    placement,
+    probes::{
+        self,
+        functions::{RawFunctions, Site},
+    },
+    report::{
+        self, ExitStatus, FamilyStatus, Overhead, ProbeSite, ProfilerInfo, Report, TargetSection,
+    },
+    symbols::{
+        resolve::{FuncSpec, Module, TracedFunction, resolve},
+        symbolize::{AddrSymbolizer, MappingSnapshot},
+    },
+    target::{
+        self, TargetInfo,
+        libs::needed_libraries,
+        spawn::{Gated, resolve_command, spawn_gated},
+    },
+};
+
+/// How the target is found.
+#[derive(Debug, Clone)]
+pub enum Mode {
+    Attach(i32),
+    /// Start this command (program and arguments).
+    Run(Vec<String>),
+}
+
+/// A checked request for one session.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub mode: Mode,
+    pub level: Level,
+    pub funcs: Vec<String>,
+    pub duration: Option<Duration>,
+    pub json: Option<PathBuf>,
+    pub max_funcs: usize,
+}
+
+/// A traced function and where its probe sits.
+struct Traced {
+    function: TracedFunction,
+    site_offset: u64,
+    class: SiteClass,
+    instruction: String,
+    reason: String,
+}
+
+/// Everything known so far.
+struct Session<'p> {
+    plan: &'p Plan,
+    target: Option<TargetInfo>,
+    gated: Option<Gated>,
+    traced: Vec<Traced>,
+    ebpf: Option<Ebpf>,
+    probes_attached: usize,
+    function_probes: usize,
+    started: Option<(Instant, SystemTime)>,
+    collected: Collected,
+    maps: MappingSnapshot,
+    raw: Option<RawFunctions>,
+    counters: std::collections::BTreeMap<profiler_common::counters::Counter, u64>,
+    warnings: Vec<String>,
+}
+
+/// The report (when the target was known) and how the session ended.
+pub async fn run(plan: &Plan) -> (Option<Report>, anyhow::Result<()>) {
+    let mut session = Session {
+        plan,
+        target: None,
+        gated: None,
+        traced: Vec::new(),
+        ebpf: None,
+        probes_attached: 0,
+        function_probes: 0,
+        started: None,
+        collected: Collected::default(),
+        maps: MappingSnapshot::default(),
+        raw: None,
+        counters: Default::default(),
+        warnings: Vec::new(),
+    };
+    let result = session.profile().await;
+    if let Some(gated) = session.gated.take() {
+        gated.abort();
+    }
+    if result.is_err() && session.collected.end_reason.is_none() {
+        session.collected.end_reason = Some(EndReason::Error);
+    }
+    session.harvest();
+    let report = session.target.is_some().then(|| session.report());
+    (report, result)
+}
+
+impl Session<'_> {
+    fn traces_functions(&self) -> bool {
+        !self.plan.funcs.is_empty()
+    }
+
+    async fn profile(&mut self) -> anyhow::Result<()> {
+        probes::check_privileges()?;
+        if let Some(path) = &self.plan.json {
+            report::json::check_writable(path).map_err(|source| ProfilerError::ReportPath {
+                path: path.clone(),
+                source,
+            })?;
+        }
+        let specs = self
+            .plan
+            .funcs
+            .iter()
+            .map(|s| FuncSpec::parse(s))
+            .collect::<Result<Vec<_>, _>>()?;
+        probes::check_kernel(self.traces_functions())?;
+
+        let modules = self.find_target()?;
+        let pid = self.target.as_ref().map(|t| t.pid).unwrap_or_default();
+        let functions = resolve(&specs, &modules, self.plan.max_funcs)?;
+        self.traced = functions.into_iter().map(place).collect();
+
+        let mut ebpf = probes::load(pid as u32, self.traced.len())?;
+        self.probes_attached += probes::process::attach(&mut ebpf)?;
+        let sites: Vec<Site> = self
+            .traced
+            .iter()
+            .map(|t| Site {
+                path: t.function.module.open_path.clone(),
+                file_offset: t.function.sym.file_offset + t.site_offset,
+            })
+            .collect();
+        let attached = probes::functions::attach(&mut ebpf, &sites, pid as u32);
+        self.ebpf = Some(ebpf);
+        match attached {
+            Ok(n) => {
+                self.function_probes = n;
+                self.probes_attached += n;
+            }
+            Err(failure) => {
+                if self.gated.is_none() && !target::alive(pid) {
+                    return Err(ProfilerError::TargetExited(pid).into());
+                }
+                let name = self
+                    .traced
+                    .get(failure.index)
+                    .map(|t| t.function.sym.name.clone())
+                    .unwrap_or_default();
+                return Err(failure
+                    .error
+                    .context(format!("failed to attach probes to {name}")));
+            }
+        }
+        if let Some(gated) = self.gated.as_mut() {
+            gated.release()?;
+        }
+        self.gated = None;
+        self.started = Some((Instant::now(), SystemTime::now()));
+        self.maps.refresh(pid);
+
+        let ebpf = self.ebpf.as_mut().context("probes not loaded")?;
+        let run_mode = matches!(self.plan.mode, Mode::Run(_));
+        let start = self.started.map(|s| s.0).unwrap_or_else(Instant::now);
+        collect::collect(
+            ebpf,
+            pid,
+            run_mode,
+            start,
+            self.plan.duration,
+            &mut self.collected,
+            &mut self.maps,
+        )
+        .await
+    }
+
+    /// Finds (attach) or starts at the gate (run) the target; returns its modules, the
+    /// executable first.
+    fn find_target(&mut self) -> anyhow::Result<Vec<Module>> {
+        match &self.plan.mode {
+            Mode::Attach(pid) => {
+                let pid = *pid;
+                let info = target::inspect(pid)?;
+                let mut modules = vec![Module {
+                    path: info.exe.clone(),
+                    open_path: target::host_path(pid, &info.exe),
+                }];
+                for m in target::mappings(pid).map_err(|_| ProfilerError::TargetExited(pid))? {
+                    if m.executable && !modules.iter().any(|x| x.path == m.path) {
+                        modules.push(Module {
+                            open_path: target::host_path(pid, &m.path),
+                            path: m.path,
+                        });
+                    }
+                }
+                self.target = Some(info);
+                Ok(modules)
+            }
+            Mode::Run(command) => {
+                let program = resolve_command(&command[0])?;
+                let mut modules = vec![Module {
+                    path: program.clone(),
+                    open_path: program.clone(),
+                }];
+                modules.extend(needed_libraries(&program).into_iter().map(|p| Module {
+                    path: p.clone(),
+                    open_path: p,
+                }));
+                let gated = spawn_gated(&program, command)?;
+                self.target = Some(TargetInfo {
+                    pid: gated.pid,
+                    exe: program,
+                    cmdline: command.clone(),
+                });
+                self.gated = Some(gated);
+                Ok(modules)
+            }
+        }
+    }
+
+    /// Stops the probes and reads what they gathered (once; never fails the session).
+    fn harvest(&mut self) {
+        let Some(ebpf) = self.ebpf.as_mut() else {
+            return;
+        };
+        probes::functions::detach(ebpf);
+        let pid = self.target.as_ref().map(|t| t.pid).unwrap_or_default();
+        match probes::functions::read(ebpf, self.traced.len(), pid) {
+            Ok(raw) => self.raw = Some(raw),
+            Err(e) => self
+                .warnings
+                .push(format!("could not read the function statistics: {e:#}")),
+        }
+        match probes::read_counters(ebpf) {
+            Ok(c) => self.counters = c,
+            Err(e) => self
+                .warnings
+                .push(format!("could not read the loss counters: {e:#}")),
+        }
+        self.ebpf = None;
+    }
+
+    fn report(&mut self) -> Report {
+        let target = self.target.clone().expect("report needs a target");
+        let duration = self
+            .started
+            .map(|(i, _)| i.elapsed().as_secs_f64())
+            .unwrap_or(0.0);
+        let started_at = self
+            .started
+            .map(|(_, t)| {
+                t.duration_since(UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_secs_f64()
+            })
+            .unwrap_or(0.0);
+        let model = overhead::default_model();
+
+        let mut raw = self.raw.take().unwrap_or_default();
+        let mut symbolizer = AddrSymbolizer::new();
+        let mut functions = Vec::new();
+        let mut probe_hits = 0;
+        let mut estimated_cost_ns = 0.0;
+        for (id, traced) in self.traced.iter().enumerate() {
+            let id32 = id as u32;
+            let totals = raw.totals.get(id).cloned().unwrap_or_default();
+            let cost =
+                overhead::probe_cost_ns(&model, traced.class, totals.entries, totals.returns);
+            probe_hits += totals.entries + totals.returns;
+            estimated_cost_ns += cost;
+            let callers = raw
+                .callers
+                .iter()
+                .filter(|(f, _, _)| *f == id32)
+                .map(|(_, addr, calls)| {
+                    (symbolizer.frame(&self.maps, addr.saturating_sub(1)), *calls)
+                })
+                .collect();
+            let stacks = raw
+                .stacks
+                .iter()
+                .filter(|(f, _, _)| *f == id32)
+                .map(|(_, ips, n)| {
+                    let frames = ips
+                        .iter()
+                        .map(|ip| symbolizer.frame(&self.maps, ip.saturating_sub(1)))
+                        .collect();
+                    (frames, *n)
+                })
+                .collect();
+            let data = FunctionData {
+                totals,
+                threads: raw.threads.remove(&id32).unwrap_or_default(),
+                callers,
+                stacks,
+                in_flight: raw.in_flight.get(&id32).copied().unwrap_or(0),
+            };
+            let meta = FunctionMeta {
+                name: traced.function.sym.name.clone(),
+                module: traced.function.module.file_name(),
+                address: traced.function.sym.addr,
+                site: ProbeSite {
+                    offset: traced.site_offset,
+                    instruction: traced.instruction.clone(),
+                    class: traced.class.name(),
+                    reason: traced.reason.clone(),
+                    hits: 0,
+                    estimated_cost: 0.0,
+                },
+            };
+            functions.push(profile(&meta, data, cost));
+        }
+        functions.sort_by(|a, b| b.total_time.total_cmp(&a.total_time));
+
+        let samples = &self.collected.samples;
+        let target_cpu = self
+            .collected
+            .final_cpu_time
+            .or_else(|| samples.last().map(|s| s.cpu_time))
+            .map(|end| end - samples.first().map(|s| s.cpu_time).unwrap_or(0.0))
+            .unwrap_or(0.0)
+            .max(0.0);
+        let estimated_cost = estimated_cost_ns * 1e-9;
+
+        let mut lost = std::collections::BTreeMap::new();
+        let mut notes = std::collections::BTreeMap::new();
+        for (counter, value) in &self.counters {
+            if counter.is_loss() {
+                lost.insert(counter.name(), *value);
+                self.warnings.push(format!(
+                    "{value} event(s) lost: {}",
+                    counter.name().replace('_', " ")
+                ));
+            } else {
+                notes.insert(counter.name(), *value);
+            }
+        }
+
+        let exited = self.collected.exited;
+        let exit_status = self.collected.exit_status.map(ExitStatus::from_wait_status);
+        if self.collected.end_reason == Some(EndReason::TargetExited) && duration < 0.0 {
+            self.warnings.push("the target exited".into());
+        }
+        let families = self.families();
+        let samples = &self.collected.samples;
+        Report {
+            schema_version: report::SCHEMA_VERSION,
+            profiler: ProfilerInfo {
+                version: env!("CARGO_PKG_VERSION"),
+                debug_level: self.plan.level,
+                mode: match self.plan.mode {
+                    Mode::Attach(_) => "attach",
+                    Mode::Run(_) => "run",
+                },
+                duration,
+                started_at,
+                end_reason: self
+                    .collected
+                    .end_reason
+                    .unwrap_or(EndReason::Error)
+                    .name()
+                    .into(),
+            },
+            target: TargetSection {
+                pid: target.pid,
+                exe: target.exe.display().to_string(),
+                cmdline: target.cmdline.clone(),
+                exited,
+                exit_status,
+            },
+            families,
+            functions,
+            overhead: Overhead {
+                probes_attached: self.probes_attached,
+                probe_hits,
+                cost_model: model,
+                estimated_cost,
+                target_cpu_time: target_cpu,
+                estimated_slowdown_percent: overhead::slowdown_percent(estimated_cost, target_cpu),
+                lost,
+                notes,
+            },
+            system: summarize(samples, collect::SAMPLE_INTERVAL.as_secs_f64(), num_cpus()),
+            warnings: std::mem::take(&mut self.warnings),
+        }
+    }
+
+    fn families(&mut self) -> Vec<FamilyStatus> {
+        let selected = self.plan.level.families();
+        let mut unavailable = Vec::new();
+        let statuses = Family::ALL
+            .iter()
+            .map(|&family| {
+                let by_func = family == Family::Functions && self.traces_functions();
+                let (status, probes, note) = if !selected.contains(&family) && !by_func {
+                    ("not_selected", 0, None)
+                } else if !family.available() {
+                    unavailable.push(family.name());
+                    (
+                        "not_available",
+                        0,
+                        Some("not in this build of the profiler".to_string()),
+                    )
+                } else {
+                    match family {
+                        Family::Functions if !self.traces_functions() => {
+                            ("idle", 0, Some("no --func given".to_string()))
+                        }
+                        Family::Functions => ("attached", self.function_probes, None),
+                        Family::Process => ("attached", 1, None),
+                        _ => ("attached", 0, None),
+                    }
+                };
+                let note = match note {
+                    None if by_func && !selected.contains(&family) => {
+                        Some("added by --func".into())
+                    }
+                    other => other,
+                };
+                FamilyStatus {
+                    name: family.name(),
+                    status,
+                    probes,
+                    note,
+                }
+            })
+            .collect();
+        if !unavailable.is_empty() {
+            self.warnings.push(format!(
+                "level {} selects families not available in this build: {}",
+                self.plan.level.name(),
+                unavailable.join(", ")
+            ));
+        }
+        statuses
+    }
+}
+
+/// Most bytes of a function read to decide where its probe goes.
+const MAX_FUNCTION_BYTES: u64 = 1 << 20;
+
+/// Decides where a function's probes go (see `placement`) from its code in the file.
+fn place(function: TracedFunction) -> Traced {
+    let len = function.sym.size.clamp(16, MAX_FUNCTION_BYTES);
+    let code =
+        read_at(&function.module.open_path, function.sym.file_offset, len).unwrap_or_default();
+    let p = placement::place(&code, function.sym.addr, function.sym.size);
+    Traced {
+        function,
+        site_offset: p.offset,
+        class: p.class,
+        instruction: p.instruction,
+        reason: p.reason,
+    }
+}
+
+fn read_at(path: &std::path::Path, offset: u64, len: u64) -> std::io::Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::File::open(path)?;
+    let mut buf = vec![0; len as usize];
+    let n = file.read_at(&mut buf, offset)?;
+    buf.truncate(n);
+    Ok(buf)
+}
+
+fn num_cpus() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+/// Samples the target's CPU time and RSS.
+pub fn sample(pid: i32, start: Instant) -> Option<Sample> {
+    let (cpu_time, rss) = target::cpu_and_rss(pid)?;
+    Some(Sample {
+        at: start.elapsed().as_secs_f64(),
+        cpu_time,
+        rss,
+    })
+}

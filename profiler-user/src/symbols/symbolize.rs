@@ -1,0 +1,140 @@
+//! Addresses of the target back to functions, from a snapshot of its mappings, so that it works
+//! after the target has exited: address -> (file, file offset) -> symbol.
+
+use std::{collections::HashMap, fs::File, os::fd::AsRawFd, path::PathBuf};
+
+use blazesym::symbolize::{
+    Input, Symbolized, Symbolizer,
+    source::{Elf, Source},
+};
+use serde::Serialize;
+
+use crate::target::Mapping;
+
+/// One symbolized address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Frame {
+    /// Demangled function name, or `??` when unknown.
+    pub function: String,
+    /// File name of the module.
+    pub module: String,
+    /// Offset of the address in the module file, hex.
+    pub offset: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<u32>,
+}
+
+/// The mappings seen so far, kept after they go so that symbolization works after the target
+/// has exited.
+#[derive(Debug, Default)]
+pub struct MappingSnapshot {
+    mappings: Vec<Mapping>,
+    /// Each mapped file, opened while the target was alive (through /proc/PID/root, so a target
+    /// in another mount namespace is handled), and the path that reaches it through our own fd.
+    files: HashMap<PathBuf, (File, PathBuf)>,
+}
+
+impl MappingSnapshot {
+    /// Adds the target's current mappings.
+    pub fn refresh(&mut self, pid: i32) {
+        if let Ok(maps) = crate::target::mappings(pid) {
+            for m in maps {
+                if !self.mappings.contains(&m) {
+                    if !self.files.contains_key(&m.path)
+                        && let Ok(file) = File::open(crate::target::host_path(pid, &m.path))
+                    {
+                        let fd_path = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
+                        self.files.insert(m.path.clone(), (file, fd_path));
+                    }
+                    self.mappings.push(m);
+                }
+            }
+        }
+    }
+
+    pub fn mappings(&self) -> &[Mapping] {
+        &self.mappings
+    }
+
+    fn locate(&self, addr: u64) -> Option<(&Mapping, u64)> {
+        // The newest mapping wins where an address was reused.
+        self.mappings
+            .iter()
+            .rev()
+            .find(|m| m.executable && (m.start..m.end).contains(&addr))
+            .map(|m| (m, addr - m.start + m.file_offset))
+    }
+}
+
+/// Symbolizes addresses of one target.
+pub struct AddrSymbolizer {
+    symbolizer: Symbolizer,
+    cache: HashMap<u64, Frame>,
+}
+
+impl Default for AddrSymbolizer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl AddrSymbolizer {
+    pub fn new() -> Self {
+        Self {
+            symbolizer: Symbolizer::builder().enable_demangling(true).build(),
+            cache: HashMap::new(),
+        }
+    }
+
+    /// The frame of `addr`.
+    pub fn frame(&mut self, maps: &MappingSnapshot, addr: u64) -> Frame {
+        if let Some(frame) = self.cache.get(&addr) {
+            return frame.clone();
+        }
+        let frame = self.lookup(maps, addr);
+        self.cache.insert(addr, frame.clone());
+        frame
+    }
+
+    fn lookup(&self, maps: &MappingSnapshot, addr: u64) -> Frame {
+        let Some((mapping, offset)) = maps.locate(addr) else {
+            return Frame {
+                function: "??".into(),
+                module: "??".into(),
+                offset: format!("{addr:#x}"),
+                file: None,
+                line: None,
+            };
+        };
+        let module = mapping
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let open = maps
+            .files
+            .get(&mapping.path)
+            .map_or(&mapping.path, |(_, fd_path)| fd_path);
+        let src = Source::Elf(Elf::new(open));
+        let mut frame = Frame {
+            function: "??".into(),
+            module,
+            offset: format!("{offset:#x}"),
+            file: None,
+            line: None,
+        };
+        if let Ok(Symbolized::Sym(sym)) = self
+            .symbolizer
+            .symbolize_single(&src, Input::FileOffset(offset))
+        {
+            frame.function = crate::symbols::demangle(&sym.name);
+            if let Some(info) = sym.code_info.as_deref() {
+                frame.file = Some(info.to_path().display().to_string());
+                frame.line = info.line;
+            }
+        }
+        frame
+    }
+}

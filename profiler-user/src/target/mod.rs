@@ -1,0 +1,206 @@
+//! The target process: checks on a pid, what it runs, and its memory map.
+
+pub mod libs;
+pub mod spawn;
+
+use std::{
+    fs,
+    io::ErrorKind,
+    path::{Path, PathBuf},
+};
+
+use crate::error::ProfilerError;
+
+/// What the report says about the target.
+#[derive(Debug, Clone)]
+pub struct TargetInfo {
+    pub pid: i32,
+    pub exe: PathBuf,
+    pub cmdline: Vec<String>,
+}
+
+/// `PF_KTHREAD` in the flags field of /proc/PID/stat.
+const PF_KTHREAD: u64 = 0x0020_0000;
+
+/// Checks that `pid` is a live user-space process and describes it.
+pub fn inspect(pid: i32) -> Result<TargetInfo, ProfilerError> {
+    if pid <= 0 {
+        return Err(ProfilerError::NoSuchProcess(pid));
+    }
+    let stat = match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat,
+        Err(_) => return Err(ProfilerError::NoSuchProcess(pid)),
+    };
+    let fields = stat_fields(&stat);
+    // Fields after the command: state is field 3, flags field 9 (1-based).
+    let state = fields.first().copied().unwrap_or("?");
+    let flags: u64 = fields.get(6).and_then(|f| f.parse().ok()).unwrap_or(0);
+    if flags & PF_KTHREAD != 0 {
+        return Err(ProfilerError::KernelThread(pid));
+    }
+    if state == "Z" || state == "X" {
+        return Err(ProfilerError::TargetExited(pid));
+    }
+    // A thread id is not a process: its tgid differs.
+    if let Some(tgid) = status_field(pid, "Tgid")
+        && tgid != pid.to_string()
+    {
+        return Err(ProfilerError::Spec(format!(
+            "{pid} is a thread of process {tgid}: attach to the process id"
+        )));
+    }
+    let exe = match fs::read_link(format!("/proc/{pid}/exe")) {
+        Ok(exe) => exe,
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            return Err(if Path::new(&format!("/proc/{pid}")).exists() {
+                ProfilerError::KernelThread(pid)
+            } else {
+                ProfilerError::TargetExited(pid)
+            });
+        }
+        Err(_) => return Err(ProfilerError::NotPrivileged),
+    };
+    Ok(TargetInfo {
+        pid,
+        exe,
+        cmdline: cmdline(pid),
+    })
+}
+
+/// The fields of /proc/PID/stat after the `(comm)` field.
+fn stat_fields(stat: &str) -> Vec<&str> {
+    stat.rfind(')')
+        .map(|i| stat[i + 1..].split_whitespace().collect())
+        .unwrap_or_default()
+}
+
+fn status_field(pid: i32, name: &str) -> Option<String> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|line| {
+        let (key, value) = line.split_once(':')?;
+        (key == name).then(|| value.trim().to_string())
+    })
+}
+
+pub fn cmdline(pid: i32) -> Vec<String> {
+    fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|raw| {
+            raw.split(|b| *b == 0)
+                .filter(|arg| !arg.is_empty())
+                .map(|arg| String::from_utf8_lossy(arg).into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Whether the process still exists and is not a zombie.
+pub fn alive(pid: i32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !matches!(stat_fields(&stat).first(), Some(&"Z") | Some(&"X")),
+        Err(_) => false,
+    }
+}
+
+/// CPU time (user + system) the process has used, in seconds, and its resident set in bytes.
+pub fn cpu_and_rss(pid: i32) -> Option<(f64, u64)> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields = stat_fields(&stat);
+    // utime and stime are fields 14 and 15, rss (pages) field 24 (1-based).
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    let rss_pages: u64 = fields.get(21)?.parse().ok()?;
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    // SAFETY: as above.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
+    Some(((utime + stime) as f64 / ticks, rss_pages * page))
+}
+
+/// One file-backed mapping of the target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mapping {
+    pub start: u64,
+    pub end: u64,
+    pub file_offset: u64,
+    pub executable: bool,
+    /// The path as the target sees it.
+    pub path: PathBuf,
+}
+
+/// The target's file-backed mappings (anonymous, [heap], [stack], [vdso] and the like are left
+/// out).
+pub fn mappings(pid: i32) -> std::io::Result<Vec<Mapping>> {
+    let maps = fs::read_to_string(format!("/proc/{pid}/maps"))?;
+    Ok(parse_maps(&maps))
+}
+
+pub fn parse_maps(maps: &str) -> Vec<Mapping> {
+    maps.lines()
+        .filter_map(|line| {
+            let mut parts = line.splitn(6, ' ');
+            let range = parts.next()?;
+            let perms = parts.next()?;
+            let offset = parts.next()?;
+            let _dev = parts.next()?;
+            let _inode = parts.next()?;
+            let path = parts.next()?.trim_start();
+            if !path.starts_with('/') {
+                return None;
+            }
+            let (start, end) = range.split_once('-')?;
+            Some(Mapping {
+                start: u64::from_str_radix(start, 16).ok()?,
+                end: u64::from_str_radix(end, 16).ok()?,
+                file_offset: u64::from_str_radix(offset, 16).ok()?,
+                executable: perms.as_bytes().get(2) == Some(&b'x'),
+                path: PathBuf::from(path.trim_end_matches(" (deleted)")),
+            })
+        })
+        .collect()
+}
+
+/// A path the profiler can open for a file the target has mapped: through the target's root, so
+/// that a process in another mount namespace (a container) is handled.
+pub fn host_path(pid: i32, path: &Path) -> PathBuf {
+    let through_root =
+        Path::new(&format!("/proc/{pid}/root")).join(path.strip_prefix("/").unwrap_or(path));
+    if through_root.exists() {
+        through_root
+    } else {
+        path.to_path_buf()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_maps_lines() {
+        let maps = "\
+55d0c0a00000-55d0c0a01000 r--p 00000000 fe:01 123 /usr/bin/victim
+55d0c0a01000-55d0c0a02000 r-xp 00001000 fe:01 123 /usr/bin/victim
+7f0000000000-7f0000021000 rw-p 00000000 00:00 0 
+7f1000000000-7f1000100000 r-xp 00028000 fe:01 77 /usr/lib/x86_64-linux-gnu/libc.so.6
+7ffd00000000-7ffd00021000 rw-p 00000000 00:00 0                          [stack]
+7f2000000000-7f2000001000 r-xp 00000000 fe:01 78 /tmp/lib with space.so (deleted)
+";
+        let m = parse_maps(maps);
+        assert_eq!(m.len(), 4);
+        assert!(!m[0].executable);
+        assert!(m[1].executable);
+        assert_eq!(m[1].file_offset, 0x1000);
+        assert_eq!(
+            m[2].path,
+            PathBuf::from("/usr/lib/x86_64-linux-gnu/libc.so.6")
+        );
+        assert_eq!(m[3].path, PathBuf::from("/tmp/lib with space.so"));
+    }
+
+    #[test]
+    fn stat_fields_skip_odd_command_names() {
+        let stat = "42 (a) b) c) S 1 42 42 0 -1 4194560 1 0";
+        assert_eq!(stat_fields(stat)[0], "S");
+        assert_eq!(stat_fields(stat)[6], "4194560");
+    }
+}

@@ -1,0 +1,167 @@
+//! `profiler run`: start a command held at a gate, so probes can be attached before it executes
+//! its first instruction, then let it go.
+//!
+//! `std::process::Command` cannot do this: its `spawn` waits until the child has called exec.
+//! Here the child forks, blocks reading a pipe, and only then execs; a second (close-on-exec)
+//! pipe carries an exec failure back.
+
+use std::{
+    ffi::CString,
+    io,
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    path::{Path, PathBuf},
+};
+
+use crate::error::ProfilerError;
+
+/// A child process waiting at the gate.
+#[derive(Debug)]
+pub struct Gated {
+    pub pid: i32,
+    pub program: PathBuf,
+    gate: Option<OwnedFd>,
+    exec_error: OwnedFd,
+}
+
+/// Finds `command` the way execvp would (a name with a slash is a path; otherwise PATH).
+pub fn resolve_command(command: &str) -> Result<PathBuf, ProfilerError> {
+    let not_found = || ProfilerError::NoSuchCommand(command.to_string());
+    let path = if command.contains('/') {
+        PathBuf::from(command)
+    } else {
+        let search = std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into());
+        search
+            .split(':')
+            .map(|dir| Path::new(if dir.is_empty() { "." } else { dir }).join(command))
+            .find(|p| is_executable(p))
+            .ok_or_else(not_found)?
+    };
+    if !path.is_file() {
+        return Err(not_found());
+    }
+    if !is_executable(&path) {
+        return Err(ProfilerError::Exec {
+            cmd: command.to_string(),
+            source: io::Error::from_raw_os_error(libc::EACCES),
+        });
+    }
+    Ok(std::fs::canonicalize(&path).unwrap_or(path))
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    path.metadata()
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` is a valid array of two ints for the kernel to fill.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: pipe2 succeeded, so both descriptors are open and owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Forks a child that waits at the gate, then execs `program` with `args` (`args[0]` is argv[0]).
+pub fn spawn_gated(program: &Path, args: &[String]) -> Result<Gated, ProfilerError> {
+    let exec_err = |source| ProfilerError::Exec {
+        cmd: program.display().to_string(),
+        source,
+    };
+    let c_program = CString::new(program.as_os_str().as_encoded_bytes())
+        .map_err(|_| exec_err(io::Error::from_raw_os_error(libc::EINVAL)))?;
+    let c_args: Vec<CString> = args
+        .iter()
+        .map(|a| CString::new(a.as_bytes()))
+        .collect::<Result<_, _>>()
+        .map_err(|_| exec_err(io::Error::from_raw_os_error(libc::EINVAL)))?;
+    let mut argv: Vec<*const libc::c_char> = c_args.iter().map(|a| a.as_ptr()).collect();
+    argv.push(std::ptr::null());
+
+    let (gate_read, gate_write) = pipe().map_err(exec_err)?;
+    let (err_read, err_write) = pipe().map_err(exec_err)?;
+    // SAFETY: fork has no preconditions; the child below only makes async-signal-safe calls
+    // (read, execv, write, _exit) on memory prepared before the fork.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(exec_err(io::Error::last_os_error()));
+    }
+    if pid == 0 {
+        // SAFETY: in the child: plain syscalls on descriptors and buffers that were set up
+        // before the fork and stay valid; the child never returns from this block.
+        unsafe {
+            let mut byte = 0u8;
+            let n = libc::read(gate_read.as_raw_fd(), (&raw mut byte).cast(), 1);
+            if n != 1 {
+                // The profiler gave up before letting the command run.
+                libc::_exit(126);
+            }
+            libc::execv(c_program.as_ptr(), argv.as_ptr());
+            let errno = *libc::__errno_location();
+            let bytes = errno.to_ne_bytes();
+            libc::write(err_write.as_raw_fd(), bytes.as_ptr().cast(), bytes.len());
+            libc::_exit(127);
+        }
+    }
+    drop(gate_read);
+    drop(err_write);
+    Ok(Gated {
+        pid,
+        program: program.to_path_buf(),
+        gate: Some(gate_write),
+        exec_error: err_read,
+    })
+}
+
+impl Gated {
+    /// Lets the child exec; returns once it has (or has failed to).
+    pub fn release(&mut self) -> Result<(), ProfilerError> {
+        let Some(gate) = self.gate.take() else {
+            return Ok(());
+        };
+        let byte = [1u8];
+        // SAFETY: writes one byte from a valid buffer to an open descriptor.
+        unsafe { libc::write(gate.as_raw_fd(), byte.as_ptr().cast(), 1) };
+        drop(gate);
+        let mut errno = [0u8; 4];
+        // SAFETY: reads into a valid 4-byte buffer; EOF (exec succeeded) returns 0.
+        let n = unsafe { libc::read(self.exec_error.as_raw_fd(), errno.as_mut_ptr().cast(), 4) };
+        if n == 4 {
+            self.reap();
+            return Err(ProfilerError::Exec {
+                cmd: self.program.display().to_string(),
+                source: io::Error::from_raw_os_error(i32::from_ne_bytes(errno)),
+            });
+        }
+        Ok(())
+    }
+
+    /// Kills a child that never passed the gate.
+    pub fn abort(mut self) {
+        self.gate.take();
+        // SAFETY: signals and reaps our own child.
+        unsafe { libc::kill(self.pid, libc::SIGKILL) };
+        self.reap();
+    }
+
+    fn reap(&self) {
+        let mut status = 0;
+        // SAFETY: waits for our own child; `status` is a valid int.
+        unsafe { libc::waitpid(self.pid, &mut status, 0) };
+    }
+}
+
+/// Reaps a child without blocking: its `wait(2)` status and the CPU time (user + system) it
+/// used, seconds, once it has exited.
+pub fn try_wait(pid: i32) -> Option<(i32, f64)> {
+    let mut status = 0;
+    // SAFETY: all-zero is a valid rusage.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: WNOHANG wait on a pid; `status` and `usage` are valid for the kernel to fill.
+    let r = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
+    (r == pid).then(|| (status, secs(usage.ru_utime) + secs(usage.ru_stime)))
+}

@@ -169,11 +169,13 @@ fn thread_stack(tid: u32) -> Option<*mut ShadowStack> {
         return Some(stack);
     }
     let empty = EMPTY_STACK.get_ptr(0)?;
+    #[expect(
+        clippy::needless_borrows_for_generic_args,
+        reason = "a copy would not fit the 512-byte eBPF stack"
+    )]
     // SAFETY: `empty` points at a map value (all zero, never written).
-    if THREAD_STACKS
-        .insert(tid, unsafe { &*empty }, BPF_NOEXIST as u64)
-        .is_err()
-    {
+    let inserted = THREAD_STACKS.insert(tid, unsafe { &*empty }, BPF_NOEXIST as u64);
+    if inserted.is_err() {
         count(Counter::ThreadStackMapFull);
         return None;
     }

@@ -47,6 +47,7 @@ fn main() -> ExitCode {
                 duration: None,
                 json: Some(args.json),
                 max_funcs: 1000,
+                quiet: false,
             };
             profile(plan, false)
         }
@@ -61,6 +62,7 @@ fn plan(mode: Mode, common: &CommonArgs) -> Plan {
         duration: common.duration.map(|d| Duration::from_secs_f64(d.max(0.0))),
         json: common.json.clone(),
         max_funcs: common.max_funcs,
+        quiet: common.quiet,
     }
 }
 

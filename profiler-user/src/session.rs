@@ -57,6 +57,8 @@ pub struct Plan {
     pub duration: Option<Duration>,
     pub json: Option<PathBuf>,
     pub max_funcs: usize,
+    /// Print nothing but errors.
+    pub quiet: bool,
 }
 
 /// A traced function and where its probe sits.
@@ -177,6 +179,14 @@ impl Session<'_> {
         self.gated = None;
         self.started = Some((Instant::now(), SystemTime::now()));
         self.maps.refresh(pid);
+        if !self.plan.quiet {
+            // Harnesses wait for this line before they start measuring.
+            eprintln!(
+                "profiler: profiling pid {pid} ({} functions, {} probes); Ctrl-C to stop",
+                self.traced.len(),
+                self.probes_attached
+            );
+        }
 
         let ebpf = self.ebpf.as_mut().context("probes not loaded")?;
         let run_mode = matches!(self.plan.mode, Mode::Run(_));

@@ -1,1 +1,153 @@
-fn main() {}
+//! Project chores: `cargo xtask <command>`.
+
+mod bench;
+mod setup;
+
+use std::process::{Command, ExitCode};
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "Build, test, demo and benchmark the profiler")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what building the kernel programs needs (nightly rust-src, bpf-linker), if missing.
+    Setup,
+    /// Set up, then build the eBPF object and check it with clippy.
+    BuildEbpf,
+    /// Set up, build in release mode, and profile the bundled demo workload.
+    Demo {
+        /// Where to write the JSON report.
+        #[arg(long, default_value = "profiler-demo.json")]
+        json: String,
+    },
+    /// Set up, check formatting and lints, build, and run every test (root needed for the
+    /// integration tests; they skip with a message otherwise).
+    Test,
+    /// Formatting and clippy (-D warnings) on the host crates and the eBPF crate.
+    Lint,
+    /// Measure the profiler against bpftrace on the same workloads (see BENCHMARKS.md).
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse().command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(task: Task) -> anyhow::Result<()> {
+    match task {
+        Task::Setup => setup::ensure(),
+        Task::BuildEbpf => {
+            setup::ensure()?;
+            cargo_nightly_ebpf(&["build", "--release"])?;
+            cargo_nightly_ebpf(&["clippy", "--release", "--", "-D", "warnings"])
+        }
+        Task::Demo { json } => {
+            setup::ensure()?;
+            cargo(&["build", "--release", "-p", "profiler-user"])?;
+            let profiler = workspace_root()?.join("target/release/profiler");
+            let mut cmd = privileged(&profiler);
+            cmd.args(["demo", "--json", &json]);
+            status(cmd)
+        }
+        Task::Test => {
+            setup::ensure()?;
+            lint()?;
+            // The integration tests run the profiler binary: build it first.
+            cargo(&["build", "-p", "profiler-user"])?;
+            cargo(&["test", "--workspace", "--", "--test-threads=1"])
+        }
+        Task::Lint => {
+            setup::ensure()?;
+            lint()
+        }
+        Task::Bench(args) => {
+            setup::ensure()?;
+            bench::run(&args)
+        }
+    }
+}
+
+fn lint() -> anyhow::Result<()> {
+    cargo(&["fmt", "--all", "--", "--check"])?;
+    cargo(&[
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ])?;
+    cargo_nightly_ebpf(&["clippy", "--release", "--", "-D", "warnings"])
+}
+
+/// The workspace root (xtask lives one level below it).
+pub fn workspace_root() -> anyhow::Result<std::path::PathBuf> {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(|p| p.to_path_buf())
+        .context("xtask has no parent directory")
+}
+
+/// Runs cargo (the one that runs xtask) in the workspace root.
+pub fn cargo(args: &[&str]) -> anyhow::Result<()> {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.args(args).current_dir(workspace_root()?);
+    status(cmd)
+}
+
+/// Runs a nightly cargo command on the eBPF crate, for the bpf target.
+fn cargo_nightly_ebpf(args: &[&str]) -> anyhow::Result<()> {
+    let mut cmd = Command::new("rustup");
+    cmd.args(["run", "nightly", "cargo"])
+        .args(&args[..1])
+        .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core"])
+        .args(&args[1..])
+        .current_dir(workspace_root()?.join("profiler-ebpf"))
+        // The host toolchain's variables would otherwise leak into the nightly build.
+        .env_remove("RUSTC")
+        .env_remove("RUSTC_WORKSPACE_WRAPPER")
+        .env_remove("CARGO");
+    status(cmd)
+}
+
+/// A command run as root: directly when we are root, through sudo otherwise.
+pub fn privileged(program: &std::path::Path) -> Command {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc_geteuid() } == 0 {
+        Command::new(program)
+    } else {
+        let mut cmd = Command::new("sudo");
+        cmd.arg(program);
+        cmd
+    }
+}
+
+unsafe extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}
+
+/// Runs a command, failing on a non-zero exit.
+pub fn status(mut cmd: Command) -> anyhow::Result<()> {
+    let shown = format!("{cmd:?}");
+    let status = cmd
+        .status()
+        .with_context(|| format!("failed to run {shown}"))?;
+    if !status.success() {
+        bail!("{shown} failed ({status})");
+    }
+    Ok(())
+}

@@ -46,9 +46,11 @@ pub fn attach(ebpf: &mut Ebpf, sites: &[Site], pid: u32) -> Result<usize, Attach
             error: anyhow::anyhow!("invalid pid 0"),
         })?;
     let mut attached = 0;
-    // Entry probes first: a call that starts between the two attaches is then seen entering and
-    // never returning (dropped as abandoned), rather than returning unmatched.
-    for name in [ENTRY, RETURN] {
+    // Return probes first (and, in `detach`, entry probes first): in the window between the two,
+    // a call can then only return without an entry (counted as unmatched, harmless). The other
+    // order pushes frames whose return is never seen; at the same stack slot they cannot be
+    // told from tail calls, so they would stay and later returns would pair with them.
+    for name in [RETURN, ENTRY] {
         let program: &mut UProbe =
             program(ebpf, name).map_err(|error| AttachFailure { index: 0, error })?;
         program
@@ -72,7 +74,7 @@ pub fn attach(ebpf: &mut Ebpf, sites: &[Site], pid: u32) -> Result<usize, Attach
     Ok(attached)
 }
 
-/// Detaches every function probe (the maps stay readable).
+/// Detaches every function probe, entries first (see `attach`); the maps stay readable.
 pub fn detach(ebpf: &mut Ebpf) {
     for name in [ENTRY, RETURN] {
         if let Ok(program) = program(ebpf, name) {

@@ -129,12 +129,18 @@ pub struct CallerKey {
 }
 
 /// Key of the sampled call-stack map.
+///
+/// At a function's entry the frame pointer still belongs to the caller, so the kernel's
+/// frame-pointer walk starts at the caller's caller: the return address (the immediate caller)
+/// is part of the key and goes in front of the walked frames.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct StackKey {
     pub func: u32,
     /// Id in the `STACKS` stack-trace map.
     pub stack_id: u32,
+    /// Return address of the call (in the immediate caller).
+    pub ret_addr: u64,
 }
 
 /// One call in this many (per CPU) has its full user stack sampled; the first

@@ -113,9 +113,20 @@ fn try_fn_entry(ctx: &ProbeContext) -> Result<(), ()> {
     };
     stack.depth = depth as u32 + 1;
 
-    record_caller(func, ret_slot);
-    if entries < STACK_SAMPLE_ALWAYS || entries % STACK_SAMPLE_EVERY == 0 {
-        sample_stack(ctx, func);
+    // SAFETY: reads 8 bytes of the target's stack through the checked helper.
+    if let Ok(ret_addr) = unsafe { bpf_probe_read_user(ret_slot as *const u64) } {
+        increment(
+            &CALLERS,
+            CallerKey {
+                func,
+                _pad: 0,
+                ret_addr,
+            },
+            Counter::CallerMapFull,
+        );
+        if entries < STACK_SAMPLE_ALWAYS || entries % STACK_SAMPLE_EVERY == 0 {
+            sample_stack(ctx, func, ret_addr);
+        }
     }
     Ok(())
 }
@@ -290,29 +301,15 @@ fn record_thread(func: u32, tid: u32, ns: u64) {
     }
 }
 
-/// Counts the call against the exact return address it will return to.
 #[inline(always)]
-fn record_caller(func: u32, ret_slot: u64) {
-    // SAFETY: reads 8 bytes of the target's stack through the checked helper.
-    let Ok(ret_addr) = (unsafe { bpf_probe_read_user(ret_slot as *const u64) }) else {
-        return;
-    };
-    let key = CallerKey {
-        func,
-        _pad: 0,
-        ret_addr,
-    };
-    increment(&CALLERS, key, Counter::CallerMapFull);
-}
-
-#[inline(always)]
-fn sample_stack(ctx: &ProbeContext, func: u32) {
+fn sample_stack(ctx: &ProbeContext, func: u32, ret_addr: u64) {
     match ctx.get_stackid(&STACKS, BPF_F_USER_STACK as u64) {
         Ok(id) => increment(
             &STACK_COUNTS,
             StackKey {
                 func,
                 stack_id: id as u32,
+                ret_addr,
             },
             Counter::StackSampleFailed,
         ),

@@ -85,6 +85,9 @@ pub struct CommonArgs {
     /// Most functions one run may trace; a `--func` that matches more is an error.
     #[arg(long, value_name = "N", default_value_t = 1000)]
     pub max_funcs: usize,
+    /// An error-pattern file that extends the built-in database (see docs/patterns.md).
+    #[arg(long, value_name = "FILE")]
+    pub patterns: Option<PathBuf>,
     /// Print nothing but errors (the report is still written).
     #[arg(long, short)]
     pub quiet: bool,

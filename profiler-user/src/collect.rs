@@ -17,6 +17,7 @@ use tokio::{
 
 use crate::{
     analyze::system::Sample,
+    families::FamilyRuntime,
     probes::process::{Lifecycle, decode},
     session::sample,
     symbols::symbolize::MappingSnapshot,
@@ -69,6 +70,7 @@ pub async fn collect(
     duration: Option<Duration>,
     out: &mut Collected,
     maps: &mut MappingSnapshot,
+    families: &mut [&mut (dyn FamilyRuntime + 'static)],
 ) -> anyhow::Result<()> {
     let ring = RingBuf::try_from(ebpf.take_map("EVENTS").context("EVENTS map missing")?)?;
     // SAFETY: the ring buffer owns its map fd, which stays open and the same for as long as the
@@ -92,7 +94,7 @@ pub async fn collect(
             }
             guard = ring.readable_mut() => {
                 let mut guard = guard.context("failed to poll the ring buffer")?;
-                let exited = drain(guard.get_inner_mut(), out);
+                let exited = drain(guard.get_inner_mut(), out, families);
                 guard.clear_ready();
                 if exited {
                     break EndReason::TargetExited;
@@ -101,6 +103,9 @@ pub async fn collect(
             _ = early.tick(), if start.elapsed() < EARLY_PERIOD => maps.refresh(pid),
             _ = tick.tick() => {
                 maps.refresh(pid);
+                for family in families.iter_mut() {
+                    family.on_tick(ebpf, pid, Instant::now());
+                }
                 out.samples.extend(sample(pid, start));
                 if child {
                     if let Some((status, cpu)) = try_wait(pid) {
@@ -115,7 +120,7 @@ pub async fn collect(
         }
     };
     // Events already in the ring buffer belong to the run.
-    drain(ring.get_mut(), out);
+    drain(ring.get_mut(), out, families);
     if reason == EndReason::TargetExited {
         out.exited = true;
         if child && out.final_cpu_time.is_none() {
@@ -133,7 +138,11 @@ pub async fn collect(
 }
 
 /// Handles every record in the ring buffer; true once the target's last thread has exited.
-fn drain(ring: &mut RingBuf<MapData>, out: &mut Collected) -> bool {
+fn drain(
+    ring: &mut RingBuf<MapData>,
+    out: &mut Collected,
+    families: &mut [&mut (dyn FamilyRuntime + 'static)],
+) -> bool {
     let mut exited = false;
     while let Some(item) = ring.next() {
         let bytes: &[u8] = &item;
@@ -141,14 +150,16 @@ fn drain(ring: &mut RingBuf<MapData>, out: &mut Collected) -> bool {
             continue;
         }
         let kind = u16::from_ne_bytes([bytes[0], bytes[1]]);
-        if kind == EventKind::Process as u16
-            && let Some(Lifecycle::ProcessExit { status }) = decode(bytes)
-        {
-            exited = true;
-            out.exited = true;
-            if out.exit_status.is_none() {
-                out.exit_status = status;
+        if kind == EventKind::Process as u16 {
+            if let Some(Lifecycle::ProcessExit { status }) = decode(bytes) {
+                exited = true;
+                out.exited = true;
+                if out.exit_status.is_none() {
+                    out.exit_status = status;
+                }
             }
+        } else if let Some(family) = families.iter_mut().find(|f| f.handles(kind)) {
+            family.on_event(kind, bytes);
         }
     }
     exited

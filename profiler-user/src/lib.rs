@@ -8,6 +8,7 @@ pub mod cli;
 pub mod collect;
 pub mod demo;
 pub mod error;
+pub mod families;
 pub mod level;
 pub mod overhead;
 pub mod placement;

@@ -3,7 +3,9 @@ use std::{io::Write, process::ExitCode, time::Duration};
 use clap::Parser;
 use profiler_user::{
     cli::{Cli, Command, CommonArgs},
-    demo, level,
+    demo,
+    families::FamilyOptions,
+    level,
     report::{json, text},
     session::{self, Mode, Plan},
 };
@@ -48,6 +50,7 @@ fn main() -> ExitCode {
                 json: Some(args.json),
                 max_funcs: 1000,
                 quiet: false,
+                family_options: Default::default(),
             };
             profile(plan, false)
         }
@@ -63,6 +66,9 @@ fn plan(mode: Mode, common: &CommonArgs) -> Plan {
         json: common.json.clone(),
         max_funcs: common.max_funcs,
         quiet: common.quiet,
+        family_options: FamilyOptions {
+            patterns: common.patterns.clone(),
+        },
     }
 }
 

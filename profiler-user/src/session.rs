@@ -19,6 +19,7 @@ use crate::{
     },
     collect::{self, Collected, EndReason},
     error::ProfilerError,
+    families::{self, AttachContext, FamilyOptions, FamilyRuntime, ReportContext},
     level::{Family, Level},
     overhead::{self, SiteClass},
     placement,
@@ -59,6 +60,7 @@ pub struct Plan {
     pub max_funcs: usize,
     /// Print nothing but errors.
     pub quiet: bool,
+    pub family_options: FamilyOptions,
 }
 
 /// A traced function and where its probe sits.
@@ -79,6 +81,10 @@ struct Session<'p> {
     ebpf: Option<Ebpf>,
     probes_attached: usize,
     function_probes: usize,
+    /// The families with a runtime, and the probes each attached (None: attach failed).
+    extras: Vec<(Box<dyn FamilyRuntime>, Option<usize>)>,
+    /// CLOCK_MONOTONIC at the start, ns.
+    start_ktime_ns: u64,
     started: Option<(Instant, SystemTime)>,
     collected: Collected,
     maps: MappingSnapshot,
@@ -97,6 +103,8 @@ pub async fn run(plan: &Plan) -> (Option<Report>, anyhow::Result<()>) {
         ebpf: None,
         probes_attached: 0,
         function_probes: 0,
+        extras: Vec::new(),
+        start_ktime_ns: 0,
         started: None,
         collected: Collected::default(),
         maps: MappingSnapshot::default(),
@@ -173,11 +181,35 @@ impl Session<'_> {
                     .context(format!("failed to attach probes to {name}")));
             }
         }
+        let traced: Vec<TracedFunction> = self.traced.iter().map(|t| t.function.clone()).collect();
+        let ctx = AttachContext {
+            pid,
+            run_mode: self.gated.is_some(),
+            modules: &modules,
+            traced: &traced,
+        };
+        let ebpf = self.ebpf.as_mut().context("probes not loaded")?;
+        for mut family in families::build(self.plan.level, &self.plan.family_options) {
+            match family.attach(ebpf, &ctx) {
+                Ok(n) => {
+                    self.probes_attached += n;
+                    self.extras.push((family, Some(n)));
+                }
+                Err(e) => {
+                    self.warnings.push(format!(
+                        "the {} family could not attach: {e:#}",
+                        family.family()
+                    ));
+                    self.extras.push((family, None));
+                }
+            }
+        }
         if let Some(gated) = self.gated.as_mut() {
             gated.release()?;
         }
         self.gated = None;
         self.started = Some((Instant::now(), SystemTime::now()));
+        self.start_ktime_ns = monotonic_ns();
         self.maps.refresh(pid);
         if !self.plan.quiet {
             // Harnesses wait for this line before they start measuring.
@@ -191,6 +223,8 @@ impl Session<'_> {
         let ebpf = self.ebpf.as_mut().context("probes not loaded")?;
         let run_mode = matches!(self.plan.mode, Mode::Run(_));
         let start = self.started.map(|s| s.0).unwrap_or_else(Instant::now);
+        let mut extras: Vec<&mut (dyn FamilyRuntime + 'static)> =
+            self.extras.iter_mut().map(|(f, _)| f.as_mut()).collect();
         collect::collect(
             ebpf,
             pid,
@@ -199,6 +233,7 @@ impl Session<'_> {
             self.plan.duration,
             &mut self.collected,
             &mut self.maps,
+            &mut extras,
         )
         .await
     }
@@ -253,6 +288,9 @@ impl Session<'_> {
             return;
         };
         probes::functions::detach(ebpf);
+        for (family, _) in &mut self.extras {
+            family.harvest(ebpf, &mut self.warnings);
+        }
         let pid = self.target.as_ref().map(|t| t.pid).unwrap_or_default();
         match probes::functions::read(ebpf, self.traced.len(), pid) {
             Ok(raw) => self.raw = Some(raw),
@@ -372,7 +410,7 @@ impl Session<'_> {
         }
         let families = self.families();
         let samples = &self.collected.samples;
-        Report {
+        let mut report = Report {
             schema_version: report::SCHEMA_VERSION,
             profiler: ProfilerInfo {
                 version: env!("CARGO_PKG_VERSION"),
@@ -410,8 +448,26 @@ impl Session<'_> {
                 notes,
             },
             system: summarize(samples, collect::SAMPLE_INTERVAL.as_secs_f64(), num_cpus()),
-            warnings: std::mem::take(&mut self.warnings),
+            warnings: Vec::new(),
+        };
+        let traced_names: Vec<String> = self
+            .traced
+            .iter()
+            .map(|t| t.function.sym.name.clone())
+            .collect();
+        let mut ctx = ReportContext {
+            pid: target.pid,
+            symbolizer: &mut symbolizer,
+            maps: &self.maps,
+            start_ktime_ns: self.start_ktime_ns,
+            duration,
+            traced_names: &traced_names,
+        };
+        for (family, _) in &mut self.extras {
+            family.report(&mut report, &mut ctx);
         }
+        report.warnings.append(&mut self.warnings);
+        report
     }
 
     fn families(&mut self) -> Vec<FamilyStatus> {
@@ -431,12 +487,17 @@ impl Session<'_> {
                         Some("not in this build of the profiler".to_string()),
                     )
                 } else {
-                    match family {
-                        Family::Functions if !self.traces_functions() => {
+                    let extra = self.extras.iter().find(|(f, _)| f.family() == family);
+                    match (family, extra) {
+                        (Family::Functions, _) if !self.traces_functions() => {
                             ("idle", 0, Some("no --func given".to_string()))
                         }
-                        Family::Functions => ("attached", self.function_probes, None),
-                        Family::Process => ("attached", 1, None),
+                        (Family::Functions, _) => ("attached", self.function_probes, None),
+                        (Family::Process, _) => ("attached", 1, None),
+                        (_, Some((_, Some(n)))) => ("attached", *n, None),
+                        (_, Some((_, None))) => {
+                            ("failed", 0, Some("could not attach: see warnings".into()))
+                        }
                         _ => ("attached", 0, None),
                     }
                 };
@@ -490,6 +551,17 @@ fn read_at(path: &std::path::Path, offset: u64, len: u64) -> std::io::Result<Vec
     let n = file.read_at(&mut buf, offset)?;
     buf.truncate(n);
     Ok(buf)
+}
+
+/// CLOCK_MONOTONIC now, ns: the clock of `bpf_ktime_get_ns`.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec for the kernel to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 fn num_cpus() -> usize {

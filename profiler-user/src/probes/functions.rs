@@ -139,11 +139,19 @@ pub fn read(ebpf: &Ebpf, functions: usize, pid: i32) -> anyhow::Result<RawFuncti
     let stacks = StackTraceMap::try_from(map(ebpf, "STACKS")?)?;
     for entry in stack_counts.iter() {
         let (key, samples) = entry?;
-        if let Ok(trace) = stacks.get(&key.stack_id, 0) {
-            // The first frame is the traced function itself: its callers start at the second.
-            let ips = trace.frames().iter().skip(1).map(|f| f.ip).collect();
-            raw.stacks.push((key.func, ips, samples));
+        // The walk's first frame is the traced function itself. Kernels that know a uprobe sits
+        // at a function entry put the immediate caller next; older ones walk on from the
+        // caller's frame pointer and skip it (see StackKey): then the return address supplies it.
+        let walked: Vec<u64> = stacks
+            .get(&key.stack_id, 0)
+            .map(|t| t.frames().iter().skip(1).map(|f| f.ip).collect())
+            .unwrap_or_default();
+        let mut ips = Vec::with_capacity(walked.len() + 1);
+        if walked.first() != Some(&key.ret_addr) {
+            ips.push(key.ret_addr);
         }
+        ips.extend(walked);
+        raw.stacks.push((key.func, ips, samples));
     }
 
     let shadow: BpfHashMap<_, u32, ShadowStack> =

@@ -1,0 +1,89 @@
+//! The families beyond the built-in `process`, `system` and `functions`: each implements
+//! [`FamilyRuntime`], and [`build`] is the one place that creates those the level selects.
+//! Adding a family is its own files (kernel module, `probes/<name>.rs`, `analyze/<name>.rs`) plus
+//! one line in [`build`] and its `available()` entry in the level table.
+
+use std::time::Instant;
+
+use aya::Ebpf;
+
+use crate::{
+    level::{Family, Level},
+    report::Report,
+    symbols::{
+        resolve::{Module, TracedFunction},
+        symbolize::{AddrSymbolizer, MappingSnapshot},
+    },
+};
+
+/// What a family may use while attaching.
+pub struct AttachContext<'a> {
+    pub pid: i32,
+    /// `profiler run`: the target has not executed yet (its libraries are not mapped; `modules`
+    /// lists what it will load).
+    pub run_mode: bool,
+    /// The executable first, then its libraries.
+    pub modules: &'a [Module],
+    /// The functions traced exactly (the `functions` family), by function id.
+    pub traced: &'a [TracedFunction],
+}
+
+/// What a family may use while reporting.
+pub struct ReportContext<'a> {
+    pub pid: i32,
+    pub symbolizer: &'a mut AddrSymbolizer,
+    pub maps: &'a MappingSnapshot,
+    /// CLOCK_MONOTONIC (what `bpf_ktime_get_ns` reads) when profiling started, ns.
+    pub start_ktime_ns: u64,
+    /// Seconds profiled.
+    pub duration: f64,
+    /// Names of the traced functions, by function id (for "the traced function running").
+    pub traced_names: &'a [String],
+}
+
+/// A probe family's user side, driven by the session.
+pub trait FamilyRuntime {
+    fn family(&self) -> Family;
+
+    /// Loads and attaches the family's programs; returns how many probes were attached.
+    fn attach(&mut self, ebpf: &mut Ebpf, ctx: &AttachContext<'_>) -> anyhow::Result<usize>;
+
+    /// A ring-buffer record whose header names one of this family's event kinds.
+    fn on_event(&mut self, _kind: u16, _bytes: &[u8]) {}
+
+    /// Called about every 200 ms while profiling (poll maps, sample /proc).
+    fn on_tick(&mut self, _ebpf: &mut Ebpf, _pid: i32, _now: Instant) {}
+
+    /// Whether this family handles records of `kind`.
+    fn handles(&self, _kind: u16) -> bool {
+        false
+    }
+
+    /// Profiling has ended: detach and read the maps. Problems become warnings.
+    fn harvest(&mut self, _ebpf: &mut Ebpf, _warnings: &mut Vec<String>) {}
+
+    /// Writes the family's section(s) of the report.
+    fn report(&mut self, report: &mut Report, ctx: &mut ReportContext<'_>);
+}
+
+/// The families the level selects that have a runtime here.
+pub fn build(level: Level, _options: &FamilyOptions) -> Vec<Box<dyn FamilyRuntime>> {
+    let families: Vec<Box<dyn FamilyRuntime>> = Vec::new();
+    for family in level.families() {
+        #[expect(
+            clippy::match_single_binding,
+            reason = "one arm per family as they are added"
+        )]
+        match family {
+            _ => {}
+        }
+    }
+    families
+}
+
+/// Family options from the command line.
+#[derive(Debug, Clone, Default)]
+pub struct FamilyOptions {
+    /// Extra error-pattern file (`--patterns`).
+    pub patterns: Option<std::path::PathBuf>,
+}

@@ -25,6 +25,12 @@ pub enum Command {
     Demo(DemoArgs),
     /// List the debug levels and the probe families each one attaches.
     Levels,
+    /// The probe-cost calibration workload (started by the profiler itself).
+    #[command(hide = true)]
+    CalibrateWorkload {
+        /// Where to write the timings.
+        out: PathBuf,
+    },
     /// The demo workload itself (started by `profiler demo`).
     #[command(hide = true)]
     DemoWorkload {

@@ -4,6 +4,7 @@
 //! `level` selects, runs `collect`) -> `analyze` (pure, one module per family) -> `report`.
 
 pub mod analyze;
+pub mod calibrate;
 pub mod cli;
 pub mod collect;
 pub mod demo;

@@ -20,6 +20,10 @@ fn main() -> ExitCode {
             print(&level::describe());
             ExitCode::SUCCESS
         }
+        Command::CalibrateWorkload { out } => match profiler_user::calibrate::workload(&out) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(&format!("{e:#}")),
+        },
         Command::DemoWorkload { seconds } => {
             demo::workload(seconds);
             ExitCode::SUCCESS

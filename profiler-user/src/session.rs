@@ -85,6 +85,7 @@ struct Session<'p> {
     extras: Vec<(Box<dyn FamilyRuntime>, Option<usize>)>,
     /// CLOCK_MONOTONIC at the start, ns.
     start_ktime_ns: u64,
+    cost_model: crate::report::CostModel,
     started: Option<(Instant, SystemTime)>,
     collected: Collected,
     maps: MappingSnapshot,
@@ -105,6 +106,7 @@ pub async fn run(plan: &Plan) -> (Option<Report>, anyhow::Result<()>) {
         function_probes: 0,
         extras: Vec::new(),
         start_ktime_ns: 0,
+        cost_model: overhead::default_model(),
         started: None,
         collected: Collected::default(),
         maps: MappingSnapshot::default(),
@@ -144,6 +146,9 @@ impl Session<'_> {
             .map(|s| FuncSpec::parse(s))
             .collect::<Result<Vec<_>, _>>()?;
         probes::check_kernel(self.traces_functions())?;
+        if self.traces_functions() {
+            self.cost_model = crate::calibrate::cost_model(&mut self.warnings);
+        }
 
         let modules = self.find_target()?;
         let pid = self.target.as_ref().map(|t| t.pid).unwrap_or_default();
@@ -158,6 +163,7 @@ impl Session<'_> {
             .map(|t| Site {
                 path: t.function.module.open_path.clone(),
                 file_offset: t.function.sym.file_offset + t.site_offset,
+                with_return: true,
             })
             .collect();
         let attached = probes::functions::attach(&mut ebpf, &sites, pid as u32);
@@ -321,7 +327,7 @@ impl Session<'_> {
                     .as_secs_f64()
             })
             .unwrap_or(0.0);
-        let model = overhead::default_model();
+        let model = self.cost_model.clone();
 
         let mut raw = self.raw.take().unwrap_or_default();
         let mut symbolizer = AddrSymbolizer::new();

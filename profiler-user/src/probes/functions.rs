@@ -24,6 +24,8 @@ use crate::analyze::functions::FuncTotals;
 pub struct Site {
     pub path: PathBuf,
     pub file_offset: u64,
+    /// Whether the return probe is attached too (the calibration times entries alone).
+    pub with_return: bool,
 }
 
 const ENTRY: &str = "fn_entry";
@@ -58,6 +60,9 @@ pub fn attach(ebpf: &mut Ebpf, sites: &[Site], pid: u32) -> Result<usize, Attach
             .with_context(|| format!("failed to load {name}"))
             .map_err(|error| AttachFailure { index: 0, error })?;
         for (index, site) in sites.iter().enumerate() {
+            if name == RETURN && !site.with_return {
+                continue;
+            }
             let point = UProbeAttachPoint {
                 location: UProbeAttachLocation::AbsoluteOffset(site.file_offset),
                 cookie: Some(index as u64),

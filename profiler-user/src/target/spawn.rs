@@ -139,6 +139,14 @@ impl Gated {
         Ok(())
     }
 
+    /// Waits for the child to exit; its exit code (None when killed by a signal).
+    pub fn wait(&self) -> Option<i32> {
+        let mut status = 0;
+        // SAFETY: waits for our own child; `status` is a valid int.
+        let r = unsafe { libc::waitpid(self.pid, &mut status, 0) };
+        (r == self.pid && libc::WIFEXITED(status)).then(|| libc::WEXITSTATUS(status))
+    }
+
     /// Kills a child that never passed the gate.
     pub fn abort(mut self) {
         self.gate.take();

@@ -88,6 +88,11 @@ pub struct CommonArgs {
     /// Debug level: which probe families are attached (see `profiler levels`).
     #[arg(long, value_enum, default_value_t = Level::Detailed)]
     pub level: Level,
+    /// Overhead budget: when the estimated slowdown of the target goes over PERCENT, the hottest
+    /// function probes are detached (what they counted is kept). 0 turns it off. Default: 10 for
+    /// `attach`, off for `run`.
+    #[arg(long, value_name = "PERCENT")]
+    pub max_overhead: Option<f64>,
     /// Most functions one run may trace; a `--func` that matches more is an error.
     #[arg(long, value_name = "N", default_value_t = 1000)]
     pub max_funcs: usize,

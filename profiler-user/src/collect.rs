@@ -71,6 +71,7 @@ pub async fn collect(
     out: &mut Collected,
     maps: &mut MappingSnapshot,
     families: &mut [&mut (dyn FamilyRuntime + 'static)],
+    on_tick: &mut dyn FnMut(&mut Ebpf),
 ) -> anyhow::Result<()> {
     let ring = RingBuf::try_from(ebpf.take_map("EVENTS").context("EVENTS map missing")?)?;
     // SAFETY: the ring buffer owns its map fd, which stays open and the same for as long as the
@@ -106,6 +107,7 @@ pub async fn collect(
                 for family in families.iter_mut() {
                     family.on_tick(ebpf, pid, Instant::now());
                 }
+                on_tick(ebpf);
                 out.samples.extend(sample(pid, start));
                 if child {
                     if let Some((status, cpu)) = try_wait(pid) {

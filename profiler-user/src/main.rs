@@ -10,6 +10,10 @@ use profiler_user::{
     session::{self, Mode, Plan},
 };
 
+/// `--max-overhead` for `attach` when none is given, percent: a production process should not
+/// notice the profiler.
+const DEFAULT_ATTACH_BUDGET: f64 = 10.0;
+
 /// Functions shown in the printed summary.
 const SUMMARY_TOP: usize = 15;
 
@@ -28,10 +32,11 @@ fn main() -> ExitCode {
             demo::workload(seconds);
             ExitCode::SUCCESS
         }
-        Command::Attach(args) => profile(
-            plan(Mode::Attach(args.pid), &args.common),
-            args.common.quiet,
-        ),
+        Command::Attach(args) => {
+            let mut plan = plan(Mode::Attach(args.pid), &args.common);
+            plan.max_overhead = Some(args.common.max_overhead.unwrap_or(DEFAULT_ATTACH_BUDGET));
+            profile(plan, args.common.quiet)
+        }
         Command::Run(args) => profile(
             plan(Mode::Run(args.command), &args.common),
             args.common.quiet,
@@ -55,6 +60,7 @@ fn main() -> ExitCode {
                 max_funcs: 1000,
                 quiet: false,
                 family_options: Default::default(),
+                max_overhead: None,
             };
             profile(plan, false)
         }
@@ -73,6 +79,7 @@ fn plan(mode: Mode, common: &CommonArgs) -> Plan {
         family_options: FamilyOptions {
             patterns: common.patterns.clone(),
         },
+        max_overhead: common.max_overhead,
     }
 }
 

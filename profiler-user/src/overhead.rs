@@ -53,3 +53,97 @@ mod tests {
         assert_eq!(slowdown_percent(2.0, 1.0), 100.0);
     }
 }
+
+/// `--max-overhead`: watches the estimated slowdown over windows of about a second and picks
+/// the hottest probes to detach when it exceeds the budget. Pure: the session feeds it hits and
+/// CPU time and does the detaching.
+#[derive(Debug)]
+pub struct Budget {
+    max_percent: f64,
+    /// Per function: cost of one hit (entry and return averaged by their share), ns.
+    cost_per_hit: Vec<f64>,
+    last_hits: Vec<u64>,
+    last_cpu: f64,
+    detached: Vec<bool>,
+}
+
+/// How long the budget looks at before judging, seconds of target CPU time.
+pub const BUDGET_MIN_CPU: f64 = 0.2;
+
+impl Budget {
+    /// `cost_per_hit[i]`: the average cost of one probe hit of function `i`, ns.
+    pub fn new(max_percent: f64, cost_per_hit: Vec<f64>, cpu_now: f64) -> Self {
+        let n = cost_per_hit.len();
+        Self {
+            max_percent,
+            cost_per_hit,
+            last_hits: vec![0; n],
+            last_cpu: cpu_now,
+            detached: vec![false; n],
+        }
+    }
+
+    /// Feeds cumulative hits per function and the target's cumulative CPU time (seconds).
+    /// Returns the functions to detach now (hottest first) and the window's slowdown, percent.
+    pub fn check(&mut self, hits: &[u64], cpu_now: f64) -> (Vec<usize>, f64) {
+        let cpu = cpu_now - self.last_cpu;
+        if cpu < BUDGET_MIN_CPU {
+            return (Vec::new(), 0.0);
+        }
+        let mut costs: Vec<(usize, f64)> = hits
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !self.detached[*i])
+            .map(|(i, &h)| {
+                let delta = h.saturating_sub(self.last_hits[i]) as f64;
+                (i, delta * self.cost_per_hit[i] * 1e-9)
+            })
+            .collect();
+        self.last_hits.copy_from_slice(hits);
+        self.last_cpu = cpu_now;
+        let mut total: f64 = costs.iter().map(|(_, c)| c).sum();
+        let window = slowdown_percent(total, cpu);
+        costs.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let mut detach = Vec::new();
+        for (i, cost) in costs {
+            if slowdown_percent(total, cpu) <= self.max_percent || cost <= 0.0 {
+                break;
+            }
+            total -= cost;
+            self.detached[i] = true;
+            detach.push(i);
+        }
+        (detach, window)
+    }
+}
+
+#[cfg(test)]
+mod budget_tests {
+    use super::*;
+
+    #[test]
+    fn detaches_the_hottest_until_within_budget() {
+        // Three functions at 1 µs per hit; the target used 1 s of CPU in the window.
+        let mut b = Budget::new(10.0, vec![1000.0; 3], 0.0);
+        // 400k hits = 0.4 s, 50k = 0.05 s, 10k = 0.01 s: 0.46 s of 1 s is 85% slowdown.
+        let (detach, window) = b.check(&[400_000, 50_000, 10_000], 1.0);
+        assert_eq!(detach, vec![0]);
+        assert!(window > 80.0);
+        // Without function 0: 0.06 s of 0.94 s is 6.8%, within 10%.
+        let (detach, _) = b.check(&[400_000, 100_000, 20_000], 2.0);
+        assert!(detach.is_empty(), "{detach:?}");
+    }
+
+    #[test]
+    fn waits_for_enough_cpu_time_and_never_detaches_idle_functions() {
+        let mut b = Budget::new(1.0, vec![1000.0; 2], 0.0);
+        assert!(
+            b.check(&[1_000_000, 0], 0.1).0.is_empty(),
+            "too little CPU time to judge"
+        );
+        let (detach, _) = b.check(&[1_000_000, 0], 0.5);
+        assert_eq!(detach, vec![0]);
+        let (detach, _) = b.check(&[1_000_000, 0], 1.0);
+        assert!(detach.is_empty());
+    }
+}

@@ -61,6 +61,9 @@ pub struct Plan {
     /// Print nothing but errors.
     pub quiet: bool,
     pub family_options: FamilyOptions,
+    /// `--max-overhead`: the estimated slowdown (percent) above which the hottest function
+    /// probes are detached; None for no budget.
+    pub max_overhead: Option<f64>,
 }
 
 /// A traced function and where its probe sits.
@@ -86,6 +89,8 @@ struct Session<'p> {
     /// CLOCK_MONOTONIC at the start, ns.
     start_ktime_ns: u64,
     cost_model: crate::report::CostModel,
+    links: Vec<probes::functions::SiteLinks>,
+    detached: Vec<crate::report::Detached>,
     started: Option<(Instant, SystemTime)>,
     collected: Collected,
     maps: MappingSnapshot,
@@ -107,6 +112,8 @@ pub async fn run(plan: &Plan) -> (Option<Report>, anyhow::Result<()>) {
         extras: Vec::new(),
         start_ktime_ns: 0,
         cost_model: overhead::default_model(),
+        links: Vec::new(),
+        detached: Vec::new(),
         started: None,
         collected: Collected::default(),
         maps: MappingSnapshot::default(),
@@ -169,9 +176,10 @@ impl Session<'_> {
         let attached = probes::functions::attach(&mut ebpf, &sites, pid as u32);
         self.ebpf = Some(ebpf);
         match attached {
-            Ok(n) => {
-                self.function_probes = n;
-                self.probes_attached += n;
+            Ok(links) => {
+                self.function_probes = probes::functions::probe_count(&links);
+                self.probes_attached += self.function_probes;
+                self.links = links;
             }
             Err(failure) => {
                 if self.gated.is_none() && !target::alive(pid) {
@@ -231,6 +239,54 @@ impl Session<'_> {
         let start = self.started.map(|s| s.0).unwrap_or_else(Instant::now);
         let mut extras: Vec<&mut (dyn FamilyRuntime + 'static)> =
             self.extras.iter_mut().map(|(f, _)| f.as_mut()).collect();
+        let mut budget = self
+            .plan
+            .max_overhead
+            .filter(|m| *m > 0.0 && !self.traced.is_empty())
+            .map(|max| {
+                let model = &self.cost_model;
+                let per_hit = self
+                    .traced
+                    .iter()
+                    .map(|t| (overhead::probe_cost_ns(model, t.class, 1, 1)) / 2.0)
+                    .collect();
+                let cpu = target::cpu_and_rss(pid).map_or(0.0, |(cpu, _)| cpu);
+                (max, overhead::Budget::new(max, per_hit, cpu))
+            });
+        let (links, detached, traced) = (&mut self.links, &mut self.detached, &self.traced);
+        let quiet = self.plan.quiet;
+        let mut on_tick = |ebpf: &mut Ebpf| {
+            let Some((max, budget)) = budget.as_mut() else {
+                return;
+            };
+            let Some((cpu, _)) = target::cpu_and_rss(pid) else {
+                return;
+            };
+            let Ok(hits) = probes::functions::read_hits(ebpf, traced.len()) else {
+                return;
+            };
+            let (detach, window) = budget.check(&hits, cpu);
+            // When the decision was made: each detach waits for the kernel to unregister.
+            let at = start.elapsed().as_secs_f64();
+            for i in detach {
+                let function = traced[i].function.sym.name.clone();
+                if let Err(e) = probes::functions::detach_site(ebpf, &mut links[i]) {
+                    eprintln!("profiler: could not detach {function}: {e:#}");
+                    continue;
+                }
+                if !quiet {
+                    eprintln!(
+                        "profiler: estimated slowdown {window:.1}% is over --max-overhead {max}%: \
+                         detached {function} after {at:.1} s (its counts so far are kept)"
+                    );
+                }
+                detached.push(crate::report::Detached {
+                    function,
+                    at,
+                    window_slowdown_percent: window,
+                });
+            }
+        };
         collect::collect(
             ebpf,
             pid,
@@ -240,6 +296,7 @@ impl Session<'_> {
             &mut self.collected,
             &mut self.maps,
             &mut extras,
+            &mut on_tick,
         )
         .await
     }
@@ -450,6 +507,13 @@ impl Session<'_> {
                 estimated_cost,
                 target_cpu_time: target_cpu,
                 estimated_slowdown_percent: overhead::slowdown_percent(estimated_cost, target_cpu),
+                budget: self
+                    .plan
+                    .max_overhead
+                    .map(|max_percent| crate::report::BudgetSection {
+                        max_percent,
+                        detached: std::mem::take(&mut self.detached),
+                    }),
                 lost,
                 notes,
             },

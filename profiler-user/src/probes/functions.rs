@@ -9,7 +9,7 @@ use aya::{
     maps::{HashMap as BpfHashMap, Map, PerCpuArray, StackTraceMap},
     programs::{
         UProbe,
-        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope},
+        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope},
     },
 };
 use profiler_common::functions::{
@@ -38,16 +38,23 @@ pub struct AttachFailure {
     pub error: anyhow::Error,
 }
 
-/// Attaches an entry and a return probe to every site, for process `pid` only. Returns the
-/// number of probes attached; stops at the first failure.
-pub fn attach(ebpf: &mut Ebpf, sites: &[Site], pid: u32) -> Result<usize, AttachFailure> {
+/// The links of one site, so it can be detached on its own.
+#[derive(Debug, Default)]
+pub struct SiteLinks {
+    entry: Option<UProbeLinkId>,
+    ret: Option<UProbeLinkId>,
+}
+
+/// Attaches an entry and a return probe to every site, for process `pid` only. Returns each
+/// site's links; stops at the first failure.
+pub fn attach(ebpf: &mut Ebpf, sites: &[Site], pid: u32) -> Result<Vec<SiteLinks>, AttachFailure> {
     let scope = std::num::NonZeroU32::new(pid)
         .map(UProbeScope::OneProcess)
         .ok_or_else(|| AttachFailure {
             index: 0,
             error: anyhow::anyhow!("invalid pid 0"),
         })?;
-    let mut attached = 0;
+    let mut links: Vec<SiteLinks> = sites.iter().map(|_| SiteLinks::default()).collect();
     // Return probes first (and, in `detach`, entry probes first): in the window between the two,
     // a call can then only return without an entry (counted as unmatched, harmless). The other
     // order pushes frames whose return is never seen; at the same stack slot they cannot be
@@ -67,16 +74,53 @@ pub fn attach(ebpf: &mut Ebpf, sites: &[Site], pid: u32) -> Result<usize, Attach
                 location: UProbeAttachLocation::AbsoluteOffset(site.file_offset),
                 cookie: Some(index as u64),
             };
-            program
+            let link = program
                 .attach(point, &site.path, scope)
                 .map_err(|e| AttachFailure {
                     index,
                     error: anyhow::Error::new(e),
                 })?;
-            attached += 1;
+            if name == RETURN {
+                links[index].ret = Some(link);
+            } else {
+                links[index].entry = Some(link);
+            }
         }
     }
-    Ok(attached)
+    Ok(links)
+}
+
+/// Probes attached in `links`.
+pub fn probe_count(links: &[SiteLinks]) -> usize {
+    links
+        .iter()
+        .map(|l| usize::from(l.entry.is_some()) + usize::from(l.ret.is_some()))
+        .sum()
+}
+
+/// Detaches one site's probes (entry first, see `attach`); what they counted stays in the maps.
+pub fn detach_site(ebpf: &mut Ebpf, links: &mut SiteLinks) -> anyhow::Result<()> {
+    if let Some(link) = links.entry.take() {
+        program(ebpf, ENTRY)?.detach(link)?;
+    }
+    if let Some(link) = links.ret.take() {
+        program(ebpf, RETURN)?.detach(link)?;
+    }
+    Ok(())
+}
+
+/// Entry plus return hits so far, per function id.
+pub fn read_hits(ebpf: &Ebpf, functions: usize) -> anyhow::Result<Vec<u64>> {
+    let stats: PerCpuArray<_, FuncStats> = PerCpuArray::try_from(map(ebpf, "FUNC_STATS")?)?;
+    (0..functions as u32)
+        .map(|id| {
+            Ok(stats
+                .get(&id, 0)?
+                .iter()
+                .map(|s| s.entries + s.returns)
+                .sum())
+        })
+        .collect()
 }
 
 /// Detaches every function probe, entries first (see `attach`); the maps stay readable.

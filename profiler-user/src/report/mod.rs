@@ -222,10 +222,30 @@ pub struct Overhead {
     pub target_cpu_time: f64,
     /// `estimated_cost` over the target's CPU time without it, percent.
     pub estimated_slowdown_percent: f64,
+    /// `--max-overhead` and what it detached; absent when no budget was set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budget: Option<BudgetSection>,
     /// What the kernel side could not record, by counter (zero counters left out).
     pub lost: BTreeMap<&'static str, u64>,
     /// Things that are not losses but explain numbers (calls before attach, abandoned calls).
     pub notes: BTreeMap<&'static str, u64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BudgetSection {
+    /// The budget, percent slowdown.
+    pub max_percent: f64,
+    /// Function probes detached to stay within it, in order.
+    pub detached: Vec<Detached>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Detached {
+    pub function: String,
+    /// Seconds after profiling started.
+    pub at: f64,
+    /// The estimated slowdown over the window that exceeded the budget, percent.
+    pub window_slowdown_percent: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -64,10 +64,18 @@ impl FuncTotals {
         if self.count == 0 {
             return 0.0;
         }
-        let n = self.count as f64;
-        let mean = self.total_ns as f64 / n;
-        let variance = self.sum_sq_ns2 as f64 / n - mean * mean;
-        variance.max(0.0).sqrt()
+        // n·Σx² − (Σx)² exactly in 128 bits where it fits: in floating point the two terms cancel
+        // and long, steady calls (seconds ± nanoseconds) would lose their spread entirely.
+        let n = u128::from(self.count);
+        let total = u128::from(self.total_ns);
+        let n2 = (self.count as f64) * (self.count as f64);
+        if let (Some(a), Some(b)) = (n.checked_mul(self.sum_sq_ns2), total.checked_mul(total)) {
+            return (a.saturating_sub(b) as f64 / n2).sqrt();
+        }
+        let mean = self.total_ns as f64 / self.count as f64;
+        (self.sum_sq_ns2 as f64 / self.count as f64 - mean * mean)
+            .max(0.0)
+            .sqrt()
     }
 
     /// The `q` quantile (0..=1) of the durations, ns: found in the histogram, interpolated inside

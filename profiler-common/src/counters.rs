@@ -25,10 +25,12 @@ pub enum Counter {
     StackSampleFailed = 6,
     /// The ring buffer was full: ordered events were lost.
     RingBufferFull = 7,
+    /// The syscall-failure count map was full: some failures are not counted.
+    FailureMapFull = 8,
 }
 
 /// Number of counter slots.
-pub const COUNTER_SLOTS: u32 = 8;
+pub const COUNTER_SLOTS: u32 = 9;
 
 impl Counter {
     /// All counters, in slot order.
@@ -41,6 +43,7 @@ impl Counter {
         Counter::CallerMapFull,
         Counter::StackSampleFailed,
         Counter::RingBufferFull,
+        Counter::FailureMapFull,
     ];
 
     /// The name used for this counter in the report.
@@ -54,6 +57,7 @@ impl Counter {
             Counter::CallerMapFull => "caller_map_full",
             Counter::StackSampleFailed => "stack_sample_failed",
             Counter::RingBufferFull => "ring_buffer_full",
+            Counter::FailureMapFull => "failure_map_full",
         }
     }
 

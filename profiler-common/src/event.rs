@@ -6,6 +6,14 @@
 pub enum EventKind {
     /// A [`crate::process::ProcessEvent`].
     Process = 1,
+    /// A [`crate::errors::SyscallErrorEvent`].
+    SyscallError = 2,
+    /// A [`crate::errors::SignalEvent`].
+    Signal = 3,
+    /// A [`crate::errors::OutputEvent`].
+    Output = 4,
+    /// A [`crate::errors::OomEvent`].
+    OomKill = 5,
 }
 
 /// Size of the ring buffer in bytes (a power of two, a multiple of the page size).

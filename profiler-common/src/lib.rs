@@ -5,6 +5,7 @@
 #![no_std]
 
 pub mod counters;
+pub mod errors;
 pub mod event;
 pub mod functions;
 pub mod process;

@@ -16,6 +16,7 @@ use aya_ebpf::{
 };
 use profiler_common::{
     counters::Counter,
+    errors::NO_FUNCTION,
     functions::{
         CALLERS_MAX, CallerKey, Frame, FuncStats, HIST_BUCKETS, MAX_DEPTH, STACK_COUNTS_MAX,
         STACK_SAMPLE_ALWAYS, STACK_SAMPLE_EVERY, STACKS_MAX, ShadowStack, StackKey,
@@ -32,7 +33,8 @@ static FUNC_STATS: PerCpuArray<FuncStats> = PerCpuArray::with_max_entries(1, 0);
 
 /// Shadow stacks, by thread id.
 #[map]
-static THREAD_STACKS: HashMap<u32, ShadowStack> = HashMap::with_max_entries(THREAD_STACKS_MAX, 0);
+pub(crate) static THREAD_STACKS: HashMap<u32, ShadowStack> =
+    HashMap::with_max_entries(THREAD_STACKS_MAX, 0);
 
 /// An all-zero shadow stack to initialise a new thread's entry from (too big for the eBPF stack).
 #[map]
@@ -171,6 +173,23 @@ fn try_fn_return(ctx: &RetProbeContext) -> Result<(), ()> {
     unsafe { record_duration(&mut *stats, duration) };
     record_thread(func, tid, duration);
     Ok(())
+}
+
+/// The traced function running on thread `tid` (its innermost traced call), or `NO_FUNCTION`.
+#[inline(always)]
+pub(crate) fn running_function(tid: u32) -> u32 {
+    match THREAD_STACKS.get_ptr(tid) {
+        // SAFETY: a map value, read-only here.
+        Some(stack) => unsafe {
+            let depth = (*stack).depth as usize;
+            if depth == 0 || depth > MAX_DEPTH {
+                NO_FUNCTION
+            } else {
+                (*stack).frames[slot(depth - 1)].func
+            }
+        },
+        None => NO_FUNCTION,
+    }
 }
 
 /// This thread's shadow stack, created empty on first use.

@@ -7,6 +7,7 @@
 #![expect(internal_features, reason = "atomic intrinsics, see above")]
 
 mod common;
+mod errors;
 mod functions;
 mod process;
 

@@ -68,13 +68,12 @@ pub trait FamilyRuntime {
 
 /// The families the level selects that have a runtime here.
 pub fn build(level: Level, _options: &FamilyOptions) -> Vec<Box<dyn FamilyRuntime>> {
-    let families: Vec<Box<dyn FamilyRuntime>> = Vec::new();
+    let mut families: Vec<Box<dyn FamilyRuntime>> = Vec::new();
     for family in level.families() {
-        #[expect(
-            clippy::match_single_binding,
-            reason = "one arm per family as they are added"
-        )]
         match family {
+            Family::Errors => {
+                families.push(Box::new(crate::probes::errors::ErrorsRuntime::default()))
+            }
             _ => {}
         }
     }

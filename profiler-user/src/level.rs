@@ -59,7 +59,10 @@ impl Family {
 
     /// Whether this build of the profiler implements the family.
     pub const fn available(self) -> bool {
-        matches!(self, Family::Process | Family::System | Family::Functions)
+        matches!(
+            self,
+            Family::Process | Family::System | Family::Functions | Family::Errors
+        )
     }
 
     pub const fn name(self) -> &'static str {

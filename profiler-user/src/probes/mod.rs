@@ -2,6 +2,7 @@
 //! tracefs. Each family's attach and read code is in its own module.
 
 pub mod btf;
+pub mod errors;
 pub mod functions;
 pub mod process;
 

@@ -1,0 +1,139 @@
+//! The `errors` family: failed system calls, delivered signals, OOM kills and what the target
+//! writes to its stdout and stderr, from tracepoints (no probe in the target's code).
+
+use crate::event::EventHeader;
+
+/// Bytes of a path (or socket address) kept with a failed syscall.
+pub const ARG_CAPTURE: usize = 256;
+/// Bytes of output per record; a write is split over several records.
+pub const OUTPUT_CHUNK: usize = 512;
+/// Most records one write (or writev) is captured in; the rest is counted as truncated.
+pub const OUTPUT_MAX_CHUNKS: usize = 8;
+/// Most iovecs of one writev that are looked at.
+pub const WRITEV_MAX_IOVECS: usize = 8;
+/// Failures of one (syscall, errno) sent with their details; beyond that they are only counted.
+pub const DETAILED_PER_KIND: u64 = 64;
+/// "No traced function was running."
+pub const NO_FUNCTION: u32 = u32::MAX;
+
+/// What `SyscallErrorEvent::arg` holds.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ArgKind {
+    None = 0,
+    /// A NUL-terminated path.
+    Path = 1,
+    /// A `struct sockaddr` (`arg_len` bytes).
+    SockAddr = 2,
+}
+
+/// A failed system call.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct SyscallErrorEvent {
+    pub header: EventHeader,
+    /// x86-64 syscall number.
+    pub syscall: u32,
+    /// Positive errno.
+    pub errno: u32,
+    /// User stack in the `ERROR_STACKS` map, or negative when it could not be taken.
+    pub stack_id: i32,
+    /// The traced function running on this thread (function id) or [`NO_FUNCTION`].
+    pub func: u32,
+    pub arg_len: u32,
+    /// An [`ArgKind`] value.
+    pub arg_kind: u8,
+    pub _pad: [u8; 3],
+    pub arg: [u8; ARG_CAPTURE],
+}
+
+const _: () = assert!(core::mem::size_of::<SyscallErrorEvent>() == 40 + ARG_CAPTURE);
+
+/// A signal delivered to the target (from the `signal_deliver` raw tracepoint).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SignalEvent {
+    pub header: EventHeader,
+    pub signo: i32,
+    /// `si_code`.
+    pub code: i32,
+    pub errno: i32,
+    /// 0: default action, 1: ignored, 2: a handler of the target's.
+    pub disposition: u32,
+    /// `si_addr`: the faulting address for SIGSEGV, SIGBUS, SIGFPE and SIGILL.
+    pub fault_addr: u64,
+    pub stack_id: i32,
+    pub func: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<SignalEvent>() == 48);
+
+/// A piece of what the target wrote to fd 1 or 2.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct OutputEvent {
+    pub header: EventHeader,
+    pub fd: u32,
+    /// Valid bytes in `data`.
+    pub len: u32,
+    /// Bytes of this write not captured (past [`OUTPUT_MAX_CHUNKS`] records); set on the last
+    /// record of the write.
+    pub truncated: u32,
+    pub _pad: u32,
+    pub data: [u8; OUTPUT_CHUNK],
+}
+
+const _: () = assert!(core::mem::size_of::<OutputEvent>() == 32 + OUTPUT_CHUNK);
+
+/// The OOM killer chose the target.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct OomEvent {
+    pub header: EventHeader,
+    /// Anonymous resident memory of the victim, pages.
+    pub anon_rss_pages: u64,
+    pub total_vm_pages: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<OomEvent>() == 32);
+
+/// Key of the exact failure counts: every failed syscall of the target, benign or not.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FailureKey {
+    pub syscall: u32,
+    pub errno: u32,
+}
+
+/// Syscall arguments remembered at entry, for the exit to explain a failure.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct PendingSyscall {
+    pub syscall: u64,
+    /// The user pointer to the path or socket address.
+    pub arg_ptr: u64,
+    /// Length of the socket address (connect) or 0.
+    pub arg_len: u64,
+}
+
+pub const FAILURE_KINDS_MAX: u32 = 4096;
+pub const PENDING_MAX: u32 = 8192;
+pub const ERROR_STACKS_MAX: u32 = 4096;
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    // SAFETY: each type is #[repr(C)] plain old data of fixed-width integers and byte arrays
+    // with explicit padding; any bit pattern is valid.
+    unsafe impl aya::Pod for SyscallErrorEvent {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for SignalEvent {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for OutputEvent {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for OomEvent {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for FailureKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for PendingSyscall {}
+}

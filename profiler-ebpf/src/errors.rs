@@ -1,0 +1,388 @@
+//! The `errors` family: failed system calls (with the path or address that explains them),
+//! signals delivered to the target (with the faulting address), OOM kills, and what the target
+//! writes to fds 1 and 2. Tracepoints only: nothing is placed in the target's code.
+
+use aya_ebpf::{
+    bindings::{BPF_F_USER_STACK, BPF_NOEXIST},
+    helpers::{
+        bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user, bpf_probe_read_user_buf,
+        bpf_probe_read_user_str_bytes,
+    },
+    macros::{map, raw_tracepoint, tracepoint},
+    maps::{HashMap, StackTrace},
+    programs::{RawTracePointContext, TracePointContext, tracing::StackIdContext},
+};
+use profiler_common::{
+    counters::Counter,
+    errors::{
+        ARG_CAPTURE, ArgKind, DETAILED_PER_KIND, ERROR_STACKS_MAX, FAILURE_KINDS_MAX, FailureKey,
+        OUTPUT_CHUNK, OUTPUT_MAX_CHUNKS, OomEvent, OutputEvent, PENDING_MAX, PendingSyscall,
+        SignalEvent, SyscallErrorEvent, WRITEV_MAX_IOVECS,
+    },
+    event::{EventHeader, EventKind},
+};
+
+use crate::{
+    common::{EVENTS, count, current_ids, fetch_add, target_tgid},
+    functions::running_function,
+};
+
+/// Every failed syscall of the target, counted exactly by (syscall, errno).
+#[map]
+static FAILURES: HashMap<FailureKey, u64> = HashMap::with_max_entries(FAILURE_KINDS_MAX, 0);
+
+/// Arguments of the syscall in progress, by thread, for those whose failure an argument explains.
+#[map]
+static PENDING: HashMap<u32, PendingSyscall> = HashMap::with_max_entries(PENDING_MAX, 0);
+
+#[map]
+static ERROR_STACKS: StackTrace = StackTrace::with_max_entries(ERROR_STACKS_MAX, 0);
+
+const EAGAIN: u32 = 11;
+const EINTR: u32 = 4;
+const EINPROGRESS: u32 = 115;
+/// ERESTARTSYS and friends: the kernel restarts the call; the target never sees them.
+const ERESTART_FIRST: u32 = 512;
+
+/// Which argument of syscall `id` (x86-64 numbers) explains its failure, and what it is.
+#[inline(always)]
+fn explaining_arg(id: u64) -> Option<(usize, ArgKind)> {
+    match id {
+        // open stat lstat access execve truncate chdir rename mkdir rmdir creat link unlink
+        // readlink chmod chown
+        2 | 4 | 6 | 21 | 59 | 76 | 80 | 82 | 83 | 84 | 85 | 86 | 87 | 89 | 90 | 92 => {
+            Some((0, ArgKind::Path))
+        }
+        // openat mkdirat newfstatat unlinkat readlinkat faccessat execveat statx openat2
+        // faccessat2
+        257 | 258 | 262 | 263 | 267 | 269 | 322 | 332 | 437 | 439 => Some((1, ArgKind::Path)),
+        // connect bind
+        42 | 49 => Some((1, ArgKind::SockAddr)),
+        _ => None,
+    }
+}
+
+fn header(kind: EventKind, tid: u32) -> EventHeader {
+    EventHeader {
+        kind: kind as u16,
+        _pad: 0,
+        tid,
+        // SAFETY: the helper takes no arguments.
+        timestamp_ns: unsafe { bpf_ktime_get_ns() },
+    }
+}
+
+#[tracepoint]
+pub fn syscall_enter(ctx: TracePointContext) -> u32 {
+    match try_syscall_enter(&ctx) {
+        Ok(()) | Err(()) => 0,
+    }
+}
+
+fn try_syscall_enter(ctx: &TracePointContext) -> Result<(), ()> {
+    let (tid, tgid) = current_ids();
+    if tgid != target_tgid() {
+        return Ok(());
+    }
+    // SAFETY (reads below): offsets inside the raw_syscalls/sys_enter record (see its format).
+    let id: u64 = unsafe { ctx.read_at(8) }.map_err(|_| ())?;
+    let Some((index, kind)) = explaining_arg(id) else {
+        return Ok(());
+    };
+    // SAFETY: as above; args[] starts at 16.
+    let arg_ptr: u64 = unsafe { ctx.read_at(16 + 8 * index) }.map_err(|_| ())?;
+    let arg_len: u64 = if kind == ArgKind::SockAddr {
+        // SAFETY: as above: the address length is the next argument.
+        unsafe { ctx.read_at(16 + 8 * (index + 1)) }.map_err(|_| ())?
+    } else {
+        0
+    };
+    let pending = PendingSyscall {
+        syscall: id,
+        arg_ptr,
+        arg_len,
+    };
+    PENDING.insert(tid, pending, 0).map_err(|_| ())
+}
+
+#[tracepoint]
+pub fn syscall_exit(ctx: TracePointContext) -> u32 {
+    match try_syscall_exit(&ctx) {
+        Ok(()) | Err(()) => 0,
+    }
+}
+
+fn try_syscall_exit(ctx: &TracePointContext) -> Result<(), ()> {
+    let (tid, tgid) = current_ids();
+    if tgid != target_tgid() {
+        return Ok(());
+    }
+    // SAFETY (reads below): offsets inside the raw_syscalls/sys_exit record.
+    let id: i64 = unsafe { ctx.read_at(8) }.map_err(|_| ())?;
+    let ret: i64 = unsafe { ctx.read_at(16) }.map_err(|_| ())?;
+    // SAFETY: a map value of this thread's, copied out.
+    let pending = PENDING.get_ptr(tid).map(|p| unsafe { *p });
+    if pending.is_some() {
+        let _ = PENDING.remove(tid);
+    }
+    if !(-4095..0).contains(&ret) || id < 0 {
+        return Ok(());
+    }
+    let errno = (-ret) as u32;
+    if errno >= ERESTART_FIRST {
+        return Ok(());
+    }
+    let key = FailureKey {
+        syscall: id as u32,
+        errno,
+    };
+    let seen = count_failure(key);
+    // Expected failures are counted, not detailed; others are detailed up to a bound per kind.
+    if errno == EAGAIN || errno == EINTR || errno == EINPROGRESS || seen >= DETAILED_PER_KIND {
+        return Ok(());
+    }
+    let Some(mut entry) = EVENTS.reserve::<SyscallErrorEvent>(0) else {
+        count(Counter::RingBufferFull);
+        return Ok(());
+    };
+    let event = entry.as_mut_ptr();
+    // SAFETY: `event` points at a reserved record, written in full before it is submitted.
+    unsafe {
+        (*event).header = header(EventKind::SyscallError, tid);
+        (*event).syscall = id as u32;
+        (*event).errno = errno;
+        (*event).stack_id = ctx
+            .get_stackid(&ERROR_STACKS, BPF_F_USER_STACK as u64)
+            .map(|id| id as i32)
+            .unwrap_or(-1);
+        (*event).func = running_function(tid);
+        (*event).arg_kind = ArgKind::None as u8;
+        (*event)._pad = [0; 3];
+        (*event).arg_len = 0;
+        if let Some(p) = pending
+            && p.syscall == id as u64
+        {
+            let arg = &mut (*event).arg;
+            if p.arg_len == 0 {
+                if let Ok(s) = bpf_probe_read_user_str_bytes(p.arg_ptr as *const u8, arg) {
+                    (*event).arg_len = s.len() as u32;
+                    (*event).arg_kind = ArgKind::Path as u8;
+                }
+            } else {
+                let len = if p.arg_len as usize > ARG_CAPTURE {
+                    ARG_CAPTURE
+                } else {
+                    p.arg_len as usize
+                };
+                if len > 0
+                    && bpf_probe_read_user_buf(p.arg_ptr as *const u8, &mut arg[..len]).is_ok()
+                {
+                    (*event).arg_len = len as u32;
+                    (*event).arg_kind = ArgKind::SockAddr as u8;
+                }
+            }
+        }
+    }
+    entry.submit(0);
+    Ok(())
+}
+
+/// Counts one failure; returns how many of its kind came before.
+#[inline(always)]
+fn count_failure(key: FailureKey) -> u64 {
+    if let Some(n) = FAILURES.get_ptr_mut(key) {
+        // SAFETY: a valid, aligned u64 map value.
+        return unsafe { fetch_add(n, 1) };
+    }
+    if FAILURES.insert(key, 1, BPF_NOEXIST as u64).is_ok() {
+        return 0;
+    }
+    match FAILURES.get_ptr_mut(key) {
+        // SAFETY: as above (another CPU created it meanwhile).
+        Some(n) => unsafe { fetch_add(n, 1) },
+        None => {
+            count(Counter::FailureMapFull);
+            0
+        }
+    }
+}
+
+/// `signal_deliver(int sig, struct kernel_siginfo *info, struct k_sigaction *ka)`, in the
+/// receiving task.
+#[raw_tracepoint(tracepoint = "signal_deliver")]
+pub fn signal_deliver(ctx: RawTracePointContext) -> u32 {
+    match try_signal_deliver(&ctx) {
+        Ok(()) | Err(()) => 0,
+    }
+}
+
+fn try_signal_deliver(ctx: &RawTracePointContext) -> Result<(), ()> {
+    let (tid, tgid) = current_ids();
+    if tgid != target_tgid() {
+        return Ok(());
+    }
+    let signo: u64 = ctx.arg(0);
+    let info: u64 = ctx.arg(1);
+    let action: u64 = ctx.arg(2);
+    // kernel_siginfo: si_signo, si_errno, si_code, then (after padding) si_addr at 16 for the
+    // fault signals; k_sigaction starts with sa_handler. The same layout as user siginfo_t.
+    // SAFETY: kernel pointers from the tracepoint's arguments, read through the checked helper.
+    let (errno, code, addr, handler) = unsafe {
+        (
+            bpf_probe_read_kernel((info + 4) as *const i32).unwrap_or(0),
+            bpf_probe_read_kernel((info + 8) as *const i32).unwrap_or(0),
+            bpf_probe_read_kernel((info + 16) as *const u64).unwrap_or(0),
+            bpf_probe_read_kernel(action as *const u64).unwrap_or(0),
+        )
+    };
+    let signo = signo as i32;
+    let fault = matches!(signo, 4 | 7 | 8 | 11); // SIGILL SIGBUS SIGFPE SIGSEGV
+    let event = SignalEvent {
+        header: header(EventKind::Signal, tid),
+        signo,
+        code,
+        errno,
+        // SIG_DFL is 0, SIG_IGN is 1.
+        disposition: match handler {
+            0 => 0,
+            1 => 1,
+            _ => 2,
+        },
+        fault_addr: if fault { addr } else { 0 },
+        stack_id: -1,
+        func: running_function(tid),
+    };
+    if EVENTS.output::<SignalEvent>(&event, 0).is_err() {
+        count(Counter::RingBufferFull);
+    }
+    Ok(())
+}
+
+#[tracepoint]
+pub fn oom_mark_victim(ctx: TracePointContext) -> u32 {
+    match try_oom_mark_victim(&ctx) {
+        Ok(()) | Err(()) => 0,
+    }
+}
+
+fn try_oom_mark_victim(ctx: &TracePointContext) -> Result<(), ()> {
+    // Runs in the OOM killer's context: the victim is in the record.
+    // SAFETY (reads below): offsets inside the oom/mark_victim record (see its format).
+    let pid: i32 = unsafe { ctx.read_at(8) }.map_err(|_| ())?;
+    if pid as u32 != target_tgid() {
+        return Ok(());
+    }
+    let total_vm: u64 = unsafe { ctx.read_at(16) }.map_err(|_| ())?;
+    let anon_rss: u64 = unsafe { ctx.read_at(24) }.map_err(|_| ())?;
+    let event = OomEvent {
+        header: header(EventKind::OomKill, pid as u32),
+        anon_rss_pages: anon_rss,
+        total_vm_pages: total_vm,
+    };
+    if EVENTS.output::<OomEvent>(&event, 0).is_err() {
+        count(Counter::RingBufferFull);
+    }
+    Ok(())
+}
+
+#[tracepoint]
+pub fn output_write(ctx: TracePointContext) -> u32 {
+    match try_output_write(&ctx) {
+        Ok(()) | Err(()) => 0,
+    }
+}
+
+fn try_output_write(ctx: &TracePointContext) -> Result<(), ()> {
+    let (tid, tgid) = current_ids();
+    if tgid != target_tgid() {
+        return Ok(());
+    }
+    // SAFETY (reads below): offsets inside the syscalls/sys_enter_write record.
+    let fd: u64 = unsafe { ctx.read_at(16) }.map_err(|_| ())?;
+    if fd != 1 && fd != 2 {
+        return Ok(());
+    }
+    let buf: u64 = unsafe { ctx.read_at(24) }.map_err(|_| ())?;
+    let len: u64 = unsafe { ctx.read_at(32) }.map_err(|_| ())?;
+    capture(tid, fd as u32, buf, len, OUTPUT_MAX_CHUNKS);
+    Ok(())
+}
+
+#[tracepoint]
+pub fn output_writev(ctx: TracePointContext) -> u32 {
+    match try_output_writev(&ctx) {
+        Ok(()) | Err(()) => 0,
+    }
+}
+
+fn try_output_writev(ctx: &TracePointContext) -> Result<(), ()> {
+    let (tid, tgid) = current_ids();
+    if tgid != target_tgid() {
+        return Ok(());
+    }
+    // SAFETY (reads below): offsets inside the syscalls/sys_enter_writev record.
+    let fd: u64 = unsafe { ctx.read_at(16) }.map_err(|_| ())?;
+    if fd != 1 && fd != 2 {
+        return Ok(());
+    }
+    let vec: u64 = unsafe { ctx.read_at(24) }.map_err(|_| ())?;
+    let vlen: u64 = unsafe { ctx.read_at(32) }.map_err(|_| ())?;
+    // One record per iovec (its first OUTPUT_CHUNK bytes): a loop of loops is more than the
+    // verifier will explore. Text output goes through write(2) in practice.
+    for i in 0..WRITEV_MAX_IOVECS {
+        if i as u64 >= vlen {
+            break;
+        }
+        // struct iovec { void *iov_base; size_t iov_len; }
+        let iov = vec + 16 * i as u64;
+        // SAFETY: user memory read through the checked helper.
+        let (base, len) = unsafe {
+            (
+                bpf_probe_read_user(iov as *const u64).map_err(|_| ())?,
+                bpf_probe_read_user((iov + 8) as *const u64).map_err(|_| ())?,
+            )
+        };
+        capture(tid, fd as u32, base, len, 1);
+    }
+    Ok(())
+}
+
+/// Sends `len` bytes at `buf` as up to `max_chunks` records; returns the records used.
+#[inline(always)]
+fn capture(tid: u32, fd: u32, buf: u64, len: u64, max_chunks: usize) -> usize {
+    let mut done = 0u64;
+    let mut used = 0;
+    for _ in 0..OUTPUT_MAX_CHUNKS {
+        if done >= len || used >= max_chunks {
+            break;
+        }
+        let rest = len - done;
+        let n = if rest > OUTPUT_CHUNK as u64 {
+            OUTPUT_CHUNK
+        } else {
+            rest as usize
+        };
+        let Some(mut entry) = EVENTS.reserve::<OutputEvent>(0) else {
+            count(Counter::RingBufferFull);
+            break;
+        };
+        let event = entry.as_mut_ptr();
+        let src = buf + done;
+        used += 1;
+        done += n as u64;
+        let last = done >= len || used >= max_chunks;
+        // SAFETY: `event` points at a reserved record, written in full before it is submitted;
+        // the user buffer is read through the checked helper.
+        unsafe {
+            (*event).header = header(EventKind::Output, tid);
+            (*event).fd = fd;
+            (*event)._pad = 0;
+            (*event).truncated = if last { (len - done) as u32 } else { 0 };
+            let data = &mut (*event).data;
+            let ok = n > 0 && bpf_probe_read_user_buf(src as *const u8, &mut data[..n]).is_ok();
+            (*event).len = if ok { n as u32 } else { 0 };
+        }
+        entry.submit(0);
+    }
+    used
+}

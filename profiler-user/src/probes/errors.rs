@@ -1,0 +1,312 @@
+//! The `errors` family on the user side: attach the tracepoints, decode their records, read the
+//! exact failure counts, and hand everything to the errors analyzer.
+
+use std::{
+    collections::BTreeMap,
+    net::{Ipv4Addr, Ipv6Addr},
+};
+
+use anyhow::Context as _;
+use aya::{
+    Ebpf,
+    maps::{HashMap as BpfHashMap, StackTraceMap},
+    programs::{RawTracePoint, TracePoint},
+};
+use profiler_common::{
+    errors::{
+        ArgKind, FailureKey, NO_FUNCTION, OomEvent, OutputEvent, SignalEvent, SyscallErrorEvent,
+    },
+    event::EventKind,
+};
+
+/// Output bytes kept for the analyzer; past this the rest is counted, not kept.
+pub const MAX_OUTPUT_BYTES: usize = 16 << 20;
+
+/// The tracepoints of the family: (program, category, name).
+const TRACEPOINTS: [(&str, &str, &str); 5] = [
+    ("syscall_enter", "raw_syscalls", "sys_enter"),
+    ("syscall_exit", "raw_syscalls", "sys_exit"),
+    ("oom_mark_victim", "oom", "mark_victim"),
+    ("output_write", "syscalls", "sys_enter_write"),
+    ("output_writev", "syscalls", "sys_enter_writev"),
+];
+
+/// Attaches every program of the family; returns how many.
+pub fn attach(ebpf: &mut Ebpf) -> anyhow::Result<usize> {
+    for (program, category, name) in TRACEPOINTS {
+        let tp: &mut TracePoint = ebpf
+            .program_mut(program)
+            .with_context(|| format!("program {program} missing"))?
+            .try_into()?;
+        tp.load()
+            .with_context(|| format!("failed to load {program}"))?;
+        tp.attach(category, name)
+            .with_context(|| format!("failed to attach to the {category}/{name} tracepoint"))?;
+    }
+    let raw: &mut RawTracePoint = ebpf
+        .program_mut("signal_deliver")
+        .context("program signal_deliver missing")?
+        .try_into()?;
+    raw.load().context("failed to load signal_deliver")?;
+    raw.attach("signal_deliver")
+        .context("failed to attach to signal_deliver")?;
+    Ok(TRACEPOINTS.len() + 1)
+}
+
+/// One decoded record, before symbolization.
+#[derive(Debug, Clone)]
+pub enum Raw {
+    Syscall {
+        tid: u32,
+        ts: u64,
+        syscall: String,
+        errno: i32,
+        arg: Option<String>,
+        stack_id: Option<u32>,
+        func: Option<u32>,
+    },
+    Signal {
+        tid: u32,
+        ts: u64,
+        signo: i32,
+        code: i32,
+        fault_addr: Option<u64>,
+        fatal: bool,
+        func: Option<u32>,
+    },
+    Output {
+        tid: u32,
+        ts: u64,
+        fd: u32,
+        bytes: Vec<u8>,
+    },
+    Oom {
+        tid: u32,
+        ts: u64,
+        rss_bytes: u64,
+    },
+}
+
+fn read<T: Copy>(bytes: &[u8]) -> Option<T> {
+    (bytes.len() >= size_of::<T>()).then(|| {
+        // SAFETY: the buffer holds at least one T, a plain-old-data record; unaligned read.
+        unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) }
+    })
+}
+
+fn function(func: u32) -> Option<u32> {
+    (func != NO_FUNCTION).then_some(func)
+}
+
+/// The name of an x86-64 syscall number.
+pub fn syscall_name(id: u32) -> String {
+    syscalls::Sysno::new(id as usize)
+        .map(|s| s.name().to_string())
+        .unwrap_or_else(|| format!("syscall_{id}"))
+}
+
+/// Decodes a record of this family.
+pub fn decode(kind: u16, bytes: &[u8]) -> Option<Raw> {
+    match kind {
+        k if k == EventKind::SyscallError as u16 => {
+            let e: SyscallErrorEvent = read(bytes)?;
+            let len = (e.arg_len as usize).min(e.arg.len());
+            let arg = match e.arg_kind {
+                k if k == ArgKind::Path as u8 => {
+                    let raw = &e.arg[..len];
+                    let raw = raw.split(|b| *b == 0).next().unwrap_or(raw);
+                    Some(String::from_utf8_lossy(raw).into_owned())
+                }
+                k if k == ArgKind::SockAddr as u8 => sockaddr(&e.arg[..len]),
+                _ => None,
+            };
+            Some(Raw::Syscall {
+                tid: e.header.tid,
+                ts: e.header.timestamp_ns,
+                syscall: syscall_name(e.syscall),
+                errno: e.errno as i32,
+                arg,
+                stack_id: (e.stack_id >= 0).then_some(e.stack_id as u32),
+                func: function(e.func),
+            })
+        }
+        k if k == EventKind::Signal as u16 => {
+            let e: SignalEvent = read(bytes)?;
+            Some(Raw::Signal {
+                tid: e.header.tid,
+                ts: e.header.timestamp_ns,
+                signo: e.signo,
+                code: e.code,
+                fault_addr: (e.fault_addr != 0).then_some(e.fault_addr),
+                fatal: e.disposition == 0 && default_is_fatal(e.signo),
+                func: function(e.func),
+            })
+        }
+        k if k == EventKind::Output as u16 => {
+            let e: OutputEvent = read(bytes)?;
+            let len = (e.len as usize).min(e.data.len());
+            Some(Raw::Output {
+                tid: e.header.tid,
+                ts: e.header.timestamp_ns,
+                fd: e.fd,
+                bytes: e.data[..len].to_vec(),
+            })
+        }
+        k if k == EventKind::OomKill as u16 => {
+            let e: OomEvent = read(bytes)?;
+            // SAFETY: sysconf has no memory-safety preconditions.
+            let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
+            Some(Raw::Oom {
+                tid: e.header.tid,
+                ts: e.header.timestamp_ns,
+                rss_bytes: e.anon_rss_pages * page,
+            })
+        }
+        _ => None,
+    }
+}
+
+/// Whether a signal's default action ends the process.
+fn default_is_fatal(signo: i32) -> bool {
+    // SIGCHLD, SIGCONT, SIGURG, SIGWINCH are ignored by default; SIGSTOP and friends stop.
+    !matches!(signo, 17 | 18 | 19 | 20 | 21 | 22 | 23 | 28)
+}
+
+/// `127.0.0.1:9` or `[::1]:9` from a `struct sockaddr`, or the family for others.
+fn sockaddr(raw: &[u8]) -> Option<String> {
+    let family = u16::from_ne_bytes(raw.get(0..2)?.try_into().ok()?);
+    let port = u16::from_be_bytes(raw.get(2..4)?.try_into().ok()?);
+    match family as i32 {
+        libc::AF_INET => {
+            let ip: [u8; 4] = raw.get(4..8)?.try_into().ok()?;
+            Some(format!("{}:{port}", Ipv4Addr::from(ip)))
+        }
+        libc::AF_INET6 => {
+            let ip: [u8; 16] = raw.get(8..24)?.try_into().ok()?;
+            Some(format!("[{}]:{port}", Ipv6Addr::from(ip)))
+        }
+        libc::AF_UNIX => {
+            let path = raw.get(2..)?;
+            let path = path.split(|b| *b == 0).next().unwrap_or(path);
+            Some(String::from_utf8_lossy(path).into_owned())
+        }
+        other => Some(format!("address family {other}")),
+    }
+}
+
+/// Every failed syscall of the run, counted exactly: (syscall name, errno) -> count.
+pub fn read_failures(ebpf: &Ebpf) -> anyhow::Result<BTreeMap<(String, i32), u64>> {
+    let map: BpfHashMap<_, FailureKey, u64> =
+        BpfHashMap::try_from(ebpf.map("FAILURES").context("FAILURES map missing")?)?;
+    let mut out = BTreeMap::new();
+    for entry in map.iter() {
+        let (key, n) = entry?;
+        *out.entry((syscall_name(key.syscall), key.errno as i32))
+            .or_default() += n;
+    }
+    Ok(out)
+}
+
+/// The user stack of an error, innermost first, as addresses.
+pub fn read_stack(ebpf: &Ebpf, stack_id: u32) -> Vec<u64> {
+    let Some(map) = ebpf.map("ERROR_STACKS") else {
+        return Vec::new();
+    };
+    let Ok(stacks) = StackTraceMap::try_from(map) else {
+        return Vec::new();
+    };
+    stacks
+        .get(&stack_id, 0)
+        .map(|t| t.frames().iter().map(|f| f.ip).collect())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_socket_addresses_and_syscall_names() {
+        let mut v4 = vec![0u8; 16];
+        v4[0..2].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
+        v4[2..4].copy_from_slice(&9u16.to_be_bytes());
+        v4[4..8].copy_from_slice(&[127, 0, 0, 1]);
+        assert_eq!(sockaddr(&v4).as_deref(), Some("127.0.0.1:9"));
+        assert_eq!(syscall_name(257), "openat");
+        assert_eq!(syscall_name(42), "connect");
+    }
+}
+
+/// The family's runtime: gathers records while profiling.
+#[derive(Default)]
+pub struct ErrorsRuntime {
+    pub raw: Vec<Raw>,
+    pub output_bytes: usize,
+    pub output_dropped: u64,
+    pub failures: BTreeMap<(String, i32), u64>,
+    /// User stacks of the errors, read at the end: stack id -> addresses.
+    pub stacks: std::collections::HashMap<u32, Vec<u64>>,
+}
+
+impl crate::families::FamilyRuntime for ErrorsRuntime {
+    fn family(&self) -> crate::level::Family {
+        crate::level::Family::Errors
+    }
+
+    fn attach(
+        &mut self,
+        ebpf: &mut Ebpf,
+        _ctx: &crate::families::AttachContext<'_>,
+    ) -> anyhow::Result<usize> {
+        attach(ebpf)
+    }
+
+    fn handles(&self, kind: u16) -> bool {
+        [
+            EventKind::SyscallError,
+            EventKind::Signal,
+            EventKind::Output,
+            EventKind::OomKill,
+        ]
+        .iter()
+        .any(|k| *k as u16 == kind)
+    }
+
+    fn on_event(&mut self, kind: u16, bytes: &[u8]) {
+        let Some(raw) = decode(kind, bytes) else {
+            return;
+        };
+        if let Raw::Output { bytes, .. } = &raw {
+            if self.output_bytes + bytes.len() > MAX_OUTPUT_BYTES {
+                self.output_dropped += bytes.len() as u64;
+                return;
+            }
+            self.output_bytes += bytes.len();
+        }
+        self.raw.push(raw);
+    }
+
+    fn harvest(&mut self, ebpf: &mut Ebpf, warnings: &mut Vec<String>) {
+        match read_failures(ebpf) {
+            Ok(f) => self.failures = f,
+            Err(e) => warnings.push(format!("could not read the syscall failure counts: {e:#}")),
+        }
+        for raw in &self.raw {
+            if let Raw::Syscall {
+                stack_id: Some(id), ..
+            } = raw
+            {
+                self.stacks
+                    .entry(*id)
+                    .or_insert_with(|| read_stack(ebpf, *id));
+            }
+        }
+    }
+
+    fn report(
+        &mut self,
+        _report: &mut crate::report::Report,
+        _ctx: &mut crate::families::ReportContext<'_>,
+    ) {
+    }
+}

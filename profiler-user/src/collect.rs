@@ -61,18 +61,32 @@ pub struct Collected {
     pub final_cpu_time: Option<f64>,
 }
 
+/// What the loop watches.
+#[derive(Debug, Clone, Copy)]
+pub struct Watch {
+    pub pid: i32,
+    /// The target is our child (`run`): reap it for its exact status.
+    pub child: bool,
+    pub start: Instant,
+    /// `--duration`.
+    pub duration: Option<Duration>,
+}
+
 /// Runs until profiling ends; everything gathered is in `out` even on error.
 pub async fn collect(
     ebpf: &mut Ebpf,
-    pid: i32,
-    child: bool,
-    start: Instant,
-    duration: Option<Duration>,
+    watch: Watch,
     out: &mut Collected,
     maps: &mut MappingSnapshot,
     families: &mut [&mut (dyn FamilyRuntime + 'static)],
     on_tick: &mut dyn FnMut(&mut Ebpf),
 ) -> anyhow::Result<()> {
+    let Watch {
+        pid,
+        child,
+        start,
+        duration,
+    } = watch;
     let ring = RingBuf::try_from(ebpf.take_map("EVENTS").context("EVENTS map missing")?)?;
     // SAFETY: the ring buffer owns its map fd, which stays open and the same for as long as the
     // AsyncFd (which owns the ring buffer) lives.

@@ -70,11 +70,8 @@ pub trait FamilyRuntime {
 pub fn build(level: Level, _options: &FamilyOptions) -> Vec<Box<dyn FamilyRuntime>> {
     let mut families: Vec<Box<dyn FamilyRuntime>> = Vec::new();
     for family in level.families() {
-        match family {
-            Family::Errors => {
-                families.push(Box::new(crate::probes::errors::ErrorsRuntime::default()))
-            }
-            _ => {}
+        if *family == Family::Errors {
+            families.push(Box::new(crate::probes::errors::ErrorsRuntime::default()));
         }
     }
     families

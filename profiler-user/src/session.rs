@@ -287,12 +287,15 @@ impl Session<'_> {
                 });
             }
         };
+        let watch = collect::Watch {
+            pid,
+            child: run_mode,
+            start,
+            duration: self.plan.duration,
+        };
         collect::collect(
             ebpf,
-            pid,
-            run_mode,
-            start,
-            self.plan.duration,
+            watch,
             &mut self.collected,
             &mut self.maps,
             &mut extras,

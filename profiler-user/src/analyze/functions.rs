@@ -170,7 +170,7 @@ pub fn profile(meta: &FunctionMeta, data: FunctionData, cost_ns: f64) -> Functio
             None => call_stacks.push(CallStack { frames, samples }),
         }
     }
-    call_stacks.sort_by(|a, b| b.samples.cmp(&a.samples));
+    call_stacks.sort_by_key(|s| std::cmp::Reverse(s.samples));
     call_stacks.truncate(MAX_CALLERS);
 
     let mut site = meta.site.clone();

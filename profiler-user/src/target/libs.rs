@@ -32,7 +32,7 @@ fn read_dynamic(path: &Path) -> Option<Dynamic> {
     let strings = sections.strings(endian, &*data, link).ok()?;
     let mut dynamic = Dynamic::default();
     for entry in entries {
-        let tag = i64::from(entry.d_tag(endian));
+        let tag = entry.d_tag(endian);
         let Ok(value) = entry.string(endian, strings) else {
             continue;
         };

@@ -21,13 +21,17 @@ pub enum ProfilerError {
     },
     #[error("no such command: {0}")]
     NoSuchCommand(String),
-    #[error("cannot start {cmd}: {source}")]
-    Exec { cmd: String, source: std::io::Error },
-    #[error("cannot write the report to {path}: {source}")]
+    // The io errors are part of the message, not a `source`: the one-line error would
+    // otherwise repeat them.
+    #[error("cannot start {cmd}: {reason}")]
+    Exec { cmd: String, reason: std::io::Error },
+    #[error("cannot write the report to {path}: {reason}")]
     ReportPath {
         path: PathBuf,
-        source: std::io::Error,
+        reason: std::io::Error,
     },
+    #[error("cannot inspect process {pid}: {reason}")]
+    Inspect { pid: i32, reason: std::io::Error },
     #[error("{0}")]
     Spec(String),
 }

@@ -141,9 +141,9 @@ impl Session<'_> {
     async fn profile(&mut self) -> anyhow::Result<()> {
         probes::check_privileges()?;
         if let Some(path) = &self.plan.json {
-            report::json::check_writable(path).map_err(|source| ProfilerError::ReportPath {
+            report::json::check_writable(path).map_err(|reason| ProfilerError::ReportPath {
                 path: path.clone(),
-                source,
+                reason,
             })?;
         }
         let specs = self

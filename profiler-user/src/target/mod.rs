@@ -58,7 +58,11 @@ pub fn inspect(pid: i32) -> Result<TargetInfo, ProfilerError> {
                 ProfilerError::TargetExited(pid)
             });
         }
-        Err(_) => return Err(ProfilerError::NotPrivileged),
+        // SAFETY: geteuid has no preconditions.
+        Err(_) if unsafe { libc::geteuid() } != 0 => return Err(ProfilerError::NotPrivileged),
+        // Root and still refused: the process is outside our reach (another user namespace or
+        // a security module); say what the kernel said.
+        Err(reason) => return Err(ProfilerError::Inspect { pid, reason }),
     };
     Ok(TargetInfo {
         pid,

@@ -42,7 +42,7 @@ pub fn resolve_command(command: &str) -> Result<PathBuf, ProfilerError> {
     if !is_executable(&path) {
         return Err(ProfilerError::Exec {
             cmd: command.to_string(),
-            source: io::Error::from_raw_os_error(libc::EACCES),
+            reason: io::Error::from_raw_os_error(libc::EACCES),
         });
     }
     Ok(std::fs::canonicalize(&path).unwrap_or(path))
@@ -67,9 +67,9 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 
 /// Forks a child that waits at the gate, then execs `program` with `args` (`args[0]` is argv[0]).
 pub fn spawn_gated(program: &Path, args: &[String]) -> Result<Gated, ProfilerError> {
-    let exec_err = |source| ProfilerError::Exec {
+    let exec_err = |reason| ProfilerError::Exec {
         cmd: program.display().to_string(),
-        source,
+        reason,
     };
     let c_program = CString::new(program.as_os_str().as_encoded_bytes())
         .map_err(|_| exec_err(io::Error::from_raw_os_error(libc::EINVAL)))?;
@@ -133,7 +133,7 @@ impl Gated {
             self.reap();
             return Err(ProfilerError::Exec {
                 cmd: self.program.display().to_string(),
-                source: io::Error::from_raw_os_error(i32::from_ne_bytes(errno)),
+                reason: io::Error::from_raw_os_error(i32::from_ne_bytes(errno)),
             });
         }
         Ok(())

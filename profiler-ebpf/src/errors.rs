@@ -43,6 +43,19 @@ const EINTR: u32 = 4;
 const EINPROGRESS: u32 = 115;
 /// ERESTARTSYS and friends: the kernel restarts the call; the target never sees them.
 const ERESTART_FIRST: u32 = 512;
+/// `uretprobe(2)` and `uprobe(2)`: how the kernel itself returns from a uretprobe (and, for
+/// optimised sites, enters a uprobe). They fire for every traced call and never fail for the
+/// target's reasons, so they are dropped first, before any other work.
+const SYS_URETPROBE: u64 = 335;
+const SYS_UPROBE: u64 = 336;
+
+/// The syscall number of a raw_syscalls record, unless it is one of the probes' own.
+#[inline(always)]
+fn target_syscall(ctx: &TracePointContext) -> Option<u64> {
+    // SAFETY: offset 8 is `id` in both raw_syscalls records (see their format).
+    let id: u64 = unsafe { ctx.read_at(8) }.ok()?;
+    (id != SYS_URETPROBE && id != SYS_UPROBE).then_some(id)
+}
 
 /// Which argument of syscall `id` (x86-64 numbers) explains its failure, and what it is.
 #[inline(always)]
@@ -80,16 +93,15 @@ pub fn syscall_enter(ctx: TracePointContext) -> u32 {
 }
 
 fn try_syscall_enter(ctx: &TracePointContext) -> Result<(), ()> {
+    let id = target_syscall(ctx).ok_or(())?;
     let (tid, tgid) = current_ids();
     if tgid != target_tgid() {
         return Ok(());
     }
-    // SAFETY (reads below): offsets inside the raw_syscalls/sys_enter record (see its format).
-    let id: u64 = unsafe { ctx.read_at(8) }.map_err(|_| ())?;
     let Some((index, kind)) = explaining_arg(id) else {
         return Ok(());
     };
-    // SAFETY: as above; args[] starts at 16.
+    // SAFETY (reads below): args[] starts at 16 in the raw_syscalls/sys_enter record.
     let arg_ptr: u64 = unsafe { ctx.read_at(16 + 8 * index) }.map_err(|_| ())?;
     let arg_len: u64 = if kind == ArgKind::SockAddr {
         // SAFETY: as above: the address length is the next argument.
@@ -113,12 +125,12 @@ pub fn syscall_exit(ctx: TracePointContext) -> u32 {
 }
 
 fn try_syscall_exit(ctx: &TracePointContext) -> Result<(), ()> {
+    let id = target_syscall(ctx).ok_or(())? as i64;
     let (tid, tgid) = current_ids();
     if tgid != target_tgid() {
         return Ok(());
     }
-    // SAFETY (reads below): offsets inside the raw_syscalls/sys_exit record.
-    let id: i64 = unsafe { ctx.read_at(8) }.map_err(|_| ())?;
+    // SAFETY: offset 16 is `ret` in the raw_syscalls/sys_exit record.
     let ret: i64 = unsafe { ctx.read_at(16) }.map_err(|_| ())?;
     // SAFETY: a map value of this thread's, copied out.
     let pending = PENDING.get_ptr(tid).map(|p| unsafe { *p });

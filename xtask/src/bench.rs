@@ -158,6 +158,13 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     if unsafe { libc::geteuid() } != 0 {
         bail!("the benchmark attaches uprobes and reads other processes' memory: run it as root");
     }
+    let workloads = workload::call_workloads();
+    for name in &args.only {
+        if !workloads.iter().any(|w| w.name == name) {
+            let names: Vec<_> = workloads.iter().map(|w| w.name).collect();
+            bail!("no workload {name:?}; there are: {}", names.join(", "));
+        }
+    }
     let started = Instant::now();
     crate::cargo(&["build", "--release", "-p", "profiler-user"])?;
     let tools = Tools {
@@ -171,7 +178,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
 
     let dir = std::env::temp_dir().join(format!("profiler-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let result = bench_in(args, &tools, &dir);
+    let result = bench_in(args, workloads, &tools, &dir);
     if args.keep || result.is_err() {
         eprintln!("bench: workloads and reports kept in {}", dir.display());
     } else {
@@ -181,15 +188,13 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     result
 }
 
-fn bench_in(args: &BenchArgs, tools: &Tools, dir: &Path) -> anyhow::Result<()> {
-    let all = workload::call_workloads();
-    for name in &args.only {
-        if !all.iter().any(|w| w.name == name) {
-            let names: Vec<_> = all.iter().map(|w| w.name).collect();
-            bail!("no workload {name:?}; there are: {}", names.join(", "));
-        }
-    }
-    let built = all
+fn bench_in(
+    args: &BenchArgs,
+    workloads: Vec<workload::Workload>,
+    tools: &Tools,
+    dir: &Path,
+) -> anyhow::Result<()> {
+    let built = workloads
         .iter()
         .filter(|w| args.only.is_empty() || args.only.iter().any(|o| o == w.name))
         .map(|w| workload::build(w, dir))
@@ -449,7 +454,7 @@ fn call_overhead_report(measured: &[Measured], runs: u32, tools: &Tools) -> Stri
     );
     let _ = writeln!(
         s,
-        "{:<width$}{:>10}{:>12}{:>12}{:>20}",
+        "{:<width$}{:>10}{:>13}{:>13}{:>20}",
         "workload", "baseline", "profiler", "bpftrace", "profiler/bpftrace"
     );
     for m in measured {
@@ -461,7 +466,7 @@ fn call_overhead_report(measured: &[Measured], runs: u32, tools: &Tools) -> Stri
         let ratio = ratio(m).map_or("-".into(), |r| format!("{r:.2}×"));
         let _ = writeln!(
             s,
-            "{:<width$}{:>10}{:>12}{:>12}{:>20}",
+            "{:<width$}{:>10}{:>13}{:>13}{:>20}",
             label(m),
             m.median_ns(BASELINE).map_or("-".into(), duration),
             slow(PROFILER),

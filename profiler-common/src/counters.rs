@@ -27,10 +27,26 @@ pub enum Counter {
     RingBufferFull = 7,
     /// The syscall-failure count map was full: some failures are not counted.
     FailureMapFull = 8,
+    /// The outstanding-allocation map was full: a block was not tracked (its release cannot be
+    /// seen; the site counts it as untracked).
+    MemAllocMapFull = 9,
+    /// The allocation-site map was full: some allocations are not attributed to a site.
+    MemSiteMapFull = 10,
+    /// An allocation site's user stack could not be read or stored (its site keeps the caller).
+    MemStackFailed = 11,
+    /// The per-thread pending-allocation map was full: an allocator call was not tracked.
+    MemPendingMapFull = 12,
+    /// A release of a block not allocated while attached (made before attach): ignored.
+    MemUnknownFrees = 13,
+    /// A block was returned at an address still recorded as outstanding: its release was not
+    /// seen, so the old block is counted as freed.
+    MemMissedFrees = 14,
+    /// A `munmap` of the start of a tracked anonymous mapping that leaves the rest mapped.
+    MemPartialUnmaps = 15,
 }
 
 /// Number of counter slots.
-pub const COUNTER_SLOTS: u32 = 9;
+pub const COUNTER_SLOTS: u32 = 16;
 
 impl Counter {
     /// All counters, in slot order.
@@ -44,6 +60,13 @@ impl Counter {
         Counter::StackSampleFailed,
         Counter::RingBufferFull,
         Counter::FailureMapFull,
+        Counter::MemAllocMapFull,
+        Counter::MemSiteMapFull,
+        Counter::MemStackFailed,
+        Counter::MemPendingMapFull,
+        Counter::MemUnknownFrees,
+        Counter::MemMissedFrees,
+        Counter::MemPartialUnmaps,
     ];
 
     /// The name used for this counter in the report.
@@ -58,11 +81,24 @@ impl Counter {
             Counter::StackSampleFailed => "stack_sample_failed",
             Counter::RingBufferFull => "ring_buffer_full",
             Counter::FailureMapFull => "failure_map_full",
+            Counter::MemAllocMapFull => "memory_alloc_map_full",
+            Counter::MemSiteMapFull => "memory_site_map_full",
+            Counter::MemStackFailed => "memory_stack_failed",
+            Counter::MemPendingMapFull => "memory_pending_map_full",
+            Counter::MemUnknownFrees => "memory_unknown_frees",
+            Counter::MemMissedFrees => "memory_missed_frees",
+            Counter::MemPartialUnmaps => "memory_partial_unmaps",
         }
     }
 
     /// Whether a non-zero value means data was lost (as opposed to an expected condition).
     pub const fn is_loss(self) -> bool {
-        !matches!(self, Counter::AbandonedCalls | Counter::UnmatchedReturns)
+        !matches!(
+            self,
+            Counter::AbandonedCalls
+                | Counter::UnmatchedReturns
+                | Counter::MemUnknownFrees
+                | Counter::MemPartialUnmaps
+        )
     }
 }

@@ -8,6 +8,7 @@ pub mod counters;
 pub mod errors;
 pub mod event;
 pub mod functions;
+pub mod memory;
 pub mod process;
 
 /// Name of the global that holds the target's process id (tgid) in every program.

@@ -9,6 +9,7 @@
 mod common;
 mod errors;
 mod functions;
+mod memory;
 mod process;
 
 #[cfg(not(test))]

@@ -1,0 +1,226 @@
+//! The `memory` family: outstanding allocations tracked in the kernel, per allocation site.
+//!
+//! Entry probes on the allocator's functions note the call (its arguments and the caller's user
+//! stack) per thread; return probes record the returned block in `ALLOCS` (address -> size, time,
+//! site) and add it to the site's totals. `free` (and the other release functions) removes the
+//! block and subtracts it from the site that allocated it; a block allocated before the probes
+//! were attached is unknown and its release is only counted. Anonymous `mmap`/`munmap` are
+//! tracked the same way from the syscall tracepoints.
+//!
+//! An allocator function called from inside another one (glibc's `realloc(NULL, n)` calls
+//! `malloc`, `realloc(p, 0)` calls `free`; a large `malloc` calls `mmap`) is not counted again:
+//! the outermost call accounts for the block.
+
+/// How a probed allocator function takes its arguments and what it does; the low byte of the
+/// attach cookie (the function id is above it, see [`cookie`]).
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AllocClass {
+    /// `malloc(size)` and the functions with the size first: `valloc`, `pvalloc`, `mallocx`,
+    /// C++ `operator new`.
+    SizeFirst = 0,
+    /// `calloc(n, size)`: `n * size` bytes.
+    Calloc = 1,
+    /// `aligned_alloc(align, size)`, `memalign(align, size)`: the size second.
+    SizeSecond = 2,
+    /// `realloc(ptr, size)`, `rallocx(ptr, size, flags)`.
+    Realloc = 3,
+    /// `reallocarray(ptr, n, size)`.
+    ReallocArray = 4,
+    /// `posix_memalign(&ptr, align, size)`: the block is written through the first argument
+    /// and the call returns 0 on success.
+    PosixMemalign = 5,
+    /// `free(ptr)` and the other release functions with the pointer first (`sdallocx`,
+    /// `free_sized`, C++ `operator delete`).
+    Free = 6,
+}
+
+/// Number of [`AllocClass`] values.
+pub const ALLOC_CLASSES: u8 = 7;
+
+impl AllocClass {
+    /// Whether the function returns a block (and so needs a return probe).
+    pub const fn returns_block(self) -> bool {
+        !matches!(self, AllocClass::Free)
+    }
+
+    pub const fn from_u8(v: u8) -> Option<Self> {
+        Some(match v {
+            0 => AllocClass::SizeFirst,
+            1 => AllocClass::Calloc,
+            2 => AllocClass::SizeSecond,
+            3 => AllocClass::Realloc,
+            4 => AllocClass::ReallocArray,
+            5 => AllocClass::PosixMemalign,
+            6 => AllocClass::Free,
+            _ => return None,
+        })
+    }
+}
+
+/// The attach cookie of allocator function `id` of class `class`.
+pub const fn cookie(id: u32, class: AllocClass) -> u64 {
+    ((id as u64) << 8) | class as u64
+}
+
+/// The function id of a cookie.
+pub const fn cookie_function(cookie: u64) -> u32 {
+    (cookie >> 8) as u32
+}
+
+/// The class byte of a cookie.
+pub const fn cookie_class(cookie: u64) -> u8 {
+    cookie as u8
+}
+
+/// Slot of `mmap` in the per-function call counts (the allocator functions come first).
+pub const MMAP_SLOT: u32 = MAX_ALLOC_FUNCTIONS;
+/// Slot of `munmap` in the per-function call counts.
+pub const MUNMAP_SLOT: u32 = MAX_ALLOC_FUNCTIONS + 1;
+/// Most allocator functions probed in one run (several allocators may be in one process).
+pub const MAX_ALLOC_FUNCTIONS: u32 = 126;
+/// Slots of the `MEM_CALLS` per-CPU array: the allocator functions, then `mmap` and `munmap`.
+pub const CALL_SLOTS: u32 = MAX_ALLOC_FUNCTIONS + 2;
+
+/// An allocator call in progress on one thread (map value keyed by thread id), noted at entry
+/// and completed by the return probe.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct PendingAlloc {
+    /// Stack pointer at entry (the slot of the return address): tells a nested call, which runs
+    /// deeper, and finds the matching return.
+    pub ret_slot: u64,
+    /// Allocation site of the call (see [`MemStack`]).
+    pub site: u64,
+    /// Bytes asked for.
+    pub size: u64,
+    /// `realloc`: the block being resized; `posix_memalign`: where the block is written.
+    pub arg: u64,
+    /// `bpf_ktime_get_ns()` at entry.
+    pub start_ns: u64,
+    /// Cookie of the probe (function id and [`AllocClass`]).
+    pub cookie: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<PendingAlloc>() == 48);
+
+/// An anonymous `mmap` in progress on one thread.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct PendingMmap {
+    pub len: u64,
+    pub site: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<PendingMmap>() == 16);
+
+/// One outstanding block (value of `ALLOCS`, keyed by its address).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AllocInfo {
+    /// Bytes asked for.
+    pub size: u64,
+    /// Allocation site.
+    pub site: u64,
+    /// `bpf_ktime_get_ns()` when it was allocated (at the allocator's entry).
+    pub timestamp_ns: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<AllocInfo>() == 24);
+
+/// Totals of one allocation site (value of `SITES`, keyed by site), updated atomically.
+///
+/// Outstanding blocks of the site: `allocs - untracked - frees` (and the same for bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SiteStats {
+    /// Blocks allocated here while attached.
+    pub allocs: u64,
+    pub alloc_bytes: u64,
+    /// Of those, blocks released since.
+    pub frees: u64,
+    pub free_bytes: u64,
+    /// Of those, blocks that could not be tracked (`ALLOCS` was full): their release is not seen.
+    pub untracked: u64,
+    pub untracked_bytes: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<SiteStats>() == 48);
+
+/// Most user frames kept per allocation site.
+pub const MEM_STACK_DEPTH: usize = 64;
+
+/// The user stack of an allocation site (value of `MEM_STACKS`, keyed by site).
+///
+/// A site is a 64-bit hash of the return address of the allocator call and the frames walked
+/// from the caller's frame pointer (the probed instruction itself is skipped). At a function's
+/// entry the frame pointer still belongs to the caller, so the walk may miss the immediate caller:
+/// the return address supplies it.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct MemStack {
+    /// Return address of the allocator call (in the immediate caller); 0 when unreadable.
+    pub ret_addr: u64,
+    /// Valid entries in `ips`.
+    pub len: u32,
+    pub _pad: u32,
+    /// Walked frames, innermost first.
+    pub ips: [u64; MEM_STACK_DEPTH],
+}
+
+const _: () = assert!(core::mem::size_of::<MemStack>() == 16 + 8 * MEM_STACK_DEPTH);
+
+/// The site hash of a return address and walked frames (both sides compute it the same way, so
+/// the user side can check a stack against its key).
+#[inline(always)]
+pub const fn site_hash_step(h: u64, v: u64) -> u64 {
+    (h.rotate_left(23) ^ v).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
+
+/// Seed of [`site_hash_step`].
+pub const SITE_HASH_SEED: u64 = 0x243f_6a88_85a3_08d3;
+
+/// Map capacities. `ALLOCS`, `SITES` and `MEM_STACKS` are not preallocated: memory is taken as
+/// entries are made.
+pub const ALLOCS_MAX: u32 = 1 << 21;
+pub const SITES_MAX: u32 = 1 << 16;
+pub const MEM_STACKS_MAX: u32 = 1 << 16;
+pub const PENDING_MAX: u32 = 1 << 14;
+
+/// `mmap` flags (x86-64).
+pub const MAP_ANONYMOUS: u64 = 0x20;
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    // SAFETY: each type is #[repr(C)] plain old data of fixed-width integers with explicit
+    // padding; any bit pattern is valid.
+    unsafe impl aya::Pod for PendingAlloc {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for PendingMmap {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for AllocInfo {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for SiteStats {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for MemStack {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cookies_round_trip() {
+        let c = cookie(77, AllocClass::PosixMemalign);
+        assert_eq!(cookie_function(c), 77);
+        assert_eq!(
+            AllocClass::from_u8(cookie_class(c)),
+            Some(AllocClass::PosixMemalign)
+        );
+        for v in 0..ALLOC_CLASSES {
+            assert_eq!(AllocClass::from_u8(v).map(|c| c as u8), Some(v));
+        }
+        assert_eq!(AllocClass::from_u8(ALLOC_CLASSES), None);
+    }
+}

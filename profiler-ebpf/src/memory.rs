@@ -1,0 +1,499 @@
+//! The `memory` family: every allocation and release of the target, tracked in the kernel.
+//!
+//! One entry program and one return program serve every allocator function; the attach cookie
+//! says which function (for the call counts) and how it takes its arguments ([`AllocClass`]).
+//! Entry notes the call and its site (user stack) per thread; return records the block in
+//! `MEM_ALLOCS` and in its site's totals. Releases need no return probe. Anonymous mappings come from
+//! the `mmap`/`munmap` syscall tracepoints. Only the outermost allocator call on a thread is
+//! counted: glibc's `realloc` calls `malloc` and `free`, and a large `malloc` calls `mmap`.
+
+use aya_ebpf::{
+    EbpfContext,
+    bindings::{BPF_ANY, BPF_F_NO_PREALLOC, BPF_F_USER_STACK, BPF_NOEXIST, pt_regs},
+    helpers::{
+        bpf_get_attach_cookie, bpf_get_current_task_btf, bpf_get_stack, bpf_ktime_get_ns,
+        bpf_probe_read_kernel, bpf_probe_read_user, bpf_task_pt_regs,
+    },
+    macros::{map, tracepoint, uprobe, uretprobe},
+    maps::{HashMap, PerCpuArray},
+    programs::{ProbeContext, RetProbeContext, TracePointContext},
+};
+use profiler_common::{
+    counters::Counter,
+    memory::{
+        ALLOCS_MAX, AllocClass, AllocInfo, CALL_SLOTS, MAP_ANONYMOUS, MEM_STACK_DEPTH,
+        MEM_STACKS_MAX, MMAP_SLOT, MUNMAP_SLOT, MemStack, PENDING_MAX, PendingAlloc, PendingMmap,
+        SITE_HASH_SEED, SITES_MAX, SiteStats, cookie_class, cookie_function, site_hash_step,
+    },
+};
+
+use crate::common::{count, current_ids, fetch_add, target_tgid};
+
+/// Outstanding blocks by address.
+#[map]
+static MEM_ALLOCS: HashMap<u64, AllocInfo> =
+    HashMap::with_max_entries(ALLOCS_MAX, BPF_F_NO_PREALLOC);
+
+/// Totals per allocation site.
+#[map]
+static MEM_SITES: HashMap<u64, SiteStats> = HashMap::with_max_entries(SITES_MAX, BPF_F_NO_PREALLOC);
+
+/// The user stack of each allocation site.
+#[map]
+static MEM_STACKS: HashMap<u64, MemStack> =
+    HashMap::with_max_entries(MEM_STACKS_MAX, BPF_F_NO_PREALLOC);
+
+/// Allocator calls in progress, by thread id.
+#[map]
+static MEM_PENDING: HashMap<u32, PendingAlloc> = HashMap::with_max_entries(PENDING_MAX, 0);
+
+/// Anonymous `mmap` calls in progress, by thread id.
+#[map]
+static MEM_PENDING_MMAP: HashMap<u32, PendingMmap> = HashMap::with_max_entries(PENDING_MAX, 0);
+
+/// Calls per probed function (by function id), then `mmap` and `munmap`.
+#[map]
+static MEM_CALLS: PerCpuArray<u64> = PerCpuArray::with_max_entries(CALL_SLOTS, 0);
+
+/// Where a stack is walked into (too big for the eBPF stack).
+#[map]
+static MEM_STACK_SCRATCH: PerCpuArray<MemStack> = PerCpuArray::with_max_entries(1, 0);
+
+/// A call noted longer ago than this is stale (its thread died inside the allocator): it no
+/// longer hides the thread's calls as nested.
+const STALE_NS: u64 = 1_000_000_000;
+
+/// `mmap` record offsets (see the tracepoints' format files).
+const MMAP_LEN: usize = 24;
+const MMAP_FLAGS: usize = 40;
+const MUNMAP_ADDR: usize = 16;
+const MUNMAP_LEN: usize = 24;
+const SYSCALL_RET: usize = 16;
+
+const PAGE: u64 = 4096;
+
+#[uprobe]
+pub fn mem_entry(ctx: ProbeContext) -> u32 {
+    match try_mem_entry(&ctx) {
+        Ok(()) | Err(()) => 0,
+    }
+}
+
+#[uretprobe]
+pub fn mem_return(ctx: RetProbeContext) -> u32 {
+    match try_mem_return(&ctx) {
+        Ok(()) | Err(()) => 0,
+    }
+}
+
+#[tracepoint]
+pub fn mem_mmap_enter(ctx: TracePointContext) -> u32 {
+    match try_mmap_enter(&ctx) {
+        Ok(()) | Err(()) => 0,
+    }
+}
+
+#[tracepoint]
+pub fn mem_mmap_exit(ctx: TracePointContext) -> u32 {
+    match try_mmap_exit(&ctx) {
+        Ok(()) | Err(()) => 0,
+    }
+}
+
+#[tracepoint]
+pub fn mem_munmap(ctx: TracePointContext) -> u32 {
+    match try_munmap(&ctx) {
+        Ok(()) | Err(()) => 0,
+    }
+}
+
+fn try_mem_entry(ctx: &ProbeContext) -> Result<(), ()> {
+    let (tid, tgid) = current_ids();
+    if tgid != target_tgid() {
+        return Ok(());
+    }
+    // SAFETY: the helper only reads the cookie of the link that ran this program.
+    let cookie = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
+    count_call(cookie_function(cookie));
+    // SAFETY: the helper takes no arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    // Entry probes sit where the return address is still on top of the stack.
+    let ret_slot = stack_pointer(ctx.regs);
+    if inside_allocator(tid, ret_slot, now) {
+        return Ok(());
+    }
+    let arg = |n: usize| ctx.arg::<u64>(n).unwrap_or(0);
+    let class = cookie_class(cookie);
+    let (size, block) = if class == AllocClass::Free as u8 {
+        release(arg(0), 0);
+        return Ok(());
+    } else if class == AllocClass::SizeFirst as u8 {
+        (arg(0), 0)
+    } else if class == AllocClass::Calloc as u8 {
+        (product(arg(0), arg(1)), 0)
+    } else if class == AllocClass::SizeSecond as u8 {
+        (arg(1), 0)
+    } else if class == AllocClass::Realloc as u8 {
+        (arg(1), arg(0))
+    } else if class == AllocClass::ReallocArray as u8 {
+        (product(arg(1), arg(2)), arg(0))
+    } else if class == AllocClass::PosixMemalign as u8 {
+        (arg(2), arg(0))
+    } else {
+        return Ok(());
+    };
+    // SAFETY: reads 8 bytes of the target's stack through the checked helper.
+    let ret_addr = unsafe { bpf_probe_read_user(ret_slot as *const u64) }.unwrap_or(0);
+    let site = site_of(ctx, ret_addr);
+    let pending = PendingAlloc {
+        ret_slot,
+        site,
+        size,
+        arg: block,
+        start_ns: now,
+        cookie,
+    };
+    if MEM_PENDING.insert(tid, pending, BPF_ANY as u64).is_err() {
+        count(Counter::MemPendingMapFull);
+    }
+    Ok(())
+}
+
+fn try_mem_return(ctx: &RetProbeContext) -> Result<(), ()> {
+    let (tid, tgid) = current_ids();
+    if tgid != target_tgid() {
+        return Ok(());
+    }
+    // SAFETY: as in entry.
+    let cookie = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
+    // `ret` has popped the return address: its slot is just below the stack pointer.
+    let ret_slot = stack_pointer(ctx.regs).wrapping_sub(8);
+    let pending = MEM_PENDING.get_ptr(tid).ok_or(())?;
+    // SAFETY: this thread's own map value; copied before the entry is removed.
+    let pending = unsafe { *pending };
+    if pending.ret_slot != ret_slot || pending.cookie != cookie {
+        // The return of a nested call (or of one that began before attach).
+        return Ok(());
+    }
+    let _ = MEM_PENDING.remove(tid);
+    let ret: u64 = ctx.ret();
+    let class = cookie_class(cookie);
+    if class == AllocClass::PosixMemalign as u8 {
+        if ret as u32 == 0 {
+            // SAFETY: reads the block pointer the call wrote, through the checked helper.
+            let block =
+                unsafe { bpf_probe_read_user(pending.arg as *const u64) }.map_err(|_| ())?;
+            record_alloc(block, &pending);
+        }
+        return Ok(());
+    }
+    if class == AllocClass::Realloc as u8 || class == AllocClass::ReallocArray as u8 {
+        // Success, or `realloc(p, 0)` having freed `p`: the old block is gone. A failed resize
+        // (NULL for a non-zero size) leaves it in place.
+        if ret != 0 || pending.size == 0 {
+            release(pending.arg, pending.start_ns);
+        }
+    }
+    if ret != 0 {
+        record_alloc(ret, &pending);
+    }
+    Ok(())
+}
+
+fn try_mmap_enter(ctx: &TracePointContext) -> Result<(), ()> {
+    let (tid, tgid) = current_ids();
+    if tgid != target_tgid() {
+        return Ok(());
+    }
+    // SAFETY (both reads): offsets inside the record described by the format file.
+    let flags: u64 = unsafe { ctx.read_at(MMAP_FLAGS) }.map_err(|_| ())?;
+    if flags & MAP_ANONYMOUS == 0 {
+        return Ok(());
+    }
+    count_call(MMAP_SLOT);
+    // SAFETY: the helper takes no arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    // An allocator getting memory for its own pools: the block it returns is what counts.
+    if inside_allocator(tid, 0, now) {
+        return Ok(());
+    }
+    // SAFETY: as above.
+    let len: u64 = unsafe { ctx.read_at(MMAP_LEN) }.map_err(|_| ())?;
+    let site = site_of(ctx, user_return_address());
+    if MEM_PENDING_MMAP
+        .insert(tid, PendingMmap { len, site }, BPF_ANY as u64)
+        .is_err()
+    {
+        count(Counter::MemPendingMapFull);
+    }
+    Ok(())
+}
+
+fn try_mmap_exit(ctx: &TracePointContext) -> Result<(), ()> {
+    let (tid, tgid) = current_ids();
+    if tgid != target_tgid() {
+        return Ok(());
+    }
+    let pending = MEM_PENDING_MMAP.get_ptr(tid).ok_or(())?;
+    // SAFETY: this thread's own map value, copied before removal.
+    let pending = unsafe { *pending };
+    let _ = MEM_PENDING_MMAP.remove(tid);
+    // SAFETY: an offset inside the record described by the format file.
+    let ret: i64 = unsafe { ctx.read_at(SYSCALL_RET) }.map_err(|_| ())?;
+    if (-4095..0).contains(&ret) {
+        return Ok(());
+    }
+    // SAFETY: the helper takes no arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    record_block(ret as u64, pending.len, pending.site, now);
+    Ok(())
+}
+
+fn try_munmap(ctx: &TracePointContext) -> Result<(), ()> {
+    let (_, tgid) = current_ids();
+    if tgid != target_tgid() {
+        return Ok(());
+    }
+    count_call(MUNMAP_SLOT);
+    // SAFETY (both reads): offsets inside the record described by the format file.
+    let addr: u64 = unsafe { ctx.read_at(MUNMAP_ADDR) }.map_err(|_| ())?;
+    let len: u64 = unsafe { ctx.read_at(MUNMAP_LEN) }.map_err(|_| ())?;
+    // Unknown addresses are the allocator's own mappings (or older than the probes): ignored.
+    let info = MEM_ALLOCS.get_ptr(addr).ok_or(())?;
+    // SAFETY: a map value, copied before the entry is removed.
+    let info = unsafe { *info };
+    let unmapped = round_up(len);
+    if unmapped >= round_up(info.size) {
+        release(addr, 0);
+        return Ok(());
+    }
+    // The start of the mapping goes; the rest stays outstanding at its new address.
+    count(Counter::MemPartialUnmaps);
+    if MEM_ALLOCS.remove(addr).is_err() {
+        return Ok(());
+    }
+    let rest = AllocInfo {
+        size: info.size - unmapped,
+        site: info.site,
+        timestamp_ns: info.timestamp_ns,
+    };
+    if MEM_ALLOCS
+        .insert(addr + unmapped, rest, BPF_NOEXIST as u64)
+        .is_err()
+    {
+        count(Counter::MemAllocMapFull);
+    }
+    if let Some(stats) = MEM_SITES.get_ptr_mut(info.site) {
+        // SAFETY: a valid, aligned u64 in a map value.
+        unsafe { fetch_add(&raw mut (*stats).free_bytes, unmapped) };
+    }
+    Ok(())
+}
+
+/// Whether thread `tid` is inside an allocator call begun further up its stack (at or above
+/// `ret_slot`; 0 for any depth), so that this call is part of it.
+#[inline(always)]
+fn inside_allocator(tid: u32, ret_slot: u64, now: u64) -> bool {
+    match MEM_PENDING.get_ptr(tid) {
+        // SAFETY: this thread's own map value, read-only here.
+        Some(p) => unsafe {
+            (*p).ret_slot >= ret_slot && now.wrapping_sub((*p).start_ns) < STALE_NS
+        },
+        None => false,
+    }
+}
+
+/// Adds one to the call count of slot `slot`.
+#[inline(always)]
+fn count_call(slot: u32) {
+    if let Some(calls) = MEM_CALLS.get_ptr_mut(slot) {
+        // SAFETY: a valid, aligned u64 in this CPU's map value.
+        unsafe { fetch_add(calls, 1) };
+    }
+}
+
+/// Records the block a completed call returned.
+#[inline(always)]
+fn record_alloc(addr: u64, pending: &PendingAlloc) {
+    record_block(addr, pending.size, pending.site, pending.start_ns);
+}
+
+/// Records an outstanding block and adds it to its site.
+#[inline(always)]
+fn record_block(addr: u64, size: u64, site: u64, timestamp_ns: u64) {
+    if addr == 0 {
+        return;
+    }
+    // A block still recorded here was released without our seeing it.
+    if let Some(old) = MEM_ALLOCS.get_ptr(addr) {
+        // SAFETY: a map value, copied before the entry is removed.
+        let old = unsafe { *old };
+        if MEM_ALLOCS.remove(addr).is_ok() {
+            count(Counter::MemMissedFrees);
+            site_released(old.site, old.size);
+        }
+    }
+    let Some(stats) = site_stats(site) else {
+        count(Counter::MemSiteMapFull);
+        return;
+    };
+    // SAFETY (all blocks below): valid, aligned u64s in a map value.
+    unsafe {
+        fetch_add(&raw mut (*stats).allocs, 1);
+        fetch_add(&raw mut (*stats).alloc_bytes, size);
+    }
+    let info = AllocInfo {
+        size,
+        site,
+        timestamp_ns,
+    };
+    if MEM_ALLOCS.insert(addr, info, BPF_NOEXIST as u64).is_err() {
+        count(Counter::MemAllocMapFull);
+        // SAFETY: as above.
+        unsafe {
+            fetch_add(&raw mut (*stats).untracked, 1);
+            fetch_add(&raw mut (*stats).untracked_bytes, size);
+        }
+    }
+}
+
+/// Releases the block at `addr`, unless it was allocated after `newer_than` (ns; 0: any time):
+/// then the address was reused by another thread after the release this belongs to.
+#[inline(always)]
+fn release(addr: u64, newer_than: u64) {
+    if addr == 0 {
+        return;
+    }
+    let Some(info) = MEM_ALLOCS.get_ptr(addr) else {
+        count(Counter::MemUnknownFrees);
+        return;
+    };
+    // SAFETY: a map value, copied before the entry is removed.
+    let info = unsafe { *info };
+    if newer_than != 0 && info.timestamp_ns > newer_than {
+        return;
+    }
+    // Only the release that removes the entry counts it (a double free races here).
+    if MEM_ALLOCS.remove(addr).is_ok() {
+        site_released(info.site, info.size);
+    }
+}
+
+#[inline(always)]
+fn site_released(site: u64, size: u64) {
+    if let Some(stats) = MEM_SITES.get_ptr_mut(site) {
+        // SAFETY: valid, aligned u64s in a map value.
+        unsafe {
+            fetch_add(&raw mut (*stats).frees, 1);
+            fetch_add(&raw mut (*stats).free_bytes, size);
+        }
+    }
+}
+
+/// The totals of `site`, created on first use.
+#[inline(always)]
+fn site_stats(site: u64) -> Option<*mut SiteStats> {
+    if let Some(stats) = MEM_SITES.get_ptr_mut(site) {
+        return Some(stats);
+    }
+    // An insert that races with another CPU's insert of the same site fails harmlessly.
+    let _ = MEM_SITES.insert(site, SiteStats::default(), BPF_NOEXIST as u64);
+    MEM_SITES.get_ptr_mut(site)
+}
+
+/// The site of the current call: a hash of the return address and the walked user stack, whose
+/// frames are stored in `MEM_STACKS` the first time it is seen.
+#[inline(always)]
+fn site_of<C: EbpfContext>(ctx: &C, ret_addr: u64) -> u64 {
+    let mut hash = site_hash_step(SITE_HASH_SEED, ret_addr);
+    let Some(scratch) = MEM_STACK_SCRATCH.get_ptr_mut(0) else {
+        return hash;
+    };
+    // SAFETY: this CPU's scratch value; nothing else runs on this CPU while it is used.
+    let scratch = unsafe { &mut *scratch };
+    // Skip the first frame: the probed instruction (or the syscall wrapper).
+    let flags = BPF_F_USER_STACK as u64 | 1;
+    // SAFETY: the buffer is the scratch value's frame array, of the size given.
+    let bytes = unsafe {
+        bpf_get_stack(
+            ctx.as_ptr(),
+            scratch.ips.as_mut_ptr().cast(),
+            (MEM_STACK_DEPTH * 8) as u32,
+            flags,
+        )
+    };
+    // No frame past the first is no failure: the caller keeps no frame pointer.
+    let len = if bytes >= 0 {
+        (bytes as usize / 8).min(MEM_STACK_DEPTH)
+    } else {
+        count(Counter::MemStackFailed);
+        0
+    };
+    for i in 0..MEM_STACK_DEPTH {
+        if i >= len {
+            break;
+        }
+        hash = site_hash_step(hash, scratch.ips[frame(i)]);
+    }
+    if MEM_STACKS.get_ptr(hash).is_none() {
+        scratch.ret_addr = ret_addr;
+        scratch.len = len as u32;
+        scratch._pad = 0;
+        #[expect(
+            clippy::needless_borrows_for_generic_args,
+            reason = "a copy would not fit the 512-byte eBPF stack"
+        )]
+        let inserted = MEM_STACKS.insert(hash, &*scratch, BPF_NOEXIST as u64);
+        if inserted.is_err() && MEM_STACKS.get_ptr(hash).is_none() {
+            count(Counter::MemStackFailed);
+        }
+    }
+    hash
+}
+
+/// The array index of frame `i` (< MEM_STACK_DEPTH), visibly in bounds for the verifier (see
+/// `slot` in the functions family).
+#[inline(always)]
+fn frame(i: usize) -> usize {
+    const _: () = assert!(MEM_STACK_DEPTH.is_power_of_two());
+    core::hint::black_box(i) & (MEM_STACK_DEPTH - 1)
+}
+
+/// The return address on top of the current task's user stack, 0 when unreadable. At a syscall
+/// made from a libc wrapper (which keeps no frame) it is the wrapper's caller.
+#[inline(always)]
+fn user_return_address() -> u64 {
+    // SAFETY: the helpers take the current task (a trusted pointer) and return its user
+    // registers; both reads go through checked helpers.
+    unsafe {
+        let task = bpf_get_current_task_btf();
+        let regs = bpf_task_pt_regs(task) as *const pt_regs;
+        let Ok(sp) = bpf_probe_read_kernel(&raw const (*regs).rsp) else {
+            return 0;
+        };
+        bpf_probe_read_user(sp as *const u64).unwrap_or(0)
+    }
+}
+
+/// The stack pointer at the probe.
+#[inline(always)]
+fn stack_pointer(regs: *mut pt_regs) -> u64 {
+    // SAFETY: `regs` is the program's context (struct pt_regs); the verifier allows reads of it.
+    unsafe { (*regs).rsp }
+}
+
+/// `a * b`, or `u64::MAX` when it overflows (the call then fails and records nothing).
+#[inline(always)]
+fn product(a: u64, b: u64) -> u64 {
+    // Opaque so that the check is not turned into a 128-bit multiply (no such call in eBPF).
+    if a != 0 && b > core::hint::black_box(u64::MAX / a) {
+        u64::MAX
+    } else {
+        a * b
+    }
+}
+
+#[inline(always)]
+fn round_up(len: u64) -> u64 {
+    (len + PAGE - 1) & !(PAGE - 1)
+}

@@ -3,7 +3,7 @@
 //! writes to fds 1 and 2. Tracepoints only: nothing is placed in the target's code.
 
 use aya_ebpf::{
-    bindings::{BPF_F_USER_STACK, BPF_NOEXIST},
+    bindings::{BPF_F_USER_STACK, BPF_NOEXIST, pt_regs},
     helpers::{
         bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user, bpf_probe_read_user_buf,
         bpf_probe_read_user_str_bytes,
@@ -43,20 +43,6 @@ const EINTR: u32 = 4;
 const EINPROGRESS: u32 = 115;
 /// ERESTARTSYS and friends: the kernel restarts the call; the target never sees them.
 const ERESTART_FIRST: u32 = 512;
-/// `uretprobe(2)` and `uprobe(2)`: how the kernel itself returns from a uretprobe (and, for
-/// optimised sites, enters a uprobe). They fire for every traced call and never fail for the
-/// target's reasons, so they are dropped first, before any other work.
-const SYS_URETPROBE: u64 = 335;
-const SYS_UPROBE: u64 = 336;
-
-/// The syscall number of a raw_syscalls record, unless it is one of the probes' own.
-#[inline(always)]
-fn target_syscall(ctx: &TracePointContext) -> Option<u64> {
-    // SAFETY: offset 8 is `id` in both raw_syscalls records (see their format).
-    let id: u64 = unsafe { ctx.read_at(8) }.ok()?;
-    (id != SYS_URETPROBE && id != SYS_UPROBE).then_some(id)
-}
-
 /// Which argument of syscall `id` (x86-64 numbers) explains its failure, and what it is.
 #[inline(always)]
 fn explaining_arg(id: u64) -> Option<(usize, ArgKind)> {
@@ -85,27 +71,65 @@ fn header(kind: EventKind, tid: u32) -> EventHeader {
     }
 }
 
-#[tracepoint]
-pub fn syscall_enter(ctx: TracePointContext) -> u32 {
+/// `uretprobe(2)` and `uprobe(2)`: how the kernel itself returns from a uretprobe (and, for
+/// optimised sites, enters a uprobe). They come with every traced call and never fail for the
+/// target's reasons: they are dropped before anything else.
+const SYS_URETPROBE: u64 = 335;
+const SYS_UPROBE: u64 = 336;
+const SYS_WRITE: u64 = 1;
+const SYS_WRITEV: u64 = 20;
+
+/// A saved user register of the syscall, from the `struct pt_regs` the raw tracepoints get.
+#[inline(always)]
+fn user_reg(regs: u64, offset: usize) -> Result<u64, ()> {
+    // SAFETY: a kernel pointer from the tracepoint's arguments, read through the checked helper.
+    unsafe { bpf_probe_read_kernel((regs as usize + offset) as *const u64) }.map_err(|_| ())
+}
+
+/// Offsets in `struct pt_regs` of the syscall argument registers and the syscall number.
+const ARG_REGS: [usize; 3] = [
+    core::mem::offset_of!(pt_regs, rdi),
+    core::mem::offset_of!(pt_regs, rsi),
+    core::mem::offset_of!(pt_regs, rdx),
+];
+const ORIG_RAX: usize = core::mem::offset_of!(pt_regs, orig_rax);
+
+/// `sys_enter(struct pt_regs *regs, long id)`, in the calling task.
+#[raw_tracepoint(tracepoint = "sys_enter")]
+pub fn syscall_enter(ctx: RawTracePointContext) -> u32 {
     match try_syscall_enter(&ctx) {
         Ok(()) | Err(()) => 0,
     }
 }
 
-fn try_syscall_enter(ctx: &TracePointContext) -> Result<(), ()> {
-    let id = target_syscall(ctx).ok_or(())?;
+fn try_syscall_enter(ctx: &RawTracePointContext) -> Result<(), ()> {
+    let id: u64 = ctx.arg(1);
+    if id == SYS_URETPROBE || id == SYS_UPROBE {
+        return Ok(());
+    }
     let (tid, tgid) = current_ids();
     if tgid != target_tgid() {
+        return Ok(());
+    }
+    let regs: u64 = ctx.arg(0);
+    if id == SYS_WRITE || id == SYS_WRITEV {
+        let fd = user_reg(regs, ARG_REGS[0])?;
+        if fd == 1 || fd == 2 {
+            let (buf, len) = (user_reg(regs, ARG_REGS[1])?, user_reg(regs, ARG_REGS[2])?);
+            if id == SYS_WRITE {
+                capture(tid, fd as u32, buf, len, OUTPUT_MAX_CHUNKS);
+            } else {
+                capture_iovecs(tid, fd as u32, buf, len);
+            }
+        }
         return Ok(());
     }
     let Some((index, kind)) = explaining_arg(id) else {
         return Ok(());
     };
-    // SAFETY (reads below): args[] starts at 16 in the raw_syscalls/sys_enter record.
-    let arg_ptr: u64 = unsafe { ctx.read_at(16 + 8 * index) }.map_err(|_| ())?;
-    let arg_len: u64 = if kind == ArgKind::SockAddr {
-        // SAFETY: as above: the address length is the next argument.
-        unsafe { ctx.read_at(16 + 8 * (index + 1)) }.map_err(|_| ())?
+    let arg_ptr = user_reg(regs, ARG_REGS[index])?;
+    let arg_len = if kind == ArgKind::SockAddr {
+        user_reg(regs, ARG_REGS[index + 1])?
     } else {
         0
     };
@@ -117,27 +141,35 @@ fn try_syscall_enter(ctx: &TracePointContext) -> Result<(), ()> {
     PENDING.insert(tid, pending, 0).map_err(|_| ())
 }
 
-#[tracepoint]
-pub fn syscall_exit(ctx: TracePointContext) -> u32 {
+/// `sys_exit(struct pt_regs *regs, long ret)`, in the calling task.
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn syscall_exit(ctx: RawTracePointContext) -> u32 {
     match try_syscall_exit(&ctx) {
         Ok(()) | Err(()) => 0,
     }
 }
 
-fn try_syscall_exit(ctx: &TracePointContext) -> Result<(), ()> {
-    let id = target_syscall(ctx).ok_or(())? as i64;
+fn try_syscall_exit(ctx: &RawTracePointContext) -> Result<(), ()> {
     let (tid, tgid) = current_ids();
     if tgid != target_tgid() {
         return Ok(());
     }
-    // SAFETY: offset 16 is `ret` in the raw_syscalls/sys_exit record.
-    let ret: i64 = unsafe { ctx.read_at(16) }.map_err(|_| ())?;
-    // SAFETY: a map value of this thread's, copied out.
-    let pending = PENDING.get_ptr(tid).map(|p| unsafe { *p });
-    if pending.is_some() {
-        let _ = PENDING.remove(tid);
+    let ret: i64 = ctx.arg(1);
+    let id = user_reg(ctx.arg(0), ORIG_RAX)?;
+    if id == SYS_URETPROBE || id == SYS_UPROBE {
+        return Ok(());
     }
-    if !(-4095..0).contains(&ret) || id < 0 {
+    let pending = if explaining_arg(id).is_some() {
+        // SAFETY: a map value of this thread's, copied out.
+        let p = PENDING.get_ptr(tid).map(|p| unsafe { *p });
+        if p.is_some() {
+            let _ = PENDING.remove(tid);
+        }
+        p
+    } else {
+        None
+    };
+    if !(-4095..0).contains(&ret) {
         return Ok(());
     }
     let errno = (-ret) as u32;
@@ -172,7 +204,7 @@ fn try_syscall_exit(ctx: &TracePointContext) -> Result<(), ()> {
         (*event)._pad = [0; 3];
         (*event).arg_len = 0;
         if let Some(p) = pending
-            && p.syscall == id as u64
+            && p.syscall == id
         {
             let arg = &mut (*event).arg;
             if p.arg_len == 0 {
@@ -297,50 +329,10 @@ fn try_oom_mark_victim(ctx: &TracePointContext) -> Result<(), ()> {
     Ok(())
 }
 
-#[tracepoint]
-pub fn output_write(ctx: TracePointContext) -> u32 {
-    match try_output_write(&ctx) {
-        Ok(()) | Err(()) => 0,
-    }
-}
-
-fn try_output_write(ctx: &TracePointContext) -> Result<(), ()> {
-    let (tid, tgid) = current_ids();
-    if tgid != target_tgid() {
-        return Ok(());
-    }
-    // SAFETY (reads below): offsets inside the syscalls/sys_enter_write record.
-    let fd: u64 = unsafe { ctx.read_at(16) }.map_err(|_| ())?;
-    if fd != 1 && fd != 2 {
-        return Ok(());
-    }
-    let buf: u64 = unsafe { ctx.read_at(24) }.map_err(|_| ())?;
-    let len: u64 = unsafe { ctx.read_at(32) }.map_err(|_| ())?;
-    capture(tid, fd as u32, buf, len, OUTPUT_MAX_CHUNKS);
-    Ok(())
-}
-
-#[tracepoint]
-pub fn output_writev(ctx: TracePointContext) -> u32 {
-    match try_output_writev(&ctx) {
-        Ok(()) | Err(()) => 0,
-    }
-}
-
-fn try_output_writev(ctx: &TracePointContext) -> Result<(), ()> {
-    let (tid, tgid) = current_ids();
-    if tgid != target_tgid() {
-        return Ok(());
-    }
-    // SAFETY (reads below): offsets inside the syscalls/sys_enter_writev record.
-    let fd: u64 = unsafe { ctx.read_at(16) }.map_err(|_| ())?;
-    if fd != 1 && fd != 2 {
-        return Ok(());
-    }
-    let vec: u64 = unsafe { ctx.read_at(24) }.map_err(|_| ())?;
-    let vlen: u64 = unsafe { ctx.read_at(32) }.map_err(|_| ())?;
-    // One record per iovec (its first OUTPUT_CHUNK bytes): a loop of loops is more than the
-    // verifier will explore. Text output goes through write(2) in practice.
+/// A writev(2) to fd 1 or 2: one record per iovec (its first OUTPUT_CHUNK bytes). A loop of
+/// loops is more than the verifier will explore; text output goes through write(2) in practice.
+#[inline(always)]
+fn capture_iovecs(tid: u32, fd: u32, vec: u64, vlen: u64) {
     for i in 0..WRITEV_MAX_IOVECS {
         if i as u64 >= vlen {
             break;
@@ -348,15 +340,15 @@ fn try_output_writev(ctx: &TracePointContext) -> Result<(), ()> {
         // struct iovec { void *iov_base; size_t iov_len; }
         let iov = vec + 16 * i as u64;
         // SAFETY: user memory read through the checked helper.
-        let (base, len) = unsafe {
-            (
-                bpf_probe_read_user(iov as *const u64).map_err(|_| ())?,
-                bpf_probe_read_user((iov + 8) as *const u64).map_err(|_| ())?,
-            )
+        let Ok(base) = (unsafe { bpf_probe_read_user(iov as *const u64) }) else {
+            break;
         };
-        capture(tid, fd as u32, base, len, 1);
+        // SAFETY: as above.
+        let Ok(len) = (unsafe { bpf_probe_read_user((iov + 8) as *const u64) }) else {
+            break;
+        };
+        capture(tid, fd, base, len, 1);
     }
-    Ok(())
 }
 
 /// Sends `len` bytes at `buf` as up to `max_chunks` records; returns the records used.

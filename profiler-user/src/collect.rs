@@ -59,6 +59,8 @@ pub struct Collected {
     pub samples: Vec<Sample>,
     /// The target's total CPU time at its exit, seconds (from wait4, `run` mode).
     pub final_cpu_time: Option<f64>,
+    /// When profiling ended (before the probes were taken down).
+    pub ended: Option<Instant>,
 }
 
 /// What the loop watches.
@@ -150,6 +152,7 @@ pub async fn collect(
         out.samples.extend(sample(pid, start));
     }
     out.end_reason = Some(reason);
+    out.ended = Some(Instant::now());
     Ok(())
 }
 

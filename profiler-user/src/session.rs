@@ -353,7 +353,7 @@ impl Session<'_> {
         let Some(ebpf) = self.ebpf.as_mut() else {
             return;
         };
-        probes::functions::detach(ebpf);
+        probes::functions::detach(ebpf, &mut self.links);
         for (family, _) in &mut self.extras {
             family.harvest(ebpf, &mut self.warnings);
         }
@@ -375,10 +375,11 @@ impl Session<'_> {
 
     fn report(&mut self) -> Report {
         let target = self.target.clone().expect("report needs a target");
-        let duration = self
-            .started
-            .map(|(i, _)| i.elapsed().as_secs_f64())
-            .unwrap_or(0.0);
+        let duration = match (self.started, self.collected.ended) {
+            (Some((start, _)), Some(end)) => end.duration_since(start).as_secs_f64(),
+            (Some((start, _)), None) => start.elapsed().as_secs_f64(),
+            _ => 0.0,
+        };
         let started_at = self
             .started
             .map(|(_, t)| {
@@ -521,6 +522,7 @@ impl Session<'_> {
                 notes,
             },
             system: summarize(samples, collect::SAMPLE_INTERVAL.as_secs_f64(), num_cpus()),
+            memory: None,
             warnings: Vec::new(),
         };
         let traced_names: Vec<String> = self

@@ -10,7 +10,10 @@ use anyhow::Context as _;
 use aya::{
     Ebpf,
     maps::{HashMap as BpfHashMap, StackTraceMap},
-    programs::{RawTracePoint, TracePoint},
+    programs::{
+        RawTracePoint, TracePoint, raw_trace_point::RawTracePointLinkId,
+        trace_point::TracePointLinkId,
+    },
 };
 use profiler_common::{
     errors::{
@@ -22,35 +25,72 @@ use profiler_common::{
 /// Output bytes kept for the analyzer; past this the rest is counted, not kept.
 pub const MAX_OUTPUT_BYTES: usize = 16 << 20;
 
-/// The tracepoints of the family: (program, category, name).
-const TRACEPOINTS: [(&str, &str, &str); 5] = [
-    ("syscall_enter", "raw_syscalls", "sys_enter"),
-    ("syscall_exit", "raw_syscalls", "sys_exit"),
-    ("oom_mark_victim", "oom", "mark_victim"),
-    ("output_write", "syscalls", "sys_enter_write"),
-    ("output_writev", "syscalls", "sys_enter_writev"),
-];
+/// The raw tracepoints of the family: every syscall's entry (arguments that explain a failure,
+/// and the output written to fds 1 and 2) and exit (the failures), and signal delivery.
+const RAW_TRACEPOINTS: [&str; 3] = ["sys_enter", "sys_exit", "signal_deliver"];
 
-/// Attaches every program of the family; returns how many.
-pub fn attach(ebpf: &mut Ebpf) -> anyhow::Result<usize> {
-    for (program, category, name) in TRACEPOINTS {
-        let tp: &mut TracePoint = ebpf
+/// Program names, in the order of [`RAW_TRACEPOINTS`].
+const RAW_PROGRAMS: [&str; 3] = ["syscall_enter", "syscall_exit", "signal_deliver"];
+
+/// Attaches every program of the family; returns the links.
+pub fn attach(ebpf: &mut Ebpf) -> anyhow::Result<Links> {
+    let mut links = Links::default();
+    for (program, tracepoint) in RAW_PROGRAMS.into_iter().zip(RAW_TRACEPOINTS) {
+        let raw: &mut RawTracePoint = ebpf
             .program_mut(program)
             .with_context(|| format!("program {program} missing"))?
             .try_into()?;
-        tp.load()
+        raw.load()
             .with_context(|| format!("failed to load {program}"))?;
-        tp.attach(category, name)
-            .with_context(|| format!("failed to attach to the {category}/{name} tracepoint"))?;
+        let link = raw
+            .attach(tracepoint)
+            .with_context(|| format!("failed to attach to the {tracepoint} raw tracepoint"))?;
+        links.raw.push((program, link));
     }
-    let raw: &mut RawTracePoint = ebpf
-        .program_mut("signal_deliver")
-        .context("program signal_deliver missing")?
+    let oom: &mut TracePoint = ebpf
+        .program_mut("oom_mark_victim")
+        .context("program oom_mark_victim missing")?
         .try_into()?;
-    raw.load().context("failed to load signal_deliver")?;
-    raw.attach("signal_deliver")
-        .context("failed to attach to signal_deliver")?;
-    Ok(TRACEPOINTS.len() + 1)
+    oom.load().context("failed to load oom_mark_victim")?;
+    links.oom = Some(
+        oom.attach("oom", "mark_victim")
+            .context("failed to attach to the oom/mark_victim tracepoint")?,
+    );
+    Ok(links)
+}
+
+/// The family's links, so they can be taken down together.
+#[derive(Default)]
+pub struct Links {
+    raw: Vec<(&'static str, RawTracePointLinkId)>,
+    oom: Option<TracePointLinkId>,
+}
+
+impl Links {
+    pub fn len(&self) -> usize {
+        self.raw.len() + usize::from(self.oom.is_some())
+    }
+}
+
+/// Detaches the family's tracepoints (each detach waits for a grace period: all at once).
+fn detach(ebpf: &mut Ebpf, links: Links) {
+    let mut raw = Vec::new();
+    for (program, id) in links.raw {
+        if let Some(p) = ebpf.program_mut(program)
+            && let Ok(tp) = <&mut RawTracePoint>::try_from(p)
+            && let Ok(link) = tp.take_link(id)
+        {
+            raw.push(link);
+        }
+    }
+    let oom = links.oom.and_then(|id| {
+        let tp = <&mut TracePoint>::try_from(ebpf.program_mut("oom_mark_victim")?).ok()?;
+        tp.take_link(id).ok()
+    });
+    std::thread::scope(|scope| {
+        scope.spawn(move || drop(oom));
+        super::release_in_parallel(raw);
+    });
 }
 
 /// One decoded record, before symbolization.
@@ -246,6 +286,7 @@ pub struct ErrorsRuntime {
     pub failures: BTreeMap<(String, i32), u64>,
     /// User stacks of the errors, read at the end: stack id -> addresses.
     pub stacks: std::collections::HashMap<u32, Vec<u64>>,
+    links: Links,
 }
 
 impl crate::families::FamilyRuntime for ErrorsRuntime {
@@ -258,7 +299,8 @@ impl crate::families::FamilyRuntime for ErrorsRuntime {
         ebpf: &mut Ebpf,
         _ctx: &crate::families::AttachContext<'_>,
     ) -> anyhow::Result<usize> {
-        attach(ebpf)
+        self.links = attach(ebpf)?;
+        Ok(self.links.len())
     }
 
     fn handles(&self, kind: u16) -> bool {
@@ -287,6 +329,7 @@ impl crate::families::FamilyRuntime for ErrorsRuntime {
     }
 
     fn harvest(&mut self, ebpf: &mut Ebpf, warnings: &mut Vec<String>) {
+        detach(ebpf, std::mem::take(&mut self.links));
         match read_failures(ebpf) {
             Ok(f) => self.failures = f,
             Err(e) => warnings.push(format!("could not read the syscall failure counts: {e:#}")),

@@ -123,12 +123,26 @@ pub fn read_hits(ebpf: &Ebpf, functions: usize) -> anyhow::Result<Vec<u64>> {
         .collect()
 }
 
-/// Detaches every function probe, entries first (see `attach`); the maps stay readable.
-pub fn detach(ebpf: &mut Ebpf) {
+/// Detaches every function probe, entries first (see `attach`), many at a time; the maps stay
+/// readable.
+pub fn detach(ebpf: &mut Ebpf, links: &mut [SiteLinks]) {
     for name in [ENTRY, RETURN] {
-        if let Ok(program) = program(ebpf, name) {
-            let _ = program.unload();
-        }
+        let Ok(program) = program(ebpf, name) else {
+            continue;
+        };
+        let taken: Vec<_> = links
+            .iter_mut()
+            .filter_map(|l| {
+                if name == ENTRY {
+                    l.entry.take()
+                } else {
+                    l.ret.take()
+                }
+            })
+            .filter_map(|id| program.take_link(id).ok())
+            .collect();
+        super::release_in_parallel(taken);
+        let _ = program.unload();
     }
 }
 

@@ -4,6 +4,7 @@
 pub mod btf;
 pub mod errors;
 pub mod functions;
+pub mod memory;
 pub mod process;
 
 use std::{collections::BTreeMap, path::Path};
@@ -94,6 +95,25 @@ fn ensure_tracefs() -> bool {
         )
     };
     rc == 0 && mounted("/sys/kernel/tracing")
+}
+
+/// Drops (detaches) links from several threads at once. Detaching a tracepoint or uprobe
+/// waits for an RCU grace period; concurrent waits share grace periods, so a hundred links go in
+/// about the time of one instead of one after another (seconds).
+pub fn release_in_parallel<L: Send>(links: Vec<L>) {
+    const THREADS: usize = 32;
+    if links.len() <= 1 {
+        drop(links);
+        return;
+    }
+    let per_thread = links.len().div_ceil(THREADS);
+    let mut links = links;
+    std::thread::scope(|scope| {
+        while !links.is_empty() {
+            let chunk: Vec<L> = links.drain(..per_thread.min(links.len())).collect();
+            scope.spawn(move || drop(chunk));
+        }
+    });
 }
 
 /// Loads the programs for target `tgid`, with room for `functions` traced functions.

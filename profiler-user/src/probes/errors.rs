@@ -67,7 +67,8 @@ pub struct Links {
 }
 
 impl Links {
-    pub fn len(&self) -> usize {
+    /// Probes attached.
+    pub fn count(&self) -> usize {
         self.raw.len() + usize::from(self.oom.is_some())
     }
 }
@@ -300,7 +301,7 @@ impl crate::families::FamilyRuntime for ErrorsRuntime {
         _ctx: &crate::families::AttachContext<'_>,
     ) -> anyhow::Result<usize> {
         self.links = attach(ebpf)?;
-        Ok(self.links.len())
+        Ok(self.links.count())
     }
 
     fn handles(&self, kind: u16) -> bool {

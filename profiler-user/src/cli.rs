@@ -99,6 +99,15 @@ pub struct CommonArgs {
     /// An error-pattern file that extends the built-in database (see docs/patterns.md).
     #[arg(long, value_name = "FILE")]
     pub patterns: Option<PathBuf>,
+    /// Memory family: a site whose outstanding bytes grow slower than this (bytes per second)
+    /// is not called a leak.
+    #[arg(long, value_name = "BYTES_PER_SEC", default_value_t = 1.0)]
+    pub leak_min_growth: f64,
+    /// Memory family: the share of the run (0 to 0.5) at its start treated as warm-up, and at
+    /// its end in which a leaking site must still be growing. A site that grew only in the
+    /// warm-up, or stopped growing before the end, is reported as retained, not leaked.
+    #[arg(long, value_name = "FRACTION", default_value_t = 0.25)]
+    pub leak_warmup: f64,
     /// Print nothing but errors (the report is still written).
     #[arg(long, short)]
     pub quiet: bool,

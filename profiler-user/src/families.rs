@@ -67,11 +67,16 @@ pub trait FamilyRuntime {
 }
 
 /// The families the level selects that have a runtime here.
-pub fn build(level: Level, _options: &FamilyOptions) -> Vec<Box<dyn FamilyRuntime>> {
+pub fn build(level: Level, options: &FamilyOptions) -> Vec<Box<dyn FamilyRuntime>> {
     let mut families: Vec<Box<dyn FamilyRuntime>> = Vec::new();
     for family in level.families() {
         if *family == Family::Errors {
             families.push(Box::new(crate::probes::errors::ErrorsRuntime::default()));
+        }
+        if *family == Family::Memory {
+            families.push(Box::new(crate::probes::memory::MemoryRuntime::new(
+                options.leak,
+            )));
         }
     }
     families
@@ -82,4 +87,6 @@ pub fn build(level: Level, _options: &FamilyOptions) -> Vec<Box<dyn FamilyRuntim
 pub struct FamilyOptions {
     /// Extra error-pattern file (`--patterns`).
     pub patterns: Option<std::path::PathBuf>,
+    /// Thresholds of the memory family's leak verdict (`--leak-*`).
+    pub leak: crate::analyze::memory::LeakOptions,
 }

@@ -61,7 +61,7 @@ impl Family {
     pub const fn available(self) -> bool {
         matches!(
             self,
-            Family::Process | Family::System | Family::Functions | Family::Errors
+            Family::Process | Family::System | Family::Functions | Family::Errors | Family::Memory
         )
     }
 

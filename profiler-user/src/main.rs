@@ -2,6 +2,7 @@ use std::{io::Write, process::ExitCode, time::Duration};
 
 use clap::Parser;
 use profiler_user::{
+    analyze::memory::LeakOptions,
     cli::{Cli, Command, CommonArgs},
     demo,
     families::FamilyOptions,
@@ -78,6 +79,10 @@ fn plan(mode: Mode, common: &CommonArgs) -> Plan {
         quiet: common.quiet,
         family_options: FamilyOptions {
             patterns: common.patterns.clone(),
+            leak: LeakOptions {
+                min_growth: common.leak_min_growth.max(0.0),
+                warmup: common.leak_warmup.clamp(0.0, 0.5),
+            },
         },
         max_overhead: common.max_overhead,
     }

@@ -2,4 +2,5 @@
 //! number is unit-tested without a kernel.
 
 pub mod functions;
+pub mod memory;
 pub mod system;

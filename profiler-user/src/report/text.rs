@@ -116,6 +116,9 @@ pub fn render(report: &Report, top: usize) -> String {
             human_bytes(system.peak_rss)
         );
     }
+    if let Some(memory) = &report.memory {
+        render_memory(&mut out, memory);
+    }
     let o = &report.overhead;
     let _ = writeln!(
         out,
@@ -130,6 +133,72 @@ pub fn render(report: &Report, top: usize) -> String {
         let _ = writeln!(out, "warning: {warning}");
     }
     out
+}
+
+/// Leak sites shown in the summary.
+const SUMMARY_LEAKS: usize = 5;
+
+/// The memory section in a few lines: allocator, resident set and trend, allocation totals,
+/// and the biggest leak sites.
+fn render_memory(out: &mut String, m: &super::MemorySection) {
+    let allocator = match (&m.allocator, &m.no_allocator) {
+        (Some(a), _) => format!("{} ({})", a.name, a.module),
+        (None, Some(_)) => "no allocator found".to_string(),
+        (None, None) => "no allocator".to_string(),
+    };
+    let sign = if m.memory_trend_slope >= 0.0 {
+        "+"
+    } else {
+        "-"
+    };
+    let _ = writeln!(
+        out,
+        "\nmemory: {allocator} · rss {} (peak {}) · {} ({sign}{}/s)",
+        human_bytes(m.current_memory),
+        human_bytes(m.peak_memory),
+        m.memory_trend,
+        human_bytes(m.memory_trend_slope.abs() as u64),
+    );
+    let a = &m.allocations;
+    let _ = writeln!(
+        out,
+        "allocations {} ({}), freed {} ({}), outstanding {} ({}) at {} site(s)",
+        a.allocations,
+        human_bytes(a.allocated_bytes),
+        a.frees,
+        human_bytes(a.freed_bytes),
+        a.outstanding,
+        human_bytes(a.outstanding_bytes),
+        a.sites,
+    );
+    let d = &m.memory_leak_detection;
+    for site in d
+        .sites
+        .iter()
+        .filter(|s| s.verdict == "leak")
+        .take(SUMMARY_LEAKS)
+    {
+        let _ = writeln!(
+            out,
+            "leak: {} in {} block(s) from {} (+{}/s, oldest {})",
+            human_bytes(site.bytes),
+            site.count,
+            site.function,
+            human_bytes(site.growth.max(0.0) as u64),
+            human_time(site.oldest_age),
+        );
+    }
+    if d.retained_count > 0 {
+        let _ = writeln!(
+            out,
+            "retained (not growing): {} in {} block(s)",
+            human_bytes(d.retained_bytes),
+            d.retained_count,
+        );
+    }
+    if !d.detected {
+        let _ = writeln!(out, "no leak detected");
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,670 @@
+//! The `memory` analyzer: per-site allocation totals, outstanding blocks and their growth over
+//! the run, and /proc samples -> the `memory` section.
+//!
+//! The leak verdict separates a leak from a long-lived cache by the shape of a site's outstanding
+//! bytes over the run: a leak keeps growing (most of its growth comes after the warm-up share of
+//! the run, and it reaches a new high in the final share), a cache grows and then stays flat
+//! (reported as retained).
+
+use profiler_common::memory::SiteStats;
+
+use crate::{
+    report::{
+        AllocationSummary, AllocatorInfo, FunctionAllocations, LeakDetection, LeakSite,
+        LeakThresholds, MemorySection, SiteAllocations,
+    },
+    symbols::symbolize::Frame,
+};
+
+/// Thresholds of the leak verdict (command-line options).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LeakOptions {
+    /// Least growth of a site's outstanding bytes, bytes per second, for a leak.
+    pub min_growth: f64,
+    /// Share of the run (0..0.5) at its start treated as warm-up, and at its end in which a leak
+    /// must still be growing.
+    pub warmup: f64,
+}
+
+impl Default for LeakOptions {
+    fn default() -> Self {
+        Self {
+            min_growth: 1.0,
+            warmup: 0.25,
+        }
+    }
+}
+
+/// Fewest points of a site's series (the run's ticks) for a growth verdict.
+pub const MIN_POINTS: usize = 4;
+/// Most leak sites, sites and functions listed in the report.
+pub const MAX_LISTED: usize = 50;
+/// Most points kept per series; past this, every other point is dropped.
+pub const MAX_POINTS: usize = 1024;
+
+/// A site's outstanding bytes over the run: (seconds since the start, bytes), thinned to at most
+/// [`MAX_POINTS`] evenly spread points however long the run.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Series {
+    points: Vec<(f64, u64)>,
+    /// Keep one offered point in `stride`.
+    stride: usize,
+    offered: usize,
+}
+
+impl Series {
+    pub fn push(&mut self, at: f64, bytes: u64) {
+        let stride = self.stride.max(1);
+        self.offered += 1;
+        if !(self.offered - 1).is_multiple_of(stride) {
+            return;
+        }
+        self.points.push((at, bytes));
+        if self.points.len() >= MAX_POINTS {
+            let mut i = 0;
+            self.points.retain(|_| {
+                i += 1;
+                i % 2 == 1
+            });
+            self.stride = stride * 2;
+        }
+    }
+
+    /// Replaces the last point's value when it is at `at`, or adds the point.
+    pub fn finish(&mut self, at: f64, bytes: u64) {
+        match self.points.last_mut() {
+            Some(last) if last.0 >= at => last.1 = bytes,
+            _ => self.points.push((at, bytes)),
+        }
+    }
+
+    pub fn points(&self) -> &[(f64, u64)] {
+        &self.points
+    }
+}
+
+/// Everything known of one allocation site.
+#[derive(Debug, Clone, Default)]
+pub struct SiteInput {
+    pub totals: SiteStats,
+    /// Symbolized user stack, innermost first (the allocator's caller first).
+    pub frames: Vec<Frame>,
+    /// `bpf_ktime_get_ns()` of its oldest outstanding block.
+    pub oldest_ns: Option<u64>,
+    /// Outstanding bytes over the run, ending with the final value.
+    pub series: Vec<(f64, u64)>,
+}
+
+impl SiteInput {
+    /// Blocks still outstanding (tracked ones; never negative).
+    pub fn outstanding(&self) -> u64 {
+        let t = &self.totals;
+        t.allocs.saturating_sub(t.untracked).saturating_sub(t.frees)
+    }
+
+    pub fn outstanding_bytes(&self) -> u64 {
+        let t = &self.totals;
+        t.alloc_bytes
+            .saturating_sub(t.untracked_bytes)
+            .saturating_sub(t.free_bytes)
+    }
+}
+
+/// The target's memory from /proc at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ProcSample {
+    /// Seconds since the start.
+    pub at: f64,
+    /// Resident set, bytes.
+    pub rss: u64,
+    /// Virtual size, bytes.
+    pub vms: u64,
+    /// Peak resident set over the process's life (VmHWM), bytes.
+    pub hwm: u64,
+}
+
+/// Everything the analyzer needs.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryInput {
+    pub allocators: Vec<AllocatorInfo>,
+    /// Why no allocator was found, when none was.
+    pub no_allocator: Option<String>,
+    pub sites: Vec<SiteInput>,
+    pub samples: Vec<ProcSample>,
+    /// Sampling interval, seconds.
+    pub interval: f64,
+    /// Seconds profiled.
+    pub duration: f64,
+    /// `bpf_ktime_get_ns()` at the end (for the ages of outstanding blocks).
+    pub end_ns: u64,
+    pub unknown_frees: u64,
+    pub mmap_calls: u64,
+    pub munmap_calls: u64,
+    pub options: LeakOptions,
+}
+
+/// What a site is, by the shape of its outstanding bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Leak,
+    Retained,
+}
+
+impl Verdict {
+    pub fn name(self) -> &'static str {
+        match self {
+            Verdict::Leak => "leak",
+            Verdict::Retained => "retained",
+        }
+    }
+}
+
+/// Least-squares slope of `points` (y per x); 0 with fewer than two distinct x.
+pub fn slope(points: impl Iterator<Item = (f64, f64)> + Clone) -> f64 {
+    let (mut n, mut sx, mut sy) = (0.0, 0.0, 0.0);
+    for (x, y) in points.clone() {
+        n += 1.0;
+        sx += x;
+        sy += y;
+    }
+    if n < 2.0 {
+        return 0.0;
+    }
+    let (mx, my) = (sx / n, sy / n);
+    let (mut sxy, mut sxx) = (0.0, 0.0);
+    for (x, y) in points {
+        sxy += (x - mx) * (y - my);
+        sxx += (x - mx) * (x - mx);
+    }
+    if sxx <= 0.0 { 0.0 } else { sxy / sxx }
+}
+
+/// A site's growth (bytes per second, over the points since it first had a block) and verdict.
+/// `series` ends with the final value; before its first point the site held nothing.
+pub fn judge(series: &[(f64, u64)], duration: f64, options: &LeakOptions) -> (f64, Verdict) {
+    let growth = slope(series.iter().map(|&(t, b)| (t, b as f64)));
+    let Some(&(_, last)) = series.last() else {
+        return (0.0, Verdict::Retained);
+    };
+    if series.len() < MIN_POINTS || duration <= 0.0 || last == 0 {
+        return (growth, Verdict::Retained);
+    }
+    let warmup = options.warmup.clamp(0.0, 0.5);
+    let warm_end = warmup * duration;
+    let tail_start = duration - warmup * duration;
+    // The value at time t: the last point at or before it (nothing before the first).
+    let at = |t: f64| {
+        series
+            .iter()
+            .take_while(|(at, _)| *at <= t)
+            .last()
+            .map_or(0, |p| p.1)
+    };
+    let late_growth = last.saturating_sub(at(warm_end));
+    let high_before_tail = series
+        .iter()
+        .take_while(|(t, _)| *t <= tail_start)
+        .map(|p| p.1)
+        .max()
+        .unwrap_or(0);
+    let mostly_late = late_growth * 2 > last;
+    let still_growing = last > high_before_tail;
+    let verdict = if mostly_late && still_growing && growth >= options.min_growth {
+        Verdict::Leak
+    } else {
+        Verdict::Retained
+    };
+    (growth, verdict)
+}
+
+/// The direction of the resident set over the samples, and its slope (bytes per second).
+pub fn trend(samples: &[ProcSample]) -> (&'static str, f64) {
+    if samples.len() < 3 {
+        return ("unknown", 0.0);
+    }
+    let slope = slope(samples.iter().map(|s| (s.at, s.rss as f64)));
+    let span = samples.last().map_or(0.0, |s| s.at) - samples.first().map_or(0.0, |s| s.at);
+    let mean = samples.iter().map(|s| s.rss as f64).sum::<f64>() / samples.len() as f64;
+    // A change over the run below 2% of the mean (or 64 KiB) is noise.
+    let band = (0.02 * mean).max(64.0 * 1024.0);
+    let change = slope * span;
+    let direction = if change > band {
+        "increasing"
+    } else if change < -band {
+        "decreasing"
+    } else {
+        "stable"
+    };
+    (direction, slope)
+}
+
+/// Functions that only pass an allocation on (C++ `operator new`, Rust's allocation shims and
+/// collections): the site is charged to the first frame past them.
+const WRAPPERS: [&str; 13] = [
+    "operator new",
+    "operator delete",
+    "__rust_alloc",
+    "__rust_realloc",
+    "__rust_alloc_zeroed",
+    "__rdl_",
+    "__rg_",
+    "alloc::",
+    "<alloc::",
+    "std::alloc::",
+    "<std::alloc::",
+    "std::sys::alloc",
+    "<std::sys::alloc",
+];
+
+/// The function a site is charged to: the first frame outside the allocator modules and the
+/// wrappers above.
+pub fn charged_frame<'f>(frames: &'f [Frame], allocator_modules: &[String]) -> Option<&'f Frame> {
+    frames
+        .iter()
+        .find(|f| {
+            !allocator_modules.contains(&f.module)
+                && !WRAPPERS.iter().any(|w| f.function.starts_with(w))
+        })
+        .or_else(|| frames.first())
+}
+
+/// Builds the section.
+pub fn analyze(input: MemoryInput) -> MemorySection {
+    let allocator_modules: Vec<String> =
+        input.allocators.iter().map(|a| a.module.clone()).collect();
+    let duration = input.duration;
+
+    let mut summary = AllocationSummary {
+        sites: input.sites.len(),
+        unknown_frees: input.unknown_frees,
+        mmap_calls: input.mmap_calls,
+        munmap_calls: input.munmap_calls,
+        ..Default::default()
+    };
+    let mut by_function: Vec<FunctionAllocations> = Vec::new();
+    let mut leak_sites: Vec<LeakSite> = Vec::new();
+    let mut top_sites: Vec<SiteAllocations> = Vec::new();
+    for site in &input.sites {
+        let t = &site.totals;
+        let (outstanding, outstanding_bytes) = (site.outstanding(), site.outstanding_bytes());
+        summary.allocations += t.allocs;
+        summary.allocated_bytes += t.alloc_bytes;
+        summary.frees += t.frees;
+        summary.freed_bytes += t.free_bytes;
+        summary.untracked += t.untracked;
+        summary.outstanding += outstanding;
+        summary.outstanding_bytes += outstanding_bytes;
+
+        let charged = charged_frame(&site.frames, &allocator_modules);
+        let (function, module) = charged
+            .map(|f| (f.function.clone(), f.module.clone()))
+            .unwrap_or_else(|| ("??".into(), "??".into()));
+        let entry = match by_function
+            .iter_mut()
+            .find(|f| f.function == function && f.module == module)
+        {
+            Some(entry) => entry,
+            None => {
+                by_function.push(FunctionAllocations {
+                    function: function.clone(),
+                    module: module.clone(),
+                    ..Default::default()
+                });
+                by_function.last_mut().expect("just pushed")
+            }
+        };
+        entry.allocations += t.allocs;
+        entry.allocated_bytes += t.alloc_bytes;
+        entry.frees += t.frees;
+        entry.freed_bytes += t.free_bytes;
+        entry.outstanding += outstanding;
+        entry.outstanding_bytes += outstanding_bytes;
+
+        top_sites.push(SiteAllocations {
+            function: function.clone(),
+            allocations: t.allocs,
+            allocated_bytes: t.alloc_bytes,
+            frees: t.frees,
+            freed_bytes: t.free_bytes,
+            outstanding,
+            outstanding_bytes,
+            stack: site.frames.clone(),
+        });
+
+        if outstanding == 0 {
+            continue;
+        }
+        let (growth, verdict) = judge(&site.series, duration, &input.options);
+        let oldest_age = site
+            .oldest_ns
+            .map_or(0.0, |ns| input.end_ns.saturating_sub(ns) as f64 * 1e-9);
+        leak_sites.push(LeakSite {
+            verdict: verdict.name(),
+            bytes: outstanding_bytes,
+            count: outstanding,
+            oldest_age,
+            growth,
+            allocations: t.allocs,
+            allocated_bytes: t.alloc_bytes,
+            function,
+            stack: site.frames.clone(),
+        });
+    }
+
+    let leaks = leak_sites.iter().filter(|s| s.verdict == "leak");
+    let (leaked_count, leaked_bytes) = leaks.fold((0, 0), |(c, b), s| (c + s.count, b + s.bytes));
+    let retained = leak_sites.iter().filter(|s| s.verdict != "leak");
+    let (retained_count, retained_bytes) =
+        retained.fold((0, 0), |(c, b), s| (c + s.count, b + s.bytes));
+    leak_sites.sort_by(|a, b| {
+        (b.verdict == "leak")
+            .cmp(&(a.verdict == "leak"))
+            .then(b.bytes.cmp(&a.bytes))
+            .then(b.count.cmp(&a.count))
+    });
+    let listed_sites = leak_sites.len();
+    leak_sites.truncate(MAX_LISTED);
+    by_function.sort_by(|a, b| {
+        b.allocated_bytes
+            .cmp(&a.allocated_bytes)
+            .then(b.allocations.cmp(&a.allocations))
+    });
+    by_function.truncate(MAX_LISTED);
+    top_sites.sort_by(|a, b| {
+        b.allocated_bytes
+            .cmp(&a.allocated_bytes)
+            .then(b.allocations.cmp(&a.allocations))
+    });
+    top_sites.truncate(MAX_LISTED);
+    summary.by_function = by_function;
+    summary.top_sites = top_sites;
+
+    let too_short = input.sites.iter().any(|s| s.outstanding() > 0)
+        && input
+            .sites
+            .iter()
+            .map(|s| s.series.len())
+            .max()
+            .unwrap_or(0)
+            < MIN_POINTS;
+    let mut notes = Vec::new();
+    if too_short {
+        notes.push(format!(
+            "the run was too short to judge growth (fewer than {MIN_POINTS} samples): \
+             outstanding blocks are reported as retained"
+        ));
+    }
+    if listed_sites > MAX_LISTED {
+        notes.push(format!(
+            "{} more sites with outstanding blocks are not listed",
+            listed_sites - MAX_LISTED
+        ));
+    }
+
+    let (memory_trend, memory_trend_slope) = trend(&input.samples);
+    let last = input.samples.last().copied().unwrap_or_default();
+    let peak_memory = input
+        .samples
+        .iter()
+        .map(|s| s.hwm.max(s.rss))
+        .max()
+        .unwrap_or(0);
+    MemorySection {
+        allocator: input.allocators.first().cloned(),
+        allocators: input.allocators,
+        no_allocator: input.no_allocator,
+        current_memory: last.rss,
+        peak_memory,
+        virtual_memory: last.vms,
+        memory_trend,
+        memory_trend_slope,
+        samples: input.samples.len(),
+        interval: input.interval,
+        allocations: summary,
+        memory_leak_detection: LeakDetection {
+            detected: leaked_count > 0,
+            leaked_bytes,
+            leaked_count,
+            retained_bytes,
+            retained_count,
+            thresholds: LeakThresholds {
+                min_growth: input.options.min_growth,
+                warmup: input.options.warmup,
+            },
+            sites: leak_sites,
+            notes,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OPTS: LeakOptions = LeakOptions {
+        min_growth: 1.0,
+        warmup: 0.25,
+    };
+
+    /// Points every 0.2 s over `duration` of `f(t)`, ending at `duration`.
+    fn series(duration: f64, f: impl Fn(f64) -> u64) -> Vec<(f64, u64)> {
+        let n = (duration / 0.2).round() as usize;
+        (1..=n).map(|i| i as f64 * 0.2).map(|t| (t, f(t))).collect()
+    }
+
+    fn frame(function: &str, module: &str) -> Frame {
+        Frame {
+            function: function.into(),
+            module: module.into(),
+            offset: "0x0".into(),
+            file: None,
+            line: None,
+        }
+    }
+
+    fn site(allocs: u64, bytes: u64, frees: u64, freed: u64, frames: Vec<Frame>) -> SiteInput {
+        SiteInput {
+            totals: SiteStats {
+                allocs,
+                alloc_bytes: bytes,
+                frees,
+                free_bytes: freed,
+                untracked: 0,
+                untracked_bytes: 0,
+            },
+            frames,
+            oldest_ns: Some(1_000_000_000),
+            series: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn slope_of_a_line_and_of_degenerate_input() {
+        let line = (0..10).map(|i| (i as f64, 3.0 * i as f64 + 7.0));
+        assert!((slope(line) - 3.0).abs() < 1e-9);
+        assert_eq!(slope([(1.0, 5.0)].into_iter()), 0.0);
+        assert_eq!(slope([(1.0, 5.0), (1.0, 9.0)].into_iter()), 0.0);
+    }
+
+    #[test]
+    fn steady_growth_is_a_leak() {
+        let s = series(2.0, |t| (t * 1000.0) as u64 * 64);
+        let (growth, verdict) = judge(&s, 2.0, &OPTS);
+        assert_eq!(verdict, Verdict::Leak);
+        assert!((growth - 64_000.0).abs() < 1000.0, "{growth}");
+    }
+
+    #[test]
+    fn growth_then_flat_is_retained() {
+        // A cache filled in the first 0.3 s, then untouched.
+        let s = series(2.0, |t| if t < 0.3 { 50_000 } else { 100_000 });
+        assert_eq!(judge(&s, 2.0, &OPTS).1, Verdict::Retained);
+        // Filled at once before the first tick.
+        let s = series(2.0, |_| 100_000);
+        let (growth, verdict) = judge(&s, 2.0, &OPTS);
+        assert_eq!((growth, verdict), (0.0, Verdict::Retained));
+    }
+
+    #[test]
+    fn a_step_in_the_middle_that_stays_flat_is_retained() {
+        let s = series(4.0, |t| if t < 2.0 { 0 } else { 80_000 });
+        assert_eq!(judge(&s, 4.0, &OPTS).1, Verdict::Retained);
+    }
+
+    #[test]
+    fn growth_that_stops_before_the_tail_is_retained() {
+        let s = series(4.0, |t| (t.min(2.5) * 10_000.0) as u64);
+        assert_eq!(judge(&s, 4.0, &OPTS).1, Verdict::Retained);
+    }
+
+    #[test]
+    fn slow_growth_under_the_threshold_is_retained() {
+        let s = series(2.0, |t| 1000 + (t * 10.0) as u64);
+        let opts = LeakOptions {
+            min_growth: 100.0,
+            ..OPTS
+        };
+        assert_eq!(judge(&s, 2.0, &opts).1, Verdict::Retained);
+        // The same series with a lower threshold would be called a leak only if most of it came
+        // late: here the 1000 bytes came first.
+        let opts = LeakOptions {
+            min_growth: 1.0,
+            ..OPTS
+        };
+        assert_eq!(judge(&s, 2.0, &opts).1, Verdict::Retained);
+    }
+
+    #[test]
+    fn bursty_leak_with_frees_is_a_leak() {
+        // Up 10 KB every 0.4 s, down 3 KB in between: a net rise to the end.
+        let s = series(4.0, |t| {
+            let k = (t / 0.4) as u64;
+            (k + 1) * 10_000 - if (t / 0.2) as u64 % 2 == 1 { 3_000 } else { 0 }
+        });
+        assert_eq!(judge(&s, 4.0, &OPTS).1, Verdict::Leak);
+    }
+
+    #[test]
+    fn too_few_points_or_nothing_outstanding_is_not_a_leak() {
+        let s = [(0.2, 100), (0.4, 200), (0.6, 300)];
+        assert_eq!(judge(&s, 0.6, &OPTS).1, Verdict::Retained);
+        let s = series(2.0, |t| if t < 1.9 { (t * 1e4) as u64 } else { 0 });
+        assert_eq!(judge(&s, 2.0, &OPTS).1, Verdict::Retained);
+    }
+
+    #[test]
+    fn series_thins_evenly_and_keeps_the_final_value() {
+        let mut s = Series::default();
+        for i in 0..10_000u64 {
+            s.push(i as f64, i);
+        }
+        assert!(s.points().len() < MAX_POINTS, "{}", s.points().len());
+        assert!(s.points().len() > MAX_POINTS / 4);
+        let gaps: Vec<f64> = s.points().windows(2).map(|w| w[1].0 - w[0].0).collect();
+        assert!(gaps.iter().all(|g| *g == gaps[0]), "uneven: {gaps:?}");
+        s.finish(10_000.0, 42);
+        assert_eq!(s.points().last(), Some(&(10_000.0, 42)));
+        s.finish(10_000.0, 43);
+        assert_eq!(s.points().last(), Some(&(10_000.0, 43)));
+    }
+
+    #[test]
+    fn trend_directions() {
+        let at = |i: usize, rss: u64| ProcSample {
+            at: i as f64 * 0.2,
+            rss,
+            vms: 0,
+            hwm: 0,
+        };
+        let up: Vec<_> = (0..20)
+            .map(|i| at(i, 10_000_000 + i as u64 * 1_000_000))
+            .collect();
+        let (dir, slope) = trend(&up);
+        assert_eq!(dir, "increasing");
+        assert!((slope - 5_000_000.0).abs() < 1.0, "{slope}");
+        let flat: Vec<_> = (0..20)
+            .map(|i| at(i, 10_000_000 + (i % 2) as u64 * 4096))
+            .collect();
+        assert_eq!(trend(&flat).0, "stable");
+        let down: Vec<_> = (0..20)
+            .map(|i| at(i, 50_000_000 - i as u64 * 1_000_000))
+            .collect();
+        assert_eq!(trend(&down).0, "decreasing");
+        assert_eq!(trend(&up[..2]).0, "unknown");
+    }
+
+    #[test]
+    fn sites_are_summed_charged_and_judged() {
+        let libc = "libc.so.6".to_string();
+        let leaky = vec![frame("leak_blocks", "victim"), frame("main", "victim")];
+        let tidy = vec![frame("churn", "victim"), frame("main", "victim")];
+        let cxx = vec![
+            frame("operator new(unsigned long)", "libstdc++.so.6"),
+            frame("make_cache", "victim"),
+        ];
+        let mut leak = site(7, 7 * 48, 0, 0, leaky);
+        leak.series = series(2.0, |t| ((t / 2.0) * 7.0) as u64 * 48);
+        leak.series.last_mut().unwrap().1 = 7 * 48;
+        let tidy = site(1000, 64_000, 1000, 64_000, tidy);
+        let mut cache = site(1, 4096, 0, 0, cxx);
+        cache.series = series(2.0, |_| 4096);
+        let input = MemoryInput {
+            allocators: vec![AllocatorInfo {
+                name: "glibc",
+                module: libc.clone(),
+                path: "/lib/libc.so.6".into(),
+                functions: Vec::new(),
+            }],
+            sites: vec![leak, tidy, cache],
+            duration: 2.0,
+            end_ns: 3_000_000_000,
+            unknown_frees: 5,
+            options: OPTS,
+            ..Default::default()
+        };
+        let m = analyze(input);
+        let a = &m.allocations;
+        assert_eq!((a.allocations, a.frees, a.outstanding), (1008, 1000, 8));
+        assert_eq!(a.outstanding_bytes, 7 * 48 + 4096);
+        assert_eq!(a.unknown_frees, 5);
+        assert_eq!(a.by_function[0].function, "churn");
+        assert_eq!(a.by_function[1].function, "make_cache");
+        let d = &m.memory_leak_detection;
+        assert!(d.detected);
+        assert_eq!(d.sites.len(), 2, "the tidy site holds nothing");
+        assert_eq!(d.sites[0].verdict, "leak");
+        assert_eq!(d.sites[0].function, "leak_blocks");
+        assert_eq!((d.sites[0].bytes, d.sites[0].count), (7 * 48, 7));
+        assert!((d.sites[0].oldest_age - 2.0).abs() < 1e-9);
+        assert_eq!(d.sites[1].verdict, "retained");
+        assert_eq!(d.sites[1].function, "make_cache");
+        assert_eq!((d.leaked_bytes, d.retained_bytes), (7 * 48, 4096));
+        assert_eq!(m.allocator.as_ref().map(|a| a.name), Some("glibc"));
+    }
+
+    #[test]
+    fn frees_of_unknown_blocks_never_go_negative() {
+        let mut s = site(2, 100, 5, 900, vec![]);
+        s.totals.untracked = 1;
+        assert_eq!((s.outstanding(), s.outstanding_bytes()), (0, 0));
+    }
+
+    #[test]
+    fn charged_frame_skips_allocator_modules_and_wrappers() {
+        let frames = vec![
+            frame("__rdl_alloc", "victim"),
+            frame("alloc::raw_vec::finish_grow", "victim"),
+            frame("victim_mem_rust::leak", "victim"),
+        ];
+        let got = charged_frame(&frames, &["libc.so.6".into()]).unwrap();
+        assert_eq!(got.function, "victim_mem_rust::leak");
+        let frames = vec![frame("xmalloc", "libc.so.6"), frame("app", "app")];
+        assert_eq!(
+            charged_frame(&frames, &["libc.so.6".into()])
+                .unwrap()
+                .function,
+            "app"
+        );
+        assert!(charged_frame(&[], &[]).is_none());
+    }
+}

@@ -11,8 +11,12 @@ pub const OUTPUT_CHUNK: usize = 512;
 pub const OUTPUT_MAX_CHUNKS: usize = 8;
 /// Most iovecs of one writev that are looked at.
 pub const WRITEV_MAX_IOVECS: usize = 8;
-/// Failures of one (syscall, errno) sent with their details; beyond that they are only counted.
-pub const DETAILED_PER_KIND: u64 = 64;
+/// Failures of one (syscall, errno) sent with their details before the rate limit applies: an
+/// interpreter's start-up or an import storm probes hundreds of missing files.
+pub const DETAIL_BURST: u64 = 256;
+/// After the burst, at most one failure of a kind is detailed per this many ns (16 a second);
+/// every failure is still counted exactly.
+pub const DETAIL_INTERVAL_NS: u64 = 62_500_000;
 /// "No traced function was running."
 pub const NO_FUNCTION: u32 = u32::MAX;
 
@@ -105,6 +109,16 @@ pub struct FailureKey {
     pub errno: u32,
 }
 
+/// Value of the failure count map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FailureStats {
+    /// Failures of this kind, exactly.
+    pub count: u64,
+    /// When the last one past the burst was detailed (CLOCK_MONOTONIC ns).
+    pub last_detailed_ns: u64,
+}
+
 /// Syscall arguments remembered at entry, for the exit to explain a failure.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -134,6 +148,8 @@ mod pod {
     unsafe impl aya::Pod for OomEvent {}
     // SAFETY: as above.
     unsafe impl aya::Pod for FailureKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for FailureStats {}
     // SAFETY: as above.
     unsafe impl aya::Pod for PendingSyscall {}
 }

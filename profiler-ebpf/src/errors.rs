@@ -15,9 +15,10 @@ use aya_ebpf::{
 use profiler_common::{
     counters::Counter,
     errors::{
-        ARG_CAPTURE, ArgKind, DETAILED_PER_KIND, ERROR_STACKS_MAX, FAILURE_KINDS_MAX, FailureKey,
-        OUTPUT_CHUNK, OUTPUT_MAX_CHUNKS, OomEvent, OutputEvent, PENDING_MAX, PendingSyscall,
-        SignalEvent, SyscallErrorEvent, WRITEV_MAX_IOVECS,
+        ARG_CAPTURE, ArgKind, DETAIL_BURST, DETAIL_INTERVAL_NS, ERROR_STACKS_MAX,
+        FAILURE_KINDS_MAX, FailureKey, FailureStats, OUTPUT_CHUNK, OUTPUT_MAX_CHUNKS, OomEvent,
+        OutputEvent, PENDING_MAX, PendingSyscall, SignalEvent, SyscallErrorEvent,
+        WRITEV_MAX_IOVECS,
     },
     event::{EventHeader, EventKind},
 };
@@ -29,7 +30,8 @@ use crate::{
 
 /// Every failed syscall of the target, counted exactly by (syscall, errno).
 #[map]
-static FAILURES: HashMap<FailureKey, u64> = HashMap::with_max_entries(FAILURE_KINDS_MAX, 0);
+static FAILURES: HashMap<FailureKey, FailureStats> =
+    HashMap::with_max_entries(FAILURE_KINDS_MAX, 0);
 
 /// Arguments of the syscall in progress, by thread, for those whose failure an argument explains.
 #[map]
@@ -180,9 +182,10 @@ fn try_syscall_exit(ctx: &RawTracePointContext) -> Result<(), ()> {
         syscall: id as u32,
         errno,
     };
-    let seen = count_failure(key);
-    // Expected failures are counted, not detailed; others are detailed up to a bound per kind.
-    if errno == EAGAIN || errno == EINTR || errno == EINPROGRESS || seen >= DETAILED_PER_KIND {
+    // Expected failures are counted, not detailed; others are detailed in a burst, then at a
+    // bounded rate, so a failure late in the run is seen even after thousands of earlier ones.
+    let detail = count_failure(key);
+    if errno == EAGAIN || errno == EINTR || errno == EINPROGRESS || !detail {
         return Ok(());
     }
     let Some(mut entry) = EVENTS.reserve::<SyscallErrorEvent>(0) else {
@@ -231,23 +234,35 @@ fn try_syscall_exit(ctx: &RawTracePointContext) -> Result<(), ()> {
     Ok(())
 }
 
-/// Counts one failure; returns how many of its kind came before.
+/// Counts one failure; returns whether its details should be sent (see `DETAIL_BURST`).
 #[inline(always)]
-fn count_failure(key: FailureKey) -> u64 {
-    if let Some(n) = FAILURES.get_ptr_mut(key) {
-        // SAFETY: a valid, aligned u64 map value.
-        return unsafe { fetch_add(n, 1) };
+fn count_failure(key: FailureKey) -> bool {
+    let mut stats = FAILURES.get_ptr_mut(key);
+    if stats.is_none() {
+        let first = FailureStats {
+            count: 0,
+            last_detailed_ns: 0,
+        };
+        // Another CPU may create it first: then this insert fails harmlessly.
+        let _ = FAILURES.insert(key, first, BPF_NOEXIST as u64);
+        stats = FAILURES.get_ptr_mut(key);
     }
-    if FAILURES.insert(key, 1, BPF_NOEXIST as u64).is_ok() {
-        return 0;
-    }
-    match FAILURES.get_ptr_mut(key) {
-        // SAFETY: as above (another CPU created it meanwhile).
-        Some(n) => unsafe { fetch_add(n, 1) },
-        None => {
-            count(Counter::FailureMapFull);
-            0
+    let Some(stats) = stats else {
+        count(Counter::FailureMapFull);
+        return true;
+    };
+    // SAFETY: a valid, aligned map value; `count` is updated atomically, the rate-limit time
+    // stamp racily (two CPUs may both send one: harmless).
+    unsafe {
+        if fetch_add(&raw mut (*stats).count, 1) < DETAIL_BURST {
+            return true;
         }
+        let now = bpf_ktime_get_ns();
+        if now.saturating_sub((*stats).last_detailed_ns) < DETAIL_INTERVAL_NS {
+            return false;
+        }
+        (*stats).last_detailed_ns = now;
+        true
     }
 }
 

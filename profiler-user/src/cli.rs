@@ -25,6 +25,12 @@ pub enum Command {
     Demo(DemoArgs),
     /// List the debug levels and the probe families each one attaches.
     Levels,
+    /// List the error patterns (built in, and from a pattern file).
+    Patterns {
+        /// A pattern file to check and list with the built-in ones (see docs/patterns.md).
+        #[arg(long, value_name = "FILE")]
+        patterns: Option<PathBuf>,
+    },
     /// The probe-cost calibration workload (started by the profiler itself).
     #[command(hide = true)]
     CalibrateWorkload {

@@ -35,8 +35,12 @@ pub struct ReportContext<'a> {
     pub maps: &'a MappingSnapshot,
     /// CLOCK_MONOTONIC (what `bpf_ktime_get_ns` reads) when profiling started, ns.
     pub start_ktime_ns: u64,
+    /// CLOCK_MONOTONIC when profiling ended, ns.
+    pub end_ktime_ns: u64,
     /// Seconds profiled.
     pub duration: f64,
+    /// The target's `wait(2)` status, when it exited while profiled.
+    pub exit_status: Option<i32>,
     /// Names of the traced functions, by function id (for "the traced function running").
     pub traced_names: &'a [String],
 }
@@ -66,12 +70,14 @@ pub trait FamilyRuntime {
     fn report(&mut self, report: &mut Report, ctx: &mut ReportContext<'_>);
 }
 
-/// The families the level selects that have a runtime here.
-pub fn build(level: Level, options: &FamilyOptions) -> Vec<Box<dyn FamilyRuntime>> {
+/// The families the level selects that have a runtime here; fails on a bad option (a malformed
+/// pattern file), before anything is attached.
+pub fn build(level: Level, options: &FamilyOptions) -> anyhow::Result<Vec<Box<dyn FamilyRuntime>>> {
     let mut families: Vec<Box<dyn FamilyRuntime>> = Vec::new();
     for family in level.families() {
         if *family == Family::Errors {
-            families.push(Box::new(crate::probes::errors::ErrorsRuntime::default()));
+            let db = crate::analyze::errors::load_patterns(options.patterns.as_deref())?;
+            families.push(Box::new(crate::probes::errors::ErrorsRuntime::new(db)));
         }
         if *family == Family::Memory {
             families.push(Box::new(crate::probes::memory::MemoryRuntime::new(
@@ -79,7 +85,7 @@ pub fn build(level: Level, options: &FamilyOptions) -> Vec<Box<dyn FamilyRuntime
             )));
         }
     }
-    families
+    Ok(families)
 }
 
 /// Family options from the command line.

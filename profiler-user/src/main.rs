@@ -25,6 +25,15 @@ fn main() -> ExitCode {
             print(&level::describe());
             ExitCode::SUCCESS
         }
+        Command::Patterns { patterns } => {
+            match profiler_user::analyze::errors::load_patterns(patterns.as_deref()) {
+                Ok(db) => {
+                    print(&profiler_user::analyze::errors::format_table(&db.list()));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e.to_string()),
+            }
+        }
         Command::CalibrateWorkload { out } => match profiler_user::calibrate::workload(&out) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(&format!("{e:#}")),

@@ -90,6 +90,8 @@ struct Session<'p> {
     start_ktime_ns: u64,
     cost_model: crate::report::CostModel,
     links: Vec<probes::functions::SiteLinks>,
+    /// The families the level selects, built but not attached yet.
+    pending_families: Vec<Box<dyn FamilyRuntime>>,
     detached: Vec<crate::report::Detached>,
     started: Option<(Instant, SystemTime)>,
     collected: Collected,
@@ -113,6 +115,7 @@ pub async fn run(plan: &Plan) -> (Option<Report>, anyhow::Result<()>) {
         start_ktime_ns: 0,
         cost_model: overhead::default_model(),
         links: Vec::new(),
+        pending_families: Vec::new(),
         detached: Vec::new(),
         started: None,
         collected: Collected::default(),
@@ -153,6 +156,8 @@ impl Session<'_> {
             .map(|s| FuncSpec::parse(s))
             .collect::<Result<Vec<_>, _>>()?;
         probes::check_kernel(self.traces_functions())?;
+        // Built before anything is attached: a bad option (a malformed pattern file) stops here.
+        self.pending_families = families::build(self.plan.level, &self.plan.family_options)?;
         if self.traces_functions() {
             self.cost_model = crate::calibrate::cost_model(&mut self.warnings);
         }
@@ -203,7 +208,7 @@ impl Session<'_> {
             traced: &traced,
         };
         let ebpf = self.ebpf.as_mut().context("probes not loaded")?;
-        for mut family in families::build(self.plan.level, &self.plan.family_options) {
+        for mut family in std::mem::take(&mut self.pending_families) {
             match family.attach(ebpf, &ctx) {
                 Ok(n) => {
                     self.probes_attached += n;
@@ -523,6 +528,7 @@ impl Session<'_> {
             },
             system: summarize(samples, collect::SAMPLE_INTERVAL.as_secs_f64(), num_cpus()),
             memory: None,
+            errors: None,
             warnings: Vec::new(),
         };
         let traced_names: Vec<String> = self
@@ -535,8 +541,10 @@ impl Session<'_> {
             symbolizer: &mut symbolizer,
             maps: &self.maps,
             start_ktime_ns: self.start_ktime_ns,
+            end_ktime_ns: self.start_ktime_ns + (duration * 1e9) as u64,
             duration,
             traced_names: &traced_names,
+            exit_status: self.collected.exit_status,
         };
         for (family, _) in &mut self.extras {
             family.report(&mut report, &mut ctx);

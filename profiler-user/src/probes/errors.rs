@@ -2,11 +2,21 @@
 //! exact failure counts, and hand everything to the errors analyzer.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     net::{Ipv4Addr, Ipv6Addr},
 };
 
 use anyhow::Context as _;
+
+use crate::{
+    analyze::errors::{
+        AnalyzerOptions, ErrorAnalyzer, ExitEvent, OomKill, OutputChunk, PatternDb, SignalEvent,
+        SyscallFailure,
+    },
+    families::{AttachContext, FamilyRuntime, ReportContext},
+    level::Family,
+    report::Report,
+};
 use aya::{
     Ebpf,
     maps::{HashMap as BpfHashMap, StackTraceMap},
@@ -17,7 +27,8 @@ use aya::{
 };
 use profiler_common::{
     errors::{
-        ArgKind, FailureKey, NO_FUNCTION, OomEvent, OutputEvent, SignalEvent, SyscallErrorEvent,
+        ArgKind, FailureKey, FailureStats, NO_FUNCTION, OomEvent, OutputEvent,
+        SignalEvent as SignalRecord, SyscallErrorEvent,
     },
     event::EventKind,
 };
@@ -172,7 +183,7 @@ pub fn decode(kind: u16, bytes: &[u8]) -> Option<Raw> {
             })
         }
         k if k == EventKind::Signal as u16 => {
-            let e: SignalEvent = read(bytes)?;
+            let e: SignalRecord = read(bytes)?;
             Some(Raw::Signal {
                 tid: e.header.tid,
                 ts: e.header.timestamp_ns,
@@ -237,13 +248,13 @@ fn sockaddr(raw: &[u8]) -> Option<String> {
 
 /// Every failed syscall of the run, counted exactly: (syscall name, errno) -> count.
 pub fn read_failures(ebpf: &Ebpf) -> anyhow::Result<BTreeMap<(String, i32), u64>> {
-    let map: BpfHashMap<_, FailureKey, u64> =
+    let map: BpfHashMap<_, FailureKey, FailureStats> =
         BpfHashMap::try_from(ebpf.map("FAILURES").context("FAILURES map missing")?)?;
     let mut out = BTreeMap::new();
     for entry in map.iter() {
         let (key, n) = entry?;
         *out.entry((syscall_name(key.syscall), key.errno as i32))
-            .or_default() += n;
+            .or_default() += n.count;
     }
     Ok(out)
 }
@@ -262,44 +273,41 @@ pub fn read_stack(ebpf: &Ebpf, stack_id: u32) -> Vec<u64> {
         .unwrap_or_default()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn decodes_socket_addresses_and_syscall_names() {
-        let mut v4 = vec![0u8; 16];
-        v4[0..2].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
-        v4[2..4].copy_from_slice(&9u16.to_be_bytes());
-        v4[4..8].copy_from_slice(&[127, 0, 0, 1]);
-        assert_eq!(sockaddr(&v4).as_deref(), Some("127.0.0.1:9"));
-        assert_eq!(syscall_name(257), "openat");
-        assert_eq!(syscall_name(42), "connect");
-    }
-}
-
-/// The family's runtime: gathers records while profiling.
-#[derive(Default)]
+/// The family's runtime: gathers records while profiling, analyzes them at the end.
 pub struct ErrorsRuntime {
-    pub raw: Vec<Raw>,
-    pub output_bytes: usize,
-    pub output_dropped: u64,
-    pub failures: BTreeMap<(String, i32), u64>,
+    db: Option<PatternDb>,
+    raw: Vec<Raw>,
+    output_bytes: usize,
+    output_dropped: u64,
+    failures: BTreeMap<(String, i32), u64>,
     /// User stacks of the errors, read at the end: stack id -> addresses.
-    pub stacks: std::collections::HashMap<u32, Vec<u64>>,
+    stacks: HashMap<u32, Vec<u64>>,
     links: Links,
 }
 
-impl crate::families::FamilyRuntime for ErrorsRuntime {
-    fn family(&self) -> crate::level::Family {
-        crate::level::Family::Errors
+impl ErrorsRuntime {
+    pub fn new(db: PatternDb) -> Self {
+        Self {
+            db: Some(db),
+            raw: Vec::new(),
+            output_bytes: 0,
+            output_dropped: 0,
+            failures: BTreeMap::new(),
+            stacks: HashMap::new(),
+            links: Links::default(),
+        }
+    }
+}
+
+/// Most frames of a user stack kept with an error.
+const STACK_FRAMES: usize = 16;
+
+impl FamilyRuntime for ErrorsRuntime {
+    fn family(&self) -> Family {
+        Family::Errors
     }
 
-    fn attach(
-        &mut self,
-        ebpf: &mut Ebpf,
-        _ctx: &crate::families::AttachContext<'_>,
-    ) -> anyhow::Result<usize> {
+    fn attach(&mut self, ebpf: &mut Ebpf, _ctx: &AttachContext<'_>) -> anyhow::Result<usize> {
         self.links = attach(ebpf)?;
         Ok(self.links.count())
     }
@@ -345,12 +353,132 @@ impl crate::families::FamilyRuntime for ErrorsRuntime {
                     .or_insert_with(|| read_stack(ebpf, *id));
             }
         }
+        if self.output_dropped > 0 {
+            warnings.push(format!(
+                "{} bytes of the target's output were not kept (more than {} MiB)",
+                self.output_dropped,
+                MAX_OUTPUT_BYTES >> 20
+            ));
+        }
     }
 
-    fn report(
-        &mut self,
-        _report: &mut crate::report::Report,
-        _ctx: &mut crate::families::ReportContext<'_>,
-    ) {
+    fn report(&mut self, report: &mut Report, ctx: &mut ReportContext<'_>) {
+        let Some(db) = self.db.take() else { return };
+        let options = AnalyzerOptions {
+            start_ns: ctx.start_ktime_ns,
+            ..AnalyzerOptions::default()
+        };
+        let mut analyzer = ErrorAnalyzer::new(db, options);
+        let function =
+            |func: Option<u32>| func.and_then(|f| ctx.traced_names.get(f as usize).cloned());
+        let mut raw = std::mem::take(&mut self.raw);
+        raw.sort_by_key(Raw::timestamp);
+        for event in raw {
+            match event {
+                Raw::Syscall {
+                    tid,
+                    ts,
+                    syscall,
+                    errno,
+                    arg,
+                    stack_id,
+                    func,
+                } => {
+                    let stack = stack_id
+                        .and_then(|id| self.stacks.get(&id))
+                        .map(|ips| {
+                            ips.iter()
+                                .take(STACK_FRAMES)
+                                .map(|ip| frame_text(&ctx.symbolizer.frame(ctx.maps, *ip)))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    analyzer.on_syscall(SyscallFailure {
+                        tid,
+                        timestamp_ns: ts,
+                        syscall,
+                        errno,
+                        arg,
+                        flags: None,
+                        stack,
+                        function: function(func),
+                    });
+                }
+                Raw::Signal {
+                    tid,
+                    ts,
+                    signo,
+                    code,
+                    fault_addr,
+                    fatal,
+                    func,
+                } => {
+                    analyzer.on_signal(SignalEvent {
+                        tid,
+                        timestamp_ns: ts,
+                        signo,
+                        code,
+                        fault_addr,
+                        fatal,
+                        stack: Vec::new(),
+                        function: function(func),
+                    });
+                }
+                Raw::Output { tid, ts, fd, bytes } => analyzer.on_output(OutputChunk {
+                    tid,
+                    timestamp_ns: ts,
+                    fd,
+                    bytes,
+                    stack: Vec::new(),
+                    function: None,
+                }),
+                Raw::Oom { tid, ts, rss_bytes } => analyzer.on_oom_kill(OomKill {
+                    tid,
+                    timestamp_ns: ts,
+                    rss_bytes: Some(rss_bytes),
+                }),
+            }
+        }
+        if let Some(status) = ctx.exit_status {
+            analyzer.on_exit(ExitEvent {
+                timestamp_ns: ctx.end_ktime_ns,
+                status,
+            });
+        }
+        let mut section = analyzer.finish(ctx.end_ktime_ns);
+        section.set_failure_counts(&self.failures);
+        report.errors = Some(section);
+    }
+}
+
+/// "function (module+0x1a2b)".
+fn frame_text(frame: &crate::symbols::symbolize::Frame) -> String {
+    format!("{} ({}+{})", frame.function, frame.module, frame.offset)
+}
+
+impl Raw {
+    fn timestamp(&self) -> u64 {
+        match self {
+            Raw::Syscall { ts, .. }
+            | Raw::Signal { ts, .. }
+            | Raw::Output { ts, .. }
+            | Raw::Oom { ts, .. } => *ts,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_socket_addresses_and_syscall_names() {
+        let mut v4 = vec![0u8; 16];
+        v4[0..2].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
+        v4[2..4].copy_from_slice(&9u16.to_be_bytes());
+        v4[4..8].copy_from_slice(&[127, 0, 0, 1]);
+        assert_eq!(sockaddr(&v4).as_deref(), Some("127.0.0.1:9"));
+        assert_eq!(syscall_name(257), "openat");
+        assert_eq!(syscall_name(42), "connect");
     }
 }

@@ -25,6 +25,9 @@ pub struct Report {
     pub overhead: Overhead,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub system: Option<SystemSection>,
+    /// Failures, fatal signals and printed errors, classified (the `errors` family).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errors: Option<crate::analyze::errors::ErrorsSection>,
     /// Allocations and leaks (the `memory` family); see docs/memory.md.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub memory: Option<MemorySection>,

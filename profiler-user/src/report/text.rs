@@ -107,6 +107,12 @@ pub fn render(report: &Report, top: usize) -> String {
             );
         }
     }
+    if let Some(errors) = &report.errors {
+        out.push('\n');
+        for line in crate::analyze::errors::summary_lines(errors) {
+            let _ = writeln!(out, "{line}");
+        }
+    }
     if let Some(system) = &report.system {
         let _ = writeln!(
             out,

@@ -1,0 +1,577 @@
+//! The `errors` analyzer: failed syscalls, signals, OOM kills, the exit status and the
+//! target's stdout/stderr become classified, sanitized error events with solutions, plus
+//! counts of expected (benign) failures.
+//!
+//! Pure: the caller feeds decoded kernel events in and takes an [`ErrorsSection`] out.
+//! Output bytes are reassembled into lines ([`lines`]), grouped into multi-line errors
+//! ([`group`]), matched against the pattern database ([`patterns`]) or classified by the
+//! fallback rules ([`classify`]), and every string is passed through [`sanitize()`] before
+//! it is stored.
+
+pub mod block;
+pub mod classify;
+pub mod detect;
+pub mod group;
+pub mod input;
+pub mod lines;
+pub mod names;
+pub mod patterns;
+pub mod sanitize;
+pub mod section;
+pub mod types;
+
+use std::collections::VecDeque;
+
+pub use input::{CallContext, ExitEvent, OomKill, OutputChunk, SignalEvent, SyscallFailure};
+pub use patterns::{PatternDb, PatternError, PatternInfo, format_table};
+pub use sanitize::sanitize;
+pub use section::{
+    BenignCount, ErrorContext, ErrorEvent, ErrorsSection, PatternStat, SignalCount, Trend,
+    benign_lines, summary_lines,
+};
+pub use types::{Category, ChainedException, Frame, Level, Severity, Source};
+
+use classify::Evidence;
+use group::{Block, BlockKind, GroupOptions, Grouper};
+use lines::{Line, LineAssembler};
+use patterns::Subject;
+use section::Aggregator;
+
+/// The built-in pattern database, extended by the user's file (`--patterns`) when given.
+pub fn load_patterns(
+    user: Option<&std::path::Path>,
+) -> Result<PatternDb, crate::error::ProfilerError> {
+    let Some(path) = user else {
+        return Ok(PatternDb::builtin());
+    };
+    let contents = std::fs::read_to_string(path).map_err(|e| {
+        crate::error::ProfilerError::Spec(format!(
+            "cannot read pattern file {}: {e}",
+            path.display()
+        ))
+    })?;
+    PatternDb::load(Some((&path.display().to_string(), &contents)))
+        .map_err(|e| crate::error::ProfilerError::Spec(format!("invalid pattern file {e}")))
+}
+
+/// Summaries of recent activity kept for `preceding`.
+const RECENT: usize = 64;
+
+/// Limits and settings of the analyzer.
+#[derive(Debug, Clone, Copy)]
+pub struct AnalyzerOptions {
+    /// CLOCK_MONOTONIC nanoseconds when profiling started; event timestamps are relative to it.
+    pub start_ns: u64,
+    /// The most events kept in the section (the most recent ones).
+    pub max_events: usize,
+    /// The most bytes kept of one output line.
+    pub max_line_bytes: usize,
+    /// The most lines kept of one multi-line error.
+    pub max_block_lines: usize,
+    /// How soon a line must follow to continue a multi-line message.
+    pub continuation_ns: u64,
+    /// An unfinished multi-line error is closed by [`ErrorAnalyzer::tick`] after this long.
+    pub idle_flush_ns: u64,
+    /// How many earlier activities an event lists in `preceding`.
+    pub preceding: usize,
+}
+
+impl Default for AnalyzerOptions {
+    fn default() -> Self {
+        Self {
+            start_ns: 0,
+            max_events: 1000,
+            max_line_bytes: 4096,
+            max_block_lines: 200,
+            continuation_ns: 1_000_000,
+            idle_flush_ns: 2_000_000_000,
+            preceding: 5,
+        }
+    }
+}
+
+/// A summary of recent activity, for `preceding`.
+#[derive(Debug)]
+struct Recent {
+    first_ns: u64,
+    last_ns: u64,
+    text: String,
+    count: u64,
+}
+
+/// Everything known about one error before classification.
+#[derive(Debug, Default)]
+struct Candidate {
+    source: Option<Source>,
+    tid: u32,
+    timestamp_ns: u64,
+    message: String,
+    /// What text patterns are matched against.
+    text: String,
+    syscall: Option<String>,
+    errno: Option<i32>,
+    path: Option<String>,
+    arg: Option<String>,
+    flags: Option<u64>,
+    signal: Option<i32>,
+    signal_code: Option<String>,
+    fault_addr: Option<u64>,
+    core_dumped: Option<bool>,
+    exit_code: Option<i32>,
+    oom: bool,
+    block: Option<Block>,
+    stack: Vec<String>,
+    function: Option<String>,
+}
+
+/// The errors analyzer of one target process.
+pub struct ErrorAnalyzer {
+    db: PatternDb,
+    opts: AnalyzerOptions,
+    lines: LineAssembler,
+    grouper: Grouper,
+    agg: Aggregator,
+    recent: VecDeque<Recent>,
+    fatal_signals: Vec<i32>,
+    oom_seen: bool,
+    /// A fatal SIGKILL waits here for an OOM-kill event that would explain it.
+    pending_kill: Option<Candidate>,
+}
+
+impl ErrorAnalyzer {
+    pub fn new(db: PatternDb, opts: AnalyzerOptions) -> Self {
+        Self {
+            db,
+            lines: LineAssembler::new(opts.max_line_bytes),
+            grouper: Grouper::new(GroupOptions {
+                max_lines: opts.max_block_lines,
+                continuation_ns: opts.continuation_ns,
+            }),
+            agg: Aggregator::new(opts.max_events),
+            recent: VecDeque::new(),
+            fatal_signals: Vec::new(),
+            oom_seen: false,
+            pending_kill: None,
+            opts,
+        }
+    }
+
+    /// A failed syscall.
+    pub fn on_syscall(&mut self, ev: SyscallFailure) {
+        let errno_desc = match names::errno_text(ev.errno) {
+            Some(text) => format!("{} ({text})", names::errno_display(ev.errno)),
+            None => names::errno_display(ev.errno),
+        };
+        let is_path = names::is_path_syscall(&ev.syscall);
+        let mut args = Vec::new();
+        if let Some(arg) = &ev.arg {
+            args.push(if is_path {
+                format!("{arg:?}")
+            } else {
+                arg.clone()
+            });
+        }
+        if let Some(flags) = ev.flags {
+            args.push(names::open_flags(flags));
+        }
+        let message = format!("{}({}) = -1 {errno_desc}", ev.syscall, args.join(", "));
+        let (path, arg) = if is_path {
+            (ev.arg, None)
+        } else {
+            (None, ev.arg)
+        };
+        self.process(Candidate {
+            source: Some(Source::Syscall),
+            tid: ev.tid,
+            timestamp_ns: ev.timestamp_ns,
+            text: message.clone(),
+            message,
+            syscall: Some(ev.syscall),
+            errno: Some(ev.errno),
+            path,
+            arg,
+            flags: ev.flags,
+            stack: ev.stack,
+            function: ev.function,
+            ..Candidate::default()
+        });
+    }
+
+    /// A signal delivered to the target. Non-fatal ones (a handler ran) are only counted.
+    pub fn on_signal(&mut self, ev: SignalEvent) {
+        if !ev.fatal {
+            self.agg.add_benign_signal(ev.signo);
+            let summary = format!("{} handled", names::signal_name(ev.signo));
+            self.remember(ev.timestamp_ns, summary);
+            return;
+        }
+        self.flush_output();
+        self.fatal_signals.push(ev.signo);
+        if ev.signo == names::SIGKILL && self.oom_seen {
+            return;
+        }
+        let code = names::signal_code(ev.signo, ev.code);
+        let mut message = format!(
+            "{} ({}",
+            names::signal_name(ev.signo),
+            names::signal_text(ev.signo)
+        );
+        if let Some((name, meaning)) = code {
+            message.push_str(&format!(", {name}: {meaning}"));
+        }
+        message.push(')');
+        if let Some(addr) = ev.fault_addr {
+            message.push_str(&format!(" at {addr:#x}"));
+            if ev.signo == 11 && addr < 4096 {
+                message.push_str(" - likely a null pointer dereference");
+            }
+        }
+        let c = Candidate {
+            source: Some(Source::Signal),
+            tid: ev.tid,
+            timestamp_ns: ev.timestamp_ns,
+            text: message.clone(),
+            message,
+            signal: Some(ev.signo),
+            signal_code: code.map(|(name, meaning)| format!("{name} ({meaning})")),
+            fault_addr: ev.fault_addr,
+            stack: ev.stack,
+            function: ev.function,
+            ..Candidate::default()
+        };
+        if ev.signo == names::SIGKILL {
+            self.pending_kill = Some(c);
+        } else {
+            self.process(c);
+        }
+    }
+
+    /// The kernel's OOM killer chose the target.
+    pub fn on_oom_kill(&mut self, ev: OomKill) {
+        self.flush_output();
+        self.oom_seen = true;
+        let pending = self.pending_kill.take();
+        let mut message = "killed by the kernel OOM killer (SIGKILL)".to_string();
+        if let Some(rss) = ev.rss_bytes {
+            message.push_str(&format!(", RSS {:.1} MiB", rss as f64 / (1024.0 * 1024.0)));
+        }
+        let (stack, function) = pending.map(|p| (p.stack, p.function)).unwrap_or_default();
+        self.process(Candidate {
+            source: Some(Source::Signal),
+            tid: ev.tid,
+            timestamp_ns: ev.timestamp_ns,
+            text: message.clone(),
+            message,
+            signal: Some(names::SIGKILL),
+            oom: true,
+            stack,
+            function,
+            ..Candidate::default()
+        });
+    }
+
+    /// The target exited. A non-zero status is an error unless a fatal signal or OOM kill
+    /// already reported the same end.
+    pub fn on_exit(&mut self, ev: ExitEvent) {
+        self.flush_output();
+        let termsig = ev.status & 0x7f;
+        let mut c = Candidate {
+            source: Some(Source::Exit),
+            timestamp_ns: ev.timestamp_ns,
+            ..Candidate::default()
+        };
+        if termsig == 0 {
+            let code = (ev.status >> 8) & 0xff;
+            if code == 0 {
+                return;
+            }
+            c.exit_code = Some(code);
+            c.message = format!("exited with status {code}");
+        } else if termsig != 0x7f {
+            let already = self.fatal_signals.contains(&termsig)
+                || (termsig == names::SIGKILL && self.oom_seen);
+            if already {
+                return;
+            }
+            let core = ev.status & 0x80 != 0;
+            c.signal = Some(termsig);
+            c.core_dumped = Some(core);
+            c.message = format!(
+                "terminated by {} ({}){}",
+                names::signal_name(termsig),
+                names::signal_text(termsig),
+                if core { ", core dumped" } else { "" }
+            );
+        } else {
+            return;
+        }
+        c.text = c.message.clone();
+        self.process(c);
+    }
+
+    /// Bytes the target wrote to stdout or stderr.
+    pub fn on_output(&mut self, chunk: OutputChunk) {
+        let mut lines = Vec::new();
+        self.lines.push(&chunk, &mut lines);
+        self.group(lines);
+    }
+
+    /// Closes multi-line errors that have been idle for `idle_flush_ns`; call periodically
+    /// with the current CLOCK_MONOTONIC time.
+    pub fn tick(&mut self, now_ns: u64) {
+        let mut blocks = Vec::new();
+        self.grouper
+            .flush_idle(now_ns, self.opts.idle_flush_ns, &mut blocks);
+        for b in blocks {
+            self.on_block(b);
+        }
+    }
+
+    /// The section so far, without unfinished output.
+    pub fn snapshot(&self, now_ns: u64) -> ErrorsSection {
+        self.agg.section(self.seconds(now_ns))
+    }
+
+    /// Ends the analysis: completes partial output and returns the section.
+    pub fn finish(mut self, end_ns: u64) -> ErrorsSection {
+        self.flush_output();
+        if let Some(c) = self.pending_kill.take() {
+            self.process(c);
+        }
+        self.agg.section(self.seconds(end_ns))
+    }
+
+    fn seconds(&self, ns: u64) -> f64 {
+        ns.saturating_sub(self.opts.start_ns) as f64 / 1e9
+    }
+
+    fn flush_output(&mut self) {
+        let mut lines = Vec::new();
+        self.lines.flush(&mut lines);
+        self.group(lines);
+        let mut blocks = Vec::new();
+        self.grouper.flush(&mut blocks);
+        for b in blocks {
+            self.on_block(b);
+        }
+    }
+
+    fn group(&mut self, lines: Vec<Line>) {
+        let mut blocks = Vec::new();
+        for line in lines {
+            self.grouper.push(line, &mut blocks);
+        }
+        for b in blocks {
+            self.on_block(b);
+        }
+    }
+
+    fn on_block(&mut self, block: Block) {
+        let errno = detect::infer_errno(&block.text);
+        // Most output lines are plain and match nothing: their path is only looked for when
+        // they mention an errno (here) or match a pattern (in `process`).
+        let path = if block.kind != BlockKind::Plain || errno.is_some() {
+            detect::extract_path(&block.message).or_else(|| detect::extract_path(&block.text))
+        } else {
+            None
+        };
+        let context = block.context.clone();
+        let (stack, function) = context
+            .map(|c| (c.stack.clone(), c.function.clone()))
+            .unwrap_or_default();
+        self.process(Candidate {
+            source: Some(Source::Output),
+            tid: block.tid,
+            timestamp_ns: block.timestamp_ns,
+            message: block.message.clone(),
+            text: block.text.clone(),
+            errno,
+            path,
+            stack,
+            function,
+            block: Some(block),
+            ..Candidate::default()
+        });
+    }
+
+    fn process(&mut self, c: Candidate) {
+        let source = c.source.unwrap_or(Source::Output);
+        let block = c.block.as_ref();
+        let subject = Subject {
+            text: &c.text,
+            syscall: c.syscall.as_deref(),
+            errno: c.errno,
+            signal: c.signal,
+            exit_code: c.exit_code,
+            path: c.path.as_deref().or(c.arg.as_deref()),
+            exception: block.and_then(|b| b.exception.as_deref()),
+            level: block.and_then(|b| b.level),
+            oom: c.oom,
+            syscall_failure: source == Source::Syscall,
+        };
+        let evidence = Evidence {
+            subject,
+            source,
+            kind: block.map(|b| b.kind),
+        };
+        let pattern = self.db.classify(&subject);
+        if let (Some(p), Some(syscall), Some(errno)) = (pattern, &c.syscall, c.errno)
+            && p.benign
+        {
+            self.agg.add_benign(syscall, errno);
+            let summary = format!("{} (expected)", sanitize(&c.message));
+            self.remember(c.timestamp_ns, summary);
+            return;
+        }
+        let kind = block.map(|b| b.kind);
+        if pattern.is_none() && kind == Some(BlockKind::Plain) {
+            return;
+        }
+        let (category, severity) = match pattern {
+            Some(p) => (p.category, p.severity),
+            None => classify::fallback(&evidence),
+        };
+        let error_type = sanitize(&classify::error_type(
+            &evidence,
+            pattern.map(|p| p.id.as_str()),
+        ));
+        let mut context = ErrorContext {
+            syscall: c.syscall.clone(),
+            errno: c.errno.map(names::errno_display),
+            errno_code: c.errno,
+            path: c
+                .path
+                .clone()
+                .or_else(|| block.and_then(|b| detect::extract_path(&b.text)))
+                .as_deref()
+                .map(sanitize),
+            arg: c.arg.as_deref().map(sanitize),
+            flags: c.flags.map(names::open_flags),
+            signal: c.signal.map(names::signal_name),
+            signal_code: c.signal_code.clone(),
+            fault_addr: c.fault_addr.map(|a| format!("{a:#x}")),
+            core_dumped: c.core_dumped,
+            exit_code: c.exit_code,
+            stack: c.stack.iter().map(|s| sanitize(s)).collect(),
+            function: c.function.as_deref().map(sanitize),
+            preceding: self.preceding(c.timestamp_ns),
+            ..ErrorContext::default()
+        };
+        if let Some(b) = block {
+            context.exception = b.exception.as_deref().map(sanitize);
+            context.chain = b
+                .chain
+                .iter()
+                .map(|x| ChainedException {
+                    exception: sanitize(&x.exception),
+                    message: sanitize(&x.message),
+                })
+                .collect();
+            context.frames = b.frames.iter().map(sanitize_frame).collect();
+            context.kind = Some(b.kind.as_str().to_string());
+            context.level = b.level.map(|l| l.as_str().to_string());
+            context.thread = b.thread.as_deref().map(sanitize);
+            context.location = b.location.as_deref().map(sanitize);
+            context.lines = sanitize::sanitize_lines(&b.lines);
+        }
+        let event = ErrorEvent {
+            error_type,
+            category,
+            severity,
+            pattern: pattern.map(|p| p.id.clone()),
+            description: pattern.and_then(|p| p.description.clone()),
+            message: sanitize(&c.message),
+            solutions: pattern.map(|p| p.solutions.clone()).unwrap_or_default(),
+            prevention: pattern.map(|p| p.prevention.clone()).unwrap_or_default(),
+            timestamp: self.seconds(c.timestamp_ns),
+            tid: c.tid,
+            source,
+            context,
+        };
+        let first_line = event.message.lines().next().unwrap_or_default();
+        let summary = format!(
+            "[{}] {}: {}",
+            event.severity.as_str(),
+            event.pattern.as_deref().unwrap_or(&event.error_type),
+            truncate(first_line, 100)
+        );
+        self.remember(c.timestamp_ns, summary);
+        self.agg.add(event);
+    }
+
+    /// Records a short, already sanitized summary for later events' `preceding`; a repeat of
+    /// the previous summary only bumps its count.
+    fn remember(&mut self, timestamp_ns: u64, text: String) {
+        if let Some(last) = self.recent.back_mut()
+            && last.text == text
+        {
+            last.count += 1;
+            last.last_ns = last.last_ns.max(timestamp_ns);
+            return;
+        }
+        self.recent.push_back(Recent {
+            first_ns: timestamp_ns,
+            last_ns: timestamp_ns,
+            text,
+            count: 1,
+        });
+        if self.recent.len() > RECENT {
+            self.recent.pop_front();
+        }
+    }
+
+    /// The last few distinct summaries that began strictly before `timestamp_ns`, oldest
+    /// first, each with its time and how often it repeated.
+    fn preceding(&self, timestamp_ns: u64) -> Vec<String> {
+        let mut before: Vec<&Recent> = self
+            .recent
+            .iter()
+            .filter(|r| r.first_ns < timestamp_ns)
+            .collect();
+        before.sort_by_key(|r| r.last_ns);
+        let mut picked: Vec<&Recent> = Vec::new();
+        for r in before.into_iter().rev() {
+            if picked.len() == self.opts.preceding {
+                break;
+            }
+            if !picked.iter().any(|p| p.text == r.text) {
+                picked.push(r);
+            }
+        }
+        picked
+            .into_iter()
+            .rev()
+            .map(|r| {
+                let mut line = format!("{:.3}s {}", self.seconds(r.first_ns), r.text);
+                if r.count > 1 {
+                    line.push_str(&format!(
+                        " (x{} until {:.3}s)",
+                        r.count,
+                        self.seconds(r.last_ns)
+                    ));
+                }
+                line
+            })
+            .collect()
+    }
+}
+
+fn sanitize_frame(f: &Frame) -> Frame {
+    Frame {
+        file: sanitize(&f.file),
+        line: f.line,
+        function: f.function.as_deref().map(sanitize),
+        code: f.code.as_deref().map(sanitize),
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_string()
+    } else {
+        s.chars().take(max.saturating_sub(3)).collect::<String>() + "..."
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -127,6 +127,9 @@ pub struct ProcSample {
 #[derive(Debug, Clone, Default)]
 pub struct MemoryInput {
     pub allocators: Vec<AllocatorInfo>,
+    /// File names of the libraries that hold an allocator, whose frames are never charged (an
+    /// allocator linked into the executable is not among them: user code is there too).
+    pub allocator_libraries: Vec<String>,
     /// Why no allocator was found, when none was.
     pub no_allocator: Option<String>,
     pub sites: Vec<SiteInput>,
@@ -257,21 +260,23 @@ const WRAPPERS: [&str; 13] = [
 ];
 
 /// The function a site is charged to: the first frame outside the allocator modules and the
-/// wrappers above.
+/// wrappers above, preferring one with a name (a walk through code without frame pointers can
+/// end in addresses that belong to nothing).
 pub fn charged_frame<'f>(frames: &'f [Frame], allocator_modules: &[String]) -> Option<&'f Frame> {
-    frames
-        .iter()
-        .find(|f| {
-            !allocator_modules.contains(&f.module)
-                && !WRAPPERS.iter().any(|w| f.function.starts_with(w))
-        })
+    let mut candidates = frames.iter().filter(|f| {
+        !allocator_modules.contains(&f.module)
+            && !WRAPPERS.iter().any(|w| f.function.starts_with(w))
+    });
+    let first = candidates.clone().next();
+    candidates
+        .find(|f| f.function != "??")
+        .or(first)
         .or_else(|| frames.first())
 }
 
 /// Builds the section.
 pub fn analyze(input: MemoryInput) -> MemorySection {
-    let allocator_modules: Vec<String> =
-        input.allocators.iter().map(|a| a.module.clone()).collect();
+    let allocator_modules = input.allocator_libraries.clone();
     let duration = input.duration;
 
     let mut summary = AllocationSummary {
@@ -615,6 +620,7 @@ mod tests {
                 path: "/lib/libc.so.6".into(),
                 functions: Vec::new(),
             }],
+            allocator_libraries: vec![libc.clone()],
             sites: vec![leak, tidy, cache],
             duration: 2.0,
             end_ns: 3_000_000_000,
@@ -658,6 +664,12 @@ mod tests {
         ];
         let got = charged_frame(&frames, &["libc.so.6".into()]).unwrap();
         assert_eq!(got.function, "victim_mem_rust::leak");
+        // A walk that ran into nothing: the named frame after it is charged.
+        let frames = vec![frame("??", "??"), frame("leak_blocks", "static")];
+        let got = charged_frame(&frames, &[]).unwrap();
+        assert_eq!(got.function, "leak_blocks");
+        let frames = vec![frame("??", "stripped")];
+        assert_eq!(charged_frame(&frames, &[]).unwrap().module, "stripped");
         let frames = vec![frame("xmalloc", "libc.so.6"), frame("app", "app")];
         assert_eq!(
             charged_frame(&frames, &["libc.so.6".into()])

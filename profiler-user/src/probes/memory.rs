@@ -198,6 +198,18 @@ pub fn frames(stack: &MemStack) -> Vec<u64> {
     ips
 }
 
+/// Environment variable that lowers the number of outstanding blocks tracked (to see how a full
+/// map is reported without a million allocations).
+pub const MAX_BLOCKS_ENV: &str = "PROFILER_MEMORY_MAX_BLOCKS";
+
+/// Capacity of the outstanding-block map: [`ALLOCS_MAX`], or less from [`MAX_BLOCKS_ENV`].
+pub fn max_blocks() -> u32 {
+    std::env::var(MAX_BLOCKS_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse::<u32>().ok())
+        .map_or(ALLOCS_MAX, |n| n.clamp(1, ALLOCS_MAX))
+}
+
 /// The target's resident set, virtual size and peak resident set, bytes, from /proc.
 pub fn proc_memory(pid: i32) -> Option<(u64, u64, u64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -274,8 +286,9 @@ impl MemoryRuntime {
         let full = get(Counter::MemAllocMapFull);
         if full > 0 {
             warnings.push(format!(
-                "memory: the outstanding-allocation map was full ({ALLOCS_MAX} blocks): {full} \
-                 allocation(s) were not tracked, so their sites' outstanding figures are low"
+                "memory: the outstanding-allocation map was full ({} blocks): {full} \
+                 allocation(s) were not tracked, so their sites' outstanding figures are low",
+                max_blocks()
             ));
         }
         let sites = get(Counter::MemSiteMapFull);
@@ -414,8 +427,16 @@ impl FamilyRuntime for MemoryRuntime {
                 ..*s
             })
             .collect();
+        let allocator_libraries = self
+            .detection
+            .allocators
+            .iter()
+            .filter(|a| !a.executable)
+            .map(|a| a.module.file_name())
+            .collect();
         let input = MemoryInput {
             allocators,
+            allocator_libraries,
             no_allocator: self.detection.none_because.clone(),
             sites,
             samples,

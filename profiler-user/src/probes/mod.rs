@@ -129,6 +129,7 @@ pub fn load(tgid: u32, functions: usize) -> anyhow::Result<Ebpf> {
         .override_global(TARGET_TGID_GLOBAL, &tgid, true)
         .override_global(TASK_EXIT_CODE_OFFSET_GLOBAL, &exit_code_offset, true)
         .map_max_entries("FUNC_STATS", functions.max(1) as u32)
+        .map_max_entries("MEM_ALLOCS", memory::max_blocks())
         .load(EBPF_OBJECT)
         .context("failed to load the eBPF programs")
 }

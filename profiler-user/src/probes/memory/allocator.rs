@@ -99,6 +99,8 @@ pub struct Allocator {
     /// "glibc", "musl", "jemalloc", "tcmalloc", "mimalloc", or "unknown".
     pub name: &'static str,
     pub module: Module,
+    /// Whether the module is the target's executable (a statically linked allocator).
+    pub executable: bool,
     pub functions: Vec<AllocFn>,
 }
 
@@ -123,7 +125,7 @@ pub fn detect(modules: &[Module]) -> Detection {
     }
     // The executable interposes first, then anything that replaces the C library's allocator.
     allocators.sort_by_key(|a| match a.name {
-        _ if Some(&a.module.path) == modules.first().map(|m| &m.path) => 0,
+        _ if a.executable => 0,
         "glibc" | "musl" => 2,
         _ => 1,
     });
@@ -191,6 +193,7 @@ fn in_module(inspector: &Inspector, module: &Module, executable: bool) -> Option
     Some(Allocator {
         name,
         module: module.clone(),
+        executable,
         functions,
     })
 }

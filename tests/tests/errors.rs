@@ -1,0 +1,602 @@
+//! The errors family against real processes: Python scripts and a C program that fail in the
+//! ways the pattern database knows, run under the profiler (run and attach mode).
+
+use std::{
+    io::Write,
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+    process::{Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+fn profiler() -> PathBuf {
+    if let Some(bin) = std::env::var_os("PROFILER_BIN") {
+        return bin.into();
+    }
+    // target/<profile>/deps/errors-<hash> -> target/<profile>/profiler
+    let exe = std::env::current_exe().expect("test executable");
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .join("profiler");
+    assert!(
+        bin.exists(),
+        "{} missing: build it first (cargo build -p profiler-user, or cargo xtask test)",
+        bin.display()
+    );
+    bin
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        eprintln!("skipped: the errors tests load eBPF programs and need root");
+    }
+    root
+}
+
+fn python() -> Option<PathBuf> {
+    let found = ["/usr/bin/python3", "/usr/local/bin/python3"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .or_else(|| {
+            let out = Command::new("sh")
+                .args(["-c", "command -v python3"])
+                .output()
+                .ok()?;
+            let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            (!path.is_empty()).then(|| PathBuf::from(path))
+        });
+    if found.is_none() {
+        eprintln!("skipped: python3 not found");
+    }
+    found
+}
+
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("profiler-errors-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+
+    fn file(&self, name: &str, contents: &str) -> PathBuf {
+        let path = self.0.join(name);
+        std::fs::write(&path, contents).unwrap();
+        path
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs the profiler to its end (killing it after a minute), returns its output and report.
+fn profile(args: &[&str], json: &Path) -> (Output, Value) {
+    // The report path goes before the `--` that starts the target's command.
+    let split = args.iter().position(|a| *a == "--").unwrap_or(args.len());
+    let mut child = Command::new(profiler())
+        .args(&args[..split])
+        .arg("--json")
+        .arg(json)
+        .args(&args[split..])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the profiler");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the profiler did not finish within a minute: {args:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "profiler panicked: {stderr}");
+    let report = std::fs::read_to_string(json)
+        .unwrap_or_else(|e| panic!("no report at {} ({e}); stderr: {stderr}", json.display()));
+    (
+        out,
+        serde_json::from_str(&report).expect("the report is JSON"),
+    )
+}
+
+fn events(report: &Value) -> &Vec<Value> {
+    report["errors"]["events"]
+        .as_array()
+        .expect("errors.events")
+}
+
+/// The events of pattern `id`.
+fn with_pattern<'a>(report: &'a Value, id: &str) -> Vec<&'a Value> {
+    events(report)
+        .iter()
+        .filter(|e| e["pattern"] == id)
+        .collect()
+}
+
+fn describe(report: &Value) -> String {
+    events(report)
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {} {} {}",
+                e["pattern"], e["error_type"], e["source"], e["message"]
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn missing_model_file_is_model_not_found_with_path_and_exception() {
+    let (true, Some(py)) = (is_root(), python()) else {
+        return;
+    };
+    let dir = Scratch::new("model");
+    let missing = dir.0.join("checkpoints/resnet50.pt");
+    let script = dir.file(
+        "load.py",
+        &format!("open({:?}, 'rb').read()\n", missing.display().to_string()),
+    );
+    let json = dir.0.join("r.json");
+    let (_, report) = profile(
+        &[
+            "run",
+            "--level",
+            "basic",
+            "-q",
+            "--",
+            py.to_str().unwrap(),
+            script.to_str().unwrap(),
+        ],
+        &json,
+    );
+    let found = with_pattern(&report, "MODEL_NOT_FOUND");
+    assert!(
+        !found.is_empty(),
+        "no MODEL_NOT_FOUND in:\n{}",
+        describe(&report)
+    );
+    assert!(found.iter().all(|e| e["category"] == "model_loading"));
+    let path = missing.display().to_string();
+    assert!(
+        found
+            .iter()
+            .any(|e| e["source"] == "syscall" && e["context"]["path"] == path.as_str()),
+        "no failed open of {path}:\n{}",
+        describe(&report)
+    );
+    assert!(
+        found
+            .iter()
+            .any(|e| e["context"]["exception"] == "FileNotFoundError"),
+        "no FileNotFoundError:\n{}",
+        describe(&report)
+    );
+    assert_eq!(report["target"]["exit_status"]["code"], 1);
+}
+
+#[test]
+fn value_error_is_invalid_input_with_the_exception_type() {
+    let (true, Some(py)) = (is_root(), python()) else {
+        return;
+    };
+    let dir = Scratch::new("value");
+    let script = dir.file(
+        "bad.py",
+        "def check(shape):\n    raise ValueError(f'expected 3 dims, got {shape}')\ncheck((2, 2))\n",
+    );
+    let json = dir.0.join("r.json");
+    let (_, report) = profile(
+        &[
+            "run",
+            "--level",
+            "basic",
+            "-q",
+            "--",
+            py.to_str().unwrap(),
+            script.to_str().unwrap(),
+        ],
+        &json,
+    );
+    let found = with_pattern(&report, "INVALID_INPUT");
+    let e = found
+        .iter()
+        .find(|e| e["context"]["exception"] == "ValueError")
+        .unwrap_or_else(|| panic!("no ValueError INVALID_INPUT:\n{}", describe(&report)));
+    assert_eq!(e["category"], "input_validation");
+    assert!(e["message"].as_str().unwrap().contains("expected 3 dims"));
+    assert!(
+        !e["context"]["frames"].as_array().unwrap().is_empty(),
+        "traceback frames kept"
+    );
+}
+
+#[test]
+fn refused_connection_is_econnrefused_network_with_the_address() {
+    let (true, Some(py)) = (is_root(), python()) else {
+        return;
+    };
+    let dir = Scratch::new("refused");
+    // Port 9 (discard) on loopback: nothing listens there here.
+    let script = dir.file(
+        "connect.py",
+        "import socket\ns = socket.socket()\ntry:\n    s.connect(('127.0.0.1', 9))\nexcept ConnectionRefusedError:\n    pass\n",
+    );
+    let json = dir.0.join("r.json");
+    let (_, report) = profile(
+        &[
+            "run",
+            "--level",
+            "basic",
+            "-q",
+            "--",
+            py.to_str().unwrap(),
+            script.to_str().unwrap(),
+        ],
+        &json,
+    );
+    let e = events(&report)
+        .iter()
+        .find(|e| e["error_type"] == "ECONNREFUSED" && e["source"] == "syscall")
+        .unwrap_or_else(|| panic!("no ECONNREFUSED:\n{}", describe(&report)));
+    assert_eq!(e["category"], "network");
+    assert!(
+        e["message"].as_str().unwrap().contains("127.0.0.1:9"),
+        "{}",
+        e["message"]
+    );
+}
+
+#[test]
+fn socket_read_timeout_is_network_timeout() {
+    let (true, Some(py)) = (is_root(), python()) else {
+        return;
+    };
+    let dir = Scratch::new("timeout");
+    // A listener that accepts the connection (the kernel does) but never sends.
+    let script = dir.file(
+        "timeout.py",
+        "import socket\nsrv = socket.socket()\nsrv.bind(('127.0.0.1', 0))\nsrv.listen(1)\n\
+         c = socket.create_connection(srv.getsockname())\nc.settimeout(0.2)\nc.recv(16)\n",
+    );
+    let json = dir.0.join("r.json");
+    let (_, report) = profile(
+        &[
+            "run",
+            "--level",
+            "basic",
+            "-q",
+            "--",
+            py.to_str().unwrap(),
+            script.to_str().unwrap(),
+        ],
+        &json,
+    );
+    let found = with_pattern(&report, "NETWORK_TIMEOUT");
+    assert!(
+        !found.is_empty(),
+        "no NETWORK_TIMEOUT:\n{}",
+        describe(&report)
+    );
+    assert!(found.iter().all(|e| e["category"] == "network"));
+}
+
+#[test]
+fn segfault_is_critical_with_the_fault_address() {
+    if !is_root() {
+        return;
+    }
+    let dir = Scratch::new("segv");
+    let src = dir.file(
+        "segv.c",
+        "int main(void) { volatile int *p = (int *)0x10; return *p; }\n",
+    );
+    let bin = dir.0.join("segv");
+    let built = Command::new("cc")
+        .args(["-O0", "-o"])
+        .arg(&bin)
+        .arg(&src)
+        .status()
+        .expect("cc");
+    assert!(built.success());
+    let json = dir.0.join("r.json");
+    let (_, report) = profile(
+        &["run", "--level", "basic", "-q", "--", bin.to_str().unwrap()],
+        &json,
+    );
+    let found = with_pattern(&report, "SEGFAULT");
+    assert_eq!(found.len(), 1, "one SEGFAULT:\n{}", describe(&report));
+    assert_eq!(found[0]["severity"], "critical");
+    assert_eq!(found[0]["context"]["signal"], "SIGSEGV");
+    assert_eq!(found[0]["context"]["fault_addr"], "0x10");
+    assert_eq!(report["target"]["exit_status"]["signal"], "SIGSEGV");
+}
+
+#[test]
+fn printed_cuda_oom_is_cuda_out_of_memory_critical() {
+    let (true, Some(py)) = (is_root(), python()) else {
+        return;
+    };
+    let dir = Scratch::new("cuda");
+    let script = dir.file(
+        "oom.py",
+        "raise RuntimeError('CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 15.78 GiB total capacity)')\n",
+    );
+    let json = dir.0.join("r.json");
+    let (_, report) = profile(
+        &[
+            "run",
+            "--level",
+            "basic",
+            "-q",
+            "--",
+            py.to_str().unwrap(),
+            script.to_str().unwrap(),
+        ],
+        &json,
+    );
+    let found = with_pattern(&report, "CUDA_OUT_OF_MEMORY");
+    assert!(
+        !found.is_empty(),
+        "no CUDA_OUT_OF_MEMORY:\n{}",
+        describe(&report)
+    );
+    assert_eq!(found[0]["category"], "memory");
+    assert_eq!(found[0]["severity"], "critical");
+    assert!(!found[0]["solutions"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn a_custom_pattern_file_classifies_a_new_message() {
+    let (true, Some(py)) = (is_root(), python()) else {
+        return;
+    };
+    let dir = Scratch::new("custom");
+    let patterns = dir.file(
+        "patterns.toml",
+        "[[pattern]]\nid = \"FEATURE_STORE_STALE\"\ncategory = \"inference\"\nseverity = \"high\"\n\
+         text = 'feature store snapshot is stale'\nsolutions = [\"Refresh the snapshot.\"]\n\
+         prevention = [\"Alert on snapshot age.\"]\n",
+    );
+    let script = dir.file(
+        "stale.py",
+        "import sys\nprint('ERROR feature store snapshot is stale (age 7200s)', file=sys.stderr)\n",
+    );
+    let json = dir.0.join("r.json");
+    let (_, report) = profile(
+        &[
+            "run",
+            "--level",
+            "basic",
+            "-q",
+            "--patterns",
+            patterns.to_str().unwrap(),
+            "--",
+            py.to_str().unwrap(),
+            script.to_str().unwrap(),
+        ],
+        &json,
+    );
+    let found = with_pattern(&report, "FEATURE_STORE_STALE");
+    assert_eq!(found.len(), 1, "custom pattern:\n{}", describe(&report));
+    assert_eq!(found[0]["category"], "inference");
+    assert_eq!(found[0]["solutions"][0], "Refresh the snapshot.");
+}
+
+#[test]
+fn a_malformed_pattern_file_is_one_line_with_line_and_column() {
+    if !is_root() {
+        return;
+    }
+    let dir = Scratch::new("malformed");
+    let patterns = dir.file(
+        "bad.toml",
+        "[[pattern]]\nid = \"X\"\ncategory = \"memory\"\nseverty = \"high\"\n",
+    );
+    let out = Command::new(profiler())
+        .args([
+            "run",
+            "--level",
+            "basic",
+            "--patterns",
+            patterns.to_str().unwrap(),
+            "--",
+            "/bin/true",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("bad.toml:4:1") && stderr.contains("severty"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn benign_failures_are_counted_not_alarmed() {
+    let (true, Some(py)) = (is_root(), python()) else {
+        return;
+    };
+    let dir = Scratch::new("benign");
+    // A stat that fails before a create, and a non-blocking read with nothing to read.
+    let script = dir.file(
+        "benign.py",
+        &format!(
+            "import os, socket\np = {:?}\nif not os.path.exists(p):\n    open(p, 'w').close()\n\
+             a, b = socket.socketpair()\na.setblocking(False)\ntry:\n    a.recv(1)\nexcept BlockingIOError:\n    pass\n",
+            dir.0.join("created.txt").display().to_string()
+        ),
+    );
+    let json = dir.0.join("r.json");
+    let (out, report) = profile(
+        &[
+            "run",
+            "--level",
+            "basic",
+            "--",
+            py.to_str().unwrap(),
+            script.to_str().unwrap(),
+        ],
+        &json,
+    );
+    for e in events(&report) {
+        let errno = e["context"]["errno"].as_str().unwrap_or_default();
+        assert!(errno != "EAGAIN", "EAGAIN reported as an error: {e}");
+        assert!(
+            !(e["source"] == "syscall"
+                && e["message"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("created.txt")),
+            "the stat before the create is an error: {e}"
+        );
+    }
+    let failures = report["errors"]["syscall_failures"].as_array().unwrap();
+    assert!(
+        failures
+            .iter()
+            .any(|f| f["errno"] == "EAGAIN" && f["count"].as_u64() >= Some(1)),
+        "the EAGAIN is still counted: {failures:?}"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !stdout.contains("EAGAIN"),
+        "benign failures are not in the summary: {stdout}"
+    );
+}
+
+#[test]
+fn attach_mode_sees_a_running_scripts_error() {
+    let (true, Some(py)) = (is_root(), python()) else {
+        return;
+    };
+    let dir = Scratch::new("attach");
+    // Waits for a line on stdin (sent once the profiler is attached), then fails.
+    let script = dir.file(
+        "later.py",
+        "import sys\nsys.stdin.readline()\nraise ValueError('bad batch size -1')\n",
+    );
+    let mut target = Command::new(&py)
+        .arg(&script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until the interpreter is up (its stdin read is blocking).
+    std::thread::sleep(Duration::from_millis(500));
+    let json = dir.0.join("r.json");
+    let mut prof = Command::new(profiler())
+        .args([
+            "attach",
+            &target.id().to_string(),
+            "--level",
+            "basic",
+            "--duration",
+            "30",
+            "--json",
+        ])
+        .arg(&json)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The readiness line says the probes are attached.
+    let mut stderr = prof.stderr.take().unwrap();
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !String::from_utf8_lossy(&seen).contains("profiling pid") {
+        let mut buf = [0u8; 256];
+        let n = std::io::Read::read(&mut stderr, &mut buf).unwrap();
+        assert!(
+            n > 0 && Instant::now() < deadline,
+            "no readiness line: {}",
+            String::from_utf8_lossy(&seen)
+        );
+        seen.extend_from_slice(&buf[..n]);
+    }
+    target.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    let _ = target.wait();
+    let status = prof.wait().unwrap();
+    assert!(status.success());
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(report["profiler"]["end_reason"], "target_exited");
+    let found = with_pattern(&report, "INVALID_INPUT");
+    assert!(
+        found
+            .iter()
+            .any(|e| e["context"]["exception"] == "ValueError"),
+        "no ValueError in:\n{}",
+        describe(&report)
+    );
+}
+
+#[test]
+fn secrets_never_reach_the_report_or_the_output() {
+    let (true, Some(py)) = (is_root(), python()) else {
+        return;
+    };
+    let dir = Scratch::new("secrets");
+    let secrets = [
+        "sk-abcdefghijklmnopqrstuvwx0123456789",
+        "hunter2hunter2",
+        "dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
+        "s3cr3tpass",
+        "ghp_0123456789abcdefghijklmnopqrstuvwxyz",
+        "AKIAIOSFODNN7EXAMPLE",
+    ];
+    let script = dir.file(
+        "secrets.py",
+        &format!(
+            "import sys\nprint('ERROR login failed api_key={} password={}', file=sys.stderr)\n\
+             print('Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.{}', file=sys.stderr)\n\
+             raise RuntimeError('cannot reach https://admin:{}@db.internal/ token {} key {}')\n",
+            secrets[0], secrets[1], secrets[2], secrets[3], secrets[4], secrets[5]
+        ),
+    );
+    let json = dir.0.join("r.json");
+    // The script's own stderr goes to /dev/null (exec keeps the process), so what is checked
+    // below is only what the profiler printed; its writes are still captured by the probes.
+    let shell = format!("exec {} {} 2>/dev/null", py.display(), script.display());
+    let (out, _) = profile(
+        &["run", "--level", "basic", "--", "/bin/sh", "-c", &shell],
+        &json,
+    );
+    let report = std::fs::read_to_string(&json).unwrap();
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for secret in secrets {
+        assert!(!report.contains(secret), "{secret} in the report");
+        assert!(
+            !printed.contains(secret),
+            "{secret} in the profiler's output"
+        );
+    }
+    assert!(
+        report.contains("[REDACTED]"),
+        "the secrets were redacted, not dropped with their errors"
+    );
+    let mode = std::fs::metadata(&json).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "report mode");
+}

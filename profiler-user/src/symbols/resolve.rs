@@ -177,6 +177,14 @@ pub fn resolve(
 
 /// "no function matches", with the closest names.
 fn no_match_message(spec: &FuncSpec, module: &Module, syms: &[FuncSym]) -> String {
+    if syms.is_empty() {
+        return format!(
+            "--func {:?}: {} has no function symbols (stripped); trace a library function \
+             (LIB:GLOB) or install its debug symbols",
+            spec.glob,
+            module.file_name()
+        );
+    }
     let needle: String = spec
         .glob
         .chars()

@@ -109,7 +109,9 @@ fn profile(plan: Plan, quiet: bool) -> ExitCode {
     let (report, result) = runtime.block_on(session::run(&plan));
     let mut code = ExitCode::SUCCESS;
     if let Some(report) = &report {
-        if !quiet {
+        // Before profiling started there is nothing to summarise: the error line says it all.
+        let profiled = report.profiler.started_at > 0.0;
+        if !quiet && profiled {
             print(&text::render(report, SUMMARY_TOP));
         }
         if let Some(path) = &plan.json {

@@ -9,10 +9,10 @@
 
 use aya_ebpf::{
     EbpfContext,
-    bindings::{BPF_ANY, BPF_F_NO_PREALLOC, BPF_F_USER_STACK, BPF_NOEXIST, pt_regs},
+    bindings::{BPF_ANY, BPF_F_NO_PREALLOC, BPF_NOEXIST, pt_regs},
     helpers::{
-        bpf_get_attach_cookie, bpf_get_current_task_btf, bpf_get_stack, bpf_ktime_get_ns,
-        bpf_probe_read_kernel, bpf_probe_read_user, bpf_task_pt_regs,
+        bpf_get_attach_cookie, bpf_get_current_task_btf, bpf_ktime_get_ns, bpf_probe_read_kernel,
+        bpf_probe_read_user, bpf_task_pt_regs,
     },
     macros::{map, tracepoint, uprobe, uretprobe},
     maps::{HashMap, PerCpuArray},
@@ -144,7 +144,7 @@ fn try_mem_entry(ctx: &ProbeContext) -> Result<(), ()> {
     };
     // SAFETY: reads 8 bytes of the target's stack through the checked helper.
     let ret_addr = unsafe { bpf_probe_read_user(ret_slot as *const u64) }.unwrap_or(0);
-    let site = site_of(ctx, ret_addr);
+    let site = site_of(ret_addr, frame_pointer(ctx.regs));
     let pending = PendingAlloc {
         ret_slot,
         site,
@@ -219,7 +219,8 @@ fn try_mmap_enter(ctx: &TracePointContext) -> Result<(), ()> {
     }
     // SAFETY: as above.
     let len: u64 = unsafe { ctx.read_at(MMAP_LEN) }.map_err(|_| ())?;
-    let site = site_of(ctx, user_return_address());
+    let (ret_addr, fp) = user_caller();
+    let site = site_of(ret_addr, fp);
     if MEM_PENDING_MMAP
         .insert(tid, PendingMmap { len, site }, BPF_ANY as u64)
         .is_err()
@@ -401,39 +402,40 @@ fn site_stats(site: u64) -> Option<*mut SiteStats> {
     MEM_SITES.get_ptr_mut(site)
 }
 
-/// The site of the current call: a hash of the return address and the walked user stack, whose
-/// frames are stored in `MEM_STACKS` the first time it is seen.
+/// The site of the current call: a hash of the return address and the caller's frame-pointer
+/// chain, whose frames are stored in `MEM_STACKS` the first time the site is seen.
+///
+/// The chain is walked here rather than with `bpf_get_stack`: the helper's fixed cost (several
+/// times that of a few user reads) would be paid on every allocation. The walk stops where a
+/// frame pointer does not lead up the stack, which also ends it cleanly in code that keeps none.
 #[inline(always)]
-fn site_of<C: EbpfContext>(ctx: &C, ret_addr: u64) -> u64 {
+fn site_of(ret_addr: u64, frame_pointer: u64) -> u64 {
     let mut hash = site_hash_step(SITE_HASH_SEED, ret_addr);
     let Some(scratch) = MEM_STACK_SCRATCH.get_ptr_mut(0) else {
         return hash;
     };
     // SAFETY: this CPU's scratch value; nothing else runs on this CPU while it is used.
     let scratch = unsafe { &mut *scratch };
-    // Skip the first frame: the probed instruction (or the syscall wrapper).
-    let flags = BPF_F_USER_STACK as u64 | 1;
-    // SAFETY: the buffer is the scratch value's frame array, of the size given.
-    let bytes = unsafe {
-        bpf_get_stack(
-            ctx.as_ptr(),
-            scratch.ips.as_mut_ptr().cast(),
-            (MEM_STACK_DEPTH * 8) as u32,
-            flags,
-        )
-    };
-    // No frame past the first is no failure: the caller keeps no frame pointer.
-    let len = if bytes >= 0 {
-        (bytes as usize / 8).min(MEM_STACK_DEPTH)
-    } else {
-        count(Counter::MemStackFailed);
-        0
-    };
+    let mut fp = frame_pointer;
+    let mut len = 0;
     for i in 0..MEM_STACK_DEPTH {
-        if i >= len {
+        if fp == 0 || fp & 7 != 0 {
             break;
         }
-        hash = site_hash_step(hash, scratch.ips[frame(i)]);
+        // SAFETY: reads the saved frame pointer and return address through the checked helper.
+        let Ok([next, ip]) = (unsafe { bpf_probe_read_user(fp as *const [u64; 2]) }) else {
+            break;
+        };
+        if ip == 0 {
+            break;
+        }
+        scratch.ips[frame(i)] = ip;
+        hash = site_hash_step(hash, ip);
+        len = i + 1;
+        if next <= fp {
+            break;
+        }
+        fp = next;
     }
     if MEM_STACKS.get_ptr(hash).is_none() {
         scratch.ret_addr = ret_addr;
@@ -459,20 +461,32 @@ fn frame(i: usize) -> usize {
     core::hint::black_box(i) & (MEM_STACK_DEPTH - 1)
 }
 
-/// The return address on top of the current task's user stack, 0 when unreadable. At a syscall
-/// made from a libc wrapper (which keeps no frame) it is the wrapper's caller.
+/// The return address on top of the current task's user stack and its frame pointer (0 when
+/// unreadable). At a syscall made from a libc wrapper (which keeps no frame) the return address
+/// is the wrapper's caller's, and the frame pointer still the caller's.
 #[inline(always)]
-fn user_return_address() -> u64 {
+fn user_caller() -> (u64, u64) {
     // SAFETY: the helpers take the current task (a trusted pointer) and return its user
-    // registers; both reads go through checked helpers.
+    // registers; every read goes through a checked helper.
     unsafe {
         let task = bpf_get_current_task_btf();
         let regs = bpf_task_pt_regs(task) as *const pt_regs;
-        let Ok(sp) = bpf_probe_read_kernel(&raw const (*regs).rsp) else {
-            return 0;
+        let sp = bpf_probe_read_kernel(&raw const (*regs).rsp).unwrap_or(0);
+        let fp = bpf_probe_read_kernel(&raw const (*regs).rbp).unwrap_or(0);
+        let ret_addr = if sp == 0 {
+            0
+        } else {
+            bpf_probe_read_user(sp as *const u64).unwrap_or(0)
         };
-        bpf_probe_read_user(sp as *const u64).unwrap_or(0)
+        (ret_addr, fp)
     }
+}
+
+/// The frame pointer at the probe.
+#[inline(always)]
+fn frame_pointer(regs: *mut pt_regs) -> u64 {
+    // SAFETY: `regs` is the program's context (struct pt_regs); the verifier allows reads of it.
+    unsafe { (*regs).rbp }
 }
 
 /// The stack pointer at the probe.

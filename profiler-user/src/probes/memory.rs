@@ -186,8 +186,8 @@ pub fn read(ebpf: &Ebpf, functions: usize) -> anyhow::Result<RawMemory> {
     Ok(raw)
 }
 
-/// The addresses of a site's stack, innermost first: the return address, then the walked frames
-/// (which begin with it when the kernel recovered the immediate caller itself).
+/// The addresses of a site's stack, innermost first: the return address, then the frames walked
+/// from the caller's frame pointer.
 pub fn frames(stack: &MemStack) -> Vec<u64> {
     let walked = &stack.ips[..(stack.len as usize).min(stack.ips.len())];
     let mut ips = Vec::with_capacity(walked.len() + 1);

@@ -1,0 +1,594 @@
+//! The memory family on real processes: exact outstanding bytes and blocks per allocation site
+//! for every allocator entry point, across threads, in a Rust program, on attach to a process
+//! that already holds memory, the leak-against-retained verdict, and targets whose allocator
+//! cannot be probed.
+
+use std::{path::Path, process::Command};
+
+use profiler_tests::{Report, TempDir, Victim, attach, process::profile, require_root};
+use serde_json::Value;
+
+/// `tests/victims/mem_victim.c`, built by build.rs.
+const VICTIM: &str = env!("VICTIM_MEM_VICTIM");
+const VICTIM_SOURCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/victims/mem_victim.c");
+const RUST_SOURCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/src/bin/victim_mem_rust.rs");
+
+/// `profiler run --level memory --json <dir>/report.json -- CMD...`, which must succeed; its
+/// report.
+fn run(dir: &TempDir, cmd: &[&str]) -> Report {
+    run_with(dir, &[], cmd, &[])
+}
+
+fn run_with(dir: &TempDir, args: &[&str], cmd: &[&str], env: &[(&str, &str)]) -> Report {
+    let json = dir.json();
+    let mut all = vec!["run", "--level", "memory", "--json"];
+    all.push(json.to_str().expect("utf-8 path"));
+    all.extend_from_slice(args);
+    all.push("--");
+    all.extend_from_slice(cmd);
+    let mut command = profiler_tests::Profiler::command(&all);
+    command.envs(env.iter().copied());
+    profiler_tests::Profiler::spawn(command)
+        .finish()
+        .expect_success();
+    let report = Report::read(&json);
+    assert_eq!(report.end_reason(), "target_exited");
+    report
+}
+
+/// The `memory` section, looked at through accessors that panic with context.
+struct Memory<'a>(&'a Value);
+
+impl<'a> Memory<'a> {
+    fn of(report: &'a Report) -> Self {
+        Self(report.at("/memory"))
+    }
+
+    fn at(&self, pointer: &str) -> &'a Value {
+        self.0
+            .pointer(pointer)
+            .unwrap_or_else(|| panic!("the memory section has no {pointer}:\n{:#}", self.0))
+    }
+
+    fn u64(&self, pointer: &str) -> u64 {
+        let v = self.at(pointer);
+        v.as_u64()
+            .unwrap_or_else(|| panic!("{pointer} is not a count: {v}"))
+    }
+
+    fn list(&self, pointer: &str) -> &'a Vec<Value> {
+        self.at(pointer)
+            .as_array()
+            .unwrap_or_else(|| panic!("{pointer} is not an array"))
+    }
+
+    /// The leak sites charged to `function`.
+    fn leak_sites(&self, function: &str) -> Vec<&'a Value> {
+        self.list("/memory_leak_detection/sites")
+            .iter()
+            .filter(|s| s["function"] == function)
+            .collect()
+    }
+
+    /// The one leak site charged to `function`.
+    fn leak_site(&self, function: &str) -> &'a Value {
+        let sites = self.leak_sites(function);
+        let [site] = sites[..] else {
+            panic!(
+                "expected one leak site of {function}, found {}:\n{:#}",
+                sites.len(),
+                self.at("/memory_leak_detection")
+            );
+        };
+        site
+    }
+
+    /// The per-function totals of `function`.
+    fn function(&self, function: &str) -> Totals {
+        let entry = self
+            .list("/allocations/by_function")
+            .iter()
+            .find(|f| f["function"] == function)
+            .unwrap_or_else(|| {
+                panic!(
+                    "no allocations charged to {function}:\n{:#}",
+                    self.at("/allocations/by_function")
+                )
+            });
+        Totals::of(entry)
+    }
+
+    /// The sites whose allocator call is in `function`, as totals.
+    fn sites_in(&self, function: &str) -> Vec<Totals> {
+        self.list("/allocations/top_sites")
+            .iter()
+            .filter(|s| s["stack"][0]["function"] == function)
+            .map(Totals::of)
+            .collect()
+    }
+
+    fn allocator_calls(&self, name: &str) -> u64 {
+        self.list("/allocator/functions")
+            .iter()
+            .find(|f| f["name"] == name)
+            .and_then(|f| f["calls"].as_u64())
+            .unwrap_or_else(|| panic!("no {name} in {:#}", self.at("/allocator")))
+    }
+}
+
+/// Allocations, bytes, frees, freed bytes, outstanding blocks and bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Totals {
+    allocations: u64,
+    allocated_bytes: u64,
+    frees: u64,
+    freed_bytes: u64,
+    outstanding: u64,
+    outstanding_bytes: u64,
+}
+
+impl Totals {
+    fn of(v: &Value) -> Self {
+        let n = |k: &str| {
+            v[k].as_u64()
+                .unwrap_or_else(|| panic!("{k} is not a count in {v:#}"))
+        };
+        Self {
+            allocations: n("allocations"),
+            allocated_bytes: n("allocated_bytes"),
+            frees: n("frees"),
+            freed_bytes: n("freed_bytes"),
+            outstanding: n("outstanding"),
+            outstanding_bytes: n("outstanding_bytes"),
+        }
+    }
+
+    /// `n` blocks of `size` bytes, `freed` of them released.
+    fn blocks(n: u64, size: u64, freed: u64) -> Self {
+        Self {
+            allocations: n,
+            allocated_bytes: n * size,
+            frees: freed,
+            freed_bytes: freed * size,
+            outstanding: n - freed,
+            outstanding_bytes: (n - freed) * size,
+        }
+    }
+}
+
+fn frames(site: &Value) -> Vec<&str> {
+    site["stack"]
+        .as_array()
+        .expect("stack is an array")
+        .iter()
+        .map(|f| f["function"].as_str().unwrap_or("?"))
+        .collect()
+}
+
+/// Nothing the kernel side recorded was lost.
+fn assert_nothing_lost(report: &Report) {
+    let lost = report.at("/overhead/lost");
+    let memory_losses: Vec<&String> = lost
+        .as_object()
+        .expect("lost is an object")
+        .keys()
+        .filter(|k| k.starts_with("memory_"))
+        .collect();
+    assert!(memory_losses.is_empty(), "lost: {lost}");
+}
+
+#[test]
+fn leak_site_holds_exactly_what_one_function_leaked() {
+    require_root!();
+    let dir = TempDir::new();
+    // 25 rounds 40 ms apart: leak_blocks() leaks one 48-byte block, tidy() 40 blocks it frees.
+    let report = run(&dir, &[VICTIM, "leak", "25", "48", "40", "40"]);
+    let memory = Memory::of(&report);
+    assert_eq!(memory.at("/allocator/name"), "glibc");
+    assert_eq!(memory.at("/allocator/module"), "libc.so.6");
+
+    let leak = memory.leak_site("leak_blocks");
+    assert_eq!(
+        (leak["bytes"].as_u64(), leak["count"].as_u64()),
+        (Some(25 * 48), Some(25))
+    );
+    assert_eq!(leak["allocations"].as_u64(), Some(25));
+    assert_eq!(leak["verdict"], "leak", "{leak:#}");
+    assert!(
+        frames(leak).starts_with(&["leak_blocks", "main"]),
+        "{leak:#}"
+    );
+    assert!(leak["growth"].as_f64().unwrap() > 0.0);
+    assert!(leak["oldest_age"].as_f64().unwrap() > 0.5, "{leak:#}");
+    assert_eq!(memory.function("leak_blocks"), Totals::blocks(25, 48, 0));
+
+    // Everything tidy() allocates, free_all() releases: no leak site, all freed.
+    assert_eq!(
+        memory.function("tidy"),
+        Totals::blocks(25 * 40, 64, 25 * 40)
+    );
+    for function in ["tidy", "free_all"] {
+        assert!(
+            memory.leak_sites(function).is_empty(),
+            "{function} holds memory"
+        );
+    }
+    assert_eq!(memory.at("/memory_leak_detection/detected"), true);
+    assert!(memory.u64("/current_memory") > 0);
+    assert!(memory.u64("/peak_memory") >= memory.u64("/current_memory"));
+    assert_nothing_lost(&report);
+}
+
+#[test]
+fn calloc_counts_n_times_size() {
+    require_root!();
+    let dir = TempDir::new();
+    let report = run(&dir, &[VICTIM, "calloc"]);
+    let memory = Memory::of(&report);
+    assert_eq!(memory.function("calloc_keep"), Totals::blocks(1, 1000, 0));
+    assert_eq!(memory.function("calloc_free"), Totals::blocks(1, 7 * 13, 1));
+    let kept = memory.leak_site("calloc_keep");
+    assert_eq!(
+        (kept["bytes"].as_u64(), kept["count"].as_u64()),
+        (Some(1000), Some(1))
+    );
+    assert!(memory.allocator_calls("calloc") >= 2);
+    assert_nothing_lost(&report);
+}
+
+#[test]
+fn realloc_chain_grows_shrinks_moves_and_goes_to_zero() {
+    require_root!();
+    let dir = TempDir::new();
+    let report = run(&dir, &[VICTIM, "realloc"]);
+    let memory = Memory::of(&report);
+    // malloc(100) -> 1000 -> 50 -> 100000 -> 1 MiB (glibc maps it inside realloc: not counted
+    // again), realloc(NULL, 300) -> realloc(q, 0): every step is its own site; only the last
+    // block of the first chain is held.
+    let mut sites = memory.sites_in("realloc_chain");
+    sites.sort_by_key(|t| t.allocated_bytes);
+    let want = [
+        Totals::blocks(1, 50, 1),
+        Totals::blocks(1, 100, 1),
+        Totals::blocks(1, 300, 1),
+        Totals::blocks(1, 1000, 1),
+        Totals::blocks(1, 100_000, 1),
+        Totals::blocks(1, 1 << 20, 0),
+    ];
+    assert_eq!(sites, want);
+    let chain = memory.function("realloc_chain");
+    assert_eq!((chain.allocations, chain.frees), (6, 5));
+    assert_eq!(
+        (chain.outstanding, chain.outstanding_bytes),
+        (1, 1 << 20),
+        "the mapping realloc made for itself is counted once"
+    );
+    let total = memory.u64("/allocations/outstanding_bytes");
+    assert!(
+        total < 2 << 20,
+        "{total} bytes held: the 1 MiB block counted twice?"
+    );
+    // realloc(q, 0) frees q through free(): released once, not twice.
+    assert_eq!(memory.u64("/allocations/unknown_frees"), 0);
+    let held = memory.leak_site("realloc_chain");
+    assert_eq!(
+        (held["bytes"].as_u64(), held["count"].as_u64()),
+        (Some(1 << 20), Some(1))
+    );
+    assert!(memory.allocator_calls("realloc") >= 5);
+    assert_nothing_lost(&report);
+}
+
+#[test]
+fn posix_memalign_aligned_alloc_memalign_and_valloc() {
+    require_root!();
+    let dir = TempDir::new();
+    let report = run(&dir, &[VICTIM, "aligned"]);
+    let memory = Memory::of(&report);
+    // posix_memalign(64, 1000), aligned_alloc(256, 512), memalign(128, 300), valloc(100) kept;
+    // posix_memalign(3, 100) fails with EINVAL and allocates nothing.
+    let kept = memory.function("aligned_keep");
+    assert_eq!(
+        (kept.allocations, kept.allocated_bytes, kept.frees),
+        (4, 1000 + 512 + 300 + 100, 0)
+    );
+    let mut sizes: Vec<u64> = memory
+        .sites_in("aligned_keep")
+        .iter()
+        .map(|t| t.outstanding_bytes)
+        .collect();
+    sizes.sort_unstable();
+    assert_eq!(sizes, [100, 300, 512, 1000]);
+    assert_eq!(memory.function("aligned_free"), Totals::blocks(1, 2000, 1));
+    assert!(memory.allocator_calls("posix_memalign") >= 3);
+    assert_nothing_lost(&report);
+}
+
+#[test]
+fn blocks_allocated_in_one_thread_and_freed_in_another() {
+    require_root!();
+    let dir = TempDir::new();
+    // Two threads allocate 500 blocks of 40 bytes each at once and keep one more each; the main
+    // thread frees the 1000.
+    let report = run(&dir, &[VICTIM, "threads", "2", "500", "40"]);
+    let memory = Memory::of(&report);
+    assert_eq!(memory.function("produce"), Totals::blocks(1000, 40, 1000));
+    assert!(memory.leak_sites("produce").is_empty());
+    assert_eq!(memory.function("produce_keep"), Totals::blocks(2, 40, 0));
+    let kept = memory.leak_site("produce_keep");
+    assert_eq!(
+        (kept["bytes"].as_u64(), kept["count"].as_u64()),
+        (Some(80), Some(2))
+    );
+    assert_nothing_lost(&report);
+}
+
+#[test]
+fn anonymous_mappings_are_tracked() {
+    require_root!();
+    let dir = TempDir::new();
+    let report = run(&dir, &[VICTIM, "mmap"]);
+    let memory = Memory::of(&report);
+    assert_eq!(memory.function("map_keep"), Totals::blocks(1, 3 * 4096, 0));
+    assert_eq!(memory.function("map_drop"), Totals::blocks(1, 2 * 4096, 1));
+    // 4 pages mapped, the first unmapped: 3 still held.
+    let trim = memory.function("map_trim");
+    assert_eq!(
+        (trim.allocations, trim.outstanding, trim.outstanding_bytes),
+        (1, 1, 3 * 4096)
+    );
+    assert_eq!(
+        report.at("/overhead/notes/memory_partial_unmaps").as_u64(),
+        Some(1)
+    );
+    assert!(memory.u64("/allocations/mmap_calls") >= 3);
+}
+
+#[test]
+fn rust_default_allocator_goes_through_malloc() {
+    require_root!();
+    let dir = TempDir::new();
+    // Built here with frame pointers, so that the allocation stacks walk through Rust frames.
+    let exe = dir.path().join("victim_mem_rust");
+    let status = Command::new(std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into()))
+        .args(["--edition", "2024", "-C", "force-frame-pointers=yes", "-C"])
+        .arg("opt-level=1")
+        .arg("-o")
+        .arg(&exe)
+        .arg(RUST_SOURCE)
+        .status()
+        .expect("run rustc");
+    assert!(status.success(), "rustc failed on {RUST_SOURCE}");
+    // 30 rounds: leak one 4093-byte Vec, create and drop 10 zeroed ones (calloc).
+    let report = run(&dir, &[exe.to_str().unwrap(), "30", "4093", "10"]);
+    let memory = Memory::of(&report);
+    let leak = memory.leak_site("victim_mem_rust::mem::leak");
+    assert_eq!(
+        (leak["bytes"].as_u64(), leak["count"].as_u64()),
+        (Some(30 * 4093), Some(30))
+    );
+    assert!(frames(leak).contains(&"victim_mem_rust::main"), "{leak:#}");
+    assert_eq!(
+        memory.function("victim_mem_rust::mem::leak"),
+        Totals::blocks(30, 4093, 0)
+    );
+    let churn = memory.function("victim_mem_rust::mem::churn");
+    assert_eq!(
+        (churn.allocations, churn.frees, churn.outstanding),
+        (300, 300, 0)
+    );
+    assert!(memory.allocator_calls("calloc") >= 300);
+    assert_nothing_lost(&report);
+}
+
+#[test]
+fn attach_to_a_process_that_already_holds_memory() {
+    require_root!();
+    let dir = TempDir::new();
+    let json = dir.json();
+    // hold() allocates 500 blocks before "ready"; after the handshake release_held() frees
+    // them and leak_blocks() leaks 20 blocks of 48 bytes; then the victim exits while profiled.
+    let mut victim = Victim::ready(VICTIM, ["hold", "500", "20", "48"]);
+    let profiler = attach(
+        &victim,
+        &["--level", "memory", "--json", json.to_str().unwrap()],
+    );
+    victim.proceed();
+    victim.expect_line("done");
+    assert!(victim.release().success());
+    profiler.finish().expect_success();
+
+    let report = Report::read(&json);
+    assert_eq!(report.end_reason(), "target_exited");
+    let memory = Memory::of(&report);
+    assert_eq!(
+        memory.u64("/allocations/unknown_frees"),
+        500,
+        "the frees of blocks from before attach are counted apart"
+    );
+    assert_eq!(memory.u64("/allocations/frees"), 0, "and never subtracted");
+    let leak = memory.leak_site("leak_blocks");
+    assert_eq!(
+        (leak["bytes"].as_u64(), leak["count"].as_u64()),
+        (Some(960), Some(20))
+    );
+    assert_eq!(memory.function("leak_blocks"), Totals::blocks(20, 48, 0));
+    assert_nothing_lost(&report);
+}
+
+#[test]
+fn growing_site_is_a_leak_and_a_cache_filled_once_is_retained() {
+    require_root!();
+    let dir = TempDir::new();
+    // cache_fill() keeps 100 blocks of 1000 bytes at once, then for 2 s leak_grow() leaks 512
+    // bytes about every 20 ms.
+    let report = run(&dir, &[VICTIM, "growth", "2000"]);
+    let memory = Memory::of(&report);
+    let cache = memory.leak_site("cache_fill");
+    assert_eq!(cache["verdict"], "retained", "{cache:#}");
+    assert_eq!(
+        (cache["bytes"].as_u64(), cache["count"].as_u64()),
+        (Some(100_000), Some(100))
+    );
+    let leak = memory.leak_site("leak_grow");
+    assert_eq!(leak["verdict"], "leak", "{leak:#}");
+    let count = leak["count"].as_u64().unwrap();
+    assert_eq!(leak["allocations"].as_u64(), Some(count));
+    assert_eq!(leak["bytes"].as_u64(), Some(count * 512));
+    assert!(count > 40, "{leak:#}");
+    let growth = leak["growth"].as_f64().unwrap();
+    assert!(
+        (8_000.0..40_000.0).contains(&growth),
+        "512 bytes per ~21 ms is ~24 KB/s, not {growth}"
+    );
+    assert!(memory.leak_sites("tidy").is_empty());
+    let detection = memory.at("/memory_leak_detection");
+    assert_eq!(detection["detected"], true);
+    assert_eq!(detection["leaked_bytes"].as_u64(), Some(count * 512));
+    assert!(detection["retained_bytes"].as_u64().unwrap() >= 100_000);
+}
+
+#[test]
+fn full_block_map_is_reported_and_the_report_still_written() {
+    require_root!();
+    let dir = TempDir::new();
+    // Room for 100 outstanding blocks; the victim leaks 300.
+    let env = [("PROFILER_MEMORY_MAX_BLOCKS", "100")];
+    let report = run_with(&dir, &[], &[VICTIM, "leak", "300", "16", "0", "1"], &env);
+    let memory = Memory::of(&report);
+    let lost = report
+        .at("/overhead/lost/memory_alloc_map_full")
+        .as_u64()
+        .unwrap();
+    assert!(lost >= 200, "lost {lost}");
+    assert_eq!(memory.u64("/allocations/untracked"), lost);
+    let leak = memory.function("leak_blocks");
+    assert_eq!(leak.allocations, 300, "every allocation is still counted");
+    assert!(leak.outstanding <= 100);
+    let warnings = report.at("/warnings").to_string();
+    assert!(
+        warnings.contains("outstanding-allocation map was full (100 blocks)"),
+        "{warnings}"
+    );
+}
+
+/// Compiles `source` with `gcc FLAGS` into `output`; false when this machine cannot (no static
+/// C library, say).
+fn gcc(source: &Path, output: &Path, flags: &[&str]) -> bool {
+    Command::new("gcc")
+        .args(flags)
+        .arg("-o")
+        .arg(output)
+        .arg(source)
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+#[test]
+fn statically_linked_glibc_is_found_in_the_executable() {
+    require_root!();
+    let dir = TempDir::new();
+    let exe = dir.path().join("mem_victim_static");
+    let flags = ["-static", "-O1", "-fno-omit-frame-pointer", "-pthread"];
+    if !gcc(Path::new(VICTIM_SOURCE), &exe, &flags) {
+        eprintln!("skipped: gcc -static failed (no static C library installed?)");
+        return;
+    }
+    let report = run(
+        &dir,
+        &[exe.to_str().unwrap(), "leak", "10", "48", "5", "20"],
+    );
+    let memory = Memory::of(&report);
+    assert_eq!(memory.at("/allocator/name"), "glibc");
+    assert_eq!(memory.at("/allocator/module"), "mem_victim_static");
+    let leak = memory.leak_site("leak_blocks");
+    assert_eq!(
+        (leak["bytes"].as_u64(), leak["count"].as_u64()),
+        (Some(480), Some(10))
+    );
+    assert_eq!(memory.function("tidy"), Totals::blocks(50, 64, 50));
+}
+
+#[test]
+fn no_allocator_is_explained_and_the_report_still_written() {
+    require_root!();
+    let dir = TempDir::new();
+    // No C library at all: sleep 300 ms and exit with raw system calls.
+    let source = dir.path().join("nolibc.c");
+    std::fs::write(
+        &source,
+        "struct ts { long s, ns; };\n\
+         void _start(void) {\n\
+           struct ts t = {0, 300000000};\n\
+           long r;\n\
+           __asm__ volatile(\"syscall\" : \"=a\"(r) : \"a\"(35), \"D\"(&t), \"S\"(0) \
+             : \"rcx\", \"r11\", \"memory\");\n\
+           __asm__ volatile(\"syscall\" :: \"a\"(60), \"D\"(0) : \"rcx\", \"r11\");\n\
+           for (;;) {}\n\
+         }\n",
+    )
+    .unwrap();
+    let exe = dir.path().join("nolibc");
+    assert!(
+        gcc(&source, &exe, &["-static", "-nostdlib", "-O1"]),
+        "gcc failed"
+    );
+    let report = run(&dir, &[exe.to_str().unwrap()]);
+    let memory = Memory::of(&report);
+    assert!(memory.at("/allocator").is_null());
+    let why = memory.at("/no_allocator").as_str().unwrap();
+    assert!(
+        why.contains("none of malloc") && why.contains("nolibc"),
+        "{why}"
+    );
+    let warnings = report.at("/warnings").to_string();
+    assert!(warnings.contains("no allocator found"), "{warnings}");
+
+    // Statically linked and stripped: nothing to find by name.
+    let stripped = dir.path().join("stripped");
+    if gcc(
+        Path::new(VICTIM_SOURCE),
+        &stripped,
+        &["-static", "-s", "-O1"],
+    ) {
+        let report = run(&dir, &[stripped.to_str().unwrap(), "calloc"]);
+        let why = Memory::of(&report).at("/no_allocator").to_string();
+        assert!(why.contains("statically linked and stripped"), "{why}");
+    } else {
+        eprintln!("no static C library: the stripped case is skipped");
+    }
+}
+
+#[test]
+fn leak_verdict_thresholds_are_options() {
+    require_root!();
+    let dir = TempDir::new();
+    let json = dir.json();
+    // The same leak as above, judged against a growth threshold it cannot reach.
+    let all = [
+        "run",
+        "--level",
+        "memory",
+        "--leak-min-growth",
+        "1000000",
+        "--json",
+        json.to_str().unwrap(),
+        "--",
+        VICTIM,
+        "leak",
+        "25",
+        "48",
+        "40",
+        "40",
+    ];
+    profile(all).expect_success();
+    let report = Report::read(&json);
+    let memory = Memory::of(&report);
+    let leak = memory.leak_site("leak_blocks");
+    assert_eq!(leak["verdict"], "retained", "{leak:#}");
+    assert_eq!(memory.at("/memory_leak_detection/detected"), false);
+    assert_eq!(
+        memory.at("/memory_leak_detection/thresholds/min_growth"),
+        1_000_000.0
+    );
+}

@@ -7,6 +7,7 @@
 //! configurations it is measured under, the untraced baseline first; rounds interleave all
 //! configurations of all scenarios and the median of the rounds is reported. See BENCHMARKS.md.
 
+mod memory;
 mod proc;
 mod tracer;
 mod workload;
@@ -32,7 +33,7 @@ pub struct BenchArgs {
     /// Calls of the traced function per measurement.
     #[arg(long, default_value_t = 300_000, value_parser = clap::value_parser!(u64).range(1..))]
     calls: u64,
-    /// Measure only this workload (repeatable): cet_nonleaf, plain, cet_leaf.
+    /// Measure only this workload (repeatable): cet_nonleaf, plain, cet_leaf, memory.
     #[arg(long, value_name = "WORKLOAD")]
     only: Vec<String>,
     /// Leave bpftrace out (it is installed with apt-get when missing otherwise).
@@ -160,8 +161,9 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     }
     let workloads = workload::call_workloads();
     for name in &args.only {
-        if !workloads.iter().any(|w| w.name == name) {
-            let names: Vec<_> = workloads.iter().map(|w| w.name).collect();
+        if !workloads.iter().any(|w| w.name == name) && name != memory::NAME {
+            let mut names: Vec<_> = workloads.iter().map(|w| w.name).collect();
+            names.push(memory::NAME);
             bail!("no workload {name:?}; there are: {}", names.join(", "));
         }
     }
@@ -201,28 +203,35 @@ fn bench_in(
         .collect::<anyhow::Result<Vec<_>>>()?;
 
     println!("{}", machine(tools));
-    println!("workloads (gcc, disassembled with objdump):");
-    for w in &built {
-        println!(
-            "  {:<12} {}: {} = {}",
-            w.name,
-            w.about,
-            w.func,
-            w.prologue.join("; ")
-        );
-        if let Some(why) = &w.unexpected {
+    if !built.is_empty() {
+        println!("workloads (gcc, disassembled with objdump):");
+        for w in &built {
             println!(
-                "  warning: {}: {why}; its row does not measure what it is named for",
-                w.name
+                "  {:<12} {}: {} = {}",
+                w.name,
+                w.about,
+                w.func,
+                w.prologue.join("; ")
             );
+            if let Some(why) = &w.unexpected {
+                println!(
+                    "  warning: {}: {why}; its row does not measure what it is named for",
+                    w.name
+                );
+            }
         }
-    }
-    println!();
+        println!();
 
-    let scenarios: Vec<Scenario> = built.iter().map(|w| call_overhead(w, args.calls)).collect();
-    let measured = measure_all(&scenarios, tools, dir, args.runs)?;
-    println!();
-    print!("{}", call_overhead_report(&measured, args.runs, tools));
+        let scenarios: Vec<Scenario> = built.iter().map(|w| call_overhead(w, args.calls)).collect();
+        let measured = measure_all(&scenarios, tools, dir, args.runs)?;
+        println!();
+        print!("{}", call_overhead_report(&measured, args.runs, tools));
+    }
+    if args.only.is_empty() || args.only.iter().any(|o| o == memory::NAME) {
+        // A malloc/free pair costs a few probe hits: a third of --calls keeps the run short.
+        println!();
+        memory::bench(tools, dir, args.runs, (args.calls / 3).max(1000))?;
+    }
     Ok(())
 }
 

@@ -40,7 +40,7 @@ pub const MIN_POINTS: usize = 4;
 /// Most leak sites, sites and functions listed in the report.
 pub const MAX_LISTED: usize = 50;
 /// Most points kept per series; past this, every other point is dropped.
-pub const MAX_POINTS: usize = 1024;
+pub const MAX_POINTS: usize = 256;
 
 /// A site's outstanding bytes over the run: (seconds since the start, bytes), thinned to at most
 /// [`MAX_POINTS`] evenly spread points however long the run.

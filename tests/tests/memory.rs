@@ -592,3 +592,83 @@ fn leak_verdict_thresholds_are_options() {
         1_000_000.0
     );
 }
+
+/// `lib` in the system library directories, or None (with a message) when it is not installed.
+fn system_library(lib: &str) -> Option<String> {
+    let found = [
+        "/lib/x86_64-linux-gnu",
+        "/usr/lib/x86_64-linux-gnu",
+        "/usr/lib64",
+    ]
+    .iter()
+    .map(|d| Path::new(d).join(lib))
+    .find(|p| p.exists());
+    if found.is_none() {
+        eprintln!("skipped: {lib} is not installed");
+    }
+    found.map(|p| p.display().to_string())
+}
+
+#[test]
+fn preloaded_jemalloc_and_tcmalloc_replace_glibc() {
+    require_root!();
+    for (lib, name) in [
+        ("libjemalloc.so.2", "jemalloc"),
+        ("libtcmalloc_minimal.so.4", "tcmalloc"),
+    ] {
+        let Some(path) = system_library(lib) else {
+            continue;
+        };
+        let dir = TempDir::new();
+        // `run`: the preload is in the environment the target inherits.
+        let env = [("LD_PRELOAD", path.as_str())];
+        let report = run_with(&dir, &[], &[VICTIM, "leak", "20", "48", "40", "40"], &env);
+        let memory = Memory::of(&report);
+        assert_eq!(memory.at("/allocator/name"), name);
+        assert_eq!(memory.at("/allocator/module"), lib);
+        let leak = memory.leak_site("leak_blocks");
+        assert_eq!(
+            (leak["bytes"].as_u64(), leak["count"].as_u64()),
+            (Some(960), Some(20))
+        );
+        assert_eq!(memory.function("tidy"), Totals::blocks(800, 64, 800));
+        assert!(memory.allocator_calls("malloc") >= 820);
+        assert_nothing_lost(&report);
+    }
+}
+
+#[test]
+fn attach_finds_a_preloaded_allocator_in_the_mappings() {
+    require_root!();
+    let Some(path) = system_library("libjemalloc.so.2") else {
+        return;
+    };
+    let dir = TempDir::new();
+    let json = dir.json();
+    // env(1) execs the victim in its own process: the pid stays the same.
+    let preload = format!("LD_PRELOAD={path}");
+    let args = [
+        preload.as_str(),
+        VICTIM,
+        "--wait",
+        "hold",
+        "100",
+        "10",
+        "48",
+    ];
+    let mut victim = Victim::start("env", args);
+    victim.expect_line("ready");
+    let profiler = attach(
+        &victim,
+        &["--level", "memory", "--json", json.to_str().unwrap()],
+    );
+    victim.proceed();
+    victim.expect_line("done");
+    assert!(victim.release().success());
+    profiler.finish().expect_success();
+    let report = Report::read(&json);
+    let memory = Memory::of(&report);
+    assert_eq!(memory.at("/allocator/name"), "jemalloc");
+    assert_eq!(memory.u64("/allocations/unknown_frees"), 100);
+    assert_eq!(memory.function("leak_blocks"), Totals::blocks(10, 48, 0));
+}

@@ -320,7 +320,15 @@ impl FamilyRuntime for MemoryRuntime {
     }
 
     fn attach(&mut self, ebpf: &mut Ebpf, ctx: &AttachContext<'_>) -> anyhow::Result<usize> {
-        self.detection = allocator::detect(ctx.modules);
+        let mut modules = ctx.modules.to_vec();
+        if ctx.run_mode {
+            // The target inherits LD_PRELOAD, which its libraries' DT_NEEDED do not show: a
+            // preloaded allocator (jemalloc, tcmalloc) replaces the C library's.
+            let preload = std::env::var("LD_PRELOAD").unwrap_or_default();
+            let at = modules.len().min(1);
+            modules.splice(at..at, allocator::preloaded(&preload));
+        }
+        self.detection = allocator::detect(&modules);
         let links = attach(ebpf, &self.detection.allocators, ctx.pid as u32)?;
         let n = links.count();
         self.links = Some(links);

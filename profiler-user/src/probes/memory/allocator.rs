@@ -138,6 +138,37 @@ pub fn detect(modules: &[Module]) -> Detection {
     }
 }
 
+/// The libraries an `LD_PRELOAD` value names (separated by spaces or colons), as the dynamic
+/// linker finds them: a name with a slash is a path, others are looked up in the system library
+/// directories. Those not found are left out (the loader skips them too).
+pub fn preloaded(value: &str) -> Vec<Module> {
+    const DIRS: [&str; 6] = [
+        "/lib/x86_64-linux-gnu",
+        "/usr/lib/x86_64-linux-gnu",
+        "/lib64",
+        "/usr/lib64",
+        "/lib",
+        "/usr/lib",
+    ];
+    value
+        .split([' ', ':'])
+        .filter(|s| !s.is_empty())
+        .filter_map(|name| {
+            let path = if name.contains('/') {
+                Some(std::path::PathBuf::from(name))
+            } else {
+                DIRS.iter()
+                    .map(|d| Path::new(d).join(name))
+                    .find(|p| p.exists())
+            }?;
+            path.exists().then(|| Module {
+                open_path: path.clone(),
+                path,
+            })
+        })
+        .collect()
+}
+
 /// The allocator functions `module` defines, if any.
 fn in_module(inspector: &Inspector, module: &Module, executable: bool) -> Option<Allocator> {
     let src = elf(&module.open_path);

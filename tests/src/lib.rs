@@ -1,1 +1,141 @@
+//! Helpers for the profiler's integration tests: where the profiler and the victims are, whether
+//! this machine can run them, running processes with deadlines, and reading the JSON report.
+//!
+//! Every helper panics with context instead of returning an error, so a failing test says what
+//! it was waiting for and what the processes printed.
 
+pub mod process;
+pub mod report;
+
+use std::{
+    path::{Path, PathBuf},
+    sync::atomic::{AtomicUsize, Ordering},
+    time::Duration,
+};
+
+pub use process::{Outcome, Profiler, Victim};
+pub use report::{Func, Report};
+
+/// The longest any process or handshake may take before the test fails; generous, so a loaded
+/// machine does not make a test flaky, and finite, so a broken profiler cannot hang the suite.
+pub const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The victims built by build.rs from `victims/*.c`.
+pub mod victims {
+    /// `victim.c` at -O2 with `-fcf-protection=full`: functions start with `endbr64`.
+    pub const C: &str = env!("VICTIM_C");
+    /// `victim.c` at -O2 with `-fcf-protection=none`.
+    pub const C_NOCET: &str = env!("VICTIM_C_NOCET");
+    /// `victim.c` at -O0 with `-fcf-protection=full`: `endbr64; push rbp; mov rbp, rsp`.
+    pub const C_O0: &str = env!("VICTIM_C_O0");
+    /// `victim_lib.c`, calling `lib_function` in `libvictim.so`.
+    pub const LIB: &str = env!("VICTIM_LIB");
+}
+
+/// The profiler binary: `$PROFILER_BIN`, or `profiler` next to the `deps/` directory that holds
+/// the running test executable (`target/<profile>/deps/<test>` -> `target/<profile>/profiler`).
+pub fn profiler_bin() -> PathBuf {
+    if let Some(path) = std::env::var_os("PROFILER_BIN") {
+        let path = PathBuf::from(path);
+        assert!(
+            path.is_file(),
+            "PROFILER_BIN={} is not a file: build it first: cargo build -p profiler-user, \
+             or run cargo xtask test",
+            path.display()
+        );
+        return path;
+    }
+    let exe = std::env::current_exe().expect("the test executable's path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test executable lies in target/<profile>/deps");
+    let path = profile_dir.join("profiler");
+    assert!(
+        path.is_file(),
+        "no profiler binary at {}: build it first: cargo build -p profiler-user, \
+         or run cargo xtask test",
+        path.display()
+    );
+    path
+}
+
+/// Why this machine cannot run profiling tests, or None when it can.
+pub fn cannot_profile() -> Option<String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("needs root (the profiler loads eBPF programs)".into());
+    }
+    let features = [
+        ("/sys/bus/event_source/devices/uprobe/type", "uprobes"),
+        ("/sys/kernel/btf/vmlinux", "BTF"),
+    ];
+    features
+        .iter()
+        .find(|(path, _)| !Path::new(path).exists())
+        .map(|(path, what)| format!("the kernel lacks {what} ({path} is missing)"))
+}
+
+/// Returns from the test, with a message, when [`cannot_profile`] says it cannot run.
+#[macro_export]
+macro_rules! require_root {
+    () => {
+        if let Some(why) = $crate::cannot_profile() {
+            eprintln!("skipped: {why}");
+            return;
+        }
+    };
+}
+
+/// Starts `profiler attach ARGS... PID` on `victim` and waits until its probes are attached.
+///
+/// The overhead budget is off: it would detach the probes of a victim that does nothing but call
+/// the traced functions, and these tests count every call.
+pub fn attach(victim: &Victim, args: &[&str]) -> Profiler {
+    let pid = victim.pid().to_string();
+    let mut all = vec!["attach", "--max-overhead", "0"];
+    all.extend_from_slice(args);
+    all.push(&pid);
+    let mut profiler = Profiler::start(all);
+    let target = profiler.wait_ready();
+    assert_eq!(target, victim.pid(), "the profiler names another pid");
+    profiler
+}
+
+/// A fresh directory, removed when dropped.
+#[derive(Debug)]
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new() -> Self {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("profiler-tests-{}-{n}", std::process::id()));
+        // A leftover from an earlier run with the same pid is stale.
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path)
+            .unwrap_or_else(|e| panic!("failed to create {}: {e}", path.display()));
+        Self(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// Where a test asks the profiler to write its report.
+    pub fn json(&self) -> PathBuf {
+        self.0.join("report.json")
+    }
+}
+
+impl Default for TempDir {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

@@ -1,0 +1,93 @@
+//! Compiles the C victims in `victims/` with the system C compiler into OUT_DIR and hands their
+//! paths to the tests as `VICTIM_<NAME>` environment variables (blazesym's `dev/build.rs` does
+//! the same for its test programs): no victim binary is ever committed.
+
+use std::{
+    env,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+/// What distributions build with: every function starts with `endbr64`.
+const CET: &str = "-fcf-protection=full";
+
+fn main() {
+    let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
+    let src = Path::new("victims");
+    println!("cargo:rerun-if-changed=victims");
+    println!("cargo:rerun-if-env-changed=CC");
+
+    let victim = src.join("victim.c");
+    // The three builds of one source put the entry probe on `endbr64`'s successor (CET),
+    // on the symbol address (no CET), and on an unoptimized prologue.
+    build("C", &victim, &out.join("victim"), &["-O2", CET, "-pthread"]);
+    let no_cet = ["-O2", "-fcf-protection=none", "-pthread"];
+    build("C_NOCET", &victim, &out.join("victim_nocet"), &no_cet);
+    build(
+        "C_O0",
+        &victim,
+        &out.join("victim_o0"),
+        &["-O0", CET, "-pthread"],
+    );
+
+    // A shared library, found at run time through the executable's rpath.
+    let lib = out.join("libvictim.so");
+    compile(
+        &src.join("libvictim.c"),
+        &lib,
+        &["-O2", CET, "-shared", "-fPIC"],
+    );
+    let link = [
+        "-O2".to_string(),
+        CET.to_string(),
+        lib.display().to_string(),
+        format!("-Wl,-rpath,{}", out.display()),
+    ];
+    let link: Vec<&str> = link.iter().map(String::as_str).collect();
+    build(
+        "LIB",
+        &src.join("victim_lib.c"),
+        &out.join("victim_lib"),
+        &link,
+    );
+
+    // The memory family's victims, `victims/mem_*.c` as `VICTIM_MEM_<NAME>`: with frame
+    // pointers, so that their allocation stacks walk.
+    let mem = ["-O1", "-fno-omit-frame-pointer", "-pthread"];
+    for entry in std::fs::read_dir(src).expect("victims/ is readable") {
+        let path = entry.expect("victims/ is readable").path();
+        let stem = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default();
+        if let Some(name) = stem.strip_prefix("mem_")
+            && path.extension().is_some_and(|e| e == "c")
+        {
+            let var = format!("MEM_{}", name.to_ascii_uppercase());
+            build(&var, &path, &out.join(stem), &mem);
+        }
+    }
+}
+
+/// Compiles one victim and exports its path as `VICTIM_<name>`.
+fn build(name: &str, source: &Path, output: &Path, flags: &[&str]) {
+    compile(source, output, flags);
+    println!("cargo:rustc-env=VICTIM_{name}={}", output.display());
+}
+
+fn compile(source: &Path, output: &Path, flags: &[&str]) {
+    let cc = env::var("CC").unwrap_or_else(|_| "cc".to_string());
+    let status = Command::new(&cc)
+        .args(["-Wall", "-Wextra", "-o"])
+        .arg(output)
+        .arg(source)
+        // After the source, so a library named here resolves its references.
+        .args(flags)
+        .status()
+        .unwrap_or_else(|e| panic!("failed to run the C compiler `{cc}`: {e}"));
+    assert!(
+        status.success(),
+        "failed to compile {} with `{cc}` ({status})",
+        source.display()
+    );
+}

@@ -1,0 +1,253 @@
+//! Exact per-function numbers: counts, nesting, recursion, threads, shared libraries, Rust names,
+//! longjmp and calls still running at the end, in `run` and `attach` mode.
+
+use profiler_tests::{Report, TempDir, Victim, attach, process::profile, require_root, victims};
+
+/// `profiler run --json <dir>/report.json ARGS... -- CMD...`, which must succeed; its report.
+fn run(dir: &TempDir, args: &[&str], cmd: &[&str]) -> Report {
+    let json = dir.json();
+    let mut all = vec!["run", "--json", json.to_str().expect("utf-8 path")];
+    all.extend_from_slice(args);
+    all.push("--");
+    all.extend_from_slice(cmd);
+    profile(&all).expect_success();
+    let report = Report::read(&json);
+    assert_eq!(report.end_reason(), "target_exited");
+    report
+}
+
+#[test]
+fn run_counts_every_call_exactly() {
+    require_root!();
+    let dir = TempDir::new();
+    let report = run(&dir, &["--func", "leaf"], &[victims::C, "calls", "10000"]);
+    let leaf = report.function("leaf");
+    assert_eq!(leaf.total_calls(), 10_000);
+    assert_eq!(leaf.module(), "victim");
+    assert_eq!((leaf.in_flight(), leaf.abandoned()), (0, 0));
+    assert_eq!(
+        leaf.probe_hits(),
+        20_000,
+        "one entry and one return hit per call"
+    );
+    assert!(leaf.min_time() > 0.0 && leaf.min_time() <= leaf.max_time());
+    let threads = leaf.threads();
+    assert_eq!(threads.len(), 1);
+    assert_eq!(threads[0].1, 10_000);
+}
+
+#[test]
+fn attach_counts_exactly_the_calls_made_while_attached() {
+    require_root!();
+    let dir = TempDir::new();
+    let json = dir.json();
+    let mut victim = Victim::ready(victims::C, ["calls", "10000"]);
+    let profiler = attach(
+        &victim,
+        &["--func", "leaf", "--json", json.to_str().unwrap()],
+    );
+    victim.proceed();
+    victim.expect_line("done");
+    profiler.interrupt();
+    profiler.finish().expect_success();
+
+    let report = Report::read(&json);
+    assert_eq!(report.end_reason(), "interrupted");
+    assert_eq!(report.str_at("/profiler/mode"), "attach");
+    assert_eq!(
+        report.at("/target/pid").as_u64(),
+        Some(u64::from(victim.pid()))
+    );
+    assert_eq!(report.at("/target/exited").as_bool(), Some(false));
+    let leaf = report.function("leaf");
+    assert_eq!(leaf.total_calls(), 10_000);
+    assert_eq!((leaf.in_flight(), leaf.abandoned()), (0, 0));
+    assert!(victim.release().success());
+}
+
+#[test]
+fn nested_calls_are_counted_timed_and_attributed_to_their_caller() {
+    require_root!();
+    let dir = TempDir::new();
+    let funcs = ["--func", "outer", "--func", "inner"];
+    let report = run(&dir, &funcs, &[victims::C, "nested", "2000"]);
+    let (outer, inner) = (report.function("outer"), report.function("inner"));
+    assert_eq!(outer.total_calls(), 2000);
+    assert_eq!(inner.total_calls(), 4000, "two inner() calls per outer()");
+    // Every inner() call lies within an outer() call.
+    assert!(
+        outer.total_time() >= inner.total_time(),
+        "outer {} s < inner {} s",
+        outer.total_time(),
+        inner.total_time()
+    );
+    let callers = inner.callers();
+    assert_eq!(callers.len(), 2, "two call sites in outer(): {callers:?}");
+    assert!(
+        callers
+            .iter()
+            .all(|&(f, calls)| f == "outer" && calls == 2000),
+        "{callers:?}"
+    );
+    assert!(outer.callers().iter().all(|&(f, _)| f == "main"));
+}
+
+#[test]
+fn recursion_counts_every_level_and_abandons_nothing() {
+    require_root!();
+    let dir = TempDir::new();
+    let (calls, depth) = (100, 9);
+    let (k, d) = (calls.to_string(), depth.to_string());
+    let report = run(
+        &dir,
+        &["--func", "recurse"],
+        &[victims::C, "recurse", &k, &d],
+    );
+    let recurse = report.function("recurse");
+    // recurse(d) enters recurse(d - 1), ..., recurse(0): d + 1 entries per top-level call.
+    assert_eq!(recurse.total_calls(), calls * (depth + 1));
+    assert_eq!((recurse.in_flight(), recurse.abandoned()), (0, 0));
+    let mut callers = recurse.callers();
+    callers.sort();
+    let names: Vec<(&str, u64)> = callers.iter().map(|&(f, n)| (f, n)).collect();
+    assert_eq!(names, [("main", calls), ("recurse", calls * depth)]);
+}
+
+#[test]
+fn each_thread_is_counted_separately() {
+    require_root!();
+    let dir = TempDir::new();
+    let report = run(
+        &dir,
+        &["--func", "leaf"],
+        &[victims::C, "threads", "4", "2500"],
+    );
+    let leaf = report.function("leaf");
+    assert_eq!(leaf.total_calls(), 4 * 2500);
+    let threads = leaf.threads();
+    assert_eq!(threads.len(), 4, "{threads:?}");
+    assert!(
+        threads.iter().all(|&(_, calls)| calls == 2500),
+        "{threads:?}"
+    );
+    let pid = report.at("/target/pid").as_u64().expect("pid");
+    let mut tids: Vec<u64> = threads.iter().map(|&(tid, _)| tid).collect();
+    tids.sort_unstable();
+    tids.dedup();
+    assert_eq!(tids.len(), 4, "distinct tids: {threads:?}");
+    assert!(
+        !tids.contains(&pid),
+        "the main thread made no call: {threads:?}"
+    );
+}
+
+#[test]
+fn shared_library_function_counted_exactly_in_run_mode() {
+    require_root!();
+    let dir = TempDir::new();
+    let spec = ["--func", "libvictim:lib_function"];
+    let report = run(&dir, &spec, &[victims::LIB, "3000"]);
+    let f = report.function("lib_function");
+    assert_eq!(f.module(), "libvictim.so");
+    assert_eq!(f.total_calls(), 3000);
+    assert_eq!(f.callers(), [("main", 3000)]);
+}
+
+#[test]
+fn shared_library_function_counted_exactly_in_attach_mode() {
+    require_root!();
+    let dir = TempDir::new();
+    let json = dir.json();
+    let mut victim = Victim::ready(victims::LIB, ["3000"]);
+    let spec = [
+        "--func",
+        "libvictim:lib_function",
+        "--json",
+        json.to_str().unwrap(),
+    ];
+    let profiler = attach(&victim, &spec);
+    victim.proceed();
+    victim.expect_line("done");
+    profiler.interrupt();
+    profiler.finish().expect_success();
+    let f = Report::read(&json).function("lib_function").total_calls();
+    assert_eq!(f, 3000);
+    assert!(victim.release().success());
+}
+
+#[test]
+fn demangled_rust_glob_matches_and_counts_exactly() {
+    require_root!();
+    let dir = TempDir::new();
+    let rust = env!("CARGO_BIN_EXE_victim_rust");
+    let report = run(&dir, &["--func", "victim_rust::work::*"], &[rust, "1500"]);
+    let mut names: Vec<&str> = report.functions().iter().map(|f| f.name()).collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        ["victim_rust::work::compute", "victim_rust::work::step"]
+    );
+    let compute = report.function("victim_rust::work::compute");
+    let step = report.function("victim_rust::work::step");
+    assert_eq!(compute.total_calls(), 1500);
+    assert_eq!(step.total_calls(), 1500);
+    assert_eq!(step.callers(), [("victim_rust::work::compute", 1500)]);
+    assert!(compute.total_time() >= step.total_time());
+}
+
+#[test]
+#[ignore = "profiler bug: a longjmp'd frame whose return-address slot a later call reuses is \
+            never dropped from the kernel shadow stack, which overflows (calls lost)"]
+fn longjmp_out_of_traced_functions_leaves_other_counts_exact() {
+    require_root!();
+    let dir = TempDir::new();
+    let funcs = ["jumper", "through", "landed", "leaf"].map(|f| ["--func", f]);
+    let report = run(&dir, funcs.as_flattened(), &[victims::C, "longjmp", "1000"]);
+    // Even iterations leave jumper() and through() by longjmp; odd ones return.
+    for name in ["jumper", "through"] {
+        let f = report.function(name);
+        assert_eq!(f.total_calls(), 500, "{name}: only the calls that returned");
+        assert_eq!(f.abandoned(), 500, "{name}: the longjmp'd calls");
+        assert_eq!(f.in_flight(), 0, "{name}");
+    }
+    // Functions that always return are untouched by the longjmps around them.
+    for name in ["landed", "leaf"] {
+        let f = report.function(name);
+        assert_eq!(f.total_calls(), 1000, "{name}");
+        assert_eq!((f.abandoned(), f.in_flight()), (0, 0), "{name}");
+    }
+    // No call is timed from a stale start: each is microseconds, far below this.
+    for f in report.functions() {
+        assert!(
+            f.max_time() < 0.5,
+            "{}: max_time {} s",
+            f.name(),
+            f.max_time()
+        );
+    }
+    assert_eq!(report.at("/overhead/lost"), &serde_json::json!({}));
+}
+
+#[test]
+fn call_running_at_the_end_is_in_flight_not_counted() {
+    require_root!();
+    let dir = TempDir::new();
+    let json = dir.json();
+    let mut victim = Victim::ready(victims::C, ["block", "100"]);
+    let args = ["--func", "leaf", "--func", "blocked", "--duration", "3"];
+    let profiler = attach(
+        &victim,
+        &[&args[..], &["--json", json.to_str().unwrap()]].concat(),
+    );
+    victim.proceed();
+    victim.expect_line("blocked");
+    profiler.finish().expect_success();
+
+    let report = Report::read(&json);
+    assert_eq!(report.end_reason(), "duration");
+    let blocked = report.function("blocked");
+    assert_eq!(blocked.in_flight(), 1);
+    assert_eq!(blocked.total_calls(), 0);
+    assert_eq!(report.function("leaf").total_calls(), 100);
+    assert!(victim.release().success());
+}

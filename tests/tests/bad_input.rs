@@ -1,0 +1,164 @@
+//! Mistakes a user can make, and kernels without a feature: each must end with one `error: `
+//! line on stderr naming the problem, a non-zero exit, and no panic.
+
+use std::{path::Path, process::Command};
+
+use profiler_tests::{Profiler, Victim, process::profile, require_root, victims};
+
+/// Runs the profiler with `args`, expects a user error, and returns its line.
+fn error_of(args: &[&str]) -> String {
+    profile(args).expect_error().to_string()
+}
+
+fn assert_mentions(line: &str, words: &[&str]) {
+    for word in words {
+        assert!(line.contains(word), "{line:?} should mention {word:?}");
+    }
+}
+
+#[test]
+fn no_such_pid() {
+    require_root!();
+    let line = error_of(&["attach", "--func", "leaf", "999999999"]);
+    assert_mentions(&line, &["no such process", "999999999"]);
+}
+
+#[test]
+fn pid_that_just_exited() {
+    require_root!();
+    let mut child = Command::new(victims::C)
+        .args(["calls", "0"])
+        .spawn()
+        .expect("start the victim");
+    let pid = child.id().to_string();
+    assert!(child.wait().expect("wait for the victim").success());
+    let line = error_of(&["attach", "--func", "leaf", &pid]);
+    assert!(
+        line.contains(&pid) && (line.contains("no such process") || line.contains("exited")),
+        "{line:?}"
+    );
+}
+
+#[test]
+fn kernel_thread() {
+    require_root!();
+    // pid 2 is kthreadd on every Linux system.
+    let line = error_of(&["attach", "--func", "leaf", "2"]);
+    assert_mentions(&line, &["kernel thread", "2"]);
+}
+
+#[test]
+fn glob_matching_nothing_lists_close_names() {
+    require_root!();
+    let line = error_of(&["run", "--func", "lef", "--", victims::C, "calls", "1"]);
+    assert_mentions(&line, &["lef", "closest", "leaf"]);
+}
+
+#[test]
+fn rust_name_matching_nothing_lists_the_demangled_name() {
+    require_root!();
+    let rust = env!("CARGO_BIN_EXE_victim_rust");
+    let line = error_of(&[
+        "run",
+        "--func",
+        "victim_rust::work::comput",
+        "--",
+        rust,
+        "1",
+    ]);
+    assert_mentions(&line, &["closest", "victim_rust::work::compute"]);
+}
+
+#[test]
+fn glob_matching_nothing_in_attach_mode() {
+    require_root!();
+    let victim = Victim::ready(victims::C, ["calls", "1"]);
+    let pid = victim.pid().to_string();
+    let line = error_of(&["attach", "--func", "recurze", &pid]);
+    assert_mentions(&line, &["recurze", "recurse"]);
+}
+
+#[test]
+fn library_not_mapped() {
+    require_root!();
+    let line = error_of(&[
+        "run",
+        "--func",
+        "libnosuchlib:foo",
+        "--",
+        victims::C,
+        "calls",
+        "1",
+    ]);
+    assert_mentions(&line, &["libnosuchlib", "not mapped"]);
+}
+
+#[test]
+fn report_path_in_a_missing_directory() {
+    require_root!();
+    for path in ["/proc/x/y.json", "/nonexistent-profiler-dir/report.json"] {
+        let line = error_of(&["run", "--func", "leaf", "--json", path, "--", victims::C]);
+        assert_mentions(&line, &["cannot write the report", path]);
+        assert!(!Path::new(path).exists());
+    }
+}
+
+#[test]
+fn command_that_does_not_exist() {
+    require_root!();
+    for cmd in ["/no/such/command", "no-such-command-anywhere"] {
+        let line = error_of(&["run", "--func", "leaf", "--", cmd]);
+        assert_mentions(&line, &["no such command", cmd]);
+    }
+}
+
+#[test]
+fn kernel_without_uprobes_or_btf() {
+    require_root!();
+    for (missing, named) in [("uprobes", "uprobes"), ("btf", "BTF")] {
+        let mut cmd = Profiler::command(["run", "--func", "leaf", "--", victims::C, "calls", "1"]);
+        cmd.env("PROFILER_ASSUME_MISSING", missing);
+        let outcome = Profiler::spawn(cmd).finish();
+        let line = outcome.expect_error();
+        assert_mentions(line, &["kernel lacks", named]);
+    }
+}
+
+/// Whether `program` is found on PATH.
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
+}
+
+#[test]
+fn not_root() {
+    let args = ["run", "--func", "leaf", "--", victims::C, "calls", "1"];
+    let profiler = profiler_tests::profiler_bin();
+    // SAFETY: geteuid has no preconditions.
+    let cmd = if unsafe { libc::geteuid() } != 0 {
+        Profiler::command(args)
+    } else if on_path("setpriv") {
+        let mut cmd = Command::new("setpriv");
+        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"]);
+        cmd.arg(profiler).args(args);
+        cmd
+    } else if on_path("runuser") {
+        let mut cmd = Command::new("runuser");
+        cmd.args(["-u", "nobody", "--"]).arg(profiler).args(args);
+        cmd
+    } else {
+        eprintln!("skipped: neither setpriv nor runuser to run the profiler unprivileged");
+        return;
+    };
+    let outcome = Profiler::spawn(cmd).finish();
+    if outcome.stderr.starts_with("setpriv:") || outcome.stderr.starts_with("runuser:") {
+        // The build tree is not open to other users: the profiler never ran.
+        eprintln!(
+            "skipped: cannot run the profiler as nobody: {}",
+            outcome.stderr
+        );
+        return;
+    }
+    let line = outcome.expect_error();
+    assert_mentions(line, &["root", "sudo"]);
+}

@@ -1,8 +1,6 @@
 //! How profiling ends, and what the report says about it: the target's exit code or signal, the
 //! target exiting on its own, `--duration`, Ctrl-C, and an error once the target is known.
 
-use std::time::Instant;
-
 use profiler_tests::{
     Profiler, Report, TempDir, Victim, attach, process::profile, require_root, victims,
 };
@@ -62,14 +60,14 @@ fn attach_report_is_complete_when_the_target_exits_first() {
     let profiler = attach(&victim, &args);
     victim.proceed();
     victim.expect_line("done");
-    let started = Instant::now();
     assert!(victim.release().success());
     profiler.finish().expect_success();
-    // The exit ends profiling, not the 60 s duration.
-    assert!(started.elapsed().as_secs() < 30);
 
     let report = Report::read(&json);
+    // The exit ends profiling, not the 60 s duration.
     assert_eq!(report.end_reason(), "target_exited");
+    let duration = report.at("/profiler/duration").as_f64().expect("duration");
+    assert!(duration < 60.0, "duration {duration} s");
     assert_eq!(report.at("/target/exited").as_bool(), Some(true));
     assert_eq!(report.at("/target/exit_status/code").as_i64(), Some(0));
     let leaf = report.function("leaf");
@@ -91,19 +89,14 @@ fn duration_ends_profiling() {
         "--json",
         json.to_str().unwrap(),
     ];
-    let profiler = attach(&victim, &args);
-    let started = Instant::now();
-    profiler.finish().expect_success();
-    let elapsed = started.elapsed().as_secs_f64();
-    assert!(
-        elapsed > 0.9 && elapsed < 20.0,
-        "the profiler ran {elapsed} s"
-    );
+    attach(&victim, &args).finish().expect_success();
 
     let report = Report::read(&json);
     assert_eq!(report.end_reason(), "duration");
     let duration = report.at("/profiler/duration").as_f64().expect("duration");
-    assert!((0.9..5.0).contains(&duration), "duration {duration} s");
+    // Measured by the profiler from the probes being attached: the wall clock of a loaded
+    // machine would add its start-up and teardown.
+    assert!((1.0..10.0).contains(&duration), "duration {duration} s");
     assert_eq!(report.at("/target/exited").as_bool(), Some(false));
 }
 

@@ -114,6 +114,28 @@ fn recursion_counts_every_level_and_abandons_nothing() {
 }
 
 #[test]
+#[ignore = "profiler bug: the sampled stack of a function tail-called from a function with a \
+            return probe starts at the kernel's uretprobe trampoline (\"??\" at 0x7fffffffdfff) \
+            instead of the real caller"]
+fn tail_called_function_is_attributed_to_its_real_caller() {
+    require_root!();
+    let dir = TempDir::new();
+    let funcs = ["--func", "recurse", "--func", "leaf"];
+    let report = run(&dir, &funcs, &[victims::C, "recurse", "100", "9"]);
+    // recurse(0) ends in `jmp leaf`: leaf() returns straight into recurse(1), through a
+    // return-address slot whose content the return probe of recurse(0) has replaced.
+    let leaf = report.function("leaf");
+    assert_eq!(leaf.total_calls(), 100);
+    assert_eq!(leaf.callers(), [("recurse", 100)]);
+    let stacks = leaf.0["call_stacks"].as_array().expect("call_stacks");
+    assert!(!stacks.is_empty(), "no sampled stack");
+    for stack in stacks {
+        let innermost = &stack["frames"][0]["function"];
+        assert_eq!(innermost, "recurse", "stack {stack}");
+    }
+}
+
+#[test]
 fn each_thread_is_counted_separately() {
     require_root!();
     let dir = TempDir::new();
@@ -234,7 +256,7 @@ fn call_running_at_the_end_is_in_flight_not_counted() {
     let dir = TempDir::new();
     let json = dir.json();
     let mut victim = Victim::ready(victims::C, ["block", "100"]);
-    let args = ["--func", "leaf", "--func", "blocked", "--duration", "3"];
+    let args = ["--func", "leaf", "--func", "blocked", "--duration", "4"];
     let profiler = attach(
         &victim,
         &[&args[..], &["--json", json.to_str().unwrap()]].concat(),

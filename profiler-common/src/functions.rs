@@ -3,6 +3,12 @@
 //! An entry probe pushes a frame on the calling thread's shadow stack; the return probe pops the
 //! frame whose stack pointer matches and adds the duration to the function's statistics. Each
 //! probe learns which function it belongs to from its attach cookie (the function id).
+//!
+//! Most statistics live next to the shadow stack, in the thread's own map value: a small table of
+//! per-function totals and one of call sites, which only that thread writes, so the probes update
+//! them with plain loads and stores. A function or call site that finds its table slot taken by
+//! another goes to the shared maps instead (atomic updates), so nothing is lost; the user side
+//! adds the two together.
 
 /// Deepest nesting of traced calls timed per thread; deeper calls are counted as overflow.
 pub const MAX_DEPTH: usize = 32;
@@ -49,8 +55,10 @@ pub const fn hist_bucket_bounds(bucket: usize) -> (u64, u64) {
     (low, low + width)
 }
 
-/// Aggregated statistics of one traced function on one CPU (a `PerCpuArray` slot indexed by the
-/// function id). The user side sums the CPUs.
+/// Statistics of one traced function on one CPU (a `PerCpuArray` slot indexed by the function
+/// id). The histogram has every timed call; the other fields only the calls of threads whose
+/// own table ([`ThreadFunc`]) had no room for the function. The user side sums the CPUs and the
+/// threads.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct FuncStats {
@@ -67,9 +75,9 @@ pub struct FuncStats {
     pub min_ns_plus1: u64,
     /// Longest duration, ns.
     pub max_ns: u64,
-    /// Return probe hits (timed or not).
-    pub returns: u64,
-    /// Log-linear histogram of durations, see [`hist_bucket`].
+    /// Return probe hits that were not timed (no matching entry), of every thread.
+    pub untimed_returns: u64,
+    /// Log-linear histogram of the durations of every timed call, see [`hist_bucket`].
     pub hist: [u64; HIST_BUCKETS],
 }
 
@@ -90,7 +98,61 @@ pub struct Frame {
 
 const _: () = assert!(core::mem::size_of::<Frame>() == 24);
 
-/// A thread's shadow stack of traced calls in progress (map value keyed by thread id).
+/// One function's totals on one thread, in the thread's own table. Written only by that thread's
+/// probes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ThreadFunc {
+    /// Function id + 1; 0 = a free slot. A slot, once taken, keeps its function.
+    pub func_plus1: u32,
+    pub _pad: u32,
+    /// Entry probe hits.
+    pub entries: u64,
+    /// Timed calls.
+    pub count: u64,
+    /// Sum of durations, ns.
+    pub total_ns: u64,
+    /// Sum of squared durations, ns², as a 128-bit number (low, high).
+    pub sum_sq_lo: u64,
+    pub sum_sq_hi: u64,
+    /// Shortest duration + 1 (0 = none yet), ns.
+    pub min_ns_plus1: u64,
+    /// Longest duration, ns.
+    pub max_ns: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<ThreadFunc>() == 64);
+
+/// One call site's count on one thread, in the thread's own table.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ThreadCaller {
+    /// Function id + 1; 0 = a free slot. A slot, once taken, keeps its (function, site).
+    pub func_plus1: u32,
+    pub _pad: u32,
+    /// Return address in the caller.
+    pub ret_addr: u64,
+    /// Timed calls that returned there.
+    pub calls: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<ThreadCaller>() == 24);
+
+/// Slots of a thread's function table: function `f` may only use slot `f % THREAD_FUNCS`.
+pub const THREAD_FUNCS: usize = 8;
+/// Slots of a thread's call-site table, see [`thread_caller_slot`].
+pub const THREAD_CALLERS: usize = 16;
+
+/// The call-site table slot of (function, return address).
+#[inline(always)]
+pub const fn thread_caller_slot(func: u32, ret_addr: u64) -> usize {
+    const _: () = assert!(THREAD_CALLERS.is_power_of_two());
+    let h = (ret_addr ^ ((func as u64) << 40)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    (h >> 59) as usize & (THREAD_CALLERS - 1)
+}
+
+/// A thread's map value (keyed by thread id): its shadow stack of traced calls in progress, and
+/// its own tables of totals per function and calls per call site.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct ShadowStack {
@@ -98,11 +160,17 @@ pub struct ShadowStack {
     pub depth: u32,
     pub _pad: u32,
     pub frames: [Frame; MAX_DEPTH],
+    pub funcs: [ThreadFunc; THREAD_FUNCS],
+    pub callers: [ThreadCaller; THREAD_CALLERS],
 }
 
-const _: () = assert!(core::mem::size_of::<ShadowStack>() == 8 + 24 * MAX_DEPTH);
+const _: () = assert!(
+    core::mem::size_of::<ShadowStack>()
+        == 8 + 24 * MAX_DEPTH + 64 * THREAD_FUNCS + 24 * THREAD_CALLERS
+);
 
-/// Key of the per-thread breakdown map.
+/// Key of the per-thread breakdown map (calls of functions that found no room in their thread's
+/// own table).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ThreadKey {
@@ -118,7 +186,8 @@ pub struct ThreadStats {
     pub total_ns: u64,
 }
 
-/// Key of the exact callers map: the return address a call will return to.
+/// Key of the exact callers map (call sites that found no room in their thread's own table): the
+/// return address a timed call returned to.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct CallerKey {
@@ -143,11 +212,12 @@ pub struct StackKey {
     pub ret_addr: u64,
 }
 
-/// One call in this many (per CPU) has its full user stack sampled; the first
-/// [`STACK_SAMPLE_ALWAYS`] calls of each function on each CPU always are.
-pub const STACK_SAMPLE_EVERY: u64 = 16;
+/// One call in this many (per thread and function) has its full user stack sampled; the first
+/// [`STACK_SAMPLE_ALWAYS`] calls of each function on each thread always are. (A sample walks the
+/// user stack, about as costly as the rest of the call's probes together.)
+pub const STACK_SAMPLE_EVERY: u64 = 64;
 /// See [`STACK_SAMPLE_EVERY`].
-pub const STACK_SAMPLE_ALWAYS: u64 = 64;
+pub const STACK_SAMPLE_ALWAYS: u64 = 16;
 
 /// Map capacities. The statistics array is sized at load time to the number of traced functions.
 pub const THREAD_STACKS_MAX: u32 = 8192;
@@ -168,6 +238,10 @@ mod pod {
     unsafe impl aya::Pod for Frame {}
     // SAFETY: as above.
     unsafe impl aya::Pod for ShadowStack {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for ThreadFunc {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for ThreadCaller {}
     // SAFETY: as above.
     unsafe impl aya::Pod for ThreadKey {}
     // SAFETY: as above.

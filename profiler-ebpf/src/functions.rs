@@ -3,12 +3,19 @@
 //! Entry pushes a frame (function id, return-address slot, start time) on the thread's shadow
 //! stack. Return pops the frame whose return-address slot is the one just returned through, so a
 //! call that never returns (longjmp, unwinding) is recognised as abandoned and cannot corrupt the
-//! timing of any other call. All statistics are aggregated here, in per-CPU slots with atomic
-//! updates, so nothing is lost however fast the target calls.
+//! timing of any other call. All statistics are aggregated here, so nothing is lost however fast
+//! the target calls.
+//!
+//! The per-call path touches little besides the thread's own map value (found once per probe):
+//! the shadow stack and, next to it, the thread's tables of totals per function and calls per
+//! call site. Only that thread's probes write them (a thread runs one probe at a time), so they
+//! are plain loads and stores. A function or call site without room in those tables goes to the
+//! shared maps with atomic updates instead. The duration histogram is shared by all threads: one
+//! atomic add per call.
 
 use aya_ebpf::{
     EbpfContext,
-    bindings::{BPF_F_USER_STACK, BPF_NOEXIST},
+    bindings::{BPF_F_NO_PREALLOC, BPF_F_USER_STACK, BPF_NOEXIST},
     helpers::{bpf_get_attach_cookie, bpf_ktime_get_ns, bpf_probe_read_user},
     macros::{map, uprobe, uretprobe},
     maps::{HashMap, PerCpuArray, StackTrace},
@@ -19,8 +26,9 @@ use profiler_common::{
     errors::NO_FUNCTION,
     functions::{
         CALLERS_MAX, CallerKey, Frame, FuncStats, HIST_BUCKETS, MAX_DEPTH, STACK_COUNTS_MAX,
-        STACK_SAMPLE_ALWAYS, STACK_SAMPLE_EVERY, STACKS_MAX, ShadowStack, StackKey,
-        THREAD_STACKS_MAX, THREAD_STATS_MAX, ThreadKey, ThreadStats, hist_bucket,
+        STACK_SAMPLE_ALWAYS, STACK_SAMPLE_EVERY, STACKS_MAX, ShadowStack, StackKey, THREAD_CALLERS,
+        THREAD_FUNCS, THREAD_STACKS_MAX, THREAD_STATS_MAX, ThreadFunc, ThreadKey, ThreadStats,
+        hist_bucket, thread_caller_slot,
     },
 };
 
@@ -31,22 +39,26 @@ use crate::common::{compare_exchange, count, current_ids, fetch_add, load, targe
 #[map]
 static FUNC_STATS: PerCpuArray<FuncStats> = PerCpuArray::with_max_entries(1, 0);
 
-/// Shadow stacks, by thread id.
+/// Shadow stacks and the threads' own tables, by thread id. Preallocated: every probe looks its
+/// thread up here, and a preallocated map never has to allocate in a probe.
 #[map]
 pub(crate) static THREAD_STACKS: HashMap<u32, ShadowStack> =
     HashMap::with_max_entries(THREAD_STACKS_MAX, 0);
 
-/// An all-zero shadow stack to initialise a new thread's entry from (too big for the eBPF stack).
+/// An all-zero value to initialise a new thread's entry from (too big for the eBPF stack).
 #[map]
 static EMPTY_STACK: PerCpuArray<ShadowStack> = PerCpuArray::with_max_entries(1, 0);
 
+/// Per (function, thread) totals of the calls that found no room in their thread's table (rarely
+/// used, so allocated as needed).
 #[map]
 static THREAD_STATS: HashMap<ThreadKey, ThreadStats> =
-    HashMap::with_max_entries(THREAD_STATS_MAX, 0);
+    HashMap::with_max_entries(THREAD_STATS_MAX, BPF_F_NO_PREALLOC);
 
-/// Exact call counts per (function, return address).
+/// Exact call counts per (function, return address) that found no room in their thread's table
+/// (allocated as needed).
 #[map]
-static CALLERS: HashMap<CallerKey, u64> = HashMap::with_max_entries(CALLERS_MAX, 0);
+static CALLERS: HashMap<CallerKey, u64> = HashMap::with_max_entries(CALLERS_MAX, BPF_F_NO_PREALLOC);
 
 /// Sampled full user stacks per function.
 #[map]
@@ -83,6 +95,14 @@ fn stack_pointer(regs: *mut aya_ebpf::bindings::pt_regs) -> u64 {
     unsafe { (*regs).rsp }
 }
 
+/// The instruction pointer at the probe: in a return probe, the return address the call went
+/// back to (the kernel restores it before running the return probes).
+#[inline(always)]
+fn instruction_pointer(regs: *mut aya_ebpf::bindings::pt_regs) -> u64 {
+    // SAFETY: as in `stack_pointer`.
+    unsafe { (*regs).rip }
+}
+
 fn try_fn_entry(ctx: &ProbeContext) -> Result<(), ()> {
     let (tid, tgid) = current_ids();
     if tgid != target_tgid() {
@@ -94,13 +114,24 @@ fn try_fn_entry(ctx: &ProbeContext) -> Result<(), ()> {
     // Entry probes sit where the return address is still on top of the stack.
     let ret_slot = stack_pointer(ctx.regs);
 
-    let stats = FUNC_STATS.get_ptr_mut(func).ok_or(())?;
-    // SAFETY: a valid, aligned u64 inside this CPU's map value.
-    let entries = unsafe { fetch_add(&raw mut (*stats).entries, 1) };
-
-    let stack = thread_stack(tid).ok_or(())?;
+    let Some(stack) = thread_stack(tid) else {
+        // No shadow stack (the map is full, counted): the call is not timed, but it began.
+        shared_entry(func)?;
+        return Ok(());
+    };
     // SAFETY: the map value lives for the program's run; only this thread writes its entry.
     let stack = unsafe { &mut *stack };
+
+    // Count the entry: in the thread's table, or in the shared statistics.
+    let own = &mut stack.funcs[func_slot(func)];
+    let entries = if own.func_plus1 == func.wrapping_add(1) || own.func_plus1 == 0 {
+        own.func_plus1 = func.wrapping_add(1);
+        own.entries += 1;
+        own.entries
+    } else {
+        shared_entry(func)?
+    };
+
     let depth = pop_abandoned(stack, ret_slot);
     if depth >= MAX_DEPTH {
         stack.depth = depth as u32;
@@ -115,19 +146,11 @@ fn try_fn_entry(ctx: &ProbeContext) -> Result<(), ()> {
     };
     stack.depth = depth as u32 + 1;
 
-    // SAFETY: reads 8 bytes of the target's stack through the checked helper.
-    if let Ok(ret_addr) = unsafe { bpf_probe_read_user(ret_slot as *const u64) } {
-        increment(
-            &CALLERS,
-            CallerKey {
-                func,
-                _pad: 0,
-                ret_addr,
-            },
-            Counter::CallerMapFull,
-        );
-        if entries < STACK_SAMPLE_ALWAYS || entries % STACK_SAMPLE_EVERY == 0 {
-            sample_stack(ctx, func, ret_addr);
+    if entries <= STACK_SAMPLE_ALWAYS || entries % STACK_SAMPLE_EVERY == 0 {
+        // SAFETY: reads 8 bytes of the target's stack through the checked helper.
+        match unsafe { bpf_probe_read_user(ret_slot as *const u64) } {
+            Ok(ret_addr) => sample_stack(ctx, func, ret_addr),
+            Err(_) => count(Counter::StackSampleFailed),
         }
     }
     Ok(())
@@ -143,13 +166,11 @@ fn try_fn_return(ctx: &RetProbeContext) -> Result<(), ()> {
     let now = unsafe { bpf_ktime_get_ns() };
     // `ret` has popped the return address: its slot is just below the stack pointer.
     let ret_slot = stack_pointer(ctx.regs).wrapping_sub(8);
+    let ret_addr = instruction_pointer(ctx.regs);
 
     let stats = FUNC_STATS.get_ptr_mut(func).ok_or(())?;
-    // SAFETY: a valid, aligned u64 inside this CPU's map value.
-    unsafe { fetch_add(&raw mut (*stats).returns, 1) };
-
     let Some(stack) = THREAD_STACKS.get_ptr_mut(tid) else {
-        count(Counter::UnmatchedReturns);
+        untimed_return(stats);
         return Ok(());
     };
     // SAFETY: as in entry: this thread's own map value.
@@ -165,14 +186,61 @@ fn try_fn_return(ctx: &RetProbeContext) -> Result<(), ()> {
     }
     stack.depth = depth as u32;
     let Some(start) = start else {
-        count(Counter::UnmatchedReturns);
+        untimed_return(stats);
         return Ok(());
     };
-    let duration = now.saturating_sub(start);
-    // SAFETY: `stats` points at this CPU's value for `func`, valid for the program's run.
-    unsafe { record_duration(&mut *stats, duration) };
-    record_thread(func, tid, duration);
+    let ns = now.saturating_sub(start);
+
+    let own = &mut stack.funcs[func_slot(func)];
+    if own.func_plus1 == func.wrapping_add(1) {
+        record_own(own, ns);
+    } else {
+        // SAFETY: `stats` points at this CPU's value for `func`, valid for the program's run.
+        unsafe { record_shared(&mut *stats, ns) };
+        record_thread(func, tid, ns);
+    }
+    // Opaque for the same reason as in `slot`: the bound must be checked on the value used.
+    let bucket = core::hint::black_box(hist_bucket(ns));
+    if bucket < HIST_BUCKETS {
+        // SAFETY: a valid, aligned u64 in this CPU's map value; `bucket` is in bounds.
+        unsafe { fetch_add((*stats).hist.as_mut_ptr().add(bucket), 1) };
+    }
+
+    let site = &mut stack.callers[caller_slot(func, ret_addr)];
+    if site.func_plus1 == func.wrapping_add(1) && site.ret_addr == ret_addr {
+        site.calls += 1;
+    } else if site.func_plus1 == 0 {
+        site.func_plus1 = func.wrapping_add(1);
+        site.ret_addr = ret_addr;
+        site.calls = 1;
+    } else {
+        increment(
+            &CALLERS,
+            CallerKey {
+                func,
+                _pad: 0,
+                ret_addr,
+            },
+            Counter::CallerMapFull,
+        );
+    }
     Ok(())
+}
+
+/// Counts an entry of `func` in the shared statistics; returns this CPU's count so far.
+#[inline(always)]
+fn shared_entry(func: u32) -> Result<u64, ()> {
+    let stats = FUNC_STATS.get_ptr_mut(func).ok_or(())?;
+    // SAFETY: a valid, aligned u64 inside this CPU's map value.
+    Ok(unsafe { fetch_add(&raw mut (*stats).entries, 1) } + 1)
+}
+
+/// A return probe hit that is not timed: no frame to pair it with.
+#[inline(always)]
+fn untimed_return(stats: *mut FuncStats) {
+    // SAFETY: a valid, aligned u64 inside this CPU's map value.
+    unsafe { fetch_add(&raw mut (*stats).untimed_returns, 1) };
+    count(Counter::UnmatchedReturns);
 }
 
 /// The traced function running on thread `tid` (its innermost traced call), or `NO_FUNCTION`.
@@ -238,9 +306,42 @@ fn slot(i: usize) -> usize {
     core::hint::black_box(i) & (MAX_DEPTH - 1)
 }
 
-/// Adds one timed call to the function's statistics.
+/// The thread's table slot of function `func` (masked and opaque as in `slot`).
 #[inline(always)]
-fn record_duration(stats: &mut FuncStats, ns: u64) {
+fn func_slot(func: u32) -> usize {
+    const _: () = assert!(THREAD_FUNCS.is_power_of_two());
+    core::hint::black_box(func as usize) & (THREAD_FUNCS - 1)
+}
+
+/// The thread's call-site table slot of (`func`, `ret_addr`) (masked and opaque as in `slot`).
+#[inline(always)]
+fn caller_slot(func: u32, ret_addr: u64) -> usize {
+    core::hint::black_box(thread_caller_slot(func, ret_addr)) & (THREAD_CALLERS - 1)
+}
+
+/// Adds one timed call to the thread's own totals of the function (only this thread writes
+/// them: no atomics).
+#[inline(always)]
+fn record_own(own: &mut ThreadFunc, ns: u64) {
+    own.count += 1;
+    own.total_ns += ns;
+    let (sq_hi, sq_lo) = square_u128(ns);
+    let (lo, carry) = own.sum_sq_lo.overflowing_add(sq_lo);
+    own.sum_sq_lo = lo;
+    own.sum_sq_hi += sq_hi + u64::from(carry);
+    let want = ns.saturating_add(1);
+    if own.min_ns_plus1 == 0 || want < own.min_ns_plus1 {
+        own.min_ns_plus1 = want;
+    }
+    if ns > own.max_ns {
+        own.max_ns = ns;
+    }
+}
+
+/// Adds one timed call to the function's shared statistics (all but the histogram, which every
+/// call goes to).
+#[inline(always)]
+fn record_shared(stats: &mut FuncStats, ns: u64) {
     // SAFETY (all blocks below): each pointer is a valid, aligned u64 in this CPU's map value.
     unsafe {
         fetch_add(&raw mut stats.count, 1);
@@ -271,12 +372,6 @@ fn record_duration(stats: &mut FuncStats, ns: u64) {
         if cur >= ns || unsafe { compare_exchange(&raw mut stats.max_ns, cur, ns) } {
             break;
         }
-    }
-    // Opaque for the same reason as in `slot`: the bound must be checked on the value used.
-    let bucket = core::hint::black_box(hist_bucket(ns));
-    if bucket < HIST_BUCKETS {
-        // SAFETY: as above; `bucket` is in bounds.
-        unsafe { fetch_add(stats.hist.as_mut_ptr().add(bucket), 1) };
     }
 }
 

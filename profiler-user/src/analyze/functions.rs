@@ -1,6 +1,8 @@
 //! The `functions` analyzer: kernel aggregates of one function -> its profile.
 
-use profiler_common::functions::{FuncStats, HIST_BUCKETS, ThreadStats, hist_bucket_bounds};
+use profiler_common::functions::{
+    FuncStats, HIST_BUCKETS, ThreadFunc, ThreadStats, hist_bucket_bounds,
+};
 
 use crate::{
     report::{CallStack, Caller, FunctionProfile, Percentiles, ProbeSite, ThreadBreakdown},
@@ -9,7 +11,8 @@ use crate::{
 
 const NS: f64 = 1e-9;
 
-/// One function's statistics summed over the CPUs.
+/// One function's statistics summed over the CPUs (shared statistics) and the threads (their own
+/// tables).
 #[derive(Debug, Clone, PartialEq)]
 pub struct FuncTotals {
     pub entries: u64,
@@ -38,25 +41,59 @@ impl Default for FuncTotals {
 }
 
 impl FuncTotals {
-    /// Sums the per-CPU values of one function.
+    /// Sums the per-CPU values of one function's shared statistics.
     pub fn sum<'a>(per_cpu: impl IntoIterator<Item = &'a FuncStats>) -> Self {
         let mut t = Self::default();
         for s in per_cpu {
-            t.entries += s.entries;
-            t.returns += s.returns;
-            t.count += s.count;
-            t.total_ns += s.total_ns;
-            t.sum_sq_ns2 += (u128::from(s.sum_sq_hi) << 64) | u128::from(s.sum_sq_lo);
-            if s.min_ns_plus1 != 0 {
-                let min = s.min_ns_plus1 - 1;
-                t.min_ns = Some(t.min_ns.map_or(min, |m| m.min(min)));
-            }
-            t.max_ns = t.max_ns.max(s.max_ns);
+            t.add_timed(
+                s.entries,
+                s.count,
+                s.total_ns,
+                (s.sum_sq_hi, s.sum_sq_lo),
+                s.min_ns_plus1,
+                s.max_ns,
+            );
+            t.returns += s.untimed_returns;
             for (sum, v) in t.hist.iter_mut().zip(s.hist.iter()) {
                 *sum += v;
             }
         }
         t
+    }
+
+    /// Adds one thread's own totals of the function (its durations are in the shared histogram
+    /// already).
+    pub fn add_thread(&mut self, f: &ThreadFunc) {
+        self.add_timed(
+            f.entries,
+            f.count,
+            f.total_ns,
+            (f.sum_sq_hi, f.sum_sq_lo),
+            f.min_ns_plus1,
+            f.max_ns,
+        );
+    }
+
+    fn add_timed(
+        &mut self,
+        entries: u64,
+        count: u64,
+        total_ns: u64,
+        (sq_hi, sq_lo): (u64, u64),
+        min_ns_plus1: u64,
+        max_ns: u64,
+    ) {
+        self.entries += entries;
+        // Every timed call is one return hit.
+        self.returns += count;
+        self.count += count;
+        self.total_ns += total_ns;
+        self.sum_sq_ns2 += (u128::from(sq_hi) << 64) | u128::from(sq_lo);
+        if min_ns_plus1 != 0 {
+            let min = min_ns_plus1 - 1;
+            self.min_ns = Some(self.min_ns.map_or(min, |m| m.min(min)));
+        }
+        self.max_ns = self.max_ns.max(max_ns);
     }
 
     /// Population standard deviation of the durations, ns.
@@ -206,10 +243,10 @@ mod tests {
     use super::*;
     use profiler_common::functions::hist_bucket;
 
-    /// What the kernel side does for one call, on one CPU's value.
+    /// What the kernel side does for one call of a thread without room for the function in its
+    /// own table, on one CPU's value.
     fn record(s: &mut FuncStats, ns: u64) {
         s.entries += 1;
-        s.returns += 1;
         s.count += 1;
         s.total_ns += ns;
         let sq = u128::from(ns) * u128::from(ns);
@@ -241,6 +278,45 @@ mod tests {
         assert_eq!(t.min_ns, Some(100));
         assert_eq!(t.max_ns, 400);
         // Population standard deviation of 100, 200, 300, 400.
+        assert!((t.std_dev_ns() - 111.803_398_874_989_5).abs() < 1e-6);
+    }
+
+    /// What the kernel side does for one call of a thread that has the function in its own table.
+    fn record_own(f: &mut ThreadFunc, shared: &mut FuncStats, ns: u64) {
+        f.entries += 1;
+        f.count += 1;
+        f.total_ns += ns;
+        let sq = u128::from(ns) * u128::from(ns);
+        let sum = ((u128::from(f.sum_sq_hi) << 64) | u128::from(f.sum_sq_lo)) + sq;
+        f.sum_sq_lo = sum as u64;
+        f.sum_sq_hi = (sum >> 64) as u64;
+        if f.min_ns_plus1 == 0 || ns + 1 < f.min_ns_plus1 {
+            f.min_ns_plus1 = ns + 1;
+        }
+        f.max_ns = f.max_ns.max(ns);
+        shared.hist[hist_bucket(ns)] += 1;
+    }
+
+    #[test]
+    fn threads_own_totals_add_to_the_shared_ones() {
+        let (mut cpu0, mut cpu1) = (zero(), zero());
+        let (mut t1, mut t2) = (ThreadFunc::default(), ThreadFunc::default());
+        record_own(&mut t1, &mut cpu0, 100);
+        record_own(&mut t1, &mut cpu1, 200);
+        record_own(&mut t2, &mut cpu0, 300);
+        record(&mut cpu1, 400); // a thread without room for the function
+        t2.entries += 1; // a call still running
+        cpu0.untimed_returns += 2;
+        let mut t = FuncTotals::sum([&cpu0, &cpu1]);
+        t.add_thread(&t1);
+        t.add_thread(&t2);
+        assert_eq!(t.count, 4);
+        assert_eq!(t.entries, 5);
+        assert_eq!(t.returns, 6);
+        assert_eq!(t.total_ns, 1000);
+        assert_eq!(t.min_ns, Some(100));
+        assert_eq!(t.max_ns, 400);
+        assert_eq!(t.hist.iter().sum::<u64>(), 4);
         assert!((t.std_dev_ns() - 111.803_398_874_989_5).abs() < 1e-6);
     }
 

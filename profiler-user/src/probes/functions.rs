@@ -6,14 +6,14 @@ use std::{collections::HashMap, path::PathBuf};
 use anyhow::Context as _;
 use aya::{
     Ebpf,
-    maps::{HashMap as BpfHashMap, Map, PerCpuArray, StackTraceMap},
+    maps::{HashMap as BpfHashMap, Map, MapData, PerCpuArray, StackTraceMap},
     programs::{
         UProbe,
         uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope},
     },
 };
 use profiler_common::functions::{
-    CallerKey, FuncStats, MAX_DEPTH, ShadowStack, StackKey, ThreadKey, ThreadStats,
+    CallerKey, FuncStats, MAX_DEPTH, ShadowStack, StackKey, ThreadFunc, ThreadKey, ThreadStats,
 };
 
 use crate::analyze::functions::FuncTotals;
@@ -111,16 +111,36 @@ pub fn detach_site(ebpf: &mut Ebpf, links: &mut SiteLinks) -> anyhow::Result<()>
 
 /// Entry plus return hits so far, per function id.
 pub fn read_hits(ebpf: &Ebpf, functions: usize) -> anyhow::Result<Vec<u64>> {
+    Ok(read_totals(ebpf, functions)?
+        .iter()
+        .map(|t| t.entries + t.returns)
+        .collect())
+}
+
+/// Each function's statistics: the shared ones summed over the CPUs, plus every thread's own.
+fn read_totals(ebpf: &Ebpf, functions: usize) -> anyhow::Result<Vec<FuncTotals>> {
     let stats: PerCpuArray<_, FuncStats> = PerCpuArray::try_from(map(ebpf, "FUNC_STATS")?)?;
-    (0..functions as u32)
-        .map(|id| {
-            Ok(stats
-                .get(&id, 0)?
-                .iter()
-                .map(|s| s.entries + s.returns)
-                .sum())
-        })
-        .collect()
+    let mut totals = (0..functions as u32)
+        .map(|id| Ok(FuncTotals::sum(stats.get(&id, 0)?.iter())))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    for entry in thread_values(ebpf)?.iter() {
+        let (_, value) = entry?;
+        for own in &value.funcs {
+            if let Some(t) = own_func(own).and_then(|f| totals.get_mut(f as usize)) {
+                t.add_thread(own);
+            }
+        }
+    }
+    Ok(totals)
+}
+
+fn thread_values(ebpf: &Ebpf) -> anyhow::Result<BpfHashMap<&MapData, u32, ShadowStack>> {
+    Ok(BpfHashMap::try_from(map(ebpf, "THREAD_STACKS")?)?)
+}
+
+/// The function id of a thread's table slot, unless the slot is free.
+fn own_func(own: &ThreadFunc) -> Option<u32> {
+    own.func_plus1.checked_sub(1)
 }
 
 /// Detaches every function probe, entries first (see `attach`), many at a time; the maps stay
@@ -157,8 +177,9 @@ fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut UProbe>
 #[derive(Debug, Default)]
 pub struct RawFunctions {
     pub totals: Vec<FuncTotals>,
+    /// Per function id: (tid, that thread's timed calls).
     pub threads: HashMap<u32, Vec<(u32, ThreadStats)>>,
-    /// (function id, return address, calls).
+    /// (function id, return address, timed calls that returned there).
     pub callers: Vec<(u32, u64, u64)>,
     /// (function id, user stack innermost first, samples).
     pub stacks: Vec<(u32, Vec<u64>, u64)>,
@@ -171,31 +192,60 @@ fn map<'a>(ebpf: &'a Ebpf, name: &str) -> anyhow::Result<&'a Map> {
         .with_context(|| format!("map {name} missing from the eBPF object"))
 }
 
-/// Reads every map of the family. `pid` is used to tell live threads from exited ones.
+/// Reads every map of the family: the shared maps plus every thread's own tables. `pid` is used
+/// to tell live threads from exited ones.
 pub fn read(ebpf: &Ebpf, functions: usize, pid: i32) -> anyhow::Result<RawFunctions> {
-    let mut raw = RawFunctions::default();
+    let mut raw = RawFunctions {
+        totals: read_totals(ebpf, functions)?,
+        ..Default::default()
+    };
 
-    let stats: PerCpuArray<_, FuncStats> = PerCpuArray::try_from(map(ebpf, "FUNC_STATS")?)?;
-    for id in 0..functions as u32 {
-        let per_cpu = stats.get(&id, 0)?;
-        raw.totals.push(FuncTotals::sum(per_cpu.iter()));
-    }
-
-    let threads: BpfHashMap<_, ThreadKey, ThreadStats> =
+    // (function, tid) -> totals, and (function, return address) -> calls: a pair can be both in
+    // a thread's table and in the shared map (a reused thread id), so they are merged.
+    let mut threads: HashMap<(u32, u32), ThreadStats> = HashMap::new();
+    let mut callers: HashMap<(u32, u64), u64> = HashMap::new();
+    let shared: BpfHashMap<_, ThreadKey, ThreadStats> =
         BpfHashMap::try_from(map(ebpf, "THREAD_STATS")?)?;
-    for entry in threads.iter() {
+    for entry in shared.iter() {
         let (key, value) = entry?;
-        raw.threads
-            .entry(key.func)
-            .or_default()
-            .push((key.tid, value));
+        let t = threads.entry((key.func, key.tid)).or_default();
+        t.count += value.count;
+        t.total_ns += value.total_ns;
+    }
+    let shared: BpfHashMap<_, CallerKey, u64> = BpfHashMap::try_from(map(ebpf, "CALLERS")?)?;
+    for entry in shared.iter() {
+        let (key, calls) = entry?;
+        *callers.entry((key.func, key.ret_addr)).or_default() += calls;
     }
 
-    let callers: BpfHashMap<_, CallerKey, u64> = BpfHashMap::try_from(map(ebpf, "CALLERS")?)?;
-    for entry in callers.iter() {
-        let (key, calls) = entry?;
-        raw.callers.push((key.func, key.ret_addr, calls));
+    for entry in thread_values(ebpf)?.iter() {
+        let (tid, value) = entry?;
+        for own in &value.funcs {
+            if let Some(func) = own_func(own).filter(|_| own.count > 0) {
+                let t = threads.entry((func, tid)).or_default();
+                t.count += own.count;
+                t.total_ns += own.total_ns;
+            }
+        }
+        for site in &value.callers {
+            if let Some(func) = site.func_plus1.checked_sub(1) {
+                *callers.entry((func, site.ret_addr)).or_default() += site.calls;
+            }
+        }
+        let alive = std::path::Path::new(&format!("/proc/{pid}/task/{tid}")).exists();
+        if alive {
+            for frame in &value.frames[..(value.depth as usize).min(MAX_DEPTH)] {
+                *raw.in_flight.entry(frame.func).or_default() += 1;
+            }
+        }
     }
+    for ((func, tid), stats) in threads {
+        raw.threads.entry(func).or_default().push((tid, stats));
+    }
+    raw.callers = callers
+        .into_iter()
+        .map(|((func, ret_addr), calls)| (func, ret_addr, calls))
+        .collect();
 
     let stack_counts: BpfHashMap<_, StackKey, u64> =
         BpfHashMap::try_from(map(ebpf, "STACK_COUNTS")?)?;
@@ -215,19 +265,6 @@ pub fn read(ebpf: &Ebpf, functions: usize, pid: i32) -> anyhow::Result<RawFuncti
         }
         ips.extend(walked);
         raw.stacks.push((key.func, ips, samples));
-    }
-
-    let shadow: BpfHashMap<_, u32, ShadowStack> =
-        BpfHashMap::try_from(map(ebpf, "THREAD_STACKS")?)?;
-    for entry in shadow.iter() {
-        let (tid, stack) = entry?;
-        let alive = std::path::Path::new(&format!("/proc/{pid}/task/{tid}")).exists();
-        if !alive {
-            continue;
-        }
-        for frame in &stack.frames[..(stack.depth as usize).min(MAX_DEPTH)] {
-            *raw.in_flight.entry(frame.func).or_default() += 1;
-        }
     }
     Ok(raw)
 }

@@ -199,9 +199,9 @@ pub struct CallerKey {
 
 /// Key of the sampled call-stack map.
 ///
-/// At a function's entry the frame pointer still belongs to the caller, so the kernel's
-/// frame-pointer walk starts at the caller's caller: the return address (the immediate caller)
-/// is part of the key and goes in front of the walked frames.
+/// Stacks are sampled as the call returns: the walk starts at the return address (in the
+/// immediate caller), which the kernel has restored even when the call's return-address slot was
+/// taken over by a return probe (tail calls). It is part of the key too.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct StackKey {
@@ -212,8 +212,8 @@ pub struct StackKey {
     pub ret_addr: u64,
 }
 
-/// One call in this many (per thread and function) has its full user stack sampled; the first
-/// [`STACK_SAMPLE_ALWAYS`] calls of each function on each thread always are. (A sample walks the
+/// One timed call in this many (per thread and function) has its full user stack sampled; the
+/// first [`STACK_SAMPLE_ALWAYS`] of each function on each thread always are. (A sample walks the
 /// user stack, about as costly as the rest of the call's probes together.)
 pub const STACK_SAMPLE_EVERY: u64 = 64;
 /// See [`STACK_SAMPLE_EVERY`].

@@ -16,7 +16,7 @@
 use aya_ebpf::{
     EbpfContext,
     bindings::{BPF_F_NO_PREALLOC, BPF_F_USER_STACK, BPF_NOEXIST},
-    helpers::{bpf_get_attach_cookie, bpf_ktime_get_ns, bpf_probe_read_user},
+    helpers::{bpf_get_attach_cookie, bpf_ktime_get_ns},
     macros::{map, uprobe, uretprobe},
     maps::{HashMap, PerCpuArray, StackTrace},
     programs::{ProbeContext, RetProbeContext, tracing::StackIdContext},
@@ -124,13 +124,12 @@ fn try_fn_entry(ctx: &ProbeContext) -> Result<(), ()> {
 
     // Count the entry: in the thread's table, or in the shared statistics.
     let own = &mut stack.funcs[func_slot(func)];
-    let entries = if own.func_plus1 == func.wrapping_add(1) || own.func_plus1 == 0 {
+    if own.func_plus1 == func.wrapping_add(1) || own.func_plus1 == 0 {
         own.func_plus1 = func.wrapping_add(1);
         own.entries += 1;
-        own.entries
     } else {
-        shared_entry(func)?
-    };
+        shared_entry(func)?;
+    }
 
     let depth = pop_abandoned(stack, ret_slot);
     if depth >= MAX_DEPTH {
@@ -145,14 +144,6 @@ fn try_fn_entry(ctx: &ProbeContext) -> Result<(), ()> {
         start_ns: now,
     };
     stack.depth = depth as u32 + 1;
-
-    if entries <= STACK_SAMPLE_ALWAYS || entries % STACK_SAMPLE_EVERY == 0 {
-        // SAFETY: reads 8 bytes of the target's stack through the checked helper.
-        match unsafe { bpf_probe_read_user(ret_slot as *const u64) } {
-            Ok(ret_addr) => sample_stack(ctx, func, ret_addr),
-            Err(_) => count(Counter::StackSampleFailed),
-        }
-    }
     Ok(())
 }
 
@@ -192,13 +183,15 @@ fn try_fn_return(ctx: &RetProbeContext) -> Result<(), ()> {
     let ns = now.saturating_sub(start);
 
     let own = &mut stack.funcs[func_slot(func)];
-    if own.func_plus1 == func.wrapping_add(1) {
+    // Timed calls so far, of this thread (or of this CPU, for the shared statistics).
+    let timed = if own.func_plus1 == func.wrapping_add(1) {
         record_own(own, ns);
+        own.count
     } else {
-        // SAFETY: `stats` points at this CPU's value for `func`, valid for the program's run.
-        unsafe { record_shared(&mut *stats, ns) };
         record_thread(func, tid, ns);
-    }
+        // SAFETY: `stats` points at this CPU's value for `func`, valid for the program's run.
+        unsafe { record_shared(&mut *stats, ns) }
+    };
     // Opaque for the same reason as in `slot`: the bound must be checked on the value used.
     let bucket = core::hint::black_box(hist_bucket(ns));
     if bucket < HIST_BUCKETS {
@@ -224,15 +217,20 @@ fn try_fn_return(ctx: &RetProbeContext) -> Result<(), ()> {
             Counter::CallerMapFull,
         );
     }
+
+    if timed <= STACK_SAMPLE_ALWAYS || timed % STACK_SAMPLE_EVERY == 0 {
+        sample_stack(ctx, func, ret_addr);
+    }
     Ok(())
 }
 
-/// Counts an entry of `func` in the shared statistics; returns this CPU's count so far.
+/// Counts an entry of `func` in the shared statistics.
 #[inline(always)]
-fn shared_entry(func: u32) -> Result<u64, ()> {
+fn shared_entry(func: u32) -> Result<(), ()> {
     let stats = FUNC_STATS.get_ptr_mut(func).ok_or(())?;
     // SAFETY: a valid, aligned u64 inside this CPU's map value.
-    Ok(unsafe { fetch_add(&raw mut (*stats).entries, 1) } + 1)
+    unsafe { fetch_add(&raw mut (*stats).entries, 1) };
+    Ok(())
 }
 
 /// A return probe hit that is not timed: no frame to pair it with.
@@ -339,14 +337,14 @@ fn record_own(own: &mut ThreadFunc, ns: u64) {
 }
 
 /// Adds one timed call to the function's shared statistics (all but the histogram, which every
-/// call goes to).
+/// call goes to); returns this CPU's count of them.
 #[inline(always)]
-fn record_shared(stats: &mut FuncStats, ns: u64) {
+fn record_shared(stats: &mut FuncStats, ns: u64) -> u64 {
     // SAFETY (all blocks below): each pointer is a valid, aligned u64 in this CPU's map value.
-    unsafe {
-        fetch_add(&raw mut stats.count, 1);
+    let timed = unsafe {
         fetch_add(&raw mut stats.total_ns, ns);
-    }
+        fetch_add(&raw mut stats.count, 1) + 1
+    };
     let (sq_hi, sq_lo) = square_u128(ns);
     // SAFETY: as above.
     let old_lo = unsafe { fetch_add(&raw mut stats.sum_sq_lo, sq_lo) };
@@ -373,6 +371,7 @@ fn record_shared(stats: &mut FuncStats, ns: u64) {
             break;
         }
     }
+    timed
 }
 
 /// `x * x` as a 128-bit number (high, low), from 32-bit halves.
@@ -415,8 +414,9 @@ fn record_thread(func: u32, tid: u32, ns: u64) {
     }
 }
 
+/// Samples the user stack of a call as it returns: the walk starts at the return address.
 #[inline(always)]
-fn sample_stack(ctx: &ProbeContext, func: u32, ret_addr: u64) {
+fn sample_stack(ctx: &RetProbeContext, func: u32, ret_addr: u64) {
     match ctx.get_stackid(&STACKS, BPF_F_USER_STACK as u64) {
         Ok(id) => increment(
             &STACK_COUNTS,

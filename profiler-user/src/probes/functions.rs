@@ -181,7 +181,7 @@ pub struct RawFunctions {
     pub threads: HashMap<u32, Vec<(u32, ThreadStats)>>,
     /// (function id, return address, timed calls that returned there).
     pub callers: Vec<(u32, u64, u64)>,
-    /// (function id, user stack innermost first, samples).
+    /// (function id, user stack from the return address outwards, samples).
     pub stacks: Vec<(u32, Vec<u64>, u64)>,
     /// Calls on the shadow stacks of live threads, by function id.
     pub in_flight: HashMap<u32, u64>,
@@ -252,12 +252,11 @@ pub fn read(ebpf: &Ebpf, functions: usize, pid: i32) -> anyhow::Result<RawFuncti
     let stacks = StackTraceMap::try_from(map(ebpf, "STACKS")?)?;
     for entry in stack_counts.iter() {
         let (key, samples) = entry?;
-        // The walk's first frame is the traced function itself. Kernels that know a uprobe sits
-        // at a function entry put the immediate caller next; older ones walk on from the
-        // caller's frame pointer and skip it (see StackKey): then the return address supplies it.
+        // Sampled as the call returned: the walk starts at the return address (see StackKey).
+        // If the walk was lost, the return address is still known.
         let walked: Vec<u64> = stacks
             .get(&key.stack_id, 0)
-            .map(|t| t.frames().iter().skip(1).map(|f| f.ip).collect())
+            .map(|t| t.frames().iter().map(|f| f.ip).collect())
             .unwrap_or_default();
         let mut ips = Vec::with_capacity(walked.len() + 1);
         if walked.first() != Some(&key.ret_addr) {

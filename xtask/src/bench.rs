@@ -7,6 +7,7 @@
 //! configurations it is measured under, the untraced baseline first; rounds interleave all
 //! configurations of all scenarios and the median of the rounds is reported. See BENCHMARKS.md.
 
+mod levels;
 mod memory;
 mod proc;
 mod tracer;
@@ -33,9 +34,12 @@ pub struct BenchArgs {
     /// Calls of the traced function per measurement.
     #[arg(long, default_value_t = 300_000, value_parser = clap::value_parser!(u64).range(1..))]
     calls: u64,
-    /// Measure only this workload (repeatable): cet_nonleaf, plain, cet_leaf, memory.
+    /// Measure only this workload (repeatable): cet_nonleaf, plain, cet_leaf, memory, levels.
     #[arg(long, value_name = "WORKLOAD")]
     only: Vec<String>,
+    /// Requests per thread of the level table's workload (4 threads).
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(8..))]
+    requests: u64,
     /// Leave bpftrace out (it is installed with apt-get when missing otherwise).
     #[arg(long)]
     no_bpftrace: bool,
@@ -161,9 +165,11 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     }
     let workloads = workload::call_workloads();
     for name in &args.only {
-        if !workloads.iter().any(|w| w.name == name) && name != memory::NAME {
+        if !workloads.iter().any(|w| w.name == name)
+            && ![memory::NAME, levels::NAME].contains(&&**name)
+        {
             let mut names: Vec<_> = workloads.iter().map(|w| w.name).collect();
-            names.push(memory::NAME);
+            names.extend([memory::NAME, levels::NAME]);
             bail!("no workload {name:?}; there are: {}", names.join(", "));
         }
     }
@@ -231,6 +237,10 @@ fn bench_in(
         // A malloc/free pair costs a few probe hits: a third of --calls keeps the run short.
         println!();
         memory::bench(tools, dir, args.runs, (args.calls / 3).max(1000))?;
+    }
+    if args.only.is_empty() || args.only.iter().any(|o| o == levels::NAME) {
+        println!();
+        levels::bench(tools, dir, args.runs, args.requests)?;
     }
     Ok(())
 }

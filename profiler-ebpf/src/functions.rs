@@ -16,9 +16,9 @@
 use aya_ebpf::{
     EbpfContext,
     bindings::{BPF_F_NO_PREALLOC, BPF_F_USER_STACK, BPF_NOEXIST},
-    helpers::{bpf_get_attach_cookie, bpf_ktime_get_ns},
+    helpers::{bpf_get_attach_cookie, bpf_ktime_get_ns, bpf_probe_read_user},
     macros::{map, uprobe, uretprobe},
-    maps::{HashMap, PerCpuArray, StackTrace},
+    maps::{Array, HashMap, PerCpuArray, StackTrace},
     programs::{ProbeContext, RetProbeContext, tracing::StackIdContext},
 };
 use profiler_common::{
@@ -131,7 +131,8 @@ fn try_fn_entry(ctx: &ProbeContext) -> Result<(), ()> {
         shared_entry(func)?;
     }
 
-    let depth = pop_abandoned(stack, ret_slot);
+    let mut depth = pop_abandoned(stack, ret_slot);
+    depth = pop_reused_slot(stack, depth, ret_slot);
     if depth >= MAX_DEPTH {
         stack.depth = depth as u32;
         count(Counter::ShadowStackOverflow);
@@ -286,6 +287,45 @@ fn pop_abandoned(stack: &ShadowStack, ret_slot: u64) -> usize {
     let mut depth = (stack.depth as usize).min(MAX_DEPTH);
     for _ in 0..MAX_DEPTH {
         if depth == 0 || stack.frames[slot(depth - 1)].ret_slot >= ret_slot {
+            break;
+        }
+        depth -= 1;
+        count(Counter::AbandonedCalls);
+    }
+    depth
+}
+
+/// The address of the target's uretprobe trampoline (its `[uprobes]` page), published by the
+/// user side once the kernel has made it; 0 until then.
+#[map]
+static TRAMPOLINE: Array<u64> = Array::with_max_entries(1, 0);
+
+/// Until the trampoline's address is known: the kernel maps it as high as it can, in the top
+/// page below the 47-bit user limit; no code or stack of the target lives that high.
+const TRAMPOLINE_FLOOR: u64 = 0x7fff_ffff_0000;
+
+/// A new call whose return-address slot is the top frame's: either a tail call (the frame's call
+/// goes on: its return address was replaced by the uretprobe trampoline, the kernel chains the
+/// two) or the slot reused after a longjmp left the frame's call (the slot holds a real return
+/// address: the frame is dead). Drops such dead frames; returns the new depth. Reads the stack
+/// only on this rare path.
+#[inline(always)]
+fn pop_reused_slot(stack: &ShadowStack, mut depth: usize, ret_slot: u64) -> usize {
+    for _ in 0..MAX_DEPTH {
+        if depth == 0 || stack.frames[slot(depth - 1)].ret_slot != ret_slot {
+            break;
+        }
+        // SAFETY: reads 8 bytes of the target's stack through the checked helper.
+        let Ok(ret_addr) = (unsafe { bpf_probe_read_user(ret_slot as *const u64) }) else {
+            break;
+        };
+        let trampoline = TRAMPOLINE.get(0).copied().unwrap_or(0);
+        let chained = if trampoline != 0 {
+            ret_addr == trampoline
+        } else {
+            ret_addr >= TRAMPOLINE_FLOOR
+        };
+        if chained {
             break;
         }
         depth -= 1;

@@ -260,7 +260,11 @@ impl Session<'_> {
             });
         let (links, detached, traced) = (&mut self.links, &mut self.detached, &self.traced);
         let quiet = self.plan.quiet;
+        let mut trampoline_known = self.traced.is_empty();
         let mut on_tick = |ebpf: &mut Ebpf| {
+            if !trampoline_known {
+                trampoline_known = probes::functions::publish_trampoline(ebpf, pid);
+            }
             let Some((max, budget)) = budget.as_mut() else {
                 return;
             };

@@ -114,9 +114,6 @@ fn recursion_counts_every_level_and_abandons_nothing() {
 }
 
 #[test]
-#[ignore = "profiler bug: the sampled stack of a function tail-called from a function with a \
-            return probe starts at the kernel's uretprobe trampoline (\"??\" at 0x7fffffffdfff) \
-            instead of the real caller"]
 fn tail_called_function_is_attributed_to_its_real_caller() {
     require_root!();
     let dir = TempDir::new();
@@ -218,8 +215,6 @@ fn demangled_rust_glob_matches_and_counts_exactly() {
 }
 
 #[test]
-#[ignore = "profiler bug: a longjmp'd frame whose return-address slot a later call reuses is \
-            never dropped from the kernel shadow stack, which overflows (calls lost)"]
 fn longjmp_out_of_traced_functions_leaves_other_counts_exact() {
     require_root!();
     let dir = TempDir::new();

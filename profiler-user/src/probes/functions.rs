@@ -90,6 +90,31 @@ pub fn attach(ebpf: &mut Ebpf, sites: &[Site], pid: u32) -> Result<Vec<SiteLinks
     Ok(links)
 }
 
+/// Tells the kernel programs where the target's uretprobe trampoline is (its `[uprobes]`
+/// mapping, made by the kernel at the first return probe): a call at a stack slot still held by
+/// a frame is a tail call if the slot holds the trampoline, a slot reused after a longjmp if not.
+/// Returns whether the address is known.
+pub fn publish_trampoline(ebpf: &mut Ebpf, pid: i32) -> bool {
+    let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else {
+        return false;
+    };
+    let Some(start) = maps
+        .lines()
+        .find(|l| l.trim_end().ends_with("[uprobes]"))
+        .and_then(|l| l.split('-').next())
+        .and_then(|a| u64::from_str_radix(a, 16).ok())
+    else {
+        return false;
+    };
+    let Some(map) = ebpf.map_mut("TRAMPOLINE") else {
+        return false;
+    };
+    let Ok(mut array) = aya::maps::Array::<_, u64>::try_from(map) else {
+        return false;
+    };
+    array.set(0, start, 0).is_ok()
+}
+
 /// Probes attached in `links`.
 pub fn probe_count(links: &[SiteLinks]) -> usize {
     links

@@ -32,7 +32,7 @@ use profiler_common::{
     },
 };
 
-use crate::common::{compare_exchange, count, current_ids, fetch_add, load, target_tgid};
+use crate::common::{COUNTERS, compare_exchange, count, current_ids, fetch_add, load, target_tgid};
 
 /// Per-function statistics, indexed by function id; resized by the loader to the number of
 /// traced functions.
@@ -284,15 +284,29 @@ fn thread_stack(tid: u32) -> Option<*mut ShadowStack> {
 /// been given up without a return (longjmp, exception or panic unwinding). Returns the new depth.
 #[inline(always)]
 fn pop_abandoned(stack: &ShadowStack, ret_slot: u64) -> usize {
-    let mut depth = (stack.depth as usize).min(MAX_DEPTH);
+    let start = (stack.depth as usize).min(MAX_DEPTH);
+    let mut depth = start;
     for _ in 0..MAX_DEPTH {
         if depth == 0 || stack.frames[slot(depth - 1)].ret_slot >= ret_slot {
             break;
         }
         depth -= 1;
-        count(Counter::AbandonedCalls);
     }
+    count_abandoned(start - depth);
     depth
+}
+
+/// Adds `n` to the abandoned-calls counter (once, after a loop: a helper call inside a loop
+/// makes the verifier's work grow with every iteration).
+#[inline(always)]
+fn count_abandoned(n: usize) {
+    if n == 0 {
+        return;
+    }
+    if let Some(slot) = COUNTERS.get_ptr_mut(Counter::AbandonedCalls as u32) {
+        // SAFETY: a valid, aligned u64 in a map value for the program's duration.
+        unsafe { fetch_add(slot, n as u64) };
+    }
 }
 
 /// The address of the target's uretprobe trampoline (its `[uprobes]` page), published by the
@@ -307,32 +321,41 @@ const TRAMPOLINE_FLOOR: u64 = 0x7fff_ffff_0000;
 /// A new call whose return-address slot is the top frame's: either a tail call (the frame's call
 /// goes on: its return address was replaced by the uretprobe trampoline, the kernel chains the
 /// two) or the slot reused after a longjmp left the frame's call (the slot holds a real return
-/// address: the frame is dead). Drops such dead frames; returns the new depth. Reads the stack
-/// only on this rare path.
+/// address: the frame is dead, and so is any other frame at that slot). Drops such dead frames;
+/// returns the new depth. Reads the stack only on this rare path, and once: one check settles
+/// every frame at the slot, which also keeps the program quick to verify.
 #[inline(always)]
 fn pop_reused_slot(stack: &ShadowStack, mut depth: usize, ret_slot: u64) -> usize {
-    for _ in 0..MAX_DEPTH {
+    if depth == 0 || stack.frames[slot(depth - 1)].ret_slot != ret_slot {
+        return depth;
+    }
+    // SAFETY: reads 8 bytes of the target's stack through the checked helper.
+    let Ok(ret_addr) = (unsafe { bpf_probe_read_user(ret_slot as *const u64) }) else {
+        return depth;
+    };
+    let trampoline = TRAMPOLINE.get(0).copied().unwrap_or(0);
+    let chained = if trampoline != 0 {
+        ret_addr == trampoline
+    } else {
+        ret_addr >= TRAMPOLINE_FLOOR
+    };
+    if chained {
+        return depth;
+    }
+    let start = depth;
+    for _ in 0..SAME_SLOT_MAX {
         if depth == 0 || stack.frames[slot(depth - 1)].ret_slot != ret_slot {
             break;
         }
-        // SAFETY: reads 8 bytes of the target's stack through the checked helper.
-        let Ok(ret_addr) = (unsafe { bpf_probe_read_user(ret_slot as *const u64) }) else {
-            break;
-        };
-        let trampoline = TRAMPOLINE.get(0).copied().unwrap_or(0);
-        let chained = if trampoline != 0 {
-            ret_addr == trampoline
-        } else {
-            ret_addr >= TRAMPOLINE_FLOOR
-        };
-        if chained {
-            break;
-        }
         depth -= 1;
-        count(Counter::AbandonedCalls);
     }
+    count_abandoned(start - depth);
     depth
 }
+
+/// Most frames `pop_reused_slot` drops at once (a tail-call chain is a few frames; anything left
+/// goes at the next call). The bound keeps the verifier's work on the entry program small.
+const SAME_SLOT_MAX: usize = 4;
 
 /// The array index of shadow-stack position `i` (< MAX_DEPTH). Left to itself the compiler
 /// folds the position into a pointer computed before the caller's bounds check, which the

@@ -151,11 +151,16 @@ pub const fn thread_caller_slot(func: u32, ret_addr: u64) -> usize {
     (h >> 59) as usize & (THREAD_CALLERS - 1)
 }
 
-/// A thread's map value (keyed by thread id): its shadow stack of traced calls in progress, and
-/// its own tables of totals per function and calls per call site.
+/// A thread's own value: its shadow stack of traced calls in progress, and its own tables of
+/// totals per function and calls per call site. It lives in the thread's slot of the
+/// `THREAD_SLOTS` array (slot `tid % THREAD_SLOTS`), or, when another thread holds that slot, in
+/// the `THREAD_STACKS` hash map under its thread id.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct ShadowStack {
+    /// The thread the value belongs to: in `THREAD_SLOTS`, the slot's owner (0: a free slot; once
+    /// taken, a slot keeps its owner). 0 in `THREAD_STACKS`, whose key says it.
+    pub tid: u64,
     /// Number of valid frames.
     pub depth: u32,
     pub _pad: u32,
@@ -166,7 +171,7 @@ pub struct ShadowStack {
 
 const _: () = assert!(
     core::mem::size_of::<ShadowStack>()
-        == 8 + 24 * MAX_DEPTH + 64 * THREAD_FUNCS + 24 * THREAD_CALLERS
+        == 16 + 24 * MAX_DEPTH + 64 * THREAD_FUNCS + 24 * THREAD_CALLERS
 );
 
 /// Key of the per-thread breakdown map (calls of functions that found no room in their thread's
@@ -220,6 +225,11 @@ pub const STACK_SAMPLE_EVERY: u64 = 64;
 pub const STACK_SAMPLE_ALWAYS: u64 = 16;
 
 /// Map capacities. The statistics array is sized at load time to the number of traced functions.
+/// Slots of the per-thread array (a power of two): threads whose slot is free take it; the
+/// others go to the `THREAD_STACKS` hash map, which holds up to `THREAD_STACKS_MAX`.
+pub const THREAD_SLOTS: u32 = 8192;
+/// 64-bit words of the bitmap of taken slots.
+pub const THREAD_SLOT_WORDS: usize = THREAD_SLOTS as usize / 64;
 pub const THREAD_STACKS_MAX: u32 = 8192;
 pub const THREAD_STATS_MAX: u32 = 65536;
 pub const CALLERS_MAX: u32 = 16384;

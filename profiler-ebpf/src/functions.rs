@@ -27,10 +27,12 @@ use profiler_common::{
     functions::{
         CALLERS_MAX, CallerKey, Frame, FuncStats, HIST_BUCKETS, MAX_DEPTH, STACK_COUNTS_MAX,
         STACK_SAMPLE_ALWAYS, STACK_SAMPLE_EVERY, STACKS_MAX, ShadowStack, StackKey, THREAD_CALLERS,
-        THREAD_FUNCS, THREAD_STACKS_MAX, THREAD_STATS_MAX, ThreadFunc, ThreadKey, ThreadStats,
-        hist_bucket, thread_caller_slot,
+        THREAD_FUNCS, THREAD_SLOT_WORDS, THREAD_SLOTS, THREAD_STACKS_MAX, THREAD_STATS_MAX,
+        ThreadFunc, ThreadKey, ThreadStats, hist_bucket, thread_caller_slot,
     },
 };
+
+use core::intrinsics::{AtomicOrdering, atomic_or};
 
 use crate::common::{COUNTERS, compare_exchange, count, current_ids, fetch_add, load, target_tgid};
 
@@ -39,11 +41,20 @@ use crate::common::{COUNTERS, compare_exchange, count, current_ids, fetch_add, l
 #[map]
 static FUNC_STATS: PerCpuArray<FuncStats> = PerCpuArray::with_max_entries(1, 0);
 
-/// Shadow stacks and the threads' own tables, by thread id. Preallocated: every probe looks its
-/// thread up here, and a preallocated map never has to allocate in a probe.
+/// Shadow stacks and the threads' own tables: thread `tid` takes slot `tid % THREAD_SLOTS` if it
+/// is free (an array lookup is a few instructions where a hash lookup costs ~80 ns a probe here).
 #[map]
-pub(crate) static THREAD_STACKS: HashMap<u32, ShadowStack> =
-    HashMap::with_max_entries(THREAD_STACKS_MAX, 0);
+static THREAD_VALUES: Array<ShadowStack> = Array::with_max_entries(THREAD_SLOTS, 0);
+
+/// One bit per slot of `THREAD_VALUES`, set when a thread takes it: the user side reads only the
+/// slots in use.
+#[map]
+static THREAD_VALUES_TAKEN: Array<[u64; THREAD_SLOT_WORDS]> = Array::with_max_entries(1, 0);
+
+/// The values of threads whose slot another thread holds, by thread id (allocated as needed).
+#[map]
+static THREAD_STACKS: HashMap<u32, ShadowStack> =
+    HashMap::with_max_entries(THREAD_STACKS_MAX, BPF_F_NO_PREALLOC);
 
 /// An all-zero value to initialise a new thread's entry from (too big for the eBPF stack).
 #[map]
@@ -161,7 +172,7 @@ fn try_fn_return(ctx: &RetProbeContext) -> Result<(), ()> {
     let ret_addr = instruction_pointer(ctx.regs);
 
     let stats = FUNC_STATS.get_ptr_mut(func).ok_or(())?;
-    let Some(stack) = THREAD_STACKS.get_ptr_mut(tid) else {
+    let Some(stack) = own_stack(tid) else {
         untimed_return(stats);
         return Ok(());
     };
@@ -245,7 +256,7 @@ fn untimed_return(stats: *mut FuncStats) {
 /// The traced function running on thread `tid` (its innermost traced call), or `NO_FUNCTION`.
 #[inline(always)]
 pub(crate) fn running_function(tid: u32) -> u32 {
-    match THREAD_STACKS.get_ptr(tid) {
+    match own_stack(tid) {
         // SAFETY: a map value, read-only here.
         Some(stack) => unsafe {
             let depth = (*stack).depth as usize;
@@ -259,9 +270,61 @@ pub(crate) fn running_function(tid: u32) -> u32 {
     }
 }
 
-/// This thread's shadow stack, created empty on first use.
+/// The slot of thread `tid` in `THREAD_VALUES` (masked and opaque as in `slot`).
+#[inline(always)]
+fn thread_slot(tid: u32) -> *mut ShadowStack {
+    const _: () = assert!(THREAD_SLOTS.is_power_of_two());
+    let index = core::hint::black_box(tid) & (THREAD_SLOTS - 1);
+    THREAD_VALUES
+        .get_ptr_mut(index)
+        .unwrap_or(core::ptr::null_mut())
+}
+
+/// Thread `tid`'s value, if it has one.
+#[inline(always)]
+fn own_stack(tid: u32) -> Option<*mut ShadowStack> {
+    let slot = thread_slot(tid);
+    // SAFETY: a valid, aligned u64 in an array value (checked for null first).
+    if !slot.is_null() && unsafe { load(&raw const (*slot).tid) } == u64::from(tid) {
+        return Some(slot);
+    }
+    THREAD_STACKS.get_ptr_mut(tid)
+}
+
+/// Sets the bit of thread `tid`'s slot in `THREAD_VALUES_TAKEN`.
+#[inline(always)]
+fn mark_taken(tid: u32) {
+    let index = (tid & (THREAD_SLOTS - 1)) as usize;
+    let word = core::hint::black_box(index / 64) & (THREAD_SLOT_WORDS - 1);
+    if let Some(words) = THREAD_VALUES_TAKEN.get_ptr_mut(0) {
+        // SAFETY: a valid, aligned u64 of an array value (`word` is in bounds). SeqCst as for
+        // `fetch_add` (see common.rs).
+        unsafe {
+            atomic_or::<u64, u64, { AtomicOrdering::SeqCst }>(
+                (*words).as_mut_ptr().add(word),
+                1 << (index % 64),
+            )
+        };
+    }
+}
+
+/// This thread's value, made on first use: its slot if free (taken with a compare-and-swap: two
+/// threads may share a slot index), else an entry in the hash map.
 #[inline(always)]
 fn thread_stack(tid: u32) -> Option<*mut ShadowStack> {
+    let slot = thread_slot(tid);
+    if !slot.is_null() {
+        // SAFETY: a valid, aligned u64 in an array value.
+        let owner = unsafe { load(&raw const (*slot).tid) };
+        if owner == u64::from(tid) {
+            return Some(slot);
+        }
+        // SAFETY: as above.
+        if owner == 0 && unsafe { compare_exchange(&raw mut (*slot).tid, 0, tid.into()) } {
+            mark_taken(tid);
+            return Some(slot);
+        }
+    }
     if let Some(stack) = THREAD_STACKS.get_ptr_mut(tid) {
         return Some(stack);
     }

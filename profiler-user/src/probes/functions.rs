@@ -6,14 +6,15 @@ use std::{collections::HashMap, path::PathBuf};
 use anyhow::Context as _;
 use aya::{
     Ebpf,
-    maps::{HashMap as BpfHashMap, Map, MapData, PerCpuArray, StackTraceMap},
+    maps::{Array, HashMap as BpfHashMap, Map, PerCpuArray, StackTraceMap},
     programs::{
         UProbe,
         uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope},
     },
 };
 use profiler_common::functions::{
-    CallerKey, FuncStats, MAX_DEPTH, ShadowStack, StackKey, ThreadFunc, ThreadKey, ThreadStats,
+    CallerKey, FuncStats, MAX_DEPTH, ShadowStack, StackKey, THREAD_SLOT_WORDS, ThreadFunc,
+    ThreadKey, ThreadStats,
 };
 
 use crate::analyze::functions::FuncTotals;
@@ -148,8 +149,7 @@ fn read_totals(ebpf: &Ebpf, functions: usize) -> anyhow::Result<Vec<FuncTotals>>
     let mut totals = (0..functions as u32)
         .map(|id| Ok(FuncTotals::sum(stats.get(&id, 0)?.iter())))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    for entry in thread_values(ebpf)?.iter() {
-        let (_, value) = entry?;
+    for (_, value) in thread_values(ebpf)? {
         for own in &value.funcs {
             if let Some(t) = own_func(own).and_then(|f| totals.get_mut(f as usize)) {
                 t.add_thread(own);
@@ -159,8 +159,25 @@ fn read_totals(ebpf: &Ebpf, functions: usize) -> anyhow::Result<Vec<FuncTotals>>
     Ok(totals)
 }
 
-fn thread_values(ebpf: &Ebpf) -> anyhow::Result<BpfHashMap<&MapData, u32, ShadowStack>> {
-    Ok(BpfHashMap::try_from(map(ebpf, "THREAD_STACKS")?)?)
+/// Every thread's own value, with its thread id: the taken slots of `THREAD_VALUES`, then the
+/// threads in `THREAD_STACKS`.
+fn thread_values(ebpf: &Ebpf) -> anyhow::Result<Vec<(u32, ShadowStack)>> {
+    let mut values = Vec::new();
+    let taken: Array<_, [u64; THREAD_SLOT_WORDS]> =
+        Array::try_from(map(ebpf, "THREAD_VALUES_TAKEN")?)?;
+    let slots: Array<_, ShadowStack> = Array::try_from(map(ebpf, "THREAD_VALUES")?)?;
+    for (word, bits) in taken.get(&0, 0)?.iter().enumerate() {
+        for bit in (0..64).filter(|b| bits & (1 << b) != 0) {
+            let value = slots.get(&((word * 64 + bit) as u32), 0)?;
+            values.push((value.tid as u32, value));
+        }
+    }
+    let others: BpfHashMap<_, u32, ShadowStack> =
+        BpfHashMap::try_from(map(ebpf, "THREAD_STACKS")?)?;
+    for entry in others.iter() {
+        values.push(entry?);
+    }
+    Ok(values)
 }
 
 /// The function id of a thread's table slot, unless the slot is free.
@@ -243,8 +260,7 @@ pub fn read(ebpf: &Ebpf, functions: usize, pid: i32) -> anyhow::Result<RawFuncti
         *callers.entry((key.func, key.ret_addr)).or_default() += calls;
     }
 
-    for entry in thread_values(ebpf)?.iter() {
-        let (tid, value) = entry?;
+    for (tid, value) in thread_values(ebpf)? {
         for own in &value.funcs {
             if let Some(func) = own_func(own).filter(|_| own.count > 0) {
                 let t = threads.entry((func, tid)).or_default();

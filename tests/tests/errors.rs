@@ -9,35 +9,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use profiler_tests::{TempDir, profiler_bin, require_root};
 use serde_json::Value;
-
-fn profiler() -> PathBuf {
-    if let Some(bin) = std::env::var_os("PROFILER_BIN") {
-        return bin.into();
-    }
-    // target/<profile>/deps/errors-<hash> -> target/<profile>/profiler
-    let exe = std::env::current_exe().expect("test executable");
-    let bin = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target dir")
-        .join("profiler");
-    assert!(
-        bin.exists(),
-        "{} missing: build it first (cargo build -p profiler-user, or cargo xtask test)",
-        bin.display()
-    );
-    bin
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    if !root {
-        eprintln!("skipped: the errors tests load eBPF programs and need root");
-    }
-    root
-}
 
 fn python() -> Option<PathBuf> {
     let found = ["/usr/bin/python3", "/usr/local/bin/python3"]
@@ -58,35 +31,26 @@ fn python() -> Option<PathBuf> {
     found
 }
 
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Self {
-        let dir =
-            std::env::temp_dir().join(format!("profiler-errors-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-
-    fn file(&self, name: &str, contents: &str) -> PathBuf {
-        let path = self.0.join(name);
-        std::fs::write(&path, contents).unwrap();
-        path
-    }
+/// Writes `contents` to `name` in `dir`; returns the path.
+fn write(dir: &TempDir, name: &str, contents: &str) -> PathBuf {
+    let path = dir.path().join(name);
+    std::fs::write(&path, contents).unwrap();
+    path
 }
 
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// Runs `py script` under `profiler run --level basic -q EXTRA...`; returns the report.
+fn run_script(py: &Path, script: &Path, extra: &[&str], json: &Path) -> Value {
+    let mut args = vec!["run", "--level", "basic", "-q"];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["--", py.to_str().unwrap(), script.to_str().unwrap()]);
+    profile(&args, json).1
 }
 
 /// Runs the profiler to its end (killing it after a minute), returns its output and report.
 fn profile(args: &[&str], json: &Path) -> (Output, Value) {
     // The report path goes before the `--` that starts the target's command.
     let split = args.iter().position(|a| *a == "--").unwrap_or(args.len());
-    let mut child = Command::new(profiler())
+    let mut child = Command::new(profiler_bin())
         .args(&args[..split])
         .arg("--json")
         .arg(json)
@@ -144,28 +108,19 @@ fn describe(report: &Value) -> String {
 
 #[test]
 fn missing_model_file_is_model_not_found_with_path_and_exception() {
-    let (true, Some(py)) = (is_root(), python()) else {
+    require_root!();
+    let Some(py) = python() else {
         return;
     };
-    let dir = Scratch::new("model");
-    let missing = dir.0.join("checkpoints/resnet50.pt");
-    let script = dir.file(
+    let dir = TempDir::new();
+    let missing = dir.path().join("checkpoints/resnet50.pt");
+    let script = write(
+        &dir,
         "load.py",
         &format!("open({:?}, 'rb').read()\n", missing.display().to_string()),
     );
-    let json = dir.0.join("r.json");
-    let (_, report) = profile(
-        &[
-            "run",
-            "--level",
-            "basic",
-            "-q",
-            "--",
-            py.to_str().unwrap(),
-            script.to_str().unwrap(),
-        ],
-        &json,
-    );
+    let json = dir.path().join("r.json");
+    let report = run_script(&py, &script, &[], &json);
     let found = with_pattern(&report, "MODEL_NOT_FOUND");
     assert!(
         !found.is_empty(),
@@ -193,27 +148,18 @@ fn missing_model_file_is_model_not_found_with_path_and_exception() {
 
 #[test]
 fn value_error_is_invalid_input_with_the_exception_type() {
-    let (true, Some(py)) = (is_root(), python()) else {
+    require_root!();
+    let Some(py) = python() else {
         return;
     };
-    let dir = Scratch::new("value");
-    let script = dir.file(
+    let dir = TempDir::new();
+    let script = write(
+        &dir,
         "bad.py",
         "def check(shape):\n    raise ValueError(f'expected 3 dims, got {shape}')\ncheck((2, 2))\n",
     );
-    let json = dir.0.join("r.json");
-    let (_, report) = profile(
-        &[
-            "run",
-            "--level",
-            "basic",
-            "-q",
-            "--",
-            py.to_str().unwrap(),
-            script.to_str().unwrap(),
-        ],
-        &json,
-    );
+    let json = dir.path().join("r.json");
+    let report = run_script(&py, &script, &[], &json);
     let found = with_pattern(&report, "INVALID_INPUT");
     let e = found
         .iter()
@@ -229,28 +175,19 @@ fn value_error_is_invalid_input_with_the_exception_type() {
 
 #[test]
 fn refused_connection_is_econnrefused_network_with_the_address() {
-    let (true, Some(py)) = (is_root(), python()) else {
+    require_root!();
+    let Some(py) = python() else {
         return;
     };
-    let dir = Scratch::new("refused");
+    let dir = TempDir::new();
     // Port 9 (discard) on loopback: nothing listens there here.
-    let script = dir.file(
+    let script = write(
+        &dir,
         "connect.py",
         "import socket\ns = socket.socket()\ntry:\n    s.connect(('127.0.0.1', 9))\nexcept ConnectionRefusedError:\n    pass\n",
     );
-    let json = dir.0.join("r.json");
-    let (_, report) = profile(
-        &[
-            "run",
-            "--level",
-            "basic",
-            "-q",
-            "--",
-            py.to_str().unwrap(),
-            script.to_str().unwrap(),
-        ],
-        &json,
-    );
+    let json = dir.path().join("r.json");
+    let report = run_script(&py, &script, &[], &json);
     let e = events(&report)
         .iter()
         .find(|e| e["error_type"] == "ECONNREFUSED" && e["source"] == "syscall")
@@ -265,29 +202,20 @@ fn refused_connection_is_econnrefused_network_with_the_address() {
 
 #[test]
 fn socket_read_timeout_is_network_timeout() {
-    let (true, Some(py)) = (is_root(), python()) else {
+    require_root!();
+    let Some(py) = python() else {
         return;
     };
-    let dir = Scratch::new("timeout");
+    let dir = TempDir::new();
     // A listener that accepts the connection (the kernel does) but never sends.
-    let script = dir.file(
+    let script = write(
+        &dir,
         "timeout.py",
         "import socket\nsrv = socket.socket()\nsrv.bind(('127.0.0.1', 0))\nsrv.listen(1)\n\
          c = socket.create_connection(srv.getsockname())\nc.settimeout(0.2)\nc.recv(16)\n",
     );
-    let json = dir.0.join("r.json");
-    let (_, report) = profile(
-        &[
-            "run",
-            "--level",
-            "basic",
-            "-q",
-            "--",
-            py.to_str().unwrap(),
-            script.to_str().unwrap(),
-        ],
-        &json,
-    );
+    let json = dir.path().join("r.json");
+    let report = run_script(&py, &script, &[], &json);
     let found = with_pattern(&report, "NETWORK_TIMEOUT");
     assert!(
         !found.is_empty(),
@@ -299,15 +227,14 @@ fn socket_read_timeout_is_network_timeout() {
 
 #[test]
 fn segfault_is_critical_with_the_fault_address() {
-    if !is_root() {
-        return;
-    }
-    let dir = Scratch::new("segv");
-    let src = dir.file(
+    require_root!();
+    let dir = TempDir::new();
+    let src = write(
+        &dir,
         "segv.c",
         "int main(void) { volatile int *p = (int *)0x10; return *p; }\n",
     );
-    let bin = dir.0.join("segv");
+    let bin = dir.path().join("segv");
     let built = Command::new("cc")
         .args(["-O0", "-o"])
         .arg(&bin)
@@ -315,7 +242,7 @@ fn segfault_is_critical_with_the_fault_address() {
         .status()
         .expect("cc");
     assert!(built.success());
-    let json = dir.0.join("r.json");
+    let json = dir.path().join("r.json");
     let (_, report) = profile(
         &["run", "--level", "basic", "-q", "--", bin.to_str().unwrap()],
         &json,
@@ -330,27 +257,18 @@ fn segfault_is_critical_with_the_fault_address() {
 
 #[test]
 fn printed_cuda_oom_is_cuda_out_of_memory_critical() {
-    let (true, Some(py)) = (is_root(), python()) else {
+    require_root!();
+    let Some(py) = python() else {
         return;
     };
-    let dir = Scratch::new("cuda");
-    let script = dir.file(
+    let dir = TempDir::new();
+    let script = write(
+        &dir,
         "oom.py",
         "raise RuntimeError('CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 15.78 GiB total capacity)')\n",
     );
-    let json = dir.0.join("r.json");
-    let (_, report) = profile(
-        &[
-            "run",
-            "--level",
-            "basic",
-            "-q",
-            "--",
-            py.to_str().unwrap(),
-            script.to_str().unwrap(),
-        ],
-        &json,
-    );
+    let json = dir.path().join("r.json");
+    let report = run_script(&py, &script, &[], &json);
     let found = with_pattern(&report, "CUDA_OUT_OF_MEMORY");
     assert!(
         !found.is_empty(),
@@ -364,33 +282,28 @@ fn printed_cuda_oom_is_cuda_out_of_memory_critical() {
 
 #[test]
 fn a_custom_pattern_file_classifies_a_new_message() {
-    let (true, Some(py)) = (is_root(), python()) else {
+    require_root!();
+    let Some(py) = python() else {
         return;
     };
-    let dir = Scratch::new("custom");
-    let patterns = dir.file(
+    let dir = TempDir::new();
+    let patterns = write(
+        &dir,
         "patterns.toml",
         "[[pattern]]\nid = \"FEATURE_STORE_STALE\"\ncategory = \"inference\"\nseverity = \"high\"\n\
          text = 'feature store snapshot is stale'\nsolutions = [\"Refresh the snapshot.\"]\n\
          prevention = [\"Alert on snapshot age.\"]\n",
     );
-    let script = dir.file(
+    let script = write(
+        &dir,
         "stale.py",
         "import sys\nprint('ERROR feature store snapshot is stale (age 7200s)', file=sys.stderr)\n",
     );
-    let json = dir.0.join("r.json");
-    let (_, report) = profile(
-        &[
-            "run",
-            "--level",
-            "basic",
-            "-q",
-            "--patterns",
-            patterns.to_str().unwrap(),
-            "--",
-            py.to_str().unwrap(),
-            script.to_str().unwrap(),
-        ],
+    let json = dir.path().join("r.json");
+    let report = run_script(
+        &py,
+        &script,
+        &["--patterns", patterns.to_str().unwrap()],
         &json,
     );
     let found = with_pattern(&report, "FEATURE_STORE_STALE");
@@ -401,15 +314,14 @@ fn a_custom_pattern_file_classifies_a_new_message() {
 
 #[test]
 fn a_malformed_pattern_file_is_one_line_with_line_and_column() {
-    if !is_root() {
-        return;
-    }
-    let dir = Scratch::new("malformed");
-    let patterns = dir.file(
+    require_root!();
+    let dir = TempDir::new();
+    let patterns = write(
+        &dir,
         "bad.toml",
         "[[pattern]]\nid = \"X\"\ncategory = \"memory\"\nseverty = \"high\"\n",
     );
-    let out = Command::new(profiler())
+    let out = Command::new(profiler_bin())
         .args([
             "run",
             "--level",
@@ -432,20 +344,22 @@ fn a_malformed_pattern_file_is_one_line_with_line_and_column() {
 
 #[test]
 fn benign_failures_are_counted_not_alarmed() {
-    let (true, Some(py)) = (is_root(), python()) else {
+    require_root!();
+    let Some(py) = python() else {
         return;
     };
-    let dir = Scratch::new("benign");
+    let dir = TempDir::new();
     // A stat that fails before a create, and a non-blocking read with nothing to read.
-    let script = dir.file(
+    let script = write(
+        &dir,
         "benign.py",
         &format!(
             "import os, socket\np = {:?}\nif not os.path.exists(p):\n    open(p, 'w').close()\n\
              a, b = socket.socketpair()\na.setblocking(False)\ntry:\n    a.recv(1)\nexcept BlockingIOError:\n    pass\n",
-            dir.0.join("created.txt").display().to_string()
+            dir.path().join("created.txt").display().to_string()
         ),
     );
-    let json = dir.0.join("r.json");
+    let json = dir.path().join("r.json");
     let (out, report) = profile(
         &[
             "run",
@@ -485,12 +399,14 @@ fn benign_failures_are_counted_not_alarmed() {
 
 #[test]
 fn attach_mode_sees_a_running_scripts_error() {
-    let (true, Some(py)) = (is_root(), python()) else {
+    require_root!();
+    let Some(py) = python() else {
         return;
     };
-    let dir = Scratch::new("attach");
+    let dir = TempDir::new();
     // Waits for a line on stdin (sent once the profiler is attached), then fails.
-    let script = dir.file(
+    let script = write(
+        &dir,
         "later.py",
         "import sys\nsys.stdin.readline()\nraise ValueError('bad batch size -1')\n",
     );
@@ -503,8 +419,8 @@ fn attach_mode_sees_a_running_scripts_error() {
         .unwrap();
     // Wait until the interpreter is up (its stdin read is blocking).
     std::thread::sleep(Duration::from_millis(500));
-    let json = dir.0.join("r.json");
-    let mut prof = Command::new(profiler())
+    let json = dir.path().join("r.json");
+    let mut prof = Command::new(profiler_bin())
         .args([
             "attach",
             &target.id().to_string(),
@@ -551,10 +467,11 @@ fn attach_mode_sees_a_running_scripts_error() {
 
 #[test]
 fn secrets_never_reach_the_report_or_the_output() {
-    let (true, Some(py)) = (is_root(), python()) else {
+    require_root!();
+    let Some(py) = python() else {
         return;
     };
-    let dir = Scratch::new("secrets");
+    let dir = TempDir::new();
     let secrets = [
         "sk-abcdefghijklmnopqrstuvwx0123456789",
         "hunter2hunter2",
@@ -563,7 +480,8 @@ fn secrets_never_reach_the_report_or_the_output() {
         "ghp_0123456789abcdefghijklmnopqrstuvwxyz",
         "AKIAIOSFODNN7EXAMPLE",
     ];
-    let script = dir.file(
+    let script = write(
+        &dir,
         "secrets.py",
         &format!(
             "import sys\nprint('ERROR login failed api_key={} password={}', file=sys.stderr)\n\
@@ -572,7 +490,7 @@ fn secrets_never_reach_the_report_or_the_output() {
             secrets[0], secrets[1], secrets[2], secrets[3], secrets[4], secrets[5]
         ),
     );
-    let json = dir.0.join("r.json");
+    let json = dir.path().join("r.json");
     // The script's own stderr goes to /dev/null (exec keeps the process), so what is checked
     // below is only what the profiler printed; its writes are still captured by the probes.
     let shell = format!("exec {} {} 2>/dev/null", py.display(), script.display());

@@ -7,34 +7,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use profiler_tests::{TempDir, profiler_bin, require_root};
 use serde_json::Value;
-
-fn profiler() -> PathBuf {
-    if let Some(bin) = std::env::var_os("PROFILER_BIN") {
-        return bin.into();
-    }
-    let exe = std::env::current_exe().expect("test executable");
-    let bin = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target dir")
-        .join("profiler");
-    assert!(
-        bin.exists(),
-        "{} missing: build it first (cargo build -p profiler-user, or cargo xtask test)",
-        bin.display()
-    );
-    bin
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    if !root {
-        eprintln!("skipped: the overhead tests load eBPF programs and need root");
-    }
-    root
-}
 
 /// Builds a program that calls `hot` in a loop for `seconds`, forever busy.
 fn hot_loop(dir: &Path) -> PathBuf {
@@ -62,17 +36,14 @@ fn hot_loop(dir: &Path) -> PathBuf {
 
 #[test]
 fn over_budget_probes_are_detached_and_their_counts_kept() {
-    if !is_root() {
-        return;
-    }
-    let dir = std::env::temp_dir().join(format!("profiler-overhead-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let bin = hot_loop(&dir);
+    require_root!();
+    let dir = TempDir::new();
+    let bin = hot_loop(dir.path());
     let mut target = Command::new(&bin).arg("20").spawn().unwrap();
     std::thread::sleep(Duration::from_millis(200));
-    let json = dir.join("r.json");
+    let json = dir.json();
     let started = Instant::now();
-    let out = Command::new(profiler())
+    let out = Command::new(profiler_bin())
         .args([
             "attach",
             &target.id().to_string(),
@@ -117,16 +88,14 @@ fn over_budget_probes_are_detached_and_their_counts_kept() {
             .unwrap()
             > 5.0
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn the_cost_model_is_calibrated_on_this_machine() {
-    if !is_root() {
-        return;
-    }
-    let json = std::env::temp_dir().join(format!("profiler-cost-{}.json", std::process::id()));
-    let out = Command::new(profiler())
+    require_root!();
+    let dir = TempDir::new();
+    let json = dir.json();
+    let out = Command::new(profiler_bin())
         .args(["run", "-q", "--func", "libc:exit", "--json"])
         .arg(&json)
         .args(["--", "/bin/true"])
@@ -144,5 +113,4 @@ fn the_cost_model_is_calibrated_on_this_machine() {
     let stepped = model["single_stepped_entry_ns"].as_f64().unwrap();
     // A single-stepped probe takes a second trap: it costs more than an emulated one.
     assert!(emulated > 0.0 && stepped > emulated, "{model}");
-    let _ = std::fs::remove_file(&json);
 }

@@ -152,28 +152,28 @@ pub fn syscall_exit(ctx: RawTracePointContext) -> u32 {
 }
 
 fn try_syscall_exit(ctx: &RawTracePointContext) -> Result<(), ()> {
+    // Success first: almost every syscall succeeds (uretprobe(2), which ends each traced call,
+    // included), and this needs nothing but the program's own argument.
+    let ret: i64 = ctx.arg(1);
+    if !(-4095..0).contains(&ret) {
+        return Ok(());
+    }
     let (tid, tgid) = current_ids();
     if tgid != target_tgid() {
         return Ok(());
     }
-    let ret: i64 = ctx.arg(1);
     let id = user_reg(ctx.arg(0), ORIG_RAX)?;
     if id == SYS_URETPROBE || id == SYS_UPROBE {
         return Ok(());
     }
+    // The arguments remembered at entry; a successful call leaves its entry behind, which the
+    // next call's entry replaces and which only a failure of the same syscall would read.
     let pending = if explaining_arg(id).is_some() {
         // SAFETY: a map value of this thread's, copied out.
-        let p = PENDING.get_ptr(tid).map(|p| unsafe { *p });
-        if p.is_some() {
-            let _ = PENDING.remove(tid);
-        }
-        p
+        PENDING.get_ptr(tid).map(|p| unsafe { *p })
     } else {
         None
     };
-    if !(-4095..0).contains(&ret) {
-        return Ok(());
-    }
     let errno = (-ret) as u32;
     if errno >= ERESTART_FIRST {
         return Ok(());

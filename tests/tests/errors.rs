@@ -5,11 +5,11 @@ use std::{
     io::Write,
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
-    process::{Command, Output, Stdio},
-    time::{Duration, Instant},
+    process::{Command, Stdio},
+    time::Duration,
 };
 
-use profiler_tests::{TempDir, profiler_bin, require_root};
+use profiler_tests::{Outcome, Profiler, TempDir, profiler_bin, require_root};
 use serde_json::Value;
 
 fn python() -> Option<PathBuf> {
@@ -47,32 +47,26 @@ fn run_script(py: &Path, script: &Path, extra: &[&str], json: &Path) -> Value {
 }
 
 /// Runs the profiler to its end (killing it after a minute), returns its output and report.
-fn profile(args: &[&str], json: &Path) -> (Output, Value) {
+fn profile(args: &[&str], json: &Path) -> (Outcome, Value) {
     // The report path goes before the `--` that starts the target's command.
     let split = args.iter().position(|a| *a == "--").unwrap_or(args.len());
-    let mut child = Command::new(profiler_bin())
-        .args(&args[..split])
-        .arg("--json")
-        .arg(json)
-        .args(&args[split..])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the profiler");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the profiler did not finish within a minute: {args:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!stderr.contains("panicked"), "profiler panicked: {stderr}");
-    let report = std::fs::read_to_string(json)
-        .unwrap_or_else(|e| panic!("no report at {} ({e}); stderr: {stderr}", json.display()));
+    let json_arg = json.to_str().unwrap();
+    let mut all = args[..split].to_vec();
+    all.extend_from_slice(&["--json", json_arg]);
+    all.extend_from_slice(&args[split..]);
+    let out = profiler_tests::process::profile(all);
+    assert!(
+        !out.stderr.contains("panicked"),
+        "profiler panicked: {}",
+        out.stderr
+    );
+    let report = std::fs::read_to_string(json).unwrap_or_else(|e| {
+        panic!(
+            "no report at {} ({e}); stderr: {}",
+            json.display(),
+            out.stderr
+        )
+    });
     (
         out,
         serde_json::from_str(&report).expect("the report is JSON"),
@@ -119,7 +113,7 @@ fn missing_model_file_is_model_not_found_with_path_and_exception() {
         "load.py",
         &format!("open({:?}, 'rb').read()\n", missing.display().to_string()),
     );
-    let json = dir.path().join("r.json");
+    let json = dir.json();
     let report = run_script(&py, &script, &[], &json);
     let found = with_pattern(&report, "MODEL_NOT_FOUND");
     assert!(
@@ -158,7 +152,7 @@ fn value_error_is_invalid_input_with_the_exception_type() {
         "bad.py",
         "def check(shape):\n    raise ValueError(f'expected 3 dims, got {shape}')\ncheck((2, 2))\n",
     );
-    let json = dir.path().join("r.json");
+    let json = dir.json();
     let report = run_script(&py, &script, &[], &json);
     let found = with_pattern(&report, "INVALID_INPUT");
     let e = found
@@ -186,7 +180,7 @@ fn refused_connection_is_econnrefused_network_with_the_address() {
         "connect.py",
         "import socket\ns = socket.socket()\ntry:\n    s.connect(('127.0.0.1', 9))\nexcept ConnectionRefusedError:\n    pass\n",
     );
-    let json = dir.path().join("r.json");
+    let json = dir.json();
     let report = run_script(&py, &script, &[], &json);
     let e = events(&report)
         .iter()
@@ -214,7 +208,7 @@ fn socket_read_timeout_is_network_timeout() {
         "import socket\nsrv = socket.socket()\nsrv.bind(('127.0.0.1', 0))\nsrv.listen(1)\n\
          c = socket.create_connection(srv.getsockname())\nc.settimeout(0.2)\nc.recv(16)\n",
     );
-    let json = dir.path().join("r.json");
+    let json = dir.json();
     let report = run_script(&py, &script, &[], &json);
     let found = with_pattern(&report, "NETWORK_TIMEOUT");
     assert!(
@@ -242,7 +236,7 @@ fn segfault_is_critical_with_the_fault_address() {
         .status()
         .expect("cc");
     assert!(built.success());
-    let json = dir.path().join("r.json");
+    let json = dir.json();
     let (_, report) = profile(
         &["run", "--level", "basic", "-q", "--", bin.to_str().unwrap()],
         &json,
@@ -267,7 +261,7 @@ fn printed_cuda_oom_is_cuda_out_of_memory_critical() {
         "oom.py",
         "raise RuntimeError('CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 15.78 GiB total capacity)')\n",
     );
-    let json = dir.path().join("r.json");
+    let json = dir.json();
     let report = run_script(&py, &script, &[], &json);
     let found = with_pattern(&report, "CUDA_OUT_OF_MEMORY");
     assert!(
@@ -299,7 +293,7 @@ fn a_custom_pattern_file_classifies_a_new_message() {
         "stale.py",
         "import sys\nprint('ERROR feature store snapshot is stale (age 7200s)', file=sys.stderr)\n",
     );
-    let json = dir.path().join("r.json");
+    let json = dir.json();
     let report = run_script(
         &py,
         &script,
@@ -359,7 +353,7 @@ fn benign_failures_are_counted_not_alarmed() {
             dir.path().join("created.txt").display().to_string()
         ),
     );
-    let json = dir.path().join("r.json");
+    let json = dir.json();
     let (out, report) = profile(
         &[
             "run",
@@ -390,7 +384,7 @@ fn benign_failures_are_counted_not_alarmed() {
             .any(|f| f["errno"] == "EAGAIN" && f["count"].as_u64() >= Some(1)),
         "the EAGAIN is still counted: {failures:?}"
     );
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = &out.stdout;
     assert!(
         !stdout.contains("EAGAIN"),
         "benign failures are not in the summary: {stdout}"
@@ -419,40 +413,22 @@ fn attach_mode_sees_a_running_scripts_error() {
         .unwrap();
     // Wait until the interpreter is up (its stdin read is blocking).
     std::thread::sleep(Duration::from_millis(500));
-    let json = dir.path().join("r.json");
-    let mut prof = Command::new(profiler_bin())
-        .args([
-            "attach",
-            &target.id().to_string(),
-            "--level",
-            "basic",
-            "--duration",
-            "30",
-            "--json",
-        ])
-        .arg(&json)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // The readiness line says the probes are attached.
-    let mut stderr = prof.stderr.take().unwrap();
-    let mut seen = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !String::from_utf8_lossy(&seen).contains("profiling pid") {
-        let mut buf = [0u8; 256];
-        let n = std::io::Read::read(&mut stderr, &mut buf).unwrap();
-        assert!(
-            n > 0 && Instant::now() < deadline,
-            "no readiness line: {}",
-            String::from_utf8_lossy(&seen)
-        );
-        seen.extend_from_slice(&buf[..n]);
-    }
+    let json = dir.json();
+    let pid = target.id().to_string();
+    let mut prof = Profiler::start([
+        "attach",
+        &pid,
+        "--level",
+        "basic",
+        "--duration",
+        "30",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    prof.wait_ready();
     target.stdin.take().unwrap().write_all(b"go\n").unwrap();
     let _ = target.wait();
-    let status = prof.wait().unwrap();
-    assert!(status.success());
+    prof.finish().expect_success();
     let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(report["profiler"]["end_reason"], "target_exited");
     let found = with_pattern(&report, "INVALID_INPUT");
@@ -490,7 +466,7 @@ fn secrets_never_reach_the_report_or_the_output() {
             secrets[0], secrets[1], secrets[2], secrets[3], secrets[4], secrets[5]
         ),
     );
-    let json = dir.path().join("r.json");
+    let json = dir.json();
     // The script's own stderr goes to /dev/null (exec keeps the process), so what is checked
     // below is only what the profiler printed; its writes are still captured by the probes.
     let shell = format!("exec {} {} 2>/dev/null", py.display(), script.display());
@@ -499,11 +475,7 @@ fn secrets_never_reach_the_report_or_the_output() {
         &json,
     );
     let report = std::fs::read_to_string(&json).unwrap();
-    let printed = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let printed = format!("{}{}", out.stdout, out.stderr);
     for secret in secrets {
         assert!(!report.contains(secret), "{secret} in the report");
         assert!(

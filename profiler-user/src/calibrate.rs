@@ -17,7 +17,7 @@ use crate::{
     probes::{self, functions::Site},
     report::CostModel,
     symbols,
-    target::spawn::spawn_gated,
+    tracee::spawn::spawn_gated,
 };
 
 // Four functions with fixed prologues: the compiler decides nothing about them.

@@ -21,7 +21,7 @@ use crate::{
     probes::process::{Lifecycle, decode},
     session::sample,
     symbols::symbolize::MappingSnapshot,
-    target::{self, spawn::try_wait},
+    tracee::{self, spawn::try_wait},
 };
 
 /// How often /proc is sampled once the target has settled.
@@ -131,7 +131,7 @@ pub async fn collect(
                         out.final_cpu_time = Some(cpu);
                         break EndReason::TargetExited;
                     }
-                } else if !target::alive(pid) {
+                } else if !tracee::alive(pid) {
                     break EndReason::TargetExited;
                 }
             }

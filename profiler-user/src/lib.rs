@@ -17,4 +17,4 @@ pub mod probes;
 pub mod report;
 pub mod session;
 pub mod symbols;
-pub mod target;
+pub mod tracee;

@@ -34,7 +34,7 @@ use crate::{
         resolve::{FuncSpec, Module, TracedFunction, resolve},
         symbolize::{AddrSymbolizer, MappingSnapshot},
     },
-    target::{
+    tracee::{
         self, TargetInfo,
         libs::needed_libraries,
         spawn::{Gated, resolve_command, spawn_gated},
@@ -187,7 +187,7 @@ impl Session<'_> {
                 self.links = links;
             }
             Err(failure) => {
-                if self.gated.is_none() && !target::alive(pid) {
+                if self.gated.is_none() && !tracee::alive(pid) {
                     return Err(ProfilerError::TargetExited(pid).into());
                 }
                 let name = self
@@ -255,7 +255,7 @@ impl Session<'_> {
                     .iter()
                     .map(|t| (overhead::probe_cost_ns(model, t.class, 1, 1)) / 2.0)
                     .collect();
-                let cpu = target::cpu_and_rss(pid).map_or(0.0, |(cpu, _)| cpu);
+                let cpu = tracee::cpu_and_rss(pid).map_or(0.0, |(cpu, _)| cpu);
                 (max, overhead::Budget::new(max, per_hit, cpu))
             });
         let (links, detached, traced) = (&mut self.links, &mut self.detached, &self.traced);
@@ -268,7 +268,7 @@ impl Session<'_> {
             let Some((max, budget)) = budget.as_mut() else {
                 return;
             };
-            let Some((cpu, _)) = target::cpu_and_rss(pid) else {
+            let Some((cpu, _)) = tracee::cpu_and_rss(pid) else {
                 return;
             };
             let Ok(hits) = probes::functions::read_hits(ebpf, traced.len()) else {
@@ -319,15 +319,15 @@ impl Session<'_> {
         match &self.plan.mode {
             Mode::Attach(pid) => {
                 let pid = *pid;
-                let info = target::inspect(pid)?;
+                let info = tracee::inspect(pid)?;
                 let mut modules = vec![Module {
                     path: info.exe.clone(),
-                    open_path: target::host_path(pid, &info.exe),
+                    open_path: tracee::host_path(pid, &info.exe),
                 }];
-                for m in target::mappings(pid).map_err(|_| ProfilerError::TargetExited(pid))? {
+                for m in tracee::mappings(pid).map_err(|_| ProfilerError::TargetExited(pid))? {
                     if m.executable && !modules.iter().any(|x| x.path == m.path) {
                         modules.push(Module {
-                            open_path: target::host_path(pid, &m.path),
+                            open_path: tracee::host_path(pid, &m.path),
                             path: m.path,
                         });
                     }
@@ -659,7 +659,7 @@ fn num_cpus() -> usize {
 
 /// Samples the target's CPU time and RSS.
 pub fn sample(pid: i32, start: Instant) -> Option<Sample> {
-    let (cpu_time, rss) = target::cpu_and_rss(pid)?;
+    let (cpu_time, rss) = tracee::cpu_and_rss(pid)?;
     Some(Sample {
         at: start.elapsed().as_secs_f64(),
         cpu_time,

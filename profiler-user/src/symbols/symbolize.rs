@@ -9,7 +9,7 @@ use blazesym::symbolize::{
 };
 use serde::Serialize;
 
-use crate::target::Mapping;
+use crate::tracee::Mapping;
 
 /// One symbolized address.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -39,11 +39,11 @@ pub struct MappingSnapshot {
 impl MappingSnapshot {
     /// Adds the target's current mappings.
     pub fn refresh(&mut self, pid: i32) {
-        if let Ok(maps) = crate::target::mappings(pid) {
+        if let Ok(maps) = crate::tracee::mappings(pid) {
             for m in maps {
                 if !self.mappings.contains(&m) {
                     if !self.files.contains_key(&m.path)
-                        && let Ok(file) = File::open(crate::target::host_path(pid, &m.path))
+                        && let Ok(file) = File::open(crate::tracee::host_path(pid, &m.path))
                     {
                         let fd_path = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
                         self.files.insert(m.path.clone(), (file, fd_path));

@@ -1,4 +1,4 @@
-//! The target process: checks on a pid, what it runs, and its memory map.
+//! The tracee, the target process: checks on a pid, what it runs, and its memory map.
 
 pub mod libs;
 pub mod spawn;

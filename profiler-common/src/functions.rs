@@ -92,7 +92,7 @@ pub struct Frame {
     pub _pad: u32,
     /// Address of the return address on the stack at entry: identifies the call's frame.
     pub ret_slot: u64,
-    /// `bpf_ktime_get_ns()` at entry.
+    /// `bpf_ktime_get_ns()` at entry; 0 for a call that is not timed (see [`TIME_ALWAYS`]).
     pub start_ns: u64,
 }
 
@@ -110,6 +110,9 @@ pub struct ThreadFunc {
     pub entries: u64,
     /// Timed calls.
     pub count: u64,
+    /// Calls that returned (paired with their entry) without being timed: with `count`, every
+    /// call of the function on the thread that returned while attached.
+    pub untimed: u64,
     /// Sum of durations, ns.
     pub total_ns: u64,
     /// Sum of squared durations, ns², as a 128-bit number (low, high).
@@ -121,7 +124,7 @@ pub struct ThreadFunc {
     pub max_ns: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<ThreadFunc>() == 64);
+const _: () = assert!(core::mem::size_of::<ThreadFunc>() == 72);
 
 /// One call site's count on one thread, in the thread's own table.
 #[repr(C)]
@@ -132,7 +135,7 @@ pub struct ThreadCaller {
     pub _pad: u32,
     /// Return address in the caller.
     pub ret_addr: u64,
-    /// Timed calls that returned there.
+    /// Calls that returned there (paired with their entry, timed or not).
     pub calls: u64,
 }
 
@@ -163,7 +166,8 @@ pub struct ShadowStack {
     pub tid: u64,
     /// Number of valid frames.
     pub depth: u32,
-    pub _pad: u32,
+    /// State of the thread's xorshift generator that picks the calls to time (0: not seeded).
+    pub rng: u32,
     pub frames: [Frame; MAX_DEPTH],
     pub funcs: [ThreadFunc; THREAD_FUNCS],
     pub callers: [ThreadCaller; THREAD_CALLERS],
@@ -171,7 +175,7 @@ pub struct ShadowStack {
 
 const _: () = assert!(
     core::mem::size_of::<ShadowStack>()
-        == 16 + 24 * MAX_DEPTH + 64 * THREAD_FUNCS + 24 * THREAD_CALLERS
+        == 16 + 24 * MAX_DEPTH + 72 * THREAD_FUNCS + 24 * THREAD_CALLERS
 );
 
 /// Key of the per-thread breakdown map (calls of functions that found no room in their thread's
@@ -216,6 +220,19 @@ pub struct StackKey {
     /// Return address of the call (in the immediate caller).
     pub ret_addr: u64,
 }
+
+/// Every call of a function on a thread is timed until the thread has made this many of it;
+/// after that one call in `--time-every` (chosen at random per call, so no periodic pattern in
+/// the target can bias the sample) is. Reading the clock is the dearest thing the probes do
+/// (about 75 ns per read in a VM, two reads per call), so sampling it keeps the per-call cost
+/// near that of counting alone; counts, call sites and stacks still see every call.
+pub const TIME_ALWAYS: u64 = 1024;
+/// Default of `--time-every`: one call in this many is timed after [`TIME_ALWAYS`].
+pub const TIME_EVERY_DEFAULT: u32 = 16;
+/// Most `--time-every` may be (a power of two).
+pub const TIME_EVERY_MAX: u32 = 1 << 16;
+/// Name of the eBPF global holding `--time-every` − 1 (a mask; 0 = time every call).
+pub const TIME_EVERY_MASK_GLOBAL: &str = "TIME_EVERY_MASK";
 
 /// One timed call in this many (per thread and function) has its full user stack sampled; the
 /// first [`STACK_SAMPLE_ALWAYS`] of each function on each thread always are. (A sample walks the

@@ -28,13 +28,18 @@ use profiler_common::{
         CALLERS_MAX, CallerKey, Frame, FuncStats, HIST_BUCKETS, MAX_DEPTH, STACK_COUNTS_MAX,
         STACK_SAMPLE_ALWAYS, STACK_SAMPLE_EVERY, STACKS_MAX, ShadowStack, StackKey, THREAD_CALLERS,
         THREAD_FUNCS, THREAD_SLOT_WORDS, THREAD_SLOTS, THREAD_STACKS_MAX, THREAD_STATS_MAX,
-        ThreadFunc, ThreadKey, ThreadStats, hist_bucket, thread_caller_slot,
+        TIME_ALWAYS, ThreadFunc, ThreadKey, ThreadStats, hist_bucket, thread_caller_slot,
     },
 };
 
 use core::intrinsics::{AtomicOrdering, atomic_or};
 
 use crate::common::{COUNTERS, compare_exchange, count, current_ids, fetch_add, load, target_tgid};
+
+/// `--time-every` − 1, set by the loader: after [`TIME_ALWAYS`] calls of a function on a thread,
+/// a call is timed when the thread's random number has none of these bits set (0: every call).
+#[unsafe(no_mangle)]
+static TIME_EVERY_MASK: u32 = 0;
 
 /// Per-function statistics, indexed by function id; resized by the loader to the number of
 /// traced functions.
@@ -120,8 +125,6 @@ fn try_fn_entry(ctx: &ProbeContext) -> Result<(), ()> {
         return Ok(());
     }
     let func = function_id(ctx);
-    // SAFETY: the helper takes no arguments.
-    let now = unsafe { bpf_ktime_get_ns() };
     // Entry probes sit where the return address is still on top of the stack.
     let ret_slot = stack_pointer(ctx.regs);
 
@@ -133,14 +136,17 @@ fn try_fn_entry(ctx: &ProbeContext) -> Result<(), ()> {
     // SAFETY: the map value lives for the program's run; only this thread writes its entry.
     let stack = unsafe { &mut *stack };
 
-    // Count the entry: in the thread's table, or in the shared statistics.
+    // Count the entry: in the thread's table, or in the shared statistics (whose calls are all
+    // timed: they are rare, and nothing there counts calls per thread).
     let own = &mut stack.funcs[func_slot(func)];
-    if own.func_plus1 == func.wrapping_add(1) || own.func_plus1 == 0 {
+    let timed = if own.func_plus1 == func.wrapping_add(1) || own.func_plus1 == 0 {
         own.func_plus1 = func.wrapping_add(1);
         own.entries += 1;
+        own.entries <= TIME_ALWAYS || pick_for_timing(stack, tid)
     } else {
         shared_entry(func)?;
-    }
+        true
+    };
 
     let mut depth = pop_abandoned(stack, ret_slot);
     depth = pop_reused_slot(stack, depth, ret_slot);
@@ -153,7 +159,13 @@ fn try_fn_entry(ctx: &ProbeContext) -> Result<(), ()> {
         func,
         _pad: 0,
         ret_slot,
-        start_ns: now,
+        // Read last, so the probe's own work is not part of the call's time.
+        // SAFETY: the helper takes no arguments.
+        start_ns: if timed {
+            unsafe { bpf_ktime_get_ns() }
+        } else {
+            0
+        },
     };
     stack.depth = depth as u32 + 1;
     Ok(())
@@ -165,15 +177,12 @@ fn try_fn_return(ctx: &RetProbeContext) -> Result<(), ()> {
         return Ok(());
     }
     let func = function_id(ctx);
-    // SAFETY: the helper takes no arguments.
-    let now = unsafe { bpf_ktime_get_ns() };
     // `ret` has popped the return address: its slot is just below the stack pointer.
     let ret_slot = stack_pointer(ctx.regs).wrapping_sub(8);
     let ret_addr = instruction_pointer(ctx.regs);
 
-    let stats = FUNC_STATS.get_ptr_mut(func).ok_or(())?;
     let Some(stack) = own_stack(tid) else {
-        untimed_return(stats);
+        unpaired_return(func);
         return Ok(());
     };
     // SAFETY: as in entry: this thread's own map value.
@@ -189,26 +198,36 @@ fn try_fn_return(ctx: &RetProbeContext) -> Result<(), ()> {
     }
     stack.depth = depth as u32;
     let Some(start) = start else {
-        untimed_return(stats);
+        unpaired_return(func);
         return Ok(());
     };
-    let ns = now.saturating_sub(start);
-
     let own = &mut stack.funcs[func_slot(func)];
-    // Timed calls so far, of this thread (or of this CPU, for the shared statistics).
-    let timed = if own.func_plus1 == func.wrapping_add(1) {
-        record_own(own, ns);
-        own.count
+    let owned = own.func_plus1 == func.wrapping_add(1);
+    // Timed calls so far, of this thread (or of this CPU, for the shared statistics); 0 for a
+    // call that was not timed (only a function in the thread's table has those).
+    let mut timed = 0;
+    if start == 0 {
+        if owned {
+            own.untimed += 1;
+        }
     } else {
-        record_thread(func, tid, ns);
-        // SAFETY: `stats` points at this CPU's value for `func`, valid for the program's run.
-        unsafe { record_shared(&mut *stats, ns) }
-    };
-    // Opaque for the same reason as in `slot`: the bound must be checked on the value used.
-    let bucket = core::hint::black_box(hist_bucket(ns));
-    if bucket < HIST_BUCKETS {
-        // SAFETY: a valid, aligned u64 in this CPU's map value; `bucket` is in bounds.
-        unsafe { fetch_add((*stats).hist.as_mut_ptr().add(bucket), 1) };
+        // SAFETY: the helper takes no arguments.
+        let ns = unsafe { bpf_ktime_get_ns() }.saturating_sub(start);
+        let stats = FUNC_STATS.get_ptr_mut(func).ok_or(())?;
+        timed = if owned {
+            record_own(own, ns);
+            own.count
+        } else {
+            record_thread(func, tid, ns);
+            // SAFETY: `stats` points at this CPU's value for `func`, valid for the program's run.
+            unsafe { record_shared(&mut *stats, ns) }
+        };
+        // Opaque for the same reason as in `slot`: the bound must be checked on the value used.
+        let bucket = core::hint::black_box(hist_bucket(ns));
+        if bucket < HIST_BUCKETS {
+            // SAFETY: a valid, aligned u64 in this CPU's map value; `bucket` is in bounds.
+            unsafe { fetch_add((*stats).hist.as_mut_ptr().add(bucket), 1) };
+        }
     }
 
     let site = &mut stack.callers[caller_slot(func, ret_addr)];
@@ -230,7 +249,7 @@ fn try_fn_return(ctx: &RetProbeContext) -> Result<(), ()> {
         );
     }
 
-    if timed <= STACK_SAMPLE_ALWAYS || timed % STACK_SAMPLE_EVERY == 0 {
+    if timed != 0 && (timed <= STACK_SAMPLE_ALWAYS || timed % STACK_SAMPLE_EVERY == 0) {
         sample_stack(ctx, func, ret_addr);
     }
     Ok(())
@@ -245,12 +264,35 @@ fn shared_entry(func: u32) -> Result<(), ()> {
     Ok(())
 }
 
-/// A return probe hit that is not timed: no frame to pair it with.
+/// A return probe hit with no frame to pair it with (its entry was not seen).
 #[inline(always)]
-fn untimed_return(stats: *mut FuncStats) {
-    // SAFETY: a valid, aligned u64 inside this CPU's map value.
-    unsafe { fetch_add(&raw mut (*stats).untimed_returns, 1) };
+fn unpaired_return(func: u32) {
+    if let Some(stats) = FUNC_STATS.get_ptr_mut(func) {
+        // SAFETY: a valid, aligned u64 inside this CPU's map value.
+        unsafe { fetch_add(&raw mut (*stats).untimed_returns, 1) };
+    }
     count(Counter::UnmatchedReturns);
+}
+
+/// Whether to time a call of a function the thread has made more than [`TIME_ALWAYS`] times:
+/// one in `--time-every`, drawn from the thread's own xorshift generator (no helper call).
+#[inline(always)]
+fn pick_for_timing(stack: &mut ShadowStack, tid: u32) -> bool {
+    // SAFETY: a read of a global the loader initialised; volatile so the compiler does not fold
+    // the initial value in.
+    let mask = unsafe { core::ptr::read_volatile(&TIME_EVERY_MASK) };
+    if mask == 0 {
+        return true;
+    }
+    let mut x = stack.rng;
+    if x == 0 {
+        x = tid.wrapping_mul(0x9e37_79b9) | 1;
+    }
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    stack.rng = x;
+    x & mask == 0
 }
 
 /// The traced function running on thread `tid` (its innermost traced call), or `NO_FUNCTION`.

@@ -13,6 +13,8 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
+use profiler_common::functions::TIME_EVERY_DEFAULT;
+
 use crate::{
     probes::{self, functions::Site},
     report::CostModel,
@@ -178,7 +180,8 @@ fn measure() -> anyhow::Result<CostModel> {
         out.display().to_string(),
     ];
     let mut child = spawn_gated(&exe, &args)?;
-    let mut ebpf = probes::load(child.pid as u32, sites.len())?;
+    // Timed as a run times by default: the estimate is of what the probes cost a hot function.
+    let mut ebpf = probes::load(child.pid as u32, sites.len(), TIME_EVERY_DEFAULT)?;
     if let Err(failure) = probes::functions::attach(&mut ebpf, &sites, child.pid as u32) {
         child.abort();
         return Err(failure.error);

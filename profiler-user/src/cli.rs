@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use profiler_common::functions::{TIME_EVERY_DEFAULT, TIME_EVERY_MAX};
+
 use crate::level::Level;
 
 /// An eBPF profiler and debugger for running Linux processes: exact per-function profiles, what
@@ -99,6 +101,13 @@ pub struct CommonArgs {
     /// `attach`, off for `run`.
     #[arg(long, value_name = "PERCENT")]
     pub max_overhead: Option<f64>,
+    /// Time one call in N of each traced function on each thread, once the thread has made 1024
+    /// of them (every call before that is timed). Counts, call sites and stacks still see every
+    /// call; times and percentiles of hot functions become estimates from the timed calls,
+    /// which keeps the per-call cost near that of counting alone. 1 times every call. A power
+    /// of two up to 65536.
+    #[arg(long, value_name = "N", default_value_t = TIME_EVERY_DEFAULT, value_parser = parse_time_every)]
+    pub time_every: u32,
     /// Most functions one run may trace; a `--func` that matches more is an error.
     #[arg(long, value_name = "N", default_value_t = 1000)]
     pub max_funcs: usize,
@@ -117,4 +126,32 @@ pub struct CommonArgs {
     /// Print nothing but errors (the report is still written).
     #[arg(long, short)]
     pub quiet: bool,
+}
+
+/// `--time-every`: a power of two from 1 to `TIME_EVERY_MAX`.
+fn parse_time_every(s: &str) -> Result<u32, String> {
+    let n: u32 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a whole number"))?;
+    if n == 0 || !n.is_power_of_two() || n > TIME_EVERY_MAX {
+        return Err(format!(
+            "{n} is not a power of two from 1 to {TIME_EVERY_MAX} (1 times every call)"
+        ));
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_every_is_a_power_of_two_in_range() {
+        assert_eq!(parse_time_every("1"), Ok(1));
+        assert_eq!(parse_time_every("16"), Ok(16));
+        assert_eq!(parse_time_every("65536"), Ok(65536));
+        for bad in ["0", "3", "131072", "x", "-1"] {
+            assert!(parse_time_every(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -1,6 +1,7 @@
 use std::{io::Write, process::ExitCode, time::Duration};
 
 use clap::Parser;
+use profiler_common::functions::TIME_EVERY_DEFAULT;
 use profiler_user::{
     analyze::memory::LeakOptions,
     cli::{Cli, Command, CommonArgs},
@@ -71,6 +72,7 @@ fn main() -> ExitCode {
                 quiet: false,
                 family_options: Default::default(),
                 max_overhead: None,
+                time_every: TIME_EVERY_DEFAULT,
             };
             profile(plan, false)
         }
@@ -94,6 +96,7 @@ fn plan(mode: Mode, common: &CommonArgs) -> Plan {
             },
         },
         max_overhead: common.max_overhead,
+        time_every: common.time_every,
     }
 }
 

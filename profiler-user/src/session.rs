@@ -64,6 +64,9 @@ pub struct Plan {
     /// `--max-overhead`: the estimated slowdown (percent) above which the hottest function
     /// probes are detached; None for no budget.
     pub max_overhead: Option<f64>,
+    /// `--time-every`: after a function's first `TIME_ALWAYS` calls on a thread, one call in
+    /// this many (a power of two; 1 = every call) is timed.
+    pub time_every: u32,
 }
 
 /// A traced function and where its probe sits.
@@ -167,7 +170,7 @@ impl Session<'_> {
         let functions = resolve(&specs, &modules, self.plan.max_funcs)?;
         self.traced = functions.into_iter().map(place).collect();
 
-        let mut ebpf = probes::load(pid as u32, self.traced.len())?;
+        let mut ebpf = probes::load(pid as u32, self.traced.len(), self.plan.time_every)?;
         self.probes_attached += probes::process::attach(&mut ebpf)?;
         let sites: Vec<Site> = self
             .traced

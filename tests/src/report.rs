@@ -98,6 +98,10 @@ impl<'a> Func<'a> {
         self.u64("/total_calls")
     }
 
+    pub fn timed_calls(&self) -> u64 {
+        self.u64("/timed_calls")
+    }
+
     pub fn in_flight(&self) -> u64 {
         self.u64("/in_flight")
     }

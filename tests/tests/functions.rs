@@ -36,6 +36,45 @@ fn run_counts_every_call_exactly() {
     assert_eq!(threads[0].1, 10_000);
 }
 
+/// A hot function: every call counted, one in `--time-every` timed after the first 1024.
+#[test]
+fn hot_function_is_counted_exactly_and_timed_by_sample() {
+    require_root!();
+    let dir = TempDir::new();
+    let calls = 100_000u64;
+    let cmd = [victims::C, "calls", "100000"];
+    let report = run(&dir, &["--func", "leaf", "--time-every", "16"], &cmd);
+    let leaf = report.function("leaf");
+    assert_eq!(leaf.total_calls(), calls);
+    assert_eq!(leaf.probe_hits(), 2 * calls);
+    assert_eq!(
+        leaf.callers(),
+        [("main", calls)],
+        "call sites see every call"
+    );
+    assert_eq!(leaf.threads()[0].1, calls, "so does the thread breakdown");
+    // 1024 always, then each of the other 98976 calls with probability 1/16: mean 7210, sd 76.
+    let timed = leaf.timed_calls();
+    assert!((6750..=7670).contains(&timed), "timed {timed} of {calls}");
+    assert!(leaf.min_time() > 0.0 && leaf.min_time() <= leaf.max_time());
+    // The total is the timed calls' mean times every call.
+    let mean = leaf.total_time() / calls as f64;
+    assert!(
+        mean >= leaf.min_time() && mean <= leaf.max_time(),
+        "mean {mean} outside {}..{}",
+        leaf.min_time(),
+        leaf.max_time()
+    );
+
+    let report = run(&dir, &["--func", "leaf", "--time-every", "1"], &cmd);
+    let leaf = report.function("leaf");
+    assert_eq!(
+        (leaf.total_calls(), leaf.timed_calls()),
+        (calls, calls),
+        "--time-every 1 times every call"
+    );
+}
+
 #[test]
 fn attach_counts_exactly_the_calls_made_while_attached() {
     require_root!();

@@ -17,7 +17,10 @@ const NS: f64 = 1e-9;
 pub struct FuncTotals {
     pub entries: u64,
     pub returns: u64,
+    /// Timed calls: the times, the histogram and the moments are theirs.
     pub count: u64,
+    /// Calls that returned without being timed (see `--time-every`).
+    pub untimed: u64,
     pub total_ns: u64,
     pub sum_sq_ns2: u128,
     pub min_ns: Option<u64>,
@@ -31,6 +34,7 @@ impl Default for FuncTotals {
             entries: 0,
             returns: 0,
             count: 0,
+            untimed: 0,
             total_ns: 0,
             sum_sq_ns2: 0,
             min_ns: None,
@@ -72,6 +76,22 @@ impl FuncTotals {
             f.min_ns_plus1,
             f.max_ns,
         );
+        self.untimed += f.untimed;
+        self.returns += f.untimed;
+    }
+
+    /// Calls that returned while profiled, timed or not: exact.
+    pub fn calls(&self) -> u64 {
+        self.count + self.untimed
+    }
+
+    /// Total time in the function, ns: exact when every call was timed, else the timed calls'
+    /// mean times the calls.
+    pub fn estimated_total_ns(&self) -> f64 {
+        if self.untimed == 0 || self.count == 0 {
+            return self.total_ns as f64;
+        }
+        self.total_ns as f64 / self.count as f64 * self.calls() as f64
     }
 
     fn add_timed(
@@ -218,8 +238,9 @@ pub fn profile(meta: &FunctionMeta, data: FunctionData, cost_ns: f64) -> Functio
         function_name: meta.name.clone(),
         module: meta.module.clone(),
         address: format!("{:#x}", meta.address),
-        total_calls: t.count,
-        total_time: t.total_ns as f64 * NS,
+        total_calls: t.calls(),
+        timed_calls: t.count,
+        total_time: t.estimated_total_ns() * NS,
         average_time: average * NS,
         min_time: t.min_ns.unwrap_or(0) as f64 * NS,
         max_time: t.max_ns as f64 * NS,
@@ -230,7 +251,7 @@ pub fn profile(meta: &FunctionMeta, data: FunctionData, cost_ns: f64) -> Functio
             p99: t.quantile_ns(0.99) * NS,
         },
         in_flight: data.in_flight,
-        abandoned: t.entries.saturating_sub(t.count + data.in_flight),
+        abandoned: t.entries.saturating_sub(t.calls() + data.in_flight),
         threads,
         callers,
         call_stacks,
@@ -320,6 +341,48 @@ mod tests {
         assert!((t.std_dev_ns() - 111.803_398_874_989_5).abs() < 1e-6);
     }
 
+    /// A function `f` of module `m` at `address`, probed on its first instruction.
+    fn meta_at(address: u64) -> FunctionMeta {
+        FunctionMeta {
+            name: "f".into(),
+            module: "m".into(),
+            address,
+            site: ProbeSite {
+                offset: 0,
+                instruction: "push rbp".into(),
+                class: "emulated",
+                reason: String::new(),
+                hits: 0,
+                estimated_cost: 0.0,
+            },
+        }
+    }
+
+    #[test]
+    fn untimed_calls_count_and_scale_the_total() {
+        let mut shared = zero();
+        let mut t1 = ThreadFunc::default();
+        record_own(&mut t1, &mut shared, 100);
+        record_own(&mut t1, &mut shared, 300);
+        // Six more calls that returned without being timed.
+        t1.entries += 6;
+        t1.untimed += 6;
+        let mut t = FuncTotals::sum([&shared]);
+        t.add_thread(&t1);
+        assert_eq!((t.calls(), t.count, t.returns), (8, 2, 8));
+        // Mean of the timed calls (200 ns) times every call.
+        assert_eq!(t.estimated_total_ns(), 1600.0);
+        let meta = meta_at(0);
+        let data = FunctionData {
+            totals: t,
+            ..Default::default()
+        };
+        let p = profile(&meta, data, 0.0);
+        assert_eq!((p.total_calls, p.timed_calls, p.abandoned), (8, 2, 0));
+        assert!((p.total_time - 1.6e-6).abs() < 1e-15);
+        assert!((p.average_time - 2e-7).abs() < 1e-15);
+    }
+
     #[test]
     fn sum_of_squares_carries_into_the_high_word() {
         let mut s = zero();
@@ -375,19 +438,7 @@ mod tests {
         let mut s = zero();
         record(&mut s, 1000);
         s.entries += 3; // three more calls began: one still running, two never returned
-        let meta = FunctionMeta {
-            name: "f".into(),
-            module: "m".into(),
-            address: 0x1000,
-            site: ProbeSite {
-                offset: 0,
-                instruction: "push rbp".into(),
-                class: "emulated",
-                reason: String::new(),
-                hits: 0,
-                estimated_cost: 0.0,
-            },
-        };
+        let meta = meta_at(0x1000);
         let data = FunctionData {
             totals: FuncTotals::sum([&s]),
             in_flight: 1,

@@ -219,9 +219,9 @@ fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut UProbe>
 #[derive(Debug, Default)]
 pub struct RawFunctions {
     pub totals: Vec<FuncTotals>,
-    /// Per function id: (tid, that thread's timed calls).
+    /// Per function id: (tid, that thread's calls and their time, estimated where sampled).
     pub threads: HashMap<u32, Vec<(u32, ThreadStats)>>,
-    /// (function id, return address, timed calls that returned there).
+    /// (function id, return address, calls that returned there).
     pub callers: Vec<(u32, u64, u64)>,
     /// (function id, user stack from the return address outwards, samples).
     pub stacks: Vec<(u32, Vec<u64>, u64)>,
@@ -262,10 +262,17 @@ pub fn read(ebpf: &Ebpf, functions: usize, pid: i32) -> anyhow::Result<RawFuncti
 
     for (tid, value) in thread_values(ebpf)? {
         for own in &value.funcs {
-            if let Some(func) = own_func(own).filter(|_| own.count > 0) {
+            if let Some(func) = own_func(own).filter(|_| own.count + own.untimed > 0) {
+                // Every call of the thread, and its time: scaled up from the timed calls when
+                // some were not.
                 let t = threads.entry((func, tid)).or_default();
-                t.count += own.count;
-                t.total_ns += own.total_ns;
+                let calls = own.count + own.untimed;
+                t.count += calls;
+                t.total_ns += if own.count == 0 {
+                    0
+                } else {
+                    (u128::from(own.total_ns) * u128::from(calls) / u128::from(own.count)) as u64
+                };
             }
         }
         for site in &value.callers {

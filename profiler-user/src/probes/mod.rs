@@ -14,6 +14,7 @@ use aya::{Ebpf, EbpfLoader, maps::PerCpuArray};
 use profiler_common::{
     TARGET_TGID_GLOBAL,
     counters::{COUNTER_SLOTS, Counter},
+    functions::TIME_EVERY_MASK_GLOBAL,
     process::TASK_EXIT_CODE_OFFSET_GLOBAL,
 };
 
@@ -116,8 +117,10 @@ pub fn release_in_parallel<L: Send>(links: Vec<L>) {
     });
 }
 
-/// Loads the programs for target `tgid`, with room for `functions` traced functions.
-pub fn load(tgid: u32, functions: usize) -> anyhow::Result<Ebpf> {
+/// Loads the programs for target `tgid`, with room for `functions` traced functions, timing
+/// one call in `time_every` (a power of two) of each function on each thread once it has made
+/// `TIME_ALWAYS` of them.
+pub fn load(tgid: u32, functions: usize, time_every: u32) -> anyhow::Result<Ebpf> {
     raise_memlock_limit();
     let exit_code_offset = btf::member_offset(
         Path::new("/sys/kernel/btf/vmlinux"),
@@ -128,6 +131,7 @@ pub fn load(tgid: u32, functions: usize) -> anyhow::Result<Ebpf> {
     EbpfLoader::new()
         .override_global(TARGET_TGID_GLOBAL, &tgid, true)
         .override_global(TASK_EXIT_CODE_OFFSET_GLOBAL, &exit_code_offset, true)
+        .override_global(TIME_EVERY_MASK_GLOBAL, &time_every.saturating_sub(1), true)
         .map_max_entries("FUNC_STATS", functions.max(1) as u32)
         .map_max_entries("MEM_ALLOCS", memory::max_blocks())
         .load(EBPF_OBJECT)

@@ -200,6 +200,9 @@ pub struct FunctionProfile {
     pub address: String,
     /// Calls that returned while profiled, exactly.
     pub total_calls: u64,
+    /// Calls whose duration was measured: all of them, or a sample once the function is hot
+    /// (see `--time-every`); the times below are theirs, `total_time` scaled to `total_calls`.
+    pub timed_calls: u64,
     pub total_time: f64,
     pub average_time: f64,
     pub min_time: f64,

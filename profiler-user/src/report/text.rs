@@ -98,6 +98,13 @@ pub fn render(report: &Report, top: usize) -> String {
                     "", f.in_flight
                 );
             }
+            if f.timed_calls < f.total_calls {
+                let _ = writeln!(
+                    out,
+                    "{:name_width$}  (times from {} timed calls of {}, see --time-every)",
+                    "", f.timed_calls, f.total_calls
+                );
+            }
         }
         if report.functions.len() > top {
             let _ = writeln!(

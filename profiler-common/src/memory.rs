@@ -104,6 +104,25 @@ pub struct PendingAlloc {
 
 const _: () = assert!(core::mem::size_of::<PendingAlloc>() == 48);
 
+/// A thread's slot for its allocator call in progress (`MEM_THREADS`, slot `tid % MEM_THREAD_SLOTS`):
+/// an array slot costs a few instructions where a hash-map insert, lookup and delete cost
+/// hundreds of nanoseconds per call.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ThreadPending {
+    /// The thread the slot belongs to (0: free; once taken, a slot keeps its owner).
+    pub tid: u64,
+    /// Whether `call` is in progress.
+    pub active: u64,
+    pub call: PendingAlloc,
+}
+
+const _: () = assert!(core::mem::size_of::<ThreadPending>() == 64);
+
+/// Slots of `MEM_THREADS` (a power of two). A thread whose slot another holds keeps its pending
+/// call in the `MEM_PENDING` hash map instead.
+pub const MEM_THREAD_SLOTS: u32 = 8192;
+
 /// An anonymous `mmap` in progress on one thread.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -196,6 +215,8 @@ mod pod {
     // SAFETY: each type is #[repr(C)] plain old data of fixed-width integers with explicit
     // padding; any bit pattern is valid.
     unsafe impl aya::Pod for PendingAlloc {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for ThreadPending {}
     // SAFETY: as above.
     unsafe impl aya::Pod for PendingMmap {}
     // SAFETY: as above.

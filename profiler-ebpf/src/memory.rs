@@ -15,19 +15,20 @@ use aya_ebpf::{
         bpf_probe_read_user, bpf_task_pt_regs,
     },
     macros::{map, tracepoint, uprobe, uretprobe},
-    maps::{HashMap, PerCpuArray},
+    maps::{Array, HashMap, PerCpuArray},
     programs::{ProbeContext, RetProbeContext, TracePointContext},
 };
 use profiler_common::{
     counters::Counter,
     memory::{
         ALLOCS_MAX, AllocClass, AllocInfo, CALL_SLOTS, MAP_ANONYMOUS, MEM_STACK_DEPTH,
-        MEM_STACKS_MAX, MMAP_SLOT, MUNMAP_SLOT, MemStack, PENDING_MAX, PendingAlloc, PendingMmap,
-        SITE_HASH_SEED, SITES_MAX, SiteStats, cookie_class, cookie_function, site_hash_step,
+        MEM_STACKS_MAX, MEM_THREAD_SLOTS, MMAP_SLOT, MUNMAP_SLOT, MemStack, PENDING_MAX,
+        PendingAlloc, PendingMmap, SITE_HASH_SEED, SITES_MAX, SiteStats, ThreadPending,
+        cookie_class, cookie_function, site_hash_step,
     },
 };
 
-use crate::common::{count, current_ids, fetch_add, target_tgid};
+use crate::common::{compare_exchange, count, current_ids, fetch_add, load, target_tgid};
 
 /// Outstanding blocks by address.
 #[map]
@@ -43,7 +44,11 @@ static MEM_SITES: HashMap<u64, SiteStats> = HashMap::with_max_entries(SITES_MAX,
 static MEM_STACKS: HashMap<u64, MemStack> =
     HashMap::with_max_entries(MEM_STACKS_MAX, BPF_F_NO_PREALLOC);
 
-/// Allocator calls in progress, by thread id.
+/// Allocator calls in progress: each thread's in its slot, if it holds it.
+#[map]
+static MEM_THREADS: Array<ThreadPending> = Array::with_max_entries(MEM_THREAD_SLOTS, 0);
+
+/// Allocator calls in progress of threads whose slot another thread holds, by thread id.
 #[map]
 static MEM_PENDING: HashMap<u32, PendingAlloc> = HashMap::with_max_entries(PENDING_MAX, 0);
 
@@ -115,11 +120,9 @@ fn try_mem_entry(ctx: &ProbeContext) -> Result<(), ()> {
     // SAFETY: the helper only reads the cookie of the link that ran this program.
     let cookie = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
     count_call(cookie_function(cookie));
-    // SAFETY: the helper takes no arguments.
-    let now = unsafe { bpf_ktime_get_ns() };
     // Entry probes sit where the return address is still on top of the stack.
     let ret_slot = stack_pointer(ctx.regs);
-    if inside_allocator(tid, ret_slot, now) {
+    if inside_allocator(tid, ret_slot) {
         return Ok(());
     }
     let arg = |n: usize| ctx.arg::<u64>(n).unwrap_or(0);
@@ -150,12 +153,11 @@ fn try_mem_entry(ctx: &ProbeContext) -> Result<(), ()> {
         site,
         size,
         arg: block,
-        start_ns: now,
+        // SAFETY: the helper takes no arguments.
+        start_ns: unsafe { bpf_ktime_get_ns() },
         cookie,
     };
-    if MEM_PENDING.insert(tid, pending, BPF_ANY as u64).is_err() {
-        count(Counter::MemPendingMapFull);
-    }
+    set_pending(tid, pending);
     Ok(())
 }
 
@@ -168,14 +170,12 @@ fn try_mem_return(ctx: &RetProbeContext) -> Result<(), ()> {
     let cookie = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
     // `ret` has popped the return address: its slot is just below the stack pointer.
     let ret_slot = stack_pointer(ctx.regs).wrapping_sub(8);
-    let pending = MEM_PENDING.get_ptr(tid).ok_or(())?;
-    // SAFETY: this thread's own map value; copied before the entry is removed.
-    let pending = unsafe { *pending };
+    let pending = pending(tid).ok_or(())?;
     if pending.ret_slot != ret_slot || pending.cookie != cookie {
         // The return of a nested call (or of one that began before attach).
         return Ok(());
     }
-    let _ = MEM_PENDING.remove(tid);
+    clear_pending(tid);
     let ret: u64 = ctx.ret();
     let class = cookie_class(cookie);
     if class == AllocClass::PosixMemalign as u8 {
@@ -211,10 +211,8 @@ fn try_mmap_enter(ctx: &TracePointContext) -> Result<(), ()> {
         return Ok(());
     }
     count_call(MMAP_SLOT);
-    // SAFETY: the helper takes no arguments.
-    let now = unsafe { bpf_ktime_get_ns() };
     // An allocator getting memory for its own pools: the block it returns is what counts.
-    if inside_allocator(tid, 0, now) {
+    if inside_allocator(tid, 0) {
         return Ok(());
     }
     // SAFETY: as above.
@@ -294,13 +292,73 @@ fn try_munmap(ctx: &TracePointContext) -> Result<(), ()> {
 /// Whether thread `tid` is inside an allocator call begun further up its stack (at or above
 /// `ret_slot`; 0 for any depth), so that this call is part of it.
 #[inline(always)]
-fn inside_allocator(tid: u32, ret_slot: u64, now: u64) -> bool {
-    match MEM_PENDING.get_ptr(tid) {
-        // SAFETY: this thread's own map value, read-only here.
-        Some(p) => unsafe {
-            (*p).ret_slot >= ret_slot && now.wrapping_sub((*p).start_ns) < STALE_NS
+fn inside_allocator(tid: u32, ret_slot: u64) -> bool {
+    match pending(tid) {
+        // The clock only on this rare path: a call in progress that encloses this one.
+        Some(p) if p.ret_slot >= ret_slot => {
+            // SAFETY: the helper takes no arguments.
+            let now = unsafe { bpf_ktime_get_ns() };
+            now.wrapping_sub(p.start_ns) < STALE_NS
+        }
+        _ => false,
+    }
+}
+
+/// Thread `tid`'s slot in `MEM_THREADS` if it holds it; with `claim`, takes it if it is free.
+#[inline(always)]
+fn thread_slot(tid: u32, claim: bool) -> Option<*mut ThreadPending> {
+    const _: () = assert!(MEM_THREAD_SLOTS.is_power_of_two());
+    // Opaque, so the verifier sees the mask applied to the index it checks.
+    let index = core::hint::black_box(tid) & (MEM_THREAD_SLOTS - 1);
+    let slot = MEM_THREADS.get_ptr_mut(index)?;
+    // SAFETY: a valid, aligned u64 in an array value.
+    let owner = unsafe { load(&raw const (*slot).tid) };
+    if owner == u64::from(tid)
+        // SAFETY: as above.
+        || (claim && owner == 0 && unsafe { compare_exchange(&raw mut (*slot).tid, 0, tid.into()) })
+    {
+        return Some(slot);
+    }
+    None
+}
+
+/// Thread `tid`'s allocator call in progress, if any.
+#[inline(always)]
+fn pending(tid: u32) -> Option<PendingAlloc> {
+    match thread_slot(tid, false) {
+        // SAFETY: this thread's own slot (only its probes write it), copied out.
+        Some(slot) => unsafe { ((*slot).active != 0).then(|| (*slot).call) },
+        // SAFETY: this thread's own map value, copied out.
+        None => MEM_PENDING.get_ptr(tid).map(|p| unsafe { *p }),
+    }
+}
+
+/// Notes thread `tid`'s allocator call in progress.
+#[inline(always)]
+fn set_pending(tid: u32, call: PendingAlloc) {
+    match thread_slot(tid, true) {
+        // SAFETY: this thread's own slot.
+        Some(slot) => unsafe {
+            (*slot).call = call;
+            (*slot).active = 1;
         },
-        None => false,
+        None => {
+            if MEM_PENDING.insert(tid, call, BPF_ANY as u64).is_err() {
+                count(Counter::MemPendingMapFull);
+            }
+        }
+    }
+}
+
+/// Ends thread `tid`'s allocator call in progress.
+#[inline(always)]
+fn clear_pending(tid: u32) {
+    match thread_slot(tid, false) {
+        // SAFETY: this thread's own slot.
+        Some(slot) => unsafe { (*slot).active = 0 },
+        None => {
+            let _ = MEM_PENDING.remove(tid);
+        }
     }
 }
 

@@ -119,19 +119,7 @@ pub struct FailureStats {
     pub last_detailed_ns: u64,
 }
 
-/// Syscall arguments remembered at entry, for the exit to explain a failure.
-#[repr(C)]
-#[derive(Clone, Copy, Debug)]
-pub struct PendingSyscall {
-    pub syscall: u64,
-    /// The user pointer to the path or socket address.
-    pub arg_ptr: u64,
-    /// Length of the socket address (connect) or 0.
-    pub arg_len: u64,
-}
-
 pub const FAILURE_KINDS_MAX: u32 = 4096;
-pub const PENDING_MAX: u32 = 8192;
 pub const ERROR_STACKS_MAX: u32 = 4096;
 
 #[cfg(feature = "user")]
@@ -150,6 +138,4 @@ mod pod {
     unsafe impl aya::Pod for FailureKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for FailureStats {}
-    // SAFETY: as above.
-    unsafe impl aya::Pod for PendingSyscall {}
 }

@@ -8,17 +8,18 @@ use aya_ebpf::{
         bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user, bpf_probe_read_user_buf,
         bpf_probe_read_user_str_bytes,
     },
-    macros::{map, raw_tracepoint, tracepoint},
+    macros::{btf_tracepoint, map, raw_tracepoint, tracepoint},
     maps::{HashMap, StackTrace},
-    programs::{RawTracePointContext, TracePointContext, tracing::StackIdContext},
+    programs::{
+        BtfTracePointContext, RawTracePointContext, TracePointContext, tracing::StackIdContext,
+    },
 };
 use profiler_common::{
     counters::Counter,
     errors::{
         ARG_CAPTURE, ArgKind, DETAIL_BURST, DETAIL_INTERVAL_NS, ERROR_STACKS_MAX,
         FAILURE_KINDS_MAX, FailureKey, FailureStats, OUTPUT_CHUNK, OUTPUT_MAX_CHUNKS, OomEvent,
-        OutputEvent, PENDING_MAX, PendingSyscall, SignalEvent, SyscallErrorEvent,
-        WRITEV_MAX_IOVECS,
+        OutputEvent, SignalEvent, SyscallErrorEvent, WRITEV_MAX_IOVECS,
     },
     event::{EventHeader, EventKind},
 };
@@ -32,10 +33,6 @@ use crate::{
 #[map]
 static FAILURES: HashMap<FailureKey, FailureStats> =
     HashMap::with_max_entries(FAILURE_KINDS_MAX, 0);
-
-/// Arguments of the syscall in progress, by thread, for those whose failure an argument explains.
-#[map]
-static PENDING: HashMap<u32, PendingSyscall> = HashMap::with_max_entries(PENDING_MAX, 0);
 
 #[map]
 static ERROR_STACKS: StackTrace = StackTrace::with_max_entries(ERROR_STACKS_MAX, 0);
@@ -96,84 +93,118 @@ const ARG_REGS: [usize; 3] = [
 ];
 const ORIG_RAX: usize = core::mem::offset_of!(pt_regs, orig_rax);
 
-/// `sys_enter(struct pt_regs *regs, long id)`, in the calling task.
-#[raw_tracepoint(tracepoint = "sys_enter")]
-pub fn syscall_enter(ctx: RawTracePointContext) -> u32 {
-    match try_syscall_enter(&ctx) {
+/// The saved user registers of the syscall that is returning. At `sys_exit` they still hold the
+/// call's arguments (x86-64 syscalls do not change them), and the memory the arguments point at
+/// (a path, a socket address, the bytes written) is still there: everything is read at exit, so
+/// nothing runs at syscall entry at all. Every program on a syscall tracepoint costs every
+/// syscall of the system, and the target's `uretprobe(2)` (one per traced call) most of all.
+trait SavedRegs {
+    /// The register at `offset` in `struct pt_regs`.
+    fn get(&self, offset: usize) -> Result<u64, ()>;
+}
+
+/// `struct pt_regs *` as a raw tracepoint gets it: an untyped kernel address, read through the
+/// checked helper.
+struct RawRegs(u64);
+
+impl SavedRegs for RawRegs {
+    #[inline(always)]
+    fn get(&self, offset: usize) -> Result<u64, ()> {
+        user_reg(self.0, offset)
+    }
+}
+
+/// `struct pt_regs *` as a BTF tracepoint gets it: typed, so a field is one load (the verifier
+/// checks it against the kernel's BTF and makes it fault-safe).
+struct BtfRegs(*const pt_regs);
+
+impl SavedRegs for BtfRegs {
+    #[inline(always)]
+    fn get(&self, offset: usize) -> Result<u64, ()> {
+        // SAFETY: a field of the tracepoint's `struct pt_regs` argument, at a constant offset
+        // inside it (the callers pass the `offset_of!` constants above).
+        Ok(unsafe { core::ptr::read_volatile(self.0.cast::<u8>().add(offset).cast::<u64>()) })
+    }
+}
+
+/// Whether a returning syscall may matter: a failure, or bytes written by write(2)/writev(2).
+#[inline(always)]
+fn worth_a_look(id: u64, ret: i64) -> bool {
+    (-4095..0).contains(&ret) || ((id == SYS_WRITE || id == SYS_WRITEV) && ret > 0)
+}
+
+/// `sys_exit(struct pt_regs *regs, long ret)` with BTF: the syscall number is one load, so
+/// `uretprobe(2)` (every traced call's return) is dropped before any helper call. Preferred;
+/// [`syscall_exit`] is the fallback for kernels that refuse it.
+#[btf_tracepoint(function = "sys_exit")]
+pub fn syscall_exit_btf(ctx: BtfTracePointContext) -> u32 {
+    let regs = BtfRegs(ctx.arg(0));
+    let Ok(id) = regs.get(ORIG_RAX) else {
+        return 0;
+    };
+    if id == SYS_URETPROBE || id == SYS_UPROBE {
+        return 0;
+    }
+    let ret: i64 = ctx.arg(1);
+    if !worth_a_look(id, ret) {
+        return 0;
+    }
+    let (tid, tgid) = current_ids();
+    if tgid != target_tgid() {
+        return 0;
+    }
+    match on_exit(&ctx, &regs, tid, id, ret) {
         Ok(()) | Err(()) => 0,
     }
 }
 
-fn try_syscall_enter(ctx: &RawTracePointContext) -> Result<(), ()> {
-    let id: u64 = ctx.arg(1);
-    if id == SYS_URETPROBE || id == SYS_UPROBE {
-        return Ok(());
+/// `sys_exit(struct pt_regs *regs, long ret)`, raw: other processes are dropped first (one
+/// helper call), then the syscall number is read.
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn syscall_exit(ctx: RawTracePointContext) -> u32 {
+    let ret: i64 = ctx.arg(1);
+    if ret == 0 {
+        // Success with nothing written: nothing to see, whatever the call.
+        return 0;
     }
     let (tid, tgid) = current_ids();
     if tgid != target_tgid() {
-        return Ok(());
+        return 0;
     }
-    let regs: u64 = ctx.arg(0);
-    if id == SYS_WRITE || id == SYS_WRITEV {
-        let fd = user_reg(regs, ARG_REGS[0])?;
+    let regs = RawRegs(ctx.arg(0));
+    let Ok(id) = regs.get(ORIG_RAX) else {
+        return 0;
+    };
+    if id == SYS_URETPROBE || id == SYS_UPROBE || !worth_a_look(id, ret) {
+        return 0;
+    }
+    match on_exit(&ctx, &regs, tid, id, ret) {
+        Ok(()) | Err(()) => 0,
+    }
+}
+
+/// A syscall of the target that failed, or wrote to some fd, returning on thread `tid`.
+#[inline(always)]
+fn on_exit<C: StackIdContext, R: SavedRegs>(
+    ctx: &C,
+    regs: &R,
+    tid: u32,
+    id: u64,
+    ret: i64,
+) -> Result<(), ()> {
+    if ret > 0 {
+        // write(2)/writev(2) (see `worth_a_look`): what reached fd 1 or 2, `ret` bytes of it.
+        let fd = regs.get(ARG_REGS[0])?;
         if fd == 1 || fd == 2 {
-            let (buf, len) = (user_reg(regs, ARG_REGS[1])?, user_reg(regs, ARG_REGS[2])?);
+            let buf = regs.get(ARG_REGS[1])?;
             if id == SYS_WRITE {
-                capture(tid, fd as u32, buf, len, OUTPUT_MAX_CHUNKS);
+                capture(tid, fd as u32, buf, ret as u64, OUTPUT_MAX_CHUNKS);
             } else {
-                capture_iovecs(tid, fd as u32, buf, len);
+                capture_iovecs(tid, fd as u32, buf, regs.get(ARG_REGS[2])?, ret as u64);
             }
         }
         return Ok(());
     }
-    let Some((index, kind)) = explaining_arg(id) else {
-        return Ok(());
-    };
-    let arg_ptr = user_reg(regs, ARG_REGS[index])?;
-    let arg_len = if kind == ArgKind::SockAddr {
-        user_reg(regs, ARG_REGS[index + 1])?
-    } else {
-        0
-    };
-    let pending = PendingSyscall {
-        syscall: id,
-        arg_ptr,
-        arg_len,
-    };
-    PENDING.insert(tid, pending, 0).map_err(|_| ())
-}
-
-/// `sys_exit(struct pt_regs *regs, long ret)`, in the calling task.
-#[raw_tracepoint(tracepoint = "sys_exit")]
-pub fn syscall_exit(ctx: RawTracePointContext) -> u32 {
-    match try_syscall_exit(&ctx) {
-        Ok(()) | Err(()) => 0,
-    }
-}
-
-fn try_syscall_exit(ctx: &RawTracePointContext) -> Result<(), ()> {
-    // Success first: almost every syscall succeeds (uretprobe(2), which ends each traced call,
-    // included), and this needs nothing but the program's own argument.
-    let ret: i64 = ctx.arg(1);
-    if !(-4095..0).contains(&ret) {
-        return Ok(());
-    }
-    let (tid, tgid) = current_ids();
-    if tgid != target_tgid() {
-        return Ok(());
-    }
-    let id = user_reg(ctx.arg(0), ORIG_RAX)?;
-    if id == SYS_URETPROBE || id == SYS_UPROBE {
-        return Ok(());
-    }
-    // The arguments remembered at entry; a successful call leaves its entry behind, which the
-    // next call's entry replaces and which only a failure of the same syscall would read.
-    let pending = if explaining_arg(id).is_some() {
-        // SAFETY: a map value of this thread's, copied out.
-        PENDING.get_ptr(tid).map(|p| unsafe { *p })
-    } else {
-        None
-    };
     let errno = (-ret) as u32;
     if errno >= ERESTART_FIRST {
         return Ok(());
@@ -188,6 +219,19 @@ fn try_syscall_exit(ctx: &RawTracePointContext) -> Result<(), ()> {
     if errno == EAGAIN || errno == EINTR || errno == EINPROGRESS || !detail {
         return Ok(());
     }
+    // The argument that explains the failure: a path, or a socket address and its length.
+    let explained = match explaining_arg(id) {
+        Some((index, kind)) => {
+            let ptr = regs.get(ARG_REGS[index & 1])?;
+            let len = if kind == ArgKind::SockAddr {
+                regs.get(ARG_REGS[(index & 1) + 1])?
+            } else {
+                0
+            };
+            Some((kind, ptr, len))
+        }
+        None => None,
+    };
     let Some(mut entry) = EVENTS.reserve::<SyscallErrorEvent>(0) else {
         count(Counter::RingBufferFull);
         return Ok(());
@@ -206,24 +250,20 @@ fn try_syscall_exit(ctx: &RawTracePointContext) -> Result<(), ()> {
         (*event).arg_kind = ArgKind::None as u8;
         (*event)._pad = [0; 3];
         (*event).arg_len = 0;
-        if let Some(p) = pending
-            && p.syscall == id
-        {
+        if let Some((kind, ptr, len)) = explained {
             let arg = &mut (*event).arg;
-            if p.arg_len == 0 {
-                if let Ok(s) = bpf_probe_read_user_str_bytes(p.arg_ptr as *const u8, arg) {
+            if kind == ArgKind::Path {
+                if let Ok(s) = bpf_probe_read_user_str_bytes(ptr as *const u8, arg) {
                     (*event).arg_len = s.len() as u32;
                     (*event).arg_kind = ArgKind::Path as u8;
                 }
             } else {
-                let len = if p.arg_len as usize > ARG_CAPTURE {
+                let len = if len as usize > ARG_CAPTURE {
                     ARG_CAPTURE
                 } else {
-                    p.arg_len as usize
+                    len as usize
                 };
-                if len > 0
-                    && bpf_probe_read_user_buf(p.arg_ptr as *const u8, &mut arg[..len]).is_ok()
-                {
+                if len > 0 && bpf_probe_read_user_buf(ptr as *const u8, &mut arg[..len]).is_ok() {
                     (*event).arg_len = len as u32;
                     (*event).arg_kind = ArgKind::SockAddr as u8;
                 }
@@ -344,12 +384,14 @@ fn try_oom_mark_victim(ctx: &TracePointContext) -> Result<(), ()> {
     Ok(())
 }
 
-/// A writev(2) to fd 1 or 2: one record per iovec (its first OUTPUT_CHUNK bytes). A loop of
-/// loops is more than the verifier will explore; text output goes through write(2) in practice.
+/// A writev(2) to fd 1 or 2 that wrote `written` bytes: one record per iovec (its first
+/// OUTPUT_CHUNK bytes), up to what was written. A loop of loops is more than the verifier will
+/// explore; text output goes through write(2) in practice.
 #[inline(always)]
-fn capture_iovecs(tid: u32, fd: u32, vec: u64, vlen: u64) {
+fn capture_iovecs(tid: u32, fd: u32, vec: u64, vlen: u64, written: u64) {
+    let mut left = written;
     for i in 0..WRITEV_MAX_IOVECS {
-        if i as u64 >= vlen {
+        if i as u64 >= vlen || left == 0 {
             break;
         }
         // struct iovec { void *iov_base; size_t iov_len; }
@@ -362,6 +404,8 @@ fn capture_iovecs(tid: u32, fd: u32, vec: u64, vlen: u64) {
         let Ok(len) = (unsafe { bpf_probe_read_user((iov + 8) as *const u64) }) else {
             break;
         };
+        let len = len.min(left);
+        left -= len;
         capture(tid, fd, base, len, 1);
     }
 }

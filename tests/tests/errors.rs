@@ -40,21 +40,39 @@ fn write(dir: &TempDir, name: &str, contents: &str) -> PathBuf {
 
 /// Runs `py script` under `profiler run --level basic -q EXTRA...`; returns the report.
 fn run_script(py: &Path, script: &Path, extra: &[&str], json: &Path) -> Value {
+    run_script_with_env(py, script, extra, json, &[])
+}
+
+/// As [`run_script`], with `env` set for the profiler.
+fn run_script_with_env(
+    py: &Path,
+    script: &Path,
+    extra: &[&str],
+    json: &Path,
+    env: &[(&str, &str)],
+) -> Value {
     let mut args = vec!["run", "--level", "basic", "-q"];
     args.extend_from_slice(extra);
     args.extend_from_slice(&["--", py.to_str().unwrap(), script.to_str().unwrap()]);
-    profile(&args, json).1
+    profile_with_env(&args, json, env).1
 }
 
 /// Runs the profiler to its end (killing it after a minute), returns its output and report.
 fn profile(args: &[&str], json: &Path) -> (Outcome, Value) {
+    profile_with_env(args, json, &[])
+}
+
+/// As [`profile`], with `env` set for the profiler.
+fn profile_with_env(args: &[&str], json: &Path, env: &[(&str, &str)]) -> (Outcome, Value) {
     // The report path goes before the `--` that starts the target's command.
     let split = args.iter().position(|a| *a == "--").unwrap_or(args.len());
     let json_arg = json.to_str().unwrap();
     let mut all = args[..split].to_vec();
     all.extend_from_slice(&["--json", json_arg]);
     all.extend_from_slice(&args[split..]);
-    let out = profiler_tests::process::profile(all);
+    let mut cmd = Profiler::command(all);
+    cmd.envs(env.iter().copied());
+    let out = Profiler::spawn(cmd).finish();
     assert!(
         !out.stderr.contains("panicked"),
         "profiler panicked: {}",
@@ -102,6 +120,18 @@ fn describe(report: &Value) -> String {
 
 #[test]
 fn missing_model_file_is_model_not_found_with_path_and_exception() {
+    missing_model_file(&[]);
+}
+
+/// Where the kernel refuses the BTF `sys_exit` program the raw one runs: the same failure, its
+/// path, and the traceback the script printed.
+#[test]
+fn raw_sys_exit_fallback_sees_the_same_failure_and_output() {
+    missing_model_file(&[("PROFILER_RAW_SYS_EXIT", "1")]);
+}
+
+/// A script that opens a missing checkpoint, profiled with `env`.
+fn missing_model_file(env: &[(&str, &str)]) {
     require_root!();
     let Some(py) = python() else {
         return;
@@ -114,7 +144,7 @@ fn missing_model_file_is_model_not_found_with_path_and_exception() {
         &format!("open({:?}, 'rb').read()\n", missing.display().to_string()),
     );
     let json = dir.json();
-    let report = run_script(&py, &script, &[], &json);
+    let report = run_script_with_env(&py, &script, &[], &json, env);
     let found = with_pattern(&report, "MODEL_NOT_FOUND");
     assert!(
         !found.is_empty(),

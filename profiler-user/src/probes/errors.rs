@@ -21,8 +21,8 @@ use aya::{
     Ebpf,
     maps::{HashMap as BpfHashMap, StackTraceMap},
     programs::{
-        RawTracePoint, TracePoint, raw_trace_point::RawTracePointLinkId,
-        trace_point::TracePointLinkId,
+        BtfTracePoint, RawTracePoint, TracePoint, raw_trace_point::RawTracePointLinkId,
+        tp_btf::BtfTracePointLinkId, trace_point::TracePointLinkId,
     },
 };
 use profiler_common::{
@@ -36,27 +36,35 @@ use profiler_common::{
 /// Output bytes kept for the analyzer; past this the rest is counted, not kept.
 pub const MAX_OUTPUT_BYTES: usize = 16 << 20;
 
-/// The raw tracepoints of the family: every syscall's entry (arguments that explain a failure,
-/// and the output written to fds 1 and 2) and exit (the failures), and signal delivery.
-const RAW_TRACEPOINTS: [&str; 3] = ["sys_enter", "sys_exit", "signal_deliver"];
+/// Every syscall's exit (failures with the arguments that explain them, and the output written
+/// to fds 1 and 2): the BTF program, or where the kernel refuses it the raw one. Nothing runs
+/// at syscall entry.
+const SYS_EXIT_BTF: &str = "syscall_exit_btf";
+const SYS_EXIT_RAW: &str = "syscall_exit";
+
+/// Set (to anything), the raw `sys_exit` program is used even where the BTF one would load.
+pub const RAW_SYS_EXIT_ENV: &str = "PROFILER_RAW_SYS_EXIT";
+
+/// The raw tracepoints of the family besides `sys_exit`: signal delivery.
+const RAW_TRACEPOINTS: [&str; 1] = ["signal_deliver"];
 
 /// Program names, in the order of [`RAW_TRACEPOINTS`].
-const RAW_PROGRAMS: [&str; 3] = ["syscall_enter", "syscall_exit", "signal_deliver"];
+const RAW_PROGRAMS: [&str; 1] = ["signal_deliver"];
 
 /// Attaches every program of the family; returns the links.
 pub fn attach(ebpf: &mut Ebpf) -> anyhow::Result<Links> {
     let mut links = Links::default();
+    let btf = if std::env::var_os(RAW_SYS_EXIT_ENV).is_some() {
+        None
+    } else {
+        attach_sys_exit_btf(ebpf).ok()
+    };
+    match btf {
+        Some(link) => links.sys_exit_btf = Some(link),
+        None => attach_raw(ebpf, &mut links, SYS_EXIT_RAW, "sys_exit")?,
+    }
     for (program, tracepoint) in RAW_PROGRAMS.into_iter().zip(RAW_TRACEPOINTS) {
-        let raw: &mut RawTracePoint = ebpf
-            .program_mut(program)
-            .with_context(|| format!("program {program} missing"))?
-            .try_into()?;
-        raw.load()
-            .with_context(|| format!("failed to load {program}"))?;
-        let link = raw
-            .attach(tracepoint)
-            .with_context(|| format!("failed to attach to the {tracepoint} raw tracepoint"))?;
-        links.raw.push((program, link));
+        attach_raw(ebpf, &mut links, program, tracepoint)?;
     }
     let oom: &mut TracePoint = ebpf
         .program_mut("oom_mark_victim")
@@ -70,9 +78,41 @@ pub fn attach(ebpf: &mut Ebpf) -> anyhow::Result<Links> {
     Ok(links)
 }
 
+/// Loads and attaches the BTF `sys_exit` program (needs the kernel's BTF).
+fn attach_sys_exit_btf(ebpf: &mut Ebpf) -> anyhow::Result<BtfTracePointLinkId> {
+    let btf = aya::Btf::from_sys_fs().context("no kernel BTF")?;
+    let program: &mut BtfTracePoint = ebpf
+        .program_mut(SYS_EXIT_BTF)
+        .with_context(|| format!("program {SYS_EXIT_BTF} missing"))?
+        .try_into()?;
+    program.load("sys_exit", &btf)?;
+    Ok(program.attach()?)
+}
+
+/// Loads `program` and attaches it to raw tracepoint `tracepoint`.
+fn attach_raw(
+    ebpf: &mut Ebpf,
+    links: &mut Links,
+    program: &'static str,
+    tracepoint: &str,
+) -> anyhow::Result<()> {
+    let raw: &mut RawTracePoint = ebpf
+        .program_mut(program)
+        .with_context(|| format!("program {program} missing"))?
+        .try_into()?;
+    raw.load()
+        .with_context(|| format!("failed to load {program}"))?;
+    let link = raw
+        .attach(tracepoint)
+        .with_context(|| format!("failed to attach to the {tracepoint} raw tracepoint"))?;
+    links.raw.push((program, link));
+    Ok(())
+}
+
 /// The family's links, so they can be taken down together.
 #[derive(Default)]
 pub struct Links {
+    sys_exit_btf: Option<BtfTracePointLinkId>,
     raw: Vec<(&'static str, RawTracePointLinkId)>,
     oom: Option<TracePointLinkId>,
 }
@@ -80,7 +120,7 @@ pub struct Links {
 impl Links {
     /// Probes attached.
     pub fn count(&self) -> usize {
-        self.raw.len() + usize::from(self.oom.is_some())
+        usize::from(self.sys_exit_btf.is_some()) + self.raw.len() + usize::from(self.oom.is_some())
     }
 }
 
@@ -99,8 +139,13 @@ fn detach(ebpf: &mut Ebpf, links: Links) {
         let tp = <&mut TracePoint>::try_from(ebpf.program_mut("oom_mark_victim")?).ok()?;
         tp.take_link(id).ok()
     });
+    let sys_exit = links.sys_exit_btf.and_then(|id| {
+        let tp = <&mut BtfTracePoint>::try_from(ebpf.program_mut(SYS_EXIT_BTF)?).ok()?;
+        tp.take_link(id).ok()
+    });
     std::thread::scope(|scope| {
         scope.spawn(move || drop(oom));
+        scope.spawn(move || drop(sys_exit));
         super::release_in_parallel(raw);
     });
 }

@@ -326,6 +326,7 @@ fn measure(
     let w = scenario.workload;
     let mut cmd = Command::new(&w.path);
     cmd.arg(scenario.calls.to_string());
+    proc::pin(&mut cmd, proc::Side::Workload);
     let mut target = Proc::spawn(w.name, cmd, true)?;
     let ready = target.wait_line(
         "its ready line",
@@ -339,7 +340,7 @@ fn measure(
         None => None,
         Some(t) => {
             let before = workload::read_code(pid, addr)?;
-            let mut proc = t.start(tools, pid, json)?;
+            let mut proc = t.start(tools, pid, json, Some(proc::Side::Tracer))?;
             wait_for_probe(pid, addr, &before, &mut proc)?;
             std::thread::sleep(SETTLE);
             Some((t, proc))

@@ -209,7 +209,7 @@ fn measure(
             let before = workload::read_code(pid, addr)?;
             // The readiness line comes once every probe is attached; a traced function's
             // breakpoint is checked too, as in the other scenarios.
-            let mut proc = t.start(tools, pid, json)?;
+            let mut proc = t.start(tools, pid, json, None)?;
             if level.traces_functions {
                 wait_for_probe(pid, addr, &before, &mut proc)?;
             }

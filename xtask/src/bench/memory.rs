@@ -174,7 +174,7 @@ fn start<'t>(
         None => None,
         Some(t) => {
             let before = workload::read_code(pid, addr)?;
-            let mut proc = t.start(tools, pid, json)?;
+            let mut proc = t.start(tools, pid, json, None)?;
             wait_for_probe(pid, addr, &before, &mut proc)?;
             std::thread::sleep(super::SETTLE);
             Some((t, proc))

@@ -279,3 +279,38 @@ impl Drop for Proc {
         }
     }
 }
+
+/// Which CPU each side of a per-call measurement runs on, when the machine has two or more: the
+/// workload alone on the last CPU, the tracer (and its threads) on the others, so a tracer's
+/// own user-space work never preempts the loop being timed. The probes still run on the
+/// workload's CPU, in its context: that is what is measured.
+#[derive(Clone, Copy)]
+pub enum Side {
+    Workload,
+    Tracer,
+}
+
+/// Pins `cmd`'s process to `side`'s CPUs (see [`Side`]); does nothing on a one-CPU machine.
+pub fn pin(cmd: &mut Command, side: Side) {
+    use std::os::unix::process::CommandExt as _;
+    let cpus = thread::available_parallelism().map_or(1, |n| n.get());
+    if cpus < 2 {
+        return;
+    }
+    let last = cpus - 1;
+    // SAFETY: the closure runs in the child between fork and exec and only calls
+    // async-signal-safe functions (CPU_ZERO/CPU_SET touch a local; sched_setaffinity is a
+    // syscall); a failure is ignored (the measurement runs unpinned).
+    unsafe {
+        cmd.pre_exec(move || {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_ZERO(&mut set);
+            match side {
+                Side::Workload => libc::CPU_SET(last, &mut set),
+                Side::Tracer => (0..last).for_each(|c| libc::CPU_SET(c, &mut set)),
+            }
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+            Ok(())
+        });
+    }
+}

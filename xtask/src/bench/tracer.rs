@@ -74,7 +74,13 @@ impl Tracer {
     }
 
     /// Starts the tracer on `pid` and returns once it says its probes are attached.
-    pub fn start(&self, tools: &Tools, pid: i32, json: &Path) -> anyhow::Result<Proc> {
+    pub fn start(
+        &self,
+        tools: &Tools,
+        pid: i32,
+        json: &Path,
+        pin: Option<super::proc::Side>,
+    ) -> anyhow::Result<Proc> {
         let mut cmd;
         match self {
             Tracer::Profiler { args } => {
@@ -90,6 +96,9 @@ impl Tracer {
                 cmd = Command::new(path);
                 cmd.arg("-p").arg(pid.to_string()).arg("-e").arg(script);
             }
+        }
+        if let Some(side) = pin {
+            super::proc::pin(&mut cmd, side);
         }
         let mut proc = Proc::spawn(self.name(), cmd, false)?;
         // bpftrace compiles its script with LLVM first: allow for a slow first start.

@@ -85,7 +85,7 @@ pub fn render(report: &Report, top: usize) -> String {
                 out,
                 "{name:<name_width$}  {:>10}  {:>10}  {:>10}  {:>10}  {:>10}  {:>10}",
                 f.total_calls,
-                human_time(f.total_time),
+                estimated(f, human_time(f.total_time)),
                 human_time(f.average_time),
                 human_time(f.percentiles.p50),
                 human_time(f.percentiles.p99),
@@ -98,13 +98,18 @@ pub fn render(report: &Report, top: usize) -> String {
                     "", f.in_flight
                 );
             }
-            if f.timed_calls < f.total_calls {
-                let _ = writeln!(
-                    out,
-                    "{:name_width$}  (times from {} timed calls of {}, see --time-every)",
-                    "", f.timed_calls, f.total_calls
-                );
-            }
+        }
+        if report
+            .functions
+            .iter()
+            .take(top)
+            .any(|f| f.timed_calls < f.total_calls)
+        {
+            let _ = writeln!(
+                out,
+                "~ times from a sample of the calls (each thread's first 1024 of a function, then \
+                 one in --time-every); calls are exact"
+            );
         }
         if report.functions.len() > top {
             let _ = writeln!(
@@ -211,6 +216,15 @@ fn render_memory(out: &mut String, m: &super::MemorySection) {
     }
     if !d.detected {
         let _ = writeln!(out, "no leak detected");
+    }
+}
+
+/// `total`, marked `~` when the function's times come from a sample of its calls.
+fn estimated(f: &crate::report::FunctionProfile, total: String) -> String {
+    if f.timed_calls < f.total_calls {
+        format!("~{total}")
+    } else {
+        total
     }
 }
 

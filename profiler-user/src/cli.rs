@@ -6,7 +6,7 @@ use clap::{Args, Parser, Subcommand};
 
 use profiler_common::functions::{TIME_EVERY_DEFAULT, TIME_EVERY_MAX};
 
-use crate::level::Level;
+use crate::level::{Family, Level};
 
 /// An eBPF profiler and debugger for running Linux processes: exact per-function profiles, what
 /// the process costs and what profiling it costs, without changing the process.
@@ -96,6 +96,12 @@ pub struct CommonArgs {
     /// Debug level: which probe families are attached (see `profiler levels`).
     #[arg(long, value_enum, default_value_t = Level::Detailed)]
     pub level: Level,
+    /// Leave a probe family out of the level (repeatable): errors, memory, cpu, threads, gpu.
+    /// `--without errors` attaches no syscall tracepoint, which spares every syscall of the
+    /// target (and, on kernels where uretprobes return through a syscall, every traced call)
+    /// the kernel's syscall-tracing path.
+    #[arg(long, value_name = "FAMILY", value_parser = parse_without)]
+    pub without: Vec<Family>,
     /// Overhead budget: when the estimated slowdown of the target goes over PERCENT, the hottest
     /// function probes are detached (what they counted is kept). 0 turns it off. Default: 10 for
     /// `attach`, off for `run`.
@@ -128,6 +134,26 @@ pub struct CommonArgs {
     pub quiet: bool,
 }
 
+/// `--without`: a family the level may do without.
+fn parse_without(s: &str) -> Result<Family, String> {
+    let optional = || {
+        Family::ALL
+            .iter()
+            .filter(|f| f.optional())
+            .map(|f| f.name())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match Family::from_name(s) {
+        Some(f) if f.optional() => Ok(f),
+        Some(f) => Err(format!(
+            "the {f} family cannot be left out (one of: {})",
+            optional()
+        )),
+        None => Err(format!("no family {s:?} (one of: {})", optional())),
+    }
+}
+
 /// `--time-every`: a power of two from 1 to `TIME_EVERY_MAX`.
 fn parse_time_every(s: &str) -> Result<u32, String> {
     let n: u32 = s
@@ -152,6 +178,15 @@ mod tests {
         assert_eq!(parse_time_every("65536"), Ok(65536));
         for bad in ["0", "3", "131072", "x", "-1"] {
             assert!(parse_time_every(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn without_takes_only_the_optional_families() {
+        assert_eq!(parse_without("errors"), Ok(Family::Errors));
+        assert_eq!(parse_without("memory"), Ok(Family::Memory));
+        for bad in ["process", "system", "functions", "nope", ""] {
+            assert!(parse_without(bad).is_err(), "{bad}");
         }
     }
 }

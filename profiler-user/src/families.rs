@@ -8,7 +8,7 @@ use std::time::Instant;
 use aya::Ebpf;
 
 use crate::{
-    level::{Family, Level},
+    level::Family,
     report::Report,
     symbols::{
         resolve::{Module, TracedFunction},
@@ -70,11 +70,14 @@ pub trait FamilyRuntime {
     fn report(&mut self, report: &mut Report, ctx: &mut ReportContext<'_>);
 }
 
-/// The families the level selects that have a runtime here; fails on a bad option (a malformed
-/// pattern file), before anything is attached.
-pub fn build(level: Level, options: &FamilyOptions) -> anyhow::Result<Vec<Box<dyn FamilyRuntime>>> {
+/// The selected families that have a runtime here; fails on a bad option (a malformed pattern
+/// file), before anything is attached.
+pub fn build(
+    selected: &[Family],
+    options: &FamilyOptions,
+) -> anyhow::Result<Vec<Box<dyn FamilyRuntime>>> {
     let mut families: Vec<Box<dyn FamilyRuntime>> = Vec::new();
-    for family in level.families() {
+    for family in selected {
         if *family == Family::Errors {
             let db = crate::analyze::errors::load_patterns(options.patterns.as_deref())?;
             families.push(Box::new(crate::probes::errors::ErrorsRuntime::new(db)));

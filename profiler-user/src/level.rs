@@ -65,6 +65,20 @@ impl Family {
         )
     }
 
+    /// Whether `--without` may leave the family out. `process` tells the session when the
+    /// target ends, `system` costs the target nothing, and `functions` is what `--func` asks for.
+    pub const fn optional(self) -> bool {
+        matches!(
+            self,
+            Family::Errors | Family::Cpu | Family::Memory | Family::Threads | Family::Gpu
+        )
+    }
+
+    /// The family called `name`.
+    pub fn from_name(name: &str) -> Option<Family> {
+        Family::ALL.into_iter().find(|f| f.name() == name)
+    }
+
     pub const fn name(self) -> &'static str {
         match self {
             Family::Process => "process",
@@ -83,6 +97,16 @@ impl fmt::Display for Family {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
     }
+}
+
+/// The families a level selects, less those left out with `--without`.
+pub fn selected(level: Level, without: &[Family]) -> Vec<Family> {
+    level
+        .families()
+        .iter()
+        .copied()
+        .filter(|f| !without.contains(f))
+        .collect()
 }
 
 impl Level {
@@ -139,7 +163,9 @@ pub fn describe() -> String {
             .collect();
         out.push_str(&format!("{:<10} {}\n", level.name(), families.join(", ")));
     }
-    out.push_str("\n`--func` adds the functions family at any level.\n");
+    out.push_str(
+        "\n`--func` adds the functions family at any level; `--without FAMILY` leaves one out.\n",
+    );
     out
 }
 
@@ -154,6 +180,22 @@ mod tests {
         }
         for family in Family::ALL {
             assert!(Level::Full.families().contains(&family), "{family}");
+            assert_eq!(Family::from_name(family.name()), Some(family));
         }
+    }
+
+    #[test]
+    fn without_leaves_out_only_the_named_families() {
+        let detailed = selected(Level::Detailed, &[Family::Errors]);
+        assert_eq!(
+            detailed,
+            [Family::Process, Family::System, Family::Functions]
+        );
+        assert_eq!(selected(Level::Basic, &[]), Level::Basic.families());
+        // Leaving out a family the level does not select changes nothing.
+        assert_eq!(
+            selected(Level::Basic, &[Family::Memory]),
+            Level::Basic.families()
+        );
     }
 }

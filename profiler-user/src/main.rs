@@ -65,6 +65,7 @@ fn main() -> ExitCode {
                     args.duration.to_string(),
                 ]),
                 level: args.level,
+                without: Vec::new(),
                 funcs: demo::DEMO_FUNCS.iter().map(|s| s.to_string()).collect(),
                 duration: None,
                 json: Some(args.json),
@@ -83,6 +84,7 @@ fn plan(mode: Mode, common: &CommonArgs) -> Plan {
     Plan {
         mode,
         level: common.level,
+        without: common.without.clone(),
         funcs: common.funcs.clone(),
         duration: common.duration.map(|d| Duration::from_secs_f64(d.max(0.0))),
         json: common.json.clone(),

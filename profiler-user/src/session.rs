@@ -20,7 +20,7 @@ use crate::{
     collect::{self, Collected, EndReason},
     error::ProfilerError,
     families::{self, AttachContext, FamilyOptions, FamilyRuntime, ReportContext},
-    level::{Family, Level},
+    level::{self, Family, Level},
     overhead::{self, SiteClass},
     placement,
     probes::{
@@ -54,6 +54,8 @@ pub enum Mode {
 pub struct Plan {
     pub mode: Mode,
     pub level: Level,
+    /// `--without`: families the level selects that are left out.
+    pub without: Vec<Family>,
     pub funcs: Vec<String>,
     pub duration: Option<Duration>,
     pub json: Option<PathBuf>,
@@ -160,7 +162,10 @@ impl Session<'_> {
             .collect::<Result<Vec<_>, _>>()?;
         probes::check_kernel(self.traces_functions())?;
         // Built before anything is attached: a bad option (a malformed pattern file) stops here.
-        self.pending_families = families::build(self.plan.level, &self.plan.family_options)?;
+        self.pending_families = families::build(
+            &level::selected(self.plan.level, &self.plan.without),
+            &self.plan.family_options,
+        )?;
         if self.traces_functions() {
             self.cost_model = crate::calibrate::cost_model(&mut self.warnings);
         }
@@ -561,14 +566,20 @@ impl Session<'_> {
     }
 
     fn families(&mut self) -> Vec<FamilyStatus> {
-        let selected = self.plan.level.families();
+        let selected = level::selected(self.plan.level, &self.plan.without);
         let mut unavailable = Vec::new();
         let statuses = Family::ALL
             .iter()
             .map(|&family| {
                 let by_func = family == Family::Functions && self.traces_functions();
                 let (status, probes, note) = if !selected.contains(&family) && !by_func {
-                    ("not_selected", 0, None)
+                    let left_out = self.plan.without.contains(&family)
+                        && self.plan.level.families().contains(&family);
+                    (
+                        "not_selected",
+                        0,
+                        left_out.then(|| "left out by --without".into()),
+                    )
                 } else if !family.available() {
                     unavailable.push(family.name());
                     (

@@ -130,6 +130,17 @@ fn raw_sys_exit_fallback_sees_the_same_failure_and_output() {
     missing_model_file(&[("PROFILER_RAW_SYS_EXIT", "1")]);
 }
 
+/// Writes a script that opens a missing checkpoint; returns the script and the checkpoint.
+fn missing_model_script(dir: &TempDir) -> (PathBuf, PathBuf) {
+    let missing = dir.path().join("checkpoints/resnet50.pt");
+    let script = write(
+        dir,
+        "load.py",
+        &format!("open({:?}, 'rb').read()\n", missing.display().to_string()),
+    );
+    (script, missing)
+}
+
 /// A script that opens a missing checkpoint, profiled with `env`.
 fn missing_model_file(env: &[(&str, &str)]) {
     require_root!();
@@ -137,12 +148,7 @@ fn missing_model_file(env: &[(&str, &str)]) {
         return;
     };
     let dir = TempDir::new();
-    let missing = dir.path().join("checkpoints/resnet50.pt");
-    let script = write(
-        &dir,
-        "load.py",
-        &format!("open({:?}, 'rb').read()\n", missing.display().to_string()),
-    );
+    let (script, missing) = missing_model_script(&dir);
     let json = dir.json();
     let report = run_script_with_env(&py, &script, &[], &json, env);
     let found = with_pattern(&report, "MODEL_NOT_FOUND");
@@ -167,6 +173,38 @@ fn missing_model_file(env: &[(&str, &str)]) {
         "no FileNotFoundError:\n{}",
         describe(&report)
     );
+    assert_eq!(report["target"]["exit_status"]["code"], 1);
+}
+
+/// `--without errors`: the same failing script, with no syscall program attached; the report
+/// says the family was left out, has no errors section, and still has the exit status.
+#[test]
+fn without_errors_attaches_no_syscall_program_and_says_so() {
+    require_root!();
+    let Some(py) = python() else {
+        return;
+    };
+    let dir = TempDir::new();
+    let (script, _) = missing_model_script(&dir);
+    let json = dir.json();
+    let report = run_script(&py, &script, &["--without", "errors"], &json);
+    let errors = report["families"]
+        .as_array()
+        .expect("families")
+        .iter()
+        .find(|f| f["name"] == "errors")
+        .expect("an errors entry");
+    assert_eq!(errors["status"], "not_selected", "{errors}");
+    assert_eq!(errors["probes"], 0, "{errors}");
+    assert_eq!(errors["note"], "left out by --without", "{errors}");
+    assert!(report["errors"].is_null(), "{}", report["errors"]);
+    let process = report["families"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "process")
+        .expect("a process entry");
+    assert_eq!(process["status"], "attached", "{process}");
     assert_eq!(report["target"]["exit_status"]["code"], 1);
 }
 

@@ -68,6 +68,8 @@ impl Config {
 
 const BASELINE: &str = "baseline";
 const PROFILER: &str = "profiler";
+/// The profiler with the functions family alone (`--without errors`): no syscall tracepoint.
+const FN_ONLY: &str = "fn-only";
 const BPFTRACE: &str = "bpftrace";
 
 /// A workload and the configurations it is measured under, the untraced baseline first.
@@ -80,6 +82,8 @@ struct Scenario<'w> {
 
 /// The per-call comparison: the profiler tracing the workload's function (entry and return)
 /// against bpftrace's smallest script that does the same (a uprobe and a uretprobe counting).
+/// The profiler runs twice: at the `detailed` level as a user gets it, and with the functions
+/// family alone, which is what the bpftrace script does.
 fn call_overhead(w: &Built, calls: u64) -> Scenario<'_> {
     let (path, func) = (w.path.display(), w.func);
     let script = format!(
@@ -89,6 +93,14 @@ fn call_overhead(w: &Built, calls: u64) -> Scenario<'_> {
         name: name.to_string(),
         count: calls,
     };
+    // The overhead guard would detach the probes part-way: measure them all.
+    let profiler = |extra: &[&str]| Tracer::Profiler {
+        args: ["--func", func, "--level", "detailed", "--max-overhead", "0"]
+            .iter()
+            .chain(extra)
+            .map(|s| s.to_string())
+            .collect(),
+    };
     Scenario {
         workload: w,
         calls,
@@ -96,12 +108,12 @@ fn call_overhead(w: &Built, calls: u64) -> Scenario<'_> {
             Config::baseline(),
             Config {
                 label: PROFILER,
-                tracer: Some(Tracer::Profiler {
-                    // The overhead guard would detach the probes part-way: measure them all.
-                    args: ["--func", func, "--level", "detailed", "--max-overhead", "0"]
-                        .map(String::from)
-                        .to_vec(),
-                }),
+                tracer: Some(profiler(&[])),
+                expect: vec![expect(func)],
+            },
+            Config {
+                label: FN_ONLY,
+                tracer: Some(profiler(&["--without", "errors"])),
                 expect: vec![expect(func)],
             },
             Config {
@@ -474,8 +486,13 @@ fn call_overhead_report(measured: &[Measured], runs: u32, tools: &Tools) -> Stri
     );
     let _ = writeln!(
         s,
-        "{:<width$}{:>10}{:>13}{:>13}{:>20}",
-        "workload", "baseline", "profiler", "bpftrace", "profiler/bpftrace"
+        "profiler: --level detailed; fn-only: the same with --without errors (no syscall \
+         tracepoint, as the bpftrace script)"
+    );
+    let _ = writeln!(
+        s,
+        "{:<width$}{:>10}{:>13}{:>13}{:>13}{:>11}{:>11}",
+        "workload", "baseline", "profiler", "fn-only", "bpftrace", "p/bpft", "fn/bpft"
     );
     for m in measured {
         let slow = |l: &str| match (m.slowdown_ns(l), m.why_skipped(l)) {
@@ -483,15 +500,17 @@ fn call_overhead_report(measured: &[Measured], runs: u32, tools: &Tools) -> Stri
             (None, Some(_)) => "unavailable".into(),
             (None, None) => "-".into(),
         };
-        let ratio = ratio(m).map_or("-".into(), |r| format!("{r:.2}×"));
+        let r = |l: &str| ratio(m, l).map_or("-".into(), |r| format!("{r:.2}×"));
         let _ = writeln!(
             s,
-            "{:<width$}{:>10}{:>13}{:>13}{:>20}",
+            "{:<width$}{:>10}{:>13}{:>13}{:>13}{:>11}{:>11}",
             label(m),
             m.median_ns(BASELINE).map_or("-".into(), duration),
             slow(PROFILER),
+            slow(FN_ONLY),
             slow(BPFTRACE),
-            ratio
+            r(PROFILER),
+            r(FN_ONLY)
         );
     }
     if let Some(why) = bpftrace_missing {
@@ -501,8 +520,8 @@ fn call_overhead_report(measured: &[Measured], runs: u32, tools: &Tools) -> Stri
     let _ = writeln!(s, "\nper-call time, ns: median (min..max) over the runs");
     let _ = writeln!(
         s,
-        "{:<width$}{:>24}{:>24}{:>24}",
-        "workload", BASELINE, PROFILER, BPFTRACE
+        "{:<width$}{:>24}{:>24}{:>24}{:>24}",
+        "workload", BASELINE, PROFILER, FN_ONLY, BPFTRACE
     );
     for m in measured {
         let cell = |l: &str| {
@@ -518,10 +537,11 @@ fn call_overhead_report(measured: &[Measured], runs: u32, tools: &Tools) -> Stri
         };
         let _ = writeln!(
             s,
-            "{:<width$}{:>24}{:>24}{:>24}",
+            "{:<width$}{:>24}{:>24}{:>24}{:>24}",
             m.scenario.workload.name,
             cell(BASELINE),
             cell(PROFILER),
+            cell(FN_ONLY),
             cell(BPFTRACE)
         );
     }
@@ -569,10 +589,11 @@ fn call_overhead_report(measured: &[Measured], runs: u32, tools: &Tools) -> Stri
         };
         let _ = writeln!(
             s,
-            "  {:<12} calls={}: profiler {}; bpftrace {}",
+            "  {:<12} calls={}: profiler {}; fn-only {}; bpftrace {}",
             "",
             m.scenario.calls,
             counts(PROFILER),
+            counts(FN_ONLY),
             counts(BPFTRACE)
         );
     }
@@ -621,34 +642,36 @@ fn call_overhead_report(measured: &[Measured], runs: u32, tools: &Tools) -> Stri
     let _ = writeln!(s, "\ntargets (profiler slowdown / bpftrace slowdown)");
     for m in measured {
         let w = m.scenario.workload;
-        let Some(r) = ratio(m) else {
-            let _ = writeln!(s, "  {:<12} no ratio (bpftrace not measured)", w.name);
-            continue;
-        };
-        let verdict = |ok: bool| if ok { "PASS" } else { "FAIL" };
-        let _ = write!(
-            s,
-            "  {:<12} {r:.2}×   ≤ 1.05 everywhere: {}",
-            w.name,
-            verdict(r <= 1.05)
-        );
-        let _ = if w.placement_can_help() {
-            writeln!(
+        for (l, name) in [(PROFILER, "detailed"), (FN_ONLY, "fn-only")] {
+            let Some(r) = ratio(m, l) else {
+                let _ = writeln!(s, "  {:<12} {name:<9} no ratio (not measured)", w.name);
+                continue;
+            };
+            let verdict = |ok: bool| if ok { "PASS" } else { "FAIL" };
+            let _ = write!(
                 s,
-                "   ≤ 0.30 where the prologue allows it: {}",
-                verdict(r <= 0.30)
-            )
-        } else {
-            writeln!(s, "   (prologue leaves nothing to skip to)")
-        };
+                "  {:<12} {name:<9} {r:.2}×   ≤ 1.05 everywhere: {}",
+                w.name,
+                verdict(r <= 1.05)
+            );
+            let _ = if w.placement_can_help() {
+                writeln!(
+                    s,
+                    "   ≤ 0.30 where the prologue allows it: {}",
+                    verdict(r <= 0.30)
+                )
+            } else {
+                writeln!(s, "   (prologue leaves nothing to skip to)")
+            };
+        }
     }
     s
 }
 
-/// Profiler slowdown over bpftrace slowdown.
-fn ratio(m: &Measured) -> Option<f64> {
+/// The slowdown under `label` over bpftrace's.
+fn ratio(m: &Measured, label: &str) -> Option<f64> {
     let b = m.slowdown_ns(BPFTRACE)?;
-    (b > 0.0).then(|| m.slowdown_ns(PROFILER).map(|p| p / b))?
+    (b > 0.0).then(|| m.slowdown_ns(label).map(|p| p / b))?
 }
 
 fn median(mut v: Vec<f64>) -> Option<f64> {

@@ -103,8 +103,9 @@ pub struct CommonArgs {
     #[arg(long, value_name = "FAMILY", value_parser = parse_without)]
     pub without: Vec<Family>,
     /// Overhead budget: when the estimated slowdown of the target goes over PERCENT, the hottest
-    /// function probes are detached (what they counted is kept). 0 turns it off. Default: 10 for
-    /// `attach`, off for `run`.
+    /// probes are detached (what they counted is kept): a traced function's, or the memory
+    /// family's allocator probes, all at once. 0 turns it off. Default: 10 for `attach`, off
+    /// for `run`.
     #[arg(long, value_name = "PERCENT")]
     pub max_overhead: Option<f64>,
     /// Time one call in N of each traced function on each thread, once the thread has made 1024

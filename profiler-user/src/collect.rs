@@ -81,7 +81,7 @@ pub async fn collect(
     out: &mut Collected,
     maps: &mut MappingSnapshot,
     families: &mut [&mut (dyn FamilyRuntime + 'static)],
-    on_tick: &mut dyn FnMut(&mut Ebpf),
+    on_tick: &mut dyn FnMut(&mut Ebpf, &mut [&mut (dyn FamilyRuntime + 'static)]),
 ) -> anyhow::Result<()> {
     let Watch {
         pid,
@@ -123,7 +123,7 @@ pub async fn collect(
                 for family in families.iter_mut() {
                     family.on_tick(ebpf, pid, Instant::now());
                 }
-                on_tick(ebpf);
+                on_tick(ebpf, families);
                 out.samples.extend(sample(pid, start));
                 if child {
                     if let Some((status, cpu)) = try_wait(pid) {

@@ -9,7 +9,7 @@ use aya::Ebpf;
 
 use crate::{
     level::Family,
-    report::Report,
+    report::{CostModel, Report},
     symbols::{
         resolve::{Module, TracedFunction},
         symbolize::{AddrSymbolizer, MappingSnapshot},
@@ -61,6 +61,19 @@ pub trait FamilyRuntime {
     /// Whether this family handles records of `kind`.
     fn handles(&self, _kind: u16) -> bool {
         false
+    }
+
+    /// What the family's probes have cost the target so far, ns, estimated from their hits with
+    /// the session's cost model: read live from `ebpf` while profiling, from what was harvested
+    /// when `ebpf` is None. None for a family whose probes are not counted.
+    fn probe_cost_ns(&self, _ebpf: Option<&Ebpf>, _model: &CostModel) -> Option<f64> {
+        None
+    }
+
+    /// The overhead budget is spent: detach the family's probes now. What they collected is
+    /// kept, and the family reports the run up to now.
+    fn shed(&mut self, _ebpf: &mut Ebpf) -> anyhow::Result<()> {
+        Ok(())
     }
 
     /// Profiling has ended: detach and read the maps. Problems become warnings.

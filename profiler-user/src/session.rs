@@ -166,7 +166,12 @@ impl Session<'_> {
             &level::selected(self.plan.level, &self.plan.without),
             &self.plan.family_options,
         )?;
-        if self.traces_functions() {
+        // The cost model prices the function and allocator probes (estimate and budget).
+        let memory = self
+            .pending_families
+            .iter()
+            .any(|f| f.family() == Family::Memory);
+        if self.traces_functions() || memory {
             self.cost_model = crate::calibrate::cost_model(&mut self.warnings);
         }
 
@@ -252,16 +257,25 @@ impl Session<'_> {
         let start = self.started.map(|s| s.0).unwrap_or_else(Instant::now);
         let mut extras: Vec<&mut (dyn FamilyRuntime + 'static)> =
             self.extras.iter_mut().map(|(f, _)| f.as_mut()).collect();
+        // The budget's units: the traced functions, then the families whose probes it counts.
+        let model = self.cost_model.clone();
+        let costed: Vec<usize> = extras
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| f.probe_cost_ns(Some(ebpf), &model).is_some())
+            .map(|(i, _)| i)
+            .collect();
         let mut budget = self
             .plan
             .max_overhead
-            .filter(|m| *m > 0.0 && !self.traced.is_empty())
+            .filter(|m| *m > 0.0 && !(self.traced.is_empty() && costed.is_empty()))
             .map(|max| {
-                let model = &self.cost_model;
                 let per_hit = self
                     .traced
                     .iter()
-                    .map(|t| (overhead::probe_cost_ns(model, t.class, 1, 1)) / 2.0)
+                    .map(|t| (overhead::probe_cost_ns(&model, t.class, 1, 1)) / 2.0)
+                    // A family's "hits" are its estimated cost in ns.
+                    .chain(costed.iter().map(|_| 1.0))
                     .collect();
                 let cpu = tracee::cpu_and_rss(pid).map_or(0.0, |(cpu, _)| cpu);
                 (max, overhead::Budget::new(max, per_hit, cpu))
@@ -269,7 +283,8 @@ impl Session<'_> {
         let (links, detached, traced) = (&mut self.links, &mut self.detached, &self.traced);
         let quiet = self.plan.quiet;
         let mut trampoline_known = self.traced.is_empty();
-        let mut on_tick = |ebpf: &mut Ebpf| {
+        let mut family_cost = vec![0; costed.len()];
+        let mut on_tick = |ebpf: &mut Ebpf, families: &mut [&mut (dyn FamilyRuntime + 'static)]| {
             if !trampoline_known {
                 trampoline_known = probes::functions::publish_trampoline(ebpf, pid);
             }
@@ -279,26 +294,47 @@ impl Session<'_> {
             let Some((cpu, _)) = tracee::cpu_and_rss(pid) else {
                 return;
             };
-            let Ok(hits) = probes::functions::read_hits(ebpf, traced.len()) else {
-                return;
+            let mut hits = if traced.is_empty() {
+                Vec::new()
+            } else {
+                match probes::functions::read_hits(ebpf, traced.len()) {
+                    Ok(hits) => hits,
+                    Err(_) => return,
+                }
             };
+            for (k, &i) in costed.iter().enumerate() {
+                // A family that has shed its probes keeps its last cost (no new hits).
+                if let Some(ns) = families[i].probe_cost_ns(Some(ebpf), &model) {
+                    family_cost[k] = ns as u64;
+                }
+            }
+            hits.extend_from_slice(&family_cost);
             let (detach, window) = budget.check(&hits, cpu);
             // When the decision was made: each detach waits for the kernel to unregister.
             let at = start.elapsed().as_secs_f64();
             for i in detach {
-                let function = traced[i].function.sym.name.clone();
-                if let Err(e) = probes::functions::detach_site(ebpf, &mut links[i]) {
-                    eprintln!("profiler: could not detach {function}: {e:#}");
+                let (what, result) = match i.checked_sub(traced.len()) {
+                    None => (
+                        traced[i].function.sym.name.clone(),
+                        probes::functions::detach_site(ebpf, &mut links[i]),
+                    ),
+                    Some(k) => {
+                        let family = &mut families[costed[k]];
+                        (format!("{} family", family.family()), family.shed(ebpf))
+                    }
+                };
+                if let Err(e) = result {
+                    eprintln!("profiler: could not detach {what}: {e:#}");
                     continue;
                 }
                 if !quiet {
                     eprintln!(
                         "profiler: estimated slowdown {window:.1}% is over --max-overhead {max}%: \
-                         detached {function} after {at:.1} s (its counts so far are kept)"
+                         detached {what} after {at:.1} s (what it collected so far is kept)"
                     );
                 }
                 detached.push(crate::report::Detached {
-                    function,
+                    function: what,
                     at,
                     window_slowdown_percent: window,
                 });
@@ -471,6 +507,12 @@ impl Session<'_> {
             .map(|end| end - samples.first().map(|s| s.cpu_time).unwrap_or(0.0))
             .unwrap_or(0.0)
             .max(0.0);
+        // The allocator probes' cost (memory family), priced by the same model.
+        estimated_cost_ns += self
+            .extras
+            .iter()
+            .filter_map(|(f, _)| f.probe_cost_ns(None, &model))
+            .sum::<f64>();
         let estimated_cost = estimated_cost_ns * 1e-9;
 
         let mut lost = std::collections::BTreeMap::new();

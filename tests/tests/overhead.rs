@@ -12,9 +12,9 @@ use serde_json::Value;
 
 /// Builds a program that calls `hot` in a loop for `seconds`, forever busy.
 fn hot_loop(dir: &Path) -> PathBuf {
-    let src = dir.join("hot.c");
-    std::fs::write(
-        &src,
+    build(
+        dir,
+        "hot",
         "#include <stdlib.h>\n#include <time.h>\n\
          __attribute__((noinline)) int hot(int x) { volatile int y = x; return y + 1; }\n\
          int main(int argc, char **argv) {\n\
@@ -22,16 +22,57 @@ fn hot_loop(dir: &Path) -> PathBuf {
            while (time(0) < end) for (int i = 0; i < 1000; i++) s += hot(i);\n\
            return s == 42;\n}\n",
     )
-    .unwrap();
-    let bin = dir.join("hot");
+}
+
+/// Builds a program whose `churn` frees the block it allocated 16 calls before and allocates
+/// another, in a loop for `seconds`: every block is freed, nothing leaks.
+fn malloc_loop(dir: &Path) -> PathBuf {
+    build(
+        dir,
+        "churn",
+        "#include <stdlib.h>\n#include <time.h>\n\
+         static void *keep[16];\n\
+         __attribute__((noinline)) void churn(int i) {\n\
+           free(keep[i & 15]); keep[i & 15] = malloc(64 + (i & 63)); }\n\
+         int main(int argc, char **argv) {\n\
+           time_t end = time(0) + atoi(argv[1]);\n\
+           while (time(0) < end) for (int i = 0; i < 1000; i++) churn(i);\n\
+           return 0;\n}\n",
+    )
+}
+
+/// Compiles C `source` into `dir/name` (-O2, frame pointers kept).
+fn build(dir: &Path, name: &str, source: &str) -> PathBuf {
+    let src = dir.join(format!("{name}.c"));
+    std::fs::write(&src, source).unwrap();
+    let bin = dir.join(name);
     let ok = Command::new("cc")
-        .args(["-O2", "-o"])
+        .args(["-O2", "-fno-omit-frame-pointer", "-o"])
         .arg(&bin)
         .arg(&src)
         .status()
         .expect("cc");
     assert!(ok.success());
     bin
+}
+
+/// Attaches to `pid` with `args` for 3 s; returns the profiler's stderr and the report.
+fn attach_for_3s(dir: &TempDir, pid: u32, args: &[&str]) -> (String, Value) {
+    let json = dir.json();
+    let started = Instant::now();
+    let out = Command::new(profiler_bin())
+        .args(["attach", &pid.to_string()])
+        .args(args)
+        .args(["--duration", "3", "--json"])
+        .arg(&json)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(30));
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    (stderr, report)
 }
 
 #[test]
@@ -41,32 +82,14 @@ fn over_budget_probes_are_detached_and_their_counts_kept() {
     let bin = hot_loop(dir.path());
     let mut target = Command::new(&bin).arg("20").spawn().unwrap();
     std::thread::sleep(Duration::from_millis(200));
-    let json = dir.json();
-    let started = Instant::now();
-    let out = Command::new(profiler_bin())
-        .args([
-            "attach",
-            &target.id().to_string(),
-            "--func",
-            "hot",
-            "--max-overhead",
-            "5",
-        ])
-        .args(["--duration", "3", "--json"])
-        .arg(&json)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let (stderr, report) =
+        attach_for_3s(&dir, target.id(), &["--func", "hot", "--max-overhead", "5"]);
     let _ = target.kill();
     let _ = target.wait();
-    assert!(started.elapsed() < Duration::from_secs(30));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
     assert!(
         stderr.contains("detached hot"),
         "stderr says what was detached: {stderr}"
     );
-    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let budget = &report["overhead"]["budget"];
     assert_eq!(budget["max_percent"], 5.0);
     let detached = budget["detached"].as_array().unwrap();
@@ -88,6 +111,66 @@ fn over_budget_probes_are_detached_and_their_counts_kept() {
             .unwrap()
             > 5.0
     );
+}
+
+/// The allocator probes count against the budget too: a malloc/free loop is far over 5% while
+/// they are attached, so the memory family is detached whole (frees last, so no block looks
+/// leaked), and its section covers the run up to then, exactly.
+#[test]
+fn over_budget_allocator_probes_are_detached_and_what_they_saw_is_kept() {
+    require_root!();
+    let dir = TempDir::new();
+    let bin = malloc_loop(dir.path());
+    let mut target = Command::new(&bin).arg("20").spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let (stderr, report) = attach_for_3s(
+        &dir,
+        target.id(),
+        &["--level", "memory", "--max-overhead", "5"],
+    );
+    let _ = target.kill();
+    let _ = target.wait();
+    assert!(
+        stderr.contains("detached memory family"),
+        "stderr says what was detached: {stderr}"
+    );
+    let detached = report["overhead"]["budget"]["detached"].as_array().unwrap();
+    assert_eq!(detached.len(), 1, "{detached:?}");
+    assert_eq!(detached[0]["function"], "memory family");
+    assert!(detached[0]["window_slowdown_percent"].as_f64().unwrap() > 5.0);
+    let at = detached[0]["at"].as_f64().unwrap();
+    assert!(at > 0.0 && at < 3.0, "detached during the run: {at}");
+    assert!(
+        report["overhead"]["estimated_cost"].as_f64().unwrap() > 0.0,
+        "the allocator probes are priced: {}",
+        report["overhead"]
+    );
+    let warnings = report["warnings"].as_array().unwrap();
+    assert!(
+        warnings.iter().any(|w| w
+            .as_str()
+            .unwrap()
+            .contains("allocator probes were detached")),
+        "{warnings:?}"
+    );
+    // Attached to a running allocator and detached from it while it runs, with nothing lost:
+    // every block churn allocated while watched was seen freed or is one of its last 16.
+    assert!(
+        report["overhead"]["lost"].as_object().unwrap().is_empty(),
+        "{}",
+        report["overhead"]
+    );
+    let memory = &report["memory"];
+    let churn = memory["allocations"]["by_function"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["function"] == "churn")
+        .unwrap_or_else(|| panic!("no churn in {:#}", memory["allocations"]));
+    let allocations = churn["allocations"].as_u64().unwrap();
+    assert!(allocations > 1000, "counted before the detach: {churn}");
+    assert!(churn["outstanding"].as_u64().unwrap() <= 16, "{churn}");
+    assert_eq!(memory["memory_leak_detection"]["detected"], false);
 }
 
 #[test]

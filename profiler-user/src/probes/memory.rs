@@ -32,7 +32,8 @@ use crate::{
     collect::SAMPLE_INTERVAL,
     families::{AttachContext, FamilyRuntime, ReportContext},
     level::Family,
-    report::{AllocatorFunction, AllocatorInfo, Report},
+    overhead,
+    report::{AllocatorFunction, AllocatorInfo, CostModel, Report},
     session::monotonic_ns,
 };
 
@@ -52,37 +53,49 @@ const TRACEPOINTS: [(&str, &str, &str); 3] = [
 /// for a grace period on each uprobe it removes: one after the other, that is seconds).
 #[derive(Default)]
 pub struct Links {
+    /// Entry probes of the functions that return a block.
     entries: Vec<UProbeLink>,
     returns: Vec<UProbeLink>,
+    /// Entry probes of the functions that release one.
+    frees: Vec<UProbeLink>,
     tracepoints: Vec<TracePointLink>,
 }
 
 impl Links {
     pub fn count(&self) -> usize {
-        self.entries.len() + self.returns.len() + self.tracepoints.len()
+        self.entries.len() + self.returns.len() + self.frees.len() + self.tracepoints.len()
     }
 
-    /// Detaches everything, entry probes first (see `attach`), each group in parallel.
-    pub fn detach(self) {
+    /// Detaches everything, each group in parallel: the allocating functions' probes first
+    /// (a return whose entry is gone records nothing), and the frees after them, so that no
+    /// block is recorded after its release went unseen (while the allocator keeps running, as
+    /// when the overhead budget detaches the family or `attach` ends).
+    pub fn detach(mut self) {
+        self.entries.append(&mut self.returns);
         super::release_in_parallel(self.entries);
-        super::release_in_parallel(self.returns);
+        super::release_in_parallel(self.frees);
         super::release_in_parallel(self.tracepoints);
     }
 }
 
 /// Attaches the allocator probes (return probes first, see the functions family) and the
-/// tracepoints, for process `pid` only.
+/// tracepoints, for process `pid` only. Among the entry probes the frees come first: a block
+/// recorded while `free` was not yet probed could be released unseen and its address handed
+/// out again (`Links::detach` takes them down last, for the same reason).
 pub fn attach(ebpf: &mut Ebpf, allocators: &[Allocator], pid: u32) -> anyhow::Result<Links> {
     let scope = std::num::NonZeroU32::new(pid)
         .map(UProbeScope::OneProcess)
         .context("invalid pid 0")?;
     let mut links = Links::default();
+    // Function ids follow `functions`; the frees are attached first.
+    let mut ordered: Vec<_> = functions(allocators).enumerate().collect();
+    ordered.sort_by_key(|(_, (_, f))| f.class.returns_block());
     for name in [RETURN, ENTRY] {
         let program = uprobe(ebpf, name)?;
         program
             .load()
             .with_context(|| format!("failed to load {name}"))?;
-        for (id, (allocator, function)) in functions(allocators).enumerate() {
+        for &(id, (allocator, function)) in &ordered {
             if name == RETURN && !function.class.returns_block() {
                 continue;
             }
@@ -102,8 +115,10 @@ pub fn attach(ebpf: &mut Ebpf, allocators: &[Allocator], pid: u32) -> anyhow::Re
             let link = program.take_link(id)?;
             if name == RETURN {
                 links.returns.push(link);
-            } else {
+            } else if function.class.returns_block() {
                 links.entries.push(link);
+            } else {
+                links.frees.push(link);
             }
         }
     }
@@ -235,6 +250,8 @@ pub struct MemoryRuntime {
     counters: BTreeMap<Counter, u64>,
     end_ns: u64,
     links: Option<Links>,
+    /// When the overhead budget made the family detach its probes (CLOCK_MONOTONIC, ns).
+    shed_ns: Option<u64>,
 }
 
 impl MemoryRuntime {
@@ -248,7 +265,38 @@ impl MemoryRuntime {
             counters: BTreeMap::new(),
             end_ns: 0,
             links: None,
+            shed_ns: None,
         }
+    }
+
+    /// Estimated cost, ns, of `calls` (per function id) to the allocator functions.
+    fn cost_of(&self, calls: &[u64], model: &CostModel) -> f64 {
+        functions(&self.detection.allocators)
+            .zip(calls)
+            .map(|((_, f), &n)| {
+                let returns = if f.class.returns_block() { n } else { 0 };
+                overhead::probe_cost_ns(model, f.placement.class, n, returns)
+            })
+            .sum()
+    }
+
+    /// Detaches the probes and reads the maps: the end of what the family sees.
+    fn stop(&mut self, ebpf: &mut Ebpf) -> anyhow::Result<()> {
+        let Some(links) = self.links.take() else {
+            return Ok(());
+        };
+        // Detaching takes a while (seconds when the allocator is hot): the probes recorded
+        // until it returns.
+        links.detach();
+        self.end_ns = monotonic_ns();
+        let functions = functions(&self.detection.allocators).count();
+        let raw = read(ebpf, functions).context("could not read the memory maps")?;
+        self.record(&raw.sites, self.end_ns, true);
+        self.raw = Some(raw);
+        if let Ok(counters) = super::read_counters(ebpf) {
+            self.counters = counters;
+        }
+        Ok(())
     }
 
     fn sample(&mut self, pid: i32, now_ns: u64) {
@@ -336,6 +384,9 @@ impl FamilyRuntime for MemoryRuntime {
     }
 
     fn on_tick(&mut self, ebpf: &mut Ebpf, pid: i32, _now: Instant) {
+        if self.links.is_none() {
+            return;
+        }
         let now_ns = monotonic_ns();
         self.sample(pid, now_ns);
         if let Ok(sites) = read_sites(ebpf) {
@@ -343,23 +394,29 @@ impl FamilyRuntime for MemoryRuntime {
         }
     }
 
-    fn harvest(&mut self, ebpf: &mut Ebpf, warnings: &mut Vec<String>) {
-        let Some(links) = self.links.take() else {
-            return;
-        };
-        // At the latest, the run ended now (detaching takes a while).
-        self.end_ns = monotonic_ns();
-        links.detach();
-        let functions = functions(&self.detection.allocators).count();
-        match read(ebpf, functions) {
-            Ok(raw) => {
-                self.record(&raw.sites, self.end_ns, true);
-                self.raw = Some(raw);
+    fn probe_cost_ns(&self, ebpf: Option<&Ebpf>, model: &CostModel) -> Option<f64> {
+        let calls = match ebpf {
+            Some(ebpf) => {
+                let calls: PerCpuArray<_, u64> =
+                    PerCpuArray::try_from(map(ebpf, "MEM_CALLS").ok()?).ok()?;
+                (0..functions(&self.detection.allocators).count() as u32)
+                    .map(|slot| calls.get(&slot, 0).map(|v| v.iter().sum()).unwrap_or(0))
+                    .collect()
             }
-            Err(e) => warnings.push(format!("could not read the memory maps: {e:#}")),
-        }
-        if let Ok(counters) = super::read_counters(ebpf) {
-            self.counters = counters;
+            None => self.raw.as_ref()?.calls.clone(),
+        };
+        Some(self.cost_of(&calls, model))
+    }
+
+    fn shed(&mut self, ebpf: &mut Ebpf) -> anyhow::Result<()> {
+        self.stop(ebpf)?;
+        self.shed_ns = Some(self.end_ns);
+        Ok(())
+    }
+
+    fn harvest(&mut self, ebpf: &mut Ebpf, warnings: &mut Vec<String>) {
+        if let Err(e) = self.stop(ebpf) {
+            warnings.push(format!("{e:#}"));
         }
     }
 
@@ -367,7 +424,16 @@ impl FamilyRuntime for MemoryRuntime {
         let start = ctx.start_ktime_ns as f64 * 1e-9;
         // Profiling ended before the families were read (the final values were read later, but
         // nothing changed in between that counts).
-        let duration = ctx.duration;
+        let mut duration = ctx.duration;
+        if let Some(shed_ns) = self.shed_ns {
+            // The allocator probes were detached part-way: the section covers the run up to then.
+            let seen = shed_ns.saturating_sub(ctx.start_ktime_ns) as f64 * 1e-9;
+            duration = duration.min(seen);
+            report.warnings.push(format!(
+                "memory: the allocator probes were detached after {seen:.1} s to stay within \
+                 --max-overhead; the memory section covers the run up to then"
+            ));
+        }
         let end_ns = (ctx.start_ktime_ns + (duration * 1e9) as u64).min(self.end_ns);
         let raw = self.raw.take().unwrap_or_default();
         let mut calls = raw.calls.iter().copied();

@@ -16,6 +16,13 @@ use crate::{
     },
 };
 
+/// A family's probe hits and their estimated cost to the target.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ProbeLoad {
+    pub hits: u64,
+    pub cost_ns: f64,
+}
+
 /// What a family may use while attaching.
 pub struct AttachContext<'a> {
     pub pid: i32,
@@ -63,10 +70,10 @@ pub trait FamilyRuntime {
         false
     }
 
-    /// What the family's probes have cost the target so far, ns, estimated from their hits with
-    /// the session's cost model: read live from `ebpf` while profiling, from what was harvested
-    /// when `ebpf` is None. None for a family whose probes are not counted.
-    fn probe_cost_ns(&self, _ebpf: Option<&Ebpf>, _model: &CostModel) -> Option<f64> {
+    /// The family's probe hits so far and what they cost the target, estimated with the
+    /// session's cost model: read live from `ebpf` while profiling, from what was harvested when
+    /// `ebpf` is None. None for a family whose probes are not counted.
+    fn probe_load(&self, _ebpf: Option<&Ebpf>, _model: &CostModel) -> Option<ProbeLoad> {
         None
     }
 

@@ -262,7 +262,7 @@ impl Session<'_> {
         let costed: Vec<usize> = extras
             .iter()
             .enumerate()
-            .filter(|(_, f)| f.probe_cost_ns(Some(ebpf), &model).is_some())
+            .filter(|(_, f)| f.probe_load(Some(ebpf), &model).is_some())
             .map(|(i, _)| i)
             .collect();
         let mut budget = self
@@ -304,8 +304,8 @@ impl Session<'_> {
             };
             for (k, &i) in costed.iter().enumerate() {
                 // A family that has shed its probes keeps its last cost (no new hits).
-                if let Some(ns) = families[i].probe_cost_ns(Some(ebpf), &model) {
-                    family_cost[k] = ns as u64;
+                if let Some(load) = families[i].probe_load(Some(ebpf), &model) {
+                    family_cost[k] = load.cost_ns as u64;
                 }
             }
             hits.extend_from_slice(&family_cost);
@@ -330,7 +330,8 @@ impl Session<'_> {
                 if !quiet {
                     eprintln!(
                         "profiler: estimated slowdown {window:.1}% is over --max-overhead {max}%: \
-                         detached {what} after {at:.1} s (what it collected so far is kept)"
+                         detached {what} after {at:.1} s (what it collected so far is kept; \
+                         --max-overhead 0 keeps every probe)"
                     );
                 }
                 detached.push(crate::report::Detached {
@@ -507,12 +508,15 @@ impl Session<'_> {
             .map(|end| end - samples.first().map(|s| s.cpu_time).unwrap_or(0.0))
             .unwrap_or(0.0)
             .max(0.0);
-        // The allocator probes' cost (memory family), priced by the same model.
-        estimated_cost_ns += self
+        // The allocator probes (memory family), priced by the same model.
+        for load in self
             .extras
             .iter()
-            .filter_map(|(f, _)| f.probe_cost_ns(None, &model))
-            .sum::<f64>();
+            .filter_map(|(f, _)| f.probe_load(None, &model))
+        {
+            probe_hits += load.hits;
+            estimated_cost_ns += load.cost_ns;
+        }
         let estimated_cost = estimated_cost_ns * 1e-9;
 
         let mut lost = std::collections::BTreeMap::new();

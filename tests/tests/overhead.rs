@@ -171,6 +171,22 @@ fn over_budget_allocator_probes_are_detached_and_what_they_saw_is_kept() {
     assert!(allocations > 1000, "counted before the detach: {churn}");
     assert!(churn["outstanding"].as_u64().unwrap() <= 16, "{churn}");
     assert_eq!(memory["memory_leak_detection"]["detected"], false);
+    // The allocator probes' hits are in the overhead: malloc's entry and return, free's entry.
+    let calls = |name: &str| {
+        memory["allocator"]["functions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["name"] == name)
+            .map(|f| f["calls"].as_u64().unwrap())
+            .sum::<u64>()
+    };
+    assert_eq!(
+        report["overhead"]["probe_hits"].as_u64().unwrap(),
+        2 * calls("malloc") + calls("free"),
+        "{}",
+        memory["allocator"]
+    );
 }
 
 #[test]

@@ -30,7 +30,7 @@ use profiler_common::{
 use crate::{
     analyze::memory::{LeakOptions, MemoryInput, ProcSample, Series, SiteInput, analyze},
     collect::SAMPLE_INTERVAL,
-    families::{AttachContext, FamilyRuntime, ReportContext},
+    families::{AttachContext, FamilyRuntime, ProbeLoad, ReportContext},
     level::Family,
     overhead,
     report::{AllocatorFunction, AllocatorInfo, CostModel, Report},
@@ -269,15 +269,16 @@ impl MemoryRuntime {
         }
     }
 
-    /// Estimated cost, ns, of `calls` (per function id) to the allocator functions.
-    fn cost_of(&self, calls: &[u64], model: &CostModel) -> f64 {
-        functions(&self.detection.allocators)
-            .zip(calls)
-            .map(|((_, f), &n)| {
-                let returns = if f.class.returns_block() { n } else { 0 };
-                overhead::probe_cost_ns(model, f.placement.class, n, returns)
-            })
-            .sum()
+    /// The probe hits of `calls` (per function id) to the allocator functions, and their
+    /// estimated cost.
+    fn load_of(&self, calls: &[u64], model: &CostModel) -> ProbeLoad {
+        let mut load = ProbeLoad::default();
+        for ((_, f), &n) in functions(&self.detection.allocators).zip(calls) {
+            let returns = if f.class.returns_block() { n } else { 0 };
+            load.hits += n + returns;
+            load.cost_ns += overhead::probe_cost_ns(model, f.placement.class, n, returns);
+        }
+        load
     }
 
     /// Detaches the probes and reads the maps: the end of what the family sees.
@@ -394,7 +395,7 @@ impl FamilyRuntime for MemoryRuntime {
         }
     }
 
-    fn probe_cost_ns(&self, ebpf: Option<&Ebpf>, model: &CostModel) -> Option<f64> {
+    fn probe_load(&self, ebpf: Option<&Ebpf>, model: &CostModel) -> Option<ProbeLoad> {
         let calls = match ebpf {
             Some(ebpf) => {
                 let calls: PerCpuArray<_, u64> =
@@ -405,7 +406,7 @@ impl FamilyRuntime for MemoryRuntime {
             }
             None => self.raw.as_ref()?.calls.clone(),
         };
-        Some(self.cost_of(&calls, model))
+        Some(self.load_of(&calls, model))
     }
 
     fn shed(&mut self, ebpf: &mut Ebpf) -> anyhow::Result<()> {

@@ -50,6 +50,8 @@ pub struct ReportContext<'a> {
     pub exit_status: Option<i32>,
     /// Names of the traced functions, by function id (for "the traced function running").
     pub traced_names: &'a [String],
+    /// The per-hit costs the report prices probes with.
+    pub cost_model: &'a CostModel,
 }
 
 /// A probe family's user side, driven by the session.
@@ -58,6 +60,11 @@ pub trait FamilyRuntime {
 
     /// Loads and attaches the family's programs; returns how many probes were attached.
     fn attach(&mut self, ebpf: &mut Ebpf, ctx: &AttachContext<'_>) -> anyhow::Result<usize>;
+
+    /// What the family attached where, and why, for its entry in the report's `families`.
+    fn note(&self) -> Option<String> {
+        None
+    }
 
     /// A ring-buffer record whose header names one of this family's event kinds.
     fn on_event(&mut self, _kind: u16, _bytes: &[u8]) {}

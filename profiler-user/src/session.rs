@@ -570,7 +570,7 @@ impl Session<'_> {
             overhead: Overhead {
                 probes_attached: self.probes_attached,
                 probe_hits,
-                cost_model: model,
+                cost_model: model.clone(),
                 estimated_cost,
                 target_cpu_time: target_cpu,
                 estimated_slowdown_percent: overhead::slowdown_percent(estimated_cost, target_cpu),
@@ -602,6 +602,7 @@ impl Session<'_> {
             end_ktime_ns: self.start_ktime_ns + (duration * 1e9) as u64,
             duration,
             traced_names: &traced_names,
+            cost_model: &model,
             exit_status: self.collected.exit_status,
         };
         for (family, _) in &mut self.extras {
@@ -641,7 +642,7 @@ impl Session<'_> {
                         }
                         (Family::Functions, _) => ("attached", self.function_probes, None),
                         (Family::Process, _) => ("attached", 1, None),
-                        (_, Some((_, Some(n)))) => ("attached", *n, None),
+                        (_, Some((f, Some(n)))) => ("attached", *n, f.note()),
                         (_, Some((_, None))) => {
                             ("failed", 0, Some("could not attach: see warnings".into()))
                         }

@@ -174,6 +174,22 @@ fn missing_model_file(env: &[(&str, &str)]) {
         describe(&report)
     );
     assert_eq!(report["target"]["exit_status"]["code"], 1);
+    // The family's entry says which sys_exit program ran.
+    let family = report["families"]
+        .as_array()
+        .expect("families")
+        .iter()
+        .find(|f| f["name"] == "errors")
+        .expect("an errors entry");
+    let program = if env.is_empty() {
+        "sys_exit: tp_btf"
+    } else {
+        "sys_exit: raw tracepoint"
+    };
+    assert!(
+        family["note"].as_str().unwrap_or("").starts_with(program),
+        "{family}"
+    );
 }
 
 /// `--without errors`: the same failing script, with no syscall program attached; the report

@@ -187,6 +187,24 @@ fn over_budget_allocator_probes_are_detached_and_what_they_saw_is_kept() {
         "{}",
         memory["allocator"]
     );
+    // Each allocator probe says where it is, why, its hits and its cost; they add up.
+    let functions = memory["allocator"]["functions"].as_array().unwrap();
+    let free = functions.iter().find(|f| f["name"] == "free").unwrap();
+    assert_eq!(
+        free["hits"], free["calls"],
+        "free has no return probe: {free}"
+    );
+    assert!(!free["probe_reason"].as_str().unwrap().is_empty(), "{free}");
+    assert!(
+        !free["probe_instruction"].as_str().unwrap().is_empty(),
+        "{free}"
+    );
+    let cost: f64 = functions
+        .iter()
+        .map(|f| f["estimated_cost"].as_f64().unwrap())
+        .sum();
+    let total = report["overhead"]["estimated_cost"].as_f64().unwrap();
+    assert!((cost - total).abs() <= 1e-6 * total, "{cost} vs {total}");
 }
 
 #[test]

@@ -55,13 +55,19 @@ const RAW_PROGRAMS: [&str; 1] = ["signal_deliver"];
 pub fn attach(ebpf: &mut Ebpf) -> anyhow::Result<Links> {
     let mut links = Links::default();
     let btf = if std::env::var_os(RAW_SYS_EXIT_ENV).is_some() {
-        None
+        Err(format!("{RAW_SYS_EXIT_ENV} is set"))
     } else {
-        attach_sys_exit_btf(ebpf).ok()
+        attach_sys_exit_btf(ebpf).map_err(|e| format!("{e:#}"))
     };
     match btf {
-        Some(link) => links.sys_exit_btf = Some(link),
-        None => attach_raw(ebpf, &mut links, SYS_EXIT_RAW, "sys_exit")?,
+        Ok(link) => {
+            links.sys_exit_btf = Some(link);
+            links.sys_exit = "sys_exit: tp_btf (one load for the syscall number)".into();
+        }
+        Err(why) => {
+            attach_raw(ebpf, &mut links, SYS_EXIT_RAW, "sys_exit")?;
+            links.sys_exit = format!("sys_exit: raw tracepoint (the BTF one did not load: {why})");
+        }
     }
     for (program, tracepoint) in RAW_PROGRAMS.into_iter().zip(RAW_TRACEPOINTS) {
         attach_raw(ebpf, &mut links, program, tracepoint)?;
@@ -112,6 +118,8 @@ fn attach_raw(
 /// The family's links, so they can be taken down together.
 #[derive(Default)]
 pub struct Links {
+    /// Which `sys_exit` program runs, and why.
+    sys_exit: String,
     sys_exit_btf: Option<BtfTracePointLinkId>,
     raw: Vec<(&'static str, RawTracePointLinkId)>,
     oom: Option<TracePointLinkId>,
@@ -357,6 +365,16 @@ impl FamilyRuntime for ErrorsRuntime {
         Ok(self.links.count())
     }
 
+    fn note(&self) -> Option<String> {
+        (!self.links.sys_exit.is_empty()).then(|| {
+            format!(
+                "{}; signal_deliver; oom/mark_victim; every syscall of the system takes the \
+                 kernel's syscall-tracing path",
+                self.links.sys_exit
+            )
+        })
+    }
+
     fn handles(&self, kind: u16) -> bool {
         [
             EventKind::SyscallError,
@@ -383,7 +401,10 @@ impl FamilyRuntime for ErrorsRuntime {
     }
 
     fn harvest(&mut self, ebpf: &mut Ebpf, warnings: &mut Vec<String>) {
-        detach(ebpf, std::mem::take(&mut self.links));
+        let mut links = std::mem::take(&mut self.links);
+        // The note outlives the links.
+        self.links.sys_exit = std::mem::take(&mut links.sys_exit);
+        detach(ebpf, links);
         match read_failures(ebpf) {
             Ok(f) => self.failures = f,
             Err(e) => warnings.push(format!("could not read the syscall failure counts: {e:#}")),

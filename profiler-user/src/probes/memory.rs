@@ -451,11 +451,22 @@ impl FamilyRuntime for MemoryRuntime {
             .collect();
         for (index, allocator) in self.detection.allocators.iter().enumerate() {
             for function in &allocator.functions {
+                let n = calls.next().unwrap_or(0);
+                let returns = if function.class.returns_block() { n } else { 0 };
                 allocators[index].functions.push(AllocatorFunction {
                     name: function.name.clone(),
-                    calls: calls.next().unwrap_or(0),
+                    calls: n,
                     probe_offset: function.placement.offset,
                     probe_class: function.placement.class.name(),
+                    probe_instruction: function.placement.instruction.clone(),
+                    probe_reason: function.placement.reason.clone(),
+                    hits: n + returns,
+                    estimated_cost: overhead::probe_cost_ns(
+                        ctx.cost_model,
+                        function.placement.class,
+                        n,
+                        returns,
+                    ) * 1e-9,
                 });
             }
         }

@@ -331,6 +331,13 @@ pub struct AllocatorFunction {
     /// instruction there ("emulated" or "single_stepped").
     pub probe_offset: u64,
     pub probe_class: &'static str,
+    /// The instruction at the probe and why the probe is there.
+    pub probe_instruction: String,
+    pub probe_reason: String,
+    /// Probe hits (the entry, and the return of a function that returns a block), and what
+    /// they cost the target by the cost model, seconds.
+    pub hits: u64,
+    pub estimated_cost: f64,
 }
 
 /// Allocations made while profiled (blocks from before are unknown).

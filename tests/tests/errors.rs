@@ -91,6 +91,16 @@ fn profile_with_env(args: &[&str], json: &Path, env: &[(&str, &str)]) -> (Outcom
     )
 }
 
+/// The report's entry for family `name`.
+fn family<'a>(report: &'a Value, name: &str) -> &'a Value {
+    report["families"]
+        .as_array()
+        .expect("families")
+        .iter()
+        .find(|f| f["name"] == name)
+        .unwrap_or_else(|| panic!("no {name} entry in families"))
+}
+
 fn events(report: &Value) -> &Vec<Value> {
     report["errors"]["events"]
         .as_array()
@@ -175,12 +185,7 @@ fn missing_model_file(env: &[(&str, &str)]) {
     );
     assert_eq!(report["target"]["exit_status"]["code"], 1);
     // The family's entry says which sys_exit program ran.
-    let family = report["families"]
-        .as_array()
-        .expect("families")
-        .iter()
-        .find(|f| f["name"] == "errors")
-        .expect("an errors entry");
+    let family = family(&report, "errors");
     let program = if env.is_empty() {
         "sys_exit: tp_btf"
     } else {
@@ -204,22 +209,12 @@ fn without_errors_attaches_no_syscall_program_and_says_so() {
     let (script, _) = missing_model_script(&dir);
     let json = dir.json();
     let report = run_script(&py, &script, &["--without", "errors"], &json);
-    let errors = report["families"]
-        .as_array()
-        .expect("families")
-        .iter()
-        .find(|f| f["name"] == "errors")
-        .expect("an errors entry");
+    let errors = family(&report, "errors");
     assert_eq!(errors["status"], "not_selected", "{errors}");
     assert_eq!(errors["probes"], 0, "{errors}");
     assert_eq!(errors["note"], "left out by --without", "{errors}");
     assert!(report["errors"].is_null(), "{}", report["errors"]);
-    let process = report["families"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["name"] == "process")
-        .expect("a process entry");
+    let process = family(&report, "process");
     assert_eq!(process["status"], "attached", "{process}");
     assert_eq!(report["target"]["exit_status"]["code"], 1);
 }

@@ -56,18 +56,23 @@ fn build(dir: &Path, name: &str, source: &str) -> PathBuf {
     bin
 }
 
-/// Attaches to `pid` with `args` for 3 s; returns the profiler's stderr and the report.
-fn attach_for_3s(dir: &TempDir, pid: u32, args: &[&str]) -> (String, Value) {
+/// Starts `bin 20` (busy for 20 s), attaches to it with `args` for 3 s, then kills it; returns
+/// the profiler's stderr and the report.
+fn attach_for_3s(dir: &TempDir, bin: &Path, args: &[&str]) -> (String, Value) {
+    let mut target = Command::new(bin).arg("20").spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
     let json = dir.json();
     let started = Instant::now();
     let out = Command::new(profiler_bin())
-        .args(["attach", &pid.to_string()])
+        .args(["attach", &target.id().to_string()])
         .args(args)
         .args(["--duration", "3", "--json"])
         .arg(&json)
         .stdin(Stdio::null())
         .output()
         .unwrap();
+    let _ = target.kill();
+    let _ = target.wait();
     assert!(started.elapsed() < Duration::from_secs(30));
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "{stderr}");
@@ -80,12 +85,7 @@ fn over_budget_probes_are_detached_and_their_counts_kept() {
     require_root!();
     let dir = TempDir::new();
     let bin = hot_loop(dir.path());
-    let mut target = Command::new(&bin).arg("20").spawn().unwrap();
-    std::thread::sleep(Duration::from_millis(200));
-    let (stderr, report) =
-        attach_for_3s(&dir, target.id(), &["--func", "hot", "--max-overhead", "5"]);
-    let _ = target.kill();
-    let _ = target.wait();
+    let (stderr, report) = attach_for_3s(&dir, &bin, &["--func", "hot", "--max-overhead", "5"]);
     assert!(
         stderr.contains("detached hot"),
         "stderr says what was detached: {stderr}"
@@ -121,15 +121,7 @@ fn over_budget_allocator_probes_are_detached_and_what_they_saw_is_kept() {
     require_root!();
     let dir = TempDir::new();
     let bin = malloc_loop(dir.path());
-    let mut target = Command::new(&bin).arg("20").spawn().unwrap();
-    std::thread::sleep(Duration::from_millis(200));
-    let (stderr, report) = attach_for_3s(
-        &dir,
-        target.id(),
-        &["--level", "memory", "--max-overhead", "5"],
-    );
-    let _ = target.kill();
-    let _ = target.wait();
+    let (stderr, report) = attach_for_3s(&dir, &bin, &["--level", "memory", "--max-overhead", "5"]);
     assert!(
         stderr.contains("detached memory family"),
         "stderr says what was detached: {stderr}"

@@ -51,24 +51,25 @@ const RAW_TRACEPOINTS: [&str; 1] = ["signal_deliver"];
 /// Program names, in the order of [`RAW_TRACEPOINTS`].
 const RAW_PROGRAMS: [&str; 1] = ["signal_deliver"];
 
-/// Attaches every program of the family; returns the links.
-pub fn attach(ebpf: &mut Ebpf) -> anyhow::Result<Links> {
+/// Attaches every program of the family; returns the links, and which `sys_exit` program runs
+/// and why.
+pub fn attach(ebpf: &mut Ebpf) -> anyhow::Result<(Links, String)> {
     let mut links = Links::default();
     let btf = if std::env::var_os(RAW_SYS_EXIT_ENV).is_some() {
         Err(format!("{RAW_SYS_EXIT_ENV} is set"))
     } else {
         attach_sys_exit_btf(ebpf).map_err(|e| format!("{e:#}"))
     };
-    match btf {
+    let sys_exit = match btf {
         Ok(link) => {
             links.sys_exit_btf = Some(link);
-            links.sys_exit = "sys_exit: tp_btf (one load for the syscall number)".into();
+            "sys_exit: tp_btf (one load for the syscall number)".to_string()
         }
         Err(why) => {
             attach_raw(ebpf, &mut links, SYS_EXIT_RAW, "sys_exit")?;
-            links.sys_exit = format!("sys_exit: raw tracepoint (the BTF one did not load: {why})");
+            format!("sys_exit: raw tracepoint (the BTF one did not load: {why})")
         }
-    }
+    };
     for (program, tracepoint) in RAW_PROGRAMS.into_iter().zip(RAW_TRACEPOINTS) {
         attach_raw(ebpf, &mut links, program, tracepoint)?;
     }
@@ -81,7 +82,7 @@ pub fn attach(ebpf: &mut Ebpf) -> anyhow::Result<Links> {
         oom.attach("oom", "mark_victim")
             .context("failed to attach to the oom/mark_victim tracepoint")?,
     );
-    Ok(links)
+    Ok((links, sys_exit))
 }
 
 /// Loads and attaches the BTF `sys_exit` program (needs the kernel's BTF).
@@ -118,8 +119,6 @@ fn attach_raw(
 /// The family's links, so they can be taken down together.
 #[derive(Default)]
 pub struct Links {
-    /// Which `sys_exit` program runs, and why.
-    sys_exit: String,
     sys_exit_btf: Option<BtfTracePointLinkId>,
     raw: Vec<(&'static str, RawTracePointLinkId)>,
     oom: Option<TracePointLinkId>,
@@ -336,6 +335,8 @@ pub struct ErrorsRuntime {
     /// User stacks of the errors, read at the end: stack id -> addresses.
     stacks: HashMap<u32, Vec<u64>>,
     links: Links,
+    /// Which `sys_exit` program runs, and why (empty until attached).
+    sys_exit: String,
 }
 
 impl ErrorsRuntime {
@@ -348,6 +349,7 @@ impl ErrorsRuntime {
             failures: BTreeMap::new(),
             stacks: HashMap::new(),
             links: Links::default(),
+            sys_exit: String::new(),
         }
     }
 }
@@ -361,16 +363,16 @@ impl FamilyRuntime for ErrorsRuntime {
     }
 
     fn attach(&mut self, ebpf: &mut Ebpf, _ctx: &AttachContext<'_>) -> anyhow::Result<usize> {
-        self.links = attach(ebpf)?;
+        (self.links, self.sys_exit) = attach(ebpf)?;
         Ok(self.links.count())
     }
 
     fn note(&self) -> Option<String> {
-        (!self.links.sys_exit.is_empty()).then(|| {
+        (!self.sys_exit.is_empty()).then(|| {
             format!(
                 "{}; signal_deliver; oom/mark_victim; every syscall of the system takes the \
                  kernel's syscall-tracing path",
-                self.links.sys_exit
+                self.sys_exit
             )
         })
     }
@@ -401,10 +403,7 @@ impl FamilyRuntime for ErrorsRuntime {
     }
 
     fn harvest(&mut self, ebpf: &mut Ebpf, warnings: &mut Vec<String>) {
-        let mut links = std::mem::take(&mut self.links);
-        // The note outlives the links.
-        self.links.sys_exit = std::mem::take(&mut links.sys_exit);
-        detach(ebpf, links);
+        detach(ebpf, std::mem::take(&mut self.links));
         match read_failures(ebpf) {
             Ok(f) => self.failures = f,
             Err(e) => warnings.push(format!("could not read the syscall failure counts: {e:#}")),

@@ -193,12 +193,26 @@ pub fn read(ebpf: &Ebpf, functions: usize) -> anyhow::Result<RawMemory> {
         let oldest = raw.oldest.entry(info.site).or_insert(info.timestamp_ns);
         *oldest = (*oldest).min(info.timestamp_ns);
     }
-    let calls: PerCpuArray<_, u64> = PerCpuArray::try_from(map(ebpf, "MEM_CALLS")?)?;
-    let sum = |slot: u32| -> u64 { calls.get(&slot, 0).map(|v| v.iter().sum()).unwrap_or(0) };
-    raw.calls = (0..functions as u32).map(sum).collect();
-    raw.calls.push(sum(MMAP_SLOT));
-    raw.calls.push(sum(MUNMAP_SLOT));
+    raw.calls = read_calls(ebpf, (0..functions as u32).chain([MMAP_SLOT, MUNMAP_SLOT]))?;
     Ok(raw)
+}
+
+/// Calls counted in `MEM_CALLS` (summed over the CPUs) for each of `slots`.
+fn read_calls(ebpf: &Ebpf, slots: impl Iterator<Item = u32>) -> anyhow::Result<Vec<u64>> {
+    let calls: PerCpuArray<_, u64> = PerCpuArray::try_from(map(ebpf, "MEM_CALLS")?)?;
+    Ok(slots
+        .map(|slot| calls.get(&slot, 0).map(|v| v.iter().sum()).unwrap_or(0))
+        .collect())
+}
+
+/// The probe hits of `calls` calls to allocator function `f` (its entry, and its return when it
+/// returns a block), and their estimated cost.
+fn function_load(f: &allocator::AllocFn, calls: u64, model: &CostModel) -> ProbeLoad {
+    let returns = if f.class.returns_block() { calls } else { 0 };
+    ProbeLoad {
+        hits: calls + returns,
+        cost_ns: overhead::probe_cost_ns(model, f.placement.class, calls, returns),
+    }
 }
 
 /// The addresses of a site's stack, innermost first: the return address, then the frames walked
@@ -267,18 +281,6 @@ impl MemoryRuntime {
             links: None,
             shed_ns: None,
         }
-    }
-
-    /// The probe hits of `calls` (per function id) to the allocator functions, and their
-    /// estimated cost.
-    fn load_of(&self, calls: &[u64], model: &CostModel) -> ProbeLoad {
-        let mut load = ProbeLoad::default();
-        for ((_, f), &n) in functions(&self.detection.allocators).zip(calls) {
-            let returns = if f.class.returns_block() { n } else { 0 };
-            load.hits += n + returns;
-            load.cost_ns += overhead::probe_cost_ns(model, f.placement.class, n, returns);
-        }
-        load
     }
 
     /// Detaches the probes and reads the maps: the end of what the family sees.
@@ -396,17 +398,22 @@ impl FamilyRuntime for MemoryRuntime {
     }
 
     fn probe_load(&self, ebpf: Option<&Ebpf>, model: &CostModel) -> Option<ProbeLoad> {
-        let calls = match ebpf {
+        let allocators = &self.detection.allocators;
+        let live;
+        let calls: &[u64] = match ebpf {
             Some(ebpf) => {
-                let calls: PerCpuArray<_, u64> =
-                    PerCpuArray::try_from(map(ebpf, "MEM_CALLS").ok()?).ok()?;
-                (0..functions(&self.detection.allocators).count() as u32)
-                    .map(|slot| calls.get(&slot, 0).map(|v| v.iter().sum()).unwrap_or(0))
-                    .collect()
+                live = read_calls(ebpf, 0..functions(allocators).count() as u32).ok()?;
+                &live
             }
-            None => self.raw.as_ref()?.calls.clone(),
+            None => &self.raw.as_ref()?.calls,
         };
-        Some(self.load_of(&calls, model))
+        let mut load = ProbeLoad::default();
+        for ((_, f), &n) in functions(allocators).zip(calls) {
+            let one = function_load(f, n, model);
+            load.hits += one.hits;
+            load.cost_ns += one.cost_ns;
+        }
+        Some(load)
     }
 
     fn shed(&mut self, ebpf: &mut Ebpf) -> anyhow::Result<()> {
@@ -452,7 +459,7 @@ impl FamilyRuntime for MemoryRuntime {
         for (index, allocator) in self.detection.allocators.iter().enumerate() {
             for function in &allocator.functions {
                 let n = calls.next().unwrap_or(0);
-                let returns = if function.class.returns_block() { n } else { 0 };
+                let load = function_load(function, n, ctx.cost_model);
                 allocators[index].functions.push(AllocatorFunction {
                     name: function.name.clone(),
                     calls: n,
@@ -460,13 +467,8 @@ impl FamilyRuntime for MemoryRuntime {
                     probe_class: function.placement.class.name(),
                     probe_instruction: function.placement.instruction.clone(),
                     probe_reason: function.placement.reason.clone(),
-                    hits: n + returns,
-                    estimated_cost: overhead::probe_cost_ns(
-                        ctx.cost_model,
-                        function.placement.class,
-                        n,
-                        returns,
-                    ) * 1e-9,
+                    hits: load.hits,
+                    estimated_cost: load.cost_ns * 1e-9,
                 });
             }
         }

@@ -13,10 +13,11 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use profiler_common::functions::TIME_EVERY_DEFAULT;
+use profiler_common::functions::{TIME_EVERY_DEFAULT, TIME_EVERY_MASK_GLOBAL};
 
 use crate::{
-    probes::{self, functions::Site},
+    bpf::{self, LoadOptions},
+    families::functions::kernel::{self as functions, Site},
     report::CostModel,
     symbols,
     tracee::spawn::spawn_gated,
@@ -181,8 +182,12 @@ fn measure() -> anyhow::Result<CostModel> {
     ];
     let mut child = spawn_gated(&exe, &args)?;
     // Timed as a run times by default: the estimate is of what the probes cost a hot function.
-    let mut ebpf = probes::load(child.pid as u32, sites.len(), TIME_EVERY_DEFAULT)?;
-    if let Err(failure) = probes::functions::attach(&mut ebpf, &sites, child.pid as u32) {
+    let mut options = LoadOptions::default();
+    options
+        .global(TIME_EVERY_MASK_GLOBAL, TIME_EVERY_DEFAULT - 1)
+        .map_size("FUNC_STATS", sites.len() as u32);
+    let mut ebpf = bpf::load(child.pid as u32, &options)?;
+    if let Err(failure) = functions::attach(&mut ebpf, &sites, child.pid as u32) {
         child.abort();
         return Err(failure.error);
     }

@@ -1,4 +1,4 @@
-//! Command-line definitions (raw flags). `config` turns them into a checked configuration.
+//! Command-line definitions (raw flags). `main` turns them into a checked session plan.
 
 use std::path::PathBuf;
 
@@ -6,7 +6,7 @@ use clap::{Args, Parser, Subcommand};
 
 use profiler_common::functions::{TIME_EVERY_DEFAULT, TIME_EVERY_MAX};
 
-use crate::level::{Family, Level};
+use crate::level::{FamilyId, Level};
 
 /// An eBPF profiler and debugger for running Linux processes: exact per-function profiles, what
 /// the process costs and what profiling it costs, without changing the process.
@@ -101,7 +101,7 @@ pub struct CommonArgs {
     /// target (and, on kernels where uretprobes return through a syscall, every traced call)
     /// the kernel's syscall-tracing path.
     #[arg(long, value_name = "FAMILY", value_parser = parse_without)]
-    pub without: Vec<Family>,
+    pub without: Vec<FamilyId>,
     /// Overhead budget: when the estimated slowdown of the target goes over PERCENT, the hottest
     /// probes are detached (what they counted is kept): a traced function's, or the memory
     /// family's allocator probes, all at once. 0 turns it off. Default: 10 for `attach`, off
@@ -136,16 +136,16 @@ pub struct CommonArgs {
 }
 
 /// `--without`: a family the level may do without.
-fn parse_without(s: &str) -> Result<Family, String> {
+fn parse_without(s: &str) -> Result<FamilyId, String> {
     let optional = || {
-        Family::ALL
+        FamilyId::ALL
             .iter()
             .filter(|f| f.optional())
             .map(|f| f.name())
             .collect::<Vec<_>>()
             .join(", ")
     };
-    match Family::from_name(s) {
+    match FamilyId::from_name(s) {
         Some(f) if f.optional() => Ok(f),
         Some(f) => Err(format!(
             "the {f} family cannot be left out (one of: {})",
@@ -184,8 +184,8 @@ mod tests {
 
     #[test]
     fn without_takes_only_the_optional_families() {
-        assert_eq!(parse_without("errors"), Ok(Family::Errors));
-        assert_eq!(parse_without("memory"), Ok(Family::Memory));
+        assert_eq!(parse_without("errors"), Ok(FamilyId::Errors));
+        assert_eq!(parse_without("memory"), Ok(FamilyId::Memory));
         for bad in ["process", "system", "functions", "nope", ""] {
             assert!(parse_without(bad).is_err(), "{bad}");
         }

@@ -8,7 +8,7 @@ use aya::{
     Ebpf,
     maps::{MapData, RingBuf},
 };
-use profiler_common::event::{EventHeader, EventKind};
+use profiler_common::event::EventHeader;
 use tokio::{
     io::unix::AsyncFd,
     signal::unix::{SignalKind, signal},
@@ -16,13 +16,14 @@ use tokio::{
 };
 
 use crate::{
-    analyze::system::Sample,
-    families::FamilyRuntime,
-    probes::process::{Lifecycle, decode},
-    session::sample,
+    family::{Family, Flow, TickContext},
+    overhead::Governor,
     symbols::symbolize::MappingSnapshot,
-    tracee::{self, spawn::try_wait},
+    tracee::{self, Sample, sample, spawn::try_wait},
 };
+
+/// The ring buffer every family's ordered events go through.
+const EVENTS_MAP: &str = "EVENTS";
 
 /// How often /proc is sampled once the target has settled.
 pub const SAMPLE_INTERVAL: Duration = Duration::from_millis(200);
@@ -80,8 +81,8 @@ pub async fn collect(
     watch: Watch,
     out: &mut Collected,
     maps: &mut MappingSnapshot,
-    families: &mut [&mut (dyn FamilyRuntime + 'static)],
-    on_tick: &mut dyn FnMut(&mut Ebpf, &mut [&mut (dyn FamilyRuntime + 'static)]),
+    families: &mut [Box<dyn Family>],
+    mut governor: Option<&mut Governor>,
 ) -> anyhow::Result<()> {
     let Watch {
         pid,
@@ -89,7 +90,7 @@ pub async fn collect(
         start,
         duration,
     } = watch;
-    let ring = RingBuf::try_from(ebpf.take_map("EVENTS").context("EVENTS map missing")?)?;
+    let ring = RingBuf::try_from(ebpf.take_map(EVENTS_MAP).context("EVENTS map missing")?)?;
     // SAFETY: the ring buffer owns its map fd, which stays open and the same for as long as the
     // AsyncFd (which owns the ring buffer) lives.
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
@@ -120,10 +121,13 @@ pub async fn collect(
             _ = early.tick(), if start.elapsed() < EARLY_PERIOD => maps.refresh(pid),
             _ = tick.tick() => {
                 maps.refresh(pid);
+                let ctx = TickContext { pid, now: Instant::now() };
                 for family in families.iter_mut() {
-                    family.on_tick(ebpf, pid, Instant::now());
+                    family.on_tick(ebpf, &ctx);
                 }
-                on_tick(ebpf, families);
+                if let Some(governor) = governor.as_deref_mut() {
+                    governor.tick(ebpf, families);
+                }
                 out.samples.extend(sample(pid, start));
                 if child {
                     if let Some((status, cpu)) = try_wait(pid) {
@@ -157,11 +161,7 @@ pub async fn collect(
 }
 
 /// Handles every record in the ring buffer; true once the target's last thread has exited.
-fn drain(
-    ring: &mut RingBuf<MapData>,
-    out: &mut Collected,
-    families: &mut [&mut (dyn FamilyRuntime + 'static)],
-) -> bool {
+fn drain(ring: &mut RingBuf<MapData>, out: &mut Collected, families: &mut [Box<dyn Family>]) -> bool {
     let mut exited = false;
     while let Some(item) = ring.next() {
         let bytes: &[u8] = &item;
@@ -169,16 +169,15 @@ fn drain(
             continue;
         }
         let kind = u16::from_ne_bytes([bytes[0], bytes[1]]);
-        if kind == EventKind::Process as u16 {
-            if let Some(Lifecycle::ProcessExit { status }) = decode(bytes) {
-                exited = true;
-                out.exited = true;
-                if out.exit_status.is_none() {
-                    out.exit_status = status;
-                }
+        let Some(family) = families.iter_mut().find(|f| f.handles(kind)) else {
+            continue;
+        };
+        if let Flow::TargetExited(status) = family.on_event(kind, bytes) {
+            exited = true;
+            out.exited = true;
+            if out.exit_status.is_none() {
+                out.exit_status = status;
             }
-        } else if let Some(family) = families.iter_mut().find(|f| f.handles(kind)) {
-            family.on_event(kind, bytes);
         }
     }
     exited

@@ -13,20 +13,22 @@ pub enum Level {
     Basic,
     /// Basic, plus exact tracing of the `--func` functions.
     Detailed,
-    /// Detailed, plus CPU sampling with stacks.
+    /// Detailed, plus CPU sampling with stacks (the cpu family is not built yet: today this
+    /// attaches what detailed does).
     Profiling,
     /// Basic, plus allocation tracking and leak detection.
     Memory,
-    /// Basic, plus locks, scheduling and deadlock heuristics.
+    /// Basic, plus locks, scheduling and deadlock heuristics (the threads family is not built
+    /// yet: today this attaches what basic does).
     Threading,
-    /// Every family.
+    /// Every family (cpu, threads and gpu are not built yet).
     Full,
 }
 
 /// A probe family: one kernel module, one analyzer, one report section.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Family {
+pub enum FamilyId {
     /// Thread and process exits, exit status (tracepoint sched_process_exit).
     Process,
     /// Process CPU and memory sampled from /proc (no probes).
@@ -35,33 +37,33 @@ pub enum Family {
     Functions,
     /// Failed syscalls, fatal signals and printed errors, classified against the pattern database.
     Errors,
-    /// CPU sampling with stacks (perf event).
+    /// CPU sampling with stacks (perf event). Not built yet.
     Cpu,
     /// Allocations and leaks (uprobes on the allocator, mmap/munmap).
     Memory,
-    /// Locks and scheduling (pthread uprobes, sched tracepoints).
+    /// Locks and scheduling (pthread uprobes, sched tracepoints). Not built yet.
     Threads,
-    /// GPU statistics (NVML) and CUDA runtime calls.
+    /// GPU statistics (NVML) and CUDA runtime calls. Not built yet.
     Gpu,
 }
 
-impl Family {
-    pub const ALL: [Family; 8] = [
-        Family::Process,
-        Family::System,
-        Family::Functions,
-        Family::Errors,
-        Family::Cpu,
-        Family::Memory,
-        Family::Threads,
-        Family::Gpu,
+impl FamilyId {
+    pub const ALL: [FamilyId; 8] = [
+        FamilyId::Process,
+        FamilyId::System,
+        FamilyId::Functions,
+        FamilyId::Errors,
+        FamilyId::Cpu,
+        FamilyId::Memory,
+        FamilyId::Threads,
+        FamilyId::Gpu,
     ];
 
     /// Whether this build of the profiler implements the family.
     pub const fn available(self) -> bool {
         matches!(
             self,
-            Family::Process | Family::System | Family::Functions | Family::Errors | Family::Memory
+            FamilyId::Process | FamilyId::System | FamilyId::Functions | FamilyId::Errors | FamilyId::Memory
         )
     }
 
@@ -70,37 +72,37 @@ impl Family {
     pub const fn optional(self) -> bool {
         matches!(
             self,
-            Family::Errors | Family::Cpu | Family::Memory | Family::Threads | Family::Gpu
+            FamilyId::Errors | FamilyId::Cpu | FamilyId::Memory | FamilyId::Threads | FamilyId::Gpu
         )
     }
 
     /// The family called `name`.
-    pub fn from_name(name: &str) -> Option<Family> {
-        Family::ALL.into_iter().find(|f| f.name() == name)
+    pub fn from_name(name: &str) -> Option<FamilyId> {
+        FamilyId::ALL.into_iter().find(|f| f.name() == name)
     }
 
     pub const fn name(self) -> &'static str {
         match self {
-            Family::Process => "process",
-            Family::System => "system",
-            Family::Functions => "functions",
-            Family::Errors => "errors",
-            Family::Cpu => "cpu",
-            Family::Memory => "memory",
-            Family::Threads => "threads",
-            Family::Gpu => "gpu",
+            FamilyId::Process => "process",
+            FamilyId::System => "system",
+            FamilyId::Functions => "functions",
+            FamilyId::Errors => "errors",
+            FamilyId::Cpu => "cpu",
+            FamilyId::Memory => "memory",
+            FamilyId::Threads => "threads",
+            FamilyId::Gpu => "gpu",
         }
     }
 }
 
-impl fmt::Display for Family {
+impl fmt::Display for FamilyId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
     }
 }
 
 /// The families a level selects, less those left out with `--without`.
-pub fn selected(level: Level, without: &[Family]) -> Vec<Family> {
+pub fn selected(level: Level, without: &[FamilyId]) -> Vec<FamilyId> {
     level
         .families()
         .iter()
@@ -111,8 +113,8 @@ pub fn selected(level: Level, without: &[Family]) -> Vec<Family> {
 
 impl Level {
     /// The level table: the families each level selects.
-    pub const fn families(self) -> &'static [Family] {
-        use Family::*;
+    pub const fn families(self) -> &'static [FamilyId] {
+        use FamilyId::*;
         match self {
             Level::Basic => &[Process, System, Errors],
             Level::Detailed => &[Process, System, Errors, Functions],
@@ -148,7 +150,7 @@ impl Level {
 
 /// The `profiler levels` table.
 pub fn describe() -> String {
-    let mut out = String::from("level      families (* = not available in this build)\n");
+    let mut out = String::from("level      families (* = not built yet: attaches nothing)\n");
     for level in Level::ALL {
         let families: Vec<String> = level
             .families()
@@ -176,25 +178,25 @@ mod tests {
     #[test]
     fn every_level_has_process_and_full_has_every_family() {
         for level in Level::ALL {
-            assert!(level.families().contains(&Family::Process), "{level:?}");
+            assert!(level.families().contains(&FamilyId::Process), "{level:?}");
         }
-        for family in Family::ALL {
+        for family in FamilyId::ALL {
             assert!(Level::Full.families().contains(&family), "{family}");
-            assert_eq!(Family::from_name(family.name()), Some(family));
+            assert_eq!(FamilyId::from_name(family.name()), Some(family));
         }
     }
 
     #[test]
     fn without_leaves_out_only_the_named_families() {
-        let detailed = selected(Level::Detailed, &[Family::Errors]);
+        let detailed = selected(Level::Detailed, &[FamilyId::Errors]);
         assert_eq!(
             detailed,
-            [Family::Process, Family::System, Family::Functions]
+            [FamilyId::Process, FamilyId::System, FamilyId::Functions]
         );
         assert_eq!(selected(Level::Basic, &[]), Level::Basic.families());
         // Leaving out a family the level does not select changes nothing.
         assert_eq!(
-            selected(Level::Basic, &[Family::Memory]),
+            selected(Level::Basic, &[FamilyId::Memory]),
             Level::Basic.families()
         );
     }

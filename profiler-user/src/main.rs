@@ -3,21 +3,17 @@ use std::{io::Write, process::ExitCode, time::Duration};
 use clap::Parser;
 use profiler_common::functions::TIME_EVERY_DEFAULT;
 use profiler_user::{
-    analyze::memory::LeakOptions,
     cli::{Cli, Command, CommonArgs},
     demo,
-    families::FamilyOptions,
+    families::{self, errors::analyze as errors, memory::analyze::LeakOptions},
     level,
-    report::{json, text},
-    session::{self, Mode, Plan},
+    report::json,
+    session::{self, Mode, Outcome, Plan},
 };
 
 /// `--max-overhead` for `attach` when none is given, percent: a production process should not
 /// notice the profiler.
 const DEFAULT_ATTACH_BUDGET: f64 = 10.0;
-
-/// Functions shown in the printed summary.
-const SUMMARY_TOP: usize = 15;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -27,9 +23,9 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Patterns { patterns } => {
-            match profiler_user::analyze::errors::load_patterns(patterns.as_deref()) {
+            match errors::load_patterns(patterns.as_deref()) {
                 Ok(db) => {
-                    print(&profiler_user::analyze::errors::format_table(&db.list()));
+                    print(&errors::format_table(&db.list()));
                     ExitCode::SUCCESS
                 }
                 Err(e) => fail(&e.to_string()),
@@ -66,14 +62,16 @@ fn main() -> ExitCode {
                 ]),
                 level: args.level,
                 without: Vec::new(),
-                funcs: demo::DEMO_FUNCS.iter().map(|s| s.to_string()).collect(),
                 duration: None,
                 json: Some(args.json),
-                max_funcs: 1000,
                 quiet: false,
-                family_options: Default::default(),
+                families: families::Options {
+                    funcs: demo::DEMO_FUNCS.iter().map(|s| s.to_string()).collect(),
+                    max_funcs: 1000,
+                    time_every: TIME_EVERY_DEFAULT,
+                    ..Default::default()
+                },
                 max_overhead: None,
-                time_every: TIME_EVERY_DEFAULT,
             };
             profile(plan, false)
         }
@@ -85,12 +83,13 @@ fn plan(mode: Mode, common: &CommonArgs) -> Plan {
         mode,
         level: common.level,
         without: common.without.clone(),
-        funcs: common.funcs.clone(),
         duration: common.duration.map(|d| Duration::from_secs_f64(d.max(0.0))),
         json: common.json.clone(),
-        max_funcs: common.max_funcs,
         quiet: common.quiet,
-        family_options: FamilyOptions {
+        families: families::Options {
+            funcs: common.funcs.clone(),
+            max_funcs: common.max_funcs,
+            time_every: common.time_every,
             patterns: common.patterns.clone(),
             leak: LeakOptions {
                 min_growth: common.leak_min_growth.max(0.0),
@@ -98,7 +97,6 @@ fn plan(mode: Mode, common: &CommonArgs) -> Plan {
             },
         },
         max_overhead: common.max_overhead,
-        time_every: common.time_every,
     }
 }
 
@@ -111,14 +109,16 @@ fn profile(plan: Plan, quiet: bool) -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return fail(&format!("failed to start the runtime: {e}")),
     };
-    let (report, result) = runtime.block_on(session::run(&plan));
+    let Outcome {
+        report,
+        summary,
+        result,
+    } = runtime.block_on(session::run(&plan));
     let mut code = ExitCode::SUCCESS;
+    if let Some(summary) = summary.filter(|_| !quiet) {
+        print(&summary);
+    }
     if let Some(report) = &report {
-        // Before profiling started there is nothing to summarise: the error line says it all.
-        let profiled = report.profiler.started_at > 0.0;
-        if !quiet && profiled {
-            print(&text::render(report, SUMMARY_TOP));
-        }
         if let Some(path) = &plan.json {
             match json::write(report, path) {
                 Ok(()) if !quiet => eprintln!("report written to {}", path.display()),

@@ -1,6 +1,15 @@
-//! What profiling costs the target: a per-hit cost for each kind of probe site, times the hits.
+//! What profiling costs the target: a per-hit cost for each kind of probe site, times the hits;
+//! and `--max-overhead`, which detaches the dearest probes when the target slows down too much.
 
-use crate::report::CostModel;
+use std::time::Instant;
+
+use aya::Ebpf;
+
+use crate::{
+    family::Family,
+    report::{CostModel, Detached},
+    tracee,
+};
 
 pub use crate::placement::CostClass as SiteClass;
 
@@ -55,14 +64,13 @@ mod tests {
 }
 
 /// `--max-overhead`: watches the estimated slowdown over windows of about a second and picks
-/// the hottest probes to detach when it exceeds the budget. Pure: the session feeds it hits and
-/// CPU time and does the detaching.
+/// the dearest units (a traced function, a family's probes) to detach when it exceeds the
+/// budget. Pure: [`Governor`] feeds it costs and CPU time and does the detaching.
 #[derive(Debug)]
 pub struct Budget {
     max_percent: f64,
-    /// Per function: cost of one hit (entry and return averaged by their share), ns.
-    cost_per_hit: Vec<f64>,
-    last_hits: Vec<u64>,
+    /// Per unit: its cumulative cost at the last check, ns.
+    last_cost: Vec<f64>,
     last_cpu: f64,
     detached: Vec<bool>,
 }
@@ -71,35 +79,30 @@ pub struct Budget {
 pub const BUDGET_MIN_CPU: f64 = 0.2;
 
 impl Budget {
-    /// `cost_per_hit[i]`: the average cost of one probe hit of function `i`, ns.
-    pub fn new(max_percent: f64, cost_per_hit: Vec<f64>, cpu_now: f64) -> Self {
-        let n = cost_per_hit.len();
+    /// A budget over `units` units, none of which has cost anything yet.
+    pub fn new(max_percent: f64, units: usize, cpu_now: f64) -> Self {
         Self {
             max_percent,
-            cost_per_hit,
-            last_hits: vec![0; n],
+            last_cost: vec![0.0; units],
             last_cpu: cpu_now,
-            detached: vec![false; n],
+            detached: vec![false; units],
         }
     }
 
-    /// Feeds cumulative hits per function and the target's cumulative CPU time (seconds).
-    /// Returns the functions to detach now (hottest first) and the window's slowdown, percent.
-    pub fn check(&mut self, hits: &[u64], cpu_now: f64) -> (Vec<usize>, f64) {
+    /// Feeds each unit's cumulative cost (ns) and the target's cumulative CPU time (seconds).
+    /// Returns the units to detach now (dearest first) and the window's slowdown, percent.
+    pub fn check(&mut self, costs_ns: &[f64], cpu_now: f64) -> (Vec<usize>, f64) {
         let cpu = cpu_now - self.last_cpu;
         if cpu < BUDGET_MIN_CPU {
             return (Vec::new(), 0.0);
         }
-        let mut costs: Vec<(usize, f64)> = hits
+        let mut costs: Vec<(usize, f64)> = costs_ns
             .iter()
             .enumerate()
             .filter(|(i, _)| !self.detached[*i])
-            .map(|(i, &h)| {
-                let delta = h.saturating_sub(self.last_hits[i]) as f64;
-                (i, delta * self.cost_per_hit[i] * 1e-9)
-            })
+            .map(|(i, &c)| (i, (c - self.last_cost[i]).max(0.0) * 1e-9))
             .collect();
-        self.last_hits.copy_from_slice(hits);
+        self.last_cost.copy_from_slice(costs_ns);
         self.last_cpu = cpu_now;
         let mut total: f64 = costs.iter().map(|(_, c)| c).sum();
         let window = slowdown_percent(total, cpu);
@@ -117,6 +120,99 @@ impl Budget {
     }
 }
 
+/// Applies the budget over every family's units while profiling: reads their costs on each
+/// tick, detaches what the budget picks, and keeps the record of it for the report.
+pub struct Governor {
+    max_percent: f64,
+    budget: Budget,
+    /// Each budget unit: (index of its family, the unit within the family).
+    units: Vec<(usize, usize)>,
+    model: CostModel,
+    pid: i32,
+    start: Instant,
+    quiet: bool,
+    detached: Vec<Detached>,
+}
+
+impl Governor {
+    /// A governor over the families' priced units; None when no family has any.
+    pub fn new(
+        max_percent: f64,
+        families: &mut [Box<dyn Family>],
+        ebpf: &Ebpf,
+        model: &CostModel,
+        pid: i32,
+        quiet: bool,
+    ) -> Option<Self> {
+        let units: Vec<(usize, usize)> = families
+            .iter_mut()
+            .enumerate()
+            .flat_map(|(f, family)| {
+                let n = family.budget_units(ebpf, model).len();
+                (0..n).map(move |u| (f, u))
+            })
+            .collect();
+        if max_percent <= 0.0 || units.is_empty() {
+            return None;
+        }
+        let cpu = tracee::cpu_and_rss(pid).map_or(0.0, |(cpu, _)| cpu);
+        Some(Self {
+            max_percent,
+            budget: Budget::new(max_percent, units.len(), cpu),
+            units,
+            model: model.clone(),
+            pid,
+            start: Instant::now(),
+            quiet,
+            detached: Vec::new(),
+        })
+    }
+
+    /// One look at the costs: detaches what the budget picks.
+    pub fn tick(&mut self, ebpf: &mut Ebpf, families: &mut [Box<dyn Family>]) {
+        let Some((cpu, _)) = tracee::cpu_and_rss(self.pid) else {
+            return;
+        };
+        let mut costs = Vec::with_capacity(self.units.len());
+        for family in families.iter_mut() {
+            costs.extend(family.budget_units(ebpf, &self.model));
+        }
+        if costs.len() != self.units.len() {
+            return;
+        }
+        let (detach, window) = self.budget.check(&costs, cpu);
+        // When the decision was made: each detach waits for the kernel to unregister.
+        let at = self.start.elapsed().as_secs_f64();
+        for i in detach {
+            let (f, unit) = self.units[i];
+            let family = &mut families[f];
+            let what = family.unit_name(unit);
+            if let Err(e) = family.shed(ebpf, unit) {
+                eprintln!("profiler: could not detach {what}: {e:#}");
+                continue;
+            }
+            if !self.quiet {
+                eprintln!(
+                    "profiler: estimated slowdown {window:.1}% is over --max-overhead {}%: \
+                     detached {what} after {at:.1} s (what it collected so far is kept; \
+                     --max-overhead 0 keeps every probe)",
+                    self.max_percent
+                );
+            }
+            self.detached.push(Detached {
+                function: what,
+                at,
+                window_slowdown_percent: window,
+            });
+        }
+    }
+
+    /// What was detached, in order.
+    pub fn into_detached(self) -> Vec<Detached> {
+        self.detached
+    }
+}
+
 #[cfg(test)]
 mod budget_tests {
     use super::*;
@@ -124,26 +220,29 @@ mod budget_tests {
     #[test]
     fn detaches_the_hottest_until_within_budget() {
         // Three functions at 1 µs per hit; the target used 1 s of CPU in the window.
-        let mut b = Budget::new(10.0, vec![1000.0; 3], 0.0);
+        let mut b = Budget::new(10.0, 3, 0.0);
+        let us = |hits: [u64; 3]| hits.map(|h| h as f64 * 1000.0);
         // 400k hits = 0.4 s, 50k = 0.05 s, 10k = 0.01 s: 0.46 s of 1 s is 85% slowdown.
-        let (detach, window) = b.check(&[400_000, 50_000, 10_000], 1.0);
+        let (detach, window) = b.check(&us([400_000, 50_000, 10_000]), 1.0);
         assert_eq!(detach, vec![0]);
         assert!(window > 80.0);
         // Without function 0: 0.06 s of 0.94 s is 6.8%, within 10%.
-        let (detach, _) = b.check(&[400_000, 100_000, 20_000], 2.0);
+        let (detach, _) = b.check(&us([400_000, 100_000, 20_000]), 2.0);
         assert!(detach.is_empty(), "{detach:?}");
     }
 
     #[test]
     fn waits_for_enough_cpu_time_and_never_detaches_idle_functions() {
-        let mut b = Budget::new(1.0, vec![1000.0; 2], 0.0);
+        let mut b = Budget::new(1.0, 2, 0.0);
+        // 1M hits at 1 µs each, and none.
+        let costs = [1e9, 0.0];
         assert!(
-            b.check(&[1_000_000, 0], 0.1).0.is_empty(),
+            b.check(&costs, 0.1).0.is_empty(),
             "too little CPU time to judge"
         );
-        let (detach, _) = b.check(&[1_000_000, 0], 0.5);
+        let (detach, _) = b.check(&costs, 0.5);
         assert_eq!(detach, vec![0]);
-        let (detach, _) = b.check(&[1_000_000, 0], 1.0);
+        let (detach, _) = b.check(&costs, 1.0);
         assert!(detach.is_empty());
     }
 }

@@ -17,6 +17,8 @@
 //!
 //! Everything here is a pure function of the function's bytes; 64-bit code only.
 
+use std::path::Path;
+
 use iced_x86::{Code, Decoder, DecoderOptions, Formatter, Instruction, IntelFormatter, OpKind};
 
 /// What a hit of a probe on an instruction costs, as the kernel handles it.
@@ -337,6 +339,107 @@ fn stay(code: &[u8], addr: u64, mut reason: String) -> Placement {
     }
 }
 
+/// What a probed function is, as far as placement goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Any function: the probe may only skip `endbr64` and nops (see [`place`]).
+    Plain,
+    /// A release function (`free`): the probe may also skip its NULL check
+    /// (see [`past_null_check`]).
+    Release,
+}
+
+/// Most bytes of a function read to decide where its probe goes.
+const MAX_FUNCTION_BYTES: u64 = 1 << 20;
+
+/// Where the probes of the function at `addr` (`size` bytes, at `file_offset` in the file at
+/// `path`) go, from its code in the file. Every probe the profiler attaches to a function is
+/// placed here: traced functions and allocator functions alike.
+pub fn place_in_file(path: &Path, file_offset: u64, addr: u64, size: u64, role: Role) -> Placement {
+    let len = size.clamp(16, MAX_FUNCTION_BYTES);
+    let code = read_at(path, file_offset, len).unwrap_or_default();
+    let placed = place(&code, addr, size);
+    if role == Role::Release && placed.class != CostClass::Emulated {
+        return past_null_check(&code, addr, size).unwrap_or(placed);
+    }
+    placed
+}
+
+/// A release function that begins with `test rdi, rdi; je` (glibc's `free`: releasing NULL does
+/// nothing) may have its probe past that check, where the instruction is often one the kernel
+/// emulates instead of single-stepping (a `push`: several times cheaper a call). A release of
+/// NULL is then not seen, which changes nothing but its call count. Nothing in the function may
+/// branch to the skipped instructions' successors up to the probe, or the probe would count a
+/// call twice; an indirect jump (targets unknown) rules it out.
+fn past_null_check(code: &[u8], addr: u64, size: u64) -> Option<Placement> {
+    use iced_x86::{Mnemonic, Register};
+    const INDIRECT_JUMPS: [Code; 6] = [
+        Code::Jmp_rm16,
+        Code::Jmp_rm32,
+        Code::Jmp_rm64,
+        Code::Jmp_m1616,
+        Code::Jmp_m1632,
+        Code::Jmp_m1664,
+    ];
+    let body = code.get(..usize::try_from(size).ok()?)?;
+    let insns: Vec<_> = Decoder::with_ip(64, body, addr, DecoderOptions::NONE)
+        .into_iter()
+        .collect();
+    if insns.is_empty() || insns.iter().any(|i| i.is_invalid()) {
+        return None;
+    }
+    let mut i = usize::from(insns[0].mnemonic() == Mnemonic::Endbr64);
+    let test = insns.get(i)?;
+    let rdi = |n: u32| test.op_kind(n) == OpKind::Register && test.op_register(n) == Register::RDI;
+    if test.mnemonic() != Mnemonic::Test || !(rdi(0) && rdi(1)) {
+        return None;
+    }
+    i += 1;
+    if insns.get(i)?.mnemonic() != Mnemonic::Je {
+        return None;
+    }
+    let after = insns.get(i + 1)?;
+    let skipped = (after.ip() - addr) as usize;
+    let rest = place(&code[skipped..], after.ip(), size - skipped as u64);
+    if rest.class != CostClass::Emulated {
+        return None;
+    }
+    let probe = after.ip() + rest.offset;
+    for ins in &insns {
+        if INDIRECT_JUMPS.contains(&ins.code()) {
+            return None;
+        }
+        let near = (0..ins.op_count()).any(|op| {
+            matches!(
+                ins.op_kind(op),
+                OpKind::NearBranch16 | OpKind::NearBranch32 | OpKind::NearBranch64
+            )
+        });
+        let target = ins.near_branch_target();
+        if near && target > addr && target <= probe {
+            return None;
+        }
+    }
+    Some(Placement {
+        offset: probe - addr,
+        class: CostClass::Emulated,
+        instruction: rest.instruction,
+        reason: format!(
+            "skipped the NULL check (free(NULL) does nothing); {}",
+            rest.reason
+        ),
+    })
+}
+
+fn read_at(path: &Path, offset: u64, len: u64) -> std::io::Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::File::open(path)?;
+    let mut buf = vec![0; len as usize];
+    let n = file.read_at(&mut buf, offset)?;
+    buf.truncate(n);
+    Ok(buf)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -645,4 +748,36 @@ mod tests {
         check(&patch("with_saved"), 7, E, "push rbx");
         std::fs::remove_dir_all(&dir).unwrap();
     }
+
+    #[test]
+    fn release_probe_skips_the_null_check_onto_a_push() {
+        const ADDR: u64 = 0x1000;
+        // test rdi, rdi; je +0x10; push rbp; push rbx; mov rdi, rbx; pop rbx; pop rbp; ret
+        let glibc_like = [
+            0x48, 0x85, 0xff, 0x74, 0x08, 0x55, 0x53, 0x48, 0x89, 0xdf, 0x5b, 0x5d, 0xc3, 0xc3,
+        ];
+        let size = glibc_like.len() as u64;
+        let p = past_null_check(&glibc_like, ADDR, size).expect("moved");
+        assert_eq!((p.offset, p.class), (5, CostClass::Emulated), "{p:?}");
+        assert_eq!(p.instruction, "push rbp");
+        // With endbr64 in front.
+        let cet = [&[0xf3, 0x0f, 0x1e, 0xfa][..], &glibc_like].concat();
+        let p = past_null_check(&cet, ADDR, cet.len() as u64).expect("moved");
+        assert_eq!(p.offset, 9);
+        // A loop back to the instruction after the check would be counted as a call: stay.
+        let mut looping = glibc_like;
+        looping[12] = 0xeb; // jmp -> +5
+        looping[13] = (5i8 - 14) as u8;
+        assert!(past_null_check(&looping, ADDR, size).is_none());
+        // An indirect jump: targets unknown.
+        let mut indirect = glibc_like.to_vec();
+        indirect.splice(12..13, [0xff, 0xe0]); // jmp rax
+        assert!(past_null_check(&indirect, ADDR, indirect.len() as u64).is_none());
+        // Another register, or no check at all.
+        let mut rsi = glibc_like;
+        rsi[2] = 0xf6; // test rsi, rsi
+        assert!(past_null_check(&rsi, ADDR, size).is_none());
+        assert!(past_null_check(&glibc_like[5..], ADDR, size - 5).is_none());
+    }
+
 }

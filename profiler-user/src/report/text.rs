@@ -1,4 +1,5 @@
-//! The human summary printed at the end: target, top functions, what profiling cost.
+//! The printed summary's head and foot (target, what profiling cost) and its units. Each
+//! family writes its own block in between (`Family::summary`).
 
 use std::fmt::Write;
 
@@ -30,8 +31,8 @@ pub fn human_bytes(bytes: u64) -> String {
     format!("{value:.1} {}", UNITS[unit])
 }
 
-/// The summary, at most `top` functions.
-pub fn render(report: &Report, top: usize) -> String {
+/// The head of the printed summary: the profiler, the target and how it ended.
+pub fn header(report: &Report) -> String {
     let mut out = String::new();
     let t = &report.target;
     let _ = writeln!(
@@ -59,84 +60,11 @@ pub fn render(report: &Report, top: usize) -> String {
         };
         let _ = writeln!(out, "target {how}");
     }
-    if report.functions.is_empty() {
-        let _ = writeln!(out, "\nno functions traced (use --func GLOB)");
-    } else {
-        let name_width = report
-            .functions
-            .iter()
-            .take(top)
-            .map(|f| f.function_name.chars().count().min(48))
-            .max()
-            .unwrap_or(8)
-            .max(8);
-        let _ = writeln!(
-            out,
-            "\n{:<name_width$}  {:>10}  {:>10}  {:>10}  {:>10}  {:>10}  {:>10}",
-            "function", "calls", "total", "average", "p50", "p99", "max"
-        );
-        for f in report.functions.iter().take(top) {
-            let name: String = if f.function_name.chars().count() > 48 {
-                f.function_name.chars().take(47).chain(['…']).collect()
-            } else {
-                f.function_name.clone()
-            };
-            let _ = writeln!(
-                out,
-                "{name:<name_width$}  {:>10}  {:>10}  {:>10}  {:>10}  {:>10}  {:>10}",
-                f.total_calls,
-                estimated(f, human_time(f.total_time)),
-                human_time(f.average_time),
-                human_time(f.percentiles.p50),
-                human_time(f.percentiles.p99),
-                human_time(f.max_time),
-            );
-            if f.in_flight > 0 {
-                let _ = writeln!(
-                    out,
-                    "{:name_width$}  ({} call(s) still running at the end)",
-                    "", f.in_flight
-                );
-            }
-        }
-        if report
-            .functions
-            .iter()
-            .take(top)
-            .any(|f| f.timed_calls < f.total_calls)
-        {
-            let _ = writeln!(
-                out,
-                "~ times from a sample of the calls (each thread's first 1024 of a function, then \
-                 one in --time-every); calls are exact"
-            );
-        }
-        if report.functions.len() > top {
-            let _ = writeln!(
-                out,
-                "… and {} more in the JSON report",
-                report.functions.len() - top
-            );
-        }
-    }
-    if let Some(errors) = &report.errors {
-        out.push('\n');
-        for line in crate::analyze::errors::summary_lines(errors) {
-            let _ = writeln!(out, "{line}");
-        }
-    }
-    if let Some(system) = &report.system {
-        let _ = writeln!(
-            out,
-            "\ncpu {:.1}% average, {:.1}% peak · rss {} peak",
-            system.average_cpu,
-            system.peak_cpu,
-            human_bytes(system.peak_rss)
-        );
-    }
-    if let Some(memory) = &report.memory {
-        render_memory(&mut out, memory);
-    }
+    out
+}
+
+/// The foot of the printed summary: what profiling cost the target, and the warnings.
+pub fn footer(report: &Report, out: &mut String) {
     let o = &report.overhead;
     let _ = writeln!(
         out,
@@ -149,82 +77,6 @@ pub fn render(report: &Report, top: usize) -> String {
     );
     for warning in &report.warnings {
         let _ = writeln!(out, "warning: {warning}");
-    }
-    out
-}
-
-/// Leak sites shown in the summary.
-const SUMMARY_LEAKS: usize = 5;
-
-/// The memory section in a few lines: allocator, resident set and trend, allocation totals,
-/// and the biggest leak sites.
-fn render_memory(out: &mut String, m: &super::MemorySection) {
-    let allocator = match (&m.allocator, &m.no_allocator) {
-        (Some(a), _) => format!("{} ({})", a.name, a.module),
-        (None, Some(_)) => "no allocator found".to_string(),
-        (None, None) => "no allocator".to_string(),
-    };
-    let sign = if m.memory_trend_slope >= 0.0 {
-        "+"
-    } else {
-        "-"
-    };
-    let _ = writeln!(
-        out,
-        "\nmemory: {allocator} · rss {} (peak {}) · {} ({sign}{}/s)",
-        human_bytes(m.current_memory),
-        human_bytes(m.peak_memory),
-        m.memory_trend,
-        human_bytes(m.memory_trend_slope.abs() as u64),
-    );
-    let a = &m.allocations;
-    let _ = writeln!(
-        out,
-        "allocations {} ({}), freed {} ({}), outstanding {} ({}) at {} site(s)",
-        a.allocations,
-        human_bytes(a.allocated_bytes),
-        a.frees,
-        human_bytes(a.freed_bytes),
-        a.outstanding,
-        human_bytes(a.outstanding_bytes),
-        a.sites,
-    );
-    let d = &m.memory_leak_detection;
-    for site in d
-        .sites
-        .iter()
-        .filter(|s| s.verdict == "leak")
-        .take(SUMMARY_LEAKS)
-    {
-        let _ = writeln!(
-            out,
-            "leak: {} in {} block(s) from {} (+{}/s, oldest {})",
-            human_bytes(site.bytes),
-            site.count,
-            site.function,
-            human_bytes(site.growth.max(0.0) as u64),
-            human_time(site.oldest_age),
-        );
-    }
-    if d.retained_count > 0 {
-        let _ = writeln!(
-            out,
-            "retained (not growing): {} in {} block(s)",
-            human_bytes(d.retained_bytes),
-            d.retained_count,
-        );
-    }
-    if !d.detected {
-        let _ = writeln!(out, "no leak detected");
-    }
-}
-
-/// `total`, marked `~` when the function's times come from a sample of its calls.
-fn estimated(f: &crate::report::FunctionProfile, total: String) -> String {
-    if f.timed_calls < f.total_calls {
-        format!("~{total}")
-    } else {
-        total
     }
 }
 

@@ -7,24 +7,8 @@ use blazesym::symbolize::{
     Input, Symbolized, Symbolizer,
     source::{Elf, Source},
 };
-use serde::Serialize;
-
+pub use crate::report::Frame;
 use crate::tracee::Mapping;
-
-/// One symbolized address.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Frame {
-    /// Demangled function name, or `??` when unknown.
-    pub function: String,
-    /// File name of the module.
-    pub module: String,
-    /// Offset of the address in the module file, hex.
-    pub offset: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub file: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub line: Option<u32>,
-}
 
 /// The mappings seen so far, kept after they go so that symbolization works after the target
 /// has exited.

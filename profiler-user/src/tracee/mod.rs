@@ -1,4 +1,5 @@
-//! The tracee, the target process: checks on a pid, what it runs, and its memory map.
+//! The tracee, the target process: checks on a pid, what it runs, its memory map, and its CPU
+//! and memory use. Everything the profiler reads from /proc is read here.
 
 pub mod libs;
 pub mod spawn;
@@ -79,11 +80,73 @@ fn stat_fields(stat: &str) -> Vec<&str> {
 }
 
 fn status_field(pid: i32, name: &str) -> Option<String> {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status.lines().find_map(|line| {
-        let (key, value) = line.split_once(':')?;
-        (key == name).then(|| value.trim().to_string())
+    status_fields(&format!("/proc/{pid}/status"), &[name])
+        .pop()
+        .flatten()
+}
+
+/// The values of `names` in a /proc `status` file, in order.
+fn status_fields(path: &str, names: &[&str]) -> Vec<Option<String>> {
+    let status = fs::read_to_string(path).unwrap_or_default();
+    names
+        .iter()
+        .map(|name| {
+            status.lines().find_map(|line| {
+                let (key, value) = line.split_once(':')?;
+                (key == *name).then(|| value.trim().to_string())
+            })
+        })
+        .collect()
+}
+
+/// The profiler's own effective capabilities (`CapEff`), as a bit set.
+pub fn own_capabilities() -> u64 {
+    status_fields("/proc/self/status", &["CapEff"])
+        .pop()
+        .flatten()
+        .and_then(|v| u64::from_str_radix(&v, 16).ok())
+        .unwrap_or(0)
+}
+
+/// The target's memory from /proc/PID/status, bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Memory {
+    pub rss: u64,
+    pub vms: u64,
+    /// Peak resident set over the process's life (VmHWM).
+    pub hwm: u64,
+}
+
+/// The target's resident set, virtual size and peak resident set.
+pub fn memory(pid: i32) -> Option<Memory> {
+    let values = status_fields(&format!("/proc/{pid}/status"), &["VmRSS", "VmSize", "VmHWM"]);
+    let kb = |v: &Option<String>| -> Option<u64> {
+        v.as_deref()?
+            .trim_end_matches("kB")
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .map(|v| v * 1024)
+    };
+    Some(Memory {
+        rss: kb(&values[0])?,
+        vms: kb(&values[1])?,
+        hwm: kb(&values[2]).unwrap_or(0),
     })
+}
+
+/// Whether thread `tid` of process `pid` still exists.
+pub fn thread_alive(pid: i32, tid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}/task/{tid}")).exists()
+}
+
+/// Where the kernel's special mapping `name` (e.g. `[uprobes]`) starts in the target.
+pub fn special_mapping(pid: i32, name: &str) -> Option<u64> {
+    let maps = fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
+    maps.lines()
+        .find(|l| l.trim_end().ends_with(name))
+        .and_then(|l| l.split('-').next())
+        .and_then(|a| u64::from_str_radix(a, 16).ok())
 }
 
 pub fn cmdline(pid: i32) -> Vec<String> {
@@ -118,6 +181,26 @@ pub fn cpu_and_rss(pid: i32) -> Option<(f64, u64)> {
     // SAFETY: as above.
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
     Some(((utime + stime) as f64 / ticks, rss_pages * page))
+}
+
+/// One /proc sample of the target.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sample {
+    /// Seconds since profiling started.
+    pub at: f64,
+    /// CPU time used so far, seconds.
+    pub cpu_time: f64,
+    pub rss: u64,
+}
+
+/// Samples the target's CPU time and resident set.
+pub fn sample(pid: i32, start: std::time::Instant) -> Option<Sample> {
+    let (cpu_time, rss) = cpu_and_rss(pid)?;
+    Some(Sample {
+        at: start.elapsed().as_secs_f64(),
+        cpu_time,
+        rss,
+    })
 }
 
 /// One file-backed mapping of the target.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::input::CallContext;
 use super::lines::Line;
-use super::types::{ChainedException, Frame, Level};
+use crate::report::errors::{ChainedException, Frame, Level};
 
 /// What a block is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

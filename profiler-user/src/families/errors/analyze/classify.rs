@@ -16,9 +16,9 @@
 //! EACCES/EPERM -> medium; anything else (other failed syscalls) -> low.
 
 use super::group::BlockKind;
-use super::names;
+use crate::linux;
 use super::patterns::Subject;
-use super::types::{Category, Level, Severity, Source};
+use crate::report::errors::{Category, Level, Severity, Source};
 
 /// What the fallback looks at.
 #[derive(Debug, Clone, Copy)]
@@ -68,7 +68,7 @@ fn has_any(haystack: &str, words: &[&str]) -> bool {
 }
 
 fn is_network_errno(errno: i32) -> bool {
-    names::errno_name(errno).is_some_and(|n| {
+    linux::errno_name(errno).is_some_and(|n| {
         n.starts_with("ECONN")
             || n.starts_with("ENET")
             || n.starts_with("EHOST")
@@ -173,10 +173,10 @@ pub fn error_type(e: &Evidence, pattern: Option<&str>) -> String {
         return exception.to_string();
     }
     if let Some(errno) = s.errno {
-        return names::errno_display(errno);
+        return linux::errno_display(errno);
     }
     if let Some(signal) = s.signal {
-        return names::signal_name(signal);
+        return linux::signal_name(signal);
     }
     if let Some(code) = s.exit_code {
         return format!("exit({code})");

@@ -1,19 +1,12 @@
 //! The `system` analyzer: CPU and memory samples of the target from /proc -> summary.
 
-use crate::report::SystemSection;
-
-/// One /proc sample.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Sample {
-    /// Seconds since profiling started.
-    pub at: f64,
-    /// CPU time used so far, seconds.
-    pub cpu_time: f64,
-    pub rss: u64,
-}
+use crate::{
+    report::{Machine, SystemSection},
+    tracee::Sample,
+};
 
 /// Summarises the samples; `None` with fewer than one sample.
-pub fn summarize(samples: &[Sample], interval: f64, cpu_cores: usize) -> Option<SystemSection> {
+pub fn summarize(samples: &[Sample], interval: f64, machine: Machine) -> Option<SystemSection> {
     let last = samples.last()?;
     let rates: Vec<f64> = samples
         .windows(2)
@@ -34,7 +27,8 @@ pub fn summarize(samples: &[Sample], interval: f64, cpu_cores: usize) -> Option<
         },
         current_rss: last.rss,
         peak_rss: samples.iter().map(|s| s.rss).max().unwrap_or(0),
-        cpu_cores,
+        cpu_cores: machine.cores,
+        machine,
     })
 }
 
@@ -46,12 +40,17 @@ mod tests {
     fn cpu_rates_and_peaks() {
         let s = |at, cpu_time, rss| Sample { at, cpu_time, rss };
         let samples = [s(0.0, 0.0, 100), s(1.0, 0.5, 300), s(2.0, 1.5, 200)];
-        let sec = summarize(&samples, 1.0, 4).unwrap();
+        let machine = Machine {
+            cores: 4,
+            ..Machine::default()
+        };
+        let sec = summarize(&samples, 1.0, machine.clone()).unwrap();
         assert_eq!(sec.current_cpu, 100.0);
         assert_eq!(sec.peak_cpu, 100.0);
         assert_eq!(sec.average_cpu, 75.0);
         assert_eq!(sec.peak_rss, 300);
         assert_eq!(sec.current_rss, 200);
-        assert!(summarize(&[], 1.0, 4).is_none());
+        assert_eq!(sec.cpu_cores, 4);
+        assert!(summarize(&[], 1.0, machine).is_none());
     }
 }

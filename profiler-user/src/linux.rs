@@ -1,5 +1,6 @@
-//! Linux name tables: errno values, signal numbers, signal codes, open(2) flags, and which
-//! syscalls take a path. Values are the generic Linux ABI shared by x86_64 and aarch64.
+//! Linux names, in one place: errno values, signal numbers and codes, `wait(2)` statuses,
+//! syscall names, open(2) flags, and which syscalls take a path. Values are the generic Linux
+//! ABI shared by x86_64 and aarch64, except syscall numbers (x86_64).
 
 /// (number, name, strerror text).
 const ERRNOS: &[(i32, &str, &str)] = &[
@@ -176,6 +177,41 @@ const SIGNALS: &[(i32, &str, &str)] = &[
 ];
 
 pub const SIGKILL: i32 = 9;
+
+/// What a `wait(2)` status says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitStatus {
+    Exited(i32),
+    Signaled { signal: i32, core_dumped: bool },
+    /// Stopped or continued: the process still runs.
+    Other,
+}
+
+/// Decodes a `wait(2)` status.
+pub fn wait_status(status: i32) -> WaitStatus {
+    match status & 0x7f {
+        0 => WaitStatus::Exited((status >> 8) & 0xff),
+        // Stopped (0x7f in the low bits) or continued (0xffff).
+        0x7f => WaitStatus::Other,
+        signal => WaitStatus::Signaled {
+            signal,
+            core_dumped: status & 0x80 != 0,
+        },
+    }
+}
+
+/// Whether a signal's default action ends the process.
+pub fn default_is_fatal(signo: i32) -> bool {
+    // SIGCHLD, SIGCONT, SIGURG, SIGWINCH are ignored by default; SIGSTOP and friends stop.
+    !matches!(signo, 17 | 18 | 19 | 20 | 21 | 22 | 23 | 28)
+}
+
+/// The name of an x86-64 syscall number (`syscall_N` for one this build does not know).
+pub fn syscall_name(id: u32) -> String {
+    syscalls::Sysno::new(id as usize)
+        .map(|s| s.name().to_string())
+        .unwrap_or_else(|| format!("syscall_{id}"))
+}
 
 /// The name of a signal (`11` -> `SIGSEGV`; real-time signals as `SIGRTMIN+n`).
 pub fn signal_name(signo: i32) -> String {

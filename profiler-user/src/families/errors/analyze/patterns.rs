@@ -15,11 +15,11 @@ use regex::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
 use serde::{Deserialize, Deserializer, Serialize};
 use toml::Spanned;
 
-use super::names;
-use super::types::{Category, Level, Severity};
+use crate::linux;
+use crate::report::errors::{Category, Level, Severity};
 
 /// The built-in database.
-pub const BUILTIN_SOURCE: &str = include_str!("../../../patterns/builtin.toml");
+pub const BUILTIN_SOURCE: &str = include_str!("../../../../patterns/builtin.toml");
 const BUILTIN_ORIGIN: &str = "builtin.toml";
 const REGEX_SIZE_LIMIT: usize = 64 << 20;
 
@@ -488,7 +488,7 @@ fn compile_rule(
         .errno
         .iter()
         .map(|e| match e.get_ref() {
-            NameOrNumber::Name(n) => names::errno_value(n).ok_or_else(|| {
+            NameOrNumber::Name(n) => linux::errno_value(n).ok_or_else(|| {
                 at(
                     Some(e.span()),
                     format!("pattern `{id}`: unknown errno `{n}`"),
@@ -507,7 +507,7 @@ fn compile_rule(
         .iter()
         .map(|s| {
             let value = match s.get_ref() {
-                NameOrNumber::Name(n) => names::signal_value(n),
+                NameOrNumber::Name(n) => linux::signal_value(n),
                 NameOrNumber::Number(n) => i32::try_from(*n).ok().filter(|n| (1..=64).contains(n)),
             };
             value.ok_or_else(|| at(Some(s.span()), format!("pattern `{id}`: unknown signal")))

@@ -14,22 +14,21 @@ pub mod detect;
 pub mod group;
 pub mod input;
 pub mod lines;
-pub mod names;
 pub mod patterns;
 pub mod sanitize;
 pub mod section;
-pub mod types;
 
+use crate::linux;
 use std::collections::VecDeque;
 
 pub use input::{CallContext, ExitEvent, OomKill, OutputChunk, SignalEvent, SyscallFailure};
 pub use patterns::{PatternDb, PatternError, PatternInfo, format_table};
 pub use sanitize::sanitize;
-pub use section::{
-    BenignCount, ErrorContext, ErrorEvent, ErrorsSection, PatternStat, SignalCount, Trend,
-    benign_lines, summary_lines,
+pub use crate::report::errors::{
+    BenignCount, Category, ChainedException, ErrorContext, ErrorEvent, ErrorsSection, Frame, Level,
+    PatternStat, Severity, SignalCount, Source, Trend,
 };
-pub use types::{Category, ChainedException, Frame, Level, Severity, Source};
+pub use section::{benign_lines, set_failure_counts, summary_lines};
 
 use classify::Evidence;
 use group::{Block, BlockKind, GroupOptions, Grouper};
@@ -158,11 +157,11 @@ impl ErrorAnalyzer {
 
     /// A failed syscall.
     pub fn on_syscall(&mut self, ev: SyscallFailure) {
-        let errno_desc = match names::errno_text(ev.errno) {
-            Some(text) => format!("{} ({text})", names::errno_display(ev.errno)),
-            None => names::errno_display(ev.errno),
+        let errno_desc = match linux::errno_text(ev.errno) {
+            Some(text) => format!("{} ({text})", linux::errno_display(ev.errno)),
+            None => linux::errno_display(ev.errno),
         };
-        let is_path = names::is_path_syscall(&ev.syscall);
+        let is_path = linux::is_path_syscall(&ev.syscall);
         let mut args = Vec::new();
         if let Some(arg) = &ev.arg {
             args.push(if is_path {
@@ -172,7 +171,7 @@ impl ErrorAnalyzer {
             });
         }
         if let Some(flags) = ev.flags {
-            args.push(names::open_flags(flags));
+            args.push(linux::open_flags(flags));
         }
         let message = format!("{}({}) = -1 {errno_desc}", ev.syscall, args.join(", "));
         let (path, arg) = if is_path {
@@ -201,20 +200,20 @@ impl ErrorAnalyzer {
     pub fn on_signal(&mut self, ev: SignalEvent) {
         if !ev.fatal {
             self.agg.add_benign_signal(ev.signo);
-            let summary = format!("{} handled", names::signal_name(ev.signo));
+            let summary = format!("{} handled", linux::signal_name(ev.signo));
             self.remember(ev.timestamp_ns, summary);
             return;
         }
         self.flush_output();
         self.fatal_signals.push(ev.signo);
-        if ev.signo == names::SIGKILL && self.oom_seen {
+        if ev.signo == linux::SIGKILL && self.oom_seen {
             return;
         }
-        let code = names::signal_code(ev.signo, ev.code);
+        let code = linux::signal_code(ev.signo, ev.code);
         let mut message = format!(
             "{} ({}",
-            names::signal_name(ev.signo),
-            names::signal_text(ev.signo)
+            linux::signal_name(ev.signo),
+            linux::signal_text(ev.signo)
         );
         if let Some((name, meaning)) = code {
             message.push_str(&format!(", {name}: {meaning}"));
@@ -239,7 +238,7 @@ impl ErrorAnalyzer {
             function: ev.function,
             ..Candidate::default()
         };
-        if ev.signo == names::SIGKILL {
+        if ev.signo == linux::SIGKILL {
             self.pending_kill = Some(c);
         } else {
             self.process(c);
@@ -262,7 +261,7 @@ impl ErrorAnalyzer {
             timestamp_ns: ev.timestamp_ns,
             text: message.clone(),
             message,
-            signal: Some(names::SIGKILL),
+            signal: Some(linux::SIGKILL),
             oom: true,
             stack,
             function,
@@ -274,36 +273,35 @@ impl ErrorAnalyzer {
     /// already reported the same end.
     pub fn on_exit(&mut self, ev: ExitEvent) {
         self.flush_output();
-        let termsig = ev.status & 0x7f;
         let mut c = Candidate {
             source: Some(Source::Exit),
             timestamp_ns: ev.timestamp_ns,
             ..Candidate::default()
         };
-        if termsig == 0 {
-            let code = (ev.status >> 8) & 0xff;
-            if code == 0 {
-                return;
+        match linux::wait_status(ev.status) {
+            linux::WaitStatus::Exited(0) | linux::WaitStatus::Other => return,
+            linux::WaitStatus::Exited(code) => {
+                c.exit_code = Some(code);
+                c.message = format!("exited with status {code}");
             }
-            c.exit_code = Some(code);
-            c.message = format!("exited with status {code}");
-        } else if termsig != 0x7f {
-            let already = self.fatal_signals.contains(&termsig)
-                || (termsig == names::SIGKILL && self.oom_seen);
-            if already {
-                return;
+            linux::WaitStatus::Signaled {
+                signal,
+                core_dumped,
+            } => {
+                let already = self.fatal_signals.contains(&signal)
+                    || (signal == linux::SIGKILL && self.oom_seen);
+                if already {
+                    return;
+                }
+                c.signal = Some(signal);
+                c.core_dumped = Some(core_dumped);
+                c.message = format!(
+                    "terminated by {} ({}){}",
+                    linux::signal_name(signal),
+                    linux::signal_text(signal),
+                    if core_dumped { ", core dumped" } else { "" }
+                );
             }
-            let core = ev.status & 0x80 != 0;
-            c.signal = Some(termsig);
-            c.core_dumped = Some(core);
-            c.message = format!(
-                "terminated by {} ({}){}",
-                names::signal_name(termsig),
-                names::signal_text(termsig),
-                if core { ", core dumped" } else { "" }
-            );
-        } else {
-            return;
         }
         c.text = c.message.clone();
         self.process(c);
@@ -437,7 +435,7 @@ impl ErrorAnalyzer {
         ));
         let mut context = ErrorContext {
             syscall: c.syscall.clone(),
-            errno: c.errno.map(names::errno_display),
+            errno: c.errno.map(linux::errno_display),
             errno_code: c.errno,
             path: c
                 .path
@@ -446,8 +444,8 @@ impl ErrorAnalyzer {
                 .as_deref()
                 .map(sanitize),
             arg: c.arg.as_deref().map(sanitize),
-            flags: c.flags.map(names::open_flags),
-            signal: c.signal.map(names::signal_name),
+            flags: c.flags.map(linux::open_flags),
+            signal: c.signal.map(linux::signal_name),
             signal_code: c.signal_code.clone(),
             fault_addr: c.fault_addr.map(|a| format!("{a:#x}")),
             core_dumped: c.core_dumped,

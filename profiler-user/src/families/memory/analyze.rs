@@ -9,7 +9,7 @@
 use profiler_common::memory::SiteStats;
 
 use crate::{
-    report::{
+    report::memory::{
         AllocationSummary, AllocatorInfo, FunctionAllocations, LeakDetection, LeakSite,
         LeakThresholds, MemorySection, SiteAllocations,
     },

@@ -5,8 +5,8 @@ use std::sync::LazyLock;
 
 use regex::{Regex, RegexSet, SetMatches};
 
-use super::names;
-use super::types::{Frame, Level};
+use crate::linux;
+use crate::report::errors::{Frame, Level};
 
 fn re(pattern: &str) -> Regex {
     Regex::new(pattern).expect("recognizer regex")
@@ -104,9 +104,9 @@ static ERRNO_MARKER: LazyLock<Regex> = LazyLock::new(|| {
 });
 static ERRNO_NAME: LazyLock<Regex> = LazyLock::new(|| re(r"\b(E[A-Z0-9]{2,}[A-Z0-9_]*)\b"));
 static STRERROR: LazyLock<Regex> = LazyLock::new(|| {
-    let texts: Vec<String> = names::INFERABLE_ERRNOS
+    let texts: Vec<String> = linux::INFERABLE_ERRNOS
         .iter()
-        .filter_map(|&e| names::errno_text(e))
+        .filter_map(|&e| linux::errno_text(e))
         .map(regex::escape)
         .collect();
     re(&format!("(?i){}", texts.join("|")))
@@ -464,15 +464,15 @@ pub fn infer_errno(text: &str) -> Option<i32> {
     }
     if let Some(e) = ERRNO_NAME
         .captures_iter(text)
-        .find_map(|c| names::errno_value(&c[1]))
+        .find_map(|c| linux::errno_value(&c[1]))
     {
         return Some(e);
     }
     let m = STRERROR.find(text)?;
-    names::INFERABLE_ERRNOS
+    linux::INFERABLE_ERRNOS
         .iter()
         .copied()
-        .find(|&e| names::errno_text(e).is_some_and(|t| t.eq_ignore_ascii_case(m.as_str())))
+        .find(|&e| linux::errno_text(e).is_some_and(|t| t.eq_ignore_ascii_case(m.as_str())))
 }
 
 /// The file path an error message is about, when it talks about files: the last quoted

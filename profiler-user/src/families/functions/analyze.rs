@@ -5,7 +5,7 @@ use profiler_common::functions::{
 };
 
 use crate::{
-    report::{CallStack, Caller, FunctionProfile, Percentiles, ProbeSite, ThreadBreakdown},
+    report::functions::{CallStack, Caller, FunctionProfile, Percentiles, ProbeSite, ThreadBreakdown},
     symbols::symbolize::Frame,
 };
 

@@ -1,3 +1,4 @@
+use crate::linux;
 use super::*;
 
 fn db() -> PatternDb {
@@ -7,7 +8,7 @@ fn db() -> PatternDb {
 fn syscall<'a>(name: &'a str, errno: &str, path: Option<&'a str>) -> Subject<'a> {
     Subject {
         syscall: Some(name),
-        errno: names::errno_value(errno),
+        errno: linux::errno_value(errno),
         path,
         syscall_failure: true,
         ..Subject::default()
@@ -265,7 +266,7 @@ fn signals_levels_exit_codes_and_oom() {
         id(
             &db,
             &Subject {
-                signal: names::signal_value(n),
+                signal: linux::signal_value(n),
                 ..Subject::default()
             },
         )

@@ -15,7 +15,7 @@ pub use super::block::{Block, BlockKind};
 use super::detect::{self, Start};
 use super::input::CallContext;
 use super::lines::Line;
-use super::types::{ChainedException, Frame, Level};
+use crate::report::errors::{ChainedException, Frame, Level};
 
 /// The searchable text of a block is capped at this many bytes.
 const MAX_TEXT: usize = 16 * 1024;

@@ -1,5 +1,6 @@
 //! End-to-end tests of the analyzer: raw inputs in, report section out.
 
+use crate::linux;
 use super::*;
 
 const START: u64 = 1_000_000_000_000;
@@ -30,7 +31,7 @@ fn syscall(a: &mut ErrorAnalyzer, at_ms: u64, name: &str, errno: &str, arg: Opti
         tid: 7,
         timestamp_ns: START + at_ms * MS,
         syscall: name.into(),
-        errno: names::errno_value(errno).unwrap(),
+        errno: linux::errno_value(errno).unwrap(),
         arg: arg.map(String::from),
         ..SyscallFailure::default()
     });

@@ -1,11 +1,8 @@
 //! Loading the kernel programs and the checks that come before: privileges, kernel features,
-//! tracefs. Each family's attach and read code is in its own module.
+//! tracefs; the loss counters every family shares. Each family's attach and read code is in its
+//! own `families/<name>/kernel.rs`.
 
 pub mod btf;
-pub mod errors;
-pub mod functions;
-pub mod memory;
-pub mod process;
 
 use std::{collections::BTreeMap, path::Path};
 
@@ -14,8 +11,6 @@ use aya::{Ebpf, EbpfLoader, maps::PerCpuArray};
 use profiler_common::{
     TARGET_TGID_GLOBAL,
     counters::{COUNTER_SLOTS, Counter},
-    functions::TIME_EVERY_MASK_GLOBAL,
-    process::TASK_EXIT_CODE_OFFSET_GLOBAL,
 };
 
 use crate::error::ProfilerError;
@@ -33,14 +28,7 @@ pub fn check_privileges() -> Result<(), ProfilerError> {
     if unsafe { libc::geteuid() } == 0 {
         return Ok(());
     }
-    let caps = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("CapEff:"))
-                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        })
-        .unwrap_or(0);
+    let caps = crate::tracee::own_capabilities();
     let has = |cap: u32| caps & (1 << cap) != 0;
     if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)) {
         Ok(())
@@ -117,23 +105,39 @@ pub fn release_in_parallel<L: Send>(links: Vec<L>) {
     });
 }
 
-/// Loads the programs for target `tgid`, with room for `functions` traced functions, timing
-/// one call in `time_every` (a power of two) of each function on each thread once it has made
-/// `TIME_ALWAYS` of them.
-pub fn load(tgid: u32, functions: usize, time_every: u32) -> anyhow::Result<Ebpf> {
+/// What the families ask of the loader: values of the programs' globals and sizes of maps.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    globals: Vec<(&'static str, u32)>,
+    map_sizes: Vec<(&'static str, u32)>,
+}
+
+impl LoadOptions {
+    /// Sets global `name` (a `u32` the loader writes before the programs are verified).
+    pub fn global(&mut self, name: &'static str, value: u32) -> &mut Self {
+        self.globals.push((name, value));
+        self
+    }
+
+    /// Sizes map `name` to `entries`.
+    pub fn map_size(&mut self, name: &'static str, entries: u32) -> &mut Self {
+        self.map_sizes.push((name, entries));
+        self
+    }
+}
+
+/// Loads the programs for target `tgid`, with the globals and map sizes the families asked for.
+pub fn load(tgid: u32, options: &LoadOptions) -> anyhow::Result<Ebpf> {
     raise_memlock_limit();
-    let exit_code_offset = btf::member_offset(
-        Path::new("/sys/kernel/btf/vmlinux"),
-        "task_struct",
-        "exit_code",
-    )
-    .unwrap_or(u32::MAX);
-    EbpfLoader::new()
-        .override_global(TARGET_TGID_GLOBAL, &tgid, true)
-        .override_global(TASK_EXIT_CODE_OFFSET_GLOBAL, &exit_code_offset, true)
-        .override_global(TIME_EVERY_MASK_GLOBAL, &time_every.saturating_sub(1), true)
-        .map_max_entries("FUNC_STATS", functions.max(1) as u32)
-        .map_max_entries("MEM_ALLOCS", memory::max_blocks())
+    let mut loader = EbpfLoader::new();
+    loader.override_global(TARGET_TGID_GLOBAL, &tgid, true);
+    for (name, value) in &options.globals {
+        loader.override_global(*name, value, true);
+    }
+    for (name, entries) in &options.map_sizes {
+        loader.map_max_entries(name, *entries);
+    }
+    loader
         .load(EBPF_OBJECT)
         .context("failed to load the eBPF programs")
 }

@@ -2,21 +2,13 @@
 //! exact failure counts, and hand everything to the errors analyzer.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::BTreeMap,
     net::{Ipv4Addr, Ipv6Addr},
 };
 
 use anyhow::Context as _;
 
-use crate::{
-    analyze::errors::{
-        AnalyzerOptions, ErrorAnalyzer, ExitEvent, OomKill, OutputChunk, PatternDb, SignalEvent,
-        SyscallFailure,
-    },
-    families::{AttachContext, FamilyRuntime, ReportContext},
-    level::Family,
-    report::Report,
-};
+use crate::linux;
 use aya::{
     Ebpf,
     maps::{HashMap as BpfHashMap, StackTraceMap},
@@ -132,7 +124,7 @@ impl Links {
 }
 
 /// Detaches the family's tracepoints (each detach waits for a grace period: all at once).
-fn detach(ebpf: &mut Ebpf, links: Links) {
+pub fn detach(ebpf: &mut Ebpf, links: Links) {
     let mut raw = Vec::new();
     for (program, id) in links.raw {
         if let Some(p) = ebpf.program_mut(program)
@@ -153,7 +145,7 @@ fn detach(ebpf: &mut Ebpf, links: Links) {
     std::thread::scope(|scope| {
         scope.spawn(move || drop(oom));
         scope.spawn(move || drop(sys_exit));
-        super::release_in_parallel(raw);
+        crate::bpf::release_in_parallel(raw);
     });
 }
 
@@ -202,13 +194,6 @@ fn function(func: u32) -> Option<u32> {
     (func != NO_FUNCTION).then_some(func)
 }
 
-/// The name of an x86-64 syscall number.
-pub fn syscall_name(id: u32) -> String {
-    syscalls::Sysno::new(id as usize)
-        .map(|s| s.name().to_string())
-        .unwrap_or_else(|| format!("syscall_{id}"))
-}
-
 /// Decodes a record of this family.
 pub fn decode(kind: u16, bytes: &[u8]) -> Option<Raw> {
     match kind {
@@ -227,7 +212,7 @@ pub fn decode(kind: u16, bytes: &[u8]) -> Option<Raw> {
             Some(Raw::Syscall {
                 tid: e.header.tid,
                 ts: e.header.timestamp_ns,
-                syscall: syscall_name(e.syscall),
+                syscall: linux::syscall_name(e.syscall),
                 errno: e.errno as i32,
                 arg,
                 stack_id: (e.stack_id >= 0).then_some(e.stack_id as u32),
@@ -242,7 +227,7 @@ pub fn decode(kind: u16, bytes: &[u8]) -> Option<Raw> {
                 signo: e.signo,
                 code: e.code,
                 fault_addr: (e.fault_addr != 0).then_some(e.fault_addr),
-                fatal: e.disposition == 0 && default_is_fatal(e.signo),
+                fatal: e.disposition == 0 && linux::default_is_fatal(e.signo),
                 func: function(e.func),
             })
         }
@@ -268,12 +253,6 @@ pub fn decode(kind: u16, bytes: &[u8]) -> Option<Raw> {
         }
         _ => None,
     }
-}
-
-/// Whether a signal's default action ends the process.
-fn default_is_fatal(signo: i32) -> bool {
-    // SIGCHLD, SIGCONT, SIGURG, SIGWINCH are ignored by default; SIGSTOP and friends stop.
-    !matches!(signo, 17 | 18 | 19 | 20 | 21 | 22 | 23 | 28)
 }
 
 /// `127.0.0.1:9` or `[::1]:9` from a `struct sockaddr`, or the family for others.
@@ -305,7 +284,7 @@ pub fn read_failures(ebpf: &Ebpf) -> anyhow::Result<BTreeMap<(String, i32), u64>
     let mut out = BTreeMap::new();
     for entry in map.iter() {
         let (key, n) = entry?;
-        *out.entry((syscall_name(key.syscall), key.errno as i32))
+        *out.entry((linux::syscall_name(key.syscall), key.errno as i32))
             .or_default() += n.count;
     }
     Ok(out)
@@ -325,204 +304,8 @@ pub fn read_stack(ebpf: &Ebpf, stack_id: u32) -> Vec<u64> {
         .unwrap_or_default()
 }
 
-/// The family's runtime: gathers records while profiling, analyzes them at the end.
-pub struct ErrorsRuntime {
-    db: Option<PatternDb>,
-    raw: Vec<Raw>,
-    output_bytes: usize,
-    output_dropped: u64,
-    failures: BTreeMap<(String, i32), u64>,
-    /// User stacks of the errors, read at the end: stack id -> addresses.
-    stacks: HashMap<u32, Vec<u64>>,
-    links: Links,
-    /// Which `sys_exit` program runs, and why (empty until attached).
-    sys_exit: String,
-}
-
-impl ErrorsRuntime {
-    pub fn new(db: PatternDb) -> Self {
-        Self {
-            db: Some(db),
-            raw: Vec::new(),
-            output_bytes: 0,
-            output_dropped: 0,
-            failures: BTreeMap::new(),
-            stacks: HashMap::new(),
-            links: Links::default(),
-            sys_exit: String::new(),
-        }
-    }
-}
-
-/// Most frames of a user stack kept with an error.
-const STACK_FRAMES: usize = 16;
-
-impl FamilyRuntime for ErrorsRuntime {
-    fn family(&self) -> Family {
-        Family::Errors
-    }
-
-    fn attach(&mut self, ebpf: &mut Ebpf, _ctx: &AttachContext<'_>) -> anyhow::Result<usize> {
-        (self.links, self.sys_exit) = attach(ebpf)?;
-        Ok(self.links.count())
-    }
-
-    fn note(&self) -> Option<String> {
-        (!self.sys_exit.is_empty()).then(|| {
-            format!(
-                "{}; signal_deliver; oom/mark_victim; every syscall of the system takes the \
-                 kernel's syscall-tracing path",
-                self.sys_exit
-            )
-        })
-    }
-
-    fn handles(&self, kind: u16) -> bool {
-        [
-            EventKind::SyscallError,
-            EventKind::Signal,
-            EventKind::Output,
-            EventKind::OomKill,
-        ]
-        .iter()
-        .any(|k| *k as u16 == kind)
-    }
-
-    fn on_event(&mut self, kind: u16, bytes: &[u8]) {
-        let Some(raw) = decode(kind, bytes) else {
-            return;
-        };
-        if let Raw::Output { bytes, .. } = &raw {
-            if self.output_bytes + bytes.len() > MAX_OUTPUT_BYTES {
-                self.output_dropped += bytes.len() as u64;
-                return;
-            }
-            self.output_bytes += bytes.len();
-        }
-        self.raw.push(raw);
-    }
-
-    fn harvest(&mut self, ebpf: &mut Ebpf, warnings: &mut Vec<String>) {
-        detach(ebpf, std::mem::take(&mut self.links));
-        match read_failures(ebpf) {
-            Ok(f) => self.failures = f,
-            Err(e) => warnings.push(format!("could not read the syscall failure counts: {e:#}")),
-        }
-        for raw in &self.raw {
-            if let Raw::Syscall {
-                stack_id: Some(id), ..
-            } = raw
-            {
-                self.stacks
-                    .entry(*id)
-                    .or_insert_with(|| read_stack(ebpf, *id));
-            }
-        }
-        if self.output_dropped > 0 {
-            warnings.push(format!(
-                "{} bytes of the target's output were not kept (more than {} MiB)",
-                self.output_dropped,
-                MAX_OUTPUT_BYTES >> 20
-            ));
-        }
-    }
-
-    fn report(&mut self, report: &mut Report, ctx: &mut ReportContext<'_>) {
-        let Some(db) = self.db.take() else { return };
-        let options = AnalyzerOptions {
-            start_ns: ctx.start_ktime_ns,
-            ..AnalyzerOptions::default()
-        };
-        let mut analyzer = ErrorAnalyzer::new(db, options);
-        let function =
-            |func: Option<u32>| func.and_then(|f| ctx.traced_names.get(f as usize).cloned());
-        let mut raw = std::mem::take(&mut self.raw);
-        raw.sort_by_key(Raw::timestamp);
-        for event in raw {
-            match event {
-                Raw::Syscall {
-                    tid,
-                    ts,
-                    syscall,
-                    errno,
-                    arg,
-                    stack_id,
-                    func,
-                } => {
-                    let stack = stack_id
-                        .and_then(|id| self.stacks.get(&id))
-                        .map(|ips| {
-                            ips.iter()
-                                .take(STACK_FRAMES)
-                                .map(|ip| frame_text(&ctx.symbolizer.frame(ctx.maps, *ip)))
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    analyzer.on_syscall(SyscallFailure {
-                        tid,
-                        timestamp_ns: ts,
-                        syscall,
-                        errno,
-                        arg,
-                        flags: None,
-                        stack,
-                        function: function(func),
-                    });
-                }
-                Raw::Signal {
-                    tid,
-                    ts,
-                    signo,
-                    code,
-                    fault_addr,
-                    fatal,
-                    func,
-                } => {
-                    analyzer.on_signal(SignalEvent {
-                        tid,
-                        timestamp_ns: ts,
-                        signo,
-                        code,
-                        fault_addr,
-                        fatal,
-                        stack: Vec::new(),
-                        function: function(func),
-                    });
-                }
-                Raw::Output { tid, ts, fd, bytes } => analyzer.on_output(OutputChunk {
-                    tid,
-                    timestamp_ns: ts,
-                    fd,
-                    bytes,
-                    stack: Vec::new(),
-                    function: None,
-                }),
-                Raw::Oom { tid, ts, rss_bytes } => analyzer.on_oom_kill(OomKill {
-                    tid,
-                    timestamp_ns: ts,
-                    rss_bytes: Some(rss_bytes),
-                }),
-            }
-        }
-        if let Some(status) = ctx.exit_status {
-            analyzer.on_exit(ExitEvent {
-                timestamp_ns: ctx.end_ktime_ns,
-                status,
-            });
-        }
-        let mut section = analyzer.finish(ctx.end_ktime_ns);
-        section.set_failure_counts(&self.failures);
-        report.errors = Some(section);
-    }
-}
-
-/// "function (module+0x1a2b)".
-fn frame_text(frame: &crate::symbols::symbolize::Frame) -> String {
-    format!("{} ({}+{})", frame.function, frame.module, frame.offset)
-}
-
 impl Raw {
-    fn timestamp(&self) -> u64 {
+    pub fn timestamp(&self) -> u64 {
         match self {
             Raw::Syscall { ts, .. }
             | Raw::Signal { ts, .. }
@@ -543,7 +326,7 @@ mod tests {
         v4[2..4].copy_from_slice(&9u16.to_be_bytes());
         v4[4..8].copy_from_slice(&[127, 0, 0, 1]);
         assert_eq!(sockaddr(&v4).as_deref(), Some("127.0.0.1:9"));
-        assert_eq!(syscall_name(257), "openat");
-        assert_eq!(syscall_name(42), "connect");
+        assert_eq!(linux::syscall_name(257), "openat");
+        assert_eq!(linux::syscall_name(42), "connect");
     }
 }

@@ -17,7 +17,7 @@ use profiler_common::functions::{
     ThreadKey, ThreadStats,
 };
 
-use crate::analyze::functions::FuncTotals;
+use super::analyze::FuncTotals;
 
 /// Where one function's probes go: the file and the offset in it. The function id is the index
 /// in the list handed to [`attach`].
@@ -96,15 +96,7 @@ pub fn attach(ebpf: &mut Ebpf, sites: &[Site], pid: u32) -> Result<Vec<SiteLinks
 /// a frame is a tail call if the slot holds the trampoline, a slot reused after a longjmp if not.
 /// Returns whether the address is known.
 pub fn publish_trampoline(ebpf: &mut Ebpf, pid: i32) -> bool {
-    let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else {
-        return false;
-    };
-    let Some(start) = maps
-        .lines()
-        .find(|l| l.trim_end().ends_with("[uprobes]"))
-        .and_then(|l| l.split('-').next())
-        .and_then(|a| u64::from_str_radix(a, 16).ok())
-    else {
+    let Some(start) = crate::tracee::special_mapping(pid, "[uprobes]") else {
         return false;
     };
     let Some(map) = ebpf.map_mut("TRAMPOLINE") else {
@@ -135,11 +127,11 @@ pub fn detach_site(ebpf: &mut Ebpf, links: &mut SiteLinks) -> anyhow::Result<()>
     Ok(())
 }
 
-/// Entry plus return hits so far, per function id.
-pub fn read_hits(ebpf: &Ebpf, functions: usize) -> anyhow::Result<Vec<u64>> {
+/// Entry and return hits so far, per function id.
+pub fn read_hits(ebpf: &Ebpf, functions: usize) -> anyhow::Result<Vec<(u64, u64)>> {
     Ok(read_totals(ebpf, functions)?
         .iter()
-        .map(|t| t.entries + t.returns)
+        .map(|t| (t.entries, t.returns))
         .collect())
 }
 
@@ -203,7 +195,7 @@ pub fn detach(ebpf: &mut Ebpf, links: &mut [SiteLinks]) {
             })
             .filter_map(|id| program.take_link(id).ok())
             .collect();
-        super::release_in_parallel(taken);
+        crate::bpf::release_in_parallel(taken);
         let _ = program.unload();
     }
 }
@@ -280,7 +272,7 @@ pub fn read(ebpf: &Ebpf, functions: usize, pid: i32) -> anyhow::Result<RawFuncti
                 *callers.entry((func, site.ret_addr)).or_default() += site.calls;
             }
         }
-        let alive = std::path::Path::new(&format!("/proc/{pid}/task/{tid}")).exists();
+        let alive = crate::tracee::thread_alive(pid, tid);
         if alive {
             for frame in &value.frames[..(value.depth as usize).min(MAX_DEPTH)] {
                 *raw.in_flight.entry(frame.func).or_default() += 1;

@@ -1,4 +1,5 @@
-//! The `errors` report section, its aggregation, and the text summary.
+//! The `errors` section built from classified events: aggregation, exact failure counts, and
+//! the text summary.
 //!
 //! `trend` compares how often a pattern occurred in the first and the second half of the run:
 //! with `a` and `b` occurrences, `(b + 1) / (a + 1)` above 1.5 is `increasing`, below 2/3
@@ -6,176 +7,34 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
-use serde::{Deserialize, Serialize};
+use crate::{
+    linux,
+    report::errors::{
+        BenignCount, Category, ErrorEvent, ErrorsSection, FailureCount, PatternStat, Severity,
+        SignalCount, Trend,
+    },
+};
 
-use super::names;
-use super::types::{Category, ChainedException, Frame, Severity, Source};
+/// Sets `syscall_failures` from the kernel's counts: (syscall, errno) -> count.
+pub fn set_failure_counts(section: &mut ErrorsSection, counts: &BTreeMap<(String, i32), u64>) {
+    let mut rows: Vec<FailureCount> = counts
+        .iter()
+        .map(|((syscall, errno), count)| FailureCount {
+            syscall: syscall.clone(),
+            errno: linux::errno_display(*errno),
+            count: *count,
+        })
+        .collect();
+    rows.sort_by(|a, b| {
+        b.count
+            .cmp(&a.count)
+            .then_with(|| a.syscall.cmp(&b.syscall))
+    });
+    section.syscall_failures = rows;
+}
 
 /// Occurrence times kept per pattern before halving the sample.
 const MAX_TIMES: usize = 4096;
-
-/// The `errors` section of the report.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct ErrorsSection {
-    /// Errors seen (benign failures excluded), including those dropped from `events`.
-    pub total: u64,
-    /// The most recent errors, oldest first, at most the configured bound.
-    pub events: Vec<ErrorEvent>,
-    /// Errors left out of `events` because of the bound.
-    pub dropped: u64,
-    /// Per matched pattern, most frequent first.
-    pub patterns: Vec<PatternStat>,
-    pub by_category: BTreeMap<String, u64>,
-    pub by_severity: BTreeMap<String, u64>,
-    /// Expected syscall failures per (syscall, errno); hidden from the text summary.
-    pub benign: Vec<BenignCount>,
-    /// Signals that a handler caught (not fatal), per signal.
-    pub benign_signals: Vec<SignalCount>,
-    /// Every failed syscall of the target, benign or not, counted exactly in the kernel per
-    /// (syscall, errno), most frequent first. `events` carries the details of at most 64 of each
-    /// kind, and none of EAGAIN, EINTR and EINPROGRESS, which are only counted.
-    #[serde(default)]
-    pub syscall_failures: Vec<FailureCount>,
-}
-
-/// Exact count of one kind of syscall failure.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FailureCount {
-    pub syscall: String,
-    /// The errno name, e.g. "ENOENT".
-    pub errno: String,
-    pub count: u64,
-}
-
-impl ErrorsSection {
-    /// Sets `syscall_failures` from the kernel's counts: (syscall, errno) -> count.
-    pub fn set_failure_counts(&mut self, counts: &BTreeMap<(String, i32), u64>) {
-        let mut rows: Vec<FailureCount> = counts
-            .iter()
-            .map(|((syscall, errno), count)| FailureCount {
-                syscall: syscall.clone(),
-                errno: super::names::errno_display(*errno),
-                count: *count,
-            })
-            .collect();
-        rows.sort_by(|a, b| {
-            b.count
-                .cmp(&a.count)
-                .then_with(|| a.syscall.cmp(&b.syscall))
-        });
-        self.syscall_failures = rows;
-    }
-}
-
-/// One error.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ErrorEvent {
-    pub error_type: String,
-    pub category: Category,
-    pub severity: Severity,
-    /// The matched pattern's id, or null when the fallback classified it.
-    pub pattern: Option<String>,
-    pub description: Option<String>,
-    pub message: String,
-    pub solutions: Vec<String>,
-    pub prevention: Vec<String>,
-    /// Seconds since profiling started.
-    pub timestamp: f64,
-    pub tid: u32,
-    pub source: Source,
-    pub context: ErrorContext,
-}
-
-/// What is known around an error. `syscall`, `errno`, `path`, `arg`, `signal`, `fault_addr`,
-/// `exception`, `frames`, `lines`, `stack`, `function` and `preceding` are always present
-/// (null or empty when unknown); the other fields only when known.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct ErrorContext {
-    pub syscall: Option<String>,
-    /// Errno name (`ENOENT`), also when inferred from an error message.
-    pub errno: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub errno_code: Option<i32>,
-    /// The file path: a path syscall's argument, or a path named in an error message.
-    pub path: Option<String>,
-    /// A non-path syscall argument, e.g. the address of connect.
-    pub arg: Option<String>,
-    /// open(2) flags, `O_RDONLY|O_CLOEXEC`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub flags: Option<String>,
-    pub signal: Option<String>,
-    /// `si_code` name and meaning, `SEGV_MAPERR (address not mapped)`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub signal_code: Option<String>,
-    /// Hexadecimal, `0x0`.
-    pub fault_addr: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub core_dumped: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub exit_code: Option<i32>,
-    pub exception: Option<String>,
-    /// Earlier exceptions of a chain, oldest first.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub chain: Vec<ChainedException>,
-    /// Frames of a printed traceback or panic, outermost first as printed.
-    pub frames: Vec<Frame>,
-    /// What the output grouping recognised (`python_traceback`, `rust_panic`, `log`, ...).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub kind: Option<String>,
-    /// Log level of an output error (`error`, `critical`, `fatal`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub level: Option<String>,
-    /// Thread name printed by a panic or Java exception.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub thread: Option<String>,
-    /// Source location printed by a Rust panic.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub location: Option<String>,
-    /// The raw output lines of the error, sanitized.
-    pub lines: Vec<String>,
-    /// Symbolized user stack, innermost first.
-    pub stack: Vec<String>,
-    /// The traced function that was running.
-    pub function: Option<String>,
-    /// Short summaries of what the process did just before, oldest first.
-    pub preceding: Vec<String>,
-}
-
-/// How one pattern occurred over the run.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PatternStat {
-    pub id: String,
-    pub category: Category,
-    pub severity: Severity,
-    pub count: u64,
-    pub first_seen: f64,
-    pub last_seen: f64,
-    pub trend: Trend,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Trend {
-    Increasing,
-    Stable,
-    Decreasing,
-    Single,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BenignCount {
-    pub syscall: String,
-    /// Errno name.
-    pub errno: String,
-    pub count: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SignalCount {
-    pub signal: String,
-    pub count: u64,
-}
 
 #[derive(Debug, Clone)]
 struct PatternAcc {
@@ -291,7 +150,7 @@ impl Aggregator {
             .iter()
             .map(|((syscall, errno), count)| BenignCount {
                 syscall: syscall.clone(),
-                errno: names::errno_display(*errno),
+                errno: linux::errno_display(*errno),
                 count: *count,
             })
             .collect();
@@ -304,7 +163,7 @@ impl Aggregator {
             .benign_signals
             .iter()
             .map(|(signo, count)| SignalCount {
-                signal: names::signal_name(*signo),
+                signal: linux::signal_name(*signo),
                 count: *count,
             })
             .collect();
@@ -456,6 +315,7 @@ pub fn benign_lines(section: &ErrorsSection) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::report::errors::{ErrorContext, Source};
 
     fn event(pattern: Option<&str>, severity: Severity, t: f64) -> ErrorEvent {
         ErrorEvent {

@@ -1,0 +1,230 @@
+//! The `errors` family: failed syscalls (with the argument that explains them), fatal signals,
+//! OOM kills, the exit status and what the target prints, classified against the pattern
+//! database. `kernel.rs` attaches the tracepoints and decodes their records; `analyze/` turns
+//! them into the `errors` section.
+
+pub mod analyze;
+pub mod kernel;
+
+use std::collections::{BTreeMap, HashMap};
+
+use aya::Ebpf;
+use profiler_common::event::EventKind;
+
+use crate::{
+    family::{Family, Flow, ReportContext, TargetContext},
+    level::FamilyId,
+    report::{Frame, Report},
+};
+use analyze::{
+    AnalyzerOptions, ErrorAnalyzer, ExitEvent, OomKill, OutputChunk, PatternDb, SignalEvent,
+    SyscallFailure,
+};
+use kernel::{Links, MAX_OUTPUT_BYTES, Raw};
+
+/// The family's runtime: gathers records while profiling, analyzes them at the end.
+pub struct Errors {
+    db: Option<PatternDb>,
+    raw: Vec<Raw>,
+    output_bytes: usize,
+    output_dropped: u64,
+    failures: BTreeMap<(String, i32), u64>,
+    /// User stacks of the errors, read at the end: stack id -> addresses.
+    stacks: HashMap<u32, Vec<u64>>,
+    links: Links,
+    /// Which `sys_exit` program runs, and why (empty until attached).
+    sys_exit: String,
+}
+
+impl Errors {
+    pub fn new(db: PatternDb) -> Self {
+        Self {
+            db: Some(db),
+            raw: Vec::new(),
+            output_bytes: 0,
+            output_dropped: 0,
+            failures: BTreeMap::new(),
+            stacks: HashMap::new(),
+            links: Links::default(),
+            sys_exit: String::new(),
+        }
+    }
+}
+
+/// Most frames of a user stack kept with an error.
+const STACK_FRAMES: usize = 16;
+
+impl Family for Errors {
+    fn id(&self) -> FamilyId {
+        FamilyId::Errors
+    }
+
+    fn attach(&mut self, ebpf: &mut Ebpf, _ctx: &TargetContext<'_>) -> anyhow::Result<usize> {
+        (self.links, self.sys_exit) = kernel::attach(ebpf)?;
+        Ok(self.links.count())
+    }
+
+    fn note(&self) -> Option<String> {
+        (!self.sys_exit.is_empty()).then(|| {
+            format!(
+                "{}; signal_deliver; oom/mark_victim; every syscall of the system takes the \
+                 kernel's syscall-tracing path",
+                self.sys_exit
+            )
+        })
+    }
+
+    fn handles(&self, kind: u16) -> bool {
+        [
+            EventKind::SyscallError,
+            EventKind::Signal,
+            EventKind::Output,
+            EventKind::OomKill,
+        ]
+        .iter()
+        .any(|k| *k as u16 == kind)
+    }
+
+    fn on_event(&mut self, kind: u16, bytes: &[u8]) -> Flow {
+        let Some(raw) = kernel::decode(kind, bytes) else {
+            return Flow::Continue;
+        };
+        if let Raw::Output { bytes, .. } = &raw {
+            if self.output_bytes + bytes.len() > MAX_OUTPUT_BYTES {
+                self.output_dropped += bytes.len() as u64;
+                return Flow::Continue;
+            }
+            self.output_bytes += bytes.len();
+        }
+        self.raw.push(raw);
+        Flow::Continue
+    }
+
+    fn harvest(&mut self, ebpf: &mut Ebpf, warnings: &mut Vec<String>) {
+        kernel::detach(ebpf, std::mem::take(&mut self.links));
+        match kernel::read_failures(ebpf) {
+            Ok(f) => self.failures = f,
+            Err(e) => warnings.push(format!("could not read the syscall failure counts: {e:#}")),
+        }
+        for raw in &self.raw {
+            if let Raw::Syscall {
+                stack_id: Some(id), ..
+            } = raw
+            {
+                self.stacks
+                    .entry(*id)
+                    .or_insert_with(|| kernel::read_stack(ebpf, *id));
+            }
+        }
+        if self.output_dropped > 0 {
+            warnings.push(format!(
+                "{} bytes of the target's output were not kept (more than {} MiB)",
+                self.output_dropped,
+                MAX_OUTPUT_BYTES >> 20
+            ));
+        }
+    }
+
+    fn report(&mut self, report: &mut Report, ctx: &mut ReportContext<'_>) {
+        let Some(db) = self.db.take() else { return };
+        let options = AnalyzerOptions {
+            start_ns: ctx.start_ktime_ns,
+            ..AnalyzerOptions::default()
+        };
+        let mut analyzer = ErrorAnalyzer::new(db, options);
+        let function =
+            |func: Option<u32>| func.and_then(|f| ctx.traced_names.get(f as usize).cloned());
+        let mut raw = std::mem::take(&mut self.raw);
+        raw.sort_by_key(Raw::timestamp);
+        for event in raw {
+            match event {
+                Raw::Syscall {
+                    tid,
+                    ts,
+                    syscall,
+                    errno,
+                    arg,
+                    stack_id,
+                    func,
+                } => {
+                    let stack = stack_id
+                        .and_then(|id| self.stacks.get(&id))
+                        .map(|ips| {
+                            ips.iter()
+                                .take(STACK_FRAMES)
+                                .map(|ip| frame_text(&ctx.symbolizer.frame(ctx.maps, *ip)))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    analyzer.on_syscall(SyscallFailure {
+                        tid,
+                        timestamp_ns: ts,
+                        syscall,
+                        errno,
+                        arg,
+                        flags: None,
+                        stack,
+                        function: function(func),
+                    });
+                }
+                Raw::Signal {
+                    tid,
+                    ts,
+                    signo,
+                    code,
+                    fault_addr,
+                    fatal,
+                    func,
+                } => {
+                    analyzer.on_signal(SignalEvent {
+                        tid,
+                        timestamp_ns: ts,
+                        signo,
+                        code,
+                        fault_addr,
+                        fatal,
+                        stack: Vec::new(),
+                        function: function(func),
+                    });
+                }
+                Raw::Output { tid, ts, fd, bytes } => analyzer.on_output(OutputChunk {
+                    tid,
+                    timestamp_ns: ts,
+                    fd,
+                    bytes,
+                    stack: Vec::new(),
+                    function: None,
+                }),
+                Raw::Oom { tid, ts, rss_bytes } => analyzer.on_oom_kill(OomKill {
+                    tid,
+                    timestamp_ns: ts,
+                    rss_bytes: Some(rss_bytes),
+                }),
+            }
+        }
+        if let Some(status) = ctx.exit_status {
+            analyzer.on_exit(ExitEvent {
+                timestamp_ns: ctx.end_ktime_ns,
+                status,
+            });
+        }
+        let mut section = analyzer.finish(ctx.end_ktime_ns);
+        analyze::set_failure_counts(&mut section, &self.failures);
+        report.errors = Some(section);
+    }
+
+    fn summary(&self, report: &Report, out: &mut String) {
+        if let Some(errors) = &report.errors {
+            out.push('\n');
+            for line in analyze::summary_lines(errors) {
+                out.push_str(&line);
+                out.push('\n');
+            }
+        }
+    }
+}
+
+/// "function (module+0x1a2b)".
+fn frame_text(frame: &Frame) -> String {
+    format!("{} ({}+{})", frame.function, frame.module, frame.offset)
+}

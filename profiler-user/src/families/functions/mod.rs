@@ -1,0 +1,331 @@
+//! The `functions` family: exact counts and times of the `--func` functions (uprobe and
+//! uretprobe on each), their callers and sampled call stacks.
+
+pub mod analyze;
+pub mod kernel;
+
+use std::fmt::Write as _;
+
+use aya::Ebpf;
+use profiler_common::functions::TIME_EVERY_MASK_GLOBAL;
+
+use crate::{
+    bpf::LoadOptions,
+    family::{Family, ProbeLoad, ReportContext, TargetContext, TickContext},
+    level::FamilyId,
+    overhead,
+    placement::{self, Placement},
+    report::{Report, functions::{FunctionProfile, ProbeSite}, text},
+    symbols::resolve::{FuncSpec, TracedFunction, resolve},
+};
+use analyze::{FunctionData, FunctionMeta, profile};
+use kernel::{RawFunctions, Site, SiteLinks};
+
+/// A traced function and where its probe sits.
+struct Traced {
+    function: TracedFunction,
+    placement: Placement,
+}
+
+/// The family's runtime.
+pub struct Functions {
+    specs: Vec<FuncSpec>,
+    max_funcs: usize,
+    /// `--time-every`: after a function's first `TIME_ALWAYS` calls on a thread, one call in
+    /// this many (a power of two; 1 = every call) is timed.
+    time_every: u32,
+    traced: Vec<Traced>,
+    links: Vec<SiteLinks>,
+    pid: i32,
+    trampoline_known: bool,
+    /// Cost so far of each function's probes, ns: a detached function keeps its last.
+    unit_cost: Vec<f64>,
+    raw: Option<RawFunctions>,
+}
+
+impl Functions {
+    /// Checks the `--func` specs (before the target is found: a bad spec starts nothing).
+    pub fn new(funcs: &[String], max_funcs: usize, time_every: u32) -> anyhow::Result<Self> {
+        let specs = funcs
+            .iter()
+            .map(|s| FuncSpec::parse(s))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            specs,
+            max_funcs,
+            time_every,
+            traced: Vec::new(),
+            links: Vec::new(),
+            pid: 0,
+            trampoline_known: false,
+            unit_cost: Vec::new(),
+            raw: None,
+        })
+    }
+
+    fn sites(&self) -> Vec<Site> {
+        self.traced
+            .iter()
+            .map(|t| Site {
+                path: t.function.module.open_path.clone(),
+                file_offset: t.function.sym.file_offset + t.placement.offset,
+                with_return: true,
+            })
+            .collect()
+    }
+
+    /// Estimated cost of `entries` and `returns` hits of traced function `i`, ns.
+    fn cost_ns(&self, model: &crate::report::CostModel, i: usize, hits: (u64, u64)) -> f64 {
+        overhead::probe_cost_ns(model, self.traced[i].placement.class, hits.0, hits.1)
+    }
+}
+
+impl Family for Functions {
+    fn id(&self) -> FamilyId {
+        FamilyId::Functions
+    }
+
+    fn essential(&self) -> bool {
+        true
+    }
+
+    fn priced(&self) -> bool {
+        !self.specs.is_empty()
+    }
+
+    fn idle(&self) -> Option<&'static str> {
+        self.specs.is_empty().then_some("no --func given")
+    }
+
+    fn prepare(&mut self, ctx: &TargetContext<'_>) -> anyhow::Result<()> {
+        self.pid = ctx.pid;
+        let functions = resolve(&self.specs, ctx.modules, self.max_funcs)?;
+        self.traced = functions
+            .into_iter()
+            .map(|function| {
+                let sym = &function.sym;
+                let placement = placement::place_in_file(
+                    &function.module.open_path,
+                    sym.file_offset,
+                    sym.addr,
+                    sym.size,
+                    placement::Role::Plain,
+                );
+                Traced {
+                    function,
+                    placement,
+                }
+            })
+            .collect();
+        self.trampoline_known = self.traced.is_empty();
+        Ok(())
+    }
+
+    fn load_options(&self, options: &mut LoadOptions) {
+        options
+            .global(TIME_EVERY_MASK_GLOBAL, self.time_every.saturating_sub(1))
+            .map_size("FUNC_STATS", self.traced.len().max(1) as u32);
+    }
+
+    fn attach(&mut self, ebpf: &mut Ebpf, ctx: &TargetContext<'_>) -> anyhow::Result<usize> {
+        if self.traced.is_empty() {
+            return Ok(0);
+        }
+        match kernel::attach(ebpf, &self.sites(), ctx.pid as u32) {
+            Ok(links) => {
+                self.links = links;
+                self.unit_cost = vec![0.0; self.traced.len()];
+                Ok(kernel::probe_count(&self.links))
+            }
+            Err(failure) => {
+                let name = self
+                    .traced
+                    .get(failure.index)
+                    .map(|t| t.function.sym.name.clone())
+                    .unwrap_or_default();
+                Err(failure
+                    .error
+                    .context(format!("failed to attach probes to {name}")))
+            }
+        }
+    }
+
+    fn traced_names(&self) -> Vec<String> {
+        self.traced
+            .iter()
+            .map(|t| t.function.sym.name.clone())
+            .collect()
+    }
+
+    fn on_tick(&mut self, ebpf: &mut Ebpf, _ctx: &TickContext) {
+        if !self.trampoline_known {
+            self.trampoline_known = kernel::publish_trampoline(ebpf, self.pid);
+        }
+    }
+
+    fn budget_units(&mut self, ebpf: &Ebpf, model: &crate::report::CostModel) -> Vec<f64> {
+        if let Ok(hits) = kernel::read_hits(ebpf, self.traced.len()) {
+            // A detached function gets no new hits: its cost stays where it was.
+            for (i, hits) in hits.into_iter().enumerate() {
+                self.unit_cost[i] = self.cost_ns(model, i, hits);
+            }
+        }
+        self.unit_cost.clone()
+    }
+
+    fn unit_name(&self, unit: usize) -> String {
+        self.traced[unit].function.sym.name.clone()
+    }
+
+    fn shed(&mut self, ebpf: &mut Ebpf, unit: usize) -> anyhow::Result<()> {
+        kernel::detach_site(ebpf, &mut self.links[unit])
+    }
+
+    fn harvest(&mut self, ebpf: &mut Ebpf, warnings: &mut Vec<String>) {
+        kernel::detach(ebpf, &mut self.links);
+        match kernel::read(ebpf, self.traced.len(), self.pid) {
+            Ok(raw) => self.raw = Some(raw),
+            Err(e) => warnings.push(format!("could not read the function statistics: {e:#}")),
+        }
+    }
+
+    fn probe_load(&self, model: &crate::report::CostModel) -> ProbeLoad {
+        let mut load = ProbeLoad::default();
+        let Some(raw) = &self.raw else { return load };
+        for (i, totals) in raw.totals.iter().enumerate().take(self.traced.len()) {
+            load += ProbeLoad {
+                hits: totals.entries + totals.returns,
+                cost_ns: self.cost_ns(model, i, (totals.entries, totals.returns)),
+            };
+        }
+        load
+    }
+
+    fn report(&mut self, report: &mut Report, ctx: &mut ReportContext<'_>) {
+        let mut raw = self.raw.take().unwrap_or_default();
+        let mut functions = Vec::new();
+        for (id, traced) in self.traced.iter().enumerate() {
+            let id32 = id as u32;
+            let totals = raw.totals.get(id).cloned().unwrap_or_default();
+            let cost = self.cost_ns(ctx.cost_model, id, (totals.entries, totals.returns));
+            let callers = raw
+                .callers
+                .iter()
+                .filter(|(f, _, _)| *f == id32)
+                .map(|(_, addr, calls)| {
+                    (ctx.symbolizer.frame(ctx.maps, addr.saturating_sub(1)), *calls)
+                })
+                .collect();
+            let stacks = raw
+                .stacks
+                .iter()
+                .filter(|(f, _, _)| *f == id32)
+                .map(|(_, ips, n)| {
+                    let frames = ips
+                        .iter()
+                        .map(|ip| ctx.symbolizer.frame(ctx.maps, ip.saturating_sub(1)))
+                        .collect();
+                    (frames, *n)
+                })
+                .collect();
+            let data = FunctionData {
+                totals,
+                threads: raw.threads.remove(&id32).unwrap_or_default(),
+                callers,
+                stacks,
+                in_flight: raw.in_flight.get(&id32).copied().unwrap_or(0),
+            };
+            let p = &traced.placement;
+            let meta = FunctionMeta {
+                name: traced.function.sym.name.clone(),
+                module: traced.function.module.file_name(),
+                address: traced.function.sym.addr,
+                site: ProbeSite {
+                    offset: p.offset,
+                    instruction: p.instruction.clone(),
+                    class: p.class.name(),
+                    reason: p.reason.clone(),
+                    hits: 0,
+                    estimated_cost: 0.0,
+                },
+            };
+            functions.push(profile(&meta, data, cost));
+        }
+        functions.sort_by(|a, b| b.total_time.total_cmp(&a.total_time));
+        report.functions = functions;
+    }
+
+    fn summary(&self, report: &Report, out: &mut String) {
+        summary(&report.functions, SUMMARY_TOP, out);
+    }
+}
+
+/// Functions shown in the printed summary.
+const SUMMARY_TOP: usize = 15;
+
+/// The function table of the printed summary: at most `top` functions.
+fn summary(functions: &[FunctionProfile], top: usize, out: &mut String) {
+    if functions.is_empty() {
+        let _ = writeln!(out, "\nno functions traced (use --func GLOB)");
+        return;
+    }
+    let name_width = functions
+        .iter()
+        .take(top)
+        .map(|f| f.function_name.chars().count().min(48))
+        .max()
+        .unwrap_or(8)
+        .max(8);
+    let _ = writeln!(
+        out,
+        "\n{:<name_width$}  {:>10}  {:>10}  {:>10}  {:>10}  {:>10}  {:>10}",
+        "function", "calls", "total", "average", "p50", "p99", "max"
+    );
+    let time = text::human_time;
+    for f in functions.iter().take(top) {
+        let name: String = if f.function_name.chars().count() > 48 {
+            f.function_name.chars().take(47).chain(['…']).collect()
+        } else {
+            f.function_name.clone()
+        };
+        let total = if f.timed_calls < f.total_calls {
+            format!("~{}", time(f.total_time))
+        } else {
+            time(f.total_time)
+        };
+        let _ = writeln!(
+            out,
+            "{name:<name_width$}  {:>10}  {total:>10}  {:>10}  {:>10}  {:>10}  {:>10}",
+            f.total_calls,
+            time(f.average_time),
+            time(f.percentiles.p50),
+            time(f.percentiles.p99),
+            time(f.max_time),
+        );
+        if f.in_flight > 0 {
+            let _ = writeln!(
+                out,
+                "{:name_width$}  ({} call(s) still running at the end)",
+                "", f.in_flight
+            );
+        }
+    }
+    if functions
+        .iter()
+        .take(top)
+        .any(|f| f.timed_calls < f.total_calls)
+    {
+        let _ = writeln!(
+            out,
+            "~ times from a sample of the calls (each thread's first 1024 of a function, then \
+             one in --time-every); calls are exact"
+        );
+    }
+    if functions.len() > top {
+        let _ = writeln!(
+            out,
+            "… and {} more in the JSON report",
+            functions.len() - top
+        );
+    }
+}

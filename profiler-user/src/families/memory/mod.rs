@@ -1,0 +1,452 @@
+//! The `memory` family: find the target's allocator, attach its probes and the `mmap`/`munmap`
+//! tracepoints, poll the per-site outstanding bytes while profiling (their growth decides leak
+//! against retained), and read the maps at the end. See docs/memory.md.
+
+pub mod allocator;
+pub mod analyze;
+pub mod kernel;
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    fmt::Write as _,
+};
+
+use anyhow::Context as _;
+use aya::Ebpf;
+use profiler_common::{
+    counters::Counter,
+    memory::{ALLOCS_MAX, SiteStats},
+};
+
+use crate::{
+    bpf::LoadOptions,
+    clock::monotonic_ns,
+    family::{Family, ProbeLoad, ReportContext, TargetContext, TickContext},
+    level::FamilyId,
+    report::{
+        CostModel, MemorySection, Report,
+        memory::{AllocatorFunction, AllocatorInfo},
+        text::{human_bytes, human_time},
+    },
+    tracee,
+};
+use allocator::Detection;
+use analyze::{LeakOptions, MemoryInput, ProcSample, Series, SiteInput, analyze};
+use kernel::{Links, RawMemory};
+
+/// Environment variable that lowers the number of outstanding blocks tracked (to see how a full
+/// map is reported without a million allocations).
+pub const MAX_BLOCKS_ENV: &str = "PROFILER_MEMORY_MAX_BLOCKS";
+
+/// Capacity of the outstanding-block map: [`ALLOCS_MAX`], or less from [`MAX_BLOCKS_ENV`].
+pub fn max_blocks() -> u32 {
+    std::env::var(MAX_BLOCKS_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse::<u32>().ok())
+        .map_or(ALLOCS_MAX, |n| n.clamp(1, ALLOCS_MAX))
+}
+
+/// The family's runtime.
+pub struct Memory {
+    options: LeakOptions,
+    detection: Detection,
+    /// Outstanding bytes per site over the run; times are CLOCK_MONOTONIC seconds.
+    series: HashMap<u64, Series>,
+    /// /proc samples; `at` is CLOCK_MONOTONIC seconds until the report shifts it.
+    samples: Vec<ProcSample>,
+    raw: Option<RawMemory>,
+    counters: BTreeMap<Counter, u64>,
+    end_ns: u64,
+    links: Option<Links>,
+    /// When the overhead budget made the family detach its probes (CLOCK_MONOTONIC, ns).
+    shed_ns: Option<u64>,
+    /// What the probes have cost the target so far, ns (the budget's view).
+    live_cost_ns: f64,
+}
+
+impl Memory {
+    pub fn new(options: LeakOptions) -> Self {
+        Self {
+            options,
+            detection: Detection::default(),
+            series: HashMap::new(),
+            samples: Vec::new(),
+            raw: None,
+            counters: BTreeMap::new(),
+            end_ns: 0,
+            links: None,
+            shed_ns: None,
+            live_cost_ns: 0.0,
+        }
+    }
+
+    /// The probe hits of `calls` (per allocator function, in function-id order) and their cost.
+    fn load(&self, calls: &[u64], model: &CostModel) -> ProbeLoad {
+        let mut load = ProbeLoad::default();
+        for ((_, f), &n) in kernel::functions(&self.detection.allocators).zip(calls) {
+            load += kernel::function_load(f, n, model);
+        }
+        load
+    }
+
+    /// Detaches the probes and reads the maps: the end of what the family sees.
+    fn stop(&mut self, ebpf: &mut Ebpf) -> anyhow::Result<()> {
+        let Some(links) = self.links.take() else {
+            return Ok(());
+        };
+        // Detaching takes a while (seconds when the allocator is hot): the probes recorded
+        // until it returns.
+        links.detach();
+        self.end_ns = monotonic_ns();
+        let functions = kernel::functions(&self.detection.allocators).count();
+        let raw = kernel::read(ebpf, functions).context("could not read the memory maps")?;
+        self.record(&raw.sites, self.end_ns, true);
+        self.raw = Some(raw);
+        if let Ok(counters) = crate::bpf::read_counters(ebpf) {
+            self.counters = counters;
+        }
+        Ok(())
+    }
+
+    fn sample(&mut self, pid: i32, now_ns: u64) {
+        if let Some(m) = tracee::memory(pid) {
+            self.samples.push(ProcSample {
+                at: now_ns as f64 * 1e-9,
+                rss: m.rss,
+                vms: m.vms,
+                hwm: m.hwm,
+            });
+        }
+    }
+
+    fn record(&mut self, sites: &[(u64, SiteStats)], now_ns: u64, last: bool) {
+        let at = now_ns as f64 * 1e-9;
+        for (site, stats) in sites {
+            let bytes = SiteInput {
+                totals: *stats,
+                ..Default::default()
+            }
+            .outstanding_bytes();
+            match self.series.get_mut(site) {
+                Some(series) if last => series.finish(at, bytes),
+                Some(series) => series.push(at, bytes),
+                // A site enters the series with its first outstanding block.
+                None if bytes > 0 => self.series.entry(*site).or_default().push(at, bytes),
+                None => {}
+            }
+        }
+    }
+
+    /// Messages for what the kernel side could not record.
+    fn loss_warnings(&self, warnings: &mut Vec<String>) {
+        let get = |c: Counter| self.counters.get(&c).copied().unwrap_or(0);
+        let full = get(Counter::MemAllocMapFull);
+        if full > 0 {
+            warnings.push(format!(
+                "memory: the outstanding-allocation map was full ({} blocks): {full} \
+                 allocation(s) were not tracked, so their sites' outstanding figures are low",
+                max_blocks()
+            ));
+        }
+        let sites = get(Counter::MemSiteMapFull);
+        if sites > 0 {
+            warnings.push(format!(
+                "memory: the allocation-site map was full: {sites} allocation(s) have no site"
+            ));
+        }
+        let stacks = get(Counter::MemStackFailed);
+        if stacks > 0 {
+            warnings.push(format!(
+                "memory: {stacks} allocation stack(s) could not be read or stored (their sites \
+                 keep only the calling address)"
+            ));
+        }
+        let pending = get(Counter::MemPendingMapFull);
+        if pending > 0 {
+            warnings.push(format!(
+                "memory: {pending} allocator call(s) were not tracked (too many threads in the \
+                 allocator at once)"
+            ));
+        }
+    }
+}
+
+impl Family for Memory {
+    fn id(&self) -> FamilyId {
+        FamilyId::Memory
+    }
+
+    fn priced(&self) -> bool {
+        true
+    }
+
+    fn prepare(&mut self, ctx: &TargetContext<'_>) -> anyhow::Result<()> {
+        let mut modules = ctx.modules.to_vec();
+        if ctx.run_mode {
+            // The target inherits LD_PRELOAD, which its libraries' DT_NEEDED do not show: a
+            // preloaded allocator (jemalloc, tcmalloc) replaces the C library's.
+            let preload = std::env::var("LD_PRELOAD").unwrap_or_default();
+            let at = modules.len().min(1);
+            modules.splice(at..at, allocator::preloaded(&preload));
+        }
+        self.detection = allocator::detect(&modules);
+        Ok(())
+    }
+
+    fn load_options(&self, options: &mut LoadOptions) {
+        options.map_size("MEM_ALLOCS", max_blocks());
+    }
+
+    fn attach(&mut self, ebpf: &mut Ebpf, ctx: &TargetContext<'_>) -> anyhow::Result<usize> {
+        let links = kernel::attach(ebpf, &self.detection.allocators, ctx.pid as u32)?;
+        let n = links.count();
+        self.links = Some(links);
+        Ok(n)
+    }
+
+    fn on_tick(&mut self, ebpf: &mut Ebpf, ctx: &TickContext) {
+        if self.links.is_none() {
+            return;
+        }
+        let now_ns = monotonic_ns();
+        self.sample(ctx.pid, now_ns);
+        if let Ok(sites) = kernel::read_sites(ebpf) {
+            self.record(&sites, now_ns, false);
+        }
+    }
+
+    fn budget_units(&mut self, ebpf: &Ebpf, model: &CostModel) -> Vec<f64> {
+        // One unit: the allocator probes go together (a block whose free went unseen would
+        // be taken for a leak). Once shed, the family keeps its last cost (no new hits).
+        if self.links.is_some() {
+            let count = kernel::functions(&self.detection.allocators).count() as u32;
+            if let Ok(calls) = kernel::read_calls(ebpf, 0..count) {
+                self.live_cost_ns = self.load(&calls, model).cost_ns;
+            }
+        }
+        vec![self.live_cost_ns]
+    }
+
+    fn unit_name(&self, _unit: usize) -> String {
+        "memory family".into()
+    }
+
+    fn shed(&mut self, ebpf: &mut Ebpf, _unit: usize) -> anyhow::Result<()> {
+        self.stop(ebpf)?;
+        self.shed_ns = Some(self.end_ns);
+        Ok(())
+    }
+
+    fn probe_load(&self, model: &CostModel) -> ProbeLoad {
+        self.raw
+            .as_ref()
+            .map(|raw| self.load(&raw.calls, model))
+            .unwrap_or_default()
+    }
+
+    fn harvest(&mut self, ebpf: &mut Ebpf, warnings: &mut Vec<String>) {
+        if let Err(e) = self.stop(ebpf) {
+            warnings.push(format!("{e:#}"));
+        }
+    }
+
+    fn report(&mut self, report: &mut Report, ctx: &mut ReportContext<'_>) {
+        let start = ctx.start_ktime_ns as f64 * 1e-9;
+        // Profiling ended before the families were read (the final values were read later, but
+        // nothing changed in between that counts).
+        let mut duration = ctx.duration;
+        if let Some(shed_ns) = self.shed_ns {
+            // The allocator probes were detached part-way: the section covers the run up to then.
+            let seen = shed_ns.saturating_sub(ctx.start_ktime_ns) as f64 * 1e-9;
+            duration = duration.min(seen);
+            report.warnings.push(format!(
+                "memory: the allocator probes were detached after {seen:.1} s to stay within \
+                 --max-overhead; the memory section covers the run up to then"
+            ));
+        }
+        let end_ns = (ctx.start_ktime_ns + (duration * 1e9) as u64).min(self.end_ns);
+        let raw = self.raw.take().unwrap_or_default();
+        let mut calls = raw.calls.iter().copied();
+        let mut allocators: Vec<AllocatorInfo> = self
+            .detection
+            .allocators
+            .iter()
+            .map(|a| AllocatorInfo {
+                name: a.name,
+                module: a.module.file_name(),
+                path: a.module.path.display().to_string(),
+                functions: Vec::new(),
+            })
+            .collect();
+        for (index, allocator) in self.detection.allocators.iter().enumerate() {
+            for function in &allocator.functions {
+                let n = calls.next().unwrap_or(0);
+                let load = kernel::function_load(function, n, ctx.cost_model);
+                allocators[index].functions.push(AllocatorFunction {
+                    name: function.name.clone(),
+                    calls: n,
+                    probe_offset: function.placement.offset,
+                    probe_class: function.placement.class.name(),
+                    probe_instruction: function.placement.instruction.clone(),
+                    probe_reason: function.placement.reason.clone(),
+                    hits: load.hits,
+                    estimated_cost: load.cost_ns * 1e-9,
+                });
+            }
+        }
+        let n = raw.calls.len();
+        let (mmap_calls, munmap_calls) = if n >= 2 {
+            (raw.calls[n - 2], raw.calls[n - 1])
+        } else {
+            (0, 0)
+        };
+
+        let mut sites = Vec::with_capacity(raw.sites.len());
+        for (site, totals) in &raw.sites {
+            let frames = raw
+                .stacks
+                .get(site)
+                .map(|ips| {
+                    ips.iter()
+                        .map(|ip| ctx.symbolizer.frame(ctx.maps, ip.saturating_sub(1)))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let series = self
+                .series
+                .get(site)
+                .map(|s| {
+                    s.points()
+                        .iter()
+                        .map(|&(t, b)| ((t - start).min(duration), b))
+                        .collect()
+                })
+                .unwrap_or_default();
+            sites.push(SiteInput {
+                totals: *totals,
+                frames,
+                oldest_ns: raw.oldest.get(site).copied(),
+                series,
+            });
+        }
+        let samples = self
+            .samples
+            .iter()
+            .map(|s| ProcSample {
+                at: s.at - start,
+                ..*s
+            })
+            .collect();
+        let allocator_libraries = self
+            .detection
+            .allocators
+            .iter()
+            .filter(|a| !a.executable)
+            .map(|a| a.module.file_name())
+            .collect();
+        let input = MemoryInput {
+            allocators,
+            allocator_libraries,
+            no_allocator: self.detection.none_because.clone(),
+            sites,
+            samples,
+            interval: ctx.sample_interval,
+            duration,
+            end_ns,
+            unknown_frees: self
+                .counters
+                .get(&Counter::MemUnknownFrees)
+                .copied()
+                .unwrap_or(0),
+            mmap_calls,
+            munmap_calls,
+            options: self.options,
+        };
+        let section = analyze(input);
+        match (&section.allocator, &section.no_allocator) {
+            (None, Some(why)) => report.warnings.push(format!(
+                "memory: no allocator found ({why}); only anonymous mmap/munmap are tracked"
+            )),
+            (Some(a), _) if a.name == "unknown" => report.warnings.push(format!(
+                "memory: {} defines malloc but is not a known allocator; its malloc family is \
+                 traced as is",
+                a.module
+            )),
+            _ => {}
+        }
+        self.loss_warnings(&mut report.warnings);
+        report.memory = Some(section);
+    }
+
+    fn summary(&self, report: &Report, out: &mut String) {
+        if let Some(memory) = &report.memory {
+            summary(out, memory);
+        }
+    }
+}
+
+/// Leak sites shown in the summary.
+const SUMMARY_LEAKS: usize = 5;
+
+/// The memory section in a few lines: allocator, resident set and trend, allocation totals,
+/// and the biggest leak sites.
+fn summary(out: &mut String, m: &MemorySection) {
+    let allocator = match (&m.allocator, &m.no_allocator) {
+        (Some(a), _) => format!("{} ({})", a.name, a.module),
+        (None, Some(_)) => "no allocator found".to_string(),
+        (None, None) => "no allocator".to_string(),
+    };
+    let sign = if m.memory_trend_slope >= 0.0 {
+        "+"
+    } else {
+        "-"
+    };
+    let _ = writeln!(
+        out,
+        "\nmemory: {allocator} · rss {} (peak {}) · {} ({sign}{}/s)",
+        human_bytes(m.current_memory),
+        human_bytes(m.peak_memory),
+        m.memory_trend,
+        human_bytes(m.memory_trend_slope.abs() as u64),
+    );
+    let a = &m.allocations;
+    let _ = writeln!(
+        out,
+        "allocations {} ({}), freed {} ({}), outstanding {} ({}) at {} site(s)",
+        a.allocations,
+        human_bytes(a.allocated_bytes),
+        a.frees,
+        human_bytes(a.freed_bytes),
+        a.outstanding,
+        human_bytes(a.outstanding_bytes),
+        a.sites,
+    );
+    let d = &m.memory_leak_detection;
+    for site in d
+        .sites
+        .iter()
+        .filter(|s| s.verdict == "leak")
+        .take(SUMMARY_LEAKS)
+    {
+        let _ = writeln!(
+            out,
+            "leak: {} in {} block(s) from {} (+{}/s, oldest {})",
+            human_bytes(site.bytes),
+            site.count,
+            site.function,
+            human_bytes(site.growth.max(0.0) as u64),
+            human_time(site.oldest_age),
+        );
+    }
+    if d.retained_count > 0 {
+        let _ = writeln!(
+            out,
+            "retained (not growing): {} in {} block(s)",
+            human_bytes(d.retained_bytes),
+            d.retained_count,
+        );
+    }
+    if !d.detected {
+        let _ = writeln!(out, "no leak detected");
+    }
+}

@@ -1,0 +1,170 @@
+//! The one trait every probe family implements, and what the session hands it at each step.
+//!
+//! A family is one name in three places: `profiler-ebpf/src/<name>.rs` (its kernel programs),
+//! `profiler-common/src/<name>.rs` (the types both sides share) and `families/<name>/` here
+//! (`kernel.rs`: attach and typed map reads; `analyze.rs`: pure, unit-tested; `mod.rs`: this
+//! trait). The session drives every family through the same steps:
+//! `prepare` -> `load_options` -> `attach` -> (`on_event`, `on_tick`, budget) -> `harvest` ->
+//! `report` -> `summary`.
+
+use std::time::Instant;
+
+use aya::Ebpf;
+
+use crate::{
+    bpf::LoadOptions,
+    level::FamilyId,
+    report::{CostModel, Report},
+    symbols::{resolve::Module, symbolize::AddrSymbolizer, symbolize::MappingSnapshot},
+    tracee::Sample,
+};
+
+/// A family's probe hits and their estimated cost to the target.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct ProbeLoad {
+    pub hits: u64,
+    pub cost_ns: f64,
+}
+
+impl std::ops::AddAssign for ProbeLoad {
+    fn add_assign(&mut self, other: Self) {
+        self.hits += other.hits;
+        self.cost_ns += other.cost_ns;
+    }
+}
+
+/// What a family may use once the target is known, before anything is loaded.
+pub(crate) struct TargetContext<'a> {
+    pub pid: i32,
+    /// `profiler run`: the target has not executed yet (its libraries are not mapped; `modules`
+    /// lists what it will load).
+    pub run_mode: bool,
+    /// The executable first, then its libraries.
+    pub modules: &'a [Module],
+}
+
+/// What a family may use on each tick of the collection loop (about every 200 ms).
+pub(crate) struct TickContext {
+    pub pid: i32,
+    pub now: Instant,
+}
+
+/// What a ring-buffer record meant for the session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Flow {
+    Continue,
+    /// The target's last thread is gone; its `wait(2)` status when it could be read.
+    TargetExited(Option<i32>),
+}
+
+/// What a family may use while reporting.
+pub(crate) struct ReportContext<'a> {
+    pub pid: i32,
+    pub symbolizer: &'a mut AddrSymbolizer,
+    pub maps: &'a MappingSnapshot,
+    /// CLOCK_MONOTONIC (what `bpf_ktime_get_ns` reads) when profiling started, ns.
+    pub start_ktime_ns: u64,
+    /// CLOCK_MONOTONIC when profiling ended, ns.
+    pub end_ktime_ns: u64,
+    /// Seconds profiled.
+    pub duration: f64,
+    /// The target's `wait(2)` status, when it exited while profiled.
+    pub exit_status: Option<i32>,
+    /// Names of the traced functions, by function id (for "the traced function running").
+    pub traced_names: &'a [String],
+    /// The per-hit costs the report prices probes with.
+    pub cost_model: &'a CostModel,
+    /// The target's /proc samples, and how often they were taken (seconds).
+    pub samples: &'a [Sample],
+    pub sample_interval: f64,
+}
+
+/// A probe family's user side, driven by the session.
+pub(crate) trait Family {
+    fn id(&self) -> FamilyId;
+
+    /// Whether a failure to attach ends the session (it is then an error, not a warning).
+    fn essential(&self) -> bool {
+        false
+    }
+
+    /// Whether its probes are priced per hit (the session then calibrates the cost model).
+    fn priced(&self) -> bool {
+        false
+    }
+
+    /// The target is known: find what to probe in its modules. Fails on what the user asked
+    /// for and the target lacks (a `--func` that matches nothing), before anything is loaded.
+    fn prepare(&mut self, _ctx: &TargetContext<'_>) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    /// What the family needs of the loader: globals and map sizes.
+    fn load_options(&self, _options: &mut LoadOptions) {}
+
+    /// Loads and attaches the family's programs; returns how many probes were attached.
+    fn attach(&mut self, ebpf: &mut Ebpf, ctx: &TargetContext<'_>) -> anyhow::Result<usize>;
+
+    /// Why the family, though selected, has nothing to do (the functions family without
+    /// `--func`); it then attaches nothing.
+    fn idle(&self) -> Option<&'static str> {
+        None
+    }
+
+    /// What the family attached where, and why, for its entry in the report's `families`.
+    fn note(&self) -> Option<String> {
+        None
+    }
+
+    /// Names of the functions traced exactly, by function id: other families' events name the
+    /// traced function running when they happened.
+    fn traced_names(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// Whether this family handles ring-buffer records of `kind`.
+    fn handles(&self, _kind: u16) -> bool {
+        false
+    }
+
+    /// A ring-buffer record whose header names one of this family's event kinds.
+    fn on_event(&mut self, _kind: u16, _bytes: &[u8]) -> Flow {
+        Flow::Continue
+    }
+
+    /// Called about every 200 ms while profiling (poll maps, sample /proc).
+    fn on_tick(&mut self, _ebpf: &mut Ebpf, _ctx: &TickContext) {}
+
+    /// The units the overhead budget may detach one by one (a traced function each, or a whole
+    /// family's probes), with what each has cost the target so far, ns, read live from `ebpf`.
+    /// The list keeps its length and order for the whole run; a unit that was shed keeps its
+    /// last cost. Empty for a family whose probes are not priced.
+    fn budget_units(&mut self, _ebpf: &Ebpf, _model: &CostModel) -> Vec<f64> {
+        Vec::new()
+    }
+
+    /// The name of budget unit `unit`, as the report and stderr say it ("memory family").
+    fn unit_name(&self, _unit: usize) -> String {
+        self.id().to_string()
+    }
+
+    /// The overhead budget is spent: detach unit `unit` now. What it collected is kept, and
+    /// the family reports the run with it.
+    fn shed(&mut self, _ebpf: &mut Ebpf, _unit: usize) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    /// Profiling has ended: detach and read the maps. Problems become warnings.
+    fn harvest(&mut self, _ebpf: &mut Ebpf, _warnings: &mut Vec<String>) {}
+
+    /// The family's probe hits over the run and what they cost the target (after `harvest`).
+    fn probe_load(&self, _model: &CostModel) -> ProbeLoad {
+        ProbeLoad::default()
+    }
+
+    /// Writes the family's section of the report.
+    fn report(&mut self, report: &mut Report, ctx: &mut ReportContext<'_>);
+
+    /// Writes the family's block of the printed summary, from its section of `report`.
+    fn summary(&self, _report: &Report, _out: &mut String) {}
+}

@@ -1,0 +1,83 @@
+//! The `functions` section: one profile per traced function.
+
+use serde::Serialize;
+
+use super::Frame;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Percentiles {
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ThreadBreakdown {
+    pub tid: u32,
+    pub calls: u64,
+    pub total_time: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Caller {
+    /// The calling function and the return address in it.
+    #[serde(flatten)]
+    pub frame: Frame,
+    /// Exact number of calls from this call site.
+    pub calls: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CallStack {
+    /// Innermost first: the traced function's caller, its caller, ...
+    pub frames: Vec<Frame>,
+    /// How many sampled calls had this stack.
+    pub samples: u64,
+}
+
+/// Where a function's probes sit and what they cost.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProbeSite {
+    /// Offset of the entry probe from the function's address.
+    pub offset: u64,
+    /// The instruction the entry probe sits on.
+    pub instruction: String,
+    /// "emulated" (the kernel runs the instruction itself: cheap) or "single_stepped".
+    pub class: &'static str,
+    pub reason: String,
+    /// Entry and return probe hits.
+    pub hits: u64,
+    /// Estimated time the probes cost the target, seconds.
+    pub estimated_cost: f64,
+}
+
+/// The profile of one traced function. Times in seconds.
+#[derive(Debug, Clone, Serialize)]
+pub struct FunctionProfile {
+    /// Demangled name, without the module.
+    pub function_name: String,
+    /// File name of the executable or library that defines it.
+    pub module: String,
+    /// Address in the module (hex).
+    pub address: String,
+    /// Calls that returned while profiled, exactly.
+    pub total_calls: u64,
+    /// Calls whose duration was measured: all of them, or a sample once the function is hot
+    /// (see `--time-every`); the times below are theirs, `total_time` scaled to `total_calls`.
+    pub timed_calls: u64,
+    pub total_time: f64,
+    pub average_time: f64,
+    pub min_time: f64,
+    pub max_time: f64,
+    pub std_dev_time: f64,
+    pub percentiles: Percentiles,
+    /// Calls still running when profiling stopped (not counted in the times).
+    pub in_flight: u64,
+    /// Calls left without a return (longjmp, exception, unwinding): not timed.
+    pub abandoned: u64,
+    pub threads: Vec<ThreadBreakdown>,
+    pub callers: Vec<Caller>,
+    pub call_stacks: Vec<CallStack>,
+    pub probe: ProbeSite,
+}
+

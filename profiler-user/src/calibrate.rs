@@ -68,7 +68,7 @@ const BATCH: u32 = 200;
 const ROUNDS: u32 = 5;
 
 /// The child's side (`profiler calibrate-workload OUT`): time each function, write ns per call.
-pub fn workload(out: &Path) -> anyhow::Result<()> {
+pub(crate) fn workload(out: &Path) -> anyhow::Result<()> {
     let fns: [(&str, unsafe extern "C" fn()); 4] = [
         ("reference", profiler_calib_reference),
         ("emulated", profiler_calib_emulated),
@@ -108,7 +108,7 @@ fn cache_key() -> String {
 }
 
 /// The calibrated cost model (cached per boot), or the defaults with a warning.
-pub fn cost_model(warnings: &mut Vec<String>) -> CostModel {
+pub(crate) fn cost_model(warnings: &mut Vec<String>) -> CostModel {
     let key = cache_key();
     if let Ok(cached) = fs::read_to_string(cache_path())
         && let Some((cached_key, values)) = cached.split_once('\n')

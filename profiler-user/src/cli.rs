@@ -12,13 +12,13 @@ use crate::level::{FamilyId, Level};
 /// the process costs and what profiling it costs, without changing the process.
 #[derive(Debug, Parser)]
 #[command(name = "profiler", version, about, long_about = None)]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     pub command: Command,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Attach to a running process.
     Attach(AttachArgs),
     /// Start a command and profile it from its first instruction.
@@ -49,7 +49,7 @@ pub enum Command {
 }
 
 #[derive(Debug, Args)]
-pub struct AttachArgs {
+pub(crate) struct AttachArgs {
     /// Process id of the target.
     pub pid: i32,
     #[command(flatten)]
@@ -57,7 +57,7 @@ pub struct AttachArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct RunArgs {
+pub(crate) struct RunArgs {
     #[command(flatten)]
     pub common: CommonArgs,
     /// The command to start, and its arguments.
@@ -66,7 +66,7 @@ pub struct RunArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct DemoArgs {
+pub(crate) struct DemoArgs {
     /// Where to write the JSON report.
     #[arg(long, value_name = "PATH", default_value = "profiler-demo.json")]
     pub json: PathBuf,
@@ -80,7 +80,7 @@ pub struct DemoArgs {
 
 /// Options shared by `attach` and `run`.
 #[derive(Debug, Args, Clone)]
-pub struct CommonArgs {
+pub(crate) struct CommonArgs {
     /// Functions to trace exactly (repeatable). `GLOB` matches functions of the main executable;
     /// `LIB:GLOB` matches in a mapped shared library named by file-name prefix (`libc:malloc`,
     /// `libsqlite3:sqlite3_*`) or by path. Demangled Rust and C++ names match

@@ -1,7 +1,7 @@
 //! The kernel programs' clock on the user side.
 
 /// CLOCK_MONOTONIC now, ns: the clock of `bpf_ktime_get_ns`.
-pub fn monotonic_ns() -> u64 {
+pub(crate) fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,

@@ -26,13 +26,13 @@ use crate::{
 const EVENTS_MAP: &str = "EVENTS";
 
 /// How often /proc is sampled once the target has settled.
-pub const SAMPLE_INTERVAL: Duration = Duration::from_millis(200);
+pub(crate) const SAMPLE_INTERVAL: Duration = Duration::from_millis(200);
 /// Early on, the target's mappings change fast (the loader maps its libraries): look often.
 const EARLY_INTERVAL: Duration = Duration::from_millis(20);
 const EARLY_PERIOD: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EndReason {
+pub(crate) enum EndReason {
     Duration,
     Interrupted,
     TargetExited,
@@ -40,7 +40,7 @@ pub enum EndReason {
 }
 
 impl EndReason {
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             EndReason::Duration => "duration",
             EndReason::Interrupted => "interrupted",
@@ -52,7 +52,7 @@ impl EndReason {
 
 /// What the loop gathered.
 #[derive(Debug, Default)]
-pub struct Collected {
+pub(crate) struct Collected {
     pub end_reason: Option<EndReason>,
     pub exited: bool,
     /// `wait(2)` status of the target, when it exited and the status is known.
@@ -66,7 +66,7 @@ pub struct Collected {
 
 /// What the loop watches.
 #[derive(Debug, Clone, Copy)]
-pub struct Watch {
+pub(crate) struct Watch {
     pub pid: i32,
     /// The target is our child (`run`): reap it for its exact status.
     pub child: bool,
@@ -76,7 +76,7 @@ pub struct Watch {
 }
 
 /// Runs until profiling ends; everything gathered is in `out` even on error.
-pub async fn collect(
+pub(crate) async fn collect(
     ebpf: &mut Ebpf,
     watch: Watch,
     out: &mut Collected,
@@ -121,7 +121,7 @@ pub async fn collect(
             _ = early.tick(), if start.elapsed() < EARLY_PERIOD => maps.refresh(pid),
             _ = tick.tick() => {
                 maps.refresh(pid);
-                let ctx = TickContext { pid, now: Instant::now() };
+                let ctx = TickContext { pid };
                 for family in families.iter_mut() {
                     family.on_tick(ebpf, &ctx);
                 }
@@ -161,7 +161,11 @@ pub async fn collect(
 }
 
 /// Handles every record in the ring buffer; true once the target's last thread has exited.
-fn drain(ring: &mut RingBuf<MapData>, out: &mut Collected, families: &mut [Box<dyn Family>]) -> bool {
+fn drain(
+    ring: &mut RingBuf<MapData>,
+    out: &mut Collected,
+    families: &mut [Box<dyn Family>],
+) -> bool {
     let mut exited = false;
     while let Some(item) = ring.next() {
         let bytes: &[u8] = &item;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use thiserror::Error;
 
 #[derive(Debug, Error)]
-pub enum ProfilerError {
+pub(crate) enum ProfilerError {
     #[error("profiler needs root, or the CAP_BPF and CAP_PERFMON capabilities: run it with sudo")]
     NotPrivileged,
     #[error("no such process: {0}")]

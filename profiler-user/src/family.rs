@@ -7,8 +7,6 @@
 //! `prepare` -> `load_options` -> `attach` -> (`on_event`, `on_tick`, budget) -> `harvest` ->
 //! `report` -> `summary`.
 
-use std::time::Instant;
-
 use aya::Ebpf;
 
 use crate::{
@@ -46,7 +44,6 @@ pub(crate) struct TargetContext<'a> {
 /// What a family may use on each tick of the collection loop (about every 200 ms).
 pub(crate) struct TickContext {
     pub pid: i32,
-    pub now: Instant,
 }
 
 /// What a ring-buffer record meant for the session.
@@ -59,7 +56,6 @@ pub(crate) enum Flow {
 
 /// What a family may use while reporting.
 pub(crate) struct ReportContext<'a> {
-    pub pid: i32,
     pub symbolizer: &'a mut AddrSymbolizer,
     pub maps: &'a MappingSnapshot,
     /// CLOCK_MONOTONIC (what `bpf_ktime_get_ns` reads) when profiling started, ns.

@@ -8,7 +8,7 @@ use serde::Serialize;
 /// How much the profiler looks at, and so how much it costs the target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Level {
+pub(crate) enum Level {
     /// Process lifecycle, errors and /proc sampling: cheap enough for production.
     Basic,
     /// Basic, plus exact tracing of the `--func` functions.
@@ -28,7 +28,7 @@ pub enum Level {
 /// A probe family: one kernel module, one analyzer, one report section.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum FamilyId {
+pub(crate) enum FamilyId {
     /// Thread and process exits, exit status (tracepoint sched_process_exit).
     Process,
     /// Process CPU and memory sampled from /proc (no probes).
@@ -48,7 +48,7 @@ pub enum FamilyId {
 }
 
 impl FamilyId {
-    pub const ALL: [FamilyId; 8] = [
+    pub(crate) const ALL: [FamilyId; 8] = [
         FamilyId::Process,
         FamilyId::System,
         FamilyId::Functions,
@@ -60,16 +60,20 @@ impl FamilyId {
     ];
 
     /// Whether this build of the profiler implements the family.
-    pub const fn available(self) -> bool {
+    pub(crate) const fn available(self) -> bool {
         matches!(
             self,
-            FamilyId::Process | FamilyId::System | FamilyId::Functions | FamilyId::Errors | FamilyId::Memory
+            FamilyId::Process
+                | FamilyId::System
+                | FamilyId::Functions
+                | FamilyId::Errors
+                | FamilyId::Memory
         )
     }
 
     /// Whether `--without` may leave the family out. `process` tells the session when the
     /// target ends, `system` costs the target nothing, and `functions` is what `--func` asks for.
-    pub const fn optional(self) -> bool {
+    pub(crate) const fn optional(self) -> bool {
         matches!(
             self,
             FamilyId::Errors | FamilyId::Cpu | FamilyId::Memory | FamilyId::Threads | FamilyId::Gpu
@@ -77,11 +81,11 @@ impl FamilyId {
     }
 
     /// The family called `name`.
-    pub fn from_name(name: &str) -> Option<FamilyId> {
+    pub(crate) fn from_name(name: &str) -> Option<FamilyId> {
         FamilyId::ALL.into_iter().find(|f| f.name() == name)
     }
 
-    pub const fn name(self) -> &'static str {
+    pub(crate) const fn name(self) -> &'static str {
         match self {
             FamilyId::Process => "process",
             FamilyId::System => "system",
@@ -102,7 +106,7 @@ impl fmt::Display for FamilyId {
 }
 
 /// The families a level selects, less those left out with `--without`.
-pub fn selected(level: Level, without: &[FamilyId]) -> Vec<FamilyId> {
+pub(crate) fn selected(level: Level, without: &[FamilyId]) -> Vec<FamilyId> {
     level
         .families()
         .iter()
@@ -113,7 +117,7 @@ pub fn selected(level: Level, without: &[FamilyId]) -> Vec<FamilyId> {
 
 impl Level {
     /// The level table: the families each level selects.
-    pub const fn families(self) -> &'static [FamilyId] {
+    pub(crate) const fn families(self) -> &'static [FamilyId] {
         use FamilyId::*;
         match self {
             Level::Basic => &[Process, System, Errors],
@@ -127,7 +131,7 @@ impl Level {
         }
     }
 
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Level::Basic => "basic",
             Level::Detailed => "detailed",
@@ -138,7 +142,7 @@ impl Level {
         }
     }
 
-    pub const ALL: [Level; 6] = [
+    pub(crate) const ALL: [Level; 6] = [
         Level::Basic,
         Level::Detailed,
         Level::Profiling,
@@ -149,7 +153,7 @@ impl Level {
 }
 
 /// The `profiler levels` table.
-pub fn describe() -> String {
+pub(crate) fn describe() -> String {
     let mut out = String::from("level      families (* = not built yet: attaches nothing)\n");
     for level in Level::ALL {
         let families: Vec<String> = level

@@ -4,20 +4,23 @@
 //! `level` selects, loads and attaches them through `bpf`, runs `collect`, harvests them) ->
 //! each family's `report` section and summary block -> `report` renderers.
 
-pub mod bpf;
-pub mod calibrate;
-pub mod cli;
-pub mod clock;
-pub mod collect;
-pub mod demo;
-pub mod error;
-pub mod families;
-pub mod family;
-pub mod level;
-pub mod linux;
-pub mod overhead;
-pub mod placement;
-pub mod report;
-pub mod session;
-pub mod symbols;
-pub mod tracee;
+mod app;
+pub(crate) mod bpf;
+pub(crate) mod calibrate;
+pub(crate) mod cli;
+pub(crate) mod clock;
+pub(crate) mod collect;
+pub(crate) mod demo;
+pub(crate) mod error;
+pub(crate) mod families;
+pub(crate) mod family;
+pub(crate) mod level;
+pub(crate) mod linux;
+pub(crate) mod overhead;
+pub(crate) mod placement;
+pub(crate) mod report;
+pub(crate) mod session;
+pub(crate) mod symbols;
+pub(crate) mod tracee;
+
+pub use app::main;

@@ -113,17 +113,17 @@ const ERRNOS: &[(i32, &str, &str)] = &[
 const ERRNO_ALIASES: &[(&str, i32)] = &[("EWOULDBLOCK", 11), ("EDEADLOCK", 35), ("ENOTSUP", 95)];
 
 /// The symbolic name of an errno value (`2` -> `ENOENT`).
-pub fn errno_name(errno: i32) -> Option<&'static str> {
+pub(crate) fn errno_name(errno: i32) -> Option<&'static str> {
     ERRNOS.iter().find(|e| e.0 == errno).map(|e| e.1)
 }
 
 /// The strerror text of an errno value.
-pub fn errno_text(errno: i32) -> Option<&'static str> {
+pub(crate) fn errno_text(errno: i32) -> Option<&'static str> {
     ERRNOS.iter().find(|e| e.0 == errno).map(|e| e.2)
 }
 
 /// The value of an errno name, aliases included (`EWOULDBLOCK` -> 11).
-pub fn errno_value(name: &str) -> Option<i32> {
+pub(crate) fn errno_value(name: &str) -> Option<i32> {
     ERRNOS
         .iter()
         .find(|e| e.1 == name)
@@ -132,13 +132,8 @@ pub fn errno_value(name: &str) -> Option<i32> {
 }
 
 /// A display name for any errno value: its symbol, or the number for an unknown one.
-pub fn errno_display(errno: i32) -> String {
+pub(crate) fn errno_display(errno: i32) -> String {
     errno_name(errno).map_or_else(|| errno.to_string(), str::to_string)
-}
-
-/// Whether the value is one of the kernel's restart codes (512..=516).
-pub fn is_restart_errno(errno: i32) -> bool {
-    (512..=516).contains(&errno)
 }
 
 /// (number, name, short description).
@@ -176,19 +171,22 @@ const SIGNALS: &[(i32, &str, &str)] = &[
     (31, "SIGSYS", "bad system call"),
 ];
 
-pub const SIGKILL: i32 = 9;
+pub(crate) const SIGKILL: i32 = 9;
 
 /// What a `wait(2)` status says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WaitStatus {
+pub(crate) enum WaitStatus {
     Exited(i32),
-    Signaled { signal: i32, core_dumped: bool },
+    Signaled {
+        signal: i32,
+        core_dumped: bool,
+    },
     /// Stopped or continued: the process still runs.
     Other,
 }
 
 /// Decodes a `wait(2)` status.
-pub fn wait_status(status: i32) -> WaitStatus {
+pub(crate) fn wait_status(status: i32) -> WaitStatus {
     match status & 0x7f {
         0 => WaitStatus::Exited((status >> 8) & 0xff),
         // Stopped (0x7f in the low bits) or continued (0xffff).
@@ -201,20 +199,20 @@ pub fn wait_status(status: i32) -> WaitStatus {
 }
 
 /// Whether a signal's default action ends the process.
-pub fn default_is_fatal(signo: i32) -> bool {
+pub(crate) fn default_is_fatal(signo: i32) -> bool {
     // SIGCHLD, SIGCONT, SIGURG, SIGWINCH are ignored by default; SIGSTOP and friends stop.
     !matches!(signo, 17 | 18 | 19 | 20 | 21 | 22 | 23 | 28)
 }
 
 /// The name of an x86-64 syscall number (`syscall_N` for one this build does not know).
-pub fn syscall_name(id: u32) -> String {
+pub(crate) fn syscall_name(id: u32) -> String {
     syscalls::Sysno::new(id as usize)
         .map(|s| s.name().to_string())
         .unwrap_or_else(|| format!("syscall_{id}"))
 }
 
 /// The name of a signal (`11` -> `SIGSEGV`; real-time signals as `SIGRTMIN+n`).
-pub fn signal_name(signo: i32) -> String {
+pub(crate) fn signal_name(signo: i32) -> String {
     match SIGNALS.iter().find(|s| s.0 == signo) {
         Some(s) => s.1.to_string(),
         None if (34..=64).contains(&signo) => format!("SIGRTMIN+{}", signo - 34),
@@ -223,7 +221,7 @@ pub fn signal_name(signo: i32) -> String {
 }
 
 /// A short description of a signal.
-pub fn signal_text(signo: i32) -> &'static str {
+pub(crate) fn signal_text(signo: i32) -> &'static str {
     SIGNALS
         .iter()
         .find(|s| s.0 == signo)
@@ -231,7 +229,7 @@ pub fn signal_text(signo: i32) -> &'static str {
 }
 
 /// The number of a signal name; accepts `SIGSEGV`, `SEGV` and decimal numbers.
-pub fn signal_value(name: &str) -> Option<i32> {
+pub(crate) fn signal_value(name: &str) -> Option<i32> {
     if let Ok(n) = name.parse::<i32>() {
         return (1..=64).contains(&n).then_some(n);
     }
@@ -245,7 +243,7 @@ pub fn signal_value(name: &str) -> Option<i32> {
 }
 
 /// The symbolic name and meaning of a signal's `si_code`.
-pub fn signal_code(signo: i32, code: i32) -> Option<(&'static str, &'static str)> {
+pub(crate) fn signal_code(signo: i32, code: i32) -> Option<(&'static str, &'static str)> {
     let generic = match code {
         0 => Some(("SI_USER", "sent by kill()")),
         0x80 => Some(("SI_KERNEL", "sent by the kernel")),
@@ -353,7 +351,7 @@ const PATH_SYSCALLS: &[&str] = &[
 ];
 
 /// Whether a syscall's argument is a path.
-pub fn is_path_syscall(syscall: &str) -> bool {
+pub(crate) fn is_path_syscall(syscall: &str) -> bool {
     PATH_SYSCALLS.contains(&syscall)
 }
 
@@ -389,7 +387,7 @@ const OPEN_FLAGS: &[(u64, &str)] = &[
 ];
 
 /// Renders open(2) flags as `O_RDONLY|O_CLOEXEC`; unknown bits as a trailing octal number.
-pub fn open_flags(flags: u64) -> String {
+pub(crate) fn open_flags(flags: u64) -> String {
     let mut parts = vec![
         match flags & 0o3 {
             0 => "O_RDONLY",
@@ -414,7 +412,7 @@ pub fn open_flags(flags: u64) -> String {
 
 /// Errno values whose strerror text is distinctive enough to infer the errno from a message
 /// that quotes it (`open /x: permission denied`).
-pub const INFERABLE_ERRNOS: &[i32] = &[
+pub(crate) const INFERABLE_ERRNOS: &[i32] = &[
     1, 2, 12, 13, 17, 20, 21, 23, 24, 28, 30, 32, 98, 99, 101, 103, 104, 110, 111, 113, 122,
 ];
 
@@ -430,7 +428,6 @@ mod tests {
         assert_eq!(errno_value("ENOPE"), None);
         assert_eq!(errno_display(999), "999");
         assert_eq!(errno_text(111), Some("Connection refused"));
-        assert!(is_restart_errno(512) && !is_restart_errno(4));
     }
 
     #[test]

@@ -11,12 +11,12 @@ use crate::{
     tracee,
 };
 
-pub use crate::placement::CostClass as SiteClass;
+pub(crate) use crate::placement::CostClass as SiteClass;
 
 /// Per-hit costs measured on a Linux 6.18 VM (uprobe + uretprobe pairs on the same function
 /// placed on an emulated and on a single-stepped instruction); used until calibration replaces
 /// them with numbers from the running machine.
-pub fn default_model() -> CostModel {
+pub(crate) fn default_model() -> CostModel {
     CostModel {
         emulated_entry_ns: 1_050.0,
         single_stepped_entry_ns: 12_250.0,
@@ -26,7 +26,12 @@ pub fn default_model() -> CostModel {
 }
 
 /// Estimated cost, ns, of `entries` entry hits on a site of `class` and `returns` return hits.
-pub fn probe_cost_ns(model: &CostModel, class: SiteClass, entries: u64, returns: u64) -> f64 {
+pub(crate) fn probe_cost_ns(
+    model: &CostModel,
+    class: SiteClass,
+    entries: u64,
+    returns: u64,
+) -> f64 {
     let entry = match class {
         SiteClass::Emulated => model.emulated_entry_ns,
         SiteClass::SingleStepped => model.single_stepped_entry_ns,
@@ -35,7 +40,7 @@ pub fn probe_cost_ns(model: &CostModel, class: SiteClass, entries: u64, returns:
 }
 
 /// Slowdown, percent: the added time over the time the target would have used without it.
-pub fn slowdown_percent(cost_secs: f64, target_cpu_secs: f64) -> f64 {
+pub(crate) fn slowdown_percent(cost_secs: f64, target_cpu_secs: f64) -> f64 {
     let base = target_cpu_secs - cost_secs;
     if cost_secs <= 0.0 {
         0.0
@@ -67,7 +72,7 @@ mod tests {
 /// the dearest units (a traced function, a family's probes) to detach when it exceeds the
 /// budget. Pure: [`Governor`] feeds it costs and CPU time and does the detaching.
 #[derive(Debug)]
-pub struct Budget {
+pub(crate) struct Budget {
     max_percent: f64,
     /// Per unit: its cumulative cost at the last check, ns.
     last_cost: Vec<f64>,
@@ -76,11 +81,11 @@ pub struct Budget {
 }
 
 /// How long the budget looks at before judging, seconds of target CPU time.
-pub const BUDGET_MIN_CPU: f64 = 0.2;
+pub(crate) const BUDGET_MIN_CPU: f64 = 0.2;
 
 impl Budget {
     /// A budget over `units` units, none of which has cost anything yet.
-    pub fn new(max_percent: f64, units: usize, cpu_now: f64) -> Self {
+    pub(crate) fn new(max_percent: f64, units: usize, cpu_now: f64) -> Self {
         Self {
             max_percent,
             last_cost: vec![0.0; units],
@@ -91,7 +96,7 @@ impl Budget {
 
     /// Feeds each unit's cumulative cost (ns) and the target's cumulative CPU time (seconds).
     /// Returns the units to detach now (dearest first) and the window's slowdown, percent.
-    pub fn check(&mut self, costs_ns: &[f64], cpu_now: f64) -> (Vec<usize>, f64) {
+    pub(crate) fn check(&mut self, costs_ns: &[f64], cpu_now: f64) -> (Vec<usize>, f64) {
         let cpu = cpu_now - self.last_cpu;
         if cpu < BUDGET_MIN_CPU {
             return (Vec::new(), 0.0);
@@ -122,7 +127,7 @@ impl Budget {
 
 /// Applies the budget over every family's units while profiling: reads their costs on each
 /// tick, detaches what the budget picks, and keeps the record of it for the report.
-pub struct Governor {
+pub(crate) struct Governor {
     max_percent: f64,
     budget: Budget,
     /// Each budget unit: (index of its family, the unit within the family).
@@ -136,7 +141,7 @@ pub struct Governor {
 
 impl Governor {
     /// A governor over the families' priced units; None when no family has any.
-    pub fn new(
+    pub(crate) fn new(
         max_percent: f64,
         families: &mut [Box<dyn Family>],
         ebpf: &Ebpf,
@@ -169,7 +174,7 @@ impl Governor {
     }
 
     /// One look at the costs: detaches what the budget picks.
-    pub fn tick(&mut self, ebpf: &mut Ebpf, families: &mut [Box<dyn Family>]) {
+    pub(crate) fn tick(&mut self, ebpf: &mut Ebpf, families: &mut [Box<dyn Family>]) {
         let Some((cpu, _)) = tracee::cpu_and_rss(self.pid) else {
             return;
         };
@@ -208,7 +213,7 @@ impl Governor {
     }
 
     /// What was detached, in order.
-    pub fn into_detached(self) -> Vec<Detached> {
+    pub(crate) fn into_detached(self) -> Vec<Detached> {
         self.detached
     }
 }

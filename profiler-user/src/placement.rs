@@ -23,7 +23,7 @@ use iced_x86::{Code, Decoder, DecoderOptions, Formatter, Instruction, IntelForma
 
 /// What a hit of a probe on an instruction costs, as the kernel handles it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum CostClass {
+pub(crate) enum CostClass {
     /// Emulated in the trap handler: `push reg`, `call rel32`, `jmp rel`, `jcc`, kernel nops.
     Emulated,
     /// Single-stepped out of line (everything else, `endbr64` included).
@@ -32,7 +32,7 @@ pub enum CostClass {
 
 impl CostClass {
     /// The name used in the report.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             CostClass::Emulated => "emulated",
             CostClass::SingleStepped => "single_stepped",
@@ -42,7 +42,7 @@ impl CostClass {
 
 /// Where the probe goes, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Placement {
+pub(crate) struct Placement {
     /// Bytes from the symbol address to the probe (0 = the symbol address).
     pub offset: u64,
     /// Cost class of the instruction at the probe.
@@ -64,7 +64,7 @@ pub struct Placement {
 /// seen. A branch from another symbol (a `.cold` part, hand-written assembly)
 /// to the instruction right after the entry `endbr64` would be counted as a
 /// call; compilers do not emit such branches.
-pub fn place(code: &[u8], func_addr: u64, func_size: u64) -> Placement {
+pub(crate) fn place(code: &[u8], func_addr: u64, func_size: u64) -> Placement {
     if func_size == 0 {
         return stay(code, func_addr, "size unknown".into());
     }
@@ -341,7 +341,7 @@ fn stay(code: &[u8], addr: u64, mut reason: String) -> Placement {
 
 /// What a probed function is, as far as placement goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
+pub(crate) enum Role {
     /// Any function: the probe may only skip `endbr64` and nops (see [`place`]).
     Plain,
     /// A release function (`free`): the probe may also skip its NULL check
@@ -355,7 +355,13 @@ const MAX_FUNCTION_BYTES: u64 = 1 << 20;
 /// Where the probes of the function at `addr` (`size` bytes, at `file_offset` in the file at
 /// `path`) go, from its code in the file. Every probe the profiler attaches to a function is
 /// placed here: traced functions and allocator functions alike.
-pub fn place_in_file(path: &Path, file_offset: u64, addr: u64, size: u64, role: Role) -> Placement {
+pub(crate) fn place_in_file(
+    path: &Path,
+    file_offset: u64,
+    addr: u64,
+    size: u64,
+    role: Role,
+) -> Placement {
     let len = size.clamp(16, MAX_FUNCTION_BYTES);
     let code = read_at(path, file_offset, len).unwrap_or_default();
     let placed = place(&code, addr, size);
@@ -779,5 +785,4 @@ mod tests {
         assert!(past_null_check(&rsi, ADDR, size).is_none());
         assert!(past_null_check(&glibc_like[5..], ADDR, size - 5).is_none());
     }
-
 }

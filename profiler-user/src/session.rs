@@ -37,7 +37,7 @@ use crate::{
 
 /// How the target is found.
 #[derive(Debug, Clone)]
-pub enum Mode {
+pub(crate) enum Mode {
     Attach(i32),
     /// Start this command (program and arguments).
     Run(Vec<String>),
@@ -45,7 +45,7 @@ pub enum Mode {
 
 /// A checked request for one session.
 #[derive(Debug, Clone)]
-pub struct Plan {
+pub(crate) struct Plan {
     pub mode: Mode,
     pub level: Level,
     /// `--without`: families the level selects that are left out.
@@ -62,7 +62,7 @@ pub struct Plan {
 
 /// How a session ended: its report (when the target was known), the printed summary (when
 /// profiling started), and the error that ended it, if one did.
-pub struct Outcome {
+pub(crate) struct Outcome {
     pub report: Option<Report>,
     pub summary: Option<String>,
     pub result: anyhow::Result<()>,
@@ -88,7 +88,7 @@ struct Session<'p> {
     warnings: Vec<String>,
 }
 
-pub async fn run(plan: &Plan) -> Outcome {
+pub(crate) async fn run(plan: &Plan) -> Outcome {
     let mut session = Session {
         plan,
         target: None,
@@ -138,8 +138,8 @@ impl Session<'_> {
         // Built before anything starts: a bad option (a malformed pattern file) stops here.
         let selected = level::selected(self.plan.level, &self.plan.without);
         self.families = families::build(&selected, &self.plan.families)?;
-        let traces = |f: &Box<dyn Family>| f.id() == FamilyId::Functions && f.idle().is_none();
-        bpf::check_kernel(self.families.iter().any(traces))?;
+        let traces = |f: &dyn Family| f.id() == FamilyId::Functions && f.idle().is_none();
+        bpf::check_kernel(self.families.iter().any(|f| traces(f.as_ref())))?;
         if self.families.iter().any(|f| f.priced()) {
             self.cost_model = calibrate::cost_model(&mut self.warnings);
         }
@@ -224,9 +224,14 @@ impl Session<'_> {
         let (info, modules) = match &self.plan.mode {
             Mode::Attach(pid) => {
                 let info = tracee::inspect(*pid)?;
-                let mappings = tracee::mappings(*pid).map_err(|_| ProfilerError::TargetExited(*pid))?;
-                let paths = std::iter::once(info.exe.clone())
-                    .chain(mappings.into_iter().filter(|m| m.executable).map(|m| m.path));
+                let mappings =
+                    tracee::mappings(*pid).map_err(|_| ProfilerError::TargetExited(*pid))?;
+                let paths = std::iter::once(info.exe.clone()).chain(
+                    mappings
+                        .into_iter()
+                        .filter(|m| m.executable)
+                        .map(|m| m.path),
+                );
                 let mut modules: Vec<Module> = Vec::new();
                 for path in paths {
                     if !modules.iter().any(|m| m.path == path) {
@@ -352,10 +357,13 @@ impl Session<'_> {
                 estimated_cost,
                 target_cpu_time: target_cpu,
                 estimated_slowdown_percent: overhead::slowdown_percent(estimated_cost, target_cpu),
-                budget: self.plan.max_overhead.map(|max_percent| report::BudgetSection {
-                    max_percent,
-                    detached: std::mem::take(&mut self.detached),
-                }),
+                budget: self
+                    .plan
+                    .max_overhead
+                    .map(|max_percent| report::BudgetSection {
+                        max_percent,
+                        detached: std::mem::take(&mut self.detached),
+                    }),
                 lost,
                 notes,
             },
@@ -364,11 +372,13 @@ impl Session<'_> {
             errors: None,
             warnings: Vec::new(),
         };
-        let traced_names: Vec<String> =
-            self.families.iter().flat_map(|f| f.traced_names()).collect();
+        let traced_names: Vec<String> = self
+            .families
+            .iter()
+            .flat_map(|f| f.traced_names())
+            .collect();
         let mut symbolizer = AddrSymbolizer::new();
         let mut ctx = ReportContext {
-            pid: target.pid,
             symbolizer: &mut symbolizer,
             maps: &self.maps,
             start_ktime_ns: self.start_ktime_ns,
@@ -394,12 +404,20 @@ impl Session<'_> {
         let statuses = FamilyId::ALL
             .iter()
             .map(|&id| {
-                let built = self.families.iter().zip(&self.attached).find(|(f, _)| f.id() == id);
+                let built = self
+                    .families
+                    .iter()
+                    .zip(&self.attached)
+                    .find(|(f, _)| f.id() == id);
                 let added = built.is_some_and(|(f, _)| f.idle().is_none());
                 let (status, probes, note) = if !selected.contains(&id) && !added {
                     let left_out =
                         self.plan.without.contains(&id) && self.plan.level.families().contains(&id);
-                    ("not_selected", 0, left_out.then(|| "left out by --without".into()))
+                    (
+                        "not_selected",
+                        0,
+                        left_out.then(|| "left out by --without".into()),
+                    )
                 } else if !id.available() {
                     unavailable.push(id.name());
                     ("not_available", 0, Some("not built yet".to_string()))

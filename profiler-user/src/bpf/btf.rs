@@ -113,7 +113,7 @@ impl Btf {
 }
 
 /// Byte offset of `member` in `struct name`, looking through anonymous inner structs and unions.
-pub fn member_offset(btf_path: &Path, name: &str, member: &str) -> Option<u32> {
+pub(crate) fn member_offset(btf_path: &Path, name: &str, member: &str) -> Option<u32> {
     let btf = Btf::parse(fs::read(btf_path).ok()?)?;
     let id = btf
         .types

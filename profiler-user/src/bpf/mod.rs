@@ -2,7 +2,7 @@
 //! tracefs; the loss counters every family shares. Each family's attach and read code is in its
 //! own `families/<name>/kernel.rs`.
 
-pub mod btf;
+pub(crate) mod btf;
 
 use std::{collections::BTreeMap, path::Path};
 
@@ -23,7 +23,7 @@ const CAP_PERFMON: u32 = 38;
 const CAP_BPF: u32 = 39;
 
 /// Root, or CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN), in the effective set.
-pub fn check_privileges() -> Result<(), ProfilerError> {
+pub(crate) fn check_privileges() -> Result<(), ProfilerError> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
         return Ok(());
@@ -40,7 +40,7 @@ pub fn check_privileges() -> Result<(), ProfilerError> {
 /// Kernel features, checked before anything is loaded. `PROFILER_ASSUME_MISSING` (a comma list
 /// of `uprobes`, `btf`, `tracefs`) makes the check act as if a feature were absent, so the
 /// error path itself can be tested on a kernel that has everything.
-pub fn check_kernel(need_uprobes: bool) -> Result<(), ProfilerError> {
+pub(crate) fn check_kernel(need_uprobes: bool) -> Result<(), ProfilerError> {
     let assumed_missing = std::env::var("PROFILER_ASSUME_MISSING").unwrap_or_default();
     let missing = |what: &str| assumed_missing.split(',').any(|m| m.trim() == what);
     if need_uprobes
@@ -89,7 +89,7 @@ fn ensure_tracefs() -> bool {
 /// Drops (detaches) links from several threads at once. Detaching a tracepoint or uprobe
 /// waits for an RCU grace period; concurrent waits share grace periods, so a hundred links go in
 /// about the time of one instead of one after another (seconds).
-pub fn release_in_parallel<L: Send>(links: Vec<L>) {
+pub(crate) fn release_in_parallel<L: Send>(links: Vec<L>) {
     const THREADS: usize = 32;
     if links.len() <= 1 {
         drop(links);
@@ -107,32 +107,32 @@ pub fn release_in_parallel<L: Send>(links: Vec<L>) {
 
 /// What the families ask of the loader: values of the programs' globals and sizes of maps.
 #[derive(Debug, Clone, Default)]
-pub struct LoadOptions {
+pub(crate) struct LoadOptions {
     globals: Vec<(&'static str, u32)>,
     map_sizes: Vec<(&'static str, u32)>,
 }
 
 impl LoadOptions {
     /// Sets global `name` (a `u32` the loader writes before the programs are verified).
-    pub fn global(&mut self, name: &'static str, value: u32) -> &mut Self {
+    pub(crate) fn global(&mut self, name: &'static str, value: u32) -> &mut Self {
         self.globals.push((name, value));
         self
     }
 
     /// Sizes map `name` to `entries`.
-    pub fn map_size(&mut self, name: &'static str, entries: u32) -> &mut Self {
+    pub(crate) fn map_size(&mut self, name: &'static str, entries: u32) -> &mut Self {
         self.map_sizes.push((name, entries));
         self
     }
 }
 
 /// Loads the programs for target `tgid`, with the globals and map sizes the families asked for.
-pub fn load(tgid: u32, options: &LoadOptions) -> anyhow::Result<Ebpf> {
+pub(crate) fn load(tgid: u32, options: &LoadOptions) -> anyhow::Result<Ebpf> {
     raise_memlock_limit();
     let mut loader = EbpfLoader::new();
     loader.override_global(TARGET_TGID_GLOBAL, &tgid, true);
     for (name, value) in &options.globals {
-        loader.override_global(*name, value, true);
+        loader.override_global(name, value, true);
     }
     for (name, entries) in &options.map_sizes {
         loader.map_max_entries(name, *entries);
@@ -153,7 +153,7 @@ fn raise_memlock_limit() {
 }
 
 /// The loss counters summed over the CPUs, by name; zero counters left out.
-pub fn read_counters(ebpf: &Ebpf) -> anyhow::Result<BTreeMap<Counter, u64>> {
+pub(crate) fn read_counters(ebpf: &Ebpf) -> anyhow::Result<BTreeMap<Counter, u64>> {
     let counters: PerCpuArray<_, u64> =
         PerCpuArray::try_from(ebpf.map("COUNTERS").context("COUNTERS map missing")?)?;
     let mut out = BTreeMap::new();

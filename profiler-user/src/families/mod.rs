@@ -2,10 +2,10 @@
 //! family is a folder here named as its kernel module (`profiler-ebpf/src/<name>.rs`) and its
 //! shared types (`profiler-common/src/<name>.rs`), and implements [`Family`].
 
-pub mod errors;
-pub mod functions;
-pub mod memory;
-pub mod process;
+pub(crate) mod errors;
+pub(crate) mod functions;
+pub(crate) mod memory;
+pub(crate) mod process;
 
 use std::path::PathBuf;
 
@@ -13,7 +13,7 @@ use crate::{family::Family, level::FamilyId};
 
 /// Family options from the command line.
 #[derive(Debug, Clone, Default)]
-pub struct Options {
+pub(crate) struct Options {
     /// `--func`: the functions traced exactly.
     pub funcs: Vec<String>,
     /// `--max-funcs`.
@@ -30,7 +30,10 @@ pub struct Options {
 /// summary blocks. The functions family is always there: `--func` adds it at any level, and
 /// without `--func` it is idle. Fails on a bad option (a malformed `--func` or pattern file)
 /// before anything starts.
-pub fn build(selected: &[FamilyId], options: &Options) -> anyhow::Result<Vec<Box<dyn Family>>> {
+pub(crate) fn build(
+    selected: &[FamilyId],
+    options: &Options,
+) -> anyhow::Result<Vec<Box<dyn Family>>> {
     let mut families: Vec<Box<dyn Family>> = Vec::new();
     for id in [
         FamilyId::Process,

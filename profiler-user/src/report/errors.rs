@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 /// What area an error belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Category {
+pub(crate) enum Category {
     InputValidation,
     ModelLoading,
     Inference,
@@ -19,7 +19,7 @@ pub enum Category {
 }
 
 impl Category {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Category::InputValidation => "input_validation",
             Category::ModelLoading => "model_loading",
@@ -35,7 +35,7 @@ impl Category {
 /// How bad an error is; ordered from least to most severe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Severity {
+pub(crate) enum Severity {
     Low,
     Medium,
     High,
@@ -43,7 +43,7 @@ pub enum Severity {
 }
 
 impl Severity {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Severity::Low => "low",
             Severity::Medium => "medium",
@@ -57,14 +57,14 @@ impl Severity {
 /// FATAL/PANIC/EMERG/ALERT, `error` covers ERROR/ERR/SEVERE and glog `E` lines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Level {
+pub(crate) enum Level {
     Error,
     Critical,
     Fatal,
 }
 
 impl Level {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Level::Error => "error",
             Level::Critical => "critical",
@@ -76,7 +76,7 @@ impl Level {
 /// Where an error event came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Source {
+pub(crate) enum Source {
     Syscall,
     Signal,
     Output,
@@ -85,7 +85,7 @@ pub enum Source {
 
 /// One frame of a printed stack trace (Python, Rust, Go, Java).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Frame {
+pub(crate) struct Frame {
     pub file: String,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub line: Option<u32>,
@@ -99,14 +99,14 @@ pub struct Frame {
 /// An earlier exception of a chain ("During handling of the above exception...", Java
 /// "Caused by:"), or a sub-exception of a Python exception group.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ChainedException {
+pub(crate) struct ChainedException {
     pub exception: String,
     pub message: String,
 }
 
 /// The `errors` section of the report.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct ErrorsSection {
+pub(crate) struct ErrorsSection {
     /// Errors seen (benign failures excluded), including those dropped from `events`.
     pub total: u64,
     /// The most recent errors, oldest first, at most the configured bound.
@@ -130,7 +130,7 @@ pub struct ErrorsSection {
 
 /// Exact count of one kind of syscall failure.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FailureCount {
+pub(crate) struct FailureCount {
     pub syscall: String,
     /// The errno name, e.g. "ENOENT".
     pub errno: String,
@@ -139,7 +139,7 @@ pub struct FailureCount {
 
 /// One error.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ErrorEvent {
+pub(crate) struct ErrorEvent {
     pub error_type: String,
     pub category: Category,
     pub severity: Severity,
@@ -161,7 +161,7 @@ pub struct ErrorEvent {
 /// (null or empty when unknown); the other fields only when known.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
-pub struct ErrorContext {
+pub(crate) struct ErrorContext {
     pub syscall: Option<String>,
     /// Errno name (`ENOENT`), also when inferred from an error message.
     pub errno: Option<String>,
@@ -214,7 +214,7 @@ pub struct ErrorContext {
 
 /// How one pattern occurred over the run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PatternStat {
+pub(crate) struct PatternStat {
     pub id: String,
     pub category: Category,
     pub severity: Severity,
@@ -226,7 +226,7 @@ pub struct PatternStat {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Trend {
+pub(crate) enum Trend {
     Increasing,
     Stable,
     Decreasing,
@@ -234,7 +234,7 @@ pub enum Trend {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BenignCount {
+pub(crate) struct BenignCount {
     pub syscall: String,
     /// Errno name.
     pub errno: String,
@@ -242,7 +242,7 @@ pub struct BenignCount {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SignalCount {
+pub(crate) struct SignalCount {
     pub signal: String,
     pub count: u64,
 }

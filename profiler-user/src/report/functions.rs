@@ -5,21 +5,21 @@ use serde::Serialize;
 use super::Frame;
 
 #[derive(Debug, Clone, Serialize)]
-pub struct Percentiles {
+pub(crate) struct Percentiles {
     pub p50: f64,
     pub p90: f64,
     pub p99: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct ThreadBreakdown {
+pub(crate) struct ThreadBreakdown {
     pub tid: u32,
     pub calls: u64,
     pub total_time: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct Caller {
+pub(crate) struct Caller {
     /// The calling function and the return address in it.
     #[serde(flatten)]
     pub frame: Frame,
@@ -28,7 +28,7 @@ pub struct Caller {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct CallStack {
+pub(crate) struct CallStack {
     /// Innermost first: the traced function's caller, its caller, ...
     pub frames: Vec<Frame>,
     /// How many sampled calls had this stack.
@@ -37,7 +37,7 @@ pub struct CallStack {
 
 /// Where a function's probes sit and what they cost.
 #[derive(Debug, Clone, Serialize)]
-pub struct ProbeSite {
+pub(crate) struct ProbeSite {
     /// Offset of the entry probe from the function's address.
     pub offset: u64,
     /// The instruction the entry probe sits on.
@@ -53,7 +53,7 @@ pub struct ProbeSite {
 
 /// The profile of one traced function. Times in seconds.
 #[derive(Debug, Clone, Serialize)]
-pub struct FunctionProfile {
+pub(crate) struct FunctionProfile {
     /// Demangled name, without the module.
     pub function_name: String,
     /// File name of the executable or library that defines it.
@@ -80,4 +80,3 @@ pub struct FunctionProfile {
     pub call_stacks: Vec<CallStack>,
     pub probe: ProbeSite,
 }
-

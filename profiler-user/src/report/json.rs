@@ -10,7 +10,7 @@ use std::{
 use super::Report;
 
 /// Checks, before profiling starts, that the report can be written.
-pub fn check_writable(path: &Path) -> std::io::Result<()> {
+pub(crate) fn check_writable(path: &Path) -> std::io::Result<()> {
     let existed = path.exists();
     OpenOptions::new()
         .append(true)
@@ -23,7 +23,7 @@ pub fn check_writable(path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-pub fn write(report: &Report, path: &Path) -> std::io::Result<()> {
+pub(crate) fn write(report: &Report, path: &Path) -> std::io::Result<()> {
     let file = OpenOptions::new()
         .write(true)
         .create(true)

@@ -7,7 +7,7 @@ use super::Frame;
 /// What the target holds, what it allocates and what it leaks. Bytes are bytes, times seconds,
 /// rates bytes per second (see docs/memory.md).
 #[derive(Debug, Clone, Serialize)]
-pub struct MemorySection {
+pub(crate) struct MemorySection {
     /// The allocator the target's `malloc` resolves to (the first of `allocators`); null when
     /// none was found (`no_allocator` says why).
     pub allocator: Option<AllocatorInfo>,
@@ -34,7 +34,7 @@ pub struct MemorySection {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct AllocatorInfo {
+pub(crate) struct AllocatorInfo {
     /// "glibc", "musl", "jemalloc", "tcmalloc", "mimalloc" or "unknown".
     pub name: &'static str,
     /// File name of the module that defines it.
@@ -44,7 +44,7 @@ pub struct AllocatorInfo {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct AllocatorFunction {
+pub(crate) struct AllocatorFunction {
     pub name: String,
     /// Calls while profiled (nested calls from inside the allocator included).
     pub calls: u64,
@@ -63,7 +63,7 @@ pub struct AllocatorFunction {
 
 /// Allocations made while profiled (blocks from before are unknown).
 #[derive(Debug, Clone, Default, Serialize)]
-pub struct AllocationSummary {
+pub(crate) struct AllocationSummary {
     /// Blocks allocated, and their bytes (as asked for).
     pub allocations: u64,
     pub allocated_bytes: u64,
@@ -89,7 +89,7 @@ pub struct AllocationSummary {
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
-pub struct FunctionAllocations {
+pub(crate) struct FunctionAllocations {
     /// The first function on the stack outside the allocator and allocation wrappers.
     pub function: String,
     pub module: String,
@@ -102,7 +102,7 @@ pub struct FunctionAllocations {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct SiteAllocations {
+pub(crate) struct SiteAllocations {
     pub function: String,
     pub allocations: u64,
     pub allocated_bytes: u64,
@@ -115,7 +115,7 @@ pub struct SiteAllocations {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct LeakDetection {
+pub(crate) struct LeakDetection {
     /// Whether any site was judged a leak.
     pub detected: bool,
     /// Outstanding bytes and blocks at sites judged leaks, and at sites judged retained.
@@ -130,7 +130,7 @@ pub struct LeakDetection {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct LeakThresholds {
+pub(crate) struct LeakThresholds {
     /// `--leak-min-growth`, bytes per second.
     pub min_growth: f64,
     /// `--leak-warmup`, share of the run.
@@ -138,7 +138,7 @@ pub struct LeakThresholds {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct LeakSite {
+pub(crate) struct LeakSite {
     /// "leak" (still growing) or "retained" (grew, then stayed flat).
     pub verdict: &'static str,
     /// Outstanding bytes and blocks at the end.

@@ -2,11 +2,11 @@
 //!
 //! A leaf: analyzers build these types and renderers read them; the model imports neither.
 
-pub mod errors;
-pub mod functions;
-pub mod json;
-pub mod memory;
-pub mod text;
+pub(crate) mod errors;
+pub(crate) mod functions;
+pub(crate) mod json;
+pub(crate) mod memory;
+pub(crate) mod text;
 
 use std::collections::BTreeMap;
 
@@ -14,16 +14,16 @@ use serde::Serialize;
 
 use crate::{level::Level, linux};
 
-pub use errors::ErrorsSection;
-pub use functions::FunctionProfile;
-pub use memory::MemorySection;
+pub(crate) use errors::ErrorsSection;
+pub(crate) use functions::FunctionProfile;
+pub(crate) use memory::MemorySection;
 
 /// Version of the JSON schema (docs/report-schema.md). Bump the minor version when fields are
 /// added, the major version when a field changes meaning or goes away.
-pub const SCHEMA_VERSION: &str = "1.1";
+pub(crate) const SCHEMA_VERSION: &str = "1.1";
 
 #[derive(Debug, Clone, Serialize)]
-pub struct Report {
+pub(crate) struct Report {
     pub schema_version: &'static str,
     pub profiler: ProfilerInfo,
     pub target: TargetSection,
@@ -45,7 +45,7 @@ pub struct Report {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct ProfilerInfo {
+pub(crate) struct ProfilerInfo {
     pub version: &'static str,
     pub debug_level: Level,
     /// "attach" or "run".
@@ -59,7 +59,7 @@ pub struct ProfilerInfo {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct TargetSection {
+pub(crate) struct TargetSection {
     pub pid: i32,
     pub exe: String,
     pub cmdline: Vec<String>,
@@ -70,7 +70,7 @@ pub struct TargetSection {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ExitStatus {
+pub(crate) struct ExitStatus {
     /// The exit code, when the target exited normally.
     pub code: Option<i32>,
     /// The signal that ended it (e.g. "SIGSEGV"), when one did.
@@ -80,7 +80,7 @@ pub struct ExitStatus {
 
 impl ExitStatus {
     /// From a `wait(2)` status.
-    pub fn from_wait_status(status: i32) -> Self {
+    pub(crate) fn from_wait_status(status: i32) -> Self {
         match linux::wait_status(status) {
             linux::WaitStatus::Signaled {
                 signal,
@@ -106,7 +106,7 @@ impl ExitStatus {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct FamilyStatus {
+pub(crate) struct FamilyStatus {
     pub name: &'static str,
     /// "attached", "not_selected", "not_available" (not in this build), "idle" (selected but
     /// given nothing to do) or "failed".
@@ -117,7 +117,7 @@ pub struct FamilyStatus {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct Overhead {
+pub(crate) struct Overhead {
     pub probes_attached: usize,
     pub probe_hits: u64,
     /// Per-hit costs used for the estimate, ns, and where they came from.
@@ -138,7 +138,7 @@ pub struct Overhead {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct BudgetSection {
+pub(crate) struct BudgetSection {
     /// The budget, percent slowdown.
     pub max_percent: f64,
     /// Function probes detached to stay within it, in order.
@@ -146,7 +146,7 @@ pub struct BudgetSection {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct Detached {
+pub(crate) struct Detached {
     pub function: String,
     /// Seconds after profiling started.
     pub at: f64,
@@ -155,7 +155,7 @@ pub struct Detached {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct CostModel {
+pub(crate) struct CostModel {
     pub emulated_entry_ns: f64,
     pub single_stepped_entry_ns: f64,
     pub return_ns: f64,
@@ -165,7 +165,7 @@ pub struct CostModel {
 
 /// Process CPU and memory sampled from /proc.
 #[derive(Debug, Clone, Serialize)]
-pub struct SystemSection {
+pub(crate) struct SystemSection {
     /// Sampling interval, seconds.
     pub interval: f64,
     pub samples: usize,
@@ -184,7 +184,7 @@ pub struct SystemSection {
 
 /// Facts about the machine (from sysinfo).
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct Machine {
+pub(crate) struct Machine {
     /// Logical CPUs.
     pub cores: usize,
     /// Physical cores, when known.
@@ -199,7 +199,7 @@ pub struct Machine {
 
 /// One frame of a symbolized stack.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Frame {
+pub(crate) struct Frame {
     /// Demangled function name, or `??` when unknown.
     pub function: String,
     /// File name of the module.

@@ -6,7 +6,7 @@ use std::fmt::Write;
 use super::Report;
 
 /// Seconds as a short human duration ("1.23 ms").
-pub fn human_time(secs: f64) -> String {
+pub(crate) fn human_time(secs: f64) -> String {
     let (value, unit) = if secs >= 1.0 {
         (secs, "s")
     } else if secs >= 1e-3 {
@@ -20,7 +20,7 @@ pub fn human_time(secs: f64) -> String {
 }
 
 /// Bytes as a short human size.
-pub fn human_bytes(bytes: u64) -> String {
+pub(crate) fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut value = bytes as f64;
     let mut unit = 0;
@@ -32,7 +32,7 @@ pub fn human_bytes(bytes: u64) -> String {
 }
 
 /// The head of the printed summary: the profiler, the target and how it ended.
-pub fn header(report: &Report) -> String {
+pub(crate) fn header(report: &Report) -> String {
     let mut out = String::new();
     let t = &report.target;
     let _ = writeln!(
@@ -64,7 +64,7 @@ pub fn header(report: &Report) -> String {
 }
 
 /// The foot of the printed summary: what profiling cost the target, and the warnings.
-pub fn footer(report: &Report, out: &mut String) {
+pub(crate) fn footer(report: &Report, out: &mut String) {
     let o = &report.overhead;
     let _ = writeln!(
         out,

@@ -1,7 +1,7 @@
 //! Symbols: the functions of an ELF file (to resolve `--func`), and addresses back to names.
 
-pub mod resolve;
-pub mod symbolize;
+pub(crate) mod resolve;
+pub(crate) mod symbolize;
 
 use std::{ops::ControlFlow, path::Path};
 
@@ -12,7 +12,7 @@ use blazesym::{
 
 /// A function defined in an ELF file.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FuncSym {
+pub(crate) struct FuncSym {
     /// The name in the symbol table.
     pub raw: String,
     /// Demangled (Rust hash suffix dropped), or the raw name for C.
@@ -26,7 +26,7 @@ pub struct FuncSym {
 }
 
 /// Demangles a Rust (legacy or v0) or C++ symbol; other names are returned as they are.
-pub fn demangle(raw: &str) -> String {
+pub(crate) fn demangle(raw: &str) -> String {
     if let Ok(d) = rustc_demangle::try_demangle(raw) {
         return format!("{d:#}");
     }
@@ -41,7 +41,7 @@ pub fn demangle(raw: &str) -> String {
 
 /// Every function symbol of the file with a file offset, one per address (aliases keep the
 /// shortest name, as the canonical one usually is).
-pub fn functions(path: &Path) -> Result<Vec<FuncSym>, blazesym::Error> {
+pub(crate) fn functions(path: &Path) -> Result<Vec<FuncSym>, blazesym::Error> {
     let inspector = Inspector::new();
     let mut src = Elf::new(path);
     src.debug_syms = false;

@@ -13,7 +13,7 @@ use crate::error::ProfilerError;
 
 /// A parsed `--func` value.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FuncSpec {
+pub(crate) struct FuncSpec {
     /// The library part, if any.
     pub library: Option<String>,
     pub glob: String,
@@ -21,7 +21,7 @@ pub struct FuncSpec {
 
 impl FuncSpec {
     /// Splits at the first single `:` (a `::` belongs to a Rust or C++ path).
-    pub fn parse(spec: &str) -> Result<Self, ProfilerError> {
+    pub(crate) fn parse(spec: &str) -> Result<Self, ProfilerError> {
         let bytes = spec.as_bytes();
         let split = (0..bytes.len()).find(|&i| {
             bytes[i] == b':' && bytes.get(i + 1) != Some(&b':') && (i == 0 || bytes[i - 1] != b':')
@@ -41,7 +41,7 @@ impl FuncSpec {
 
 /// An object file the target has (or will have) mapped.
 #[derive(Debug, Clone)]
-pub struct Module {
+pub(crate) struct Module {
     /// The path as the target sees it (for the report).
     pub path: PathBuf,
     /// A path the profiler can open (through /proc/PID/root for another mount namespace).
@@ -49,7 +49,7 @@ pub struct Module {
 }
 
 impl Module {
-    pub fn file_name(&self) -> String {
+    pub(crate) fn file_name(&self) -> String {
         self.path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -59,7 +59,7 @@ impl Module {
 
 /// One function to trace.
 #[derive(Debug, Clone)]
-pub struct TracedFunction {
+pub(crate) struct TracedFunction {
     pub module: Module,
     pub sym: FuncSym,
 }
@@ -67,7 +67,10 @@ pub struct TracedFunction {
 /// Picks the module a `LIB` part names: a path, or a file-name prefix. Among prefix matches, a
 /// name that continues with `.so`, `-` or `.` after the prefix wins (`libc` is `libc.so.6`, not
 /// `libcrypto.so.3`).
-pub fn find_library<'a>(lib: &str, modules: &'a [Module]) -> Result<&'a Module, ProfilerError> {
+pub(crate) fn find_library<'a>(
+    lib: &str,
+    modules: &'a [Module],
+) -> Result<&'a Module, ProfilerError> {
     if lib.contains('/') {
         return modules
             .iter()
@@ -115,7 +118,7 @@ pub fn find_library<'a>(lib: &str, modules: &'a [Module]) -> Result<&'a Module, 
 
 /// Resolves every spec against the executable (`modules[0]`) and the libraries; each spec must
 /// match at least one function. The result has no duplicates.
-pub fn resolve(
+pub(crate) fn resolve(
     specs: &[FuncSpec],
     modules: &[Module],
     max_funcs: usize,

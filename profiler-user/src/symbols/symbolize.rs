@@ -3,17 +3,17 @@
 
 use std::{collections::HashMap, fs::File, os::fd::AsRawFd, path::PathBuf};
 
+pub(crate) use crate::report::Frame;
+use crate::tracee::Mapping;
 use blazesym::symbolize::{
     Input, Symbolized, Symbolizer,
     source::{Elf, Source},
 };
-pub use crate::report::Frame;
-use crate::tracee::Mapping;
 
 /// The mappings seen so far, kept after they go so that symbolization works after the target
 /// has exited.
 #[derive(Debug, Default)]
-pub struct MappingSnapshot {
+pub(crate) struct MappingSnapshot {
     mappings: Vec<Mapping>,
     /// Each mapped file, opened while the target was alive (through /proc/PID/root, so a target
     /// in another mount namespace is handled), and the path that reaches it through our own fd.
@@ -22,7 +22,7 @@ pub struct MappingSnapshot {
 
 impl MappingSnapshot {
     /// Adds the target's current mappings.
-    pub fn refresh(&mut self, pid: i32) {
+    pub(crate) fn refresh(&mut self, pid: i32) {
         if let Ok(maps) = crate::tracee::mappings(pid) {
             for m in maps {
                 if !self.mappings.contains(&m) {
@@ -38,10 +38,6 @@ impl MappingSnapshot {
         }
     }
 
-    pub fn mappings(&self) -> &[Mapping] {
-        &self.mappings
-    }
-
     fn locate(&self, addr: u64) -> Option<(&Mapping, u64)> {
         // The newest mapping wins where an address was reused.
         self.mappings
@@ -53,7 +49,7 @@ impl MappingSnapshot {
 }
 
 /// Symbolizes addresses of one target.
-pub struct AddrSymbolizer {
+pub(crate) struct AddrSymbolizer {
     symbolizer: Symbolizer,
     cache: HashMap<u64, Frame>,
 }
@@ -65,7 +61,7 @@ impl Default for AddrSymbolizer {
 }
 
 impl AddrSymbolizer {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             symbolizer: Symbolizer::builder().enable_demangling(true).build(),
             cache: HashMap::new(),
@@ -73,7 +69,7 @@ impl AddrSymbolizer {
     }
 
     /// The frame of `addr`.
-    pub fn frame(&mut self, maps: &MappingSnapshot, addr: u64) -> Frame {
+    pub(crate) fn frame(&mut self, maps: &MappingSnapshot, addr: u64) -> Frame {
         if let Some(frame) = self.cache.get(&addr) {
             return frame.clone();
         }

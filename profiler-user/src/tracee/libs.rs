@@ -86,7 +86,7 @@ fn expand_origin(dir: &str, origin: &Path) -> PathBuf {
 
 /// Every library `exe` needs, directly or through other libraries, as paths (what could not be
 /// found is left out: the loader will fail on it anyway).
-pub fn needed_libraries(exe: &Path) -> Vec<PathBuf> {
+pub(crate) fn needed_libraries(exe: &Path) -> Vec<PathBuf> {
     let cache = ld_cache();
     let ld_library_path: Vec<String> = std::env::var("LD_LIBRARY_PATH")
         .map(|v| {

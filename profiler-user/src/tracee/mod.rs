@@ -1,8 +1,8 @@
 //! The tracee, the target process: checks on a pid, what it runs, its memory map, and its CPU
 //! and memory use. Everything the profiler reads from /proc is read here.
 
-pub mod libs;
-pub mod spawn;
+pub(crate) mod libs;
+pub(crate) mod spawn;
 
 use std::{
     fs,
@@ -14,7 +14,7 @@ use crate::error::ProfilerError;
 
 /// What the report says about the target.
 #[derive(Debug, Clone)]
-pub struct TargetInfo {
+pub(crate) struct TargetInfo {
     pub pid: i32,
     pub exe: PathBuf,
     pub cmdline: Vec<String>,
@@ -24,7 +24,7 @@ pub struct TargetInfo {
 const PF_KTHREAD: u64 = 0x0020_0000;
 
 /// Checks that `pid` is a live user-space process and describes it.
-pub fn inspect(pid: i32) -> Result<TargetInfo, ProfilerError> {
+pub(crate) fn inspect(pid: i32) -> Result<TargetInfo, ProfilerError> {
     if pid <= 0 {
         return Err(ProfilerError::NoSuchProcess(pid));
     }
@@ -100,7 +100,7 @@ fn status_fields(path: &str, names: &[&str]) -> Vec<Option<String>> {
 }
 
 /// The profiler's own effective capabilities (`CapEff`), as a bit set.
-pub fn own_capabilities() -> u64 {
+pub(crate) fn own_capabilities() -> u64 {
     status_fields("/proc/self/status", &["CapEff"])
         .pop()
         .flatten()
@@ -110,7 +110,7 @@ pub fn own_capabilities() -> u64 {
 
 /// The target's memory from /proc/PID/status, bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Memory {
+pub(crate) struct Memory {
     pub rss: u64,
     pub vms: u64,
     /// Peak resident set over the process's life (VmHWM).
@@ -118,8 +118,11 @@ pub struct Memory {
 }
 
 /// The target's resident set, virtual size and peak resident set.
-pub fn memory(pid: i32) -> Option<Memory> {
-    let values = status_fields(&format!("/proc/{pid}/status"), &["VmRSS", "VmSize", "VmHWM"]);
+pub(crate) fn memory(pid: i32) -> Option<Memory> {
+    let values = status_fields(
+        &format!("/proc/{pid}/status"),
+        &["VmRSS", "VmSize", "VmHWM"],
+    );
     let kb = |v: &Option<String>| -> Option<u64> {
         v.as_deref()?
             .trim_end_matches("kB")
@@ -136,12 +139,12 @@ pub fn memory(pid: i32) -> Option<Memory> {
 }
 
 /// Whether thread `tid` of process `pid` still exists.
-pub fn thread_alive(pid: i32, tid: u32) -> bool {
+pub(crate) fn thread_alive(pid: i32, tid: u32) -> bool {
     Path::new(&format!("/proc/{pid}/task/{tid}")).exists()
 }
 
 /// Where the kernel's special mapping `name` (e.g. `[uprobes]`) starts in the target.
-pub fn special_mapping(pid: i32, name: &str) -> Option<u64> {
+pub(crate) fn special_mapping(pid: i32, name: &str) -> Option<u64> {
     let maps = fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
     maps.lines()
         .find(|l| l.trim_end().ends_with(name))
@@ -149,7 +152,7 @@ pub fn special_mapping(pid: i32, name: &str) -> Option<u64> {
         .and_then(|a| u64::from_str_radix(a, 16).ok())
 }
 
-pub fn cmdline(pid: i32) -> Vec<String> {
+pub(crate) fn cmdline(pid: i32) -> Vec<String> {
     fs::read(format!("/proc/{pid}/cmdline"))
         .map(|raw| {
             raw.split(|b| *b == 0)
@@ -161,7 +164,7 @@ pub fn cmdline(pid: i32) -> Vec<String> {
 }
 
 /// Whether the process still exists and is not a zombie.
-pub fn alive(pid: i32) -> bool {
+pub(crate) fn alive(pid: i32) -> bool {
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => !matches!(stat_fields(&stat).first(), Some(&"Z") | Some(&"X")),
         Err(_) => false,
@@ -169,7 +172,7 @@ pub fn alive(pid: i32) -> bool {
 }
 
 /// CPU time (user + system) the process has used, in seconds, and its resident set in bytes.
-pub fn cpu_and_rss(pid: i32) -> Option<(f64, u64)> {
+pub(crate) fn cpu_and_rss(pid: i32) -> Option<(f64, u64)> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let fields = stat_fields(&stat);
     // utime and stime are fields 14 and 15, rss (pages) field 24 (1-based).
@@ -185,7 +188,7 @@ pub fn cpu_and_rss(pid: i32) -> Option<(f64, u64)> {
 
 /// One /proc sample of the target.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Sample {
+pub(crate) struct Sample {
     /// Seconds since profiling started.
     pub at: f64,
     /// CPU time used so far, seconds.
@@ -194,7 +197,7 @@ pub struct Sample {
 }
 
 /// Samples the target's CPU time and resident set.
-pub fn sample(pid: i32, start: std::time::Instant) -> Option<Sample> {
+pub(crate) fn sample(pid: i32, start: std::time::Instant) -> Option<Sample> {
     let (cpu_time, rss) = cpu_and_rss(pid)?;
     Some(Sample {
         at: start.elapsed().as_secs_f64(),
@@ -205,7 +208,7 @@ pub fn sample(pid: i32, start: std::time::Instant) -> Option<Sample> {
 
 /// One file-backed mapping of the target.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Mapping {
+pub(crate) struct Mapping {
     pub start: u64,
     pub end: u64,
     pub file_offset: u64,
@@ -216,12 +219,12 @@ pub struct Mapping {
 
 /// The target's file-backed mappings (anonymous, [heap], [stack], [vdso] and the like are left
 /// out).
-pub fn mappings(pid: i32) -> std::io::Result<Vec<Mapping>> {
+pub(crate) fn mappings(pid: i32) -> std::io::Result<Vec<Mapping>> {
     let maps = fs::read_to_string(format!("/proc/{pid}/maps"))?;
     Ok(parse_maps(&maps))
 }
 
-pub fn parse_maps(maps: &str) -> Vec<Mapping> {
+pub(crate) fn parse_maps(maps: &str) -> Vec<Mapping> {
     maps.lines()
         .filter_map(|line| {
             let mut parts = line.splitn(6, ' ');
@@ -248,7 +251,7 @@ pub fn parse_maps(maps: &str) -> Vec<Mapping> {
 
 /// A path the profiler can open for a file the target has mapped: through the target's root, so
 /// that a process in another mount namespace (a container) is handled.
-pub fn host_path(pid: i32, path: &Path) -> PathBuf {
+pub(crate) fn host_path(pid: i32, path: &Path) -> PathBuf {
     let through_root =
         Path::new(&format!("/proc/{pid}/root")).join(path.strip_prefix("/").unwrap_or(path));
     if through_root.exists() {

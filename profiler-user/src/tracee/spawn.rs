@@ -16,7 +16,7 @@ use crate::error::ProfilerError;
 
 /// A child process waiting at the gate.
 #[derive(Debug)]
-pub struct Gated {
+pub(crate) struct Gated {
     pub pid: i32,
     pub program: PathBuf,
     gate: Option<OwnedFd>,
@@ -24,7 +24,7 @@ pub struct Gated {
 }
 
 /// Finds `command` the way execvp would (a name with a slash is a path; otherwise PATH).
-pub fn resolve_command(command: &str) -> Result<PathBuf, ProfilerError> {
+pub(crate) fn resolve_command(command: &str) -> Result<PathBuf, ProfilerError> {
     let not_found = || ProfilerError::NoSuchCommand(command.to_string());
     let path = if command.contains('/') {
         PathBuf::from(command)
@@ -66,7 +66,7 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 }
 
 /// Forks a child that waits at the gate, then execs `program` with `args` (`args[0]` is argv[0]).
-pub fn spawn_gated(program: &Path, args: &[String]) -> Result<Gated, ProfilerError> {
+pub(crate) fn spawn_gated(program: &Path, args: &[String]) -> Result<Gated, ProfilerError> {
     let exec_err = |reason| ProfilerError::Exec {
         cmd: program.display().to_string(),
         reason,
@@ -118,7 +118,7 @@ pub fn spawn_gated(program: &Path, args: &[String]) -> Result<Gated, ProfilerErr
 
 impl Gated {
     /// Lets the child exec; returns once it has (or has failed to).
-    pub fn release(&mut self) -> Result<(), ProfilerError> {
+    pub(crate) fn release(&mut self) -> Result<(), ProfilerError> {
         let Some(gate) = self.gate.take() else {
             return Ok(());
         };
@@ -140,7 +140,7 @@ impl Gated {
     }
 
     /// Waits for the child to exit; its exit code (None when killed by a signal).
-    pub fn wait(&self) -> Option<i32> {
+    pub(crate) fn wait(&self) -> Option<i32> {
         let mut status = 0;
         // SAFETY: waits for our own child; `status` is a valid int.
         let r = unsafe { libc::waitpid(self.pid, &mut status, 0) };
@@ -148,7 +148,7 @@ impl Gated {
     }
 
     /// Kills a child that never passed the gate.
-    pub fn abort(mut self) {
+    pub(crate) fn abort(mut self) {
         self.gate.take();
         // SAFETY: signals and reaps our own child.
         unsafe { libc::kill(self.pid, libc::SIGKILL) };
@@ -164,7 +164,7 @@ impl Gated {
 
 /// Reaps a child without blocking: its `wait(2)` status and the CPU time (user + system) it
 /// used, seconds, once it has exited.
-pub fn try_wait(pid: i32) -> Option<(i32, f64)> {
+pub(crate) fn try_wait(pid: i32) -> Option<(i32, f64)> {
     let mut status = 0;
     // SAFETY: all-zero is a valid rusage.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };

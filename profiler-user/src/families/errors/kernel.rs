@@ -26,7 +26,7 @@ use profiler_common::{
 };
 
 /// Output bytes kept for the analyzer; past this the rest is counted, not kept.
-pub const MAX_OUTPUT_BYTES: usize = 16 << 20;
+pub(crate) const MAX_OUTPUT_BYTES: usize = 16 << 20;
 
 /// Every syscall's exit (failures with the arguments that explain them, and the output written
 /// to fds 1 and 2): the BTF program, or where the kernel refuses it the raw one. Nothing runs
@@ -35,7 +35,7 @@ const SYS_EXIT_BTF: &str = "syscall_exit_btf";
 const SYS_EXIT_RAW: &str = "syscall_exit";
 
 /// Set (to anything), the raw `sys_exit` program is used even where the BTF one would load.
-pub const RAW_SYS_EXIT_ENV: &str = "PROFILER_RAW_SYS_EXIT";
+pub(crate) const RAW_SYS_EXIT_ENV: &str = "PROFILER_RAW_SYS_EXIT";
 
 /// The raw tracepoints of the family besides `sys_exit`: signal delivery.
 const RAW_TRACEPOINTS: [&str; 1] = ["signal_deliver"];
@@ -45,7 +45,7 @@ const RAW_PROGRAMS: [&str; 1] = ["signal_deliver"];
 
 /// Attaches every program of the family; returns the links, and which `sys_exit` program runs
 /// and why.
-pub fn attach(ebpf: &mut Ebpf) -> anyhow::Result<(Links, String)> {
+pub(crate) fn attach(ebpf: &mut Ebpf) -> anyhow::Result<(Links, String)> {
     let mut links = Links::default();
     let btf = if std::env::var_os(RAW_SYS_EXIT_ENV).is_some() {
         Err(format!("{RAW_SYS_EXIT_ENV} is set"))
@@ -110,7 +110,7 @@ fn attach_raw(
 
 /// The family's links, so they can be taken down together.
 #[derive(Default)]
-pub struct Links {
+pub(crate) struct Links {
     sys_exit_btf: Option<BtfTracePointLinkId>,
     raw: Vec<(&'static str, RawTracePointLinkId)>,
     oom: Option<TracePointLinkId>,
@@ -118,13 +118,13 @@ pub struct Links {
 
 impl Links {
     /// Probes attached.
-    pub fn count(&self) -> usize {
+    pub(crate) fn count(&self) -> usize {
         usize::from(self.sys_exit_btf.is_some()) + self.raw.len() + usize::from(self.oom.is_some())
     }
 }
 
 /// Detaches the family's tracepoints (each detach waits for a grace period: all at once).
-pub fn detach(ebpf: &mut Ebpf, links: Links) {
+pub(crate) fn detach(ebpf: &mut Ebpf, links: Links) {
     let mut raw = Vec::new();
     for (program, id) in links.raw {
         if let Some(p) = ebpf.program_mut(program)
@@ -151,7 +151,7 @@ pub fn detach(ebpf: &mut Ebpf, links: Links) {
 
 /// One decoded record, before symbolization.
 #[derive(Debug, Clone)]
-pub enum Raw {
+pub(crate) enum Raw {
     Syscall {
         tid: u32,
         ts: u64,
@@ -195,7 +195,7 @@ fn function(func: u32) -> Option<u32> {
 }
 
 /// Decodes a record of this family.
-pub fn decode(kind: u16, bytes: &[u8]) -> Option<Raw> {
+pub(crate) fn decode(kind: u16, bytes: &[u8]) -> Option<Raw> {
     match kind {
         k if k == EventKind::SyscallError as u16 => {
             let e: SyscallErrorEvent = read(bytes)?;
@@ -278,7 +278,7 @@ fn sockaddr(raw: &[u8]) -> Option<String> {
 }
 
 /// Every failed syscall of the run, counted exactly: (syscall name, errno) -> count.
-pub fn read_failures(ebpf: &Ebpf) -> anyhow::Result<BTreeMap<(String, i32), u64>> {
+pub(crate) fn read_failures(ebpf: &Ebpf) -> anyhow::Result<BTreeMap<(String, i32), u64>> {
     let map: BpfHashMap<_, FailureKey, FailureStats> =
         BpfHashMap::try_from(ebpf.map("FAILURES").context("FAILURES map missing")?)?;
     let mut out = BTreeMap::new();
@@ -291,7 +291,7 @@ pub fn read_failures(ebpf: &Ebpf) -> anyhow::Result<BTreeMap<(String, i32), u64>
 }
 
 /// The user stack of an error, innermost first, as addresses.
-pub fn read_stack(ebpf: &Ebpf, stack_id: u32) -> Vec<u64> {
+pub(crate) fn read_stack(ebpf: &Ebpf, stack_id: u32) -> Vec<u64> {
     let Some(map) = ebpf.map("ERROR_STACKS") else {
         return Vec::new();
     };
@@ -305,7 +305,7 @@ pub fn read_stack(ebpf: &Ebpf, stack_id: u32) -> Vec<u64> {
 }
 
 impl Raw {
-    pub fn timestamp(&self) -> u64 {
+    pub(crate) fn timestamp(&self) -> u64 {
         match self {
             Raw::Syscall { ts, .. }
             | Raw::Signal { ts, .. }

@@ -3,8 +3,8 @@
 //! database. `kernel.rs` attaches the tracepoints and decodes their records; `analyze/` turns
 //! them into the `errors` section.
 
-pub mod analyze;
-pub mod kernel;
+pub(crate) mod analyze;
+pub(crate) mod kernel;
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -23,7 +23,7 @@ use analyze::{
 use kernel::{Links, MAX_OUTPUT_BYTES, Raw};
 
 /// The family's runtime: gathers records while profiling, analyzes them at the end.
-pub struct Errors {
+pub(crate) struct Errors {
     db: Option<PatternDb>,
     raw: Vec<Raw>,
     output_bytes: usize,
@@ -37,7 +37,7 @@ pub struct Errors {
 }
 
 impl Errors {
-    pub fn new(db: PatternDb) -> Self {
+    pub(crate) fn new(db: PatternDb) -> Self {
         Self {
             db: Some(db),
             raw: Vec::new(),

@@ -5,7 +5,9 @@ use profiler_common::functions::{
 };
 
 use crate::{
-    report::functions::{CallStack, Caller, FunctionProfile, Percentiles, ProbeSite, ThreadBreakdown},
+    report::functions::{
+        CallStack, Caller, FunctionProfile, Percentiles, ProbeSite, ThreadBreakdown,
+    },
     symbols::symbolize::Frame,
 };
 
@@ -14,7 +16,7 @@ const NS: f64 = 1e-9;
 /// One function's statistics summed over the CPUs (shared statistics) and the threads (their own
 /// tables).
 #[derive(Debug, Clone, PartialEq)]
-pub struct FuncTotals {
+pub(crate) struct FuncTotals {
     pub entries: u64,
     pub returns: u64,
     /// Timed calls: the times, the histogram and the moments are theirs.
@@ -46,7 +48,7 @@ impl Default for FuncTotals {
 
 impl FuncTotals {
     /// Sums the per-CPU values of one function's shared statistics.
-    pub fn sum<'a>(per_cpu: impl IntoIterator<Item = &'a FuncStats>) -> Self {
+    pub(crate) fn sum<'a>(per_cpu: impl IntoIterator<Item = &'a FuncStats>) -> Self {
         let mut t = Self::default();
         for s in per_cpu {
             t.add_timed(
@@ -67,7 +69,7 @@ impl FuncTotals {
 
     /// Adds one thread's own totals of the function (its durations are in the shared histogram
     /// already).
-    pub fn add_thread(&mut self, f: &ThreadFunc) {
+    pub(crate) fn add_thread(&mut self, f: &ThreadFunc) {
         self.add_timed(
             f.entries,
             f.count,
@@ -81,13 +83,13 @@ impl FuncTotals {
     }
 
     /// Calls that returned while profiled, timed or not: exact.
-    pub fn calls(&self) -> u64 {
+    pub(crate) fn calls(&self) -> u64 {
         self.count + self.untimed
     }
 
     /// Total time in the function, ns: exact when every call was timed, else the timed calls'
     /// mean times the calls.
-    pub fn estimated_total_ns(&self) -> f64 {
+    pub(crate) fn estimated_total_ns(&self) -> f64 {
         if self.untimed == 0 || self.count == 0 {
             return self.total_ns as f64;
         }
@@ -117,7 +119,7 @@ impl FuncTotals {
     }
 
     /// Population standard deviation of the durations, ns.
-    pub fn std_dev_ns(&self) -> f64 {
+    pub(crate) fn std_dev_ns(&self) -> f64 {
         if self.count == 0 {
             return 0.0;
         }
@@ -137,7 +139,7 @@ impl FuncTotals {
 
     /// The `q` quantile (0..=1) of the durations, ns: found in the histogram, interpolated inside
     /// its bucket, and kept within the exact minimum and maximum.
-    pub fn quantile_ns(&self, q: f64) -> f64 {
+    pub(crate) fn quantile_ns(&self, q: f64) -> f64 {
         let total: u64 = self.hist.iter().sum();
         if total == 0 {
             return 0.0;
@@ -164,7 +166,7 @@ impl FuncTotals {
 
 /// What is known of a traced function before any call.
 #[derive(Debug, Clone)]
-pub struct FunctionMeta {
+pub(crate) struct FunctionMeta {
     pub name: String,
     pub module: String,
     pub address: u64,
@@ -173,7 +175,7 @@ pub struct FunctionMeta {
 
 /// Everything the kernel gathered about one function, symbolized.
 #[derive(Debug, Clone, Default)]
-pub struct FunctionData {
+pub(crate) struct FunctionData {
     pub totals: FuncTotals,
     pub threads: Vec<(u32, ThreadStats)>,
     pub callers: Vec<(Frame, u64)>,
@@ -182,10 +184,10 @@ pub struct FunctionData {
 }
 
 /// Most callers and call stacks kept per function in the report.
-pub const MAX_CALLERS: usize = 20;
+pub(crate) const MAX_CALLERS: usize = 20;
 
 /// Builds a function's profile. `cost_ns` is the estimated cost of its probes.
-pub fn profile(meta: &FunctionMeta, data: FunctionData, cost_ns: f64) -> FunctionProfile {
+pub(crate) fn profile(meta: &FunctionMeta, data: FunctionData, cost_ns: f64) -> FunctionProfile {
     let t = &data.totals;
     let average = if t.count > 0 {
         t.total_ns as f64 / t.count as f64

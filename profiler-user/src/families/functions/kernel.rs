@@ -22,7 +22,7 @@ use super::analyze::FuncTotals;
 /// Where one function's probes go: the file and the offset in it. The function id is the index
 /// in the list handed to [`attach`].
 #[derive(Debug, Clone)]
-pub struct Site {
+pub(crate) struct Site {
     pub path: PathBuf,
     pub file_offset: u64,
     /// Whether the return probe is attached too (the calibration times entries alone).
@@ -34,21 +34,25 @@ const RETURN: &str = "fn_return";
 
 /// A probe that could not be attached, with the function it was for.
 #[derive(Debug)]
-pub struct AttachFailure {
+pub(crate) struct AttachFailure {
     pub index: usize,
     pub error: anyhow::Error,
 }
 
 /// The links of one site, so it can be detached on its own.
 #[derive(Debug, Default)]
-pub struct SiteLinks {
+pub(crate) struct SiteLinks {
     entry: Option<UProbeLinkId>,
     ret: Option<UProbeLinkId>,
 }
 
 /// Attaches an entry and a return probe to every site, for process `pid` only. Returns each
 /// site's links; stops at the first failure.
-pub fn attach(ebpf: &mut Ebpf, sites: &[Site], pid: u32) -> Result<Vec<SiteLinks>, AttachFailure> {
+pub(crate) fn attach(
+    ebpf: &mut Ebpf,
+    sites: &[Site],
+    pid: u32,
+) -> Result<Vec<SiteLinks>, AttachFailure> {
     let scope = std::num::NonZeroU32::new(pid)
         .map(UProbeScope::OneProcess)
         .ok_or_else(|| AttachFailure {
@@ -95,7 +99,7 @@ pub fn attach(ebpf: &mut Ebpf, sites: &[Site], pid: u32) -> Result<Vec<SiteLinks
 /// mapping, made by the kernel at the first return probe): a call at a stack slot still held by
 /// a frame is a tail call if the slot holds the trampoline, a slot reused after a longjmp if not.
 /// Returns whether the address is known.
-pub fn publish_trampoline(ebpf: &mut Ebpf, pid: i32) -> bool {
+pub(crate) fn publish_trampoline(ebpf: &mut Ebpf, pid: i32) -> bool {
     let Some(start) = crate::tracee::special_mapping(pid, "[uprobes]") else {
         return false;
     };
@@ -109,7 +113,7 @@ pub fn publish_trampoline(ebpf: &mut Ebpf, pid: i32) -> bool {
 }
 
 /// Probes attached in `links`.
-pub fn probe_count(links: &[SiteLinks]) -> usize {
+pub(crate) fn probe_count(links: &[SiteLinks]) -> usize {
     links
         .iter()
         .map(|l| usize::from(l.entry.is_some()) + usize::from(l.ret.is_some()))
@@ -117,7 +121,7 @@ pub fn probe_count(links: &[SiteLinks]) -> usize {
 }
 
 /// Detaches one site's probes (entry first, see `attach`); what they counted stays in the maps.
-pub fn detach_site(ebpf: &mut Ebpf, links: &mut SiteLinks) -> anyhow::Result<()> {
+pub(crate) fn detach_site(ebpf: &mut Ebpf, links: &mut SiteLinks) -> anyhow::Result<()> {
     if let Some(link) = links.entry.take() {
         program(ebpf, ENTRY)?.detach(link)?;
     }
@@ -128,7 +132,7 @@ pub fn detach_site(ebpf: &mut Ebpf, links: &mut SiteLinks) -> anyhow::Result<()>
 }
 
 /// Entry and return hits so far, per function id.
-pub fn read_hits(ebpf: &Ebpf, functions: usize) -> anyhow::Result<Vec<(u64, u64)>> {
+pub(crate) fn read_hits(ebpf: &Ebpf, functions: usize) -> anyhow::Result<Vec<(u64, u64)>> {
     Ok(read_totals(ebpf, functions)?
         .iter()
         .map(|t| (t.entries, t.returns))
@@ -179,7 +183,7 @@ fn own_func(own: &ThreadFunc) -> Option<u32> {
 
 /// Detaches every function probe, entries first (see `attach`), many at a time; the maps stay
 /// readable.
-pub fn detach(ebpf: &mut Ebpf, links: &mut [SiteLinks]) {
+pub(crate) fn detach(ebpf: &mut Ebpf, links: &mut [SiteLinks]) {
     for name in [ENTRY, RETURN] {
         let Ok(program) = program(ebpf, name) else {
             continue;
@@ -209,7 +213,7 @@ fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut UProbe>
 
 /// What the kernel side gathered, by function id, before symbolization.
 #[derive(Debug, Default)]
-pub struct RawFunctions {
+pub(crate) struct RawFunctions {
     pub totals: Vec<FuncTotals>,
     /// Per function id: (tid, that thread's calls and their time, estimated where sampled).
     pub threads: HashMap<u32, Vec<(u32, ThreadStats)>>,
@@ -228,7 +232,7 @@ fn map<'a>(ebpf: &'a Ebpf, name: &str) -> anyhow::Result<&'a Map> {
 
 /// Reads every map of the family: the shared maps plus every thread's own tables. `pid` is used
 /// to tell live threads from exited ones.
-pub fn read(ebpf: &Ebpf, functions: usize, pid: i32) -> anyhow::Result<RawFunctions> {
+pub(crate) fn read(ebpf: &Ebpf, functions: usize, pid: i32) -> anyhow::Result<RawFunctions> {
     let mut raw = RawFunctions {
         totals: read_totals(ebpf, functions)?,
         ..Default::default()

@@ -1,8 +1,8 @@
 //! The `functions` family: exact counts and times of the `--func` functions (uprobe and
 //! uretprobe on each), their callers and sampled call stacks.
 
-pub mod analyze;
-pub mod kernel;
+pub(crate) mod analyze;
+pub(crate) mod kernel;
 
 use std::fmt::Write as _;
 
@@ -15,7 +15,11 @@ use crate::{
     level::FamilyId,
     overhead,
     placement::{self, Placement},
-    report::{Report, functions::{FunctionProfile, ProbeSite}, text},
+    report::{
+        Report,
+        functions::{FunctionProfile, ProbeSite},
+        text,
+    },
     symbols::resolve::{FuncSpec, TracedFunction, resolve},
 };
 use analyze::{FunctionData, FunctionMeta, profile};
@@ -28,7 +32,7 @@ struct Traced {
 }
 
 /// The family's runtime.
-pub struct Functions {
+pub(crate) struct Functions {
     specs: Vec<FuncSpec>,
     max_funcs: usize,
     /// `--time-every`: after a function's first `TIME_ALWAYS` calls on a thread, one call in
@@ -45,7 +49,7 @@ pub struct Functions {
 
 impl Functions {
     /// Checks the `--func` specs (before the target is found: a bad spec starts nothing).
-    pub fn new(funcs: &[String], max_funcs: usize, time_every: u32) -> anyhow::Result<Self> {
+    pub(crate) fn new(funcs: &[String], max_funcs: usize, time_every: u32) -> anyhow::Result<Self> {
         let specs = funcs
             .iter()
             .map(|s| FuncSpec::parse(s))
@@ -213,7 +217,10 @@ impl Family for Functions {
                 .iter()
                 .filter(|(f, _, _)| *f == id32)
                 .map(|(_, addr, calls)| {
-                    (ctx.symbolizer.frame(ctx.maps, addr.saturating_sub(1)), *calls)
+                    (
+                        ctx.symbolizer.frame(ctx.maps, addr.saturating_sub(1)),
+                        *calls,
+                    )
                 })
                 .collect();
             let stacks = raw

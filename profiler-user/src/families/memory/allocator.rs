@@ -82,7 +82,7 @@ const CXX: [(&str, AllocClass); 16] = [
 
 /// One probed allocator function.
 #[derive(Debug, Clone)]
-pub struct AllocFn {
+pub(crate) struct AllocFn {
     /// The symbol name (`malloc`, `je_free`, ...).
     pub name: String,
     pub class: AllocClass,
@@ -95,7 +95,7 @@ pub struct AllocFn {
 
 /// An allocator found in one module.
 #[derive(Debug, Clone)]
-pub struct Allocator {
+pub(crate) struct Allocator {
     /// "glibc", "musl", "jemalloc", "tcmalloc", "mimalloc", or "unknown".
     pub name: &'static str,
     pub module: Module,
@@ -106,7 +106,7 @@ pub struct Allocator {
 
 /// What was found in the target's modules.
 #[derive(Debug, Clone, Default)]
-pub struct Detection {
+pub(crate) struct Detection {
     /// In the order the dynamic linker resolves `malloc`: the executable, then replacement
     /// allocators, then the C library.
     pub allocators: Vec<Allocator>,
@@ -115,7 +115,7 @@ pub struct Detection {
 }
 
 /// Finds the allocators in `modules` (the executable first).
-pub fn detect(modules: &[Module]) -> Detection {
+pub(crate) fn detect(modules: &[Module]) -> Detection {
     let inspector = Inspector::new();
     let mut allocators = Vec::new();
     for (index, module) in modules.iter().enumerate() {
@@ -141,7 +141,7 @@ pub fn detect(modules: &[Module]) -> Detection {
 /// The libraries an `LD_PRELOAD` value names (separated by spaces or colons), as the dynamic
 /// linker finds them: a name with a slash is a path, others are looked up in the system library
 /// directories. Those not found are left out (the loader skips them too).
-pub fn preloaded(value: &str) -> Vec<Module> {
+pub(crate) fn preloaded(value: &str) -> Vec<Module> {
     const DIRS: [&str; 6] = [
         "/lib/x86_64-linux-gnu",
         "/usr/lib/x86_64-linux-gnu",
@@ -213,7 +213,8 @@ fn in_module(inspector: &Inspector, module: &Module, executable: bool) -> Option
         } else {
             placement::Role::Plain
         };
-        let placement = placement::place_in_file(&module.open_path, file_offset, sym.addr, size, role);
+        let placement =
+            placement::place_in_file(&module.open_path, file_offset, sym.addr, size, role);
         functions.push(AllocFn {
             name: fname.clone(),
             class: *class,

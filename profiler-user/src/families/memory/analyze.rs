@@ -18,7 +18,7 @@ use crate::{
 
 /// Thresholds of the leak verdict (command-line options).
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct LeakOptions {
+pub(crate) struct LeakOptions {
     /// Least growth of a site's outstanding bytes, bytes per second, for a leak.
     pub min_growth: f64,
     /// Share of the run (0..0.5) at its start treated as warm-up, and at its end in which a leak
@@ -36,16 +36,16 @@ impl Default for LeakOptions {
 }
 
 /// Fewest points of a site's series (the run's ticks) for a growth verdict.
-pub const MIN_POINTS: usize = 4;
+pub(crate) const MIN_POINTS: usize = 4;
 /// Most leak sites, sites and functions listed in the report.
-pub const MAX_LISTED: usize = 50;
+pub(crate) const MAX_LISTED: usize = 50;
 /// Most points kept per series; past this, every other point is dropped.
-pub const MAX_POINTS: usize = 256;
+pub(crate) const MAX_POINTS: usize = 256;
 
 /// A site's outstanding bytes over the run: (seconds since the start, bytes), thinned to at most
 /// [`MAX_POINTS`] evenly spread points however long the run.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Series {
+pub(crate) struct Series {
     points: Vec<(f64, u64)>,
     /// Keep one offered point in `stride`.
     stride: usize,
@@ -53,7 +53,7 @@ pub struct Series {
 }
 
 impl Series {
-    pub fn push(&mut self, at: f64, bytes: u64) {
+    pub(crate) fn push(&mut self, at: f64, bytes: u64) {
         let stride = self.stride.max(1);
         self.offered += 1;
         if !(self.offered - 1).is_multiple_of(stride) {
@@ -71,21 +71,21 @@ impl Series {
     }
 
     /// Replaces the last point's value when it is at `at`, or adds the point.
-    pub fn finish(&mut self, at: f64, bytes: u64) {
+    pub(crate) fn finish(&mut self, at: f64, bytes: u64) {
         match self.points.last_mut() {
             Some(last) if last.0 >= at => last.1 = bytes,
             _ => self.points.push((at, bytes)),
         }
     }
 
-    pub fn points(&self) -> &[(f64, u64)] {
+    pub(crate) fn points(&self) -> &[(f64, u64)] {
         &self.points
     }
 }
 
 /// Everything known of one allocation site.
 #[derive(Debug, Clone, Default)]
-pub struct SiteInput {
+pub(crate) struct SiteInput {
     pub totals: SiteStats,
     /// Symbolized user stack, innermost first (the allocator's caller first).
     pub frames: Vec<Frame>,
@@ -97,12 +97,12 @@ pub struct SiteInput {
 
 impl SiteInput {
     /// Blocks still outstanding (tracked ones; never negative).
-    pub fn outstanding(&self) -> u64 {
+    pub(crate) fn outstanding(&self) -> u64 {
         let t = &self.totals;
         t.allocs.saturating_sub(t.untracked).saturating_sub(t.frees)
     }
 
-    pub fn outstanding_bytes(&self) -> u64 {
+    pub(crate) fn outstanding_bytes(&self) -> u64 {
         let t = &self.totals;
         t.alloc_bytes
             .saturating_sub(t.untracked_bytes)
@@ -112,7 +112,7 @@ impl SiteInput {
 
 /// The target's memory from /proc at one moment.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct ProcSample {
+pub(crate) struct ProcSample {
     /// Seconds since the start.
     pub at: f64,
     /// Resident set, bytes.
@@ -125,7 +125,7 @@ pub struct ProcSample {
 
 /// Everything the analyzer needs.
 #[derive(Debug, Clone, Default)]
-pub struct MemoryInput {
+pub(crate) struct MemoryInput {
     pub allocators: Vec<AllocatorInfo>,
     /// File names of the libraries that hold an allocator, whose frames are never charged (an
     /// allocator linked into the executable is not among them: user code is there too).
@@ -148,13 +148,13 @@ pub struct MemoryInput {
 
 /// What a site is, by the shape of its outstanding bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     Leak,
     Retained,
 }
 
 impl Verdict {
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Verdict::Leak => "leak",
             Verdict::Retained => "retained",
@@ -163,7 +163,7 @@ impl Verdict {
 }
 
 /// Least-squares slope of `points` (y per x); 0 with fewer than two distinct x.
-pub fn slope(points: impl Iterator<Item = (f64, f64)> + Clone) -> f64 {
+pub(crate) fn slope(points: impl Iterator<Item = (f64, f64)> + Clone) -> f64 {
     let (mut n, mut sx, mut sy) = (0.0, 0.0, 0.0);
     for (x, y) in points.clone() {
         n += 1.0;
@@ -184,7 +184,7 @@ pub fn slope(points: impl Iterator<Item = (f64, f64)> + Clone) -> f64 {
 
 /// A site's growth (bytes per second, over the points since it first had a block) and verdict.
 /// `series` ends with the final value; before its first point the site held nothing.
-pub fn judge(series: &[(f64, u64)], duration: f64, options: &LeakOptions) -> (f64, Verdict) {
+pub(crate) fn judge(series: &[(f64, u64)], duration: f64, options: &LeakOptions) -> (f64, Verdict) {
     let growth = slope(series.iter().map(|&(t, b)| (t, b as f64)));
     let Some(&(_, last)) = series.last() else {
         return (0.0, Verdict::Retained);
@@ -221,7 +221,7 @@ pub fn judge(series: &[(f64, u64)], duration: f64, options: &LeakOptions) -> (f6
 }
 
 /// The direction of the resident set over the samples, and its slope (bytes per second).
-pub fn trend(samples: &[ProcSample]) -> (&'static str, f64) {
+pub(crate) fn trend(samples: &[ProcSample]) -> (&'static str, f64) {
     if samples.len() < 3 {
         return ("unknown", 0.0);
     }
@@ -262,7 +262,10 @@ const WRAPPERS: [&str; 13] = [
 /// The function a site is charged to: the first frame outside the allocator modules and the
 /// wrappers above, preferring one with a name (a walk through code without frame pointers can
 /// end in addresses that belong to nothing).
-pub fn charged_frame<'f>(frames: &'f [Frame], allocator_modules: &[String]) -> Option<&'f Frame> {
+pub(crate) fn charged_frame<'f>(
+    frames: &'f [Frame],
+    allocator_modules: &[String],
+) -> Option<&'f Frame> {
     let mut candidates = frames.iter().filter(|f| {
         !allocator_modules.contains(&f.module)
             && !WRAPPERS.iter().any(|w| f.function.starts_with(w))
@@ -275,7 +278,7 @@ pub fn charged_frame<'f>(frames: &'f [Frame], allocator_modules: &[String]) -> O
 }
 
 /// Builds the section.
-pub fn analyze(input: MemoryInput) -> MemorySection {
+pub(crate) fn analyze(input: MemoryInput) -> MemorySection {
     let allocator_modules = input.allocator_libraries.clone();
     let duration = input.duration;
 

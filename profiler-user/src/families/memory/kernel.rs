@@ -1,9 +1,7 @@
 //! The `memory` family's kernel side: attach the allocator probes and the `mmap`/`munmap`
 //! tracepoints, and read the maps.
 
-use std::{
-    collections::HashMap,
-};
+use std::collections::HashMap;
 
 use anyhow::Context as _;
 use aya::{
@@ -15,11 +13,8 @@ use aya::{
         uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLink, UProbeScope},
     },
 };
-use profiler_common::{
-    memory::{
-        AllocInfo, MAX_ALLOC_FUNCTIONS, MMAP_SLOT, MUNMAP_SLOT, MemStack, SiteStats,
-        cookie,
-    },
+use profiler_common::memory::{
+    AllocInfo, MAX_ALLOC_FUNCTIONS, MMAP_SLOT, MUNMAP_SLOT, MemStack, SiteStats, cookie,
 };
 
 use super::allocator::{self, Allocator};
@@ -38,7 +33,7 @@ const TRACEPOINTS: [(&str, &str, &str); 3] = [
 /// The family's links, owned here so that they can be detached all at once (the kernel waits
 /// for a grace period on each uprobe it removes: one after the other, that is seconds).
 #[derive(Default)]
-pub struct Links {
+pub(crate) struct Links {
     /// Entry probes of the functions that return a block.
     entries: Vec<UProbeLink>,
     returns: Vec<UProbeLink>,
@@ -48,7 +43,7 @@ pub struct Links {
 }
 
 impl Links {
-    pub fn count(&self) -> usize {
+    pub(crate) fn count(&self) -> usize {
         self.entries.len() + self.returns.len() + self.frees.len() + self.tracepoints.len()
     }
 
@@ -56,7 +51,7 @@ impl Links {
     /// (a return whose entry is gone records nothing), and the frees after them, so that no
     /// block is recorded after its release went unseen (while the allocator keeps running, as
     /// when the overhead budget detaches the family or `attach` ends).
-    pub fn detach(mut self) {
+    pub(crate) fn detach(mut self) {
         self.entries.append(&mut self.returns);
         crate::bpf::release_in_parallel(self.entries);
         crate::bpf::release_in_parallel(self.frees);
@@ -68,7 +63,7 @@ impl Links {
 /// tracepoints, for process `pid` only. Among the entry probes the frees come first: a block
 /// recorded while `free` was not yet probed could be released unseen and its address handed
 /// out again (`Links::detach` takes them down last, for the same reason).
-pub fn attach(ebpf: &mut Ebpf, allocators: &[Allocator], pid: u32) -> anyhow::Result<Links> {
+pub(crate) fn attach(ebpf: &mut Ebpf, allocators: &[Allocator], pid: u32) -> anyhow::Result<Links> {
     let scope = std::num::NonZeroU32::new(pid)
         .map(UProbeScope::OneProcess)
         .context("invalid pid 0")?;
@@ -124,7 +119,9 @@ pub fn attach(ebpf: &mut Ebpf, allocators: &[Allocator], pid: u32) -> anyhow::Re
 }
 
 /// The probed functions in function-id order, with their allocator.
-pub fn functions(allocators: &[Allocator]) -> impl Iterator<Item = (&Allocator, &allocator::AllocFn)> {
+pub(crate) fn functions(
+    allocators: &[Allocator],
+) -> impl Iterator<Item = (&Allocator, &allocator::AllocFn)> {
     allocators
         .iter()
         .flat_map(|a| a.functions.iter().map(move |f| (a, f)))
@@ -144,14 +141,14 @@ fn map<'a>(ebpf: &'a Ebpf, name: &str) -> anyhow::Result<&'a Map> {
 }
 
 /// Every site's totals now.
-pub fn read_sites(ebpf: &Ebpf) -> anyhow::Result<Vec<(u64, SiteStats)>> {
+pub(crate) fn read_sites(ebpf: &Ebpf) -> anyhow::Result<Vec<(u64, SiteStats)>> {
     let sites: BpfHashMap<_, u64, SiteStats> = BpfHashMap::try_from(map(ebpf, "MEM_SITES")?)?;
     Ok(sites.iter().filter_map(Result::ok).collect())
 }
 
 /// What the kernel side holds at the end, before symbolization.
 #[derive(Debug, Default)]
-pub struct RawMemory {
+pub(crate) struct RawMemory {
     pub sites: Vec<(u64, SiteStats)>,
     /// Site -> user stack (return address first).
     pub stacks: HashMap<u64, Vec<u64>>,
@@ -164,7 +161,7 @@ pub struct RawMemory {
 }
 
 /// Reads every map of the family.
-pub fn read(ebpf: &Ebpf, functions: usize) -> anyhow::Result<RawMemory> {
+pub(crate) fn read(ebpf: &Ebpf, functions: usize) -> anyhow::Result<RawMemory> {
     let mut raw = RawMemory {
         sites: read_sites(ebpf)?,
         ..Default::default()
@@ -184,7 +181,10 @@ pub fn read(ebpf: &Ebpf, functions: usize) -> anyhow::Result<RawMemory> {
 }
 
 /// Calls counted in `MEM_CALLS` (summed over the CPUs) for each of `slots`.
-pub fn read_calls(ebpf: &Ebpf, slots: impl Iterator<Item = u32>) -> anyhow::Result<Vec<u64>> {
+pub(crate) fn read_calls(
+    ebpf: &Ebpf,
+    slots: impl Iterator<Item = u32>,
+) -> anyhow::Result<Vec<u64>> {
     let calls: PerCpuArray<_, u64> = PerCpuArray::try_from(map(ebpf, "MEM_CALLS")?)?;
     Ok(slots
         .map(|slot| calls.get(&slot, 0).map(|v| v.iter().sum()).unwrap_or(0))
@@ -193,7 +193,7 @@ pub fn read_calls(ebpf: &Ebpf, slots: impl Iterator<Item = u32>) -> anyhow::Resu
 
 /// The probe hits of `calls` calls to allocator function `f` (its entry, and its return when it
 /// returns a block), and their estimated cost.
-pub fn function_load(f: &allocator::AllocFn, calls: u64, model: &CostModel) -> ProbeLoad {
+pub(crate) fn function_load(f: &allocator::AllocFn, calls: u64, model: &CostModel) -> ProbeLoad {
     let returns = if f.class.returns_block() { calls } else { 0 };
     ProbeLoad {
         hits: calls + returns,
@@ -203,7 +203,7 @@ pub fn function_load(f: &allocator::AllocFn, calls: u64, model: &CostModel) -> P
 
 /// The addresses of a site's stack, innermost first: the return address, then the frames walked
 /// from the caller's frame pointer.
-pub fn frames(stack: &MemStack) -> Vec<u64> {
+pub(crate) fn frames(stack: &MemStack) -> Vec<u64> {
     let walked = &stack.ips[..(stack.len as usize).min(stack.ips.len())];
     let mut ips = Vec::with_capacity(walked.len() + 1);
     if stack.ret_addr != 0 && walked.first() != Some(&stack.ret_addr) {
@@ -212,5 +212,3 @@ pub fn frames(stack: &MemStack) -> Vec<u64> {
     ips.extend(walked.iter().copied().filter(|ip| *ip != 0));
     ips
 }
-
-

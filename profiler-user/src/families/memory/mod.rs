@@ -2,9 +2,9 @@
 //! tracepoints, poll the per-site outstanding bytes while profiling (their growth decides leak
 //! against retained), and read the maps at the end. See docs/memory.md.
 
-pub mod allocator;
-pub mod analyze;
-pub mod kernel;
+pub(crate) mod allocator;
+pub(crate) mod analyze;
+pub(crate) mod kernel;
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -36,10 +36,10 @@ use kernel::{Links, RawMemory};
 
 /// Environment variable that lowers the number of outstanding blocks tracked (to see how a full
 /// map is reported without a million allocations).
-pub const MAX_BLOCKS_ENV: &str = "PROFILER_MEMORY_MAX_BLOCKS";
+pub(crate) const MAX_BLOCKS_ENV: &str = "PROFILER_MEMORY_MAX_BLOCKS";
 
 /// Capacity of the outstanding-block map: [`ALLOCS_MAX`], or less from [`MAX_BLOCKS_ENV`].
-pub fn max_blocks() -> u32 {
+pub(crate) fn max_blocks() -> u32 {
     std::env::var(MAX_BLOCKS_ENV)
         .ok()
         .and_then(|v| v.trim().parse::<u32>().ok())
@@ -47,7 +47,7 @@ pub fn max_blocks() -> u32 {
 }
 
 /// The family's runtime.
-pub struct Memory {
+pub(crate) struct Memory {
     options: LeakOptions,
     detection: Detection,
     /// Outstanding bytes per site over the run; times are CLOCK_MONOTONIC seconds.
@@ -65,7 +65,7 @@ pub struct Memory {
 }
 
 impl Memory {
-    pub fn new(options: LeakOptions) -> Self {
+    pub(crate) fn new(options: LeakOptions) -> Self {
         Self {
             options,
             detection: Detection::default(),

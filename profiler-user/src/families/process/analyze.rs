@@ -6,7 +6,11 @@ use crate::{
 };
 
 /// Summarises the samples; `None` with fewer than one sample.
-pub fn summarize(samples: &[Sample], interval: f64, machine: Machine) -> Option<SystemSection> {
+pub(crate) fn summarize(
+    samples: &[Sample],
+    interval: f64,
+    machine: Machine,
+) -> Option<SystemSection> {
     let last = samples.last()?;
     let rates: Vec<f64> = samples
         .windows(2)

@@ -5,7 +5,7 @@ use aya::{Ebpf, programs::TracePoint};
 use profiler_common::process::{ProcessEvent, ProcessEventKind};
 
 /// Attaches the family's programs; returns how many.
-pub fn attach(ebpf: &mut Ebpf) -> anyhow::Result<usize> {
+pub(crate) fn attach(ebpf: &mut Ebpf) -> anyhow::Result<usize> {
     let program: &mut TracePoint = ebpf
         .program_mut("sched_process_exit")
         .context("program sched_process_exit missing from the eBPF object")?
@@ -21,7 +21,7 @@ pub fn attach(ebpf: &mut Ebpf) -> anyhow::Result<usize> {
 
 /// What a process event means for the session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Lifecycle {
+pub(crate) enum Lifecycle {
     ThreadExit {
         tid: u32,
     },
@@ -32,7 +32,7 @@ pub enum Lifecycle {
 }
 
 /// Decodes a ring-buffer record of this family.
-pub fn decode(bytes: &[u8]) -> Option<Lifecycle> {
+pub(crate) fn decode(bytes: &[u8]) -> Option<Lifecycle> {
     if bytes.len() < size_of::<ProcessEvent>() {
         return None;
     }

@@ -3,8 +3,8 @@
 //! `system` has no probes: it summarises the /proc samples the collection loop takes (CPU and
 //! resident set) and the machine's facts (sysinfo).
 
-pub mod analyze;
-pub mod kernel;
+pub(crate) mod analyze;
+pub(crate) mod kernel;
 
 use std::fmt::Write as _;
 
@@ -21,7 +21,7 @@ use kernel::Lifecycle;
 
 /// Thread and process exits.
 #[derive(Debug, Default)]
-pub struct Process;
+pub(crate) struct Process;
 
 impl Family for Process {
     fn id(&self) -> FamilyId {
@@ -66,7 +66,7 @@ impl Family for Process {
 
 /// The target's CPU and memory from /proc, and the machine's facts.
 #[derive(Debug, Default)]
-pub struct System;
+pub(crate) struct System;
 
 impl Family for System {
     fn id(&self) -> FamilyId {

@@ -10,7 +10,7 @@ use crate::report::errors::{ChainedException, Frame, Level};
 
 /// What a block is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum BlockKind {
+pub(crate) enum BlockKind {
     PythonTraceback,
     PythonFatal,
     JavaException,
@@ -24,7 +24,7 @@ pub enum BlockKind {
 }
 
 impl BlockKind {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             BlockKind::PythonTraceback => "python_traceback",
             BlockKind::PythonFatal => "python_fatal",
@@ -42,7 +42,7 @@ impl BlockKind {
 
 /// One grouped error (or plain line) of one stream.
 #[derive(Debug, Clone)]
-pub struct Block {
+pub(crate) struct Block {
     pub kind: BlockKind,
     pub tid: u32,
     pub fd: u32,
@@ -68,7 +68,7 @@ pub struct Block {
 
 impl Block {
     /// A plain line that starts no error.
-    pub fn plain(line: Line) -> Block {
+    pub(crate) fn plain(line: Line) -> Block {
         Block {
             kind: BlockKind::Plain,
             tid: line.tid,

@@ -16,13 +16,13 @@
 //! EACCES/EPERM -> medium; anything else (other failed syscalls) -> low.
 
 use super::group::BlockKind;
-use crate::linux;
 use super::patterns::Subject;
+use crate::linux;
 use crate::report::errors::{Category, Level, Severity, Source};
 
 /// What the fallback looks at.
 #[derive(Debug, Clone, Copy)]
-pub struct Evidence<'a> {
+pub(crate) struct Evidence<'a> {
     pub subject: Subject<'a>,
     pub source: Source,
     /// For output events: what the grouping recognised.
@@ -78,7 +78,7 @@ fn is_network_errno(errno: i32) -> bool {
 }
 
 /// Category and severity of an error no pattern matched.
-pub fn fallback(e: &Evidence) -> (Category, Severity) {
+pub(crate) fn fallback(e: &Evidence) -> (Category, Severity) {
     (category(e), severity(e))
 }
 
@@ -167,7 +167,7 @@ fn severity(e: &Evidence) -> Severity {
 
 /// The `error_type` of an event: the exception type, else the errno name, the signal name,
 /// `exit(N)`, the pattern id, the log level (`ERROR`), or what the grouping recognised.
-pub fn error_type(e: &Evidence, pattern: Option<&str>) -> String {
+pub(crate) fn error_type(e: &Evidence, pattern: Option<&str>) -> String {
     let s = &e.subject;
     if let Some(exception) = s.exception {
         return exception.to_string();

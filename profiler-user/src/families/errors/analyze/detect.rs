@@ -14,7 +14,7 @@ fn re(pattern: &str) -> Regex {
 
 /// The first line of a recognised error.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Start {
+pub(crate) enum Start {
     /// `Traceback (most recent call last):`; `group` for `+ Exception Group Traceback`.
     PythonTraceback { group: bool },
     /// `Fatal Python error: ...` (faulthandler).
@@ -165,7 +165,7 @@ static ERRNO_SET: LazyLock<RegexSet> = LazyLock::new(|| {
 });
 
 /// Recognises the first line of an error.
-pub fn start(line: &str) -> Option<Start> {
+pub(crate) fn start(line: &str) -> Option<Start> {
     let hits = START_SET.matches(line);
     if !hits.matched_any() {
         return scan_level(line, &hits).and_then(|(level, message)| match level {
@@ -268,14 +268,14 @@ pub fn start(line: &str) -> Option<Start> {
 }
 
 /// A standalone exception line: `ValueError: bad`, `socket.timeout: timed out`.
-pub fn exception_line(line: &str) -> Option<(String, String)> {
+pub(crate) fn exception_line(line: &str) -> Option<(String, String)> {
     EXCEPTION_STRICT
         .captures(line)
         .map(|c| (c[1].to_string(), c[2].to_string()))
 }
 
 /// The line that ends a Python traceback: any dotted name, with or without a message.
-pub fn traceback_exception(line: &str) -> Option<(String, String)> {
+pub(crate) fn traceback_exception(line: &str) -> Option<(String, String)> {
     let c = EXCEPTION_LOOSE.captures(line)?;
     Some((
         c[1].to_string(),
@@ -285,7 +285,7 @@ pub fn traceback_exception(line: &str) -> Option<(String, String)> {
 
 /// Like [`traceback_exception`] but for the `| `-prefixed lines of an exception group, where
 /// code lines are mixed in: the name must be capitalised (`ValueError`, `mod.KeyError`).
-pub fn group_exception(line: &str) -> Option<(String, String)> {
+pub(crate) fn group_exception(line: &str) -> Option<(String, String)> {
     let (name, msg) = traceback_exception(line)?;
     let last = name.rsplit('.').next().unwrap_or(&name);
     last.starts_with(|c: char| c.is_ascii_uppercase())
@@ -293,7 +293,7 @@ pub fn group_exception(line: &str) -> Option<(String, String)> {
 }
 
 /// A Python frame line, `  File "x.py", line 3, in <module>` (also faulthandler's form).
-pub fn python_frame(line: &str) -> Option<Frame> {
+pub(crate) fn python_frame(line: &str) -> Option<Frame> {
     let c = PY_FRAME.captures(line)?;
     Some(Frame {
         file: c[1].to_string(),
@@ -304,7 +304,7 @@ pub fn python_frame(line: &str) -> Option<Frame> {
 }
 
 /// A Java frame line, `\tat com.x.Y.f(Y.java:10)`.
-pub fn java_frame(line: &str) -> Option<Frame> {
+pub(crate) fn java_frame(line: &str) -> Option<Frame> {
     let c = JAVA_FRAME.captures(line)?;
     Some(Frame {
         file: c[2].to_string(),
@@ -315,7 +315,7 @@ pub fn java_frame(line: &str) -> Option<Frame> {
 }
 
 /// `Caused by: java.io.IOException: msg`.
-pub fn caused_by(line: &str) -> Option<(String, String)> {
+pub(crate) fn caused_by(line: &str) -> Option<(String, String)> {
     let c = CAUSED_BY.captures(line)?;
     Some((
         c[1].to_string(),
@@ -324,36 +324,36 @@ pub fn caused_by(line: &str) -> Option<(String, String)> {
 }
 
 /// The `  what():  msg` line after a C++ terminate message.
-pub fn cpp_what(line: &str) -> Option<String> {
+pub(crate) fn cpp_what(line: &str) -> Option<String> {
     CPP_WHAT.captures(line).map(|c| c[1].to_string())
 }
 
 /// A frame line of a Rust backtrace, `   3: my_crate::run`.
-pub fn rust_backtrace_frame(line: &str) -> Option<String> {
+pub(crate) fn rust_backtrace_frame(line: &str) -> Option<String> {
     RUST_BT_FRAME
         .captures(line)
         .map(|c| c[1].trim().to_string())
 }
 
 /// The location line under a Rust backtrace frame, `             at ./src/main.rs:4:5`.
-pub fn rust_backtrace_location(line: &str) -> Option<(String, Option<u32>)> {
+pub(crate) fn rust_backtrace_location(line: &str) -> Option<(String, Option<u32>)> {
     let c = RUST_BT_AT.captures(line)?;
     Some((c[1].to_string(), c[2].parse().ok()))
 }
 
 /// A function line of a Go goroutine dump, `main.(*T).run(0xc000010000)`.
-pub fn go_function(line: &str) -> Option<String> {
+pub(crate) fn go_function(line: &str) -> Option<String> {
     GO_FUNC.captures(line).map(|c| c[1].to_string())
 }
 
 /// The location line under a Go frame, `\t/app/main.go:8 +0x1d`.
-pub fn go_location(line: &str) -> Option<(String, Option<u32>)> {
+pub(crate) fn go_location(line: &str) -> Option<(String, Option<u32>)> {
     let c = GO_LOC.captures(line)?;
     Some((c[1].to_string(), c[2].parse().ok()))
 }
 
 /// The line between two exceptions of a Python chain.
-pub fn is_chain_marker(line: &str) -> bool {
+pub(crate) fn is_chain_marker(line: &str) -> bool {
     let t = line.trim();
     t == "During handling of the above exception, another exception occurred:"
         || t == "The above exception was the direct cause of the following exception:"
@@ -361,7 +361,7 @@ pub fn is_chain_marker(line: &str) -> bool {
 
 /// Whether a line begins a new output record (a timestamp, or any log level) and so cannot
 /// continue the message of the error before it.
-pub fn is_new_record(line: &str) -> bool {
+pub(crate) fn is_new_record(line: &str) -> bool {
     NEW_RECORD.is_match(line) || scan_level(line, &START_SET.matches(line)).is_some()
 }
 
@@ -382,7 +382,8 @@ fn level_word(word: &str) -> Option<AnyLevel> {
 }
 
 /// The level of a log line at an error level, and the message after it.
-pub fn error_level(line: &str) -> Option<(Level, String)> {
+#[cfg(test)]
+pub(crate) fn error_level(line: &str) -> Option<(Level, String)> {
     match scan_level(line, &START_SET.matches(line))? {
         (AnyLevel::Error(level), message) => Some((level, message)),
         (AnyLevel::Other, _) => None,
@@ -451,7 +452,7 @@ fn scan_level(line: &str, hits: &SetMatches) -> Option<(AnyLevel, String)> {
 
 /// The errno an error message mentions: `[Errno 2]`, `(os error 2)`, `errno=2`, a literal
 /// name (`ENOENT`), or a strerror text (`Permission denied`, any case).
-pub fn infer_errno(text: &str) -> Option<i32> {
+pub(crate) fn infer_errno(text: &str) -> Option<i32> {
     let hits = ERRNO_SET.matches(text);
     if !hits.matched_any() {
         return None;
@@ -477,7 +478,7 @@ pub fn infer_errno(text: &str) -> Option<i32> {
 
 /// The file path an error message is about, when it talks about files: the last quoted
 /// path-like string, else the first bare absolute or relative path.
-pub fn extract_path(text: &str) -> Option<String> {
+pub(crate) fn extract_path(text: &str) -> Option<String> {
     if !PATH_CONTEXT.is_match(text) {
         return None;
     }

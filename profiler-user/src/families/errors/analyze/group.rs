@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::block::Bounded;
-pub use super::block::{Block, BlockKind};
+pub(crate) use super::block::{Block, BlockKind};
 use super::detect::{self, Start};
 use super::input::CallContext;
 use super::lines::Line;
@@ -22,7 +22,7 @@ const MAX_TEXT: usize = 16 * 1024;
 
 /// Grouping limits.
 #[derive(Debug, Clone, Copy)]
-pub struct GroupOptions {
+pub(crate) struct GroupOptions {
     /// The most lines kept of one block.
     pub max_lines: usize,
     /// How soon after the previous line a line must come to continue a message.
@@ -496,13 +496,13 @@ fn is_caret_line(t: &str) -> bool {
 
 /// Groups the lines of every stream.
 #[derive(Default)]
-pub struct Grouper {
+pub(crate) struct Grouper {
     opts: GroupOptions,
     open: HashMap<(u32, u32), Builder>,
 }
 
 impl Grouper {
-    pub fn new(opts: GroupOptions) -> Self {
+    pub(crate) fn new(opts: GroupOptions) -> Self {
         Self {
             opts,
             open: HashMap::new(),
@@ -511,7 +511,7 @@ impl Grouper {
 
     /// Feeds one line; appends the blocks it completes to `out`. Blank lines that belong to no
     /// block produce nothing.
-    pub fn push(&mut self, line: Line, out: &mut Vec<Block>) {
+    pub(crate) fn push(&mut self, line: Line, out: &mut Vec<Block>) {
         let key = (line.tid, line.fd);
         if let Some(b) = self.open.get_mut(&key) {
             match b.feed(&line, self.opts.continuation_ns) {
@@ -540,7 +540,7 @@ impl Grouper {
     }
 
     /// Ends the blocks whose last line is at least `idle_ns` old.
-    pub fn flush_idle(&mut self, now_ns: u64, idle_ns: u64, out: &mut Vec<Block>) {
+    pub(crate) fn flush_idle(&mut self, now_ns: u64, idle_ns: u64, out: &mut Vec<Block>) {
         let idle: Vec<_> = self
             .open
             .iter()
@@ -557,7 +557,7 @@ impl Grouper {
     }
 
     /// Ends every open block.
-    pub fn flush(&mut self, out: &mut Vec<Block>) {
+    pub(crate) fn flush(&mut self, out: &mut Vec<Block>) {
         self.flush_idle(u64::MAX, 0, out);
     }
 }

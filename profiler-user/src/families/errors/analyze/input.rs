@@ -3,7 +3,7 @@
 
 /// A syscall that returned an error.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SyscallFailure {
+pub(crate) struct SyscallFailure {
     pub tid: u32,
     /// CLOCK_MONOTONIC nanoseconds.
     pub timestamp_ns: u64,
@@ -24,7 +24,7 @@ pub struct SyscallFailure {
 
 /// A signal delivered to a thread of the target.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SignalEvent {
+pub(crate) struct SignalEvent {
     pub tid: u32,
     pub timestamp_ns: u64,
     pub signo: i32,
@@ -40,7 +40,7 @@ pub struct SignalEvent {
 
 /// The kernel's OOM killer chose the target.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct OomKill {
+pub(crate) struct OomKill {
     /// The victim thread (usually the main thread).
     pub tid: u32,
     pub timestamp_ns: u64,
@@ -50,7 +50,7 @@ pub struct OomKill {
 
 /// The target process exited.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ExitEvent {
+pub(crate) struct ExitEvent {
     pub timestamp_ns: u64,
     /// wait(2) status encoding: exit code in bits 8..16, or terminating signal in bits 0..7
     /// with bit 7 set when a core was dumped.
@@ -59,7 +59,7 @@ pub struct ExitEvent {
 
 /// Bytes written by the target to stdout (fd 1) or stderr (fd 2) in one write/writev.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct OutputChunk {
+pub(crate) struct OutputChunk {
     pub tid: u32,
     pub timestamp_ns: u64,
     pub fd: u32,
@@ -71,13 +71,7 @@ pub struct OutputChunk {
 
 /// Stack and traced function attached to an event by the caller.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct CallContext {
+pub(crate) struct CallContext {
     pub stack: Vec<String>,
     pub function: Option<String>,
-}
-
-impl CallContext {
-    pub fn is_empty(&self) -> bool {
-        self.stack.is_empty() && self.function.is_none()
-    }
 }

@@ -12,7 +12,7 @@ use super::input::{CallContext, OutputChunk};
 
 /// One complete output line.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Line {
+pub(crate) struct Line {
     pub tid: u32,
     pub fd: u32,
     /// When the line's first byte was written.
@@ -33,14 +33,14 @@ struct Partial {
 }
 
 /// Reassembles lines for every (tid, fd) stream.
-pub struct LineAssembler {
+pub(crate) struct LineAssembler {
     max_line: usize,
     streams: HashMap<(u32, u32), Partial>,
 }
 
 impl LineAssembler {
     /// `max_line`: the most bytes kept of one line.
-    pub fn new(max_line: usize) -> Self {
+    pub(crate) fn new(max_line: usize) -> Self {
         Self {
             max_line: max_line.max(16),
             streams: HashMap::new(),
@@ -48,7 +48,7 @@ impl LineAssembler {
     }
 
     /// Feeds one chunk; appends the lines it completes to `out`.
-    pub fn push(&mut self, chunk: &OutputChunk, out: &mut Vec<Line>) {
+    pub(crate) fn push(&mut self, chunk: &OutputChunk, out: &mut Vec<Line>) {
         let ctx = (!chunk.stack.is_empty() || chunk.function.is_some()).then(|| {
             Arc::new(CallContext {
                 stack: chunk.stack.clone(),
@@ -84,7 +84,7 @@ impl LineAssembler {
     }
 
     /// Ends every partial line (the target exited or profiling stopped), oldest first.
-    pub fn flush(&mut self, out: &mut Vec<Line>) {
+    pub(crate) fn flush(&mut self, out: &mut Vec<Line>) {
         let mut lines: Vec<Line> = self
             .streams
             .iter_mut()
@@ -124,7 +124,7 @@ fn emit(p: &mut Partial, (tid, fd): (u32, u32), now_ns: u64) -> Line {
 
 /// Removes ANSI escape sequences (CSI, OSC and two-byte escapes) and control characters
 /// other than tab.
-pub fn strip_controls(s: &str) -> String {
+pub(crate) fn strip_controls(s: &str) -> String {
     if !s.chars().any(|c| c.is_control() && c != '\t') {
         return s.to_string();
     }

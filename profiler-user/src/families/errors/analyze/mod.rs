@@ -8,27 +8,26 @@
 //! fallback rules ([`classify`]), and every string is passed through [`sanitize()`] before
 //! it is stored.
 
-pub mod block;
-pub mod classify;
-pub mod detect;
-pub mod group;
-pub mod input;
-pub mod lines;
-pub mod patterns;
-pub mod sanitize;
-pub mod section;
+pub(crate) mod block;
+pub(crate) mod classify;
+pub(crate) mod detect;
+pub(crate) mod group;
+pub(crate) mod input;
+pub(crate) mod lines;
+pub(crate) mod patterns;
+pub(crate) mod sanitize;
+pub(crate) mod section;
 
 use crate::linux;
 use std::collections::VecDeque;
 
-pub use input::{CallContext, ExitEvent, OomKill, OutputChunk, SignalEvent, SyscallFailure};
-pub use patterns::{PatternDb, PatternError, PatternInfo, format_table};
-pub use sanitize::sanitize;
-pub use crate::report::errors::{
-    BenignCount, Category, ChainedException, ErrorContext, ErrorEvent, ErrorsSection, Frame, Level,
-    PatternStat, Severity, SignalCount, Source, Trend,
+pub(crate) use crate::report::errors::{
+    ChainedException, ErrorContext, ErrorEvent, ErrorsSection, Frame, Source,
 };
-pub use section::{benign_lines, set_failure_counts, summary_lines};
+pub(crate) use input::{ExitEvent, OomKill, OutputChunk, SignalEvent, SyscallFailure};
+pub(crate) use patterns::{PatternDb, format_table};
+pub(crate) use sanitize::sanitize;
+pub(crate) use section::{set_failure_counts, summary_lines};
 
 use classify::Evidence;
 use group::{Block, BlockKind, GroupOptions, Grouper};
@@ -37,7 +36,7 @@ use patterns::Subject;
 use section::Aggregator;
 
 /// The built-in pattern database, extended by the user's file (`--patterns`) when given.
-pub fn load_patterns(
+pub(crate) fn load_patterns(
     user: Option<&std::path::Path>,
 ) -> Result<PatternDb, crate::error::ProfilerError> {
     let Some(path) = user else {
@@ -58,7 +57,7 @@ const RECENT: usize = 64;
 
 /// Limits and settings of the analyzer.
 #[derive(Debug, Clone, Copy)]
-pub struct AnalyzerOptions {
+pub(crate) struct AnalyzerOptions {
     /// CLOCK_MONOTONIC nanoseconds when profiling started; event timestamps are relative to it.
     pub start_ns: u64,
     /// The most events kept in the section (the most recent ones).
@@ -69,8 +68,6 @@ pub struct AnalyzerOptions {
     pub max_block_lines: usize,
     /// How soon a line must follow to continue a multi-line message.
     pub continuation_ns: u64,
-    /// An unfinished multi-line error is closed by [`ErrorAnalyzer::tick`] after this long.
-    pub idle_flush_ns: u64,
     /// How many earlier activities an event lists in `preceding`.
     pub preceding: usize,
 }
@@ -83,7 +80,6 @@ impl Default for AnalyzerOptions {
             max_line_bytes: 4096,
             max_block_lines: 200,
             continuation_ns: 1_000_000,
-            idle_flush_ns: 2_000_000_000,
             preceding: 5,
         }
     }
@@ -124,7 +120,7 @@ struct Candidate {
 }
 
 /// The errors analyzer of one target process.
-pub struct ErrorAnalyzer {
+pub(crate) struct ErrorAnalyzer {
     db: PatternDb,
     opts: AnalyzerOptions,
     lines: LineAssembler,
@@ -138,7 +134,7 @@ pub struct ErrorAnalyzer {
 }
 
 impl ErrorAnalyzer {
-    pub fn new(db: PatternDb, opts: AnalyzerOptions) -> Self {
+    pub(crate) fn new(db: PatternDb, opts: AnalyzerOptions) -> Self {
         Self {
             db,
             lines: LineAssembler::new(opts.max_line_bytes),
@@ -156,7 +152,7 @@ impl ErrorAnalyzer {
     }
 
     /// A failed syscall.
-    pub fn on_syscall(&mut self, ev: SyscallFailure) {
+    pub(crate) fn on_syscall(&mut self, ev: SyscallFailure) {
         let errno_desc = match linux::errno_text(ev.errno) {
             Some(text) => format!("{} ({text})", linux::errno_display(ev.errno)),
             None => linux::errno_display(ev.errno),
@@ -197,7 +193,7 @@ impl ErrorAnalyzer {
     }
 
     /// A signal delivered to the target. Non-fatal ones (a handler ran) are only counted.
-    pub fn on_signal(&mut self, ev: SignalEvent) {
+    pub(crate) fn on_signal(&mut self, ev: SignalEvent) {
         if !ev.fatal {
             self.agg.add_benign_signal(ev.signo);
             let summary = format!("{} handled", linux::signal_name(ev.signo));
@@ -246,7 +242,7 @@ impl ErrorAnalyzer {
     }
 
     /// The kernel's OOM killer chose the target.
-    pub fn on_oom_kill(&mut self, ev: OomKill) {
+    pub(crate) fn on_oom_kill(&mut self, ev: OomKill) {
         self.flush_output();
         self.oom_seen = true;
         let pending = self.pending_kill.take();
@@ -271,7 +267,7 @@ impl ErrorAnalyzer {
 
     /// The target exited. A non-zero status is an error unless a fatal signal or OOM kill
     /// already reported the same end.
-    pub fn on_exit(&mut self, ev: ExitEvent) {
+    pub(crate) fn on_exit(&mut self, ev: ExitEvent) {
         self.flush_output();
         let mut c = Candidate {
             source: Some(Source::Exit),
@@ -308,30 +304,14 @@ impl ErrorAnalyzer {
     }
 
     /// Bytes the target wrote to stdout or stderr.
-    pub fn on_output(&mut self, chunk: OutputChunk) {
+    pub(crate) fn on_output(&mut self, chunk: OutputChunk) {
         let mut lines = Vec::new();
         self.lines.push(&chunk, &mut lines);
         self.group(lines);
     }
 
-    /// Closes multi-line errors that have been idle for `idle_flush_ns`; call periodically
-    /// with the current CLOCK_MONOTONIC time.
-    pub fn tick(&mut self, now_ns: u64) {
-        let mut blocks = Vec::new();
-        self.grouper
-            .flush_idle(now_ns, self.opts.idle_flush_ns, &mut blocks);
-        for b in blocks {
-            self.on_block(b);
-        }
-    }
-
-    /// The section so far, without unfinished output.
-    pub fn snapshot(&self, now_ns: u64) -> ErrorsSection {
-        self.agg.section(self.seconds(now_ns))
-    }
-
     /// Ends the analysis: completes partial output and returns the section.
-    pub fn finish(mut self, end_ns: u64) -> ErrorsSection {
+    pub(crate) fn finish(mut self, end_ns: u64) -> ErrorsSection {
         self.flush_output();
         if let Some(c) = self.pending_kill.take() {
             self.process(c);

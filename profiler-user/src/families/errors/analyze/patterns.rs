@@ -19,14 +19,14 @@ use crate::linux;
 use crate::report::errors::{Category, Level, Severity};
 
 /// The built-in database.
-pub const BUILTIN_SOURCE: &str = include_str!("../../../../patterns/builtin.toml");
+pub(crate) const BUILTIN_SOURCE: &str = include_str!("../../../../patterns/builtin.toml");
 const BUILTIN_ORIGIN: &str = "builtin.toml";
 const REGEX_SIZE_LIMIT: usize = 64 << 20;
 
 /// A malformed pattern file: where and what, rendered on one line as
 /// `file:line:column: message`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub struct PatternError {
+pub(crate) struct PatternError {
     pub origin: String,
     /// 1-based; 0 when the position is unknown.
     pub line: usize,
@@ -154,7 +154,7 @@ struct PatternFile {
 
 /// One pattern of the database.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Pattern {
+pub(crate) struct Pattern {
     pub id: String,
     /// For a benign pattern: `system`.
     pub category: Category,
@@ -171,7 +171,7 @@ pub struct Pattern {
 
 /// A row of `profiler patterns`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct PatternInfo {
+pub(crate) struct PatternInfo {
     pub id: String,
     pub category: Category,
     pub severity: Severity,
@@ -184,7 +184,7 @@ pub struct PatternInfo {
 /// What a rule is matched against. Output events leave `syscall` empty and may carry an
 /// errno and path inferred from their text.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Subject<'a> {
+pub(crate) struct Subject<'a> {
     pub text: &'a str,
     pub syscall: Option<&'a str>,
     pub errno: Option<i32>,
@@ -216,7 +216,7 @@ struct Rule {
 
 /// The compiled database.
 #[derive(Debug, Clone)]
-pub struct PatternDb {
+pub(crate) struct PatternDb {
     patterns: Vec<Pattern>,
     rules: Vec<Rule>,
     texts: RegexSet,
@@ -224,7 +224,7 @@ pub struct PatternDb {
 
 impl PatternDb {
     /// The built-in patterns only (compiled once per process).
-    pub fn builtin() -> PatternDb {
+    pub(crate) fn builtin() -> PatternDb {
         static BUILTIN: LazyLock<PatternDb> =
             LazyLock::new(|| PatternDb::load(None).expect("the built-in pattern file is valid"));
         BUILTIN.clone()
@@ -232,7 +232,7 @@ impl PatternDb {
 
     /// The built-in patterns plus, if given, a user file (`(name shown in errors, contents)`)
     /// whose patterns come first and replace built-in ones with the same id.
-    pub fn load(user: Option<(&str, &str)>) -> Result<PatternDb, PatternError> {
+    pub(crate) fn load(user: Option<(&str, &str)>) -> Result<PatternDb, PatternError> {
         let mut defs: Vec<(bool, usize, Compiled)> = Vec::new();
         let mut user_ids = Vec::new();
         if let Some((origin, source)) = user {
@@ -285,17 +285,13 @@ impl PatternDb {
     }
 
     /// The pattern with this id.
-    pub fn get(&self, id: &str) -> Option<&Pattern> {
+    #[cfg(test)]
+    pub(crate) fn get(&self, id: &str) -> Option<&Pattern> {
         self.patterns.iter().find(|p| p.id == id)
     }
 
-    /// All patterns, user ones first, then in file order.
-    pub fn patterns(&self) -> &[Pattern] {
-        &self.patterns
-    }
-
     /// The rows of `profiler patterns`.
-    pub fn list(&self) -> Vec<PatternInfo> {
+    pub(crate) fn list(&self) -> Vec<PatternInfo> {
         self.patterns
             .iter()
             .map(|p| PatternInfo {
@@ -310,7 +306,7 @@ impl PatternDb {
     }
 
     /// The first pattern whose rule matches, in matching order.
-    pub fn classify(&self, s: &Subject) -> Option<&Pattern> {
+    pub(crate) fn classify(&self, s: &Subject) -> Option<&Pattern> {
         let hits = if s.text.is_empty() {
             None
         } else {
@@ -546,7 +542,7 @@ fn line_col(source: &str, offset: usize) -> (usize, usize) {
 }
 
 /// The `profiler patterns` table.
-pub fn format_table(rows: &[PatternInfo]) -> String {
+pub(crate) fn format_table(rows: &[PatternInfo]) -> String {
     let width = |f: &dyn Fn(&PatternInfo) -> usize, title: &str| {
         rows.iter().map(f).max().unwrap_or(0).max(title.len())
     };

@@ -1,5 +1,5 @@
-use crate::linux;
 use super::*;
+use crate::linux;
 
 fn db() -> PatternDb {
     PatternDb::builtin()
@@ -330,7 +330,7 @@ fn user_patterns_add_and_override() {
         .unwrap();
     assert_eq!((refused.severity, refused.user), (Severity::Low, true));
     assert_eq!(
-        db.patterns()
+        db.list()
             .iter()
             .filter(|p| p.id == "CONNECTION_REFUSED")
             .count(),

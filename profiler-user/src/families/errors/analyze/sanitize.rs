@@ -15,7 +15,7 @@ use std::sync::LazyLock;
 use regex::{Captures, Regex};
 
 /// What replaces a secret.
-pub const REDACTED: &str = "[REDACTED]";
+pub(crate) const REDACTED: &str = "[REDACTED]";
 
 fn re(pattern: &str) -> Regex {
     Regex::new(pattern).expect("sanitizer regex")
@@ -84,7 +84,7 @@ static TRIGGER: LazyLock<Regex> = LazyLock::new(|| {
 });
 
 /// Redacts secrets in one string (which may span several lines).
-pub fn sanitize(input: &str) -> String {
+pub(crate) fn sanitize(input: &str) -> String {
     if !TRIGGER.is_match(input) {
         return input.to_string();
     }
@@ -159,7 +159,7 @@ pub fn sanitize(input: &str) -> String {
 
 /// Redacts secrets in the lines of one multi-line error, looking at them together so that a
 /// private key printed across several lines is caught; returns the sanitized lines.
-pub fn sanitize_lines(lines: &[String]) -> Vec<String> {
+pub(crate) fn sanitize_lines(lines: &[String]) -> Vec<String> {
     if lines.is_empty() {
         return Vec::new();
     }

@@ -16,7 +16,10 @@ use crate::{
 };
 
 /// Sets `syscall_failures` from the kernel's counts: (syscall, errno) -> count.
-pub fn set_failure_counts(section: &mut ErrorsSection, counts: &BTreeMap<(String, i32), u64>) {
+pub(crate) fn set_failure_counts(
+    section: &mut ErrorsSection,
+    counts: &BTreeMap<(String, i32), u64>,
+) {
     let mut rows: Vec<FailureCount> = counts
         .iter()
         .map(|((syscall, errno), count)| FailureCount {
@@ -50,7 +53,7 @@ struct PatternAcc {
 
 /// Accumulates events into the section.
 #[derive(Debug, Clone)]
-pub struct Aggregator {
+pub(crate) struct Aggregator {
     max_events: usize,
     events: VecDeque<ErrorEvent>,
     total: u64,
@@ -63,7 +66,7 @@ pub struct Aggregator {
 }
 
 impl Aggregator {
-    pub fn new(max_events: usize) -> Self {
+    pub(crate) fn new(max_events: usize) -> Self {
         Self {
             max_events,
             events: VecDeque::new(),
@@ -77,7 +80,7 @@ impl Aggregator {
         }
     }
 
-    pub fn add(&mut self, event: ErrorEvent) {
+    pub(crate) fn add(&mut self, event: ErrorEvent) {
         self.total += 1;
         *self
             .by_category
@@ -119,16 +122,16 @@ impl Aggregator {
         }
     }
 
-    pub fn add_benign(&mut self, syscall: &str, errno: i32) {
+    pub(crate) fn add_benign(&mut self, syscall: &str, errno: i32) {
         *self.benign.entry((syscall.to_string(), errno)).or_default() += 1;
     }
 
-    pub fn add_benign_signal(&mut self, signo: i32) {
+    pub(crate) fn add_benign_signal(&mut self, signo: i32) {
         *self.benign_signals.entry(signo).or_default() += 1;
     }
 
     /// The section for a run that lasted `run_s` seconds.
-    pub fn section(&self, run_s: f64) -> ErrorsSection {
+    pub(crate) fn section(&self, run_s: f64) -> ErrorsSection {
         let mut events: Vec<ErrorEvent> = self.events.iter().cloned().collect();
         events.sort_by(|a, b| a.timestamp.total_cmp(&b.timestamp));
         let mut patterns: Vec<PatternStat> = self
@@ -183,7 +186,7 @@ impl Aggregator {
 }
 
 /// The trend of a pattern from a sample of its occurrence times over a run of `run_s` seconds.
-pub fn trend(times: &[f64], count: u64, run_s: f64) -> Trend {
+pub(crate) fn trend(times: &[f64], count: u64, run_s: f64) -> Trend {
     if count <= 1 {
         return Trend::Single;
     }
@@ -205,7 +208,7 @@ pub fn trend(times: &[f64], count: u64, run_s: f64) -> Trend {
 
 /// The text summary: one line of totals, then the kinds of errors, most severe first, each
 /// with its latest message and first suggested fix. Benign failures are not shown.
-pub fn summary_lines(section: &ErrorsSection) -> Vec<String> {
+pub(crate) fn summary_lines(section: &ErrorsSection) -> Vec<String> {
     if section.total == 0 {
         return vec!["errors: none".to_string()];
     }
@@ -287,28 +290,6 @@ pub fn summary_lines(section: &ErrorsSection) -> Vec<String> {
             groups.len() - SHOWN
         ));
     }
-    lines
-}
-
-/// The benign failures, for when they are asked for.
-pub fn benign_lines(section: &ErrorsSection) -> Vec<String> {
-    let mut lines: Vec<String> = section
-        .benign
-        .iter()
-        .map(|b| format!("  {} {} x{}", b.syscall, b.errno, b.count))
-        .collect();
-    lines.extend(
-        section
-            .benign_signals
-            .iter()
-            .map(|s| format!("  {} handled x{}", s.signal, s.count)),
-    );
-    if lines.is_empty() {
-        return vec!["expected failures: none".to_string()];
-    }
-    let total: u64 = section.benign.iter().map(|b| b.count).sum::<u64>()
-        + section.benign_signals.iter().map(|s| s.count).sum::<u64>();
-    lines.insert(0, format!("expected failures: {total}"));
     lines
 }
 
@@ -404,10 +385,6 @@ mod tests {
         assert_eq!(lines[2], "      fix: do this");
         assert!(lines[3].starts_with("  [low] LOW_ONE x2"));
         assert!(!lines.join("\n").contains("EAGAIN"));
-        assert_eq!(
-            benign_lines(&s),
-            ["expected failures: 1", "  read EAGAIN x1"]
-        );
         assert_eq!(summary_lines(&ErrorsSection::default()), ["errors: none"]);
     }
 }

@@ -1,0 +1,151 @@
+//! The commands: flags in, a checked session plan, a session, and its outcome out (the summary
+//! printed, the report written, one error line).
+
+use std::{io::Write, process::ExitCode, time::Duration};
+
+use clap::Parser;
+use profiler_common::functions::TIME_EVERY_DEFAULT;
+
+use crate::{
+    calibrate,
+    cli::{Cli, Command, CommonArgs},
+    demo,
+    families::{self, errors::analyze as errors, memory::analyze::LeakOptions},
+    level,
+    report::json,
+    session::{self, Mode, Outcome, Plan},
+};
+
+/// `--max-overhead` for `attach` when none is given, percent: a production process should not
+/// notice the profiler.
+const DEFAULT_ATTACH_BUDGET: f64 = 10.0;
+
+/// The `profiler` command.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Levels => {
+            print(&level::describe());
+            ExitCode::SUCCESS
+        }
+        Command::Patterns { patterns } => match errors::load_patterns(patterns.as_deref()) {
+            Ok(db) => {
+                print(&errors::format_table(&db.list()));
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e.to_string()),
+        },
+        Command::CalibrateWorkload { out } => match calibrate::workload(&out) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(&format!("{e:#}")),
+        },
+        Command::DemoWorkload { seconds } => {
+            demo::workload(seconds);
+            ExitCode::SUCCESS
+        }
+        Command::Attach(args) => {
+            let mut plan = plan(Mode::Attach(args.pid), &args.common);
+            plan.max_overhead = Some(args.common.max_overhead.unwrap_or(DEFAULT_ATTACH_BUDGET));
+            profile(plan, args.common.quiet)
+        }
+        Command::Run(args) => profile(
+            plan(Mode::Run(args.command), &args.common),
+            args.common.quiet,
+        ),
+        Command::Demo(args) => {
+            let exe = match std::env::current_exe() {
+                Ok(exe) => exe.display().to_string(),
+                Err(e) => return fail(&format!("cannot find the profiler's own executable: {e}")),
+            };
+            let plan = Plan {
+                mode: Mode::Run(vec![
+                    exe,
+                    "demo-workload".into(),
+                    "--seconds".into(),
+                    args.duration.to_string(),
+                ]),
+                level: args.level,
+                without: Vec::new(),
+                duration: None,
+                json: Some(args.json),
+                quiet: false,
+                families: families::Options {
+                    funcs: demo::DEMO_FUNCS.iter().map(|s| s.to_string()).collect(),
+                    max_funcs: 1000,
+                    time_every: TIME_EVERY_DEFAULT,
+                    ..Default::default()
+                },
+                max_overhead: None,
+            };
+            profile(plan, false)
+        }
+    }
+}
+
+fn plan(mode: Mode, common: &CommonArgs) -> Plan {
+    Plan {
+        mode,
+        level: common.level,
+        without: common.without.clone(),
+        duration: common.duration.map(|d| Duration::from_secs_f64(d.max(0.0))),
+        json: common.json.clone(),
+        quiet: common.quiet,
+        families: families::Options {
+            funcs: common.funcs.clone(),
+            max_funcs: common.max_funcs,
+            time_every: common.time_every,
+            patterns: common.patterns.clone(),
+            leak: LeakOptions {
+                min_growth: common.leak_min_growth.max(0.0),
+                warmup: common.leak_warmup.clamp(0.0, 0.5),
+            },
+        },
+        max_overhead: common.max_overhead,
+    }
+}
+
+/// Runs one session; prints the summary, writes the report, and turns an error into one line.
+fn profile(plan: Plan, quiet: bool) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(&format!("failed to start the runtime: {e}")),
+    };
+    let Outcome {
+        report,
+        summary,
+        result,
+    } = runtime.block_on(session::run(&plan));
+    let mut code = ExitCode::SUCCESS;
+    if let Some(summary) = summary.filter(|_| !quiet) {
+        print(&summary);
+    }
+    if let (Some(report), Some(path)) = (&report, &plan.json) {
+        match json::write(report, path) {
+            Ok(()) if !quiet => eprintln!("report written to {}", path.display()),
+            Ok(()) => {}
+            Err(e) => {
+                eprintln!("error: cannot write the report to {}: {e}", path.display());
+                code = ExitCode::FAILURE;
+            }
+        }
+    }
+    if let Err(e) = result {
+        return fail(&format!("{e:#}"));
+    }
+    code
+}
+
+fn fail(message: &str) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::FAILURE
+}
+
+/// Prints to stdout; a closed pipe (`profiler ... | head`) is not an error.
+fn print(s: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(s.as_bytes());
+    let _ = out.flush();
+}

@@ -29,12 +29,7 @@ pub(crate) fn resolve_command(command: &str) -> Result<PathBuf, ProfilerError> {
     let path = if command.contains('/') {
         PathBuf::from(command)
     } else {
-        let search = std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into());
-        search
-            .split(':')
-            .map(|dir| Path::new(if dir.is_empty() { "." } else { dir }).join(command))
-            .find(|p| is_executable(p))
-            .ok_or_else(not_found)?
+        which::which(command).map_err(|_| not_found())?
     };
     if !path.is_file() {
         return Err(not_found());

@@ -8,6 +8,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use bytes::BytesMut;
+
 use super::input::{CallContext, OutputChunk};
 
 /// One complete output line.
@@ -24,7 +26,8 @@ pub(crate) struct Line {
 
 #[derive(Default)]
 struct Partial {
-    buf: Vec<u8>,
+    /// The line so far; split off whole when the line ends, so its allocation is reused.
+    buf: BytesMut,
     started: bool,
     started_ns: u64,
     dropped: usize,
@@ -58,27 +61,33 @@ impl LineAssembler {
         let key = (chunk.tid, chunk.fd);
         let max = self.max_line;
         let p = self.streams.entry(key).or_default();
-        for &b in &chunk.bytes {
-            if std::mem::take(&mut p.pending_cr) && b == b'\n' {
+        let mut rest: &[u8] = &chunk.bytes;
+        while let Some(&first) = rest.first() {
+            if std::mem::take(&mut p.pending_cr) && first == b'\n' {
+                rest = &rest[1..];
                 continue;
             }
-            match b {
-                b'\n' | b'\r' => {
-                    out.push(emit(p, key, chunk.timestamp_ns));
-                    p.pending_cr = b == b'\r';
+            // The run of bytes up to the next line end joins the line, up to the cap.
+            let end = rest
+                .iter()
+                .position(|b| matches!(b, b'\n' | b'\r'))
+                .unwrap_or(rest.len());
+            let (run, tail) = rest.split_at(end);
+            if !run.is_empty() {
+                if !p.started {
+                    p.started = true;
+                    p.started_ns = chunk.timestamp_ns;
+                    p.context = ctx.clone();
                 }
-                _ => {
-                    if !p.started {
-                        p.started = true;
-                        p.started_ns = chunk.timestamp_ns;
-                        p.context = ctx.clone();
-                    }
-                    if p.buf.len() < max {
-                        p.buf.push(b);
-                    } else {
-                        p.dropped += 1;
-                    }
-                }
+                let kept = max.saturating_sub(p.buf.len()).min(run.len());
+                p.buf.extend_from_slice(&run[..kept]);
+                p.dropped += run.len() - kept;
+            }
+            rest = tail;
+            if let Some(&b) = rest.first() {
+                out.push(emit(p, key, chunk.timestamp_ns));
+                p.pending_cr = b == b'\r';
+                rest = &rest[1..];
             }
         }
     }
@@ -98,7 +107,7 @@ impl LineAssembler {
 }
 
 fn emit(p: &mut Partial, (tid, fd): (u32, u32), now_ns: u64) -> Line {
-    let bytes = std::mem::take(&mut p.buf);
+    let bytes = p.buf.split();
     let mut text = String::from_utf8_lossy(&bytes).into_owned();
     if p.dropped > 0 {
         // The cap may have cut a multi-byte character in two.

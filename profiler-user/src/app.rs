@@ -13,7 +13,8 @@ use crate::{
     families::{self, errors::analyze as errors, memory::analyze::LeakOptions},
     level,
     report::json,
-    session::{self, Mode, Outcome, Plan},
+    session::{self, Outcome, Plan},
+    tracee::Mode,
 };
 
 /// `--max-overhead` for `attach` when none is given, percent: a production process should not

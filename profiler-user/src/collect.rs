@@ -64,6 +64,17 @@ pub(crate) struct Collected {
     pub ended: Option<Instant>,
 }
 
+impl Collected {
+    /// CPU time the target used while profiled, seconds.
+    pub(crate) fn target_cpu_time(&self) -> f64 {
+        let first = self.samples.first().map_or(0.0, |s| s.cpu_time);
+        self.final_cpu_time
+            .or_else(|| self.samples.last().map(|s| s.cpu_time))
+            .map_or(0.0, |end| end - first)
+            .max(0.0)
+    }
+}
+
 /// What the loop watches.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Watch {

@@ -13,8 +13,8 @@ use crate::{
     bpf::LoadOptions,
     level::FamilyId,
     report::{CostModel, Report},
-    symbols::{resolve::Module, symbolize::AddrSymbolizer, symbolize::MappingSnapshot},
-    tracee::Sample,
+    symbols::symbolize::{AddrSymbolizer, MappingSnapshot},
+    tracee::{Module, Sample},
 };
 
 /// A family's probe hits and their estimated cost to the target.

@@ -5,9 +5,13 @@ use std::time::Instant;
 
 use aya::Ebpf;
 
+use std::collections::BTreeMap;
+
+use profiler_common::counters::Counter;
+
 use crate::{
-    family::Family,
-    report::{CostModel, Detached},
+    family::{Family, ProbeLoad},
+    report::{BudgetSection, CostModel, Detached, Overhead},
     tracee,
 };
 
@@ -50,6 +54,54 @@ pub(crate) fn slowdown_percent(cost_secs: f64, target_cpu_secs: f64) -> f64 {
         100.0 * cost_secs / target_cpu_secs.max(cost_secs)
     } else {
         100.0 * cost_secs / base
+    }
+}
+
+/// The report's `overhead` section: what every family's probes cost the target (`target_cpu`
+/// seconds of CPU while profiled), what the budget detached, and what the kernel side lost
+/// (each loss also becomes a warning).
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one plain input per part of the section"
+)]
+pub(crate) fn section(
+    families: &[Box<dyn Family>],
+    model: &CostModel,
+    probes_attached: usize,
+    target_cpu: f64,
+    max_overhead: Option<f64>,
+    detached: Vec<Detached>,
+    counters: &BTreeMap<Counter, u64>,
+    warnings: &mut Vec<String>,
+) -> Overhead {
+    let mut load = ProbeLoad::default();
+    for family in families {
+        load += family.probe_load(model);
+    }
+    let estimated_cost = load.cost_ns * 1e-9;
+    let (mut lost, mut notes) = (BTreeMap::new(), BTreeMap::new());
+    for (counter, value) in counters {
+        if counter.is_loss() {
+            lost.insert(counter.name(), *value);
+            let what = counter.name().replace('_', " ");
+            warnings.push(format!("{value} event(s) lost: {what}"));
+        } else {
+            notes.insert(counter.name(), *value);
+        }
+    }
+    Overhead {
+        probes_attached,
+        probe_hits: load.hits,
+        cost_model: model.clone(),
+        estimated_cost,
+        target_cpu_time: target_cpu,
+        estimated_slowdown_percent: slowdown_percent(estimated_cost, target_cpu),
+        budget: max_overhead.map(|max_percent| BudgetSection {
+            max_percent,
+            detached,
+        }),
+        lost,
+        notes,
     }
 }
 

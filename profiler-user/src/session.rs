@@ -20,28 +20,13 @@ use crate::{
     collect::{self, Collected, EndReason},
     error::ProfilerError,
     families,
-    family::{Family, ProbeLoad, ReportContext, TargetContext},
+    family::{Family, ReportContext, TargetContext},
     level::{self, FamilyId, Level},
     overhead::{self, Governor},
-    report::{
-        self, CostModel, Detached, ExitStatus, FamilyStatus, Overhead, ProfilerInfo, Report,
-        TargetSection, text,
-    },
-    symbols::{resolve::Module, symbolize::AddrSymbolizer, symbolize::MappingSnapshot},
-    tracee::{
-        self, TargetInfo,
-        libs::needed_libraries,
-        spawn::{Gated, resolve_command, spawn_gated},
-    },
+    report::{self, CostModel, Detached, ExitStatus, ProfilerInfo, Report, TargetSection, text},
+    symbols::symbolize::{AddrSymbolizer, MappingSnapshot},
+    tracee::{self, Mode, TargetInfo, spawn::Gated},
 };
-
-/// How the target is found.
-#[derive(Debug, Clone)]
-pub(crate) enum Mode {
-    Attach(i32),
-    /// Start this command (program and arguments).
-    Run(Vec<String>),
-}
 
 /// A checked request for one session.
 #[derive(Debug, Clone)]
@@ -144,8 +129,10 @@ impl Session<'_> {
             self.cost_model = calibrate::cost_model(&mut self.warnings);
         }
 
-        let modules = self.find_target()?;
-        let pid = self.target.as_ref().map_or(0, |t| t.pid);
+        let found = tracee::find(&self.plan.mode)?;
+        let (pid, modules) = (found.info.pid, found.modules);
+        self.target = Some(found.info);
+        self.gated = found.gated;
         let ctx = TargetContext {
             pid,
             run_mode: self.gated.is_some(),
@@ -218,52 +205,6 @@ impl Session<'_> {
         result
     }
 
-    /// Finds (attach) or starts at the gate (run) the target; returns its modules, the
-    /// executable first.
-    fn find_target(&mut self) -> anyhow::Result<Vec<Module>> {
-        let (info, modules) = match &self.plan.mode {
-            Mode::Attach(pid) => {
-                let info = tracee::inspect(*pid)?;
-                let mappings =
-                    tracee::mappings(*pid).map_err(|_| ProfilerError::TargetExited(*pid))?;
-                let paths = std::iter::once(info.exe.clone()).chain(
-                    mappings
-                        .into_iter()
-                        .filter(|m| m.executable)
-                        .map(|m| m.path),
-                );
-                let mut modules: Vec<Module> = Vec::new();
-                for path in paths {
-                    if !modules.iter().any(|m| m.path == path) {
-                        let open_path = tracee::host_path(*pid, &path);
-                        modules.push(Module { path, open_path });
-                    }
-                }
-                (info, modules)
-            }
-            Mode::Run(command) => {
-                let program = resolve_command(&command[0])?;
-                let modules = std::iter::once(program.clone())
-                    .chain(needed_libraries(&program))
-                    .map(|p| Module {
-                        path: p.clone(),
-                        open_path: p,
-                    })
-                    .collect();
-                let gated = spawn_gated(&program, command)?;
-                let info = TargetInfo {
-                    pid: gated.pid,
-                    exe: program,
-                    cmdline: command.clone(),
-                };
-                self.gated = Some(gated);
-                (info, modules)
-            }
-        };
-        self.target = Some(info);
-        Ok(modules)
-    }
-
     /// Stops the probes and reads what they gathered (once; never fails the session).
     fn harvest(&mut self) {
         let Some(ebpf) = self.ebpf.as_mut() else {
@@ -294,30 +235,23 @@ impl Session<'_> {
                 .as_secs_f64()
         });
         let model = self.cost_model.clone();
-        let mut load = ProbeLoad::default();
-        for family in &self.families {
-            load += family.probe_load(&model);
-        }
-        let estimated_cost = load.cost_ns * 1e-9;
-        let families = self.statuses();
-        let samples = &self.collected.samples;
-        let target_cpu = self
-            .collected
-            .final_cpu_time
-            .or_else(|| samples.last().map(|s| s.cpu_time))
-            .map_or(0.0, |end| end - samples.first().map_or(0.0, |s| s.cpu_time))
-            .max(0.0);
-
-        let (mut lost, mut notes) = (BTreeMap::new(), BTreeMap::new());
-        for (counter, value) in &self.counters {
-            if counter.is_loss() {
-                lost.insert(counter.name(), *value);
-                let what = counter.name().replace('_', " ");
-                self.warnings.push(format!("{value} event(s) lost: {what}"));
-            } else {
-                notes.insert(counter.name(), *value);
-            }
-        }
+        let (families, unbuilt) = families::statuses(
+            self.plan.level,
+            &self.plan.without,
+            &self.families,
+            &self.attached,
+        );
+        self.warnings.extend(unbuilt);
+        let overhead = overhead::section(
+            &self.families,
+            &model,
+            self.attached.iter().flatten().sum(),
+            self.collected.target_cpu_time(),
+            self.plan.max_overhead,
+            std::mem::take(&mut self.detached),
+            &self.counters,
+            &mut self.warnings,
+        );
         let end_reason = self.collected.end_reason.unwrap_or(EndReason::Error);
         if end_reason == EndReason::TargetExited
             && let Some(asked) = self.plan.duration
@@ -350,23 +284,7 @@ impl Session<'_> {
             },
             families,
             functions: Vec::new(),
-            overhead: Overhead {
-                probes_attached: self.attached.iter().flatten().sum(),
-                probe_hits: load.hits,
-                cost_model: model.clone(),
-                estimated_cost,
-                target_cpu_time: target_cpu,
-                estimated_slowdown_percent: overhead::slowdown_percent(estimated_cost, target_cpu),
-                budget: self
-                    .plan
-                    .max_overhead
-                    .map(|max_percent| report::BudgetSection {
-                        max_percent,
-                        detached: std::mem::take(&mut self.detached),
-                    }),
-                lost,
-                notes,
-            },
+            overhead,
             system: None,
             memory: None,
             errors: None,
@@ -387,7 +305,7 @@ impl Session<'_> {
             traced_names: &traced_names,
             cost_model: &model,
             exit_status: self.collected.exit_status,
-            samples,
+            samples: &self.collected.samples,
             sample_interval: collect::SAMPLE_INTERVAL.as_secs_f64(),
         };
         for family in &mut self.families {
@@ -395,59 +313,6 @@ impl Session<'_> {
         }
         report.warnings.append(&mut self.warnings);
         report
-    }
-
-    /// Each family of the table and what became of it, for the report's `families`.
-    fn statuses(&mut self) -> Vec<FamilyStatus> {
-        let selected = level::selected(self.plan.level, &self.plan.without);
-        let mut unavailable = Vec::new();
-        let statuses = FamilyId::ALL
-            .iter()
-            .map(|&id| {
-                let built = self
-                    .families
-                    .iter()
-                    .zip(&self.attached)
-                    .find(|(f, _)| f.id() == id);
-                let added = built.is_some_and(|(f, _)| f.idle().is_none());
-                let (status, probes, note) = if !selected.contains(&id) && !added {
-                    let left_out =
-                        self.plan.without.contains(&id) && self.plan.level.families().contains(&id);
-                    (
-                        "not_selected",
-                        0,
-                        left_out.then(|| "left out by --without".into()),
-                    )
-                } else if !id.available() {
-                    unavailable.push(id.name());
-                    ("not_available", 0, Some("not built yet".to_string()))
-                } else {
-                    match built {
-                        Some((f, _)) if f.idle().is_some() => ("idle", 0, f.idle().map(Into::into)),
-                        Some((f, Some(n))) => ("attached", *n, f.note()),
-                        _ => ("failed", 0, Some("could not attach: see warnings".into())),
-                    }
-                };
-                let note = match note {
-                    None if !selected.contains(&id) => Some("added by --func".into()),
-                    other => other,
-                };
-                FamilyStatus {
-                    name: id.name(),
-                    status,
-                    probes,
-                    note,
-                }
-            })
-            .collect();
-        if !unavailable.is_empty() {
-            self.warnings.push(format!(
-                "level {} selects families not built yet: {}",
-                self.plan.level.name(),
-                unavailable.join(", ")
-            ));
-        }
-        statuses
     }
 
     /// The printed summary: the head, each family's block, the foot.

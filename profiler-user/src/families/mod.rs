@@ -9,7 +9,11 @@ pub(crate) mod process;
 
 use std::path::PathBuf;
 
-use crate::{family::Family, level::FamilyId};
+use crate::{
+    family::Family,
+    level::{self, FamilyId, Level},
+    report::FamilyStatus,
+};
 
 /// Family options from the command line.
 #[derive(Debug, Clone, Default)]
@@ -61,4 +65,56 @@ pub(crate) fn build(
         });
     }
     Ok(families)
+}
+
+/// Each family of the table and what became of it, for the report's `families`: `built` are
+/// the families [`build`] made, `attached` the probes each attached (None: it did not). Also
+/// returns a warning when the level selects families not built yet.
+pub(crate) fn statuses(
+    level: Level,
+    without: &[FamilyId],
+    built: &[Box<dyn Family>],
+    attached: &[Option<usize>],
+) -> (Vec<FamilyStatus>, Option<String>) {
+    let selected = level::selected(level, without);
+    let mut unavailable = Vec::new();
+    let statuses = FamilyId::ALL
+        .iter()
+        .map(|&id| {
+            let built = built.iter().zip(attached).find(|(f, _)| f.id() == id);
+            let added = built.is_some_and(|(f, _)| f.idle().is_none());
+            let (status, probes, note) = if !selected.contains(&id) && !added {
+                let left_out = without.contains(&id) && level.families().contains(&id);
+                let note = left_out.then(|| "left out by --without".into());
+                ("not_selected", 0, note)
+            } else if !id.available() {
+                unavailable.push(id.name());
+                ("not_available", 0, Some("not built yet".to_string()))
+            } else {
+                match built {
+                    Some((f, _)) if f.idle().is_some() => ("idle", 0, f.idle().map(Into::into)),
+                    Some((f, Some(n))) => ("attached", *n, f.note()),
+                    _ => ("failed", 0, Some("could not attach: see warnings".into())),
+                }
+            };
+            let note = match note {
+                None if !selected.contains(&id) => Some("added by --func".into()),
+                other => other,
+            };
+            FamilyStatus {
+                name: id.name(),
+                status,
+                probes,
+                note,
+            }
+        })
+        .collect();
+    let warning = (!unavailable.is_empty()).then(|| {
+        format!(
+            "level {} selects families not built yet: {}",
+            level.name(),
+            unavailable.join(", ")
+        )
+    });
+    (statuses, warning)
 }

@@ -9,7 +9,7 @@ use std::{
 use globset::GlobBuilder;
 
 use super::{FuncSym, functions};
-use crate::error::ProfilerError;
+use crate::{error::ProfilerError, tracee::Module};
 
 /// A parsed `--func` value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,24 +36,6 @@ impl FuncSpec {
             )));
         }
         Ok(Self { library, glob })
-    }
-}
-
-/// An object file the target has (or will have) mapped.
-#[derive(Debug, Clone)]
-pub(crate) struct Module {
-    /// The path as the target sees it (for the report).
-    pub path: PathBuf,
-    /// A path the profiler can open (through /proc/PID/root for another mount namespace).
-    pub open_path: PathBuf,
-}
-
-impl Module {
-    pub(crate) fn file_name(&self) -> String {
-        self.path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default()
     }
 }
 

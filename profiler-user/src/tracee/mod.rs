@@ -11,6 +11,89 @@ use std::{
 };
 
 use crate::error::ProfilerError;
+use libs::needed_libraries;
+use spawn::{Gated, resolve_command, spawn_gated};
+
+/// How the target is found.
+#[derive(Debug, Clone)]
+pub(crate) enum Mode {
+    Attach(i32),
+    /// Start this command (program and arguments).
+    Run(Vec<String>),
+}
+
+/// An object file the target has (or will have) mapped.
+#[derive(Debug, Clone)]
+pub(crate) struct Module {
+    /// The path as the target sees it (for the report).
+    pub path: PathBuf,
+    /// A path the profiler can open (through /proc/PID/root for another mount namespace).
+    pub open_path: PathBuf,
+}
+
+impl Module {
+    pub(crate) fn file_name(&self) -> String {
+        self.path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+}
+
+/// The target, found or started.
+pub(crate) struct Found {
+    pub info: TargetInfo,
+    /// The executable first, then its libraries (mapped, or to be loaded in `run` mode).
+    pub modules: Vec<Module>,
+    /// `run` mode: the child, waiting at the gate until the probes are attached.
+    pub gated: Option<Gated>,
+}
+
+/// Finds (attach) or starts at the gate (run) the target.
+pub(crate) fn find(mode: &Mode) -> anyhow::Result<Found> {
+    let (info, modules, gated) = match mode {
+        Mode::Attach(pid) => {
+            let info = inspect(*pid)?;
+            let mappings = mappings(*pid).map_err(|_| ProfilerError::TargetExited(*pid))?;
+            let paths = std::iter::once(info.exe.clone()).chain(
+                mappings
+                    .into_iter()
+                    .filter(|m| m.executable)
+                    .map(|m| m.path),
+            );
+            let mut modules: Vec<Module> = Vec::new();
+            for path in paths {
+                if !modules.iter().any(|m| m.path == path) {
+                    let open_path = host_path(*pid, &path);
+                    modules.push(Module { path, open_path });
+                }
+            }
+            (info, modules, None)
+        }
+        Mode::Run(command) => {
+            let program = resolve_command(&command[0])?;
+            let modules = std::iter::once(program.clone())
+                .chain(needed_libraries(&program))
+                .map(|p| Module {
+                    path: p.clone(),
+                    open_path: p,
+                })
+                .collect();
+            let gated = spawn_gated(&program, command)?;
+            let info = TargetInfo {
+                pid: gated.pid,
+                exe: program,
+                cmdline: command.clone(),
+            };
+            (info, modules, Some(gated))
+        }
+    };
+    Ok(Found {
+        info,
+        modules,
+        gated,
+    })
+}
 
 /// What the report says about the target.
 #[derive(Debug, Clone)]

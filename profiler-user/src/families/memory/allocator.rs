@@ -17,7 +17,7 @@ use profiler_common::memory::AllocClass;
 
 use crate::{
     placement::{self, Placement},
-    symbols::resolve::Module,
+    tracee::Module,
 };
 
 /// Prefixes under which an allocator may define its functions, with the allocator they imply.

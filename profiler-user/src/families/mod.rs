@@ -68,7 +68,8 @@ pub(crate) fn build(
 }
 
 /// Each family of the table and what became of it, for the report's `families`: `built` are
-/// the families [`build`] made, `attached` the probes each attached (None: it did not). Also
+/// the families [`build`] made, `attached` the probes each attached (None: it did not; empty:
+/// the session ended before attaching). Also
 /// returns a warning when the level selects families not built yet.
 pub(crate) fn statuses(
     level: Level,
@@ -81,7 +82,11 @@ pub(crate) fn statuses(
     let statuses = FamilyId::ALL
         .iter()
         .map(|&id| {
-            let built = built.iter().zip(attached).find(|(f, _)| f.id() == id);
+            let built = built
+                .iter()
+                .enumerate()
+                .find(|(_, f)| f.id() == id)
+                .map(|(i, f)| (f, attached.get(i).copied().flatten()));
             let added = built.is_some_and(|(f, _)| f.idle().is_none());
             let (status, probes, note) = if !selected.contains(&id) && !added {
                 let left_out = without.contains(&id) && level.families().contains(&id);
@@ -93,12 +98,18 @@ pub(crate) fn statuses(
             } else {
                 match built {
                     Some((f, _)) if f.idle().is_some() => ("idle", 0, f.idle().map(Into::into)),
-                    Some((f, Some(n))) => ("attached", *n, f.note()),
+                    Some((f, Some(n))) => ("attached", n, f.note()),
+                    // The session ended before it attached anything.
+                    _ if attached.is_empty() => (
+                        "failed",
+                        0,
+                        Some("profiling did not start: see the error".into()),
+                    ),
                     _ => ("failed", 0, Some("could not attach: see warnings".into())),
                 }
             };
             let note = match note {
-                None if !selected.contains(&id) => Some("added by --func".into()),
+                None if added && !selected.contains(&id) => Some("added by --func".into()),
                 other => other,
             };
             FamilyStatus {
@@ -117,4 +128,74 @@ pub(crate) fn statuses(
         )
     });
     (statuses, warning)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{family::ReportContext, report::Report};
+
+    /// A family that attaches nothing, idle or not.
+    struct Stub(FamilyId, Option<&'static str>);
+
+    impl Family for Stub {
+        fn id(&self) -> FamilyId {
+            self.0
+        }
+        fn idle(&self) -> Option<&'static str> {
+            self.1
+        }
+        fn attach(
+            &mut self,
+            _: &mut aya::Ebpf,
+            _: &crate::family::TargetContext<'_>,
+        ) -> anyhow::Result<usize> {
+            Ok(0)
+        }
+        fn report(&mut self, _: &mut Report, _: &mut ReportContext<'_>) {}
+    }
+
+    fn status(all: &[FamilyStatus], name: &str) -> (&'static str, usize, Option<String>) {
+        let s = all.iter().find(|s| s.name == name).expect(name);
+        (s.status, s.probes, s.note.clone())
+    }
+
+    #[test]
+    fn statuses_say_what_became_of_each_family() {
+        let built: Vec<Box<dyn Family>> = vec![
+            Box::new(Stub(FamilyId::Process, None)),
+            Box::new(Stub(FamilyId::Functions, None)),
+            Box::new(Stub(FamilyId::Errors, None)),
+            Box::new(Stub(FamilyId::System, None)),
+        ];
+        // Basic level, --func given, errors failed to attach.
+        let (all, warning) = statuses(
+            Level::Basic,
+            &[],
+            &built,
+            &[Some(1), Some(4), None, Some(0)],
+        );
+        assert_eq!(all.len(), FamilyId::ALL.len());
+        assert_eq!(status(&all, "process"), ("attached", 1, None));
+        let added = Some("added by --func".to_string());
+        assert_eq!(status(&all, "functions"), ("attached", 4, added));
+        assert_eq!(status(&all, "errors").0, "failed");
+        assert_eq!(status(&all, "memory"), ("not_selected", 0, None));
+        assert!(warning.is_none());
+
+        // Full level without --func, memory left out; the session ended before attaching.
+        let idle: Vec<Box<dyn Family>> = vec![Box::new(Stub(FamilyId::Functions, Some("no")))];
+        let (all, warning) = statuses(Level::Full, &[FamilyId::Memory], &idle, &[]);
+        assert_eq!(status(&all, "functions"), ("idle", 0, Some("no".into())));
+        let left_out = Some("left out by --without".to_string());
+        assert_eq!(status(&all, "memory"), ("not_selected", 0, left_out));
+        let not_built = Some("not built yet".to_string());
+        assert_eq!(status(&all, "gpu"), ("not_available", 0, not_built));
+        let not_started = Some("profiling did not start: see the error".to_string());
+        assert_eq!(status(&all, "process"), ("failed", 0, not_started));
+        assert_eq!(
+            warning.as_deref(),
+            Some("level full selects families not built yet: cpu, threads, gpu")
+        );
+    }
 }

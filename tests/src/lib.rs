@@ -3,11 +3,17 @@
 //!
 //! Every helper panics with context instead of returning an error, so a failing test says what
 //! it was waiting for and what the processes printed.
+//!
+//! A test that cannot run here (not root, no uprobes or BTF, no python3, no jemalloc, ...) gives
+//! up through [`skip!`] and nothing else: it prints `skipped: <why>` and returns, or, with
+//! `PROFILER_TESTS_STRICT=1` (as `cargo xtask test` and CI run them), fails, so that a run that
+//! tested nothing cannot look green.
 
 pub mod process;
 pub mod report;
 
 use std::{
+    fmt::Display,
     path::{Path, PathBuf},
     sync::atomic::{AtomicUsize, Ordering},
     time::Duration,
@@ -76,13 +82,41 @@ pub fn cannot_profile() -> Option<String> {
         .map(|(path, what)| format!("the kernel lacks {what} ({path} is missing)"))
 }
 
-/// Returns from the test, with a message, when [`cannot_profile`] says it cannot run.
+/// The switch that makes a missing prerequisite fail the test instead of skipping it: `1` turns
+/// it on; unset, or anything else, leaves it off.
+pub const STRICT: &str = "PROFILER_TESTS_STRICT";
+
+/// The one place where a test gives up because this machine lacks something it needs (`why`
+/// says what): with [`STRICT`] on it panics; otherwise it prints `skipped: <why>` and the caller
+/// returns (or leaves out the part that needs it). Tests call it through [`skip!`].
+#[track_caller]
+pub fn skip(why: impl Display) {
+    if std::env::var_os(STRICT).is_some_and(|v| v == "1") {
+        panic!(
+            "{STRICT} is set, and this test needs what this machine lacks: {why}\n\
+             (cargo xtask test installs the packages the tests need; unset {STRICT} to let \
+             them skip)"
+        );
+    }
+    eprintln!("skipped: {why}");
+}
+
+/// Gives up on the test through [`skip()`]: fails with [`STRICT`] on, returns otherwise. Takes
+/// `format!` arguments saying what is missing.
+#[macro_export]
+macro_rules! skip {
+    ($($why:tt)+) => {{
+        $crate::skip(format_args!($($why)+));
+        return;
+    }};
+}
+
+/// Gives up on the test (see [`skip!`]) when [`cannot_profile`] says this machine cannot run it.
 #[macro_export]
 macro_rules! require_root {
     () => {
         if let Some(why) = $crate::cannot_profile() {
-            eprintln!("skipped: {why}");
-            return;
+            $crate::skip!("{why}");
         }
     };
 }

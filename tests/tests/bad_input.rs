@@ -3,7 +3,7 @@
 
 use std::{path::Path, process::Command};
 
-use profiler_tests::{Profiler, Victim, process::profile, require_root, victims};
+use profiler_tests::{Profiler, Victim, process::profile, require_root, skip, victims};
 
 /// Runs the profiler with `args`, expects a user error, and returns its line.
 fn error_of(args: &[&str]) -> String {
@@ -147,17 +147,12 @@ fn not_root() {
         cmd.args(["-u", "nobody", "--"]).arg(profiler).args(args);
         cmd
     } else {
-        eprintln!("skipped: neither setpriv nor runuser to run the profiler unprivileged");
-        return;
+        skip!("setpriv or runuser, to run the profiler unprivileged (neither is on PATH)");
     };
     let outcome = Profiler::spawn(cmd).finish();
     if outcome.stderr.starts_with("setpriv:") || outcome.stderr.starts_with("runuser:") {
         // The build tree is not open to other users: the profiler never ran.
-        eprintln!(
-            "skipped: cannot run the profiler as nobody: {}",
-            outcome.stderr
-        );
-        return;
+        skip!("to run the profiler as nobody: {}", outcome.stderr.trim());
     }
     let line = outcome.expect_error();
     assert_mentions(line, &["root", "sudo"]);

@@ -9,11 +9,28 @@ use std::{
     time::Duration,
 };
 
-use profiler_tests::{Outcome, Profiler, TempDir, profiler_bin, require_root};
+use profiler_tests::{Outcome, Profiler, TempDir, profiler_bin, require_root, skip};
 use serde_json::Value;
 
-fn python() -> Option<PathBuf> {
-    let found = ["/usr/bin/python3", "/usr/local/bin/python3"]
+/// The variable that names the python3 the scripts run with, in place of the lookup below; a
+/// path that is not a file counts as no python3 (to check by hand how a test without one ends).
+const PYTHON_VAR: &str = "PROFILER_TESTS_PYTHON";
+
+/// The python3 the scripts run with: `$PROFILER_TESTS_PYTHON`, else the system's (before any
+/// wrapper on PATH, such as a pyenv shim), else the one on PATH; why there is none otherwise.
+fn python() -> Result<PathBuf, String> {
+    if let Some(path) = std::env::var_os(PYTHON_VAR) {
+        let path = PathBuf::from(path);
+        return if path.is_file() {
+            Ok(path)
+        } else {
+            Err(format!(
+                "python3 ({PYTHON_VAR}={} is not a file)",
+                path.display()
+            ))
+        };
+    }
+    ["/usr/bin/python3", "/usr/local/bin/python3"]
         .iter()
         .map(PathBuf::from)
         .find(|p| p.exists())
@@ -24,11 +41,18 @@ fn python() -> Option<PathBuf> {
                 .ok()?;
             let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
             (!path.is_empty()).then(|| PathBuf::from(path))
-        });
-    if found.is_none() {
-        eprintln!("skipped: python3 not found");
-    }
-    found
+        })
+        .ok_or_else(|| "python3 (not found)".to_string())
+}
+
+/// The python3 to run the test's scripts with; gives up on the test (see [`skip!`]) without one.
+macro_rules! require_python {
+    () => {
+        match python() {
+            Ok(py) => py,
+            Err(why) => skip!("{why}"),
+        }
+    };
 }
 
 /// Writes `contents` to `name` in `dir`; returns the path.
@@ -154,9 +178,7 @@ fn missing_model_script(dir: &TempDir) -> (PathBuf, PathBuf) {
 /// A script that opens a missing checkpoint, profiled with `env`.
 fn missing_model_file(env: &[(&str, &str)]) {
     require_root!();
-    let Some(py) = python() else {
-        return;
-    };
+    let py = require_python!();
     let dir = TempDir::new();
     let (script, missing) = missing_model_script(&dir);
     let json = dir.json();
@@ -202,9 +224,7 @@ fn missing_model_file(env: &[(&str, &str)]) {
 #[test]
 fn without_errors_attaches_no_syscall_program_and_says_so() {
     require_root!();
-    let Some(py) = python() else {
-        return;
-    };
+    let py = require_python!();
     let dir = TempDir::new();
     let (script, _) = missing_model_script(&dir);
     let json = dir.json();
@@ -222,9 +242,7 @@ fn without_errors_attaches_no_syscall_program_and_says_so() {
 #[test]
 fn value_error_is_invalid_input_with_the_exception_type() {
     require_root!();
-    let Some(py) = python() else {
-        return;
-    };
+    let py = require_python!();
     let dir = TempDir::new();
     let script = write(
         &dir,
@@ -249,9 +267,7 @@ fn value_error_is_invalid_input_with_the_exception_type() {
 #[test]
 fn refused_connection_is_econnrefused_network_with_the_address() {
     require_root!();
-    let Some(py) = python() else {
-        return;
-    };
+    let py = require_python!();
     let dir = TempDir::new();
     // Port 9 (discard) on loopback: nothing listens there here.
     let script = write(
@@ -276,9 +292,7 @@ fn refused_connection_is_econnrefused_network_with_the_address() {
 #[test]
 fn socket_read_timeout_is_network_timeout() {
     require_root!();
-    let Some(py) = python() else {
-        return;
-    };
+    let py = require_python!();
     let dir = TempDir::new();
     // A listener that accepts the connection (the kernel does) but never sends.
     let script = write(
@@ -331,9 +345,7 @@ fn segfault_is_critical_with_the_fault_address() {
 #[test]
 fn printed_cuda_oom_is_cuda_out_of_memory_critical() {
     require_root!();
-    let Some(py) = python() else {
-        return;
-    };
+    let py = require_python!();
     let dir = TempDir::new();
     let script = write(
         &dir,
@@ -356,9 +368,7 @@ fn printed_cuda_oom_is_cuda_out_of_memory_critical() {
 #[test]
 fn a_custom_pattern_file_classifies_a_new_message() {
     require_root!();
-    let Some(py) = python() else {
-        return;
-    };
+    let py = require_python!();
     let dir = TempDir::new();
     let patterns = write(
         &dir,
@@ -418,9 +428,7 @@ fn a_malformed_pattern_file_is_one_line_with_line_and_column() {
 #[test]
 fn benign_failures_are_counted_not_alarmed() {
     require_root!();
-    let Some(py) = python() else {
-        return;
-    };
+    let py = require_python!();
     let dir = TempDir::new();
     // A stat that fails before a create, and a non-blocking read with nothing to read.
     let script = write(
@@ -473,9 +481,7 @@ fn benign_failures_are_counted_not_alarmed() {
 #[test]
 fn attach_mode_sees_a_running_scripts_error() {
     require_root!();
-    let Some(py) = python() else {
-        return;
-    };
+    let py = require_python!();
     let dir = TempDir::new();
     // Waits for a line on stdin (sent once the profiler is attached), then fails.
     let script = write(
@@ -523,9 +529,7 @@ fn attach_mode_sees_a_running_scripts_error() {
 #[test]
 fn secrets_never_reach_the_report_or_the_output() {
     require_root!();
-    let Some(py) = python() else {
-        return;
-    };
+    let py = require_python!();
     let dir = TempDir::new();
     let secrets = [
         "sk-abcdefghijklmnopqrstuvwx0123456789",

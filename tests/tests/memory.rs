@@ -5,7 +5,7 @@
 
 use std::{path::Path, process::Command};
 
-use profiler_tests::{Report, TempDir, Victim, attach, process::profile, require_root};
+use profiler_tests::{Report, TempDir, Victim, attach, process::profile, require_root, skip};
 use serde_json::Value;
 
 /// `tests/victims/mem_victim.c`, built by build.rs.
@@ -491,8 +491,7 @@ fn statically_linked_glibc_is_found_in_the_executable() {
     let exe = dir.path().join("mem_victim_static");
     let flags = ["-static", "-O1", "-fno-omit-frame-pointer", "-pthread"];
     if !gcc(Path::new(VICTIM_SOURCE), &exe, &flags) {
-        eprintln!("skipped: gcc -static failed (no static C library installed?)");
-        return;
+        skip!("a static C library (gcc -static failed)");
     }
     let report = run(
         &dir,
@@ -555,7 +554,7 @@ fn no_allocator_is_explained_and_the_report_still_written() {
         let why = Memory::of(&report).at("/no_allocator").to_string();
         assert!(why.contains("statically linked and stripped"), "{why}");
     } else {
-        eprintln!("no static C library: the stripped case is skipped");
+        profiler_tests::skip("a static C library, for the stripped case (gcc -static failed)");
     }
 }
 
@@ -593,20 +592,19 @@ fn leak_verdict_thresholds_are_options() {
     );
 }
 
-/// `lib` in the system library directories, or None (with a message) when it is not installed.
-fn system_library(lib: &str) -> Option<String> {
-    let found = [
+/// `lib` in the system library directories (where `cargo xtask test` checks for it too), or why
+/// it cannot be used.
+fn system_library(lib: &str) -> Result<String, String> {
+    [
         "/lib/x86_64-linux-gnu",
         "/usr/lib/x86_64-linux-gnu",
         "/usr/lib64",
     ]
     .iter()
     .map(|d| Path::new(d).join(lib))
-    .find(|p| p.exists());
-    if found.is_none() {
-        eprintln!("skipped: {lib} is not installed");
-    }
-    found.map(|p| p.display().to_string())
+    .find(|p| p.exists())
+    .map(|p| p.display().to_string())
+    .ok_or_else(|| format!("{lib} (not installed)"))
 }
 
 #[test]
@@ -616,8 +614,13 @@ fn preloaded_jemalloc_and_tcmalloc_replace_glibc() {
         ("libjemalloc.so.2", "jemalloc"),
         ("libtcmalloc_minimal.so.4", "tcmalloc"),
     ] {
-        let Some(path) = system_library(lib) else {
-            continue;
+        let path = match system_library(lib) {
+            Ok(path) => path,
+            Err(why) => {
+                // The other allocator may still be there: only this one is left out.
+                profiler_tests::skip(why);
+                continue;
+            }
         };
         let dir = TempDir::new();
         // `run`: the preload is in the environment the target inherits.
@@ -640,8 +643,9 @@ fn preloaded_jemalloc_and_tcmalloc_replace_glibc() {
 #[test]
 fn attach_finds_a_preloaded_allocator_in_the_mappings() {
     require_root!();
-    let Some(path) = system_library("libjemalloc.so.2") else {
-        return;
+    let path = match system_library("libjemalloc.so.2") {
+        Ok(path) => path,
+        Err(why) => skip!("{why}"),
     };
     let dir = TempDir::new();
     let json = dir.json();

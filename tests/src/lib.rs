@@ -94,8 +94,8 @@ pub fn skip(why: impl Display) {
     if std::env::var_os(STRICT).is_some_and(|v| v == "1") {
         panic!(
             "{STRICT} is set, and this test needs what this machine lacks: {why}\n\
-             (cargo xtask test installs the packages the tests need; unset {STRICT} to let \
-             them skip)"
+             (cargo xtask setup --tests installs the packages the tests use; unset {STRICT} \
+             to let them skip)"
         );
     }
     eprintln!("skipped: {why}");

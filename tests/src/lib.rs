@@ -20,7 +20,7 @@ use std::{
 };
 
 pub use process::{Outcome, Profiler, Victim};
-pub use report::{Func, Report};
+pub use report::{Errors, Event, Family, Func, Report};
 
 /// The longest any process or handshake may take before the test fails; generous, so a loaded
 /// machine does not make a test flaky, and finite, so a broken profiler cannot hang the suite.
@@ -134,6 +134,29 @@ pub fn attach(victim: &Victim, args: &[&str]) -> Profiler {
     let target = profiler.wait_ready();
     assert_eq!(target, victim.pid(), "the profiler names another pid");
     profiler
+}
+
+/// `profiler run --json <dir>/report.json ARGS... -- CMD...`, with `env` added to the
+/// profiler's environment, to its end: it must succeed, and end because the target exited.
+/// Returns what it printed, and its report.
+pub fn run_reported(
+    dir: &TempDir,
+    args: &[&str],
+    cmd: &[&str],
+    env: &[(&str, &str)],
+) -> (Outcome, Report) {
+    let json = dir.json();
+    let mut all = vec!["run", "--json", json.to_str().expect("utf-8 path")];
+    all.extend_from_slice(args);
+    all.push("--");
+    all.extend_from_slice(cmd);
+    let mut command = Profiler::command(&all);
+    command.envs(env.iter().copied());
+    let outcome = Profiler::spawn(command).finish();
+    outcome.expect_success();
+    let report = Report::read(&json);
+    assert_eq!(report.end_reason(), "target_exited");
+    (outcome, report)
 }
 
 /// A fresh directory, removed when dropped.

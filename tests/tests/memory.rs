@@ -5,7 +5,9 @@
 
 use std::{path::Path, process::Command};
 
-use profiler_tests::{Report, TempDir, Victim, attach, process::profile, require_root, skip};
+use profiler_tests::{
+    Report, TempDir, Victim, attach, process::profile, require_root, run_reported, skip,
+};
 use serde_json::Value;
 
 /// `tests/victims/mem_victim.c`, built by build.rs.
@@ -13,27 +15,15 @@ const VICTIM: &str = env!("VICTIM_MEM_VICTIM");
 const VICTIM_SOURCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/victims/mem_victim.c");
 const RUST_SOURCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/src/bin/victim_mem_rust.rs");
 
-/// `profiler run --level memory --json <dir>/report.json -- CMD...`, which must succeed; its
+/// `profiler run --level memory --json <dir>/report.json -- CMD...` (see [`run_reported`]); its
 /// report.
 fn run(dir: &TempDir, cmd: &[&str]) -> Report {
-    run_with(dir, &[], cmd, &[])
+    run_with(dir, cmd, &[])
 }
 
-fn run_with(dir: &TempDir, args: &[&str], cmd: &[&str], env: &[(&str, &str)]) -> Report {
-    let json = dir.json();
-    let mut all = vec!["run", "--level", "memory", "--json"];
-    all.push(json.to_str().expect("utf-8 path"));
-    all.extend_from_slice(args);
-    all.push("--");
-    all.extend_from_slice(cmd);
-    let mut command = profiler_tests::Profiler::command(&all);
-    command.envs(env.iter().copied());
-    profiler_tests::Profiler::spawn(command)
-        .finish()
-        .expect_success();
-    let report = Report::read(&json);
-    assert_eq!(report.end_reason(), "target_exited");
-    report
+/// As [`run`], with `env` added to the profiler's environment.
+fn run_with(dir: &TempDir, cmd: &[&str], env: &[(&str, &str)]) -> Report {
+    run_reported(dir, &["--level", "memory"], cmd, env).1
 }
 
 /// The `memory` section, looked at through accessors that panic with context.
@@ -454,7 +444,7 @@ fn full_block_map_is_reported_and_the_report_still_written() {
     let dir = TempDir::new();
     // Room for 100 outstanding blocks; the victim leaks 300.
     let env = [("PROFILER_MEMORY_MAX_BLOCKS", "100")];
-    let report = run_with(&dir, &[], &[VICTIM, "leak", "300", "16", "0", "1"], &env);
+    let report = run_with(&dir, &[VICTIM, "leak", "300", "16", "0", "1"], &env);
     let memory = Memory::of(&report);
     let lost = report
         .at("/overhead/lost/memory_alloc_map_full")
@@ -625,7 +615,7 @@ fn preloaded_jemalloc_and_tcmalloc_replace_glibc() {
         let dir = TempDir::new();
         // `run`: the preload is in the environment the target inherits.
         let env = [("LD_PRELOAD", path.as_str())];
-        let report = run_with(&dir, &[], &[VICTIM, "leak", "20", "48", "40", "40"], &env);
+        let report = run_with(&dir, &[VICTIM, "leak", "20", "48", "40", "40"], &env);
         let memory = Memory::of(&report);
         assert_eq!(memory.at("/allocator/name"), name);
         assert_eq!(memory.at("/allocator/module"), lib);

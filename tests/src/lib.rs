@@ -84,11 +84,12 @@ pub fn cannot_profile() -> Option<String> {
 
 /// The switch that makes a missing prerequisite fail the test instead of skipping it: `1` turns
 /// it on; unset, or anything else, leaves it off.
-pub const STRICT: &str = "PROFILER_TESTS_STRICT";
+const STRICT: &str = "PROFILER_TESTS_STRICT";
 
 /// The one place where a test gives up because this machine lacks something it needs (`why`
-/// says what): with [`STRICT`] on it panics; otherwise it prints `skipped: <why>` and the caller
-/// returns (or leaves out the part that needs it). Tests call it through [`skip!`].
+/// says what): with `PROFILER_TESTS_STRICT=1` it panics; otherwise it prints `skipped: <why>`
+/// and the caller returns (or leaves out the part that needs it). Tests call it through
+/// [`skip!`].
 #[track_caller]
 pub fn skip(why: impl Display) {
     if std::env::var_os(STRICT).is_some_and(|v| v == "1") {
@@ -101,8 +102,8 @@ pub fn skip(why: impl Display) {
     eprintln!("skipped: {why}");
 }
 
-/// Gives up on the test through [`skip()`]: fails with [`STRICT`] on, returns otherwise. Takes
-/// `format!` arguments saying what is missing.
+/// Gives up on the test through [`skip()`]: fails with `PROFILER_TESTS_STRICT=1`, returns
+/// otherwise. Takes `format!` arguments saying what is missing.
 #[macro_export]
 macro_rules! skip {
     ($($why:tt)+) => {{

@@ -47,27 +47,24 @@ impl Report {
     }
 
     pub fn families(&self) -> Vec<Family<'_>> {
-        self.at("/families")
-            .as_array()
-            .expect("families is an array")
-            .iter()
+        Node::new(&self.json, "the report")
+            .list("/families", "family")
+            .into_iter()
             .map(Family)
             .collect()
     }
 
     /// The entry of family `name`; panics with the names there are when it is missing.
     pub fn family(&self, name: &str) -> Family<'_> {
-        let families = self.families();
-        if let Some(f) = families.iter().find(|f| f.name() == name) {
-            return *f;
-        }
-        let names: Vec<&str> = families.iter().map(|f| f.name()).collect();
-        panic!("no family {name:?} in the report; it has {names:?}");
+        named(&self.families(), "family", name, |f| f.name())
     }
 
     /// The `errors` section, or None when the report has none (or it is null).
     pub fn errors_section(&self) -> Option<Errors<'_>> {
-        self.json.get("errors").filter(|e| !e.is_null()).map(Errors)
+        self.json
+            .get("errors")
+            .filter(|e| !e.is_null())
+            .map(|json| Errors(Node::new(json, "the errors section")))
     }
 
     /// The `errors` section; panics when the report has none.
@@ -78,13 +75,18 @@ impl Report {
 
     /// The traced function named `name`; panics with the names there are when it is missing.
     pub fn function(&self, name: &str) -> Func<'_> {
-        let functions = self.functions();
-        if let Some(f) = functions.iter().find(|f| f.name() == name) {
-            return *f;
-        }
-        let names: Vec<&str> = functions.iter().map(|f| f.name()).collect();
-        panic!("no function {name:?} in the report; it has {names:?}");
+        named(&self.functions(), "function", name, |f| f.name())
     }
+}
+
+/// The one of `entries` (each a `kind`) that `name_of` calls `name`; panics with the names there
+/// are when none is.
+fn named<T: Copy>(entries: &[T], kind: &str, name: &str, name_of: impl Fn(&T) -> &str) -> T {
+    if let Some(entry) = entries.iter().find(|e| name_of(e) == name) {
+        return *entry;
+    }
+    let names: Vec<&str> = entries.iter().map(name_of).collect();
+    panic!("no {kind} {name:?} in the report; it has {names:?}");
 }
 
 /// A JSON object in the report, `what` naming it in the messages of accessors that panic.
@@ -95,6 +97,10 @@ struct Node<'a> {
 }
 
 impl<'a> Node<'a> {
+    fn new(json: &'a Value, what: &'static str) -> Self {
+        Self { json, what }
+    }
+
     fn field(self, pointer: &str) -> &'a Value {
         self.json
             .pointer(pointer)
@@ -136,7 +142,7 @@ impl<'a> Node<'a> {
         v.as_array()
             .unwrap_or_else(|| panic!("{pointer} is not an array: {v} in {:#}", self.json))
             .iter()
-            .map(|json| Node { json, what })
+            .map(|json| Node::new(json, what))
             .collect()
     }
 }
@@ -147,10 +153,7 @@ pub struct Func<'a>(pub &'a Value);
 
 impl<'a> Func<'a> {
     fn node(&self) -> Node<'a> {
-        Node {
-            json: self.0,
-            what: "function",
-        }
+        Node::new(self.0, "function")
     }
 
     fn u64(&self, pointer: &str) -> u64 {
@@ -238,57 +241,43 @@ impl<'a> Func<'a> {
 
 /// One entry of `families`.
 #[derive(Debug, Clone, Copy)]
-pub struct Family<'a>(&'a Value);
+pub struct Family<'a>(Node<'a>);
 
 impl<'a> Family<'a> {
-    fn node(&self) -> Node<'a> {
-        Node {
-            json: self.0,
-            what: "family",
-        }
-    }
-
     pub fn name(&self) -> &'a str {
-        self.node().str("/name")
+        self.0.str("/name")
     }
 
     pub fn status(&self) -> &'a str {
-        self.node().str("/status")
+        self.0.str("/status")
     }
 
     pub fn probes(&self) -> u64 {
-        self.node().u64("/probes")
+        self.0.u64("/probes")
     }
 
     /// Why the family is idle, left out or failed, or what an attached one put where.
     pub fn note(&self) -> Option<&'a str> {
-        self.node().opt_str("/note")
+        self.0.opt_str("/note")
     }
 }
 
 impl fmt::Display for Family<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)
+        write!(f, "{}", self.0.json)
     }
 }
 
 /// The `errors` section.
 #[derive(Debug, Clone, Copy)]
-pub struct Errors<'a>(&'a Value);
+pub struct Errors<'a>(Node<'a>);
 
 impl<'a> Errors<'a> {
-    fn node(&self) -> Node<'a> {
-        Node {
-            json: self.0,
-            what: "the errors section",
-        }
-    }
-
     pub fn events(&self) -> Vec<Event<'a>> {
-        self.node()
+        self.0
             .list("/events", "event")
             .into_iter()
-            .map(|n| Event(n.json))
+            .map(Event)
             .collect()
     }
 
@@ -302,7 +291,7 @@ impl<'a> Errors<'a> {
 
     /// `(syscall, errno, count)` for every kind of failed syscall, benign or not.
     pub fn syscall_failures(&self) -> Vec<(&'a str, &'a str, u64)> {
-        self.node()
+        self.0
             .list("/syscall_failures", "syscall failure")
             .into_iter()
             .map(|f| (f.str("/syscall"), f.str("/errno"), f.u64("/count")))
@@ -313,7 +302,9 @@ impl<'a> Errors<'a> {
     pub fn describe(&self) -> String {
         self.events()
             .iter()
-            .map(|e| ["pattern", "error_type", "source", "message"].map(|k| e.0[k].to_string()))
+            .map(|e| {
+                ["pattern", "error_type", "source", "message"].map(|k| e.0.json[k].to_string())
+            })
             .map(|fields| fields.join(" "))
             .collect::<Vec<_>>()
             .join("\n")
@@ -322,49 +313,42 @@ impl<'a> Errors<'a> {
 
 /// One entry of `errors.events`.
 #[derive(Debug, Clone, Copy)]
-pub struct Event<'a>(&'a Value);
+pub struct Event<'a>(Node<'a>);
 
 impl<'a> Event<'a> {
-    fn node(&self) -> Node<'a> {
-        Node {
-            json: self.0,
-            what: "error event",
-        }
-    }
-
     /// The value at a JSON pointer in the event (`/context/frames`).
     pub fn at(&self, pointer: &str) -> &'a Value {
-        self.node().field(pointer)
+        self.0.field(pointer)
     }
 
     /// The id of the pattern it matched, None when it matched none.
     pub fn pattern(&self) -> Option<&'a str> {
-        self.node().opt_str("/pattern")
+        self.0.opt_str("/pattern")
     }
 
     pub fn error_type(&self) -> &'a str {
-        self.node().str("/error_type")
+        self.0.str("/error_type")
     }
 
     pub fn category(&self) -> &'a str {
-        self.node().str("/category")
+        self.0.str("/category")
     }
 
     pub fn severity(&self) -> &'a str {
-        self.node().str("/severity")
+        self.0.str("/severity")
     }
 
     /// `syscall`, `signal`, `output` or `exit`.
     pub fn source(&self) -> &'a str {
-        self.node().str("/source")
+        self.0.str("/source")
     }
 
     pub fn message(&self) -> &'a str {
-        self.node().str("/message")
+        self.0.str("/message")
     }
 
     pub fn solutions(&self) -> Vec<&'a str> {
-        self.node()
+        self.0
             .list("/solutions", "solution")
             .into_iter()
             .map(|s| s.str(""))
@@ -373,12 +357,12 @@ impl<'a> Event<'a> {
 
     /// A string of `context` (`path`, `exception`, `signal`, ...), None when it has none.
     pub fn context(&self, key: &str) -> Option<&'a str> {
-        self.node().opt_str(&format!("/context/{key}"))
+        self.0.opt_str(&format!("/context/{key}"))
     }
 }
 
 impl fmt::Display for Event<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)
+        write!(f, "{}", self.0.json)
     }
 }

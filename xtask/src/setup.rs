@@ -220,7 +220,7 @@ const TEST_NEEDS: [TestNeed; 5] = [
 /// Installs, with apt-get, the Debian packages of what the integration tests use and this machine
 /// lacks, so that a strict test run fails only for what no package gives (root, uprobes, BTF).
 /// Looks before it installs: quick, and a no-op when everything is there.
-pub fn ensure_test_needs() -> anyhow::Result<()> {
+pub(crate) fn ensure_test_needs() -> anyhow::Result<()> {
     let missing: Vec<&TestNeed> = TEST_NEEDS.iter().filter(|n| !n.look.found()).collect();
     if missing.is_empty() {
         return Ok(());

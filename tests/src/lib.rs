@@ -3,18 +3,24 @@
 //!
 //! Every helper panics with context instead of returning an error, so a failing test says what
 //! it was waiting for and what the processes printed.
+//!
+//! A test that cannot run here (not root, no uprobes or BTF, no python3, no jemalloc, ...) gives
+//! up through [`skip!`] and nothing else: it prints `skipped: <why>` and returns, or, with
+//! `PROFILER_TESTS_STRICT=1` (as `cargo xtask test` and CI run them), fails, so that a run that
+//! tested nothing cannot look green.
 
 pub mod process;
 pub mod report;
 
 use std::{
+    fmt::Display,
     path::{Path, PathBuf},
     sync::atomic::{AtomicUsize, Ordering},
     time::Duration,
 };
 
 pub use process::{Outcome, Profiler, Victim};
-pub use report::{Func, Report};
+pub use report::{Errors, Event, Family, Func, Report};
 
 /// The longest any process or handshake may take before the test fails; generous, so a loaded
 /// machine does not make a test flaky, and finite, so a broken profiler cannot hang the suite.
@@ -76,13 +82,42 @@ pub fn cannot_profile() -> Option<String> {
         .map(|(path, what)| format!("the kernel lacks {what} ({path} is missing)"))
 }
 
-/// Returns from the test, with a message, when [`cannot_profile`] says it cannot run.
+/// The switch that makes a missing prerequisite fail the test instead of skipping it: `1` turns
+/// it on; unset, or anything else, leaves it off.
+const STRICT: &str = "PROFILER_TESTS_STRICT";
+
+/// The one place where a test gives up because this machine lacks something it needs (`why`
+/// says what): with `PROFILER_TESTS_STRICT=1` it panics; otherwise it prints `skipped: <why>`
+/// and the caller returns (or leaves out the part that needs it). Tests call it through
+/// [`skip!`].
+#[track_caller]
+pub fn skip(why: impl Display) {
+    if std::env::var_os(STRICT).is_some_and(|v| v == "1") {
+        panic!(
+            "{STRICT} is set, and this test needs what this machine lacks: {why}\n\
+             (cargo xtask setup --tests installs the packages the tests use; unset {STRICT} \
+             to let them skip)"
+        );
+    }
+    eprintln!("skipped: {why}");
+}
+
+/// Gives up on the test through [`skip()`]: fails with `PROFILER_TESTS_STRICT=1`, returns
+/// otherwise. Takes `format!` arguments saying what is missing.
+#[macro_export]
+macro_rules! skip {
+    ($($why:tt)+) => {{
+        $crate::skip(format_args!($($why)+));
+        return;
+    }};
+}
+
+/// Gives up on the test (see [`skip!`]) when [`cannot_profile`] says this machine cannot run it.
 #[macro_export]
 macro_rules! require_root {
     () => {
         if let Some(why) = $crate::cannot_profile() {
-            eprintln!("skipped: {why}");
-            return;
+            $crate::skip!("{why}");
         }
     };
 }
@@ -100,6 +135,29 @@ pub fn attach(victim: &Victim, args: &[&str]) -> Profiler {
     let target = profiler.wait_ready();
     assert_eq!(target, victim.pid(), "the profiler names another pid");
     profiler
+}
+
+/// `profiler run --json <dir>/report.json ARGS... -- CMD...`, with `env` added to the
+/// profiler's environment, to its end: it must succeed, and end because the target exited.
+/// Returns what it printed, and its report.
+pub fn run_reported(
+    dir: &TempDir,
+    args: &[&str],
+    cmd: &[&str],
+    env: &[(&str, &str)],
+) -> (Outcome, Report) {
+    let json = dir.json();
+    let mut all = vec!["run", "--json", json.to_str().expect("utf-8 path")];
+    all.extend_from_slice(args);
+    all.push("--");
+    all.extend_from_slice(cmd);
+    let mut command = Profiler::command(&all);
+    command.envs(env.iter().copied());
+    let outcome = Profiler::spawn(command).finish();
+    outcome.expect_success();
+    let report = Report::read(&json);
+    assert_eq!(report.end_reason(), "target_exited");
+    (outcome, report)
 }
 
 /// A fresh directory, removed when dropped.

@@ -1,6 +1,6 @@
 //! The JSON report, read with serde_json and looked at through accessors that panic with context.
 
-use std::path::Path;
+use std::{fmt, path::Path};
 
 use serde_json::Value;
 
@@ -46,14 +46,104 @@ impl Report {
             .collect()
     }
 
+    pub fn families(&self) -> Vec<Family<'_>> {
+        Node::new(&self.json, "the report")
+            .list("/families", "family")
+            .into_iter()
+            .map(Family)
+            .collect()
+    }
+
+    /// The entry of family `name`; panics with the names there are when it is missing.
+    pub fn family(&self, name: &str) -> Family<'_> {
+        named(&self.families(), "family", name, |f| f.name())
+    }
+
+    /// The `errors` section, or None when the report has none (or it is null).
+    pub fn errors_section(&self) -> Option<Errors<'_>> {
+        self.json
+            .get("errors")
+            .filter(|e| !e.is_null())
+            .map(|json| Errors(Node::new(json, "the errors section")))
+    }
+
+    /// The `errors` section; panics when the report has none.
+    pub fn errors(&self) -> Errors<'_> {
+        self.errors_section()
+            .unwrap_or_else(|| panic!("the report has no errors section:\n{:#}", self.json))
+    }
+
     /// The traced function named `name`; panics with the names there are when it is missing.
     pub fn function(&self, name: &str) -> Func<'_> {
-        let functions = self.functions();
-        if let Some(f) = functions.iter().find(|f| f.name() == name) {
-            return *f;
+        named(&self.functions(), "function", name, |f| f.name())
+    }
+}
+
+/// The one of `entries` (each a `kind`) that `name_of` calls `name`; panics with the names there
+/// are when none is.
+fn named<T: Copy>(entries: &[T], kind: &str, name: &str, name_of: impl Fn(&T) -> &str) -> T {
+    if let Some(entry) = entries.iter().find(|e| name_of(e) == name) {
+        return *entry;
+    }
+    let names: Vec<&str> = entries.iter().map(name_of).collect();
+    panic!("no {kind} {name:?} in the report; it has {names:?}");
+}
+
+/// A JSON object in the report, `what` naming it in the messages of accessors that panic.
+#[derive(Debug, Clone, Copy)]
+struct Node<'a> {
+    json: &'a Value,
+    what: &'static str,
+}
+
+impl<'a> Node<'a> {
+    fn new(json: &'a Value, what: &'static str) -> Self {
+        Self { json, what }
+    }
+
+    fn field(self, pointer: &str) -> &'a Value {
+        self.json
+            .pointer(pointer)
+            .unwrap_or_else(|| panic!("{} has no {pointer}: {:#}", self.what, self.json))
+    }
+
+    fn u64(self, pointer: &str) -> u64 {
+        let v = self.field(pointer);
+        v.as_u64()
+            .unwrap_or_else(|| panic!("{pointer} is not a count: {v} in {:#}", self.json))
+    }
+
+    fn f64(self, pointer: &str) -> f64 {
+        let v = self.field(pointer);
+        v.as_f64()
+            .unwrap_or_else(|| panic!("{pointer} is not a number: {v} in {:#}", self.json))
+    }
+
+    fn str(self, pointer: &str) -> &'a str {
+        let v = self.field(pointer);
+        v.as_str()
+            .unwrap_or_else(|| panic!("{pointer} is not a string: {v} in {:#}", self.json))
+    }
+
+    /// A string that may be missing or null (None); any other value panics.
+    fn opt_str(self, pointer: &str) -> Option<&'a str> {
+        match self.json.pointer(pointer) {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(
+                v.as_str()
+                    .unwrap_or_else(|| panic!("{pointer} is not a string: {v} in {:#}", self.json)),
+            ),
         }
-        let names: Vec<&str> = functions.iter().map(|f| f.name()).collect();
-        panic!("no function {name:?} in the report; it has {names:?}");
+    }
+
+    /// The array at `pointer`, each element seen as a `what`.
+    fn list(self, pointer: &str, what: &'static str) -> Vec<Node<'a>> {
+        let v = self.field(pointer);
+        v.as_array()
+            .unwrap_or_else(|| panic!("{pointer} is not an array: {v} in {:#}", self.json))
+            .iter()
+            .map(|json| Node::new(json, what))
+            .collect()
     }
 }
 
@@ -62,28 +152,20 @@ impl Report {
 pub struct Func<'a>(pub &'a Value);
 
 impl<'a> Func<'a> {
-    fn field(&self, pointer: &str) -> &'a Value {
-        self.0
-            .pointer(pointer)
-            .unwrap_or_else(|| panic!("function has no {pointer}: {:#}", self.0))
+    fn node(&self) -> Node<'a> {
+        Node::new(self.0, "function")
     }
 
     fn u64(&self, pointer: &str) -> u64 {
-        let v = self.field(pointer);
-        v.as_u64()
-            .unwrap_or_else(|| panic!("{pointer} is not a count: {v} in {:#}", self.0))
+        self.node().u64(pointer)
     }
 
     fn f64(&self, pointer: &str) -> f64 {
-        let v = self.field(pointer);
-        v.as_f64()
-            .unwrap_or_else(|| panic!("{pointer} is not a number: {v} in {:#}", self.0))
+        self.node().f64(pointer)
     }
 
     fn str(&self, pointer: &str) -> &'a str {
-        let v = self.field(pointer);
-        v.as_str()
-            .unwrap_or_else(|| panic!("{pointer} is not a string: {v} in {:#}", self.0))
+        self.node().str(pointer)
     }
 
     pub fn name(&self) -> &'a str {
@@ -124,31 +206,19 @@ impl<'a> Func<'a> {
 
     /// `(tid, calls)` for each thread.
     pub fn threads(&self) -> Vec<(u64, u64)> {
-        let threads = self
-            .field("/threads")
-            .as_array()
-            .expect("threads is an array");
-        threads
-            .iter()
-            .map(|t| {
-                let t = Func(t);
-                (t.u64("/tid"), t.u64("/calls"))
-            })
+        self.node()
+            .list("/threads", "thread")
+            .into_iter()
+            .map(|t| (t.u64("/tid"), t.u64("/calls")))
             .collect()
     }
 
     /// `(function, calls)` for each call site.
     pub fn callers(&self) -> Vec<(&'a str, u64)> {
-        let callers = self
-            .field("/callers")
-            .as_array()
-            .expect("callers is an array");
-        callers
-            .iter()
-            .map(|c| {
-                let c = Func(c);
-                (c.str("/function"), c.u64("/calls"))
-            })
+        self.node()
+            .list("/callers", "caller")
+            .into_iter()
+            .map(|c| (c.str("/function"), c.u64("/calls")))
             .collect()
     }
 
@@ -166,5 +236,133 @@ impl<'a> Func<'a> {
 
     pub fn probe_hits(&self) -> u64 {
         self.u64("/probe/hits")
+    }
+}
+
+/// One entry of `families`.
+#[derive(Debug, Clone, Copy)]
+pub struct Family<'a>(Node<'a>);
+
+impl<'a> Family<'a> {
+    pub fn name(&self) -> &'a str {
+        self.0.str("/name")
+    }
+
+    pub fn status(&self) -> &'a str {
+        self.0.str("/status")
+    }
+
+    pub fn probes(&self) -> u64 {
+        self.0.u64("/probes")
+    }
+
+    /// Why the family is idle, left out or failed, or what an attached one put where.
+    pub fn note(&self) -> Option<&'a str> {
+        self.0.opt_str("/note")
+    }
+}
+
+impl fmt::Display for Family<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0.json)
+    }
+}
+
+/// The `errors` section.
+#[derive(Debug, Clone, Copy)]
+pub struct Errors<'a>(Node<'a>);
+
+impl<'a> Errors<'a> {
+    pub fn events(&self) -> Vec<Event<'a>> {
+        self.0
+            .list("/events", "event")
+            .into_iter()
+            .map(Event)
+            .collect()
+    }
+
+    /// The events that matched pattern `id`.
+    pub fn with_pattern(&self, id: &str) -> Vec<Event<'a>> {
+        self.events()
+            .into_iter()
+            .filter(|e| e.pattern() == Some(id))
+            .collect()
+    }
+
+    /// `(syscall, errno, count)` for every kind of failed syscall, benign or not.
+    pub fn syscall_failures(&self) -> Vec<(&'a str, &'a str, u64)> {
+        self.0
+            .list("/syscall_failures", "syscall failure")
+            .into_iter()
+            .map(|f| (f.str("/syscall"), f.str("/errno"), f.u64("/count")))
+            .collect()
+    }
+
+    /// The events, one line each (pattern, type, source, message), for failure messages.
+    pub fn describe(&self) -> String {
+        self.events()
+            .iter()
+            .map(|e| {
+                ["pattern", "error_type", "source", "message"].map(|k| e.0.json[k].to_string())
+            })
+            .map(|fields| fields.join(" "))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+/// One entry of `errors.events`.
+#[derive(Debug, Clone, Copy)]
+pub struct Event<'a>(Node<'a>);
+
+impl<'a> Event<'a> {
+    /// The value at a JSON pointer in the event (`/context/frames`).
+    pub fn at(&self, pointer: &str) -> &'a Value {
+        self.0.field(pointer)
+    }
+
+    /// The id of the pattern it matched, None when it matched none.
+    pub fn pattern(&self) -> Option<&'a str> {
+        self.0.opt_str("/pattern")
+    }
+
+    pub fn error_type(&self) -> &'a str {
+        self.0.str("/error_type")
+    }
+
+    pub fn category(&self) -> &'a str {
+        self.0.str("/category")
+    }
+
+    pub fn severity(&self) -> &'a str {
+        self.0.str("/severity")
+    }
+
+    /// `syscall`, `signal`, `output` or `exit`.
+    pub fn source(&self) -> &'a str {
+        self.0.str("/source")
+    }
+
+    pub fn message(&self) -> &'a str {
+        self.0.str("/message")
+    }
+
+    pub fn solutions(&self) -> Vec<&'a str> {
+        self.0
+            .list("/solutions", "solution")
+            .into_iter()
+            .map(|s| s.str(""))
+            .collect()
+    }
+
+    /// A string of `context` (`path`, `exception`, `signal`, ...), None when it has none.
+    pub fn context(&self, key: &str) -> Option<&'a str> {
+        self.0.opt_str(&format!("/context/{key}"))
+    }
+}
+
+impl fmt::Display for Event<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0.json)
     }
 }

@@ -2,23 +2,14 @@
 //! target exiting on its own, `--duration`, Ctrl-C, and an error once the target is known.
 
 use profiler_tests::{
-    Profiler, Report, TempDir, Victim, attach, process::profile, require_root, victims,
+    Profiler, Report, TempDir, Victim, attach, process::profile, require_root, run_reported,
+    victims,
 };
 
+/// `profiler run --func leaf --json <dir>/report.json -- CMD...` (see [`run_reported`]); its
+/// report, which must say the target exited.
 fn run_to_exit(dir: &TempDir, cmd: &[&str]) -> Report {
-    let json = dir.json();
-    let mut args = vec![
-        "run",
-        "--func",
-        "leaf",
-        "--json",
-        json.to_str().unwrap(),
-        "--",
-    ];
-    args.extend_from_slice(cmd);
-    profile(&args).expect_success();
-    let report = Report::read(&json);
-    assert_eq!(report.end_reason(), "target_exited");
+    let (_, report) = run_reported(dir, &["--func", "leaf"], cmd, &[]);
     assert_eq!(report.at("/target/exited").as_bool(), Some(true));
     report
 }

@@ -2,18 +2,34 @@
 //! ways the pattern database knows, run under the profiler (run and attach mode).
 
 use std::{
-    io::Write,
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
-    process::{Command, Stdio},
-    time::Duration,
+    process::Command,
 };
 
-use profiler_tests::{Outcome, Profiler, TempDir, profiler_bin, require_root};
-use serde_json::Value;
+use profiler_tests::{
+    Outcome, Profiler, Report, TempDir, Victim, process::profile, require_root, run_reported, skip,
+};
 
-fn python() -> Option<PathBuf> {
-    let found = ["/usr/bin/python3", "/usr/local/bin/python3"]
+/// The variable that names the python3 the scripts run with, in place of the lookup below; a
+/// path that is not a file counts as no python3 (to check by hand how a test without one ends).
+const PYTHON_VAR: &str = "PROFILER_TESTS_PYTHON";
+
+/// The python3 the scripts run with: `$PROFILER_TESTS_PYTHON`, else the system's (before any
+/// wrapper on PATH, such as a pyenv shim), else the one on PATH; why there is none otherwise.
+fn python() -> Result<PathBuf, String> {
+    if let Some(path) = std::env::var_os(PYTHON_VAR) {
+        let path = PathBuf::from(path);
+        return if path.is_file() {
+            Ok(path)
+        } else {
+            Err(format!(
+                "python3 ({PYTHON_VAR}={} is not a file)",
+                path.display()
+            ))
+        };
+    }
+    ["/usr/bin/python3", "/usr/local/bin/python3"]
         .iter()
         .map(PathBuf::from)
         .find(|p| p.exists())
@@ -24,11 +40,18 @@ fn python() -> Option<PathBuf> {
                 .ok()?;
             let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
             (!path.is_empty()).then(|| PathBuf::from(path))
-        });
-    if found.is_none() {
-        eprintln!("skipped: python3 not found");
-    }
-    found
+        })
+        .ok_or_else(|| "python3 (not found)".to_string())
+}
+
+/// The python3 to run the test's scripts with; gives up on the test (see [`skip!`]) without one.
+macro_rules! require_python {
+    () => {
+        match python() {
+            Ok(py) => py,
+            Err(why) => skip!("{why}"),
+        }
+    };
 }
 
 /// Writes `contents` to `name` in `dir`; returns the path.
@@ -38,94 +61,31 @@ fn write(dir: &TempDir, name: &str, contents: &str) -> PathBuf {
     path
 }
 
-/// Runs `py script` under `profiler run --level basic -q EXTRA...`; returns the report.
-fn run_script(py: &Path, script: &Path, extra: &[&str], json: &Path) -> Value {
-    run_script_with_env(py, script, extra, json, &[])
+fn utf8(path: &Path) -> &str {
+    path.to_str().expect("utf-8 path")
 }
 
-/// As [`run_script`], with `env` set for the profiler.
-fn run_script_with_env(
+/// `profiler run --level basic ARGS... -- CMD...` with `env` (see [`run_reported`]).
+fn run_basic(
+    dir: &TempDir,
+    args: &[&str],
+    cmd: &[&str],
+    env: &[(&str, &str)],
+) -> (Outcome, Report) {
+    let all = [&["--level", "basic"], args].concat();
+    run_reported(dir, &all, cmd, env)
+}
+
+/// `py script` under `profiler run --level basic -q EXTRA...` with `env`; its report.
+fn run_script(
+    dir: &TempDir,
     py: &Path,
     script: &Path,
     extra: &[&str],
-    json: &Path,
     env: &[(&str, &str)],
-) -> Value {
-    let mut args = vec!["run", "--level", "basic", "-q"];
-    args.extend_from_slice(extra);
-    args.extend_from_slice(&["--", py.to_str().unwrap(), script.to_str().unwrap()]);
-    profile_with_env(&args, json, env).1
-}
-
-/// Runs the profiler to its end (killing it after a minute), returns its output and report.
-fn profile(args: &[&str], json: &Path) -> (Outcome, Value) {
-    profile_with_env(args, json, &[])
-}
-
-/// As [`profile`], with `env` set for the profiler.
-fn profile_with_env(args: &[&str], json: &Path, env: &[(&str, &str)]) -> (Outcome, Value) {
-    // The report path goes before the `--` that starts the target's command.
-    let split = args.iter().position(|a| *a == "--").unwrap_or(args.len());
-    let json_arg = json.to_str().unwrap();
-    let mut all = args[..split].to_vec();
-    all.extend_from_slice(&["--json", json_arg]);
-    all.extend_from_slice(&args[split..]);
-    let mut cmd = Profiler::command(all);
-    cmd.envs(env.iter().copied());
-    let out = Profiler::spawn(cmd).finish();
-    assert!(
-        !out.stderr.contains("panicked"),
-        "profiler panicked: {}",
-        out.stderr
-    );
-    let report = std::fs::read_to_string(json).unwrap_or_else(|e| {
-        panic!(
-            "no report at {} ({e}); stderr: {}",
-            json.display(),
-            out.stderr
-        )
-    });
-    (
-        out,
-        serde_json::from_str(&report).expect("the report is JSON"),
-    )
-}
-
-/// The report's entry for family `name`.
-fn family<'a>(report: &'a Value, name: &str) -> &'a Value {
-    report["families"]
-        .as_array()
-        .expect("families")
-        .iter()
-        .find(|f| f["name"] == name)
-        .unwrap_or_else(|| panic!("no {name} entry in families"))
-}
-
-fn events(report: &Value) -> &Vec<Value> {
-    report["errors"]["events"]
-        .as_array()
-        .expect("errors.events")
-}
-
-/// The events of pattern `id`.
-fn with_pattern<'a>(report: &'a Value, id: &str) -> Vec<&'a Value> {
-    events(report)
-        .iter()
-        .filter(|e| e["pattern"] == id)
-        .collect()
-}
-
-fn describe(report: &Value) -> String {
-    events(report)
-        .iter()
-        .map(|e| {
-            format!(
-                "{} {} {} {}",
-                e["pattern"], e["error_type"], e["source"], e["message"]
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
+) -> Report {
+    let args = [&["-q"], extra].concat();
+    run_basic(dir, &args, &[utf8(py), utf8(script)], env).1
 }
 
 #[test]
@@ -154,47 +114,42 @@ fn missing_model_script(dir: &TempDir) -> (PathBuf, PathBuf) {
 /// A script that opens a missing checkpoint, profiled with `env`.
 fn missing_model_file(env: &[(&str, &str)]) {
     require_root!();
-    let Some(py) = python() else {
-        return;
-    };
+    let py = require_python!();
     let dir = TempDir::new();
     let (script, missing) = missing_model_script(&dir);
-    let json = dir.json();
-    let report = run_script_with_env(&py, &script, &[], &json, env);
-    let found = with_pattern(&report, "MODEL_NOT_FOUND");
+    let report = run_script(&dir, &py, &script, &[], env);
+    let errors = report.errors();
+    let found = errors.with_pattern("MODEL_NOT_FOUND");
     assert!(
         !found.is_empty(),
         "no MODEL_NOT_FOUND in:\n{}",
-        describe(&report)
+        errors.describe()
     );
-    assert!(found.iter().all(|e| e["category"] == "model_loading"));
+    assert!(found.iter().all(|e| e.category() == "model_loading"));
     let path = missing.display().to_string();
     assert!(
         found
             .iter()
-            .any(|e| e["source"] == "syscall" && e["context"]["path"] == path.as_str()),
+            .any(|e| e.source() == "syscall" && e.context("path") == Some(path.as_str())),
         "no failed open of {path}:\n{}",
-        describe(&report)
+        errors.describe()
     );
     assert!(
         found
             .iter()
-            .any(|e| e["context"]["exception"] == "FileNotFoundError"),
+            .any(|e| e.context("exception") == Some("FileNotFoundError")),
         "no FileNotFoundError:\n{}",
-        describe(&report)
+        errors.describe()
     );
-    assert_eq!(report["target"]["exit_status"]["code"], 1);
+    assert_eq!(report.at("/target/exit_status/code").as_i64(), Some(1));
     // The family's entry says which sys_exit program ran.
-    let family = family(&report, "errors");
+    let family = report.family("errors");
     let program = if env.is_empty() {
         "sys_exit: tp_btf"
     } else {
         "sys_exit: raw tracepoint"
     };
-    assert!(
-        family["note"].as_str().unwrap_or("").starts_with(program),
-        "{family}"
-    );
+    assert!(family.note().unwrap_or("").starts_with(program), "{family}");
 }
 
 /// `--without errors`: the same failing script, with no syscall program attached; the report
@@ -202,56 +157,55 @@ fn missing_model_file(env: &[(&str, &str)]) {
 #[test]
 fn without_errors_attaches_no_syscall_program_and_says_so() {
     require_root!();
-    let Some(py) = python() else {
-        return;
-    };
+    let py = require_python!();
     let dir = TempDir::new();
     let (script, _) = missing_model_script(&dir);
-    let json = dir.json();
-    let report = run_script(&py, &script, &["--without", "errors"], &json);
-    let errors = family(&report, "errors");
-    assert_eq!(errors["status"], "not_selected", "{errors}");
-    assert_eq!(errors["probes"], 0, "{errors}");
-    assert_eq!(errors["note"], "left out by --without", "{errors}");
-    assert!(report["errors"].is_null(), "{}", report["errors"]);
-    let process = family(&report, "process");
-    assert_eq!(process["status"], "attached", "{process}");
-    assert_eq!(report["target"]["exit_status"]["code"], 1);
+    let report = run_script(&dir, &py, &script, &["--without", "errors"], &[]);
+    let errors = report.family("errors");
+    assert_eq!(errors.status(), "not_selected", "{errors}");
+    assert_eq!(errors.probes(), 0, "{errors}");
+    assert_eq!(errors.note(), Some("left out by --without"), "{errors}");
+    if let Some(section) = report.errors_section() {
+        panic!(
+            "an errors section without the family:\n{}",
+            section.describe()
+        );
+    }
+    let process = report.family("process");
+    assert_eq!(process.status(), "attached", "{process}");
+    assert_eq!(report.at("/target/exit_status/code").as_i64(), Some(1));
 }
 
 #[test]
 fn value_error_is_invalid_input_with_the_exception_type() {
     require_root!();
-    let Some(py) = python() else {
-        return;
-    };
+    let py = require_python!();
     let dir = TempDir::new();
     let script = write(
         &dir,
         "bad.py",
         "def check(shape):\n    raise ValueError(f'expected 3 dims, got {shape}')\ncheck((2, 2))\n",
     );
-    let json = dir.json();
-    let report = run_script(&py, &script, &[], &json);
-    let found = with_pattern(&report, "INVALID_INPUT");
+    let report = run_script(&dir, &py, &script, &[], &[]);
+    let errors = report.errors();
+    let found = errors.with_pattern("INVALID_INPUT");
     let e = found
         .iter()
-        .find(|e| e["context"]["exception"] == "ValueError")
-        .unwrap_or_else(|| panic!("no ValueError INVALID_INPUT:\n{}", describe(&report)));
-    assert_eq!(e["category"], "input_validation");
-    assert!(e["message"].as_str().unwrap().contains("expected 3 dims"));
+        .find(|e| e.context("exception") == Some("ValueError"))
+        .unwrap_or_else(|| panic!("no ValueError INVALID_INPUT:\n{}", errors.describe()));
+    assert_eq!(e.category(), "input_validation");
+    assert!(e.message().contains("expected 3 dims"), "{e}");
+    let frames = e.at("/context/frames");
     assert!(
-        !e["context"]["frames"].as_array().unwrap().is_empty(),
-        "traceback frames kept"
+        !frames.as_array().expect("frames is an array").is_empty(),
+        "traceback frames kept: {e}"
     );
 }
 
 #[test]
 fn refused_connection_is_econnrefused_network_with_the_address() {
     require_root!();
-    let Some(py) = python() else {
-        return;
-    };
+    let py = require_python!();
     let dir = TempDir::new();
     // Port 9 (discard) on loopback: nothing listens there here.
     let script = write(
@@ -259,26 +213,21 @@ fn refused_connection_is_econnrefused_network_with_the_address() {
         "connect.py",
         "import socket\ns = socket.socket()\ntry:\n    s.connect(('127.0.0.1', 9))\nexcept ConnectionRefusedError:\n    pass\n",
     );
-    let json = dir.json();
-    let report = run_script(&py, &script, &[], &json);
-    let e = events(&report)
-        .iter()
-        .find(|e| e["error_type"] == "ECONNREFUSED" && e["source"] == "syscall")
-        .unwrap_or_else(|| panic!("no ECONNREFUSED:\n{}", describe(&report)));
-    assert_eq!(e["category"], "network");
-    assert!(
-        e["message"].as_str().unwrap().contains("127.0.0.1:9"),
-        "{}",
-        e["message"]
-    );
+    let report = run_script(&dir, &py, &script, &[], &[]);
+    let errors = report.errors();
+    let e = errors
+        .events()
+        .into_iter()
+        .find(|e| e.error_type() == "ECONNREFUSED" && e.source() == "syscall")
+        .unwrap_or_else(|| panic!("no ECONNREFUSED:\n{}", errors.describe()));
+    assert_eq!(e.category(), "network");
+    assert!(e.message().contains("127.0.0.1:9"), "{}", e.message());
 }
 
 #[test]
 fn socket_read_timeout_is_network_timeout() {
     require_root!();
-    let Some(py) = python() else {
-        return;
-    };
+    let py = require_python!();
     let dir = TempDir::new();
     // A listener that accepts the connection (the kernel does) but never sends.
     let script = write(
@@ -287,15 +236,15 @@ fn socket_read_timeout_is_network_timeout() {
         "import socket\nsrv = socket.socket()\nsrv.bind(('127.0.0.1', 0))\nsrv.listen(1)\n\
          c = socket.create_connection(srv.getsockname())\nc.settimeout(0.2)\nc.recv(16)\n",
     );
-    let json = dir.json();
-    let report = run_script(&py, &script, &[], &json);
-    let found = with_pattern(&report, "NETWORK_TIMEOUT");
+    let report = run_script(&dir, &py, &script, &[], &[]);
+    let errors = report.errors();
+    let found = errors.with_pattern("NETWORK_TIMEOUT");
     assert!(
         !found.is_empty(),
         "no NETWORK_TIMEOUT:\n{}",
-        describe(&report)
+        errors.describe()
     );
-    assert!(found.iter().all(|e| e["category"] == "network"));
+    assert!(found.iter().all(|e| e.category() == "network"));
 }
 
 #[test]
@@ -315,50 +264,43 @@ fn segfault_is_critical_with_the_fault_address() {
         .status()
         .expect("cc");
     assert!(built.success());
-    let json = dir.json();
-    let (_, report) = profile(
-        &["run", "--level", "basic", "-q", "--", bin.to_str().unwrap()],
-        &json,
-    );
-    let found = with_pattern(&report, "SEGFAULT");
-    assert_eq!(found.len(), 1, "one SEGFAULT:\n{}", describe(&report));
-    assert_eq!(found[0]["severity"], "critical");
-    assert_eq!(found[0]["context"]["signal"], "SIGSEGV");
-    assert_eq!(found[0]["context"]["fault_addr"], "0x10");
-    assert_eq!(report["target"]["exit_status"]["signal"], "SIGSEGV");
+    let (_, report) = run_basic(&dir, &["-q"], &[utf8(&bin)], &[]);
+    let errors = report.errors();
+    let found = errors.with_pattern("SEGFAULT");
+    assert_eq!(found.len(), 1, "one SEGFAULT:\n{}", errors.describe());
+    assert_eq!(found[0].severity(), "critical");
+    assert_eq!(found[0].context("signal"), Some("SIGSEGV"));
+    assert_eq!(found[0].context("fault_addr"), Some("0x10"));
+    assert_eq!(report.str_at("/target/exit_status/signal"), "SIGSEGV");
 }
 
 #[test]
 fn printed_cuda_oom_is_cuda_out_of_memory_critical() {
     require_root!();
-    let Some(py) = python() else {
-        return;
-    };
+    let py = require_python!();
     let dir = TempDir::new();
     let script = write(
         &dir,
         "oom.py",
         "raise RuntimeError('CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 15.78 GiB total capacity)')\n",
     );
-    let json = dir.json();
-    let report = run_script(&py, &script, &[], &json);
-    let found = with_pattern(&report, "CUDA_OUT_OF_MEMORY");
+    let report = run_script(&dir, &py, &script, &[], &[]);
+    let errors = report.errors();
+    let found = errors.with_pattern("CUDA_OUT_OF_MEMORY");
     assert!(
         !found.is_empty(),
         "no CUDA_OUT_OF_MEMORY:\n{}",
-        describe(&report)
+        errors.describe()
     );
-    assert_eq!(found[0]["category"], "memory");
-    assert_eq!(found[0]["severity"], "critical");
-    assert!(!found[0]["solutions"].as_array().unwrap().is_empty());
+    assert_eq!(found[0].category(), "memory");
+    assert_eq!(found[0].severity(), "critical");
+    assert!(!found[0].solutions().is_empty(), "{}", found[0]);
 }
 
 #[test]
 fn a_custom_pattern_file_classifies_a_new_message() {
     require_root!();
-    let Some(py) = python() else {
-        return;
-    };
+    let py = require_python!();
     let dir = TempDir::new();
     let patterns = write(
         &dir,
@@ -372,17 +314,17 @@ fn a_custom_pattern_file_classifies_a_new_message() {
         "stale.py",
         "import sys\nprint('ERROR feature store snapshot is stale (age 7200s)', file=sys.stderr)\n",
     );
-    let json = dir.json();
-    let report = run_script(
-        &py,
-        &script,
-        &["--patterns", patterns.to_str().unwrap()],
-        &json,
+    let report = run_script(&dir, &py, &script, &["--patterns", utf8(&patterns)], &[]);
+    let errors = report.errors();
+    let found = errors.with_pattern("FEATURE_STORE_STALE");
+    assert_eq!(found.len(), 1, "custom pattern:\n{}", errors.describe());
+    assert_eq!(found[0].category(), "inference");
+    assert_eq!(
+        found[0].solutions().first(),
+        Some(&"Refresh the snapshot."),
+        "{}",
+        found[0]
     );
-    let found = with_pattern(&report, "FEATURE_STORE_STALE");
-    assert_eq!(found.len(), 1, "custom pattern:\n{}", describe(&report));
-    assert_eq!(found[0]["category"], "inference");
-    assert_eq!(found[0]["solutions"][0], "Refresh the snapshot.");
 }
 
 #[test]
@@ -394,23 +336,20 @@ fn a_malformed_pattern_file_is_one_line_with_line_and_column() {
         "bad.toml",
         "[[pattern]]\nid = \"X\"\ncategory = \"memory\"\nseverty = \"high\"\n",
     );
-    let out = Command::new(profiler_bin())
-        .args([
-            "run",
-            "--level",
-            "basic",
-            "--patterns",
-            patterns.to_str().unwrap(),
-            "--",
-            "/bin/true",
-        ])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let out = profile([
+        "run",
+        "--level",
+        "basic",
+        "--patterns",
+        utf8(&patterns),
+        "--",
+        "/bin/true",
+    ]);
+    let line = out.expect_error();
+    let stderr = &out.stderr;
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     assert!(
-        stderr.contains("bad.toml:4:1") && stderr.contains("severty"),
+        line.contains("bad.toml:4:1") && line.contains("severty"),
         "{stderr}"
     );
 }
@@ -418,9 +357,7 @@ fn a_malformed_pattern_file_is_one_line_with_line_and_column() {
 #[test]
 fn benign_failures_are_counted_not_alarmed() {
     require_root!();
-    let Some(py) = python() else {
-        return;
-    };
+    let py = require_python!();
     let dir = TempDir::new();
     // A stat that fails before a create, and a non-blocking read with nothing to read.
     let script = write(
@@ -432,35 +369,23 @@ fn benign_failures_are_counted_not_alarmed() {
             dir.path().join("created.txt").display().to_string()
         ),
     );
-    let json = dir.json();
-    let (out, report) = profile(
-        &[
-            "run",
-            "--level",
-            "basic",
-            "--",
-            py.to_str().unwrap(),
-            script.to_str().unwrap(),
-        ],
-        &json,
-    );
-    for e in events(&report) {
-        let errno = e["context"]["errno"].as_str().unwrap_or_default();
-        assert!(errno != "EAGAIN", "EAGAIN reported as an error: {e}");
+    let (out, report) = run_basic(&dir, &[], &[utf8(&py), utf8(&script)], &[]);
+    let errors = report.errors();
+    for e in errors.events() {
         assert!(
-            !(e["source"] == "syscall"
-                && e["message"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .contains("created.txt")),
+            e.context("errno") != Some("EAGAIN"),
+            "EAGAIN reported as an error: {e}"
+        );
+        assert!(
+            !(e.source() == "syscall" && e.message().contains("created.txt")),
             "the stat before the create is an error: {e}"
         );
     }
-    let failures = report["errors"]["syscall_failures"].as_array().unwrap();
+    let failures = errors.syscall_failures();
     assert!(
         failures
             .iter()
-            .any(|f| f["errno"] == "EAGAIN" && f["count"].as_u64() >= Some(1)),
+            .any(|&(_, errno, count)| errno == "EAGAIN" && count >= 1),
         "the EAGAIN is still counted: {failures:?}"
     );
     let stdout = &out.stdout;
@@ -473,28 +398,22 @@ fn benign_failures_are_counted_not_alarmed() {
 #[test]
 fn attach_mode_sees_a_running_scripts_error() {
     require_root!();
-    let Some(py) = python() else {
-        return;
-    };
+    let py = require_python!();
     let dir = TempDir::new();
-    // Waits for a line on stdin (sent once the profiler is attached), then fails.
+    // Says it is up, waits for a line on stdin (sent once the profiler is attached), then fails.
     let script = write(
         &dir,
         "later.py",
-        "import sys\nsys.stdin.readline()\nraise ValueError('bad batch size -1')\n",
+        "import sys\nprint('ready', flush=True)\nsys.stdin.readline()\n\
+         raise ValueError('bad batch size -1')\n",
     );
-    let mut target = Command::new(&py)
-        .arg(&script)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    // Wait until the interpreter is up (its stdin read is blocking).
-    std::thread::sleep(Duration::from_millis(500));
+    // Its traceback goes to /dev/null (exec keeps the process), not into the test's output.
+    let shell = format!("exec {} {} 2>/dev/null", py.display(), script.display());
+    let mut target = Victim::start("/bin/sh", ["-c", &shell]);
+    target.expect_line("ready");
     let json = dir.json();
-    let pid = target.id().to_string();
-    let mut prof = Profiler::start([
+    let pid = target.pid().to_string();
+    let mut profiler = Profiler::start([
         "attach",
         &pid,
         "--level",
@@ -502,30 +421,29 @@ fn attach_mode_sees_a_running_scripts_error() {
         "--duration",
         "30",
         "--json",
-        json.to_str().unwrap(),
+        utf8(&json),
     ]);
-    prof.wait_ready();
-    target.stdin.take().unwrap().write_all(b"go\n").unwrap();
-    let _ = target.wait();
-    prof.finish().expect_success();
-    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-    assert_eq!(report["profiler"]["end_reason"], "target_exited");
-    let found = with_pattern(&report, "INVALID_INPUT");
+    assert_eq!(profiler.wait_ready(), target.pid());
+    target.proceed();
+    assert!(!target.release().success(), "the script should fail");
+    profiler.finish().expect_success();
+    let report = Report::read(&json);
+    assert_eq!(report.end_reason(), "target_exited");
+    let errors = report.errors();
+    let found = errors.with_pattern("INVALID_INPUT");
     assert!(
         found
             .iter()
-            .any(|e| e["context"]["exception"] == "ValueError"),
+            .any(|e| e.context("exception") == Some("ValueError")),
         "no ValueError in:\n{}",
-        describe(&report)
+        errors.describe()
     );
 }
 
 #[test]
 fn secrets_never_reach_the_report_or_the_output() {
     require_root!();
-    let Some(py) = python() else {
-        return;
-    };
+    let py = require_python!();
     let dir = TempDir::new();
     let secrets = [
         "sk-abcdefghijklmnopqrstuvwx0123456789",
@@ -545,14 +463,12 @@ fn secrets_never_reach_the_report_or_the_output() {
             secrets[0], secrets[1], secrets[2], secrets[3], secrets[4], secrets[5]
         ),
     );
-    let json = dir.json();
     // The script's own stderr goes to /dev/null (exec keeps the process), so what is checked
     // below is only what the profiler printed; its writes are still captured by the probes.
     let shell = format!("exec {} {} 2>/dev/null", py.display(), script.display());
-    let (out, _) = profile(
-        &["run", "--level", "basic", "--", "/bin/sh", "-c", &shell],
-        &json,
-    );
+    let (out, _) = run_basic(&dir, &[], &["/bin/sh", "-c", &shell], &[]);
+    // The report as written, every field of it.
+    let json = dir.json();
     let report = std::fs::read_to_string(&json).unwrap();
     let printed = format!("{}{}", out.stdout, out.stderr);
     for secret in secrets {

@@ -1,19 +1,11 @@
 //! Exact per-function numbers: counts, nesting, recursion, threads, shared libraries, Rust names,
 //! longjmp and calls still running at the end, in `run` and `attach` mode.
 
-use profiler_tests::{Report, TempDir, Victim, attach, process::profile, require_root, victims};
+use profiler_tests::{Report, TempDir, Victim, attach, require_root, run_reported, victims};
 
-/// `profiler run --json <dir>/report.json ARGS... -- CMD...`, which must succeed; its report.
+/// `profiler run --json <dir>/report.json ARGS... -- CMD...` (see [`run_reported`]); its report.
 fn run(dir: &TempDir, args: &[&str], cmd: &[&str]) -> Report {
-    let json = dir.json();
-    let mut all = vec!["run", "--json", json.to_str().expect("utf-8 path")];
-    all.extend_from_slice(args);
-    all.push("--");
-    all.extend_from_slice(cmd);
-    profile(&all).expect_success();
-    let report = Report::read(&json);
-    assert_eq!(report.end_reason(), "target_exited");
-    report
+    run_reported(dir, args, cmd, &[]).1
 }
 
 #[test]

@@ -5,7 +5,9 @@
 
 use std::{path::Path, process::Command};
 
-use profiler_tests::{Report, TempDir, Victim, attach, process::profile, require_root};
+use profiler_tests::{
+    Report, TempDir, Victim, attach, process::profile, require_root, run_reported, skip,
+};
 use serde_json::Value;
 
 /// `tests/victims/mem_victim.c`, built by build.rs.
@@ -13,27 +15,15 @@ const VICTIM: &str = env!("VICTIM_MEM_VICTIM");
 const VICTIM_SOURCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/victims/mem_victim.c");
 const RUST_SOURCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/src/bin/victim_mem_rust.rs");
 
-/// `profiler run --level memory --json <dir>/report.json -- CMD...`, which must succeed; its
+/// `profiler run --level memory --json <dir>/report.json -- CMD...` (see [`run_reported`]); its
 /// report.
 fn run(dir: &TempDir, cmd: &[&str]) -> Report {
-    run_with(dir, &[], cmd, &[])
+    run_with(dir, cmd, &[])
 }
 
-fn run_with(dir: &TempDir, args: &[&str], cmd: &[&str], env: &[(&str, &str)]) -> Report {
-    let json = dir.json();
-    let mut all = vec!["run", "--level", "memory", "--json"];
-    all.push(json.to_str().expect("utf-8 path"));
-    all.extend_from_slice(args);
-    all.push("--");
-    all.extend_from_slice(cmd);
-    let mut command = profiler_tests::Profiler::command(&all);
-    command.envs(env.iter().copied());
-    profiler_tests::Profiler::spawn(command)
-        .finish()
-        .expect_success();
-    let report = Report::read(&json);
-    assert_eq!(report.end_reason(), "target_exited");
-    report
+/// As [`run`], with `env` added to the profiler's environment.
+fn run_with(dir: &TempDir, cmd: &[&str], env: &[(&str, &str)]) -> Report {
+    run_reported(dir, &["--level", "memory"], cmd, env).1
 }
 
 /// The `memory` section, looked at through accessors that panic with context.
@@ -454,7 +444,7 @@ fn full_block_map_is_reported_and_the_report_still_written() {
     let dir = TempDir::new();
     // Room for 100 outstanding blocks; the victim leaks 300.
     let env = [("PROFILER_MEMORY_MAX_BLOCKS", "100")];
-    let report = run_with(&dir, &[], &[VICTIM, "leak", "300", "16", "0", "1"], &env);
+    let report = run_with(&dir, &[VICTIM, "leak", "300", "16", "0", "1"], &env);
     let memory = Memory::of(&report);
     let lost = report
         .at("/overhead/lost/memory_alloc_map_full")
@@ -491,8 +481,7 @@ fn statically_linked_glibc_is_found_in_the_executable() {
     let exe = dir.path().join("mem_victim_static");
     let flags = ["-static", "-O1", "-fno-omit-frame-pointer", "-pthread"];
     if !gcc(Path::new(VICTIM_SOURCE), &exe, &flags) {
-        eprintln!("skipped: gcc -static failed (no static C library installed?)");
-        return;
+        skip!("a static C library (gcc -static failed)");
     }
     let report = run(
         &dir,
@@ -555,7 +544,7 @@ fn no_allocator_is_explained_and_the_report_still_written() {
         let why = Memory::of(&report).at("/no_allocator").to_string();
         assert!(why.contains("statically linked and stripped"), "{why}");
     } else {
-        eprintln!("no static C library: the stripped case is skipped");
+        profiler_tests::skip("a static C library, for the stripped case (gcc -static failed)");
     }
 }
 
@@ -593,20 +582,19 @@ fn leak_verdict_thresholds_are_options() {
     );
 }
 
-/// `lib` in the system library directories, or None (with a message) when it is not installed.
-fn system_library(lib: &str) -> Option<String> {
-    let found = [
+/// `lib` in the system library directories (where `cargo xtask test` checks for it too), or why
+/// it cannot be used.
+fn system_library(lib: &str) -> Result<String, String> {
+    [
         "/lib/x86_64-linux-gnu",
         "/usr/lib/x86_64-linux-gnu",
         "/usr/lib64",
     ]
     .iter()
     .map(|d| Path::new(d).join(lib))
-    .find(|p| p.exists());
-    if found.is_none() {
-        eprintln!("skipped: {lib} is not installed");
-    }
-    found.map(|p| p.display().to_string())
+    .find(|p| p.exists())
+    .map(|p| p.display().to_string())
+    .ok_or_else(|| format!("{lib} (not installed)"))
 }
 
 #[test]
@@ -616,13 +604,18 @@ fn preloaded_jemalloc_and_tcmalloc_replace_glibc() {
         ("libjemalloc.so.2", "jemalloc"),
         ("libtcmalloc_minimal.so.4", "tcmalloc"),
     ] {
-        let Some(path) = system_library(lib) else {
-            continue;
+        let path = match system_library(lib) {
+            Ok(path) => path,
+            Err(why) => {
+                // The other allocator may still be there: only this one is left out.
+                profiler_tests::skip(why);
+                continue;
+            }
         };
         let dir = TempDir::new();
         // `run`: the preload is in the environment the target inherits.
         let env = [("LD_PRELOAD", path.as_str())];
-        let report = run_with(&dir, &[], &[VICTIM, "leak", "20", "48", "40", "40"], &env);
+        let report = run_with(&dir, &[VICTIM, "leak", "20", "48", "40", "40"], &env);
         let memory = Memory::of(&report);
         assert_eq!(memory.at("/allocator/name"), name);
         assert_eq!(memory.at("/allocator/module"), lib);
@@ -640,8 +633,9 @@ fn preloaded_jemalloc_and_tcmalloc_replace_glibc() {
 #[test]
 fn attach_finds_a_preloaded_allocator_in_the_mappings() {
     require_root!();
-    let Some(path) = system_library("libjemalloc.so.2") else {
-        return;
+    let path = match system_library("libjemalloc.so.2") {
+        Ok(path) => path,
+        Err(why) => skip!("{why}"),
     };
     let dir = TempDir::new();
     let json = dir.json();

@@ -8,6 +8,10 @@ use std::process::{Command, ExitCode};
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 
+/// The switch that makes the integration tests fail, not skip, when this machine lacks what they
+/// need (read by `profiler_tests::skip`, tests/src/lib.rs).
+const TESTS_STRICT: &str = "PROFILER_TESTS_STRICT";
+
 #[derive(Parser)]
 #[command(name = "xtask", about = "Build, test, demo and benchmark the profiler")]
 struct Cli {
@@ -18,7 +22,12 @@ struct Cli {
 #[derive(Subcommand)]
 enum Task {
     /// Install what building the kernel programs needs (nightly rust-src, bpf-linker), if missing.
-    Setup,
+    Setup {
+        /// Also install what the integration tests use (Debian packages; root needed), as
+        /// `cargo xtask test` does.
+        #[arg(long)]
+        tests: bool,
+    },
     /// Set up, then build the eBPF object and check it with clippy.
     BuildEbpf,
     /// Set up, build in release mode, and profile the bundled demo workload.
@@ -27,8 +36,9 @@ enum Task {
         #[arg(long, default_value = "profiler-demo.json")]
         json: String,
     },
-    /// Set up, check formatting and lints, build, and run every test (root needed for the
-    /// integration tests; they skip with a message otherwise).
+    /// Set up, install what the integration tests use, check formatting and lints, build, and run
+    /// every test. Run as root: the integration tests run with PROFILER_TESTS_STRICT=1, so one
+    /// that cannot run here fails instead of skipping.
     Test,
     /// Formatting and clippy (-D warnings) on the host crates and the eBPF crate.
     Lint,
@@ -48,7 +58,13 @@ fn main() -> ExitCode {
 
 fn run(task: Task) -> anyhow::Result<()> {
     match task {
-        Task::Setup => setup::ensure(),
+        Task::Setup { tests } => {
+            setup::ensure()?;
+            if tests {
+                setup::ensure_test_needs()?;
+            }
+            Ok(())
+        }
         Task::BuildEbpf => {
             setup::ensure()?;
             cargo_nightly_ebpf(&["build", "--release"])?;
@@ -63,19 +79,29 @@ fn run(task: Task) -> anyhow::Result<()> {
             status(cmd)
         }
         Task::Test => {
+            if !is_root() {
+                bail!(
+                    "the integration tests load eBPF programs and run strictly (a test that \
+                     cannot run fails): run this as root, e.g. sudo -E env PATH=\"$PATH\" cargo \
+                     xtask test; `cargo test` as yourself lets them skip"
+                );
+            }
             setup::ensure()?;
+            setup::ensure_test_needs()?;
             lint()?;
             // The integration tests run the profiler binary: build it first.
             cargo(&["build", "-p", "profiler-user"])?;
             // The eBPF crate builds only for the bpf target (lint() checks it there).
-            cargo(&[
+            let mut test = cargo_command(&[
                 "test",
                 "--workspace",
                 "--exclude",
                 "profiler-ebpf",
                 "--",
                 "--test-threads=1",
-            ])
+            ])?;
+            test.env(TESTS_STRICT, "1");
+            status(test)
         }
         Task::Lint => {
             setup::ensure()?;
@@ -114,9 +140,14 @@ pub fn workspace_root() -> anyhow::Result<std::path::PathBuf> {
 
 /// Runs cargo (the one that runs xtask) in the workspace root.
 pub fn cargo(args: &[&str]) -> anyhow::Result<()> {
+    status(cargo_command(args)?)
+}
+
+/// The command [`cargo`] runs, for a caller that adds to it.
+fn cargo_command(args: &[&str]) -> anyhow::Result<Command> {
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cmd.args(args).current_dir(workspace_root()?);
-    status(cmd)
+    Ok(cmd)
 }
 
 /// Runs a nightly cargo command on the eBPF crate, for the bpf target.
@@ -136,8 +167,7 @@ fn cargo_nightly_ebpf(args: &[&str]) -> anyhow::Result<()> {
 
 /// A command run as root: directly when we are root, through sudo otherwise.
 pub fn privileged(program: &std::path::Path) -> Command {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc_geteuid() } == 0 {
+    if is_root() {
         Command::new(program)
     } else {
         let mut cmd = Command::new("sudo");
@@ -146,9 +176,9 @@ pub fn privileged(program: &std::path::Path) -> Command {
     }
 }
 
-unsafe extern "C" {
-    #[link_name = "geteuid"]
-    fn libc_geteuid() -> u32;
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
 }
 
 /// Runs a command, failing on a non-zero exit.

@@ -2,8 +2,15 @@
 //! - the nightly toolchain with its `rust-src` component (for `-Z build-std=core`);
 //! - bpf-linker, built from crates.io against the LLVM that the nightly toolchain ships
 //!   (`lib/libLLVM.so.<version>-rust-*-nightly` exports the LLVM C API and the BPF target).
+//!
+//! And, for `cargo xtask test` only, what the integration tests use (jemalloc, tcmalloc, a static
+//! C library, python3, setpriv), from Debian packages: see [`ensure_test_needs`].
 
-use std::{fs, path::PathBuf, process::Command};
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+};
 
 use anyhow::{Context as _, bail};
 
@@ -138,4 +145,135 @@ fn ensure_bpf_linker() -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Where the integration tests look for something they use.
+enum Look {
+    /// A shared or static library in the system library folders (memory tests' `system_library`).
+    Library(&'static str),
+    /// Any of these programs, on PATH or in /usr/bin or /usr/local/bin (the errors tests'
+    /// python3 lookup).
+    Program(&'static [&'static str]),
+}
+
+impl Look {
+    fn found(&self) -> bool {
+        match self {
+            Look::Library(name) => [
+                "/lib/x86_64-linux-gnu",
+                "/usr/lib/x86_64-linux-gnu",
+                "/usr/lib64",
+            ]
+            .iter()
+            .any(|dir| Path::new(dir).join(name).exists()),
+            Look::Program(names) => {
+                let path = std::env::var_os("PATH").unwrap_or_default();
+                let dirs: Vec<PathBuf> = std::env::split_paths(&path)
+                    .chain(["/usr/bin".into(), "/usr/local/bin".into()])
+                    .collect();
+                names
+                    .iter()
+                    .any(|name| dirs.iter().any(|dir| dir.join(name).is_file()))
+            }
+        }
+    }
+}
+
+/// Something the integration tests use beyond the build: without it they fail under
+/// `PROFILER_TESTS_STRICT=1` (they would skip otherwise).
+struct TestNeed {
+    /// What it is, and which tests use it.
+    what: &'static str,
+    look: Look,
+    /// The Debian package that provides it.
+    package: &'static str,
+}
+
+const TEST_NEEDS: [TestNeed; 5] = [
+    TestNeed {
+        what: "jemalloc (memory tests, preloaded)",
+        look: Look::Library("libjemalloc.so.2"),
+        package: "libjemalloc2",
+    },
+    TestNeed {
+        what: "tcmalloc (memory tests, preloaded)",
+        look: Look::Library("libtcmalloc_minimal.so.4"),
+        package: "libtcmalloc-minimal4",
+    },
+    TestNeed {
+        what: "a static C library (memory tests, gcc -static)",
+        look: Look::Library("libc.a"),
+        package: "libc6-dev",
+    },
+    TestNeed {
+        what: "python3 (errors tests' scripts)",
+        look: Look::Program(&["python3"]),
+        package: "python3",
+    },
+    TestNeed {
+        what: "setpriv or runuser (bad_input's not_root)",
+        look: Look::Program(&["setpriv", "runuser"]),
+        package: "util-linux",
+    },
+];
+
+/// Installs, with apt-get, the Debian packages of what the integration tests use and this machine
+/// lacks, so that a strict test run fails only for what no package gives (root, uprobes, BTF).
+/// Looks before it installs: quick, and a no-op when everything is there.
+pub(crate) fn ensure_test_needs() -> anyhow::Result<()> {
+    let missing: Vec<&TestNeed> = TEST_NEEDS.iter().filter(|n| !n.look.found()).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let packages: Vec<&str> = missing.iter().map(|n| n.package).collect();
+    let wanted = missing
+        .iter()
+        .map(|n| format!("{} from {}", n.what, n.package))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if output(Command::new("apt-get").arg("--version")).is_err() {
+        bail!(
+            "the integration tests need {wanted}, and there is no apt-get here to install them: \
+             install them by hand"
+        );
+    }
+    // A fresh image may have no package lists: read them once when apt knows nothing of one.
+    let unknown = packages
+        .iter()
+        .any(|p| !apt_has_candidate(p).unwrap_or(false));
+    if unknown {
+        eprintln!("xtask: apt-get update (the package lists lack some of {packages:?})");
+        crate::status(apt_get(&["update"]))
+            .context("failed to read the package lists the test packages come from")?;
+    }
+    eprintln!("xtask: installing what the integration tests need: {wanted}");
+    let mut install = vec!["install", "-y", "--no-install-recommends"];
+    install.extend_from_slice(&packages);
+    crate::status(apt_get(&install)).with_context(|| {
+        format!("failed to install {packages:?}, which the integration tests need")
+    })?;
+    let still: Vec<&str> = missing
+        .iter()
+        .filter(|n| !n.look.found())
+        .map(|n| n.what)
+        .collect();
+    if !still.is_empty() {
+        bail!("installed {packages:?}, and the tests would still lack: {still:?}");
+    }
+    Ok(())
+}
+
+fn apt_get(args: &[&str]) -> Command {
+    let mut cmd = Command::new("apt-get");
+    cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+    cmd
+}
+
+/// Whether apt can install `package` (its policy names a candidate version).
+fn apt_has_candidate(package: &str) -> anyhow::Result<bool> {
+    let policy = output(Command::new("apt-cache").args(["policy", package]))?;
+    Ok(policy
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("Candidate:"))
+        .any(|v| v.trim() != "(none)"))
 }

@@ -18,7 +18,6 @@ use profiler_common::memory::{
 };
 
 use super::allocator::{self, Allocator};
-use crate::{family::ProbeLoad, overhead, report::CostModel};
 
 const ENTRY: &str = "mem_entry";
 const RETURN: &str = "mem_return";
@@ -189,16 +188,6 @@ pub(crate) fn read_calls(
     Ok(slots
         .map(|slot| calls.get(&slot, 0).map(|v| v.iter().sum()).unwrap_or(0))
         .collect())
-}
-
-/// The probe hits of `calls` calls to allocator function `f` (its entry, and its return when it
-/// returns a block), and their estimated cost.
-pub(crate) fn function_load(f: &allocator::AllocFn, calls: u64, model: &CostModel) -> ProbeLoad {
-    let returns = if f.class.returns_block() { calls } else { 0 };
-    ProbeLoad {
-        hits: calls + returns,
-        cost_ns: overhead::probe_cost_ns(model, f.placement.class, calls, returns),
-    }
 }
 
 /// The addresses of a site's stack, innermost first: the return address, then the frames walked

@@ -23,6 +23,7 @@ use crate::{
     clock::monotonic_ns,
     family::{Family, ProbeLoad, ReportContext, TargetContext, TickContext},
     level::FamilyId,
+    overhead,
     report::{
         CostModel, MemorySection, Report,
         memory::{AllocatorFunction, AllocatorInfo},
@@ -33,6 +34,16 @@ use crate::{
 use allocator::Detection;
 use analyze::{LeakOptions, MemoryInput, ProcSample, Series, SiteInput, analyze};
 use kernel::{Links, RawMemory};
+
+/// The probe hits of `calls` calls to allocator function `f` (its entry, and its return when it
+/// returns a block), and their estimated cost.
+fn function_load(f: &allocator::AllocFn, calls: u64, model: &CostModel) -> ProbeLoad {
+    let returns = if f.class.returns_block() { calls } else { 0 };
+    ProbeLoad {
+        hits: calls + returns,
+        cost_ns: overhead::probe_cost_ns(model, f.placement.class, calls, returns),
+    }
+}
 
 /// Environment variable that lowers the number of outstanding blocks tracked (to see how a full
 /// map is reported without a million allocations).
@@ -84,7 +95,7 @@ impl Memory {
     fn load(&self, calls: &[u64], model: &CostModel) -> ProbeLoad {
         let mut load = ProbeLoad::default();
         for ((_, f), &n) in kernel::functions(&self.detection.allocators).zip(calls) {
-            load += kernel::function_load(f, n, model);
+            load += function_load(f, n, model);
         }
         load
     }
@@ -281,7 +292,7 @@ impl Family for Memory {
         for (index, allocator) in self.detection.allocators.iter().enumerate() {
             for function in &allocator.functions {
                 let n = calls.next().unwrap_or(0);
-                let load = kernel::function_load(function, n, ctx.cost_model);
+                let load = function_load(function, n, ctx.cost_model);
                 allocators[index].functions.push(AllocatorFunction {
                     name: function.name.clone(),
                     calls: n,

@@ -67,7 +67,8 @@ fn ld_cache() -> Vec<(String, PathBuf)> {
         .collect()
 }
 
-const DEFAULT_DIRS: [&str; 6] = [
+/// The system library directories the dynamic linker searches last.
+pub(crate) const DEFAULT_DIRS: [&str; 6] = [
     "/lib/x86_64-linux-gnu",
     "/usr/lib/x86_64-linux-gnu",
     "/lib64",

@@ -17,7 +17,7 @@ use profiler_common::memory::AllocClass;
 
 use crate::{
     placement::{self, Placement},
-    tracee::Module,
+    tracee::{Module, libs::DEFAULT_DIRS},
 };
 
 /// Prefixes under which an allocator may define its functions, with the allocator they imply.
@@ -142,14 +142,6 @@ pub(crate) fn detect(modules: &[Module]) -> Detection {
 /// linker finds them: a name with a slash is a path, others are looked up in the system library
 /// directories. Those not found are left out (the loader skips them too).
 pub(crate) fn preloaded(value: &str) -> Vec<Module> {
-    const DIRS: [&str; 6] = [
-        "/lib/x86_64-linux-gnu",
-        "/usr/lib/x86_64-linux-gnu",
-        "/lib64",
-        "/usr/lib64",
-        "/lib",
-        "/usr/lib",
-    ];
     value
         .split([' ', ':'])
         .filter(|s| !s.is_empty())
@@ -157,7 +149,8 @@ pub(crate) fn preloaded(value: &str) -> Vec<Module> {
             let path = if name.contains('/') {
                 Some(std::path::PathBuf::from(name))
             } else {
-                DIRS.iter()
+                DEFAULT_DIRS
+                    .iter()
                     .map(|d| Path::new(d).join(name))
                     .find(|p| p.exists())
             }?;

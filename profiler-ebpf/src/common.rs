@@ -1,9 +1,11 @@
-//! What every family shares: the target filter, the loss counters and the event ring buffer.
+//! What every family shares: the target filter, the loss counters, the event ring buffer, and
+//! the per-thread slot arrays' protocol.
 
 use aya_ebpf::{
+    bindings::pt_regs,
     helpers::bpf_get_current_pid_tgid,
     macros::map,
-    maps::{PerCpuArray, RingBuf},
+    maps::{Array, PerCpuArray, RingBuf},
 };
 use core::intrinsics::{AtomicOrdering, atomic_cxchg, atomic_xadd};
 use profiler_common::{
@@ -83,4 +85,54 @@ pub unsafe fn compare_exchange(ptr: *mut u64, old: u64, new: u64) -> bool {
 pub unsafe fn load(ptr: *const u64) -> u64 {
     // SAFETY: guaranteed by the caller.
     unsafe { core::ptr::read_volatile(ptr) }
+}
+
+/// The stack pointer at the probe.
+#[inline(always)]
+pub fn stack_pointer(regs: *mut pt_regs) -> u64 {
+    // SAFETY: `regs` is the program's context (struct pt_regs); the verifier allows reads of it.
+    unsafe { (*regs).rsp }
+}
+
+/// A value of a per-thread slot array (`THREAD_VALUES` of the functions family, `MEM_THREADS` of
+/// the memory family): it holds the id of the thread that owns the slot (0: the slot is free;
+/// once taken, a slot keeps its owner).
+pub trait ThreadOwned {
+    /// The owner word of the value at `this`.
+    ///
+    /// # Safety
+    /// `this` must point at a valid value (an array slot).
+    unsafe fn owner(this: *mut Self) -> *mut u64;
+}
+
+/// Thread `tid`'s slot `tid % SLOTS` of `array` (`SLOTS` a power of two), if the thread holds
+/// it. With `claim`, a free slot is taken with a compare-and-swap (two threads may share a slot
+/// index), and then `on_claim` runs: the functions family marks the slot in use there (its user
+/// side reads only those slots); the memory family has nothing to do. An array lookup is a few
+/// instructions where a hash-map lookup costs ~80 ns a probe here; a thread whose slot another
+/// holds keeps its value in its family's hash map, keyed by thread id.
+#[inline(always)]
+pub fn thread_slot<T: ThreadOwned, const SLOTS: u32>(
+    array: &Array<T>,
+    tid: u32,
+    claim: bool,
+    on_claim: impl FnOnce(),
+) -> Option<*mut T> {
+    const { assert!(SLOTS.is_power_of_two()) };
+    // Opaque, so the verifier sees the mask applied to the index it checks.
+    let index = core::hint::black_box(tid) & (SLOTS - 1);
+    let slot = array.get_ptr_mut(index)?;
+    // SAFETY: `slot` is a valid array value.
+    let owner = unsafe { T::owner(slot) };
+    // SAFETY: the owner word of an array value: a valid, aligned u64.
+    let held = unsafe { load(owner) };
+    if held == u64::from(tid) {
+        return Some(slot);
+    }
+    // SAFETY: as above.
+    if claim && held == 0 && unsafe { compare_exchange(owner, 0, tid.into()) } {
+        on_claim();
+        return Some(slot);
+    }
+    None
 }

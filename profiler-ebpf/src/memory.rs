@@ -28,7 +28,9 @@ use profiler_common::{
     },
 };
 
-use crate::common::{compare_exchange, count, current_ids, fetch_add, load, target_tgid};
+use crate::common::{
+    ThreadOwned, count, current_ids, fetch_add, stack_pointer, target_tgid, thread_slot,
+};
 
 /// Outstanding blocks by address.
 #[map]
@@ -304,28 +306,25 @@ fn inside_allocator(tid: u32, ret_slot: u64) -> bool {
     }
 }
 
-/// Thread `tid`'s slot in `MEM_THREADS` if it holds it; with `claim`, takes it if it is free.
-#[inline(always)]
-fn thread_slot(tid: u32, claim: bool) -> Option<*mut ThreadPending> {
-    const _: () = assert!(MEM_THREAD_SLOTS.is_power_of_two());
-    // Opaque, so the verifier sees the mask applied to the index it checks.
-    let index = core::hint::black_box(tid) & (MEM_THREAD_SLOTS - 1);
-    let slot = MEM_THREADS.get_ptr_mut(index)?;
-    // SAFETY: a valid, aligned u64 in an array value.
-    let owner = unsafe { load(&raw const (*slot).tid) };
-    if owner == u64::from(tid)
-        // SAFETY: as above.
-        || (claim && owner == 0 && unsafe { compare_exchange(&raw mut (*slot).tid, 0, tid.into()) })
-    {
-        return Some(slot);
+impl ThreadOwned for ThreadPending {
+    #[inline(always)]
+    unsafe fn owner(this: *mut Self) -> *mut u64 {
+        // SAFETY: the caller passes a valid value.
+        unsafe { &raw mut (*this).tid }
     }
-    None
+}
+
+/// Thread `tid`'s slot in `MEM_THREADS` if it holds it; with `claim`, takes it if it is free
+/// (see [`thread_slot`]).
+#[inline(always)]
+fn own_slot(tid: u32, claim: bool) -> Option<*mut ThreadPending> {
+    thread_slot::<_, MEM_THREAD_SLOTS>(&MEM_THREADS, tid, claim, || {})
 }
 
 /// Thread `tid`'s allocator call in progress, if any.
 #[inline(always)]
 fn pending(tid: u32) -> Option<PendingAlloc> {
-    match thread_slot(tid, false) {
+    match own_slot(tid, false) {
         // SAFETY: this thread's own slot (only its probes write it), copied out.
         Some(slot) => unsafe { ((*slot).active != 0).then(|| (*slot).call) },
         // SAFETY: this thread's own map value, copied out.
@@ -336,7 +335,7 @@ fn pending(tid: u32) -> Option<PendingAlloc> {
 /// Notes thread `tid`'s allocator call in progress.
 #[inline(always)]
 fn set_pending(tid: u32, call: PendingAlloc) {
-    match thread_slot(tid, true) {
+    match own_slot(tid, true) {
         // SAFETY: this thread's own slot.
         Some(slot) => unsafe {
             (*slot).call = call;
@@ -353,7 +352,7 @@ fn set_pending(tid: u32, call: PendingAlloc) {
 /// Ends thread `tid`'s allocator call in progress.
 #[inline(always)]
 fn clear_pending(tid: u32) {
-    match thread_slot(tid, false) {
+    match own_slot(tid, false) {
         // SAFETY: this thread's own slot.
         Some(slot) => unsafe { (*slot).active = 0 },
         None => {
@@ -545,13 +544,6 @@ fn user_caller() -> (u64, u64) {
 fn frame_pointer(regs: *mut pt_regs) -> u64 {
     // SAFETY: `regs` is the program's context (struct pt_regs); the verifier allows reads of it.
     unsafe { (*regs).rbp }
-}
-
-/// The stack pointer at the probe.
-#[inline(always)]
-fn stack_pointer(regs: *mut pt_regs) -> u64 {
-    // SAFETY: `regs` is the program's context (struct pt_regs); the verifier allows reads of it.
-    unsafe { (*regs).rsp }
 }
 
 /// `a * b`, or `u64::MAX` when it overflows (the call then fails and records nothing).

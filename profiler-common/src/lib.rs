@@ -4,11 +4,15 @@
 //! with explicit padding, and has its size checked at compile time.
 #![no_std]
 
+#[cfg(test)]
+extern crate std;
+
 pub mod counters;
 pub mod errors;
 pub mod event;
 pub mod functions;
 pub mod memory;
+pub mod names;
 pub mod process;
 
 /// Name of the global that holds the target's process id (tgid) in every program.

@@ -13,6 +13,40 @@ use profiler_common::{
     event::RING_BUFFER_BYTES,
 };
 
+/// Fails the build unless the maps and programs of a module of profiler-common are named as its
+/// constants: aya-ebpf names a map after its static and a program after its function, and the
+/// user side finds them by the constants (`profiler_common::<module>::maps::*` and `programs::*`,
+/// see `profiler_common::names`). Each static and function here must be spelled exactly as its
+/// constant, and the module's `MAPS` and `PROGRAMS` must list exactly these.
+macro_rules! named_as_in_common {
+    (
+        $module:ident,
+        maps: [$($map:ident),* $(,)?],
+        programs: [$($program:ident => $name:ident),* $(,)?]
+    ) => {
+        $(named_as_in_common!(@one &$map, $map, $module::maps::$map, $module::MAPS);)*
+        $(named_as_in_common!(
+            @one $program, $program, $module::programs::$name, $module::PROGRAMS
+        );)*
+        const _: () = {
+            let maps: &[&str] = &[$(stringify!($map)),*];
+            let programs: &[&str] = &[$(stringify!($program)),*];
+            assert!(profiler_common::$module::MAPS.len() == maps.len());
+            assert!(profiler_common::$module::PROGRAMS.len() == programs.len());
+        };
+    };
+    (@one $item:expr, $ident:ident, $($constant:ident)::+, $($list:ident)::+) => {
+        const _: () = {
+            // Names the static or function itself, so that renaming it cannot leave this behind.
+            let _ = || $item;
+            let name = stringify!($ident);
+            assert!(profiler_common::names::same(name, profiler_common::$($constant)::+));
+            assert!(profiler_common::names::contains(profiler_common::$($list)::+, name));
+        };
+    };
+}
+pub(crate) use named_as_in_common;
+
 /// The target's process id; set by the loader before the programs are loaded.
 #[unsafe(no_mangle)]
 static TARGET_TGID: u32 = 0;
@@ -22,6 +56,9 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SL
 
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(RING_BUFFER_BYTES, 0);
+
+named_as_in_common!(counters, maps: [COUNTERS], programs: []);
+named_as_in_common!(event, maps: [EVENTS], programs: []);
 
 /// Thread id and process id of the current task.
 #[inline(always)]

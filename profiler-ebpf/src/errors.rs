@@ -25,7 +25,7 @@ use profiler_common::{
 };
 
 use crate::{
-    common::{EVENTS, count, current_ids, fetch_add, target_tgid},
+    common::{EVENTS, count, current_ids, fetch_add, named_as_in_common, target_tgid},
     functions::running_function,
 };
 
@@ -36,6 +36,17 @@ static FAILURES: HashMap<FailureKey, FailureStats> =
 
 #[map]
 static ERROR_STACKS: StackTrace = StackTrace::with_max_entries(ERROR_STACKS_MAX, 0);
+
+named_as_in_common!(
+    errors,
+    maps: [FAILURES, ERROR_STACKS],
+    programs: [
+        syscall_exit_btf => SYSCALL_EXIT_BTF,
+        syscall_exit => SYSCALL_EXIT,
+        signal_deliver => SIGNAL_DELIVER,
+        oom_mark_victim => OOM_MARK_VICTIM,
+    ]
+);
 
 const EAGAIN: u32 = 11;
 const EINTR: u32 = 4;

@@ -35,8 +35,8 @@ use profiler_common::{
 use core::intrinsics::{AtomicOrdering, atomic_or};
 
 use crate::common::{
-    COUNTERS, ThreadOwned, compare_exchange, count, current_ids, fetch_add, load, stack_pointer,
-    target_tgid, thread_slot,
+    COUNTERS, ThreadOwned, compare_exchange, count, current_ids, fetch_add, load,
+    named_as_in_common, stack_pointer, target_tgid, thread_slot,
 };
 
 /// `--time-every` − 1, set by the loader: after [`TIME_ALWAYS`] calls of a function on a thread,
@@ -85,6 +85,23 @@ static STACK_COUNTS: HashMap<StackKey, u64> = HashMap::with_max_entries(STACK_CO
 
 #[map]
 static STACKS: StackTrace = StackTrace::with_max_entries(STACKS_MAX, 0);
+
+named_as_in_common!(
+    functions,
+    maps: [
+        FUNC_STATS,
+        THREAD_VALUES,
+        THREAD_VALUES_TAKEN,
+        THREAD_STACKS,
+        EMPTY_STACK,
+        THREAD_STATS,
+        CALLERS,
+        STACK_COUNTS,
+        STACKS,
+        TRAMPOLINE,
+    ],
+    programs: [fn_entry => FN_ENTRY, fn_return => FN_RETURN]
+);
 
 #[uprobe]
 pub fn fn_entry(ctx: ProbeContext) -> u32 {

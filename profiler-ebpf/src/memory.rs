@@ -29,7 +29,8 @@ use profiler_common::{
 };
 
 use crate::common::{
-    ThreadOwned, count, current_ids, fetch_add, stack_pointer, target_tgid, thread_slot,
+    ThreadOwned, count, current_ids, fetch_add, named_as_in_common, stack_pointer, target_tgid,
+    thread_slot,
 };
 
 /// Outstanding blocks by address.
@@ -65,6 +66,27 @@ static MEM_CALLS: PerCpuArray<u64> = PerCpuArray::with_max_entries(CALL_SLOTS, 0
 /// Where a stack is walked into (too big for the eBPF stack).
 #[map]
 static MEM_STACK_SCRATCH: PerCpuArray<MemStack> = PerCpuArray::with_max_entries(1, 0);
+
+named_as_in_common!(
+    memory,
+    maps: [
+        MEM_ALLOCS,
+        MEM_SITES,
+        MEM_STACKS,
+        MEM_THREADS,
+        MEM_PENDING,
+        MEM_PENDING_MMAP,
+        MEM_CALLS,
+        MEM_STACK_SCRATCH,
+    ],
+    programs: [
+        mem_entry => MEM_ENTRY,
+        mem_return => MEM_RETURN,
+        mem_mmap_enter => MEM_MMAP_ENTER,
+        mem_mmap_exit => MEM_MMAP_EXIT,
+        mem_munmap => MEM_MUNMAP,
+    ]
+);
 
 /// A call noted longer ago than this is stale (its thread died inside the allocator): it no
 /// longer hides the thread's calls as nested.

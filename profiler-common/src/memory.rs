@@ -290,6 +290,11 @@ mod tests {
     use super::*;
 
     #[test]
+    fn map_anonymous_is_the_libc_value() {
+        assert_eq!(MAP_ANONYMOUS, libc::MAP_ANONYMOUS as u64);
+    }
+
+    #[test]
     fn cookies_round_trip() {
         let c = cookie(77, AllocClass::PosixMemalign);
         assert_eq!(cookie_function(c), 77);

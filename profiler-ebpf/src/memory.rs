@@ -20,6 +20,7 @@ use aya_ebpf::{
 };
 use profiler_common::{
     counters::Counter,
+    errno::is_failure,
     memory::{
         ALLOCS_MAX, AllocClass, AllocInfo, CALL_SLOTS, MAP_ANONYMOUS, MEM_STACK_DEPTH,
         MEM_STACKS_MAX, MEM_THREAD_SLOTS, MMAP_SLOT, MUNMAP_SLOT, MemStack, PENDING_MAX,
@@ -263,7 +264,7 @@ fn try_mmap_exit(ctx: &TracePointContext) -> Result<(), ()> {
     let _ = MEM_PENDING_MMAP.remove(tid);
     // SAFETY: an offset inside the record described by the format file.
     let ret: i64 = unsafe { ctx.read_at(SYSCALL_RET) }.map_err(|_| ())?;
-    if (-4095..0).contains(&ret) {
+    if is_failure(ret) {
         return Ok(());
     }
     // SAFETY: the helper takes no arguments.

@@ -45,6 +45,18 @@ pub enum Counter {
     MemPartialUnmaps = 15,
 }
 
+/// Map names in the eBPF object (see [`crate::names`]): profiler-ebpf names each map static
+/// exactly so.
+pub mod maps {
+    /// The per-CPU array of [`super::Counter`] slots.
+    pub const COUNTERS: &str = "COUNTERS";
+}
+
+/// Every map of the module, in `maps`.
+pub const MAPS: &[&str] = &[maps::COUNTERS];
+/// Every program of the module (none).
+pub const PROGRAMS: &[&str] = &[];
+
 /// Number of counter slots.
 pub const COUNTER_SLOTS: u32 = 16;
 

@@ -122,6 +122,38 @@ pub struct FailureStats {
 pub const FAILURE_KINDS_MAX: u32 = 4096;
 pub const ERROR_STACKS_MAX: u32 = 4096;
 
+/// Map names in the eBPF object (see [`crate::names`]): profiler-ebpf names each map static
+/// exactly so.
+pub mod maps {
+    /// [`super::FailureStats`] by [`super::FailureKey`].
+    pub const FAILURES: &str = "FAILURES";
+    /// The stack-trace map of the failures' user stacks.
+    pub const ERROR_STACKS: &str = "ERROR_STACKS";
+}
+
+/// Program names in the eBPF object (see [`crate::names`]): profiler-ebpf names each program
+/// function exactly so.
+pub mod programs {
+    /// `tp_btf` program on `sys_exit` (preferred).
+    pub const SYSCALL_EXIT_BTF: &str = "syscall_exit_btf";
+    /// Raw tracepoint program on `sys_exit` (where the BTF one does not load).
+    pub const SYSCALL_EXIT: &str = "syscall_exit";
+    /// Raw tracepoint program on `signal_deliver`.
+    pub const SIGNAL_DELIVER: &str = "signal_deliver";
+    /// On the `oom/mark_victim` tracepoint.
+    pub const OOM_MARK_VICTIM: &str = "oom_mark_victim";
+}
+
+/// Every map of the module, in `maps`.
+pub const MAPS: &[&str] = &[maps::FAILURES, maps::ERROR_STACKS];
+/// Every program of the module, in `programs`.
+pub const PROGRAMS: &[&str] = &[
+    programs::SYSCALL_EXIT_BTF,
+    programs::SYSCALL_EXIT,
+    programs::SIGNAL_DELIVER,
+    programs::OOM_MARK_VICTIM,
+];
+
 #[cfg(feature = "user")]
 mod pod {
     use super::*;

@@ -19,6 +19,18 @@ pub enum EventKind {
 /// Size of the ring buffer in bytes (a power of two, a multiple of the page size).
 pub const RING_BUFFER_BYTES: u32 = 1 << 20;
 
+/// Map names in the eBPF object (see [`crate::names`]): profiler-ebpf names each map static
+/// exactly so.
+pub mod maps {
+    /// The ring buffer every family sends its records through.
+    pub const EVENTS: &str = "EVENTS";
+}
+
+/// Every map of the module, in `maps`.
+pub const MAPS: &[&str] = &[maps::EVENTS];
+/// Every program of the module (none).
+pub const PROGRAMS: &[&str] = &[];
+
 /// Common header: every record starts with it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]

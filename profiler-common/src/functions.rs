@@ -255,6 +255,56 @@ pub const STACKS_MAX: u32 = 16384;
 /// Most frames kept per sampled stack.
 pub const STACK_DEPTH: usize = 127;
 
+/// Map names in the eBPF object (see [`crate::names`]): profiler-ebpf names each map static
+/// exactly so.
+pub mod maps {
+    /// Per-CPU [`super::FuncStats`] by function id; sized by the loader (`map_max_entries`).
+    pub const FUNC_STATS: &str = "FUNC_STATS";
+    /// The threads' [`super::ShadowStack`]s, one slot per thread id modulo [`super::THREAD_SLOTS`].
+    pub const THREAD_VALUES: &str = "THREAD_VALUES";
+    /// Bitmap of the `THREAD_VALUES` slots in use.
+    pub const THREAD_VALUES_TAKEN: &str = "THREAD_VALUES_TAKEN";
+    /// [`super::ShadowStack`]s of threads whose slot another holds, by thread id.
+    pub const THREAD_STACKS: &str = "THREAD_STACKS";
+    /// An all-zero [`super::ShadowStack`] (kernel-side scratch).
+    pub const EMPTY_STACK: &str = "EMPTY_STACK";
+    /// [`super::ThreadStats`] by [`super::ThreadKey`].
+    pub const THREAD_STATS: &str = "THREAD_STATS";
+    /// Call counts by [`super::CallerKey`].
+    pub const CALLERS: &str = "CALLERS";
+    /// Sampled stacks' counts by [`super::StackKey`].
+    pub const STACK_COUNTS: &str = "STACK_COUNTS";
+    /// The stack-trace map of the sampled stacks.
+    pub const STACKS: &str = "STACKS";
+    /// The target's uretprobe trampoline address, written by the user side.
+    pub const TRAMPOLINE: &str = "TRAMPOLINE";
+}
+
+/// Program names in the eBPF object (see [`crate::names`]): profiler-ebpf names each program
+/// function exactly so.
+pub mod programs {
+    /// Entry uprobe of every traced function.
+    pub const FN_ENTRY: &str = "fn_entry";
+    /// Return uprobe of every traced function.
+    pub const FN_RETURN: &str = "fn_return";
+}
+
+/// Every map of the module, in `maps`.
+pub const MAPS: &[&str] = &[
+    maps::FUNC_STATS,
+    maps::THREAD_VALUES,
+    maps::THREAD_VALUES_TAKEN,
+    maps::THREAD_STACKS,
+    maps::EMPTY_STACK,
+    maps::THREAD_STATS,
+    maps::CALLERS,
+    maps::STACK_COUNTS,
+    maps::STACKS,
+    maps::TRAMPOLINE,
+];
+/// Every program of the module, in `programs`.
+pub const PROGRAMS: &[&str] = &[programs::FN_ENTRY, programs::FN_RETURN];
+
 #[cfg(feature = "user")]
 mod pod {
     use super::*;

@@ -4,12 +4,19 @@
 //! with explicit padding, and has its size checked at compile time.
 #![no_std]
 
+#[cfg(test)]
+extern crate std;
+
 pub mod counters;
+pub mod errno;
 pub mod errors;
 pub mod event;
 pub mod functions;
 pub mod memory;
+pub mod names;
 pub mod process;
+pub mod signals;
+pub mod syscalls;
 
 /// Name of the global that holds the target's process id (tgid) in every program.
 pub const TARGET_TGID_GLOBAL: &str = "TARGET_TGID";

@@ -209,6 +209,64 @@ pub const PENDING_MAX: u32 = 1 << 14;
 /// `mmap` flags (x86-64).
 pub const MAP_ANONYMOUS: u64 = 0x20;
 
+/// Map names in the eBPF object (see [`crate::names`]): profiler-ebpf names each map static
+/// exactly so.
+pub mod maps {
+    /// Outstanding blocks: [`super::AllocInfo`] by address; sized by the loader
+    /// (`map_max_entries`).
+    pub const MEM_ALLOCS: &str = "MEM_ALLOCS";
+    /// [`super::SiteStats`] by site.
+    pub const MEM_SITES: &str = "MEM_SITES";
+    /// [`super::MemStack`] by site.
+    pub const MEM_STACKS: &str = "MEM_STACKS";
+    /// The threads' [`super::ThreadPending`]s, one slot per thread id modulo
+    /// [`super::MEM_THREAD_SLOTS`].
+    pub const MEM_THREADS: &str = "MEM_THREADS";
+    /// [`super::PendingAlloc`] of threads whose slot another holds, by thread id.
+    pub const MEM_PENDING: &str = "MEM_PENDING";
+    /// Anonymous `mmap` calls in progress: [`super::PendingMmap`] by thread id.
+    pub const MEM_PENDING_MMAP: &str = "MEM_PENDING_MMAP";
+    /// Per-CPU call counts, by function id, then [`super::MMAP_SLOT`] and [`super::MUNMAP_SLOT`].
+    pub const MEM_CALLS: &str = "MEM_CALLS";
+    /// Per-CPU scratch [`super::MemStack`] (kernel side only).
+    pub const MEM_STACK_SCRATCH: &str = "MEM_STACK_SCRATCH";
+}
+
+/// Program names in the eBPF object (see [`crate::names`]): profiler-ebpf names each program
+/// function exactly so.
+pub mod programs {
+    /// Entry uprobe of every allocator function.
+    pub const MEM_ENTRY: &str = "mem_entry";
+    /// Return uprobe of the allocator functions that return a block.
+    pub const MEM_RETURN: &str = "mem_return";
+    /// On the `syscalls/sys_enter_mmap` tracepoint.
+    pub const MEM_MMAP_ENTER: &str = "mem_mmap_enter";
+    /// On the `syscalls/sys_exit_mmap` tracepoint.
+    pub const MEM_MMAP_EXIT: &str = "mem_mmap_exit";
+    /// On the `syscalls/sys_enter_munmap` tracepoint.
+    pub const MEM_MUNMAP: &str = "mem_munmap";
+}
+
+/// Every map of the module, in `maps`.
+pub const MAPS: &[&str] = &[
+    maps::MEM_ALLOCS,
+    maps::MEM_SITES,
+    maps::MEM_STACKS,
+    maps::MEM_THREADS,
+    maps::MEM_PENDING,
+    maps::MEM_PENDING_MMAP,
+    maps::MEM_CALLS,
+    maps::MEM_STACK_SCRATCH,
+];
+/// Every program of the module, in `programs`.
+pub const PROGRAMS: &[&str] = &[
+    programs::MEM_ENTRY,
+    programs::MEM_RETURN,
+    programs::MEM_MMAP_ENTER,
+    programs::MEM_MMAP_EXIT,
+    programs::MEM_MUNMAP,
+];
+
 #[cfg(feature = "user")]
 mod pod {
     use super::*;
@@ -230,6 +288,11 @@ mod pod {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn map_anonymous_is_the_libc_value() {
+        assert_eq!(MAP_ANONYMOUS, libc::MAP_ANONYMOUS as u64);
+    }
 
     #[test]
     fn cookies_round_trip() {

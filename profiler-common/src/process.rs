@@ -31,6 +31,18 @@ const _: () = assert!(core::mem::size_of::<ProcessEvent>() == 24);
 /// running kernel's BTF; `u32::MAX` when unknown).
 pub const TASK_EXIT_CODE_OFFSET_GLOBAL: &str = "TASK_EXIT_CODE_OFFSET";
 
+/// Program names in the eBPF object (see [`crate::names`]): profiler-ebpf names each program
+/// function exactly so.
+pub mod programs {
+    /// On the `sched/sched_process_exit` tracepoint.
+    pub const SCHED_PROCESS_EXIT: &str = "sched_process_exit";
+}
+
+/// Every map of the module (none).
+pub const MAPS: &[&str] = &[];
+/// Every program of the module, in `programs`.
+pub const PROGRAMS: &[&str] = &[programs::SCHED_PROCESS_EXIT];
+
 #[cfg(feature = "user")]
 // SAFETY: plain old data: fixed-width integers, explicit padding.
 unsafe impl aya::Pod for ProcessEvent {}

@@ -1,15 +1,51 @@
-//! What every family shares: the target filter, the loss counters and the event ring buffer.
+//! What every family shares: the target filter, the loss counters, the event ring buffer, and
+//! the per-thread slot arrays' protocol.
 
 use aya_ebpf::{
+    bindings::pt_regs,
     helpers::bpf_get_current_pid_tgid,
     macros::map,
-    maps::{PerCpuArray, RingBuf},
+    maps::{Array, PerCpuArray, RingBuf},
 };
 use core::intrinsics::{AtomicOrdering, atomic_cxchg, atomic_xadd};
 use profiler_common::{
     counters::{COUNTER_SLOTS, Counter},
     event::RING_BUFFER_BYTES,
 };
+
+/// Fails the build unless the maps and programs of a module of profiler-common are named as its
+/// constants: aya-ebpf names a map after its static and a program after its function, and the
+/// user side finds them by the constants (`profiler_common::<module>::maps::*` and `programs::*`,
+/// see `profiler_common::names`). Each static and function here must be spelled exactly as its
+/// constant, and the module's `MAPS` and `PROGRAMS` must list exactly these.
+macro_rules! named_as_in_common {
+    (
+        $module:ident,
+        maps: [$($map:ident),* $(,)?],
+        programs: [$($program:ident => $name:ident),* $(,)?]
+    ) => {
+        $(named_as_in_common!(@one &$map, $map, $module::maps::$map, $module::MAPS);)*
+        $(named_as_in_common!(
+            @one $program, $program, $module::programs::$name, $module::PROGRAMS
+        );)*
+        const _: () = {
+            let maps: &[&str] = &[$(stringify!($map)),*];
+            let programs: &[&str] = &[$(stringify!($program)),*];
+            assert!(profiler_common::$module::MAPS.len() == maps.len());
+            assert!(profiler_common::$module::PROGRAMS.len() == programs.len());
+        };
+    };
+    (@one $item:expr, $ident:ident, $($constant:ident)::+, $($list:ident)::+) => {
+        const _: () = {
+            // Names the static or function itself, so that renaming it cannot leave this behind.
+            let _ = || $item;
+            let name = stringify!($ident);
+            assert!(profiler_common::names::same(name, profiler_common::$($constant)::+));
+            assert!(profiler_common::names::contains(profiler_common::$($list)::+, name));
+        };
+    };
+}
+pub(crate) use named_as_in_common;
 
 /// The target's process id; set by the loader before the programs are loaded.
 #[unsafe(no_mangle)]
@@ -20,6 +56,9 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SL
 
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(RING_BUFFER_BYTES, 0);
+
+named_as_in_common!(counters, maps: [COUNTERS], programs: []);
+named_as_in_common!(event, maps: [EVENTS], programs: []);
 
 /// Thread id and process id of the current task.
 #[inline(always)]
@@ -83,4 +122,54 @@ pub unsafe fn compare_exchange(ptr: *mut u64, old: u64, new: u64) -> bool {
 pub unsafe fn load(ptr: *const u64) -> u64 {
     // SAFETY: guaranteed by the caller.
     unsafe { core::ptr::read_volatile(ptr) }
+}
+
+/// The stack pointer at the probe.
+#[inline(always)]
+pub fn stack_pointer(regs: *mut pt_regs) -> u64 {
+    // SAFETY: `regs` is the program's context (struct pt_regs); the verifier allows reads of it.
+    unsafe { (*regs).rsp }
+}
+
+/// A value of a per-thread slot array (`THREAD_VALUES` of the functions family, `MEM_THREADS` of
+/// the memory family): it holds the id of the thread that owns the slot (0: the slot is free;
+/// once taken, a slot keeps its owner).
+pub trait ThreadOwned {
+    /// The owner word of the value at `this`.
+    ///
+    /// # Safety
+    /// `this` must point at a valid value (an array slot).
+    unsafe fn owner(this: *mut Self) -> *mut u64;
+}
+
+/// Thread `tid`'s slot `tid % SLOTS` of `array` (`SLOTS` a power of two), if the thread holds
+/// it. With `claim`, a free slot is taken with a compare-and-swap (two threads may share a slot
+/// index), and then `on_claim` runs: the functions family marks the slot in use there (its user
+/// side reads only those slots); the memory family has nothing to do. An array lookup is a few
+/// instructions where a hash-map lookup costs ~80 ns a probe here; a thread whose slot another
+/// holds keeps its value in its family's hash map, keyed by thread id.
+#[inline(always)]
+pub fn thread_slot<T: ThreadOwned, const SLOTS: u32>(
+    array: &Array<T>,
+    tid: u32,
+    claim: bool,
+    on_claim: impl FnOnce(),
+) -> Option<*mut T> {
+    const { assert!(SLOTS.is_power_of_two()) };
+    // Opaque, so the verifier sees the mask applied to the index it checks.
+    let index = core::hint::black_box(tid) & (SLOTS - 1);
+    let slot = array.get_ptr_mut(index)?;
+    // SAFETY: `slot` is a valid array value.
+    let owner = unsafe { T::owner(slot) };
+    // SAFETY: the owner word of an array value: a valid, aligned u64.
+    let held = unsafe { load(owner) };
+    if held == u64::from(tid) {
+        return Some(slot);
+    }
+    // SAFETY: as above.
+    if claim && held == 0 && unsafe { compare_exchange(owner, 0, tid.into()) } {
+        on_claim();
+        return Some(slot);
+    }
+    None
 }

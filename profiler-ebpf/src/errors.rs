@@ -16,16 +16,19 @@ use aya_ebpf::{
 };
 use profiler_common::{
     counters::Counter,
+    errno::{EAGAIN, EINPROGRESS, EINTR, ERESTART_FIRST, is_failure},
     errors::{
         ARG_CAPTURE, ArgKind, DETAIL_BURST, DETAIL_INTERVAL_NS, ERROR_STACKS_MAX,
         FAILURE_KINDS_MAX, FailureKey, FailureStats, OUTPUT_CHUNK, OUTPUT_MAX_CHUNKS, OomEvent,
         OutputEvent, SignalEvent, SyscallErrorEvent, WRITEV_MAX_IOVECS,
     },
     event::{EventHeader, EventKind},
+    signals::{SIG_DFL, SIG_IGN, is_fault},
+    syscalls as sys,
 };
 
 use crate::{
-    common::{EVENTS, count, current_ids, fetch_add, target_tgid},
+    common::{EVENTS, count, current_ids, fetch_add, named_as_in_common, target_tgid},
     functions::running_function,
 };
 
@@ -37,25 +40,48 @@ static FAILURES: HashMap<FailureKey, FailureStats> =
 #[map]
 static ERROR_STACKS: StackTrace = StackTrace::with_max_entries(ERROR_STACKS_MAX, 0);
 
-const EAGAIN: u32 = 11;
-const EINTR: u32 = 4;
-const EINPROGRESS: u32 = 115;
-/// ERESTARTSYS and friends: the kernel restarts the call; the target never sees them.
-const ERESTART_FIRST: u32 = 512;
-/// Which argument of syscall `id` (x86-64 numbers) explains its failure, and what it is.
+named_as_in_common!(
+    errors,
+    maps: [FAILURES, ERROR_STACKS],
+    programs: [
+        syscall_exit_btf => SYSCALL_EXIT_BTF,
+        syscall_exit => SYSCALL_EXIT,
+        signal_deliver => SIGNAL_DELIVER,
+        oom_mark_victim => OOM_MARK_VICTIM,
+    ]
+);
+
+/// Which argument of syscall `id` explains its failure, and what it is.
 #[inline(always)]
 fn explaining_arg(id: u64) -> Option<(usize, ArgKind)> {
     match id {
-        // open stat lstat access execve truncate chdir rename mkdir rmdir creat link unlink
-        // readlink chmod chown
-        2 | 4 | 6 | 21 | 59 | 76 | 80 | 82 | 83 | 84 | 85 | 86 | 87 | 89 | 90 | 92 => {
-            Some((0, ArgKind::Path))
-        }
-        // openat mkdirat newfstatat unlinkat readlinkat faccessat execveat statx openat2
-        // faccessat2
-        257 | 258 | 262 | 263 | 267 | 269 | 322 | 332 | 437 | 439 => Some((1, ArgKind::Path)),
-        // connect bind
-        42 | 49 => Some((1, ArgKind::SockAddr)),
+        sys::OPEN
+        | sys::STAT
+        | sys::LSTAT
+        | sys::ACCESS
+        | sys::EXECVE
+        | sys::TRUNCATE
+        | sys::CHDIR
+        | sys::RENAME
+        | sys::MKDIR
+        | sys::RMDIR
+        | sys::CREAT
+        | sys::LINK
+        | sys::UNLINK
+        | sys::READLINK
+        | sys::CHMOD
+        | sys::CHOWN => Some((0, ArgKind::Path)),
+        sys::OPENAT
+        | sys::MKDIRAT
+        | sys::NEWFSTATAT
+        | sys::UNLINKAT
+        | sys::READLINKAT
+        | sys::FACCESSAT
+        | sys::EXECVEAT
+        | sys::STATX
+        | sys::OPENAT2
+        | sys::FACCESSAT2 => Some((1, ArgKind::Path)),
+        sys::CONNECT | sys::BIND => Some((1, ArgKind::SockAddr)),
         _ => None,
     }
 }
@@ -73,10 +99,10 @@ fn header(kind: EventKind, tid: u32) -> EventHeader {
 /// `uretprobe(2)` and `uprobe(2)`: how the kernel itself returns from a uretprobe (and, for
 /// optimised sites, enters a uprobe). They come with every traced call and never fail for the
 /// target's reasons: they are dropped before anything else.
-const SYS_URETPROBE: u64 = 335;
-const SYS_UPROBE: u64 = 336;
-const SYS_WRITE: u64 = 1;
-const SYS_WRITEV: u64 = 20;
+#[inline(always)]
+fn is_uprobe_syscall(id: u64) -> bool {
+    id == sys::URETPROBE || id == sys::UPROBE
+}
 
 /// A saved user register of the syscall, from the `struct pt_regs` the raw tracepoints get.
 #[inline(always)]
@@ -130,7 +156,7 @@ impl SavedRegs for BtfRegs {
 /// Whether a returning syscall may matter: a failure, or bytes written by write(2)/writev(2).
 #[inline(always)]
 fn worth_a_look(id: u64, ret: i64) -> bool {
-    (-4095..0).contains(&ret) || ((id == SYS_WRITE || id == SYS_WRITEV) && ret > 0)
+    is_failure(ret) || ((id == sys::WRITE || id == sys::WRITEV) && ret > 0)
 }
 
 /// `sys_exit(struct pt_regs *regs, long ret)` with BTF: the syscall number is one load, so
@@ -142,7 +168,7 @@ pub fn syscall_exit_btf(ctx: BtfTracePointContext) -> u32 {
     let Ok(id) = regs.get(ORIG_RAX) else {
         return 0;
     };
-    if id == SYS_URETPROBE || id == SYS_UPROBE {
+    if is_uprobe_syscall(id) {
         return 0;
     }
     let ret: i64 = ctx.arg(1);
@@ -175,7 +201,7 @@ pub fn syscall_exit(ctx: RawTracePointContext) -> u32 {
     let Ok(id) = regs.get(ORIG_RAX) else {
         return 0;
     };
-    if id == SYS_URETPROBE || id == SYS_UPROBE || !worth_a_look(id, ret) {
+    if is_uprobe_syscall(id) || !worth_a_look(id, ret) {
         return 0;
     }
     match on_exit(&ctx, &regs, tid, id, ret) {
@@ -197,7 +223,7 @@ fn on_exit<C: StackIdContext, R: SavedRegs>(
         let fd = regs.get(ARG_REGS[0])?;
         if fd == 1 || fd == 2 {
             let buf = regs.get(ARG_REGS[1])?;
-            if id == SYS_WRITE {
+            if id == sys::WRITE {
                 capture(tid, fd as u32, buf, ret as u64, OUTPUT_MAX_CHUNKS);
             } else {
                 capture_iovecs(tid, fd as u32, buf, regs.get(ARG_REGS[2])?, ret as u64);
@@ -335,16 +361,15 @@ fn try_signal_deliver(ctx: &RawTracePointContext) -> Result<(), ()> {
         )
     };
     let signo = signo as i32;
-    let fault = matches!(signo, 4 | 7 | 8 | 11); // SIGILL SIGBUS SIGFPE SIGSEGV
+    let fault = is_fault(signo);
     let event = SignalEvent {
         header: header(EventKind::Signal, tid),
         signo,
         code,
         errno,
-        // SIG_DFL is 0, SIG_IGN is 1.
         disposition: match handler {
-            0 => 0,
-            1 => 1,
+            SIG_DFL => 0,
+            SIG_IGN => 1,
             _ => 2,
         },
         fault_addr: if fault { addr } else { 0 },

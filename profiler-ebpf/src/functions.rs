@@ -34,7 +34,10 @@ use profiler_common::{
 
 use core::intrinsics::{AtomicOrdering, atomic_or};
 
-use crate::common::{COUNTERS, compare_exchange, count, current_ids, fetch_add, load, target_tgid};
+use crate::common::{
+    COUNTERS, ThreadOwned, compare_exchange, count, current_ids, fetch_add, load,
+    named_as_in_common, stack_pointer, target_tgid, thread_slot,
+};
 
 /// `--time-every` − 1, set by the loader: after [`TIME_ALWAYS`] calls of a function on a thread,
 /// a call is timed when the thread's random number has none of these bits set (0: every call).
@@ -47,7 +50,7 @@ static TIME_EVERY_MASK: u32 = 0;
 static FUNC_STATS: PerCpuArray<FuncStats> = PerCpuArray::with_max_entries(1, 0);
 
 /// Shadow stacks and the threads' own tables: thread `tid` takes slot `tid % THREAD_SLOTS` if it
-/// is free (an array lookup is a few instructions where a hash lookup costs ~80 ns a probe here).
+/// is free (see [`thread_slot`]).
 #[map]
 static THREAD_VALUES: Array<ShadowStack> = Array::with_max_entries(THREAD_SLOTS, 0);
 
@@ -83,6 +86,23 @@ static STACK_COUNTS: HashMap<StackKey, u64> = HashMap::with_max_entries(STACK_CO
 #[map]
 static STACKS: StackTrace = StackTrace::with_max_entries(STACKS_MAX, 0);
 
+named_as_in_common!(
+    functions,
+    maps: [
+        FUNC_STATS,
+        THREAD_VALUES,
+        THREAD_VALUES_TAKEN,
+        THREAD_STACKS,
+        EMPTY_STACK,
+        THREAD_STATS,
+        CALLERS,
+        STACK_COUNTS,
+        STACKS,
+        TRAMPOLINE,
+    ],
+    programs: [fn_entry => FN_ENTRY, fn_return => FN_RETURN]
+);
+
 #[uprobe]
 pub fn fn_entry(ctx: ProbeContext) -> u32 {
     match try_fn_entry(&ctx) {
@@ -104,18 +124,11 @@ fn function_id<C: EbpfContext>(ctx: &C) -> u32 {
     unsafe { bpf_get_attach_cookie(ctx.as_ptr()) as u32 }
 }
 
-/// The stack pointer at the probe.
-#[inline(always)]
-fn stack_pointer(regs: *mut aya_ebpf::bindings::pt_regs) -> u64 {
-    // SAFETY: `regs` is the program's context (struct pt_regs); the verifier allows reads of it.
-    unsafe { (*regs).rsp }
-}
-
 /// The instruction pointer at the probe: in a return probe, the return address the call went
 /// back to (the kernel restores it before running the return probes).
 #[inline(always)]
 fn instruction_pointer(regs: *mut aya_ebpf::bindings::pt_regs) -> u64 {
-    // SAFETY: as in `stack_pointer`.
+    // SAFETY: `regs` is the program's context (struct pt_regs); the verifier allows reads of it.
     unsafe { (*regs).rip }
 }
 
@@ -312,22 +325,18 @@ pub(crate) fn running_function(tid: u32) -> u32 {
     }
 }
 
-/// The slot of thread `tid` in `THREAD_VALUES` (masked and opaque as in `slot`).
-#[inline(always)]
-fn thread_slot(tid: u32) -> *mut ShadowStack {
-    const _: () = assert!(THREAD_SLOTS.is_power_of_two());
-    let index = core::hint::black_box(tid) & (THREAD_SLOTS - 1);
-    THREAD_VALUES
-        .get_ptr_mut(index)
-        .unwrap_or(core::ptr::null_mut())
+impl ThreadOwned for ShadowStack {
+    #[inline(always)]
+    unsafe fn owner(this: *mut Self) -> *mut u64 {
+        // SAFETY: the caller passes a valid value.
+        unsafe { &raw mut (*this).tid }
+    }
 }
 
 /// Thread `tid`'s value, if it has one.
 #[inline(always)]
 fn own_stack(tid: u32) -> Option<*mut ShadowStack> {
-    let slot = thread_slot(tid);
-    // SAFETY: a valid, aligned u64 in an array value (checked for null first).
-    if !slot.is_null() && unsafe { load(&raw const (*slot).tid) } == u64::from(tid) {
+    if let Some(slot) = thread_slot::<_, THREAD_SLOTS>(&THREAD_VALUES, tid, false, || {}) {
         return Some(slot);
     }
     THREAD_STACKS.get_ptr_mut(tid)
@@ -350,22 +359,13 @@ fn mark_taken(tid: u32) {
     }
 }
 
-/// This thread's value, made on first use: its slot if free (taken with a compare-and-swap: two
-/// threads may share a slot index), else an entry in the hash map.
+/// This thread's value, made on first use: its slot if free, else an entry in the hash map.
 #[inline(always)]
 fn thread_stack(tid: u32) -> Option<*mut ShadowStack> {
-    let slot = thread_slot(tid);
-    if !slot.is_null() {
-        // SAFETY: a valid, aligned u64 in an array value.
-        let owner = unsafe { load(&raw const (*slot).tid) };
-        if owner == u64::from(tid) {
-            return Some(slot);
-        }
-        // SAFETY: as above.
-        if owner == 0 && unsafe { compare_exchange(&raw mut (*slot).tid, 0, tid.into()) } {
-            mark_taken(tid);
-            return Some(slot);
-        }
+    if let Some(slot) =
+        thread_slot::<_, THREAD_SLOTS>(&THREAD_VALUES, tid, true, || mark_taken(tid))
+    {
+        return Some(slot);
     }
     if let Some(stack) = THREAD_STACKS.get_ptr_mut(tid) {
         return Some(stack);

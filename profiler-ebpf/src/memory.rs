@@ -20,6 +20,7 @@ use aya_ebpf::{
 };
 use profiler_common::{
     counters::Counter,
+    errno::is_failure,
     memory::{
         ALLOCS_MAX, AllocClass, AllocInfo, CALL_SLOTS, MAP_ANONYMOUS, MEM_STACK_DEPTH,
         MEM_STACKS_MAX, MEM_THREAD_SLOTS, MMAP_SLOT, MUNMAP_SLOT, MemStack, PENDING_MAX,
@@ -28,7 +29,10 @@ use profiler_common::{
     },
 };
 
-use crate::common::{compare_exchange, count, current_ids, fetch_add, load, target_tgid};
+use crate::common::{
+    ThreadOwned, count, current_ids, fetch_add, named_as_in_common, stack_pointer, target_tgid,
+    thread_slot,
+};
 
 /// Outstanding blocks by address.
 #[map]
@@ -63,6 +67,27 @@ static MEM_CALLS: PerCpuArray<u64> = PerCpuArray::with_max_entries(CALL_SLOTS, 0
 /// Where a stack is walked into (too big for the eBPF stack).
 #[map]
 static MEM_STACK_SCRATCH: PerCpuArray<MemStack> = PerCpuArray::with_max_entries(1, 0);
+
+named_as_in_common!(
+    memory,
+    maps: [
+        MEM_ALLOCS,
+        MEM_SITES,
+        MEM_STACKS,
+        MEM_THREADS,
+        MEM_PENDING,
+        MEM_PENDING_MMAP,
+        MEM_CALLS,
+        MEM_STACK_SCRATCH,
+    ],
+    programs: [
+        mem_entry => MEM_ENTRY,
+        mem_return => MEM_RETURN,
+        mem_mmap_enter => MEM_MMAP_ENTER,
+        mem_mmap_exit => MEM_MMAP_EXIT,
+        mem_munmap => MEM_MUNMAP,
+    ]
+);
 
 /// A call noted longer ago than this is stale (its thread died inside the allocator): it no
 /// longer hides the thread's calls as nested.
@@ -239,7 +264,7 @@ fn try_mmap_exit(ctx: &TracePointContext) -> Result<(), ()> {
     let _ = MEM_PENDING_MMAP.remove(tid);
     // SAFETY: an offset inside the record described by the format file.
     let ret: i64 = unsafe { ctx.read_at(SYSCALL_RET) }.map_err(|_| ())?;
-    if (-4095..0).contains(&ret) {
+    if is_failure(ret) {
         return Ok(());
     }
     // SAFETY: the helper takes no arguments.
@@ -304,28 +329,25 @@ fn inside_allocator(tid: u32, ret_slot: u64) -> bool {
     }
 }
 
-/// Thread `tid`'s slot in `MEM_THREADS` if it holds it; with `claim`, takes it if it is free.
-#[inline(always)]
-fn thread_slot(tid: u32, claim: bool) -> Option<*mut ThreadPending> {
-    const _: () = assert!(MEM_THREAD_SLOTS.is_power_of_two());
-    // Opaque, so the verifier sees the mask applied to the index it checks.
-    let index = core::hint::black_box(tid) & (MEM_THREAD_SLOTS - 1);
-    let slot = MEM_THREADS.get_ptr_mut(index)?;
-    // SAFETY: a valid, aligned u64 in an array value.
-    let owner = unsafe { load(&raw const (*slot).tid) };
-    if owner == u64::from(tid)
-        // SAFETY: as above.
-        || (claim && owner == 0 && unsafe { compare_exchange(&raw mut (*slot).tid, 0, tid.into()) })
-    {
-        return Some(slot);
+impl ThreadOwned for ThreadPending {
+    #[inline(always)]
+    unsafe fn owner(this: *mut Self) -> *mut u64 {
+        // SAFETY: the caller passes a valid value.
+        unsafe { &raw mut (*this).tid }
     }
-    None
+}
+
+/// Thread `tid`'s slot in `MEM_THREADS` if it holds it; with `claim`, takes it if it is free
+/// (see [`thread_slot`]).
+#[inline(always)]
+fn own_slot(tid: u32, claim: bool) -> Option<*mut ThreadPending> {
+    thread_slot::<_, MEM_THREAD_SLOTS>(&MEM_THREADS, tid, claim, || {})
 }
 
 /// Thread `tid`'s allocator call in progress, if any.
 #[inline(always)]
 fn pending(tid: u32) -> Option<PendingAlloc> {
-    match thread_slot(tid, false) {
+    match own_slot(tid, false) {
         // SAFETY: this thread's own slot (only its probes write it), copied out.
         Some(slot) => unsafe { ((*slot).active != 0).then(|| (*slot).call) },
         // SAFETY: this thread's own map value, copied out.
@@ -336,7 +358,7 @@ fn pending(tid: u32) -> Option<PendingAlloc> {
 /// Notes thread `tid`'s allocator call in progress.
 #[inline(always)]
 fn set_pending(tid: u32, call: PendingAlloc) {
-    match thread_slot(tid, true) {
+    match own_slot(tid, true) {
         // SAFETY: this thread's own slot.
         Some(slot) => unsafe {
             (*slot).call = call;
@@ -353,7 +375,7 @@ fn set_pending(tid: u32, call: PendingAlloc) {
 /// Ends thread `tid`'s allocator call in progress.
 #[inline(always)]
 fn clear_pending(tid: u32) {
-    match thread_slot(tid, false) {
+    match own_slot(tid, false) {
         // SAFETY: this thread's own slot.
         Some(slot) => unsafe { (*slot).active = 0 },
         None => {
@@ -545,13 +567,6 @@ fn user_caller() -> (u64, u64) {
 fn frame_pointer(regs: *mut pt_regs) -> u64 {
     // SAFETY: `regs` is the program's context (struct pt_regs); the verifier allows reads of it.
     unsafe { (*regs).rbp }
-}
-
-/// The stack pointer at the probe.
-#[inline(always)]
-fn stack_pointer(regs: *mut pt_regs) -> u64 {
-    // SAFETY: `regs` is the program's context (struct pt_regs); the verifier allows reads of it.
-    unsafe { (*regs).rsp }
 }
 
 /// `a * b`, or `u64::MAX` when it overflows (the call then fails and records nothing).

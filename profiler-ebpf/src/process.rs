@@ -11,7 +11,7 @@ use profiler_common::{
     process::{ProcessEvent, ProcessEventKind},
 };
 
-use crate::common::{EVENTS, count, current_ids, target_tgid};
+use crate::common::{EVENTS, count, current_ids, named_as_in_common, target_tgid};
 
 /// Byte offset of `exit_code` in `struct task_struct`, read from the kernel's BTF by the loader;
 /// `u32::MAX` when unknown.
@@ -20,6 +20,8 @@ static TASK_EXIT_CODE_OFFSET: u32 = u32::MAX;
 
 /// Offset of `group_dead` in the `sched_process_exit` record (see its format file).
 const GROUP_DEAD_OFFSET: usize = 32;
+
+named_as_in_common!(process, maps: [], programs: [sched_process_exit => SCHED_PROCESS_EXIT]);
 
 #[tracepoint]
 pub fn sched_process_exit(ctx: TracePointContext) -> u32 {

@@ -64,16 +64,6 @@ pub fn all_programs() -> impl Iterator<Item = &'static str> {
     FAMILIES.iter().flat_map(|f| f.programs.iter().copied())
 }
 
-/// The names of `expected` for which `present` is false: for a test that every map (or program)
-/// named here is in the built object, e.g.
-/// `missing(all_maps(), |name| object_maps.contains(name))` must yield nothing.
-pub fn missing<'a>(
-    expected: impl IntoIterator<Item = &'static str> + 'a,
-    present: impl Fn(&str) -> bool + 'a,
-) -> impl Iterator<Item = &'static str> + 'a {
-    expected.into_iter().filter(move |name| !present(name))
-}
-
 /// Whether `a` and `b` are the same string (usable in constants).
 pub const fn same(a: &str, b: &str) -> bool {
     let (a, b) = (a.as_bytes(), b.as_bytes());
@@ -126,16 +116,6 @@ mod tests {
         // Statics are upper case, functions lower case.
         assert!(all_maps().all(|m| !m.chars().any(|c| c.is_ascii_lowercase())));
         assert!(all_programs().all(|p| !p.chars().any(|c| c.is_ascii_uppercase())));
-    }
-
-    #[test]
-    fn missing_names_the_absent_ones() {
-        let object = ["COUNTERS", "EVENTS"];
-        let absent: std::vec::Vec<_> = missing(["COUNTERS", "FUNC_STATS", "EVENTS"], |n| {
-            object.contains(&n)
-        })
-        .collect();
-        assert_eq!(absent, ["FUNC_STATS"]);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use profiler_common::functions::{TIME_EVERY_DEFAULT, TIME_EVERY_MASK_GLOBAL};
+use profiler_common::functions::{TIME_EVERY_DEFAULT, TIME_EVERY_MASK_GLOBAL, maps};
 
 use crate::{
     bpf::{self, LoadOptions},
@@ -185,7 +185,7 @@ fn measure() -> anyhow::Result<CostModel> {
     let mut options = LoadOptions::default();
     options
         .global(TIME_EVERY_MASK_GLOBAL, TIME_EVERY_DEFAULT - 1)
-        .map_size("FUNC_STATS", sites.len() as u32);
+        .map_size(maps::FUNC_STATS, sites.len() as u32);
     let mut ebpf = bpf::load(child.pid as u32, &options)?;
     if let Err(failure) = functions::attach(&mut ebpf, &sites, child.pid as u32) {
         child.abort();

@@ -8,7 +8,7 @@ use aya::{
     Ebpf,
     maps::{MapData, RingBuf},
 };
-use profiler_common::event::EventHeader;
+use profiler_common::event::{EventHeader, maps};
 use tokio::{
     io::unix::AsyncFd,
     signal::unix::{SignalKind, signal},
@@ -21,9 +21,6 @@ use crate::{
     symbols::symbolize::MappingSnapshot,
     tracee::{self, Sample, sample, spawn::try_wait},
 };
-
-/// The ring buffer every family's ordered events go through.
-const EVENTS_MAP: &str = "EVENTS";
 
 /// How often /proc is sampled once the target has settled.
 pub(crate) const SAMPLE_INTERVAL: Duration = Duration::from_millis(200);
@@ -101,7 +98,7 @@ pub(crate) async fn collect(
         start,
         duration,
     } = watch;
-    let ring = RingBuf::try_from(ebpf.take_map(EVENTS_MAP).context("EVENTS map missing")?)?;
+    let ring = RingBuf::try_from(ebpf.take_map(maps::EVENTS).context("EVENTS map missing")?)?;
     // SAFETY: the ring buffer owns its map fd, which stays open and the same for as long as the
     // AsyncFd (which owns the ring buffer) lives.
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }

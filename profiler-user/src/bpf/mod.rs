@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use aya::{Ebpf, EbpfLoader, maps::PerCpuArray};
 use profiler_common::{
     TARGET_TGID_GLOBAL,
-    counters::{COUNTER_SLOTS, Counter},
+    counters::{self, COUNTER_SLOTS, Counter},
 };
 
 use crate::error::ProfilerError;
@@ -142,6 +142,26 @@ pub(crate) fn load(tgid: u32, options: &LoadOptions) -> anyhow::Result<Ebpf> {
         .context("failed to load the eBPF programs")
 }
 
+/// Map `name` of the loaded object.
+pub(crate) fn map<'a>(ebpf: &'a Ebpf, name: &str) -> anyhow::Result<&'a aya::maps::Map> {
+    ebpf.map(name)
+        .with_context(|| format!("map {name} missing from the eBPF object"))
+}
+
+/// Program `name` of the loaded object, as program type `P`.
+pub(crate) fn program<'a, P>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut P>
+where
+    &'a mut P: TryFrom<&'a mut aya::programs::Program>,
+{
+    let program = ebpf
+        .program_mut(name)
+        .with_context(|| format!("program {name} missing from the eBPF object"))?;
+    let kind = format!("{:?}", program.prog_type());
+    program
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("program {name} is of another kind ({kind})"))
+}
+
 /// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; lift it (harmless elsewhere).
 fn raise_memlock_limit() {
     let unlimited = libc::rlimit {
@@ -155,7 +175,7 @@ fn raise_memlock_limit() {
 /// The loss counters summed over the CPUs, by name; zero counters left out.
 pub(crate) fn read_counters(ebpf: &Ebpf) -> anyhow::Result<BTreeMap<Counter, u64>> {
     let counters: PerCpuArray<_, u64> =
-        PerCpuArray::try_from(ebpf.map("COUNTERS").context("COUNTERS map missing")?)?;
+        PerCpuArray::try_from(map(ebpf, counters::maps::COUNTERS)?)?;
     let mut out = BTreeMap::new();
     for counter in Counter::ALL {
         debug_assert!((counter as u32) < COUNTER_SLOTS);
@@ -165,4 +185,43 @@ pub(crate) fn read_counters(ebpf: &Ebpf) -> anyhow::Result<BTreeMap<Counter, u64
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use object::{Object as _, ObjectSection as _, ObjectSymbol as _, SymbolKind};
+    use profiler_common::names;
+
+    use super::EBPF_OBJECT;
+
+    /// The maps and programs of the built object, by name.
+    fn object_names() -> (BTreeSet<String>, BTreeSet<String>) {
+        let file = object::File::parse(EBPF_OBJECT).expect("the eBPF object parses");
+        let (mut maps, mut programs) = (BTreeSet::new(), BTreeSet::new());
+        for sym in file.symbols() {
+            let Ok(name) = sym.name() else { continue };
+            let section = sym
+                .section_index()
+                .and_then(|i| file.section_by_index(i).ok())
+                .and_then(|s| s.name().ok().map(str::to_string))
+                .unwrap_or_default();
+            if section == "maps" {
+                maps.insert(name.to_string());
+            } else if sym.kind() == SymbolKind::Text && sym.is_global() && section != ".text" {
+                programs.insert(name.to_string());
+            }
+        }
+        (maps, programs)
+    }
+
+    #[test]
+    fn every_name_the_user_side_uses_is_in_the_object_and_no_other() {
+        let (maps, programs) = object_names();
+        let want_maps: BTreeSet<String> = names::all_maps().map(str::to_string).collect();
+        let want_programs: BTreeSet<String> = names::all_programs().map(str::to_string).collect();
+        assert_eq!(maps, want_maps, "maps");
+        assert_eq!(programs, want_programs, "programs");
+    }
 }

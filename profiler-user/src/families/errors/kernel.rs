@@ -8,7 +8,7 @@ use std::{
 
 use anyhow::Context as _;
 
-use crate::linux;
+use crate::{bpf, linux};
 use aya::{
     Ebpf,
     maps::{HashMap as BpfHashMap, StackTraceMap},
@@ -20,7 +20,7 @@ use aya::{
 use profiler_common::{
     errors::{
         ArgKind, FailureKey, FailureStats, NO_FUNCTION, OomEvent, OutputEvent,
-        SignalEvent as SignalRecord, SyscallErrorEvent,
+        SignalEvent as SignalRecord, SyscallErrorEvent, maps, programs,
     },
     event::EventKind,
 };
@@ -31,8 +31,8 @@ pub(crate) const MAX_OUTPUT_BYTES: usize = 16 << 20;
 /// Every syscall's exit (failures with the arguments that explain them, and the output written
 /// to fds 1 and 2): the BTF program, or where the kernel refuses it the raw one. Nothing runs
 /// at syscall entry.
-const SYS_EXIT_BTF: &str = "syscall_exit_btf";
-const SYS_EXIT_RAW: &str = "syscall_exit";
+const SYS_EXIT_BTF: &str = programs::SYSCALL_EXIT_BTF;
+const SYS_EXIT_RAW: &str = programs::SYSCALL_EXIT;
 
 /// Set (to anything), the raw `sys_exit` program is used even where the BTF one would load.
 pub(crate) const RAW_SYS_EXIT_ENV: &str = "PROFILER_RAW_SYS_EXIT";
@@ -41,7 +41,7 @@ pub(crate) const RAW_SYS_EXIT_ENV: &str = "PROFILER_RAW_SYS_EXIT";
 const RAW_TRACEPOINTS: [&str; 1] = ["signal_deliver"];
 
 /// Program names, in the order of [`RAW_TRACEPOINTS`].
-const RAW_PROGRAMS: [&str; 1] = ["signal_deliver"];
+const RAW_PROGRAMS: [&str; 1] = [programs::SIGNAL_DELIVER];
 
 /// Attaches every program of the family; returns the links, and which `sys_exit` program runs
 /// and why.
@@ -65,10 +65,7 @@ pub(crate) fn attach(ebpf: &mut Ebpf) -> anyhow::Result<(Links, String)> {
     for (program, tracepoint) in RAW_PROGRAMS.into_iter().zip(RAW_TRACEPOINTS) {
         attach_raw(ebpf, &mut links, program, tracepoint)?;
     }
-    let oom: &mut TracePoint = ebpf
-        .program_mut("oom_mark_victim")
-        .context("program oom_mark_victim missing")?
-        .try_into()?;
+    let oom: &mut TracePoint = bpf::program(ebpf, programs::OOM_MARK_VICTIM)?;
     oom.load().context("failed to load oom_mark_victim")?;
     links.oom = Some(
         oom.attach("oom", "mark_victim")
@@ -80,10 +77,7 @@ pub(crate) fn attach(ebpf: &mut Ebpf) -> anyhow::Result<(Links, String)> {
 /// Loads and attaches the BTF `sys_exit` program (needs the kernel's BTF).
 fn attach_sys_exit_btf(ebpf: &mut Ebpf) -> anyhow::Result<BtfTracePointLinkId> {
     let btf = aya::Btf::from_sys_fs().context("no kernel BTF")?;
-    let program: &mut BtfTracePoint = ebpf
-        .program_mut(SYS_EXIT_BTF)
-        .with_context(|| format!("program {SYS_EXIT_BTF} missing"))?
-        .try_into()?;
+    let program: &mut BtfTracePoint = bpf::program(ebpf, SYS_EXIT_BTF)?;
     program.load("sys_exit", &btf)?;
     Ok(program.attach()?)
 }
@@ -95,10 +89,7 @@ fn attach_raw(
     program: &'static str,
     tracepoint: &str,
 ) -> anyhow::Result<()> {
-    let raw: &mut RawTracePoint = ebpf
-        .program_mut(program)
-        .with_context(|| format!("program {program} missing"))?
-        .try_into()?;
+    let raw: &mut RawTracePoint = bpf::program(ebpf, program)?;
     raw.load()
         .with_context(|| format!("failed to load {program}"))?;
     let link = raw
@@ -135,7 +126,7 @@ pub(crate) fn detach(ebpf: &mut Ebpf, links: Links) {
         }
     }
     let oom = links.oom.and_then(|id| {
-        let tp = <&mut TracePoint>::try_from(ebpf.program_mut("oom_mark_victim")?).ok()?;
+        let tp = <&mut TracePoint>::try_from(ebpf.program_mut(programs::OOM_MARK_VICTIM)?).ok()?;
         tp.take_link(id).ok()
     });
     let sys_exit = links.sys_exit_btf.and_then(|id| {
@@ -145,7 +136,7 @@ pub(crate) fn detach(ebpf: &mut Ebpf, links: Links) {
     std::thread::scope(|scope| {
         scope.spawn(move || drop(oom));
         scope.spawn(move || drop(sys_exit));
-        crate::bpf::release_in_parallel(raw);
+        bpf::release_in_parallel(raw);
     });
 }
 
@@ -280,7 +271,7 @@ fn sockaddr(raw: &[u8]) -> Option<String> {
 /// Every failed syscall of the run, counted exactly: (syscall name, errno) -> count.
 pub(crate) fn read_failures(ebpf: &Ebpf) -> anyhow::Result<BTreeMap<(String, i32), u64>> {
     let map: BpfHashMap<_, FailureKey, FailureStats> =
-        BpfHashMap::try_from(ebpf.map("FAILURES").context("FAILURES map missing")?)?;
+        BpfHashMap::try_from(bpf::map(ebpf, maps::FAILURES)?)?;
     let mut out = BTreeMap::new();
     for entry in map.iter() {
         let (key, n) = entry?;
@@ -292,7 +283,7 @@ pub(crate) fn read_failures(ebpf: &Ebpf) -> anyhow::Result<BTreeMap<(String, i32
 
 /// The user stack of an error, innermost first, as addresses.
 pub(crate) fn read_stack(ebpf: &Ebpf, stack_id: u32) -> Vec<u64> {
-    let Some(map) = ebpf.map("ERROR_STACKS") else {
+    let Some(map) = ebpf.map(maps::ERROR_STACKS) else {
         return Vec::new();
     };
     let Ok(stacks) = StackTraceMap::try_from(map) else {

@@ -6,7 +6,7 @@ use std::{collections::HashMap, path::PathBuf};
 use anyhow::Context as _;
 use aya::{
     Ebpf,
-    maps::{Array, HashMap as BpfHashMap, Map, PerCpuArray, StackTraceMap},
+    maps::{Array, HashMap as BpfHashMap, PerCpuArray, StackTraceMap},
     programs::{
         UProbe,
         uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope},
@@ -14,10 +14,11 @@ use aya::{
 };
 use profiler_common::functions::{
     CallerKey, FuncStats, MAX_DEPTH, ShadowStack, StackKey, THREAD_SLOT_WORDS, ThreadFunc,
-    ThreadKey, ThreadStats,
+    ThreadKey, ThreadStats, maps, programs,
 };
 
 use super::analyze::FuncTotals;
+use crate::bpf;
 
 /// Where one function's probes go: the file and the offset in it. The function id is the index
 /// in the list handed to [`attach`].
@@ -29,8 +30,8 @@ pub(crate) struct Site {
     pub with_return: bool,
 }
 
-const ENTRY: &str = "fn_entry";
-const RETURN: &str = "fn_return";
+const ENTRY: &str = programs::FN_ENTRY;
+const RETURN: &str = programs::FN_RETURN;
 
 /// A probe that could not be attached, with the function it was for.
 #[derive(Debug)]
@@ -66,7 +67,7 @@ pub(crate) fn attach(
     // told from tail calls, so they would stay and later returns would pair with them.
     for name in [RETURN, ENTRY] {
         let program: &mut UProbe =
-            program(ebpf, name).map_err(|error| AttachFailure { index: 0, error })?;
+            bpf::program(ebpf, name).map_err(|error| AttachFailure { index: 0, error })?;
         program
             .load()
             .with_context(|| format!("failed to load {name}"))
@@ -103,7 +104,7 @@ pub(crate) fn publish_trampoline(ebpf: &mut Ebpf, pid: i32) -> bool {
     let Some(start) = crate::tracee::special_mapping(pid, "[uprobes]") else {
         return false;
     };
-    let Some(map) = ebpf.map_mut("TRAMPOLINE") else {
+    let Some(map) = ebpf.map_mut(maps::TRAMPOLINE) else {
         return false;
     };
     let Ok(mut array) = aya::maps::Array::<_, u64>::try_from(map) else {
@@ -123,10 +124,10 @@ pub(crate) fn probe_count(links: &[SiteLinks]) -> usize {
 /// Detaches one site's probes (entry first, see `attach`); what they counted stays in the maps.
 pub(crate) fn detach_site(ebpf: &mut Ebpf, links: &mut SiteLinks) -> anyhow::Result<()> {
     if let Some(link) = links.entry.take() {
-        program(ebpf, ENTRY)?.detach(link)?;
+        bpf::program::<UProbe>(ebpf, ENTRY)?.detach(link)?;
     }
     if let Some(link) = links.ret.take() {
-        program(ebpf, RETURN)?.detach(link)?;
+        bpf::program::<UProbe>(ebpf, RETURN)?.detach(link)?;
     }
     Ok(())
 }
@@ -141,7 +142,8 @@ pub(crate) fn read_hits(ebpf: &Ebpf, functions: usize) -> anyhow::Result<Vec<(u6
 
 /// Each function's statistics: the shared ones summed over the CPUs, plus every thread's own.
 fn read_totals(ebpf: &Ebpf, functions: usize) -> anyhow::Result<Vec<FuncTotals>> {
-    let stats: PerCpuArray<_, FuncStats> = PerCpuArray::try_from(map(ebpf, "FUNC_STATS")?)?;
+    let stats: PerCpuArray<_, FuncStats> =
+        PerCpuArray::try_from(bpf::map(ebpf, maps::FUNC_STATS)?)?;
     let mut totals = (0..functions as u32)
         .map(|id| Ok(FuncTotals::sum(stats.get(&id, 0)?.iter())))
         .collect::<anyhow::Result<Vec<_>>>()?;
@@ -160,8 +162,8 @@ fn read_totals(ebpf: &Ebpf, functions: usize) -> anyhow::Result<Vec<FuncTotals>>
 fn thread_values(ebpf: &Ebpf) -> anyhow::Result<Vec<(u32, ShadowStack)>> {
     let mut values = Vec::new();
     let taken: Array<_, [u64; THREAD_SLOT_WORDS]> =
-        Array::try_from(map(ebpf, "THREAD_VALUES_TAKEN")?)?;
-    let slots: Array<_, ShadowStack> = Array::try_from(map(ebpf, "THREAD_VALUES")?)?;
+        Array::try_from(bpf::map(ebpf, maps::THREAD_VALUES_TAKEN)?)?;
+    let slots: Array<_, ShadowStack> = Array::try_from(bpf::map(ebpf, maps::THREAD_VALUES)?)?;
     for (word, bits) in taken.get(&0, 0)?.iter().enumerate() {
         for bit in (0..64).filter(|b| bits & (1 << b) != 0) {
             let value = slots.get(&((word * 64 + bit) as u32), 0)?;
@@ -169,7 +171,7 @@ fn thread_values(ebpf: &Ebpf) -> anyhow::Result<Vec<(u32, ShadowStack)>> {
         }
     }
     let others: BpfHashMap<_, u32, ShadowStack> =
-        BpfHashMap::try_from(map(ebpf, "THREAD_STACKS")?)?;
+        BpfHashMap::try_from(bpf::map(ebpf, maps::THREAD_STACKS)?)?;
     for entry in others.iter() {
         values.push(entry?);
     }
@@ -185,7 +187,7 @@ fn own_func(own: &ThreadFunc) -> Option<u32> {
 /// readable.
 pub(crate) fn detach(ebpf: &mut Ebpf, links: &mut [SiteLinks]) {
     for name in [ENTRY, RETURN] {
-        let Ok(program) = program(ebpf, name) else {
+        let Ok(program) = bpf::program::<UProbe>(ebpf, name) else {
             continue;
         };
         let taken: Vec<_> = links
@@ -199,16 +201,9 @@ pub(crate) fn detach(ebpf: &mut Ebpf, links: &mut [SiteLinks]) {
             })
             .filter_map(|id| program.take_link(id).ok())
             .collect();
-        crate::bpf::release_in_parallel(taken);
+        bpf::release_in_parallel(taken);
         let _ = program.unload();
     }
-}
-
-fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut UProbe> {
-    ebpf.program_mut(name)
-        .with_context(|| format!("program {name} missing from the eBPF object"))?
-        .try_into()
-        .with_context(|| format!("program {name} is not a uprobe"))
 }
 
 /// What the kernel side gathered, by function id, before symbolization.
@@ -225,11 +220,6 @@ pub(crate) struct RawFunctions {
     pub in_flight: HashMap<u32, u64>,
 }
 
-fn map<'a>(ebpf: &'a Ebpf, name: &str) -> anyhow::Result<&'a Map> {
-    ebpf.map(name)
-        .with_context(|| format!("map {name} missing from the eBPF object"))
-}
-
 /// Reads every map of the family: the shared maps plus every thread's own tables. `pid` is used
 /// to tell live threads from exited ones.
 pub(crate) fn read(ebpf: &Ebpf, functions: usize, pid: i32) -> anyhow::Result<RawFunctions> {
@@ -243,14 +233,15 @@ pub(crate) fn read(ebpf: &Ebpf, functions: usize, pid: i32) -> anyhow::Result<Ra
     let mut threads: HashMap<(u32, u32), ThreadStats> = HashMap::new();
     let mut callers: HashMap<(u32, u64), u64> = HashMap::new();
     let shared: BpfHashMap<_, ThreadKey, ThreadStats> =
-        BpfHashMap::try_from(map(ebpf, "THREAD_STATS")?)?;
+        BpfHashMap::try_from(bpf::map(ebpf, maps::THREAD_STATS)?)?;
     for entry in shared.iter() {
         let (key, value) = entry?;
         let t = threads.entry((key.func, key.tid)).or_default();
         t.count += value.count;
         t.total_ns += value.total_ns;
     }
-    let shared: BpfHashMap<_, CallerKey, u64> = BpfHashMap::try_from(map(ebpf, "CALLERS")?)?;
+    let shared: BpfHashMap<_, CallerKey, u64> =
+        BpfHashMap::try_from(bpf::map(ebpf, maps::CALLERS)?)?;
     for entry in shared.iter() {
         let (key, calls) = entry?;
         *callers.entry((key.func, key.ret_addr)).or_default() += calls;
@@ -292,8 +283,8 @@ pub(crate) fn read(ebpf: &Ebpf, functions: usize, pid: i32) -> anyhow::Result<Ra
         .collect();
 
     let stack_counts: BpfHashMap<_, StackKey, u64> =
-        BpfHashMap::try_from(map(ebpf, "STACK_COUNTS")?)?;
-    let stacks = StackTraceMap::try_from(map(ebpf, "STACKS")?)?;
+        BpfHashMap::try_from(bpf::map(ebpf, maps::STACK_COUNTS)?)?;
+    let stacks = StackTraceMap::try_from(bpf::map(ebpf, maps::STACKS)?)?;
     for entry in stack_counts.iter() {
         let (key, samples) = entry?;
         // Sampled as the call returned: the walk starts at the return address (see StackKey).

@@ -7,7 +7,7 @@ pub(crate) mod kernel;
 use std::fmt::Write as _;
 
 use aya::Ebpf;
-use profiler_common::functions::TIME_EVERY_MASK_GLOBAL;
+use profiler_common::functions::{TIME_EVERY_MASK_GLOBAL, maps};
 
 use crate::{
     bpf::LoadOptions,
@@ -128,7 +128,7 @@ impl Family for Functions {
     fn load_options(&self, options: &mut LoadOptions) {
         options
             .global(TIME_EVERY_MASK_GLOBAL, self.time_every.saturating_sub(1))
-            .map_size("FUNC_STATS", self.traced.len().max(1) as u32);
+            .map_size(maps::FUNC_STATS, self.traced.len().max(1) as u32);
     }
 
     fn attach(&mut self, ebpf: &mut Ebpf, ctx: &TargetContext<'_>) -> anyhow::Result<usize> {

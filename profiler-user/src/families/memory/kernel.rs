@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use anyhow::Context as _;
 use aya::{
     Ebpf,
-    maps::{HashMap as BpfHashMap, Map, PerCpuArray},
+    maps::{HashMap as BpfHashMap, PerCpuArray},
     programs::{
         TracePoint, UProbe,
         trace_point::TracePointLink,
@@ -14,19 +14,21 @@ use aya::{
     },
 };
 use profiler_common::memory::{
-    AllocInfo, MAX_ALLOC_FUNCTIONS, MMAP_SLOT, MUNMAP_SLOT, MemStack, SiteStats, cookie,
+    AllocInfo, MAX_ALLOC_FUNCTIONS, MMAP_SLOT, MUNMAP_SLOT, MemStack, SiteStats, cookie, maps,
+    programs,
 };
 
 use super::allocator::{self, Allocator};
+use crate::bpf;
 
-const ENTRY: &str = "mem_entry";
-const RETURN: &str = "mem_return";
+const ENTRY: &str = programs::MEM_ENTRY;
+const RETURN: &str = programs::MEM_RETURN;
 /// The tracepoints: (program, category, name), in attach order (exit before entry, as with the
 /// uprobes: a call seen half is then only a return without an entry).
 const TRACEPOINTS: [(&str, &str, &str); 3] = [
-    ("mem_mmap_exit", "syscalls", "sys_exit_mmap"),
-    ("mem_mmap_enter", "syscalls", "sys_enter_mmap"),
-    ("mem_munmap", "syscalls", "sys_enter_munmap"),
+    (programs::MEM_MMAP_EXIT, "syscalls", "sys_exit_mmap"),
+    (programs::MEM_MMAP_ENTER, "syscalls", "sys_enter_mmap"),
+    (programs::MEM_MUNMAP, "syscalls", "sys_enter_munmap"),
 ];
 
 /// The family's links, owned here so that they can be detached all at once (the kernel waits
@@ -52,9 +54,9 @@ impl Links {
     /// when the overhead budget detaches the family or `attach` ends).
     pub(crate) fn detach(mut self) {
         self.entries.append(&mut self.returns);
-        crate::bpf::release_in_parallel(self.entries);
-        crate::bpf::release_in_parallel(self.frees);
-        crate::bpf::release_in_parallel(self.tracepoints);
+        bpf::release_in_parallel(self.entries);
+        bpf::release_in_parallel(self.frees);
+        bpf::release_in_parallel(self.tracepoints);
     }
 }
 
@@ -71,7 +73,7 @@ pub(crate) fn attach(ebpf: &mut Ebpf, allocators: &[Allocator], pid: u32) -> any
     let mut ordered: Vec<_> = functions(allocators).enumerate().collect();
     ordered.sort_by_key(|(_, (_, f))| f.class.returns_block());
     for name in [RETURN, ENTRY] {
-        let program = uprobe(ebpf, name)?;
+        let program: &mut UProbe = bpf::program(ebpf, name)?;
         program
             .load()
             .with_context(|| format!("failed to load {name}"))?;
@@ -103,10 +105,7 @@ pub(crate) fn attach(ebpf: &mut Ebpf, allocators: &[Allocator], pid: u32) -> any
         }
     }
     for (program, category, name) in TRACEPOINTS {
-        let tp: &mut TracePoint = ebpf
-            .program_mut(program)
-            .with_context(|| format!("program {program} missing from the eBPF object"))?
-            .try_into()?;
+        let tp: &mut TracePoint = bpf::program(ebpf, program)?;
         tp.load()
             .with_context(|| format!("failed to load {program}"))?;
         let id = tp
@@ -127,21 +126,10 @@ pub(crate) fn functions(
         .take(MAX_ALLOC_FUNCTIONS as usize)
 }
 
-fn uprobe<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut UProbe> {
-    ebpf.program_mut(name)
-        .with_context(|| format!("program {name} missing from the eBPF object"))?
-        .try_into()
-        .with_context(|| format!("program {name} is not a uprobe"))
-}
-
-fn map<'a>(ebpf: &'a Ebpf, name: &str) -> anyhow::Result<&'a Map> {
-    ebpf.map(name)
-        .with_context(|| format!("map {name} missing from the eBPF object"))
-}
-
 /// Every site's totals now.
 pub(crate) fn read_sites(ebpf: &Ebpf) -> anyhow::Result<Vec<(u64, SiteStats)>> {
-    let sites: BpfHashMap<_, u64, SiteStats> = BpfHashMap::try_from(map(ebpf, "MEM_SITES")?)?;
+    let sites: BpfHashMap<_, u64, SiteStats> =
+        BpfHashMap::try_from(bpf::map(ebpf, maps::MEM_SITES)?)?;
     Ok(sites.iter().filter_map(Result::ok).collect())
 }
 
@@ -165,11 +153,13 @@ pub(crate) fn read(ebpf: &Ebpf, functions: usize) -> anyhow::Result<RawMemory> {
         sites: read_sites(ebpf)?,
         ..Default::default()
     };
-    let stacks: BpfHashMap<_, u64, MemStack> = BpfHashMap::try_from(map(ebpf, "MEM_STACKS")?)?;
+    let stacks: BpfHashMap<_, u64, MemStack> =
+        BpfHashMap::try_from(bpf::map(ebpf, maps::MEM_STACKS)?)?;
     for (site, stack) in stacks.iter().filter_map(Result::ok) {
         raw.stacks.insert(site, frames(&stack));
     }
-    let allocs: BpfHashMap<_, u64, AllocInfo> = BpfHashMap::try_from(map(ebpf, "MEM_ALLOCS")?)?;
+    let allocs: BpfHashMap<_, u64, AllocInfo> =
+        BpfHashMap::try_from(bpf::map(ebpf, maps::MEM_ALLOCS)?)?;
     for (_, info) in allocs.iter().filter_map(Result::ok) {
         raw.outstanding += 1;
         let oldest = raw.oldest.entry(info.site).or_insert(info.timestamp_ns);
@@ -184,7 +174,7 @@ pub(crate) fn read_calls(
     ebpf: &Ebpf,
     slots: impl Iterator<Item = u32>,
 ) -> anyhow::Result<Vec<u64>> {
-    let calls: PerCpuArray<_, u64> = PerCpuArray::try_from(map(ebpf, "MEM_CALLS")?)?;
+    let calls: PerCpuArray<_, u64> = PerCpuArray::try_from(bpf::map(ebpf, maps::MEM_CALLS)?)?;
     Ok(slots
         .map(|slot| calls.get(&slot, 0).map(|v| v.iter().sum()).unwrap_or(0))
         .collect())

@@ -205,7 +205,7 @@ impl Family for Memory {
     }
 
     fn load_options(&self, options: &mut LoadOptions) {
-        options.map_size("MEM_ALLOCS", max_blocks());
+        options.map_size(profiler_common::memory::maps::MEM_ALLOCS, max_blocks());
     }
 
     fn attach(&mut self, ebpf: &mut Ebpf, ctx: &TargetContext<'_>) -> anyhow::Result<usize> {

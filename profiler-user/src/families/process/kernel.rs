@@ -2,14 +2,13 @@
 
 use anyhow::Context as _;
 use aya::{Ebpf, programs::TracePoint};
-use profiler_common::process::{ProcessEvent, ProcessEventKind};
+use profiler_common::process::{ProcessEvent, ProcessEventKind, programs};
+
+use crate::bpf;
 
 /// Attaches the family's programs; returns how many.
 pub(crate) fn attach(ebpf: &mut Ebpf) -> anyhow::Result<usize> {
-    let program: &mut TracePoint = ebpf
-        .program_mut("sched_process_exit")
-        .context("program sched_process_exit missing from the eBPF object")?
-        .try_into()?;
+    let program: &mut TracePoint = bpf::program(ebpf, programs::SCHED_PROCESS_EXIT)?;
     program
         .load()
         .context("failed to load sched_process_exit")?;

@@ -201,7 +201,17 @@ pub(crate) fn wait_status(status: i32) -> WaitStatus {
 /// Whether a signal's default action ends the process.
 pub(crate) fn default_is_fatal(signo: i32) -> bool {
     // SIGCHLD, SIGCONT, SIGURG, SIGWINCH are ignored by default; SIGSTOP and friends stop.
-    !matches!(signo, 17 | 18 | 19 | 20 | 21 | 22 | 23 | 28)
+    !matches!(
+        signo,
+        libc::SIGCHLD
+            | libc::SIGCONT
+            | libc::SIGSTOP
+            | libc::SIGTSTP
+            | libc::SIGTTIN
+            | libc::SIGTTOU
+            | libc::SIGURG
+            | libc::SIGWINCH
+    )
 }
 
 /// The name of an x86-64 syscall number (`syscall_N` for one this build does not know).
@@ -419,6 +429,24 @@ pub(crate) const INFERABLE_ERRNOS: &[i32] = &[
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wait_statuses_and_default_actions() {
+        assert_eq!(wait_status(3 << 8), WaitStatus::Exited(3));
+        assert_eq!(
+            wait_status(libc::SIGSEGV | 0x80),
+            WaitStatus::Signaled {
+                signal: libc::SIGSEGV,
+                core_dumped: true
+            }
+        );
+        assert_eq!(wait_status(0xffff), WaitStatus::Other);
+        assert_eq!(wait_status((libc::SIGSTOP << 8) | 0x7f), WaitStatus::Other);
+        assert!(default_is_fatal(libc::SIGSEGV) && default_is_fatal(libc::SIGTERM));
+        assert!(!default_is_fatal(libc::SIGCHLD) && !default_is_fatal(libc::SIGWINCH));
+        assert_eq!(syscall_name(1), "write");
+        assert_eq!(syscall_name(100_000), "syscall_100000");
+    }
 
     #[test]
     fn errno_lookups() {

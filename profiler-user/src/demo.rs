@@ -17,12 +17,12 @@ const WORKERS: usize = 4;
 pub(crate) const DEMO_FUNCS: &[&str] = &["profiler_user::demo::*"];
 
 /// Model weights: one DIM x DIM matrix per layer.
-pub(crate) struct Model {
+pub struct Model {
     layers: Vec<Vec<f32>>,
 }
 
 #[inline(never)]
-pub(crate) fn load_model() -> Model {
+pub fn load_model() -> Model {
     let layers = (0..LAYERS)
         .map(|l| {
             (0..DIM * DIM)
@@ -35,14 +35,14 @@ pub(crate) fn load_model() -> Model {
 }
 
 #[inline(never)]
-pub(crate) fn tokenize(text: &str) -> Vec<usize> {
+pub fn tokenize(text: &str) -> Vec<usize> {
     text.split_whitespace()
         .map(|w| w.bytes().map(usize::from).sum::<usize>() % DIM)
         .collect()
 }
 
 #[inline(never)]
-pub(crate) fn matmul(weights: &[f32], input: &[f32]) -> Vec<f32> {
+pub fn matmul(weights: &[f32], input: &[f32]) -> Vec<f32> {
     (0..DIM)
         .map(|row| {
             (0..DIM)
@@ -53,7 +53,7 @@ pub(crate) fn matmul(weights: &[f32], input: &[f32]) -> Vec<f32> {
 }
 
 #[inline(never)]
-pub(crate) fn softmax(values: &mut [f32]) {
+pub fn softmax(values: &mut [f32]) {
     let max = values.iter().copied().fold(f32::MIN, f32::max);
     let mut sum = 0.0;
     for v in values.iter_mut() {
@@ -66,7 +66,7 @@ pub(crate) fn softmax(values: &mut [f32]) {
 }
 
 #[inline(never)]
-pub(crate) fn forward(model: &Model, tokens: &[usize]) -> Vec<f32> {
+pub fn forward(model: &Model, tokens: &[usize]) -> Vec<f32> {
     let mut hidden = vec![0.0f32; DIM];
     for &t in tokens {
         hidden[t] += 1.0;
@@ -80,7 +80,7 @@ pub(crate) fn forward(model: &Model, tokens: &[usize]) -> Vec<f32> {
 
 /// Best score reachable in `depth` more steps (recursive).
 #[inline(never)]
-pub(crate) fn beam_search(scores: &[f32], depth: u32) -> f32 {
+pub fn beam_search(scores: &[f32], depth: u32) -> f32 {
     if depth == 0 {
         return 0.0;
     }
@@ -89,7 +89,7 @@ pub(crate) fn beam_search(scores: &[f32], depth: u32) -> f32 {
 }
 
 #[inline(never)]
-pub(crate) fn handle_request(model: &Model, text: &str) -> f32 {
+pub fn handle_request(model: &Model, text: &str) -> f32 {
     let tokens = tokenize(text);
     let scores = forward(model, &tokens);
     beam_search(&scores, 3)
@@ -97,7 +97,7 @@ pub(crate) fn handle_request(model: &Model, text: &str) -> f32 {
 
 /// Serves requests on four threads for `seconds`.
 #[inline(never)]
-pub(crate) fn workload(seconds: f64) {
+pub fn workload(seconds: f64) {
     let model = load_model();
     let until = Instant::now() + Duration::from_secs_f64(seconds);
     std::thread::scope(|s| {

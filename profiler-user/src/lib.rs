@@ -10,7 +10,10 @@ pub(crate) mod calibrate;
 pub(crate) mod cli;
 pub(crate) mod clock;
 pub(crate) mod collect;
-pub(crate) mod demo;
+/// The demo workload's functions are the profiler's own subjects: public, so the compiler gives
+/// them the ordinary ABI and prologues a user's program has (internal ones get leaner, rarer
+/// prologues that the kernel single-steps).
+pub mod demo;
 pub(crate) mod error;
 pub(crate) mod families;
 pub(crate) mod family;

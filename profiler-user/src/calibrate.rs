@@ -95,15 +95,13 @@ fn cache_path() -> PathBuf {
     PathBuf::from("/run/profiler-calibration")
 }
 
-/// What a cached result must match to be reused.
+/// What a cached result must match to be reused: this build, this boot, this kernel.
 fn cache_key() -> String {
-    let boot = fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
-    let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     format!(
         "{} {} {}",
         env!("CARGO_PKG_VERSION"),
-        boot.trim(),
-        release.trim()
+        sysinfo::System::boot_time(),
+        sysinfo::System::kernel_version().unwrap_or_default()
     )
 }
 

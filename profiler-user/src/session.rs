@@ -19,7 +19,10 @@ use crate::{
     clock::monotonic_ns,
     collect::{self, Collected, EndReason},
     error::ProfilerError,
-    families,
+    families::{
+        self,
+        errors::analyze::sanitize::{sanitize, sanitize_argv},
+    },
     family::{Family, ReportContext, TargetContext},
     level::{self, FamilyId, Level},
     overhead::{self, Governor},
@@ -277,8 +280,8 @@ impl Session<'_> {
             },
             target: TargetSection {
                 pid: target.pid,
-                exe: target.exe.display().to_string(),
-                cmdline: target.cmdline.clone(),
+                exe: sanitize(&target.exe.display().to_string()),
+                cmdline: sanitize_argv(&target.cmdline),
                 exited: self.collected.exited,
                 exit_status: self.collected.exit_status.map(ExitStatus::from_wait_status),
             },

@@ -1,6 +1,7 @@
 //! The sanitizer: every string captured from the target passes through [`sanitize`] before it
-//! is stored in an event or shown. It redacts credentials and keeps enough around them (the key
-//! name, the token's well-known prefix) to tell what was there.
+//! is stored in an event or shown, and the target's command line through [`sanitize_argv`]. It
+//! redacts credentials and keeps enough around them (the key name, the token's well-known
+//! prefix) to tell what was there.
 //!
 //! Choices: a key/value pair (`KEY=value`, `KEY: value`, `"KEY": "value"`, `--KEY value`) is
 //! redacted by what its key ends in:
@@ -129,6 +130,8 @@ static PORT_AND_PATH: LazyLock<Regex> = LazyLock::new(|| re(r"^[0-9]{1,5}/"));
 /// the argument glued to it.
 static SHORT_OPTION: LazyLock<Regex> =
     LazyLock::new(|| re(r"(\s-[A-Za-z])(?:(\s+)([^\s\-]\S*)|(\S+))?"));
+static PASSWORD_PROGRAM_NAME: LazyLock<Regex> =
+    LazyLock::new(|| re(r"^(?:mysql[a-z]*|mariadb[a-z\-]*|sshpass|redis-cli)$"));
 
 /// Redacts secrets in one string (which may span several lines).
 pub(crate) fn sanitize(input: &str) -> String {
@@ -251,6 +254,56 @@ fn key_value_value(c: &Captures) -> String {
     } else {
         c[0].to_string()
     }
+}
+
+/// Redacts secrets in a command line: each argument as [`sanitize`] does, the argument after a
+/// flag that names a secret (`--api-key KEY`, `--password PW`), and the password option of the
+/// programs that take one (`mysql -pPW`, `sshpass -p PW`, `redis-cli -a PW`), anywhere in the
+/// line (`sudo mysql -pPW`).
+pub(crate) fn sanitize_argv(argv: &[String]) -> Vec<String> {
+    /// What the previous argument says of this one.
+    enum Next<'a> {
+        Plain,
+        /// The argument of a program's password option.
+        Password,
+        /// The argument of a flag naming a secret.
+        ValueOf(&'a str),
+    }
+    let mut out = Vec::with_capacity(argv.len());
+    let mut option: Option<&str> = None;
+    let mut next = Next::Plain;
+    for arg in argv {
+        let redact = match std::mem::replace(&mut next, Next::Plain) {
+            Next::Plain => false,
+            Next::Password => !arg.starts_with('-'),
+            Next::ValueOf(flag) => !arg.starts_with('-') && is_secret_value(flag, arg, true),
+        };
+        if redact {
+            out.push(REDACTED.to_string());
+            continue;
+        }
+        if let Some(opt) = option
+            && let Some(glued) = arg.strip_prefix(opt)
+        {
+            // A program's password option is given once: a later `-p` is another program's.
+            option = None;
+            if glued.is_empty() {
+                next = Next::Password;
+                out.push(arg.clone());
+            } else {
+                out.push(format!("{opt}{REDACTED}"));
+            }
+            continue;
+        }
+        let name = arg.rsplit('/').next().unwrap_or(arg);
+        if PASSWORD_PROGRAM_NAME.is_match(name) {
+            option = Some(password_option(name));
+        } else if arg.starts_with('-') && !arg.contains('=') && key_kind(arg).is_some() {
+            next = Next::ValueOf(arg);
+        }
+        out.push(sanitize(arg));
+    }
+    out
 }
 
 /// The short option that takes a password in `program` (one [`PASSWORD_PROGRAM`] names).

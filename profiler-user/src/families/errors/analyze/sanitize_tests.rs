@@ -465,3 +465,113 @@ fn look_alikes_survive() {
         assert_eq!(s(text), text);
     }
 }
+
+fn argv(args: &[&str]) -> Vec<String> {
+    sanitize_argv(&args.iter().map(|a| a.to_string()).collect::<Vec<_>>())
+}
+
+#[test]
+fn command_lines() {
+    let cases: &[(&[&str], &[&str])] = &[
+        (
+            &[
+                "python3",
+                "serve.py",
+                "--api-key",
+                "sk-live-4f9a8b7c6d5e4f3a2b1c",
+                "--port",
+                "8080",
+            ],
+            &[
+                "python3",
+                "serve.py",
+                "--api-key",
+                "[REDACTED]",
+                "--port",
+                "8080",
+            ],
+        ),
+        (
+            &[
+                "app",
+                "--password",
+                "hunter2",
+                "--token",
+                "abc123",
+                "--auth",
+                "basic",
+            ],
+            &[
+                "app",
+                "--password",
+                "[REDACTED]",
+                "--token",
+                "[REDACTED]",
+                "--auth",
+                "basic",
+            ],
+        ),
+        (
+            &[
+                "app",
+                "--api-key=abcd1234efgh",
+                "--db",
+                "postgres://u:pw@h/db",
+            ],
+            &[
+                "app",
+                "--api-key=[REDACTED]",
+                "--db",
+                "postgres://u:[REDACTED]@h/db",
+            ],
+        ),
+        (
+            &["mysql", "-u", "root", "-phunter2", "mydb"],
+            &["mysql", "-u", "root", "-p[REDACTED]", "mydb"],
+        ),
+        (
+            &["sudo", "/usr/bin/mysql", "-h", "db", "-p", "hunter2"],
+            &["sudo", "/usr/bin/mysql", "-h", "db", "-p", "[REDACTED]"],
+        ),
+        (
+            &["sshpass", "-p", "hunter2", "ssh", "-p", "2222", "host"],
+            &["sshpass", "-p", "[REDACTED]", "ssh", "-p", "2222", "host"],
+        ),
+        (
+            &["redis-cli", "-a", "hunter2", "ping"],
+            &["redis-cli", "-a", "[REDACTED]", "ping"],
+        ),
+        (
+            &["env", "MYSQL_PWD=hunter2", "mysql", "-p", "-u", "root"],
+            &["env", "MYSQL_PWD=[REDACTED]", "mysql", "-p", "-u", "root"],
+        ),
+        (
+            &["sh", "-c", "mysql -phunter2 db && echo ok"],
+            &["sh", "-c", "mysql -p[REDACTED] db && echo ok"],
+        ),
+    ];
+    for &(input, want) in cases {
+        assert_eq!(argv(input), want, "{input:?}");
+    }
+    // Look-alikes stay as they are.
+    for input in [
+        &["python", "-m", "http.server", "-p", "8080"][..],
+        &[
+            "llm",
+            "--max-tokens",
+            "512",
+            "--num_workers=4",
+            "--model",
+            "/models/a.bin",
+        ],
+        &["app", "--password", "-", "--token"],
+        &[
+            "git",
+            "checkout",
+            "5fdaffa3c8e1b2d4f6a7b8c9d0e1f2a3b4c5d6e7",
+        ],
+    ] {
+        assert_eq!(argv(input), input, "{input:?}");
+    }
+    assert!(argv(&[]).is_empty());
+}

@@ -18,6 +18,7 @@ use profiler_common::functions::{TIME_EVERY_DEFAULT, TIME_EVERY_MASK_GLOBAL, map
 use crate::{
     bpf::{self, LoadOptions},
     families::functions::kernel::{self as functions, Site},
+    outfile,
     report::CostModel,
     symbols,
     tracee::spawn::spawn_gated,
@@ -88,7 +89,7 @@ pub(crate) fn workload(out: &Path) -> anyhow::Result<()> {
         }
         lines.push_str(&format!("{name} {best}\n"));
     }
-    fs::write(out, lines).with_context(|| format!("failed to write {}", out.display()))
+    outfile::write(out, lines).with_context(|| format!("failed to write {}", out.display()))
 }
 
 fn cache_path() -> PathBuf {
@@ -117,8 +118,8 @@ pub(crate) fn cost_model(warnings: &mut Vec<String>) -> CostModel {
     }
     match measure() {
         Ok(model) => {
-            let _ = fs::write(
-                cache_path(),
+            let _ = outfile::write(
+                &cache_path(),
                 format!(
                     "{key}\n{} {} {}\n",
                     model.emulated_entry_ns, model.single_stepped_entry_ns, model.return_ns

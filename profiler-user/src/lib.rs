@@ -19,6 +19,7 @@ pub(crate) mod families;
 pub(crate) mod family;
 pub(crate) mod level;
 pub(crate) mod linux;
+pub(crate) mod outfile;
 pub(crate) mod overhead;
 pub(crate) mod placement;
 pub(crate) mod report;

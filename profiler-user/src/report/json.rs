@@ -1,37 +1,26 @@
-//! The JSON report file: created with mode 0600 (it can hold what the target printed).
+//! The JSON report file, mode 0600 (it can hold what the target printed): written to a fresh
+//! file and renamed over the path ([`outfile`]), so a report that was already there is replaced,
+//! whatever its mode, never reused.
 
 use std::{
-    fs::OpenOptions,
     io::{BufWriter, Write},
-    os::unix::fs::OpenOptionsExt,
     path::Path,
 };
 
 use super::Report;
+use crate::outfile::{self, Replacement};
 
 /// Checks, before profiling starts, that the report can be written.
 pub(crate) fn check_writable(path: &Path) -> std::io::Result<()> {
-    let existed = path.exists();
-    OpenOptions::new()
-        .append(true)
-        .create(true)
-        .mode(0o600)
-        .open(path)?;
-    if !existed {
-        std::fs::remove_file(path)?;
-    }
-    Ok(())
+    outfile::check_replaceable(path)
 }
 
 pub(crate) fn write(report: &Report, path: &Path) -> std::io::Result<()> {
-    let file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    let mut out = BufWriter::new(file);
+    let mut file = Replacement::create(path)?;
+    let mut out = BufWriter::new(&mut file);
     serde_json::to_writer_pretty(&mut out, report)?;
     out.write_all(b"\n")?;
-    out.flush()
+    out.flush()?;
+    drop(out);
+    file.commit()
 }

@@ -90,7 +90,7 @@ pub(crate) struct CommonArgs {
     /// Stop after this many seconds (default: until Ctrl-C or the target exits).
     #[arg(long, value_name = "SECS")]
     pub duration: Option<f64>,
-    /// Write the JSON report to this path (created with mode 0600).
+    /// Write the JSON report to this path (mode 0600; a file already there is replaced).
     #[arg(long, value_name = "PATH")]
     pub json: Option<PathBuf>,
     /// Debug level: which probe families are attached (see `profiler levels`).

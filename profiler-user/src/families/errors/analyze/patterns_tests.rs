@@ -74,6 +74,72 @@ fn builtin_loads_and_covers_the_required_ids() {
     );
 }
 
+/// The four patterns of the seed, exactly as it defines them: category, severity, and its
+/// solutions (each found, case-insensitively, in one of the pattern's solutions).
+#[test]
+fn seed_patterns_exactly_as_written() {
+    let db = db();
+    let seed: [(&str, Category, Severity, &[&[&str]]); 4] = [
+        (
+            "CUDA_OUT_OF_MEMORY",
+            Category::Memory,
+            Severity::Critical,
+            &[
+                &["reduce the batch size"],
+                &["gradient checkpointing"],
+                &["mixed precision"],
+                &["clear the cache", "empty_cache()"],
+            ],
+        ),
+        (
+            "MODEL_NOT_FOUND",
+            Category::ModelLoading,
+            Severity::High,
+            &[
+                &["check that the path exists"],
+                &["download"],
+                &["check the permissions"],
+            ],
+        ),
+        (
+            "INVALID_INPUT",
+            Category::InputValidation,
+            Severity::Medium,
+            &[
+                &["validate input shapes and types"],
+                &["check the preprocessing"],
+            ],
+        ),
+        (
+            "NETWORK_TIMEOUT",
+            Category::Network,
+            Severity::High,
+            &[
+                &["increase the timeout settings"],
+                &["check the internet connection"],
+                &["use local models"],
+                &["implement retry logic"],
+            ],
+        ),
+    ];
+    for (id, category, severity, solutions) in seed {
+        let p = db.get(id).unwrap_or_else(|| panic!("{id} missing"));
+        assert_eq!(p.id, id);
+        assert!(!p.benign && !p.user, "{id}");
+        assert_eq!((p.category, p.severity), (category, severity), "{id}");
+        let lower: Vec<String> = p.solutions.iter().map(|s| s.to_lowercase()).collect();
+        for phrases in solutions {
+            assert!(
+                phrases
+                    .iter()
+                    .all(|ph| lower.iter().any(|s| s.contains(ph))),
+                "{id}: no solution says {phrases:?}: {:#?}",
+                p.solutions
+            );
+        }
+    }
+}
+
 #[test]
 fn syscall_rules() {
     let db = db();

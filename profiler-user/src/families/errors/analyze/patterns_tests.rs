@@ -502,3 +502,147 @@ level = ["error"]
     };
     assert_eq!(db.classify(&s).unwrap().id, "GENERIC");
 }
+
+#[test]
+fn priority_decides_before_matchers_and_file_order() {
+    let src = r#"
+[[pattern]]
+id = "SPECIFIC_FIRST"
+category = "unknown"
+severity = "low"
+text = 'boom'
+level = ["error"]
+
+[[pattern]]
+id = "PREFERRED"
+category = "system"
+severity = "high"
+priority = 5
+text = 'boom'
+
+[[pattern]]
+id = "FALLBACK"
+category = "unknown"
+severity = "low"
+priority = -5
+text = 'bo'
+
+[[pattern]]
+id = "DEFAULT"
+category = "unknown"
+severity = "low"
+text = 'bo+m!'
+"#;
+    let db = PatternDb::load(Some(("u.toml", src))).unwrap();
+    let classify = |text: &str, level: Option<Level>| {
+        db.classify(&Subject {
+            text,
+            level,
+            ..Subject::default()
+        })
+        .map(|p| p.id.clone())
+    };
+    // More matchers and an earlier place in the file lose to a higher priority.
+    assert_eq!(
+        classify("boom", Some(Level::Error)).as_deref(),
+        Some("PREFERRED")
+    );
+    // A default-priority pattern beats a negative one that comes first.
+    assert_eq!(classify("bom!", None).as_deref(), Some("DEFAULT"));
+    assert_eq!(classify("bob", None).as_deref(), Some("FALLBACK"));
+    let priority = |id: &str| db.get(id).unwrap().priority;
+    assert_eq!(
+        [
+            priority("SPECIFIC_FIRST"),
+            priority("PREFERRED"),
+            priority("FALLBACK")
+        ],
+        [DEFAULT_PRIORITY, 5, -5]
+    );
+    let table = format_table(&db.list());
+    assert!(
+        table.lines().next().unwrap().contains("  PRIORITY  "),
+        "{table}"
+    );
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("FALLBACK ") && l.ends_with("      -5  [user]")),
+        "{table}"
+    );
+}
+
+/// A user file is an override layer: its patterns are tried before every built-in one, even
+/// with a lower priority, and one that replaces a built-in id takes its own priority.
+#[test]
+fn user_patterns_come_before_builtin_ones_whatever_the_priority() {
+    let builtin = db();
+    let highest = builtin.list().iter().map(|p| p.priority).max().unwrap();
+    let src = format!(
+        r#"
+[[pattern]]
+id = "MY_GPU_OOM"
+category = "memory"
+severity = "low"
+priority = {}
+text = 'CUDA out of memory'
+
+[[pattern]]
+id = "CUDA_ERROR"
+category = "inference"
+severity = "medium"
+text = 'CUDA error'
+"#,
+        highest - 1000
+    );
+    let db = PatternDb::load(Some(("u.toml", &src))).unwrap();
+    let text = |t: &str| {
+        db.classify(&Subject {
+            text: t,
+            ..Subject::default()
+        })
+        .map(|p| (p.id.clone(), p.user, p.priority))
+    };
+    assert_eq!(
+        text("RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB"),
+        Some(("MY_GPU_OOM".into(), true, highest - 1000))
+    );
+    assert_eq!(
+        text("RuntimeError: CUDA error: device-side assert triggered"),
+        Some(("CUDA_ERROR".into(), true, DEFAULT_PRIORITY))
+    );
+    assert_eq!(db.list().iter().filter(|p| p.id == "CUDA_ERROR").count(), 1);
+}
+
+#[test]
+fn malformed_priorities_report_line_and_column() {
+    let head = "[[pattern]]\nid = \"X\"\ncategory = \"memory\"\nseverity = \"high\"\ntext = 'a'\n";
+    let e = load_err(&format!("{head}priority = \"high\"\n"));
+    assert!(
+        e.starts_with("patterns.toml:6:12: invalid type: string \"high\", expected i64"),
+        "{e}"
+    );
+    let e = load_err(&format!("{head}priority = 1.5\n"));
+    assert!(
+        e.starts_with("patterns.toml:6:12: invalid type: floating point `1.5`, expected i64"),
+        "{e}"
+    );
+    let e = load_err(&format!("{head}priority = 4294967296\n"));
+    assert_eq!(
+        e,
+        "patterns.toml:6:12: pattern `X`: priority 4294967296 out of range (-2147483648 to 2147483647)"
+    );
+    let e = load_err(
+        "[[pattern]]\nid = \"X\"\ncategory = \"memory\"\nseverity = \"high\"\n[[pattern.match]]\ntext = 'a'\npriority = 3\n",
+    );
+    assert!(
+        e.starts_with("patterns.toml:7:1: unknown field `priority`"),
+        "{e}"
+    );
+    for e in [
+        load_err(&format!("{head}priority = \"high\"\n")),
+        load_err(&format!("{head}priority = 4294967296\n")),
+    ] {
+        assert!(!e.contains('\n'), "{e}");
+    }
+}

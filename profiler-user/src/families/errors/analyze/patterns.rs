@@ -245,6 +245,11 @@ impl PatternDb {
     /// The built-in patterns plus, if given, a user file (`(name shown in errors, contents)`)
     /// whose patterns come first and replace built-in ones with the same id.
     pub(crate) fn load(user: Option<(&str, &str)>) -> Result<PatternDb, PatternError> {
+        Self::load_with(BUILTIN_SOURCE, user)
+    }
+
+    /// [`PatternDb::load`] with `builtin` in place of the built-in file.
+    fn load_with(builtin: &str, user: Option<(&str, &str)>) -> Result<PatternDb, PatternError> {
         let mut defs: Vec<(bool, usize, Compiled)> = Vec::new();
         let mut user_ids = Vec::new();
         if let Some((origin, source)) = user {
@@ -253,10 +258,7 @@ impl PatternDb {
                 defs.push((true, i, c));
             }
         }
-        for (i, c) in parse(BUILTIN_ORIGIN, BUILTIN_SOURCE)?
-            .into_iter()
-            .enumerate()
-        {
+        for (i, c) in parse(BUILTIN_ORIGIN, builtin)?.into_iter().enumerate() {
             if !user_ids.contains(&c.pattern.id) {
                 defs.push((false, i, c));
             }

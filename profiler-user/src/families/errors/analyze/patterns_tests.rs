@@ -646,3 +646,211 @@ fn malformed_priorities_report_line_and_column() {
         assert!(!e.contains('\n'), "{e}");
     }
 }
+
+/// The built-in file with its patterns in reverse order.
+fn reversed_builtin() -> String {
+    let mut parts: Vec<&str> = BUILTIN_SOURCE.split("\n[[pattern]]\n").collect();
+    let header = parts.remove(0);
+    parts.reverse();
+    let mut out = header.to_string();
+    for p in parts {
+        out.push_str("\n[[pattern]]\n");
+        out.push_str(p);
+        out.push('\n');
+    }
+    out
+}
+
+/// Events that more than one built-in pattern matches, with the pattern that must win.
+fn overlaps() -> Vec<(&'static str, Subject<'static>, Option<&'static str>)> {
+    let open = |path| Subject {
+        syscall: Some("openat"),
+        errno: Some(2),
+        path: Some(path),
+        syscall_failure: true,
+        ..Subject::default()
+    };
+    let text = |text| Subject {
+        text,
+        ..Subject::default()
+    };
+    let exc = |exception, text| Subject {
+        text,
+        exception: Some(exception),
+        ..Subject::default()
+    };
+    vec![
+        (
+            "CUDA OOM, not the generic CUDA error",
+            text(
+                "RuntimeError: CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`",
+            ),
+            Some("CUDA_OUT_OF_MEMORY"),
+        ),
+        (
+            "CUDA OOM from the driver API",
+            text("CUDA_ERROR_OUT_OF_MEMORY: out of memory"),
+            Some("CUDA_OUT_OF_MEMORY"),
+        ),
+        (
+            "the CUDA error, not the assertion it printed",
+            text(
+                "Indexing.cu:1146: block: [0,0,0] Assertion `srcIndex < srcSelectDimSize` failed.\nRuntimeError: CUDA error: device-side assert triggered",
+            ),
+            Some("CUDA_ERROR"),
+        ),
+        (
+            "the OOM kill, not the SIGKILL",
+            Subject {
+                signal: Some(9),
+                oom: true,
+                ..Subject::default()
+            },
+            Some("OOM_KILL"),
+        ),
+        (
+            "host OOM, not the uncaught C++ exception",
+            exc(
+                "std::bad_alloc",
+                "terminate called after throwing an instance of 'std::bad_alloc'\n  what():  std::bad_alloc",
+            ),
+            Some("HOST_OUT_OF_MEMORY"),
+        ),
+        (
+            "the uncaught C++ exception, not the assertion in its message",
+            exc(
+                "c10::Error",
+                "terminate called after throwing an instance of 'c10::Error'\n  what():  Assertion `t.defined()` failed",
+            ),
+            Some("CPP_UNCAUGHT_EXCEPTION"),
+        ),
+        (
+            "the Go panic, not the segfault it reports",
+            text(
+                "panic: runtime error: invalid memory address or nil pointer dereference\n[signal SIGSEGV: segmentation violation code=0x1 addr=0x0 pc=0x4]",
+            ),
+            Some("GO_PANIC"),
+        ),
+        (
+            "double free, not generic heap corruption",
+            text(
+                "*** Error in `python3': double free or corruption (fasttop): 0x000055d5c8a0e2a0 ***",
+            ),
+            Some("DOUBLE_FREE"),
+        ),
+        (
+            "the missing native library, not the import error",
+            exc(
+                "ImportError",
+                "ImportError: libcudart.so.12: cannot open shared object file: No such file or directory",
+            ),
+            Some("MISSING_SHARED_LIBRARY"),
+        ),
+        (
+            "a loader error, not invalid input",
+            exc(
+                "ValueError",
+                "ValueError: Unrecognized model in ./bert. Should have a `model_type` key in its config.json",
+            ),
+            Some("MODEL_LOAD_ERROR"),
+        ),
+        (
+            "the exception inside the request handler, not the handler",
+            exc(
+                "ValueError",
+                "ERROR:    Exception in ASGI application\nValueError: bad shape",
+            ),
+            Some("INVALID_INPUT"),
+        ),
+        (
+            "a shape error inside the request handler",
+            exc(
+                "RuntimeError",
+                "ERROR:    Exception in ASGI application\nRuntimeError: mat1 and mat2 shapes cannot be multiplied (4x10 and 20x5)",
+            ),
+            Some("INVALID_INPUT"),
+        ),
+        (
+            "a hub repository that does not exist, not an authentication failure",
+            exc(
+                "RepositoryNotFoundError",
+                "huggingface_hub.errors.RepositoryNotFoundError: 401 Client Error. Repository Not Found for url: https://huggingface.co/api/models/x/y.",
+            ),
+            Some("MODEL_NOT_FOUND"),
+        ),
+        (
+            "an NCCL collective timeout is NCCL's",
+            text(
+                "Watchdog caught collective operation timeout: WorkNCCL(SeqNum=1, OpType=ALLREDUCE, Timeout(ms)=600000) ran for 600001 milliseconds before timing out.",
+            ),
+            Some("NCCL_ERROR"),
+        ),
+        (
+            "a gunicorn worker timeout is not a network timeout",
+            Subject {
+                text: "[2024-01-01 00:00:00 +0000] [1] [CRITICAL] WORKER TIMEOUT (pid:12)",
+                level: Some(Level::Critical),
+                ..Subject::default()
+            },
+            Some("WORKER_TIMEOUT"),
+        ),
+        (
+            "a model file under a library directory is still missing",
+            open("/usr/local/lib/ml/resnet50.onnx"),
+            Some("MODEL_NOT_FOUND"),
+        ),
+        (
+            "a library directory probe",
+            open("/usr/local/lib/ml/libfoo.conf"),
+            Some("BENIGN_LIBRARY_DIR"),
+        ),
+        (
+            "a virtualenv probe under a models directory is expected",
+            open("/srv/models/app/.venv/pyvenv.cfg"),
+            Some("BENIGN_SYSTEM_PROBE"),
+        ),
+        (
+            "a byte-code cache probe under a models directory is expected",
+            open("/srv/models/app/__pycache__/serve.cpython-312.pyc"),
+            Some("BENIGN_SYSTEM_PROBE"),
+        ),
+        (
+            "an IPv6 attempt before IPv4 is expected, not an unreachable network",
+            Subject {
+                syscall: Some("connect"),
+                errno: linux::errno_value("ENETUNREACH"),
+                path: Some("[2001:db8::1]:443"),
+                syscall_failure: true,
+                ..Subject::default()
+            },
+            Some("BENIGN_IPV6_FALLBACK"),
+        ),
+        (
+            "the loader's hwcaps probes under a models directory are expected",
+            open(
+                "/srv/models/app/.venv/lib/python3.12/site-packages/torch/lib/glibc-hwcaps/x86-64-v3/libc10.so",
+            ),
+            Some("BENIGN_LIBRARY_SEARCH"),
+        ),
+    ]
+}
+
+/// Precedence is in the data: with the built-in file's patterns in reverse order, every
+/// overlap is still decided the same way.
+#[test]
+fn overlaps_are_decided_by_priority_not_file_order() {
+    let db = db();
+    let reversed = PatternDb::load_with(&reversed_builtin(), None).unwrap();
+    assert_eq!(reversed.list().len(), db.list().len());
+    let mut wrong = Vec::new();
+    for (what, subject, want) in overlaps() {
+        let got = id(&db, &subject);
+        let got_reversed = id(&reversed, &subject);
+        if got.as_deref() != want || got_reversed.as_deref() != want {
+            wrong.push(format!(
+                "{what}: want {want:?}, got {got:?}, reversed file {got_reversed:?}"
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}

@@ -278,9 +278,11 @@ fn text_and_exception_rules() {
         )
     };
     assert_eq!(
-        exc("ValueError", "ValueError: bad").as_deref(),
+        exc("ValueError", "ValueError: bad input").as_deref(),
         Some("INVALID_INPUT")
     );
+    // Nothing says the input was wrong: left to the fallback classifier.
+    assert_eq!(exc("ValueError", "ValueError: bad"), None);
     assert_eq!(
         exc("json.decoder.JSONDecodeError", "x").as_deref(),
         Some("INVALID_INPUT")
@@ -849,6 +851,169 @@ fn overlaps_are_decided_by_priority_not_file_order() {
         if got.as_deref() != want || got_reversed.as_deref() != want {
             wrong.push(format!(
                 "{what}: want {want:?}, got {got:?}, reversed file {got_reversed:?}"
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+/// INVALID_INPUT needs evidence about the input: a validation exception, a ValueError-like
+/// exception whose message is about shapes, dtypes or inputs, or a known shape message. A
+/// bare EINVAL, KeyError, AssertionError or TypeError is left to the fallback classifier.
+#[test]
+fn invalid_input_needs_input_evidence() {
+    let db = db();
+    let exc = |exception: &'static str, text: &'static str| Subject {
+        text,
+        exception: Some(exception),
+        ..Subject::default()
+    };
+    let caught = [
+        exc("ValueError", "ValueError: expected 3 dims, got (2, 2)"),
+        exc(
+            "ValueError",
+            "ValueError: could not convert string to float: 'abc'",
+        ),
+        exc("ValueError", "ValueError: bad batch size -1"),
+        exc(
+            "ValueError",
+            "ValueError: invalid literal for int() with base 10: 'x'",
+        ),
+        exc(
+            "ValueError",
+            "ValueError: Expected input batch_size (4) to match target batch_size (8).",
+        ),
+        exc(
+            "ValueError",
+            "ValueError: operands could not be broadcast together with shapes (3,) (4,)",
+        ),
+        exc("TypeError", "TypeError: expected dtype float32, got int64"),
+        exc(
+            "IndexError",
+            "IndexError: index 5 is out of bounds for axis 0 with size 3",
+        ),
+        exc("IndexError", "IndexError: index out of range in self"),
+        exc("AssertionError", "AssertionError: input shape mismatch"),
+        exc("KeyError", "KeyError: 'input_ids'"),
+        exc(
+            "json.decoder.JSONDecodeError",
+            "json.decoder.JSONDecodeError: Expecting value: line 1 column 1 (char 0)",
+        ),
+        exc(
+            "pydantic_core._pydantic_core.ValidationError",
+            "1 validation error for Request",
+        ),
+        exc(
+            "RequestValidationError",
+            "RequestValidationError: body -> prompt",
+        ),
+        exc(
+            "tensorflow.python.framework.errors_impl.InvalidArgumentError",
+            "Incompatible shapes: [2,3] vs. [2,4]",
+        ),
+        exc(
+            "java.lang.NumberFormatException",
+            "java.lang.NumberFormatException: For input string: \"x\"",
+        ),
+        exc(
+            "java.lang.IllegalArgumentException",
+            "java.lang.IllegalArgumentException: invalid input shape [1, 3]",
+        ),
+        exc(
+            "RuntimeError",
+            "RuntimeError: mat1 and mat2 shapes cannot be multiplied (4x10 and 20x5)",
+        ),
+        exc(
+            "RuntimeError",
+            "RuntimeError: Invalid input: the prompt is empty",
+        ),
+        Subject {
+            text: "2024-01-01 12:00:00 ERROR invalid input: prompt is empty",
+            level: Some(Level::Error),
+            ..Subject::default()
+        },
+        Subject {
+            text: "ERROR 2024-01-01 KeyError: 'input_ids'",
+            exception: Some("KeyError"),
+            level: Some(Level::Error),
+            ..Subject::default()
+        },
+    ];
+    let mut wrong = Vec::new();
+    for s in caught {
+        let got = id(&db, &s);
+        if got.as_deref() != Some("INVALID_INPUT") {
+            wrong.push(format!("missed {:?}: {got:?}", s.text));
+        }
+    }
+    let not_input: [(Subject, Option<&str>); 13] = [
+        (syscall("ioctl", "EINVAL", None), None),
+        (syscall("mmap", "EINVAL", None), None),
+        (
+            Subject {
+                text: "OSError: [Errno 22] Invalid argument: 'x'",
+                exception: Some("OSError"),
+                errno: Some(22),
+                ..Subject::default()
+            },
+            None,
+        ),
+        (exc("KeyError", "KeyError: 'llama'"), None),
+        (exc("KeyError", "KeyError: 'model_type'"), None),
+        (
+            exc(
+                "AssertionError",
+                "AssertionError: Torch not compiled with CUDA enabled",
+            ),
+            None,
+        ),
+        (exc("AssertionError", "AssertionError"), None),
+        (
+            exc(
+                "TypeError",
+                "TypeError: 'NoneType' object is not subscriptable",
+            ),
+            None,
+        ),
+        (
+            exc(
+                "ValueError",
+                "ValueError: too many values to unpack (expected 2)",
+            ),
+            None,
+        ),
+        (
+            exc("IndexError", "IndexError: list index out of range"),
+            None,
+        ),
+        (
+            exc(
+                "UnicodeEncodeError",
+                "UnicodeEncodeError: 'ascii' codec can't encode character '\\xe9' in position 3",
+            ),
+            None,
+        ),
+        (
+            exc(
+                "std::out_of_range",
+                "terminate called after throwing an instance of 'std::out_of_range'\n  what():  vector::_M_range_check: __n (which is 3) >= this->size() (which is 3)",
+            ),
+            Some("CPP_UNCAUGHT_EXCEPTION"),
+        ),
+        (
+            Subject {
+                text: "skipping invalid input row 3",
+                ..Subject::default()
+            },
+            None,
+        ),
+    ];
+    for (s, want) in not_input {
+        let got = id(&db, &s);
+        if got.as_deref() != want {
+            wrong.push(format!(
+                "{:?} {:?} {:?}: want {want:?}, got {got:?}",
+                s.syscall, s.exception, s.text
             ));
         }
     }

@@ -27,6 +27,8 @@ fn builtin_loads_and_covers_the_required_ids() {
         "MODEL_NOT_FOUND",
         "INVALID_INPUT",
         "NETWORK_TIMEOUT",
+        "SUBPROCESS_TIMEOUT",
+        "LOCK_TIMEOUT",
         "HOST_OUT_OF_MEMORY",
         "DISK_FULL",
         "TOO_MANY_OPEN_FILES",
@@ -295,7 +297,12 @@ fn text_and_exception_rules() {
         exc("socket.timeout", "socket.timeout: timed out").as_deref(),
         Some("NETWORK_TIMEOUT")
     );
-    assert_eq!(exc("TimeoutError", "x").as_deref(), Some("NETWORK_TIMEOUT"));
+    assert_eq!(
+        exc("TimeoutError", "TimeoutError: timed out").as_deref(),
+        Some("NETWORK_TIMEOUT")
+    );
+    // A bare TimeoutError (asyncio, concurrent.futures) does not say what timed out.
+    assert_eq!(exc("TimeoutError", "x"), None);
     assert_eq!(
         exc("ModuleNotFoundError", "No module named 'x'").as_deref(),
         Some("PYTHON_IMPORT_ERROR")
@@ -788,6 +795,22 @@ fn overlaps() -> Vec<(&'static str, Subject<'static>, Option<&'static str>)> {
             Some("NCCL_ERROR"),
         ),
         (
+            "a subprocess timeout whose command line mentions a socket",
+            exc(
+                "subprocess.TimeoutExpired",
+                "subprocess.TimeoutExpired: Command '['python3', 'read_socket.py']' timed out after 0.5 seconds",
+            ),
+            Some("SUBPROCESS_TIMEOUT"),
+        ),
+        (
+            "a lock wait on a socket's lock file",
+            exc(
+                "filelock._error.Timeout",
+                "filelock._error.Timeout: The file lock '/run/app/socket.lock' could not be acquired (connection timed out)",
+            ),
+            Some("LOCK_TIMEOUT"),
+        ),
+        (
             "a gunicorn worker timeout is not a network timeout",
             Subject {
                 text: "[2024-01-01 00:00:00 +0000] [1] [CRITICAL] WORKER TIMEOUT (pid:12)",
@@ -1014,6 +1037,162 @@ fn invalid_input_needs_input_evidence() {
             wrong.push(format!(
                 "{:?} {:?} {:?}: want {want:?}, got {got:?}",
                 s.syscall, s.exception, s.text
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+/// NETWORK_TIMEOUT is about the network: sockets, HTTP clients, RPC deadlines. A subprocess
+/// or lock timeout has its own pattern; a timeout that says nothing about what timed out
+/// (asyncio's bare TimeoutError, a job's own timeout) is left to the fallback classifier.
+#[test]
+fn network_timeouts_are_network_ones() {
+    let db = db();
+    let exc = |exception: &'static str, text: &'static str| Subject {
+        text,
+        exception: Some(exception),
+        ..Subject::default()
+    };
+    let text = |text: &'static str| Subject {
+        text,
+        ..Subject::default()
+    };
+    let network = [
+        syscall("recvfrom", "ETIMEDOUT", None),
+        syscall("connect", "ETIMEDOUT", Some("10.0.0.1:443")),
+        exc("socket.timeout", "socket.timeout: timed out"),
+        exc("TimeoutError", "TimeoutError: timed out"),
+        Subject {
+            errno: Some(110),
+            ..exc(
+                "TimeoutError",
+                "TimeoutError: [Errno 110] Connection timed out",
+            )
+        },
+        exc("TimeoutError", "TimeoutError: The read operation timed out"),
+        exc(
+            "requests.exceptions.ConnectTimeout",
+            "requests.exceptions.ConnectTimeout: HTTPSConnectionPool(host='huggingface.co', port=443): Max retries exceeded with url: /api/models/x (Caused by ConnectTimeoutError(<urllib3.connection.HTTPSConnection object at 0x7f>, 'Connection to huggingface.co timed out. (connect timeout=10)'))",
+        ),
+        exc(
+            "requests.exceptions.ReadTimeout",
+            "requests.exceptions.ReadTimeout: HTTPSConnectionPool(host='x', port=443): Read timed out. (read timeout=10)",
+        ),
+        exc("requests.exceptions.Timeout", "requests.exceptions.Timeout"),
+        exc("urllib3.exceptions.ReadTimeoutError", "x"),
+        exc("httpx.ConnectTimeout", "httpx.ConnectTimeout"),
+        exc("httpx.PoolTimeout", "httpx.PoolTimeout"),
+        exc(
+            "aiohttp.client_exceptions.ServerTimeoutError",
+            "aiohttp.client_exceptions.ServerTimeoutError: Timeout on reading data from socket",
+        ),
+        exc("aiohttp.client_exceptions.ConnectionTimeoutError", "x"),
+        exc(
+            "openai.APITimeoutError",
+            "openai.APITimeoutError: Request timed out.",
+        ),
+        exc(
+            "google.api_core.exceptions.DeadlineExceeded",
+            "google.api_core.exceptions.DeadlineExceeded: 504 Deadline Exceeded",
+        ),
+        exc(
+            "grpc._channel._InactiveRpcError",
+            "grpc._channel._InactiveRpcError: <_InactiveRpcError of RPC that terminated with:\n\tstatus = StatusCode.DEADLINE_EXCEEDED\n\tdetails = \"Deadline Exceeded\"",
+        ),
+        exc(
+            "java.net.SocketTimeoutException",
+            "java.net.SocketTimeoutException: Read timed out",
+        ),
+        exc(
+            "redis.exceptions.TimeoutError",
+            "redis.exceptions.TimeoutError: Timeout reading from socket",
+        ),
+        exc(
+            "urllib.error.URLError",
+            "urllib.error.URLError: <urlopen error timed out>",
+        ),
+        text("Get \"https://example.com\": dial tcp 10.0.0.1:443: i/o timeout"),
+        text("net/http: request canceled (Client.Timeout exceeded while awaiting headers)"),
+        text("curl: (28) Connection timed out after 5001 milliseconds"),
+        text("Error: connect ETIMEDOUT 10.0.0.1:443"),
+    ];
+    let mut wrong = Vec::new();
+    for s in network {
+        let got = id(&db, &s);
+        if got.as_deref() != Some("NETWORK_TIMEOUT") {
+            wrong.push(format!(
+                "missed {:?} {:?} {:?}: {got:?}",
+                s.syscall, s.exception, s.text
+            ));
+        }
+    }
+    let others: [(Subject, Option<&str>); 11] = [
+        (
+            exc(
+                "subprocess.TimeoutExpired",
+                "subprocess.TimeoutExpired: Command '['python3', 'read_socket.py']' timed out after 0.5 seconds",
+            ),
+            Some("SUBPROCESS_TIMEOUT"),
+        ),
+        (
+            exc(
+                "filelock._error.Timeout",
+                "filelock._error.Timeout: The file lock '/root/.cache/huggingface/hub/.locks/x.lock' could not be acquired.",
+            ),
+            Some("LOCK_TIMEOUT"),
+        ),
+        (
+            exc("filelock.Timeout", "filelock.Timeout"),
+            Some("LOCK_TIMEOUT"),
+        ),
+        (
+            exc(
+                "TimeoutError",
+                "TimeoutError: timed out acquiring the lock on /data/index",
+            ),
+            Some("LOCK_TIMEOUT"),
+        ),
+        (
+            exc(
+                "pymysql.err.OperationalError",
+                "pymysql.err.OperationalError: (1205, 'Lock wait timeout exceeded; try restarting transaction')",
+            ),
+            Some("LOCK_TIMEOUT"),
+        ),
+        (
+            exc(
+                "sqlite3.OperationalError",
+                "sqlite3.OperationalError: database is locked",
+            ),
+            Some("LOCK_TIMEOUT"),
+        ),
+        // asyncio.wait_for() and asyncio.timeout() raise a bare TimeoutError: a lock, a queue
+        // or a connection, nothing says which.
+        (exc("TimeoutError", "TimeoutError"), None),
+        (
+            exc(
+                "asyncio.exceptions.TimeoutError",
+                "asyncio.exceptions.TimeoutError",
+            ),
+            None,
+        ),
+        (
+            exc(
+                "concurrent.futures._base.TimeoutError",
+                "concurrent.futures._base.TimeoutError: 3 (of 4) futures unfinished",
+            ),
+            None,
+        ),
+        (text("Task build-index timed out after 300 seconds"), None),
+        (text("Timed out waiting for lock"), Some("LOCK_TIMEOUT")),
+    ];
+    for (s, want) in others {
+        let got = id(&db, &s);
+        if got.as_deref() != want {
+            wrong.push(format!(
+                "{:?} {:?}: want {want:?}, got {got:?}",
+                s.exception, s.text
             ));
         }
     }

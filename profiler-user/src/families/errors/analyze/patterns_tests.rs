@@ -825,6 +825,11 @@ fn overlaps() -> Vec<(&'static str, Subject<'static>, Option<&'static str>)> {
             Some("MODEL_NOT_FOUND"),
         ),
         (
+            "a compiled model missing from a models directory, not a shared object search",
+            open("/srv/models/resnet50/deploy_lib.so"),
+            Some("MODEL_NOT_FOUND"),
+        ),
+        (
             "a library directory probe",
             open("/usr/local/lib/ml/libfoo.conf"),
             Some("BENIGN_LIBRARY_DIR"),
@@ -1194,6 +1199,54 @@ fn network_timeouts_are_network_ones() {
                 "{:?} {:?}: want {want:?}, got {got:?}",
                 s.exception, s.text
             ));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+/// A compiled model (`model.so`, TVM's `deploy_lib.so`, AOTInductor) missing from a models
+/// directory is MODEL_NOT_FOUND; the dynamic loader's own search (library names, hwcaps
+/// subdirectories) stays benign wherever the search path points, models directories included.
+#[test]
+fn a_missing_compiled_model_is_not_a_library_search() {
+    let db = db();
+    let cases = [
+        (
+            "/srv/models/resnet50/deploy_lib.so",
+            Some("MODEL_NOT_FOUND"),
+        ),
+        ("/opt/models/llama/model.so", Some("MODEL_NOT_FOUND")),
+        (
+            "/data/checkpoints/step-100/compiled.so",
+            Some("MODEL_NOT_FOUND"),
+        ),
+        (
+            "/srv/models/app/.venv/lib/python3.12/site-packages/torch/lib/libcudart.so.12",
+            Some("BENIGN_LIBRARY_SEARCH"),
+        ),
+        (
+            "/opt/models/lib/tls/x86_64/libfoo.so",
+            Some("BENIGN_LIBRARY_SEARCH"),
+        ),
+        (
+            "/srv/models/app/.venv/lib/python3.12/site-packages/torch/lib/glibc-hwcaps/x86-64-v3/libc10.so",
+            Some("BENIGN_LIBRARY_SEARCH"),
+        ),
+        (
+            "/usr/lib/x86_64-linux-gnu/libcuda.so.1",
+            Some("BENIGN_LIBRARY_SEARCH"),
+        ),
+        ("/etc/ld.so.preload", Some("BENIGN_LIBRARY_SEARCH")),
+        (
+            "/opt/app/plugins/codec_h264.so",
+            Some("BENIGN_SHARED_OBJECT_SEARCH"),
+        ),
+    ];
+    let mut wrong = Vec::new();
+    for (path, want) in cases {
+        let got = id(&db, &syscall("openat", "ENOENT", Some(path)));
+        if got.as_deref() != want {
+            wrong.push(format!("{path}: want {want:?}, got {got:?}"));
         }
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));

@@ -697,6 +697,13 @@ fn overlaps() -> Vec<(&'static str, Subject<'static>, Option<&'static str>)> {
             Some("CUDA_OUT_OF_MEMORY"),
         ),
         (
+            "CUDA OOM outside the caching allocator",
+            text(
+                "RuntimeError: CUDA error: out of memory\nCUDA kernel errors might be asynchronously reported",
+            ),
+            Some("CUDA_OUT_OF_MEMORY"),
+        ),
+        (
             "CUDA OOM from the driver API",
             text("CUDA_ERROR_OUT_OF_MEMORY: out of memory"),
             Some("CUDA_OUT_OF_MEMORY"),

@@ -15,6 +15,23 @@ fn syscall<'a>(name: &'a str, errno: &str, path: Option<&'a str>) -> Subject<'a>
     }
 }
 
+/// Output with an exception type (as a traceback gives) and its text.
+fn exception_event(exception: &'static str, text: &'static str) -> Subject<'static> {
+    Subject {
+        text,
+        exception: Some(exception),
+        ..Subject::default()
+    }
+}
+
+/// Output with only a text.
+fn text_event(text: &'static str) -> Subject<'static> {
+    Subject {
+        text,
+        ..Subject::default()
+    }
+}
+
 fn id(db: &PatternDb, s: &Subject) -> Option<String> {
     db.classify(s).map(|p| p.id.clone())
 }
@@ -679,38 +696,29 @@ fn overlaps() -> Vec<(&'static str, Subject<'static>, Option<&'static str>)> {
         syscall_failure: true,
         ..Subject::default()
     };
-    let text = |text| Subject {
-        text,
-        ..Subject::default()
-    };
-    let exc = |exception, text| Subject {
-        text,
-        exception: Some(exception),
-        ..Subject::default()
-    };
     vec![
         (
             "CUDA OOM, not the generic CUDA error",
-            text(
+            text_event(
                 "RuntimeError: CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`",
             ),
             Some("CUDA_OUT_OF_MEMORY"),
         ),
         (
             "CUDA OOM outside the caching allocator",
-            text(
+            text_event(
                 "RuntimeError: CUDA error: out of memory\nCUDA kernel errors might be asynchronously reported",
             ),
             Some("CUDA_OUT_OF_MEMORY"),
         ),
         (
             "CUDA OOM from the driver API",
-            text("CUDA_ERROR_OUT_OF_MEMORY: out of memory"),
+            text_event("CUDA_ERROR_OUT_OF_MEMORY: out of memory"),
             Some("CUDA_OUT_OF_MEMORY"),
         ),
         (
             "the CUDA error, not the assertion it printed",
-            text(
+            text_event(
                 "Indexing.cu:1146: block: [0,0,0] Assertion `srcIndex < srcSelectDimSize` failed.\nRuntimeError: CUDA error: device-side assert triggered",
             ),
             Some("CUDA_ERROR"),
@@ -726,7 +734,7 @@ fn overlaps() -> Vec<(&'static str, Subject<'static>, Option<&'static str>)> {
         ),
         (
             "host OOM, not the uncaught C++ exception",
-            exc(
+            exception_event(
                 "std::bad_alloc",
                 "terminate called after throwing an instance of 'std::bad_alloc'\n  what():  std::bad_alloc",
             ),
@@ -734,7 +742,7 @@ fn overlaps() -> Vec<(&'static str, Subject<'static>, Option<&'static str>)> {
         ),
         (
             "the uncaught C++ exception, not the assertion in its message",
-            exc(
+            exception_event(
                 "c10::Error",
                 "terminate called after throwing an instance of 'c10::Error'\n  what():  Assertion `t.defined()` failed",
             ),
@@ -742,21 +750,21 @@ fn overlaps() -> Vec<(&'static str, Subject<'static>, Option<&'static str>)> {
         ),
         (
             "the Go panic, not the segfault it reports",
-            text(
+            text_event(
                 "panic: runtime error: invalid memory address or nil pointer dereference\n[signal SIGSEGV: segmentation violation code=0x1 addr=0x0 pc=0x4]",
             ),
             Some("GO_PANIC"),
         ),
         (
             "double free, not generic heap corruption",
-            text(
+            text_event(
                 "*** Error in `python3': double free or corruption (fasttop): 0x000055d5c8a0e2a0 ***",
             ),
             Some("DOUBLE_FREE"),
         ),
         (
             "the missing native library, not the import error",
-            exc(
+            exception_event(
                 "ImportError",
                 "ImportError: libcudart.so.12: cannot open shared object file: No such file or directory",
             ),
@@ -764,7 +772,7 @@ fn overlaps() -> Vec<(&'static str, Subject<'static>, Option<&'static str>)> {
         ),
         (
             "a loader error, not invalid input",
-            exc(
+            exception_event(
                 "ValueError",
                 "ValueError: Unrecognized model in ./bert. Should have a `model_type` key in its config.json",
             ),
@@ -772,7 +780,7 @@ fn overlaps() -> Vec<(&'static str, Subject<'static>, Option<&'static str>)> {
         ),
         (
             "the exception inside the request handler, not the handler",
-            exc(
+            exception_event(
                 "ValueError",
                 "ERROR:    Exception in ASGI application\nValueError: bad shape",
             ),
@@ -780,7 +788,7 @@ fn overlaps() -> Vec<(&'static str, Subject<'static>, Option<&'static str>)> {
         ),
         (
             "a shape error inside the request handler",
-            exc(
+            exception_event(
                 "RuntimeError",
                 "ERROR:    Exception in ASGI application\nRuntimeError: mat1 and mat2 shapes cannot be multiplied (4x10 and 20x5)",
             ),
@@ -788,7 +796,7 @@ fn overlaps() -> Vec<(&'static str, Subject<'static>, Option<&'static str>)> {
         ),
         (
             "a hub repository that does not exist, not an authentication failure",
-            exc(
+            exception_event(
                 "RepositoryNotFoundError",
                 "huggingface_hub.errors.RepositoryNotFoundError: 401 Client Error. Repository Not Found for url: https://huggingface.co/api/models/x/y.",
             ),
@@ -796,14 +804,14 @@ fn overlaps() -> Vec<(&'static str, Subject<'static>, Option<&'static str>)> {
         ),
         (
             "an NCCL collective timeout is NCCL's",
-            text(
+            text_event(
                 "Watchdog caught collective operation timeout: WorkNCCL(SeqNum=1, OpType=ALLREDUCE, Timeout(ms)=600000) ran for 600001 milliseconds before timing out.",
             ),
             Some("NCCL_ERROR"),
         ),
         (
             "a subprocess timeout whose command line mentions a socket",
-            exc(
+            exception_event(
                 "subprocess.TimeoutExpired",
                 "subprocess.TimeoutExpired: Command '['python3', 'read_socket.py']' timed out after 0.5 seconds",
             ),
@@ -811,7 +819,7 @@ fn overlaps() -> Vec<(&'static str, Subject<'static>, Option<&'static str>)> {
         ),
         (
             "a lock wait on a socket's lock file",
-            exc(
+            exception_event(
                 "filelock._error.Timeout",
                 "filelock._error.Timeout: The file lock '/run/app/socket.lock' could not be acquired (connection timed out)",
             ),
@@ -898,67 +906,62 @@ fn overlaps_are_decided_by_priority_not_file_order() {
 #[test]
 fn invalid_input_needs_input_evidence() {
     let db = db();
-    let exc = |exception: &'static str, text: &'static str| Subject {
-        text,
-        exception: Some(exception),
-        ..Subject::default()
-    };
     let caught = [
-        exc("ValueError", "ValueError: expected 3 dims, got (2, 2)"),
-        exc(
+        exception_event("ValueError", "ValueError: expected 3 dims, got (2, 2)"),
+        exception_event(
             "ValueError",
             "ValueError: could not convert string to float: 'abc'",
         ),
-        exc("ValueError", "ValueError: bad batch size -1"),
-        exc(
+        exception_event("ValueError", "ValueError: bad batch size -1"),
+        exception_event(
             "ValueError",
             "ValueError: invalid literal for int() with base 10: 'x'",
         ),
-        exc(
+        exception_event(
             "ValueError",
             "ValueError: Expected input batch_size (4) to match target batch_size (8).",
         ),
-        exc(
+        exception_event(
             "ValueError",
             "ValueError: operands could not be broadcast together with shapes (3,) (4,)",
         ),
-        exc("TypeError", "TypeError: expected dtype float32, got int64"),
-        exc(
+        exception_event("TypeError", "TypeError: expected dtype float32, got int64"),
+        exception_event(
             "IndexError",
             "IndexError: index 5 is out of bounds for axis 0 with size 3",
         ),
-        exc("IndexError", "IndexError: index out of range in self"),
-        exc("AssertionError", "AssertionError: input shape mismatch"),
-        exc("KeyError", "KeyError: 'input_ids'"),
-        exc(
+        exception_event("IndexError", "IndexError: index out of range in self"),
+        exception_event("AssertionError", "AssertionError: input shape mismatch"),
+        exception_event("KeyError", "KeyError: 'input_ids'"),
+        exception_event(
             "json.decoder.JSONDecodeError",
             "json.decoder.JSONDecodeError: Expecting value: line 1 column 1 (char 0)",
         ),
-        exc(
+        exception_event(
             "pydantic_core._pydantic_core.ValidationError",
             "1 validation error for Request",
         ),
-        exc(
+        exception_event(
             "RequestValidationError",
             "RequestValidationError: body -> prompt",
         ),
-        exc(
+        exception_event(
             "tensorflow.python.framework.errors_impl.InvalidArgumentError",
             "Incompatible shapes: [2,3] vs. [2,4]",
         ),
-        exc(
+        exception_event(
             "java.lang.NumberFormatException",
             "java.lang.NumberFormatException: For input string: \"x\"",
         ),
-        exc(
+        exception_event(
             "java.lang.IllegalArgumentException",
             "java.lang.IllegalArgumentException: invalid input shape [1, 3]",
         ),
-        exc(
+        exception_event(
             "RuntimeError",
             "RuntimeError: mat1 and mat2 shapes cannot be multiplied (4x10 and 20x5)",
         ),
-        exc(
+        exception_event(
             "RuntimeError",
             "RuntimeError: Invalid input: the prompt is empty",
         ),
@@ -993,43 +996,43 @@ fn invalid_input_needs_input_evidence() {
             },
             None,
         ),
-        (exc("KeyError", "KeyError: 'llama'"), None),
-        (exc("KeyError", "KeyError: 'model_type'"), None),
+        (exception_event("KeyError", "KeyError: 'llama'"), None),
+        (exception_event("KeyError", "KeyError: 'model_type'"), None),
         (
-            exc(
+            exception_event(
                 "AssertionError",
                 "AssertionError: Torch not compiled with CUDA enabled",
             ),
             None,
         ),
-        (exc("AssertionError", "AssertionError"), None),
+        (exception_event("AssertionError", "AssertionError"), None),
         (
-            exc(
+            exception_event(
                 "TypeError",
                 "TypeError: 'NoneType' object is not subscriptable",
             ),
             None,
         ),
         (
-            exc(
+            exception_event(
                 "ValueError",
                 "ValueError: too many values to unpack (expected 2)",
             ),
             None,
         ),
         (
-            exc("IndexError", "IndexError: list index out of range"),
+            exception_event("IndexError", "IndexError: list index out of range"),
             None,
         ),
         (
-            exc(
+            exception_event(
                 "UnicodeEncodeError",
                 "UnicodeEncodeError: 'ascii' codec can't encode character '\\xe9' in position 3",
             ),
             None,
         ),
         (
-            exc(
+            exception_event(
                 "std::out_of_range",
                 "terminate called after throwing an instance of 'std::out_of_range'\n  what():  vector::_M_range_check: __n (which is 3) >= this->size() (which is 3)",
             ),
@@ -1061,73 +1064,64 @@ fn invalid_input_needs_input_evidence() {
 #[test]
 fn network_timeouts_are_network_ones() {
     let db = db();
-    let exc = |exception: &'static str, text: &'static str| Subject {
-        text,
-        exception: Some(exception),
-        ..Subject::default()
-    };
-    let text = |text: &'static str| Subject {
-        text,
-        ..Subject::default()
-    };
     let network = [
         syscall("recvfrom", "ETIMEDOUT", None),
         syscall("connect", "ETIMEDOUT", Some("10.0.0.1:443")),
-        exc("socket.timeout", "socket.timeout: timed out"),
-        exc("TimeoutError", "TimeoutError: timed out"),
+        exception_event("socket.timeout", "socket.timeout: timed out"),
+        exception_event("TimeoutError", "TimeoutError: timed out"),
         Subject {
             errno: Some(110),
-            ..exc(
+            ..exception_event(
                 "TimeoutError",
                 "TimeoutError: [Errno 110] Connection timed out",
             )
         },
-        exc("TimeoutError", "TimeoutError: The read operation timed out"),
-        exc(
+        exception_event("TimeoutError", "TimeoutError: The read operation timed out"),
+        exception_event(
             "requests.exceptions.ConnectTimeout",
             "requests.exceptions.ConnectTimeout: HTTPSConnectionPool(host='huggingface.co', port=443): Max retries exceeded with url: /api/models/x (Caused by ConnectTimeoutError(<urllib3.connection.HTTPSConnection object at 0x7f>, 'Connection to huggingface.co timed out. (connect timeout=10)'))",
         ),
-        exc(
+        exception_event(
             "requests.exceptions.ReadTimeout",
             "requests.exceptions.ReadTimeout: HTTPSConnectionPool(host='x', port=443): Read timed out. (read timeout=10)",
         ),
-        exc("requests.exceptions.Timeout", "requests.exceptions.Timeout"),
-        exc("urllib3.exceptions.ReadTimeoutError", "x"),
-        exc("httpx.ConnectTimeout", "httpx.ConnectTimeout"),
-        exc("httpx.PoolTimeout", "httpx.PoolTimeout"),
-        exc(
+        exception_event("requests.exceptions.Timeout", "requests.exceptions.Timeout"),
+        exception_event("urllib3.exceptions.ReadTimeoutError", "x"),
+        exception_event("httpx.ConnectTimeout", "httpx.ConnectTimeout"),
+        exception_event("httpx.PoolTimeout", "httpx.PoolTimeout"),
+        exception_event(
             "aiohttp.client_exceptions.ServerTimeoutError",
             "aiohttp.client_exceptions.ServerTimeoutError: Timeout on reading data from socket",
         ),
-        exc("aiohttp.client_exceptions.ConnectionTimeoutError", "x"),
-        exc(
+        exception_event("aiohttp.client_exceptions.ConnectionTimeoutError", "x"),
+        exception_event(
             "openai.APITimeoutError",
             "openai.APITimeoutError: Request timed out.",
         ),
-        exc(
+        exception_event(
             "google.api_core.exceptions.DeadlineExceeded",
             "google.api_core.exceptions.DeadlineExceeded: 504 Deadline Exceeded",
         ),
-        exc(
+        exception_event(
             "grpc._channel._InactiveRpcError",
             "grpc._channel._InactiveRpcError: <_InactiveRpcError of RPC that terminated with:\n\tstatus = StatusCode.DEADLINE_EXCEEDED\n\tdetails = \"Deadline Exceeded\"",
         ),
-        exc(
+        exception_event(
             "java.net.SocketTimeoutException",
             "java.net.SocketTimeoutException: Read timed out",
         ),
-        exc(
+        exception_event(
             "redis.exceptions.TimeoutError",
             "redis.exceptions.TimeoutError: Timeout reading from socket",
         ),
-        exc(
+        exception_event(
             "urllib.error.URLError",
             "urllib.error.URLError: <urlopen error timed out>",
         ),
-        text("Get \"https://example.com\": dial tcp 10.0.0.1:443: i/o timeout"),
-        text("net/http: request canceled (Client.Timeout exceeded while awaiting headers)"),
-        text("curl: (28) Connection timed out after 5001 milliseconds"),
-        text("Error: connect ETIMEDOUT 10.0.0.1:443"),
+        text_event("Get \"https://example.com\": dial tcp 10.0.0.1:443: i/o timeout"),
+        text_event("net/http: request canceled (Client.Timeout exceeded while awaiting headers)"),
+        text_event("curl: (28) Connection timed out after 5001 milliseconds"),
+        text_event("Error: connect ETIMEDOUT 10.0.0.1:443"),
     ];
     let mut wrong = Vec::new();
     for s in network {
@@ -1141,39 +1135,39 @@ fn network_timeouts_are_network_ones() {
     }
     let others: [(Subject, Option<&str>); 11] = [
         (
-            exc(
+            exception_event(
                 "subprocess.TimeoutExpired",
                 "subprocess.TimeoutExpired: Command '['python3', 'read_socket.py']' timed out after 0.5 seconds",
             ),
             Some("SUBPROCESS_TIMEOUT"),
         ),
         (
-            exc(
+            exception_event(
                 "filelock._error.Timeout",
                 "filelock._error.Timeout: The file lock '/root/.cache/huggingface/hub/.locks/x.lock' could not be acquired.",
             ),
             Some("LOCK_TIMEOUT"),
         ),
         (
-            exc("filelock.Timeout", "filelock.Timeout"),
+            exception_event("filelock.Timeout", "filelock.Timeout"),
             Some("LOCK_TIMEOUT"),
         ),
         (
-            exc(
+            exception_event(
                 "TimeoutError",
                 "TimeoutError: timed out acquiring the lock on /data/index",
             ),
             Some("LOCK_TIMEOUT"),
         ),
         (
-            exc(
+            exception_event(
                 "pymysql.err.OperationalError",
                 "pymysql.err.OperationalError: (1205, 'Lock wait timeout exceeded; try restarting transaction')",
             ),
             Some("LOCK_TIMEOUT"),
         ),
         (
-            exc(
+            exception_event(
                 "sqlite3.OperationalError",
                 "sqlite3.OperationalError: database is locked",
             ),
@@ -1181,23 +1175,29 @@ fn network_timeouts_are_network_ones() {
         ),
         // asyncio.wait_for() and asyncio.timeout() raise a bare TimeoutError: a lock, a queue
         // or a connection, nothing says which.
-        (exc("TimeoutError", "TimeoutError"), None),
+        (exception_event("TimeoutError", "TimeoutError"), None),
         (
-            exc(
+            exception_event(
                 "asyncio.exceptions.TimeoutError",
                 "asyncio.exceptions.TimeoutError",
             ),
             None,
         ),
         (
-            exc(
+            exception_event(
                 "concurrent.futures._base.TimeoutError",
                 "concurrent.futures._base.TimeoutError: 3 (of 4) futures unfinished",
             ),
             None,
         ),
-        (text("Task build-index timed out after 300 seconds"), None),
-        (text("Timed out waiting for lock"), Some("LOCK_TIMEOUT")),
+        (
+            text_event("Task build-index timed out after 300 seconds"),
+            None,
+        ),
+        (
+            text_event("Timed out waiting for lock"),
+            Some("LOCK_TIMEOUT"),
+        ),
     ];
     for (s, want) in others {
         let got = id(&db, &s);

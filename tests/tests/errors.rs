@@ -247,6 +247,61 @@ fn socket_read_timeout_is_network_timeout() {
     assert!(found.iter().all(|e| e.category() == "network"));
 }
 
+/// A subprocess that outlives its timeout is SUBPROCESS_TIMEOUT, not a network timeout, even
+/// when its command line talks about sockets; a connect that times out is NETWORK_TIMEOUT.
+#[test]
+fn subprocess_timeout_is_not_a_network_timeout_but_a_connect_timeout_is() {
+    require_root!();
+    let py = require_python!();
+    let dir = TempDir::new();
+    let script = write(
+        &dir,
+        "child.py",
+        "import subprocess, sys\n\
+         subprocess.run([sys.executable, '-c', 'import socket, time; time.sleep(5)'], timeout=0.5)\n",
+    );
+    let report = run_script(&dir, &py, &script, &[], &[]);
+    let errors = report.errors();
+    let found = errors.with_pattern("SUBPROCESS_TIMEOUT");
+    assert!(
+        found
+            .iter()
+            .any(|e| e.context("exception") == Some("subprocess.TimeoutExpired")),
+        "no subprocess.TimeoutExpired SUBPROCESS_TIMEOUT:\n{}",
+        errors.describe()
+    );
+    assert!(found.iter().all(|e| e.category() == "system"));
+    assert!(
+        errors.with_pattern("NETWORK_TIMEOUT").is_empty(),
+        "a subprocess timeout taken for a network one:\n{}",
+        errors.describe()
+    );
+
+    // A listener with a full accept queue: the kernel drops further SYNs, so a connect with a
+    // timeout times out (TimeoutError: timed out, socket.timeout before Python 3.10).
+    let script = write(
+        &dir,
+        "connect.py",
+        "import socket\nsrv = socket.socket()\nsrv.bind(('127.0.0.1', 0))\nsrv.listen(0)\n\
+         held = []\nfor _ in range(16):\n    c = socket.socket()\n    c.settimeout(0.3)\n    \
+         c.connect(srv.getsockname())\n    held.append(c)\n",
+    );
+    let report = run_script(&dir, &py, &script, &[], &[]);
+    let errors = report.errors();
+    let found = errors.with_pattern("NETWORK_TIMEOUT");
+    let e = found
+        .iter()
+        .find(|e| {
+            matches!(
+                e.context("exception"),
+                Some("TimeoutError" | "socket.timeout")
+            )
+        })
+        .unwrap_or_else(|| panic!("no connect NETWORK_TIMEOUT:\n{}", errors.describe()));
+    assert_eq!((e.category(), e.severity()), ("network", "high"), "{e}");
+    assert!(!e.solutions().is_empty(), "{e}");
+}
+
 #[test]
 fn segfault_is_critical_with_the_fault_address() {
     require_root!();

@@ -3,9 +3,11 @@
 //! `patterns/builtin.toml`; a user file in the same format adds patterns or replaces built-in
 //! ones by id. The format is documented in `docs/patterns.md`.
 //!
-//! Matching order: user patterns before built-in ones; then rules with more matchers first;
-//! then file order. The first rule whose matchers all match decides.
+//! Matching order: user patterns before built-in ones; then higher `priority` first; then
+//! rules with more matchers first; then file order. The first rule whose matchers all match
+//! decides.
 
+use std::cmp::Reverse;
 use std::collections::HashMap;
 use std::fmt;
 use std::ops::Range;
@@ -22,6 +24,8 @@ use crate::report::errors::{Category, Level, Severity};
 pub(crate) const BUILTIN_SOURCE: &str = include_str!("../../../../patterns/builtin.toml");
 const BUILTIN_ORIGIN: &str = "builtin.toml";
 const REGEX_SIZE_LIMIT: usize = 64 << 20;
+/// The priority of a pattern that gives none.
+pub(crate) const DEFAULT_PRIORITY: i32 = 0;
 
 /// A malformed pattern file: where and what, rendered on one line as
 /// `file:line:column: message`.
@@ -121,6 +125,7 @@ struct PatternDef {
     description: Option<String>,
     #[serde(default)]
     benign: bool,
+    priority: Option<Spanned<i64>>,
     #[serde(default)]
     solutions: Vec<String>,
     #[serde(default)]
@@ -165,6 +170,8 @@ pub(crate) struct Pattern {
     pub prevention: Vec<String>,
     /// An expected failure: counted, not reported as an error (failed syscalls only).
     pub benign: bool,
+    /// Higher is tried first (within user or built-in patterns).
+    pub priority: i32,
     /// Loaded from the user file.
     pub user: bool,
 }
@@ -176,6 +183,7 @@ pub(crate) struct PatternInfo {
     pub category: Category,
     pub severity: Severity,
     pub benign: bool,
+    pub priority: i32,
     /// `builtin` or `user`.
     pub source: &'static str,
     pub description: Option<String>,
@@ -199,10 +207,14 @@ pub(crate) struct Subject<'a> {
     pub syscall_failure: bool,
 }
 
+/// Matching order: user first, higher priority, more matchers, then file order (pattern,
+/// match table).
+type SortKey = (bool, Reverse<i32>, Reverse<usize>, usize, usize);
+
 #[derive(Debug, Clone)]
 struct Rule {
     pattern: usize,
-    sort_key: (bool, std::cmp::Reverse<usize>, usize, usize),
+    sort_key: SortKey,
     text: Option<usize>,
     exception: Option<Regex>,
     path: Option<Regex>,
@@ -233,6 +245,11 @@ impl PatternDb {
     /// The built-in patterns plus, if given, a user file (`(name shown in errors, contents)`)
     /// whose patterns come first and replace built-in ones with the same id.
     pub(crate) fn load(user: Option<(&str, &str)>) -> Result<PatternDb, PatternError> {
+        Self::load_with(BUILTIN_SOURCE, user)
+    }
+
+    /// [`PatternDb::load`] with `builtin` in place of the built-in file.
+    fn load_with(builtin: &str, user: Option<(&str, &str)>) -> Result<PatternDb, PatternError> {
         let mut defs: Vec<(bool, usize, Compiled)> = Vec::new();
         let mut user_ids = Vec::new();
         if let Some((origin, source)) = user {
@@ -241,10 +258,7 @@ impl PatternDb {
                 defs.push((true, i, c));
             }
         }
-        for (i, c) in parse(BUILTIN_ORIGIN, BUILTIN_SOURCE)?
-            .into_iter()
-            .enumerate()
-        {
+        for (i, c) in parse(BUILTIN_ORIGIN, builtin)?.into_iter().enumerate() {
             if !user_ids.contains(&c.pattern.id) {
                 defs.push((false, i, c));
             }
@@ -255,10 +269,11 @@ impl PatternDb {
         for (user, index, mut c) in defs {
             c.pattern.user = user;
             let pattern = patterns.len();
+            let priority = c.pattern.priority;
             patterns.push(c.pattern);
             for (r, (mut rule, text, specificity)) in c.rules.into_iter().enumerate() {
                 rule.pattern = pattern;
-                rule.sort_key = (!user, std::cmp::Reverse(specificity), index, r);
+                rule.sort_key = (!user, Reverse(priority), Reverse(specificity), index, r);
                 if let Some(t) = text {
                     rule.text = Some(texts.len());
                     texts.push(t);
@@ -299,6 +314,7 @@ impl PatternDb {
                 category: p.category,
                 severity: p.severity,
                 benign: p.benign,
+                priority: p.priority,
                 source: if p.user { "user" } else { "builtin" },
                 description: p.description.clone(),
             })
@@ -398,6 +414,20 @@ fn parse(origin: &str, source: &str) -> Result<Vec<Compiled>, PatternError> {
             (None, _, false) => return Err(err("missing field `category`".into())),
             (_, None, false) => return Err(err("missing field `severity`".into())),
         };
+        let priority = match def.priority {
+            None => DEFAULT_PRIORITY,
+            Some(p) => i32::try_from(*p.get_ref()).map_err(|_| {
+                at(
+                    Some(p.span()),
+                    format!(
+                        "pattern `{id}`: priority {} out of range ({} to {})",
+                        p.get_ref(),
+                        i32::MIN,
+                        i32::MAX
+                    ),
+                )
+            })?,
+        };
         let top = MatchDef {
             text: def.text,
             exception: def.exception,
@@ -435,6 +465,7 @@ fn parse(origin: &str, source: &str) -> Result<Vec<Compiled>, PatternError> {
                 solutions: def.solutions,
                 prevention: def.prevention,
                 benign: def.benign,
+                priority,
                 user: false,
             },
             rules,
@@ -511,7 +542,7 @@ fn compile_rule(
         .collect::<Result<Vec<_>, _>>()?;
     let rule = Rule {
         pattern: 0,
-        sort_key: (false, std::cmp::Reverse(0), 0, 0),
+        sort_key: (false, Reverse(DEFAULT_PRIORITY), Reverse(0), 0, 0),
         text: None,
         exception,
         path,
@@ -549,9 +580,10 @@ pub(crate) fn format_table(rows: &[PatternInfo]) -> String {
     let id_w = width(&|r| r.id.len(), "ID");
     let cat_w = width(&|r| r.category.as_str().len(), "CATEGORY");
     let sev_w = "SEVERITY".len();
+    let pri_w = width(&|r| r.priority.to_string().len(), "PRIORITY");
     let mut out = format!(
-        "{:id_w$}  {:cat_w$}  {:sev_w$}  DESCRIPTION\n",
-        "ID", "CATEGORY", "SEVERITY"
+        "{:id_w$}  {:cat_w$}  {:sev_w$}  {:>pri_w$}  DESCRIPTION\n",
+        "ID", "CATEGORY", "SEVERITY", "PRIORITY"
     );
     for r in rows {
         let severity = if r.benign {
@@ -566,8 +598,8 @@ pub(crate) fn format_table(rows: &[PatternInfo]) -> String {
         }
         out.push_str(
             format!(
-                "{:id_w$}  {:cat_w$}  {:sev_w$}  {description}",
-                r.id, category, severity
+                "{:id_w$}  {:cat_w$}  {:sev_w$}  {:>pri_w$}  {description}",
+                r.id, category, severity, r.priority
             )
             .trim_end(),
         );

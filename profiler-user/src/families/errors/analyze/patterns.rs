@@ -611,3 +611,7 @@ pub(crate) fn format_table(rows: &[PatternInfo]) -> String {
 #[cfg(test)]
 #[path = "patterns_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "patterns_matchers_tests.rs"]
+mod matcher_tests;

@@ -43,6 +43,10 @@ pub enum Counter {
     MemMissedFrees = 14,
     /// A `munmap` of the start of a tracked anonymous mapping that leaves the rest mapped.
     MemPartialUnmaps = 15,
+    /// Bytes the target wrote to fd 1 or 2 that were not captured: the middle of a write longer
+    /// than [`crate::errors::OUTPUT_KEEP`], the rest of a write when the ring buffer was full,
+    /// bytes that could not be read. A byte count, where the others count events.
+    OutputTruncatedBytes = 16,
 }
 
 /// Map names in the eBPF object (see [`crate::names`]): profiler-ebpf names each map static
@@ -58,7 +62,7 @@ pub const MAPS: &[&str] = &[maps::COUNTERS];
 pub const PROGRAMS: &[&str] = &[];
 
 /// Number of counter slots.
-pub const COUNTER_SLOTS: u32 = 16;
+pub const COUNTER_SLOTS: u32 = 17;
 
 impl Counter {
     /// All counters, in slot order.
@@ -79,6 +83,7 @@ impl Counter {
         Counter::MemUnknownFrees,
         Counter::MemMissedFrees,
         Counter::MemPartialUnmaps,
+        Counter::OutputTruncatedBytes,
     ];
 
     /// The name used for this counter in the report.
@@ -100,6 +105,15 @@ impl Counter {
             Counter::MemUnknownFrees => "memory_unknown_frees",
             Counter::MemMissedFrees => "memory_missed_frees",
             Counter::MemPartialUnmaps => "memory_partial_unmaps",
+            Counter::OutputTruncatedBytes => "output_truncated_bytes",
+        }
+    }
+
+    /// What the counter counts, for messages: `byte(s)` or `event(s)`.
+    pub const fn unit(self) -> &'static str {
+        match self {
+            Counter::OutputTruncatedBytes => "byte(s)",
+            _ => "event(s)",
         }
     }
 

@@ -7,10 +7,19 @@ use crate::event::EventHeader;
 pub const ARG_CAPTURE: usize = 256;
 /// Bytes of output per record; a write is split over several records.
 pub const OUTPUT_CHUNK: usize = 512;
-/// Most records one write (or writev) is captured in; the rest is counted as truncated.
-pub const OUTPUT_MAX_CHUNKS: usize = 8;
-/// Most iovecs of one writev that are looked at.
-pub const WRITEV_MAX_IOVECS: usize = 8;
+/// Most bytes of one write (or writev) kept: all of a write up to this size; of a longer one,
+/// its first `OUTPUT_KEEP - OUTPUT_TAIL` bytes and its last [`OUTPUT_TAIL`]. The bytes between
+/// are counted (`Counter::OutputTruncatedBytes`) and marked in the stream (see
+/// [`OutputEvent::truncated`]).
+pub const OUTPUT_KEEP: u64 = 64 << 10;
+/// Bytes kept from the end of a write longer than [`OUTPUT_KEEP`]: a traceback ends with the
+/// exception line that names the error.
+pub const OUTPUT_TAIL: u64 = 4 << 10;
+/// Most steps of the loop that captures one write longer than [`OUTPUT_CHUNK`] (or any writev):
+/// a step sends one record, reads one iovec, or passes over the bytes not kept. 64 KiB is 128
+/// records; the rest is room for a writev's iovecs (each can split a record in two). What a
+/// writev of very many small buffers has left when the steps run out is counted as truncated.
+pub const OUTPUT_MAX_STEPS: u32 = 256;
 /// Failures of one (syscall, errno) sent with their details before the rate limit applies: an
 /// interpreter's start-up or an import storm probes hundreds of missing files.
 pub const DETAIL_BURST: u64 = 256;
@@ -72,7 +81,10 @@ pub struct SignalEvent {
 
 const _: () = assert!(core::mem::size_of::<SignalEvent>() == 48);
 
-/// A piece of what the target wrote to fd 1 or 2.
+/// A piece of what the target wrote to fd 1 or 2. A write longer than [`OUTPUT_CHUNK`] comes
+/// in several records, made in order by one run of the program: the ring buffer hands records
+/// over in the order they were reserved, and they share the write's timestamp, so the pieces of
+/// one write arrive in order, with nothing of the same thread between them.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct OutputEvent {
@@ -80,8 +92,10 @@ pub struct OutputEvent {
     pub fd: u32,
     /// Valid bytes in `data`.
     pub len: u32,
-    /// Bytes of this write not captured (past [`OUTPUT_MAX_CHUNKS`] records); set on the last
-    /// record of the write.
+    /// Bytes of the same write not captured right before `data` (the middle of a write longer
+    /// than [`OUTPUT_KEEP`], or bytes that could not be read); 0 when `data` follows the
+    /// previous record of the write. Bytes lost at the end of a write have no record after them
+    /// to say so: every byte not captured is also counted in `Counter::OutputTruncatedBytes`.
     pub truncated: u32,
     pub _pad: u32,
     pub data: [u8; OUTPUT_CHUNK],
@@ -129,6 +143,8 @@ pub mod maps {
     pub const FAILURES: &str = "FAILURES";
     /// The stack-trace map of the failures' user stacks.
     pub const ERROR_STACKS: &str = "ERROR_STACKS";
+    /// Per CPU, the state of the kernel's loop over one long write (kernel side only).
+    pub const OUTPUT_CAPTURE: &str = "OUTPUT_CAPTURE";
 }
 
 /// Program names in the eBPF object (see [`crate::names`]): profiler-ebpf names each program
@@ -145,7 +161,7 @@ pub mod programs {
 }
 
 /// Every map of the module, in `maps`.
-pub const MAPS: &[&str] = &[maps::FAILURES, maps::ERROR_STACKS];
+pub const MAPS: &[&str] = &[maps::FAILURES, maps::ERROR_STACKS, maps::OUTPUT_CAPTURE];
 /// Every program of the module, in `programs`.
 pub const PROGRAMS: &[&str] = &[
     programs::SYSCALL_EXIT_BTF,

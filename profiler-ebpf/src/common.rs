@@ -78,9 +78,15 @@ pub fn target_tgid() -> u32 {
 /// Adds one to a loss counter.
 #[inline(always)]
 pub fn count(counter: Counter) {
+    count_n(counter, 1);
+}
+
+/// Adds `n` to a loss counter.
+#[inline(always)]
+pub fn count_n(counter: Counter, n: u64) {
     if let Some(slot) = COUNTERS.get_ptr_mut(counter as u32) {
         // SAFETY: the pointer is a valid, aligned u64 in a map value for the program's duration.
-        unsafe { fetch_add(slot, 1) };
+        unsafe { fetch_add(slot, n) };
     }
 }
 

@@ -2,14 +2,16 @@
 //! signals delivered to the target (with the faulting address), OOM kills, and what the target
 //! writes to fds 1 and 2. Tracepoints only: nothing is placed in the target's code.
 
+use core::ffi::c_void;
+
 use aya_ebpf::{
     bindings::{BPF_F_USER_STACK, BPF_NOEXIST, pt_regs},
     helpers::{
         bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user, bpf_probe_read_user_buf,
-        bpf_probe_read_user_str_bytes,
+        bpf_probe_read_user_str_bytes, generated::bpf_loop,
     },
     macros::{btf_tracepoint, map, raw_tracepoint, tracepoint},
-    maps::{HashMap, StackTrace},
+    maps::{HashMap, PerCpuArray, StackTrace},
     programs::{
         BtfTracePointContext, RawTracePointContext, TracePointContext, tracing::StackIdContext,
     },
@@ -19,8 +21,8 @@ use profiler_common::{
     errno::{EAGAIN, EINPROGRESS, EINTR, ERESTART_FIRST, is_failure},
     errors::{
         ARG_CAPTURE, ArgKind, DETAIL_BURST, DETAIL_INTERVAL_NS, ERROR_STACKS_MAX,
-        FAILURE_KINDS_MAX, FailureKey, FailureStats, OUTPUT_CHUNK, OUTPUT_MAX_CHUNKS, OomEvent,
-        OutputEvent, SignalEvent, SyscallErrorEvent, WRITEV_MAX_IOVECS,
+        FAILURE_KINDS_MAX, FailureKey, FailureStats, OUTPUT_CHUNK, OUTPUT_KEEP, OUTPUT_MAX_STEPS,
+        OUTPUT_TAIL, OomEvent, OutputEvent, SignalEvent, SyscallErrorEvent,
     },
     event::{EventHeader, EventKind},
     signals::{SIG_DFL, SIG_IGN, is_fault},
@@ -28,7 +30,7 @@ use profiler_common::{
 };
 
 use crate::{
-    common::{EVENTS, count, current_ids, fetch_add, named_as_in_common, target_tgid},
+    common::{EVENTS, count, count_n, current_ids, fetch_add, named_as_in_common, target_tgid},
     functions::running_function,
 };
 
@@ -40,9 +42,17 @@ static FAILURES: HashMap<FailureKey, FailureStats> =
 #[map]
 static ERROR_STACKS: StackTrace = StackTrace::with_max_entries(ERROR_STACKS_MAX, 0);
 
+/// The state of the loop that captures one long write (see [`capture_output`]), per CPU: the
+/// kernel never runs a program twice at once on one CPU (a run that would nest is skipped, and
+/// counted as a recursion miss), and does not migrate a running one. In a map, not on the stack, on purpose: the verifier knows nothing of a value
+/// loaded from a map, so it checks the loop's callback once, where values on the stack would
+/// make it follow the loop step by step (a million instructions, refused).
+#[map]
+static OUTPUT_CAPTURE: PerCpuArray<Capture> = PerCpuArray::with_max_entries(1, 0);
+
 named_as_in_common!(
     errors,
-    maps: [FAILURES, ERROR_STACKS],
+    maps: [FAILURES, ERROR_STACKS, OUTPUT_CAPTURE],
     programs: [
         syscall_exit_btf => SYSCALL_EXIT_BTF,
         syscall_exit => SYSCALL_EXIT,
@@ -87,13 +97,24 @@ fn explaining_arg(id: u64) -> Option<(usize, ArgKind)> {
 }
 
 fn header(kind: EventKind, tid: u32) -> EventHeader {
+    header_at(kind, tid, now())
+}
+
+#[inline(always)]
+fn header_at(kind: EventKind, tid: u32, timestamp_ns: u64) -> EventHeader {
     EventHeader {
         kind: kind as u16,
         _pad: 0,
         tid,
-        // SAFETY: the helper takes no arguments.
-        timestamp_ns: unsafe { bpf_ktime_get_ns() },
+        timestamp_ns,
     }
+}
+
+/// CLOCK_MONOTONIC, ns.
+#[inline(always)]
+fn now() -> u64 {
+    // SAFETY: the helper takes no arguments.
+    unsafe { bpf_ktime_get_ns() }
 }
 
 /// `uretprobe(2)` and `uprobe(2)`: how the kernel itself returns from a uretprobe (and, for
@@ -223,11 +244,12 @@ fn on_exit<C: StackIdContext, R: SavedRegs>(
         let fd = regs.get(ARG_REGS[0])?;
         if fd == 1 || fd == 2 {
             let buf = regs.get(ARG_REGS[1])?;
-            if id == sys::WRITE {
-                capture(tid, fd as u32, buf, ret as u64, OUTPUT_MAX_CHUNKS);
+            let vlen = if id == sys::WRITE {
+                None
             } else {
-                capture_iovecs(tid, fd as u32, buf, regs.get(ARG_REGS[2])?, ret as u64);
-            }
+                Some(regs.get(ARG_REGS[2])?)
+            };
+            capture_output(tid, fd as u32, buf, vlen, ret as u64);
         }
         return Ok(());
     }
@@ -409,68 +431,212 @@ fn try_oom_mark_victim(ctx: &TracePointContext) -> Result<(), ()> {
     Ok(())
 }
 
-/// A writev(2) to fd 1 or 2 that wrote `written` bytes: one record per iovec (its first
-/// OUTPUT_CHUNK bytes), up to what was written. A loop of loops is more than the verifier will
-/// explore; text output goes through write(2) in practice.
+/// A write(2) (`vlen` None: `buf` is the buffer) or writev(2) (`buf` is the iovec array, `vlen`
+/// its length) to fd 1 or 2 that wrote `written` bytes: sent as records of up to
+/// [`OUTPUT_CHUNK`] bytes each, at most [`OUTPUT_KEEP`] bytes of it (its head and tail), all
+/// stamped with the same time. What is not sent is counted.
 #[inline(always)]
-fn capture_iovecs(tid: u32, fd: u32, vec: u64, vlen: u64, written: u64) {
-    let mut left = written;
-    for i in 0..WRITEV_MAX_IOVECS {
-        if i as u64 >= vlen || left == 0 {
-            break;
+fn capture_output(tid: u32, fd: u32, buf: u64, vlen: Option<u64>, written: u64) {
+    let ts = now();
+    let (vec, vlen, left) = match vlen {
+        None if written <= OUTPUT_CHUNK as u64 => {
+            // The common case, a short write: one record, no loop.
+            if emit(tid, fd, ts, buf, written, 0) != Sent::Yes {
+                count_n(Counter::OutputTruncatedBytes, written);
+            }
+            return;
         }
-        // struct iovec { void *iov_base; size_t iov_len; }
-        let iov = vec + 16 * i as u64;
-        // SAFETY: user memory read through the checked helper.
-        let Ok(base) = (unsafe { bpf_probe_read_user(iov as *const u64) }) else {
-            break;
-        };
-        // SAFETY: as above.
-        let Ok(len) = (unsafe { bpf_probe_read_user((iov + 8) as *const u64) }) else {
-            break;
-        };
-        let len = len.min(left);
-        left -= len;
-        capture(tid, fd, base, len, 1);
+        // A long write: one segment, its buffer.
+        None => (0, 0, written),
+        // A writev: the segments come from the iovecs, read one by one.
+        Some(vlen) => (buf, vlen, 0),
+    };
+    let Some(capture) = OUTPUT_CAPTURE.get_ptr_mut(0) else {
+        count_n(Counter::OutputTruncatedBytes, written);
+        return;
+    };
+    let (head_end, tail_start) = if written > OUTPUT_KEEP {
+        (OUTPUT_KEEP - OUTPUT_TAIL, written - OUTPUT_TAIL)
+    } else {
+        (written, written)
+    };
+    // SAFETY: the map value of this CPU; no other run of this program uses it meanwhile.
+    unsafe {
+        capture.write(Capture {
+            tid,
+            fd,
+            ts,
+            vec,
+            vlen,
+            next: 0,
+            base: buf,
+            left,
+            pos: 0,
+            written,
+            head_end,
+            tail_start,
+            gap: 0,
+            dropped: 0,
+        })
+    };
+    // One callback, checked once by the verifier, however many records; each step sends at
+    // most one.
+    // SAFETY: `capture_step` is a function of this program with the signature bpf_loop calls;
+    // it takes no context.
+    unsafe {
+        bpf_loop(
+            OUTPUT_MAX_STEPS,
+            capture_step as *mut c_void,
+            core::ptr::null_mut(),
+            0,
+        )
+    };
+    // SAFETY: as above; the loop is over.
+    let lost = unsafe { (*capture).dropped + ((*capture).written - (*capture).pos) };
+    if lost > 0 {
+        count_n(Counter::OutputTruncatedBytes, lost);
     }
 }
 
-/// Sends `len` bytes at `buf` as up to `max_chunks` records; returns the records used.
-#[inline(always)]
-fn capture(tid: u32, fd: u32, buf: u64, len: u64, max_chunks: usize) -> usize {
-    let mut done = 0u64;
-    let mut used = 0;
-    for _ in 0..OUTPUT_MAX_CHUNKS {
-        if done >= len || used >= max_chunks {
-            break;
+/// The state of [`capture_output`]'s loop, in [`OUTPUT_CAPTURE`].
+#[repr(C)]
+struct Capture {
+    tid: u32,
+    fd: u32,
+    /// The write's timestamp, on each of its records.
+    ts: u64,
+    /// A writev's iovec array, its length, and the next iovec to read (all 0 for a write).
+    vec: u64,
+    vlen: u64,
+    next: u64,
+    /// The segment being sent (the write's buffer, or the current iovec's): its next byte, and
+    /// how many of its bytes are left.
+    base: u64,
+    left: u64,
+    /// Bytes of the write gone through, sent or not, of `written`.
+    pos: u64,
+    written: u64,
+    /// The bytes in `head_end..tail_start` of the write are not sent (none when the write fits
+    /// in [`OUTPUT_KEEP`]).
+    head_end: u64,
+    tail_start: u64,
+    /// Bytes not sent since the last record (the next record says so), and in all.
+    gap: u64,
+    dropped: u64,
+}
+
+impl Capture {
+    /// One step: sends the next record, reads the next iovec, or passes over bytes not kept.
+    /// False when done (everything written gone through, the ring buffer full, an iovec that
+    /// cannot be read).
+    #[inline(always)]
+    fn step(&mut self) -> bool {
+        if self.pos >= self.written {
+            return false;
         }
-        let rest = len - done;
-        let n = if rest > OUTPUT_CHUNK as u64 {
-            OUTPUT_CHUNK
+        if self.left == 0 {
+            if self.next >= self.vlen {
+                return false;
+            }
+            // struct iovec { void *iov_base; size_t iov_len; }
+            let iov = self.vec + 16 * self.next;
+            // SAFETY: user memory read through the checked helper.
+            let Ok([base, len]) = (unsafe { bpf_probe_read_user(iov as *const [u64; 2]) }) else {
+                return false;
+            };
+            self.next += 1;
+            self.base = base;
+            self.left = len.min(self.written - self.pos);
+            return true;
+        }
+        let sent = if self.pos < self.head_end {
+            let n = self.left.min(self.head_end - self.pos);
+            self.send(n)
+        } else if self.pos < self.tail_start {
+            // The middle of a long write: passed over, counted.
+            let n = self.left.min(self.tail_start - self.pos);
+            self.gap += n;
+            self.dropped += n;
+            Some(n)
         } else {
-            rest as usize
+            self.send(self.left)
         };
-        let Some(mut entry) = EVENTS.reserve::<OutputEvent>(0) else {
-            count(Counter::RingBufferFull);
-            break;
+        let Some(n) = sent else {
+            return false;
         };
-        let event = entry.as_mut_ptr();
-        let src = buf + done;
-        used += 1;
-        done += n as u64;
-        let last = done >= len || used >= max_chunks;
-        // SAFETY: `event` points at a reserved record, written in full before it is submitted;
-        // the user buffer is read through the checked helper.
-        unsafe {
-            (*event).header = header(EventKind::Output, tid);
-            (*event).fd = fd;
-            (*event)._pad = 0;
-            (*event).truncated = if last { (len - done) as u32 } else { 0 };
-            let data = &mut (*event).data;
-            let ok = n > 0 && bpf_probe_read_user_buf(src as *const u8, &mut data[..n]).is_ok();
-            (*event).len = if ok { n as u32 } else { 0 };
-        }
-        entry.submit(0);
+        self.base += n;
+        self.left -= n;
+        self.pos += n;
+        true
     }
-    used
+
+    /// Sends up to [`OUTPUT_CHUNK`] of the next `n` bytes of the segment; how many it went
+    /// through (sent, or counted when they cannot be read), or None when the ring buffer is
+    /// full.
+    #[inline(always)]
+    fn send(&mut self, n: u64) -> Option<u64> {
+        let n = n.min(OUTPUT_CHUNK as u64);
+        match emit(self.tid, self.fd, self.ts, self.base, n, self.gap) {
+            Sent::Yes => self.gap = 0,
+            Sent::Unreadable => {
+                self.gap += n;
+                self.dropped += n;
+            }
+            Sent::RingBufferFull => return None,
+        }
+        Some(n)
+    }
+}
+
+/// `bpf_loop`'s callback for [`capture_output`]: one [`Capture::step`]; 1 ends the loop.
+extern "C" fn capture_step(_index: u64, _ctx: *mut c_void) -> i64 {
+    let Some(capture) = OUTPUT_CAPTURE.get_ptr_mut(0) else {
+        return 1;
+    };
+    // SAFETY: the map value of this CPU, which `capture_output` filled before the loop; no
+    // other run of this program uses it meanwhile.
+    i64::from(!unsafe { &mut *capture }.step())
+}
+
+/// What became of one record.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Sent {
+    Yes,
+    /// The bytes could not be read: the record was discarded.
+    Unreadable,
+    /// No record could be reserved (counted here).
+    RingBufferFull,
+}
+
+/// Sends `len` (at most [`OUTPUT_CHUNK`]) bytes at `buf` as one record, `truncated` bytes of the
+/// write not captured right before them.
+#[inline(always)]
+fn emit(tid: u32, fd: u32, ts: u64, buf: u64, len: u64, truncated: u64) -> Sent {
+    let n = if len > OUTPUT_CHUNK as u64 {
+        OUTPUT_CHUNK
+    } else {
+        len as usize
+    };
+    let Some(mut entry) = EVENTS.reserve::<OutputEvent>(0) else {
+        count(Counter::RingBufferFull);
+        return Sent::RingBufferFull;
+    };
+    let event = entry.as_mut_ptr();
+    // SAFETY: `event` points at a reserved record, written in full before it is submitted;
+    // the user buffer is read through the checked helper.
+    let read = unsafe {
+        (*event).header = header_at(EventKind::Output, tid, ts);
+        (*event).fd = fd;
+        (*event).len = n as u32;
+        (*event).truncated = truncated.min(u32::MAX.into()) as u32;
+        (*event)._pad = 0;
+        let data = &mut (*event).data;
+        bpf_probe_read_user_buf(buf as *const u8, &mut data[..n])
+    };
+    if read.is_err() {
+        entry.discard(0);
+        return Sent::Unreadable;
+    }
+    entry.submit(0);
+    Sent::Yes
 }

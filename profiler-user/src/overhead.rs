@@ -84,7 +84,7 @@ pub(crate) fn section(
         if counter.is_loss() {
             lost.insert(counter.name(), *value);
             let what = counter.name().replace('_', " ");
-            warnings.push(format!("{value} event(s) lost: {what}"));
+            warnings.push(format!("{value} {} lost: {what}", counter.unit()));
         } else {
             notes.insert(counter.name(), *value);
         }

@@ -8,7 +8,8 @@ use std::{
 };
 
 use profiler_tests::{
-    Outcome, Profiler, Report, TempDir, Victim, process::profile, require_root, run_reported, skip,
+    Event, Outcome, Profiler, Report, TempDir, Victim, process::profile, require_root,
+    run_reported, skip,
 };
 
 /// The variable that names the python3 the scripts run with, in place of the lookup below; a
@@ -539,4 +540,180 @@ fn secrets_never_reach_the_report_or_the_output() {
     );
     let mode = std::fs::metadata(&json).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "report mode");
+}
+
+/// The exception line the long tracebacks below end with: the CUDA_OUT_OF_MEMORY pattern
+/// matches it, and nothing before it.
+const CUDA_OOM_LINE: &str = "torch.cuda.OutOfMemoryError: CUDA out of memory. Tried to allocate \
+                             2.00 GiB (GPU 0; 15.78 GiB total capacity; 13.20 GiB already allocated)";
+
+/// What the kernel keeps of one write at most (profiler-common's `OUTPUT_KEEP`): all of a shorter
+/// one; of a longer one its first 60 KiB and last 4 KiB.
+const OUTPUT_KEEP: usize = 64 << 10;
+
+/// A Python traceback of at least `size` bytes, as `logging.exception` prints a deep one:
+/// numbered frames, then [`CUDA_OOM_LINE`].
+fn long_traceback(size: usize) -> String {
+    let mut text = String::from("Traceback (most recent call last):\n");
+    let mut frame = 0;
+    while text.len() + CUDA_OOM_LINE.len() + 1 < size {
+        text.push_str(&format!(
+            "  File \"/srv/app/model/layer_{frame:04}.py\", line {}, in forward\n    out = self.block(x)\n",
+            10 + frame % 900
+        ));
+        frame += 1;
+    }
+    text.push_str(CUDA_OOM_LINE);
+    text.push('\n');
+    text
+}
+
+/// Runs a script that writes `text` to stderr in ONE call: `write(2)`, or with `cuts` (offsets
+/// into `text`, ascending) one `writev(2)` of the pieces between them. The script exits 1 when
+/// that call wrote all of `text`, 3 when it did not (checked here). Returns the report.
+fn write_in_one_call(
+    dir: &TempDir,
+    py: &Path,
+    text: &str,
+    cuts: &[usize],
+    env: &[(&str, &str)],
+) -> Report {
+    let data = write(dir, "traceback.txt", text);
+    let call = if cuts.is_empty() {
+        "os.write(2, data)".to_string()
+    } else {
+        format!("os.writev(2, [data[a:b] for a, b in zip([0] + {cuts:?}, {cuts:?} + [len(data)])])")
+    };
+    let script = write(
+        dir,
+        "long_write.py",
+        &format!(
+            "import os, sys\ndata = open({:?}, 'rb').read()\nn = {call}\n\
+             sys.exit(1 if n == len(data) else 3)\n",
+            utf8(&data)
+        ),
+    );
+    let report = run_script(dir, py, &script, &[], env);
+    assert_eq!(
+        report.at("/target/exit_status/code").as_i64(),
+        Some(1),
+        "the script did not write {} bytes in one call",
+        text.len()
+    );
+    report
+}
+
+/// The one CUDA_OUT_OF_MEMORY of a report: critical, from the output, with the exception line
+/// as its message and the traceback from its first line to that one.
+fn the_cuda_oom(report: &Report) -> Event<'_> {
+    let errors = report.errors();
+    let found = errors.with_pattern("CUDA_OUT_OF_MEMORY");
+    assert_eq!(
+        found.len(),
+        1,
+        "one CUDA_OUT_OF_MEMORY:\n{}",
+        errors.describe()
+    );
+    let e = found[0];
+    assert_eq!(e.severity(), "critical", "{e}");
+    assert_eq!(e.source(), "output", "{e}");
+    assert_eq!(
+        e.context("exception"),
+        Some("torch.cuda.OutOfMemoryError"),
+        "{e}"
+    );
+    assert_eq!(
+        e.message(),
+        "CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 15.78 GiB total capacity; \
+         13.20 GiB already allocated)",
+        "{e}"
+    );
+    let lines = e
+        .at("/context/lines")
+        .as_array()
+        .expect("lines is an array");
+    assert_eq!(
+        lines.first().and_then(|l| l.as_str()),
+        Some("Traceback (most recent call last):"),
+        "{e}"
+    );
+    assert_eq!(
+        lines.last().and_then(|l| l.as_str()),
+        Some(CUDA_OOM_LINE),
+        "{e}"
+    );
+    e
+}
+
+/// The bytes of the target's output the report counts as not captured (0: none).
+fn output_lost(report: &Report) -> u64 {
+    let lost = report.at("/overhead/lost");
+    lost.get("output_truncated_bytes")
+        .map_or(0, |n| n.as_u64().expect("a count"))
+}
+
+/// A 20 KiB traceback written in one call (gunicorn's and uvicorn's `logging.exception` do
+/// that): all of it is kept, so its last line, the one the pattern matches, is there.
+#[test]
+fn a_traceback_written_in_one_call_keeps_its_exception_line() {
+    require_root!();
+    let py = require_python!();
+    let dir = TempDir::new();
+    let text = long_traceback(20 << 10);
+    let report = write_in_one_call(&dir, &py, &text, &[], &[]);
+    the_cuda_oom(&report);
+    assert_eq!(output_lost(&report), 0, "{}", report.at("/overhead"));
+}
+
+/// A write over 64 KiB: its first 60 KiB and last 4 KiB are kept (the exception line with
+/// them), the bytes between are counted in `overhead.lost` with a warning, and the traceback
+/// says where they were.
+#[test]
+fn a_write_over_64_kib_keeps_head_and_tail_and_counts_the_rest() {
+    over_64_kib(&[]);
+}
+
+/// The same with the raw `sys_exit` program.
+#[test]
+fn raw_sys_exit_fallback_keeps_head_and_tail_of_a_long_write() {
+    over_64_kib(&[("PROFILER_RAW_SYS_EXIT", "1")]);
+}
+
+fn over_64_kib(env: &[(&str, &str)]) {
+    require_root!();
+    let py = require_python!();
+    let dir = TempDir::new();
+    let text = long_traceback(100_000);
+    let report = write_in_one_call(&dir, &py, &text, &[], env);
+    let missing = (text.len() - OUTPUT_KEEP) as u64;
+    assert_eq!(output_lost(&report), missing, "{}", report.at("/overhead"));
+    let warnings = report.at("/warnings").to_string();
+    assert!(
+        warnings.contains(&format!("{missing} byte(s) lost: output truncated bytes")),
+        "{warnings}"
+    );
+    let e = the_cuda_oom(&report);
+    let marker = format!(" ...[{missing} bytes not captured]... ");
+    let lines = e.at("/context/lines").to_string();
+    assert_eq!(lines.matches(&marker).count(), 1, "{lines}");
+}
+
+/// One writev(2) of three buffers, 80 KB in all: the head crosses the first boundary, the tail
+/// the second, which splits the exception line. The pieces are put back in order, the middle
+/// is counted.
+#[test]
+fn a_writev_is_kept_in_order_across_its_buffers() {
+    require_root!();
+    let py = require_python!();
+    let dir = TempDir::new();
+    let text = long_traceback(80_000);
+    let in_exception_line = text.len() - CUDA_OOM_LINE.len() + 40;
+    let report = write_in_one_call(&dir, &py, &text, &[30_000, in_exception_line], &[]);
+    assert_eq!(
+        output_lost(&report),
+        (text.len() - OUTPUT_KEEP) as u64,
+        "{}",
+        report.at("/overhead")
+    );
+    the_cuda_oom(&report);
 }

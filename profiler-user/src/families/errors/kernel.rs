@@ -225,11 +225,16 @@ pub(crate) fn decode(kind: u16, bytes: &[u8]) -> Option<Raw> {
         k if k == EventKind::Output as u16 => {
             let e: OutputEvent = read(bytes)?;
             let len = (e.len as usize).min(e.data.len());
+            let mut bytes = Vec::with_capacity(len);
+            if e.truncated > 0 {
+                bytes.extend_from_slice(gap_marker(e.truncated).as_bytes());
+            }
+            bytes.extend_from_slice(&e.data[..len]);
             Some(Raw::Output {
                 tid: e.header.tid,
                 ts: e.header.timestamp_ns,
                 fd: e.fd,
-                bytes: e.data[..len].to_vec(),
+                bytes,
             })
         }
         k if k == EventKind::OomKill as u16 => {
@@ -244,6 +249,14 @@ pub(crate) fn decode(kind: u16, bytes: &[u8]) -> Option<Raw> {
         }
         _ => None,
     }
+}
+
+/// What stands in the output for `n` bytes of a write the kernel did not capture (the middle of
+/// a write longer than `OUTPUT_KEEP`): the line the gap falls in reads
+/// `head ...[n bytes not captured]... tail`, so the text on either side is not taken for one
+/// line. The bytes are also counted in `overhead.lost`.
+fn gap_marker(n: u32) -> String {
+    format!(" ...[{n} bytes not captured]... ")
 }
 
 /// `127.0.0.1:9` or `[::1]:9` from a `struct sockaddr`, or the family for others.
@@ -319,5 +332,47 @@ mod tests {
         assert_eq!(sockaddr(&v4).as_deref(), Some("127.0.0.1:9"));
         assert_eq!(linux::syscall_name(257), "openat");
         assert_eq!(linux::syscall_name(42), "connect");
+    }
+
+    /// An output record as the kernel sends it: `data`, after `truncated` bytes not captured.
+    fn output_record(data: &[u8], truncated: u32) -> Vec<u8> {
+        let mut e = OutputEvent {
+            header: profiler_common::event::EventHeader {
+                kind: EventKind::Output as u16,
+                _pad: 0,
+                tid: 7,
+                timestamp_ns: 42,
+            },
+            fd: 2,
+            len: data.len() as u32,
+            truncated,
+            _pad: 0,
+            data: [0; profiler_common::errors::OUTPUT_CHUNK],
+        };
+        e.data[..data.len()].copy_from_slice(data);
+        // SAFETY: a #[repr(C)] record of integers and bytes with no implicit padding, read as
+        // the bytes it is made of.
+        unsafe { std::slice::from_raw_parts((&raw const e).cast::<u8>(), size_of::<OutputEvent>()) }
+            .to_vec()
+    }
+
+    /// Bytes the kernel skipped before a record are marked where they were, with their count.
+    #[test]
+    fn output_after_a_gap_says_how_many_bytes_are_missing() {
+        let decoded = |truncated| match decode(
+            EventKind::Output as u16,
+            &output_record(b"ror: CUDA out of memory\n", truncated),
+        ) {
+            Some(Raw::Output { tid, ts, fd, bytes }) => {
+                assert_eq!((tid, ts, fd), (7, 42, 2));
+                String::from_utf8(bytes).unwrap()
+            }
+            other => panic!("not output: {other:?}"),
+        };
+        assert_eq!(decoded(0), "ror: CUDA out of memory\n");
+        assert_eq!(
+            decoded(34_418),
+            " ...[34418 bytes not captured]... ror: CUDA out of memory\n"
+        );
     }
 }

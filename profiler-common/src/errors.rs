@@ -75,6 +75,9 @@ pub struct SignalEvent {
     pub disposition: u32,
     /// `si_addr`: the faulting address for SIGSEGV, SIGBUS, SIGFPE and SIGILL.
     pub fault_addr: u64,
+    /// User stack where the signal is delivered, in the `ERROR_STACKS` map: taken for fault
+    /// signals and for signals that end the process (see `signals::wants_stack`); negative for
+    /// others, or when it could not be taken.
     pub stack_id: i32,
     pub func: u32,
 }

@@ -25,7 +25,7 @@ use profiler_common::{
         OUTPUT_TAIL, OomEvent, OutputEvent, SignalEvent, SyscallErrorEvent,
     },
     event::{EventHeader, EventKind},
-    signals::{SIG_DFL, SIG_IGN, is_fault},
+    signals::{SIG_DFL, SIG_IGN, is_fault, wants_stack},
     syscalls as sys,
 };
 
@@ -384,6 +384,16 @@ fn try_signal_deliver(ctx: &RawTracePointContext) -> Result<(), ()> {
     };
     let signo = signo as i32;
     let fault = is_fault(signo);
+    // The stack of a crash: this runs in the receiving task, on its way back to user space,
+    // and its saved user registers are where the fault (or the kill) found it. Benign signals
+    // (a handler's, an ignored one) are counted, and spared the walk.
+    let stack_id = if wants_stack(signo, handler) {
+        ctx.get_stackid(&ERROR_STACKS, BPF_F_USER_STACK as u64)
+            .map(|id| id as i32)
+            .unwrap_or(-1)
+    } else {
+        -1
+    };
     let event = SignalEvent {
         header: header(EventKind::Signal, tid),
         signo,
@@ -395,7 +405,7 @@ fn try_signal_deliver(ctx: &RawTracePointContext) -> Result<(), ()> {
             _ => 2,
         },
         fault_addr: if fault { addr } else { 0 },
-        stack_id: -1,
+        stack_id,
         func: running_function(tid),
     };
     if EVENTS.output::<SignalEvent>(&event, 0).is_err() {

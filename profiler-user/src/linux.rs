@@ -200,18 +200,8 @@ pub(crate) fn wait_status(status: i32) -> WaitStatus {
 
 /// Whether a signal's default action ends the process.
 pub(crate) fn default_is_fatal(signo: i32) -> bool {
-    // SIGCHLD, SIGCONT, SIGURG, SIGWINCH are ignored by default; SIGSTOP and friends stop.
-    !matches!(
-        signo,
-        libc::SIGCHLD
-            | libc::SIGCONT
-            | libc::SIGSTOP
-            | libc::SIGTSTP
-            | libc::SIGTTIN
-            | libc::SIGTTOU
-            | libc::SIGURG
-            | libc::SIGWINCH
-    )
+    // The kernel programs decide with the same function which signals get a stack.
+    profiler_common::signals::default_is_fatal(signo)
 }
 
 /// The name of an x86-64 syscall number (`syscall_N` for one this build does not know).

@@ -303,23 +303,27 @@ fn subprocess_timeout_is_not_a_network_timeout_but_a_connect_timeout_is() {
     assert!(!e.solutions().is_empty(), "{e}");
 }
 
-#[test]
-fn segfault_is_critical_with_the_fault_address() {
-    require_root!();
-    let dir = TempDir::new();
-    let src = write(
-        &dir,
-        "segv.c",
-        "int main(void) { volatile int *p = (int *)0x10; return *p; }\n",
-    );
-    let bin = dir.path().join("segv");
+/// Compiles C `source` at -O0 into program `name` in `dir`, with `flags`; returns its path.
+fn build_c(dir: &TempDir, name: &str, source: &str, flags: &[&str]) -> PathBuf {
+    let src = write(dir, &format!("{name}.c"), source);
+    let bin = dir.path().join(name);
     let built = Command::new("cc")
         .args(["-O0", "-o"])
         .arg(&bin)
         .arg(&src)
+        .args(flags)
         .status()
         .expect("cc");
     assert!(built.success());
+    bin
+}
+
+#[test]
+fn segfault_is_critical_with_the_fault_address() {
+    require_root!();
+    let dir = TempDir::new();
+    let source = "int main(void) { volatile int *p = (int *)0x10; return *p; }\n";
+    let bin = build_c(&dir, "segv", source, &[]);
     let (_, report) = run_basic(&dir, &["-q"], &[utf8(&bin)], &[]);
     let errors = report.errors();
     let found = errors.with_pattern("SEGFAULT");
@@ -328,6 +332,52 @@ fn segfault_is_critical_with_the_fault_address() {
     assert_eq!(found[0].context("signal"), Some("SIGSEGV"));
     assert_eq!(found[0].context("fault_addr"), Some("0x10"));
     assert_eq!(report.str_at("/target/exit_status/signal"), "SIGSEGV");
+}
+
+/// The user stack where the kernel delivers a fatal signal, which the SEGFAULT pattern tells the
+/// user to read: the faulting function, then its caller, then `main`, by name, in that order.
+/// Built with frame pointers, which the kernel's stack walk follows.
+#[test]
+fn segfault_has_the_stack_of_the_faulting_function_and_its_callers() {
+    require_root!();
+    let dir = TempDir::new();
+    // It sleeps first: the profiler reads the program's mappings, which symbolize its stacks,
+    // every 20 ms of its first second, and a program that dies sooner may be gone by then.
+    let source = "#include <unistd.h>\n\
+                  __attribute__((noinline)) int write_through_null(volatile int *p) \
+                  { *p = 1; return 0; }\n\
+                  __attribute__((noinline)) int load_batch(void) \
+                  { return write_through_null((int *)0x10) + 1; }\n\
+                  int main(void) { usleep(200000); return load_batch(); }\n";
+    let bin = build_c(&dir, "segv_stack", source, &["-fno-omit-frame-pointer"]);
+    let (_, report) = run_basic(&dir, &["-q"], &[utf8(&bin)], &[]);
+    let errors = report.errors();
+    let found = errors.with_pattern("SEGFAULT");
+    assert_eq!(found.len(), 1, "one SEGFAULT:\n{}", errors.describe());
+    let e = found[0];
+    assert_eq!(e.context("fault_addr"), Some("0x10"), "{e}");
+    // "function (module+offset)", innermost first.
+    let frames: Vec<(&str, &str)> = e
+        .at("/context/stack")
+        .as_array()
+        .expect("stack is an array")
+        .iter()
+        .take(3)
+        .map(|f| {
+            let f = f.as_str().expect("a frame is a string");
+            let (function, rest) = f.split_once(" (").expect("function (module+offset)");
+            (function, rest.split_once('+').expect("module+offset").0)
+        })
+        .collect();
+    assert_eq!(
+        frames,
+        [
+            ("write_through_null", "segv_stack"),
+            ("load_batch", "segv_stack"),
+            ("main", "segv_stack"),
+        ],
+        "{e}"
+    );
 }
 
 #[test]

@@ -159,6 +159,8 @@ pub(crate) enum Raw {
         code: i32,
         fault_addr: Option<u64>,
         fatal: bool,
+        /// Where the signal was delivered: for faults and fatal signals.
+        stack_id: Option<u32>,
         func: Option<u32>,
     },
     Output {
@@ -185,6 +187,11 @@ fn function(func: u32) -> Option<u32> {
     (func != NO_FUNCTION).then_some(func)
 }
 
+/// A stack id of a record: negative when no stack was taken.
+fn stack_id(id: i32) -> Option<u32> {
+    u32::try_from(id).ok()
+}
+
 /// Decodes a record of this family.
 pub(crate) fn decode(kind: u16, bytes: &[u8]) -> Option<Raw> {
     match kind {
@@ -206,7 +213,7 @@ pub(crate) fn decode(kind: u16, bytes: &[u8]) -> Option<Raw> {
                 syscall: linux::syscall_name(e.syscall),
                 errno: e.errno as i32,
                 arg,
-                stack_id: (e.stack_id >= 0).then_some(e.stack_id as u32),
+                stack_id: stack_id(e.stack_id),
                 func: function(e.func),
             })
         }
@@ -219,6 +226,7 @@ pub(crate) fn decode(kind: u16, bytes: &[u8]) -> Option<Raw> {
                 code: e.code,
                 fault_addr: (e.fault_addr != 0).then_some(e.fault_addr),
                 fatal: e.disposition == 0 && linux::default_is_fatal(e.signo),
+                stack_id: stack_id(e.stack_id),
                 func: function(e.func),
             })
         }
@@ -309,6 +317,14 @@ pub(crate) fn read_stack(ebpf: &Ebpf, stack_id: u32) -> Vec<u64> {
 }
 
 impl Raw {
+    /// The id of the user stack the record comes with, if any.
+    pub(crate) fn stack_id(&self) -> Option<u32> {
+        match self {
+            Raw::Syscall { stack_id, .. } | Raw::Signal { stack_id, .. } => *stack_id,
+            Raw::Output { .. } | Raw::Oom { .. } => None,
+        }
+    }
+
     pub(crate) fn timestamp(&self) -> u64 {
         match self {
             Raw::Syscall { ts, .. }
@@ -334,15 +350,61 @@ mod tests {
         assert_eq!(linux::syscall_name(42), "connect");
     }
 
+    /// The bytes of a record as the kernel sends it.
+    fn bytes_of<T: aya::Pod>(record: &T) -> Vec<u8> {
+        // SAFETY: a #[repr(C)] record of integers and bytes with no implicit padding (Pod), read
+        // as the bytes it is made of.
+        unsafe { std::slice::from_raw_parts((record as *const T).cast::<u8>(), size_of::<T>()) }
+            .to_vec()
+    }
+
+    /// The header of a record of `kind` from thread 7 at 42 ns.
+    fn header(kind: EventKind) -> profiler_common::event::EventHeader {
+        profiler_common::event::EventHeader {
+            kind: kind as u16,
+            _pad: 0,
+            tid: 7,
+            timestamp_ns: 42,
+        }
+    }
+
+    /// A fault signal comes with the stack the kernel took where it was delivered; a record
+    /// without one (negative id) has none.
+    #[test]
+    fn a_signal_brings_its_stack_id() {
+        let record = |stack_id| SignalRecord {
+            header: header(EventKind::Signal),
+            signo: libc::SIGSEGV,
+            code: 1,
+            errno: 0,
+            disposition: 0,
+            fault_addr: 0x10,
+            stack_id,
+            func: NO_FUNCTION,
+        };
+        let decoded = |stack_id| decode(EventKind::Signal as u16, &bytes_of(&record(stack_id)));
+        let Some(Raw::Signal {
+            signo,
+            fault_addr,
+            fatal,
+            stack_id,
+            ..
+        }) = decoded(12)
+        else {
+            panic!("not a signal");
+        };
+        assert_eq!(
+            (signo, fault_addr, fatal),
+            (libc::SIGSEGV, Some(0x10), true)
+        );
+        assert_eq!(stack_id, Some(12));
+        assert_eq!(decoded(-1).and_then(|r| r.stack_id()), None);
+    }
+
     /// An output record as the kernel sends it: `data`, after `truncated` bytes not captured.
     fn output_record(data: &[u8], truncated: u32) -> Vec<u8> {
         let mut e = OutputEvent {
-            header: profiler_common::event::EventHeader {
-                kind: EventKind::Output as u16,
-                _pad: 0,
-                tid: 7,
-                timestamp_ns: 42,
-            },
+            header: header(EventKind::Output),
             fd: 2,
             len: data.len() as u32,
             truncated,
@@ -350,10 +412,7 @@ mod tests {
             data: [0; profiler_common::errors::OUTPUT_CHUNK],
         };
         e.data[..data.len()].copy_from_slice(data);
-        // SAFETY: a #[repr(C)] record of integers and bytes with no implicit padding, read as
-        // the bytes it is made of.
-        unsafe { std::slice::from_raw_parts((&raw const e).cast::<u8>(), size_of::<OutputEvent>()) }
-            .to_vec()
+        bytes_of(&e)
     }
 
     /// Bytes the kernel skipped before a record are marked where they were, with their count.

@@ -67,8 +67,9 @@ impl Family for Errors {
     fn note(&self) -> Option<String> {
         (!self.sys_exit.is_empty()).then(|| {
             format!(
-                "{}; signal_deliver; oom/mark_victim; every syscall of the system takes the \
-                 kernel's syscall-tracing path",
+                "{}; signal_deliver (with the user stack of fault and fatal signals); \
+                 oom/mark_victim; every syscall of the system takes the kernel's syscall-tracing \
+                 path",
                 self.sys_exit
             )
         })
@@ -106,15 +107,10 @@ impl Family for Errors {
             Ok(f) => self.failures = f,
             Err(e) => warnings.push(format!("could not read the syscall failure counts: {e:#}")),
         }
-        for raw in &self.raw {
-            if let Raw::Syscall {
-                stack_id: Some(id), ..
-            } = raw
-            {
-                self.stacks
-                    .entry(*id)
-                    .or_insert_with(|| kernel::read_stack(ebpf, *id));
-            }
+        for id in self.raw.iter().filter_map(Raw::stack_id) {
+            self.stacks
+                .entry(id)
+                .or_insert_with(|| kernel::read_stack(ebpf, id));
         }
         if self.output_dropped > 0 {
             warnings.push(format!(
@@ -134,6 +130,19 @@ impl Family for Errors {
         let mut analyzer = ErrorAnalyzer::new(db, options);
         let function =
             |func: Option<u32>| func.and_then(|f| ctx.traced_names.get(f as usize).cloned());
+        let stacks = &self.stacks;
+        // A user stack, symbolized as the text of its frames (innermost first; empty: none).
+        let mut stack = |stack_id: Option<u32>| -> Vec<String> {
+            stack_id
+                .and_then(|id| stacks.get(&id))
+                .map(|ips| {
+                    ips.iter()
+                        .take(STACK_FRAMES)
+                        .map(|ip| frame_text(&ctx.symbolizer.frame(ctx.maps, *ip)))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
         let mut raw = std::mem::take(&mut self.raw);
         raw.sort_by_key(Raw::timestamp);
         for event in raw {
@@ -147,15 +156,6 @@ impl Family for Errors {
                     stack_id,
                     func,
                 } => {
-                    let stack = stack_id
-                        .and_then(|id| self.stacks.get(&id))
-                        .map(|ips| {
-                            ips.iter()
-                                .take(STACK_FRAMES)
-                                .map(|ip| frame_text(&ctx.symbolizer.frame(ctx.maps, *ip)))
-                                .collect()
-                        })
-                        .unwrap_or_default();
                     analyzer.on_syscall(SyscallFailure {
                         tid,
                         timestamp_ns: ts,
@@ -163,7 +163,7 @@ impl Family for Errors {
                         errno,
                         arg,
                         flags: None,
-                        stack,
+                        stack: stack(stack_id),
                         function: function(func),
                     });
                 }
@@ -174,6 +174,7 @@ impl Family for Errors {
                     code,
                     fault_addr,
                     fatal,
+                    stack_id,
                     func,
                 } => {
                     analyzer.on_signal(SignalEvent {
@@ -183,7 +184,7 @@ impl Family for Errors {
                         code,
                         fault_addr,
                         fatal,
-                        stack: Vec::new(),
+                        stack: stack(stack_id),
                         function: function(func),
                     });
                 }

@@ -34,6 +34,8 @@ pub(crate) struct SignalEvent {
     pub fault_addr: Option<u64>,
     /// Whether the signal ends the process (default action, no handler).
     pub fatal: bool,
+    /// Symbolized user stack where the signal was delivered (the faulting instruction first);
+    /// empty when not captured (the kernel takes it for faults and fatal signals).
     pub stack: Vec<String>,
     pub function: Option<String>,
 }

@@ -56,7 +56,12 @@ pub struct SyscallErrorEvent {
     pub arg_len: u32,
     /// An [`ArgKind`] value.
     pub arg_kind: u8,
-    pub _pad: [u8; 3],
+    /// 1 for a non-blocking connect that failed after connect(2) returned `EINPROGRESS` (from
+    /// `inet_sock_set_state`, see [`programs::INET_SOCK_SET_STATE`]): `errno` is how the
+    /// connection failed, `arg` the address connect(2) was given, `stack_id` its stack. 0 for a
+    /// syscall that returned `errno` itself.
+    pub deferred: u8,
+    pub _pad: [u8; 2],
     pub arg: [u8; ARG_CAPTURE],
 }
 
@@ -139,6 +144,23 @@ pub struct FailureStats {
 pub const FAILURE_KINDS_MAX: u32 = 4096;
 pub const ERROR_STACKS_MAX: u32 = 4096;
 
+/// Bytes of connect(2)'s address kept while a non-blocking connect is in flight: a
+/// `struct sockaddr_in6`, the largest address TCP connects to.
+pub const CONNECT_ADDR_CAPTURE: usize = 28;
+/// TCP connects of the target in flight at once that are followed (the oldest are forgotten
+/// past this: the maps are LRU).
+pub const CONNECTS_MAX: u32 = 1024;
+
+/// TCP states (`include/net/tcp_states.h`), as `inet_sock_set_state` reports them.
+pub mod tcp {
+    pub const SYN_SENT: i32 = 2;
+    pub const CLOSE: i32 = 7;
+}
+
+/// Name of the global holding the byte offset of `sk_err` in `struct sock` (from the running
+/// kernel's BTF; `u32::MAX` when unknown: then no non-blocking connect failure is reported).
+pub const SOCK_ERR_OFFSET_GLOBAL: &str = "SOCK_ERR_OFFSET";
+
 /// Map names in the eBPF object (see [`crate::names`]): profiler-ebpf names each map static
 /// exactly so.
 pub mod maps {
@@ -148,6 +170,10 @@ pub mod maps {
     pub const ERROR_STACKS: &str = "ERROR_STACKS";
     /// Per CPU, the state of the kernel's loop over one long write (kernel side only).
     pub const OUTPUT_CAPTURE: &str = "OUTPUT_CAPTURE";
+    /// The target's TCP connects in flight, by `struct sock *` (kernel side only).
+    pub const CONNECT_SOCKS: &str = "CONNECT_SOCKS";
+    /// The socket each thread's connect(2) put in SYN_SENT, by thread id (kernel side only).
+    pub const CONNECT_THREADS: &str = "CONNECT_THREADS";
 }
 
 /// Program names in the eBPF object (see [`crate::names`]): profiler-ebpf names each program
@@ -161,17 +187,39 @@ pub mod programs {
     pub const SIGNAL_DELIVER: &str = "signal_deliver";
     /// On the `oom/mark_victim` tracepoint.
     pub const OOM_MARK_VICTIM: &str = "oom_mark_victim";
+    /// Raw tracepoint program on `inet_sock_set_state`: follows the target's TCP connects from
+    /// SYN_SENT to their end, to report the non-blocking ones that fail.
+    pub const INET_SOCK_SET_STATE: &str = "inet_sock_set_state";
 }
 
 /// Every map of the module, in `maps`.
-pub const MAPS: &[&str] = &[maps::FAILURES, maps::ERROR_STACKS, maps::OUTPUT_CAPTURE];
+pub const MAPS: &[&str] = &[
+    maps::FAILURES,
+    maps::ERROR_STACKS,
+    maps::OUTPUT_CAPTURE,
+    maps::CONNECT_SOCKS,
+    maps::CONNECT_THREADS,
+];
 /// Every program of the module, in `programs`.
 pub const PROGRAMS: &[&str] = &[
     programs::SYSCALL_EXIT_BTF,
     programs::SYSCALL_EXIT,
     programs::SIGNAL_DELIVER,
     programs::OOM_MARK_VICTIM,
+    programs::INET_SOCK_SET_STATE,
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connect_address_fits_every_tcp_address() {
+        assert_eq!(CONNECT_ADDR_CAPTURE, size_of::<libc::sockaddr_in6>());
+        assert!(size_of::<libc::sockaddr_in>() <= CONNECT_ADDR_CAPTURE);
+        const { assert!(CONNECT_ADDR_CAPTURE <= ARG_CAPTURE) };
+    }
+}
 
 #[cfg(feature = "user")]
 mod pod {

@@ -2,6 +2,8 @@
 //! signals delivered to the target (with the faulting address), OOM kills, and what the target
 //! writes to fds 1 and 2. Tracepoints only: nothing is placed in the target's code.
 
+mod connect;
+
 use core::ffi::c_void;
 
 use aya_ebpf::{
@@ -33,6 +35,7 @@ use crate::{
     common::{EVENTS, count, count_n, current_ids, fetch_add, named_as_in_common, target_tgid},
     functions::running_function,
 };
+use connect::{CONNECT_SOCKS, CONNECT_THREADS, inet_sock_set_state, on_connect_exit};
 
 /// Every failed syscall of the target, counted exactly by (syscall, errno).
 #[map]
@@ -52,12 +55,13 @@ static OUTPUT_CAPTURE: PerCpuArray<Capture> = PerCpuArray::with_max_entries(1, 0
 
 named_as_in_common!(
     errors,
-    maps: [FAILURES, ERROR_STACKS, OUTPUT_CAPTURE],
+    maps: [FAILURES, ERROR_STACKS, OUTPUT_CAPTURE, CONNECT_SOCKS, CONNECT_THREADS],
     programs: [
         syscall_exit_btf => SYSCALL_EXIT_BTF,
         syscall_exit => SYSCALL_EXIT,
         signal_deliver => SIGNAL_DELIVER,
         oom_mark_victim => OOM_MARK_VICTIM,
+        inet_sock_set_state => INET_SOCK_SET_STATE,
     ]
 );
 
@@ -257,6 +261,10 @@ fn on_exit<C: StackIdContext, R: SavedRegs>(
     if errno >= ERESTART_FIRST {
         return Ok(());
     }
+    if id == sys::CONNECT {
+        // A non-blocking connect's failure comes later: see `connect`.
+        let _ = on_connect_exit(ctx, regs, tid, errno);
+    }
     let key = FailureKey {
         syscall: id as u32,
         errno,
@@ -296,7 +304,8 @@ fn on_exit<C: StackIdContext, R: SavedRegs>(
             .unwrap_or(-1);
         (*event).func = running_function(tid);
         (*event).arg_kind = ArgKind::None as u8;
-        (*event)._pad = [0; 3];
+        (*event).deferred = 0;
+        (*event)._pad = [0; 2];
         (*event).arg_len = 0;
         if let Some((kind, ptr, len)) = explained {
             let arg = &mut (*event).arg;

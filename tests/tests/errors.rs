@@ -55,6 +55,10 @@ macro_rules! require_python {
     };
 }
 
+// After `require_python!`, which its tests use: a macro is in scope below its definition.
+#[path = "errors/connects.rs"]
+mod connects;
+
 /// Writes `contents` to `name` in `dir`; returns the path.
 fn write(dir: &TempDir, name: &str, contents: &str) -> PathBuf {
     let path = dir.path().join(name);

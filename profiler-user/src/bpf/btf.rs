@@ -141,4 +141,18 @@ mod tests {
             None
         );
     }
+
+    /// The errors family reads a socket's error (a non-blocking connect that failed) there.
+    #[test]
+    fn finds_sock_sk_err_when_the_kernel_has_btf() {
+        let vmlinux = Path::new("/sys/kernel/btf/vmlinux");
+        if !vmlinux.exists() {
+            eprintln!("skipped: this kernel has no BTF");
+            return;
+        }
+        let sk_err = member_offset(vmlinux, "sock", "sk_err").expect("sk_err");
+        // After the embedded `struct sock_common`, which starts the struct.
+        let common = member_offset(vmlinux, "sock", "__sk_common").expect("__sk_common");
+        assert!(common == 0 && sk_err > 0);
+    }
 }

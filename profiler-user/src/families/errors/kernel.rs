@@ -37,11 +37,12 @@ const SYS_EXIT_RAW: &str = programs::SYSCALL_EXIT;
 /// Set (to anything), the raw `sys_exit` program is used even where the BTF one would load.
 pub(crate) const RAW_SYS_EXIT_ENV: &str = "PROFILER_RAW_SYS_EXIT";
 
-/// The raw tracepoints of the family besides `sys_exit`: signal delivery.
-const RAW_TRACEPOINTS: [&str; 1] = ["signal_deliver"];
+/// The raw tracepoints of the family besides `sys_exit`: signal delivery, and TCP state changes
+/// (a non-blocking connect that fails after it returned `EINPROGRESS`).
+const RAW_TRACEPOINTS: [&str; 2] = ["signal_deliver", "inet_sock_set_state"];
 
 /// Program names, in the order of [`RAW_TRACEPOINTS`].
-const RAW_PROGRAMS: [&str; 1] = [programs::SIGNAL_DELIVER];
+const RAW_PROGRAMS: [&str; 2] = [programs::SIGNAL_DELIVER, programs::INET_SOCK_SET_STATE];
 
 /// Attaches every program of the family; returns the links, and which `sys_exit` program runs
 /// and why.
@@ -151,6 +152,8 @@ pub(crate) enum Raw {
         arg: Option<String>,
         stack_id: Option<u32>,
         func: Option<u32>,
+        /// A non-blocking connect that failed after it returned `EINPROGRESS`.
+        deferred: bool,
     },
     Signal {
         tid: u32,
@@ -215,6 +218,7 @@ pub(crate) fn decode(kind: u16, bytes: &[u8]) -> Option<Raw> {
                 arg,
                 stack_id: stack_id(e.stack_id),
                 func: function(e.func),
+                deferred: e.deferred != 0,
             })
         }
         k if k == EventKind::Signal as u16 => {
@@ -399,6 +403,40 @@ mod tests {
         );
         assert_eq!(stack_id, Some(12));
         assert_eq!(decoded(-1).and_then(|r| r.stack_id()), None);
+    }
+
+    /// A non-blocking connect that failed later: a failed connect, deferred, with its address.
+    #[test]
+    fn a_deferred_connect_failure_decodes_as_a_failed_connect() {
+        let mut e = SyscallErrorEvent {
+            header: header(EventKind::SyscallError),
+            syscall: 42,
+            errno: libc::ECONNREFUSED as u32,
+            stack_id: 3,
+            func: NO_FUNCTION,
+            arg_len: 16,
+            arg_kind: ArgKind::SockAddr as u8,
+            deferred: 1,
+            _pad: [0; 2],
+            arg: [0; profiler_common::errors::ARG_CAPTURE],
+        };
+        e.arg[0..2].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
+        e.arg[2..4].copy_from_slice(&9u16.to_be_bytes());
+        e.arg[4..8].copy_from_slice(&[127, 0, 0, 1]);
+        let Some(Raw::Syscall {
+            syscall,
+            errno,
+            arg,
+            stack_id,
+            deferred,
+            ..
+        }) = decode(EventKind::SyscallError as u16, &bytes_of(&e))
+        else {
+            panic!("not a syscall failure");
+        };
+        assert_eq!((syscall.as_str(), errno), ("connect", libc::ECONNREFUSED));
+        assert_eq!(arg.as_deref(), Some("127.0.0.1:9"));
+        assert_eq!((stack_id, deferred), (Some(3), true));
     }
 
     /// An output record as the kernel sends it: `data`, after `truncated` bytes not captured.

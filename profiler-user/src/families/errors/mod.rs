@@ -9,9 +9,10 @@ pub(crate) mod kernel;
 use std::collections::{BTreeMap, HashMap};
 
 use aya::Ebpf;
-use profiler_common::event::EventKind;
+use profiler_common::{errors::SOCK_ERR_OFFSET_GLOBAL, event::EventKind};
 
 use crate::{
+    bpf::{LoadOptions, btf},
     family::{Family, Flow, ReportContext, TargetContext},
     level::FamilyId,
     report::{Frame, Report},
@@ -59,6 +60,18 @@ impl Family for Errors {
         FamilyId::Errors
     }
 
+    fn load_options(&self, options: &mut LoadOptions) {
+        // Where the kernel keeps a socket's error, so that a non-blocking connect that fails
+        // later is reported with it (u32::MAX: unknown, not reported).
+        let offset = btf::member_offset(
+            std::path::Path::new("/sys/kernel/btf/vmlinux"),
+            "sock",
+            "sk_err",
+        )
+        .unwrap_or(u32::MAX);
+        options.global(SOCK_ERR_OFFSET_GLOBAL, offset);
+    }
+
     fn attach(&mut self, ebpf: &mut Ebpf, _ctx: &TargetContext<'_>) -> anyhow::Result<usize> {
         (self.links, self.sys_exit) = kernel::attach(ebpf)?;
         Ok(self.links.count())
@@ -68,6 +81,7 @@ impl Family for Errors {
         (!self.sys_exit.is_empty()).then(|| {
             format!(
                 "{}; signal_deliver (with the user stack of fault and fatal signals); \
+                 inet_sock_set_state (non-blocking connects that fail after EINPROGRESS); \
                  oom/mark_victim; every syscall of the system takes the kernel's syscall-tracing \
                  path",
                 self.sys_exit
@@ -155,6 +169,7 @@ impl Family for Errors {
                     arg,
                     stack_id,
                     func,
+                    deferred,
                 } => {
                     analyzer.on_syscall(SyscallFailure {
                         tid,
@@ -165,6 +180,7 @@ impl Family for Errors {
                         flags: None,
                         stack: stack(stack_id),
                         function: function(func),
+                        deferred,
                     });
                 }
                 Raw::Signal {

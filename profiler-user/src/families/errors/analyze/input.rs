@@ -20,6 +20,9 @@ pub(crate) struct SyscallFailure {
     pub stack: Vec<String>,
     /// The traced function running on this thread, if any.
     pub function: Option<String>,
+    /// A non-blocking `connect` that returned `EINPROGRESS` and then failed with `errno` (the
+    /// kernel saw the connection end); `arg` and `stack` are the connect call's.
+    pub deferred: bool,
 }
 
 /// A signal delivered to a thread of the target.

@@ -169,7 +169,16 @@ impl ErrorAnalyzer {
         if let Some(flags) = ev.flags {
             args.push(linux::open_flags(flags));
         }
-        let message = format!("{}({}) = -1 {errno_desc}", ev.syscall, args.join(", "));
+        let message = if ev.deferred {
+            // connect(2) itself returned EINPROGRESS; the connection failed afterwards.
+            format!(
+                "{}({}) = -1 EINPROGRESS, then {errno_desc}",
+                ev.syscall,
+                args.join(", ")
+            )
+        } else {
+            format!("{}({}) = -1 {errno_desc}", ev.syscall, args.join(", "))
+        };
         let (path, arg) = if is_path {
             (ev.arg, None)
         } else {

@@ -134,6 +134,48 @@ fn connection_refused() {
     assert_eq!(e.context.path, None);
 }
 
+/// A non-blocking connect that failed after it returned EINPROGRESS is a failed connect like
+/// any other, with its address and stack; its message says what connect(2) itself returned.
+#[test]
+fn a_non_blocking_connect_that_fails_later() {
+    let mut a = analyzer();
+    for (at_ms, errno, address) in [
+        (1, "ECONNREFUSED", "127.0.0.1:9"),
+        (2, "ETIMEDOUT", "[::1]:8"),
+    ] {
+        a.on_syscall(SyscallFailure {
+            tid: 7,
+            timestamp_ns: START + at_ms * MS,
+            syscall: "connect".into(),
+            errno: linux::errno_value(errno).unwrap(),
+            arg: Some(address.into()),
+            stack: vec!["__libc_connect (libc.so.6+0x10a7c0)".into()],
+            deferred: true,
+            ..SyscallFailure::default()
+        });
+    }
+    let s = finish(a);
+    let [refused, timeout] = &s.events[..] else {
+        panic!("two events: {:?}", s.events);
+    };
+    assert_eq!(refused.pattern.as_deref(), Some("CONNECTION_REFUSED"));
+    assert_eq!(
+        refused.message,
+        "connect(127.0.0.1:9) = -1 EINPROGRESS, then ECONNREFUSED (Connection refused)"
+    );
+    assert_eq!(refused.context.arg.as_deref(), Some("127.0.0.1:9"));
+    assert_eq!(refused.context.errno.as_deref(), Some("ECONNREFUSED"));
+    assert_eq!(
+        refused.context.stack,
+        ["__libc_connect (libc.so.6+0x10a7c0)"]
+    );
+    assert_eq!(timeout.pattern.as_deref(), Some("NETWORK_TIMEOUT"));
+    assert_eq!(
+        (timeout.category, refused.category),
+        (Category::Network, Category::Network)
+    );
+}
+
 #[test]
 fn network_timeouts() {
     let mut a = analyzer();

@@ -122,17 +122,32 @@ pub(crate) fn member_offset(btf_path: &Path, name: &str, member: &str) -> Option
     btf.find_member(id, 0, member.as_bytes(), 0)
 }
 
+/// Where the running kernel's BTF is.
+const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
+
+/// Byte offset of `member` in `struct name` of the running kernel, as a program's global takes
+/// it: `u32::MAX` when unknown (no BTF, or no such member).
+pub(crate) fn kernel_member_offset(name: &str, member: &str) -> u32 {
+    member_offset(Path::new(VMLINUX), name, member).unwrap_or(u32::MAX)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn finds_task_struct_exit_code_when_the_kernel_has_btf() {
-        let vmlinux = Path::new("/sys/kernel/btf/vmlinux");
+    /// The running kernel's BTF, or None (saying the test is skipped) when it has none.
+    fn vmlinux() -> Option<&'static Path> {
+        let vmlinux = Path::new(VMLINUX);
         if !vmlinux.exists() {
             eprintln!("skipped: this kernel has no BTF");
-            return;
+            return None;
         }
+        Some(vmlinux)
+    }
+
+    #[test]
+    fn finds_task_struct_exit_code_when_the_kernel_has_btf() {
+        let Some(vmlinux) = vmlinux() else { return };
         let exit_code = member_offset(vmlinux, "task_struct", "exit_code").expect("exit_code");
         let pid = member_offset(vmlinux, "task_struct", "pid").expect("pid");
         assert!(exit_code > 0 && pid > 0 && exit_code != pid);
@@ -145,14 +160,12 @@ mod tests {
     /// The errors family reads a socket's error (a non-blocking connect that failed) there.
     #[test]
     fn finds_sock_sk_err_when_the_kernel_has_btf() {
-        let vmlinux = Path::new("/sys/kernel/btf/vmlinux");
-        if !vmlinux.exists() {
-            eprintln!("skipped: this kernel has no BTF");
-            return;
-        }
+        let Some(vmlinux) = vmlinux() else { return };
         let sk_err = member_offset(vmlinux, "sock", "sk_err").expect("sk_err");
         // After the embedded `struct sock_common`, which starts the struct.
         let common = member_offset(vmlinux, "sock", "__sk_common").expect("__sk_common");
         assert!(common == 0 && sk_err > 0);
+        assert_eq!(kernel_member_offset("sock", "sk_err"), sk_err);
+        assert_eq!(kernel_member_offset("sock", "no_such_member"), u32::MAX);
     }
 }

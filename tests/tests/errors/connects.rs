@@ -82,44 +82,44 @@ fn the_failed_connect<'a>(
     e
 }
 
-/// A Python socket with a timeout is non-blocking underneath: its connect to a port nothing
-/// listens on returns EINPROGRESS, and the refusal comes back through SO_ERROR. A connect of
-/// the same kind that succeeds reports nothing.
-#[test]
-fn a_socket_with_a_timeout_refused_is_econnrefused_with_the_address() {
+/// Runs Python `body` after [`refused_port_script`]'s prelude: the run's one failed connect is
+/// the refused non-blocking connect to that port, and `in_progress` connects returned
+/// EINPROGRESS.
+fn refused_after_einprogress(body: &str, in_progress: u64) {
     require_root!();
     let py = require_python!();
     let dir = TempDir::new();
-    let (script, port_file) = refused_port_script(
-        &dir,
+    let (script, port_file) = refused_port_script(&dir, body);
+    let report = run_script(&dir, &py, &script, &[], &[]);
+    assert_eq!(report.at("/target/exit_status/code").as_i64(), Some(0));
+    let e = the_failed_connect(&report, "ECONNREFUSED", port(&port_file), in_progress);
+    assert_eq!(e.pattern(), Some("CONNECTION_REFUSED"), "{e}");
+}
+
+/// A Python socket with a timeout is non-blocking underneath: its connect to a port nothing
+/// listens on returns EINPROGRESS, and the refusal comes back through SO_ERROR. A connect of
+/// the same kind that succeeds reports nothing; it returned EINPROGRESS too (on loopback the
+/// handshake ends after connect(2) returns).
+#[test]
+fn a_socket_with_a_timeout_refused_is_econnrefused_with_the_address() {
+    refused_after_einprogress(
         "srv = socket.socket()\nsrv.bind(('127.0.0.1', 0))\nsrv.listen(1)\n\
          ok = socket.socket()\nok.settimeout(2)\nok.connect(srv.getsockname())\n\
          s = socket.socket()\ns.settimeout(2)\ntry:\n    s.connect(('127.0.0.1', port))\n\
          except ConnectionRefusedError:\n    pass\n",
+        2,
     );
-    let report = run_script(&dir, &py, &script, &[], &[]);
-    assert_eq!(report.at("/target/exit_status/code").as_i64(), Some(0));
-    // Both connects returned EINPROGRESS (on loopback the handshake ends after the return).
-    let e = the_failed_connect(&report, "ECONNREFUSED", port(&port_file), 2);
-    assert_eq!(e.pattern(), Some("CONNECTION_REFUSED"), "{e}");
 }
 
 /// asyncio connects non-blocking sockets: `open_connection` to a port nothing listens on.
 #[test]
 fn asyncio_open_connection_refused_is_econnrefused_with_the_address() {
-    require_root!();
-    let py = require_python!();
-    let dir = TempDir::new();
-    let (script, port_file) = refused_port_script(
-        &dir,
+    refused_after_einprogress(
         "import asyncio\nasync def main():\n    try:\n        \
          await asyncio.open_connection('127.0.0.1', port)\n    \
          except ConnectionRefusedError:\n        pass\nasyncio.run(main())\n",
+        1,
     );
-    let report = run_script(&dir, &py, &script, &[], &[]);
-    assert_eq!(report.at("/target/exit_status/code").as_i64(), Some(0));
-    let e = the_failed_connect(&report, "ECONNREFUSED", port(&port_file), 1);
-    assert_eq!(e.pattern(), Some("CONNECTION_REFUSED"), "{e}");
 }
 
 /// A failure that comes well after connect(2) returned, from a kernel timer (softirq context,

@@ -63,12 +63,7 @@ impl Family for Errors {
     fn load_options(&self, options: &mut LoadOptions) {
         // Where the kernel keeps a socket's error, so that a non-blocking connect that fails
         // later is reported with it (u32::MAX: unknown, not reported).
-        let offset = btf::member_offset(
-            std::path::Path::new("/sys/kernel/btf/vmlinux"),
-            "sock",
-            "sk_err",
-        )
-        .unwrap_or(u32::MAX);
+        let offset = btf::kernel_member_offset("sock", "sk_err");
         options.global(SOCK_ERR_OFFSET_GLOBAL, offset);
     }
 

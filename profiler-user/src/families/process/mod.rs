@@ -35,12 +35,7 @@ impl Family for Process {
     fn load_options(&self, options: &mut LoadOptions) {
         // Where the kernel keeps a task's exit code, so that the exit status is read in the
         // kernel as the last thread exits (u32::MAX: unknown, no status).
-        let offset = btf::member_offset(
-            std::path::Path::new("/sys/kernel/btf/vmlinux"),
-            "task_struct",
-            "exit_code",
-        )
-        .unwrap_or(u32::MAX);
+        let offset = btf::kernel_member_offset("task_struct", "exit_code");
         options.global(TASK_EXIT_CODE_OFFSET_GLOBAL, offset);
     }
 

@@ -158,6 +158,9 @@ pub mod programs {
     pub const SIGNAL_DELIVER: &str = "signal_deliver";
     /// On the `oom/mark_victim` tracepoint.
     pub const OOM_MARK_VICTIM: &str = "oom_mark_victim";
+    /// Raw tracepoint program on `signal_deliver` that counts the syscalls a handler makes
+    /// fail with EINTR (in `FAILURES`; they leave `sys_exit` with a restart code).
+    pub const SYSCALL_INTERRUPTED: &str = "syscall_interrupted";
 }
 
 /// Every map of the module, in `maps`.
@@ -168,6 +171,7 @@ pub const PROGRAMS: &[&str] = &[
     programs::SYSCALL_EXIT,
     programs::SIGNAL_DELIVER,
     programs::OOM_MARK_VICTIM,
+    programs::SYSCALL_INTERRUPTED,
 ];
 
 #[cfg(feature = "user")]

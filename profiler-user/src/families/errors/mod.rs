@@ -67,8 +67,9 @@ impl Family for Errors {
     fn note(&self) -> Option<String> {
         (!self.sys_exit.is_empty()).then(|| {
             format!(
-                "{}; signal_deliver; oom/mark_victim; every syscall of the system takes the \
-                 kernel's syscall-tracing path",
+                "{}; signal_deliver (signals, and the syscalls a handler interrupts: EINTR); \
+                 oom/mark_victim; every syscall of the system takes the kernel's syscall-tracing \
+                 path",
                 self.sys_exit
             )
         })
@@ -101,6 +102,7 @@ impl Family for Errors {
     }
 
     fn harvest(&mut self, ebpf: &mut Ebpf, warnings: &mut Vec<String>) {
+        warnings.extend(kernel::eintr_not_counted(&self.links));
         kernel::detach(ebpf, std::mem::take(&mut self.links));
         match kernel::read_failures(ebpf) {
             Ok(f) => self.failures = f,

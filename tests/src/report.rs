@@ -119,6 +119,12 @@ impl<'a> Node<'a> {
             .unwrap_or_else(|| panic!("{pointer} is not a number: {v} in {:#}", self.json))
     }
 
+    fn bool(self, pointer: &str) -> bool {
+        let v = self.field(pointer);
+        v.as_bool()
+            .unwrap_or_else(|| panic!("{pointer} is not a bool: {v} in {:#}", self.json))
+    }
+
     fn str(self, pointer: &str) -> &'a str {
         let v = self.field(pointer);
         v.as_str()
@@ -305,9 +311,7 @@ impl<'a> Errors<'a> {
 
     /// Whether every count of the section is exact.
     pub fn exact(&self) -> bool {
-        let v = self.0.field("/exact");
-        v.as_bool()
-            .unwrap_or_else(|| panic!("/exact is not a bool: {v}"))
+        self.0.bool("/exact")
     }
 
     /// The error events of `source` (`syscall`, `output`, `signal`, `exit`), counted.
@@ -384,9 +388,7 @@ impl<'a> PatternStat<'a> {
     }
 
     pub fn exact(&self) -> bool {
-        let v = self.0.field("/exact");
-        v.as_bool()
-            .unwrap_or_else(|| panic!("/exact is not a bool: {v}"))
+        self.0.bool("/exact")
     }
 
     /// `increasing`, `stable`, `decreasing` or `single`.

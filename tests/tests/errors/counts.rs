@@ -3,7 +3,7 @@
 //! and EINTR, never detailed, counted as expected failures; and a failure with its traceback
 //! and exit counted once, as one incident.
 
-use profiler_tests::{TempDir, require_root, skip, victims};
+use profiler_tests::{Errors, TempDir, require_root, skip, victims};
 
 use super::{missing_model_script, python, run_basic, utf8};
 
@@ -19,6 +19,14 @@ fn run_victim(
     let (out, report) = run_basic(dir, &[], &cmd, env);
     assert_eq!(report.at("/target/exit_status/code").as_i64(), Some(0));
     (out.count_line(label), report)
+}
+
+/// The section lists `row` (syscall, errno, benign pattern, count) among the expected
+/// failures, and has no error.
+fn expected_only(errors: &Errors, row: (&str, &str, &str, u64)) {
+    let benign = errors.benign();
+    assert!(benign.contains(&row), "no {row:?} in {benign:?}");
+    assert_eq!(errors.total(), 0, "{}", errors.describe());
 }
 
 /// A target that fails to open a model file 1,000 times a second for 10 s: far past the 256
@@ -68,15 +76,8 @@ fn eagain_is_counted_exactly_and_benign() {
     let (n, report) = run_victim(&dir, &["eagain", "5000"], "eagain", &[]);
     assert_eq!(n, 5_000, "the victim's own count");
     let errors = report.errors();
-    assert!(
-        errors
-            .benign()
-            .contains(&("read", "EAGAIN", "BENIGN_WOULD_BLOCK", n)),
-        "{:?}",
-        errors.benign()
-    );
+    expected_only(&errors, ("read", "EAGAIN", "BENIGN_WOULD_BLOCK", n));
     assert_eq!(errors.failures_of("read", "EAGAIN"), n);
-    assert_eq!(errors.total(), 0, "{}", errors.describe());
     assert!(
         errors
             .events()
@@ -97,17 +98,10 @@ fn eintr_is_counted_exactly_and_benign() {
         let (n, report) = run_victim(&dir, &["eintr", "300"], "eintr", env);
         assert_eq!(n, 300, "the victim's own count");
         let errors = report.errors();
-        assert!(
-            errors
-                .benign()
-                .contains(&("read", "EINTR", "BENIGN_INTERRUPTED", n)),
-            "{env:?}: {:?}",
-            errors.benign()
-        );
+        expected_only(&errors, ("read", "EINTR", "BENIGN_INTERRUPTED", n));
         let failures = errors.syscall_failures();
         let eintr: Vec<_> = failures.iter().filter(|f| f.1 == "EINTR").collect();
         assert_eq!(eintr, [&("read", "EINTR", n)], "{env:?}: {failures:?}");
-        assert_eq!(errors.total(), 0, "{}", errors.describe());
     }
 }
 

@@ -93,6 +93,12 @@ static int eintr(long n) {
   while (interrupted < n)
     if (read(fds[0], &c, 1) < 0 && errno == EINTR)
       interrupted++;
+  /* No further EINTR: a signal sent while the thread waits to be joined would interrupt the
+   * join's futex wait. */
+  sigset_t usr1;
+  sigemptyset(&usr1);
+  sigaddset(&usr1, SIGUSR1);
+  pthread_sigmask(SIG_BLOCK, &usr1, NULL);
   done = 1;
   pthread_join(kicker, NULL);
   printf("eintr %ld\n", interrupted);

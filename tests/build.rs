@@ -51,6 +51,14 @@ fn main() {
         &link,
     );
 
+    // The errors family's victim: fails in exactly known ways, and says how many times.
+    build(
+        "ERR",
+        &src.join("err_victim.c"),
+        &out.join("err_victim"),
+        &["-O2", "-pthread"],
+    );
+
     // The memory family's victims, `victims/mem_*.c` as `VICTIM_MEM_<NAME>`: with frame
     // pointers, so that their allocation stacks walk.
     let mem = ["-O1", "-fno-omit-frame-pointer", "-pthread"];

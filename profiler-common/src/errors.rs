@@ -190,6 +190,9 @@ pub mod programs {
     /// Raw tracepoint program on `inet_sock_set_state`: follows the target's TCP connects from
     /// SYN_SENT to their end, to report the non-blocking ones that fail.
     pub const INET_SOCK_SET_STATE: &str = "inet_sock_set_state";
+    /// Raw tracepoint program on `signal_deliver` that counts the syscalls a handler makes
+    /// fail with EINTR (in `FAILURES`; they leave `sys_exit` with a restart code).
+    pub const SYSCALL_INTERRUPTED: &str = "syscall_interrupted";
 }
 
 /// Every map of the module, in `maps`.
@@ -207,6 +210,7 @@ pub const PROGRAMS: &[&str] = &[
     programs::SIGNAL_DELIVER,
     programs::OOM_MARK_VICTIM,
     programs::INET_SOCK_SET_STATE,
+    programs::SYSCALL_INTERRUPTED,
 ];
 
 #[cfg(test)]

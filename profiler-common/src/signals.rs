@@ -17,6 +17,8 @@ pub const SIGWINCH: i32 = 28;
 pub const SIG_DFL: u64 = 0;
 /// `sa_handler` of an ignored signal.
 pub const SIG_IGN: u64 = 1;
+/// `sa_flags`: a syscall that a handler interrupts is restarted rather than failing with EINTR.
+pub const SA_RESTART: u64 = 0x1000_0000;
 
 /// Whether signal `signo` reports a fault, with its address in `si_addr`.
 #[inline(always)]
@@ -68,6 +70,7 @@ mod tests {
         }
         assert_eq!(SIG_DFL, libc::SIG_DFL as u64);
         assert_eq!(SIG_IGN, libc::SIG_IGN as u64);
+        assert_eq!(SA_RESTART, libc::SA_RESTART as u64);
         assert!(is_fault(libc::SIGSEGV) && !is_fault(libc::SIGTERM));
     }
 

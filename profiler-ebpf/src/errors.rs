@@ -34,6 +34,7 @@ use profiler_common::{
 use crate::{
     common::{EVENTS, count, count_n, current_ids, fetch_add, named_as_in_common, target_tgid},
     functions::running_function,
+    interrupted::syscall_interrupted,
 };
 use connect::{CONNECT_SOCKS, CONNECT_THREADS, inet_sock_set_state, on_connect_exit};
 
@@ -62,6 +63,7 @@ named_as_in_common!(
         signal_deliver => SIGNAL_DELIVER,
         oom_mark_victim => OOM_MARK_VICTIM,
         inet_sock_set_state => INET_SOCK_SET_STATE,
+        syscall_interrupted => SYSCALL_INTERRUPTED,
     ]
 );
 
@@ -129,9 +131,18 @@ fn is_uprobe_syscall(id: u64) -> bool {
     id == sys::URETPROBE || id == sys::UPROBE
 }
 
+/// `orig_rax` of -1: no syscall is returning. `rt_sigreturn(2)` leaves that behind: it restores
+/// the registers of the context a signal handler interrupted, `rax` included, which may read as
+/// a failure (the -EINTR of the call the handler interrupted, or whatever user code had there).
+/// The kernel's own syscall tracing skips these too.
+#[inline(always)]
+fn is_sigreturn(id: u64) -> bool {
+    (id as i64) < 0
+}
+
 /// A saved user register of the syscall, from the `struct pt_regs` the raw tracepoints get.
 #[inline(always)]
-fn user_reg(regs: u64, offset: usize) -> Result<u64, ()> {
+pub(crate) fn user_reg(regs: u64, offset: usize) -> Result<u64, ()> {
     // SAFETY: a kernel pointer from the tracepoint's arguments, read through the checked helper.
     unsafe { bpf_probe_read_kernel((regs as usize + offset) as *const u64) }.map_err(|_| ())
 }
@@ -142,7 +153,9 @@ const ARG_REGS: [usize; 3] = [
     core::mem::offset_of!(pt_regs, rsi),
     core::mem::offset_of!(pt_regs, rdx),
 ];
-const ORIG_RAX: usize = core::mem::offset_of!(pt_regs, orig_rax);
+pub(crate) const ORIG_RAX: usize = core::mem::offset_of!(pt_regs, orig_rax);
+/// The return value, once the syscall has returned.
+pub(crate) const RAX: usize = core::mem::offset_of!(pt_regs, rax);
 
 /// The saved user registers of the syscall that is returning. At `sys_exit` they still hold the
 /// call's arguments (x86-64 syscalls do not change them), and the memory the arguments point at
@@ -193,7 +206,7 @@ pub fn syscall_exit_btf(ctx: BtfTracePointContext) -> u32 {
     let Ok(id) = regs.get(ORIG_RAX) else {
         return 0;
     };
-    if is_uprobe_syscall(id) {
+    if is_uprobe_syscall(id) || is_sigreturn(id) {
         return 0;
     }
     let ret: i64 = ctx.arg(1);
@@ -226,7 +239,7 @@ pub fn syscall_exit(ctx: RawTracePointContext) -> u32 {
     let Ok(id) = regs.get(ORIG_RAX) else {
         return 0;
     };
-    if is_uprobe_syscall(id) || !worth_a_look(id, ret) {
+    if is_uprobe_syscall(id) || is_sigreturn(id) || !worth_a_look(id, ret) {
         return 0;
     }
     match on_exit(&ctx, &regs, tid, id, ret) {
@@ -259,6 +272,8 @@ fn on_exit<C: StackIdContext, R: SavedRegs>(
     }
     let errno = (-ret) as u32;
     if errno >= ERESTART_FIRST {
+        // Not what the target sees: the call is restarted, or fails with EINTR, which is
+        // counted when the signal is delivered (see `crate::interrupted`).
         return Ok(());
     }
     if id == sys::CONNECT {
@@ -333,7 +348,7 @@ fn on_exit<C: StackIdContext, R: SavedRegs>(
 
 /// Counts one failure; returns whether its details should be sent (see `DETAIL_BURST`).
 #[inline(always)]
-fn count_failure(key: FailureKey) -> bool {
+pub(crate) fn count_failure(key: FailureKey) -> bool {
     let mut stats = FAILURES.get_ptr_mut(key);
     if stats.is_none() {
         let first = FailureStats {

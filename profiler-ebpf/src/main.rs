@@ -9,6 +9,7 @@
 mod common;
 mod errors;
 mod functions;
+mod interrupted;
 mod memory;
 mod process;
 

@@ -20,7 +20,7 @@ use std::{
 };
 
 pub use process::{Outcome, Profiler, Victim};
-pub use report::{Errors, Event, Family, Func, Report};
+pub use report::{Errors, Event, Family, Func, PatternStat, Report};
 
 /// The longest any process or handshake may take before the test fails; generous, so a loaded
 /// machine does not make a test flaky, and finite, so a broken profiler cannot hang the suite.
@@ -36,6 +36,8 @@ pub mod victims {
     pub const C_O0: &str = env!("VICTIM_C_O0");
     /// `victim_lib.c`, calling `lib_function` in `libvictim.so`.
     pub const LIB: &str = env!("VICTIM_LIB");
+    /// `err_victim.c`: failed syscalls in known numbers (`steady`, `eagain`, `eintr`).
+    pub const ERR: &str = env!("VICTIM_ERR");
 }
 
 /// The profiler binary: `$PROFILER_BIN`, or `profiler` next to the `deps/` directory that holds

@@ -126,6 +126,17 @@ impl Outcome {
         self
     }
 
+    /// The number on the line `LABEL N` of stdout, where a victim that runs under `profiler
+    /// run` (and shares its stdout) says how many times it did something.
+    pub fn count_line(&self, label: &str) -> u64 {
+        let prefix = format!("{label} ");
+        self.stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no `{label} N` line in stdout:\n{}", self.stdout))
+    }
+
     /// Panics unless the profiler failed the way a user error should: a non-zero exit, no
     /// panic, and one line on stderr starting with `error: `, the last one. Returns that line.
     pub fn expect_error(&self) -> &str {

@@ -119,6 +119,12 @@ impl<'a> Node<'a> {
             .unwrap_or_else(|| panic!("{pointer} is not a number: {v} in {:#}", self.json))
     }
 
+    fn bool(self, pointer: &str) -> bool {
+        let v = self.field(pointer);
+        v.as_bool()
+            .unwrap_or_else(|| panic!("{pointer} is not a bool: {v} in {:#}", self.json))
+    }
+
     fn str(self, pointer: &str) -> &'a str {
         let v = self.field(pointer);
         v.as_str()
@@ -298,6 +304,57 @@ impl<'a> Errors<'a> {
             .collect()
     }
 
+    /// Incidents: a failure and its consequences count once.
+    pub fn total(&self) -> u64 {
+        self.0.u64("/total")
+    }
+
+    /// Whether every count of the section is exact.
+    pub fn exact(&self) -> bool {
+        self.0.bool("/exact")
+    }
+
+    /// The error events of `source` (`syscall`, `output`, `signal`, `exit`), counted.
+    pub fn by_source(&self, source: &str) -> u64 {
+        self.0.u64(&format!("/by_source/{source}"))
+    }
+
+    /// The entry of pattern `id` in `patterns`; panics with the ids there are when it is
+    /// missing.
+    pub fn pattern(&self, id: &str) -> PatternStat<'a> {
+        let all: Vec<PatternStat> = self
+            .0
+            .list("/patterns", "pattern")
+            .into_iter()
+            .map(PatternStat)
+            .collect();
+        named(&all, "pattern", id, |p| p.id())
+    }
+
+    /// `(syscall, errno, pattern, count)` for every kind of expected failure.
+    pub fn benign(&self) -> Vec<(&'a str, &'a str, &'a str, u64)> {
+        self.0
+            .list("/benign", "benign failure")
+            .into_iter()
+            .map(|b| {
+                (
+                    b.str("/syscall"),
+                    b.str("/errno"),
+                    b.str("/pattern"),
+                    b.u64("/count"),
+                )
+            })
+            .collect()
+    }
+
+    /// The exact count of failures of `syscall` with `errno` (0: none).
+    pub fn failures_of(&self, syscall: &str, errno: &str) -> u64 {
+        self.syscall_failures()
+            .iter()
+            .find(|&&(s, e, _)| s == syscall && e == errno)
+            .map_or(0, |f| f.2)
+    }
+
     /// The events, one line each (pattern, type, source, message), for failure messages.
     pub fn describe(&self) -> String {
         self.events()
@@ -308,6 +365,41 @@ impl<'a> Errors<'a> {
             .map(|fields| fields.join(" "))
             .collect::<Vec<_>>()
             .join("\n")
+    }
+}
+
+/// One entry of `errors.patterns`.
+#[derive(Debug, Clone, Copy)]
+pub struct PatternStat<'a>(Node<'a>);
+
+impl<'a> PatternStat<'a> {
+    pub fn id(&self) -> &'a str {
+        self.0.str("/id")
+    }
+
+    /// Incidents with an event of the pattern.
+    pub fn count(&self) -> u64 {
+        self.0.u64("/count")
+    }
+
+    /// Events of the pattern.
+    pub fn occurrences(&self) -> u64 {
+        self.0.u64("/occurrences")
+    }
+
+    pub fn exact(&self) -> bool {
+        self.0.bool("/exact")
+    }
+
+    /// `increasing`, `stable`, `decreasing` or `single`.
+    pub fn trend(&self) -> &'a str {
+        self.0.str("/trend")
+    }
+}
+
+impl fmt::Display for PatternStat<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0.json)
     }
 }
 
@@ -352,6 +444,31 @@ impl<'a> Event<'a> {
             .list("/solutions", "solution")
             .into_iter()
             .map(|s| s.str(""))
+            .collect()
+    }
+
+    /// Unique in the report; incident links name events by it.
+    pub fn id(&self) -> u64 {
+        self.0.u64("/id")
+    }
+
+    /// The root cause of the incident the event is a consequence of; None for a root.
+    pub fn caused_by(&self) -> Option<u64> {
+        match self.0.field("/caused_by") {
+            Value::Null => None,
+            v => Some(
+                v.as_u64()
+                    .unwrap_or_else(|| panic!("/caused_by is not an id: {v}")),
+            ),
+        }
+    }
+
+    /// For a root: the events of its incident.
+    pub fn led_to(&self) -> Vec<u64> {
+        self.0
+            .list("/led_to", "event id")
+            .into_iter()
+            .map(|id| id.u64(""))
             .collect()
     }
 

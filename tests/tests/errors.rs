@@ -771,3 +771,7 @@ fn a_writev_is_kept_in_order_across_its_buffers() {
     );
     the_cuda_oom(&report);
 }
+
+/// Counts against the kernel's exact counts, and incidents.
+#[path = "errors/counts.rs"]
+mod counts;

@@ -83,6 +83,24 @@ pub(crate) enum Source {
     Exit,
 }
 
+impl Source {
+    pub(crate) const ALL: [Source; 4] = [
+        Source::Syscall,
+        Source::Output,
+        Source::Signal,
+        Source::Exit,
+    ];
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Source::Syscall => "syscall",
+            Source::Signal => "signal",
+            Source::Output => "output",
+            Source::Exit => "exit",
+        }
+    }
+}
+
 /// One frame of a printed stack trace (Python, Rust, Go, Java).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Frame {
@@ -104,26 +122,44 @@ pub(crate) struct ChainedException {
     pub message: String,
 }
 
-/// The `errors` section of the report.
+/// The `errors` section of the report. Its counts are of every failure, not of the detailed
+/// ones alone: a failed syscall counts from the kernel's exact count of its kind (see
+/// `analyze::counts`), and a failure with its consequences (a traceback, the exit it ends in)
+/// counts once, as one incident (see `analyze::incident`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub(crate) struct ErrorsSection {
-    /// Errors seen (benign failures excluded), including those dropped from `events`.
+    /// Incidents (benign failures excluded): every failed syscall that is an error, and every
+    /// other error event, less those that are the consequence of another.
     pub total: u64,
-    /// The most recent errors, oldest first, at most the configured bound.
+    /// Whether every count of the section is exact: false when the failures of some kind that
+    /// were not detailed were split over several classes (patterns, benign or not) by the
+    /// examples of the kind; the patterns concerned say so too.
+    #[serde(default)]
+    pub exact: bool,
+    /// The most recent detailed errors, oldest first, at most the configured bound: examples,
+    /// with their incident links.
     pub events: Vec<ErrorEvent>,
-    /// Errors left out of `events` because of the bound.
+    /// Detailed errors left out of `events` because of the bound.
     pub dropped: u64,
     /// Per matched pattern, most frequent first.
     pub patterns: Vec<PatternStat>,
+    /// Incidents by their root's category.
     pub by_category: BTreeMap<String, u64>,
+    /// Incidents by the highest severity among their events.
     pub by_severity: BTreeMap<String, u64>,
-    /// Expected syscall failures per (syscall, errno); hidden from the text summary.
+    /// Error events by source (`syscall`, `output`, `signal`, `exit`), each counted, whether
+    /// root or consequence: failed syscalls exactly from the kernel's counts.
+    #[serde(default)]
+    pub by_source: BTreeMap<String, u64>,
+    /// Expected syscall failures per (syscall, errno, benign pattern), counted exactly; hidden
+    /// from the text summary.
     pub benign: Vec<BenignCount>,
     /// Signals that a handler caught (not fatal), per signal.
     pub benign_signals: Vec<SignalCount>,
     /// Every failed syscall of the target, benign or not, counted exactly in the kernel per
-    /// (syscall, errno), most frequent first. `events` carries the details of at most 64 of each
-    /// kind, and none of EAGAIN, EINTR and EINPROGRESS, which are only counted.
+    /// (syscall, errno), most frequent first. `events` carries the details of the first 256 of
+    /// each kind and then at most 16 a second, and none of EAGAIN, EINTR and EINPROGRESS, which
+    /// are only counted.
     #[serde(default)]
     pub syscall_failures: Vec<FailureCount>,
 }
@@ -140,6 +176,15 @@ pub(crate) struct FailureCount {
 /// One error.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct ErrorEvent {
+    /// Unique in the report; `caused_by` and `led_to` name events by it.
+    #[serde(default)]
+    pub id: u64,
+    /// The root cause of the incident this event is a consequence of (None: it is a root).
+    #[serde(default)]
+    pub caused_by: Option<u64>,
+    /// For a root: the events of its incident that it led to, in the order they were grouped.
+    #[serde(default)]
+    pub led_to: Vec<u64>,
     pub error_type: String,
     pub category: Category,
     pub severity: Severity,
@@ -218,7 +263,15 @@ pub(crate) struct PatternStat {
     pub id: String,
     pub category: Category,
     pub severity: Severity,
+    /// Incidents with an event of the pattern (an incident counts once, however many).
     pub count: u64,
+    /// Events of the pattern: every failed syscall (exactly), printed error, signal and exit.
+    #[serde(default)]
+    pub occurrences: u64,
+    /// Whether `count` and `occurrences` are exact: false when failures that were not detailed
+    /// were split between this pattern and others by the examples of their kind.
+    #[serde(default)]
+    pub exact: bool,
     pub first_seen: f64,
     pub last_seen: f64,
     pub trend: Trend,
@@ -238,6 +291,9 @@ pub(crate) struct BenignCount {
     pub syscall: String,
     /// Errno name.
     pub errno: String,
+    /// The benign pattern they matched.
+    #[serde(default)]
+    pub pattern: String,
     pub count: u64,
 }
 

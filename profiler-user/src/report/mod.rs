@@ -20,7 +20,7 @@ pub(crate) use memory::MemorySection;
 
 /// Version of the JSON schema (docs/report-schema.md). Bump the minor version when fields are
 /// added, the major version when a field changes meaning or goes away.
-pub(crate) const SCHEMA_VERSION: &str = "1.1";
+pub(crate) const SCHEMA_VERSION: &str = "2.0";
 
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct Report {

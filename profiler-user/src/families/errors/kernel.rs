@@ -45,7 +45,8 @@ const RAW_TRACEPOINTS: [&str; 2] = ["signal_deliver", "inet_sock_set_state"];
 const RAW_PROGRAMS: [&str; 2] = [programs::SIGNAL_DELIVER, programs::INET_SOCK_SET_STATE];
 
 /// Attaches every program of the family; returns the links, and which `sys_exit` program runs
-/// and why.
+/// and why. The program that counts EINTR ([`attach_interrupted`]) may fail alone: its error is
+/// kept in the links.
 pub(crate) fn attach(ebpf: &mut Ebpf) -> anyhow::Result<(Links, String)> {
     let mut links = Links::default();
     let btf = if std::env::var_os(RAW_SYS_EXIT_ENV).is_some() {
@@ -66,6 +67,7 @@ pub(crate) fn attach(ebpf: &mut Ebpf) -> anyhow::Result<(Links, String)> {
     for (program, tracepoint) in RAW_PROGRAMS.into_iter().zip(RAW_TRACEPOINTS) {
         attach_raw(ebpf, &mut links, program, tracepoint)?;
     }
+    attach_interrupted(ebpf, &mut links);
     let oom: &mut TracePoint = bpf::program(ebpf, programs::OOM_MARK_VICTIM)?;
     oom.load().context("failed to load oom_mark_victim")?;
     links.oom = Some(
@@ -73,6 +75,25 @@ pub(crate) fn attach(ebpf: &mut Ebpf) -> anyhow::Result<(Links, String)> {
             .context("failed to attach to the oom/mark_victim tracepoint")?,
     );
     Ok((links, sys_exit))
+}
+
+/// The program that counts the syscalls a signal handler makes fail with EINTR (they leave
+/// `sys_exit` with a restart code). It needs the kernel's BTF (for the task's registers); where
+/// it does not load, the rest of the family still runs and EINTR is counted only where a call
+/// returns it by itself.
+fn attach_interrupted(ebpf: &mut Ebpf, links: &mut Links) {
+    let program = programs::SYSCALL_INTERRUPTED;
+    links.interrupted = attach_raw(ebpf, links, program, "signal_deliver")
+        .map_err(|e| format!("{e:#}"))
+        .err();
+}
+
+/// Why EINTR from interrupted syscalls is not counted, when the program that counts it did not
+/// attach.
+pub(crate) fn eintr_not_counted(links: &Links) -> Option<String> {
+    links.interrupted.as_ref().map(|why| {
+        format!("syscalls that a signal handler interrupts (EINTR) are not counted: {why}")
+    })
 }
 
 /// Loads and attaches the BTF `sys_exit` program (needs the kernel's BTF).
@@ -106,6 +127,8 @@ pub(crate) struct Links {
     sys_exit_btf: Option<BtfTracePointLinkId>,
     raw: Vec<(&'static str, RawTracePointLinkId)>,
     oom: Option<TracePointLinkId>,
+    /// Why the program that counts EINTR did not attach.
+    interrupted: Option<String>,
 }
 
 impl Links {

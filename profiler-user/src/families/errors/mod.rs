@@ -6,20 +6,21 @@
 pub(crate) mod analyze;
 pub(crate) mod kernel;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use aya::Ebpf;
 use profiler_common::{errors::SOCK_ERR_OFFSET_GLOBAL, event::EventKind};
 
 use crate::{
     bpf::{LoadOptions, btf},
-    family::{Family, Flow, ReportContext, TargetContext},
+    clock::monotonic_ns,
+    family::{Family, Flow, ReportContext, TargetContext, TickContext},
     level::FamilyId,
     report::{Frame, Report},
 };
 use analyze::{
-    AnalyzerOptions, ErrorAnalyzer, ExitEvent, OomKill, OutputChunk, PatternDb, SignalEvent,
-    SyscallFailure,
+    AnalyzerOptions, ErrorAnalyzer, ExitEvent, FailureSeries, OomKill, OutputChunk, PatternDb,
+    SignalEvent, SyscallFailure,
 };
 use kernel::{Links, MAX_OUTPUT_BYTES, Raw};
 
@@ -29,7 +30,8 @@ pub(crate) struct Errors {
     raw: Vec<Raw>,
     output_bytes: usize,
     output_dropped: u64,
-    failures: BTreeMap<(String, i32), u64>,
+    /// The kernel's exact failure counts, read on every tick and once more at the end.
+    series: FailureSeries,
     /// User stacks of the errors, read at the end: stack id -> addresses.
     stacks: HashMap<u32, Vec<u64>>,
     links: Links,
@@ -44,7 +46,7 @@ impl Errors {
             raw: Vec::new(),
             output_bytes: 0,
             output_dropped: 0,
-            failures: BTreeMap::new(),
+            series: FailureSeries::default(),
             stacks: HashMap::new(),
             links: Links::default(),
             sys_exit: String::new(),
@@ -69,14 +71,17 @@ impl Family for Errors {
 
     fn attach(&mut self, ebpf: &mut Ebpf, _ctx: &TargetContext<'_>) -> anyhow::Result<usize> {
         (self.links, self.sys_exit) = kernel::attach(ebpf)?;
+        // Nothing has failed yet: the counts start from zero here.
+        self.series.start(monotonic_ns());
         Ok(self.links.count())
     }
 
     fn note(&self) -> Option<String> {
         (!self.sys_exit.is_empty()).then(|| {
             format!(
-                "{}; signal_deliver (with the user stack of fault and fatal signals); \
-                 inet_sock_set_state (non-blocking connects that fail after EINPROGRESS); \
+                "{}; signal_deliver (with the user stack of fault and fatal signals, and the \
+                 syscalls a handler interrupts: EINTR); inet_sock_set_state (non-blocking \
+                 connects that fail after EINPROGRESS); \
                  oom/mark_victim; every syscall of the system takes the kernel's syscall-tracing \
                  path",
                 self.sys_exit
@@ -110,10 +115,22 @@ impl Family for Errors {
         Flow::Continue
     }
 
+    /// Reads the failure counts: how they grow over the run gives each kind's trend.
+    fn on_tick(&mut self, ebpf: &mut Ebpf, _ctx: &TickContext) {
+        if self.links.count() == 0 {
+            return;
+        }
+        if let Ok(counts) = kernel::read_failures(ebpf) {
+            self.series.record(monotonic_ns(), &counts);
+        }
+    }
+
     fn harvest(&mut self, ebpf: &mut Ebpf, warnings: &mut Vec<String>) {
+        warnings.extend(kernel::eintr_not_counted(&self.links));
         kernel::detach(ebpf, std::mem::take(&mut self.links));
+        // The final counts, every program detached.
         match kernel::read_failures(ebpf) {
-            Ok(f) => self.failures = f,
+            Ok(counts) => self.series.record(monotonic_ns(), &counts),
             Err(e) => warnings.push(format!("could not read the syscall failure counts: {e:#}")),
         }
         for id in self.raw.iter().filter_map(Raw::stack_id) {
@@ -137,6 +154,8 @@ impl Family for Errors {
             ..AnalyzerOptions::default()
         };
         let mut analyzer = ErrorAnalyzer::new(db, options);
+        let totals = self.series.totals();
+        analyzer.set_failure_series(std::mem::take(&mut self.series));
         let function =
             |func: Option<u32>| func.and_then(|f| ctx.traced_names.get(f as usize).cloned());
         let stacks = &self.stacks;
@@ -221,7 +240,7 @@ impl Family for Errors {
             });
         }
         let mut section = analyzer.finish(ctx.end_ktime_ns);
-        analyze::set_failure_counts(&mut section, &self.failures);
+        analyze::set_failure_counts(&mut section, &totals);
         report.errors = Some(section);
     }
 

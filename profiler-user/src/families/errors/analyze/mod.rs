@@ -6,33 +6,40 @@
 //! Output bytes are reassembled into lines ([`lines`]), grouped into multi-line errors
 //! ([`group`]), matched against the pattern database ([`patterns`]) or classified by the
 //! fallback rules ([`classify`]), and every string is passed through [`sanitize()`] before
-//! it is stored.
+//! it is stored. Error events are grouped into incidents as they come ([`incident`]); at the
+//! end, failed syscalls are counted from the kernel's exact counts, which the caller hands over
+//! ([`counts`]), the detailed ones being examples.
 
 pub(crate) mod block;
 pub(crate) mod classify;
+pub(crate) mod counts;
 pub(crate) mod detect;
 pub(crate) mod group;
+pub(crate) mod incident;
 pub(crate) mod input;
 pub(crate) mod lines;
 pub(crate) mod patterns;
 pub(crate) mod sanitize;
 pub(crate) mod section;
 
-use crate::linux;
+use crate::{linux, report::errors::Level};
 use std::collections::VecDeque;
 
 pub(crate) use crate::report::errors::{
     ChainedException, ErrorContext, ErrorEvent, ErrorsSection, Frame, Source,
 };
+pub(crate) use counts::FailureSeries;
 pub(crate) use input::{ExitEvent, OomKill, OutputChunk, SignalEvent, SyscallFailure};
 pub(crate) use patterns::{PatternDb, format_table};
 pub(crate) use sanitize::sanitize;
 pub(crate) use section::{set_failure_counts, summary_lines};
 
 use classify::Evidence;
+use counts::{Class, Observations};
 use group::{Block, BlockKind, GroupOptions, Grouper};
+use incident::{Incidents, Occurrence};
 use lines::{Line, LineAssembler};
-use patterns::Subject;
+use patterns::{Pattern, Subject};
 use section::Aggregator;
 
 /// The built-in pattern database, extended by the user's file (`--patterns`) when given.
@@ -70,6 +77,8 @@ pub(crate) struct AnalyzerOptions {
     pub continuation_ns: u64,
     /// How many earlier activities an event lists in `preceding`.
     pub preceding: usize,
+    /// Failures of a kind the kernel details before its rate limit (`DETAIL_BURST`).
+    pub detail_burst: usize,
 }
 
 impl Default for AnalyzerOptions {
@@ -81,6 +90,7 @@ impl Default for AnalyzerOptions {
             max_block_lines: 200,
             continuation_ns: 1_000_000,
             preceding: 5,
+            detail_burst: profiler_common::errors::DETAIL_BURST as usize,
         }
     }
 }
@@ -131,6 +141,13 @@ pub(crate) struct ErrorAnalyzer {
     oom_seen: bool,
     /// A fatal SIGKILL waits here for an OOM-kill event that would explain it.
     pending_kill: Option<Candidate>,
+    /// The classes of the detailed syscall failures, by kind.
+    obs: Observations,
+    /// The kernel's exact failure counts over the run (empty: the detailed failures are all).
+    series: FailureSeries,
+    incidents: Incidents,
+    /// The id of the next error event.
+    next_id: u64,
 }
 
 impl ErrorAnalyzer {
@@ -147,16 +164,23 @@ impl ErrorAnalyzer {
             fatal_signals: Vec::new(),
             oom_seen: false,
             pending_kill: None,
+            obs: Observations::default(),
+            series: FailureSeries::default(),
+            incidents: Incidents::default(),
+            next_id: 0,
             opts,
         }
     }
 
+    /// The kernel's exact failure counts of the run, read on every tick and at the end: the
+    /// section counts failed syscalls from them, and the detailed ones become examples.
+    pub(crate) fn set_failure_series(&mut self, series: FailureSeries) {
+        self.series = series;
+    }
+
     /// A failed syscall.
     pub(crate) fn on_syscall(&mut self, ev: SyscallFailure) {
-        let errno_desc = match linux::errno_text(ev.errno) {
-            Some(text) => format!("{} ({text})", linux::errno_display(ev.errno)),
-            None => linux::errno_display(ev.errno),
-        };
+        let errno_desc = errno_desc(ev.errno);
         let is_path = linux::is_path_syscall(&ev.syscall);
         let mut args = Vec::new();
         if let Some(arg) = &ev.arg {
@@ -319,13 +343,47 @@ impl ErrorAnalyzer {
         self.group(lines);
     }
 
-    /// Ends the analysis: completes partial output and returns the section.
+    /// Ends the analysis: completes partial output and returns the section, with every kind
+    /// of failed syscall counted from the kernel's counts (see [`counts::apportion`]).
     pub(crate) fn finish(mut self, end_ns: u64) -> ErrorsSection {
         self.flush_output();
         if let Some(c) = self.pending_kill.take() {
             self.process(c);
         }
-        self.agg.section(self.seconds(end_ns))
+        let start = self.opts.start_ns;
+        let mid = start + end_ns.saturating_sub(start) / 2;
+        let failures = counts::apportion(
+            &self.obs,
+            &self.series,
+            self.opts.detail_burst,
+            mid,
+            |syscall, errno| self.classify_kind(syscall, errno),
+        );
+        self.agg.section(self.seconds(end_ns), start, &failures)
+    }
+
+    /// The class of a kind of failure never detailed (EAGAIN, EINTR, EINPROGRESS, or one whose
+    /// details were lost): from (syscall, errno) alone, as a detailed one without its argument.
+    fn classify_kind(&self, syscall: &str, errno: i32) -> Class {
+        let text = format!("{syscall}() = -1 {}", errno_desc(errno));
+        let subject = Subject {
+            text: &text,
+            syscall: Some(syscall),
+            errno: Some(errno),
+            signal: None,
+            exit_code: None,
+            path: None,
+            exception: None,
+            level: None,
+            oom: false,
+            syscall_failure: true,
+        };
+        let evidence = Evidence {
+            subject,
+            source: Source::Syscall,
+            kind: None,
+        };
+        class_of(self.db.classify(&subject), &evidence)
     }
 
     fn seconds(&self, ns: u64) -> f64 {
@@ -402,10 +460,13 @@ impl ErrorAnalyzer {
             kind: block.map(|b| b.kind),
         };
         let pattern = self.db.classify(&subject);
-        if let (Some(p), Some(syscall), Some(errno)) = (pattern, &c.syscall, c.errno)
+        if let (Some(syscall), Some(errno)) = (&c.syscall, c.errno) {
+            let class = class_of(pattern, &evidence);
+            self.obs.observe(syscall, errno, c.timestamp_ns, class);
+        }
+        if let (Some(p), Some(_)) = (pattern, &c.syscall)
             && p.benign
         {
-            self.agg.add_benign(syscall, errno);
             let summary = format!("{} (expected)", sanitize(&c.message));
             self.remember(c.timestamp_ns, summary);
             return;
@@ -461,7 +522,12 @@ impl ErrorAnalyzer {
             context.location = b.location.as_deref().map(sanitize);
             context.lines = sanitize::sanitize_lines(&b.lines);
         }
+        let id = self.next_id;
+        self.next_id += 1;
         let event = ErrorEvent {
+            id,
+            caused_by: None,
+            led_to: Vec::new(),
             error_type,
             category,
             severity,
@@ -483,7 +549,20 @@ impl ErrorAnalyzer {
             truncate(first_line, 100)
         );
         self.remember(c.timestamp_ns, summary);
-        self.agg.add(event);
+        let joined = self.incidents.group(&Occurrence {
+            id,
+            source,
+            tid: c.tid,
+            timestamp_ns: c.timestamp_ns,
+            path: c.path.as_deref().or(c.arg.as_deref()),
+            errno: c.errno,
+            text: &c.text,
+            uncaught: block.is_some_and(uncaught),
+            ending: source == Source::Exit || (source == Source::Signal && !c.oom),
+            pattern: event.pattern.as_deref(),
+            severity: event.severity,
+        });
+        self.agg.add(event, joined.as_ref());
     }
 
     /// Records a short, already sanitized summary for later events' `preceding`; a repeat of
@@ -540,6 +619,50 @@ impl ErrorAnalyzer {
                 line
             })
             .collect()
+    }
+}
+
+/// "ENOENT (No such file or directory)".
+fn errno_desc(errno: i32) -> String {
+    match linux::errno_text(errno) {
+        Some(text) => format!("{} ({text})", linux::errno_display(errno)),
+        None => linux::errno_display(errno),
+    }
+}
+
+/// What a failed syscall that matched `pattern` (or none) counts as.
+fn class_of(pattern: Option<&Pattern>, evidence: &Evidence) -> Class {
+    match pattern {
+        Some(p) if p.benign => Class::Benign(p.id.clone()),
+        Some(p) => Class::Error {
+            pattern: Some(p.id.clone()),
+            category: p.category,
+            severity: p.severity,
+        },
+        None => {
+            let (category, severity) = classify::fallback(evidence);
+            Class::Error {
+                pattern: None,
+                category,
+                severity,
+            }
+        }
+    }
+}
+
+/// Whether a printed error is one a process ends with when nothing catches it (see
+/// [`incident`]'s rule 2).
+fn uncaught(block: &Block) -> bool {
+    match block.kind {
+        BlockKind::PythonTraceback
+        | BlockKind::PythonFatal
+        | BlockKind::JavaException
+        | BlockKind::RustPanic
+        | BlockKind::GoPanic
+        | BlockKind::CppTerminate
+        | BlockKind::RuntimeAbort => true,
+        BlockKind::LogLine => block.level == Some(Level::Fatal),
+        BlockKind::ExceptionLine | BlockKind::Plain => false,
     }
 }
 

@@ -414,13 +414,18 @@ fn json_field_names() {
         "patterns",
         "by_category",
         "by_severity",
+        "by_source",
         "benign",
         "total",
+        "exact",
     ] {
         assert!(v.get(key).is_some(), "{key}");
     }
     let e = &v["events"][0];
     for key in [
+        "id",
+        "caused_by",
+        "led_to",
         "error_type",
         "category",
         "severity",
@@ -456,13 +461,26 @@ fn json_field_names() {
     }
     assert!(e["context"].get("chain").is_none());
     let p = &v["patterns"][0];
-    for key in ["id", "count", "first_seen", "last_seen", "trend"] {
+    for key in [
+        "id",
+        "count",
+        "occurrences",
+        "exact",
+        "first_seen",
+        "last_seen",
+        "trend",
+    ] {
         assert!(p.get(key).is_some(), "{key}");
     }
     assert_eq!(p["trend"], "single");
     assert_eq!(
         v["benign"][0],
-        serde_json::json!({"syscall": "read", "errno": "EAGAIN", "count": 1})
+        serde_json::json!({
+            "syscall": "read",
+            "errno": "EAGAIN",
+            "pattern": "BENIGN_WOULD_BLOCK",
+            "count": 1
+        })
     );
     let back: ErrorsSection = serde_json::from_value(v).unwrap();
     assert_eq!(back.total, 1);
@@ -517,3 +535,6 @@ fn the_most_specific_cause_wins() {
 
 #[path = "tests_process.rs"]
 mod process;
+
+#[path = "tests_counts.rs"]
+mod counts;

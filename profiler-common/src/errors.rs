@@ -65,7 +65,7 @@ pub struct SyscallErrorEvent {
     pub arg: [u8; ARG_CAPTURE],
 }
 
-const _: () = assert!(core::mem::size_of::<SyscallErrorEvent>() == 40 + ARG_CAPTURE);
+const _: () = assert!(core::mem::size_of::<SyscallErrorEvent>() == 48 + ARG_CAPTURE);
 
 /// A signal delivered to the target (from the `signal_deliver` raw tracepoint).
 #[repr(C)]
@@ -87,7 +87,7 @@ pub struct SignalEvent {
     pub func: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<SignalEvent>() == 48);
+const _: () = assert!(core::mem::size_of::<SignalEvent>() == 56);
 
 /// A piece of what the target wrote to fd 1 or 2. A write longer than [`OUTPUT_CHUNK`] comes
 /// in several records, made in order by one run of the program: the ring buffer hands records
@@ -109,7 +109,7 @@ pub struct OutputEvent {
     pub data: [u8; OUTPUT_CHUNK],
 }
 
-const _: () = assert!(core::mem::size_of::<OutputEvent>() == 32 + OUTPUT_CHUNK);
+const _: () = assert!(core::mem::size_of::<OutputEvent>() == 40 + OUTPUT_CHUNK);
 
 /// The OOM killer chose the target.
 #[repr(C)]
@@ -121,7 +121,7 @@ pub struct OomEvent {
     pub total_vm_pages: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<OomEvent>() == 32);
+const _: () = assert!(core::mem::size_of::<OomEvent>() == 40);
 
 /// Key of the exact failure counts: every failed syscall of the target, benign or not.
 #[repr(C)]

@@ -42,9 +42,13 @@ pub struct EventHeader {
     pub tid: u32,
     /// `bpf_ktime_get_ns()` when the record was made (CLOCK_MONOTONIC, ns).
     pub timestamp_ns: u64,
+    /// Process id (tgid) of that thread: the target's, or one of its children's when they are
+    /// followed.
+    pub tgid: u32,
+    pub _pad2: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<EventHeader>() == 16);
+const _: () = assert!(core::mem::size_of::<EventHeader>() == 24);
 
 #[cfg(feature = "user")]
 // SAFETY: plain old data: fixed-width integers, no padding bytes left implicit.

@@ -5,12 +5,13 @@ use aya_ebpf::{
     bindings::pt_regs,
     helpers::bpf_get_current_pid_tgid,
     macros::map,
-    maps::{Array, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, PerCpuArray, RingBuf},
 };
 use core::intrinsics::{AtomicOrdering, atomic_cxchg, atomic_xadd};
 use profiler_common::{
     counters::{COUNTER_SLOTS, Counter},
     event::RING_BUFFER_BYTES,
+    process::FOLLOWED_ENTRIES,
 };
 
 /// Fails the build unless the maps and programs of a module of profiler-common are named as its
@@ -51,6 +52,15 @@ pub(crate) use named_as_in_common;
 #[unsafe(no_mangle)]
 static TARGET_TGID: u32 = 0;
 
+/// 1 when the target's child processes are followed (the default), 0 with `--no-children`.
+#[unsafe(no_mangle)]
+static FOLLOW_CHILDREN: u32 = 0;
+
+/// The target's followed descendants (tgid -> 1): added on fork by the process family's
+/// `sched_process_fork`, removed when their last thread exits.
+#[map]
+pub static FOLLOWED: HashMap<u32, u8> = HashMap::with_max_entries(FOLLOWED_ENTRIES, 0);
+
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
 
@@ -73,6 +83,25 @@ pub fn target_tgid() -> u32 {
     // SAFETY: a read of a global the loader initialised; volatile so the compiler does not fold
     // the initial value in.
     unsafe { core::ptr::read_volatile(&TARGET_TGID) }
+}
+
+/// Whether children are followed.
+#[inline(always)]
+pub fn follow_children() -> bool {
+    // SAFETY: a read of a global the loader initialised; volatile as for `TARGET_TGID`.
+    unsafe { core::ptr::read_volatile(&FOLLOW_CHILDREN) != 0 }
+}
+
+/// Whether process `tgid` is followed: the target (one compare, the common case, costs what the
+/// target-only filter did), or, only when children are followed, one of its descendants (one
+/// hash lookup, paid only by events of other processes).
+#[inline(always)]
+pub fn followed(tgid: u32) -> bool {
+    if tgid == target_tgid() {
+        return true;
+    }
+    // SAFETY: the value is only tested for presence, never read through.
+    follow_children() && unsafe { FOLLOWED.get(tgid) }.is_some()
 }
 
 /// Adds one to a loss counter.

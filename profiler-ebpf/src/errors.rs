@@ -32,7 +32,7 @@ use profiler_common::{
 };
 
 use crate::{
-    common::{EVENTS, count, count_n, current_ids, fetch_add, named_as_in_common, target_tgid},
+    common::{EVENTS, count, count_n, current_ids, fetch_add, followed, named_as_in_common},
     functions::running_function,
     interrupted::syscall_interrupted,
 };
@@ -106,13 +106,26 @@ fn header(kind: EventKind, tid: u32) -> EventHeader {
     header_at(kind, tid, now())
 }
 
+/// A header for thread `tid` of process `tgid`, made in another task's context.
+#[inline(always)]
+fn header_of(kind: EventKind, tid: u32, tgid: u32) -> EventHeader {
+    let mut header = header(kind, tid);
+    header.tgid = tgid;
+    header
+}
+
 #[inline(always)]
 fn header_at(kind: EventKind, tid: u32, timestamp_ns: u64) -> EventHeader {
+    // The record is made in the current task's context, or its tgid is set after (`header_of`):
+    // events are rare, so one more helper call each is cheap.
+    let (_, tgid) = current_ids();
     EventHeader {
         kind: kind as u16,
         _pad: 0,
         tid,
         timestamp_ns,
+        tgid,
+        _pad2: 0,
     }
 }
 
@@ -214,7 +227,7 @@ pub fn syscall_exit_btf(ctx: BtfTracePointContext) -> u32 {
         return 0;
     }
     let (tid, tgid) = current_ids();
-    if tgid != target_tgid() {
+    if !followed(tgid) {
         return 0;
     }
     match on_exit(&ctx, &regs, tid, id, ret) {
@@ -232,7 +245,7 @@ pub fn syscall_exit(ctx: RawTracePointContext) -> u32 {
         return 0;
     }
     let (tid, tgid) = current_ids();
-    if tgid != target_tgid() {
+    if !followed(tgid) {
         return 0;
     }
     let regs = RawRegs(ctx.arg(0));
@@ -389,7 +402,7 @@ pub fn signal_deliver(ctx: RawTracePointContext) -> u32 {
 
 fn try_signal_deliver(ctx: &RawTracePointContext) -> Result<(), ()> {
     let (tid, tgid) = current_ids();
-    if tgid != target_tgid() {
+    if !followed(tgid) {
         return Ok(());
     }
     let signo: u64 = ctx.arg(0);
@@ -449,13 +462,13 @@ fn try_oom_mark_victim(ctx: &TracePointContext) -> Result<(), ()> {
     // Runs in the OOM killer's context: the victim is in the record.
     // SAFETY (reads below): offsets inside the oom/mark_victim record (see its format).
     let pid: i32 = unsafe { ctx.read_at(8) }.map_err(|_| ())?;
-    if pid as u32 != target_tgid() {
+    if !followed(pid as u32) {
         return Ok(());
     }
     let total_vm: u64 = unsafe { ctx.read_at(16) }.map_err(|_| ())?;
     let anon_rss: u64 = unsafe { ctx.read_at(24) }.map_err(|_| ())?;
     let event = OomEvent {
-        header: header(EventKind::OomKill, pid as u32),
+        header: header_of(EventKind::OomKill, pid as u32, pid as u32),
         anon_rss_pages: anon_rss,
         total_vm_pages: total_vm,
     };

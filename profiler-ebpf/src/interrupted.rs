@@ -24,7 +24,7 @@ use profiler_common::{
 };
 
 use crate::{
-    common::{current_ids, target_tgid},
+    common::{current_ids, followed},
     errors::{ORIG_RAX, RAX, count_failure, user_reg},
 };
 
@@ -39,7 +39,7 @@ pub fn syscall_interrupted(ctx: RawTracePointContext) -> u32 {
 
 fn try_syscall_interrupted(ctx: &RawTracePointContext) -> Result<(), ()> {
     let (_, tgid) = current_ids();
-    if tgid != target_tgid() {
+    if !followed(tgid) {
         return Ok(());
     }
     let action: u64 = ctx.arg(2);

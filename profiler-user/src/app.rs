@@ -96,6 +96,7 @@ fn plan(mode: Mode, common: &CommonArgs) -> Plan {
             max_funcs: common.max_funcs,
             time_every: common.time_every,
             patterns: common.patterns.clone(),
+            no_children: common.no_children,
             leak: LeakOptions {
                 min_growth: common.leak_min_growth.max(0.0),
                 warmup: common.leak_warmup.clamp(0.0, 0.5),

@@ -119,6 +119,11 @@ pub(crate) struct CommonArgs {
     /// Most functions one run may trace; a `--func` that matches more is an error.
     #[arg(long, value_name = "N", default_value_t = 1000)]
     pub max_funcs: usize,
+    /// Follow only the target process, not the processes it starts (by default its children,
+    /// their children and so on are followed from the moment they fork: the errors family sees
+    /// their failures, and the report lists them in `processes`).
+    #[arg(long)]
+    pub no_children: bool,
     /// An error-pattern file that extends the built-in database (see docs/patterns.md).
     #[arg(long, value_name = "FILE")]
     pub patterns: Option<PathBuf>,

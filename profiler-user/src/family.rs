@@ -17,6 +17,10 @@ use crate::{
     tracee::{Module, Sample},
 };
 
+/// The note of the families whose uprobes are attached to one process (memory, functions).
+pub(crate) const CHILDREN_NOT_COVERED: &str =
+    "covers the target process only (its child processes are not covered yet)";
+
 /// A family's probe hits and their estimated cost to the target.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub(crate) struct ProbeLoad {

@@ -285,6 +285,7 @@ impl Session<'_> {
                 exited: self.collected.exited,
                 exit_status: self.collected.exit_status.map(ExitStatus::from_wait_status),
             },
+            processes: Vec::new(),
             families,
             functions: Vec::new(),
             overhead,

@@ -36,9 +36,9 @@ use profiler_common::{
     syscalls as sys,
 };
 
-use super::{ARG_REGS, ERROR_STACKS, SavedRegs, count_failure, header};
+use super::{ARG_REGS, ERROR_STACKS, SavedRegs, count_failure, header_of};
 use crate::{
-    common::{EVENTS, compare_exchange, count, current_ids, load, target_tgid},
+    common::{EVENTS, compare_exchange, count, current_ids, followed, load},
     functions::running_function,
 };
 
@@ -69,8 +69,9 @@ const RETURNED: u64 = u64::MAX;
 pub(super) struct Pending {
     /// [`RUNNING`], [`RETURNED`], or an errno: changed only by compare-and-swap.
     state: u64,
-    /// The thread that called connect(2).
+    /// The thread that called connect(2), and its process.
     tid: u32,
+    tgid: u32,
     /// connect(2)'s user stack in `ERROR_STACKS` (negative: none), and the traced function then
     /// running, filled in when it returns `EINPROGRESS`.
     stack_id: i32,
@@ -100,12 +101,13 @@ pub fn inet_sock_set_state(ctx: RawTracePointContext) -> u32 {
 #[inline(always)]
 fn syn_sent(sk: u64) {
     let (tid, tgid) = current_ids();
-    if tgid != target_tgid() {
+    if !followed(tgid) {
         return;
     }
     let pending = Pending {
         state: RUNNING,
         tid,
+        tgid,
         stack_id: -1,
         func: NO_FUNCTION,
         addr_len: 0,
@@ -237,7 +239,7 @@ fn send(pending: *const Pending, errno: u32) {
     // up to `arg_len`); `pending` is a valid map value.
     unsafe {
         let len = (*pending).addr_len;
-        (*event).header = header(EventKind::SyscallError, (*pending).tid);
+        (*event).header = header_of(EventKind::SyscallError, (*pending).tid, (*pending).tgid);
         (*event).syscall = sys::CONNECT as u32;
         (*event).errno = errno;
         (*event).stack_id = (*pending).stack_id;

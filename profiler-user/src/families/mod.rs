@@ -26,6 +26,8 @@ pub(crate) struct Options {
     pub time_every: u32,
     /// Extra error-pattern file (`--patterns`).
     pub patterns: Option<PathBuf>,
+    /// `--no-children`: follow the target process only, not the processes it starts.
+    pub no_children: bool,
     /// Thresholds of the memory family's leak verdict (`--leak-*`).
     pub leak: memory::analyze::LeakOptions,
 }
@@ -50,7 +52,7 @@ pub(crate) fn build(
             continue;
         }
         families.push(match id {
-            FamilyId::Process => Box::new(process::Process),
+            FamilyId::Process => Box::new(process::Process::new(!options.no_children)),
             FamilyId::System => Box::new(process::System),
             FamilyId::Functions => Box::new(functions::Functions::new(
                 &options.funcs,

@@ -197,6 +197,13 @@ pub(crate) struct ErrorEvent {
     /// Seconds since profiling started.
     pub timestamp: f64,
     pub tid: u32,
+    /// The process of thread `tid`: the target's pid, or one of its children's (see the
+    /// report's `processes`). 0 when unknown.
+    #[serde(default)]
+    pub pid: u32,
+    /// That process's command line, sanitized (as `processes[].command`); empty when unknown.
+    #[serde(default)]
+    pub command: Vec<String>,
     pub source: Source,
     pub context: ErrorContext,
 }

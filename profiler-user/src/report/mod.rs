@@ -20,13 +20,16 @@ pub(crate) use memory::MemorySection;
 
 /// Version of the JSON schema (docs/report-schema.md). Bump the minor version when fields are
 /// added, the major version when a field changes meaning or goes away.
-pub(crate) const SCHEMA_VERSION: &str = "2.0";
+pub(crate) const SCHEMA_VERSION: &str = "2.1";
 
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct Report {
     pub schema_version: &'static str,
     pub profiler: ProfilerInfo,
     pub target: TargetSection,
+    /// The processes seen: the target first, then the children it started while profiled, in
+    /// the order they forked.
+    pub processes: Vec<ProcessEntry>,
     /// Each probe family and what became of it.
     pub families: Vec<FamilyStatus>,
     /// One entry per traced function, by total time, longest first.
@@ -67,6 +70,22 @@ pub(crate) struct TargetSection {
     /// Present when the target exited while profiled.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exit_status: Option<ExitStatus>,
+}
+
+/// One process of the target's tree.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub(crate) struct ProcessEntry {
+    pub pid: u32,
+    /// Its parent's pid (None: unknown).
+    pub parent_pid: Option<u32>,
+    /// Its command line (the new one after an exec), sanitized as `target.cmdline`.
+    pub command: Vec<String>,
+    /// Present when it exited while profiled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_status: Option<ExitStatus>,
+    /// Whether its events were recorded: false only when the map of followed processes was
+    /// full when it forked (with `--no-children` only the target is listed).
+    pub followed: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -218,6 +218,11 @@ fn stack_id(id: i32) -> Option<u32> {
     u32::try_from(id).ok()
 }
 
+/// The thread and process ids of a record of this family.
+pub(crate) fn ids(bytes: &[u8]) -> Option<(u32, u32)> {
+    read::<profiler_common::event::EventHeader>(bytes).map(|h| (h.tid, h.tgid))
+}
+
 /// Decodes a record of this family.
 pub(crate) fn decode(kind: u16, bytes: &[u8]) -> Option<Raw> {
     match kind {
@@ -392,6 +397,8 @@ mod tests {
             _pad: 0,
             tid: 7,
             timestamp_ns: 42,
+            tgid: 5,
+            _pad2: 0,
         }
     }
 

@@ -37,6 +37,9 @@ pub(crate) struct Errors {
     links: Links,
     /// Which `sys_exit` program runs, and why (empty until attached).
     sys_exit: String,
+    /// The process of each thread seen (tid -> pid), from the records' headers: the target's
+    /// and its followed children's. Thread ids are unique system-wide while alive.
+    pids: HashMap<u32, u32>,
 }
 
 impl Errors {
@@ -50,6 +53,7 @@ impl Errors {
             stacks: HashMap::new(),
             links: Links::default(),
             sys_exit: String::new(),
+            pids: HashMap::new(),
         }
     }
 }
@@ -83,7 +87,8 @@ impl Family for Errors {
                  syscalls a handler interrupts: EINTR); inet_sock_set_state (non-blocking \
                  connects that fail after EINPROGRESS); \
                  oom/mark_victim; every syscall of the system takes the kernel's syscall-tracing \
-                 path",
+                 path; covers the target and the child processes the process family follows \
+                 (each event names its pid)",
                 self.sys_exit
             )
         })
@@ -104,6 +109,9 @@ impl Family for Errors {
         let Some(raw) = kernel::decode(kind, bytes) else {
             return Flow::Continue;
         };
+        if let Some((tid, pid)) = kernel::ids(bytes) {
+            self.pids.insert(tid, pid);
+        }
         if let Raw::Output { bytes, .. } = &raw {
             if self.output_bytes + bytes.len() > MAX_OUTPUT_BYTES {
                 self.output_dropped += bytes.len() as u64;
@@ -241,6 +249,13 @@ impl Family for Errors {
         }
         let mut section = analyzer.finish(ctx.end_ktime_ns);
         analyze::set_failure_counts(&mut section, &totals);
+        // Each event's process and its command (the process family reported `processes` first).
+        for event in &mut section.events {
+            event.pid = self.pids.get(&event.tid).copied().unwrap_or(0);
+            if let Some(p) = report.processes.iter().find(|p| p.pid == event.pid) {
+                event.command = p.command.clone();
+            }
+        }
         report.errors = Some(section);
     }
 

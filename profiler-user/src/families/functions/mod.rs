@@ -11,7 +11,7 @@ use profiler_common::functions::{TIME_EVERY_MASK_GLOBAL, maps};
 
 use crate::{
     bpf::LoadOptions,
-    family::{Family, ProbeLoad, ReportContext, TargetContext, TickContext},
+    family::{CHILDREN_NOT_COVERED, Family, ProbeLoad, ReportContext, TargetContext, TickContext},
     level::FamilyId,
     overhead,
     placement::{self, Placement},
@@ -87,6 +87,11 @@ impl Functions {
 impl Family for Functions {
     fn id(&self) -> FamilyId {
         FamilyId::Functions
+    }
+
+    fn note(&self) -> Option<String> {
+        // Its uprobes are attached to the target process alone.
+        Some(CHILDREN_NOT_COVERED.into())
     }
 
     fn essential(&self) -> bool {

@@ -21,7 +21,7 @@ use profiler_common::{
 use crate::{
     bpf::LoadOptions,
     clock::monotonic_ns,
-    family::{Family, ProbeLoad, ReportContext, TargetContext, TickContext},
+    family::{CHILDREN_NOT_COVERED, Family, ProbeLoad, ReportContext, TargetContext, TickContext},
     level::FamilyId,
     overhead,
     report::{
@@ -185,6 +185,11 @@ impl Memory {
 impl Family for Memory {
     fn id(&self) -> FamilyId {
         FamilyId::Memory
+    }
+
+    fn note(&self) -> Option<String> {
+        // Its uprobes are attached to the target process alone.
+        Some(CHILDREN_NOT_COVERED.into())
     }
 
     fn priced(&self) -> bool {

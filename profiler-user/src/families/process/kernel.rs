@@ -1,50 +1,87 @@
-//! The `process` family on the user side: attach the exit tracepoint and decode its events.
+//! The `process` family's kernel side: attach the process-tree tracepoints, decode records.
 
 use anyhow::Context as _;
-use aya::{Ebpf, programs::TracePoint};
+use aya::{
+    Ebpf,
+    programs::{RawTracePoint, TracePoint},
+};
 use profiler_common::process::{ProcessEvent, ProcessEventKind, programs};
 
 use crate::bpf;
 
-/// Attaches the family's programs; returns how many.
+/// Loads and attaches the exit, fork and exec programs; returns how many were attached.
 pub(crate) fn attach(ebpf: &mut Ebpf) -> anyhow::Result<usize> {
-    let program: &mut TracePoint = bpf::program(ebpf, programs::SCHED_PROCESS_EXIT)?;
-    program
-        .load()
-        .context("failed to load sched_process_exit")?;
-    program
-        .attach("sched", "sched_process_exit")
-        .context("failed to attach to the sched_process_exit tracepoint")?;
-    Ok(1)
+    for (name, tracepoint) in [
+        (programs::SCHED_PROCESS_EXIT, "sched_process_exit"),
+        (programs::SCHED_PROCESS_EXEC, "sched_process_exec"),
+    ] {
+        let program: &mut TracePoint = bpf::program(ebpf, name)?;
+        program
+            .load()
+            .with_context(|| format!("failed to load {name}"))?;
+        program
+            .attach("sched", tracepoint)
+            .with_context(|| format!("failed to attach to the {tracepoint} tracepoint"))?;
+    }
+    let fork: &mut RawTracePoint = bpf::program(ebpf, programs::SCHED_PROCESS_FORK)?;
+    fork.load().context("failed to load sched_process_fork")?;
+    fork.attach("sched_process_fork")
+        .context("failed to attach to the sched_process_fork raw tracepoint")?;
+    Ok(3)
 }
 
-/// What a process event means for the session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A decoded record: what happened to process `pid`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Lifecycle {
     ThreadExit {
+        pid: u32,
         tid: u32,
     },
-    /// The last thread is gone; `status` in `wait(2)` encoding when it could be read.
     ProcessExit {
+        pid: u32,
         status: Option<i32>,
+    },
+    Fork {
+        parent: u32,
+        child: u32,
+        comm: String,
+        followed: bool,
+    },
+    Exec {
+        pid: u32,
+        comm: String,
     },
 }
 
-/// Decodes a ring-buffer record of this family.
+/// Decodes a record of the `process` family.
 pub(crate) fn decode(bytes: &[u8]) -> Option<Lifecycle> {
     if bytes.len() < size_of::<ProcessEvent>() {
         return None;
     }
-    // SAFETY: the buffer holds at least one ProcessEvent, a plain-old-data type; the read is
-    // unaligned-safe.
+    // SAFETY: the buffer holds at least one ProcessEvent, a plain-old-data record; unaligned
+    // read.
     let event: ProcessEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+    let pid = event.header.tgid;
+    let comm = || {
+        let raw = event.comm.split(|b| *b == 0).next().unwrap_or(&[]);
+        String::from_utf8_lossy(raw).into_owned()
+    };
     match event.kind {
         k if k == ProcessEventKind::ThreadExit as u8 => Some(Lifecycle::ThreadExit {
+            pid,
             tid: event.header.tid,
         }),
         k if k == ProcessEventKind::ProcessExit as u8 => Some(Lifecycle::ProcessExit {
+            pid,
             status: (event.exit_code >= 0).then_some(event.exit_code),
         }),
+        k if k == ProcessEventKind::Fork as u8 => Some(Lifecycle::Fork {
+            parent: pid,
+            child: event.child,
+            comm: comm(),
+            followed: event.exit_code == 0,
+        }),
+        k if k == ProcessEventKind::Exec as u8 => Some(Lifecycle::Exec { pid, comm: comm() }),
         _ => None,
     }
 }

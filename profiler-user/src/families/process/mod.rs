@@ -1,5 +1,8 @@
 //! The `process` family: the target as a whole. `process` watches its threads and its exit
-//! (tracepoint `sched_process_exit`): the event that ends a session when the target exits.
+//! (tracepoint `sched_process_exit`): the event that ends a session when the target exits; and,
+//! unless `--no-children`, the processes it starts (`sched_process_fork`, `sched_process_exec`),
+//! which the kernel side adds to the map of followed processes the errors family filters on.
+//! A child's exit is recorded, and does not end the session.
 //! `system` has no probes: it summarises the /proc samples the collection loop takes (CPU and
 //! resident set) and the machine's facts (sysinfo).
 
@@ -9,19 +12,103 @@ pub(crate) mod kernel;
 use std::fmt::Write as _;
 
 use aya::Ebpf;
-use profiler_common::{event::EventKind, process::TASK_EXIT_CODE_OFFSET_GLOBAL};
+use profiler_common::{
+    event::EventKind,
+    process::{
+        FOLLOW_CHILDREN_GLOBAL, TASK_EXIT_CODE_OFFSET_GLOBAL, TASK_PID_OFFSET_GLOBAL,
+        TASK_TGID_OFFSET_GLOBAL,
+    },
+};
 
 use crate::{
     bpf::{LoadOptions, btf},
+    families::errors::analyze::sanitize::sanitize_argv,
     family::{Family, Flow, ReportContext, TargetContext},
     level::FamilyId,
-    report::{Machine, Report, text::human_bytes},
+    report::{ExitStatus, Machine, ProcessEntry, Report, text::human_bytes},
+    tracee,
 };
 use kernel::Lifecycle;
 
 /// Thread and process exits.
+/// The target's process tree: the target first, then each child it forked while profiled.
 #[derive(Debug, Default)]
-pub(crate) struct Process;
+pub(crate) struct Process {
+    /// Whether children are followed (not `--no-children`).
+    follow_children: bool,
+    target: u32,
+    seen: Vec<Seen>,
+}
+
+/// One process seen, as recorded (sanitized when reported).
+#[derive(Debug, Clone)]
+struct Seen {
+    pid: u32,
+    parent_pid: Option<u32>,
+    command: Vec<String>,
+    exit_status: Option<i32>,
+    followed: bool,
+}
+
+impl Process {
+    pub(crate) fn new(follow_children: bool) -> Self {
+        Self {
+            follow_children,
+            ..Self::default()
+        }
+    }
+
+    /// What a record says; the session ends only when the target's last thread exits.
+    fn apply(&mut self, event: Lifecycle) -> Flow {
+        match event {
+            Lifecycle::ProcessExit { pid, status } if pid == self.target => {
+                return Flow::TargetExited(status);
+            }
+            Lifecycle::ProcessExit { pid, status } => {
+                if let Some(p) = self.seen.iter_mut().rev().find(|p| p.pid == pid) {
+                    p.exit_status = status;
+                }
+            }
+            Lifecycle::Fork {
+                parent,
+                child,
+                comm,
+                followed,
+            } => {
+                // A fork without exec runs its parent's command line; an exec later replaces it.
+                let mut command = tracee::cmdline(child as i32);
+                if command.is_empty() {
+                    command = self
+                        .seen
+                        .iter()
+                        .rev()
+                        .find(|p| p.pid == parent)
+                        .map(|p| p.command.clone())
+                        .filter(|c| !c.is_empty())
+                        .unwrap_or_else(|| vec![comm]);
+                }
+                self.seen.push(Seen {
+                    pid: child,
+                    parent_pid: Some(parent),
+                    command,
+                    exit_status: None,
+                    followed,
+                });
+            }
+            Lifecycle::Exec { pid, comm } => {
+                let mut command = tracee::cmdline(pid as i32);
+                if command.is_empty() {
+                    command = vec![comm];
+                }
+                if let Some(p) = self.seen.iter_mut().rev().find(|p| p.pid == pid) {
+                    p.command = command;
+                }
+            }
+            Lifecycle::ThreadExit { .. } => {}
+        }
+        Flow::Continue
+    }
+}
 
 impl Family for Process {
     fn id(&self) -> FamilyId {
@@ -32,15 +119,42 @@ impl Family for Process {
         true
     }
 
+    fn prepare(&mut self, ctx: &TargetContext<'_>) -> anyhow::Result<()> {
+        self.target = ctx.pid as u32;
+        self.seen = vec![Seen {
+            pid: self.target,
+            parent_pid: parent_pid(ctx.pid),
+            command: tracee::cmdline(ctx.pid),
+            exit_status: None,
+            followed: true,
+        }];
+        Ok(())
+    }
+
     fn load_options(&self, options: &mut LoadOptions) {
-        // Where the kernel keeps a task's exit code, so that the exit status is read in the
-        // kernel as the last thread exits (u32::MAX: unknown, no status).
         let offset = btf::kernel_member_offset("task_struct", "exit_code");
         options.global(TASK_EXIT_CODE_OFFSET_GLOBAL, offset);
+        options.global(
+            TASK_PID_OFFSET_GLOBAL,
+            btf::kernel_member_offset("task_struct", "pid"),
+        );
+        options.global(
+            TASK_TGID_OFFSET_GLOBAL,
+            btf::kernel_member_offset("task_struct", "tgid"),
+        );
+        options.global(FOLLOW_CHILDREN_GLOBAL, u32::from(self.follow_children));
     }
 
     fn attach(&mut self, ebpf: &mut Ebpf, _ctx: &TargetContext<'_>) -> anyhow::Result<usize> {
         kernel::attach(ebpf)
+    }
+
+    fn note(&self) -> Option<String> {
+        Some(if self.follow_children {
+            "follows the target's child processes from their fork (see `processes`)".into()
+        } else {
+            "the target process only (--no-children)".into()
+        })
     }
 
     fn handles(&self, kind: u16) -> bool {
@@ -49,17 +163,50 @@ impl Family for Process {
 
     fn on_event(&mut self, _kind: u16, bytes: &[u8]) -> Flow {
         match kernel::decode(bytes) {
-            Some(Lifecycle::ProcessExit { status }) => Flow::TargetExited(status),
-            _ => Flow::Continue,
+            Some(event) => self.apply(event),
+            None => Flow::Continue,
         }
     }
 
-    fn report(&mut self, _report: &mut Report, _ctx: &mut ReportContext<'_>) {
-        // The exit status is the session's: it ends the run, and the report's `target` has it.
+    fn report(&mut self, report: &mut Report, ctx: &mut ReportContext<'_>) {
+        report.processes = self
+            .seen
+            .iter()
+            .map(|p| {
+                let target = p.pid == self.target;
+                ProcessEntry {
+                    pid: p.pid,
+                    parent_pid: p.parent_pid,
+                    command: if target {
+                        report.target.cmdline.clone()
+                    } else {
+                        sanitize_argv(&p.command)
+                    },
+                    exit_status: if target {
+                        ctx.exit_status
+                    } else {
+                        p.exit_status
+                    }
+                    .map(ExitStatus::from_wait_status),
+                    followed: p.followed,
+                }
+            })
+            .collect();
     }
 }
 
-/// The target's CPU and memory from /proc, and the machine's facts.
+/// The parent of process `pid` (`PPid:` of /proc/PID/status), if it can be read.
+fn parent_pid(pid: i32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("PPid:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[cfg(test)]
+mod tests;
+
 #[derive(Debug, Default)]
 pub(crate) struct System;
 

@@ -538,6 +538,9 @@ impl ErrorAnalyzer {
             prevention: pattern.map(|p| p.prevention.clone()).unwrap_or_default(),
             timestamp: self.seconds(c.timestamp_ns),
             tid: c.tid,
+            // Filled in by the family, which knows each thread's process.
+            pid: 0,
+            command: Vec::new(),
             source,
             context,
         };

@@ -20,6 +20,8 @@ fn event(id: u64, pattern: Option<&str>, severity: Severity, t: f64, source: Sou
         prevention: vec![],
         timestamp: t,
         tid: 1,
+        pid: 1,
+        command: Vec::new(),
         source,
         context: ErrorContext::default(),
     }

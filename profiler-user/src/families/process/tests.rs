@@ -1,0 +1,74 @@
+use super::*;
+
+fn tree() -> Process {
+    let mut p = Process::new(true);
+    p.target = 100;
+    p.seen = vec![Seen {
+        pid: 100,
+        parent_pid: Some(1),
+        command: vec!["python3".into(), "main.py".into()],
+        exit_status: None,
+        followed: true,
+    }];
+    p
+}
+
+/// A child's fork and exit are recorded and the session goes on; the target's exit ends it.
+#[test]
+fn a_child_exit_does_not_end_the_session() {
+    let mut p = tree();
+    // Pid 1 << 30 is above any pid_max: /proc has no such process, so the parent's command is
+    // inherited (a fork without exec).
+    let child = 1 << 30;
+    let fork = Lifecycle::Fork {
+        parent: 100,
+        child,
+        comm: "python3".into(),
+        followed: true,
+    };
+    assert_eq!(p.apply(fork), Flow::Continue);
+    let exit = Lifecycle::ProcessExit {
+        pid: child,
+        status: Some(1 << 8),
+    };
+    assert_eq!(p.apply(exit), Flow::Continue);
+    assert_eq!(p.seen.len(), 2);
+    assert_eq!(p.seen[1].pid, child);
+    assert_eq!(p.seen[1].parent_pid, Some(100));
+    assert_eq!(p.seen[1].command, ["python3", "main.py"]);
+    assert_eq!(p.seen[1].exit_status, Some(1 << 8));
+    assert!(p.seen[1].followed);
+    let target_exit = Lifecycle::ProcessExit {
+        pid: 100,
+        status: Some(0),
+    };
+    assert_eq!(p.apply(target_exit), Flow::TargetExited(Some(0)));
+}
+
+/// An exec whose command line cannot be read keeps the new name; a grandchild's parent is the
+/// child; a child the kernel could not follow says so.
+#[test]
+fn exec_and_grandchildren() {
+    let mut p = tree();
+    let (child, grandchild) = (1 << 30, (1 << 30) + 1);
+    p.apply(Lifecycle::Fork {
+        parent: 100,
+        child,
+        comm: "python3".into(),
+        followed: true,
+    });
+    p.apply(Lifecycle::Exec {
+        pid: child,
+        comm: "sh".into(),
+    });
+    p.apply(Lifecycle::Fork {
+        parent: child,
+        child: grandchild,
+        comm: "sh".into(),
+        followed: false,
+    });
+    assert_eq!(p.seen[1].command, ["sh"]);
+    assert_eq!(p.seen[2].parent_pid, Some(child));
+    assert_eq!(p.seen[2].command, ["sh"]);
+    assert!(!p.seen[2].followed);
+}

@@ -77,6 +77,43 @@ impl Report {
     pub fn function(&self, name: &str) -> Func<'_> {
         named(&self.functions(), "function", name, |f| f.name())
     }
+
+    /// `processes[]`: the target first, then the children seen, in fork order.
+    pub fn processes(&self) -> Vec<Proc> {
+        Node::new(&self.json, "the report")
+            .list("/processes", "process")
+            .into_iter()
+            .map(|p| Proc {
+                pid: p.u64("/pid") as u32,
+                parent_pid: p.field("/parent_pid").as_u64().map(|v| v as u32),
+                command: strings(p, "/command"),
+                exit_code: p.json.pointer("/exit_status/code").and_then(Value::as_i64),
+                exited: p.json.get("exit_status").is_some(),
+                followed: p.bool("/followed"),
+            })
+            .collect()
+    }
+}
+
+/// One entry of `processes[]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Proc {
+    pub pid: u32,
+    pub parent_pid: Option<u32>,
+    pub command: Vec<String>,
+    /// `exit_status.code`, when it exited normally while profiled.
+    pub exit_code: Option<i64>,
+    /// Whether it has an `exit_status`.
+    pub exited: bool,
+    pub followed: bool,
+}
+
+/// The strings of the array at `pointer` of `node`.
+fn strings(node: Node<'_>, pointer: &str) -> Vec<String> {
+    node.list(pointer, "string")
+        .into_iter()
+        .map(|s| s.str("").to_string())
+        .collect()
 }
 
 /// The one of `entries` (each a `kind`) that `name_of` calls `name`; panics with the names there
@@ -470,6 +507,16 @@ impl<'a> Event<'a> {
             .into_iter()
             .map(|id| id.u64(""))
             .collect()
+    }
+
+    /// The pid of the process the event happened in.
+    pub fn pid(&self) -> u32 {
+        self.0.u64("/pid") as u32
+    }
+
+    /// That process's command line.
+    pub fn command(&self) -> Vec<String> {
+        strings(self.0, "/command")
     }
 
     /// A string of `context` (`path`, `exception`, `signal`, ...), None when it has none.

@@ -775,3 +775,6 @@ fn a_writev_is_kept_in_order_across_its_buffers() {
 /// Counts against the kernel's exact counts, and incidents.
 #[path = "errors/counts.rs"]
 mod counts;
+
+#[path = "errors/children.rs"]
+mod children;

@@ -40,6 +40,8 @@ pub(crate) struct Errors {
     /// The process of each thread seen (tid -> pid), from the records' headers: the target's
     /// and its followed children's. Thread ids are unique system-wide while alive.
     pids: HashMap<u32, u32>,
+    /// The target's pid: only its stacks are symbolized (with its mappings).
+    target: u32,
 }
 
 impl Errors {
@@ -54,6 +56,7 @@ impl Errors {
             links: Links::default(),
             sys_exit: String::new(),
             pids: HashMap::new(),
+            target: 0,
         }
     }
 }
@@ -73,7 +76,8 @@ impl Family for Errors {
         options.global(SOCK_ERR_OFFSET_GLOBAL, offset);
     }
 
-    fn attach(&mut self, ebpf: &mut Ebpf, _ctx: &TargetContext<'_>) -> anyhow::Result<usize> {
+    fn attach(&mut self, ebpf: &mut Ebpf, ctx: &TargetContext<'_>) -> anyhow::Result<usize> {
+        self.target = ctx.pid as u32;
         (self.links, self.sys_exit) = kernel::attach(ebpf)?;
         // Nothing has failed yet: the counts start from zero here.
         self.series.start(monotonic_ns());
@@ -167,9 +171,13 @@ impl Family for Errors {
         let function =
             |func: Option<u32>| func.and_then(|f| ctx.traced_names.get(f as usize).cloned());
         let stacks = &self.stacks;
-        // A user stack, symbolized as the text of its frames (innermost first; empty: none).
-        let mut stack = |stack_id: Option<u32>| -> Vec<String> {
+        let (pids, target) = (&self.pids, self.target);
+        // A user stack of thread `tid`, symbolized as the text of its frames (innermost first;
+        // empty: none). The mappings are the target's: a child's stack (it may have executed
+        // another program) is left out rather than symbolized with them.
+        let mut stack = |tid: u32, stack_id: Option<u32>| -> Vec<String> {
             stack_id
+                .filter(|_| pids.get(&tid).is_none_or(|pid| *pid == target))
                 .and_then(|id| stacks.get(&id))
                 .map(|ips| {
                     ips.iter()
@@ -200,7 +208,7 @@ impl Family for Errors {
                         errno,
                         arg,
                         flags: None,
-                        stack: stack(stack_id),
+                        stack: stack(tid, stack_id),
                         function: function(func),
                         deferred,
                     });
@@ -222,7 +230,7 @@ impl Family for Errors {
                         code,
                         fault_addr,
                         fatal,
-                        stack: stack(stack_id),
+                        stack: stack(tid, stack_id),
                         function: function(func),
                     });
                 }

@@ -72,3 +72,45 @@ fn exec_and_grandchildren() {
     assert_eq!(p.seen[2].command, ["sh"]);
     assert!(!p.seen[2].followed);
 }
+
+/// A fork record names the parent (its header's tgid), the child, and whether the kernel
+/// follows it; the command name stops at its NUL.
+#[test]
+fn decodes_a_fork_record() {
+    use profiler_common::{
+        event::EventHeader,
+        process::{ProcessEvent, ProcessEventKind},
+    };
+    let mut comm = [0u8; 16];
+    comm[..7].copy_from_slice(b"python3");
+    let event = ProcessEvent {
+        header: EventHeader {
+            kind: EventKind::Process as u16,
+            _pad: 0,
+            tid: 101,
+            timestamp_ns: 1,
+            tgid: 100,
+            _pad2: 0,
+        },
+        kind: ProcessEventKind::Fork as u8,
+        _pad: [0; 3],
+        exit_code: -1,
+        child: 200,
+        _pad2: 0,
+        comm,
+    };
+    // SAFETY: a plain-old-data record viewed as its bytes, for its size.
+    let bytes = unsafe {
+        std::slice::from_raw_parts((&raw const event).cast::<u8>(), size_of::<ProcessEvent>())
+    };
+    assert_eq!(
+        kernel::decode(bytes),
+        Some(Lifecycle::Fork {
+            parent: 100,
+            child: 200,
+            comm: "python3".into(),
+            followed: false,
+        })
+    );
+    assert_eq!(kernel::decode(&bytes[..8]), None);
+}

@@ -100,8 +100,15 @@ pub fn followed(tgid: u32) -> bool {
     if tgid == target_tgid() {
         return true;
     }
+    follow_children() && followed_child(tgid)
+}
+
+/// Whether process `tgid` is one of the target's followed descendants: one hash lookup. For
+/// callers that compared with the target first, and defer this past their own cheap checks.
+#[inline(always)]
+pub fn followed_child(tgid: u32) -> bool {
     // SAFETY: the value is only tested for presence, never read through.
-    follow_children() && unsafe { FOLLOWED.get(tgid) }.is_some()
+    unsafe { FOLLOWED.get(tgid) }.is_some()
 }
 
 /// Adds one to a loss counter.

@@ -32,7 +32,10 @@ use profiler_common::{
 };
 
 use crate::{
-    common::{EVENTS, count, count_n, current_ids, fetch_add, followed, named_as_in_common},
+    common::{
+        EVENTS, count, count_n, current_ids, fetch_add, follow_children, followed, followed_child,
+        named_as_in_common, target_tgid,
+    },
     functions::running_function,
     interrupted::syscall_interrupted,
 };
@@ -236,7 +239,8 @@ pub fn syscall_exit_btf(ctx: BtfTracePointContext) -> u32 {
 }
 
 /// `sys_exit(struct pt_regs *regs, long ret)`, raw: other processes are dropped first (one
-/// helper call), then the syscall number is read.
+/// helper call), then the syscall number is read. With children followed, the hash lookup that
+/// tells a followed child waits until the syscall is worth a look.
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn syscall_exit(ctx: RawTracePointContext) -> u32 {
     let ret: i64 = ctx.arg(1);
@@ -245,7 +249,8 @@ pub fn syscall_exit(ctx: RawTracePointContext) -> u32 {
         return 0;
     }
     let (tid, tgid) = current_ids();
-    if !followed(tgid) {
+    let target = tgid == target_tgid();
+    if !target && !follow_children() {
         return 0;
     }
     let regs = RawRegs(ctx.arg(0));
@@ -253,6 +258,9 @@ pub fn syscall_exit(ctx: RawTracePointContext) -> u32 {
         return 0;
     };
     if is_uprobe_syscall(id) || is_sigreturn(id) || !worth_a_look(id, ret) {
+        return 0;
+    }
+    if !target && !followed_child(tgid) {
         return 0;
     }
     match on_exit(&ctx, &regs, tid, id, ret) {

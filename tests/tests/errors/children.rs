@@ -31,10 +31,10 @@ if __name__ == "__main__":
 
 /// The parent script under `profiler run --level basic -q EXTRA...`: its report, and the pid
 /// its child wrote.
-fn run_parent(py: &Path, extra: &[&str]) -> (Report, u32, PathBuf) {
+fn run_parent(py: &Path, extra: &[&str], env: &[(&str, &str)]) -> (Report, u32, PathBuf) {
     let dir = TempDir::new();
     let script = write(&dir, "parent.py", PARENT);
-    let report = run_script(&dir, py, &script, extra, &[]);
+    let report = run_script(&dir, py, &script, extra, env);
     let child = std::fs::read_to_string(dir.path().join("child.pid"))
         .expect("the child wrote its pid")
         .trim()
@@ -48,9 +48,19 @@ fn run_parent(py: &Path, extra: &[&str]) -> (Report, u32, PathBuf) {
 /// too (the child's exit did not end the session) with the target's pid.
 #[test]
 fn a_multiprocessing_childs_value_error_is_recorded_with_its_pid() {
+    multiprocessing_child(&[]);
+}
+
+/// The same where the raw `sys_exit` program runs (it looks a child up later than the BTF one).
+#[test]
+fn raw_sys_exit_follows_the_child_too() {
+    multiprocessing_child(&[("PROFILER_RAW_SYS_EXIT", "1")]);
+}
+
+fn multiprocessing_child(env: &[(&str, &str)]) {
     require_root!();
     let py = require_python!();
-    let (report, child, script) = run_parent(&py, &[]);
+    let (report, child, script) = run_parent(&py, &[], env);
     let target = report.at("/target/pid").as_u64().unwrap() as u32;
     assert_ne!(child, target);
     let errors = report.errors();
@@ -94,6 +104,14 @@ fn a_multiprocessing_childs_value_error_is_recorded_with_its_pid() {
         note.note().unwrap_or("").contains("child processes"),
         "{note}"
     );
+    let errors_family = report.family("errors");
+    let program = if env.is_empty() {
+        "sys_exit: tp_btf"
+    } else {
+        "sys_exit: raw tracepoint"
+    };
+    let note = errors_family.note().unwrap_or("");
+    assert!(note.starts_with(program), "{errors_family}");
 }
 
 /// `--no-children`: the child's error is not recorded, `processes` holds the target alone; the
@@ -102,7 +120,7 @@ fn a_multiprocessing_childs_value_error_is_recorded_with_its_pid() {
 fn no_children_leaves_the_childs_error_out() {
     require_root!();
     let py = require_python!();
-    let (report, child, _) = run_parent(&py, &["--no-children"]);
+    let (report, child, _) = run_parent(&py, &["--no-children"], &[]);
     let errors = report.errors();
     assert!(
         errors.with_pattern("INVALID_INPUT").is_empty(),

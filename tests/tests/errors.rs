@@ -147,7 +147,12 @@ fn missing_model_file(env: &[(&str, &str)]) {
         errors.describe()
     );
     assert_eq!(report.at("/target/exit_status/code").as_i64(), Some(1));
-    // The family's entry says which sys_exit program ran.
+    expect_sys_exit_program(&report, env);
+}
+
+/// The errors family's entry says which sys_exit program ran: the raw one where `env` asks for
+/// it (`PROFILER_RAW_SYS_EXIT`), else the BTF one.
+fn expect_sys_exit_program(report: &Report, env: &[(&str, &str)]) {
     let family = report.family("errors");
     let program = if env.is_empty() {
         "sys_exit: tp_btf"

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use profiler_tests::{Report, TempDir, require_root, skip};
 
-use super::{python, run_script, write};
+use super::{expect_sys_exit_program, python, run_script, write};
 
 /// A parent that forks a `multiprocessing` child (the fork start method, as DataLoader workers)
 /// which writes its pid to `child.pid` and raises a ValueError about an input shape; the parent
@@ -104,14 +104,7 @@ fn multiprocessing_child(env: &[(&str, &str)]) {
         note.note().unwrap_or("").contains("child processes"),
         "{note}"
     );
-    let errors_family = report.family("errors");
-    let program = if env.is_empty() {
-        "sys_exit: tp_btf"
-    } else {
-        "sys_exit: raw tracepoint"
-    };
-    let note = errors_family.note().unwrap_or("");
-    assert!(note.starts_with(program), "{errors_family}");
+    expect_sys_exit_program(&report, env);
 }
 
 /// `--no-children`: the child's error is not recorded, `processes` holds the target alone; the

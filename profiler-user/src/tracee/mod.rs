@@ -182,6 +182,39 @@ fn status_fields(path: &str, names: &[&str]) -> Vec<Option<String>> {
         .collect()
 }
 
+/// The parent of process `pid` (`PPid:` of /proc/PID/status), if it can be read.
+pub(crate) fn parent_pid(pid: i32) -> Option<u32> {
+    status_field(pid, "PPid")?.parse().ok()
+}
+
+/// The processes descending from `pid` now, each with its parent, parents before children
+/// (every process in /proc whose chain of parents reaches `pid`).
+pub(crate) fn descendants(pid: i32) -> Vec<(u32, u32)> {
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let parents: Vec<(u32, u32)> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|p| {
+            let stat = fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
+            // ppid is field 4 (1-based): the second after the command.
+            let ppid = stat_fields(&stat).get(1)?.parse().ok()?;
+            Some((p, ppid))
+        })
+        .collect();
+    let mut found = Vec::new();
+    let mut frontier = vec![pid as u32];
+    while let Some(parent) = frontier.pop() {
+        for &(child, ppid) in &parents {
+            if ppid == parent && child != pid as u32 {
+                found.push((child, parent));
+                frontier.push(child);
+            }
+        }
+    }
+    found
+}
+
 /// The profiler's own effective capabilities (`CapEff`), as a bit set.
 pub(crate) fn own_capabilities() -> u64 {
     status_fields("/proc/self/status", &["CapEff"])

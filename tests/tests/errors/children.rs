@@ -166,3 +166,82 @@ fn the_session_ends_when_the_parent_exits_not_its_child() {
     assert!(!processes[1].exited, "{processes:?}");
     assert_eq!(processes[1].parent_pid, Some(processes[0].pid));
 }
+
+/// A parent with a worker that exists before the profiler attaches (a pool's or a server's
+/// worker), then fails: attach follows it from the start, records its ValueError with its pid,
+/// and lists it in `processes` under the target with its exit status.
+#[test]
+fn attach_follows_a_child_that_existed_before() {
+    require_root!();
+    let py = require_python!();
+    let dir = TempDir::new();
+    let script = write(
+        &dir,
+        "pool.py",
+        r#"
+import multiprocessing, os, sys, time
+
+def work(pid_file, go):
+    with open(pid_file + ".tmp", "w") as f:
+        f.write(str(os.getpid()))
+    os.rename(pid_file + ".tmp", pid_file)
+    go.wait()
+    raise ValueError("expected input of shape (1, 3, 224, 224), got (1, 3, 225, 225)")
+
+if __name__ == "__main__":
+    pid_file = os.path.join(os.path.dirname(os.path.abspath(__file__)), "child.pid")
+    ctx = multiprocessing.get_context("fork")
+    go = ctx.Event()
+    child = ctx.Process(target=work, args=(pid_file, go))
+    child.start()
+    while not os.path.exists(pid_file):
+        time.sleep(0.01)
+    print("ready", flush=True)
+    sys.stdin.readline()
+    go.set()
+    child.join()
+    print(f"child exited {child.exitcode}", flush=True)
+"#,
+    );
+    // The child's traceback goes to /dev/null (exec keeps the process), not into the test's
+    // output; it is still a write to fd 2.
+    let shell = format!("exec {} {} 2>/dev/null", py.display(), script.display());
+    let mut target = profiler_tests::Victim::start("/bin/sh", ["-c", &shell]);
+    target.expect_line("ready");
+    let child: u32 = std::fs::read_to_string(dir.path().join("child.pid"))
+        .expect("the child wrote its pid")
+        .trim()
+        .parse()
+        .expect("a pid");
+    let json = dir.json();
+    let pid = target.pid().to_string();
+    let mut profiler = profiler_tests::Profiler::start([
+        "attach",
+        &pid,
+        "--level",
+        "basic",
+        "--duration",
+        "30",
+        "--json",
+        json.to_str().expect("a UTF-8 path"),
+    ]);
+    assert_eq!(profiler.wait_ready(), target.pid());
+    target.proceed();
+    assert!(target.release().success(), "the parent should succeed");
+    profiler.finish().expect_success();
+    let report = Report::read(&json);
+    assert_eq!(report.end_reason(), "target_exited");
+    let errors = report.errors();
+    let invalid = errors.with_pattern("INVALID_INPUT");
+    assert_eq!(invalid.len(), 1, "{}", errors.describe());
+    assert_eq!(invalid[0].pid(), child, "{}", invalid[0]);
+    let processes = report.processes();
+    assert_eq!(processes[0].pid, target.pid(), "{processes:?}");
+    let entry = processes
+        .iter()
+        .find(|p| p.pid == child)
+        .unwrap_or_else(|| panic!("no child {child} in {processes:?}"));
+    assert_eq!(entry.parent_pid, Some(target.pid()), "{entry:?}");
+    assert_eq!(entry.exit_code, Some(1), "{entry:?}");
+    assert!(entry.followed, "{entry:?}");
+}

@@ -5,7 +5,7 @@ use aya::{
     Ebpf,
     programs::{RawTracePoint, TracePoint},
 };
-use profiler_common::process::{ProcessEvent, ProcessEventKind, programs};
+use profiler_common::process::{ProcessEvent, ProcessEventKind, maps, programs};
 
 use crate::bpf;
 
@@ -28,6 +28,18 @@ pub(crate) fn attach(ebpf: &mut Ebpf) -> anyhow::Result<usize> {
     fork.attach("sched_process_fork")
         .context("failed to attach to the sched_process_fork raw tracepoint")?;
     Ok(3)
+}
+
+/// Follows process `tgid` (a child of the target that existed before profiling started): the
+/// errors family's programs then see it as they see the target.
+pub(crate) fn follow(ebpf: &mut Ebpf, tgid: u32) -> anyhow::Result<()> {
+    let map = ebpf
+        .map_mut(maps::FOLLOWED)
+        .with_context(|| format!("map {} missing from the eBPF object", maps::FOLLOWED))?;
+    let mut followed: aya::maps::HashMap<_, u32, u8> = aya::maps::HashMap::try_from(map)?;
+    followed
+        .insert(tgid, 1, 0)
+        .with_context(|| format!("could not follow process {tgid}"))
 }
 
 /// A decoded record: what happened to process `pid`.

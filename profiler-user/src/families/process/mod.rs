@@ -30,7 +30,6 @@ use crate::{
 };
 use kernel::Lifecycle;
 
-/// Thread and process exits.
 /// The target's process tree: the target first, then each child it forked while profiled.
 #[derive(Debug, Default)]
 pub(crate) struct Process {
@@ -123,7 +122,7 @@ impl Family for Process {
         self.target = ctx.pid as u32;
         self.seen = vec![Seen {
             pid: self.target,
-            parent_pid: parent_pid(ctx.pid),
+            parent_pid: tracee::parent_pid(ctx.pid),
             command: tracee::cmdline(ctx.pid),
             exit_status: None,
             followed: true,
@@ -145,13 +144,30 @@ impl Family for Process {
         options.global(FOLLOW_CHILDREN_GLOBAL, u32::from(self.follow_children));
     }
 
-    fn attach(&mut self, ebpf: &mut Ebpf, _ctx: &TargetContext<'_>) -> anyhow::Result<usize> {
-        kernel::attach(ebpf)
+    fn attach(&mut self, ebpf: &mut Ebpf, ctx: &TargetContext<'_>) -> anyhow::Result<usize> {
+        let attached = kernel::attach(ebpf)?;
+        if self.follow_children && !ctx.run_mode {
+            // Children that exist already (a server's workers, a pool's processes) are followed
+            // from now on; the fork program, attached first, sees those forked from here.
+            for (child, parent) in tracee::descendants(ctx.pid) {
+                let followed = kernel::follow(ebpf, child).is_ok();
+                self.seen.push(Seen {
+                    pid: child,
+                    parent_pid: Some(parent),
+                    command: tracee::cmdline(child as i32),
+                    exit_status: None,
+                    followed,
+                });
+            }
+        }
+        Ok(attached)
     }
 
     fn note(&self) -> Option<String> {
         Some(if self.follow_children {
-            "follows the target's child processes from their fork (see `processes`)".into()
+            "follows the target's child processes: those it has when profiling starts, and those it \
+             forks while profiled (see `processes`)"
+                .into()
         } else {
             "the target process only (--no-children)".into()
         })
@@ -193,15 +209,6 @@ impl Family for Process {
             })
             .collect();
     }
-}
-
-/// The parent of process `pid` (`PPid:` of /proc/PID/status), if it can be read.
-fn parent_pid(pid: i32) -> Option<u32> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("PPid:"))
-        .and_then(|v| v.trim().parse().ok())
 }
 
 #[cfg(test)]

@@ -70,6 +70,29 @@ fn utf8(path: &Path) -> &str {
     path.to_str().expect("utf-8 path")
 }
 
+/// Starts `py script` (which prints `ready`, then waits for a line on stdin) with its stderr
+/// sent to /dev/null (exec keeps the process; its tracebacks stay out of the test's output, and
+/// are still writes to fd 2), and `profiler attach --level basic` on it, writing `json`; returns
+/// both once the probes are attached.
+fn attach_to_script(py: &Path, script: &Path, json: &Path) -> (Victim, Profiler) {
+    let shell = format!("exec {} {} 2>/dev/null", py.display(), script.display());
+    let mut target = Victim::start("/bin/sh", ["-c", &shell]);
+    target.expect_line("ready");
+    let pid = target.pid().to_string();
+    let mut profiler = Profiler::start([
+        "attach",
+        &pid,
+        "--level",
+        "basic",
+        "--duration",
+        "30",
+        "--json",
+        utf8(json),
+    ]);
+    assert_eq!(profiler.wait_ready(), target.pid());
+    (target, profiler)
+}
+
 /// `profiler run --level basic ARGS... -- CMD...` with `env` (see [`run_reported`]).
 fn run_basic(
     dir: &TempDir,
@@ -522,27 +545,11 @@ fn attach_mode_sees_a_running_scripts_error() {
         "import sys\nprint('ready', flush=True)\nsys.stdin.readline()\n\
          raise ValueError('bad batch size -1')\n",
     );
-    // Its traceback goes to /dev/null (exec keeps the process), not into the test's output.
-    let shell = format!("exec {} {} 2>/dev/null", py.display(), script.display());
-    let mut target = Victim::start("/bin/sh", ["-c", &shell]);
-    target.expect_line("ready");
-    let json = dir.json();
-    let pid = target.pid().to_string();
-    let mut profiler = Profiler::start([
-        "attach",
-        &pid,
-        "--level",
-        "basic",
-        "--duration",
-        "30",
-        "--json",
-        utf8(&json),
-    ]);
-    assert_eq!(profiler.wait_ready(), target.pid());
+    let (mut target, profiler) = attach_to_script(&py, &script, &dir.json());
     target.proceed();
     assert!(!target.release().success(), "the script should fail");
     profiler.finish().expect_success();
-    let report = Report::read(&json);
+    let report = Report::read(&dir.json());
     assert_eq!(report.end_reason(), "target_exited");
     let errors = report.errors();
     let found = errors.with_pattern("INVALID_INPUT");

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use profiler_tests::{Report, TempDir, require_root, skip};
 
-use super::{expect_sys_exit_program, python, run_script, write};
+use super::{attach_to_script, expect_sys_exit_program, python, run_script, write};
 
 /// A parent that forks a `multiprocessing` child (the fork start method, as DataLoader workers)
 /// which writes its pid to `child.pid` and raises a ValueError about an input shape; the parent
@@ -203,29 +203,13 @@ if __name__ == "__main__":
     print(f"child exited {child.exitcode}", flush=True)
 "#,
     );
-    // The child's traceback goes to /dev/null (exec keeps the process), not into the test's
-    // output; it is still a write to fd 2.
-    let shell = format!("exec {} {} 2>/dev/null", py.display(), script.display());
-    let mut target = profiler_tests::Victim::start("/bin/sh", ["-c", &shell]);
-    target.expect_line("ready");
+    let json = dir.json();
+    let (mut target, profiler) = attach_to_script(&py, &script, &json);
     let child: u32 = std::fs::read_to_string(dir.path().join("child.pid"))
         .expect("the child wrote its pid")
         .trim()
         .parse()
         .expect("a pid");
-    let json = dir.json();
-    let pid = target.pid().to_string();
-    let mut profiler = profiler_tests::Profiler::start([
-        "attach",
-        &pid,
-        "--level",
-        "basic",
-        "--duration",
-        "30",
-        "--json",
-        json.to_str().expect("a UTF-8 path"),
-    ]);
-    assert_eq!(profiler.wait_ready(), target.pid());
     target.proceed();
     assert!(target.release().success(), "the parent should succeed");
     profiler.finish().expect_success();

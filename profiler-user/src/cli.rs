@@ -120,8 +120,9 @@ pub(crate) struct CommonArgs {
     #[arg(long, value_name = "N", default_value_t = 1000)]
     pub max_funcs: usize,
     /// Follow only the target process, not the processes it starts (by default its children,
-    /// their children and so on are followed from the moment they fork: the errors family sees
-    /// their failures, and the report lists them in `processes`).
+    /// their children and so on are followed: those it has when `attach` starts, and those it
+    /// forks while profiled; the errors family sees their failures, and the report lists them
+    /// in `processes`; the memory and functions families cover the target alone).
     #[arg(long)]
     pub no_children: bool,
     /// An error-pattern file that extends the built-in database (see docs/patterns.md).

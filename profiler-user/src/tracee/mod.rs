@@ -182,9 +182,11 @@ fn status_fields(path: &str, names: &[&str]) -> Vec<Option<String>> {
         .collect()
 }
 
-/// The parent of process `pid` (`PPid:` of /proc/PID/status), if it can be read.
+/// The parent of process `pid` (field 4 of /proc/PID/stat), if it can be read.
 pub(crate) fn parent_pid(pid: i32) -> Option<u32> {
-    status_field(pid, "PPid")?.parse().ok()
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The second field after the command.
+    stat_fields(&stat).get(1)?.parse().ok()
 }
 
 /// The processes descending from `pid` now, each with its parent, parents before children
@@ -195,12 +197,7 @@ pub(crate) fn descendants(pid: i32) -> Vec<(u32, u32)> {
     };
     let parents: Vec<(u32, u32)> = dir
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter_map(|p| {
-            let stat = fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
-            // ppid is field 4 (1-based): the second after the command.
-            let ppid = stat_fields(&stat).get(1)?.parse().ok()?;
-            Some((p, ppid))
-        })
+        .filter_map(|p| Some((p, parent_pid(p as i32)?)))
         .collect();
     let mut found = Vec::new();
     let mut frontier = vec![pid as u32];

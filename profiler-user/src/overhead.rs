@@ -1,12 +1,9 @@
 //! What profiling costs the target: a per-hit cost for each kind of probe site, times the hits;
 //! and `--max-overhead`, which detaches the dearest probes when the target slows down too much.
 
-use std::time::Instant;
+use std::{collections::BTreeMap, time::Instant};
 
 use aya::Ebpf;
-
-use std::collections::BTreeMap;
-
 use profiler_common::counters::Counter;
 
 use crate::{
@@ -58,19 +55,14 @@ pub(crate) fn slowdown_percent(cost_secs: f64, target_cpu_secs: f64) -> f64 {
 }
 
 /// The report's `overhead` section: what every family's probes cost the target (`target_cpu`
-/// seconds of CPU while profiled), what the budget detached, and what the kernel side lost
-/// (each loss also becomes a warning).
-#[expect(
-    clippy::too_many_arguments,
-    reason = "one plain input per part of the section"
-)]
+/// seconds of CPU while profiled), the budget and what it detached (None: no budget), and what
+/// the kernel side lost (each loss also becomes a warning).
 pub(crate) fn section(
     families: &[Box<dyn Family>],
     model: &CostModel,
     probes_attached: usize,
     target_cpu: f64,
-    max_overhead: Option<f64>,
-    detached: Vec<Detached>,
+    budget: Option<BudgetSection>,
     counters: &BTreeMap<Counter, u64>,
     warnings: &mut Vec<String>,
 ) -> Overhead {
@@ -96,10 +88,7 @@ pub(crate) fn section(
         estimated_cost,
         target_cpu_time: target_cpu,
         estimated_slowdown_percent: slowdown_percent(estimated_cost, target_cpu),
-        budget: max_overhead.map(|max_percent| BudgetSection {
-            max_percent,
-            detached,
-        }),
+        budget,
         lost,
         notes,
     }

@@ -245,13 +245,19 @@ impl Session<'_> {
             &self.attached,
         );
         self.warnings.extend(unbuilt);
+        let budget = self
+            .plan
+            .max_overhead
+            .map(|max_percent| report::BudgetSection {
+                max_percent,
+                detached: std::mem::take(&mut self.detached),
+            });
         let overhead = overhead::section(
             &self.families,
             &model,
             self.attached.iter().flatten().sum(),
             self.collected.target_cpu_time(),
-            self.plan.max_overhead,
-            std::mem::take(&mut self.detached),
+            budget,
             &self.counters,
             &mut self.warnings,
         );

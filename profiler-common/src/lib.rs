@@ -7,6 +7,7 @@
 #[cfg(test)]
 extern crate std;
 
+pub mod control;
 pub mod counters;
 pub mod errno;
 pub mod errors;

@@ -9,7 +9,7 @@
 //! constant there: profiler-ebpf spells each identifier exactly as its constant here, and checks
 //! at compile time with [`same`] that it does.
 
-use crate::{counters, errors, event, functions, memory, process};
+use crate::{control, counters, errors, event, functions, memory, process};
 
 /// The maps and programs of one module.
 #[derive(Clone, Copy, Debug)]
@@ -22,6 +22,11 @@ pub struct Family {
 
 /// Every map and program of the eBPF object, by the module that names it.
 pub const FAMILIES: &[Family] = &[
+    Family {
+        module: "control",
+        maps: control::MAPS,
+        programs: control::PROGRAMS,
+    },
     Family {
         module: "counters",
         maps: counters::MAPS,

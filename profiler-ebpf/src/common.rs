@@ -9,6 +9,7 @@ use aya_ebpf::{
 };
 use core::intrinsics::{AtomicOrdering, atomic_cxchg, atomic_xadd};
 use profiler_common::{
+    control::{CONTROL_SLOTS, STOPPED},
     counters::{COUNTER_SLOTS, Counter},
     event::RING_BUFFER_BYTES,
     process::FOLLOWED_ENTRIES,
@@ -61,12 +62,17 @@ static FOLLOW_CHILDREN: u32 = 0;
 #[map]
 pub static FOLLOWED: HashMap<u32, u8> = HashMap::with_max_entries(FOLLOWED_ENTRIES, 0);
 
+/// The user side's switches (`profiler_common::control`): the end of the window.
+#[map]
+pub static CONTROL: Array<u32> = Array::with_max_entries(CONTROL_SLOTS, 0);
+
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
 
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(RING_BUFFER_BYTES, 0);
 
+named_as_in_common!(control, maps: [CONTROL], programs: []);
 named_as_in_common!(counters, maps: [COUNTERS], programs: []);
 named_as_in_common!(event, maps: [EVENTS], programs: []);
 
@@ -75,6 +81,13 @@ named_as_in_common!(event, maps: [EVENTS], programs: []);
 pub fn current_ids() -> (u32, u32) {
     let pid_tgid = bpf_get_current_pid_tgid();
     (pid_tgid as u32, (pid_tgid >> 32) as u32)
+}
+
+/// Whether the window has ended: every program's first check, so that counting stops everywhere
+/// at once while the probes are still attached. One load from an array the verifier inlines.
+#[inline(always)]
+pub fn stopped() -> bool {
+    CONTROL.get(STOPPED).is_some_and(|flag| *flag != 0)
 }
 
 /// The target's tgid.

@@ -34,7 +34,7 @@ use profiler_common::{
 use crate::{
     common::{
         EVENTS, count, count_n, current_ids, fetch_add, follow_children, followed, followed_child,
-        named_as_in_common, target_tgid,
+        named_as_in_common, stopped, target_tgid,
     },
     functions::running_function,
     interrupted::syscall_interrupted,
@@ -218,6 +218,9 @@ fn worth_a_look(id: u64, ret: i64) -> bool {
 /// [`syscall_exit`] is the fallback for kernels that refuse it.
 #[btf_tracepoint(function = "sys_exit")]
 pub fn syscall_exit_btf(ctx: BtfTracePointContext) -> u32 {
+    if stopped() {
+        return 0;
+    }
     let regs = BtfRegs(ctx.arg(0));
     let Ok(id) = regs.get(ORIG_RAX) else {
         return 0;
@@ -246,6 +249,9 @@ pub fn syscall_exit(ctx: RawTracePointContext) -> u32 {
     let ret: i64 = ctx.arg(1);
     if ret == 0 {
         // Success with nothing written: nothing to see, whatever the call.
+        return 0;
+    }
+    if stopped() {
         return 0;
     }
     let (tid, tgid) = current_ids();
@@ -403,6 +409,9 @@ pub(crate) fn count_failure(key: FailureKey) -> bool {
 /// receiving task.
 #[raw_tracepoint(tracepoint = "signal_deliver")]
 pub fn signal_deliver(ctx: RawTracePointContext) -> u32 {
+    if stopped() {
+        return 0;
+    }
     match try_signal_deliver(&ctx) {
         Ok(()) | Err(()) => 0,
     }
@@ -461,6 +470,9 @@ fn try_signal_deliver(ctx: &RawTracePointContext) -> Result<(), ()> {
 
 #[tracepoint]
 pub fn oom_mark_victim(ctx: TracePointContext) -> u32 {
+    if stopped() {
+        return 0;
+    }
     match try_oom_mark_victim(&ctx) {
         Ok(()) | Err(()) => 0,
     }

@@ -36,7 +36,7 @@ use core::intrinsics::{AtomicOrdering, atomic_or};
 
 use crate::common::{
     COUNTERS, ThreadOwned, compare_exchange, count, current_ids, fetch_add, load,
-    named_as_in_common, stack_pointer, target_tgid, thread_slot,
+    named_as_in_common, stack_pointer, stopped, target_tgid, thread_slot,
 };
 
 /// `--time-every` − 1, set by the loader: after [`TIME_ALWAYS`] calls of a function on a thread,
@@ -105,6 +105,9 @@ named_as_in_common!(
 
 #[uprobe]
 pub fn fn_entry(ctx: ProbeContext) -> u32 {
+    if stopped() {
+        return 0;
+    }
     match try_fn_entry(&ctx) {
         Ok(()) | Err(()) => 0,
     }
@@ -112,6 +115,9 @@ pub fn fn_entry(ctx: ProbeContext) -> u32 {
 
 #[uretprobe]
 pub fn fn_return(ctx: RetProbeContext) -> u32 {
+    if stopped() {
+        return 0;
+    }
     match try_fn_return(&ctx) {
         Ok(()) | Err(()) => 0,
     }

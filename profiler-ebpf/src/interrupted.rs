@@ -24,7 +24,7 @@ use profiler_common::{
 };
 
 use crate::{
-    common::{current_ids, followed},
+    common::{current_ids, followed, stopped},
     errors::{ORIG_RAX, RAX, count_failure, user_reg},
 };
 
@@ -32,6 +32,9 @@ use crate::{
 /// receiving task.
 #[raw_tracepoint(tracepoint = "signal_deliver")]
 pub fn syscall_interrupted(ctx: RawTracePointContext) -> u32 {
+    if stopped() {
+        return 0;
+    }
     match try_syscall_interrupted(&ctx) {
         Ok(()) | Err(()) => 0,
     }

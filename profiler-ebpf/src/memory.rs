@@ -30,8 +30,8 @@ use profiler_common::{
 };
 
 use crate::common::{
-    ThreadOwned, count, current_ids, fetch_add, named_as_in_common, stack_pointer, target_tgid,
-    thread_slot,
+    ThreadOwned, count, current_ids, fetch_add, named_as_in_common, stack_pointer, stopped,
+    target_tgid, thread_slot,
 };
 
 /// Outstanding blocks by address.
@@ -104,6 +104,9 @@ const PAGE: u64 = 4096;
 
 #[uprobe]
 pub fn mem_entry(ctx: ProbeContext) -> u32 {
+    if stopped() {
+        return 0;
+    }
     match try_mem_entry(&ctx) {
         Ok(()) | Err(()) => 0,
     }
@@ -111,6 +114,9 @@ pub fn mem_entry(ctx: ProbeContext) -> u32 {
 
 #[uretprobe]
 pub fn mem_return(ctx: RetProbeContext) -> u32 {
+    if stopped() {
+        return 0;
+    }
     match try_mem_return(&ctx) {
         Ok(()) | Err(()) => 0,
     }
@@ -118,6 +124,9 @@ pub fn mem_return(ctx: RetProbeContext) -> u32 {
 
 #[tracepoint]
 pub fn mem_mmap_enter(ctx: TracePointContext) -> u32 {
+    if stopped() {
+        return 0;
+    }
     match try_mmap_enter(&ctx) {
         Ok(()) | Err(()) => 0,
     }
@@ -125,6 +134,9 @@ pub fn mem_mmap_enter(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn mem_mmap_exit(ctx: TracePointContext) -> u32 {
+    if stopped() {
+        return 0;
+    }
     match try_mmap_exit(&ctx) {
         Ok(()) | Err(()) => 0,
     }
@@ -132,6 +144,9 @@ pub fn mem_mmap_exit(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn mem_munmap(ctx: TracePointContext) -> u32 {
+    if stopped() {
+        return 0;
+    }
     match try_munmap(&ctx) {
         Ok(()) | Err(()) => 0,
     }

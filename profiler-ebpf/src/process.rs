@@ -15,7 +15,7 @@ use profiler_common::{
 };
 
 use crate::common::{
-    EVENTS, FOLLOWED, count, current_ids, follow_children, followed, named_as_in_common,
+    EVENTS, FOLLOWED, count, current_ids, follow_children, followed, named_as_in_common, stopped,
     target_tgid,
 };
 
@@ -46,6 +46,9 @@ named_as_in_common!(
 
 #[tracepoint]
 pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
+    if stopped() {
+        return 0;
+    }
     match try_sched_process_exit(&ctx) {
         Ok(()) | Err(()) => 0,
     }
@@ -75,6 +78,9 @@ fn try_sched_process_exit(ctx: &TracePointContext) -> Result<(), ()> {
 /// A new process (not a thread) of a followed process is followed from now on.
 #[raw_tracepoint(tracepoint = "sched_process_fork")]
 pub fn sched_process_fork(ctx: RawTracePointContext) -> u32 {
+    if stopped() {
+        return 0;
+    }
     let (tid, tgid) = current_ids();
     if !follow_children() || !followed(tgid) {
         return 0;
@@ -99,6 +105,9 @@ pub fn sched_process_fork(ctx: RawTracePointContext) -> u32 {
 /// A followed process executed a new program: it stays followed; its new name is recorded.
 #[tracepoint]
 pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
+    if stopped() {
+        return 0;
+    }
     let (tid, tgid) = current_ids();
     if followed(tgid) {
         send(ProcessEventKind::Exec, tid, tgid, 0, 0);

@@ -14,6 +14,7 @@ use crate::{
     level,
     report::json,
     session::{self, Outcome, Plan},
+    stop,
     tracee::Mode,
 };
 
@@ -108,6 +109,9 @@ fn plan(mode: Mode, common: &CommonArgs) -> Plan {
 
 /// Runs one session; prints the summary, writes the report, and turns an error into one line.
 fn profile(plan: Plan, quiet: bool) -> ExitCode {
+    if let Err(e) = stop::install() {
+        return fail(&format!("cannot handle Ctrl-C: {e}"));
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -119,6 +123,7 @@ fn profile(plan: Plan, quiet: bool) -> ExitCode {
         report,
         summary,
         result,
+        teardown,
     } = runtime.block_on(session::run(&plan));
     let mut code = ExitCode::SUCCESS;
     if let Some(summary) = summary.filter(|_| !quiet) {
@@ -135,8 +140,11 @@ fn profile(plan: Plan, quiet: bool) -> ExitCode {
         }
     }
     if let Err(e) = result {
-        return fail(&format!("{e:#}"));
+        code = fail(&format!("{e:#}"));
     }
+    // The report is on disk and every line printed: a Ctrl-C from here on exits at once.
+    stop::tearing_down();
+    teardown.finish();
     code
 }
 

@@ -16,8 +16,10 @@ use tokio::{
 };
 
 use crate::{
+    bpf,
     family::{Family, Flow, TickContext},
     overhead::Governor,
+    stop,
     symbols::symbolize::MappingSnapshot,
     tracee::{self, Sample, sample, spawn::try_wait},
 };
@@ -103,6 +105,7 @@ pub(crate) async fn collect(
     // AsyncFd (which owns the ring buffer) lives.
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
         .map_err(|e| anyhow::anyhow!("failed to poll the ring buffer: {e}"))?;
+    // Listening from here on; a signal that came before (see `stop`) ends the window now.
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let deadline = duration.map(|d| tokio::time::Instant::from_std(start + d));
@@ -112,6 +115,9 @@ pub(crate) async fn collect(
     out.samples.extend(sample(pid, start));
 
     let reason = loop {
+        if stop::requested() {
+            break EndReason::Interrupted;
+        }
         tokio::select! {
             _ = sigint.recv() => break EndReason::Interrupted,
             _ = sigterm.recv() => break EndReason::Interrupted,
@@ -149,6 +155,9 @@ pub(crate) async fn collect(
             }
         }
     };
+    // The window ends here for every program at once, however many probes are attached.
+    let ended = Instant::now();
+    let stopped = bpf::stop(ebpf);
     // Events already in the ring buffer belong to the run.
     drain(ring.get_mut(), out, families);
     if reason == EndReason::TargetExited {
@@ -164,8 +173,8 @@ pub(crate) async fn collect(
         out.samples.extend(sample(pid, start));
     }
     out.end_reason = Some(reason);
-    out.ended = Some(Instant::now());
-    Ok(())
+    out.ended = Some(ended);
+    stopped
 }
 
 /// Handles every record in the ring buffer; true once the target's last thread has exited.

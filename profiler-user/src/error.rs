@@ -32,6 +32,8 @@ pub(crate) enum ProfilerError {
     },
     #[error("cannot inspect process {pid}: {reason}")]
     Inspect { pid: i32, reason: std::io::Error },
+    #[error("interrupted before profiling started")]
+    Interrupted,
     #[error("{0}")]
     Spec(String),
 }

@@ -154,8 +154,12 @@ pub(crate) trait Family {
         Ok(())
     }
 
-    /// Profiling has ended: detach and read the maps. Problems become warnings.
+    /// Profiling has ended (the kernel programs stopped counting at the end of the window, see
+    /// `bpf::stop`): read the maps. The probes are still attached. Problems become warnings.
     fn harvest(&mut self, _ebpf: &mut Ebpf, _warnings: &mut Vec<String>) {}
+
+    /// The report is written: take the probes down, as many at once as the kernel allows.
+    fn detach(&mut self, _ebpf: &mut Ebpf) {}
 
     /// The family's probe hits over the run and what they cost the target (after `harvest`).
     fn probe_load(&self, _model: &CostModel) -> ProbeLoad {

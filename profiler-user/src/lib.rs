@@ -24,6 +24,7 @@ pub(crate) mod overhead;
 pub(crate) mod placement;
 pub(crate) mod report;
 pub(crate) mod session;
+pub(crate) mod stop;
 pub(crate) mod symbols;
 pub(crate) mod tracee;
 

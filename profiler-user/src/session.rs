@@ -1,5 +1,6 @@
 //! One profiling session, orchestration only: resolve the target -> build the families the
-//! level selects -> load and attach them all -> collect -> harvest them all -> report.
+//! level selects -> load and attach them all -> collect -> stop the kernel programs -> harvest
+//! them all -> report; the probes are taken down (`Teardown`) once the report is written.
 //!
 //! Whatever happens once the target is known, a report is built from what was collected: the
 //! state below is kept as the session goes, so an error late in the run loses nothing.
@@ -27,6 +28,7 @@ use crate::{
     level::{self, FamilyId, Level},
     overhead::{self, Governor},
     report::{self, CostModel, Detached, ExitStatus, ProfilerInfo, Report, TargetSection, text},
+    stop,
     symbols::symbolize::{AddrSymbolizer, MappingSnapshot},
     tracee::{self, Mode, TargetInfo, spawn::Gated},
 };
@@ -49,11 +51,32 @@ pub(crate) struct Plan {
 }
 
 /// How a session ended: its report (when the target was known), the printed summary (when
-/// profiling started), and the error that ended it, if one did.
+/// profiling started), the error that ended it, if one did, and the probes still to take down.
 pub(crate) struct Outcome {
     pub report: Option<Report>,
     pub summary: Option<String>,
     pub result: anyhow::Result<()>,
+    pub teardown: Teardown,
+}
+
+/// The probes of an ended session: stopped in the kernel (they count nothing more) but still
+/// attached, so that the report is written first, whatever the number of probes.
+pub(crate) struct Teardown {
+    ebpf: Option<Ebpf>,
+    families: Vec<Box<dyn Family>>,
+}
+
+impl Teardown {
+    /// Takes every probe down; the target runs at full speed again once this returns.
+    pub(crate) fn finish(mut self) {
+        if let Some(ebpf) = self.ebpf.as_mut() {
+            for family in &mut self.families {
+                family.detach(ebpf);
+            }
+        }
+        // The programs, their remaining links and the maps.
+        drop(self.ebpf.take());
+    }
 }
 
 /// Everything known so far.
@@ -97,8 +120,17 @@ pub(crate) async fn run(plan: &Plan) -> Outcome {
     if let Some(gated) = session.gated.take() {
         gated.abort();
     }
+    if let Some(ebpf) = session.ebpf.as_mut()
+        && let Err(e) = bpf::stop(ebpf)
+    {
+        session.warnings.push(format!("{e:#}"));
+    }
     if result.is_err() && session.collected.end_reason.is_none() {
-        session.collected.end_reason = Some(EndReason::Error);
+        session.collected.end_reason = Some(if stop::requested() {
+            EndReason::Interrupted
+        } else {
+            EndReason::Error
+        });
     }
     session.harvest();
     let report = session.target.is_some().then(|| session.report());
@@ -111,7 +143,19 @@ pub(crate) async fn run(plan: &Plan) -> Outcome {
         report,
         summary,
         result,
+        teardown: Teardown {
+            ebpf: session.ebpf.take(),
+            families: std::mem::take(&mut session.families),
+        },
     }
+}
+
+/// Ends the start-up when Ctrl-C or SIGTERM came during it.
+fn interrupted() -> Result<(), ProfilerError> {
+    if stop::requested() {
+        return Err(ProfilerError::Interrupted);
+    }
+    Ok(())
 }
 
 impl Session<'_> {
@@ -132,6 +176,7 @@ impl Session<'_> {
             self.cost_model = calibrate::cost_model(&mut self.warnings);
         }
 
+        interrupted()?;
         let found = tracee::find(&self.plan.mode)?;
         let (pid, modules) = (found.info.pid, found.modules);
         self.target = Some(found.info);
@@ -146,9 +191,11 @@ impl Session<'_> {
             family.prepare(&ctx)?;
             family.load_options(&mut options);
         }
+        interrupted()?;
         let ebpf = self.ebpf.insert(bpf::load(pid as u32, &options)?);
         self.attached = vec![None; self.families.len()];
         for (family, attached) in self.families.iter_mut().zip(&mut self.attached) {
+            interrupted()?;
             match family.attach(ebpf, &ctx) {
                 Ok(n) => *attached = Some(n),
                 Err(_) if self.gated.is_none() && !tracee::alive(pid) => {
@@ -161,6 +208,7 @@ impl Session<'_> {
                 )),
             }
         }
+        interrupted()?;
         if let Some(gated) = self.gated.as_mut() {
             gated.release()?;
         }
@@ -208,7 +256,7 @@ impl Session<'_> {
         result
     }
 
-    /// Stops the probes and reads what they gathered (once; never fails the session).
+    /// Reads what the stopped probes gathered (once; never fails the session).
     fn harvest(&mut self) {
         let Some(ebpf) = self.ebpf.as_mut() else {
             return;
@@ -222,7 +270,6 @@ impl Session<'_> {
                 .warnings
                 .push(format!("could not read the loss counters: {e:#}")),
         }
-        self.ebpf = None;
     }
 
     fn report(&mut self) -> Report {

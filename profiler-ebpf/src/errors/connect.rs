@@ -38,7 +38,7 @@ use profiler_common::{
 
 use super::{ARG_REGS, ERROR_STACKS, SavedRegs, count_failure, header_of};
 use crate::{
-    common::{EVENTS, compare_exchange, count, current_ids, followed, load},
+    common::{EVENTS, compare_exchange, count, current_ids, followed, load, stopped},
     functions::running_function,
 };
 
@@ -85,6 +85,9 @@ pub(super) struct Pending {
 /// state change of the system, in process or softirq context.
 #[raw_tracepoint(tracepoint = "inet_sock_set_state")]
 pub fn inet_sock_set_state(ctx: RawTracePointContext) -> u32 {
+    if stopped() {
+        return 0;
+    }
     let sk: u64 = ctx.arg(0);
     let old: i32 = ctx.arg(1);
     let new: i32 = ctx.arg(2);

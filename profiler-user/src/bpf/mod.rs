@@ -7,9 +7,13 @@ pub(crate) mod btf;
 use std::{collections::BTreeMap, path::Path};
 
 use anyhow::Context as _;
-use aya::{Ebpf, EbpfLoader, maps::PerCpuArray};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, PerCpuArray},
+};
 use profiler_common::{
     TARGET_TGID_GLOBAL,
+    control::{self, STOPPED},
     counters::{self, COUNTER_SLOTS, Counter},
 };
 
@@ -170,6 +174,18 @@ fn raise_memlock_limit() {
     };
     // SAFETY: passes a valid rlimit struct.
     unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) };
+}
+
+/// Ends the window in the kernel: from now on every program returns at its first check, though
+/// the probes stay attached until they are taken down. Idempotent.
+pub(crate) fn stop(ebpf: &mut Ebpf) -> anyhow::Result<()> {
+    let map = ebpf
+        .map_mut(control::maps::CONTROL)
+        .context("map CONTROL missing from the eBPF object")?;
+    let mut flags: Array<_, u32> = Array::try_from(map)?;
+    flags
+        .set(STOPPED, 1, 0)
+        .context("could not stop the kernel programs")
 }
 
 /// The loss counters summed over the CPUs, by name; zero counters left out.

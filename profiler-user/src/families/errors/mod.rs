@@ -139,8 +139,7 @@ impl Family for Errors {
 
     fn harvest(&mut self, ebpf: &mut Ebpf, warnings: &mut Vec<String>) {
         warnings.extend(kernel::eintr_not_counted(&self.links));
-        kernel::detach(ebpf, std::mem::take(&mut self.links));
-        // The final counts, every program detached.
+        // The final counts: the programs stopped counting at the end of the window.
         match kernel::read_failures(ebpf) {
             Ok(counts) => self.series.record(monotonic_ns(), &counts),
             Err(e) => warnings.push(format!("could not read the syscall failure counts: {e:#}")),
@@ -157,6 +156,10 @@ impl Family for Errors {
                 MAX_OUTPUT_BYTES >> 20
             ));
         }
+    }
+
+    fn detach(&mut self, ebpf: &mut Ebpf) {
+        kernel::detach(ebpf, std::mem::take(&mut self.links));
     }
 
     fn report(&mut self, report: &mut Report, ctx: &mut ReportContext<'_>) {

@@ -191,11 +191,14 @@ impl Family for Functions {
     }
 
     fn harvest(&mut self, ebpf: &mut Ebpf, warnings: &mut Vec<String>) {
-        kernel::detach(ebpf, &mut self.links);
         match kernel::read(ebpf, self.traced.len(), self.pid) {
             Ok(raw) => self.raw = Some(raw),
             Err(e) => warnings.push(format!("could not read the function statistics: {e:#}")),
         }
+    }
+
+    fn detach(&mut self, ebpf: &mut Ebpf) {
+        kernel::detach(ebpf, &mut self.links);
     }
 
     fn probe_load(&self, model: &crate::report::CostModel) -> ProbeLoad {

@@ -100,14 +100,8 @@ impl Memory {
         load
     }
 
-    /// Detaches the probes and reads the maps: the end of what the family sees.
-    fn stop(&mut self, ebpf: &mut Ebpf) -> anyhow::Result<()> {
-        let Some(links) = self.links.take() else {
-            return Ok(());
-        };
-        // Detaching takes a while (seconds when the allocator is hot): the probes recorded
-        // until it returns.
-        links.detach();
+    /// Reads the maps one last time: the end of what the family sees.
+    fn finish(&mut self, ebpf: &mut Ebpf) -> anyhow::Result<()> {
         self.end_ns = monotonic_ns();
         let functions = kernel::functions(&self.detection.allocators).count();
         let raw = kernel::read(ebpf, functions).context("could not read the memory maps")?;
@@ -248,7 +242,13 @@ impl Family for Memory {
     }
 
     fn shed(&mut self, ebpf: &mut Ebpf, _unit: usize) -> anyhow::Result<()> {
-        self.stop(ebpf)?;
+        let Some(links) = self.links.take() else {
+            return Ok(());
+        };
+        // Detaching takes a while (seconds when the allocator is hot): the probes recorded
+        // until it returns.
+        links.detach();
+        self.finish(ebpf)?;
         self.shed_ns = Some(self.end_ns);
         Ok(())
     }
@@ -261,8 +261,17 @@ impl Family for Memory {
     }
 
     fn harvest(&mut self, ebpf: &mut Ebpf, warnings: &mut Vec<String>) {
-        if let Err(e) = self.stop(ebpf) {
+        // Once shed, the family was read when its probes went.
+        if self.links.is_some()
+            && let Err(e) = self.finish(ebpf)
+        {
             warnings.push(format!("{e:#}"));
+        }
+    }
+
+    fn detach(&mut self, _ebpf: &mut Ebpf) {
+        if let Some(links) = self.links.take() {
+            links.detach();
         }
     }
 

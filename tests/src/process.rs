@@ -236,6 +236,14 @@ impl Profiler {
         signal(self.pid(), libc::SIGINT);
     }
 
+    /// SIGKILL to the profiler, as a crash or the OOM killer would end it; returns once it is
+    /// reaped.
+    pub fn kill(mut self) {
+        signal(self.pid(), libc::SIGKILL);
+        let _ = self.child.wait();
+        self.done = true;
+    }
+
     /// Waits for the profiler to end (killing it and failing the test after [`TIMEOUT`]).
     pub fn finish(mut self) -> Outcome {
         let deadline = Instant::now() + TIMEOUT;

@@ -11,7 +11,7 @@ use crate::{
     cli::{Cli, Command, CommonArgs},
     demo,
     families::{self, errors::analyze as errors, memory::analyze::LeakOptions},
-    level,
+    level, linux,
     report::json,
     session::{self, Outcome, Plan},
     tracee::Mode,
@@ -119,6 +119,7 @@ fn profile(plan: Plan, quiet: bool) -> ExitCode {
         report,
         summary,
         result,
+        exit_status,
     } = runtime.block_on(session::run(&plan));
     let mut code = ExitCode::SUCCESS;
     if let Some(summary) = summary.filter(|_| !quiet) {
@@ -137,7 +138,12 @@ fn profile(plan: Plan, quiet: bool) -> ExitCode {
     if let Err(e) = result {
         return fail(&format!("{e:#}"));
     }
-    code
+    // A command `run` started that exited: its status, as `time` and `strace` give it, so that
+    // scripts see it fail. The profiler's own failure (1, above) wins over it.
+    match exit_status.and_then(linux::shell_status) {
+        Some(status) if code == ExitCode::SUCCESS => ExitCode::from(status),
+        _ => code,
+    }
 }
 
 fn fail(message: &str) -> ExitCode {

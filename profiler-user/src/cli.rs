@@ -22,6 +22,12 @@ pub(crate) enum Command {
     /// Attach to a running process.
     Attach(AttachArgs),
     /// Start a command and profile it from its first instruction.
+    ///
+    /// Exits with the command's exit status when the command exits while profiled, as `time`
+    /// and `strace` do: its exit code, or 128 + N when signal N ended it (137 for SIGKILL, 139
+    /// for SIGSEGV). When profiling ends first (`--duration`, Ctrl-C) it exits 0; after
+    /// `--duration` the command runs on. When the profiler itself fails it exits 1 with an `error:` line, whatever the
+    /// command did.
     Run(RunArgs),
     /// Start the bundled demo workload, profile it, print a summary and write a JSON report.
     Demo(DemoArgs),

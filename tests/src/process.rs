@@ -126,6 +126,18 @@ impl Outcome {
         self
     }
 
+    /// Panics unless the profiler exited with `code`, without a panic.
+    pub fn expect_code(&self, code: i32) -> &Self {
+        assert!(
+            self.status.code() == Some(code) && !self.stderr.contains("panicked"),
+            "the profiler should exit {code}, not {}\nstderr:\n{}\nstdout:\n{}",
+            self.status,
+            self.stderr,
+            self.stdout
+        );
+        self
+    }
+
     /// The number on the line `LABEL N` of stdout, where a victim that runs under `profiler
     /// run` (and shares its stdout) says how many times it did something.
     pub fn count_line(&self, label: &str) -> u64 {

@@ -11,19 +11,69 @@ use profiler_tests::{
     run_reported, victims,
 };
 
-/// `profiler run --func leaf --json <dir>/report.json -- CMD...` (see [`run_reported`]); its
-/// report, which must say the target exited.
-fn run_to_exit(dir: &TempDir, cmd: &[&str]) -> Report {
-    let (_, report) = run_reported(dir, &["--func", "leaf"], cmd, &[]);
+/// `profiler run --func leaf --json <dir>/report.json -- CMD...` (see [`run_reported`]); how
+/// the profiler exited, and its report, which must say the target exited.
+fn run_to_exit(dir: &TempDir, cmd: &[&str]) -> (Option<i32>, Report) {
+    let (outcome, report) = run_reported(dir, &["--func", "leaf"], cmd, &[]);
     assert_eq!(report.at("/target/exited").as_bool(), Some(true));
-    report
+    (outcome.status.code(), report)
+}
+
+/// `profiler run --level basic --json <dir>/report.json EXTRA... -- sh -c SCRIPT` to its end;
+/// how it exited, and its report.
+fn run_shell(dir: &TempDir, extra: &[&str], script: &str) -> (i32, Report) {
+    let json = dir.json();
+    let args = ["run", "--level", "basic", "--json", json.to_str().unwrap()];
+    let cmd = ["--", "/bin/sh", "-c", script];
+    let outcome = profile(args.iter().chain(extra).chain(&cmd));
+    assert!(!outcome.stderr.contains("panicked"), "{}", outcome.stderr);
+    let code = outcome.status.code().expect("the profiler exited");
+    (code, Report::read(&json))
+}
+
+#[test]
+fn run_exits_with_the_status_of_its_command() {
+    require_root!();
+    let dir = TempDir::new();
+    for (script, status, signal) in [
+        ("exit 0", 0, None),
+        ("exit 3", 3, None),
+        ("exit 255", 255, None),
+        ("kill -KILL $$", 128 + 9, Some("SIGKILL")),
+        ("kill -SEGV $$", 128 + 11, Some("SIGSEGV")),
+    ] {
+        let (code, report) = run_shell(&dir, &[], script);
+        assert_eq!(code, status, "{script}");
+        assert_eq!(report.end_reason(), "target_exited", "{script}");
+        let reported = report.at("/target/exit_status/signal").as_str();
+        assert_eq!(reported, signal, "{script}");
+    }
+}
+
+#[test]
+fn run_ended_by_duration_exits_0_and_leaves_its_command_running() {
+    require_root!();
+    let dir = TempDir::new();
+    // The command would exit 3, long after the profiling ends.
+    let (code, report) = run_shell(&dir, &["--duration", "1"], "sleep 600; exit 3");
+    assert_eq!(code, 0);
+    assert_eq!(report.end_reason(), "duration");
+    let pid = report.at("/target/pid").as_i64().expect("pid");
+    let pid = i32::try_from(pid).expect("pid");
+    // The command outlives its profiler (no death signal carried over the exec).
+    thread::sleep(Duration::from_millis(200));
+    let alive = !ended(pid as u32);
+    // SAFETY: kill has no memory preconditions; the pid is the test's own command.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    assert!(alive, "the command {pid} ended with its profiler");
 }
 
 #[test]
 fn run_reports_the_exit_code() {
     require_root!();
     let dir = TempDir::new();
-    let report = run_to_exit(&dir, &[victims::C, "exit", "3", "7"]);
+    let (code, report) = run_to_exit(&dir, &[victims::C, "exit", "3", "7"]);
+    assert_eq!(code, Some(3), "the profiler exits with its command's code");
     assert_eq!(report.at("/target/exit_status/code").as_i64(), Some(3));
     assert!(report.at("/target/exit_status/signal").is_null());
     assert_eq!(report.function("leaf").total_calls(), 7);
@@ -33,7 +83,8 @@ fn run_reports_the_exit_code() {
 fn run_reports_the_fatal_signal() {
     require_root!();
     let dir = TempDir::new();
-    let report = run_to_exit(&dir, &[victims::C, "segv", "7"]);
+    let (code, report) = run_to_exit(&dir, &[victims::C, "segv", "7"]);
+    assert_eq!(code, Some(128 + 11), "the profiler exits 128 + SIGSEGV");
     assert_eq!(report.str_at("/target/exit_status/signal"), "SIGSEGV");
     assert!(report.at("/target/exit_status/code").is_null());
     assert_eq!(report.function("leaf").total_calls(), 7);
@@ -171,6 +222,8 @@ fn run_error_after_start_writes_the_report_and_ends_the_command() {
     ];
     let outcome = profile(args);
     outcome.expect_error();
+    // The profiler's own failure, whatever became of the command.
+    assert_eq!(outcome.status.code(), Some(1));
     let report = Report::read(&json);
     assert_eq!(report.end_reason(), "error");
     let pid = report.at("/target/pid").as_i64().expect("pid");

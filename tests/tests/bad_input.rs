@@ -51,6 +51,76 @@ fn kernel_thread() {
     assert_mentions(&line, &["kernel thread", "2"]);
 }
 
+/// Numbers a flag cannot take: each is refused before anything starts, with one line that
+/// names the flag, the value and what it must be (and no hint to put the value after `--`).
+#[test]
+fn numbers_out_of_range() {
+    let why_seconds = "must be a positive number of seconds, at most 31536000 (a year)";
+    let cases = [
+        ("--duration", "inf", why_seconds),
+        ("--duration", "1e30", why_seconds),
+        ("--duration", "-1", why_seconds),
+        ("--duration", "nan", why_seconds),
+        ("--duration", "0", why_seconds),
+        (
+            "--max-overhead",
+            "-5",
+            "must be a number of percent, 0 or more",
+        ),
+        (
+            "--max-overhead",
+            "inf",
+            "must be a number of percent, 0 or more",
+        ),
+        (
+            "--time-every",
+            "-1",
+            "must be a power of two from 1 to 65536",
+        ),
+        ("--max-funcs", "0", "must be a whole number, 1 or more"),
+        ("--max-funcs", "-1", "must be a whole number, 1 or more"),
+        (
+            "--leak-min-growth",
+            "nan",
+            "must be a number of bytes per second, 0 or more",
+        ),
+        (
+            "--leak-warmup",
+            "-0.1",
+            "must be a fraction of the run from 0 to 0.5",
+        ),
+        (
+            "--leak-warmup",
+            "nan",
+            "must be a fraction of the run from 0 to 0.5",
+        ),
+    ];
+    for (flag, value, why) in cases {
+        for mode in ["run", "attach"] {
+            let target = if mode == "run" { "--" } else { "1" };
+            let line = error_of(&[mode, flag, value, target, victims::C]);
+            let expected = format!("error: invalid value '{value}' for '{flag} <");
+            assert!(line.starts_with(&expected), "{line:?}");
+            assert!(line.contains(why), "{line:?}");
+        }
+    }
+    let line = error_of(&["demo", "--duration", "-1"]);
+    assert_eq!(
+        line,
+        format!("error: invalid value '-1' for '--duration <SECS>': {why_seconds}")
+    );
+    for pid in ["-1", "0", "x"] {
+        let line = error_of(&["attach", pid]);
+        assert_eq!(
+            line,
+            format!(
+                "error: invalid value '{pid}' for '<PID>': must be a process id (a whole \
+                 number, 1 or more)"
+            )
+        );
+    }
+}
+
 #[test]
 fn glob_matching_nothing_lists_close_names() {
     require_root!();

@@ -122,6 +122,22 @@ fn numbers_out_of_range() {
 }
 
 #[test]
+fn own_pid() {
+    require_root!();
+    // The shell's pid is the profiler's once it execs it.
+    let mut cmd = Command::new("/bin/sh");
+    cmd.args(["-c", "exec \"$0\" attach --level basic $$"])
+        .arg(profiler_tests::profiler_bin());
+    let outcome = Profiler::spawn(cmd).finish();
+    let line = outcome.expect_error();
+    assert!(
+        line.starts_with("error: pid ")
+            && line.ends_with(" is the profiler itself: it cannot profile itself"),
+        "{line:?}"
+    );
+}
+
+#[test]
 fn glob_matching_nothing_lists_close_names() {
     require_root!();
     let line = error_of(&["run", "--func", "lef", "--", victims::C, "calls", "1"]);

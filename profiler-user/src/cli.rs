@@ -98,7 +98,9 @@ pub(crate) struct CommonArgs {
     /// target exits).
     #[arg(long, value_name = "SECS", value_parser = parse_seconds, allow_negative_numbers = true)]
     pub duration: Option<Duration>,
-    /// Write the JSON report to this path (mode 0600; a file already there is replaced).
+    /// Write the JSON report to this path (mode 0600; a file or symlink already there is
+    /// replaced, not followed; another user's, in a sticky directory such as /tmp, only with
+    /// CAP_FOWNER, which root has).
     #[arg(long, value_name = "PATH")]
     pub json: Option<PathBuf>,
     /// Debug level: which probe families are attached (see `profiler levels`).

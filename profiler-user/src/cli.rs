@@ -90,8 +90,11 @@ pub(crate) struct DemoArgs {
 pub(crate) struct CommonArgs {
     /// Functions to trace exactly (repeatable). `GLOB` matches functions of the main executable;
     /// `LIB:GLOB` matches in a mapped shared library named by file-name prefix (`libc:malloc`,
-    /// `libsqlite3:sqlite3_*`) or by path. Demangled Rust and C++ names match
-    /// (`'myapp::server::*'`).
+    /// `libsqlite3:sqlite3_*`) or by path, or in every mapped file a glob names by file name,
+    /// by file name without `.so...`, or by path (`'libpython3*:_PyEval_EvalFrameDefault'`).
+    /// Demangled Rust and C++ names match (`'myapp::server::*'`). A spec that matches nothing is
+    /// an error naming the libraries where it would match (`did you mean libc:malloc?`), or else
+    /// the closest names.
     #[arg(long = "func", value_name = "SPEC")]
     pub funcs: Vec<String>,
     /// Stop after this many seconds: more than 0, at most a year (default: until Ctrl-C or the

@@ -184,6 +184,43 @@ fn library_not_mapped() {
 }
 
 #[test]
+fn library_glob_matching_nothing() {
+    require_root!();
+    let line = error_of(&["run", "--func", "libnosuch*:foo", "--", victims::LIB, "1"]);
+    assert!(
+        line.starts_with(
+            "error: library glob \"libnosuch*\" matches nothing the target maps (mapped: "
+        ) && line.contains("libvictim.so"),
+        "{line:?}"
+    );
+}
+
+#[test]
+fn library_function_named_without_its_library_is_suggested_with_it() {
+    require_root!();
+    let exe = Path::new(victims::LIB)
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap();
+    for (mode, spec) in [("run", "lib_function"), ("attach", "lib_func*")] {
+        let line = if mode == "run" {
+            error_of(&["run", "--func", spec, "--", victims::LIB, "1"])
+        } else {
+            let victim = Victim::ready(victims::LIB, ["1"]);
+            error_of(&["attach", "--func", spec, &victim.pid().to_string()])
+        };
+        assert_eq!(
+            line,
+            format!(
+                "error: --func \"{spec}\": no function in {exe} matches; did you mean \
+                 libvictim:{spec}?"
+            )
+        );
+    }
+}
+
+#[test]
 fn report_path_in_a_missing_directory() {
     require_root!();
     for path in ["/proc/x/y.json", "/nonexistent-profiler-dir/report.json"] {

@@ -1,9 +1,9 @@
 //! The commands: flags in, a checked session plan, a session, and its outcome out (the summary
 //! printed, the report written, one error line).
 
-use std::{io::Write, process::ExitCode, time::Duration};
+use std::{io::Write, process::ExitCode};
 
-use clap::Parser;
+use clap::{Parser, error::ErrorKind};
 use profiler_common::functions::TIME_EVERY_DEFAULT;
 
 use crate::{
@@ -11,7 +11,7 @@ use crate::{
     cli::{Cli, Command, CommonArgs},
     demo,
     families::{self, errors::analyze as errors, memory::analyze::LeakOptions},
-    level,
+    level, linux,
     report::json,
     session::{self, Outcome, Plan},
     stop,
@@ -24,7 +24,7 @@ const DEFAULT_ATTACH_BUDGET: f64 = 10.0;
 
 /// The `profiler` command.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = parse();
     match cli.command {
         Command::Levels => {
             print(&level::describe());
@@ -42,7 +42,7 @@ pub fn main() -> ExitCode {
             Err(e) => fail(&format!("{e:#}")),
         },
         Command::DemoWorkload { seconds } => {
-            demo::workload(seconds);
+            demo::workload(seconds.as_secs_f64());
             ExitCode::SUCCESS
         }
         Command::Attach(args) => {
@@ -64,7 +64,7 @@ pub fn main() -> ExitCode {
                     exe,
                     "demo-workload".into(),
                     "--seconds".into(),
-                    args.duration.to_string(),
+                    args.duration.as_secs_f64().to_string(),
                 ]),
                 level: args.level,
                 without: Vec::new(),
@@ -84,12 +84,27 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// The command line. A value the flag's checks refuse (`--duration inf`) is one `error:` line
+/// saying why; other mistakes are shown as clap shows them (with the usage, or the values a flag
+/// takes).
+fn parse() -> Cli {
+    Cli::try_parse().unwrap_or_else(|e| {
+        if e.kind() == ErrorKind::ValueValidation
+            && let Some(line) = e.render().to_string().lines().next()
+        {
+            eprintln!("{line}");
+            std::process::exit(e.exit_code());
+        }
+        e.exit()
+    })
+}
+
 fn plan(mode: Mode, common: &CommonArgs) -> Plan {
     Plan {
         mode,
         level: common.level,
         without: common.without.clone(),
-        duration: common.duration.map(|d| Duration::from_secs_f64(d.max(0.0))),
+        duration: common.duration,
         json: common.json.clone(),
         quiet: common.quiet,
         families: families::Options {
@@ -99,8 +114,8 @@ fn plan(mode: Mode, common: &CommonArgs) -> Plan {
             patterns: common.patterns.clone(),
             no_children: common.no_children,
             leak: LeakOptions {
-                min_growth: common.leak_min_growth.max(0.0),
-                warmup: common.leak_warmup.clamp(0.0, 0.5),
+                min_growth: common.leak_min_growth,
+                warmup: common.leak_warmup,
             },
         },
         max_overhead: common.max_overhead,
@@ -124,6 +139,7 @@ fn profile(plan: Plan, quiet: bool) -> ExitCode {
         summary,
         result,
         teardown,
+        exit_status,
     } = runtime.block_on(session::run(&plan));
     let mut code = ExitCode::SUCCESS;
     if let Some(summary) = summary.filter(|_| !quiet) {
@@ -142,6 +158,12 @@ fn profile(plan: Plan, quiet: bool) -> ExitCode {
     if let Err(e) = result {
         code = fail(&format!("{e:#}"));
     }
+    // A command `run` started that exited: its status, as `time` and `strace` give it, so that
+    // scripts see it fail. The profiler's own failure (1, above) wins over it.
+    let code = match exit_status.and_then(linux::shell_status) {
+        Some(status) if code == ExitCode::SUCCESS => ExitCode::from(status),
+        _ => code,
+    };
     // The report is on disk and every line printed: a Ctrl-C from here on exits at once.
     stop::tearing_down();
     teardown.finish();

@@ -1,6 +1,6 @@
 //! Command-line definitions (raw flags). `main` turns them into a checked session plan.
 
-use std::path::PathBuf;
+use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 
@@ -22,6 +22,12 @@ pub(crate) enum Command {
     /// Attach to a running process.
     Attach(AttachArgs),
     /// Start a command and profile it from its first instruction.
+    ///
+    /// Exits with the command's exit status when the command exits while profiled, as `time`
+    /// and `strace` do: its exit code, or 128 + N when signal N ended it (137 for SIGKILL, 139
+    /// for SIGSEGV). When profiling ends first (`--duration`, Ctrl-C) it exits 0; after
+    /// `--duration` the command runs on. When the profiler itself fails it exits 1 with an `error:` line, whatever the
+    /// command did.
     Run(RunArgs),
     /// Start the bundled demo workload, profile it, print a summary and write a JSON report.
     Demo(DemoArgs),
@@ -43,14 +49,15 @@ pub(crate) enum Command {
     #[command(hide = true)]
     DemoWorkload {
         /// How long to run, in seconds.
-        #[arg(long, default_value_t = 3.0)]
-        seconds: f64,
+        #[arg(long, default_value = "3", value_parser = parse_seconds, allow_negative_numbers = true)]
+        seconds: Duration,
     },
 }
 
 #[derive(Debug, Args)]
 pub(crate) struct AttachArgs {
     /// Process id of the target.
+    #[arg(value_parser = parse_pid, allow_negative_numbers = true)]
     pub pid: i32,
     #[command(flatten)]
     pub common: CommonArgs,
@@ -70,9 +77,9 @@ pub(crate) struct DemoArgs {
     /// Where to write the JSON report.
     #[arg(long, value_name = "PATH", default_value = "profiler-demo.json")]
     pub json: PathBuf,
-    /// How long the demo workload runs, in seconds.
-    #[arg(long, value_name = "SECS", default_value_t = 3.0)]
-    pub duration: f64,
+    /// How long the demo workload runs, in seconds (more than 0, at most a year).
+    #[arg(long, value_name = "SECS", default_value = "3", value_parser = parse_seconds, allow_negative_numbers = true)]
+    pub duration: Duration,
     /// Debug level (see `profiler levels`).
     #[arg(long, value_enum, default_value_t = Level::Detailed)]
     pub level: Level,
@@ -83,14 +90,20 @@ pub(crate) struct DemoArgs {
 pub(crate) struct CommonArgs {
     /// Functions to trace exactly (repeatable). `GLOB` matches functions of the main executable;
     /// `LIB:GLOB` matches in a mapped shared library named by file-name prefix (`libc:malloc`,
-    /// `libsqlite3:sqlite3_*`) or by path. Demangled Rust and C++ names match
-    /// (`'myapp::server::*'`).
+    /// `libsqlite3:sqlite3_*`) or by path, or in every mapped file a glob names by file name,
+    /// by file name without `.so...`, or by path (`'libpython3*:_PyEval_EvalFrameDefault'`).
+    /// Demangled Rust and C++ names match (`'myapp::server::*'`). A spec that matches nothing is
+    /// an error naming the libraries where it would match (`did you mean libc:malloc?`), or else
+    /// the closest names.
     #[arg(long = "func", value_name = "SPEC")]
     pub funcs: Vec<String>,
-    /// Stop after this many seconds (default: until Ctrl-C or the target exits).
-    #[arg(long, value_name = "SECS")]
-    pub duration: Option<f64>,
-    /// Write the JSON report to this path (mode 0600; a file already there is replaced).
+    /// Stop after this many seconds: more than 0, at most a year (default: until Ctrl-C or the
+    /// target exits).
+    #[arg(long, value_name = "SECS", value_parser = parse_seconds, allow_negative_numbers = true)]
+    pub duration: Option<Duration>,
+    /// Write the JSON report to this path (mode 0600; a file or symlink already there is
+    /// replaced, not followed; another user's, in a sticky directory such as /tmp, only with
+    /// CAP_FOWNER, which root has).
     #[arg(long, value_name = "PATH")]
     pub json: Option<PathBuf>,
     /// Debug level: which probe families are attached (see `profiler levels`).
@@ -107,17 +120,17 @@ pub(crate) struct CommonArgs {
     /// probes are detached (what they counted is kept): a traced function's, or the memory
     /// family's allocator probes, all at once. 0 turns it off. Default: 10 for `attach`, off
     /// for `run`.
-    #[arg(long, value_name = "PERCENT")]
+    #[arg(long, value_name = "PERCENT", value_parser = parse_percent, allow_negative_numbers = true)]
     pub max_overhead: Option<f64>,
     /// Time one call in N of each traced function on each thread, once the thread has made 1024
     /// of them (every call before that is timed). Counts, call sites and stacks still see every
     /// call; times and percentiles of hot functions become estimates from the timed calls,
     /// which keeps the per-call cost near that of counting alone. 1 times every call. A power
     /// of two up to 65536.
-    #[arg(long, value_name = "N", default_value_t = TIME_EVERY_DEFAULT, value_parser = parse_time_every)]
+    #[arg(long, value_name = "N", default_value_t = TIME_EVERY_DEFAULT, value_parser = parse_time_every, allow_negative_numbers = true)]
     pub time_every: u32,
-    /// Most functions one run may trace; a `--func` that matches more is an error.
-    #[arg(long, value_name = "N", default_value_t = 1000)]
+    /// Most functions one run may trace (1 or more); a `--func` that matches more is an error.
+    #[arg(long, value_name = "N", default_value_t = 1000, value_parser = parse_max_funcs, allow_negative_numbers = true)]
     pub max_funcs: usize,
     /// Follow only the target process, not the processes it starts (by default its children,
     /// their children and so on are followed: those it has when `attach` starts, and those it
@@ -129,13 +142,13 @@ pub(crate) struct CommonArgs {
     #[arg(long, value_name = "FILE")]
     pub patterns: Option<PathBuf>,
     /// Memory family: a site whose outstanding bytes grow slower than this (bytes per second)
-    /// is not called a leak.
-    #[arg(long, value_name = "BYTES_PER_SEC", default_value_t = 1.0)]
+    /// is not called a leak (0 or more).
+    #[arg(long, value_name = "BYTES_PER_SEC", default_value_t = 1.0, value_parser = parse_growth, allow_negative_numbers = true)]
     pub leak_min_growth: f64,
     /// Memory family: the share of the run (0 to 0.5) at its start treated as warm-up, and at
     /// its end in which a leaking site must still be growing. A site that grew only in the
     /// warm-up, or stopped growing before the end, is reported as retained, not leaked.
-    #[arg(long, value_name = "FRACTION", default_value_t = 0.25)]
+    #[arg(long, value_name = "FRACTION", default_value_t = 0.25, value_parser = parse_warmup, allow_negative_numbers = true)]
     pub leak_warmup: f64,
     /// Print nothing but errors (the report is still written).
     #[arg(long, short)]
@@ -164,15 +177,68 @@ fn parse_without(s: &str) -> Result<FamilyId, String> {
 
 /// `--time-every`: a power of two from 1 to `TIME_EVERY_MAX`.
 fn parse_time_every(s: &str) -> Result<u32, String> {
-    let n: u32 = s
-        .parse()
-        .map_err(|_| format!("{s:?} is not a whole number"))?;
-    if n == 0 || !n.is_power_of_two() || n > TIME_EVERY_MAX {
-        return Err(format!(
-            "{n} is not a power of two from 1 to {TIME_EVERY_MAX} (1 times every call)"
-        ));
-    }
-    Ok(n)
+    s.parse()
+        .ok()
+        .filter(|n: &u32| n.is_power_of_two() && *n <= TIME_EVERY_MAX)
+        .ok_or_else(|| {
+            format!("must be a power of two from 1 to {TIME_EVERY_MAX} (1 times every call)")
+        })
+}
+
+/// The longest `--duration`, seconds: a year.
+const MAX_SECONDS: f64 = 365.0 * 24.0 * 3600.0;
+
+/// `--duration`: a positive number of seconds (not 0 once in nanoseconds), at most a year.
+fn parse_seconds(s: &str) -> Result<Duration, String> {
+    number(s)
+        .filter(|secs| *secs > 0.0 && *secs <= MAX_SECONDS)
+        .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| {
+            format!("must be a positive number of seconds, at most {MAX_SECONDS} (a year)")
+        })
+}
+
+/// `--max-overhead`: a percentage, 0 or more.
+fn parse_percent(s: &str) -> Result<f64, String> {
+    number(s)
+        .filter(|p| *p >= 0.0)
+        .ok_or_else(|| "must be a number of percent, 0 or more (0 turns the budget off)".into())
+}
+
+/// `--leak-min-growth`: bytes per second, 0 or more.
+fn parse_growth(s: &str) -> Result<f64, String> {
+    number(s)
+        .filter(|g| *g >= 0.0)
+        .ok_or_else(|| "must be a number of bytes per second, 0 or more".into())
+}
+
+/// `--leak-warmup`: a fraction of the run from 0 to 0.5.
+fn parse_warmup(s: &str) -> Result<f64, String> {
+    number(s)
+        .filter(|f| (0.0..=0.5).contains(f))
+        .ok_or_else(|| "must be a fraction of the run from 0 to 0.5".into())
+}
+
+/// `--max-funcs`: a whole number, 1 or more.
+fn parse_max_funcs(s: &str) -> Result<usize, String> {
+    s.parse()
+        .ok()
+        .filter(|n| *n >= 1)
+        .ok_or_else(|| "must be a whole number, 1 or more".into())
+}
+
+/// A process id: a whole number, 1 or more.
+fn parse_pid(s: &str) -> Result<i32, String> {
+    s.parse()
+        .ok()
+        .filter(|pid| *pid >= 1)
+        .ok_or_else(|| "must be a process id (a whole number, 1 or more)".into())
+}
+
+/// A finite number (not `inf` or `nan`).
+fn number(s: &str) -> Option<f64> {
+    s.parse::<f64>().ok().filter(|n| n.is_finite())
 }
 
 #[cfg(test)]
@@ -186,6 +252,43 @@ mod tests {
         assert_eq!(parse_time_every("65536"), Ok(65536));
         for bad in ["0", "3", "131072", "x", "-1"] {
             assert!(parse_time_every(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn durations_are_positive_finite_and_at_most_a_year() {
+        assert_eq!(parse_seconds("1"), Ok(Duration::from_secs(1)));
+        assert_eq!(parse_seconds("0.5"), Ok(Duration::from_millis(500)));
+        assert_eq!(
+            parse_seconds("31536000"),
+            Ok(Duration::from_secs(31_536_000))
+        );
+        for bad in [
+            "0", "-1", "-0", "nan", "inf", "-inf", "1e30", "31536001", "1e-10", "", "x", "1s",
+        ] {
+            let err = parse_seconds(bad).unwrap_err();
+            assert!(err.contains("positive number of seconds"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn numbers_are_finite_and_in_range() {
+        assert_eq!(parse_percent("0"), Ok(0.0));
+        assert_eq!(parse_percent("12.5"), Ok(12.5));
+        assert_eq!(parse_growth("0"), Ok(0.0));
+        assert_eq!(parse_warmup("0.5"), Ok(0.5));
+        assert_eq!(parse_warmup("0"), Ok(0.0));
+        assert_eq!(parse_max_funcs("1"), Ok(1));
+        assert_eq!(parse_pid("1"), Ok(1));
+        for bad in ["-1", "nan", "inf", "1e400", "x", ""] {
+            assert!(parse_percent(bad).is_err(), "{bad}");
+            assert!(parse_growth(bad).is_err(), "{bad}");
+            assert!(parse_warmup(bad).is_err(), "{bad}");
+        }
+        assert!(parse_warmup("0.51").is_err());
+        for bad in ["0", "-1", "1.5", "x", "99999999999999999999999"] {
+            assert!(parse_max_funcs(bad).is_err(), "{bad}");
+            assert!(parse_pid(bad).is_err(), "{bad}");
         }
     }
 

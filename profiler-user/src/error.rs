@@ -12,6 +12,8 @@ pub(crate) enum ProfilerError {
     NoSuchProcess(i32),
     #[error("pid {0} is a kernel thread: only user-space processes can be profiled")]
     KernelThread(i32),
+    #[error("pid {0} is the profiler itself: it cannot profile itself")]
+    Itself(i32),
     #[error("process {0} has already exited")]
     TargetExited(i32),
     #[error("the kernel lacks {what}: {hint}")]

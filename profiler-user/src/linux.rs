@@ -198,6 +198,16 @@ pub(crate) fn wait_status(status: i32) -> WaitStatus {
     }
 }
 
+/// The exit status a shell gives a process that ended with `wait(2)` status `status`: its exit
+/// code, or 128 + N when signal N ended it; None while it has not ended.
+pub(crate) fn shell_status(status: i32) -> Option<u8> {
+    match wait_status(status) {
+        WaitStatus::Exited(code) => u8::try_from(code).ok(),
+        WaitStatus::Signaled { signal, .. } => u8::try_from(128 + signal).ok(),
+        WaitStatus::Other => None,
+    }
+}
+
 /// Whether a signal's default action ends the process.
 pub(crate) fn default_is_fatal(signo: i32) -> bool {
     // The kernel programs decide with the same function which signals get a stack.
@@ -432,6 +442,12 @@ mod tests {
         );
         assert_eq!(wait_status(0xffff), WaitStatus::Other);
         assert_eq!(wait_status((libc::SIGSTOP << 8) | 0x7f), WaitStatus::Other);
+        assert_eq!(shell_status(0), Some(0));
+        assert_eq!(shell_status(3 << 8), Some(3));
+        assert_eq!(shell_status(255 << 8), Some(255));
+        assert_eq!(shell_status(libc::SIGKILL), Some(128 + 9));
+        assert_eq!(shell_status(libc::SIGSEGV | 0x80), Some(128 + 11));
+        assert_eq!(shell_status(0xffff), None);
         assert!(default_is_fatal(libc::SIGSEGV) && default_is_fatal(libc::SIGTERM));
         assert!(!default_is_fatal(libc::SIGCHLD) && !default_is_fatal(libc::SIGWINCH));
         assert_eq!(syscall_name(1), "write");

@@ -3,17 +3,28 @@
 //! directory). Each is written to a fresh file with mode 0600 in the same directory, then renamed
 //! over its path: a file already there is replaced, never reused, so neither its mode, nor its
 //! owner (who could read what is written into a file they own), nor where it pointed (a symlink)
-//! carry over to what is written.
+//! carry over to what is written. In a sticky directory the kernel lets only the entry's owner,
+//! the directory's owner or `CAP_FOWNER` rename over an entry: a path the profiler may not
+//! replace is refused up front ([`check_replaceable`]), in words.
 
 use std::{
     fs::{self, File, OpenOptions, Permissions},
     io::{self, Write},
-    os::unix::fs::{OpenOptionsExt, PermissionsExt},
+    os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt},
     path::{Path, PathBuf},
 };
 
+use crate::tracee::own_capabilities;
+
 /// The mode of every file the profiler writes: what it writes can hold what the target printed.
 const MODE: u32 = 0o600;
+
+/// The capability that lifts the sticky bit's rule (`CAP_FOWNER`).
+const CAP_FOWNER: u32 = 3;
+
+/// Why another user's file in a sticky directory cannot be replaced.
+const STICKY: &str = "another user's file is there, in a sticky directory (such as /tmp) that is \
+                      not the profiler's, and only its owner may replace it: choose another path";
 
 /// A file being written in place of `path`: [`Replacement::commit`] renames it over the path;
 /// dropped without that, it is removed and the path is left as it was.
@@ -30,10 +41,7 @@ impl Replacement {
         let name = path
             .file_name()
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the path names no file"))?;
-        let dir = match path.parent() {
-            Some(dir) if !dir.as_os_str().is_empty() => dir,
-            _ => Path::new("."),
-        };
+        let dir = directory(path);
         let mut attempt = 0u32;
         loop {
             let temp = dir.join(format!(
@@ -72,7 +80,13 @@ impl Replacement {
     /// Flushes the file to disk and renames it over the path.
     pub(crate) fn commit(mut self) -> io::Result<()> {
         self.file.sync_all()?;
-        fs::rename(&self.temp, &self.path)?;
+        fs::rename(&self.temp, &self.path).map_err(|e| {
+            if sticky_refuses(&self.path) {
+                io::Error::new(io::ErrorKind::PermissionDenied, STICKY)
+            } else {
+                e
+            }
+        })?;
         self.committed = true;
         Ok(())
     }
@@ -112,14 +126,41 @@ pub(crate) fn check_replaceable(path: &Path) -> io::Result<()> {
             "it is a directory",
         ));
     }
+    if sticky_refuses(path) {
+        return Err(io::Error::new(io::ErrorKind::PermissionDenied, STICKY));
+    }
     // Dropped uncommitted: removed again.
     Replacement::create(path).map(drop)
 }
 
+/// The directory `path` is in.
+fn directory(path: &Path) -> &Path {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    }
+}
+
+/// Whether the sticky bit keeps the profiler from replacing what is at `path` (a file or a
+/// symlink, say one planted in /tmp): in a sticky directory, only the entry's owner, the
+/// directory's owner or a process with `CAP_FOWNER` (root has it) may rename over an entry.
+fn sticky_refuses(path: &Path) -> bool {
+    let Ok(entry) = fs::symlink_metadata(path) else {
+        return false;
+    };
+    let Ok(dir) = fs::metadata(directory(path)) else {
+        return false;
+    };
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    dir.mode() & libc::S_ISVTX != 0
+        && entry.uid() != me
+        && dir.uid() != me
+        && own_capabilities() & (1 << CAP_FOWNER) == 0
+}
+
 #[cfg(test)]
 mod tests {
-    use std::os::unix::fs::MetadataExt;
-
     use super::*;
 
     /// A fresh directory for one test, removed at the end.

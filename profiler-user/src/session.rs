@@ -51,11 +51,13 @@ pub(crate) struct Plan {
 }
 
 /// How a session ended: its report (when the target was known), the printed summary (when
-/// profiling started), the error that ended it, if one did, and the probes still to take down.
+/// profiling started), the error that ended it, if one did, the `wait(2)` status of a command
+/// `run` started that exited while profiled, and the probes still to take down.
 pub(crate) struct Outcome {
     pub report: Option<Report>,
     pub summary: Option<String>,
     pub result: anyhow::Result<()>,
+    pub exit_status: Option<i32>,
     pub teardown: Teardown,
 }
 
@@ -139,10 +141,15 @@ pub(crate) async fn run(plan: &Plan) -> Outcome {
         .as_ref()
         .filter(|_| session.started.is_some())
         .map(|r| session.summary(r));
+    let collected = &session.collected;
+    let exit_status = collected
+        .exit_status
+        .filter(|_| collected.exited && matches!(plan.mode, Mode::Run(_)));
     Outcome {
         report,
         summary,
         result,
+        exit_status,
         teardown: Teardown {
             ebpf: session.ebpf.take(),
             families: std::mem::take(&mut session.families),

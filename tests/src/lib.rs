@@ -140,8 +140,9 @@ pub fn attach(victim: &Victim, args: &[&str]) -> Profiler {
 }
 
 /// `profiler run --json <dir>/report.json ARGS... -- CMD...`, with `env` added to the
-/// profiler's environment, to its end: it must succeed, and end because the target exited.
-/// Returns what it printed, and its report.
+/// profiler's environment, to its end: it must succeed, exiting with the status of its command
+/// (see [`Report::run_status`]), and end because the target exited. Returns what it printed, and
+/// its report.
 pub fn run_reported(
     dir: &TempDir,
     args: &[&str],
@@ -156,9 +157,9 @@ pub fn run_reported(
     let mut command = Profiler::command(&all);
     command.envs(env.iter().copied());
     let outcome = Profiler::spawn(command).finish();
-    outcome.expect_success();
     let report = Report::read(&json);
-    assert_eq!(report.end_reason(), "target_exited");
+    assert_eq!(report.end_reason(), "target_exited", "{}", outcome.stderr);
+    outcome.expect_code(report.run_status().expect("the command exited"));
     (outcome, report)
 }
 

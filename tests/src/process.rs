@@ -126,6 +126,18 @@ impl Outcome {
         self
     }
 
+    /// Panics unless the profiler exited with `code`, without a panic.
+    pub fn expect_code(&self, code: i32) -> &Self {
+        assert!(
+            self.status.code() == Some(code) && !self.stderr.contains("panicked"),
+            "the profiler should exit {code}, not {}\nstderr:\n{}\nstdout:\n{}",
+            self.status,
+            self.stderr,
+            self.stdout
+        );
+        self
+    }
+
     /// The number on the line `LABEL N` of stdout, where a victim that runs under `profiler
     /// run` (and shares its stdout) says how many times it did something.
     pub fn count_line(&self, label: &str) -> u64 {
@@ -234,6 +246,14 @@ impl Profiler {
     /// Ctrl-C: SIGINT to the profiler.
     pub fn interrupt(&self) {
         signal(self.pid(), libc::SIGINT);
+    }
+
+    /// SIGKILL to the profiler, as a crash or the OOM killer would end it; returns once it is
+    /// reaped.
+    pub fn kill(mut self) {
+        signal(self.pid(), libc::SIGKILL);
+        let _ = self.child.wait();
+        self.done = true;
     }
 
     /// Waits for the profiler to end (killing it and failing the test after [`TIMEOUT`]).

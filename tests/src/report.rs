@@ -10,6 +10,28 @@ pub struct Report {
     pub json: Value,
 }
 
+/// The signals a test's command may die of, by the name the report gives them.
+const SIGNALS: [(&str, i32); 18] = [
+    ("SIGHUP", libc::SIGHUP),
+    ("SIGINT", libc::SIGINT),
+    ("SIGQUIT", libc::SIGQUIT),
+    ("SIGILL", libc::SIGILL),
+    ("SIGTRAP", libc::SIGTRAP),
+    ("SIGABRT", libc::SIGABRT),
+    ("SIGBUS", libc::SIGBUS),
+    ("SIGFPE", libc::SIGFPE),
+    ("SIGKILL", libc::SIGKILL),
+    ("SIGUSR1", libc::SIGUSR1),
+    ("SIGSEGV", libc::SIGSEGV),
+    ("SIGUSR2", libc::SIGUSR2),
+    ("SIGPIPE", libc::SIGPIPE),
+    ("SIGALRM", libc::SIGALRM),
+    ("SIGTERM", libc::SIGTERM),
+    ("SIGXCPU", libc::SIGXCPU),
+    ("SIGXFSZ", libc::SIGXFSZ),
+    ("SIGSYS", libc::SIGSYS),
+];
+
 impl Report {
     /// Reads and parses the report at `path`.
     pub fn read(path: &Path) -> Self {
@@ -35,6 +57,24 @@ impl Report {
 
     pub fn end_reason(&self) -> &str {
         self.str_at("/profiler/end_reason")
+    }
+
+    /// The exit status `profiler run` must end with, from what the report says of its command:
+    /// the command's exit code, 128 + N when signal N ended it; None when it did not exit.
+    pub fn run_status(&self) -> Option<i32> {
+        if self.at("/target/exited").as_bool() != Some(true) {
+            return None;
+        }
+        if let Some(code) = self.at("/target/exit_status/code").as_i64() {
+            return Some(i32::try_from(code).expect("an exit code"));
+        }
+        let name = self.str_at("/target/exit_status/signal");
+        let signal = SIGNALS
+            .iter()
+            .find(|(n, _)| *n == name)
+            .unwrap_or_else(|| panic!("no number for signal {name}"))
+            .1;
+        Some(128 + signal)
     }
 
     pub fn functions(&self) -> Vec<Func<'_>> {

@@ -51,6 +51,92 @@ fn kernel_thread() {
     assert_mentions(&line, &["kernel thread", "2"]);
 }
 
+/// Numbers a flag cannot take: each is refused before anything starts, with one line that
+/// names the flag, the value and what it must be (and no hint to put the value after `--`).
+#[test]
+fn numbers_out_of_range() {
+    let why_seconds = "must be a positive number of seconds, at most 31536000 (a year)";
+    let cases = [
+        ("--duration", "inf", why_seconds),
+        ("--duration", "1e30", why_seconds),
+        ("--duration", "-1", why_seconds),
+        ("--duration", "nan", why_seconds),
+        ("--duration", "0", why_seconds),
+        (
+            "--max-overhead",
+            "-5",
+            "must be a number of percent, 0 or more",
+        ),
+        (
+            "--max-overhead",
+            "inf",
+            "must be a number of percent, 0 or more",
+        ),
+        (
+            "--time-every",
+            "-1",
+            "must be a power of two from 1 to 65536",
+        ),
+        ("--max-funcs", "0", "must be a whole number, 1 or more"),
+        ("--max-funcs", "-1", "must be a whole number, 1 or more"),
+        (
+            "--leak-min-growth",
+            "nan",
+            "must be a number of bytes per second, 0 or more",
+        ),
+        (
+            "--leak-warmup",
+            "-0.1",
+            "must be a fraction of the run from 0 to 0.5",
+        ),
+        (
+            "--leak-warmup",
+            "nan",
+            "must be a fraction of the run from 0 to 0.5",
+        ),
+    ];
+    for (flag, value, why) in cases {
+        for mode in ["run", "attach"] {
+            let target = if mode == "run" { "--" } else { "1" };
+            let line = error_of(&[mode, flag, value, target, victims::C]);
+            let expected = format!("error: invalid value '{value}' for '{flag} <");
+            assert!(line.starts_with(&expected), "{line:?}");
+            assert!(line.contains(why), "{line:?}");
+        }
+    }
+    let line = error_of(&["demo", "--duration", "-1"]);
+    assert_eq!(
+        line,
+        format!("error: invalid value '-1' for '--duration <SECS>': {why_seconds}")
+    );
+    for pid in ["-1", "0", "x"] {
+        let line = error_of(&["attach", pid]);
+        assert_eq!(
+            line,
+            format!(
+                "error: invalid value '{pid}' for '<PID>': must be a process id (a whole \
+                 number, 1 or more)"
+            )
+        );
+    }
+}
+
+#[test]
+fn own_pid() {
+    require_root!();
+    // The shell's pid is the profiler's once it execs it.
+    let mut cmd = Command::new("/bin/sh");
+    cmd.args(["-c", "exec \"$0\" attach --level basic $$"])
+        .arg(profiler_tests::profiler_bin());
+    let outcome = Profiler::spawn(cmd).finish();
+    let line = outcome.expect_error();
+    assert!(
+        line.starts_with("error: pid ")
+            && line.ends_with(" is the profiler itself: it cannot profile itself"),
+        "{line:?}"
+    );
+}
+
 #[test]
 fn glob_matching_nothing_lists_close_names() {
     require_root!();
@@ -95,6 +181,43 @@ fn library_not_mapped() {
         "1",
     ]);
     assert_mentions(&line, &["libnosuchlib", "not mapped"]);
+}
+
+#[test]
+fn library_glob_matching_nothing() {
+    require_root!();
+    let line = error_of(&["run", "--func", "libnosuch*:foo", "--", victims::LIB, "1"]);
+    assert!(
+        line.starts_with(
+            "error: library glob \"libnosuch*\" matches nothing the target maps (mapped: "
+        ) && line.contains("libvictim.so"),
+        "{line:?}"
+    );
+}
+
+#[test]
+fn library_function_named_without_its_library_is_suggested_with_it() {
+    require_root!();
+    let exe = Path::new(victims::LIB)
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap();
+    for (mode, spec) in [("run", "lib_function"), ("attach", "lib_func*")] {
+        let line = if mode == "run" {
+            error_of(&["run", "--func", spec, "--", victims::LIB, "1"])
+        } else {
+            let victim = Victim::ready(victims::LIB, ["1"]);
+            error_of(&["attach", "--func", spec, &victim.pid().to_string()])
+        };
+        assert_eq!(
+            line,
+            format!(
+                "error: --func \"{spec}\": no function in {exe} matches; did you mean \
+                 libvictim:{spec}?"
+            )
+        );
+    }
 }
 
 #[test]

@@ -204,6 +204,18 @@ fn shared_library_function_counted_exactly_in_run_mode() {
 }
 
 #[test]
+fn a_glob_names_the_library() {
+    require_root!();
+    let dir = TempDir::new();
+    let spec = ["--func", "libvict*:lib_function"];
+    let report = run(&dir, &spec, &[victims::LIB, "3000"]);
+    let f = report.function("lib_function");
+    assert_eq!(f.module(), "libvictim.so");
+    assert_eq!(f.total_calls(), 3000);
+    assert_eq!(report.functions().len(), 1);
+}
+
+#[test]
 fn shared_library_function_counted_exactly_in_attach_mode() {
     require_root!();
     let dir = TempDir::new();

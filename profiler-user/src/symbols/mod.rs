@@ -68,6 +68,18 @@ pub(crate) fn functions(path: &Path) -> Result<Vec<FuncSym>, blazesym::Error> {
     Ok(out)
 }
 
+/// The system's libc, for tests that read a real library.
+#[cfg(test)]
+pub(crate) fn system_libc() -> &'static str {
+    [
+        "/lib/x86_64-linux-gnu/libc.so.6",
+        "/usr/lib/x86_64-linux-gnu/libc.so.6",
+    ]
+    .into_iter()
+    .find(|p| Path::new(p).exists())
+    .expect("libc.so.6")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,14 +96,7 @@ mod tests {
 
     #[test]
     fn lists_functions_of_libc() {
-        let libc = [
-            "/lib/x86_64-linux-gnu/libc.so.6",
-            "/usr/lib/x86_64-linux-gnu/libc.so.6",
-        ]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-        .expect("libc.so.6");
-        let funcs = functions(Path::new(libc)).unwrap();
+        let funcs = functions(Path::new(system_libc())).unwrap();
         let malloc = funcs.iter().find(|f| f.name == "malloc").expect("malloc");
         assert!(malloc.size > 0 && malloc.file_offset > 0);
     }

@@ -1,12 +1,12 @@
-//! `--func` specs: `GLOB` (main executable) or `LIB:GLOB` (a library by file-name prefix or by
-//! path), resolved to the functions to trace.
+//! `--func` specs: `GLOB` (main executable) or `LIB:GLOB` (a library by file-name prefix, by
+//! path, or every module a glob names), resolved to the functions to trace.
 
 use std::{
     collections::HashMap,
     path::{Path, PathBuf},
 };
 
-use globset::GlobBuilder;
+use globset::{GlobBuilder, GlobMatcher};
 
 use super::{FuncSym, functions};
 use crate::{error::ProfilerError, tracee::Module};
@@ -79,15 +79,10 @@ pub(crate) fn find_library<'a>(
     let candidates = if exact.is_empty() { prefixed } else { exact };
     match candidates.as_slice() {
         [one] => Ok(one),
-        [] => {
-            let mut names: Vec<String> = modules.iter().map(Module::file_name).collect();
-            names.sort();
-            names.dedup();
-            Err(ProfilerError::Spec(format!(
-                "library {lib:?} is not mapped by the target (mapped: {})",
-                names.join(", ")
-            )))
-        }
+        [] => Err(not_mapped(
+            &format!("library {lib:?} is not mapped by the target"),
+            modules,
+        )),
         many => Err(ProfilerError::Spec(format!(
             "library {lib:?} is ambiguous: {}",
             many.iter()
@@ -98,6 +93,88 @@ pub(crate) fn find_library<'a>(
     }
 }
 
+/// The modules a `LIB` part names: with glob characters, every module whose file name, name
+/// without its `.so` suffix (`libpython3.11`), or (for a glob with a `/`) path the glob matches;
+/// otherwise the one module [`find_library`] picks.
+pub(crate) fn find_libraries<'a>(
+    lib: &str,
+    modules: &'a [Module],
+) -> Result<Vec<&'a Module>, ProfilerError> {
+    if !lib.contains(['*', '?', '[', '{']) {
+        return find_library(lib, modules).map(|m| vec![m]);
+    }
+    let matcher = GlobBuilder::new(lib)
+        .literal_separator(false)
+        .build()
+        .map_err(|e| ProfilerError::Spec(format!("library glob {lib:?}: {e}")))?
+        .compile_matcher();
+    let matched: Vec<&Module> = modules
+        .iter()
+        .filter(|m| {
+            let name = m.file_name();
+            matcher.is_match(&name)
+                || matcher.is_match(library_stem(&name))
+                || (lib.contains('/') && matcher.is_match(&m.path))
+        })
+        .collect();
+    if matched.is_empty() {
+        return Err(not_mapped(
+            &format!("library glob {lib:?} matches nothing the target maps"),
+            modules,
+        ));
+    }
+    Ok(matched)
+}
+
+/// `why` a `LIB` part names nothing, with the file names the target maps.
+fn not_mapped(why: &str, modules: &[Module]) -> ProfilerError {
+    let mut names: Vec<String> = modules.iter().map(Module::file_name).collect();
+    names.sort();
+    names.dedup();
+    ProfilerError::Spec(format!("{why} (mapped: {})", names.join(", ")))
+}
+
+/// A library's file name without its `.so` suffix and version (`libc.so.6` -> `libc`); other
+/// names as they are.
+fn library_stem(name: &str) -> &str {
+    name.find(".so").map_or(name, |i| &name[..i])
+}
+
+/// The `LIB` part that names `module`: its name without the `.so` suffix when that picks it,
+/// else its path.
+fn library_part(module: &Module, modules: &[Module]) -> String {
+    let name = module.file_name();
+    let stem = library_stem(&name);
+    match find_library(stem, modules) {
+        Ok(found) if found.path == module.path => stem.to_string(),
+        _ => module.path.display().to_string(),
+    }
+}
+
+/// The functions of the modules, read once each.
+#[derive(Default)]
+struct SymbolCache(HashMap<PathBuf, Vec<FuncSym>>);
+
+impl SymbolCache {
+    fn of(&mut self, module: &Module) -> Result<&[FuncSym], ProfilerError> {
+        if !self.0.contains_key(&module.open_path) {
+            let syms = functions(&module.open_path).map_err(|e| {
+                ProfilerError::Spec(format!(
+                    "cannot read symbols of {}: {e}",
+                    module.path.display()
+                ))
+            })?;
+            self.0.insert(module.open_path.clone(), syms);
+        }
+        Ok(&self.0[&module.open_path])
+    }
+}
+
+/// Whether `sym` matches a `--func` glob (by its demangled or its raw name).
+fn matches(matcher: &GlobMatcher, sym: &FuncSym) -> bool {
+    matcher.is_match(&sym.name) || matcher.is_match(&sym.raw)
+}
+
 /// Resolves every spec against the executable (`modules[0]`) and the libraries; each spec must
 /// match at least one function. The result has no duplicates.
 pub(crate) fn resolve(
@@ -105,49 +182,55 @@ pub(crate) fn resolve(
     modules: &[Module],
     max_funcs: usize,
 ) -> Result<Vec<TracedFunction>, ProfilerError> {
-    let mut symbol_cache: HashMap<PathBuf, Vec<FuncSym>> = HashMap::new();
+    let mut cache = SymbolCache::default();
     let mut traced: Vec<TracedFunction> = Vec::new();
     for spec in specs {
-        let module = match &spec.library {
-            Some(lib) => find_library(lib, modules)?,
-            None => modules
-                .first()
-                .ok_or_else(|| ProfilerError::Spec("the target has no executable".into()))?,
+        let searched = match &spec.library {
+            Some(lib) => find_libraries(lib, modules)?,
+            None => vec![
+                modules
+                    .first()
+                    .ok_or_else(|| ProfilerError::Spec("the target has no executable".into()))?,
+            ],
         };
-        if !symbol_cache.contains_key(&module.open_path) {
-            let syms = functions(&module.open_path).map_err(|e| {
-                ProfilerError::Spec(format!(
-                    "cannot read symbols of {}: {e}",
-                    module.path.display()
-                ))
-            })?;
-            symbol_cache.insert(module.open_path.clone(), syms);
-        }
-        let syms = &symbol_cache[&module.open_path];
         let matcher = GlobBuilder::new(&spec.glob)
             .literal_separator(false)
             .build()
             .map_err(|e| ProfilerError::Spec(format!("--func {:?}: {e}", spec.glob)))?
             .compile_matcher();
-        let before = traced.len();
-        for sym in syms {
-            if matcher.is_match(&sym.name) || matcher.is_match(&sym.raw) {
+        let mut matched = false;
+        for module in &searched {
+            for sym in cache.of(module)? {
+                if !matches(&matcher, sym) {
+                    continue;
+                }
+                matched = true;
                 let duplicate = traced.iter().any(|t| {
                     t.module.open_path == module.open_path && t.sym.file_offset == sym.file_offset
                 });
                 if !duplicate {
                     traced.push(TracedFunction {
-                        module: module.clone(),
+                        module: (*module).clone(),
                         sym: sym.clone(),
                     });
                 }
             }
         }
-        let matched_before = traced[..before]
-            .iter()
-            .any(|t| t.module.open_path == module.open_path && matcher.is_match(&t.sym.name));
-        if traced.len() == before && !matched_before {
-            return Err(ProfilerError::Spec(no_match_message(spec, module, syms)));
+        if !matched {
+            let elsewhere = found_elsewhere(&matcher, &searched, modules, &mut cache);
+            let msg = match elsewhere.as_slice() {
+                [] => no_match_message(spec, &searched, &mut cache)?,
+                libs => format!(
+                    "--func {:?}: no function in {} matches; did you mean {}?",
+                    spec.glob,
+                    file_names(&searched),
+                    libs.iter()
+                        .map(|lib| format!("{lib}:{}", spec.glob))
+                        .collect::<Vec<_>>()
+                        .join(" or ")
+                ),
+            };
+            return Err(ProfilerError::Spec(msg));
         }
         if traced.len() > max_funcs {
             return Err(ProfilerError::Spec(format!(
@@ -160,21 +243,69 @@ pub(crate) fn resolve(
     Ok(traced)
 }
 
-/// "no function matches", with the closest names.
-fn no_match_message(spec: &FuncSpec, module: &Module, syms: &[FuncSym]) -> String {
+/// The `LIB` parts of the modules outside `searched` that have a function `matcher` matches (at
+/// most three): where a spec that matched nothing would have. A module whose symbols cannot be
+/// read is passed over.
+fn found_elsewhere(
+    matcher: &GlobMatcher,
+    searched: &[&Module],
+    modules: &[Module],
+    cache: &mut SymbolCache,
+) -> Vec<String> {
+    let mut found: Vec<String> = Vec::new();
+    for module in modules {
+        if found.len() == 3 || searched.iter().any(|m| m.path == module.path) {
+            continue;
+        }
+        let has = cache
+            .of(module)
+            .is_ok_and(|syms| syms.iter().any(|s| matches(matcher, s)));
+        let part = library_part(module, modules);
+        if has && !found.contains(&part) {
+            found.push(part);
+        }
+    }
+    found
+}
+
+/// The file names of `modules`, joined.
+fn file_names(modules: &[&Module]) -> String {
+    modules
+        .iter()
+        .map(|m| m.file_name())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// "no function matches", with the closest names in the modules searched.
+fn no_match_message(
+    spec: &FuncSpec,
+    searched: &[&Module],
+    cache: &mut SymbolCache,
+) -> Result<String, ProfilerError> {
+    let mut syms: Vec<FuncSym> = Vec::new();
+    for module in searched {
+        syms.extend_from_slice(cache.of(module)?);
+    }
     if syms.is_empty() {
-        return format!(
+        return Ok(format!(
             "--func {:?}: {} has no function symbols (stripped); trace a library function \
              (LIB:GLOB) or install its debug symbols",
             spec.glob,
-            module.file_name()
-        );
+            file_names(searched)
+        ));
     }
-    let needle: String = spec
-        .glob
-        .chars()
-        .filter(|c| !"*?[]{}".contains(*c))
-        .collect();
+    Ok(format!(
+        "--func {:?}: no function in {} matches; closest: {}",
+        spec.glob,
+        file_names(searched),
+        closest(&spec.glob, &syms).join(", ")
+    ))
+}
+
+/// The five names closest to `glob` (its glob characters left out).
+fn closest<'a>(glob: &str, syms: &'a [FuncSym]) -> Vec<&'a str> {
+    let needle: String = glob.chars().filter(|c| !"*?[]{}".contains(*c)).collect();
     let needle_lower = needle.to_lowercase();
     let mut scored: Vec<(f64, &str)> = syms
         .iter()
@@ -197,16 +328,7 @@ fn no_match_message(spec: &FuncSpec, module: &Module, syms: &[FuncSym]) -> Strin
             break;
         }
     }
-    format!(
-        "--func {:?}: no function in {} matches; closest: {}",
-        spec.glob,
-        module.file_name(),
-        if closest.is_empty() {
-            "(no functions)".to_string()
-        } else {
-            closest.join(", ")
-        }
-    )
+    closest
 }
 
 #[cfg(test)]
@@ -276,11 +398,71 @@ mod tests {
             size: 1,
             file_offset: 1,
         };
-        let msg = no_match_message(
-            &FuncSpec::parse("compte").unwrap(),
-            &module("/bin/victim"),
-            &[sym("compute"), sym("main"), sym("compute_all")],
+        let syms = [sym("compute"), sym("main"), sym("compute_all")];
+        assert_eq!(closest("compte", &syms)[0], "compute");
+        assert_eq!(closest("compute_*", &syms)[0], "compute_all");
+    }
+
+    #[test]
+    fn library_globs_match_names_stems_and_paths() {
+        let modules = [
+            module("/usr/bin/python3.11"),
+            module("/lib/libpython3.11.so.1.0"),
+            module("/lib/libc.so.6"),
+            module("/lib/libcrypto.so.3"),
+        ];
+        let paths = |lib: &str| -> Vec<String> {
+            find_libraries(lib, &modules)
+                .unwrap()
+                .iter()
+                .map(|m| m.path.display().to_string())
+                .collect()
+        };
+        assert_eq!(paths("python3*"), ["/usr/bin/python3.11"]);
+        assert_eq!(paths("libpython3*"), ["/lib/libpython3.11.so.1.0"]);
+        assert_eq!(paths("libpython3.1?"), ["/lib/libpython3.11.so.1.0"]);
+        assert_eq!(paths("libc*"), ["/lib/libc.so.6", "/lib/libcrypto.so.3"]);
+        assert_eq!(paths("/lib/*.so.6"), ["/lib/libc.so.6"]);
+        // Without glob characters, one library by prefix, as before.
+        assert_eq!(paths("libc"), ["/lib/libc.so.6"]);
+        let err = find_libraries("libz*", &modules).unwrap_err().to_string();
+        assert!(
+            err.starts_with("library glob \"libz*\" matches nothing the target maps (mapped: ")
+                && err.contains("libc.so.6"),
+            "{err}"
         );
-        assert!(msg.contains("closest: compute"), "{msg}");
+    }
+
+    #[test]
+    fn a_library_is_named_by_its_stem_when_that_picks_it() {
+        let modules = [
+            module("/usr/bin/app"),
+            module("/lib/libc.so.6"),
+            module("/lib/libpython3.11.so.1.0"),
+            module("/opt/a/libfoo.so"),
+            module("/opt/b/libfoo.so"),
+        ];
+        assert_eq!(library_part(&modules[1], &modules), "libc");
+        assert_eq!(library_part(&modules[2], &modules), "libpython3.11");
+        // Two of the same name: only the path says which.
+        assert_eq!(library_part(&modules[4], &modules), "/opt/b/libfoo.so");
+    }
+
+    #[test]
+    fn a_bare_name_found_only_in_a_library_is_suggested_with_it() {
+        let libc = crate::symbols::system_libc();
+        // This test program, which defines no such function, stands for the executable.
+        let exe = std::env::current_exe().unwrap();
+        let modules = [module(exe.to_str().unwrap()), module(libc)];
+        let spec = FuncSpec::parse("malloc_usable_siz?").unwrap();
+        let err = resolve(&[spec], &modules, 10).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!(
+                "--func \"malloc_usable_siz?\": no function in {} matches; did you mean \
+                 libc:malloc_usable_siz??",
+                modules[0].file_name()
+            )
+        );
     }
 }

@@ -111,6 +111,10 @@ pub(crate) fn inspect(pid: i32) -> Result<TargetInfo, ProfilerError> {
     if pid <= 0 {
         return Err(ProfilerError::NoSuchProcess(pid));
     }
+    // Its probes would fire in the profiler itself, on every event it handles.
+    if u32::try_from(pid) == Ok(std::process::id()) {
+        return Err(ProfilerError::Itself(pid));
+    }
     let stat = match fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => stat,
         Err(_) => return Err(ProfilerError::NoSuchProcess(pid)),

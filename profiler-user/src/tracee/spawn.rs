@@ -3,16 +3,20 @@
 //!
 //! `std::process::Command` cannot do this: its `spawn` waits until the child has called exec.
 //! Here the child forks, blocks reading a pipe, and only then execs; a second (close-on-exec)
-//! pipe carries an exec failure back.
+//! pipe carries an exec failure back. A child whose profiler dies at any point before the gate
+//! opens exits without running the command (see [`gated_child`]).
 
 use std::{
     ffi::CString,
     io,
-    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
     path::{Path, PathBuf},
 };
 
 use crate::error::ProfilerError;
+
+/// The exit code of a child that never ran the command: the profiler let it go no further.
+const GAVE_UP: i32 = 126;
 
 /// A child process waiting at the gate.
 #[derive(Debug)]
@@ -78,8 +82,10 @@ pub(crate) fn spawn_gated(program: &Path, args: &[String]) -> Result<Gated, Prof
 
     let (gate_read, gate_write) = pipe().map_err(exec_err)?;
     let (err_read, err_write) = pipe().map_err(exec_err)?;
+    // SAFETY: getpid has no preconditions.
+    let parent = unsafe { libc::getpid() };
     // SAFETY: fork has no preconditions; the child below only makes async-signal-safe calls
-    // (read, execv, write, _exit) on memory prepared before the fork.
+    // (close, prctl, getppid, read, execv, write, _exit) on memory prepared before the fork.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
         return Err(exec_err(io::Error::last_os_error()));
@@ -88,17 +94,17 @@ pub(crate) fn spawn_gated(program: &Path, args: &[String]) -> Result<Gated, Prof
         // SAFETY: in the child: plain syscalls on descriptors and buffers that were set up
         // before the fork and stay valid; the child never returns from this block.
         unsafe {
-            let mut byte = 0u8;
-            let n = libc::read(gate_read.as_raw_fd(), (&raw mut byte).cast(), 1);
-            if n != 1 {
-                // The profiler gave up before letting the command run.
-                libc::_exit(126);
-            }
-            libc::execv(c_program.as_ptr(), argv.as_ptr());
-            let errno = *libc::__errno_location();
-            let bytes = errno.to_ne_bytes();
-            libc::write(err_write.as_raw_fd(), bytes.as_ptr().cast(), bytes.len());
-            libc::_exit(127);
+            gated_child(
+                &Fds {
+                    gate_read: gate_read.as_raw_fd(),
+                    gate_write: gate_write.as_raw_fd(),
+                    err_read: err_read.as_raw_fd(),
+                    err_write: err_write.as_raw_fd(),
+                },
+                parent,
+                &c_program,
+                &argv,
+            )
         }
     }
     drop(gate_read);
@@ -109,6 +115,60 @@ pub(crate) fn spawn_gated(program: &Path, args: &[String]) -> Result<Gated, Prof
         gate: Some(gate_write),
         exec_error: err_read,
     })
+}
+
+/// The pipe ends as the forked child sees them.
+struct Fds {
+    gate_read: RawFd,
+    gate_write: RawFd,
+    err_read: RawFd,
+    err_write: RawFd,
+}
+
+/// The forked child: waits at the gate, then execs, or exits without running the command when
+/// the profiler is gone.
+///
+/// The child holds only the gate's read end: once the profiler dies (even by SIGKILL) nothing
+/// holds the write end, the read sees end of file, and the child exits. `PR_SET_PDEATHSIG` kills
+/// it too, should the write end have leaked into another process; it is cleared before the exec,
+/// since it would survive the exec and kill the command when the profiler exits normally (after
+/// `--duration`, the command runs on). The death signal follows the thread that forked: this is
+/// called on the session's thread, which lives until the gate opens.
+///
+/// # Safety
+///
+/// Call only in the child of a fork, with descriptors and pointers prepared before the fork.
+unsafe fn gated_child(
+    fds: &Fds,
+    parent: libc::pid_t,
+    program: &CString,
+    argv: &[*const libc::c_char],
+) -> ! {
+    // SAFETY: async-signal-safe syscalls on descriptors this process owns and on buffers that
+    // stay valid; every path ends in execv or _exit.
+    unsafe {
+        libc::close(fds.gate_write);
+        libc::close(fds.err_read);
+        // The profiler may have died before the death signal was set: then the child was
+        // reparented already.
+        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 || libc::getppid() != parent {
+            libc::_exit(GAVE_UP);
+        }
+        let mut byte = 0u8;
+        let n = libc::read(fds.gate_read, (&raw mut byte).cast(), 1);
+        if n != 1 {
+            // The profiler gave up, or died, before letting the command run.
+            libc::_exit(GAVE_UP);
+        }
+        if libc::prctl(libc::PR_SET_PDEATHSIG, 0) != 0 {
+            libc::_exit(GAVE_UP);
+        }
+        libc::execv(program.as_ptr(), argv.as_ptr());
+        let errno = *libc::__errno_location();
+        let bytes = errno.to_ne_bytes();
+        libc::write(fds.err_write, bytes.as_ptr().cast(), bytes.len());
+        libc::_exit(127);
+    }
 }
 
 impl Gated {

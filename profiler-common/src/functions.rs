@@ -77,11 +77,14 @@ pub struct FuncStats {
     pub max_ns: u64,
     /// Return probe hits that were not timed (no matching entry), of every thread.
     pub untimed_returns: u64,
+    /// Probe hits of this family (entries and returns, the call's own two included) between the
+    /// entry and the return of the timed calls counted here: see [`Frame::hits_before`].
+    pub probe_hits: u64,
     /// Log-linear histogram of the durations of every timed call, see [`hist_bucket`].
     pub hist: [u64; HIST_BUCKETS],
 }
 
-const _: () = assert!(core::mem::size_of::<FuncStats>() == 8 * (8 + HIST_BUCKETS));
+const _: () = assert!(core::mem::size_of::<FuncStats>() == 8 * (9 + HIST_BUCKETS));
 
 /// One traced call in progress.
 #[repr(C)]
@@ -94,9 +97,13 @@ pub struct Frame {
     pub ret_slot: u64,
     /// `bpf_ktime_get_ns()` at entry; 0 for a call that is not timed (see [`TIME_ALWAYS`]).
     pub start_ns: u64,
+    /// The thread's [`ShadowStack::hits`] before this call's entry hit: at its return, the
+    /// difference is the number of probe hits (entries and returns of every traced function,
+    /// this call's own two included) whose cost lies within the call's measured time.
+    pub hits_before: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<Frame>() == 24);
+const _: () = assert!(core::mem::size_of::<Frame>() == 32);
 
 /// One function's totals on one thread, in the thread's own table. Written only by that thread's
 /// probes.
@@ -122,9 +129,11 @@ pub struct ThreadFunc {
     pub min_ns_plus1: u64,
     /// Longest duration, ns.
     pub max_ns: u64,
+    /// Probe hits within the timed calls (see [`Frame::hits_before`]), summed.
+    pub probe_hits: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<ThreadFunc>() == 72);
+const _: () = assert!(core::mem::size_of::<ThreadFunc>() == 80);
 
 /// One call site's count on one thread, in the thread's own table.
 #[repr(C)]
@@ -168,6 +177,8 @@ pub struct ShadowStack {
     pub depth: u32,
     /// State of the thread's xorshift generator that picks the calls to time (0: not seeded).
     pub rng: u32,
+    /// Probe hits of this family on the thread so far (entries and returns).
+    pub hits: u64,
     pub frames: [Frame; MAX_DEPTH],
     pub funcs: [ThreadFunc; THREAD_FUNCS],
     pub callers: [ThreadCaller; THREAD_CALLERS],
@@ -175,7 +186,7 @@ pub struct ShadowStack {
 
 const _: () = assert!(
     core::mem::size_of::<ShadowStack>()
-        == 16 + 24 * MAX_DEPTH + 72 * THREAD_FUNCS + 24 * THREAD_CALLERS
+        == 24 + 32 * MAX_DEPTH + 80 * THREAD_FUNCS + 24 * THREAD_CALLERS
 );
 
 /// Key of the per-thread breakdown map (calls of functions that found no room in their thread's

@@ -1,9 +1,11 @@
 //! The `functions` family: entry and return probes on chosen functions.
 //!
-//! Entry pushes a frame (function id, return-address slot, start time) on the thread's shadow
-//! stack. Return pops the frame whose return-address slot is the one just returned through, so a
+//! Entry pushes a frame (function id, return-address slot, start time, the thread's probe-hit
+//! count) on the thread's shadow stack. Return pops the frame whose return-address slot is the one just returned through, so a
 //! call that never returns (longjmp, unwinding) is recognised as abandoned and cannot corrupt the
-//! timing of any other call. All statistics are aggregated here, so nothing is lost however fast
+//! timing of any other call. A timed call also records how many of this family's probe hits
+//! (its own entry and return, and those of the traced calls it made) fell within its time, so the
+//! user side can take their cost out of it. All statistics are aggregated here, so nothing is lost however fast
 //! the target calls.
 //!
 //! The per-call path touches little besides the thread's own map value (found once per probe):
@@ -154,6 +156,8 @@ fn try_fn_entry(ctx: &ProbeContext) -> Result<(), ()> {
     };
     // SAFETY: the map value lives for the program's run; only this thread writes its entry.
     let stack = unsafe { &mut *stack };
+    let hits_before = stack.hits;
+    stack.hits = hits_before + 1;
 
     // Count the entry: in the thread's table, or in the shared statistics (whose calls are all
     // timed: they are rare, and nothing there counts calls per thread).
@@ -178,6 +182,7 @@ fn try_fn_entry(ctx: &ProbeContext) -> Result<(), ()> {
         func,
         _pad: 0,
         ret_slot,
+        hits_before,
         // Read last, so the probe's own work is not part of the call's time.
         // SAFETY: the helper takes no arguments.
         start_ns: if timed {
@@ -206,17 +211,18 @@ fn try_fn_return(ctx: &RetProbeContext) -> Result<(), ()> {
     };
     // SAFETY: as in entry: this thread's own map value.
     let stack = unsafe { &mut *stack };
+    stack.hits += 1;
     let mut depth = pop_abandoned(stack, ret_slot);
     let mut start = None;
     if depth > 0 {
         let top = &stack.frames[slot(depth - 1)];
         if top.ret_slot == ret_slot && top.func == func {
-            start = Some(top.start_ns);
+            start = Some((top.start_ns, stack.hits.wrapping_sub(top.hits_before)));
             depth -= 1;
         }
     }
     stack.depth = depth as u32;
-    let Some(start) = start else {
+    let Some((start, hits)) = start else {
         unpaired_return(func);
         return Ok(());
     };
@@ -235,11 +241,15 @@ fn try_fn_return(ctx: &RetProbeContext) -> Result<(), ()> {
         let stats = FUNC_STATS.get_ptr_mut(func).ok_or(())?;
         timed = if owned {
             record_own(own, ns);
+            own.probe_hits += hits;
             own.count
         } else {
             record_thread(func, tid, ns);
             // SAFETY: `stats` points at this CPU's value for `func`, valid for the program's run.
-            unsafe { record_shared(&mut *stats, ns) }
+            unsafe {
+                fetch_add(&raw mut (*stats).probe_hits, hits);
+                record_shared(&mut *stats, ns)
+            }
         };
         // Opaque for the same reason as in `slot`: the bound must be checked on the value used.
         let bucket = core::hint::black_box(hist_bucket(ns));

@@ -22,6 +22,7 @@ pub(crate) fn default_model() -> CostModel {
         emulated_entry_ns: 1_050.0,
         single_stepped_entry_ns: 12_250.0,
         return_ns: 1_050.0,
+        in_call_ns: 1_400.0,
         source: "default",
     }
 }
@@ -40,17 +41,69 @@ pub(crate) fn probe_cost_ns(
     entries as f64 * entry + returns as f64 * model.return_ns
 }
 
-/// Slowdown, percent: the added time over the time the target would have used without it.
-pub(crate) fn slowdown_percent(cost_secs: f64, target_cpu_secs: f64) -> f64 {
-    let base = target_cpu_secs - cost_secs;
+/// Share of the target's CPU time above which the probes are said to dominate it: past it the
+/// slowdown `cost / (cpu − cost)` is not worth a number (at 90% a 10% error in the cost is a
+/// factor of two in the slowdown, and it only gets worse), so only its bound is given.
+pub(crate) const DOMINATED_SHARE: f64 = 0.9;
+
+/// The slowdown a share of [`DOMINATED_SHARE`] means, percent: 10× slower.
+pub(crate) const DOMINATED_PERCENT: f64 = 900.0;
+
+/// Least estimated cost, seconds, that can be said to dominate: below it the target's CPU time
+/// (counted in clock ticks) is too coarse to compare it with.
+pub(crate) const CPU_RESOLUTION: f64 = 0.01;
+
+/// What the probes cost the target, as a slowdown.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Slowdown {
+    /// The cost over the time the target would have used without it, percent; when
+    /// `dominated` (or too small for the CPU clock to tell, see [`CPU_RESOLUTION`]), the
+    /// bound [`DOMINATED_PERCENT`].
+    pub percent: f64,
+    /// The cost's share of the target's CPU time (probe cost included), 0..=1.
+    pub share: f64,
+    /// Whether the probes took at least [`DOMINATED_SHARE`] of the target's CPU time.
+    pub dominated: bool,
+}
+
+/// The slowdown `cost_secs` of probe cost caused a target that used `target_cpu_secs` of CPU
+/// (the probe cost included). It grows with the cost and never collapses: an estimated cost
+/// at or above the measured CPU time is a share of 1, dominated, not a division by zero.
+pub(crate) fn slowdown(cost_secs: f64, target_cpu_secs: f64) -> Slowdown {
     if cost_secs <= 0.0 {
-        0.0
-    } else if base <= 0.0 {
-        // The measured CPU time is all probe cost (or too coarse to tell): report the cost
-        // against the CPU time itself rather than divide by zero.
-        100.0 * cost_secs / target_cpu_secs.max(cost_secs)
-    } else {
-        100.0 * cost_secs / base
+        return Slowdown {
+            percent: 0.0,
+            share: 0.0,
+            dominated: false,
+        };
+    }
+    let share = (cost_secs / target_cpu_secs.max(cost_secs)).clamp(0.0, 1.0);
+    let dominated = share >= DOMINATED_SHARE && cost_secs >= CPU_RESOLUTION;
+    Slowdown {
+        percent: if share >= DOMINATED_SHARE {
+            DOMINATED_PERCENT
+        } else {
+            100.0 * share / (1.0 - share)
+        },
+        share,
+        dominated,
+    }
+}
+
+/// Slowdown, percent (see [`slowdown`]).
+pub(crate) fn slowdown_percent(cost_secs: f64, target_cpu_secs: f64) -> f64 {
+    slowdown(cost_secs, target_cpu_secs).percent
+}
+
+/// Of a call's own entry and return probes, the cost that lands within its measured time: the
+/// calibrated part of an emulated entry and its return; a single-stepped entry adds its step,
+/// which comes after the clock is read.
+pub(crate) fn in_call_ns(model: &CostModel, class: SiteClass) -> f64 {
+    match class {
+        SiteClass::Emulated => model.in_call_ns,
+        SiteClass::SingleStepped => {
+            model.in_call_ns + (model.single_stepped_entry_ns - model.emulated_entry_ns).max(0.0)
+        }
     }
 }
 
@@ -81,13 +134,16 @@ pub(crate) fn section(
             notes.insert(counter.name(), *value);
         }
     }
+    let slowdown = slowdown(estimated_cost, target_cpu);
     Overhead {
         probes_attached,
         probe_hits: load.hits,
         cost_model: model.clone(),
         estimated_cost,
         target_cpu_time: target_cpu,
-        estimated_slowdown_percent: slowdown_percent(estimated_cost, target_cpu),
+        estimated_slowdown_percent: slowdown.percent,
+        probe_share_percent: 100.0 * slowdown.share,
+        dominated: slowdown.dominated,
         budget,
         lost,
         notes,
@@ -103,9 +159,75 @@ mod tests {
         let m = default_model();
         assert_eq!(probe_cost_ns(&m, SiteClass::Emulated, 10, 10), 21_000.0);
         assert_eq!(probe_cost_ns(&m, SiteClass::SingleStepped, 1, 0), 12_250.0);
-        assert!((slowdown_percent(1.0, 11.0) - 10.0).abs() < 1e-9);
+        let s = slowdown(1.0, 11.0);
+        assert!((s.percent - 10.0).abs() < 1e-9);
+        assert!((s.share - 1.0 / 11.0).abs() < 1e-12);
+        assert!(!s.dominated);
         assert_eq!(slowdown_percent(0.0, 5.0), 0.0);
-        assert_eq!(slowdown_percent(2.0, 1.0), 100.0);
+        assert_eq!(slowdown(0.0, 0.0).share, 0.0);
+    }
+
+    #[test]
+    fn half_the_cpu_is_a_doubling() {
+        let s = slowdown(0.5, 1.0);
+        assert!((s.percent - 100.0).abs() < 1e-9);
+        assert!(!s.dominated);
+    }
+
+    /// The cases the old `cost / (cpu − cost)` got wrong: a cost close to, equal to or above
+    /// the CPU time (the estimate is off by a few percent) gave anything from thousands of
+    /// percent to 100%; now they are all "dominated", with the 10× bound.
+    #[test]
+    fn a_cost_near_or_above_the_cpu_time_is_dominated_not_a_number() {
+        for (cost, cpu) in [(0.9, 1.0), (0.99, 1.0), (1.0, 1.0), (2.0, 1.0), (5.0, 0.0)] {
+            let s = slowdown(cost, cpu);
+            assert!(s.dominated, "{cost} of {cpu}: {s:?}");
+            assert_eq!(s.percent, 900.0, "{cost} of {cpu}: the bound, not a value");
+            assert!(s.share >= DOMINATED_SHARE && s.share <= 1.0, "{s:?}");
+        }
+        // Just under the bound it is a number, and below the bound's.
+        let s = slowdown(0.89, 1.0);
+        assert!(!s.dominated);
+        assert!(s.percent > 800.0 && s.percent < 900.0, "{s:?}");
+    }
+
+    /// The slowdown never falls as the cost grows (the old formula fell to 100% past the CPU).
+    #[test]
+    fn the_slowdown_grows_with_the_cost() {
+        let mut last = 0.0;
+        for i in 0..=300 {
+            let s = slowdown(f64::from(i) * 0.01, 1.0);
+            assert!(s.percent >= last, "at {i}: {} < {last}", s.percent);
+            last = s.percent;
+        }
+    }
+
+    /// The issue's case: python 26× slower (probes 96% of its CPU). With the cost priced right
+    /// that is dominated; a cost 30% short is a share of 67%, reported as the 206% it implies
+    /// (which is why the calibration prices the whole hit, return path and cold caches).
+    #[test]
+    fn the_issue_case() {
+        let cpu = 0.6;
+        let true_cost = cpu - 0.023;
+        assert!(slowdown(true_cost, cpu).dominated);
+        let s = slowdown(0.7 * true_cost, cpu);
+        assert!(!s.dominated);
+        assert!((s.percent - 206.0).abs() < 1.0, "{s:?}");
+    }
+
+    #[test]
+    fn a_cost_below_the_cpu_clocks_resolution_is_not_called_dominant() {
+        // A run of /bin/true: a few µs of probes, no CPU tick counted.
+        let s = slowdown(2e-6, 0.0);
+        assert!(!s.dominated);
+        assert_eq!(s.percent, 900.0);
+    }
+
+    #[test]
+    fn in_call_cost_adds_the_step() {
+        let m = default_model();
+        assert_eq!(in_call_ns(&m, SiteClass::Emulated), 1_400.0);
+        assert_eq!(in_call_ns(&m, SiteClass::SingleStepped), 1_400.0 + 11_200.0);
     }
 }
 

@@ -279,6 +279,26 @@ impl<'a> Func<'a> {
         self.f64("/total_time")
     }
 
+    pub fn average_time(&self) -> f64 {
+        self.f64("/average_time")
+    }
+
+    pub fn net_average_time(&self) -> f64 {
+        self.f64("/net_average_time")
+    }
+
+    pub fn net_total_time(&self) -> f64 {
+        self.f64("/net_total_time")
+    }
+
+    pub fn probe_dominated(&self) -> bool {
+        self.node().bool("/probe_dominated")
+    }
+
+    pub fn probe_hits_within(&self) -> u64 {
+        self.u64("/probe_hits_within")
+    }
+
     pub fn min_time(&self) -> f64 {
         self.f64("/min_time")
     }

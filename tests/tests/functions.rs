@@ -311,3 +311,88 @@ fn call_running_at_the_end_is_in_flight_not_counted() {
     assert_eq!(report.function("leaf").total_calls(), 100);
     assert!(victim.release().success());
 }
+
+/// A tiny function's measured time is mostly its probes': the net time takes their cost out and
+/// the row says the probes dominate it, in the report and in the printed summary.
+#[test]
+fn a_tiny_functions_net_time_is_far_below_its_probe_dominated_raw_time() {
+    require_root!();
+    let dir = TempDir::new();
+    let args = ["--func", "leaf", "--time-every", "1"];
+    let (outcome, report) = run_reported(&dir, &args, &[victims::C, "calls", "20000"], &[]);
+    let leaf = report.function("leaf");
+    assert_eq!(leaf.timed_calls(), 20_000);
+    // No traced call within leaf(): only its own entry and return.
+    assert_eq!(leaf.probe_hits_within(), 2 * 20_000);
+    assert!(
+        leaf.net_average_time() < leaf.average_time() / 2.0,
+        "net {} of raw {}",
+        leaf.net_average_time(),
+        leaf.average_time()
+    );
+    assert!(leaf.probe_dominated());
+    assert!(leaf.net_total_time() < leaf.total_time() / 2.0);
+    let row = outcome
+        .stderr
+        .lines()
+        .chain(outcome.stdout.lines())
+        .find(|l| l.starts_with("leaf "))
+        .unwrap_or_else(|| panic!("no leaf row in {}", outcome.stderr));
+    assert!(row.ends_with('!') || row.contains(" !"), "{row}");
+}
+
+/// The hits within a call are counted in the kernel exactly: inner() makes 20 traced leaf()
+/// calls (40 hits) besides its own two, outer() two inner() calls; their net times take them out.
+#[test]
+fn nested_probe_hits_are_counted_exactly_and_taken_out_of_the_callers_time() {
+    require_root!();
+    let dir = TempDir::new();
+    let args = [
+        "--func",
+        "outer",
+        "--func",
+        "inner",
+        "--func",
+        "leaf",
+        "--time-every",
+        "1",
+    ];
+    let report = run(&dir, &args, &[victims::C, "nested", "500"]);
+    let (outer, inner, leaf) = (
+        report.function("outer"),
+        report.function("inner"),
+        report.function("leaf"),
+    );
+    assert_eq!(leaf.probe_hits_within(), 2 * 20_000);
+    assert_eq!(inner.probe_hits_within(), 1000 * (2 + 40));
+    assert_eq!(outer.probe_hits_within(), 500 * (2 + 2 * 42));
+    for f in [&outer, &inner] {
+        assert!(
+            f.net_average_time() < f.average_time() / 2.0,
+            "{}: net {} of raw {}",
+            f.name(),
+            f.net_average_time(),
+            f.average_time()
+        );
+        assert!(f.probe_dominated(), "{}", f.name());
+    }
+}
+
+/// A function that runs for a millisecond of its own is not dominated by two probe hits: its
+/// net time is its raw time less a sliver.
+#[test]
+fn a_millisecond_functions_net_time_is_its_raw_time() {
+    require_root!();
+    let dir = TempDir::new();
+    let report = run(&dir, &["--func", "spin"], &[victims::C, "spin", "50"]);
+    let spin = report.function("spin");
+    assert_eq!(spin.total_calls(), 50);
+    assert_eq!(spin.probe_hits_within(), 2 * 50);
+    assert!(!spin.probe_dominated());
+    let (raw, net) = (spin.average_time(), spin.net_average_time());
+    assert!(raw >= 1e-3, "spins 1 ms of CPU: {raw}");
+    assert!(
+        net <= raw && net > 0.98 * raw,
+        "net {net} against raw {raw}"
+    );
+}

@@ -20,6 +20,7 @@
  *   longjmp N        N calls of through() -> jumper(); the even ones leave by
  *                    longjmp, the odd ones return; landed() after each
  *   block N          leaf() N times, then blocked() until a byte on stdin
+ *   spin N           spin() N times: each spins 1 ms of its thread's CPU time
  *
  * Every traced function is noinline and noipa (no clones, no constant
  * propagation into it), so each call in the source is one call at run time.
@@ -30,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <time.h>
 #include <unistd.h>
 
 #define TRACED __attribute__((noinline, noipa))
@@ -157,6 +159,16 @@ static void run_longjmp(long n)
 		landed(i);
 	}
 }
+/* Busy for 1 ms of the thread's CPU time, calling no traced function. */
+TRACED void spin(void)
+{
+	struct timespec start, now;
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &start);
+	do
+		clock_gettime(CLOCK_THREAD_CPUTIME_ID, &now);
+	while ((now.tv_sec - start.tv_sec) * 1000000000L + (now.tv_nsec - start.tv_nsec) <
+	       1000000L);
+}
 
 static void crash(void)
 {
@@ -212,6 +224,10 @@ int main(int argc, char **argv)
 		crash();
 	} else if (strcmp(scenario, "longjmp") == 0) {
 		run_longjmp(arg(argc, argv, i));
+	} else if (strcmp(scenario, "spin") == 0) {
+		long n = arg(argc, argv, i);
+		for (long k = 0; k < n; k++)
+			spin();
 	} else if (strcmp(scenario, "block") == 0) {
 		long n = arg(argc, argv, i);
 		for (long k = 0; k < n; k++)

@@ -7,6 +7,7 @@
 //! configurations it is measured under, the untraced baseline first; rounds interleave all
 //! configurations of all scenarios and the median of the rounds is reported. See BENCHMARKS.md.
 
+mod estimate;
 mod levels;
 mod memory;
 mod proc;
@@ -34,7 +35,8 @@ pub struct BenchArgs {
     /// Calls of the traced function per measurement.
     #[arg(long, default_value_t = 300_000, value_parser = clap::value_parser!(u64).range(1..))]
     calls: u64,
-    /// Measure only this workload (repeatable): cet_nonleaf, plain, cet_leaf, memory, levels.
+    /// Measure only this workload (repeatable): cet_nonleaf, plain, cet_leaf, memory, levels,
+    /// estimate.
     #[arg(long, value_name = "WORKLOAD")]
     only: Vec<String>,
     /// Requests per thread of the level table's workload (4 threads).
@@ -178,10 +180,10 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let workloads = workload::call_workloads();
     for name in &args.only {
         if !workloads.iter().any(|w| w.name == name)
-            && ![memory::NAME, levels::NAME].contains(&&**name)
+            && ![memory::NAME, levels::NAME, estimate::NAME].contains(&&**name)
         {
             let mut names: Vec<_> = workloads.iter().map(|w| w.name).collect();
-            names.extend([memory::NAME, levels::NAME]);
+            names.extend([memory::NAME, levels::NAME, estimate::NAME]);
             bail!("no workload {name:?}; there are: {}", names.join(", "));
         }
     }
@@ -254,7 +256,33 @@ fn bench_in(
         println!();
         levels::bench(tools, dir, args.runs, args.requests)?;
     }
+    if args.only.is_empty() || args.only.iter().any(|o| o == estimate::NAME) {
+        println!();
+        estimate_bench(args, &workloads, tools, dir)?;
+    }
     Ok(())
+}
+
+/// The estimate against the measured slowdown: the `plain` C loop, python, the level table's
+/// workload.
+fn estimate_bench(
+    args: &BenchArgs,
+    workloads: &[workload::Workload],
+    tools: &Tools,
+    dir: &Path,
+) -> anyhow::Result<()> {
+    let plain = workloads
+        .iter()
+        .find(|w| w.name == "plain")
+        .context("no plain workload")?;
+    let plain = workload::build(plain, dir)?;
+    let mixed = levels::build(dir)?;
+    let cases = [
+        estimate::Case::c_loop(&plain, args.calls),
+        estimate::Case::python(dir, args.calls)?,
+        estimate::Case::levels(&mixed, args.requests, levels::THREADS, &levels::FUNCS),
+    ];
+    estimate::bench(&cases, tools, dir, args.runs)
 }
 
 /// Runs every configuration of every scenario `runs` times, interleaved: each round measures

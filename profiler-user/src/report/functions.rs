@@ -70,6 +70,18 @@ pub(crate) struct FunctionProfile {
     pub min_time: f64,
     pub max_time: f64,
     pub std_dev_time: f64,
+    /// `total_time` less the estimated cost of the probe hits within the calls (the calls' own
+    /// entry and return, and those of the traced calls they made); the other times are raw.
+    pub net_total_time: f64,
+    /// `average_time`, net as `net_total_time`.
+    pub net_average_time: f64,
+    /// The share of the measured time that is probe cost, percent.
+    pub probe_share_percent: f64,
+    /// The probe cost is at least half the measured time: the raw times are mostly the probes'.
+    pub probe_dominated: bool,
+    /// Probe hits of traced functions within the timed calls (their own entry and return
+    /// included), counted in the kernel: what the net times take out, priced per hit.
+    pub probe_hits_within: u64,
     pub percentiles: Percentiles,
     /// Calls still running when profiling stopped (not counted in the times).
     pub in_flight: u64,

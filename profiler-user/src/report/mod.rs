@@ -20,7 +20,7 @@ pub(crate) use memory::MemorySection;
 
 /// Version of the JSON schema (docs/report-schema.md). Bump the minor version when fields are
 /// added, the major version when a field changes meaning or goes away.
-pub(crate) const SCHEMA_VERSION: &str = "2.1";
+pub(crate) const SCHEMA_VERSION: &str = "2.2";
 
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct Report {
@@ -145,8 +145,14 @@ pub(crate) struct Overhead {
     pub estimated_cost: f64,
     /// CPU time the target used while profiled, seconds (probe cost included).
     pub target_cpu_time: f64,
-    /// `estimated_cost` over the target's CPU time without it, percent.
+    /// `estimated_cost` over the target's CPU time without it, percent; when `dominated`, the
+    /// lower bound 900 (10× slower), not an estimate.
     pub estimated_slowdown_percent: f64,
+    /// `estimated_cost` over `target_cpu_time`, percent (at most 100).
+    pub probe_share_percent: f64,
+    /// The probes took at least 90% of the target's CPU time: it ran 10× slower or more, and
+    /// no closer figure is given (see docs/report-schema.md).
+    pub dominated: bool,
     /// `--max-overhead` and what it detached; absent when no budget was set.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub budget: Option<BudgetSection>,
@@ -178,6 +184,9 @@ pub(crate) struct CostModel {
     pub emulated_entry_ns: f64,
     pub single_stepped_entry_ns: f64,
     pub return_ns: f64,
+    /// Of a traced call's own entry and return probes (emulated entry), the cost that lands
+    /// within the call's measured time, ns.
+    pub in_call_ns: f64,
     /// "calibrated" (measured on this machine at start-up) or "default".
     pub source: &'static str,
 }

@@ -66,13 +66,17 @@ pub(crate) fn header(report: &Report) -> String {
 /// The foot of the printed summary: what profiling cost the target, and the warnings.
 pub(crate) fn footer(report: &Report, out: &mut String) {
     let o = &report.overhead;
+    let cost = if o.dominated {
+        "probes took ≥ 90% of the target's CPU: it ran roughly 10× slower or more".to_string()
+    } else {
+        format!("{:.2}% slowdown", o.estimated_slowdown_percent)
+    };
     let _ = writeln!(
         out,
-        "\noverhead: {} probes, {} hits, ~{} added to the target ({:.2}% slowdown, {} cost model)",
+        "\noverhead: {} probes, {} hits, ~{} added to the target ({cost}, {} cost model)",
         o.probes_attached,
         o.probe_hits,
         human_time(o.estimated_cost),
-        o.estimated_slowdown_percent,
         o.cost_model.source,
     );
     for warning in &report.warnings {

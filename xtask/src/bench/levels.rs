@@ -10,7 +10,7 @@
 
 use std::{
     fmt::Write as _,
-    path::Path,
+    path::{Path, PathBuf},
     process::Command,
     time::{Duration, Instant},
 };
@@ -30,11 +30,11 @@ pub const NAME: &str = "levels";
 const MIXED_C: &str = include_str!("../../bench/mixed.c");
 
 /// Threads of the workload.
-const THREADS: u64 = 4;
+pub const THREADS: u64 = 4;
 
 /// Functions traced at the levels that trace functions: the per-request handler and the
 /// every-8th-request log flush.
-const FUNCS: [&str; 2] = ["handle_request", "flush_log"];
+pub const FUNCS: [&str; 2] = ["handle_request", "flush_log"];
 
 /// Calls of [`FUNCS`] per request: one `handle_request`, and `flush_log` every 8th.
 const TRACED_PER_REQUEST: f64 = 1.125;
@@ -102,12 +102,7 @@ struct Traced {
 /// Builds the workload, measures the baseline and every level `runs` times (interleaved, each
 /// round starting one configuration later), and prints the table.
 pub fn bench(tools: &Tools, dir: &Path, runs: u32, requests: u64) -> anyhow::Result<()> {
-    let src = dir.join("mixed.c");
-    std::fs::write(&src, MIXED_C).with_context(|| format!("writing {}", src.display()))?;
-    let exe = dir.join("mixed");
-    let mut gcc = Command::new("gcc");
-    gcc.args(["-O2", "-pthread", "-o"]).arg(&exe).arg(&src);
-    crate::status(gcc).context("building the mixed workload (is gcc installed?)")?;
+    let exe = build(dir)?;
 
     let labels: Vec<&str> = [BASELINE]
         .into_iter()
@@ -153,6 +148,17 @@ pub fn bench(tools: &Tools, dir: &Path, runs: u32, requests: u64) -> anyhow::Res
     println!();
     print!("{}", report(&labels, &samples, runs, requests));
     Ok(())
+}
+
+/// Builds the workload in `dir`; returns its path.
+pub fn build(dir: &Path) -> anyhow::Result<PathBuf> {
+    let src = dir.join("mixed.c");
+    std::fs::write(&src, MIXED_C).with_context(|| format!("writing {}", src.display()))?;
+    let exe = dir.join("mixed");
+    let mut gcc = Command::new("gcc");
+    gcc.args(["-O2", "-pthread", "-o"]).arg(&exe).arg(&src);
+    crate::status(gcc).context("building the mixed workload (is gcc installed?)")?;
+    Ok(exe)
 }
 
 /// The profiler's arguments for `level`.

@@ -28,6 +28,8 @@ pub(crate) struct FuncTotals {
     pub min_ns: Option<u64>,
     pub max_ns: u64,
     pub hist: Vec<u64>,
+    /// Probe hits of the family within the timed calls (their own two each included).
+    pub probe_hits: u64,
 }
 
 impl Default for FuncTotals {
@@ -42,6 +44,7 @@ impl Default for FuncTotals {
             min_ns: None,
             max_ns: 0,
             hist: vec![0; HIST_BUCKETS],
+            probe_hits: 0,
         }
     }
 }
@@ -60,6 +63,7 @@ impl FuncTotals {
                 s.max_ns,
             );
             t.returns += s.untimed_returns;
+            t.probe_hits += s.probe_hits;
             for (sum, v) in t.hist.iter_mut().zip(s.hist.iter()) {
                 *sum += v;
             }
@@ -80,6 +84,7 @@ impl FuncTotals {
         );
         self.untimed += f.untimed;
         self.returns += f.untimed;
+        self.probe_hits += f.probe_hits;
     }
 
     /// Calls that returned while profiled, timed or not: exact.
@@ -94,6 +99,17 @@ impl FuncTotals {
             return self.total_ns as f64;
         }
         self.total_ns as f64 / self.count as f64 * self.calls() as f64
+    }
+
+    /// The estimated cost, ns, of the probe hits within the timed calls (`costs` per hit).
+    pub(crate) fn probe_ns_in_calls(&self, costs: ProbeCosts) -> f64 {
+        let nested = self.probe_hits.saturating_sub(2 * self.count);
+        self.count as f64 * costs.own_ns + nested as f64 * costs.nested_hit_ns
+    }
+
+    /// The timed calls' time less the cost of the probe hits within them, ns (at least 0).
+    pub(crate) fn net_timed_ns(&self, costs: ProbeCosts) -> f64 {
+        (self.total_ns as f64 - self.probe_ns_in_calls(costs)).max(0.0)
     }
 
     fn add_timed(
@@ -183,14 +199,48 @@ pub(crate) struct FunctionData {
     pub in_flight: u64,
 }
 
+/// What a function's probes add to the measured time of its calls, ns per hit.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct ProbeCosts {
+    /// The call's own entry and return together: the part of their cost within its time.
+    pub own_ns: f64,
+    /// Each other hit within the call (entries and returns of the traced calls it made).
+    pub nested_hit_ns: f64,
+}
+
+/// A function's probe cost is said to dominate its measured time from this share on: its raw
+/// times are then mostly the probes'.
+pub(crate) const PROBE_DOMINATED_SHARE: f64 = 0.5;
+
 /// Most callers and call stacks kept per function in the report.
 pub(crate) const MAX_CALLERS: usize = 20;
 
-/// Builds a function's profile. `cost_ns` is the estimated cost of its probes.
-pub(crate) fn profile(meta: &FunctionMeta, data: FunctionData, cost_ns: f64) -> FunctionProfile {
+/// Builds a function's profile. `cost_ns` is the estimated cost of its probes; `costs` what
+/// each probe hit within a call adds to its measured time.
+pub(crate) fn profile(
+    meta: &FunctionMeta,
+    data: FunctionData,
+    cost_ns: f64,
+    costs: ProbeCosts,
+) -> FunctionProfile {
     let t = &data.totals;
-    let average = if t.count > 0 {
-        t.total_ns as f64 / t.count as f64
+    let per_call = |ns: f64| {
+        if t.count > 0 {
+            ns / t.count as f64
+        } else {
+            0.0
+        }
+    };
+    let average = per_call(t.total_ns as f64);
+    let net_timed = t.net_timed_ns(costs);
+    let probe_share = if t.total_ns > 0 {
+        (1.0 - net_timed / t.total_ns as f64).clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    // Scaled to every call as the raw total is.
+    let scale = if t.count > 0 {
+        t.calls() as f64 / t.count as f64
     } else {
         0.0
     };
@@ -247,6 +297,11 @@ pub(crate) fn profile(meta: &FunctionMeta, data: FunctionData, cost_ns: f64) -> 
         min_time: t.min_ns.unwrap_or(0) as f64 * NS,
         max_time: t.max_ns as f64 * NS,
         std_dev_time: t.std_dev_ns() * NS,
+        net_total_time: net_timed * scale * NS,
+        net_average_time: per_call(net_timed) * NS,
+        probe_share_percent: 100.0 * probe_share,
+        probe_dominated: probe_share >= PROBE_DOMINATED_SHARE,
+        probe_hits_within: t.probe_hits,
         percentiles: Percentiles {
             p50: t.quantile_ns(0.50) * NS,
             p90: t.quantile_ns(0.90) * NS,
@@ -379,10 +434,65 @@ mod tests {
             totals: t,
             ..Default::default()
         };
-        let p = profile(&meta, data, 0.0);
+        let p = profile(&meta, data, 0.0, ProbeCosts::default());
         assert_eq!((p.total_calls, p.timed_calls, p.abandoned), (8, 2, 0));
         assert!((p.total_time - 1.6e-6).abs() < 1e-15);
         assert!((p.average_time - 2e-7).abs() < 1e-15);
+    }
+
+    /// What the probes add to a call's time comes out of the net times: its own pair, and each
+    /// nested hit; the raw times stay.
+    #[test]
+    fn net_times_take_out_the_probes_within_the_calls() {
+        let mut shared = zero();
+        let mut t1 = ThreadFunc::default();
+        // Two timed calls of 10 µs, each with 40 nested hits besides its own two.
+        record_own(&mut t1, &mut shared, 10_000);
+        record_own(&mut t1, &mut shared, 10_000);
+        t1.probe_hits = 2 * 42;
+        // Two more calls, not timed: the net total scales as the raw one does.
+        t1.entries += 2;
+        t1.untimed += 2;
+        let mut t = FuncTotals::sum([&shared]);
+        t.add_thread(&t1);
+        let costs = ProbeCosts {
+            own_ns: 1_000.0,
+            nested_hit_ns: 100.0,
+        };
+        // Per call: 1 µs own + 40 × 100 ns nested = 5 µs of the 10.
+        assert_eq!(t.probe_ns_in_calls(costs), 10_000.0);
+        let p = profile(&meta_at(0), data_of(t.clone()), 0.0, costs);
+        assert!((p.average_time - 10e-6).abs() < 1e-15);
+        assert!((p.net_average_time - 5e-6).abs() < 1e-15);
+        assert!((p.total_time - 40e-6).abs() < 1e-15);
+        assert!((p.net_total_time - 20e-6).abs() < 1e-15);
+        assert!((p.probe_share_percent - 50.0).abs() < 1e-9);
+        assert!(p.probe_dominated, "half the time is the probes'");
+
+        // Dearer probes than the time measured: net 0, not negative; dominated.
+        let dear = ProbeCosts {
+            own_ns: 20_000.0,
+            nested_hit_ns: 0.0,
+        };
+        let p = profile(&meta_at(0), data_of(t.clone()), 0.0, dear);
+        assert_eq!((p.net_total_time, p.net_average_time), (0.0, 0.0));
+        assert_eq!(p.probe_share_percent, 100.0);
+
+        // A long call with only its own probes: net is raw less a sliver, not dominated.
+        let mut long = zero();
+        record(&mut long, 1_000_000);
+        long.probe_hits = 2;
+        let p = profile(&meta_at(0), data_of(FuncTotals::sum([&long])), 0.0, costs);
+        assert!((p.net_average_time - 999e-6).abs() < 1e-12);
+        assert!(!p.probe_dominated);
+        assert!((p.probe_share_percent - 0.1).abs() < 1e-9);
+    }
+
+    fn data_of(totals: FuncTotals) -> FunctionData {
+        FunctionData {
+            totals,
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -453,7 +563,7 @@ mod tests {
             )],
             ..Default::default()
         };
-        let p = profile(&meta, data, 5000.0);
+        let p = profile(&meta, data, 5000.0, ProbeCosts::default());
         assert_eq!(p.total_calls, 1);
         assert_eq!(p.in_flight, 1);
         assert_eq!(p.abandoned, 2);

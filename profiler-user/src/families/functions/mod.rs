@@ -22,7 +22,7 @@ use crate::{
     },
     symbols::resolve::{FuncSpec, TracedFunction, resolve},
 };
-use analyze::{FunctionData, FunctionMeta, profile};
+use analyze::{FunctionData, FunctionMeta, ProbeCosts, profile};
 use kernel::{RawFunctions, Site, SiteLinks};
 
 /// A traced function and where its probe sits.
@@ -214,6 +214,14 @@ impl Family for Functions {
     }
 
     fn report(&mut self, report: &mut Report, ctx: &mut ReportContext<'_>) {
+        // A nested hit is priced at the mean cost of the family's hits (they are of the traced
+        // functions, whose sites may differ in cost).
+        let load = self.probe_load(ctx.cost_model);
+        let nested_hit_ns = if load.hits > 0 {
+            load.cost_ns / load.hits as f64
+        } else {
+            0.0
+        };
         let mut raw = self.raw.take().unwrap_or_default();
         let mut functions = Vec::new();
         for (id, traced) in self.traced.iter().enumerate() {
@@ -264,7 +272,11 @@ impl Family for Functions {
                     estimated_cost: 0.0,
                 },
             };
-            functions.push(profile(&meta, data, cost));
+            let costs = ProbeCosts {
+                own_ns: overhead::in_call_ns(ctx.cost_model, p.class),
+                nested_hit_ns,
+            };
+            functions.push(profile(&meta, data, cost, costs));
         }
         functions.sort_by(|a, b| b.total_time.total_cmp(&a.total_time));
         report.functions = functions;
@@ -293,8 +305,8 @@ fn summary(functions: &[FunctionProfile], top: usize, out: &mut String) {
         .max(8);
     let _ = writeln!(
         out,
-        "\n{:<name_width$}  {:>10}  {:>10}  {:>10}  {:>10}  {:>10}  {:>10}",
-        "function", "calls", "total", "average", "p50", "p99", "max"
+        "\n{:<name_width$}  {:>10}  {:>10}  {:>10}  {:>11}  {:>10}  {:>10}  {:>10}",
+        "function", "calls", "total", "average", "net average", "p50", "p99", "max"
     );
     let time = text::human_time;
     for f in functions.iter().take(top) {
@@ -308,9 +320,14 @@ fn summary(functions: &[FunctionProfile], top: usize, out: &mut String) {
         } else {
             time(f.total_time)
         };
+        let net = format!(
+            "{}{}",
+            time(f.net_average_time),
+            if f.probe_dominated { " !" } else { "" }
+        );
         let _ = writeln!(
             out,
-            "{name:<name_width$}  {:>10}  {total:>10}  {:>10}  {:>10}  {:>10}  {:>10}",
+            "{name:<name_width$}  {:>10}  {total:>10}  {:>10}  {net:>11}  {:>10}  {:>10}  {:>10}",
             f.total_calls,
             time(f.average_time),
             time(f.percentiles.p50),
@@ -325,15 +342,23 @@ fn summary(functions: &[FunctionProfile], top: usize, out: &mut String) {
             );
         }
     }
-    if functions
-        .iter()
-        .take(top)
-        .any(|f| f.timed_calls < f.total_calls)
-    {
+    let shown = || functions.iter().take(top);
+    if shown().any(|f| f.timed_calls < f.total_calls) {
         let _ = writeln!(
             out,
             "~ times from a sample of the calls (each thread's first 1024 of a function, then \
              one in --time-every); calls are exact"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "net: less the estimated cost of the probes within the calls (theirs and nested ones)"
+    );
+    if shown().any(|f| f.probe_dominated) {
+        let _ = writeln!(
+            out,
+            "! the probes are most of the measured time: its raw times are mostly theirs, and \
+             the net time is an estimate"
         );
     }
     if functions.len() > top {

@@ -289,6 +289,20 @@ pub mod maps {
     pub const STACKS: &str = "STACKS";
     /// The target's uretprobe trampoline address, written by the user side.
     pub const TRAMPOLINE: &str = "TRAMPOLINE";
+    /// Per function id, the generation of the links whose hits count (see [`super::cookie`]), or
+    /// [`super::SITE_OFF`]; sized by the loader like `FUNC_STATS`.
+    pub const SITE_LINKS: &str = "SITE_LINKS";
+}
+
+/// A function's `SITE_LINKS` value once the budget has taken its probes away: no hit counts.
+pub const SITE_OFF: u32 = u32::MAX;
+
+/// The cookie of a function's probe: its id in the low half, and in the high half the generation
+/// of the link. A function's probes are links shared with other functions of its file, so taking
+/// one function away means new links for the rest; while old and new are both attached, only the
+/// generation `SITE_LINKS` names for the function counts, so no hit counts twice or not at all.
+pub const fn cookie(function: u32, generation: u32) -> u64 {
+    ((generation as u64) << 32) | function as u64
 }
 
 /// Program names in the eBPF object (see [`crate::names`]): profiler-ebpf names each program
@@ -312,6 +326,7 @@ pub const MAPS: &[&str] = &[
     maps::STACK_COUNTS,
     maps::STACKS,
     maps::TRAMPOLINE,
+    maps::SITE_LINKS,
 ];
 /// Every program of the module, in `programs`.
 pub const PROGRAMS: &[&str] = &[programs::FN_ENTRY, programs::FN_RETURN];

@@ -85,6 +85,10 @@ static CALLERS: HashMap<CallerKey, u64> = HashMap::with_max_entries(CALLERS_MAX,
 #[map]
 static STACK_COUNTS: HashMap<StackKey, u64> = HashMap::with_max_entries(STACK_COUNTS_MAX, 0);
 
+/// Which links count for each function (see `profiler_common::functions::cookie`).
+#[map]
+static SITE_LINKS: Array<u32> = Array::with_max_entries(1, 0);
+
 #[map]
 static STACKS: StackTrace = StackTrace::with_max_entries(STACKS_MAX, 0);
 
@@ -101,6 +105,7 @@ named_as_in_common!(
         STACK_COUNTS,
         STACKS,
         TRAMPOLINE,
+        SITE_LINKS,
     ],
     programs: [fn_entry => FN_ENTRY, fn_return => FN_RETURN]
 );
@@ -125,11 +130,14 @@ pub fn fn_return(ctx: RetProbeContext) -> u32 {
     }
 }
 
-/// The function id this probe was attached for.
+/// The function id this probe was attached for, unless the hit does not count: the link is not
+/// (or no longer) the function's current one, or the budget took the function away.
 #[inline(always)]
-fn function_id<C: EbpfContext>(ctx: &C) -> u32 {
+fn function_id<C: EbpfContext>(ctx: &C) -> Option<u32> {
     // SAFETY: the helper only reads the cookie of the link that ran this program.
-    unsafe { bpf_get_attach_cookie(ctx.as_ptr()) as u32 }
+    let cookie = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
+    let (func, generation) = (cookie as u32, (cookie >> 32) as u32);
+    (SITE_LINKS.get(func) == Some(&generation)).then_some(func)
 }
 
 /// The instruction pointer at the probe: in a return probe, the return address the call went
@@ -145,7 +153,9 @@ fn try_fn_entry(ctx: &ProbeContext) -> Result<(), ()> {
     if tgid != target_tgid() {
         return Ok(());
     }
-    let func = function_id(ctx);
+    let Some(func) = function_id(ctx) else {
+        return Ok(());
+    };
     // Entry probes sit where the return address is still on top of the stack.
     let ret_slot = stack_pointer(ctx.regs);
 
@@ -200,7 +210,9 @@ fn try_fn_return(ctx: &RetProbeContext) -> Result<(), ()> {
     if tgid != target_tgid() {
         return Ok(());
     }
-    let func = function_id(ctx);
+    let Some(func) = function_id(ctx) else {
+        return Ok(());
+    };
     // `ret` has popped the return address: its slot is just below the stack pointer.
     let ret_slot = stack_pointer(ctx.regs).wrapping_sub(8);
     let ret_addr = instruction_pointer(ctx.regs);

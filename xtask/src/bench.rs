@@ -11,6 +11,7 @@ mod estimate;
 mod levels;
 mod memory;
 mod proc;
+mod stop;
 mod tracer;
 mod workload;
 
@@ -36,7 +37,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 300_000, value_parser = clap::value_parser!(u64).range(1..))]
     calls: u64,
     /// Measure only this workload (repeatable): cet_nonleaf, plain, cet_leaf, memory, levels,
-    /// estimate.
+    /// estimate, stop.
     #[arg(long, value_name = "WORKLOAD")]
     only: Vec<String>,
     /// Requests per thread of the level table's workload (4 threads).
@@ -180,10 +181,10 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let workloads = workload::call_workloads();
     for name in &args.only {
         if !workloads.iter().any(|w| w.name == name)
-            && ![memory::NAME, levels::NAME, estimate::NAME].contains(&&**name)
+            && ![memory::NAME, levels::NAME, estimate::NAME, stop::NAME].contains(&&**name)
         {
             let mut names: Vec<_> = workloads.iter().map(|w| w.name).collect();
-            names.extend([memory::NAME, levels::NAME, estimate::NAME]);
+            names.extend([memory::NAME, levels::NAME, estimate::NAME, stop::NAME]);
             bail!("no workload {name:?}; there are: {}", names.join(", "));
         }
     }
@@ -259,6 +260,10 @@ fn bench_in(
     if args.only.is_empty() || args.only.iter().any(|o| o == estimate::NAME) {
         println!();
         estimate_bench(args, &workloads, tools, dir)?;
+    }
+    if args.only.is_empty() || args.only.iter().any(|o| o == stop::NAME) {
+        println!();
+        stop::bench(tools, dir, args.runs.min(3))?;
     }
     Ok(())
 }

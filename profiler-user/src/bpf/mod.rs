@@ -3,6 +3,7 @@
 //! own `families/<name>/kernel.rs`.
 
 pub(crate) mod btf;
+pub(crate) mod multi;
 
 use std::{collections::BTreeMap, path::Path};
 

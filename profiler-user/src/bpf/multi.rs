@@ -1,0 +1,219 @@
+//! Uprobes by the thousand: the kernel's multi-uprobe link (Linux 6.6), one link for many offsets
+//! of one file.
+//!
+//! aya 0.14 attaches each uprobe through a perf event of its own, and the kernel takes each such
+//! event down under one global mutex with an RCU-tasks-trace grace period of its own (about 0.1 s
+//! here): 2,000 probes took over three minutes to detach, one after another, however many threads
+//! closed them. A multi-uprobe link registers all its offsets in one call and unregisters them
+//! with a single grace period.
+//!
+//! The kernel wants such a program loaded for that link (its expected attach type), which aya 0.14
+//! cannot do, so this module loads the program a second time itself, from the same object, with
+//! its map references resolved to the maps aya created: both loads share every map, so what the
+//! family reads is the same whichever one ran.
+
+use std::{
+    collections::{HashMap, HashSet},
+    ffi::CString,
+    io,
+    os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd},
+    path::Path,
+};
+
+use anyhow::Context as _;
+use aya::{Ebpf, maps::Map};
+use aya_obj::generated::{
+    BPF_F_UPROBE_MULTI_RETURN, bpf_attach_type, bpf_attr, bpf_cmd, bpf_insn, bpf_prog_type,
+};
+
+use super::EBPF_OBJECT;
+
+/// A program loaded for multi-uprobe links. Closing it (drop) unloads it once its links are gone.
+#[derive(Debug)]
+pub(crate) struct MultiProgram {
+    fd: OwnedFd,
+}
+
+/// One multi-uprobe link: its offsets stay probed until it is dropped, which takes them all down
+/// together.
+#[derive(Debug)]
+pub(crate) struct MultiLink {
+    _fd: OwnedFd,
+    offsets: usize,
+}
+
+impl MultiLink {
+    /// The offsets (probes) it holds.
+    pub(crate) fn len(&self) -> usize {
+        self.offsets
+    }
+}
+
+/// Loads program `name` of the eBPF object for multi-uprobe links, sharing `ebpf`'s maps.
+pub(crate) fn load(ebpf: &Ebpf, name: &str) -> anyhow::Result<MultiProgram> {
+    let mut object = aya_obj::Object::parse(EBPF_OBJECT).context("cannot parse the eBPF object")?;
+    let text_sections: HashSet<usize> = object.functions.keys().map(|(s, _)| *s).collect();
+    let definitions = object.maps.clone();
+    let fds: HashMap<&str, RawFd> = ebpf
+        .maps()
+        .map(|(name, map)| (name, map_data(map).fd().as_fd().as_raw_fd()))
+        .collect();
+    object
+        .relocate_maps(
+            definitions
+                .iter()
+                .filter_map(|(name, def)| Some((name.as_str(), *fds.get(name.as_str())?, def))),
+            &text_sections,
+        )
+        .context("cannot resolve the program's maps")?;
+    object
+        .relocate_calls(&text_sections)
+        .context("cannot resolve the program's calls")?;
+    let program = object
+        .programs
+        .get(name)
+        .with_context(|| format!("program {name} missing from the eBPF object"))?;
+    let function = object
+        .functions
+        .get(&program.function_key())
+        .with_context(|| format!("program {name} has no code in the eBPF object"))?;
+    let fd = load_program(name, &program.license, &function.instructions)
+        .with_context(|| format!("failed to load {name} for multi-uprobe links"))?;
+    Ok(MultiProgram { fd })
+}
+
+impl MultiProgram {
+    /// Probes `offsets` of file `path` (entries, or returns when `returns`) in process `pid` only;
+    /// the program sees `cookies[i]` at `offsets[i]`.
+    pub(crate) fn attach(
+        &self,
+        path: &Path,
+        offsets: &[u64],
+        cookies: &[u64],
+        returns: bool,
+        pid: u32,
+    ) -> io::Result<MultiLink> {
+        assert_eq!(offsets.len(), cookies.len(), "one cookie per offset");
+        let path = CString::new(path.as_os_str().as_encoded_bytes())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a NUL in the path"))?;
+        // SAFETY: bpf_attr is a plain C union; all-zero is its documented "unset" state.
+        let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
+        // SAFETY: writes to the LINK_CREATE member of the union, the one this command reads.
+        unsafe {
+            let create = &mut attr.link_create;
+            create.__bindgen_anon_1.prog_fd = self.fd.as_raw_fd() as u32;
+            create.attach_type = bpf_attach_type::BPF_TRACE_UPROBE_MULTI as u32;
+            let multi = &mut create.__bindgen_anon_3.uprobe_multi;
+            multi.path = path.as_ptr() as u64;
+            multi.offsets = offsets.as_ptr() as u64;
+            multi.cookies = cookies.as_ptr() as u64;
+            multi.cnt = offsets.len() as u32;
+            multi.flags = if returns {
+                BPF_F_UPROBE_MULTI_RETURN
+            } else {
+                0
+            };
+            multi.pid = pid;
+        }
+        let fd = bpf(bpf_cmd::BPF_LINK_CREATE, &mut attr)?;
+        Ok(MultiLink {
+            _fd: fd,
+            offsets: offsets.len(),
+        })
+    }
+}
+
+/// `BPF_PROG_LOAD` of a kprobe-type program for multi-uprobe links; the verifier's log becomes the
+/// error when it refuses the program.
+fn load_program(name: &str, license: &CString, instructions: &[bpf_insn]) -> io::Result<OwnedFd> {
+    let attempt = |log: Option<&mut [u8]>| {
+        // SAFETY: bpf_attr is a plain C union; all-zero is its documented "unset" state.
+        let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
+        // SAFETY: writes to the PROG_LOAD member of the union, the one this command reads; the
+        // pointers stay valid for the syscall.
+        unsafe {
+            let load = &mut attr.__bindgen_anon_3;
+            load.prog_type = bpf_prog_type::BPF_PROG_TYPE_KPROBE as u32;
+            load.expected_attach_type = bpf_attach_type::BPF_TRACE_UPROBE_MULTI as u32;
+            load.insns = instructions.as_ptr() as u64;
+            load.insn_cnt = instructions.len() as u32;
+            load.license = license.as_ptr() as u64;
+            for (slot, byte) in load.prog_name.iter_mut().zip(name.bytes().take(15)) {
+                *slot = byte as _;
+            }
+            if let Some(log) = log {
+                load.log_level = 1;
+                load.log_buf = log.as_mut_ptr() as u64;
+                load.log_size = log.len() as u32;
+            }
+        }
+        bpf(bpf_cmd::BPF_PROG_LOAD, &mut attr)
+    };
+    attempt(None).or_else(|_| {
+        let mut log = vec![0u8; 1 << 20];
+        attempt(Some(&mut log)).map_err(|e| {
+            let text = String::from_utf8_lossy(&log);
+            let text = text.trim_end_matches('\0').trim();
+            let last = text.lines().rev().take(3).collect::<Vec<_>>();
+            io::Error::new(
+                e.kind(),
+                format!("{e}; verifier: {}", last.into_iter().rev().collect::<Vec<_>>().join(" | ")),
+            )
+        })
+    })
+}
+
+/// The `bpf(2)` system call for a command that returns a new file descriptor.
+fn bpf(cmd: bpf_cmd, attr: &mut bpf_attr) -> io::Result<OwnedFd> {
+    // SAFETY: `attr` is a valid, initialised bpf_attr of the size passed; the kernel reads (and
+    // for some commands writes) only within it.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd as libc::c_long,
+            attr as *mut bpf_attr,
+            std::mem::size_of::<bpf_attr>(),
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: on success these commands return a new file descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(rc as RawFd) })
+}
+
+/// The map behind any kind of aya map.
+fn map_data(map: &Map) -> &aya::maps::MapData {
+    match map {
+        Map::Array(d)
+        | Map::ArrayOfMaps(d)
+        | Map::BloomFilter(d)
+        | Map::CgroupArray(d)
+        | Map::CgroupStorage(d)
+        | Map::CgrpStorage(d)
+        | Map::CpuMap(d)
+        | Map::DevMap(d)
+        | Map::DevMapHash(d)
+        | Map::HashMap(d)
+        | Map::HashOfMaps(d)
+        | Map::InodeStorage(d)
+        | Map::LpmTrie(d)
+        | Map::LruHashMap(d)
+        | Map::PerCpuArray(d)
+        | Map::PerCpuCgroupStorage(d)
+        | Map::PerCpuHashMap(d)
+        | Map::PerCpuLruHashMap(d)
+        | Map::PerfEventArray(d)
+        | Map::ProgramArray(d)
+        | Map::Queue(d)
+        | Map::ReusePortSockArray(d)
+        | Map::RingBuf(d)
+        | Map::SockHash(d)
+        | Map::SockMap(d)
+        | Map::SkStorage(d)
+        | Map::Stack(d)
+        | Map::StackTraceMap(d)
+        | Map::Unsupported(d)
+        | Map::XskMap(d) => d,
+    }
+}

@@ -17,9 +17,15 @@
 //!
 //! Everything here is a pure function of the function's bytes; 64-bit code only.
 
+mod x86_refused;
+
 use std::path::Path;
 
-use iced_x86::{Code, Decoder, DecoderOptions, Formatter, Instruction, IntelFormatter, OpKind};
+use iced_x86::{
+    Code, Decoder, DecoderOptions, FlowControl, Formatter, Instruction, InstructionInfoFactory,
+    IntelFormatter, OpAccess, OpKind, Register,
+};
+use x86_refused::Refusal;
 
 /// What a hit of a probe on an instruction costs, as the kernel handles it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -51,6 +57,9 @@ pub(crate) struct Placement {
     pub instruction: String,
     /// Human-readable reason for the choice.
     pub reason: String,
+    /// Why the kernel would refuse the probe: the function's first instruction is one it does
+    /// not probe (see [`x86_refused`]) and the probe could not move past it. None: probeable.
+    pub refused: Option<String>,
 }
 
 /// Chooses the entry-probe offset for the function at `func_addr`.
@@ -80,6 +89,9 @@ pub(crate) fn place(code: &[u8], func_addr: u64, func_size: u64) -> Placement {
         }
     };
     let first = &insns[0];
+    if let Kernel::Refused(why) = kernel_treatment(first.bytes(body)) {
+        return past_refused(&insns, body, func_addr, why);
+    }
     let first_text = format_insn(&first.ins);
     if kernel_treatment(first.bytes(body)) == Kernel::Emulated {
         return stay(body, func_addr, format!("{first_text} is emulated"));
@@ -125,7 +137,90 @@ pub(crate) fn place(code: &[u8], func_addr: u64, func_size: u64) -> Placement {
         class,
         instruction: text,
         reason,
+        refused: None,
     }
+}
+
+/// The kernel refuses a probe on the function's first instruction (a `lock` read-modify-write,
+/// say): the probe moves onto the first instruction it accepts, past refused ones that fall
+/// through to the next instruction and leave the stack pointer alone, so the new site is still
+/// run once on every call with the return address on top of the stack. As for any move, no
+/// branch in the function may land between the symbol and the probe (see [`branch_hazard`]).
+/// Otherwise the function cannot be probed, and `refused` says why.
+fn past_refused(insns: &[Insn], body: &[u8], addr: u64, first: Refusal) -> Placement {
+    let first_text = format_insn(&insns[0].ins);
+    let refused = |why: String| {
+        let why = format!("the kernel refuses to probe {first_text} ({first}); {why}");
+        Placement {
+            offset: 0,
+            class: CostClass::SingleStepped,
+            instruction: first_text.clone(),
+            reason: why.clone(),
+            refused: Some(why),
+        }
+    };
+    let mut passed = Vec::new();
+    for (j, insn) in insns.iter().enumerate() {
+        let kernel = kernel_treatment(insn.bytes(body));
+        let text = format_insn(&insn.ins);
+        if let Kernel::Refused(why) = kernel {
+            if !passable(&insn.ins) {
+                let what = if j == 0 {
+                    "it".into()
+                } else {
+                    format!("{text} at +{:#x}", insn.off)
+                };
+                return refused(format!(
+                    "the probe cannot move past {what}: it branches or moves the stack pointer"
+                ));
+            }
+            passed.push(if j == 0 {
+                text
+            } else {
+                format!("{text} ({why})")
+            });
+            continue;
+        }
+        if let Some(hazard) = branch_hazard(insns, body, addr, j) {
+            return refused(format!("the probe cannot move past it: {hazard}"));
+        }
+        let class = if kernel == Kernel::Emulated {
+            CostClass::Emulated
+        } else {
+            CostClass::SingleStepped
+        };
+        let how = match class {
+            CostClass::Emulated => "emulated",
+            CostClass::SingleStepped => "single-stepped",
+        };
+        return Placement {
+            offset: insn.off,
+            class,
+            reason: format!(
+                "moved past {}, which the kernel refuses to probe ({first}); {text} is {how}",
+                passed.join(", ")
+            ),
+            instruction: text,
+            refused: None,
+        };
+    }
+    refused("so are the instructions after it".into())
+}
+
+/// Whether execution always goes on to the next instruction with the stack pointer unchanged.
+fn passable(ins: &Instruction) -> bool {
+    if ins.flow_control() != FlowControl::Next || ins.is_stack_instruction() {
+        return false;
+    }
+    let mut factory = InstructionInfoFactory::new();
+    let writes_sp = factory.info(ins).used_registers().iter().any(|used| {
+        used.register().full_register() == Register::RSP
+            && !matches!(
+                used.access(),
+                OpAccess::Read | OpAccess::CondRead | OpAccess::NoMemAccess
+            )
+    });
+    !writes_sp
 }
 
 /// One decoded instruction; `off` is relative to the symbol address.
@@ -232,8 +327,8 @@ fn branch_hazard(insns: &[Insn], body: &[u8], addr: u64, target: usize) -> Optio
 enum Kernel {
     Emulated,
     SingleStepped,
-    /// Registration fails (`is_prefix_bad`, or a 0x66-prefixed branch).
-    Refused,
+    /// Registration fails with ENOTSUPP (see [`x86_refused`]).
+    Refused(Refusal),
 }
 
 /// The kernel's multi-byte nops (`x86_nops[]`, BYTES_NOP3..8 on 64-bit).
@@ -267,17 +362,13 @@ fn prefix_bytes(b: &[u8]) -> (&[u8], Option<u8>, &[u8]) {
 
 /// Mirrors `arch_uprobe_analyze_insn` for one instruction's bytes.
 fn kernel_treatment(b: &[u8]) -> Kernel {
-    let (legacy, rex, op) = prefix_bytes(b);
-    // uprobe_init_insn -> is_prefix_bad: ES/CS/SS/DS segment or LOCK prefix.
-    if legacy
-        .iter()
-        .any(|p| [0x26, 0x2e, 0x36, 0x3e, 0xf0].contains(p))
-    {
-        return Kernel::Refused;
+    if let Some(why) = x86_refused::refusal(b) {
+        return Kernel::Refused(why);
     }
     if KERNEL_NOPS.contains(&b) {
         return Kernel::Emulated;
     }
+    let (legacy, rex, op) = prefix_bytes(b);
     match op {
         // `case 0x90` emulates any prefixed 0x90 as a nop. Newer kernels
         // (insn_is_nop) exclude REX.B (xchg r8d, eax) and F3 (pause), so those
@@ -286,13 +377,8 @@ fn kernel_treatment(b: &[u8]) -> Kernel {
             Kernel::SingleStepped
         }
         [0x90] => Kernel::Emulated,
-        // branch_setup_xol_ops: call rel32, jmp rel8/rel32, jcc rel8/rel32;
-        // any 0x66 prefix (16-bit operand) on these fails with -ENOTSUPP.
-        [0xe8 | 0xe9 | 0xeb | 0x70..=0x7f, ..] | [0x0f, 0x80..=0x8f, ..]
-            if legacy.contains(&0x66) =>
-        {
-            Kernel::Refused
-        }
+        // branch_setup_xol_ops: call rel32, jmp rel8/rel32, jcc rel8/rel32 (a 0x66 prefix on
+        // them is refused above).
         [0xe8 | 0xe9 | 0xeb | 0x70..=0x7f, ..] | [0x0f, 0x80..=0x8f, ..] => Kernel::Emulated,
         // push_setup_xol_ops: 0x50..0x57 alone (1 byte), or with exactly the
         // REX prefix 0x41 (r8..r15, 2 bytes); any other prefix is single-stepped.
@@ -323,8 +409,14 @@ fn stay(code: &[u8], addr: u64, mut reason: String) -> Placement {
     } else {
         (kernel_treatment(&code[..ins.len()]), format_insn(&ins))
     };
-    if kernel == Kernel::Refused {
-        reason.push_str("; the kernel refuses to probe this instruction (prefix)");
+    let mut refused = None;
+    if let Kernel::Refused(why) = kernel {
+        let why = format!(
+            "the kernel refuses to probe {instruction} ({why}); the probe cannot move past it: \
+             {reason}"
+        );
+        reason.clone_from(&why);
+        refused = Some(why);
     }
     let class = if kernel == Kernel::Emulated {
         CostClass::Emulated
@@ -336,6 +428,7 @@ fn stay(code: &[u8], addr: u64, mut reason: String) -> Placement {
         class,
         instruction,
         reason,
+        refused,
     }
 }
 
@@ -378,7 +471,7 @@ pub(crate) fn place_in_file(
 /// branch to the skipped instructions' successors up to the probe, or the probe would count a
 /// call twice; an indirect jump (targets unknown) rules it out.
 fn past_null_check(code: &[u8], addr: u64, size: u64) -> Option<Placement> {
-    use iced_x86::{Mnemonic, Register};
+    use iced_x86::Mnemonic;
     const INDIRECT_JUMPS: [Code; 6] = [
         Code::Jmp_rm16,
         Code::Jmp_rm32,
@@ -434,6 +527,7 @@ fn past_null_check(code: &[u8], addr: u64, size: u64) -> Option<Placement> {
             "skipped the NULL check (free(NULL) does nothing); {}",
             rest.reason
         ),
+        refused: None,
     })
 }
 

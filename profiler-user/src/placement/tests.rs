@@ -199,7 +199,7 @@ fn unknown_size_truncated_and_undecodable_stay() {
 
 #[test]
 fn kernel_treatment_table() {
-    use Kernel::{Emulated as Em, Refused as No, SingleStepped as Ss};
+    use Kernel::{Emulated as Em, SingleStepped as Ss};
     #[rustfmt::skip]
     let cases: &[(&[u8], Kernel)] = &[
         (&[0x55], Em), (&[0x41, 0x57], Em), (&[0xe8, 0, 0, 0, 0], Em),
@@ -209,19 +209,95 @@ fn kernel_treatment_table() {
         (&[0x0f, 0x1f, 0x84, 0, 0, 0, 0, 0], Em),
         (&[0xf3, 0x90], Ss), (&[0x41, 0x90], Ss), // pause, xchg r8d, eax
         (&[0x0f, 0x1f, 0x41, 0x00], Ss), (ENDBR, Ss), (&[0xff, 0xd0], Ss), (&[0xc3], Ss),
-        (&[0x66, 0xe8, 0, 0], No), (&[0x2e, 0x74, 0], No), (&[0x3e, 0xff, 0xe0], No),
-        (&[0x66, 0x2e, 0x0f, 0x1f, 0x84, 0, 0, 0, 0, 0], No), // cs nopw
-        (&[0xf0, 0x48, 0x0f, 0xb1, 0x0a], No), // lock cmpxchg
+        (&[0x0f, 0x05], Ss), // syscall
     ];
     for (bytes, want) in cases {
         assert_eq!(kernel_treatment(bytes), *want, "{bytes:02x?}");
     }
+    let refused: &[&[u8]] = &[
+        &[0x66, 0xe8, 0, 0],
+        &[0x2e, 0x74, 0],
+        &[0x3e, 0xff, 0xe0],
+        &[0x66, 0x2e, 0x0f, 0x1f, 0x84, 0, 0, 0, 0, 0], // cs nopw
+        &[0xf0, 0x48, 0x0f, 0xb1, 0x0a],                // lock cmpxchg
+        &[0xcc],
+    ];
+    for bytes in refused {
+        let got = kernel_treatment(bytes);
+        assert!(matches!(got, Kernel::Refused(_)), "{bytes:02x?}: {got:?}");
+    }
+    // A refused branch first: nothing to move past.
     let p = at(&[&[0x2e, 0x74, 0x00]]);
+    let why = "the kernel refuses to probe hint-not-taken je short 0x401003 (cs segment prefix \
+               0x2e); the probe cannot move past it: it branches or moves the stack pointer";
+    assert_eq!(p.refused.as_deref(), Some(why), "{p:?}");
+    assert_eq!(p.reason, why);
+}
+
+/// glibc's `pthread_spin_lock` (x86-64 assembly): `lock decl (%rdi)` first.
+const SPIN_LOCK: [u8; 25] = [
+    0xf0, 0xff, 0x0f, // +0 lock decl [rdi]
+    0x75, 0x0b, // +3 jne +0x10
+    0x31, 0xc0, // +5 xor eax, eax
+    0xc3, // +7 ret
+    0x0f, 0x1f, 0x84, 0, 0, 0, 0, 0, // +8 nopl
+    0xf3, 0x90, // +0x10 pause
+    0x83, 0x3f, 0x00, // +0x12 cmp dword [rdi], 0
+    0x7f, 0xe9, // +0x15 jg +0 (back to the symbol: counted either way)
+    0xeb, 0xf7, // +0x17 jmp +0x10
+];
+
+#[test]
+fn refused_first_instruction_is_passed_when_nothing_branches_past_it() {
+    let p = at(&[&SPIN_LOCK]);
+    check(&p, 3, E, "jne short 0x401010");
+    assert_eq!(p.refused, None);
+    assert_eq!(
+        p.reason,
+        "moved past lock dec dword ptr [rdi], which the kernel refuses to probe (lock prefix \
+         0xf0); jne short 0x401010 is emulated"
+    );
+    // lock decl; lock incl [rsi]; ret: both passed, onto a single-stepped ret.
+    let p = at(&[&[0xf0, 0xff, 0x0f, 0xf0, 0xff, 0x06, 0xc3]]);
+    check(&p, 6, S, "ret");
     assert!(
-        p.reason
-            .ends_with("refuses to probe this instruction (prefix)"),
+        p.reason.starts_with(
+            "moved past lock dec dword ptr [rdi], lock inc dword ptr [rsi] (lock prefix 0xf0)"
+        ),
         "{p:?}"
     );
+}
+
+#[test]
+fn refused_first_instruction_that_cannot_be_passed_makes_the_function_unprobeable() {
+    let refused = |p: &Placement| p.refused.clone().unwrap_or_default();
+    // A loop back to the instruction after the lock: the moved probe would count iterations.
+    let mut looping = SPIN_LOCK;
+    looping[22] = (3i8 - 0x17) as u8; // jg +3
+    let p = at(&[&looping]);
+    assert_eq!(p.offset, 0);
+    assert!(
+        refused(&p).starts_with("the kernel refuses to probe lock dec dword ptr [rdi] (lock prefix 0xf0); the probe cannot move past it: branch at +0x15 targets +0x3"),
+        "{p:?}"
+    );
+    // lock xadd [rdi], rsp writes the stack pointer.
+    let p = at(&[&[0xf0, 0x48, 0x0f, 0xc1, 0x27, 0xc3]]);
+    assert!(refused(&p).contains("moves the stack pointer"), "{p:?}");
+    // Only refused instructions.
+    let p = at(&[&[0xf0, 0xff, 0x0f, 0xf0, 0xff, 0x0f]]);
+    assert!(
+        refused(&p).ends_with("so are the instructions after it"),
+        "{p:?}"
+    );
+    // The size unknown: what follows cannot be read.
+    let p = place(&SPIN_LOCK, ADDR, 0);
+    assert_eq!(
+        refused(&p),
+        "the kernel refuses to probe lock dec dword ptr [rdi] (lock prefix 0xf0); the probe \
+         cannot move past it: size unknown"
+    );
+    // Probeable functions have no refusal.
+    assert_eq!(at(&[ENDBR, &[0x55, 0x5d, 0xc3]]).refused, None);
 }
 
 /// Placements on real compiler output, built at test time.

@@ -186,12 +186,16 @@ fn measure() -> anyhow::Result<CostModel> {
         .global(TIME_EVERY_MASK_GLOBAL, TIME_EVERY_DEFAULT - 1)
         .map_size(maps::FUNC_STATS, sites.len() as u32);
     let mut ebpf = bpf::load(child.pid as u32, &options)?;
-    if let Err(failure) = functions::attach(&mut ebpf, &sites, child.pid as u32) {
-        child.abort();
-        return Err(failure.error);
-    }
+    let links = match functions::attach(&mut ebpf, &sites, child.pid as u32).and_then(|a| a.all()) {
+        Ok(links) => links,
+        Err(e) => {
+            child.abort();
+            return Err(e);
+        }
+    };
     child.release()?;
     let status = child.wait();
+    drop(links);
     drop(ebpf);
     let text = fs::read_to_string(&out);
     let _ = fs::remove_file(&out);

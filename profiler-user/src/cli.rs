@@ -84,7 +84,8 @@ pub(crate) struct CommonArgs {
     /// Functions to trace exactly (repeatable). `GLOB` matches functions of the main executable;
     /// `LIB:GLOB` matches in a mapped shared library named by file-name prefix (`libc:malloc`,
     /// `libsqlite3:sqlite3_*`) or by path. Demangled Rust and C++ names match
-    /// (`'myapp::server::*'`).
+    /// (`'myapp::server::*'`). A matched function the kernel will not probe is skipped, with the
+    /// reason, and the others are traced (see `skipped_functions` in the report).
     #[arg(long = "func", value_name = "SPEC")]
     pub funcs: Vec<String>,
     /// Stop after this many seconds (default: until Ctrl-C or the target exits).

@@ -3,6 +3,7 @@
 //! own `families/<name>/kernel.rs`.
 
 pub(crate) mod btf;
+pub(crate) mod uprobe;
 
 use std::{collections::BTreeMap, path::Path};
 

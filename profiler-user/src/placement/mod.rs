@@ -360,6 +360,12 @@ fn prefix_bytes(b: &[u8]) -> (&[u8], Option<u8>, &[u8]) {
     }
 }
 
+/// Whether the kernel refuses a uprobe on the instruction `insn` (its bytes, exactly).
+#[cfg(test)]
+pub(crate) fn kernel_refuses(insn: &[u8]) -> bool {
+    x86_refused::refusal(insn).is_some()
+}
+
 /// Mirrors `arch_uprobe_analyze_insn` for one instruction's bytes.
 fn kernel_treatment(b: &[u8]) -> Kernel {
     if let Some(why) = x86_refused::refusal(b) {

@@ -20,7 +20,7 @@ pub(crate) use memory::MemorySection;
 
 /// Version of the JSON schema (docs/report-schema.md). Bump the minor version when fields are
 /// added, the major version when a field changes meaning or goes away.
-pub(crate) const SCHEMA_VERSION: &str = "2.1";
+pub(crate) const SCHEMA_VERSION: &str = "2.2";
 
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct Report {
@@ -34,6 +34,8 @@ pub(crate) struct Report {
     pub families: Vec<FamilyStatus>,
     /// One entry per traced function, by total time, longest first.
     pub functions: Vec<FunctionProfile>,
+    /// The functions the `--func` specs matched that are not traced, and why.
+    pub skipped_functions: Vec<functions::SkippedFunction>,
     pub overhead: Overhead,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub system: Option<SystemSection>,

@@ -1,16 +1,13 @@
 //! The `functions` family on the user side: attach the entry and return probes, and read what the
 //! kernel aggregated.
 
-use std::{collections::HashMap, path::PathBuf};
+use std::{collections::HashMap, os::fd::AsFd as _, path::PathBuf};
 
 use anyhow::Context as _;
 use aya::{
     Ebpf,
     maps::{Array, HashMap as BpfHashMap, PerCpuArray, StackTraceMap},
-    programs::{
-        UProbe,
-        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope},
-    },
+    programs::UProbe,
 };
 use profiler_common::functions::{
     CallerKey, FuncStats, MAX_DEPTH, ShadowStack, StackKey, THREAD_SLOT_WORDS, ThreadFunc,
@@ -18,7 +15,10 @@ use profiler_common::functions::{
 };
 
 use super::analyze::FuncTotals;
-use crate::bpf;
+use crate::bpf::{
+    self,
+    uprobe::{self, ProbePoint, UprobeLink, UprobePmu},
+};
 
 /// Where one function's probes go: the file and the offset in it. The function id is the index
 /// in the list handed to [`attach`].
@@ -33,67 +33,115 @@ pub(crate) struct Site {
 const ENTRY: &str = programs::FN_ENTRY;
 const RETURN: &str = programs::FN_RETURN;
 
-/// A probe that could not be attached, with the function it was for.
+/// A site that could not be attached, with the kernel's error.
 #[derive(Debug)]
 pub(crate) struct AttachFailure {
     pub index: usize,
     pub error: anyhow::Error,
 }
 
-/// The links of one site, so it can be detached on its own.
+/// The probes of one site, so it can be detached on its own (dropping a link detaches it).
 #[derive(Debug, Default)]
 pub(crate) struct SiteLinks {
-    entry: Option<UProbeLinkId>,
-    ret: Option<UProbeLinkId>,
+    entry: Option<UprobeLink>,
+    ret: Option<UprobeLink>,
 }
 
-/// Attaches an entry and a return probe to every site, for process `pid` only. Returns each
-/// site's links; stops at the first failure.
-pub(crate) fn attach(
-    ebpf: &mut Ebpf,
-    sites: &[Site],
-    pid: u32,
-) -> Result<Vec<SiteLinks>, AttachFailure> {
-    let scope = std::num::NonZeroU32::new(pid)
-        .map(UProbeScope::OneProcess)
-        .ok_or_else(|| AttachFailure {
-            index: 0,
-            error: anyhow::anyhow!("invalid pid 0"),
-        })?;
-    let mut links: Vec<SiteLinks> = sites.iter().map(|_| SiteLinks::default()).collect();
-    // Return probes first (and, in `detach`, entry probes first): in the window between the two,
-    // a call can then only return without an entry (counted as unmatched, harmless). The other
-    // order pushes frames whose return is never seen; at the same stack slot they cannot be
-    // told from tail calls, so they would stay and later returns would pair with them.
+/// What [`attach`] did: every site's links (none for a failed site), and the failed sites.
+#[derive(Debug, Default)]
+pub(crate) struct Attached {
+    pub links: Vec<SiteLinks>,
+    pub failures: Vec<AttachFailure>,
+}
+
+impl Attached {
+    /// Every site's links, or the error of the first site that failed (all or nothing).
+    pub(crate) fn all(mut self) -> anyhow::Result<Vec<SiteLinks>> {
+        match self.failures.drain(..).next() {
+            None => Ok(self.links),
+            Some(failure) => Err(failure.error),
+        }
+    }
+}
+
+/// Attaches an entry and a return probe to every site, for process `pid` only, many at once. A
+/// site the kernel refuses is left out (its failure says why) and the others go on. Fails only
+/// when the programs cannot be loaded.
+///
+/// Return probes go first, and a site keeps no probe unless both attached: a site whose return
+/// probe failed gets no entry probe, and one whose entry probe failed has its return probe
+/// detached again. In the window between the two passes a call can then only return without an
+/// entry (counted as unmatched, harmless). The other order pushes frames whose return is never
+/// seen; at the same stack slot they cannot be told from tail calls, so they would stay and
+/// later returns would pair with them. (`detach` removes entry probes first for the same reason.)
+pub(crate) fn attach(ebpf: &mut Ebpf, sites: &[Site], pid: u32) -> anyhow::Result<Attached> {
+    anyhow::ensure!(pid != 0, "invalid pid 0");
+    let pmu = UprobePmu::read().context("cannot read the kernel's uprobe PMU")?;
+    let mut program_fds = Vec::new();
     for name in [RETURN, ENTRY] {
-        let program: &mut UProbe =
-            bpf::program(ebpf, name).map_err(|error| AttachFailure { index: 0, error })?;
+        let program: &mut UProbe = bpf::program(ebpf, name)?;
         program
             .load()
-            .with_context(|| format!("failed to load {name}"))
-            .map_err(|error| AttachFailure { index: 0, error })?;
-        for (index, site) in sites.iter().enumerate() {
-            if name == RETURN && !site.with_return {
-                continue;
-            }
-            let point = UProbeAttachPoint {
-                location: UProbeAttachLocation::AbsoluteOffset(site.file_offset),
-                cookie: Some(index as u64),
-            };
-            let link = program
-                .attach(point, &site.path, scope)
-                .map_err(|e| AttachFailure {
-                    index,
-                    error: anyhow::Error::new(e),
-                })?;
-            if name == RETURN {
-                links[index].ret = Some(link);
-            } else {
-                links[index].entry = Some(link);
+            .with_context(|| format!("failed to load {name}"))?;
+        // A copy of the fd: the threads below share it while `ebpf` stays borrowed here.
+        program_fds.push(program.fd()?.as_fd().try_clone_to_owned()?);
+    }
+    let mut links: Vec<SiteLinks> = sites.iter().map(|_| SiteLinks::default()).collect();
+    let mut errors: Vec<Option<anyhow::Error>> = sites.iter().map(|_| None).collect();
+    let point = |index: usize, ret: bool| ProbePoint {
+        path: &sites[index].path,
+        offset: sites[index].file_offset,
+        pid,
+        ret,
+        cookie: index as u64,
+    };
+    let returning: Vec<usize> = (0..sites.len()).filter(|&i| sites[i].with_return).collect();
+    let points: Vec<_> = returning.iter().map(|&i| point(i, true)).collect();
+    let results = uprobe::attach_all(pmu, program_fds[0].as_fd(), &points);
+    for (&i, result) in returning.iter().zip(results) {
+        match result {
+            Ok(link) => links[i].ret = Some(link),
+            Err(e) => errors[i] = Some(kernel_error(e, "return")),
+        }
+    }
+    let entering: Vec<usize> = (0..sites.len()).filter(|&i| errors[i].is_none()).collect();
+    let points: Vec<_> = entering.iter().map(|&i| point(i, false)).collect();
+    let results = uprobe::attach_all(pmu, program_fds[1].as_fd(), &points);
+    let mut undone = Vec::new();
+    for (&i, result) in entering.iter().zip(results) {
+        match result {
+            Ok(link) => links[i].entry = Some(link),
+            Err(e) => {
+                errors[i] = Some(kernel_error(e, "entry"));
+                undone.extend(links[i].ret.take());
             }
         }
     }
-    Ok(links)
+    bpf::release_in_parallel(undone);
+    let failures = errors
+        .into_iter()
+        .enumerate()
+        .filter_map(|(index, error)| {
+            Some(AttachFailure {
+                index,
+                error: error?,
+            })
+        })
+        .collect();
+    Ok(Attached { links, failures })
+}
+
+/// The kernel's error for a probe, saying which probe and what the errno means where the
+/// system's message does not.
+fn kernel_error(e: std::io::Error, which: &str) -> anyhow::Error {
+    // ENOTSUPP (kernel-internal, no libc message): the kernel's instruction analysis refused
+    // the instruction at the probe.
+    const ENOTSUPP: i32 = 524;
+    let meaning = match e.raw_os_error() {
+        Some(ENOTSUPP) => " (ENOTSUPP: the kernel does not probe the instruction there)",
+        _ => "",
+    };
+    anyhow::anyhow!("the kernel refused the {which} probe: {e}{meaning}")
 }
 
 /// Tells the kernel programs where the target's uretprobe trampoline is (its `[uprobes]`
@@ -122,14 +170,9 @@ pub(crate) fn probe_count(links: &[SiteLinks]) -> usize {
 }
 
 /// Detaches one site's probes (entry first, see `attach`); what they counted stays in the maps.
-pub(crate) fn detach_site(ebpf: &mut Ebpf, links: &mut SiteLinks) -> anyhow::Result<()> {
-    if let Some(link) = links.entry.take() {
-        bpf::program::<UProbe>(ebpf, ENTRY)?.detach(link)?;
-    }
-    if let Some(link) = links.ret.take() {
-        bpf::program::<UProbe>(ebpf, RETURN)?.detach(link)?;
-    }
-    Ok(())
+pub(crate) fn detach_site(links: &mut SiteLinks) {
+    drop(links.entry.take());
+    drop(links.ret.take());
 }
 
 /// Entry and return hits so far, per function id.
@@ -185,25 +228,9 @@ fn own_func(own: &ThreadFunc) -> Option<u32> {
 
 /// Detaches every function probe, entries first (see `attach`), many at a time; the maps stay
 /// readable.
-pub(crate) fn detach(ebpf: &mut Ebpf, links: &mut [SiteLinks]) {
-    for name in [ENTRY, RETURN] {
-        let Ok(program) = bpf::program::<UProbe>(ebpf, name) else {
-            continue;
-        };
-        let taken: Vec<_> = links
-            .iter_mut()
-            .filter_map(|l| {
-                if name == ENTRY {
-                    l.entry.take()
-                } else {
-                    l.ret.take()
-                }
-            })
-            .filter_map(|id| program.take_link(id).ok())
-            .collect();
-        bpf::release_in_parallel(taken);
-        let _ = program.unload();
-    }
+pub(crate) fn detach(links: &mut [SiteLinks]) {
+    bpf::release_in_parallel(links.iter_mut().filter_map(|l| l.entry.take()).collect());
+    bpf::release_in_parallel(links.iter_mut().filter_map(|l| l.ret.take()).collect());
 }
 
 /// What the kernel side gathered, by function id, before symbolization.

@@ -17,7 +17,7 @@ use crate::{
     placement::{self, Placement},
     report::{
         Report,
-        functions::{FunctionProfile, ProbeSite},
+        functions::{FunctionProfile, ProbeSite, SkippedFunction},
         text,
     },
     symbols::resolve::{FuncSpec, TracedFunction, resolve},
@@ -31,6 +31,14 @@ struct Traced {
     placement: Placement,
 }
 
+/// A matched function left out, and why.
+struct Skipped {
+    function: TracedFunction,
+    reason: String,
+    /// Its function id, when it was left out because its attach failed.
+    id: Option<usize>,
+}
+
 /// The family's runtime.
 pub(crate) struct Functions {
     specs: Vec<FuncSpec>,
@@ -39,6 +47,10 @@ pub(crate) struct Functions {
     /// this many (a power of two; 1 = every call) is timed.
     time_every: u32,
     traced: Vec<Traced>,
+    /// Functions that matched but are not traced: the kernel would refuse their probe (known
+    /// from placement), or refused it at attach (then still in `traced`, without links, so
+    /// that function ids stay put).
+    skipped: Vec<Skipped>,
     links: Vec<SiteLinks>,
     pid: i32,
     trampoline_known: bool,
@@ -59,6 +71,7 @@ impl Functions {
             max_funcs,
             time_every,
             traced: Vec::new(),
+            skipped: Vec::new(),
             links: Vec::new(),
             pid: 0,
             trampoline_known: false,
@@ -109,23 +122,37 @@ impl Family for Functions {
     fn prepare(&mut self, ctx: &TargetContext<'_>) -> anyhow::Result<()> {
         self.pid = ctx.pid;
         let functions = resolve(&self.specs, ctx.modules, self.max_funcs)?;
-        self.traced = functions
-            .into_iter()
-            .map(|function| {
-                let sym = &function.sym;
-                let placement = placement::place_in_file(
-                    &function.module.open_path,
-                    sym.file_offset,
-                    sym.addr,
-                    sym.size,
-                    placement::Role::Plain,
-                );
-                Traced {
+        for function in functions {
+            let sym = &function.sym;
+            let placement = placement::place_in_file(
+                &function.module.open_path,
+                sym.file_offset,
+                sym.addr,
+                sym.size,
+                placement::Role::Plain,
+            );
+            match placement.refused.clone() {
+                Some(reason) => self.skipped.push(Skipped {
+                    function,
+                    reason,
+                    id: None,
+                }),
+                None => self.traced.push(Traced {
                     function,
                     placement,
-                }
-            })
-            .collect();
+                }),
+            }
+        }
+        if self.traced.is_empty()
+            && let Some(first) = self.skipped.first()
+        {
+            anyhow::bail!(
+                "no --func function can be probed: {} ({}): {}",
+                first.function.sym.name,
+                first.function.module.file_name(),
+                first.reason
+            );
+        }
         self.trampoline_known = self.traced.is_empty();
         Ok(())
     }
@@ -140,23 +167,26 @@ impl Family for Functions {
         if self.traced.is_empty() {
             return Ok(0);
         }
-        match kernel::attach(ebpf, &self.sites(), ctx.pid as u32) {
-            Ok(links) => {
-                self.links = links;
-                self.unit_cost = vec![0.0; self.traced.len()];
-                Ok(kernel::probe_count(&self.links))
-            }
-            Err(failure) => {
-                let name = self
-                    .traced
-                    .get(failure.index)
-                    .map(|t| t.function.sym.name.clone())
-                    .unwrap_or_default();
-                Err(failure
+        let attached = kernel::attach(ebpf, &self.sites(), ctx.pid as u32)?;
+        let all_failed = attached.failures.len() == self.traced.len();
+        for failure in attached.failures {
+            let function = self.traced[failure.index].function.clone();
+            if all_failed {
+                let name = &function.sym.name;
+                return Err(failure
                     .error
-                    .context(format!("failed to attach probes to {name}")))
+                    .context(format!("failed to attach probes to {name}")));
             }
+            let reason = format!("{:#}", failure.error);
+            self.skipped.push(Skipped {
+                function,
+                reason,
+                id: Some(failure.index),
+            });
         }
+        self.links = attached.links;
+        self.unit_cost = vec![0.0; self.traced.len()];
+        Ok(kernel::probe_count(&self.links))
     }
 
     fn traced_names(&self) -> Vec<String> {
@@ -186,12 +216,13 @@ impl Family for Functions {
         self.traced[unit].function.sym.name.clone()
     }
 
-    fn shed(&mut self, ebpf: &mut Ebpf, unit: usize) -> anyhow::Result<()> {
-        kernel::detach_site(ebpf, &mut self.links[unit])
+    fn shed(&mut self, _ebpf: &mut Ebpf, unit: usize) -> anyhow::Result<()> {
+        kernel::detach_site(&mut self.links[unit]);
+        Ok(())
     }
 
     fn harvest(&mut self, ebpf: &mut Ebpf, warnings: &mut Vec<String>) {
-        kernel::detach(ebpf, &mut self.links);
+        kernel::detach(&mut self.links);
         match kernel::read(ebpf, self.traced.len(), self.pid) {
             Ok(raw) => self.raw = Some(raw),
             Err(e) => warnings.push(format!("could not read the function statistics: {e:#}")),
@@ -213,7 +244,11 @@ impl Family for Functions {
     fn report(&mut self, report: &mut Report, ctx: &mut ReportContext<'_>) {
         let mut raw = self.raw.take().unwrap_or_default();
         let mut functions = Vec::new();
+        let failed: Vec<usize> = self.skipped.iter().filter_map(|s| s.id).collect();
         for (id, traced) in self.traced.iter().enumerate() {
+            if failed.contains(&id) {
+                continue;
+            }
             let id32 = id as u32;
             let totals = raw.totals.get(id).cloned().unwrap_or_default();
             let cost = self.cost_ns(ctx.cost_model, id, (totals.entries, totals.returns));
@@ -265,11 +300,51 @@ impl Family for Functions {
         }
         functions.sort_by(|a, b| b.total_time.total_cmp(&a.total_time));
         report.functions = functions;
+        report.skipped_functions = self
+            .skipped
+            .iter()
+            .map(|s| SkippedFunction {
+                function_name: s.function.sym.name.clone(),
+                module: s.function.module.file_name(),
+                address: format!("{:#x}", s.function.sym.addr),
+                reason: s.reason.clone(),
+            })
+            .collect();
+        if !self.skipped.is_empty() {
+            report
+                .warnings
+                .push(skipped_warning(&report.skipped_functions));
+        }
     }
 
     fn summary(&self, report: &Report, out: &mut String) {
         summary(&report.functions, SUMMARY_TOP, out);
     }
+}
+
+/// Skipped functions named in the warning.
+const WARNING_NAMES: usize = 5;
+
+/// The warning that says which matched functions are not traced.
+fn skipped_warning(skipped: &[SkippedFunction]) -> String {
+    let mut names: Vec<&str> = skipped
+        .iter()
+        .take(WARNING_NAMES)
+        .map(|s| s.function_name.as_str())
+        .collect();
+    let more = skipped.len().saturating_sub(WARNING_NAMES);
+    let more = if more > 0 {
+        format!(" and {more} more")
+    } else {
+        String::new()
+    };
+    names.sort_unstable();
+    format!(
+        "{} matched function(s) not traced: the kernel does not probe them ({}{more}; reasons \
+         in skipped_functions)",
+        skipped.len(),
+        names.join(", ")
+    )
 }
 
 /// Functions shown in the printed summary.

@@ -41,22 +41,31 @@ pub(crate) struct AttachFailure {
 }
 
 /// The probes of one site, so it can be detached on its own (dropping a link detaches it).
-#[derive(Debug, Default)]
-pub(crate) struct SiteLinks {
-    entry: Option<UprobeLink>,
-    ret: Option<UprobeLink>,
+#[derive(Debug)]
+pub(crate) struct SiteLinks<L = UprobeLink> {
+    entry: Option<L>,
+    ret: Option<L>,
+}
+
+impl<L> Default for SiteLinks<L> {
+    fn default() -> Self {
+        Self {
+            entry: None,
+            ret: None,
+        }
+    }
 }
 
 /// What [`attach`] did: every site's links (none for a failed site), and the failed sites.
-#[derive(Debug, Default)]
-pub(crate) struct Attached {
-    pub links: Vec<SiteLinks>,
+#[derive(Debug)]
+pub(crate) struct Attached<L = UprobeLink> {
+    pub links: Vec<SiteLinks<L>>,
     pub failures: Vec<AttachFailure>,
 }
 
-impl Attached {
+impl<L> Attached<L> {
     /// Every site's links, or the error of the first site that failed (all or nothing).
-    pub(crate) fn all(mut self) -> anyhow::Result<Vec<SiteLinks>> {
+    pub(crate) fn all(mut self) -> anyhow::Result<Vec<SiteLinks<L>>> {
         match self.failures.drain(..).next() {
             None => Ok(self.links),
             Some(failure) => Err(failure.error),
@@ -86,8 +95,6 @@ pub(crate) fn attach(ebpf: &mut Ebpf, sites: &[Site], pid: u32) -> anyhow::Resul
         // A copy of the fd: the threads below share it while `ebpf` stays borrowed here.
         program_fds.push(program.fd()?.as_fd().try_clone_to_owned()?);
     }
-    let mut links: Vec<SiteLinks> = sites.iter().map(|_| SiteLinks::default()).collect();
-    let mut errors: Vec<Option<anyhow::Error>> = sites.iter().map(|_| None).collect();
     let point = |index: usize, ret: bool| ProbePoint {
         path: &sites[index].path,
         offset: sites[index].file_offset,
@@ -95,20 +102,31 @@ pub(crate) fn attach(ebpf: &mut Ebpf, sites: &[Site], pid: u32) -> anyhow::Resul
         ret,
         cookie: index as u64,
     };
+    Ok(attach_in_order(sites, |ret, indexes| {
+        let points: Vec<_> = indexes.iter().map(|&i| point(i, ret)).collect();
+        let program = &program_fds[if ret { 0 } else { 1 }];
+        uprobe::attach_all(pmu, program.as_fd(), &points)
+    }))
+}
+
+/// The two passes of [`attach`] over any way of attaching: `attach_pass(ret, indexes)` attaches
+/// the return (`ret`) or entry probes of the sites `indexes`, one result per site, in order.
+fn attach_in_order<L: Send>(
+    sites: &[Site],
+    mut attach_pass: impl FnMut(bool, &[usize]) -> Vec<std::io::Result<L>>,
+) -> Attached<L> {
+    let mut links: Vec<SiteLinks<L>> = sites.iter().map(|_| SiteLinks::default()).collect();
+    let mut errors: Vec<Option<anyhow::Error>> = sites.iter().map(|_| None).collect();
     let returning: Vec<usize> = (0..sites.len()).filter(|&i| sites[i].with_return).collect();
-    let points: Vec<_> = returning.iter().map(|&i| point(i, true)).collect();
-    let results = uprobe::attach_all(pmu, program_fds[0].as_fd(), &points);
-    for (&i, result) in returning.iter().zip(results) {
+    for (&i, result) in returning.iter().zip(attach_pass(true, &returning)) {
         match result {
             Ok(link) => links[i].ret = Some(link),
             Err(e) => errors[i] = Some(kernel_error(e, "return")),
         }
     }
     let entering: Vec<usize> = (0..sites.len()).filter(|&i| errors[i].is_none()).collect();
-    let points: Vec<_> = entering.iter().map(|&i| point(i, false)).collect();
-    let results = uprobe::attach_all(pmu, program_fds[1].as_fd(), &points);
     let mut undone = Vec::new();
-    for (&i, result) in entering.iter().zip(results) {
+    for (&i, result) in entering.iter().zip(attach_pass(false, &entering)) {
         match result {
             Ok(link) => links[i].entry = Some(link),
             Err(e) => {
@@ -128,7 +146,7 @@ pub(crate) fn attach(ebpf: &mut Ebpf, sites: &[Site], pid: u32) -> anyhow::Resul
             })
         })
         .collect();
-    Ok(Attached { links, failures })
+    Attached { links, failures }
 }
 
 /// The kernel's error for a probe, saying which probe and what the errno means where the
@@ -328,4 +346,71 @@ pub(crate) fn read(ebpf: &Ebpf, functions: usize, pid: i32) -> anyhow::Result<Ra
         raw.stacks.push((key.func, ips, samples));
     }
     Ok(raw)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    /// A fake probe that logs its detach.
+    #[derive(Debug)]
+    struct Fake(&'static str, usize, Arc<Mutex<Vec<String>>>);
+
+    impl Drop for Fake {
+        fn drop(&mut self) {
+            self.2
+                .lock()
+                .unwrap()
+                .push(format!("detach {} {}", self.0, self.1));
+        }
+    }
+
+    /// Return probes first; a site keeps both probes or neither; the others go on.
+    #[test]
+    fn a_failed_site_keeps_no_probe_and_the_others_attach() {
+        let site = |with_return| Site {
+            path: "/lib/x.so".into(),
+            file_offset: 0,
+            with_return,
+        };
+        // 0 fine, 1 return refused, 2 entry refused, 3 without a return probe.
+        let sites = [site(true), site(true), site(true), site(false)];
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let attached = attach_in_order(&sites, |ret, indexes| {
+            let kind = if ret { "return" } else { "entry" };
+            log.lock().unwrap().push(format!("{kind} {indexes:?}"));
+            let refused = if ret { 1 } else { 2 };
+            let result = |&i: &usize| match i == refused {
+                true => Err(std::io::Error::from_raw_os_error(524)),
+                false => Ok(Fake(kind, i, log.clone())),
+            };
+            indexes.iter().map(result).collect()
+        });
+        let has = |l: &SiteLinks<Fake>| (l.entry.is_some(), l.ret.is_some());
+        let got: Vec<_> = attached.links.iter().map(has).collect();
+        assert_eq!(
+            got,
+            [(true, true), (false, false), (false, false), (true, false)]
+        );
+        let failed: Vec<_> = attached.failures.iter().map(|f| f.index).collect();
+        assert_eq!(failed, [1, 2]);
+        assert_eq!(
+            format!("{:#}", attached.failures[0].error),
+            "the kernel refused the return probe: Unknown error 524 (os error 524) (ENOTSUPP: \
+             the kernel does not probe the instruction there)"
+        );
+        assert!(
+            attached.failures[1]
+                .error
+                .to_string()
+                .contains("entry probe")
+        );
+        assert_eq!(
+            *log.lock().unwrap(),
+            ["return [0, 1, 2]", "entry [0, 2, 3]", "detach return 2"]
+        );
+        assert!(attached.all().is_err());
+    }
 }

@@ -101,9 +101,11 @@ fn unprobeable_function_is_skipped_and_the_rest_are_counted() {
         "{warnings}"
     );
     assert!(
-        outcome.stderr.contains("lock_unprobeable"),
+        outcome
+            .stdout
+            .contains("not traced: lock_unprobeable (victim): the kernel refuses"),
         "{}",
-        outcome.stderr
+        outcome.stdout
     );
 }
 

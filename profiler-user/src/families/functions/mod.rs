@@ -319,6 +319,17 @@ impl Family for Functions {
 
     fn summary(&self, report: &Report, out: &mut String) {
         summary(&report.functions, SUMMARY_TOP, out);
+        for s in report.skipped_functions.iter().take(SUMMARY_TOP) {
+            let _ = writeln!(
+                out,
+                "not traced: {} ({}): {}",
+                s.function_name, s.module, s.reason
+            );
+        }
+        if report.skipped_functions.len() > SUMMARY_TOP {
+            let more = report.skipped_functions.len() - SUMMARY_TOP;
+            let _ = writeln!(out, "… and {more} more not traced, in the JSON report");
+        }
     }
 }
 

@@ -244,11 +244,19 @@ fn own_func(own: &ThreadFunc) -> Option<u32> {
     own.func_plus1.checked_sub(1)
 }
 
-/// Detaches every function probe, entries first (see `attach`), many at a time; the maps stay
-/// readable.
+/// Detaches every function probe, entries first (see `attach`); the maps stay readable.
+///
+/// One at a time: the kernel unregisters each uprobe under one global mutex (`event_mutex`),
+/// waiting there for RCU grace periods (about 0.1 s each on a busy machine), so detaching from
+/// several threads gains nothing and only queues more waiters ahead of every other process
+/// that attaches or detaches a uprobe meanwhile.
 pub(crate) fn detach(links: &mut [SiteLinks]) {
-    bpf::release_in_parallel(links.iter_mut().filter_map(|l| l.entry.take()).collect());
-    bpf::release_in_parallel(links.iter_mut().filter_map(|l| l.ret.take()).collect());
+    for site in links.iter_mut() {
+        drop(site.entry.take());
+    }
+    for site in links.iter_mut() {
+        drop(site.ret.take());
+    }
 }
 
 /// What the kernel side gathered, by function id, before symbolization.

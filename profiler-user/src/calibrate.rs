@@ -268,15 +268,21 @@ fn measure() -> anyhow::Result<CostModel> {
     let mut options = LoadOptions::default();
     options
         .global(TIME_EVERY_MASK_GLOBAL, TIME_EVERY_DEFAULT - 1)
-        .map_size(maps::FUNC_STATS, sites.len() as u32);
+        .map_size(maps::FUNC_STATS, sites.len() as u32)
+        .map_size(maps::SITE_LINKS, sites.len() as u32);
     let mut ebpf = bpf::load(child.pid as u32, &options)?;
-    if let Err(failure) = functions::attach(&mut ebpf, &sites, child.pid as u32) {
-        child.abort();
-        return Err(failure.error);
-    }
+    let probes = match functions::attach(&mut ebpf, &sites, child.pid as u32).and_then(|a| a.all())
+    {
+        Ok(probes) => probes,
+        Err(e) => {
+            child.abort();
+            return Err(e);
+        }
+    };
     child.release()?;
     let status = child.wait();
     let timed = functions::read(&ebpf, sites.len(), child.pid);
+    drop(probes);
     drop(ebpf);
     let text = fs::read_to_string(&out);
     let _ = fs::remove_file(&out);

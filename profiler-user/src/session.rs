@@ -348,6 +348,7 @@ impl Session<'_> {
             processes: Vec::new(),
             families,
             functions: Vec::new(),
+            skipped_functions: Vec::new(),
             overhead,
             system: None,
             memory: None,

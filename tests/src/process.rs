@@ -257,8 +257,13 @@ impl Profiler {
     }
 
     /// Waits for the profiler to end (killing it and failing the test after [`TIMEOUT`]).
-    pub fn finish(mut self) -> Outcome {
-        let deadline = Instant::now() + TIMEOUT;
+    pub fn finish(self) -> Outcome {
+        self.finish_within(TIMEOUT)
+    }
+
+    /// Waits for the profiler to end, killing it and failing the test after `limit`.
+    pub fn finish_within(mut self, limit: Duration) -> Outcome {
+        let deadline = Instant::now() + limit;
         let status = wait_deadline(&mut self.child, deadline);
         self.done = true;
         // In `run` mode the target shares the pipes and may outlive the profiler briefly.
@@ -270,7 +275,7 @@ impl Profiler {
             panic!(
                 "the profiler was still running after {} s: killed\nstderr:\n{stderr}\n\
                  stdout:\n{stdout}",
-                TIMEOUT.as_secs()
+                limit.as_secs()
             );
         };
         Outcome {

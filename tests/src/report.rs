@@ -118,6 +118,18 @@ impl Report {
         named(&self.functions(), "function", name, |f| f.name())
     }
 
+    /// `skipped_functions[]`: (function name, reason) of each matched function not traced.
+    pub fn skipped_functions(&self) -> Vec<(String, String)> {
+        Node::new(&self.json, "the report")
+            .list("/skipped_functions", "skipped function")
+            .into_iter()
+            .map(|s| {
+                let name = s.str("/function_name").to_string();
+                (name, s.str("/reason").to_string())
+            })
+            .collect()
+    }
+
     /// `processes[]`: the target first, then the children seen, in fork order.
     pub fn processes(&self) -> Vec<Proc> {
         Node::new(&self.json, "the report")

@@ -21,6 +21,8 @@
  *                    longjmp, the odd ones return; landed() after each
  *   block N          leaf() N times, then blocked() until a byte on stdin
  *   spin N           spin() N times: each spins 1 ms of its thread's CPU time
+ *   locked N         N calls each of lock_passable(), lock_unprobeable(),
+ *                    pthread_spin_lock() and pthread_spin_unlock(), and leaf()
  *
  * Every traced function is noinline and noipa (no clones, no constant
  * propagation into it), so each call in the source is one call at run time.
@@ -100,6 +102,48 @@ TRACED void blocked(void)
 	if (read(0, &c, 1) < 0)
 		perror("read");
 	sink = c;
+}
+
+/*
+ * Two functions whose first instruction carries a lock prefix, which the
+ * kernel refuses to probe: lock_passable() goes on to a probeable `ret`;
+ * lock_unprobeable() loops back to the instruction after the lock, so a probe
+ * moved there would count the loop's turns. Written in assembly: the compiler
+ * would start them with endbr64.
+ */
+void lock_passable(int *counter);
+void lock_unprobeable(int *counter);
+__asm__(".text\n"
+	".globl lock_passable\n"
+	".type lock_passable, @function\n"
+	"lock_passable:\n"
+	"	lock incl (%rdi)\n"
+	"	ret\n"
+	".size lock_passable, .-lock_passable\n"
+	".globl lock_unprobeable\n"
+	".type lock_unprobeable, @function\n"
+	"lock_unprobeable:\n"
+	"	lock decl (%rdi)\n"
+	"1:	cmpl $0, (%rdi)\n"
+	"	jg 1b\n"
+	"	ret\n"
+	".size lock_unprobeable, .-lock_unprobeable\n");
+
+static void run_locked(long n)
+{
+	pthread_spinlock_t spin;
+	int counter = 0;
+
+	pthread_spin_init(&spin, PTHREAD_PROCESS_PRIVATE);
+	for (long k = 0; k < n; k++) {
+		lock_passable(&counter);
+		lock_unprobeable(&counter);
+		pthread_spin_lock(&spin);
+		pthread_spin_unlock(&spin);
+		leaf(k);
+	}
+	pthread_spin_destroy(&spin);
+	sink = counter;
 }
 
 struct thread_arg {
@@ -228,6 +272,8 @@ int main(int argc, char **argv)
 		long n = arg(argc, argv, i);
 		for (long k = 0; k < n; k++)
 			spin();
+	} else if (strcmp(scenario, "locked") == 0) {
+		run_locked(arg(argc, argv, i));
 	} else if (strcmp(scenario, "block") == 0) {
 		long n = arg(argc, argv, i);
 		for (long k = 0; k < n; k++)

@@ -7,11 +7,11 @@
 //! configurations it is measured under, the untraced baseline first; rounds interleave all
 //! configurations of all scenarios and the median of the rounds is reported. See BENCHMARKS.md.
 
+mod attach;
 mod estimate;
 mod levels;
 mod memory;
 mod proc;
-mod stop;
 mod tracer;
 mod workload;
 
@@ -37,7 +37,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 300_000, value_parser = clap::value_parser!(u64).range(1..))]
     calls: u64,
     /// Measure only this workload (repeatable): cet_nonleaf, plain, cet_leaf, memory, levels,
-    /// estimate, stop.
+    /// estimate, attach (attach and stop times for 100 to 2,000 probes: run only when named).
     #[arg(long, value_name = "WORKLOAD")]
     only: Vec<String>,
     /// Requests per thread of the level table's workload (4 threads).
@@ -181,10 +181,10 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let workloads = workload::call_workloads();
     for name in &args.only {
         if !workloads.iter().any(|w| w.name == name)
-            && ![memory::NAME, levels::NAME, estimate::NAME, stop::NAME].contains(&&**name)
+            && ![memory::NAME, levels::NAME, estimate::NAME, attach::NAME].contains(&&**name)
         {
             let mut names: Vec<_> = workloads.iter().map(|w| w.name).collect();
-            names.extend([memory::NAME, levels::NAME, estimate::NAME, stop::NAME]);
+            names.extend([memory::NAME, levels::NAME, estimate::NAME, attach::NAME]);
             bail!("no workload {name:?}; there are: {}", names.join(", "));
         }
     }
@@ -261,9 +261,9 @@ fn bench_in(
         println!();
         estimate_bench(args, &workloads, tools, dir)?;
     }
-    if args.only.is_empty() || args.only.iter().any(|o| o == stop::NAME) {
-        println!();
-        stop::bench(tools, dir, args.runs.min(3))?;
+    // Minutes per round (the kernel detaches probes one at a time): only when asked for.
+    if args.only.iter().any(|o| o == attach::NAME) {
+        print!("{}", attach::bench(tools, dir, args.runs)?);
     }
     Ok(())
 }

@@ -157,7 +157,10 @@ fn load_program(name: &str, license: &CString, instructions: &[bpf_insn]) -> io:
             let last = text.lines().rev().take(3).collect::<Vec<_>>();
             io::Error::new(
                 e.kind(),
-                format!("{e}; verifier: {}", last.into_iter().rev().collect::<Vec<_>>().join(" | ")),
+                format!(
+                    "{e}; verifier: {}",
+                    last.into_iter().rev().collect::<Vec<_>>().join(" | ")
+                ),
             )
         })
     })
@@ -215,5 +218,74 @@ fn map_data(map: &Map) -> &aya::maps::MapData {
         | Map::StackTraceMap(d)
         | Map::Unsupported(d)
         | Map::XskMap(d) => d,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+
+    use profiler_common::functions::programs::FN_ENTRY;
+
+    use super::*;
+    use crate::bpf::LoadOptions;
+
+    /// The running kernel refuses exactly the instructions placement says it refuses: each is
+    /// written to a file mapped executable here, and a multi-uprobe link on it is made for this
+    /// process (the kernel analyzes the instruction then). Needs root: skipped otherwise, unless
+    /// the suite runs strict (`PROFILER_TESTS_STRICT`, as CI does), where that fails.
+    #[test]
+    fn the_running_kernel_refuses_what_placement_says() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            assert!(
+                std::env::var_os("PROFILER_TESTS_STRICT").is_none(),
+                "needs root"
+            );
+            eprintln!("skipped: needs root");
+            return;
+        }
+        // The table's own unit tests hold the rest, each probed once by hand on Linux 6.18.
+        let cases: &[&[u8]] = &[
+            &[0xf0, 0xff, 0x0f],                   // lock decl [rdi]: refused
+            &[0x2e, 0x74, 0x00],                   // cs je: refused
+            &[0x64, 0x74, 0x00],                   // fs je: accepted
+            &[0x0f, 0x05],                         // syscall: accepted (0x0f is a good first byte)
+            &[0xc5, 0xfe, 0x6f, 0x07],             // vmovdqu ymm0, [rdi]: refused (VEX opcode 6f)
+            &[0x62, 0xf1, 0x7d, 0x48, 0x7f, 0x07], // vmovdqa32 [rdi], zmm0: accepted
+        ];
+        // One case per 16 bytes, nops between.
+        let mut code = vec![0x90u8; 4096];
+        for (i, bytes) in cases.iter().enumerate() {
+            code[i * 16..i * 16 + bytes.len()].copy_from_slice(bytes);
+        }
+        let path = std::env::temp_dir().join(format!("profiler-uprobe-{}", std::process::id()));
+        fs::write(&path, &code).unwrap();
+        let file = fs::File::open(&path).unwrap();
+        // SAFETY: maps a 4096-byte file read-only and private at an address the kernel picks;
+        // nothing reads through the mapping, which only makes the file's code present here.
+        let map = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                4096,
+                libc::PROT_READ | libc::PROT_EXEC,
+                libc::MAP_PRIVATE,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        assert_ne!(map, libc::MAP_FAILED);
+        let pid = std::process::id();
+        let ebpf = crate::bpf::load(pid, &LoadOptions::default()).unwrap();
+        let program = load(&ebpf, FN_ENTRY).unwrap();
+        for (i, bytes) in cases.iter().enumerate() {
+            let linked = program.attach(&path, &[(i * 16) as u64], &[0], false, pid);
+            let refused = linked.as_ref().err().and_then(io::Error::raw_os_error) == Some(524);
+            let said = crate::placement::kernel_refuses(bytes);
+            assert_eq!(refused, said, "{bytes:02x?}: the kernel said {linked:?}");
+        }
+        // SAFETY: unmaps the mapping made above, which nothing uses.
+        unsafe { libc::munmap(map, 4096) };
+        let _ = fs::remove_file(&path);
     }
 }

@@ -51,6 +51,18 @@ pub(crate) struct ProbeSite {
     pub estimated_cost: f64,
 }
 
+/// A function a `--func` matched that is not traced, and why.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct SkippedFunction {
+    pub function_name: String,
+    pub module: String,
+    /// Address in the module (hex).
+    pub address: String,
+    /// Why: the kernel would refuse a probe on it (known from its code before attaching), or
+    /// refused one when attached (the kernel's error).
+    pub reason: String,
+}
+
 /// The profile of one traced function. Times in seconds.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct FunctionProfile {

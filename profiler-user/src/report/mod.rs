@@ -34,6 +34,8 @@ pub(crate) struct Report {
     pub families: Vec<FamilyStatus>,
     /// One entry per traced function, by total time, longest first.
     pub functions: Vec<FunctionProfile>,
+    /// The functions the `--func` specs matched that are not traced, and why.
+    pub skipped_functions: Vec<functions::SkippedFunction>,
     pub overhead: Overhead,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub system: Option<SystemSection>,

@@ -1,24 +1,23 @@
 //! The `functions` family on the user side: attach the entry and return probes, and read what the
 //! kernel aggregated.
 
-use std::{collections::HashMap, path::PathBuf};
+use std::{collections::HashMap, io, path::PathBuf};
 
 use anyhow::Context as _;
 use aya::{
     Ebpf,
     maps::{Array, HashMap as BpfHashMap, PerCpuArray, StackTraceMap},
-    programs::{
-        UProbe,
-        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope},
-    },
 };
 use profiler_common::functions::{
-    CallerKey, FuncStats, MAX_DEPTH, ShadowStack, StackKey, THREAD_SLOT_WORDS, ThreadFunc,
-    ThreadKey, ThreadStats, maps, programs,
+    CallerKey, FuncStats, MAX_DEPTH, SITE_OFF, ShadowStack, StackKey, THREAD_SLOT_WORDS,
+    ThreadFunc, ThreadKey, ThreadStats, cookie, maps, programs,
 };
 
 use super::analyze::FuncTotals;
-use crate::bpf;
+use crate::bpf::{
+    self,
+    multi::{self, MultiLink, MultiProgram},
+};
 
 /// Where one function's probes go: the file and the offset in it. The function id is the index
 /// in the list handed to [`attach`].
@@ -33,67 +32,300 @@ pub(crate) struct Site {
 const ENTRY: &str = programs::FN_ENTRY;
 const RETURN: &str = programs::FN_RETURN;
 
-/// A probe that could not be attached, with the function it was for.
+/// A site that could not be attached, with the kernel's error.
 #[derive(Debug)]
 pub(crate) struct AttachFailure {
     pub index: usize,
     pub error: anyhow::Error,
 }
 
-/// The links of one site, so it can be detached on its own.
-#[derive(Debug, Default)]
-pub(crate) struct SiteLinks {
-    entry: Option<UProbeLinkId>,
-    ret: Option<UProbeLinkId>,
+/// Every probe of the family: per file, multi-uprobe links for the entries and the returns of
+/// its sites (one of each, more where the kernel refused a site, see [`bisect`]). Dropping a
+/// link takes all its probes down with one RCU grace period, where a perf-event uprobe costs one
+/// each, serialized by the kernel.
+#[derive(Debug)]
+pub(crate) struct Probes {
+    entry: MultiProgram,
+    ret: MultiProgram,
+    pid: u32,
+    groups: Vec<Group>,
+    /// The generation of the newest links (see `profiler_common::functions::cookie`).
+    generation: u32,
 }
 
-/// Attaches an entry and a return probe to every site, for process `pid` only. Returns each
-/// site's links; stops at the first failure.
-pub(crate) fn attach(
-    ebpf: &mut Ebpf,
-    sites: &[Site],
-    pid: u32,
-) -> Result<Vec<SiteLinks>, AttachFailure> {
-    let scope = std::num::NonZeroU32::new(pid)
-        .map(UProbeScope::OneProcess)
-        .ok_or_else(|| AttachFailure {
-            index: 0,
-            error: anyhow::anyhow!("invalid pid 0"),
-        })?;
-    let mut links: Vec<SiteLinks> = sites.iter().map(|_| SiteLinks::default()).collect();
-    // Return probes first (and, in `detach`, entry probes first): in the window between the two,
-    // a call can then only return without an entry (counted as unmatched, harmless). The other
-    // order pushes frames whose return is never seen; at the same stack slot they cannot be
-    // told from tail calls, so they would stay and later returns would pair with them.
-    for name in [RETURN, ENTRY] {
-        let program: &mut UProbe =
-            bpf::program(ebpf, name).map_err(|error| AttachFailure { index: 0, error })?;
-        program
-            .load()
-            .with_context(|| format!("failed to load {name}"))
-            .map_err(|error| AttachFailure { index: 0, error })?;
-        for (index, site) in sites.iter().enumerate() {
-            if name == RETURN && !site.with_return {
-                continue;
-            }
-            let point = UProbeAttachPoint {
-                location: UProbeAttachLocation::AbsoluteOffset(site.file_offset),
-                cookie: Some(index as u64),
-            };
-            let link = program
-                .attach(point, &site.path, scope)
-                .map_err(|e| AttachFailure {
-                    index,
-                    error: anyhow::Error::new(e),
-                })?;
-            if name == RETURN {
-                links[index].ret = Some(link);
-            } else {
-                links[index].entry = Some(link);
-            }
+/// The probes of one file.
+#[derive(Debug)]
+struct Group {
+    path: PathBuf,
+    /// The sites probed (entry, and return where wanted), by index.
+    sites: Vec<usize>,
+    /// Whether each site of `sites` has a return probe.
+    with_return: Vec<bool>,
+    entries: Vec<MultiLink>,
+    returns: Vec<MultiLink>,
+}
+
+/// What [`attach`] did: the probes, and the sites the kernel refused.
+#[derive(Debug)]
+pub(crate) struct Attached {
+    pub probes: Probes,
+    pub failures: Vec<AttachFailure>,
+}
+
+impl Attached {
+    /// The probes, or the error of the first site that failed (all or nothing).
+    pub(crate) fn all(mut self) -> anyhow::Result<Probes> {
+        match self.failures.drain(..).next() {
+            None => Ok(self.probes),
+            Some(failure) => Err(failure.error),
         }
     }
-    Ok(links)
+}
+
+/// Attaches an entry and a return probe to every site, for process `pid` only: one multi-uprobe
+/// link per file and kind. A site the kernel refuses is left out (its failure says why) and the
+/// others go on. Fails only when the programs cannot be loaded.
+///
+/// Return probes go first, and a site keeps no probe that counts unless both attached: a site
+/// whose return probe failed gets no entry probe, and one whose entry probe failed is switched
+/// off (`SITE_OFF`) so that its return probe counts nothing. In the window between the two passes
+/// a call can then only return without an entry (counted as unmatched, harmless). The other order
+/// pushes frames whose return is never seen; at the same stack slot they cannot be told from tail
+/// calls, so they would stay and later returns would pair with them. (`detach` removes entry
+/// probes first for the same reason.)
+pub(crate) fn attach(ebpf: &mut Ebpf, sites: &[Site], pid: u32) -> anyhow::Result<Attached> {
+    anyhow::ensure!(pid != 0, "invalid pid 0");
+    let mut probes = Probes {
+        entry: multi::load(ebpf, ENTRY)?,
+        ret: multi::load(ebpf, RETURN)?,
+        pid,
+        groups: Vec::new(),
+        generation: 0,
+    };
+    let mut failures = Vec::new();
+    let mut off = Vec::new();
+    for (path, indexes) in by_file(sites) {
+        let link = |ret: bool, chosen: &[usize]| {
+            let program = if ret { &probes.ret } else { &probes.entry };
+            let offsets: Vec<u64> = chosen.iter().map(|&i| sites[i].file_offset).collect();
+            let cookies: Vec<u64> = chosen.iter().map(|&i| cookie(i as u32, 0)).collect();
+            program.attach(&path, &offsets, &cookies, ret, pid)
+        };
+        let wants_return = |i: usize| sites[i].with_return;
+        let done = attach_in_order(&indexes, wants_return, link);
+        failures.extend(done.failures);
+        off.extend(done.returns_only);
+        probes.groups.push(Group {
+            path,
+            with_return: done.probed.iter().map(|&i| sites[i].with_return).collect(),
+            sites: done.probed,
+            entries: done.entries,
+            returns: done.returns,
+        });
+    }
+    failures.sort_by_key(|f| f.index);
+    set_generations(ebpf, off.iter().map(|&i| (i, SITE_OFF)))?;
+    Ok(Attached { probes, failures })
+}
+
+/// The sites' indexes by file, files in the order of their first site.
+fn by_file(sites: &[Site]) -> Vec<(PathBuf, Vec<usize>)> {
+    let mut groups: Vec<(PathBuf, Vec<usize>)> = Vec::new();
+    for (i, site) in sites.iter().enumerate() {
+        match groups.iter_mut().find(|(path, _)| *path == site.path) {
+            Some((_, indexes)) => indexes.push(i),
+            None => groups.push((site.path.clone(), vec![i])),
+        }
+    }
+    groups
+}
+
+/// What the two passes over one file did.
+#[derive(Debug)]
+struct InOrder<L> {
+    entries: Vec<L>,
+    returns: Vec<L>,
+    /// The sites with every probe they want.
+    probed: Vec<usize>,
+    /// Sites whose return probe attached but whose entry probe did not: to be switched off.
+    returns_only: Vec<usize>,
+    failures: Vec<AttachFailure>,
+}
+
+/// The two passes of [`attach`] over one file, with any way of attaching: `link(ret, sites)`
+/// makes one link for the return (`ret`) or entry probes of `sites`.
+fn attach_in_order<L>(
+    indexes: &[usize],
+    wants_return: impl Fn(usize) -> bool,
+    mut link: impl FnMut(bool, &[usize]) -> io::Result<L>,
+) -> InOrder<L> {
+    let returning: Vec<usize> = indexes
+        .iter()
+        .copied()
+        .filter(|&i| wants_return(i))
+        .collect();
+    let (returns, refused) = bisect(&returning, &mut |chosen| link(true, chosen));
+    let mut failures: Vec<AttachFailure> = refused
+        .into_iter()
+        .map(|(index, e)| AttachFailure {
+            index,
+            error: kernel_error(e, "return"),
+        })
+        .collect();
+    let entering: Vec<usize> = indexes
+        .iter()
+        .copied()
+        .filter(|i| !failures.iter().any(|f| f.index == *i))
+        .collect();
+    let (entries, refused) = bisect(&entering, &mut |chosen| link(false, chosen));
+    let returns_only = refused
+        .iter()
+        .map(|(i, _)| *i)
+        .filter(|&i| wants_return(i))
+        .collect();
+    let probed = entering
+        .iter()
+        .copied()
+        .filter(|i| !refused.iter().any(|(r, _)| r == i))
+        .collect();
+    failures.extend(refused.into_iter().map(|(index, e)| AttachFailure {
+        index,
+        error: kernel_error(e, "entry"),
+    }));
+    InOrder {
+        entries,
+        returns,
+        probed,
+        returns_only,
+        failures,
+    }
+}
+
+/// Links `sites` with as few links as the kernel allows: all in one, or, when it refuses some
+/// site (it says neither which nor why per site), each half in turn, down to the refused sites
+/// themselves. Returns the links and each refused site with the kernel's error.
+fn bisect<L>(
+    sites: &[usize],
+    link: &mut impl FnMut(&[usize]) -> io::Result<L>,
+) -> (Vec<L>, Vec<(usize, io::Error)>) {
+    if sites.is_empty() {
+        return (Vec::new(), Vec::new());
+    }
+    match link(sites) {
+        Ok(l) => (vec![l], Vec::new()),
+        Err(e) if sites.len() == 1 => (Vec::new(), vec![(sites[0], e)]),
+        Err(_) => {
+            let (left, right) = sites.split_at(sites.len() / 2);
+            let (mut links, mut refused) = bisect(left, link);
+            let (more, also) = bisect(right, link);
+            links.extend(more);
+            refused.extend(also);
+            (links, refused)
+        }
+    }
+}
+
+/// Writes `SITE_LINKS` for each (site, generation).
+fn set_generations(
+    ebpf: &mut Ebpf,
+    values: impl Iterator<Item = (usize, u32)>,
+) -> anyhow::Result<()> {
+    let map = ebpf
+        .map_mut(maps::SITE_LINKS)
+        .context("map SITE_LINKS missing from the eBPF object")?;
+    let mut array: Array<_, u32> = Array::try_from(map)?;
+    for (site, generation) in values {
+        array.set(site as u32, generation, 0)?;
+    }
+    Ok(())
+}
+
+impl Probes {
+    /// Probes attached.
+    pub(crate) fn count(&self) -> usize {
+        self.groups
+            .iter()
+            .flat_map(|g| g.entries.iter().chain(&g.returns))
+            .map(MultiLink::len)
+            .sum()
+    }
+
+    /// Takes site `site`'s probes away (the budget): it stops counting at once, and the other
+    /// sites of its file move to new links without it (hits of the old and new links never both
+    /// count: see `profiler_common::functions::cookie`). What it counted stays in the maps.
+    pub(crate) fn detach_site(
+        &mut self,
+        ebpf: &mut Ebpf,
+        sites: &[Site],
+        site: usize,
+    ) -> anyhow::Result<()> {
+        set_generations(ebpf, std::iter::once((site, SITE_OFF)))?;
+        let Some(group) = self.groups.iter_mut().find(|g| g.sites.contains(&site)) else {
+            return Ok(());
+        };
+        let at = group
+            .sites
+            .iter()
+            .position(|&s| s == site)
+            .expect("found above");
+        group.sites.remove(at);
+        group.with_return.remove(at);
+        if group.sites.is_empty() {
+            drop(std::mem::take(&mut group.entries));
+            drop(std::mem::take(&mut group.returns));
+            return Ok(());
+        }
+        self.generation += 1;
+        let generation = self.generation;
+        let link = |program: &MultiProgram, ret: bool, chosen: Vec<usize>| {
+            let offsets: Vec<u64> = chosen.iter().map(|&i| sites[i].file_offset).collect();
+            let cookies: Vec<u64> = chosen
+                .iter()
+                .map(|&i| cookie(i as u32, generation))
+                .collect();
+            program
+                .attach(&group.path, &offsets, &cookies, ret, self.pid)
+                .with_context(|| format!("cannot move the probes of {}", group.path.display()))
+        };
+        let returning: Vec<usize> = (group.sites.iter().zip(&group.with_return))
+            .filter(|(_, ret)| **ret)
+            .map(|(s, _)| *s)
+            .collect();
+        let returns = match returning.is_empty() {
+            true => Vec::new(),
+            false => vec![link(&self.ret, true, returning)?],
+        };
+        let entries = vec![link(&self.entry, false, group.sites.clone())?];
+        // The switch: from here each site's hits count on its new links only.
+        set_generations(ebpf, group.sites.iter().map(|&s| (s, generation)))?;
+        drop(std::mem::replace(&mut group.entries, entries));
+        drop(std::mem::replace(&mut group.returns, returns));
+        Ok(())
+    }
+
+    /// Takes every probe down: the entries of every file first (see [`attach`]), then the
+    /// returns, one link (one grace period) at a time. The maps stay readable.
+    pub(crate) fn detach(&mut self) {
+        for group in &mut self.groups {
+            drop(std::mem::take(&mut group.entries));
+        }
+        for group in &mut self.groups {
+            drop(std::mem::take(&mut group.returns));
+        }
+    }
+}
+
+/// The kernel's error for a probe, saying which probe and what the errno means where the
+/// system's message does not.
+fn kernel_error(e: std::io::Error, which: &str) -> anyhow::Error {
+    // ENOTSUPP (kernel-internal, no libc message): the kernel's instruction analysis refused
+    // the instruction at the probe.
+    const ENOTSUPP: i32 = 524;
+    let meaning = match e.raw_os_error() {
+        Some(ENOTSUPP) => " (ENOTSUPP: the kernel does not probe the instruction there)",
+        _ => "",
+    };
+    anyhow::anyhow!("the kernel refused the {which} probe: {e}{meaning}")
 }
 
 /// Tells the kernel programs where the target's uretprobe trampoline is (its `[uprobes]`
@@ -111,25 +343,6 @@ pub(crate) fn publish_trampoline(ebpf: &mut Ebpf, pid: i32) -> bool {
         return false;
     };
     array.set(0, start, 0).is_ok()
-}
-
-/// Probes attached in `links`.
-pub(crate) fn probe_count(links: &[SiteLinks]) -> usize {
-    links
-        .iter()
-        .map(|l| usize::from(l.entry.is_some()) + usize::from(l.ret.is_some()))
-        .sum()
-}
-
-/// Detaches one site's probes (entry first, see `attach`); what they counted stays in the maps.
-pub(crate) fn detach_site(ebpf: &mut Ebpf, links: &mut SiteLinks) -> anyhow::Result<()> {
-    if let Some(link) = links.entry.take() {
-        bpf::program::<UProbe>(ebpf, ENTRY)?.detach(link)?;
-    }
-    if let Some(link) = links.ret.take() {
-        bpf::program::<UProbe>(ebpf, RETURN)?.detach(link)?;
-    }
-    Ok(())
 }
 
 /// Entry and return hits so far, per function id.
@@ -181,29 +394,6 @@ fn thread_values(ebpf: &Ebpf) -> anyhow::Result<Vec<(u32, ShadowStack)>> {
 /// The function id of a thread's table slot, unless the slot is free.
 fn own_func(own: &ThreadFunc) -> Option<u32> {
     own.func_plus1.checked_sub(1)
-}
-
-/// Detaches every function probe, entries first (see `attach`), many at a time; the maps stay
-/// readable.
-pub(crate) fn detach(ebpf: &mut Ebpf, links: &mut [SiteLinks]) {
-    for name in [ENTRY, RETURN] {
-        let Ok(program) = bpf::program::<UProbe>(ebpf, name) else {
-            continue;
-        };
-        let taken: Vec<_> = links
-            .iter_mut()
-            .filter_map(|l| {
-                if name == ENTRY {
-                    l.entry.take()
-                } else {
-                    l.ret.take()
-                }
-            })
-            .filter_map(|id| program.take_link(id).ok())
-            .collect();
-        bpf::release_in_parallel(taken);
-        let _ = program.unload();
-    }
 }
 
 /// What the kernel side gathered, by function id, before symbolization.
@@ -301,4 +491,70 @@ pub(crate) fn read(ebpf: &Ebpf, functions: usize, pid: i32) -> anyhow::Result<Ra
         raw.stacks.push((key.func, ips, samples));
     }
     Ok(raw)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused() -> io::Error {
+        io::Error::from_raw_os_error(524)
+    }
+
+    /// One link for all when the kernel takes them; the refused sites alone left out otherwise.
+    #[test]
+    fn bisect_links_all_but_the_refused_sites() {
+        let sites: Vec<usize> = (0..10).collect();
+        let mut tries = 0;
+        let (links, failed) = bisect(&sites, &mut |chosen: &[usize]| {
+            tries += 1;
+            match chosen.iter().any(|s| [3, 7].contains(s)) {
+                true => Err(refused()),
+                false => Ok(chosen.to_vec()),
+            }
+        });
+        let mut linked = links.concat();
+        linked.sort();
+        assert_eq!(linked, [0, 1, 2, 4, 5, 6, 8, 9]);
+        let failed: Vec<usize> = failed.iter().map(|(s, _)| *s).collect();
+        assert_eq!(failed, [3, 7]);
+        assert!(tries < 20, "{tries} tries");
+
+        let (links, failed) = bisect(&sites, &mut |chosen: &[usize]| Ok(chosen.to_vec()));
+        assert_eq!(links, std::slice::from_ref(&sites));
+        assert!(failed.is_empty());
+    }
+
+    /// Return probes first; a site keeps both probes or neither that count; the others go on.
+    #[test]
+    fn a_failed_site_keeps_no_probe_that_counts_and_the_others_attach() {
+        // 0 fine, 1 return refused, 2 entry refused, 3 without a return probe.
+        let mut log = Vec::new();
+        let done = attach_in_order(
+            &[0, 1, 2, 3],
+            |i| i != 3,
+            |ret, chosen: &[usize]| {
+                let kind = if ret { "return" } else { "entry" };
+                log.push(format!("{kind} {chosen:?}"));
+                match chosen.contains(&if ret { 1 } else { 2 }) {
+                    true => Err(refused()),
+                    false => Ok(chosen.to_vec()),
+                }
+            },
+        );
+        assert_eq!(done.probed, [0, 3]);
+        assert_eq!(done.returns_only, [2]);
+        assert_eq!(done.returns.concat(), [0, 2]);
+        assert_eq!(done.entries.concat(), [0, 3]);
+        let failed: Vec<_> = done.failures.iter().map(|f| f.index).collect();
+        assert_eq!(failed, [1, 2]);
+        assert_eq!(
+            format!("{:#}", done.failures[0].error),
+            "the kernel refused the return probe: Unknown error 524 (os error 524) (ENOTSUPP: \
+             the kernel does not probe the instruction there)"
+        );
+        assert!(done.failures[1].error.to_string().contains("entry probe"));
+        assert_eq!(log[0], "return [0, 1, 2]");
+        assert!(log.iter().position(|l| l.starts_with("entry")) > Some(0));
+    }
 }

@@ -17,18 +17,26 @@ use crate::{
     placement::{self, Placement},
     report::{
         Report,
-        functions::{FunctionProfile, ProbeSite},
+        functions::{FunctionProfile, ProbeSite, SkippedFunction},
         text,
     },
     symbols::resolve::{FuncSpec, TracedFunction, resolve},
 };
 use analyze::{FunctionData, FunctionMeta, ProbeCosts, profile};
-use kernel::{RawFunctions, Site, SiteLinks};
+use kernel::{Probes, RawFunctions, Site};
 
 /// A traced function and where its probe sits.
 struct Traced {
     function: TracedFunction,
     placement: Placement,
+}
+
+/// A matched function left out, and why.
+struct Skipped {
+    function: TracedFunction,
+    reason: String,
+    /// Its function id, when it was left out because its attach failed.
+    id: Option<usize>,
 }
 
 /// The family's runtime.
@@ -39,7 +47,11 @@ pub(crate) struct Functions {
     /// this many (a power of two; 1 = every call) is timed.
     time_every: u32,
     traced: Vec<Traced>,
-    links: Vec<SiteLinks>,
+    /// Functions that matched but are not traced: the kernel would refuse their probe (known
+    /// from placement), or refused it at attach (then still in `traced`, without links, so
+    /// that function ids stay put).
+    skipped: Vec<Skipped>,
+    probes: Option<Probes>,
     pid: i32,
     trampoline_known: bool,
     /// Cost so far of each function's probes, ns: a detached function keeps its last.
@@ -59,7 +71,8 @@ impl Functions {
             max_funcs,
             time_every,
             traced: Vec::new(),
-            links: Vec::new(),
+            skipped: Vec::new(),
+            probes: None,
             pid: 0,
             trampoline_known: false,
             unit_cost: Vec::new(),
@@ -109,23 +122,37 @@ impl Family for Functions {
     fn prepare(&mut self, ctx: &TargetContext<'_>) -> anyhow::Result<()> {
         self.pid = ctx.pid;
         let functions = resolve(&self.specs, ctx.modules, self.max_funcs)?;
-        self.traced = functions
-            .into_iter()
-            .map(|function| {
-                let sym = &function.sym;
-                let placement = placement::place_in_file(
-                    &function.module.open_path,
-                    sym.file_offset,
-                    sym.addr,
-                    sym.size,
-                    placement::Role::Plain,
-                );
-                Traced {
+        for function in functions {
+            let sym = &function.sym;
+            let placement = placement::place_in_file(
+                &function.module.open_path,
+                sym.file_offset,
+                sym.addr,
+                sym.size,
+                placement::Role::Plain,
+            );
+            match placement.refused.clone() {
+                Some(reason) => self.skipped.push(Skipped {
+                    function,
+                    reason,
+                    id: None,
+                }),
+                None => self.traced.push(Traced {
                     function,
                     placement,
-                }
-            })
-            .collect();
+                }),
+            }
+        }
+        if self.traced.is_empty()
+            && let Some(first) = self.skipped.first()
+        {
+            anyhow::bail!(
+                "no --func function can be probed: {} ({}): {}",
+                first.function.sym.name,
+                first.function.module.file_name(),
+                first.reason
+            );
+        }
         self.trampoline_known = self.traced.is_empty();
         Ok(())
     }
@@ -133,30 +160,34 @@ impl Family for Functions {
     fn load_options(&self, options: &mut LoadOptions) {
         options
             .global(TIME_EVERY_MASK_GLOBAL, self.time_every.saturating_sub(1))
-            .map_size(maps::FUNC_STATS, self.traced.len().max(1) as u32);
+            .map_size(maps::FUNC_STATS, self.traced.len().max(1) as u32)
+            .map_size(maps::SITE_LINKS, self.traced.len().max(1) as u32);
     }
 
     fn attach(&mut self, ebpf: &mut Ebpf, ctx: &TargetContext<'_>) -> anyhow::Result<usize> {
         if self.traced.is_empty() {
             return Ok(0);
         }
-        match kernel::attach(ebpf, &self.sites(), ctx.pid as u32) {
-            Ok(links) => {
-                self.links = links;
-                self.unit_cost = vec![0.0; self.traced.len()];
-                Ok(kernel::probe_count(&self.links))
-            }
-            Err(failure) => {
-                let name = self
-                    .traced
-                    .get(failure.index)
-                    .map(|t| t.function.sym.name.clone())
-                    .unwrap_or_default();
-                Err(failure
+        let attached = kernel::attach(ebpf, &self.sites(), ctx.pid as u32)?;
+        let all_failed = attached.failures.len() == self.traced.len();
+        for failure in attached.failures {
+            let function = self.traced[failure.index].function.clone();
+            if all_failed {
+                let name = &function.sym.name;
+                return Err(failure
                     .error
-                    .context(format!("failed to attach probes to {name}")))
+                    .context(format!("failed to attach probes to {name}")));
             }
+            let reason = format!("{:#}", failure.error);
+            self.skipped.push(Skipped {
+                function,
+                reason,
+                id: Some(failure.index),
+            });
         }
+        let probes = self.probes.insert(attached.probes);
+        self.unit_cost = vec![0.0; self.traced.len()];
+        Ok(probes.count())
     }
 
     fn traced_names(&self) -> Vec<String> {
@@ -187,7 +218,11 @@ impl Family for Functions {
     }
 
     fn shed(&mut self, ebpf: &mut Ebpf, unit: usize) -> anyhow::Result<()> {
-        kernel::detach_site(ebpf, &mut self.links[unit])
+        let sites = self.sites();
+        match self.probes.as_mut() {
+            Some(probes) => probes.detach_site(ebpf, &sites, unit),
+            None => Ok(()),
+        }
     }
 
     fn harvest(&mut self, ebpf: &mut Ebpf, warnings: &mut Vec<String>) {
@@ -197,8 +232,10 @@ impl Family for Functions {
         }
     }
 
-    fn detach(&mut self, ebpf: &mut Ebpf) {
-        kernel::detach(ebpf, &mut self.links);
+    fn detach(&mut self, _ebpf: &mut Ebpf) {
+        if let Some(probes) = self.probes.as_mut() {
+            probes.detach();
+        }
     }
 
     fn probe_load(&self, model: &crate::report::CostModel) -> ProbeLoad {
@@ -224,7 +261,11 @@ impl Family for Functions {
         };
         let mut raw = self.raw.take().unwrap_or_default();
         let mut functions = Vec::new();
+        let failed: Vec<usize> = self.skipped.iter().filter_map(|s| s.id).collect();
         for (id, traced) in self.traced.iter().enumerate() {
+            if failed.contains(&id) {
+                continue;
+            }
             let id32 = id as u32;
             let totals = raw.totals.get(id).cloned().unwrap_or_default();
             let cost = self.cost_ns(ctx.cost_model, id, (totals.entries, totals.returns));
@@ -280,11 +321,62 @@ impl Family for Functions {
         }
         functions.sort_by(|a, b| b.total_time.total_cmp(&a.total_time));
         report.functions = functions;
+        report.skipped_functions = self
+            .skipped
+            .iter()
+            .map(|s| SkippedFunction {
+                function_name: s.function.sym.name.clone(),
+                module: s.function.module.file_name(),
+                address: format!("{:#x}", s.function.sym.addr),
+                reason: s.reason.clone(),
+            })
+            .collect();
+        if !self.skipped.is_empty() {
+            report
+                .warnings
+                .push(skipped_warning(&report.skipped_functions));
+        }
     }
 
     fn summary(&self, report: &Report, out: &mut String) {
         summary(&report.functions, SUMMARY_TOP, out);
+        for s in report.skipped_functions.iter().take(SUMMARY_TOP) {
+            let _ = writeln!(
+                out,
+                "not traced: {} ({}): {}",
+                s.function_name, s.module, s.reason
+            );
+        }
+        if report.skipped_functions.len() > SUMMARY_TOP {
+            let more = report.skipped_functions.len() - SUMMARY_TOP;
+            let _ = writeln!(out, "… and {more} more not traced, in the JSON report");
+        }
     }
+}
+
+/// Skipped functions named in the warning.
+const WARNING_NAMES: usize = 5;
+
+/// The warning that says which matched functions are not traced.
+fn skipped_warning(skipped: &[SkippedFunction]) -> String {
+    let mut names: Vec<&str> = skipped
+        .iter()
+        .take(WARNING_NAMES)
+        .map(|s| s.function_name.as_str())
+        .collect();
+    let more = skipped.len().saturating_sub(WARNING_NAMES);
+    let more = if more > 0 {
+        format!(" and {more} more")
+    } else {
+        String::new()
+    };
+    names.sort_unstable();
+    format!(
+        "{} matched function(s) not traced: the kernel does not probe them ({}{more}; reasons \
+         in skipped_functions)",
+        skipped.len(),
+        names.join(", ")
+    )
 }
 
 /// Functions shown in the printed summary.

@@ -17,9 +17,15 @@
 //!
 //! Everything here is a pure function of the function's bytes; 64-bit code only.
 
+mod x86_refused;
+
 use std::path::Path;
 
-use iced_x86::{Code, Decoder, DecoderOptions, Formatter, Instruction, IntelFormatter, OpKind};
+use iced_x86::{
+    Code, Decoder, DecoderOptions, FlowControl, Formatter, Instruction, InstructionInfoFactory,
+    IntelFormatter, OpAccess, OpKind, Register,
+};
+use x86_refused::Refusal;
 
 /// What a hit of a probe on an instruction costs, as the kernel handles it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -51,6 +57,9 @@ pub(crate) struct Placement {
     pub instruction: String,
     /// Human-readable reason for the choice.
     pub reason: String,
+    /// Why the kernel would refuse the probe: the function's first instruction is one it does
+    /// not probe (see [`x86_refused`]) and the probe could not move past it. None: probeable.
+    pub refused: Option<String>,
 }
 
 /// Chooses the entry-probe offset for the function at `func_addr`.
@@ -80,6 +89,9 @@ pub(crate) fn place(code: &[u8], func_addr: u64, func_size: u64) -> Placement {
         }
     };
     let first = &insns[0];
+    if let Kernel::Refused(why) = kernel_treatment(first.bytes(body)) {
+        return past_refused(&insns, body, func_addr, why);
+    }
     let first_text = format_insn(&first.ins);
     if kernel_treatment(first.bytes(body)) == Kernel::Emulated {
         return stay(body, func_addr, format!("{first_text} is emulated"));
@@ -125,7 +137,90 @@ pub(crate) fn place(code: &[u8], func_addr: u64, func_size: u64) -> Placement {
         class,
         instruction: text,
         reason,
+        refused: None,
     }
+}
+
+/// The kernel refuses a probe on the function's first instruction (a `lock` read-modify-write,
+/// say): the probe moves onto the first instruction it accepts, past refused ones that fall
+/// through to the next instruction and leave the stack pointer alone, so the new site is still
+/// run once on every call with the return address on top of the stack. As for any move, no
+/// branch in the function may land between the symbol and the probe (see [`branch_hazard`]).
+/// Otherwise the function cannot be probed, and `refused` says why.
+fn past_refused(insns: &[Insn], body: &[u8], addr: u64, first: Refusal) -> Placement {
+    let first_text = format_insn(&insns[0].ins);
+    let refused = |why: String| {
+        let why = format!("the kernel refuses to probe {first_text} ({first}); {why}");
+        Placement {
+            offset: 0,
+            class: CostClass::SingleStepped,
+            instruction: first_text.clone(),
+            reason: why.clone(),
+            refused: Some(why),
+        }
+    };
+    let mut passed = Vec::new();
+    for (j, insn) in insns.iter().enumerate() {
+        let kernel = kernel_treatment(insn.bytes(body));
+        let text = format_insn(&insn.ins);
+        if let Kernel::Refused(why) = kernel {
+            if !passable(&insn.ins) {
+                let what = if j == 0 {
+                    "it".into()
+                } else {
+                    format!("{text} at +{:#x}", insn.off)
+                };
+                return refused(format!(
+                    "the probe cannot move past {what}: it branches or moves the stack pointer"
+                ));
+            }
+            passed.push(if j == 0 {
+                text
+            } else {
+                format!("{text} ({why})")
+            });
+            continue;
+        }
+        if let Some(hazard) = branch_hazard(insns, body, addr, j) {
+            return refused(format!("the probe cannot move past it: {hazard}"));
+        }
+        let class = if kernel == Kernel::Emulated {
+            CostClass::Emulated
+        } else {
+            CostClass::SingleStepped
+        };
+        let how = match class {
+            CostClass::Emulated => "emulated",
+            CostClass::SingleStepped => "single-stepped",
+        };
+        return Placement {
+            offset: insn.off,
+            class,
+            reason: format!(
+                "moved past {}, which the kernel refuses to probe ({first}); {text} is {how}",
+                passed.join(", ")
+            ),
+            instruction: text,
+            refused: None,
+        };
+    }
+    refused("so are the instructions after it".into())
+}
+
+/// Whether execution always goes on to the next instruction with the stack pointer unchanged.
+fn passable(ins: &Instruction) -> bool {
+    if ins.flow_control() != FlowControl::Next || ins.is_stack_instruction() {
+        return false;
+    }
+    let mut factory = InstructionInfoFactory::new();
+    let writes_sp = factory.info(ins).used_registers().iter().any(|used| {
+        used.register().full_register() == Register::RSP
+            && !matches!(
+                used.access(),
+                OpAccess::Read | OpAccess::CondRead | OpAccess::NoMemAccess
+            )
+    });
+    !writes_sp
 }
 
 /// One decoded instruction; `off` is relative to the symbol address.
@@ -232,8 +327,8 @@ fn branch_hazard(insns: &[Insn], body: &[u8], addr: u64, target: usize) -> Optio
 enum Kernel {
     Emulated,
     SingleStepped,
-    /// Registration fails (`is_prefix_bad`, or a 0x66-prefixed branch).
-    Refused,
+    /// Registration fails with ENOTSUPP (see [`x86_refused`]).
+    Refused(Refusal),
 }
 
 /// The kernel's multi-byte nops (`x86_nops[]`, BYTES_NOP3..8 on 64-bit).
@@ -265,19 +360,21 @@ fn prefix_bytes(b: &[u8]) -> (&[u8], Option<u8>, &[u8]) {
     }
 }
 
+/// Whether the kernel refuses a uprobe on the instruction `insn` (its bytes, exactly).
+#[cfg(test)]
+pub(crate) fn kernel_refuses(insn: &[u8]) -> bool {
+    x86_refused::refusal(insn).is_some()
+}
+
 /// Mirrors `arch_uprobe_analyze_insn` for one instruction's bytes.
 fn kernel_treatment(b: &[u8]) -> Kernel {
-    let (legacy, rex, op) = prefix_bytes(b);
-    // uprobe_init_insn -> is_prefix_bad: ES/CS/SS/DS segment or LOCK prefix.
-    if legacy
-        .iter()
-        .any(|p| [0x26, 0x2e, 0x36, 0x3e, 0xf0].contains(p))
-    {
-        return Kernel::Refused;
+    if let Some(why) = x86_refused::refusal(b) {
+        return Kernel::Refused(why);
     }
     if KERNEL_NOPS.contains(&b) {
         return Kernel::Emulated;
     }
+    let (legacy, rex, op) = prefix_bytes(b);
     match op {
         // `case 0x90` emulates any prefixed 0x90 as a nop. Newer kernels
         // (insn_is_nop) exclude REX.B (xchg r8d, eax) and F3 (pause), so those
@@ -286,13 +383,8 @@ fn kernel_treatment(b: &[u8]) -> Kernel {
             Kernel::SingleStepped
         }
         [0x90] => Kernel::Emulated,
-        // branch_setup_xol_ops: call rel32, jmp rel8/rel32, jcc rel8/rel32;
-        // any 0x66 prefix (16-bit operand) on these fails with -ENOTSUPP.
-        [0xe8 | 0xe9 | 0xeb | 0x70..=0x7f, ..] | [0x0f, 0x80..=0x8f, ..]
-            if legacy.contains(&0x66) =>
-        {
-            Kernel::Refused
-        }
+        // branch_setup_xol_ops: call rel32, jmp rel8/rel32, jcc rel8/rel32 (a 0x66 prefix on
+        // them is refused above).
         [0xe8 | 0xe9 | 0xeb | 0x70..=0x7f, ..] | [0x0f, 0x80..=0x8f, ..] => Kernel::Emulated,
         // push_setup_xol_ops: 0x50..0x57 alone (1 byte), or with exactly the
         // REX prefix 0x41 (r8..r15, 2 bytes); any other prefix is single-stepped.
@@ -323,8 +415,14 @@ fn stay(code: &[u8], addr: u64, mut reason: String) -> Placement {
     } else {
         (kernel_treatment(&code[..ins.len()]), format_insn(&ins))
     };
-    if kernel == Kernel::Refused {
-        reason.push_str("; the kernel refuses to probe this instruction (prefix)");
+    let mut refused = None;
+    if let Kernel::Refused(why) = kernel {
+        let why = format!(
+            "the kernel refuses to probe {instruction} ({why}); the probe cannot move past it: \
+             {reason}"
+        );
+        reason.clone_from(&why);
+        refused = Some(why);
     }
     let class = if kernel == Kernel::Emulated {
         CostClass::Emulated
@@ -336,6 +434,7 @@ fn stay(code: &[u8], addr: u64, mut reason: String) -> Placement {
         class,
         instruction,
         reason,
+        refused,
     }
 }
 
@@ -378,7 +477,7 @@ pub(crate) fn place_in_file(
 /// branch to the skipped instructions' successors up to the probe, or the probe would count a
 /// call twice; an indirect jump (targets unknown) rules it out.
 fn past_null_check(code: &[u8], addr: u64, size: u64) -> Option<Placement> {
-    use iced_x86::{Mnemonic, Register};
+    use iced_x86::Mnemonic;
     const INDIRECT_JUMPS: [Code; 6] = [
         Code::Jmp_rm16,
         Code::Jmp_rm32,
@@ -434,6 +533,7 @@ fn past_null_check(code: &[u8], addr: u64, size: u64) -> Option<Placement> {
             "skipped the NULL check (free(NULL) does nothing); {}",
             rest.reason
         ),
+        refused: None,
     })
 }
 
@@ -447,342 +547,4 @@ fn read_at(path: &Path, offset: u64, len: u64) -> std::io::Result<Vec<u8>> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const ENDBR: &[u8] = &[0xf3, 0x0f, 0x1e, 0xfa];
-    const ADDR: u64 = 0x401000;
-    const E: CostClass = CostClass::Emulated;
-    const S: CostClass = CostClass::SingleStepped;
-
-    /// Places a function made of `parts`, sized exactly.
-    fn at(parts: &[&[u8]]) -> Placement {
-        let code = parts.concat();
-        place(&code, ADDR, code.len() as u64)
-    }
-
-    #[track_caller]
-    fn check(p: &Placement, offset: u64, class: CostClass, insn: &str) {
-        let got = (p.offset, p.class, p.instruction.as_str());
-        assert_eq!(got, (offset, class, insn), "{p:?}");
-    }
-
-    #[test]
-    fn plain_push_rbp_stays_and_is_emulated() {
-        // push rbp; mov rbp, rsp; pop rbp; ret
-        let p = at(&[&[0x55, 0x48, 0x89, 0xe5, 0x5d, 0xc3]]);
-        check(&p, 0, E, "push rbp");
-        assert_eq!(p.reason, "push rbp is emulated");
-    }
-
-    #[test]
-    fn endbr_then_push_or_call_moves() {
-        let p = at(&[ENDBR, &[0x55, 0x48, 0x89, 0xe5, 0x5d, 0xc3]]);
-        check(&p, 4, E, "push rbp");
-        assert_eq!(p.reason, "skipped endbr64; push rbp is emulated");
-        // call out of the function; ret
-        check(
-            &at(&[ENDBR, &[0xe8, 0x10, 0, 0, 0, 0xc3]]),
-            4,
-            E,
-            "call 0x401019",
-        );
-        // push r12 (REX 0x41); pop r12; ret
-        check(
-            &at(&[ENDBR, &[0x41, 0x54, 0x41, 0x5c, 0xc3]]),
-            4,
-            E,
-            "push r12",
-        );
-        // A recursive call to the symbol itself is counted either way.
-        let recursive = [0x53, 0xe8, 0xf6, 0xff, 0xff, 0xff, 0x5b, 0xc3];
-        check(&at(&[ENDBR, &recursive]), 4, E, "push rbx");
-    }
-
-    #[test]
-    fn other_push_encodings_are_single_stepped() {
-        // REX 0x40 / 0x48 or a 0x66 prefix: push_setup_xol_ops declines.
-        for push in [[0x40, 0x55], [0x48, 0x55], [0x66, 0x55]] {
-            let p = at(&[ENDBR, &push, &[0xc3]]);
-            assert_eq!((p.offset, p.class), (0, S), "{p:?}");
-        }
-    }
-
-    #[test]
-    fn endbr_then_sub_rsp_stays() {
-        // sub rsp, 8; add rsp, 8; ret
-        let p = at(&[
-            ENDBR,
-            &[0x48, 0x83, 0xec, 0x08, 0x48, 0x83, 0xc4, 0x08, 0xc3],
-        ]);
-        check(&p, 0, S, "endbr64");
-        let why = "sub rsp, 8 after endbr64 is single-stepped too; moving would not help";
-        assert_eq!(p.reason, why);
-    }
-
-    #[test]
-    fn leaf_function_stays() {
-        // lea eax, [rdi+1]; ret
-        check(&at(&[ENDBR, &[0x8d, 0x47, 0x01, 0xc3]]), 0, S, "endbr64");
-        let p = at(&[&[0x8d, 0x47, 0x01, 0xc3]]);
-        check(&p, 0, S, "lea eax, [rdi+1]");
-        assert!(p.reason.contains("no endbr64 or nop to skip"), "{p:?}");
-    }
-
-    #[test]
-    fn o0_style_function() {
-        // push rbp; mov rbp, rsp; mov [rbp-4], edi; mov eax, [rbp-4]; add eax, 1; pop rbp; ret
-        let body = [
-            0x55, 0x48, 0x89, 0xe5, 0x89, 0x7d, 0xfc, 0x8b, 0x45, 0xfc, 0x83, 0xc0, 0x01,
-        ];
-        check(&at(&[ENDBR, &body, &[0x5d, 0xc3]]), 4, E, "push rbp");
-    }
-
-    #[test]
-    fn nops_after_endbr_are_skipped() {
-        let p = at(&[ENDBR, &[0x90, 0x53, 0x5b, 0xc3]]);
-        check(&p, 5, E, "push rbx");
-        assert_eq!(p.reason, "skipped endbr64, nop; push rbx is emulated");
-        check(
-            &at(&[ENDBR, &[0x0f, 0x1f, 0x44, 0, 0, 0x53, 0x5b, 0xc3]]),
-            9,
-            E,
-            "push rbx",
-        );
-        let nop9 = [0x66, 0x0f, 0x1f, 0x84, 0, 0, 0, 0, 0];
-        check(
-            &at(&[ENDBR, &nop9, &[0x41, 0x57, 0x41, 0x5f, 0xc3]]),
-            13,
-            E,
-            "push r15",
-        );
-    }
-
-    #[test]
-    fn emulated_nop_is_used_when_next_instruction_is_single_stepped() {
-        // endbr64; nop; nop; lea eax, [rdi+1]; ret (patchable function entry)
-        let p = at(&[ENDBR, &[0x90, 0x90, 0x8d, 0x47, 0x01, 0xc3]]);
-        check(&p, 4, E, "nop");
-        assert!(
-            p.reason
-                .ends_with("(lea eax, [rdi+1] after it would be single-stepped)")
-        );
-        // Only a nop the kernel single-steps: nothing gained, stay.
-        let nop9 = [0x66, 0x0f, 0x1f, 0x84, 0, 0, 0, 0, 0];
-        check(&at(&[ENDBR, &nop9, &[0xc3]]), 0, S, "endbr64");
-    }
-
-    #[test]
-    fn branch_to_instruction_after_endbr_keeps_symbol() {
-        // +4: call out; +9: test eax, eax; +b: je +4; +d: ret
-        let p = at(&[ENDBR, &[0xe8, 0xf7, 0, 0, 0, 0x85, 0xc0, 0x74, 0xf7, 0xc3]]);
-        check(&p, 0, S, "endbr64");
-        let why = "branch at +0xb targets +0x4, which a moved probe would count as a call";
-        assert_eq!(p.reason, why);
-        // A target inside the skipped nops is just as bad: +7: je +4
-        let p = at(&[ENDBR, &[0x90, 0x53, 0x5b, 0x74, 0xfb, 0xc3]]);
-        assert!(p.reason.contains("targets +0x4"), "{p:?}");
-    }
-
-    #[test]
-    fn branch_to_symbol_start_may_move() {
-        // Same loop, but je jumps back to the endbr64 at +0.
-        let p = at(&[ENDBR, &[0xe8, 0xf7, 0, 0, 0, 0x85, 0xc0, 0x74, 0xf3, 0xc3]]);
-        check(&p, 4, E, "call 0x401100");
-    }
-
-    #[test]
-    fn branch_into_the_middle_of_an_instruction_keeps_symbol() {
-        // endbr64; push rbx; jmp +2 (inside the endbr64)
-        let p = at(&[ENDBR, &[0x53, 0xeb, 0xfb]]);
-        assert_eq!(p.offset, 0);
-        assert!(p.reason.contains("inside an instruction"), "{p:?}");
-    }
-
-    #[test]
-    fn indirect_jumps() {
-        // notrack jmp rax (jump table): targets unknown, stay.
-        let p = at(&[ENDBR, &[0x53, 0x5b, 0x3e, 0xff, 0xe0]]);
-        check(&p, 0, S, "endbr64");
-        assert_eq!(
-            p.reason,
-            "indirect jump in function (+0x6): targets unknown"
-        );
-        // A tracked jmp rax in an endbr64 function may only land on an endbr64.
-        check(&at(&[ENDBR, &[0x53, 0x5b, 0xff, 0xe0]]), 4, E, "push rbx");
-        // Without an entry endbr64 there is no such guarantee.
-        let nop9 = [0x66, 0x0f, 0x1f, 0x84, 0, 0, 0, 0, 0];
-        let p = at(&[&nop9, &[0x53, 0x5b, 0xff, 0xe0]]);
-        assert_eq!(p.offset, 0);
-        assert!(p.reason.starts_with("indirect jump in function"), "{p:?}");
-        // An indirect call returns to the next instruction: harmless.
-        check(
-            &at(&[ENDBR, &[0x53, 0xff, 0xd0, 0x5b, 0xc3]]),
-            4,
-            E,
-            "push rbx",
-        );
-    }
-
-    #[test]
-    fn unknown_size_truncated_and_undecodable_stay() {
-        let code = [ENDBR, &[0x55, 0x5d, 0xc3]].concat();
-        let p = place(&code, ADDR, 0);
-        check(&p, 0, S, "endbr64");
-        assert_eq!(p.reason, "size unknown");
-        let p = place(&code, ADDR, 64);
-        check(&p, 0, S, "endbr64");
-        assert_eq!(p.reason, "only 7 of 64 bytes readable");
-        check(&place(&[], ADDR, 0), 0, S, "(undecodable)");
-        // Bytes past the symbol size are ignored.
-        check(&place(&code, ADDR, 6), 4, E, "push rbp");
-        // The size cuts the call in half.
-        let p = at(&[ENDBR, &[0xe8, 0, 0, 0]]);
-        assert_eq!(p.reason, "undecodable instruction at +0x4");
-        // 0x06 is invalid in 64-bit mode.
-        let p = at(&[ENDBR, &[0x55, 0x06, 0xc3]]);
-        assert_eq!(p.reason, "undecodable instruction at +0x5");
-        check(&at(&[&[0x06]]), 0, S, "(undecodable)");
-    }
-
-    #[test]
-    fn kernel_treatment_table() {
-        use Kernel::{Emulated as Em, Refused as No, SingleStepped as Ss};
-        #[rustfmt::skip]
-        let cases: &[(&[u8], Kernel)] = &[
-            (&[0x55], Em), (&[0x41, 0x57], Em), (&[0xe8, 0, 0, 0, 0], Em),
-            (&[0xe9, 0, 0, 0, 0], Em), (&[0xeb, 0], Em), (&[0x74, 0], Em),
-            (&[0x0f, 0x84, 0, 0, 0, 0], Em), (&[0xf2, 0xe9, 0, 0, 0, 0], Em), // bnd jmp
-            (&[0x90], Em), (&[0x66, 0x90], Em), (&[0x0f, 0x1f, 0x00], Em),
-            (&[0x0f, 0x1f, 0x84, 0, 0, 0, 0, 0], Em),
-            (&[0xf3, 0x90], Ss), (&[0x41, 0x90], Ss), // pause, xchg r8d, eax
-            (&[0x0f, 0x1f, 0x41, 0x00], Ss), (ENDBR, Ss), (&[0xff, 0xd0], Ss), (&[0xc3], Ss),
-            (&[0x66, 0xe8, 0, 0], No), (&[0x2e, 0x74, 0], No), (&[0x3e, 0xff, 0xe0], No),
-            (&[0x66, 0x2e, 0x0f, 0x1f, 0x84, 0, 0, 0, 0, 0], No), // cs nopw
-            (&[0xf0, 0x48, 0x0f, 0xb1, 0x0a], No), // lock cmpxchg
-        ];
-        for (bytes, want) in cases {
-            assert_eq!(kernel_treatment(bytes), *want, "{bytes:02x?}");
-        }
-        let p = at(&[&[0x2e, 0x74, 0x00]]);
-        assert!(
-            p.reason
-                .ends_with("refuses to probe this instruction (prefix)"),
-            "{p:?}"
-        );
-    }
-
-    /// Placements on real compiler output, built at test time.
-    #[test]
-    fn gcc_output() {
-        use object::{Object, ObjectSection, ObjectSymbol, SymbolKind};
-        const SRC: &str = "extern int ext(int);\nint (*fp)(int);\n\
-            int leaf_add(int x) { return x + 1; }\n\
-            int tail_plain(int x) { return ext(x); }\n\
-            int with_saved(int x) { int a = ext(x); int b = ext(a); return a + b; }\n\
-            int via_ptr(int x) { int y = ext(x); return fp(y + x); }\n\
-            int dispatch(int x, int z) { switch (ext(x)) {\n\
-              case 0: return ext(z); case 1: return z * 3; case 2: return ext(z + 1);\n\
-              case 3: return z - 7; case 4: return ext(z * 5); case 5: return z ^ 9;\n\
-              default: return 0; } }\n";
-        let dir = std::env::temp_dir().join(format!("placement-gcc-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let (src, obj) = (dir.join("t.c"), dir.join("t.o"));
-        std::fs::write(&src, SRC).unwrap();
-        // Compiles with `flags`; returns a lookup of placements by function name.
-        type Lookup = Box<dyn Fn(&str) -> Placement>;
-        let build = |flags: &str| -> Option<Lookup> {
-            let mut gcc = std::process::Command::new("gcc");
-            gcc.args(flags.split(' '))
-                .arg("-c")
-                .arg(&src)
-                .arg("-o")
-                .arg(&obj);
-            assert!(gcc.status().ok()?.success(), "gcc {flags} failed");
-            let data = std::fs::read(&obj).unwrap();
-            let file = object::File::parse(&*data).unwrap();
-            let mut out = Vec::new();
-            for sym in file.symbols().filter(|s| s.kind() == SymbolKind::Text) {
-                let sec = file.section_by_index(sym.section_index().unwrap()).unwrap();
-                let code = &sec.data().unwrap()[(sym.address() - sec.address()) as usize..];
-                let name = sym.name().unwrap().to_owned();
-                out.push((name, place(code, sym.address(), sym.size())));
-            }
-            Some(Box::new(move |name| {
-                let found = out.iter().find(|(n, _)| n == name);
-                found
-                    .unwrap_or_else(|| panic!("{name} in {out:?}"))
-                    .1
-                    .clone()
-            }))
-        };
-        let Some(o2) = build("-O2 -fcf-protection=full") else {
-            eprintln!("gcc not available; skipping");
-            return;
-        };
-        check(&o2("leaf_add"), 0, S, "endbr64");
-        let p = o2("tail_plain");
-        assert!(
-            (p.offset, p.class) == (4, E) && p.instruction.starts_with("jmp"),
-            "{p:?}"
-        );
-        check(&o2("with_saved"), 4, E, "push rbx");
-        // Ends in a tracked `jmp [rip+fp]`.
-        check(&o2("via_ptr"), 4, E, "push rbx");
-        // Ends in a `notrack jmp rax` through a jump table.
-        let p = o2("dispatch");
-        assert!(
-            p.offset == 0 && p.reason.starts_with("indirect jump"),
-            "{p:?}"
-        );
-
-        let o0 = build("-O0 -fcf-protection=full").unwrap();
-        for name in ["leaf_add", "tail_plain", "with_saved", "via_ptr"] {
-            check(&o0(name), 4, E, "push rbp");
-        }
-        assert_eq!(o0("dispatch").offset, 0);
-
-        let fp = build("-O2 -fno-omit-frame-pointer -fcf-protection=full").unwrap();
-        check(&fp("with_saved"), 4, E, "push rbp");
-
-        let plain = build("-O2 -fcf-protection=none").unwrap();
-        check(&plain("with_saved"), 0, E, "push rbx");
-        check(&plain("leaf_add"), 0, S, "lea eax, [rdi+1]");
-
-        let patch = build("-O2 -fcf-protection=full -fpatchable-function-entry=3").unwrap();
-        check(&patch("leaf_add"), 4, E, "nop");
-        check(&patch("with_saved"), 7, E, "push rbx");
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn release_probe_skips_the_null_check_onto_a_push() {
-        const ADDR: u64 = 0x1000;
-        // test rdi, rdi; je +0x10; push rbp; push rbx; mov rdi, rbx; pop rbx; pop rbp; ret
-        let glibc_like = [
-            0x48, 0x85, 0xff, 0x74, 0x08, 0x55, 0x53, 0x48, 0x89, 0xdf, 0x5b, 0x5d, 0xc3, 0xc3,
-        ];
-        let size = glibc_like.len() as u64;
-        let p = past_null_check(&glibc_like, ADDR, size).expect("moved");
-        assert_eq!((p.offset, p.class), (5, CostClass::Emulated), "{p:?}");
-        assert_eq!(p.instruction, "push rbp");
-        // With endbr64 in front.
-        let cet = [&[0xf3, 0x0f, 0x1e, 0xfa][..], &glibc_like].concat();
-        let p = past_null_check(&cet, ADDR, cet.len() as u64).expect("moved");
-        assert_eq!(p.offset, 9);
-        // A loop back to the instruction after the check would be counted as a call: stay.
-        let mut looping = glibc_like;
-        looping[12] = 0xeb; // jmp -> +5
-        looping[13] = (5i8 - 14) as u8;
-        assert!(past_null_check(&looping, ADDR, size).is_none());
-        // An indirect jump: targets unknown.
-        let mut indirect = glibc_like.to_vec();
-        indirect.splice(12..13, [0xff, 0xe0]); // jmp rax
-        assert!(past_null_check(&indirect, ADDR, indirect.len() as u64).is_none());
-        // Another register, or no check at all.
-        let mut rsi = glibc_like;
-        rsi[2] = 0xf6; // test rsi, rsi
-        assert!(past_null_check(&rsi, ADDR, size).is_none());
-        assert!(past_null_check(&glibc_like[5..], ADDR, size - 5).is_none());
-    }
-}
+mod tests;

@@ -1,0 +1,119 @@
+//! What attaching and detaching many probes costs: `profiler attach --func GLOB` on a program with
+//! 1,000 small functions, the glob taking in 50, 500 or all 1,000 of them (100, 1,000 and 2,000
+//! probes: an entry and a return probe each).
+//!
+//! Attach: from starting the profiler to its `profiling pid` line, less the same for one
+//! function (which holds what every run does besides attaching: calibration, loading the
+//! programs, the other families). Stop: from SIGINT to the profiler's exit, which detaches every
+//! probe; the kernel detaches uprobes one at a time, each waiting for RCU grace periods under a
+//! global mutex, so this grows with the probes whatever the profiler does.
+
+use std::{
+    fmt::Write as _,
+    path::Path,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+
+use super::{median, proc::Proc, proc::Stream, tracer::Tools};
+
+/// The name `--only` selects this benchmark by.
+pub const NAME: &str = "attach";
+
+/// Functions of the workload.
+const FUNCTIONS: usize = 1000;
+
+/// (glob, functions it takes in).
+const SIZES: [(&str, usize); 4] = [
+    ("attach_fn_0000", 1),
+    ("attach_fn_00[0-4]*", 50),
+    ("attach_fn_0[0-4]*", 500),
+    ("attach_fn_*", 1000),
+];
+
+/// The workload: `FUNCTIONS` functions the profiler can trace, then it waits for stdin to close.
+fn source() -> String {
+    let mut c = String::from("#include <stdio.h>\n#include <unistd.h>\nvolatile long sink;\n");
+    for i in 0..FUNCTIONS {
+        let _ = writeln!(
+            c,
+            "__attribute__((noinline)) void attach_fn_{i:04}(long x) {{ sink += x + {i}; }}"
+        );
+    }
+    c.push_str("int main(void) {\n");
+    for i in 0..FUNCTIONS {
+        let _ = writeln!(c, "\tattach_fn_{i:04}({i});");
+    }
+    c.push_str(
+        "\tputs(\"ready\");\n\tfflush(stdout);\n\tchar b;\n\twhile (read(0, &b, 1) > 0) {}\n",
+    );
+    c.push_str("\treturn 0;\n}\n");
+    c
+}
+
+/// One measurement: seconds to the `profiling pid` line, and from SIGINT to the exit.
+fn measure(tools: &Tools, workload: &Path, glob: &str) -> anyhow::Result<(f64, f64)> {
+    let mut target = Proc::spawn("workload", Command::new(workload), true)?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    target.wait_line("ready", deadline, |s, l| {
+        s == Stream::Stdout && l == "ready"
+    })?;
+    let mut cmd = Command::new(&tools.profiler);
+    cmd.args(["attach", &target.pid().to_string(), "--func", glob])
+        .args(["--max-funcs", "5000", "--max-overhead", "0"]);
+    let started = Instant::now();
+    let mut profiler = Proc::spawn("profiler", cmd, false)?;
+    let deadline = started + Duration::from_secs(120);
+    profiler.wait_line("its profiling line", deadline, |s, l| {
+        s == Stream::Stderr && l.starts_with("profiler: profiling pid")
+    })?;
+    let attach = started.elapsed().as_secs_f64();
+    let stopping = Instant::now();
+    profiler.signal(libc::SIGINT);
+    let ended = profiler.finish(Duration::from_secs(1800), libc::SIGKILL, Duration::ZERO)?;
+    let stop = stopping.elapsed().as_secs_f64();
+    anyhow::ensure!(
+        ended.success(),
+        "the profiler failed: {}",
+        profiler.output()
+    );
+    drop(target);
+    Ok((attach, stop))
+}
+
+/// Runs the benchmark: `runs` rounds over every size; prints the medians.
+pub fn bench(tools: &Tools, dir: &Path, runs: u32) -> anyhow::Result<String> {
+    let src = dir.join("attach.c");
+    std::fs::write(&src, source()).context("writing the attach workload")?;
+    let workload = dir.join("attach_workload");
+    let mut gcc = Command::new("gcc");
+    gcc.args(["-O1", "-o"]).arg(&workload).arg(&src);
+    crate::status(gcc).context("building the attach workload (is gcc installed?)")?;
+    let mut samples: Vec<Vec<(f64, f64)>> = SIZES.iter().map(|_| Vec::new()).collect();
+    for round in 0..runs {
+        for (i, (glob, _)) in SIZES.iter().enumerate() {
+            eprintln!("attach: round {}/{runs}, --func '{glob}'", round + 1);
+            samples[i].push(measure(tools, &workload, glob)?);
+        }
+    }
+    let mut out = String::from(
+        "\n## Attach and stop\n\n| functions | probes | attach (s, less 1 function) | stop (s) |\n\
+         |---:|---:|---:|---:|\n",
+    );
+    let med = |s: &[(f64, f64)], pick: fn(&(f64, f64)) -> f64| {
+        median(s.iter().map(pick).collect()).unwrap_or(f64::NAN)
+    };
+    let base = med(&samples[0], |s| s.0);
+    for ((_, functions), s) in SIZES.iter().zip(&samples) {
+        let attach = med(s, |s| s.0) - base;
+        let stop = med(s, |s| s.1);
+        let _ = writeln!(
+            out,
+            "| {functions} | {} | {attach:.3} | {stop:.1} |",
+            2 * functions
+        );
+    }
+    Ok(out)
+}

@@ -2,8 +2,6 @@
 //! wherever they sit: after `endbr64` on an emulated `push` (CET), on the symbol address (no
 //! CET, or nothing cheaper after `endbr64`), and in an unoptimized prologue.
 
-use std::time::Duration;
-
 use profiler_tests::{
     Func, Profiler, Report, TempDir, process::profile, require_root, run_reported, victims,
 };
@@ -134,9 +132,8 @@ fn only_unprobeable_functions_is_an_error_with_the_reason() {
 /// `lock decl`) is probed past it and counted exactly, like every function the victim calls a
 /// known number of times; nothing is skipped on the way.
 ///
-/// Slow: attaching the ~4,400 probes takes about a second, but the kernel detaches uprobes one
-/// at a time, each waiting for an RCU grace period under a global mutex (tens of ms on an idle
-/// machine, over 100 ms on a loaded one): minutes in all. Hence its own deadline.
+/// The ~4,400 probes go as they came, together (multi-uprobe links): the run ends well within
+/// the harness's timeout (one perf-event uprobe at a time, the kernel took minutes).
 #[test]
 fn all_of_libc_attaches_and_counts_exactly() {
     require_root!();
@@ -152,9 +149,7 @@ fn all_of_libc_attaches_and_counts_exactly() {
         "0",
     ]);
     args.extend(["--", victims::C, "locked", "300"]);
-    Profiler::start(&args)
-        .finish_within(Duration::from_secs(30 * 60))
-        .expect_success();
+    Profiler::start(&args).finish().expect_success();
     let report = Report::read(&json);
     assert_eq!(report.end_reason(), "target_exited");
     let functions = report.functions();

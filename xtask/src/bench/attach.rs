@@ -4,9 +4,9 @@
 //!
 //! Attach: from starting the profiler to its `profiling pid` line, less the same for one
 //! function (which holds what every run does besides attaching: calibration, loading the
-//! programs, the other families). Stop: from SIGINT to the profiler's exit, which detaches every
-//! probe; the kernel detaches uprobes one at a time, each waiting for RCU grace periods under a
-//! global mutex, so this grows with the probes whatever the profiler does.
+//! programs, the other families). Stop: from SIGINT to the profiler's exit, which writes the
+//! report and detaches every probe: a multi-uprobe link per file and kind, each taken down with
+//! one RCU grace period (perf-event uprobes took one each, serialized by the kernel).
 
 use std::{
     fmt::Write as _,
@@ -24,6 +24,9 @@ pub const NAME: &str = "attach";
 
 /// Functions of the workload.
 const FUNCTIONS: usize = 1000;
+
+/// The most probes bpftrace is measured with (its stop takes ~0.1 s a probe).
+const BPFTRACE_MAX_PROBES: usize = 1000;
 
 /// (glob, functions it takes in).
 const SIZES: [(&str, usize); 4] = [
@@ -83,6 +86,62 @@ fn measure(tools: &Tools, workload: &Path, glob: &str) -> anyhow::Result<(f64, f
     Ok((attach, stop))
 }
 
+/// bpftrace counting the entries and returns of the same functions (one attach point each, as
+/// bpftrace 0.17 attaches them: a perf event per probe): seconds until every probe is attached
+/// (its perf-event descriptors are all open), and from SIGINT to its exit.
+fn measure_bpftrace(
+    bpftrace: &Path,
+    workload: &Path,
+    functions: usize,
+) -> anyhow::Result<(f64, f64)> {
+    let mut target = Proc::spawn("workload", Command::new(workload), true)?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    target.wait_line("ready", deadline, |s, l| {
+        s == Stream::Stdout && l == "ready"
+    })?;
+    let points = |kind: &str| {
+        (0..functions)
+            .map(|i| format!("{kind}:{}:attach_fn_{i:04}", workload.display()))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let pid = target.pid();
+    let program = format!(
+        "{} /pid == {pid}/ {{ @entries = count(); }} {} /pid == {pid}/ {{ @returns = count(); }}",
+        points("uprobe"),
+        points("uretprobe")
+    );
+    let mut cmd = Command::new(bpftrace);
+    cmd.args(["-p", &pid.to_string(), "-e", &program]);
+    let started = Instant::now();
+    let mut tracer = Proc::spawn("bpftrace", cmd, false)?;
+    let deadline = started + Duration::from_secs(600);
+    while perf_events(tracer.pid()) < 2 * functions {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "bpftrace never attached every probe"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let attach = started.elapsed().as_secs_f64();
+    let stopping = Instant::now();
+    tracer.signal(libc::SIGINT);
+    tracer.finish(Duration::from_secs(1800), libc::SIGKILL, Duration::ZERO)?;
+    let stop = stopping.elapsed().as_secs_f64();
+    drop(target);
+    Ok((attach, stop))
+}
+
+/// Perf-event descriptors `pid` holds.
+fn perf_events(pid: i32) -> usize {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return 0;
+    };
+    fds.filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .filter(|target| target.to_string_lossy().contains("perf_event"))
+        .count()
+}
+
 /// Runs the benchmark: `runs` rounds over every size; prints the medians.
 pub fn bench(tools: &Tools, dir: &Path, runs: u32) -> anyhow::Result<String> {
     let src = dir.join("attach.c");
@@ -92,26 +151,38 @@ pub fn bench(tools: &Tools, dir: &Path, runs: u32) -> anyhow::Result<String> {
     gcc.args(["-O1", "-o"]).arg(&workload).arg(&src);
     crate::status(gcc).context("building the attach workload (is gcc installed?)")?;
     let mut samples: Vec<Vec<(f64, f64)>> = SIZES.iter().map(|_| Vec::new()).collect();
+    let mut anchor: Vec<Vec<(f64, f64)>> = SIZES.iter().map(|_| Vec::new()).collect();
     for round in 0..runs {
-        for (i, (glob, _)) in SIZES.iter().enumerate() {
+        for (i, (glob, functions)) in SIZES.iter().enumerate() {
             eprintln!("attach: round {}/{runs}, --func '{glob}'", round + 1);
             samples[i].push(measure(tools, &workload, glob)?);
+            // One perf event per probe: 0.1 s each to stop, so only the smaller sizes.
+            if let Ok(bpftrace) = &tools.bpftrace
+                && 2 * functions <= BPFTRACE_MAX_PROBES
+            {
+                anchor[i].push(measure_bpftrace(bpftrace, &workload, *functions)?);
+            }
         }
     }
     let mut out = String::from(
-        "\n## Attach and stop\n\n| functions | probes | attach (s, less 1 function) | stop (s) |\n\
-         |---:|---:|---:|---:|\n",
+        "\n## Attach and stop\n\n| functions | probes | profiler attach (s, less 1 function) | \
+         profiler stop (s) | bpftrace attach (s) | bpftrace stop (s) |\n\
+         |---:|---:|---:|---:|---:|---:|\n",
     );
     let med = |s: &[(f64, f64)], pick: fn(&(f64, f64)) -> f64| {
         median(s.iter().map(pick).collect()).unwrap_or(f64::NAN)
     };
     let base = med(&samples[0], |s| s.0);
-    for ((_, functions), s) in SIZES.iter().zip(&samples) {
+    for (((_, functions), s), a) in SIZES.iter().zip(&samples).zip(&anchor) {
         let attach = med(s, |s| s.0) - base;
         let stop = med(s, |s| s.1);
+        let bpftrace = match a.is_empty() {
+            true => "not run | not run".to_string(),
+            false => format!("{:.3} | {:.2}", med(a, |s| s.0), med(a, |s| s.1)),
+        };
         let _ = writeln!(
             out,
-            "| {functions} | {} | {attach:.3} | {stop:.1} |",
+            "| {functions} | {} | {attach:.3} | {stop:.2} | {bpftrace} |",
             2 * functions
         );
     }

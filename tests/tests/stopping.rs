@@ -160,7 +160,7 @@ fn thousands_of_probes_stop_together_and_the_report_covers_the_window() {
     let report = Report::read(&json);
     assert_eq!(report.end_reason(), "duration");
     let duration = report.at("/profiler/duration").as_f64().expect("duration");
-    assert!((2.0..2.5).contains(&duration), "duration {duration} s");
+    assert!((2.0..3.0).contains(&duration), "duration {duration} s");
     let probes = report
         .at("/overhead/probes_attached")
         .as_u64()

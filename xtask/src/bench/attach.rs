@@ -88,7 +88,7 @@ fn measure(tools: &Tools, workload: &Path, glob: &str) -> anyhow::Result<(f64, f
 
 /// bpftrace counting the entries and returns of the same functions (one attach point each, as
 /// bpftrace 0.17 attaches them: a perf event per probe): seconds until every probe is attached
-/// (its perf-event descriptors are all open), and from SIGINT to its exit.
+/// (a perf-event descriptor open for each), and from SIGINT to its exit.
 fn measure_bpftrace(
     bpftrace: &Path,
     workload: &Path,
@@ -113,10 +113,22 @@ fn measure_bpftrace(
     );
     let mut cmd = Command::new(bpftrace);
     cmd.args(["-p", &pid.to_string(), "-e", &program]);
+    // It refuses more than 512 probes unless told.
+    cmd.env("BPFTRACE_MAX_PROBES", (2 * functions + 16).to_string());
     let started = Instant::now();
     let mut tracer = Proc::spawn("bpftrace", cmd, false)?;
     let deadline = started + Duration::from_secs(600);
-    while perf_events(tracer.pid()) < 2 * functions {
+    // Its output buffer is one perf event per CPU; each probe adds one more. (Its "Attaching"
+    // line sits in the pipe's buffer until it exits.)
+    let buffers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    while perf_events(tracer.pid()) < buffers + 2 * functions {
+        if let Some(ended) = tracer.wait_until(Instant::now())? {
+            anyhow::bail!(
+                "bpftrace ended ({}) before it attached:\n{}",
+                ended.describe(),
+                tracer.output()
+            );
+        }
         anyhow::ensure!(
             Instant::now() < deadline,
             "bpftrace never attached every probe"

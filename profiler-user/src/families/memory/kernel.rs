@@ -7,19 +7,18 @@ use anyhow::Context as _;
 use aya::{
     Ebpf,
     maps::{HashMap as BpfHashMap, PerCpuArray},
-    programs::{
-        TracePoint, UProbe,
-        trace_point::TracePointLink,
-        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLink, UProbeScope},
-    },
+    programs::{TracePoint, trace_point::TracePointLink},
 };
 use profiler_common::memory::{
     AllocInfo, MAX_ALLOC_FUNCTIONS, MMAP_SLOT, MUNMAP_SLOT, MemStack, SiteStats, cookie, maps,
     programs,
 };
 
-use super::allocator::{self, Allocator};
-use crate::bpf;
+use super::allocator::{self, AllocFn, Allocator};
+use crate::bpf::{
+    self,
+    multi::{self, MultiLink, MultiProgram},
+};
 
 const ENTRY: &str = programs::MEM_ENTRY;
 const RETURN: &str = programs::MEM_RETURN;
@@ -31,32 +30,38 @@ const TRACEPOINTS: [(&str, &str, &str); 3] = [
     (programs::MEM_MUNMAP, "syscalls", "sys_enter_munmap"),
 ];
 
-/// The family's links, owned here so that they can be detached all at once (the kernel waits
-/// for a grace period on each uprobe it removes: one after the other, that is seconds).
+/// The family's links, owned here so that they can be taken down in order. The allocator probes
+/// are multi-uprobe links, one per allocator file and group: a link goes with one grace period of
+/// the kernel's, where each perf-event uprobe took one.
 #[derive(Default)]
 pub(crate) struct Links {
     /// Entry probes of the functions that return a block.
-    entries: Vec<UProbeLink>,
-    returns: Vec<UProbeLink>,
+    entries: Vec<MultiLink>,
+    returns: Vec<MultiLink>,
     /// Entry probes of the functions that release one.
-    frees: Vec<UProbeLink>,
+    frees: Vec<MultiLink>,
     tracepoints: Vec<TracePointLink>,
+    /// The programs the links run (kept while they do).
+    programs: Vec<MultiProgram>,
 }
 
 impl Links {
     pub(crate) fn count(&self) -> usize {
-        self.entries.len() + self.returns.len() + self.frees.len() + self.tracepoints.len()
+        let probes: usize = (self.entries.iter().chain(&self.returns).chain(&self.frees))
+            .map(MultiLink::len)
+            .sum();
+        probes + self.tracepoints.len()
     }
 
-    /// Detaches everything, each group in parallel: the allocating functions' probes first
-    /// (a return whose entry is gone records nothing), and the frees after them, so that no
-    /// block is recorded after its release went unseen (while the allocator keeps running, as
-    /// when the overhead budget detaches the family or `attach` ends).
+    /// Detaches everything: the allocating functions' probes first (a return whose entry is gone
+    /// records nothing), and the frees after them, so that no block is recorded after its
+    /// release went unseen (while the allocator keeps running, as when the overhead budget
+    /// detaches the family or `attach` ends).
     pub(crate) fn detach(mut self) {
-        self.entries.append(&mut self.returns);
-        bpf::release_in_parallel(self.entries);
-        bpf::release_in_parallel(self.frees);
-        bpf::release_in_parallel(self.tracepoints);
+        drop(std::mem::take(&mut self.entries));
+        drop(std::mem::take(&mut self.returns));
+        drop(std::mem::take(&mut self.frees));
+        bpf::release_in_parallel(std::mem::take(&mut self.tracepoints));
     }
 }
 
@@ -65,45 +70,53 @@ impl Links {
 /// recorded while `free` was not yet probed could be released unseen and its address handed
 /// out again (`Links::detach` takes them down last, for the same reason).
 pub(crate) fn attach(ebpf: &mut Ebpf, allocators: &[Allocator], pid: u32) -> anyhow::Result<Links> {
-    let scope = std::num::NonZeroU32::new(pid)
-        .map(UProbeScope::OneProcess)
-        .context("invalid pid 0")?;
+    anyhow::ensure!(pid != 0, "invalid pid 0");
+    let entry = multi::load(ebpf, ENTRY)?;
+    let ret = multi::load(ebpf, RETURN)?;
     let mut links = Links::default();
-    // Function ids follow `functions`; the frees are attached first.
-    let mut ordered: Vec<_> = functions(allocators).enumerate().collect();
-    ordered.sort_by_key(|(_, (_, f))| f.class.returns_block());
-    for name in [RETURN, ENTRY] {
-        let program: &mut UProbe = bpf::program(ebpf, name)?;
-        program
-            .load()
-            .with_context(|| format!("failed to load {name}"))?;
-        for &(id, (allocator, function)) in &ordered {
-            if name == RETURN && !function.class.returns_block() {
+    // Function ids follow `functions`. One link per allocator file and group, in attach order.
+    let all: Vec<_> = functions(allocators).enumerate().collect();
+    // Return probes of the allocating functions, entry probes of the releasing ones, entry
+    // probes of the allocating ones.
+    for group in 0..3 {
+        let (program, returns) = if group == 0 {
+            (&ret, true)
+        } else {
+            (&entry, false)
+        };
+        let wanted = |f: &AllocFn| f.class.returns_block() != (group == 1);
+        for allocator in allocators {
+            let chosen: Vec<_> = all
+                .iter()
+                .filter(|(_, (a, f))| std::ptr::eq(*a, allocator) && wanted(f))
+                .collect();
+            if chosen.is_empty() {
                 continue;
             }
-            let point = UProbeAttachPoint {
-                location: UProbeAttachLocation::AbsoluteOffset(function.probe_offset),
-                cookie: Some(cookie(id as u32, function.class)),
-            };
-            let id = program
-                .attach(point, &allocator.module.open_path, scope)
+            let offsets: Vec<u64> = chosen.iter().map(|(_, (_, f))| f.probe_offset).collect();
+            let cookies: Vec<u64> = (chosen.iter())
+                .map(|(id, (_, f))| cookie(*id as u32, f.class))
+                .collect();
+            let path = &allocator.module.open_path;
+            let link = program
+                .attach(path, &offsets, &cookies, returns, pid)
                 .with_context(|| {
+                    let names: Vec<&str> =
+                        chosen.iter().map(|(_, (_, f))| f.name.as_str()).collect();
                     format!(
                         "failed to attach to {} in {}",
-                        function.name,
+                        names.join(", "),
                         allocator.module.file_name()
                     )
                 })?;
-            let link = program.take_link(id)?;
-            if name == RETURN {
-                links.returns.push(link);
-            } else if function.class.returns_block() {
-                links.entries.push(link);
-            } else {
-                links.frees.push(link);
+            match group {
+                0 => links.returns.push(link),
+                1 => links.frees.push(link),
+                _ => links.entries.push(link),
             }
         }
     }
+    links.programs = vec![entry, ret];
     for (program, category, name) in TRACEPOINTS {
         let tp: &mut TracePoint = bpf::program(ebpf, program)?;
         tp.load()

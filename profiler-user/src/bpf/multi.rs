@@ -27,6 +27,7 @@ use aya_obj::generated::{
 };
 
 use super::EBPF_OBJECT;
+use crate::error::ProfilerError;
 
 /// A program loaded for multi-uprobe links. Closing it (drop) unloads it once its links are gone.
 #[derive(Debug)]
@@ -77,8 +78,16 @@ pub(crate) fn load(ebpf: &Ebpf, name: &str) -> anyhow::Result<MultiProgram> {
         .functions
         .get(&program.function_key())
         .with_context(|| format!("program {name} has no code in the eBPF object"))?;
-    let fd = load_program(name, &program.license, &function.instructions)
-        .with_context(|| format!("failed to load {name} for multi-uprobe links"))?;
+    let fd = load_program(name, &program.license, &function.instructions).map_err(|e| {
+        if !kernel_has_multi_uprobes() {
+            return ProfilerError::KernelFeature {
+                what: "multi-uprobe links (Linux 6.6)",
+                hint: "the functions and memory families need them; the others run without",
+            }
+            .into();
+        }
+        anyhow::Error::new(e).context(format!("failed to load {name} for multi-uprobe links"))
+    })?;
     Ok(MultiProgram { fd })
 }
 
@@ -121,6 +130,17 @@ impl MultiProgram {
             offsets: offsets.len(),
         })
     }
+}
+
+/// Whether the running kernel is 6.6 or newer (multi-uprobe links).
+fn kernel_has_multi_uprobes() -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut parts = release
+        .trim()
+        .split(['.', '-'])
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (major, minor) >= (6, 6)
 }
 
 /// `BPF_PROG_LOAD` of a kprobe-type program for multi-uprobe links; the verifier's log becomes the

@@ -30,6 +30,14 @@ fn main() {
         &["-O0", CET, "-pthread"],
     );
 
+    // The same, marked as Go code (its build-information section): never given return probes.
+    build(
+        "C_GO",
+        &victim,
+        &out.join("victim_go"),
+        &["-O2", CET, "-pthread", "-DGO_BUILDINFO"],
+    );
+
     // A shared library, found at run time through the executable's rpath.
     let lib = out.join("libvictim.so");
     compile(

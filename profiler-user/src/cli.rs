@@ -94,8 +94,9 @@ pub(crate) struct CommonArgs {
     /// by file name without `.so...`, or by path (`'libpython3*:_PyEval_EvalFrameDefault'`).
     /// Demangled Rust and C++ names match (`'myapp::server::*'`). A spec that matches nothing is
     /// an error naming the libraries where it would match (`did you mean libc:malloc?`), or else
-    /// the closest names. A matched function the kernel will not probe is skipped, with the
-    /// reason, and the others are traced (see `skipped_functions` in the report).
+    /// the closest names. A matched function the kernel will not probe, or one in Go code (a
+    /// return probe crashes Go programs), is skipped, with the reason, and the others are traced
+    /// (see `skipped_functions` in the report).
     #[arg(long = "func", value_name = "SPEC")]
     pub funcs: Vec<String>,
     /// Stop after this many seconds: more than 0, at most a year (default: until Ctrl-C or the

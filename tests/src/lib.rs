@@ -34,6 +34,8 @@ pub mod victims {
     pub const C_NOCET: &str = env!("VICTIM_C_NOCET");
     /// `victim.c` at -O0 with `-fcf-protection=full`: `endbr64; push rbp; mov rbp, rsp`.
     pub const C_O0: &str = env!("VICTIM_C_O0");
+    /// The C victim marked as Go code (a `.go.buildinfo` section).
+    pub const C_GO: &str = env!("VICTIM_C_GO");
     /// `victim_lib.c`, calling `lib_function` in `libvictim.so`.
     pub const LIB: &str = env!("VICTIM_LIB");
     /// `err_victim.c`: failed syscalls in known numbers (`steady`, `eagain`, `eintr`).

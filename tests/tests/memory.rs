@@ -498,6 +498,34 @@ fn statically_linked_glibc_is_found_in_the_executable() {
     assert_eq!(memory.function("tidy"), Totals::blocks(50, 64, 50));
 }
 
+/// An allocator in Go code (a file with Go's build-information section) gets no return probe,
+/// which would crash a Go program: the memory section says why it has no allocator.
+#[test]
+fn an_allocator_in_go_code_gets_no_return_probe() {
+    require_root!();
+    let dir = TempDir::new();
+    let marker = dir.path().join("go_buildinfo.c");
+    std::fs::write(
+        &marker,
+        "__attribute__((used, section(\".go.buildinfo\"))) static const char info[32] = \
+         \"\\xff Go buildinf:\";\n",
+    )
+    .unwrap();
+    let exe = dir.path().join("mem_victim_go");
+    let flags = ["-static", "-O1", "-pthread", marker.to_str().unwrap()];
+    if !gcc(Path::new(VICTIM_SOURCE), &exe, &flags) {
+        skip!("a static C library (gcc -static failed)");
+    }
+    let report = run(&dir, &[exe.to_str().unwrap(), "calloc"]);
+    let memory = Memory::of(&report);
+    assert!(memory.at("/allocator").is_null());
+    let why = memory.at("/no_allocator").as_str().unwrap();
+    assert!(
+        why.contains("mem_victim_go, which is Go code") && why.contains("no return probe"),
+        "{why}"
+    );
+}
+
 #[test]
 fn no_allocator_is_explained_and_the_report_still_written() {
     require_root!();

@@ -165,3 +165,28 @@ fn all_of_libc_attaches_and_counts_exactly() {
     assert_eq!(family.status(), "attached");
     assert_eq!(family.probes() as usize, 2 * functions.len());
 }
+
+/// Go code gets no return probe (it would crash a Go program): the functions of a file with Go's
+/// build-information section are not traced, with the reason, while a libc function the same
+/// program calls is; asked for Go functions alone, the profiler says why before it starts.
+#[test]
+fn functions_of_go_code_are_not_traced() {
+    require_root!();
+    let outcome = profile(["run", "--func", "leaf", "--", victims::C_GO, "calls", "5"]);
+    let err = outcome.expect_error();
+    assert!(
+        err.contains("no --func function can be probed: leaf") && err.contains(".go.buildinfo"),
+        "{err}"
+    );
+
+    let dir = TempDir::new();
+    let args = ["--func", "leaf", "--func", "libc:pthread_spin_destroy"];
+    let (_, report) = run_reported(&dir, &args, &[victims::C_GO, "locked", "3"], &[]);
+    let skipped = report.skipped_functions();
+    assert_eq!(skipped.len(), 1, "{skipped:?}");
+    assert_eq!(skipped[0].0, "leaf");
+    assert!(skipped[0].1.starts_with("Go code"), "{}", skipped[0].1);
+    assert_eq!(report.function("pthread_spin_destroy").total_calls(), 1);
+    let names: Vec<&str> = report.functions().iter().map(|f| f.name()).collect();
+    assert_eq!(names, ["pthread_spin_destroy"]);
+}

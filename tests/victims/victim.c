@@ -36,6 +36,16 @@
 #include <time.h>
 #include <unistd.h>
 
+#ifdef GO_BUILDINFO
+/*
+ * The section the Go linker writes into every Go binary (its build information):
+ * built with -DGO_BUILDINFO, this victim stands for Go code, where the profiler
+ * must place no return probe.
+ */
+__attribute__((used, section(".go.buildinfo"))) static const char go_buildinfo[32] =
+	"\xff Go buildinf:";
+#endif
+
 #define TRACED __attribute__((noinline, noipa))
 
 volatile long sink;

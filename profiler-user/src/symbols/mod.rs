@@ -1,5 +1,6 @@
 //! Symbols: the functions of an ELF file (to resolve `--func`), and addresses back to names.
 
+pub(crate) mod go;
 pub(crate) mod resolve;
 pub(crate) mod symbolize;
 

@@ -4,7 +4,7 @@
 pub(crate) mod analyze;
 pub(crate) mod kernel;
 
-use std::fmt::Write as _;
+use std::{collections::HashMap, fmt::Write as _, path::PathBuf};
 
 use aya::Ebpf;
 use profiler_common::functions::{TIME_EVERY_MASK_GLOBAL, maps};
@@ -20,7 +20,10 @@ use crate::{
         functions::{FunctionProfile, ProbeSite, SkippedFunction},
         text,
     },
-    symbols::resolve::{FuncSpec, TracedFunction, resolve},
+    symbols::{
+        go,
+        resolve::{FuncSpec, TracedFunction, resolve},
+    },
 };
 use analyze::{FunctionData, FunctionMeta, ProbeCosts, profile};
 use kernel::{Probes, RawFunctions, Site};
@@ -48,7 +51,8 @@ pub(crate) struct Functions {
     time_every: u32,
     traced: Vec<Traced>,
     /// Functions that matched but are not traced: the kernel would refuse their probe (known
-    /// from placement), or refused it at attach (then still in `traced`, without links, so
+    /// from placement), they are Go code (see `symbols::go`), or the kernel refused their probe
+    /// at attach (then still in `traced`, without links, so
     /// that function ids stay put).
     skipped: Vec<Skipped>,
     probes: Option<Probes>,
@@ -122,7 +126,20 @@ impl Family for Functions {
     fn prepare(&mut self, ctx: &TargetContext<'_>) -> anyhow::Result<()> {
         self.pid = ctx.pid;
         let functions = resolve(&self.specs, ctx.modules, self.max_funcs)?;
+        let mut go_files: HashMap<PathBuf, bool> = HashMap::new();
         for function in functions {
+            let path = &function.module.open_path;
+            if *go_files
+                .entry(path.clone())
+                .or_insert_with(|| go::is_go(path))
+            {
+                self.skipped.push(Skipped {
+                    function,
+                    reason: go::NOT_TRACED.into(),
+                    id: None,
+                });
+                continue;
+            }
             let sym = &function.sym;
             let placement = placement::place_in_file(
                 &function.module.open_path,

@@ -17,6 +17,7 @@ use profiler_common::memory::AllocClass;
 
 use crate::{
     placement::{self, Placement},
+    symbols::go,
     tracee::{Module, libs::DEFAULT_DIRS},
 };
 
@@ -118,9 +119,15 @@ pub(crate) struct Detection {
 pub(crate) fn detect(modules: &[Module]) -> Detection {
     let inspector = Inspector::new();
     let mut allocators = Vec::new();
+    let mut in_go = Vec::new();
     for (index, module) in modules.iter().enumerate() {
         if let Some(allocator) = in_module(&inspector, module, index == 0) {
-            allocators.push(allocator);
+            // No return probe in Go code (see `symbols::go`).
+            if go::is_go(&module.open_path) {
+                in_go.push(module.file_name());
+            } else {
+                allocators.push(allocator);
+            }
         }
     }
     // The executable interposes first, then anything that replaces the C library's allocator.
@@ -129,9 +136,13 @@ pub(crate) fn detect(modules: &[Module]) -> Detection {
         "glibc" | "musl" => 2,
         _ => 1,
     });
-    let none_because = allocators
-        .is_empty()
-        .then(|| explain_none(&inspector, modules));
+    let none_because = allocators.is_empty().then(|| match in_go.first() {
+        Some(file) => format!(
+            "the allocator is in {file}, which is Go code (it has a .go.buildinfo section): the \
+             memory family places no return probe there, as it would crash the program"
+        ),
+        None => explain_none(&inspector, modules),
+    });
     Detection {
         allocators,
         none_because,

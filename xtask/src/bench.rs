@@ -402,14 +402,7 @@ fn measure(
     if calls != scenario.calls {
         bail!("workload made {calls} calls, asked for {}", scenario.calls);
     }
-    let ended = target.finish(
-        Duration::from_secs(10),
-        libc::SIGTERM,
-        Duration::from_secs(5),
-    )?;
-    if !ended.success() {
-        bail!("workload {} failed ({})", w.name, ended.describe());
-    }
+    target.exit_cleanly()?;
 
     let outcome = match traced {
         None => None,

@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 
 use super::{
     SETTLE, median,
@@ -172,14 +172,7 @@ fn measure(case: &Case, traced: bool, tools: &Tools, json: &Path) -> anyhow::Res
     let cpu_ns = line
         .split_whitespace()
         .find_map(|f| f.strip_prefix("cpu_ns_per_call=")?.parse::<f64>().ok());
-    let ended = target.finish(
-        Duration::from_secs(10),
-        libc::SIGTERM,
-        Duration::from_secs(5),
-    )?;
-    if !ended.success() {
-        bail!("{} failed ({})", case.name, ended.describe());
-    }
+    let ended = target.exit_cleanly()?;
     let estimate = match proc {
         None => None,
         Some(proc) => {

@@ -241,14 +241,7 @@ fn measure(
             THREADS * requests
         );
     }
-    let ended = target.finish(
-        Duration::from_secs(10),
-        libc::SIGTERM,
-        Duration::from_secs(5),
-    )?;
-    if !ended.success() {
-        bail!("the mixed workload failed ({})", ended.describe());
-    }
+    target.exit_cleanly()?;
 
     let traced = match traced {
         None => None,

@@ -133,14 +133,7 @@ fn churn(
     if n != pairs {
         bail!("workload made {n} pairs, asked for {pairs}");
     }
-    let ended = target.finish(
-        Duration::from_secs(10),
-        libc::SIGTERM,
-        Duration::from_secs(5),
-    )?;
-    if !ended.success() {
-        bail!("the malloc workload failed ({})", ended.describe());
-    }
+    target.exit_cleanly()?;
     let outcome = match traced {
         None => None,
         Some((t, proc)) => {
@@ -245,14 +238,7 @@ fn hold(exe: &Path, tools: &Tools, json: &Path) -> anyhow::Result<Held> {
     // A few of the profiler's ticks with the blocks outstanding.
     std::thread::sleep(Duration::from_secs(1));
     target.send(b"g")?;
-    let ended = target.finish(
-        Duration::from_secs(10),
-        libc::SIGTERM,
-        Duration::from_secs(5),
-    )?;
-    if !ended.success() {
-        bail!("the malloc workload failed ({})", ended.describe());
-    }
+    target.exit_cleanly()?;
     let exited = Instant::now();
     let cost = proc.finish(
         Duration::from_secs(120),

@@ -245,6 +245,20 @@ impl Proc {
         }
     }
 
+    /// Waits for a workload that has printed its result to exit (asking it with SIGTERM after
+    /// 10 s, killing it 5 s later); fails unless it exited 0.
+    pub fn exit_cleanly(&mut self) -> anyhow::Result<Ended> {
+        let ended = self.finish(
+            Duration::from_secs(10),
+            libc::SIGTERM,
+            Duration::from_secs(5),
+        )?;
+        if !ended.success() {
+            bail!("{} failed ({})", self.name, ended.describe());
+        }
+        Ok(ended)
+    }
+
     /// Waits up to `wait` for the process to end; then asks it to stop with `signal` and waits
     /// `after` more; then kills it. Errors when it had to be killed.
     pub fn finish(

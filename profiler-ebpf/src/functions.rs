@@ -1,12 +1,12 @@
 //! The `functions` family: entry and return probes on chosen functions.
 //!
 //! Entry pushes a frame (function id, return-address slot, start time, the thread's probe-hit
-//! count) on the thread's shadow stack. Return pops the frame whose return-address slot is the one just returned through, so a
-//! call that never returns (longjmp, unwinding) is recognised as abandoned and cannot corrupt the
-//! timing of any other call. A timed call also records how many of this family's probe hits
-//! (its own entry and return, and those of the traced calls it made) fell within its time, so the
-//! user side can take their cost out of it. All statistics are aggregated here, so nothing is lost however fast
-//! the target calls.
+//! count) on the thread's shadow stack. Return pops the frame whose return-address slot is the one
+//! just returned through, so a call that never returns (longjmp, unwinding) is recognised as
+//! abandoned and cannot corrupt the timing of any other call. A timed call also records how many of
+//! this family's probe hits (its own entry and return, and those of the traced calls it made) fell
+//! within its time, so the user side can take their cost out of it. All statistics are aggregated
+//! here, so nothing is lost however fast the target calls.
 //!
 //! The per-call path touches little besides the thread's own map value (found once per probe):
 //! the shadow stack and, next to it, the thread's tables of totals per function and calls per

@@ -5,13 +5,14 @@
 //!
 //! What a hit costs the target is more than the probe's own run: the return goes through the
 //! uretprobe trampoline and a syscall, and the code after a trap runs on caches and branch
-//! predictors the kernel has disturbed. So each function is first called past the calls the
-//! probes always time (the steady state is what a hot function gets), every figure is the median
-//! of several batches of the thread's CPU time (not the fastest: the estimate is of typical calls), and an entry-and-return
-//! pair is also timed between calls of a function that walks 32 KiB of memory and a chain of
-//! nested calls, against the same loop unprobed: what that loop loses beyond the pair's cost in a
-//! tight loop is the cold-cache cost, added half to each hit. The kernel's own measurement of the
-//! probed calls gives the part of a call's own probes that its measured time includes.
+//! predictors the kernel has disturbed. So each function is first called past the calls the probes
+//! always time (the steady state is what a hot function gets), every figure is the median of
+//! several batches of the thread's CPU time (not the fastest: the estimate is of typical calls),
+//! and an entry-and-return pair is also timed between calls of a function that walks 32 KiB of
+//! memory and a chain of nested calls, against the same loop unprobed: what that loop loses beyond
+//! the pair's cost in a tight loop is the cold-cache cost, added half to each hit. The kernel's own
+//! measurement of the probed calls gives the part of a call's own probes that its measured time
+//! includes.
 //!
 //! The result is cached per boot and kernel in /run, so it is measured once.
 

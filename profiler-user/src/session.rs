@@ -122,7 +122,10 @@ pub(crate) async fn run(plan: &Plan) -> Outcome {
     if let Some(gated) = session.gated.take() {
         gated.abort();
     }
-    if let Some(ebpf) = session.ebpf.as_mut()
+    // The collection loop stops the programs the instant the window ends; when it never got to
+    // its end (an error), they are stopped here.
+    if session.collected.ended.is_none()
+        && let Some(ebpf) = session.ebpf.as_mut()
         && let Err(e) = bpf::stop(ebpf)
     {
         session.warnings.push(format!("{e:#}"));

@@ -153,6 +153,15 @@ pub(crate) fn map<'a>(ebpf: &'a Ebpf, name: &str) -> anyhow::Result<&'a aya::map
         .with_context(|| format!("map {name} missing from the eBPF object"))
 }
 
+/// Map `name` of the loaded object, to write.
+pub(crate) fn map_mut<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &str,
+) -> anyhow::Result<&'a mut aya::maps::Map> {
+    ebpf.map_mut(name)
+        .with_context(|| format!("map {name} missing from the eBPF object"))
+}
+
 /// Program `name` of the loaded object, as program type `P`.
 pub(crate) fn program<'a, P>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut P>
 where
@@ -180,10 +189,7 @@ fn raise_memlock_limit() {
 /// Ends the window in the kernel: from now on every program returns at its first check, though
 /// the probes stay attached until they are taken down. Idempotent.
 pub(crate) fn stop(ebpf: &mut Ebpf) -> anyhow::Result<()> {
-    let map = ebpf
-        .map_mut(control::maps::CONTROL)
-        .context("map CONTROL missing from the eBPF object")?;
-    let mut flags: Array<_, u32> = Array::try_from(map)?;
+    let mut flags: Array<_, u32> = Array::try_from(map_mut(ebpf, control::maps::CONTROL)?)?;
     flags
         .set(STOPPED, 1, 0)
         .context("could not stop the kernel programs")

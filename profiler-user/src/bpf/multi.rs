@@ -50,8 +50,12 @@ impl MultiLink {
     }
 }
 
-/// Loads program `name` of the eBPF object for multi-uprobe links, sharing `ebpf`'s maps.
-pub(crate) fn load(ebpf: &Ebpf, name: &str) -> anyhow::Result<MultiProgram> {
+/// Loads programs `names` of the eBPF object for multi-uprobe links, sharing `ebpf`'s maps (the
+/// object is parsed and relocated once for all of them).
+pub(crate) fn load<const N: usize>(
+    ebpf: &Ebpf,
+    names: [&str; N],
+) -> anyhow::Result<[MultiProgram; N]> {
     let mut object = aya_obj::Object::parse(EBPF_OBJECT).context("cannot parse the eBPF object")?;
     let text_sections: HashSet<usize> = object.functions.keys().map(|(s, _)| *s).collect();
     let definitions = object.maps.clone();
@@ -66,29 +70,35 @@ pub(crate) fn load(ebpf: &Ebpf, name: &str) -> anyhow::Result<MultiProgram> {
                 .filter_map(|(name, def)| Some((name.as_str(), *fds.get(name.as_str())?, def))),
             &text_sections,
         )
-        .context("cannot resolve the program's maps")?;
+        .context("cannot resolve the programs' maps")?;
     object
         .relocate_calls(&text_sections)
-        .context("cannot resolve the program's calls")?;
-    let program = object
-        .programs
-        .get(name)
-        .with_context(|| format!("program {name} missing from the eBPF object"))?;
-    let function = object
-        .functions
-        .get(&program.function_key())
-        .with_context(|| format!("program {name} has no code in the eBPF object"))?;
-    let fd = load_program(name, &program.license, &function.instructions).map_err(|e| {
-        if !kernel_has_multi_uprobes() {
-            return ProfilerError::KernelFeature {
-                what: "multi-uprobe links (Linux 6.6)",
-                hint: "the functions and memory families need them; the others run without",
+        .context("cannot resolve the programs' calls")?;
+    let mut programs = Vec::with_capacity(N);
+    for name in names {
+        let program = object
+            .programs
+            .get(name)
+            .with_context(|| format!("program {name} missing from the eBPF object"))?;
+        let function = object
+            .functions
+            .get(&program.function_key())
+            .with_context(|| format!("program {name} has no code in the eBPF object"))?;
+        let fd = load_program(name, &program.license, &function.instructions).map_err(|e| {
+            if !kernel_has_multi_uprobes() {
+                return ProfilerError::KernelFeature {
+                    what: "multi-uprobe links (Linux 6.6)",
+                    hint: "the functions and memory families need them; the others run without",
+                }
+                .into();
             }
-            .into();
-        }
-        anyhow::Error::new(e).context(format!("failed to load {name} for multi-uprobe links"))
-    })?;
-    Ok(MultiProgram { fd })
+            anyhow::Error::new(e).context(format!("failed to load {name} for multi-uprobe links"))
+        })?;
+        programs.push(MultiProgram { fd });
+    }
+    Ok(programs
+        .try_into()
+        .unwrap_or_else(|_| unreachable!("one program per name")))
 }
 
 impl MultiProgram {
@@ -297,7 +307,7 @@ mod tests {
         assert_ne!(map, libc::MAP_FAILED);
         let pid = std::process::id();
         let ebpf = crate::bpf::load(pid, &LoadOptions::default()).unwrap();
-        let program = load(&ebpf, FN_ENTRY).unwrap();
+        let [program] = load(&ebpf, [FN_ENTRY]).unwrap();
         for (i, bytes) in cases.iter().enumerate() {
             let linked = program.attach(&path, &[(i * 16) as u64], &[0], false, pid);
             let refused = linked.as_ref().err().and_then(io::Error::raw_os_error) == Some(524);

@@ -1,7 +1,11 @@
 //! The `functions` family on the user side: attach the entry and return probes, and read what the
 //! kernel aggregated.
 
-use std::{collections::HashMap, io, path::PathBuf};
+use std::{
+    collections::HashMap,
+    io,
+    path::{Path, PathBuf},
+};
 
 use anyhow::Context as _;
 use aya::{
@@ -45,22 +49,46 @@ pub(crate) struct AttachFailure {
 /// each, serialized by the kernel.
 #[derive(Debug)]
 pub(crate) struct Probes {
-    entry: MultiProgram,
-    ret: MultiProgram,
-    pid: u32,
+    programs: Programs,
     groups: Vec<Group>,
     /// The generation of the newest links (see `profiler_common::functions::cookie`).
     generation: u32,
+}
+
+/// The programs the links run, for process `pid`.
+#[derive(Debug)]
+struct Programs {
+    entry: MultiProgram,
+    ret: MultiProgram,
+    pid: u32,
+}
+
+impl Programs {
+    /// One link for the entry (or, with `ret`, the return) probes of the sites `chosen` of file
+    /// `path`, with cookies of `generation`.
+    fn link(
+        &self,
+        path: &Path,
+        sites: &[Site],
+        chosen: &[usize],
+        ret: bool,
+        generation: u32,
+    ) -> io::Result<MultiLink> {
+        let program = if ret { &self.ret } else { &self.entry };
+        let offsets: Vec<u64> = chosen.iter().map(|&i| sites[i].file_offset).collect();
+        let cookies: Vec<u64> = (chosen.iter())
+            .map(|&i| cookie(i as u32, generation))
+            .collect();
+        program.attach(path, &offsets, &cookies, ret, self.pid)
+    }
 }
 
 /// The probes of one file.
 #[derive(Debug)]
 struct Group {
     path: PathBuf,
-    /// The sites probed (entry, and return where wanted), by index.
+    /// The sites probed (entry, and return where the site wants one), by index.
     sites: Vec<usize>,
-    /// Whether each site of `sites` has a return probe.
-    with_return: Vec<bool>,
     entries: Vec<MultiLink>,
     returns: Vec<MultiLink>,
 }
@@ -95,29 +123,22 @@ impl Attached {
 /// probes first for the same reason.)
 pub(crate) fn attach(ebpf: &mut Ebpf, sites: &[Site], pid: u32) -> anyhow::Result<Attached> {
     anyhow::ensure!(pid != 0, "invalid pid 0");
+    let [entry, ret] = multi::load(ebpf, [ENTRY, RETURN])?;
     let mut probes = Probes {
-        entry: multi::load(ebpf, ENTRY)?,
-        ret: multi::load(ebpf, RETURN)?,
-        pid,
+        programs: Programs { entry, ret, pid },
         groups: Vec::new(),
         generation: 0,
     };
     let mut failures = Vec::new();
     let mut off = Vec::new();
     for (path, indexes) in by_file(sites) {
-        let link = |ret: bool, chosen: &[usize]| {
-            let program = if ret { &probes.ret } else { &probes.entry };
-            let offsets: Vec<u64> = chosen.iter().map(|&i| sites[i].file_offset).collect();
-            let cookies: Vec<u64> = chosen.iter().map(|&i| cookie(i as u32, 0)).collect();
-            program.attach(&path, &offsets, &cookies, ret, pid)
-        };
+        let link = |ret: bool, chosen: &[usize]| probes.programs.link(&path, sites, chosen, ret, 0);
         let wants_return = |i: usize| sites[i].with_return;
         let done = attach_in_order(&indexes, wants_return, link);
         failures.extend(done.failures);
         off.extend(done.returns_only);
         probes.groups.push(Group {
             path,
-            with_return: done.probed.iter().map(|&i| sites[i].with_return).collect(),
             sites: done.probed,
             entries: done.entries,
             returns: done.returns,
@@ -230,10 +251,7 @@ fn set_generations(
     ebpf: &mut Ebpf,
     values: impl Iterator<Item = (usize, u32)>,
 ) -> anyhow::Result<()> {
-    let map = ebpf
-        .map_mut(maps::SITE_LINKS)
-        .context("map SITE_LINKS missing from the eBPF object")?;
-    let mut array: Array<_, u32> = Array::try_from(map)?;
+    let mut array: Array<_, u32> = Array::try_from(bpf::map_mut(ebpf, maps::SITE_LINKS)?)?;
     for (site, generation) in values {
         array.set(site as u32, generation, 0)?;
     }
@@ -269,7 +287,6 @@ impl Probes {
             .position(|&s| s == site)
             .expect("found above");
         group.sites.remove(at);
-        group.with_return.remove(at);
         if group.sites.is_empty() {
             drop(std::mem::take(&mut group.entries));
             drop(std::mem::take(&mut group.returns));
@@ -277,25 +294,19 @@ impl Probes {
         }
         self.generation += 1;
         let generation = self.generation;
-        let link = |program: &MultiProgram, ret: bool, chosen: Vec<usize>| {
-            let offsets: Vec<u64> = chosen.iter().map(|&i| sites[i].file_offset).collect();
-            let cookies: Vec<u64> = chosen
-                .iter()
-                .map(|&i| cookie(i as u32, generation))
-                .collect();
-            program
-                .attach(&group.path, &offsets, &cookies, ret, self.pid)
+        let link = |ret: bool, chosen: &[usize]| {
+            (self.programs)
+                .link(&group.path, sites, chosen, ret, generation)
                 .with_context(|| format!("cannot move the probes of {}", group.path.display()))
         };
-        let returning: Vec<usize> = (group.sites.iter().zip(&group.with_return))
-            .filter(|(_, ret)| **ret)
-            .map(|(s, _)| *s)
+        let returning: Vec<usize> = (group.sites.iter().copied())
+            .filter(|&s| sites[s].with_return)
             .collect();
         let returns = match returning.is_empty() {
             true => Vec::new(),
-            false => vec![link(&self.ret, true, returning)?],
+            false => vec![link(true, &returning)?],
         };
-        let entries = vec![link(&self.entry, false, group.sites.clone())?];
+        let entries = vec![link(false, &group.sites)?];
         // The switch: from here each site's hits count on its new links only.
         set_generations(ebpf, group.sites.iter().map(|&s| (s, generation)))?;
         drop(std::mem::replace(&mut group.entries, entries));

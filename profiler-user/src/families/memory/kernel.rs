@@ -71,8 +71,7 @@ impl Links {
 /// out again (`Links::detach` takes them down last, for the same reason).
 pub(crate) fn attach(ebpf: &mut Ebpf, allocators: &[Allocator], pid: u32) -> anyhow::Result<Links> {
     anyhow::ensure!(pid != 0, "invalid pid 0");
-    let entry = multi::load(ebpf, ENTRY)?;
-    let ret = multi::load(ebpf, RETURN)?;
+    let [entry, ret] = multi::load(ebpf, [ENTRY, RETURN])?;
     let mut links = Links::default();
     // Function ids follow `functions`. One link per allocator file and group, in attach order.
     let all: Vec<_> = functions(allocators).enumerate().collect();

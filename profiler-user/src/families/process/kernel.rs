@@ -33,9 +33,7 @@ pub(crate) fn attach(ebpf: &mut Ebpf) -> anyhow::Result<usize> {
 /// Follows process `tgid` (a child of the target that existed before profiling started): the
 /// errors family's programs then see it as they see the target.
 pub(crate) fn follow(ebpf: &mut Ebpf, tgid: u32) -> anyhow::Result<()> {
-    let map = ebpf
-        .map_mut(maps::FOLLOWED)
-        .with_context(|| format!("map {} missing from the eBPF object", maps::FOLLOWED))?;
+    let map = bpf::map_mut(ebpf, maps::FOLLOWED)?;
     let mut followed: aya::maps::HashMap<_, u32, u8> = aya::maps::HashMap::try_from(map)?;
     followed
         .insert(tgid, 1, 0)

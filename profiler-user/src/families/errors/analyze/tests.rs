@@ -40,6 +40,17 @@ fn syscall(a: &mut ErrorAnalyzer, at_ms: u64, name: &str, errno: &str, arg: Opti
     });
 }
 
+/// Signal `signo` delivered to thread 1 at `at_ms`, fatal or handled.
+fn signal(a: &mut ErrorAnalyzer, at_ms: u64, signo: i32, fatal: bool) {
+    a.on_signal(SignalEvent {
+        tid: 1,
+        timestamp_ns: START + at_ms * MS,
+        signo,
+        fatal,
+        ..SignalEvent::default()
+    });
+}
+
 fn finish(a: ErrorAnalyzer) -> ErrorsSection {
     a.finish(START + 10_000 * MS)
 }
@@ -262,13 +273,7 @@ fn benign_failures_are_counted_not_reported() {
         Some("/lib/x86_64-linux-gnu/glibc-hwcaps/x86-64-v3/libfoo.so.1"),
     );
     syscall(&mut a, 4, "newfstatat", "ENOENT", Some("/models/x.pt"));
-    a.on_signal(SignalEvent {
-        tid: 1,
-        timestamp_ns: START,
-        signo: 11,
-        fatal: false,
-        ..SignalEvent::default()
-    });
+    signal(&mut a, 0, 11, false);
     let s = finish(a);
     assert_eq!(s.total, 0);
     assert!(s.events.is_empty());

@@ -182,13 +182,7 @@ fn a_panic_and_the_abort_it_ends_in_are_one_incident() {
         0,
         "thread 'main' panicked at src/main.rs:4:5:\nindex out of bounds\n",
     );
-    a.on_signal(SignalEvent {
-        tid: 1,
-        timestamp_ns: START + 10 * MS,
-        signo: 6,
-        fatal: true,
-        ..SignalEvent::default()
-    });
+    signal(&mut a, 10, 6, true);
     a.on_exit(ExitEvent {
         timestamp_ns: START + 11 * MS,
         status: 6 | 0x80,
@@ -211,26 +205,14 @@ fn a_panic_and_the_abort_it_ends_in_are_one_incident() {
 #[test]
 fn a_fatal_python_error_and_its_segfault_are_one_critical_incident() {
     let mut a = analyzer();
-    a.on_signal(SignalEvent {
-        tid: 1,
-        timestamp_ns: START,
-        signo: 11,
-        fatal: false,
-        ..SignalEvent::default()
-    });
+    signal(&mut a, 0, 11, false);
     out(
         &mut a,
         1,
         1,
         "Fatal Python error: Segmentation fault\n\nCurrent thread 0x00007f (most recent call first):\n  File \"/app/x.py\", line 3 in <module>\n",
     );
-    a.on_signal(SignalEvent {
-        tid: 1,
-        timestamp_ns: START + 3 * MS,
-        signo: 11,
-        fatal: true,
-        ..SignalEvent::default()
-    });
+    signal(&mut a, 3, 11, true);
     let s = finish(a);
     assert_eq!(s.total, 1, "{:#?}", s.events);
     assert_eq!(s.by_severity, BTreeMap::from([("critical".into(), 1)]));

@@ -44,13 +44,7 @@ fn oom_kill_explains_sigkill_and_exit() {
         timestamp_ns: START + 100 * MS,
         rss_bytes: Some(512 << 20),
     });
-    a.on_signal(SignalEvent {
-        tid: 1,
-        timestamp_ns: START + 101 * MS,
-        signo: 9,
-        fatal: true,
-        ..SignalEvent::default()
-    });
+    signal(&mut a, 101, 9, true);
     a.on_exit(ExitEvent {
         timestamp_ns: START + 102 * MS,
         status: 9,
@@ -68,13 +62,7 @@ fn oom_kill_explains_sigkill_and_exit() {
 #[test]
 fn sigkill_before_the_oom_event_is_merged() {
     let mut a = analyzer();
-    a.on_signal(SignalEvent {
-        tid: 1,
-        timestamp_ns: START + 101 * MS,
-        signo: 9,
-        fatal: true,
-        ..SignalEvent::default()
-    });
+    signal(&mut a, 101, 9, true);
     a.on_oom_kill(OomKill {
         tid: 1,
         timestamp_ns: START + 100 * MS,
@@ -87,13 +75,7 @@ fn sigkill_before_the_oom_event_is_merged() {
 #[test]
 fn sigkill_without_oom_is_killed() {
     let mut a = analyzer();
-    a.on_signal(SignalEvent {
-        tid: 1,
-        timestamp_ns: START,
-        signo: 9,
-        fatal: true,
-        ..SignalEvent::default()
-    });
+    signal(&mut a, 0, 9, true);
     a.on_exit(ExitEvent {
         timestamp_ns: START + 1,
         status: 9,

@@ -58,13 +58,19 @@ fn source() -> String {
     c
 }
 
-/// One measurement: seconds to the `profiling pid` line, and from SIGINT to the exit.
-fn measure(tools: &Tools, workload: &Path, glob: &str) -> anyhow::Result<(f64, f64)> {
+/// The workload, started and ready.
+fn start_workload(workload: &Path) -> anyhow::Result<Proc> {
     let mut target = Proc::spawn("workload", Command::new(workload), true)?;
     let deadline = Instant::now() + Duration::from_secs(30);
     target.wait_line("ready", deadline, |s, l| {
         s == Stream::Stdout && l == "ready"
     })?;
+    Ok(target)
+}
+
+/// One measurement: seconds to the `profiling pid` line, and from SIGINT to the exit.
+fn measure(tools: &Tools, workload: &Path, glob: &str) -> anyhow::Result<(f64, f64)> {
+    let target = start_workload(workload)?;
     let mut cmd = Command::new(&tools.profiler);
     cmd.args(["attach", &target.pid().to_string(), "--func", glob])
         .args(["--max-funcs", "5000", "--max-overhead", "0"]);
@@ -96,11 +102,7 @@ fn measure_bpftrace(
     workload: &Path,
     functions: usize,
 ) -> anyhow::Result<(f64, f64)> {
-    let mut target = Proc::spawn("workload", Command::new(workload), true)?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    target.wait_line("ready", deadline, |s, l| {
-        s == Stream::Stdout && l == "ready"
-    })?;
+    let target = start_workload(workload)?;
     let points = |kind: &str| {
         (0..functions)
             .map(|i| format!("{kind}:{}:attach_fn_{i:04}", workload.display()))

@@ -47,6 +47,16 @@ pub enum Counter {
     /// than [`crate::errors::OUTPUT_KEEP`], the rest of a write when the ring buffer was full,
     /// bytes that could not be read. A byte count, where the others count events.
     OutputTruncatedBytes = 16,
+    /// A target thread whose slot of the threads family's per-thread array another thread holds:
+    /// its scheduling and locks are not accounted.
+    ThreadSlotTaken = 17,
+    /// A blocking, waiting or lock-taking stack could not be read or stored.
+    ThreadStackFailed = 18,
+    /// A threads-family map (block stacks, locks, waits, holders, edges) was full.
+    ThreadMapFull = 19,
+    /// A lock taken while a thread already held the most tracked locks (`HELD_MAX`): its hold
+    /// time and lock-order edges are not seen.
+    HeldLocksOverflow = 20,
 }
 
 /// Map names in the eBPF object (see [`crate::names`]): profiler-ebpf names each map static
@@ -62,7 +72,7 @@ pub const MAPS: &[&str] = &[maps::COUNTERS];
 pub const PROGRAMS: &[&str] = &[];
 
 /// Number of counter slots.
-pub const COUNTER_SLOTS: u32 = 17;
+pub const COUNTER_SLOTS: u32 = 21;
 
 impl Counter {
     /// All counters, in slot order.
@@ -84,6 +94,10 @@ impl Counter {
         Counter::MemMissedFrees,
         Counter::MemPartialUnmaps,
         Counter::OutputTruncatedBytes,
+        Counter::ThreadSlotTaken,
+        Counter::ThreadStackFailed,
+        Counter::ThreadMapFull,
+        Counter::HeldLocksOverflow,
     ];
 
     /// The name used for this counter in the report.
@@ -106,6 +120,10 @@ impl Counter {
             Counter::MemMissedFrees => "memory_missed_frees",
             Counter::MemPartialUnmaps => "memory_partial_unmaps",
             Counter::OutputTruncatedBytes => "output_truncated_bytes",
+            Counter::ThreadSlotTaken => "threads_slot_taken",
+            Counter::ThreadStackFailed => "threads_stack_failed",
+            Counter::ThreadMapFull => "threads_map_full",
+            Counter::HeldLocksOverflow => "threads_held_locks_overflow",
         }
     }
 

@@ -18,6 +18,7 @@ pub mod names;
 pub mod process;
 pub mod signals;
 pub mod syscalls;
+pub mod threads;
 
 /// Name of the global that holds the target's process id (tgid) in every program.
 pub const TARGET_TGID_GLOBAL: &str = "TARGET_TGID";

@@ -355,6 +355,7 @@ impl Session<'_> {
             overhead,
             system: None,
             memory: None,
+            threads: None,
             errors: None,
             warnings: Vec::new(),
         };

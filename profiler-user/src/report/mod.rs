@@ -7,6 +7,7 @@ pub(crate) mod functions;
 pub(crate) mod json;
 pub(crate) mod memory;
 pub(crate) mod text;
+pub(crate) mod threads;
 
 use std::collections::BTreeMap;
 
@@ -17,6 +18,7 @@ use crate::{level::Level, linux};
 pub(crate) use errors::ErrorsSection;
 pub(crate) use functions::FunctionProfile;
 pub(crate) use memory::MemorySection;
+pub(crate) use threads::ThreadsSection;
 
 /// Version of the JSON schema (docs/report-schema.md). Bump the minor version when fields are
 /// added, the major version when a field changes meaning or goes away.
@@ -45,6 +47,9 @@ pub(crate) struct Report {
     /// Allocations and leaks (the `memory` family); see docs/memory.md.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub memory: Option<MemorySection>,
+    /// Threads, locks and deadlocks (the `threads` family); see docs/report-schema.md.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub threads: Option<ThreadsSection>,
     /// Things the user should know (a family not available, data lost, the target gone early).
     pub warnings: Vec<String>,
 }

@@ -101,9 +101,32 @@ pub struct Frame {
     /// difference is the number of probe hits (entries and returns of every traced function,
     /// this call's own two included) whose cost lies within the call's measured time.
     pub hits_before: u64,
+    /// The thread's on-CPU time at entry, ns, when the threads family runs ([`NO_CPU`]
+    /// otherwise): at the return, the difference is the call's on-CPU time.
+    pub cpu_start: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<Frame>() == 32);
+const _: () = assert!(core::mem::size_of::<Frame>() == 40);
+
+/// [`Frame::cpu_start`] when the thread's on-CPU time is not known.
+pub const NO_CPU: u64 = u64::MAX;
+
+/// How a function's timed calls split into on-CPU and off-CPU time, on one CPU (a `FUNC_CPU`
+/// per-CPU slot by function id), when the threads family runs beside this one.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FuncCpu {
+    /// Timed calls split.
+    pub calls: u64,
+    /// Their total time and on-CPU time, ns.
+    pub total_ns: u64,
+    pub on_cpu_ns: u64,
+    /// Sum of each call's on-CPU share, in millionths, and the largest.
+    pub share_ppm_sum: u64,
+    pub max_share_ppm: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<FuncCpu>() == 40);
 
 /// One function's totals on one thread, in the thread's own table. Written only by that thread's
 /// probes.
@@ -186,7 +209,7 @@ pub struct ShadowStack {
 
 const _: () = assert!(
     core::mem::size_of::<ShadowStack>()
-        == 24 + 32 * MAX_DEPTH + 80 * THREAD_FUNCS + 24 * THREAD_CALLERS
+        == 24 + 40 * MAX_DEPTH + 80 * THREAD_FUNCS + 24 * THREAD_CALLERS
 );
 
 /// Key of the per-thread breakdown map (calls of functions that found no room in their thread's
@@ -292,6 +315,8 @@ pub mod maps {
     /// Per function id, the generation of the links whose hits count (see [`super::cookie`]), or
     /// [`super::SITE_OFF`]; sized by the loader like `FUNC_STATS`.
     pub const SITE_LINKS: &str = "SITE_LINKS";
+    /// Per-CPU [`super::FuncCpu`] by function id; sized by the loader like `FUNC_STATS`.
+    pub const FUNC_CPU: &str = "FUNC_CPU";
 }
 
 /// A function's `SITE_LINKS` value once the budget has taken its probes away: no hit counts.
@@ -327,6 +352,7 @@ pub const MAPS: &[&str] = &[
     maps::STACKS,
     maps::TRAMPOLINE,
     maps::SITE_LINKS,
+    maps::FUNC_CPU,
 ];
 /// Every program of the module, in `programs`.
 pub const PROGRAMS: &[&str] = &[programs::FN_ENTRY, programs::FN_RETURN];
@@ -339,6 +365,8 @@ mod pod {
     unsafe impl aya::Pod for FuncStats {}
     // SAFETY: as above.
     unsafe impl aya::Pod for Frame {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for FuncCpu {}
     // SAFETY: as above.
     unsafe impl aya::Pod for ShadowStack {}
     // SAFETY: as above.

@@ -82,6 +82,33 @@ impl BlockReason {
     }
 }
 
+/// `TASK_UNINTERRUPTIBLE` in a switch-out state: disk I/O and other waits that cannot be
+/// interrupted.
+pub const TASK_UNINTERRUPTIBLE: u32 = 0x2;
+/// `EXIT_DEAD | EXIT_ZOMBIE | TASK_DEAD` in a switch-out state: the thread's last switch.
+pub const TASK_EXITING: u32 = 0x10 | 0x20 | 0x80;
+
+/// Why a thread in syscall `nr` (-1: none) was switched out in `state`.
+#[inline(always)]
+pub const fn block_reason(nr: i64, state: u32) -> BlockReason {
+    match nr {
+        // futex, futex_waitv
+        202 | 449 => BlockReason::Lock,
+        // nanosleep, clock_nanosleep
+        35 | 230 => BlockReason::Sleep,
+        // read, write, poll, pread64, pwrite64, readv, writev, select, sendfile, connect,
+        // accept, sendto, recvfrom, sendmsg, recvmsg, fsync, fdatasync, io_getevents,
+        // epoll_wait, openat, pselect6, ppoll, splice, sync_file_range, epoll_pwait, accept4,
+        // preadv, pwritev, recvmmsg, sendmmsg, copy_file_range, preadv2, pwritev2,
+        // io_uring_enter, epoll_pwait2
+        0 | 1 | 7 | 17 | 18 | 19 | 20 | 23 | 40 | 42 | 43 | 44 | 45 | 46 | 47 | 74 | 75 | 208
+        | 232 | 257 | 270 | 271 | 275 | 277 | 281 | 288 | 295 | 296 | 299 | 307 | 326 | 327
+        | 328 | 426 | 441 => BlockReason::Io,
+        _ if state & TASK_UNINTERRUPTIBLE != 0 => BlockReason::Io,
+        _ => BlockReason::Other,
+    }
+}
+
 /// A lock function of libc, in the low byte of the attach cookie.
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -272,7 +299,7 @@ pub struct Held {
 
 const _: () = assert!(core::mem::size_of::<Held>() == 32);
 
-/// One thread of the target (a slot of `THREAD_STATS`), written by its own switches, its
+/// One thread of the target (a slot of `SCHED_THREADS`), written by its own switches, its
 /// wake-ups and its probes.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -337,11 +364,10 @@ pub struct ThreadStats {
 }
 
 const _: () = assert!(
-    core::mem::size_of::<ThreadStats>()
-        == 8 * 27 + 4 * 8 + 4 * LOG2_BUCKETS + 16 + 32 * HELD_MAX
+    core::mem::size_of::<ThreadStats>() == 8 * 27 + 4 * 8 + 4 * LOG2_BUCKETS + 16 + 32 * HELD_MAX
 );
 
-/// A user stack (value of `THREAD_STACKS`, keyed by its hash, [`stack_hash`]).
+/// A user stack (value of `USER_STACKS`, keyed by its hash, [`stack_hash`]).
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct StackTrace {
@@ -491,7 +517,7 @@ pub mod hit {
 }
 
 /// Map capacities.
-pub const THREAD_STACKS_MAX: u32 = 1 << 15;
+pub const USER_STACKS_MAX: u32 = 1 << 15;
 pub const BLOCK_STACKS_MAX: u32 = 1 << 15;
 pub const LOCK_STATS_MAX: u32 = 1 << 14;
 pub const LOCK_WAITS_MAX: u32 = 1 << 14;
@@ -500,8 +526,8 @@ pub const LOCK_EDGES_MAX: u32 = 1 << 14;
 
 /// Globals the loader sets.
 pub mod globals {
-    /// Blocks shorter than this (ns) are counted, not stacked (`--min-block`).
-    pub const MIN_BLOCK_NS: &str = "THREADS_MIN_BLOCK_NS";
+    /// Blocks shorter than this (µs) are counted, not stacked (`--min-block`).
+    pub const MIN_BLOCK_US: &str = "THREADS_MIN_BLOCK_US";
     /// 1 when the threads family runs: the functions family then splits calls into on-CPU and
     /// off-CPU time.
     pub const THREADS_ON: &str = "THREADS_ON";
@@ -510,9 +536,9 @@ pub mod globals {
 /// Map names in the eBPF object (see [`crate::names`]).
 pub mod maps {
     /// [`super::ThreadStats`] by `tid % THREAD_SLOTS`.
-    pub const THREAD_STATS: &str = "THREAD_STATS";
+    pub const SCHED_THREADS: &str = "SCHED_THREADS";
     /// [`super::StackTrace`] by hash.
-    pub const THREAD_STACKS: &str = "THREAD_STACKS";
+    pub const USER_STACKS: &str = "USER_STACKS";
     /// Per-CPU scratch [`super::StackTrace`] (kernel side only).
     pub const STACK_SCRATCH: &str = "STACK_SCRATCH";
     /// [`super::Tally`] by [`super::BlockKey`].
@@ -552,8 +578,8 @@ pub mod programs {
 }
 
 pub const MAPS: &[&str] = &[
-    maps::THREAD_STATS,
-    maps::THREAD_STACKS,
+    maps::SCHED_THREADS,
+    maps::USER_STACKS,
     maps::STACK_SCRATCH,
     maps::BLOCK_STACKS,
     maps::LOCK_STATS,
@@ -609,11 +635,41 @@ mod tests {
         assert_eq!(futex_op::WAKE, libc::FUTEX_WAKE as u32);
         assert_eq!(futex_op::LOCK_PI, libc::FUTEX_LOCK_PI as u32);
         assert_eq!(futex_op::WAIT_BITSET, libc::FUTEX_WAIT_BITSET as u32);
-        assert_eq!(futex_op::WAIT_REQUEUE_PI, libc::FUTEX_WAIT_REQUEUE_PI as u32);
+        assert_eq!(
+            futex_op::WAIT_REQUEUE_PI,
+            libc::FUTEX_WAIT_REQUEUE_PI as u32
+        );
         assert_eq!(futex_op::LOCK_PI2, 13);
         let private_wait = (libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG) as u32;
         assert_eq!(private_wait & futex_op::CMD_MASK, futex_op::WAIT);
         assert!(!futex_op::waits(futex_op::WAKE));
+    }
+
+    #[test]
+    fn block_reasons_follow_the_syscall() {
+        use syscalls::Sysno;
+        let reason = |s: Sysno| block_reason(s.id() as i64, 1);
+        assert_eq!(reason(Sysno::futex), BlockReason::Lock);
+        assert_eq!(reason(Sysno::futex_waitv), BlockReason::Lock);
+        assert_eq!(reason(Sysno::clock_nanosleep), BlockReason::Sleep);
+        assert_eq!(reason(Sysno::nanosleep), BlockReason::Sleep);
+        for io in [
+            Sysno::read,
+            Sysno::write,
+            Sysno::poll,
+            Sysno::epoll_wait,
+            Sysno::epoll_pwait,
+            Sysno::recvfrom,
+            Sysno::accept4,
+            Sysno::fsync,
+            Sysno::io_uring_enter,
+            Sysno::ppoll,
+            Sysno::pselect6,
+        ] {
+            assert_eq!(reason(io), BlockReason::Io, "{io}");
+        }
+        assert_eq!(reason(Sysno::wait4), BlockReason::Other);
+        assert_eq!(block_reason(-1, TASK_UNINTERRUPTIBLE), BlockReason::Io);
     }
 
     #[test]

@@ -27,10 +27,11 @@ use profiler_common::{
     counters::Counter,
     errors::NO_FUNCTION,
     functions::{
-        CALLERS_MAX, CallerKey, Frame, FuncStats, HIST_BUCKETS, MAX_DEPTH, STACK_COUNTS_MAX,
-        STACK_SAMPLE_ALWAYS, STACK_SAMPLE_EVERY, STACKS_MAX, ShadowStack, StackKey, THREAD_CALLERS,
-        THREAD_FUNCS, THREAD_SLOT_WORDS, THREAD_SLOTS, THREAD_STACKS_MAX, THREAD_STATS_MAX,
-        TIME_ALWAYS, ThreadFunc, ThreadKey, ThreadStats, hist_bucket, thread_caller_slot,
+        CALLERS_MAX, CallerKey, Frame, FuncCpu, FuncStats, HIST_BUCKETS, MAX_DEPTH, NO_CPU,
+        STACK_COUNTS_MAX, STACK_SAMPLE_ALWAYS, STACK_SAMPLE_EVERY, STACKS_MAX, ShadowStack,
+        StackKey, THREAD_CALLERS, THREAD_FUNCS, THREAD_SLOT_WORDS, THREAD_SLOTS, THREAD_STACKS_MAX,
+        THREAD_STATS_MAX, TIME_ALWAYS, ThreadFunc, ThreadKey, ThreadStats, hist_bucket,
+        thread_caller_slot,
     },
 };
 
@@ -92,6 +93,10 @@ static SITE_LINKS: Array<u32> = Array::with_max_entries(1, 0);
 #[map]
 static STACKS: StackTrace = StackTrace::with_max_entries(STACKS_MAX, 0);
 
+/// The on-CPU split of the timed calls, when the threads family runs (sized like `FUNC_STATS`).
+#[map]
+static FUNC_CPU: PerCpuArray<FuncCpu> = PerCpuArray::with_max_entries(1, 0);
+
 named_as_in_common!(
     functions,
     maps: [
@@ -106,6 +111,7 @@ named_as_in_common!(
         STACKS,
         TRAMPOLINE,
         SITE_LINKS,
+        FUNC_CPU,
     ],
     programs: [fn_entry => FN_ENTRY, fn_return => FN_RETURN]
 );
@@ -188,18 +194,25 @@ fn try_fn_entry(ctx: &ProbeContext) -> Result<(), ()> {
         count(Counter::ShadowStackOverflow);
         return Ok(());
     }
+    // Read last, so the probe's own work is not part of the call's time.
+    // SAFETY: the helper takes no arguments.
+    let start_ns = if timed {
+        unsafe { bpf_ktime_get_ns() }
+    } else {
+        0
+    };
+    let cpu_start = if timed {
+        crate::threads::on_cpu_now(tid, start_ns).unwrap_or(NO_CPU)
+    } else {
+        NO_CPU
+    };
     stack.frames[slot(depth)] = Frame {
         func,
         _pad: 0,
         ret_slot,
         hits_before,
-        // Read last, so the probe's own work is not part of the call's time.
-        // SAFETY: the helper takes no arguments.
-        start_ns: if timed {
-            unsafe { bpf_ktime_get_ns() }
-        } else {
-            0
-        },
+        start_ns,
+        cpu_start,
     };
     stack.depth = depth as u32 + 1;
     Ok(())
@@ -229,12 +242,16 @@ fn try_fn_return(ctx: &RetProbeContext) -> Result<(), ()> {
     if depth > 0 {
         let top = &stack.frames[slot(depth - 1)];
         if top.ret_slot == ret_slot && top.func == func {
-            start = Some((top.start_ns, stack.hits.wrapping_sub(top.hits_before)));
+            start = Some((
+                top.start_ns,
+                stack.hits.wrapping_sub(top.hits_before),
+                top.cpu_start,
+            ));
             depth -= 1;
         }
     }
     stack.depth = depth as u32;
-    let Some((start, hits)) = start else {
+    let Some((start, hits, cpu_start)) = start else {
         unpaired_return(func);
         return Ok(());
     };
@@ -249,7 +266,11 @@ fn try_fn_return(ctx: &RetProbeContext) -> Result<(), ()> {
         }
     } else {
         // SAFETY: the helper takes no arguments.
-        let ns = unsafe { bpf_ktime_get_ns() }.saturating_sub(start);
+        let now = unsafe { bpf_ktime_get_ns() };
+        let ns = now.saturating_sub(start);
+        if cpu_start != NO_CPU {
+            split_cpu(func, tid, now, ns, cpu_start);
+        }
         let stats = FUNC_STATS.get_ptr_mut(func).ok_or(())?;
         timed = if owned {
             record_own(own, ns);
@@ -294,6 +315,30 @@ fn try_fn_return(ctx: &RetProbeContext) -> Result<(), ()> {
         sample_stack(ctx, func, ret_addr);
     }
     Ok(())
+}
+
+/// Adds a timed call of `ns` to `func`'s on-CPU split: the thread's on-CPU time now, less
+/// `cpu_start` at the entry.
+#[inline(always)]
+fn split_cpu(func: u32, tid: u32, now: u64, ns: u64, cpu_start: u64) {
+    let Some(cpu_now) = crate::threads::on_cpu_now(tid, now) else {
+        return;
+    };
+    let Some(split) = FUNC_CPU.get_ptr_mut(func) else {
+        return;
+    };
+    let on = cpu_now.saturating_sub(cpu_start).min(ns);
+    let share = (on * 1_000_000).checked_div(ns).unwrap_or(0);
+    // SAFETY: this CPU's value for `func`, valid for the program's run.
+    unsafe {
+        fetch_add(&raw mut (*split).calls, 1);
+        fetch_add(&raw mut (*split).total_ns, ns);
+        fetch_add(&raw mut (*split).on_cpu_ns, on);
+        fetch_add(&raw mut (*split).share_ppm_sum, share);
+        if share > (*split).max_share_ppm {
+            (*split).max_share_ppm = share;
+        }
+    }
 }
 
 /// Counts an entry of `func` in the shared statistics.

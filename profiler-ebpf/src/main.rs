@@ -12,6 +12,7 @@ mod functions;
 mod interrupted;
 mod memory;
 mod process;
+mod threads;
 
 #[cfg(not(test))]
 #[panic_handler]

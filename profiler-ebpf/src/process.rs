@@ -22,9 +22,9 @@ use crate::common::{
 /// Byte offsets of `pid` and `tgid` in `struct task_struct`, read from the kernel's BTF by the
 /// loader; `u32::MAX` when unknown.
 #[unsafe(no_mangle)]
-static TASK_PID_OFFSET: u32 = u32::MAX;
+pub(crate) static TASK_PID_OFFSET: u32 = u32::MAX;
 #[unsafe(no_mangle)]
-static TASK_TGID_OFFSET: u32 = u32::MAX;
+pub(crate) static TASK_TGID_OFFSET: u32 = u32::MAX;
 
 /// Byte offset of `exit_code` in `struct task_struct`, read from the kernel's BTF by the loader;
 /// `u32::MAX` when unknown.

@@ -117,6 +117,10 @@ fn plan(mode: Mode, common: &CommonArgs) -> Plan {
                 min_growth: common.leak_min_growth,
                 warmup: common.leak_warmup,
             },
+            threads: families::threads::Options {
+                min_block_us: (common.min_block * 1_000.0).round() as u32,
+                deadlock_after: common.deadlock_after,
+            },
         },
         max_overhead: common.max_overhead,
     }

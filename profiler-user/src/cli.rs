@@ -152,6 +152,14 @@ pub(crate) struct CommonArgs {
     /// warm-up, or stopped growing before the end, is reported as retained, not leaked.
     #[arg(long, value_name = "FRACTION", default_value_t = 0.25, value_parser = parse_warmup, allow_negative_numbers = true)]
     pub leak_warmup: f64,
+    /// Threads family: a block shorter than this (milliseconds) is counted but its stack is not
+    /// kept.
+    #[arg(long, value_name = "MS", default_value_t = 1.0, value_parser = parse_min_block, allow_negative_numbers = true)]
+    pub min_block: f64,
+    /// Threads family: threads blocked in a cycle of lock waits for this long (seconds) are
+    /// reported as a live deadlock, on stderr at once and in the report's `deadlocks.live`.
+    #[arg(long, value_name = "SECONDS", default_value_t = 2.0, value_parser = parse_deadlock_after, allow_negative_numbers = true)]
+    pub deadlock_after: f64,
     /// Print nothing but errors (the report is still written).
     #[arg(long, short)]
     pub quiet: bool,
@@ -220,6 +228,20 @@ fn parse_warmup(s: &str) -> Result<f64, String> {
     number(s)
         .filter(|f| (0.0..=0.5).contains(f))
         .ok_or_else(|| "must be a fraction of the run from 0 to 0.5".into())
+}
+
+/// `--min-block`: milliseconds, 0 to an hour (kept in whole microseconds).
+fn parse_min_block(s: &str) -> Result<f64, String> {
+    number(s)
+        .filter(|ms| (0.0..=3_600_000.0).contains(ms))
+        .ok_or_else(|| "must be a number of milliseconds from 0 to 3600000".into())
+}
+
+/// `--deadlock-after`: seconds, more than 0 and at most a day.
+fn parse_deadlock_after(s: &str) -> Result<f64, String> {
+    number(s)
+        .filter(|secs| *secs > 0.0 && *secs <= 86_400.0)
+        .ok_or_else(|| "must be a positive number of seconds, at most 86400".into())
 }
 
 /// `--max-funcs`: a whole number, 1 or more.

@@ -18,10 +18,10 @@ pub(crate) enum Level {
     Profiling,
     /// Basic, plus allocation tracking and leak detection.
     Memory,
-    /// Basic, plus locks, scheduling and deadlock heuristics (the threads family is not built
-    /// yet: today this attaches what basic does).
+    /// Basic, plus scheduling per thread, lock contention with the holder, and deadlocks
+    /// (lock order, and live cycles of waits).
     Threading,
-    /// Every family (cpu, threads and gpu are not built yet).
+    /// Every family (cpu and gpu are not built yet).
     Full,
 }
 
@@ -41,7 +41,7 @@ pub(crate) enum FamilyId {
     Cpu,
     /// Allocations and leaks (uprobes on the allocator, mmap/munmap).
     Memory,
-    /// Locks and scheduling (pthread uprobes, sched tracepoints). Not built yet.
+    /// Scheduling, locks and deadlocks (sched tp_btf, futex tracepoints, pthread uprobes).
     Threads,
     /// GPU statistics (NVML) and CUDA runtime calls. Not built yet.
     Gpu,
@@ -68,6 +68,7 @@ impl FamilyId {
                 | FamilyId::Functions
                 | FamilyId::Errors
                 | FamilyId::Memory
+                | FamilyId::Threads
         )
     }
 

@@ -6,6 +6,7 @@ pub(crate) mod errors;
 pub(crate) mod functions;
 pub(crate) mod memory;
 pub(crate) mod process;
+pub(crate) mod threads;
 
 use std::path::PathBuf;
 
@@ -30,6 +31,8 @@ pub(crate) struct Options {
     pub no_children: bool,
     /// Thresholds of the memory family's leak verdict (`--leak-*`).
     pub leak: memory::analyze::LeakOptions,
+    /// `--min-block` and `--deadlock-after`.
+    pub threads: threads::Options,
 }
 
 /// The families of `selected` that this build has, in the order they attach and print their
@@ -47,6 +50,7 @@ pub(crate) fn build(
         FamilyId::Errors,
         FamilyId::System,
         FamilyId::Memory,
+        FamilyId::Threads,
     ] {
         if !selected.contains(&id) && id != FamilyId::Functions {
             continue;
@@ -63,7 +67,8 @@ pub(crate) fn build(
                 options.patterns.as_deref(),
             )?)),
             FamilyId::Memory => Box::new(memory::Memory::new(options.leak)),
-            FamilyId::Cpu | FamilyId::Threads | FamilyId::Gpu => continue,
+            FamilyId::Threads => Box::new(threads::Threads::new(options.threads)),
+            FamilyId::Cpu | FamilyId::Gpu => continue,
         });
     }
     Ok(families)
@@ -197,7 +202,7 @@ mod tests {
         assert_eq!(status(&all, "process"), ("failed", 0, not_started));
         assert_eq!(
             warning.as_deref(),
-            Some("level full selects families not built yet: cpu, threads, gpu")
+            Some("level full selects families not built yet: cpu, gpu")
         );
     }
 }

@@ -103,4 +103,8 @@ pub(crate) struct FunctionProfile {
     pub callers: Vec<Caller>,
     pub call_stacks: Vec<CallStack>,
     pub probe: ProbeSite,
+    /// With the threads family: the timed calls' on-CPU and off-CPU time, and their average
+    /// CPU use (`on_cpu_time`, `off_cpu_time`, `average_cpu_peak`).
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<super::threads::FunctionCpuSplit>,
 }

@@ -211,6 +211,8 @@ pub(crate) struct FunctionCpuSplit {
     /// On-CPU and off-CPU time inside the timed calls, seconds.
     pub on_cpu_time: f64,
     pub off_cpu_time: f64,
-    /// The calls' average CPU use while they ran: on-CPU over total time, percent of one core.
+    /// The calls' CPU use while they ran (on-CPU over the call's time, percent of one core),
+    /// averaged over the calls, and the highest of one call.
     pub average_cpu_peak: f64,
+    pub peak_cpu: f64,
 }

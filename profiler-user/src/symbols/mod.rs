@@ -1,8 +1,10 @@
 //! Symbols: the functions of an ELF file (to resolve `--func`), and addresses back to names.
 
+pub(crate) mod data;
 pub(crate) mod go;
 pub(crate) mod resolve;
 pub(crate) mod symbolize;
+pub(crate) mod unwind;
 
 use std::{ops::ControlFlow, path::Path};
 

@@ -38,6 +38,19 @@ impl MappingSnapshot {
         }
     }
 
+    /// Each mapped file (the path our fd reaches it by) and where its mapping of file offset 0
+    /// starts.
+    pub(crate) fn module_bases(&self) -> Vec<(PathBuf, u64)> {
+        self.mappings
+            .iter()
+            .filter(|m| m.file_offset == 0)
+            .map(|m| {
+                let open = self.files.get(&m.path).map_or(&m.path, |(_, fd)| fd);
+                (open.clone(), m.start)
+            })
+            .collect()
+    }
+
     fn locate(&self, addr: u64) -> Option<(&Mapping, u64)> {
         // The newest mapping wins where an address was reused.
         self.mappings

@@ -313,6 +313,7 @@ pub(crate) fn profile(
         callers,
         call_stacks,
         probe: site,
+        cpu: None,
     }
 }
 

@@ -13,7 +13,7 @@ use aya::{
     maps::{Array, HashMap as BpfHashMap, PerCpuArray, StackTraceMap},
 };
 use profiler_common::functions::{
-    CallerKey, FuncStats, MAX_DEPTH, SITE_OFF, ShadowStack, StackKey, THREAD_SLOT_WORDS,
+    CallerKey, FuncCpu, FuncStats, MAX_DEPTH, SITE_OFF, ShadowStack, StackKey, THREAD_SLOT_WORDS,
     ThreadFunc, ThreadKey, ThreadStats, cookie, maps, programs,
 };
 
@@ -381,6 +381,24 @@ fn read_totals(ebpf: &Ebpf, functions: usize) -> anyhow::Result<Vec<FuncTotals>>
     Ok(totals)
 }
 
+/// Each function's on-CPU split, summed over the CPUs.
+fn read_cpu(ebpf: &Ebpf, functions: usize) -> anyhow::Result<Vec<FuncCpu>> {
+    let split: PerCpuArray<_, FuncCpu> = PerCpuArray::try_from(bpf::map(ebpf, maps::FUNC_CPU)?)?;
+    (0..functions as u32)
+        .map(|id| {
+            let mut sum = FuncCpu::default();
+            for c in split.get(&id, 0)?.iter() {
+                sum.calls += c.calls;
+                sum.total_ns += c.total_ns;
+                sum.on_cpu_ns += c.on_cpu_ns;
+                sum.share_ppm_sum += c.share_ppm_sum;
+                sum.max_share_ppm = sum.max_share_ppm.max(c.max_share_ppm);
+            }
+            Ok(sum)
+        })
+        .collect()
+}
+
 /// Every thread's own value, with its thread id: the taken slots of `THREAD_VALUES`, then the
 /// threads in `THREAD_STACKS`.
 fn thread_values(ebpf: &Ebpf) -> anyhow::Result<Vec<(u32, ShadowStack)>> {
@@ -419,6 +437,9 @@ pub(crate) struct RawFunctions {
     pub stacks: Vec<(u32, Vec<u64>, u64)>,
     /// Calls on the shadow stacks of live threads, by function id.
     pub in_flight: HashMap<u32, u64>,
+    /// The on-CPU split of the timed calls, by function id (summed over the CPUs; `calls` 0
+    /// when the threads family did not run).
+    pub cpu: Vec<FuncCpu>,
 }
 
 /// Reads every map of the family: the shared maps plus every thread's own tables. `pid` is used
@@ -426,6 +447,7 @@ pub(crate) struct RawFunctions {
 pub(crate) fn read(ebpf: &Ebpf, functions: usize, pid: i32) -> anyhow::Result<RawFunctions> {
     let mut raw = RawFunctions {
         totals: read_totals(ebpf, functions)?,
+        cpu: read_cpu(ebpf, functions)?,
         ..Default::default()
     };
 

@@ -19,6 +19,7 @@ use crate::{
         Report,
         functions::{FunctionProfile, ProbeSite, SkippedFunction},
         text,
+        threads::FunctionCpuSplit,
     },
     symbols::{
         go,
@@ -178,7 +179,8 @@ impl Family for Functions {
         options
             .global(TIME_EVERY_MASK_GLOBAL, self.time_every.saturating_sub(1))
             .map_size(maps::FUNC_STATS, self.traced.len().max(1) as u32)
-            .map_size(maps::SITE_LINKS, self.traced.len().max(1) as u32);
+            .map_size(maps::SITE_LINKS, self.traced.len().max(1) as u32)
+            .map_size(maps::FUNC_CPU, self.traced.len().max(1) as u32);
     }
 
     fn attach(&mut self, ebpf: &mut Ebpf, ctx: &TargetContext<'_>) -> anyhow::Result<usize> {
@@ -334,7 +336,9 @@ impl Family for Functions {
                 own_ns: overhead::in_call_ns(ctx.cost_model, p.class),
                 nested_hit_ns,
             };
-            functions.push(profile(&meta, data, cost, costs));
+            let mut profile = profile(&meta, data, cost, costs);
+            profile.cpu = raw.cpu.get(id).and_then(cpu_split);
+            functions.push(profile);
         }
         functions.sort_by(|a, b| b.total_time.total_cmp(&a.total_time));
         report.functions = functions;
@@ -375,6 +379,16 @@ impl Family for Functions {
 const WARNING_NAMES: usize = 5;
 
 /// The warning that says which matched functions are not traced.
+/// A function's on-CPU split, when the threads family timed its calls' CPU.
+fn cpu_split(c: &profiler_common::functions::FuncCpu) -> Option<FunctionCpuSplit> {
+    (c.calls > 0).then(|| FunctionCpuSplit {
+        on_cpu_time: c.on_cpu_ns as f64 * 1e-9,
+        off_cpu_time: c.total_ns.saturating_sub(c.on_cpu_ns) as f64 * 1e-9,
+        average_cpu_peak: c.share_ppm_sum as f64 / c.calls as f64 * 1e-4,
+        peak_cpu: c.max_share_ppm as f64 * 1e-4,
+    })
+}
+
 fn skipped_warning(skipped: &[SkippedFunction]) -> String {
     let mut names: Vec<&str> = skipped
         .iter()

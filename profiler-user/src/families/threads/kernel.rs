@@ -1,0 +1,270 @@
+//! The `threads` family's kernel side: find libc's lock functions, attach the scheduler
+//! tracepoints, the futex tracepoints and the lock probes, and read the maps.
+
+use std::collections::HashMap;
+
+use anyhow::Context as _;
+use aya::{
+    Ebpf,
+    maps::{Array, HashMap as BpfHashMap, PerCpuArray},
+    programs::{BtfTracePoint, TracePoint, tp_btf::BtfTracePointLink, trace_point::TracePointLink},
+};
+use blazesym::{
+    SymType,
+    inspect::{Inspector, source::Elf},
+};
+use profiler_common::threads::{
+    BlockKey, Edge, EdgeKey, HolderKey, LockOp, LockStats, LockWaitKey, StackTrace, Tally,
+    ThreadStats, hit, maps, programs,
+};
+
+use super::analyze::Harvest;
+use crate::{
+    bpf::{
+        self,
+        multi::{self, MultiLink, MultiProgram},
+    },
+    placement::{self, Placement},
+    symbols::go,
+    tracee::Module,
+};
+
+/// One probed lock function.
+#[derive(Debug, Clone)]
+pub(crate) struct LockFn {
+    pub name: &'static str,
+    pub op: LockOp,
+    /// File offset of the probe.
+    pub probe_offset: u64,
+    pub placement: Placement,
+}
+
+/// The lock functions of the libc the target maps.
+#[derive(Debug, Clone)]
+pub(crate) struct LockLib {
+    pub module: Module,
+    pub functions: Vec<LockFn>,
+}
+
+/// Finds `pthread_mutex_lock` and the other lock functions in the first module that defines
+/// them (the executable first: a static binary has its own), or says why there are none.
+pub(crate) fn find_lock_functions(modules: &[Module]) -> Result<LockLib, String> {
+    let inspector = Inspector::new();
+    for module in modules {
+        let mut src = Elf::new(&module.open_path);
+        src.debug_syms = false;
+        let src = src.into();
+        let names: Vec<&str> = LockOp::FUNCTIONS
+            .iter()
+            .flat_map(|(_, names)| names.iter().copied())
+            .collect();
+        let Ok(found) = inspector.lookup(&src, &names) else {
+            continue;
+        };
+        let mut functions = Vec::new();
+        let mut seen = Vec::new();
+        let ops = LockOp::FUNCTIONS
+            .iter()
+            .flat_map(|(op, names)| names.iter().map(move |n| (*op, *n)));
+        for ((op, name), syms) in ops.zip(found) {
+            let Some(sym) = syms
+                .into_iter()
+                .find(|s| s.sym_type == SymType::Function && s.addr != 0)
+            else {
+                continue;
+            };
+            let Some(file_offset) = sym.file_offset else {
+                continue;
+            };
+            // Aliases are probed once.
+            if seen.contains(&sym.addr) {
+                continue;
+            }
+            seen.push(sym.addr);
+            let role = if op.is_unlock() {
+                placement::Role::Release
+            } else {
+                placement::Role::Plain
+            };
+            let size = sym.size.unwrap_or(0) as u64;
+            let placement =
+                placement::place_in_file(&module.open_path, file_offset, sym.addr, size, role);
+            functions.push(LockFn {
+                name,
+                op,
+                probe_offset: file_offset + placement.offset,
+                placement,
+            });
+        }
+        let has = |op: LockOp| functions.iter().any(|f| f.op == op);
+        if !(has(LockOp::MutexLock) && has(LockOp::MutexUnlock)) {
+            continue;
+        }
+        if go::is_go(&module.open_path) {
+            return Err(format!(
+                "the lock functions are in {}, which is Go code: no return probes there",
+                module.file_name()
+            ));
+        }
+        return Ok(LockLib {
+            module: module.clone(),
+            functions,
+        });
+    }
+    Err(
+        "no module of the target defines pthread_mutex_lock: pthread locks are not probed \
+         (futex waits are still seen)"
+            .into(),
+    )
+}
+
+/// The family's links.
+#[derive(Default)]
+pub(crate) struct Links {
+    btf: Vec<BtfTracePointLink>,
+    tracepoints: Vec<TracePointLink>,
+    /// Unlock entries, lock returns, lock entries: taken down in that order's reverse.
+    uprobes: Vec<MultiLink>,
+    programs: Vec<MultiProgram>,
+}
+
+impl Links {
+    pub(crate) fn count(&self) -> usize {
+        self.btf.len()
+            + self.tracepoints.len()
+            + self.uprobes.iter().map(MultiLink::len).sum::<usize>()
+    }
+
+    /// Takes everything down: the lock entries first (a return whose entry is gone records
+    /// nothing), the unlocks last.
+    pub(crate) fn detach(mut self) {
+        while let Some(link) = self.uprobes.pop() {
+            drop(link);
+        }
+        bpf::release_in_parallel(std::mem::take(&mut self.tracepoints));
+        bpf::release_in_parallel(std::mem::take(&mut self.btf));
+        drop(self.programs);
+    }
+}
+
+/// The scheduler programs: (program, BTF tracepoint).
+const SCHED: [(&str, &str); 3] = [
+    (programs::SCHED_WAKEUP, "sched_wakeup"),
+    (programs::SCHED_WAKEUP_NEW, "sched_wakeup_new"),
+    (programs::SCHED_SWITCH, "sched_switch"),
+];
+
+/// The futex tracepoints, exits before entries (a wait seen half is then only an exit without
+/// its entry, which records nothing).
+const FUTEX: [(&str, &str); 4] = [
+    (programs::FUTEX_EXIT, "sys_exit_futex"),
+    (programs::FUTEX_WAITV_EXIT, "sys_exit_futex_waitv"),
+    (programs::FUTEX_ENTER, "sys_enter_futex"),
+    (programs::FUTEX_WAITV_ENTER, "sys_enter_futex_waitv"),
+];
+
+/// Attaches the scheduler and futex tracepoints, then (when `locks` is given) the lock probes
+/// for process `pid`: unlocks first, so that no lock taken while probed is released unseen,
+/// then the lock functions' returns, then their entries.
+pub(crate) fn attach(ebpf: &mut Ebpf, locks: Option<&LockLib>, pid: u32) -> anyhow::Result<Links> {
+    let mut links = Links::default();
+    let btf = aya::Btf::from_sys_fs().context("the threads family needs the kernel's BTF")?;
+    for (program, tracepoint) in SCHED {
+        let p: &mut BtfTracePoint = bpf::program(ebpf, program)?;
+        p.load(tracepoint, &btf)
+            .with_context(|| format!("failed to load {program}"))?;
+        let id = p
+            .attach()
+            .with_context(|| format!("failed to attach to tp_btf/{tracepoint}"))?;
+        links.btf.push(p.take_link(id)?);
+    }
+    for (program, tracepoint) in FUTEX {
+        let tp: &mut TracePoint = bpf::program(ebpf, program)?;
+        tp.load()
+            .with_context(|| format!("failed to load {program}"))?;
+        let id = tp
+            .attach("syscalls", tracepoint)
+            .with_context(|| format!("failed to attach to syscalls/{tracepoint}"))?;
+        links.tracepoints.push(tp.take_link(id)?);
+    }
+    let Some(lib) = locks else {
+        return Ok(links);
+    };
+    let [entry, ret] = multi::load(ebpf, [programs::LOCK_ENTER, programs::LOCK_RETURN])?;
+    let path = &lib.module.open_path;
+    let group = |unlock: bool| -> (Vec<u64>, Vec<u64>) {
+        lib.functions
+            .iter()
+            .filter(|f| f.op.is_unlock() == unlock)
+            .map(|f| (f.probe_offset, f.op as u64))
+            .unzip()
+    };
+    let (unlock_offsets, unlock_cookies) = group(true);
+    let (lock_offsets, lock_cookies) = group(false);
+    let file = lib.module.file_name();
+    let attach_one = |program: &MultiProgram, offsets: &[u64], cookies: &[u64], returns| {
+        program
+            .attach(path, offsets, cookies, returns, pid)
+            .with_context(|| format!("failed to attach the lock probes in {file}"))
+    };
+    links
+        .uprobes
+        .push(attach_one(&entry, &unlock_offsets, &unlock_cookies, false)?);
+    links
+        .uprobes
+        .push(attach_one(&ret, &lock_offsets, &lock_cookies, true)?);
+    links
+        .uprobes
+        .push(attach_one(&entry, &lock_offsets, &lock_cookies, false)?);
+    links.programs = vec![entry, ret];
+    Ok(links)
+}
+
+/// Every accounted thread's stats now (slots with an owner).
+pub(crate) fn read_threads(ebpf: &Ebpf) -> anyhow::Result<Vec<ThreadStats>> {
+    let array: Array<_, ThreadStats> = Array::try_from(bpf::map(ebpf, maps::SCHED_THREADS)?)?;
+    Ok(array
+        .iter()
+        .filter_map(Result::ok)
+        .filter(|t| t.tid != 0)
+        .collect())
+}
+
+/// Every map of the family, read once at the end.
+pub(crate) fn read(ebpf: &Ebpf, end_ktime_ns: u64) -> anyhow::Result<Harvest> {
+    fn all<K: aya::Pod, V: aya::Pod>(ebpf: &Ebpf, name: &str) -> anyhow::Result<Vec<(K, V)>> {
+        let map: BpfHashMap<_, K, V> = BpfHashMap::try_from(bpf::map(ebpf, name)?)?;
+        Ok(map.iter().filter_map(Result::ok).collect())
+    }
+    let stacks: Vec<(u64, StackTrace)> = all(ebpf, maps::USER_STACKS)?;
+    let stacks: HashMap<u64, Vec<u64>> = stacks
+        .into_iter()
+        .map(|(hash, s)| {
+            let n = (s.len as usize).min(s.ips.len());
+            (hash, s.ips[..n].to_vec())
+        })
+        .collect();
+    Ok(Harvest {
+        threads: read_threads(ebpf)?,
+        stacks,
+        blocks: all::<BlockKey, Tally>(ebpf, maps::BLOCK_STACKS)?,
+        locks: all::<u64, LockStats>(ebpf, maps::LOCK_STATS)?,
+        waits: all::<LockWaitKey, Tally>(ebpf, maps::LOCK_WAITS)?,
+        holders: all::<HolderKey, Tally>(ebpf, maps::LOCK_HOLDERS)?,
+        edges: all::<EdgeKey, Edge>(ebpf, maps::LOCK_EDGES)?,
+        end_ktime_ns,
+    })
+}
+
+/// The family's probe hits by [`hit`] slot, summed over the CPUs.
+pub(crate) fn read_hits(ebpf: &Ebpf) -> anyhow::Result<[u64; hit::SLOTS as usize]> {
+    let hits: PerCpuArray<_, u64> = PerCpuArray::try_from(bpf::map(ebpf, maps::THREAD_HITS)?)?;
+    let mut out = [0; hit::SLOTS as usize];
+    for (slot, v) in out.iter_mut().enumerate() {
+        *v = hits
+            .get(&(slot as u32), 0)
+            .map(|per_cpu| per_cpu.iter().sum())
+            .unwrap_or(0);
+    }
+    Ok(out)
+}

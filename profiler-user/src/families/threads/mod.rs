@@ -1,0 +1,434 @@
+//! The `threads` family: scheduling per thread (on-CPU, blocked by reason, runnable), lock
+//! contention with the holder, lock-order (potential) deadlocks, and live deadlocks found while
+//! profiling, including in a process that was already stuck when it was attached.
+
+pub(crate) mod analyze;
+pub(crate) mod kernel;
+mod live;
+
+use std::{collections::HashMap, fmt::Write as _};
+
+use aya::Ebpf;
+use profiler_common::{
+    counters::Counter,
+    threads::{ThreadStats, globals, hit},
+};
+
+use crate::{
+    bpf::{self, LoadOptions},
+    clock::monotonic_ns,
+    family::{CHILDREN_NOT_COVERED, Family, ProbeLoad, ReportContext, TargetContext, TickContext},
+    level::FamilyId,
+    overhead,
+    report::{
+        CostModel, Frame, Report, ThreadsSection,
+        text::human_time,
+        threads::{LiveDeadlock, LockProbes},
+    },
+    symbols::symbolize::{AddrSymbolizer, MappingSnapshot},
+    tracee,
+};
+use analyze::{Harvest, Resolve};
+use kernel::{Links, LockLib};
+
+/// Estimated per-hit costs of the family's kernel programs, ns (measured on the development VM
+/// with the kernel's BPF run-time statistics, see BENCHMARKS.md "Threads family"). A target
+/// thread's switch costs the program run; a blocking one also the user-stack walk.
+const SWITCH_NS: f64 = 250.0;
+const WAKEUP_NS: f64 = 120.0;
+const FUTEX_NS: f64 = 200.0;
+const STACK_NS: f64 = 1_200.0;
+
+/// Family options from the command line.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Options {
+    /// `--min-block`, µs.
+    pub min_block_us: u32,
+    /// `--deadlock-after`, seconds.
+    pub deadlock_after: f64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            min_block_us: 1_000,
+            deadlock_after: 2.0,
+        }
+    }
+}
+
+pub(crate) struct Threads {
+    options: Options,
+    locks: Result<LockLib, String>,
+    links: Option<Links>,
+    live: live::Watch,
+    harvest: Option<Harvest>,
+    hits: [u64; hit::SLOTS as usize],
+    counters: Vec<(Counter, u64)>,
+    /// Names of the target's threads, kept as they are seen (a thread that exits keeps its name).
+    names: HashMap<u32, String>,
+    pid: i32,
+}
+
+impl Threads {
+    pub(crate) fn new(options: Options) -> Self {
+        Self {
+            options,
+            locks: Err("not looked for yet".into()),
+            links: None,
+            live: live::Watch::new((options.deadlock_after * 1e9) as u64),
+            harvest: None,
+            hits: [0; hit::SLOTS as usize],
+            counters: Vec::new(),
+            names: HashMap::new(),
+            pid: 0,
+        }
+    }
+
+    fn remember_names(&mut self) {
+        for tid in tracee::task::thread_ids(self.pid) {
+            if let Some(name) = tracee::task::thread_name(self.pid, tid) {
+                self.names.insert(tid as u32, name);
+            }
+        }
+    }
+
+    fn load(&self, model: &CostModel) -> ProbeLoad {
+        let h = &self.hits;
+        let lock_entries = h[hit::LOCK_ENTRY as usize];
+        let lock_returns = h[hit::LOCK_RETURN as usize];
+        // Hits are counted per kind, not per function: priced as single-stepped if any lock
+        // function's probe is.
+        let stepped = self.locks.as_ref().is_ok_and(|l| {
+            (l.functions.iter()).any(|f| f.placement.class == overhead::SiteClass::SingleStepped)
+        });
+        let class = if stepped {
+            overhead::SiteClass::SingleStepped
+        } else {
+            overhead::SiteClass::Emulated
+        };
+        let uprobes = overhead::probe_cost_ns(model, class, lock_entries, lock_returns);
+        let kernel = h[hit::SWITCH as usize] as f64 * SWITCH_NS
+            + h[hit::WAKEUP as usize] as f64 * WAKEUP_NS
+            + h[hit::FUTEX as usize] as f64 * FUTEX_NS
+            + h[hit::STACK as usize] as f64 * STACK_NS;
+        ProbeLoad {
+            hits: h.iter().sum::<u64>() - h[hit::STACK as usize],
+            cost_ns: uprobes + kernel,
+        }
+    }
+
+    fn lock_probes(&self) -> LockProbes {
+        match (&self.locks, &self.links) {
+            (Ok(lib), Some(_)) | (Ok(lib), None)
+                if self.harvest.is_some() || self.links.is_some() =>
+            {
+                LockProbes {
+                    attached: true,
+                    module: Some(lib.module.file_name()),
+                    functions: lib.functions.iter().map(|f| f.name.to_string()).collect(),
+                    note: None,
+                }
+            }
+            (Ok(_), _) => LockProbes {
+                attached: false,
+                note: Some("the family did not attach".into()),
+                ..Default::default()
+            },
+            (Err(why), _) => LockProbes {
+                attached: false,
+                note: Some(why.clone()),
+                ..Default::default()
+            },
+        }
+    }
+}
+
+/// What the analyzer asks of the outside world, at report time.
+struct Resolver<'a> {
+    symbolizer: &'a mut AddrSymbolizer,
+    maps: &'a MappingSnapshot,
+    data: &'a mut crate::symbols::data::DataSymbols,
+    names: &'a HashMap<u32, String>,
+    pid: i32,
+}
+
+impl Resolve for Resolver<'_> {
+    fn frames(&mut self, ips: &[u64]) -> Vec<Frame> {
+        ips.iter()
+            .enumerate()
+            // Return addresses point past the call: look up the call itself.
+            .map(|(i, ip)| {
+                self.symbolizer
+                    .frame(self.maps, if i == 0 { *ip } else { ip.saturating_sub(1) })
+            })
+            .collect()
+    }
+
+    fn thread_name(&self, tid: u32) -> Option<String> {
+        self.names.get(&tid).cloned()
+    }
+
+    fn lock_symbol(&mut self, addr: u64) -> Option<String> {
+        self.data.name(self.maps, addr)
+    }
+
+    fn exited(&self, tid: u32) -> bool {
+        !tracee::thread_alive(self.pid, tid)
+    }
+}
+
+impl Family for Threads {
+    fn id(&self) -> FamilyId {
+        FamilyId::Threads
+    }
+
+    fn priced(&self) -> bool {
+        true
+    }
+
+    fn note(&self) -> Option<String> {
+        let locks = match &self.locks {
+            Ok(lib) => format!(
+                "pthread lock probes in {} ({} functions)",
+                lib.module.file_name(),
+                lib.functions.len()
+            ),
+            Err(why) => why.clone(),
+        };
+        Some(format!(
+            "sched_switch/wakeup (tp_btf), futex tracepoints; {locks}; {CHILDREN_NOT_COVERED}"
+        ))
+    }
+
+    fn prepare(&mut self, ctx: &TargetContext<'_>) -> anyhow::Result<()> {
+        self.pid = ctx.pid;
+        self.locks = kernel::find_lock_functions(ctx.modules);
+        Ok(())
+    }
+
+    fn load_options(&self, options: &mut LoadOptions) {
+        options.global(globals::MIN_BLOCK_US, self.options.min_block_us);
+        options.global(globals::THREADS_ON, 1);
+    }
+
+    fn attach(&mut self, ebpf: &mut Ebpf, ctx: &TargetContext<'_>) -> anyhow::Result<usize> {
+        let links = kernel::attach(ebpf, self.locks.as_ref().ok(), ctx.pid as u32)?;
+        let n = links.count();
+        self.links = Some(links);
+        if !ctx.run_mode {
+            // A process that is already stuck: its threads will never call a lock function
+            // again, so the wait-for graph starts from what /proc and its memory say now.
+            self.remember_names();
+            self.live.check(ebpf, ctx.pid, monotonic_ns(), true);
+        }
+        Ok(n)
+    }
+
+    fn on_tick(&mut self, ebpf: &mut Ebpf, ctx: &TickContext) {
+        if self.links.is_none() {
+            return;
+        }
+        let now = monotonic_ns();
+        if self.live.due(now) {
+            self.remember_names();
+            for found in self.live.check(ebpf, ctx.pid, now, false) {
+                eprintln!("profiler: {}", live::describe(&found, &self.names));
+            }
+        }
+    }
+
+    fn budget_units(&mut self, ebpf: &Ebpf, model: &CostModel) -> Vec<f64> {
+        if self.links.is_some()
+            && let Ok(hits) = kernel::read_hits(ebpf)
+        {
+            self.hits = hits;
+        }
+        vec![self.load(model).cost_ns]
+    }
+
+    fn unit_name(&self, _unit: usize) -> String {
+        "threads family".into()
+    }
+
+    fn shed(&mut self, ebpf: &mut Ebpf, _unit: usize) -> anyhow::Result<()> {
+        let Some(links) = self.links.take() else {
+            return Ok(());
+        };
+        links.detach();
+        self.hits = kernel::read_hits(ebpf)?;
+        self.harvest = Some(kernel::read(ebpf, monotonic_ns())?);
+        Ok(())
+    }
+
+    fn harvest(&mut self, ebpf: &mut Ebpf, warnings: &mut Vec<String>) {
+        if self.links.is_none() {
+            return;
+        }
+        self.remember_names();
+        match kernel::read_hits(ebpf) {
+            Ok(hits) => self.hits = hits,
+            Err(e) => warnings.push(format!("threads: {e:#}")),
+        }
+        match kernel::read(ebpf, monotonic_ns()) {
+            Ok(h) => self.harvest = Some(h),
+            Err(e) => warnings.push(format!("threads: cannot read the maps: {e:#}")),
+        }
+        if let Ok(counters) = bpf::read_counters(ebpf) {
+            self.counters = counters
+                .into_iter()
+                .filter(|(c, _)| {
+                    matches!(
+                        c,
+                        Counter::ThreadSlotTaken
+                            | Counter::ThreadStackFailed
+                            | Counter::ThreadMapFull
+                            | Counter::HeldLocksOverflow
+                    )
+                })
+                .collect();
+        }
+    }
+
+    fn detach(&mut self, _ebpf: &mut Ebpf) {
+        if let Some(links) = self.links.take() {
+            links.detach();
+        }
+    }
+
+    fn probe_load(&self, model: &CostModel) -> ProbeLoad {
+        self.load(model)
+    }
+
+    fn report(&mut self, report: &mut Report, ctx: &mut ReportContext<'_>) {
+        let Some(harvest) = self.harvest.take() else {
+            return;
+        };
+        for (tid, name) in harvest.threads.iter().map(|t| (t.tid as u32, comm(t))) {
+            self.names.entry(tid).or_insert(name);
+        }
+        let mut data = crate::symbols::data::DataSymbols::default();
+        let mut resolver = Resolver {
+            symbolizer: ctx.symbolizer,
+            maps: ctx.maps,
+            data: &mut data,
+            names: &self.names,
+            pid: self.pid,
+        };
+        let start = ctx.start_ktime_ns;
+        let live: Vec<LiveDeadlock> = self
+            .live
+            .found()
+            .iter()
+            .map(|raw| raw.resolve(&mut resolver, &harvest, start, &self.names))
+            .collect();
+        let options = analyze::Options {
+            min_block_ns: u64::from(self.options.min_block_us) * 1_000,
+            deadlock_after_ns: (self.options.deadlock_after * 1e9) as u64,
+            top_stacks: 5,
+        };
+        let mut section: ThreadsSection = analyze::section(&harvest, &mut resolver, &options, live);
+        section.lock_probes = self.lock_probes();
+        for (counter, n) in &self.counters {
+            report.warnings.push(format!(
+                "threads: {n} event(s) lost ({}): see the schema",
+                counter.name()
+            ));
+        }
+        report.threads = Some(section);
+    }
+
+    fn summary(&self, report: &Report, out: &mut String) {
+        if let Some(t) = &report.threads {
+            summary(out, t);
+        }
+    }
+}
+
+/// A thread's name from its stats (its name at its first switch-out).
+fn comm(t: &ThreadStats) -> String {
+    let end = t.comm.iter().position(|&b| b == 0).unwrap_or(t.comm.len());
+    String::from_utf8_lossy(&t.comm[..end]).into_owned()
+}
+
+/// Threads and locks shown in the printed summary.
+const SUMMARY_ROWS: usize = 3;
+
+fn summary(out: &mut String, t: &ThreadsSection) {
+    let _ = writeln!(out, "\n-- threads --");
+    for d in &t.deadlocks.live {
+        let cycle: Vec<String> = d
+            .threads
+            .iter()
+            .map(|th| {
+                format!(
+                    "{} ({}) waits for {} held by {}",
+                    th.tid, th.name, th.waits_for, th.held_by
+                )
+            })
+            .collect();
+        let _ = writeln!(out, "LIVE DEADLOCK: {}", cycle.join("; "));
+    }
+    for p in &t.deadlocks.potential {
+        let _ = writeln!(
+            out,
+            "potential deadlock (lock order): {}",
+            p.locks.join(" -> ")
+        );
+    }
+    let mut busiest: Vec<_> = t.threads.iter().collect();
+    busiest.sort_by(|a, b| b.on_cpu_time.total_cmp(&a.on_cpu_time));
+    for th in busiest.iter().take(SUMMARY_ROWS) {
+        let _ = writeln!(
+            out,
+            "busiest: {} ({}) on CPU {}, blocked {}, runnable {}",
+            th.tid,
+            th.name,
+            human_time(th.on_cpu_time),
+            human_time(th.blocked_time),
+            human_time(th.runnable_time)
+        );
+    }
+    let mut blocked: Vec<_> = t
+        .threads
+        .iter()
+        .filter(|th| th.blocked_time > 0.0)
+        .collect();
+    blocked.sort_by(|a, b| b.blocked_time.total_cmp(&a.blocked_time));
+    for th in blocked.iter().take(SUMMARY_ROWS) {
+        let _ = writeln!(
+            out,
+            "most blocked: {} ({}) {} (lock {}, io {}, sleep {})",
+            th.tid,
+            th.name,
+            human_time(th.blocked_time),
+            human_time(th.blocked.lock),
+            human_time(th.blocked.io),
+            human_time(th.blocked.sleep)
+        );
+    }
+    for lock in t
+        .locks
+        .iter()
+        .filter(|l| l.contended > 0)
+        .take(SUMMARY_ROWS)
+    {
+        let name = lock.symbol.clone().unwrap_or_else(|| lock.address.clone());
+        let holder = lock
+            .holders
+            .first()
+            .map(|h| format!(", mostly held by {} ({})", h.tid, h.thread))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "contended {} {}: {} wait(s), {} waited{holder}",
+            lock.kind,
+            name,
+            lock.contended,
+            human_time(lock.wait_time)
+        );
+    }
+    if t.locks.iter().all(|l| l.contended == 0) && t.deadlocks.live.is_empty() {
+        let _ = writeln!(out, "no lock contention seen");
+    }
+}

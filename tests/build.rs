@@ -70,17 +70,30 @@ fn main() {
     // The memory family's victims, `victims/mem_*.c` as `VICTIM_MEM_<NAME>`: with frame
     // pointers, so that their allocation stacks walk.
     let mem = ["-O1", "-fno-omit-frame-pointer", "-pthread"];
+    build_family(src, &out, "mem", &mem);
+
+    // The threads family's victims, `victims/threads_*.c` as `VICTIM_THREADS_<NAME>`: with
+    // frame pointers, so that blocked and lock stacks walk, and debug information, so that the
+    // report can name their static locks and lines.
+    let threads = ["-O1", "-fno-omit-frame-pointer", "-pthread", "-g"];
+    build_family(src, &out, "threads", &threads);
+}
+
+/// Compiles every `victims/<prefix>_<name>.c` with `flags` into `<prefix>_<name>`, exported as
+/// `VICTIM_<PREFIX>_<NAME>`: a new victim of a family needs no line here.
+fn build_family(src: &Path, out: &Path, prefix: &str, flags: &[&str]) {
+    let lead = format!("{prefix}_");
     for entry in std::fs::read_dir(src).expect("victims/ is readable") {
         let path = entry.expect("victims/ is readable").path();
         let stem = path
             .file_stem()
             .and_then(|s| s.to_str())
             .unwrap_or_default();
-        if let Some(name) = stem.strip_prefix("mem_")
+        if let Some(name) = stem.strip_prefix(&lead)
             && path.extension().is_some_and(|e| e == "c")
         {
-            let var = format!("MEM_{}", name.to_ascii_uppercase());
-            build(&var, &path, &out.join(stem), &mem);
+            let var = format!("{}_{}", prefix, name).to_ascii_uppercase();
+            build(&var, &path, &out.join(stem), flags);
         }
     }
 }

@@ -20,6 +20,7 @@ use std::{
 };
 
 pub use process::{Outcome, Profiler, Victim};
+pub use report::threads::{Threads, functions, names};
 pub use report::{Errors, Event, Family, Func, PatternStat, Proc, Report};
 
 /// The longest any process or handshake may take before the test fails; generous, so a loaded
@@ -40,6 +41,18 @@ pub mod victims {
     pub const LIB: &str = env!("VICTIM_LIB");
     /// `err_victim.c`: failed syscalls in known numbers (`steady`, `eagain`, `eintr`).
     pub const ERR: &str = env!("VICTIM_ERR");
+    /// `threads_order.c`: lock_a then lock_b, and lock_b then lock_a, never at once.
+    pub const THREADS_ORDER: &str = env!("VICTIM_THREADS_ORDER");
+    /// `threads_deadlock.c`: two threads deadlocked on lock_a and lock_b, forever.
+    pub const THREADS_DEADLOCK: &str = env!("VICTIM_THREADS_DEADLOCK");
+    /// `threads_contend.c`: threads contending on one mutex, each holding it a known time.
+    pub const THREADS_CONTEND: &str = env!("VICTIM_THREADS_CONTEND");
+    /// `threads_sleeper.c`: one thread spinning and sleeping in turn (half on the CPU).
+    pub const THREADS_SLEEPER: &str = env!("VICTIM_THREADS_SLEEPER");
+    /// `threads_condvar.c`: two threads handing a turn over condition variables.
+    pub const THREADS_CONDVAR: &str = env!("VICTIM_THREADS_CONDVAR");
+    /// `threads_switch.c`: pairs of threads switching tens of thousands of times a second.
+    pub const THREADS_SWITCH: &str = env!("VICTIM_THREADS_SWITCH");
 }
 
 /// The profiler binary: `$PROFILER_BIN`, or `profiler` next to the `deps/` directory that holds

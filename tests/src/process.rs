@@ -353,6 +353,29 @@ impl Victim {
         }
     }
 
+    /// The rest of the line `LABEL REST` the victim printed, or prints next: the thread ids and
+    /// counts the threads family's victims announce.
+    pub fn value_of(&mut self, label: &str) -> String {
+        let prefix = format!("{label} ");
+        let seen = self
+            .stdout
+            .seen
+            .iter()
+            .find_map(|l| l.strip_prefix(&prefix));
+        if let Some(rest) = seen {
+            return rest.to_string();
+        }
+        let deadline = Instant::now() + TIMEOUT;
+        match self.stdout.wait_for(|l| l.starts_with(&prefix), deadline) {
+            Some(line) => line[prefix.len()..].to_string(),
+            None => panic!(
+                "victim {} never printed `{label} ...`; it printed:\n{}",
+                self.pid(),
+                self.stdout.text()
+            ),
+        }
+    }
+
     /// Sends the byte the victim waits for.
     pub fn proceed(&mut self) {
         let stdin = self.stdin.as_mut().expect("the victim's stdin is open");

@@ -1,5 +1,7 @@
 //! The JSON report, read with serde_json and looked at through accessors that panic with context.
 
+pub mod threads;
+
 use std::{fmt, path::Path};
 
 use serde_json::Value;

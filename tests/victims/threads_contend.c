@@ -1,0 +1,67 @@
+/*
+ * Lock contention in known amounts: THREADS threads take one mutex ITERS times
+ * each and hold it HOLD_US microseconds every time.
+ *
+ *   threads_contend [--wait] [THREADS [ITERS [HOLD_US [GAP_US]]]]
+ *
+ * Defaults: 4 threads, 25 iterations, 2000 us held, 200 us between two
+ * acquisitions of one thread. Thread "contend-N" (N from 0) runs contender(),
+ * which calls hold_the_lock() ITERS times: pthread_mutex_lock(&contended_lock),
+ * a spin of HOLD_US us of wall time, unlock; then a spin of GAP_US us outside
+ * the lock. Everything starts at once (a barrier), so the others wait while one
+ * holds it. Only these calls take contended_lock: its acquisitions are exactly
+ * THREADS * ITERS.
+ *
+ * Before the threads start it prints "acquisitions N" (THREADS * ITERS) and
+ * "hold_us N" (the total time held, THREADS * ITERS * HOLD_US).
+ *
+ * With --wait: "ready", a byte on stdin, the threads, "done", one more byte.
+ */
+#include "threads_common.h"
+
+static pthread_mutex_t contended_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_barrier_t start_line;
+static long iters = 25, hold_us = 2000, gap_us = 200;
+static volatile long shared;
+
+SITE void hold_the_lock(void)
+{
+	pthread_mutex_lock(&contended_lock);
+	spin_us(CLOCK_MONOTONIC, hold_us);
+	shared++;
+	pthread_mutex_unlock(&contended_lock);
+}
+
+SITE void *contender(void *arg)
+{
+	char name[16];
+	snprintf(name, sizeof(name), "contend-%ld", (long)arg);
+	name_thread(name);
+	pthread_barrier_wait(&start_line);
+	for (long i = 0; i < iters; i++) {
+		hold_the_lock();
+		spin_us(CLOCK_MONOTONIC, gap_us);
+	}
+	return NULL;
+}
+
+int main(int argc, char **argv)
+{
+	int wait = take_wait(&argc, &argv);
+	long threads = arg_or(argc, argv, 1, 4);
+	iters = arg_or(argc, argv, 2, iters);
+	hold_us = arg_or(argc, argv, 3, hold_us);
+	gap_us = arg_or(argc, argv, 4, gap_us);
+	pthread_t t[threads];
+
+	say("acquisitions %ld", threads * iters);
+	say("hold_us %ld", threads * iters * hold_us);
+	handshake_start(wait);
+	pthread_barrier_init(&start_line, NULL, (unsigned)threads);
+	for (long i = 0; i < threads; i++)
+		pthread_create(&t[i], NULL, contender, (void *)i);
+	for (long i = 0; i < threads; i++)
+		pthread_join(t[i], NULL);
+	handshake_end(wait);
+	return 0;
+}

@@ -71,6 +71,9 @@ pub(crate) struct Teardown {
 impl Teardown {
     /// Takes every probe down; the target runs at full speed again once this returns.
     pub(crate) fn finish(mut self) {
+        if let Some(ebpf) = self.ebpf.as_ref() {
+            bpf::print_run_stats(ebpf);
+        }
         if let Some(ebpf) = self.ebpf.as_mut() {
             for family in &mut self.families {
                 family.detach(ebpf);

@@ -131,9 +131,39 @@ impl LoadOptions {
     }
 }
 
+/// Environment variable that makes the kernel time every program run (`BPF_ENABLE_STATS`) and
+/// the profiler print each program's mean run time at the end: how the per-hit costs of the
+/// tracepoint programs were measured (see BENCHMARKS.md).
+pub(crate) const RUN_STATS_ENV: &str = "PROFILER_BPF_STATS";
+
+/// Keeps the kernel's run-time statistics on while it is held.
+static RUN_STATS: std::sync::OnceLock<Option<std::os::fd::OwnedFd>> = std::sync::OnceLock::new();
+
+/// Prints each loaded program's runs and mean run time, when [`RUN_STATS_ENV`] is set.
+pub(crate) fn print_run_stats(ebpf: &Ebpf) {
+    if !matches!(RUN_STATS.get(), Some(Some(_))) {
+        return;
+    }
+    for (name, program) in ebpf.programs() {
+        if let Ok(info) = program.info()
+            && info.run_count() > 0
+        {
+            eprintln!(
+                "bpf-stats {name}: {} runs, {:.0} ns mean",
+                info.run_count(),
+                info.run_time().as_nanos() as f64 / info.run_count() as f64
+            );
+        }
+    }
+}
+
 /// Loads the programs for target `tgid`, with the globals and map sizes the families asked for.
 pub(crate) fn load(tgid: u32, options: &LoadOptions) -> anyhow::Result<Ebpf> {
     raise_memlock_limit();
+    RUN_STATS.get_or_init(|| {
+        std::env::var_os(RUN_STATS_ENV)
+            .and_then(|_| aya::sys::enable_stats(aya::sys::Stats::RunTime).ok())
+    });
     let mut loader = EbpfLoader::new();
     loader.override_global(TARGET_TGID_GLOBAL, &tgid, true);
     for (name, value) in &options.globals {

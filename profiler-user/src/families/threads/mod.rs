@@ -31,13 +31,14 @@ use crate::{
 use analyze::{Harvest, Resolve};
 use kernel::{Links, LockLib};
 
-/// Estimated per-hit costs of the family's kernel programs, ns (measured on the development VM
-/// with the kernel's BPF run-time statistics, see BENCHMARKS.md "Threads family"). A target
-/// thread's switch costs the program run; a blocking one also the user-stack walk.
-const SWITCH_NS: f64 = 250.0;
-const WAKEUP_NS: f64 = 120.0;
-const FUTEX_NS: f64 = 200.0;
-const STACK_NS: f64 = 1_200.0;
+/// Estimated per-hit costs of the family's kernel programs, ns: the mean run times the kernel
+/// measured on the development VM (`PROFILER_BPF_STATS=1`, a condition-variable ping-pong at
+/// about 2.5 million switches per second: `sched_switch` 66 ns with its user-stack walks,
+/// `sched_wakeup` 32 ns, the futex programs 45 and 38 ns), plus about 30 ns for the
+/// tracepoint's dispatch. The lock probes are priced by the uprobe cost model.
+const SWITCH_NS: f64 = 100.0;
+const WAKEUP_NS: f64 = 60.0;
+const FUTEX_NS: f64 = 75.0;
 
 /// Family options from the command line.
 #[derive(Debug, Clone, Copy)]
@@ -110,8 +111,7 @@ impl Threads {
         let uprobes = overhead::probe_cost_ns(model, class, lock_entries, lock_returns);
         let kernel = h[hit::SWITCH as usize] as f64 * SWITCH_NS
             + h[hit::WAKEUP as usize] as f64 * WAKEUP_NS
-            + h[hit::FUTEX as usize] as f64 * FUTEX_NS
-            + h[hit::STACK as usize] as f64 * STACK_NS;
+            + h[hit::FUTEX as usize] as f64 * FUTEX_NS;
         ProbeLoad {
             hits: h.iter().sum::<u64>() - h[hit::STACK as usize],
             cost_ns: uprobes + kernel,

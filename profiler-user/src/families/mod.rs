@@ -6,6 +6,7 @@ pub(crate) mod errors;
 pub(crate) mod functions;
 pub(crate) mod memory;
 pub(crate) mod process;
+pub(crate) mod threads;
 
 use std::path::PathBuf;
 

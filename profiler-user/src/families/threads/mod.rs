@@ -4,6 +4,7 @@
     not(test),
     expect(
         dead_code,
+        unused_imports,
         reason = "the analyzer's caller, the family, is merged separately"
     )
 )]

@@ -27,6 +27,17 @@ pub(crate) enum WaitClass {
     Park,
 }
 
+impl WaitClass {
+    /// The report's `kind` of a [`WaitSite`](crate::report::threads::WaitSite).
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            WaitClass::Lock => "lock",
+            WaitClass::Condvar => "condvar",
+            WaitClass::Park => "park",
+        }
+    }
+}
+
 /// Frames looked at, innermost first: enough for the layers between the syscall and the
 /// primitive's public function (about eight for `parking_lot`'s condition variable) without
 /// reaching the caller's own code.

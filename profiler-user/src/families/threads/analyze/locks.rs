@@ -1,0 +1,154 @@
+//! The locks threads waited for, who held them, and the futex waits that were not contention.
+//!
+//! A futex-only lock (no probes: Rust std, parking_lot, a condition variable's word) is known
+//! only by its address, so each of its waiting stacks is classified ([`classify_wait`]): the
+//! waits of a condition variable or a parked thread go to `waits[]`, not to `locks[]`, and the
+//! lock's totals lose their share (a lock left with no contention stacks leaves `locks[]`). A
+//! pthread lock's waits are always contention: the probes saw them inside the lock call.
+
+use std::collections::HashMap;
+
+use profiler_common::threads::{LockKind, LockStats, LockWaitKey, Tally};
+
+use super::{
+    classify::{WaitClass, classify_wait},
+    input::{Ctx, evidence_name, hex, secs},
+    time::percentile_from_log2,
+};
+use crate::report::{
+    Frame,
+    threads::{Holder, LockEntry, WaitSite, WaitingStack},
+};
+
+/// Most holders listed per lock (each with a stack): enough to name the culprits without
+/// making a many-thread lock's entry the report's bulk.
+pub(crate) const MAX_HOLDERS: usize = 16;
+
+/// The `locks` and `waits` of the section: locks most wait time first (ties by address), wait
+/// sites most wait time first. Listed: every lock with a contended wait or a probed
+/// acquisition.
+pub(crate) fn locks_and_waits(cx: &mut Ctx<'_>) -> (Vec<LockEntry>, Vec<WaitSite>) {
+    let h = cx.h;
+    let mut waits_by_lock: HashMap<u64, Vec<(&LockWaitKey, &Tally)>> = HashMap::new();
+    for (k, t) in &h.waits {
+        waits_by_lock.entry(k.addr).or_default().push((k, t));
+    }
+    let mut ordered: Vec<&(u64, LockStats)> = h.locks.iter().collect();
+    ordered.sort_by_key(|(addr, _)| *addr);
+    let mut locks = Vec::new();
+    let mut sites = Vec::new();
+    for (addr, stats) in ordered {
+        if stats.contended == 0 && stats.acquisitions == 0 {
+            continue;
+        }
+        let kind = LockKind::from_u32(stats.kind);
+        let mut waits = waits_by_lock.remove(addr).unwrap_or_default();
+        waits.sort_by_key(|(k, t)| (std::cmp::Reverse(t.total_ns), k.stack));
+        let mut contention = Vec::new();
+        let mut not_contention = Tally::default();
+        for (k, t) in waits {
+            if kind != LockKind::Futex && contention.len() >= cx.o.top_stacks {
+                break; // Sorted, and no classifying to do: the rest would not be shown.
+            }
+            let frames = cx.frames(k.stack);
+            let class = match kind {
+                LockKind::Futex => classify_wait(&frames),
+                _ => WaitClass::Lock,
+            };
+            if class == WaitClass::Lock {
+                contention.push((t, frames));
+                continue;
+            }
+            not_contention.count += t.count;
+            not_contention.total_ns += t.total_ns;
+            sites.push(WaitSite {
+                kind: class.name(),
+                address: hex(*addr),
+                waits: t.count,
+                wait_time: secs(t.total_ns),
+                stack: frames,
+            });
+        }
+        // A futex whose every waiting stack is an event wait is no lock at all.
+        if kind == LockKind::Futex && contention.is_empty() && not_contention.count > 0 {
+            continue;
+        }
+        let entry = lock_entry(cx, *addr, kind, stats, &not_contention);
+        locks.push(with_stacks(entry, contention, cx.o.top_stacks));
+    }
+    locks.sort_by(|a, b| {
+        b.wait_time
+            .total_cmp(&a.wait_time)
+            .then_with(|| a.address.cmp(&b.address))
+    });
+    sites.sort_by(|a, b| {
+        b.wait_time
+            .total_cmp(&a.wait_time)
+            .then_with(|| a.address.cmp(&b.address))
+    });
+    (locks, sites)
+}
+
+/// The lock's totals, less the waits that were not contention.
+fn lock_entry(
+    cx: &mut Ctx<'_>,
+    addr: u64,
+    kind: LockKind,
+    stats: &LockStats,
+    not_contention: &Tally,
+) -> LockEntry {
+    let probed = kind != LockKind::Futex;
+    LockEntry {
+        address: hex(addr),
+        kind: kind.name(),
+        symbol: cx.r.lock_symbol(addr),
+        acquisitions: probed.then_some(stats.acquisitions),
+        contended: stats.contended.saturating_sub(not_contention.count),
+        eagain: u64::from(stats.eagain),
+        wait_time: secs(stats.wait_ns.saturating_sub(not_contention.total_ns)),
+        max_wait: secs(stats.wait_max_ns),
+        p99_wait: percentile_from_log2(&stats.wait_hist, 0.99),
+        hold_time: probed.then(|| secs(stats.hold_ns)),
+        max_hold: probed.then(|| secs(stats.hold_max_ns)),
+        holders: holders(cx, addr),
+        top_waiting_stacks: Vec::new(),
+    }
+}
+
+/// Adds the contention stacks (sorted, most wait time first) to `entry`, at most `top`.
+fn with_stacks(
+    mut entry: LockEntry,
+    contention: Vec<(&Tally, Vec<Frame>)>,
+    top: usize,
+) -> LockEntry {
+    entry.top_waiting_stacks = contention
+        .into_iter()
+        .take(top)
+        .map(|(t, stack)| WaitingStack {
+            count: t.count,
+            total_time: secs(t.total_ns),
+            max_time: secs(t.max_ns),
+            stack,
+        })
+        .collect();
+    entry
+}
+
+/// Who held `addr` while others waited, most wait time caused first (ties by tid), at most
+/// [`MAX_HOLDERS`].
+fn holders(cx: &mut Ctx<'_>, addr: u64) -> Vec<Holder> {
+    let h = cx.h;
+    let mut mine: Vec<_> = h.holders.iter().filter(|(k, _)| k.addr == addr).collect();
+    mine.sort_by_key(|(k, t)| (std::cmp::Reverse(t.total_ns), k.holder, k.evidence, k.stack));
+    mine.truncate(MAX_HOLDERS);
+    mine.into_iter()
+        .map(|(k, t)| Holder {
+            tid: k.holder,
+            thread: cx.name(k.holder),
+            evidence: evidence_name(k.evidence),
+            waits: t.count,
+            wait_time: secs(t.total_ns),
+            stack: cx.frames(k.stack),
+        })
+        .collect()
+}

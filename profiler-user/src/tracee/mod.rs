@@ -3,6 +3,7 @@
 
 pub(crate) mod libs;
 pub(crate) mod spawn;
+pub(crate) mod task;
 
 use std::{
     fs,

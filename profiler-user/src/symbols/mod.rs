@@ -3,6 +3,7 @@
 pub(crate) mod go;
 pub(crate) mod resolve;
 pub(crate) mod symbolize;
+pub(crate) mod unwind;
 
 use std::{ops::ControlFlow, path::Path};
 

@@ -343,25 +343,54 @@ pub(crate) fn mappings(pid: i32) -> std::io::Result<Vec<Mapping>> {
 }
 
 pub(crate) fn parse_maps(maps: &str) -> Vec<Mapping> {
+    parse_regions(maps)
+        .into_iter()
+        .filter(|r| r.path.starts_with('/'))
+        .map(|r| Mapping {
+            start: r.start,
+            end: r.end,
+            file_offset: r.file_offset,
+            executable: r.executable,
+            path: PathBuf::from(r.path.trim_end_matches(" (deleted)")),
+        })
+        .collect()
+}
+
+/// One line of /proc/PID/maps, of any kind: the unwinder needs the inode (to tell two files of
+/// one path apart) and the `[vdso]`, which [`Mapping`] leaves out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Region {
+    pub start: u64,
+    pub end: u64,
+    pub file_offset: u64,
+    pub executable: bool,
+    /// Device (`major:minor`, as written) and inode of the file; inode 0 for anonymous memory.
+    pub dev: String,
+    pub inode: u64,
+    /// The path as written (`[vdso]`, `[stack]`, a file with ` (deleted)`), empty if none.
+    pub path: String,
+}
+
+/// Every mapping of a /proc/PID/maps text.
+pub(crate) fn parse_regions(maps: &str) -> Vec<Region> {
     maps.lines()
         .filter_map(|line| {
             let mut parts = line.splitn(6, ' ');
             let range = parts.next()?;
             let perms = parts.next()?;
             let offset = parts.next()?;
-            let _dev = parts.next()?;
-            let _inode = parts.next()?;
-            let path = parts.next()?.trim_start();
-            if !path.starts_with('/') {
-                return None;
-            }
+            let dev = parts.next()?;
+            let inode = parts.next()?;
+            let path = parts.next().unwrap_or("").trim_start();
             let (start, end) = range.split_once('-')?;
-            Some(Mapping {
+            Some(Region {
                 start: u64::from_str_radix(start, 16).ok()?,
                 end: u64::from_str_radix(end, 16).ok()?,
                 file_offset: u64::from_str_radix(offset, 16).ok()?,
                 executable: perms.as_bytes().get(2) == Some(&b'x'),
-                path: PathBuf::from(path.trim_end_matches(" (deleted)")),
+                dev: dev.to_string(),
+                inode: inode.parse().ok()?,
+                path: path.to_string(),
             })
         })
         .collect()

@@ -7,10 +7,6 @@
 //! the threads this is for (blocked, so their stacks do not change) and at worst gives a short or
 //! wrong tail for a thread that moves meanwhile.
 
-#![cfg_attr(
-    not(test),
-    expect(dead_code, reason = "used by the threads family, being built")
-)]
 
 use std::{collections::HashMap, fs, fs::File, path::Path};
 

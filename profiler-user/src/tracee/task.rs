@@ -3,10 +3,6 @@
 //! already deadlocked never calls a lock function again, so this is all the threads family can
 //! learn about it.
 
-#![cfg_attr(
-    not(test),
-    expect(dead_code, reason = "used by the threads family, being built")
-)]
 
 use std::{fs, io, os::unix::fs::FileExt};
 

@@ -12,6 +12,7 @@ mod estimate;
 mod levels;
 mod memory;
 mod proc;
+mod threads;
 mod tracer;
 mod workload;
 
@@ -37,12 +38,16 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 300_000, value_parser = clap::value_parser!(u64).range(1..))]
     calls: u64,
     /// Measure only this workload (repeatable): cet_nonleaf, plain, cet_leaf, memory, levels,
-    /// estimate, attach (attach and stop times for 2 to 2,000 probes, next to bpftrace's).
+    /// threads (cost per context switch, next to offcputime and bpftrace), estimate, attach
+    /// (attach and stop times for 2 to 2,000 probes, next to bpftrace's).
     #[arg(long, value_name = "WORKLOAD")]
     only: Vec<String>,
     /// Requests per thread of the level table's workload (4 threads).
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(8..))]
     requests: u64,
+    /// Round trips per thread pair of the threads workload (2 pairs, two switches a round trip).
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
+    round_trips: u64,
     /// Leave bpftrace out (it is installed with apt-get when missing otherwise).
     #[arg(long)]
     no_bpftrace: bool,
@@ -179,12 +184,17 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         bail!("the benchmark attaches uprobes and reads other processes' memory: run it as root");
     }
     let workloads = workload::call_workloads();
+    let others = [
+        memory::NAME,
+        levels::NAME,
+        threads::NAME,
+        estimate::NAME,
+        attach::NAME,
+    ];
     for name in &args.only {
-        if !workloads.iter().any(|w| w.name == name)
-            && ![memory::NAME, levels::NAME, estimate::NAME, attach::NAME].contains(&&**name)
-        {
+        if !workloads.iter().any(|w| w.name == name) && !others.contains(&&**name) {
             let mut names: Vec<_> = workloads.iter().map(|w| w.name).collect();
-            names.extend([memory::NAME, levels::NAME, estimate::NAME, attach::NAME]);
+            names.extend(others);
             bail!("no workload {name:?}; there are: {}", names.join(", "));
         }
     }
@@ -256,6 +266,10 @@ fn bench_in(
     if args.only.is_empty() || args.only.iter().any(|o| o == levels::NAME) {
         println!();
         levels::bench(tools, dir, args.runs, args.requests)?;
+    }
+    if args.only.is_empty() || args.only.iter().any(|o| o == threads::NAME) {
+        println!();
+        threads::bench(tools, dir, args.runs, args.round_trips)?;
     }
     if args.only.is_empty() || args.only.iter().any(|o| o == estimate::NAME) {
         println!();

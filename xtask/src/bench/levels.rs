@@ -266,7 +266,7 @@ type Families = Vec<(String, String)>;
 type Losses = Vec<(String, u64)>;
 
 /// The report's family statuses and non-zero loss counters.
-fn families_and_losses(json: &Path) -> anyhow::Result<(Families, Losses)> {
+pub(super) fn families_and_losses(json: &Path) -> anyhow::Result<(Families, Losses)> {
     let text = std::fs::read_to_string(json)
         .with_context(|| format!("reading the profiler report {}", json.display()))?;
     let report: serde_json::Value =

@@ -228,16 +228,26 @@ fn bpftrace_maps(proc: &Proc, expect: &[Expect]) -> Counts {
         .collect()
 }
 
-/// bpftrace from PATH; if missing, installed from the system packages (apt-get install, and
-/// apt-get update first only when the install fails). Err(reason) when it cannot be had.
+/// bpftrace from PATH; if missing, installed from the system packages (see [`ensure_tool`]).
+/// Err(reason) when it cannot be had.
 pub fn ensure_bpftrace() -> Result<PathBuf, String> {
-    if let Some(p) = find_in_path("bpftrace") {
+    ensure_tool("bpftrace", "bpftrace")
+}
+
+/// `binary` from PATH (or /usr/sbin, /usr/bin); if missing, `apt-get install -y package`, and
+/// `apt-get update` first only when that install fails (the lists are usually fresh enough, and
+/// an update is slow). Err(reason) when it cannot be had: the caller shows its column as
+/// unavailable, with the reason, rather than failing the whole benchmark for one anchor.
+pub fn ensure_tool(binary: &str, package: &str) -> Result<PathBuf, String> {
+    if let Some(p) = find_in_path(binary) {
         return Ok(p);
     }
     if find_in_path("apt-get").is_none() {
-        return Err("not installed, and no apt-get to install it".into());
+        return Err(format!(
+            "not installed, and no apt-get to install {package}"
+        ));
     }
-    eprintln!("bench: bpftrace not found; installing it with apt-get");
+    eprintln!("bench: {binary} not found; installing {package} with apt-get");
     let apt = |args: &[&str]| {
         let mut cmd = Command::new("apt-get");
         cmd.args(args)
@@ -245,14 +255,14 @@ pub fn ensure_bpftrace() -> Result<PathBuf, String> {
             .stdin(std::process::Stdio::null());
         crate::status(cmd)
     };
-    let install = ["install", "-y", "-q", "bpftrace"];
+    let install = ["install", "-y", "-q", package];
     if let Err(first) = apt(&install) {
         eprintln!("bench: {first:#}; updating the package lists and retrying");
         if let Err(e) = apt(&["update", "-q"]).and_then(|()| apt(&install)) {
-            return Err(format!("install failed: {e:#}"));
+            return Err(format!("install of {package} failed: {e:#}"));
         }
     }
-    find_in_path("bpftrace").ok_or_else(|| "installed, but not on PATH".into())
+    find_in_path(binary).ok_or_else(|| format!("{package} installed, but not on PATH"))
 }
 
 fn find_in_path(name: &str) -> Option<PathBuf> {

@@ -4,7 +4,7 @@
 //! - Scheduling: `sched_switch` accounts every switch of a target thread in its [`ThreadStats`]
 //!   (on-CPU, blocked by reason, runnable), takes the user stack of a thread that blocks, and adds
 //!   a block at least `--min-block` long to [`BLOCK_STACKS`](maps::BLOCK_STACKS) by (thread,
-//!   reason, stack). `sched_wakeup` ends the blocked part of the off-CPU time and starts the
+//!   reason, stack). `sched_waking` ends the blocked part of the off-CPU time and starts the
 //!   runnable part, and names the waker of a thread waiting on a futex.
 //! - pthread locks: entry and return uprobes on the mutex and rwlock functions of libc
 //!   ([`LockOp`] in the cookie) note the wait, the owner the lock had at entry, the locks the
@@ -353,8 +353,12 @@ pub struct ThreadStats {
     pub lock_off_start: u64,
     pub lock_owner: u32,
     pub lock_op: u32,
-    /// The stack of the lock call in progress.
+    /// Where the lock call's owner took the lock, read at the call's entry (a [`StackTrace`]
+    /// key; 0: unknown).
     pub lock_stack: u64,
+    /// The lock call's return address: the return probe replaces it on the stack with the
+    /// kernel's trampoline, so a stack taken while the call blocks gets it from here.
+    pub lock_ret: u64,
     /// Run-queue latencies, by [`log2_bucket`].
     pub runq_hist: [u32; LOG2_BUCKETS],
     /// Its name at its first switch-out.
@@ -364,7 +368,7 @@ pub struct ThreadStats {
 }
 
 const _: () = assert!(
-    core::mem::size_of::<ThreadStats>() == 8 * 27 + 4 * 8 + 4 * LOG2_BUCKETS + 16 + 32 * HELD_MAX
+    core::mem::size_of::<ThreadStats>() == 8 * 28 + 4 * 8 + 4 * LOG2_BUCKETS + 16 + 32 * HELD_MAX
 );
 
 /// A user stack (value of `USER_STACKS`, keyed by its hash, [`stack_hash`]).
@@ -501,7 +505,7 @@ const _: () = assert!(core::mem::size_of::<Edge>() == 32);
 pub mod hit {
     /// `sched_switch` runs that concerned the target (either side).
     pub const SWITCH: u32 = 0;
-    /// `sched_wakeup`/`sched_wakeup_new` runs for a target thread.
+    /// `sched_waking`/`sched_wakeup_new` runs for a target thread.
     pub const WAKEUP: u32 = 1;
     /// Lock function entries.
     pub const LOCK_ENTRY: u32 = 2;
@@ -515,6 +519,15 @@ pub mod hit {
     pub const OTHER_SWITCH: u32 = 6;
     pub const SLOTS: u32 = 8;
 }
+
+/// Executable ranges of the target kept for the kernel (`EXEC_RANGES`): a word on the stack
+/// that falls in one is taken for a return address.
+pub const EXEC_RANGES_MAX: u32 = 16;
+/// Words of the user stack scanned above the stack pointer of a thread that blocks, for the
+/// return addresses the frame-pointer walk misses (see `EXEC_RANGES`).
+pub const SCAN_WORDS: usize = 64;
+/// Most return addresses the scan adds.
+pub const SCAN_KEEP: usize = 4;
 
 /// Map capacities.
 pub const USER_STACKS_MAX: u32 = 1 << 15;
@@ -553,13 +566,20 @@ pub mod maps {
     pub const LOCK_EDGES: &str = "LOCK_EDGES";
     /// Per-CPU probe hits by [`super::hit`].
     pub const THREAD_HITS: &str = "THREAD_HITS";
+    /// The target's executable ranges, `[start, end)` pairs (start 0: unused), written by the
+    /// user side: a thread blocked in a libc function that keeps no frame pointer has its
+    /// caller's return address on the stack above the stack pointer, where the frame-pointer
+    /// walk does not look; the switch-out scans a few words there for addresses in these ranges.
+    pub const EXEC_RANGES: &str = "EXEC_RANGES";
+    /// Per-CPU scratch for the scan (kernel side only).
+    pub const SCAN_SCRATCH: &str = "SCAN_SCRATCH";
 }
 
 /// Program names in the eBPF object.
 pub mod programs {
     /// `tp_btf/sched_switch`.
     pub const SCHED_SWITCH: &str = "threads_sched_switch";
-    /// `tp_btf/sched_wakeup`.
+    /// `tp_btf/sched_waking` (the waker's context: see the program).
     pub const SCHED_WAKEUP: &str = "threads_sched_wakeup";
     /// `tp_btf/sched_wakeup_new`.
     pub const SCHED_WAKEUP_NEW: &str = "threads_sched_wakeup_new";
@@ -587,6 +607,8 @@ pub const MAPS: &[&str] = &[
     maps::LOCK_HOLDERS,
     maps::LOCK_EDGES,
     maps::THREAD_HITS,
+    maps::EXEC_RANGES,
+    maps::SCAN_SCRATCH,
 ];
 
 pub const PROGRAMS: &[&str] = &[

@@ -10,7 +10,8 @@ use aya_ebpf::{
     bindings::{BPF_F_NO_PREALLOC, BPF_F_USER_STACK, BPF_NOEXIST},
     helpers::{
         bpf_get_attach_cookie, bpf_get_current_comm, bpf_get_smp_processor_id, bpf_ktime_get_ns,
-        bpf_probe_read_user, bpf_task_pt_regs, generated::bpf_get_stack,
+        bpf_probe_read_user, bpf_task_pt_regs,
+        generated::{bpf_get_stack, bpf_loop},
     },
     macros::{btf_tracepoint, map, tracepoint, uprobe, uretprobe},
     maps::{Array, HashMap, PerCpuArray},
@@ -19,17 +20,18 @@ use aya_ebpf::{
 use profiler_common::{
     counters::Counter,
     threads::{
-        BLOCK_STACKS_MAX, BlockKey, EVIDENCE_OWNER_FIELD, EVIDENCE_WAKER, Edge, EdgeKey, HELD_MAX,
-        Held, HolderKey, LOCK_EDGES_MAX, LOCK_HOLDERS_MAX, LOCK_STATS_MAX, LOCK_WAITS_MAX,
-        LockKind, LockOp, LockStats, LockWaitKey, MUTEX_OWNER_OFFSET, RWLOCK_WRITER_OFFSET,
-        STACK_DEPTH, STACK_HASH_SEED, StackTrace, TASK_EXITING, THREAD_SLOTS, Tally, ThreadStats,
-        USER_STACKS_MAX, block_reason, futex_op, hit, log2_bucket, off_kind, stack_hash_step,
+        BLOCK_STACKS_MAX, BlockKey, EVIDENCE_OWNER_FIELD, EVIDENCE_WAKER, EXEC_RANGES_MAX, Edge,
+        EdgeKey, HELD_MAX, Held, HolderKey, LOCK_EDGES_MAX, LOCK_HOLDERS_MAX, LOCK_STATS_MAX,
+        LOCK_WAITS_MAX, LockKind, LockOp, LockStats, LockWaitKey, MUTEX_OWNER_OFFSET,
+        RWLOCK_WRITER_OFFSET, SCAN_KEEP, SCAN_WORDS, STACK_DEPTH, STACK_HASH_SEED, StackTrace,
+        TASK_EXITING, THREAD_SLOTS, Tally, ThreadStats, USER_STACKS_MAX, block_reason, futex_op,
+        hit, log2_bucket, off_kind, stack_hash_step,
     },
 };
 
 use crate::common::{
-    ThreadOwned, count, current_ids, fetch_add, named_as_in_common, stopped, target_tgid,
-    thread_slot,
+    ThreadOwned, count, current_ids, fetch_add, named_as_in_common, stack_pointer, stopped,
+    target_tgid, thread_slot,
 };
 
 /// Byte offsets of `pid` and `tgid` in `struct task_struct` (the process family's globals, set
@@ -77,6 +79,12 @@ static LOCK_EDGES: HashMap<EdgeKey, Edge> =
 #[map]
 static THREAD_HITS: PerCpuArray<u64> = PerCpuArray::with_max_entries(hit::SLOTS, 0);
 
+#[map]
+static EXEC_RANGES: Array<[u64; 2]> = Array::with_max_entries(EXEC_RANGES_MAX, 0);
+
+#[map]
+static SCAN_SCRATCH: PerCpuArray<Scan> = PerCpuArray::with_max_entries(1, 0);
+
 named_as_in_common!(
     threads,
     maps: [
@@ -89,6 +97,8 @@ named_as_in_common!(
         LOCK_HOLDERS,
         LOCK_EDGES,
         THREAD_HITS,
+        EXEC_RANGES,
+        SCAN_SCRATCH,
     ],
     programs: [
         threads_sched_switch => SCHED_SWITCH,
@@ -172,21 +182,28 @@ fn stats(tid: u32, claim: bool) -> Option<&'static mut ThreadStats> {
     }
 }
 
-/// The current thread's user stack, stored in `USER_STACKS`; its hash (0: none).
+/// The current thread's user stack, stored in `USER_STACKS`; its hash (0: none). `regs`, the
+/// thread's user registers when it is blocking in a syscall, adds the return addresses found on
+/// the stack between its stack and frame pointers, and `extra`, a return address a return probe
+/// hid (see [`scan`]).
 #[inline(always)]
-fn take_stack<C: EbpfContext>(ctx: &C) -> u64 {
+fn take_stack<C: EbpfContext>(ctx: &C, regs: *const u8, extra: u64) -> u64 {
     bump(hit::STACK);
+    let found = if regs.is_null() { 0 } else { scan(regs, extra) };
     let Some(scratch) = STACK_SCRATCH.get_ptr_mut(0) else {
         return 0;
     };
     // SAFETY: this CPU's scratch value; nothing else runs on this CPU while it is used.
     let scratch = unsafe { &mut *scratch };
-    // SAFETY: the helper writes at most the given size into the scratch's frames.
+    // The walk is written `found` frames in, and its first frame (the program counter) is moved
+    // to the front, with the scanned return addresses between it and the walked callers.
+    let k = found.min(SCAN_KEEP);
+    // SAFETY: the helper writes at most the given size, which fits past `k` frames.
     let bytes = unsafe {
         bpf_get_stack(
             ctx.as_ptr(),
-            scratch.ips.as_mut_ptr().cast(),
-            (8 * STACK_DEPTH) as u32,
+            scratch.ips.as_mut_ptr().add(k).cast(),
+            (8 * (STACK_DEPTH - SCAN_KEEP)) as u32,
             BPF_F_USER_STACK as u64,
         )
     };
@@ -194,7 +211,18 @@ fn take_stack<C: EbpfContext>(ctx: &C) -> u64 {
         count(Counter::ThreadStackFailed);
         return 0;
     }
-    let len = (bytes as usize / 8).min(STACK_DEPTH);
+    if k > 0 {
+        scratch.ips[0] = scratch.ips[k & (STACK_DEPTH - 1)];
+        if let Some(state) = SCAN_SCRATCH.get_ptr(0) {
+            for j in 0..SCAN_KEEP {
+                if j < k {
+                    // SAFETY: this CPU's scan state, filled by `scan` above.
+                    scratch.ips[1 + j] = unsafe { (*state).out[j] };
+                }
+            }
+        }
+    }
+    let len = (bytes as usize / 8).min(STACK_DEPTH - SCAN_KEEP) + k;
     let mut hash = STACK_HASH_SEED;
     for i in 0..STACK_DEPTH {
         if i >= len {
@@ -218,6 +246,121 @@ fn take_stack<C: EbpfContext>(ctx: &C) -> u64 {
         }
     }
     hash
+}
+
+/// `pt_regs` offsets (x86-64) of the frame and stack pointers.
+const REG_BP: usize = 32;
+const REG_SP: usize = 152;
+
+/// Whether `addr` is in one of the target's executable ranges.
+#[inline(always)]
+fn executable(addr: u64) -> bool {
+    for i in 0..EXEC_RANGES_MAX {
+        let Some(r) = EXEC_RANGES.get(i) else {
+            return false;
+        };
+        if r[0] == 0 {
+            return false;
+        }
+        if addr >= r[0] && addr < r[1] {
+            return true;
+        }
+    }
+    false
+}
+
+/// The state of the stack scan (this CPU's `SCAN_SCRATCH`): the words read above the stack
+/// pointer, the scan's bound, and the return addresses found.
+#[repr(C)]
+pub struct Scan {
+    words: [u64; SCAN_WORDS],
+    sp: u64,
+    bp: u64,
+    found: u64,
+    out: [u64; SCAN_KEEP],
+}
+
+/// Finds the return addresses among the words between the stack pointer and the frame pointer
+/// of `regs` (at most [`SCAN_KEEP`], in this CPU's `SCAN_SCRATCH`): the callers the frame-pointer
+/// walk skips, such as the function that called a libc wrapper that keeps no frame pointer.
+/// Returns how many.
+#[inline(always)]
+fn scan(regs: *const u8, extra: u64) -> usize {
+    let Some(state) = SCAN_SCRATCH.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: this CPU's scratch value; nothing else runs on this CPU while it is used.
+    let state = unsafe { &mut *state };
+    // SAFETY: fields of the `struct pt_regs` `bpf_task_pt_regs` returned (a BTF pointer).
+    unsafe {
+        state.sp = core::ptr::read_volatile(regs.add(REG_SP).cast::<u64>());
+        state.bp = core::ptr::read_volatile(regs.add(REG_BP).cast::<u64>());
+    }
+    state.found = 0;
+    // SAFETY: the helper reads the target's stack into the scratch's words.
+    let read = unsafe {
+        aya_ebpf::helpers::generated::bpf_probe_read_user(
+            state.words.as_mut_ptr().cast(),
+            (8 * SCAN_WORDS) as u32,
+            state.sp as *const _,
+        )
+    };
+    if read != 0 {
+        return 0;
+    }
+    // One callback, checked once by the verifier, however many words.
+    // SAFETY: `scan_step` is a function of this program with the signature bpf_loop calls; it
+    // takes no context.
+    unsafe {
+        bpf_loop(
+            SCAN_WORDS as u32,
+            scan_step as *mut core::ffi::c_void,
+            core::ptr::null_mut(),
+            0,
+        )
+    };
+    if extra != 0 && (state.found as usize) < SCAN_KEEP {
+        // The blocked call's own return address, which its return probe hid (see `lock_ret`).
+        state.out[state.found as usize & (SCAN_KEEP - 1)] = extra;
+        state.found += 1;
+    }
+    (state.found as usize).min(SCAN_KEEP)
+}
+
+/// Whether the instruction before `addr` is a call (x86-64: `call rel32`, `call [rip+disp32]`,
+/// `call reg`, `call [reg+disp8]`): a return address, not a stale pointer into code.
+#[inline(always)]
+fn after_call(addr: u64) -> bool {
+    // SAFETY: reads 8 bytes of the target's code through the checked helper.
+    let Ok(b) = (unsafe { bpf_probe_read_user((addr - 8) as *const [u8; 8]) }) else {
+        return false;
+    };
+    let call_indirect = |opcode: u8, modrm: u8| opcode == 0xff && modrm & 0x38 == 0x10;
+    b[3] == 0xe8
+        || call_indirect(b[2], b[3])
+        || call_indirect(b[6], b[7])
+        || call_indirect(b[5], b[6])
+}
+
+/// `bpf_loop`'s callback for [`scan`]: word `index`; 1 ends the loop.
+extern "C" fn scan_step(index: u64, _ctx: *mut core::ffi::c_void) -> i64 {
+    let Some(state) = SCAN_SCRATCH.get_ptr_mut(0) else {
+        return 1;
+    };
+    // SAFETY: this CPU's scratch value, which `scan` filled before the loop.
+    let state = unsafe { &mut *state };
+    if state.bp > state.sp && state.sp + 8 * index >= state.bp {
+        return 1;
+    }
+    let w = state.words[index as usize & (SCAN_WORDS - 1)];
+    if executable(w) && after_call(w) {
+        state.out[state.found as usize & (SCAN_KEEP - 1)] = w;
+        state.found += 1;
+        if state.found as usize >= SCAN_KEEP {
+            return 1;
+        }
+    }
+    0
 }
 
 /// Adds `ns` to the tally of `key` in `map`, creating it.
@@ -353,20 +496,17 @@ fn switch_out(
     st.voluntary += 1;
     st.off_kind = off_kind::BLOCKED;
     st.woken_at = 0;
-    st.reason = block_reason(syscall_of(task), state) as u32;
-    st.block_stack = take_stack(ctx);
-}
-
-/// The syscall `task` (the current task) is in; -1 when none.
-#[inline(always)]
-fn syscall_of(task: *const u8) -> i64 {
     // SAFETY: `task` is the tracepoint's task argument; the helper returns its user registers.
     let regs = unsafe { bpf_task_pt_regs(task as *mut _) } as *const u8;
-    if regs.is_null() {
-        return -1;
-    }
-    // SAFETY: `orig_ax` of the `struct pt_regs` the helper returned (a BTF pointer).
-    unsafe { core::ptr::read_volatile(regs.add(ORIG_AX).cast::<i64>()) }
+    let nr = if regs.is_null() {
+        -1
+    } else {
+        // SAFETY: `orig_ax` of the `struct pt_regs` the helper returned (a BTF pointer).
+        unsafe { core::ptr::read_volatile(regs.add(ORIG_AX).cast::<i64>()) }
+    };
+    st.reason = block_reason(nr, state) as u32;
+    let hidden = if st.lock_addr != 0 { st.lock_ret } else { 0 };
+    st.block_stack = take_stack(ctx, regs, hidden);
 }
 
 #[inline(always)]
@@ -417,9 +557,11 @@ fn switch_in(tid: u32, now: u64, cpu: u32) {
     st.off_kind = off_kind::NONE;
 }
 
-/// `sched_wakeup(struct task_struct *p)`: ends the blocked part of `p`'s off-CPU time, and
-/// names the target thread that woke a futex waiter.
-#[btf_tracepoint(function = "sched_wakeup")]
+/// `sched_waking(struct task_struct *p)`: ends the blocked part of `p`'s off-CPU time, and
+/// names the target thread that woke a futex waiter. `sched_waking` runs in the waker's context;
+/// `sched_wakeup` may run on the wakee's CPU when the wake-up is queued there (then the current
+/// task is whatever ran on that CPU, and the waker would be lost).
+#[btf_tracepoint(function = "sched_waking")]
 pub fn threads_sched_wakeup(ctx: BtfTracePointContext) -> u32 {
     let task: *const u8 = ctx.arg(0);
     if tgid_of(task) != target_tgid() || stopped() {
@@ -545,18 +687,21 @@ fn futex_exit(ctx: &TracePointContext) -> u32 {
         }
         return 0;
     }
-    if ret == EAGAIN {
-        if let Some(lock) = lock_stats(addr, LockKind::Futex) {
-            lock.eagain = lock.eagain.wrapping_add(1);
-        }
-        return 0;
-    }
-    if waited == 0 {
+    if ret != EAGAIN && waited == 0 {
         return 0;
     }
     let Some(lock) = lock_stats(addr, LockKind::Futex) else {
         return 0;
     };
+    if lock.kind != LockKind::Futex as u32 {
+        // A probed lock's word waited on outside its lock functions: glibc's condition variable
+        // taking its mutex back. Part of the condition wait, not contention.
+        return 0;
+    }
+    if ret == EAGAIN {
+        lock.eagain = lock.eagain.wrapping_add(1);
+        return 0;
+    }
     add_wait(lock, waited);
     let stack = st.block_stack;
     tally(&LOCK_WAITS, &LockWaitKey { addr, stack }, waited);
@@ -610,6 +755,11 @@ pub fn threads_lock_enter(ctx: ProbeContext) -> u32 {
     // SAFETY: reads the lock's owner field in the target's memory through the checked helper.
     let owner = unsafe { bpf_probe_read_user((addr + owner_at) as *const u32) }.unwrap_or(0);
     st.lock_owner = if owner == tid { 0 } else { owner };
+    // The return address is still the caller's here: the return probe swaps it for its
+    // trampoline only after the entry programs ran.
+    // SAFETY: reads the top of the target's stack through the checked helper.
+    st.lock_ret =
+        unsafe { bpf_probe_read_user(stack_pointer(ctx.regs) as *const u64) }.unwrap_or(0);
     // Where the owner took the lock: read now, while it still holds it.
     st.lock_stack = if st.lock_owner != 0 {
         held_stack(st.lock_owner, addr)
@@ -647,15 +797,16 @@ pub fn threads_lock_return(ctx: RetProbeContext) -> u32 {
     let now = unsafe { bpf_ktime_get_ns() };
     // The caller's stack: the return probe runs at the return address, with the caller's frame
     // pointer restored, so the walk starts at the call site.
-    let stack = take_stack(&ctx);
+    let stack = take_stack(&ctx, core::ptr::null(), 0);
     let Some(lock) = lock_stats(addr, op.kind()) else {
         return 0;
     };
     // SAFETY: a valid, aligned u64 of a map value.
     unsafe { fetch_add(&raw mut lock.acquisitions, 1) };
-    if blocked || st.lock_owner != 0 {
+    // Contended: the thread blocked in the call, waiting for another to release the lock.
+    if blocked {
         add_wait(lock, waited);
-        let wait_stack = if blocked { st.block_stack } else { stack };
+        let wait_stack = st.block_stack;
         tally(
             &LOCK_WAITS,
             &LockWaitKey {

@@ -7,7 +7,6 @@
 //! the threads this is for (blocked, so their stacks do not change) and at worst gives a short or
 //! wrong tail for a thread that moves meanwhile.
 
-
 use std::{collections::HashMap, fs, fs::File, path::Path};
 
 use gimli::{

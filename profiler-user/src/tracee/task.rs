@@ -3,7 +3,6 @@
 //! already deadlocked never calls a lock function again, so this is all the threads family can
 //! learn about it.
 
-
 use std::{fs, io, os::unix::fs::FileExt};
 
 /// What /proc/PID/task/TID/syscall says about a thread that is not running.

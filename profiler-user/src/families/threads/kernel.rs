@@ -14,8 +14,8 @@ use blazesym::{
     inspect::{Inspector, source::Elf},
 };
 use profiler_common::threads::{
-    BlockKey, Edge, EdgeKey, HolderKey, LockOp, LockStats, LockWaitKey, StackTrace, Tally,
-    ThreadStats, hit, maps, programs,
+    BlockKey, EXEC_RANGES_MAX, Edge, EdgeKey, HolderKey, LockOp, LockStats, LockWaitKey,
+    StackTrace, Tally, ThreadStats, hit, maps, programs,
 };
 
 use super::analyze::Harvest;
@@ -149,7 +149,7 @@ impl Links {
 
 /// The scheduler programs: (program, BTF tracepoint).
 const SCHED: [(&str, &str); 3] = [
-    (programs::SCHED_WAKEUP, "sched_wakeup"),
+    (programs::SCHED_WAKEUP, "sched_waking"),
     (programs::SCHED_WAKEUP_NEW, "sched_wakeup_new"),
     (programs::SCHED_SWITCH, "sched_switch"),
 ];
@@ -218,6 +218,34 @@ pub(crate) fn attach(ebpf: &mut Ebpf, locks: Option<&LockLib>, pid: u32) -> anyh
         .push(attach_one(&entry, &lock_offsets, &lock_cookies, false)?);
     links.programs = vec![entry, ret];
     Ok(links)
+}
+
+/// Writes the target's executable ranges for the kernel's stack scan (see
+/// `profiler_common::threads::maps::EXEC_RANGES`): adjacent ranges merged, the largest kept when
+/// there are more than the map holds.
+pub(crate) fn write_exec_ranges(ebpf: &mut Ebpf, pid: i32) -> anyhow::Result<()> {
+    let mut ranges: Vec<(u64, u64)> = crate::tracee::mappings(pid)?
+        .into_iter()
+        .filter(|m| m.executable)
+        .map(|m| (m.start, m.end))
+        .collect();
+    ranges.sort_unstable();
+    let mut merged: Vec<(u64, u64)> = Vec::new();
+    for (start, end) in ranges {
+        match merged.last_mut() {
+            Some(last) if start <= last.1 => last.1 = last.1.max(end),
+            _ => merged.push((start, end)),
+        }
+    }
+    merged.sort_by_key(|(s, e)| std::cmp::Reverse(e - s));
+    merged.truncate(EXEC_RANGES_MAX as usize);
+    merged.sort_unstable();
+    let mut array: Array<_, [u64; 2]> = Array::try_from(bpf::map_mut(ebpf, maps::EXEC_RANGES)?)?;
+    for i in 0..EXEC_RANGES_MAX {
+        let value = merged.get(i as usize).map_or([0, 0], |&(s, e)| [s, e]);
+        array.set(i, value, 0)?;
+    }
+    Ok(())
 }
 
 /// Every accounted thread's stats now (slots with an owner).

@@ -34,7 +34,7 @@ use kernel::{Links, LockLib};
 /// Estimated per-hit costs of the family's kernel programs, ns: the mean run times the kernel
 /// measured on the development VM (`PROFILER_BPF_STATS=1`, a condition-variable ping-pong at
 /// about 2.5 million switches per second: `sched_switch` 66 ns with its user-stack walks,
-/// `sched_wakeup` 32 ns, the futex programs 45 and 38 ns), plus about 30 ns for the
+/// `sched_waking` 32 ns, the futex programs 45 and 38 ns), plus about 30 ns for the
 /// tracepoint's dispatch. The lock probes are priced by the uprobe cost model.
 const SWITCH_NS: f64 = 100.0;
 const WAKEUP_NS: f64 = 60.0;
@@ -69,6 +69,9 @@ pub(crate) struct Threads {
     /// Names of the target's threads, kept as they are seen (a thread that exits keeps its name).
     names: HashMap<u32, String>,
     pid: i32,
+    /// The target's executable mappings when they were last written for the kernel's stack
+    /// scan.
+    exec_maps: Vec<(u64, u64)>,
 }
 
 impl Threads {
@@ -83,6 +86,7 @@ impl Threads {
             counters: Vec::new(),
             names: HashMap::new(),
             pid: 0,
+            exec_maps: Vec::new(),
         }
     }
 
@@ -91,6 +95,24 @@ impl Threads {
             if let Some(name) = tracee::task::thread_name(self.pid, tid) {
                 self.names.insert(tid as u32, name);
             }
+        }
+    }
+
+    /// Writes the target's executable ranges for the kernel when they changed (a library loaded,
+    /// or the command of `run` executed).
+    fn refresh_exec_ranges(&mut self, ebpf: &mut Ebpf) {
+        let now: Vec<(u64, u64)> = crate::tracee::mappings(self.pid)
+            .map(|maps| {
+                (maps.iter().filter(|m| m.executable))
+                    .map(|m| (m.start, m.end))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if now.is_empty() || now == self.exec_maps {
+            return;
+        }
+        if kernel::write_exec_ranges(ebpf, self.pid).is_ok() {
+            self.exec_maps = now;
         }
     }
 
@@ -216,6 +238,7 @@ impl Family for Threads {
         let links = kernel::attach(ebpf, self.locks.as_ref().ok(), ctx.pid as u32)?;
         let n = links.count();
         self.links = Some(links);
+        self.refresh_exec_ranges(ebpf);
         if !ctx.run_mode {
             // A process that is already stuck: its threads will never call a lock function
             // again, so the wait-for graph starts from what /proc and its memory say now.
@@ -229,6 +252,7 @@ impl Family for Threads {
         if self.links.is_none() {
             return;
         }
+        self.refresh_exec_ranges(ebpf);
         let now = monotonic_ns();
         if self.live.due(now) {
             self.remember_names();

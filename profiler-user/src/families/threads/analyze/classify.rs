@@ -23,7 +23,7 @@ pub(crate) enum WaitClass {
     Lock,
     /// Waiting on a condition variable for a notification.
     Condvar,
-    /// A parked thread (or a semaphore) waiting to be unparked.
+    /// A parked thread (or a semaphore, or a join) waiting to be unparked.
     Park,
 }
 
@@ -74,8 +74,15 @@ const CONDVAR: &[&str] = &[
     "parking_lot::condvar",
 ];
 
-/// Substrings of thread parking and semaphores (waiting for an event, like a condvar).
+/// Substrings of thread parking, semaphores and joins (waiting for an event, like a condvar:
+/// `pthread_join` waits on the ended thread's id word).
 const PARK: &[&str] = &[
+    "pthread_join",
+    "pthread_clockjoin",
+    "pthread_timedjoin",
+    "pthread_tryjoin",
+    "Thread::join",
+    "JoinInner",
     "std::thread::park",
     "thread::Thread::park",
     "std::sys::sync::thread_parking",
@@ -181,6 +188,12 @@ mod tests {
         let mutex = ["__lll_lock_wait", "___pthread_mutex_lock", "worker", "main"];
         assert_eq!(class(&mutex), WaitClass::Lock);
         assert_eq!(class(&["sem_wait", "consumer"]), WaitClass::Park);
+        let join = [
+            "__futex_abstimed_wait_common",
+            "__pthread_clockjoin_ex",
+            "main",
+        ];
+        assert_eq!(class(&join), WaitClass::Park);
     }
 
     #[test]

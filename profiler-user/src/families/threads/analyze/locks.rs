@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 
-use profiler_common::threads::{LockKind, LockStats, LockWaitKey, Tally};
+use profiler_common::threads::{HolderKey, LockKind, LockStats, LockWaitKey, Tally};
 
 use super::{
     classify::{WaitClass, classify_wait},
@@ -138,10 +138,34 @@ fn with_stacks(
 /// [`MAX_HOLDERS`].
 fn holders(cx: &mut Ctx<'_>, addr: u64) -> Vec<Holder> {
     let h = cx.h;
-    let mut mine: Vec<_> = h.holders.iter().filter(|(k, _)| k.addr == addr).collect();
+    let mut mine: Vec<(HolderKey, Tally)> = h
+        .holders
+        .iter()
+        .filter(|(k, _)| k.addr == addr)
+        .copied()
+        .collect();
     mine.sort_by_key(|(k, t)| (std::cmp::Reverse(t.total_ns), k.holder, k.evidence, k.stack));
-    mine.truncate(MAX_HOLDERS);
-    mine.into_iter()
+    // A wait whose holder's stack was not known (the holder had not returned from its lock call
+    // yet, or only its wake-up named it) joins the same thread's main entry with a stack.
+    let mut merged: Vec<(HolderKey, Tally)> = Vec::new();
+    let known = |k: &HolderKey| k.stack != 0 && h.stacks.contains_key(&k.stack);
+    for (k, t) in mine.iter().filter(|(k, _)| known(k)) {
+        merged.push((*k, *t));
+    }
+    for (k, t) in mine.iter().filter(|(k, _)| !known(k)) {
+        match merged.iter_mut().find(|(m, _)| m.holder == k.holder) {
+            Some((_, into)) => {
+                into.count += t.count;
+                into.total_ns += t.total_ns;
+                into.max_ns = into.max_ns.max(t.max_ns);
+            }
+            None => merged.push((*k, *t)),
+        }
+    }
+    merged.sort_by_key(|(k, t)| (std::cmp::Reverse(t.total_ns), k.holder, k.evidence, k.stack));
+    merged.truncate(MAX_HOLDERS);
+    merged
+        .iter()
         .map(|(k, t)| Holder {
             tid: k.holder,
             thread: cx.name(k.holder),

@@ -190,8 +190,11 @@ pub(crate) struct LiveDeadlock {
 pub(crate) struct DeadlockedThread {
     pub tid: u32,
     pub name: String,
-    /// The lock it waits for (hex), its kind, and the thread that holds it.
+    /// The lock it waits for (hex), the static it is (when it is one), its kind, and the thread
+    /// that holds it.
     pub waits_for: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waits_for_symbol: Option<String>,
     pub lock_kind: &'static str,
     pub held_by: u32,
     /// "owner_field" (read from the lock in the target's memory) or "waker".

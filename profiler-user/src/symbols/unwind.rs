@@ -143,7 +143,24 @@ impl Unwinder {
     /// `.eh_frame`. rbp is unknown at the start (the syscall file does not give it); the first
     /// frame whose CFA is rbp-based gets it from its prologue ([`frame_pointer`]), and the saved
     /// copies carry it outward from there.
+    #[cfg(test)]
     pub(crate) fn unwind(&mut self, pid: i32, pc: u64, sp: u64, max_frames: usize) -> Vec<u64> {
+        self.unwind_hidden(pid, pc, sp, max_frames, &[])
+    }
+
+    /// [`Unwinder::unwind`], where a return address that is the kernel's uretprobe trampoline
+    /// (the `[uprobes]` mapping: a return probe swapped it in at the call's entry) is replaced
+    /// by the next of `hidden`, the real ones innermost first; without one left, the walk stops
+    /// there.
+    pub(crate) fn unwind_hidden(
+        &mut self,
+        pid: i32,
+        pc: u64,
+        sp: u64,
+        max_frames: usize,
+        hidden: &[u64],
+    ) -> Vec<u64> {
+        let mut hidden = hidden.iter().copied();
         if pc == 0 || max_frames == 0 {
             return Vec::new();
         }
@@ -185,9 +202,20 @@ impl Unwinder {
             let Some((next, signal)) = frame.step(&mut self.ctx, &regs) else {
                 break;
             };
-            let (Some(ra), Some(next_sp)) = (next[RIP], next[RSP]) else {
+            let (Some(mut ra), Some(next_sp)) = (next[RIP], next[RSP]) else {
                 break;
             };
+            let mut next = next;
+            if regions
+                .iter()
+                .any(|r| r.path == TRAMPOLINE && (r.start..r.end).contains(&ra))
+            {
+                let Some(real) = hidden.next() else {
+                    break;
+                };
+                ra = real;
+                next[RIP] = Some(real);
+            }
             let lookup = if signal { ra } else { ra.wrapping_sub(1) };
             if ra == 0
                 || next_sp <= sp
@@ -202,6 +230,9 @@ impl Unwinder {
         frames
     }
 }
+
+/// The mapping of the kernel's uretprobe trampoline.
+const TRAMPOLINE: &str = "[uprobes]";
 
 /// The tables of the module mapped at `region`, parsed on first use.
 fn tables<'a>(

@@ -388,6 +388,11 @@ impl<'a> DeadlockedThread<'a> {
         address(self.0.str("/waits_for"))
     }
 
+    /// The static the awaited lock is, when it is one.
+    pub fn waits_for_symbol(&self) -> &'a str {
+        self.0.str("/waits_for_symbol")
+    }
+
     pub fn lock_kind(&self) -> &'a str {
         self.0.str("/lock_kind")
     }

@@ -135,7 +135,12 @@ impl Watch {
                 since = since.min(st.futex_since);
             }
             let (kind, owner) = owner_of(pid, addr, op, tid, &alive);
-            regs.insert(tid, (call.pc, call.sp));
+            // Inside a probed lock call, its return probe hid the caller's return address.
+            let hidden = kernel
+                .get(&tid)
+                .filter(|st| st.lock_addr != 0 && st.lock_ret != 0)
+                .map(|st| st.lock_ret);
+            regs.insert(tid, (call.pc, call.sp, hidden));
             waiters.push(Waiter {
                 tid,
                 lock: addr,
@@ -159,7 +164,11 @@ impl Watch {
                     let w = &waiters[i];
                     let blocked_ips = regs
                         .get(&w.tid)
-                        .map(|&(pc, sp)| self.unwinder.unwind(pid, pc, sp, MAX_FRAMES))
+                        .map(|&(pc, sp, hidden)| {
+                            let hidden: Vec<u64> = hidden.into_iter().collect();
+                            self.unwinder
+                                .unwind_hidden(pid, pc, sp, MAX_FRAMES, &hidden)
+                        })
                         .unwrap_or_default();
                     RawThread {
                         tid: w.tid,
@@ -255,6 +264,7 @@ impl RawLive {
                     tid: t.tid,
                     name: names.get(&t.tid).cloned().unwrap_or_default(),
                     waits_for: format!("{:#x}", t.lock),
+                    waits_for_symbol: r.lock_symbol(t.lock),
                     lock_kind: t.kind.name(),
                     held_by: t.owner,
                     evidence: if t.evidence == EVIDENCE_OWNER_FIELD {

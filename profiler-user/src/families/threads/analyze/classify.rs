@@ -119,6 +119,15 @@ fn mark(function: &str) -> Option<Mark> {
     }
 }
 
+/// Whether any frame of the window names a lock, condition variable or parker (a wait with
+/// none is a lock wait only by default).
+pub(crate) fn recognised(frames: &[Frame]) -> bool {
+    frames
+        .iter()
+        .take(WINDOW)
+        .any(|f| mark(&f.function).is_some())
+}
+
 /// What the futex wait at `frames` (innermost first) was; see the module doc for the rule.
 pub(crate) fn classify_wait(frames: &[Frame]) -> WaitClass {
     let marks: Vec<Mark> = frames

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use profiler_common::threads::{HolderKey, LockKind, LockStats, LockWaitKey, Tally};
 
 use super::{
-    classify::{WaitClass, classify_wait},
+    classify::{WaitClass, classify_wait, recognised},
     input::{Ctx, evidence_name, hex, secs},
     time::percentile_from_log2,
 };
@@ -46,15 +46,39 @@ pub(crate) fn locks_and_waits(cx: &mut Ctx<'_>) -> (Vec<LockEntry>, Vec<WaitSite
         waits.sort_by_key(|(k, t)| (std::cmp::Reverse(t.total_ns), k.stack));
         let mut contention = Vec::new();
         let mut not_contention = Tally::default();
-        for (k, t) in waits {
-            if kind != LockKind::Futex && contention.len() >= cx.o.top_stacks {
-                break; // Sorted, and no classifying to do: the rest would not be shown.
+        if kind != LockKind::Futex {
+            // Sorted, and no classifying to do: the rest would not be shown.
+            waits.truncate(cx.o.top_stacks);
+        }
+        let classified: Vec<(&LockWaitKey, &Tally, Vec<Frame>, WaitClass, bool)> = waits
+            .into_iter()
+            .map(|(k, t)| {
+                let frames = cx.frames(k.stack);
+                let (class, known) = match kind {
+                    LockKind::Futex => (classify_wait(&frames), recognised(&frames)),
+                    _ => (WaitClass::Lock, true),
+                };
+                (k, t, frames, class, known)
+            })
+            .collect();
+        // A stack that names nothing (cut short) at a word whose other waits are condition or
+        // park waits is one of them: the word is the condition variable's, not a lock's.
+        let mut event_waits: HashMap<&'static str, u64> = HashMap::new();
+        for (_, t, _, class, known) in &classified {
+            if *known && *class != WaitClass::Lock {
+                *event_waits.entry(class.name()).or_default() += t.count;
             }
-            let frames = cx.frames(k.stack);
-            let class = match kind {
-                LockKind::Futex => classify_wait(&frames),
-                _ => WaitClass::Lock,
+        }
+        let dominant = [WaitClass::Condvar, WaitClass::Park]
+            .into_iter()
+            .max_by_key(|c| event_waits.get(c.name()).copied().unwrap_or(0))
+            .filter(|c| event_waits.get(c.name()).copied().unwrap_or(0) > 0);
+        for (k, t, frames, class, known) in classified {
+            let class = match dominant {
+                Some(d) if !known => d,
+                _ => class,
             };
+            let _ = k;
             if class == WaitClass::Lock {
                 contention.push((t, frames));
                 continue;

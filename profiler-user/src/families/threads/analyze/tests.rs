@@ -103,6 +103,7 @@ fn thread(tid: u32, comm: &str, on: u64) -> ThreadStats {
         lock_owner: 0,
         lock_op: 0,
         lock_stack: 0,
+        lock_ret: 0,
         runq_hist: [0; LOG2_BUCKETS],
         comm: name,
         held: [Held::default(); HELD_MAX],

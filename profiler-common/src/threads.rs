@@ -361,7 +361,7 @@ pub struct ThreadStats {
     pub lock_ret: u64,
     /// Run-queue latencies, by [`log2_bucket`].
     pub runq_hist: [u32; LOG2_BUCKETS],
-    /// Its name at its first switch-out.
+    /// Its name at its last switch-out.
     pub comm: [u8; 16],
     /// Locks it holds, oldest first.
     pub held: [Held; HELD_MAX],

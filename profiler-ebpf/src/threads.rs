@@ -260,7 +260,9 @@ fn executable(addr: u64) -> bool {
             return false;
         };
         if r[0] == 0 {
-            return false;
+            // No ranges yet (`run` before the user side saw the command's mappings): the
+            // call-instruction check alone decides.
+            return i == 0;
         }
         if addr >= r[0] && addr < r[1] {
             return true;
@@ -479,9 +481,10 @@ fn switch_out(
     st.oncpu_since = 0;
     st.offcpu_since = now;
     st.cpu_plus1 = cpu + 1;
-    if st.comm[0] == 0 {
-        // `prev` is the current task.
-        st.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    // `prev` is the current task. Read at every switch-out, so that a name the thread gives
+    // itself after it starts is the one kept, even if it exits before the user side looks.
+    if let Ok(comm) = bpf_get_current_comm() {
+        st.comm = comm;
     }
     if state & TASK_EXITING != 0 {
         st.off_kind = off_kind::DEAD;

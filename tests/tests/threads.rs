@@ -373,9 +373,11 @@ fn sleeper_is_half_on_cpu_and_blocks_in_nanosleep() {
 }
 
 /// 2000 round trips over two condition variables: the threads wait a lot, but in
-/// pthread_cond_wait(), which is not lock contention; the mutex itself is almost never
-/// contended (measured with bpftrace: no FUTEX_WAIT on it in 2000 round trips, against 1900
-/// blocked condvar waits).
+/// pthread_cond_wait(), which is not lock contention. The mutex itself is almost never contended
+/// unprobed (measured with bpftrace: no FUTEX_WAIT on it in 2000 round trips, against 1900
+/// blocked condvar waits); probed, its lock and unlock probes lengthen each critical section by
+/// a few microseconds, and a hand-off then meets the other thread on it now and then: real
+/// contention, but brief next to the waiting.
 #[test]
 fn condvar_ping_pong_is_waiting_not_contention() {
     require_root!();
@@ -383,14 +385,16 @@ fn condvar_ping_pong_is_waiting_not_contention() {
     let (outcome, report) = run(&dir, &[], &[victims::THREADS_CONDVAR, "2000"]);
     assert_eq!(outcome.count_line("round_trips"), 2000);
     let threads = report.threads();
-    // 10: a few hand-offs may meet on the mutex when the probes slow one side down.
+    let condvar_time = threads.wait_time_of("condvar");
     for lock in threads.locks() {
+        assert!(!lock.is_symbol("cv_ping") && !lock.is_symbol("cv_pong"));
+        // A quarter: the mutex's waits are the probes' few microseconds a hand-off, the
+        // condition waits a whole hand-off each.
         assert!(
-            lock.contended() <= 10,
-            "a condvar wait counted as contention:\n{:#}",
+            lock.wait_time() <= 0.25 * condvar_time,
+            "a condvar wait counted as contention ({condvar_time} s of condvar waits):\n{:#}",
             lock.json()
         );
-        assert!(!lock.is_symbol("cv_ping") && !lock.is_symbol("cv_pong"));
     }
     let sites = threads.wait_sites("condvar");
     let waits: u64 = sites.iter().map(|(_, n, _)| n).sum();

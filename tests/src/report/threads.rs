@@ -115,6 +115,15 @@ impl<'a> Threads<'a> {
         self.0.list("/waits", "wait site")
     }
 
+    /// The time waited at the wait sites of `kind` (`condvar`, `park`), seconds.
+    pub fn wait_time_of(&self, kind: &str) -> f64 {
+        self.waits()
+            .into_iter()
+            .filter(|w| w.str("/kind") == kind)
+            .map(|w| w.f64("/wait_time"))
+            .sum()
+    }
+
     /// The wait sites of `kind` (`condvar`, `park`): (address, waits, stack).
     pub fn wait_sites(&self, kind: &str) -> Vec<(u64, u64, &'a Value)> {
         self.waits()

@@ -369,7 +369,7 @@ impl Family for Threads {
     }
 }
 
-/// A thread's name from its stats (its name at its first switch-out).
+/// A thread's name from its stats (its name at its last switch-out).
 fn comm(t: &ThreadStats) -> String {
     let end = t.comm.iter().position(|&b| b == 0).unwrap_or(t.comm.len());
     String::from_utf8_lossy(&t.comm[..end]).into_owned()

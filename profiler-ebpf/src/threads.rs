@@ -299,6 +299,13 @@ fn scan(regs: *const u8, extra: u64) -> usize {
         state.bp = core::ptr::read_volatile(regs.add(REG_BP).cast::<u64>());
     }
     state.found = 0;
+    // The frame pointer bounds the scan only if it is one: library code often uses rbp as a
+    // general register (then it may point just above the stack pointer, or anywhere).
+    // SAFETY: reads the frame's saved return address through the checked helper.
+    let ret = unsafe { bpf_probe_read_user((state.bp + 8) as *const u64) }.unwrap_or(0);
+    if !(state.bp > state.sp && executable(ret) && after_call(ret)) {
+        state.bp = 0;
+    }
     // SAFETY: the helper reads the target's stack into the scratch's words.
     let read = unsafe {
         aya_ebpf::helpers::generated::bpf_probe_read_user(

@@ -101,6 +101,12 @@ impl Threads {
     /// Writes the target's executable ranges for the kernel when they changed (a library loaded,
     /// or the command of `run` executed).
     fn refresh_exec_ranges(&mut self, ebpf: &mut Ebpf) {
+        // Before `run`'s command executes, the target is a copy of the profiler itself: its
+        // mappings are not the command's (the kernel then checks every word's call instruction).
+        let exe = |pid: &str| std::fs::read_link(format!("/proc/{pid}/exe")).ok();
+        if exe(&self.pid.to_string()) == exe("self") {
+            return;
+        }
         let now: Vec<(u64, u64)> = crate::tracee::mappings(self.pid)
             .map(|maps| {
                 (maps.iter().filter(|m| m.executable))
@@ -328,8 +334,17 @@ impl Family for Threads {
         let Some(harvest) = self.harvest.take() else {
             return;
         };
+        // An exited thread's last name is the kernel's (from its last switch-out): /proc may
+        // have been read before the thread named itself.
         for (tid, name) in harvest.threads.iter().map(|t| (t.tid as u32, comm(t))) {
-            self.names.entry(tid).or_insert(name);
+            if name.is_empty() {
+                continue;
+            }
+            if tracee::thread_alive(self.pid, tid) {
+                self.names.entry(tid).or_insert(name);
+            } else {
+                self.names.insert(tid, name);
+            }
         }
         let mut data = crate::symbols::data::DataSymbols::default();
         let mut resolver = Resolver {

@@ -368,8 +368,16 @@ fn sleeper_is_half_on_cpu_and_blocks_in_nanosleep() {
         .iter()
         .find(|(_, _, s)| names(s, "sleeper_sleeps"))
         .unwrap_or_else(|| panic!("no sleep stack through sleeper_sleeps\n{context}"));
-    // Every nanosleep of 10 ms is longer than --min-block (1 ms), so each one is stacked.
-    assert_eq!(*count, cycles, "{context}");
+    // Every nanosleep of 10 ms is longer than --min-block (1 ms), so each one is tallied: at
+    // its stack, or (on a loaded machine, rarely) with an empty stack when the kernel could not
+    // read it, which the report counts as lost (`threads_stack_failed`).
+    let unstacked: u64 = sleeps
+        .iter()
+        .filter(|(_, _, s)| s.as_array().is_some_and(Vec::is_empty))
+        .map(|(n, _, _)| n)
+        .sum();
+    assert_eq!(*count + unstacked, cycles, "{context}");
+    assert!(unstacked <= cycles / 10, "{context}");
 }
 
 /// 2000 round trips over two condition variables: the threads wait a lot, but in

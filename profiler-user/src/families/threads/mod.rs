@@ -72,6 +72,8 @@ pub(crate) struct Threads {
     /// The target's executable mappings when they were last written for the kernel's stack
     /// scan.
     exec_maps: Vec<(u64, u64)>,
+    /// The mappings seen at the last tick, written once they hold still.
+    exec_maps_seen: Option<Vec<(u64, u64)>>,
 }
 
 impl Threads {
@@ -87,6 +89,7 @@ impl Threads {
             names: HashMap::new(),
             pid: 0,
             exec_maps: Vec::new(),
+            exec_maps_seen: None,
         }
     }
 
@@ -115,6 +118,12 @@ impl Threads {
             })
             .unwrap_or_default();
         if now.is_empty() || now == self.exec_maps {
+            return;
+        }
+        // Written once they are the same two ticks running: a command just executed is still
+        // having its libraries mapped, and ranges without libc would hide its frames.
+        if self.exec_maps_seen.as_ref() != Some(&now) {
+            self.exec_maps_seen = Some(now);
             return;
         }
         if kernel::write_exec_ranges(ebpf, self.pid).is_ok() {
@@ -244,8 +253,10 @@ impl Family for Threads {
         let links = kernel::attach(ebpf, self.locks.as_ref().ok(), ctx.pid as u32)?;
         let n = links.count();
         self.links = Some(links);
-        self.refresh_exec_ranges(ebpf);
         if !ctx.run_mode {
+            // A running process's mappings hold still: seen and written at once.
+            self.refresh_exec_ranges(ebpf);
+            self.refresh_exec_ranges(ebpf);
             // A process that is already stuck: its threads will never call a lock function
             // again, so the wait-for graph starts from what /proc and its memory say now.
             self.remember_names();

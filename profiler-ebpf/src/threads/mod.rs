@@ -6,37 +6,39 @@
 //! a compare: another process's switch costs no helper call and no map access.
 
 use aya_ebpf::{
-    EbpfContext,
-    bindings::{BPF_F_NO_PREALLOC, BPF_F_USER_STACK, BPF_NOEXIST},
+    bindings::{BPF_F_NO_PREALLOC, BPF_NOEXIST},
     helpers::{
-        bpf_get_attach_cookie, bpf_get_current_comm, bpf_get_smp_processor_id, bpf_ktime_get_ns,
-        bpf_probe_read_user, bpf_task_pt_regs,
-        generated::{bpf_get_stack, bpf_loop},
+        bpf_get_current_comm, bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_user,
+        bpf_task_pt_regs,
     },
-    macros::{btf_tracepoint, map, tracepoint, uprobe, uretprobe},
+    macros::{btf_tracepoint, map, tracepoint},
     maps::{Array, HashMap, PerCpuArray},
-    programs::{BtfTracePointContext, ProbeContext, RetProbeContext, TracePointContext},
+    programs::{BtfTracePointContext, TracePointContext},
 };
 use profiler_common::{
     counters::Counter,
     threads::{
-        BLOCK_STACKS_MAX, BlockKey, EVIDENCE_OWNER_FIELD, EVIDENCE_WAKER, EXEC_RANGES_MAX, Edge,
-        EdgeKey, HELD_MAX, Held, HolderKey, LOCK_EDGES_MAX, LOCK_HOLDERS_MAX, LOCK_STATS_MAX,
-        LOCK_WAITS_MAX, LockKind, LockOp, LockStats, LockWaitKey, MUTEX_OWNER_OFFSET,
-        RWLOCK_WRITER_OFFSET, SCAN_KEEP, SCAN_WORDS, STACK_DEPTH, STACK_HASH_SEED, StackTrace,
-        TASK_EXITING, THREAD_SLOTS, Tally, ThreadStats, USER_STACKS_MAX, block_reason, futex_op,
-        hit, log2_bucket, off_kind, stack_hash_step,
+        BLOCK_STACKS_MAX, BlockKey, EVIDENCE_WAKER, EXEC_RANGES_MAX, Edge, EdgeKey, HolderKey,
+        LOCK_EDGES_MAX, LOCK_HOLDERS_MAX, LOCK_STATS_MAX, LOCK_WAITS_MAX, LockKind, LockStats,
+        LockWaitKey, StackTrace, TASK_EXITING, THREAD_SLOTS, Tally, ThreadStats, USER_STACKS_MAX,
+        block_reason, futex_op, hit, log2_bucket, off_kind,
     },
 };
 
 use crate::common::{
-    ThreadOwned, count, current_ids, fetch_add, named_as_in_common, stack_pointer, stopped,
-    target_tgid, thread_slot,
+    ThreadOwned, count, current_ids, fetch_add, named_as_in_common, stopped, target_tgid,
+    thread_slot,
 };
 
 /// Byte offsets of `pid` and `tgid` in `struct task_struct` (the process family's globals, set
 /// from the kernel's BTF by the loader).
 use crate::process::{TASK_PID_OFFSET, TASK_TGID_OFFSET};
+
+mod locks;
+mod stack;
+
+pub use locks::{threads_lock_enter, threads_lock_return};
+use stack::{Scan, take_stack};
 
 /// Blocks shorter than this are counted, not stacked (`--min-block`), µs.
 #[unsafe(no_mangle)]
@@ -180,196 +182,6 @@ fn stats(tid: u32, claim: bool) -> Option<&'static mut ThreadStats> {
             None
         }
     }
-}
-
-/// The current thread's user stack, stored in `USER_STACKS`; its hash (0: none). `regs`, the
-/// thread's user registers when it is blocking in a syscall, adds the return addresses found on
-/// the stack between its stack and frame pointers, and `extra`, a return address a return probe
-/// hid (see [`scan`]).
-#[inline(always)]
-fn take_stack<C: EbpfContext>(ctx: &C, regs: *const u8, extra: u64) -> u64 {
-    bump(hit::STACK);
-    let found = if regs.is_null() { 0 } else { scan(regs, extra) };
-    let Some(scratch) = STACK_SCRATCH.get_ptr_mut(0) else {
-        return 0;
-    };
-    // SAFETY: this CPU's scratch value; nothing else runs on this CPU while it is used.
-    let scratch = unsafe { &mut *scratch };
-    // The walk is written `found` frames in, and its first frame (the program counter) is moved
-    // to the front, with the scanned return addresses between it and the walked callers.
-    let k = found.min(SCAN_KEEP);
-    // SAFETY: the helper writes at most the given size, which fits past `k` frames.
-    let bytes = unsafe {
-        bpf_get_stack(
-            ctx.as_ptr(),
-            scratch.ips.as_mut_ptr().add(k).cast(),
-            (8 * (STACK_DEPTH - SCAN_KEEP)) as u32,
-            BPF_F_USER_STACK as u64,
-        )
-    };
-    if bytes <= 0 {
-        count(Counter::ThreadStackFailed);
-        return 0;
-    }
-    if k > 0 {
-        scratch.ips[0] = scratch.ips[k & (STACK_DEPTH - 1)];
-        if let Some(state) = SCAN_SCRATCH.get_ptr(0) {
-            for j in 0..SCAN_KEEP {
-                if j < k {
-                    // SAFETY: this CPU's scan state, filled by `scan` above.
-                    scratch.ips[1 + j] = unsafe { (*state).out[j] };
-                }
-            }
-        }
-    }
-    let len = (bytes as usize / 8).min(STACK_DEPTH - SCAN_KEEP) + k;
-    let mut hash = STACK_HASH_SEED;
-    for i in 0..STACK_DEPTH {
-        if i >= len {
-            break;
-        }
-        hash = stack_hash_step(hash, scratch.ips[i & (STACK_DEPTH - 1)]);
-    }
-    if hash == 0 {
-        hash = 1;
-    }
-    if USER_STACKS.get_ptr(hash).is_none() {
-        scratch.len = len as u64;
-        #[expect(
-            clippy::needless_borrows_for_generic_args,
-            reason = "a copy would not fit the 512-byte eBPF stack"
-        )]
-        let inserted = USER_STACKS.insert(hash, &*scratch, BPF_NOEXIST as u64);
-        if inserted.is_err() && USER_STACKS.get_ptr(hash).is_none() {
-            count(Counter::ThreadStackFailed);
-            return 0;
-        }
-    }
-    hash
-}
-
-/// `pt_regs` offsets (x86-64) of the frame and stack pointers.
-const REG_BP: usize = 32;
-const REG_SP: usize = 152;
-
-/// Whether `addr` is in one of the target's executable ranges.
-#[inline(always)]
-fn executable(addr: u64) -> bool {
-    for i in 0..EXEC_RANGES_MAX {
-        let Some(r) = EXEC_RANGES.get(i) else {
-            return false;
-        };
-        if r[0] == 0 {
-            // No ranges yet (`run` before the user side saw the command's mappings): the
-            // call-instruction check alone decides.
-            return i == 0;
-        }
-        if addr >= r[0] && addr < r[1] {
-            return true;
-        }
-    }
-    false
-}
-
-/// The state of the stack scan (this CPU's `SCAN_SCRATCH`): the words read above the stack
-/// pointer, the scan's bound, and the return addresses found.
-#[repr(C)]
-pub struct Scan {
-    words: [u64; SCAN_WORDS],
-    sp: u64,
-    bp: u64,
-    found: u64,
-    out: [u64; SCAN_KEEP],
-}
-
-/// Finds the return addresses among the words between the stack pointer and the frame pointer
-/// of `regs` (at most [`SCAN_KEEP`], in this CPU's `SCAN_SCRATCH`): the callers the frame-pointer
-/// walk skips, such as the function that called a libc wrapper that keeps no frame pointer.
-/// Returns how many.
-#[inline(always)]
-fn scan(regs: *const u8, extra: u64) -> usize {
-    let Some(state) = SCAN_SCRATCH.get_ptr_mut(0) else {
-        return 0;
-    };
-    // SAFETY: this CPU's scratch value; nothing else runs on this CPU while it is used.
-    let state = unsafe { &mut *state };
-    // SAFETY: fields of the `struct pt_regs` `bpf_task_pt_regs` returned (a BTF pointer).
-    unsafe {
-        state.sp = core::ptr::read_volatile(regs.add(REG_SP).cast::<u64>());
-        state.bp = core::ptr::read_volatile(regs.add(REG_BP).cast::<u64>());
-    }
-    state.found = 0;
-    // The frame pointer bounds the scan only if it is one: library code often uses rbp as a
-    // general register (then it may point just above the stack pointer, or anywhere).
-    // SAFETY: reads the frame's saved return address through the checked helper.
-    let ret = unsafe { bpf_probe_read_user((state.bp + 8) as *const u64) }.unwrap_or(0);
-    if !(state.bp > state.sp && executable(ret) && after_call(ret)) {
-        state.bp = 0;
-    }
-    // SAFETY: the helper reads the target's stack into the scratch's words.
-    let read = unsafe {
-        aya_ebpf::helpers::generated::bpf_probe_read_user(
-            state.words.as_mut_ptr().cast(),
-            (8 * SCAN_WORDS) as u32,
-            state.sp as *const _,
-        )
-    };
-    if read != 0 {
-        return 0;
-    }
-    // One callback, checked once by the verifier, however many words.
-    // SAFETY: `scan_step` is a function of this program with the signature bpf_loop calls; it
-    // takes no context.
-    unsafe {
-        bpf_loop(
-            SCAN_WORDS as u32,
-            scan_step as *mut core::ffi::c_void,
-            core::ptr::null_mut(),
-            0,
-        )
-    };
-    if extra != 0 && (state.found as usize) < SCAN_KEEP {
-        // The blocked call's own return address, which its return probe hid (see `lock_ret`).
-        state.out[state.found as usize & (SCAN_KEEP - 1)] = extra;
-        state.found += 1;
-    }
-    (state.found as usize).min(SCAN_KEEP)
-}
-
-/// Whether the instruction before `addr` is a call (x86-64: `call rel32`, `call [rip+disp32]`,
-/// `call reg`, `call [reg+disp8]`): a return address, not a stale pointer into code.
-#[inline(always)]
-fn after_call(addr: u64) -> bool {
-    // SAFETY: reads 8 bytes of the target's code through the checked helper.
-    let Ok(b) = (unsafe { bpf_probe_read_user((addr - 8) as *const [u8; 8]) }) else {
-        return false;
-    };
-    let call_indirect = |opcode: u8, modrm: u8| opcode == 0xff && modrm & 0x38 == 0x10;
-    b[3] == 0xe8
-        || call_indirect(b[2], b[3])
-        || call_indirect(b[6], b[7])
-        || call_indirect(b[5], b[6])
-}
-
-/// `bpf_loop`'s callback for [`scan`]: word `index`; 1 ends the loop.
-extern "C" fn scan_step(index: u64, _ctx: *mut core::ffi::c_void) -> i64 {
-    let Some(state) = SCAN_SCRATCH.get_ptr_mut(0) else {
-        return 1;
-    };
-    // SAFETY: this CPU's scratch value, which `scan` filled before the loop.
-    let state = unsafe { &mut *state };
-    if state.bp > state.sp && state.sp + 8 * index >= state.bp {
-        return 1;
-    }
-    let w = state.words[index as usize & (SCAN_WORDS - 1)];
-    if executable(w) && after_call(w) {
-        state.out[state.found as usize & (SCAN_KEEP - 1)] = w;
-        state.found += 1;
-        if state.found as usize >= SCAN_KEEP {
-            return 1;
-        }
-    }
-    0
 }
 
 /// Adds `ns` to the tally of `key` in `map`, creating it.
@@ -537,9 +349,11 @@ fn switch_in(tid: u32, now: u64, cpu: u32) {
             let reason = (st.reason & 3) as usize;
             st.blocked_ns[reason] += blocked;
             st.blocks[reason] += 1;
-            if blocked < min_block_ns() || st.block_stack == 0 {
-                st.short_blocks += u64::from(blocked < min_block_ns());
+            if blocked < min_block_ns() {
+                st.short_blocks += 1;
             } else {
+                // A block whose stack could not be taken (counted in `ThreadStackFailed`) is
+                // tallied under stack 0, so that every long block is in the tallies.
                 let key = BlockKey {
                     tid,
                     reason: reason as u32,
@@ -725,228 +539,6 @@ fn futex_exit(ctx: &TracePointContext) -> u32 {
         tally(&LOCK_HOLDERS, &key, waited);
     }
     0
-}
-
-// ---- pthread locks ----
-
-#[uprobe]
-pub fn threads_lock_enter(ctx: ProbeContext) -> u32 {
-    let (tid, tgid) = current_ids();
-    if tgid != target_tgid() || stopped() {
-        return 0;
-    }
-    bump(hit::LOCK_ENTRY);
-    // SAFETY: the helper only reads the cookie of the link that ran this program.
-    let cookie = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
-    let Some(op) = LockOp::from_u8(cookie as u8) else {
-        return 0;
-    };
-    let addr: u64 = ctx.arg(0).unwrap_or(0);
-    if addr == 0 {
-        return 0;
-    }
-    let Some(st) = stats(tid, true) else {
-        return 0;
-    };
-    if op.is_unlock() {
-        release(st, addr, op.kind());
-        return 0;
-    }
-    // SAFETY: a helper without arguments.
-    st.lock_since = unsafe { bpf_ktime_get_ns() };
-    st.lock_addr = addr;
-    st.lock_off_start = st.off_cpu_ns;
-    st.lock_op = op as u32;
-    let owner_at = if op.is_rwlock() {
-        RWLOCK_WRITER_OFFSET
-    } else {
-        MUTEX_OWNER_OFFSET
-    };
-    // SAFETY: reads the lock's owner field in the target's memory through the checked helper.
-    let owner = unsafe { bpf_probe_read_user((addr + owner_at) as *const u32) }.unwrap_or(0);
-    st.lock_owner = if owner == tid { 0 } else { owner };
-    // The return address is still the caller's here: the return probe swaps it for its
-    // trampoline only after the entry programs ran.
-    // SAFETY: reads the top of the target's stack through the checked helper.
-    st.lock_ret =
-        unsafe { bpf_probe_read_user(stack_pointer(ctx.regs) as *const u64) }.unwrap_or(0);
-    // Where the owner took the lock: read now, while it still holds it.
-    st.lock_stack = if st.lock_owner != 0 {
-        held_stack(st.lock_owner, addr)
-    } else {
-        0
-    };
-    0
-}
-
-#[uretprobe]
-pub fn threads_lock_return(ctx: RetProbeContext) -> u32 {
-    let (tid, tgid) = current_ids();
-    if tgid != target_tgid() || stopped() {
-        return 0;
-    }
-    bump(hit::LOCK_RETURN);
-    let Some(st) = stats(tid, false) else {
-        return 0;
-    };
-    let addr = st.lock_addr;
-    if addr == 0 {
-        return 0;
-    }
-    st.lock_addr = 0;
-    let ret: u64 = ctx.ret();
-    if ret as u32 != 0 {
-        return 0;
-    }
-    let Some(op) = LockOp::from_u8(st.lock_op as u8) else {
-        return 0;
-    };
-    let blocked = st.lock_op & LOCK_BLOCKED != 0;
-    let waited = st.off_cpu_ns.saturating_sub(st.lock_off_start);
-    // SAFETY: a helper without arguments.
-    let now = unsafe { bpf_ktime_get_ns() };
-    // The caller's stack: the return probe runs at the return address, with the caller's frame
-    // pointer restored, so the walk starts at the call site.
-    let stack = take_stack(&ctx, core::ptr::null(), 0);
-    let Some(lock) = lock_stats(addr, op.kind()) else {
-        return 0;
-    };
-    // SAFETY: a valid, aligned u64 of a map value.
-    unsafe { fetch_add(&raw mut lock.acquisitions, 1) };
-    // Contended: the thread blocked in the call, waiting for another to release the lock.
-    if blocked {
-        add_wait(lock, waited);
-        let wait_stack = st.block_stack;
-        tally(
-            &LOCK_WAITS,
-            &LockWaitKey {
-                addr,
-                stack: wait_stack,
-            },
-            waited,
-        );
-        let (holder, evidence, holder_stack) = if st.lock_owner != 0 {
-            (st.lock_owner, EVIDENCE_OWNER_FIELD, st.lock_stack)
-        } else {
-            (st.waker, EVIDENCE_WAKER, 0)
-        };
-        if holder != 0 {
-            let key = HolderKey {
-                addr,
-                holder,
-                evidence,
-                stack: holder_stack,
-            };
-            tally(&LOCK_HOLDERS, &key, waited);
-        }
-    }
-    if !op.is_try() {
-        add_edges(st, tid, addr, op, stack);
-    }
-    let n = st.held_n as usize;
-    if n < HELD_MAX {
-        st.held[n & (HELD_MAX - 1)] = Held {
-            addr,
-            since: now,
-            stack,
-            op: op as u32,
-            _pad: 0,
-        };
-    } else {
-        count(Counter::HeldLocksOverflow);
-    }
-    st.held_n += 1;
-    0
-}
-
-/// Where thread `holder` took lock `addr`, from its held locks (0: not known).
-#[inline(always)]
-fn held_stack(holder: u32, addr: u64) -> u64 {
-    let Some(h) = stats(holder, false) else {
-        return 0;
-    };
-    for i in 0..HELD_MAX {
-        if i < h.held_n as usize && h.held[i].addr == addr {
-            return h.held[i].stack;
-        }
-    }
-    0
-}
-
-/// Lock-order edges from every lock the thread holds to `addr`, taken now at `stack`.
-#[inline(always)]
-fn add_edges(st: &ThreadStats, tid: u32, addr: u64, op: LockOp, stack: u64) {
-    for i in 0..HELD_MAX {
-        if i >= st.held_n as usize {
-            break;
-        }
-        let h = st.held[i];
-        if h.addr == addr {
-            // A recursive re-lock.
-            continue;
-        }
-        let from_read = LockOp::from_u8(h.op as u8).is_some_and(|o| o.is_read());
-        if from_read && op.is_read() {
-            continue;
-        }
-        let key = EdgeKey {
-            from: h.addr,
-            to: addr,
-        };
-        if let Some(e) = LOCK_EDGES.get_ptr_mut(key) {
-            // SAFETY: a valid, aligned u64 of a map value.
-            unsafe { fetch_add(&raw mut (*e).count, 1) };
-            continue;
-        }
-        let edge = Edge {
-            count: 1,
-            tid,
-            from_op: h.op as u16,
-            to_op: op as u16,
-            from_stack: h.stack,
-            to_stack: stack,
-        };
-        if LOCK_EDGES.insert(key, edge, BPF_NOEXIST as u64).is_err()
-            && LOCK_EDGES.get_ptr(key).is_none()
-        {
-            count(Counter::ThreadMapFull);
-        }
-    }
-}
-
-/// The thread releases lock `addr`: its hold time.
-#[inline(always)]
-fn release(st: &mut ThreadStats, addr: u64, kind: LockKind) {
-    let n = st.held_n as usize;
-    let mut found = HELD_MAX;
-    for i in 0..HELD_MAX {
-        if i < n && st.held[i].addr == addr {
-            found = i;
-        }
-    }
-    if found == HELD_MAX {
-        if n > HELD_MAX {
-            // One of the untracked locks past the tracked ones.
-            st.held_n -= 1;
-        }
-        return;
-    }
-    // SAFETY: a helper without arguments.
-    let now = unsafe { bpf_ktime_get_ns() };
-    let held = now.saturating_sub(st.held[found & (HELD_MAX - 1)].since);
-    let last = n.min(HELD_MAX) - 1;
-    st.held[found & (HELD_MAX - 1)] = st.held[last & (HELD_MAX - 1)];
-    st.held_n -= 1;
-    if let Some(lock) = lock_stats(addr, kind) {
-        // SAFETY: valid, aligned u64s of a map value.
-        unsafe {
-            fetch_add(&raw mut lock.releases, 1);
-            fetch_add(&raw mut lock.hold_ns, held);
-        }
-        if held > lock.hold_max_ns {
-            lock.hold_max_ns = held;
-        }
-    }
 }
 
 /// The on-CPU time of thread `tid` so far, ns, for the functions family (None: the threads

@@ -334,8 +334,14 @@ pub struct ThreadStats {
     pub cpu_plus1: u32,
     /// Locks in `held` (may exceed [`HELD_MAX`]: those past it are not tracked).
     pub held_n: u32,
-    /// The user stack taken at its last voluntary switch-out (a [`StackTrace`] key, 0: none).
+    /// The user stack taken at its last voluntary switch-out (a [`StackTrace`] key, 0: none),
+    /// and the user registers it was taken at (program counter, stack and frame pointers): a
+    /// thread that blocks again at the same registers has the same stack, which is not walked
+    /// again.
     pub block_stack: u64,
+    pub block_pc: u64,
+    pub block_sp: u64,
+    pub block_bp: u64,
     /// Total off-CPU time (blocked + runnable) so far, ns: a futex wait is the difference over
     /// the call.
     pub off_cpu_ns: u64,
@@ -368,7 +374,7 @@ pub struct ThreadStats {
 }
 
 const _: () = assert!(
-    core::mem::size_of::<ThreadStats>() == 8 * 28 + 4 * 8 + 4 * LOG2_BUCKETS + 16 + 32 * HELD_MAX
+    core::mem::size_of::<ThreadStats>() == 8 * 31 + 4 * 8 + 4 * LOG2_BUCKETS + 16 + 32 * HELD_MAX
 );
 
 /// A user stack (value of `USER_STACKS`, keyed by its hash, [`stack_hash`]).
@@ -517,7 +523,10 @@ pub mod hit {
     pub const STACK: u32 = 5;
     /// Switches of other processes (filtered out in the first instructions).
     pub const OTHER_SWITCH: u32 = 6;
-    pub const SLOTS: u32 = 8;
+    /// Lock function entries by [`super::LockOp`]: slot `LOCK_OP + op` (each op's probe has its
+    /// own cost, see the placement).
+    pub const LOCK_OP: u32 = 8;
+    pub const SLOTS: u32 = LOCK_OP + super::LOCK_OPS as u32;
 }
 
 /// Executable ranges of the target kept for the kernel (`EXEC_RANGES`): a word on the stack

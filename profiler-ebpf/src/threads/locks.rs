@@ -35,6 +35,7 @@ pub fn threads_lock_enter(ctx: ProbeContext) -> u32 {
     let Some(op) = LockOp::from_u8(cookie as u8) else {
         return 0;
     };
+    bump(hit::LOCK_OP + op as u32);
     let addr: u64 = ctx.arg(0).unwrap_or(0);
     if addr == 0 {
         return 0;

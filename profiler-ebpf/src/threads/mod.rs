@@ -126,8 +126,12 @@ impl ThreadOwned for ThreadStats {
 const EAGAIN: i64 = -11;
 /// Set in [`ThreadStats::lock_op`] once the thread blocked inside the lock call.
 const LOCK_BLOCKED: u32 = 0x100;
-/// The `orig_ax` field of `struct pt_regs` (x86-64): the syscall number.
+/// Fields of `struct pt_regs` (x86-64): the syscall number, the program counter, the stack and
+/// frame pointers.
 const ORIG_AX: usize = 120;
+const REG_IP: usize = 128;
+const REG_SP: usize = 152;
+const REG_BP: usize = 32;
 /// `sys_enter_futex` record offsets (see its format file), and `sys_exit`'s return value.
 const FUTEX_UADDR: usize = 16;
 const FUTEX_OP: usize = 24;
@@ -327,6 +331,21 @@ fn switch_out(
         unsafe { core::ptr::read_volatile(regs.add(ORIG_AX).cast::<i64>()) }
     };
     st.reason = block_reason(nr, state) as u32;
+    if !regs.is_null() {
+        // SAFETY: fields of the `struct pt_regs` the helper returned (a BTF pointer).
+        let (pc, sp, bp) = unsafe {
+            (
+                core::ptr::read_volatile(regs.add(REG_IP).cast::<u64>()),
+                core::ptr::read_volatile(regs.add(REG_SP).cast::<u64>()),
+                core::ptr::read_volatile(regs.add(REG_BP).cast::<u64>()),
+            )
+        };
+        if st.block_stack != 0 && (pc, sp, bp) == (st.block_pc, st.block_sp, st.block_bp) {
+            // Blocking where it last blocked (a loop's wait): the same stack.
+            return;
+        }
+        (st.block_pc, st.block_sp, st.block_bp) = (pc, sp, bp);
+    }
     let hidden = if st.lock_addr != 0 { st.lock_ret } else { 0 };
     st.block_stack = take_stack(ctx, regs, hidden);
 }

@@ -17,7 +17,7 @@ use profiler_common::{
     },
 };
 
-use super::{EXEC_RANGES, SCAN_SCRATCH, STACK_SCRATCH, USER_STACKS, bump};
+use super::{EXEC_RANGES, REG_BP, REG_SP, SCAN_SCRATCH, STACK_SCRATCH, USER_STACKS, bump};
 use crate::common::count;
 
 /// The current thread's user stack, stored in `USER_STACKS`; its hash (0: none). `regs`, the
@@ -86,10 +86,6 @@ pub(super) fn take_stack<C: EbpfContext>(ctx: &C, regs: *const u8, extra: u64) -
     hash
 }
 
-/// `pt_regs` offsets (x86-64) of the frame and stack pointers.
-const REG_BP: usize = 32;
-const REG_SP: usize = 152;
-
 /// Whether `addr` is in one of the target's executable ranges.
 #[inline(always)]
 fn executable(addr: u64) -> bool {
@@ -102,7 +98,11 @@ fn executable(addr: u64) -> bool {
             // call-instruction check alone decides.
             return i == 0;
         }
-        if addr >= r[0] && addr < r[1] {
+        if addr < r[0] {
+            // The ranges are sorted: none further on holds it.
+            return false;
+        }
+        if addr < r[1] {
             return true;
         }
     }

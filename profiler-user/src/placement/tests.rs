@@ -413,3 +413,31 @@ fn release_probe_skips_the_null_check_onto_a_push() {
     assert!(past_null_check(&rsi, ADDR, size).is_none());
     assert!(past_null_check(&glibc_like[5..], ADDR, size - 5).is_none());
 }
+
+#[test]
+fn first_argument_probe_skips_leading_code_onto_a_jcc() {
+    const ADDR: u64 = 0x1000;
+    // glibc 2.36's pthread_mutex_lock: mov eax, [rdi+0x10]; mov edx, eax; and edx, 0x17f;
+    // and eax, 0x7c; jne +4; ret; ret; ret; ret
+    let glibc = [
+        0x8b, 0x47, 0x10, 0x89, 0xc2, 0x81, 0xe2, 0x7f, 0x01, 0x00, 0x00, 0x83, 0xe0, 0x7c, 0x0f,
+        0x85, 0x04, 0x00, 0x00, 0x00, 0xc3, 0xc3, 0xc3, 0xc3, 0xc3,
+    ];
+    let size = glibc.len() as u64;
+    assert_eq!(place(&glibc, ADDR, size).class, CostClass::SingleStepped);
+    let p = past_leading_code(&glibc, ADDR, size).expect("moved");
+    assert_eq!((p.offset, p.class), (14, CostClass::Emulated), "{p:?}");
+    assert_eq!(p.instruction, "jne 0x1018");
+    // The first argument overwritten before the jcc: its value at the probe would be wrong.
+    let mut clobbers = glibc;
+    clobbers[3..5].copy_from_slice(&[0x89, 0xc7]); // mov edi, eax
+    assert!(past_leading_code(&clobbers, ADDR, size).is_none());
+    // A branch back into the skipped code would count a call twice.
+    let mut looping = glibc;
+    looping[20..22].copy_from_slice(&[0xeb, (3i8 - 22) as u8]); // jmp -> +3
+    assert!(past_leading_code(&looping, ADDR, size).is_none());
+    // A push of the stack before it: the return address is no longer on top.
+    let mut sub_rsp = glibc;
+    sub_rsp[5..11].copy_from_slice(&[0x48, 0x83, 0xec, 0x08, 0x90, 0x90]); // sub rsp, 8; nop; nop
+    assert!(past_leading_code(&sub_rsp, ADDR, size).is_none());
+}

@@ -30,10 +30,26 @@ pub(crate) struct LockProbes {
     /// The libc whose lock functions are probed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub module: Option<String>,
-    /// The functions probed.
-    pub functions: Vec<String>,
+    /// The functions probed, with where their probe sits and what it cost.
+    pub functions: Vec<LockFunction>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct LockFunction {
+    pub name: String,
+    /// Offset of the probe from the function's address, how the kernel runs the instruction
+    /// there ("emulated" or "single_stepped"), the instruction and why the probe is there.
+    pub probe_offset: u64,
+    pub probe_class: &'static str,
+    pub probe_instruction: String,
+    pub probe_reason: String,
+    /// Entry probe hits (of every function of its kind: `pthread_mutex_timedlock` and
+    /// `pthread_mutex_clocklock` share theirs), and what they and the return probe's hits cost
+    /// the target by the cost model, seconds.
+    pub hits: u64,
+    pub estimated_cost: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]

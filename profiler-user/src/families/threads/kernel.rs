@@ -81,11 +81,7 @@ pub(crate) fn find_lock_functions(modules: &[Module]) -> Result<LockLib, String>
                 continue;
             }
             seen.push(sym.addr);
-            let role = if op.is_unlock() {
-                placement::Role::Release
-            } else {
-                placement::Role::Plain
-            };
+            let role = placement::Role::FirstArgument;
             let size = sym.size.unwrap_or(0) as u64;
             let placement =
                 placement::place_in_file(&module.open_path, file_offset, sym.addr, size, role);

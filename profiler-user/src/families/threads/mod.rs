@@ -11,7 +11,7 @@ use std::{collections::HashMap, fmt::Write as _};
 use aya::Ebpf;
 use profiler_common::{
     counters::Counter,
-    threads::{ThreadStats, globals, hit},
+    threads::{LockOp, ThreadStats, globals, hit},
 };
 
 use crate::{
@@ -23,7 +23,7 @@ use crate::{
     report::{
         CostModel, Frame, Report, ThreadsSection,
         text::human_time,
-        threads::{LiveDeadlock, LockProbes},
+        threads::{LiveDeadlock, LockFunction, LockProbes},
     },
     symbols::symbolize::{AddrSymbolizer, MappingSnapshot},
     tracee,
@@ -74,6 +74,8 @@ pub(crate) struct Threads {
     exec_maps: Vec<(u64, u64)>,
     /// The mappings seen at the last tick, written once they hold still.
     exec_maps_seen: Option<Vec<(u64, u64)>>,
+    /// Whether the family's probes were attached.
+    attached: bool,
 }
 
 impl Threads {
@@ -90,6 +92,7 @@ impl Threads {
             pid: 0,
             exec_maps: Vec::new(),
             exec_maps_seen: None,
+            attached: false,
         }
     }
 
@@ -131,42 +134,70 @@ impl Threads {
         }
     }
 
-    fn load(&self, model: &CostModel) -> ProbeLoad {
-        let h = &self.hits;
-        let lock_entries = h[hit::LOCK_ENTRY as usize];
-        let lock_returns = h[hit::LOCK_RETURN as usize];
-        // Hits are counted per kind, not per function: priced as single-stepped if any lock
-        // function's probe is.
+    /// Entry hits of lock op `op`, and what they and their returns cost, ns.
+    fn op_load(&self, model: &CostModel, op: LockOp) -> (u64, f64) {
+        let entries = self.hits[(hit::LOCK_OP + op as u32) as usize];
+        let returns = if op.is_unlock() { 0 } else { entries };
+        // An op's functions (timedlock and clocklock) share the count: priced at the dearer.
         let stepped = self.locks.as_ref().is_ok_and(|l| {
-            (l.functions.iter()).any(|f| f.placement.class == overhead::SiteClass::SingleStepped)
+            (l.functions.iter())
+                .any(|f| f.op == op && f.placement.class == overhead::SiteClass::SingleStepped)
         });
         let class = if stepped {
             overhead::SiteClass::SingleStepped
         } else {
             overhead::SiteClass::Emulated
         };
-        let uprobes = overhead::probe_cost_ns(model, class, lock_entries, lock_returns);
+        (
+            entries,
+            overhead::probe_cost_ns(model, class, entries, returns),
+        )
+    }
+
+    fn load(&self, model: &CostModel) -> ProbeLoad {
+        let h = &self.hits;
+        let mut uprobe_hits = 0;
+        let mut uprobes = 0.0;
+        for (op, _) in LockOp::FUNCTIONS {
+            let (entries, cost) = self.op_load(model, op);
+            uprobe_hits += entries + if op.is_unlock() { 0 } else { entries };
+            uprobes += cost;
+        }
         let kernel = h[hit::SWITCH as usize] as f64 * SWITCH_NS
             + h[hit::WAKEUP as usize] as f64 * WAKEUP_NS
             + h[hit::FUTEX as usize] as f64 * FUTEX_NS;
         ProbeLoad {
-            hits: h.iter().sum::<u64>() - h[hit::STACK as usize],
+            hits: uprobe_hits
+                + h[hit::SWITCH as usize]
+                + h[hit::WAKEUP as usize]
+                + h[hit::FUTEX as usize],
             cost_ns: uprobes + kernel,
         }
     }
 
-    fn lock_probes(&self) -> LockProbes {
-        match (&self.locks, &self.links) {
-            (Ok(lib), Some(_)) | (Ok(lib), None)
-                if self.harvest.is_some() || self.links.is_some() =>
-            {
-                LockProbes {
-                    attached: true,
-                    module: Some(lib.module.file_name()),
-                    functions: lib.functions.iter().map(|f| f.name.to_string()).collect(),
-                    note: None,
-                }
-            }
+    fn lock_probes(&self, model: &CostModel) -> LockProbes {
+        match (&self.locks, self.attached) {
+            (Ok(lib), true) => LockProbes {
+                attached: true,
+                module: Some(lib.module.file_name()),
+                functions: lib
+                    .functions
+                    .iter()
+                    .map(|f| {
+                        let (hits, cost_ns) = self.op_load(model, f.op);
+                        LockFunction {
+                            name: f.name.to_string(),
+                            probe_offset: f.placement.offset,
+                            probe_class: f.placement.class.name(),
+                            probe_instruction: f.placement.instruction.clone(),
+                            probe_reason: f.placement.reason.clone(),
+                            hits,
+                            estimated_cost: cost_ns * 1e-9,
+                        }
+                    })
+                    .collect(),
+                note: None,
+            },
             (Ok(_), _) => LockProbes {
                 attached: false,
                 note: Some("the family did not attach".into()),
@@ -253,6 +284,7 @@ impl Family for Threads {
         let links = kernel::attach(ebpf, self.locks.as_ref().ok(), ctx.pid as u32)?;
         let n = links.count();
         self.links = Some(links);
+        self.attached = true;
         if !ctx.run_mode {
             // A running process's mappings hold still: seen and written at once.
             self.refresh_exec_ranges(ebpf);
@@ -378,7 +410,7 @@ impl Family for Threads {
             top_stacks: 5,
         };
         let mut section: ThreadsSection = analyze::section(&harvest, &mut resolver, &options, live);
-        section.lock_probes = self.lock_probes();
+        section.lock_probes = self.lock_probes(ctx.cost_model);
         for (counter, n) in &self.counters {
             report.warnings.push(format!(
                 "threads: {n} event(s) lost ({}): see the schema",
@@ -405,38 +437,72 @@ fn comm(t: &ThreadStats) -> String {
 const SUMMARY_ROWS: usize = 3;
 
 fn summary(out: &mut String, t: &ThreadsSection) {
-    let _ = writeln!(out, "\n-- threads --");
+    let name_of = |address: &str| {
+        t.locks
+            .iter()
+            .find(|l| l.address == address)
+            .and_then(|l| l.symbol.clone())
+            .unwrap_or_else(|| address.to_string())
+    };
+    let sum = |f: fn(&crate::report::threads::ThreadEntry) -> f64| -> f64 {
+        t.threads.iter().map(f).sum()
+    };
+    let _ = writeln!(
+        out,
+        "threads: {} thread(s), on CPU {}, blocked {}, runnable {}",
+        t.threads.len(),
+        human_time(sum(|th| th.on_cpu_time)),
+        human_time(sum(|th| th.blocked_time)),
+        human_time(sum(|th| th.runnable_time)),
+    );
+    // Deadlocks first: they are what a user looking at a hung process came for.
     for d in &t.deadlocks.live {
         let cycle: Vec<String> = d
             .threads
             .iter()
             .map(|th| {
+                let lock = th.waits_for_symbol.as_deref().unwrap_or(&th.waits_for);
                 format!(
-                    "{} ({}) waits for {} held by {}",
-                    th.tid, th.name, th.waits_for, th.held_by
+                    "{} ({}) waits for {} {lock} held by {}",
+                    th.tid, th.name, th.lock_kind, th.held_by
                 )
             })
             .collect();
-        let _ = writeln!(out, "LIVE DEADLOCK: {}", cycle.join("; "));
-    }
-    for p in &t.deadlocks.potential {
         let _ = writeln!(
             out,
-            "potential deadlock (lock order): {}",
-            p.locks.join(" -> ")
+            "LIVE DEADLOCK (found at {:.1} s): {}",
+            d.detected_at,
+            cycle.join("; ")
         );
     }
-    let mut busiest: Vec<_> = t.threads.iter().collect();
+    for p in &t.deadlocks.potential {
+        let mut locks: Vec<String> = p.locks.iter().map(|a| name_of(a)).collect();
+        if let Some(first) = locks.first().cloned() {
+            locks.push(first);
+        }
+        let threads: Vec<String> = p
+            .edges
+            .iter()
+            .map(|e| format!("{} ({})", e.thread, e.tid))
+            .collect();
+        let _ = writeln!(
+            out,
+            "potential deadlock (lock order): {} by {}",
+            locks.join(" -> "),
+            threads.join(", ")
+        );
+    }
+    let mut busiest: Vec<_> = t.threads.iter().filter(|th| th.on_cpu_time > 0.0).collect();
     busiest.sort_by(|a, b| b.on_cpu_time.total_cmp(&a.on_cpu_time));
     for th in busiest.iter().take(SUMMARY_ROWS) {
         let _ = writeln!(
             out,
-            "busiest: {} ({}) on CPU {}, blocked {}, runnable {}",
+            "busiest: {} ({}) on CPU {}, runnable {} (run-queue p99 {})",
             th.tid,
             th.name,
             human_time(th.on_cpu_time),
-            human_time(th.blocked_time),
-            human_time(th.runnable_time)
+            human_time(th.runnable_time),
+            human_time(th.runq_latency_p99),
         );
     }
     let mut blocked: Vec<_> = t
@@ -446,39 +512,56 @@ fn summary(out: &mut String, t: &ThreadsSection) {
         .collect();
     blocked.sort_by(|a, b| b.blocked_time.total_cmp(&a.blocked_time));
     for th in blocked.iter().take(SUMMARY_ROWS) {
+        let b = &th.blocked;
+        let parts: Vec<String> = [
+            ("lock", b.lock),
+            ("io", b.io),
+            ("sleep", b.sleep),
+            ("other", b.other),
+        ]
+        .iter()
+        .filter(|(_, v)| *v > 0.0)
+        .map(|(k, v)| format!("{k} {}", human_time(*v)))
+        .collect();
         let _ = writeln!(
             out,
-            "most blocked: {} ({}) {} (lock {}, io {}, sleep {})",
+            "most blocked: {} ({}) {} ({})",
             th.tid,
             th.name,
             human_time(th.blocked_time),
-            human_time(th.blocked.lock),
-            human_time(th.blocked.io),
-            human_time(th.blocked.sleep)
+            parts.join(", ")
         );
     }
-    for lock in t
-        .locks
-        .iter()
-        .filter(|l| l.contended > 0)
-        .take(SUMMARY_ROWS)
-    {
-        let name = lock.symbol.clone().unwrap_or_else(|| lock.address.clone());
+    let contended: Vec<_> = t.locks.iter().filter(|l| l.contended > 0).collect();
+    for lock in contended.iter().take(SUMMARY_ROWS) {
         let holder = lock
             .holders
             .first()
-            .map(|h| format!(", mostly held by {} ({})", h.tid, h.thread))
+            .map(|h| {
+                let at = h
+                    .stack
+                    .iter()
+                    .find(|f| f.function != "??")
+                    .map(|f| format!(" in {}", f.function))
+                    .unwrap_or_default();
+                format!(
+                    ", mostly held by {} ({}){at} [{}]",
+                    h.tid, h.thread, h.evidence
+                )
+            })
             .unwrap_or_default();
         let _ = writeln!(
             out,
-            "contended {} {}: {} wait(s), {} waited{holder}",
+            "contended {} {}: {} of {} wait(s), {} waited, max {}{holder}",
             lock.kind,
-            name,
+            lock.symbol.clone().unwrap_or_else(|| lock.address.clone()),
             lock.contended,
-            human_time(lock.wait_time)
+            lock.acquisitions.map_or("?".into(), |a| a.to_string()),
+            human_time(lock.wait_time),
+            human_time(lock.max_wait),
         );
     }
-    if t.locks.iter().all(|l| l.contended == 0) && t.deadlocks.live.is_empty() {
+    if contended.is_empty() {
         let _ = writeln!(out, "no lock contention seen");
     }
 }

@@ -104,6 +104,9 @@ fn thread(tid: u32, comm: &str, on: u64) -> ThreadStats {
         lock_op: 0,
         lock_stack: 0,
         lock_ret: 0,
+        block_pc: 0,
+        block_sp: 0,
+        block_bp: 0,
         runq_hist: [0; LOG2_BUCKETS],
         comm: name,
         held: [Held::default(); HELD_MAX],
@@ -377,4 +380,39 @@ fn condvar_and_park_waits_are_not_locks() {
     assert_eq!(locks, [("0xb", 1, 5e-6), ("0xc", 1, 1e-6)]);
     assert_eq!(s.locks[0].top_waiting_stacks.len(), 1);
     assert_eq!(s.locks[1].top_waiting_stacks.len(), 1);
+}
+
+/// A wait whose stack names nothing (cut short) at a word whose other waits are condition
+/// waits is a condition wait too; at a word with no named waits it stays a lock wait.
+#[test]
+fn a_cut_short_wait_follows_its_words_other_waits() {
+    let mut h = harvest();
+    h.stacks.insert(1, vec![0x1, 0x2]); // a condvar wait
+    h.stacks.insert(2, vec![0x1]); // cut short: names nothing
+    let mut r = Fake::default();
+    r.functions.insert(0x1, "__futex_abstimed_wait_common");
+    r.functions.insert(0x2, "___pthread_cond_wait");
+    let wait = |addr, stack| LockWaitKey { addr, stack };
+    h.locks = vec![
+        (0xa, lock(LockKind::Futex, 5, 50_000)),
+        (0xb, lock(LockKind::Futex, 1, 7_000)),
+    ];
+    h.waits = vec![
+        (wait(0xa, 1), tally(4, 40_000)),
+        (wait(0xa, 2), tally(1, 10_000)),
+        (wait(0xb, 2), tally(1, 7_000)),
+    ];
+    let s = section(&h, &mut r, &Options::default(), Vec::new());
+    let sites: Vec<_> = s
+        .waits
+        .iter()
+        .map(|w| (w.kind, w.address.as_str(), w.waits))
+        .collect();
+    assert_eq!(sites, [("condvar", "0xa", 4), ("condvar", "0xa", 1)]);
+    let locks: Vec<_> = s
+        .locks
+        .iter()
+        .map(|l| (l.address.as_str(), l.contended))
+        .collect();
+    assert_eq!(locks, [("0xb", 1)]);
 }

@@ -190,6 +190,22 @@ impl LockOp {
         )
     }
 
+    /// Whether its function gets a return probe: the ones that may fail as a matter of course
+    /// (try, timed). A blocking lock function acquires when it returns, bar misuse (a
+    /// relock of an error-checking mutex), so its acquisition is taken at its entry and its
+    /// wait from the futex wait inside it: no `uretprobe(2)` a call.
+    pub const fn returns(self) -> bool {
+        matches!(
+            self,
+            LockOp::MutexTrylock
+                | LockOp::MutexTimedlock
+                | LockOp::TryRdLock
+                | LockOp::TryWrLock
+                | LockOp::TimedRdLock
+                | LockOp::TimedWrLock
+        )
+    }
+
     pub const fn is_read(self) -> bool {
         matches!(
             self,
@@ -362,9 +378,19 @@ pub struct ThreadStats {
     /// Where the lock call's owner took the lock, read at the call's entry (a [`StackTrace`]
     /// key; 0: unknown).
     pub lock_stack: u64,
-    /// The lock call's return address: the return probe replaces it on the stack with the
-    /// kernel's trampoline, so a stack taken while the call blocks gets it from here.
+    /// The lock call's return address, and the stack pointer at its entry (the slot that holds
+    /// it while the call runs): a return probe replaces it on the stack with the kernel's
+    /// trampoline, so a stack taken while the call blocks gets it from here; a call without a
+    /// return probe is still running while the slot holds it.
     pub lock_ret: u64,
+    pub lock_sp: u64,
+    /// The last lock acquisition's stack (without a return probe, taken at the entry) and the
+    /// return address, stack and frame pointers it was taken at: the next call from the same
+    /// place reuses it.
+    pub acq_stack: u64,
+    pub acq_ret: u64,
+    pub acq_sp: u64,
+    pub acq_bp: u64,
     /// Run-queue latencies, by [`log2_bucket`].
     pub runq_hist: [u32; LOG2_BUCKETS],
     /// Its name at its last switch-out.
@@ -374,7 +400,7 @@ pub struct ThreadStats {
 }
 
 const _: () = assert!(
-    core::mem::size_of::<ThreadStats>() == 8 * 31 + 4 * 8 + 4 * LOG2_BUCKETS + 16 + 32 * HELD_MAX
+    core::mem::size_of::<ThreadStats>() == 8 * 36 + 4 * 8 + 4 * LOG2_BUCKETS + 16 + 32 * HELD_MAX
 );
 
 /// A user stack (value of `USER_STACKS`, keyed by its hash, [`stack_hash`]).

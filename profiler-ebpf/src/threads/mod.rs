@@ -346,7 +346,11 @@ fn switch_out(
         }
         (st.block_pc, st.block_sp, st.block_bp) = (pc, sp, bp);
     }
-    let hidden = if st.lock_addr != 0 { st.lock_ret } else { 0 };
+    // Inside a lock call with a return probe, the probe's trampoline hides the return address.
+    let in_returning_call = st.lock_addr != 0
+        && profiler_common::threads::LockOp::from_u8(st.lock_op as u8)
+            .is_some_and(|op| op.returns());
+    let hidden = if in_returning_call { st.lock_ret } else { 0 };
     st.block_stack = take_stack(ctx, regs, hidden);
 }
 
@@ -523,11 +527,7 @@ fn futex_exit(ctx: &TracePointContext) -> u32 {
     // SAFETY: an offset inside the record described by the tracepoint's format file.
     let ret = unsafe { ctx.read_at::<i64>(SYSCALL_RET) }.unwrap_or(0);
     let waited = st.off_cpu_ns.saturating_sub(st.futex_off_start);
-    if st.lock_addr != 0 && addr.wrapping_sub(st.lock_addr) < 32 {
-        // The wait of a probed lock call: accounted when the call returns.
-        if waited > 0 {
-            st.lock_op |= LOCK_BLOCKED;
-        }
+    if locks::wait_ended(st, addr, waited) {
         return 0;
     }
     if ret != EAGAIN && waited == 0 {

@@ -27,7 +27,11 @@ use crate::common::count;
 #[inline(always)]
 pub(super) fn take_stack<C: EbpfContext>(ctx: &C, regs: *const u8, extra: u64) -> u64 {
     bump(hit::STACK);
-    let found = if regs.is_null() { 0 } else { scan(regs, extra) };
+    let found = if regs.is_null() {
+        only(extra)
+    } else {
+        scan(regs, extra)
+    };
     let Some(scratch) = STACK_SCRATCH.get_ptr_mut(0) else {
         return 0;
     };
@@ -187,6 +191,22 @@ fn after_call(addr: u64) -> bool {
         || call_indirect(b[2], b[3])
         || call_indirect(b[6], b[7])
         || call_indirect(b[5], b[6])
+}
+
+/// No scan: `extra` alone (if any) goes between the program counter and the walked frames.
+#[inline(always)]
+fn only(extra: u64) -> usize {
+    if extra == 0 {
+        return 0;
+    }
+    let Some(state) = SCAN_SCRATCH.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: this CPU's scratch value.
+    let state = unsafe { &mut *state };
+    state.out[0] = extra;
+    state.found = 1;
+    1
 }
 
 /// `bpf_loop`'s callback for [`scan`]: word `index`; 1 ends the loop.

@@ -188,30 +188,30 @@ pub(crate) fn attach(ebpf: &mut Ebpf, locks: Option<&LockLib>, pid: u32) -> anyh
     };
     let [entry, ret] = multi::load(ebpf, [programs::LOCK_ENTER, programs::LOCK_RETURN])?;
     let path = &lib.module.open_path;
-    let group = |unlock: bool| -> (Vec<u64>, Vec<u64>) {
+    let group = |wanted: &dyn Fn(LockOp) -> bool| -> (Vec<u64>, Vec<u64>) {
         lib.functions
             .iter()
-            .filter(|f| f.op.is_unlock() == unlock)
+            .filter(|f| wanted(f.op))
             .map(|f| (f.probe_offset, f.op as u64))
             .unzip()
     };
-    let (unlock_offsets, unlock_cookies) = group(true);
-    let (lock_offsets, lock_cookies) = group(false);
+    let (unlock_offsets, unlock_cookies) = group(&|op| op.is_unlock());
+    let (lock_offsets, lock_cookies) = group(&|op| !op.is_unlock());
+    let (return_offsets, return_cookies) = group(&|op| op.returns());
     let file = lib.module.file_name();
-    let attach_one = |program: &MultiProgram, offsets: &[u64], cookies: &[u64], returns| {
-        program
+    let mut attach_one = |program: &MultiProgram, offsets: &[u64], cookies: &[u64], returns| {
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        let link = program
             .attach(path, offsets, cookies, returns, pid)
-            .with_context(|| format!("failed to attach the lock probes in {file}"))
+            .with_context(|| format!("failed to attach the lock probes in {file}"))?;
+        links.uprobes.push(link);
+        anyhow::Ok(())
     };
-    links
-        .uprobes
-        .push(attach_one(&entry, &unlock_offsets, &unlock_cookies, false)?);
-    links
-        .uprobes
-        .push(attach_one(&ret, &lock_offsets, &lock_cookies, true)?);
-    links
-        .uprobes
-        .push(attach_one(&entry, &lock_offsets, &lock_cookies, false)?);
+    attach_one(&entry, &unlock_offsets, &unlock_cookies, false)?;
+    attach_one(&ret, &return_offsets, &return_cookies, true)?;
+    attach_one(&entry, &lock_offsets, &lock_cookies, false)?;
     links.programs = vec![entry, ret];
     Ok(links)
 }

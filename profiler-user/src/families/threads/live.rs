@@ -11,8 +11,8 @@ use std::collections::{HashMap, HashSet};
 
 use aya::Ebpf;
 use profiler_common::threads::{
-    EVIDENCE_OWNER_FIELD, FUTEX_TID_MASK, LockKind, MUTEX_OWNER_OFFSET, RWLOCK_WRITER_OFFSET,
-    ThreadStats, futex_op,
+    EVIDENCE_OWNER_FIELD, FUTEX_TID_MASK, LockKind, LockOp, MUTEX_OWNER_OFFSET,
+    RWLOCK_WRITER_OFFSET, ThreadStats, futex_op,
 };
 
 use super::{
@@ -139,6 +139,7 @@ impl Watch {
             let hidden = kernel
                 .get(&tid)
                 .filter(|st| st.lock_addr != 0 && st.lock_ret != 0)
+                .filter(|st| LockOp::from_u8(st.lock_op as u8).is_some_and(LockOp::returns))
                 .map(|st| st.lock_ret);
             regs.insert(tid, (call.pc, call.sp, hidden));
             waiters.push(Waiter {

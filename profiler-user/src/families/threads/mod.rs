@@ -137,7 +137,7 @@ impl Threads {
     /// Entry hits of lock op `op`, and what they and their returns cost, ns.
     fn op_load(&self, model: &CostModel, op: LockOp) -> (u64, f64) {
         let entries = self.hits[(hit::LOCK_OP + op as u32) as usize];
-        let returns = if op.is_unlock() { 0 } else { entries };
+        let returns = if op.returns() { entries } else { 0 };
         // An op's functions (timedlock and clocklock) share the count: priced at the dearer.
         let stepped = self.locks.as_ref().is_ok_and(|l| {
             (l.functions.iter())
@@ -160,7 +160,7 @@ impl Threads {
         let mut uprobes = 0.0;
         for (op, _) in LockOp::FUNCTIONS {
             let (entries, cost) = self.op_load(model, op);
-            uprobe_hits += entries + if op.is_unlock() { 0 } else { entries };
+            uprobe_hits += entries + if op.returns() { entries } else { 0 };
             uprobes += cost;
         }
         let kernel = h[hit::SWITCH as usize] as f64 * SWITCH_NS
@@ -265,7 +265,7 @@ impl Family for Threads {
             Err(why) => why.clone(),
         };
         Some(format!(
-            "sched_switch/wakeup (tp_btf), futex tracepoints; {locks}; {CHILDREN_NOT_COVERED}"
+            "sched_switch, sched_waking, sched_wakeup_new (tp_btf), futex tracepoints; {locks}; {CHILDREN_NOT_COVERED}"
         ))
     }
 

@@ -120,6 +120,7 @@ fn plan(mode: Mode, common: &CommonArgs) -> Plan {
             threads: families::threads::Options {
                 min_block_us: (common.min_block * 1_000.0).round() as u32,
                 deadlock_after: common.deadlock_after,
+                lock_probes: !common.no_lock_probes,
             },
         },
         max_overhead: common.max_overhead,

@@ -160,6 +160,12 @@ pub(crate) struct CommonArgs {
     /// reported as a live deadlock, on stderr at once and in the report's `deadlocks.live`.
     #[arg(long, value_name = "SECONDS", default_value_t = 2.0, value_parser = parse_deadlock_after, allow_negative_numbers = true)]
     pub deadlock_after: f64,
+    /// Threads family: do not probe libc's lock functions. Contention is then seen through the
+    /// futex waits alone (kind `futex`, holders named by their wake-ups; no acquisitions, hold
+    /// times or lock-order edges): for lock-heavy targets, where each lock call's probe costs
+    /// about a microsecond.
+    #[arg(long)]
+    pub no_lock_probes: bool,
     /// Print nothing but errors (the report is still written).
     #[arg(long, short)]
     pub quiet: bool,

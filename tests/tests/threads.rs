@@ -238,6 +238,31 @@ fn live_deadlock_is_found_on_attach() {
     }
 }
 
+/// `--no-lock-probes`: no uprobe on libc's lock functions, yet the contended mutex is seen
+/// through its futex waits alone: a `futex` lock with no acquisitions or hold time, and holders
+/// named by the wake-ups that released the waiters.
+#[test]
+fn without_lock_probes_contention_comes_from_the_futex_waits() {
+    require_root!();
+    let dir = TempDir::new();
+    let cmd = [victims::THREADS_CONTEND, "4", "25", "2000"];
+    let (outcome, report) = run(&dir, &["--no-lock-probes"], &cmd);
+    assert_eq!(outcome.count_line("acquisitions"), 100);
+    let threads = report.threads();
+    assert!(!threads.lock_probes_attached(), "{:#}", threads.json());
+    let lock = threads.lock_named("contended_lock");
+    let context = format!("{:#}", lock.json());
+    assert_eq!(lock.kind(), "futex", "{context}");
+    assert_eq!(lock.acquisitions(), None, "{context}");
+    assert!((1..=100).contains(&lock.contended()), "{context}");
+    let holders = lock.holders();
+    assert!(!holders.is_empty(), "{context}");
+    for holder in &holders {
+        assert_eq!(holder.evidence(), "waker", "{context}");
+        assert!(holder.thread().starts_with("contend-"), "{context}");
+    }
+    assert!(threads.potential().is_empty(), "{:#}", threads.json());
+}
 /// Four threads, 25 acquisitions each, 2 ms held every time: every acquisition counted (only
 /// pthread_mutex_lock takes the mutex), some of them contended, the time held, and the holders
 /// read from the mutex's owner field with the stack where they took it.

@@ -47,6 +47,8 @@ pub(crate) struct Options {
     pub min_block_us: u32,
     /// `--deadlock-after`, seconds.
     pub deadlock_after: f64,
+    /// Not `--no-lock-probes`.
+    pub lock_probes: bool,
 }
 
 impl Default for Options {
@@ -54,6 +56,7 @@ impl Default for Options {
         Self {
             min_block_us: 1_000,
             deadlock_after: 2.0,
+            lock_probes: true,
         }
     }
 }
@@ -271,7 +274,11 @@ impl Family for Threads {
 
     fn prepare(&mut self, ctx: &TargetContext<'_>) -> anyhow::Result<()> {
         self.pid = ctx.pid;
-        self.locks = kernel::find_lock_functions(ctx.modules);
+        self.locks = if self.options.lock_probes {
+            kernel::find_lock_functions(ctx.modules)
+        } else {
+            Err("left out by --no-lock-probes (futex waits are still seen)".into())
+        };
         Ok(())
     }
 

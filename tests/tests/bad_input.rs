@@ -94,6 +94,21 @@ fn numbers_out_of_range() {
             "nan",
             "must be a fraction of the run from 0 to 0.5",
         ),
+        (
+            "--min-block",
+            "-1",
+            "must be a number of milliseconds from 0 to 3600000",
+        ),
+        (
+            "--deadlock-after",
+            "0",
+            "must be a positive number of seconds, at most 86400",
+        ),
+        (
+            "--deadlock-after",
+            "inf",
+            "must be a positive number of seconds, at most 86400",
+        ),
     ];
     for (flag, value, why) in cases {
         for mode in ["run", "attach"] {

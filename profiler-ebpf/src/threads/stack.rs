@@ -23,15 +23,14 @@ use crate::common::count;
 /// The current thread's user stack, stored in `USER_STACKS`; its hash (0: none). `regs`, the
 /// thread's user registers when it is blocking in a syscall, adds the return addresses found on
 /// the stack between its stack and frame pointers, and `extra`, a return address a return probe
-/// hid (see [`scan`]).
+/// hid (see [`scan`]); without `regs`, `extra` is the return address of the function whose
+/// entry the stack is taken at, and the stack starts there, at its caller.
 #[inline(always)]
 pub(super) fn take_stack<C: EbpfContext>(ctx: &C, regs: *const u8, extra: u64) -> u64 {
     bump(hit::STACK);
-    let found = if regs.is_null() {
-        only(extra)
-    } else {
-        scan(regs, extra)
-    };
+    // Without registers, `extra` is the return address of a function whose entry the stack is
+    // taken at: it replaces the program counter (in the function) as the first frame.
+    let found = if regs.is_null() { 0 } else { scan(regs, extra) };
     let Some(scratch) = STACK_SCRATCH.get_ptr_mut(0) else {
         return 0;
     };
@@ -52,6 +51,9 @@ pub(super) fn take_stack<C: EbpfContext>(ctx: &C, regs: *const u8, extra: u64) -
     if bytes <= 0 {
         count(Counter::ThreadStackFailed);
         return 0;
+    }
+    if regs.is_null() && extra != 0 {
+        scratch.ips[0] = extra;
     }
     if k > 0 {
         scratch.ips[0] = scratch.ips[k & (STACK_DEPTH - 1)];
@@ -191,22 +193,6 @@ fn after_call(addr: u64) -> bool {
         || call_indirect(b[2], b[3])
         || call_indirect(b[6], b[7])
         || call_indirect(b[5], b[6])
-}
-
-/// No scan: `extra` alone (if any) goes between the program counter and the walked frames.
-#[inline(always)]
-fn only(extra: u64) -> usize {
-    if extra == 0 {
-        return 0;
-    }
-    let Some(state) = SCAN_SCRATCH.get_ptr_mut(0) else {
-        return 0;
-    };
-    // SAFETY: this CPU's scratch value.
-    let state = unsafe { &mut *state };
-    state.out[0] = extra;
-    state.found = 1;
-    1
 }
 
 /// `bpf_loop`'s callback for [`scan`]: word `index`; 1 ends the loop.

@@ -23,7 +23,7 @@ pub(crate) enum WaitClass {
     Lock,
     /// Waiting on a condition variable for a notification.
     Condvar,
-    /// A parked thread (or a semaphore, or a join) waiting to be unparked.
+    /// A parked thread (or a semaphore, a barrier, a join) waiting to be unparked.
     Park,
 }
 
@@ -74,9 +74,11 @@ const CONDVAR: &[&str] = &[
     "parking_lot::condvar",
 ];
 
-/// Substrings of thread parking, semaphores and joins (waiting for an event, like a condvar:
-/// `pthread_join` waits on the ended thread's id word).
+/// Substrings of thread parking, semaphores, barriers and joins (waiting for an event, like a
+/// condvar: `pthread_join` waits on the ended thread's id word).
 const PARK: &[&str] = &[
+    "pthread_barrier_wait",
+    "Barrier::wait",
     "pthread_join",
     "pthread_clockjoin",
     "pthread_timedjoin",
@@ -203,6 +205,12 @@ mod tests {
             "main",
         ];
         assert_eq!(class(&join), WaitClass::Park);
+        let barrier = [
+            "__futex_abstimed_wait_common",
+            "___pthread_barrier_wait",
+            "worker",
+        ];
+        assert_eq!(class(&barrier), WaitClass::Park);
     }
 
     #[test]

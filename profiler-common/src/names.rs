@@ -9,7 +9,7 @@
 //! constant there: profiler-ebpf spells each identifier exactly as its constant here, and checks
 //! at compile time with [`same`] that it does.
 
-use crate::{control, counters, errors, event, functions, memory, process};
+use crate::{control, counters, errors, event, functions, memory, process, threads};
 
 /// The maps and programs of one module.
 #[derive(Clone, Copy, Debug)]
@@ -56,6 +56,11 @@ pub const FAMILIES: &[Family] = &[
         module: "process",
         maps: process::MAPS,
         programs: process::PROGRAMS,
+    },
+    Family {
+        module: "threads",
+        maps: threads::MAPS,
+        programs: threads::PROGRAMS,
     },
 ];
 

@@ -350,14 +350,8 @@ pub struct ThreadStats {
     pub cpu_plus1: u32,
     /// Locks in `held` (may exceed [`HELD_MAX`]: those past it are not tracked).
     pub held_n: u32,
-    /// The user stack taken at its last voluntary switch-out (a [`StackTrace`] key, 0: none),
-    /// and the user registers it was taken at (program counter, stack and frame pointers): a
-    /// thread that blocks again at the same registers has the same stack, which is not walked
-    /// again.
+    /// The user stack taken at its last voluntary switch-out (a [`StackTrace`] key, 0: none).
     pub block_stack: u64,
-    pub block_pc: u64,
-    pub block_sp: u64,
-    pub block_bp: u64,
     /// Total off-CPU time (blocked + runnable) so far, ns: a futex wait is the difference over
     /// the call.
     pub off_cpu_ns: u64,
@@ -397,10 +391,28 @@ pub struct ThreadStats {
     pub comm: [u8; 16],
     /// Locks it holds, oldest first.
     pub held: [Held; HELD_MAX],
+    /// The last two places it blocked at, and the one to replace next: a thread that blocks
+    /// again where it blocked before (a loop's wait, or two waits in turn) has the same stack,
+    /// which is not walked again.
+    pub sites: [BlockSite; 2],
+    pub site_next: u32,
+    pub _pad: u32,
+}
+
+/// Where a thread blocked: its user registers then (program counter, stack and frame pointers)
+/// and the stack taken there (a [`StackTrace`] key).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BlockSite {
+    pub pc: u64,
+    pub sp: u64,
+    pub bp: u64,
+    pub stack: u64,
 }
 
 const _: () = assert!(
-    core::mem::size_of::<ThreadStats>() == 8 * 36 + 4 * 8 + 4 * LOG2_BUCKETS + 16 + 32 * HELD_MAX
+    core::mem::size_of::<ThreadStats>()
+        == 8 * 33 + 4 * 8 + 4 * LOG2_BUCKETS + 16 + 32 * HELD_MAX + 32 * 2 + 8
 );
 
 /// A user stack (value of `USER_STACKS`, keyed by its hash, [`stack_hash`]).
@@ -664,6 +676,8 @@ mod pod {
     // SAFETY: each type is #[repr(C)] plain old data of fixed-width integers with explicit
     // padding; any bit pattern is valid.
     unsafe impl aya::Pod for ThreadStats {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for BlockSite {}
     // SAFETY: as above.
     unsafe impl aya::Pod for StackTrace {}
     // SAFETY: as above.

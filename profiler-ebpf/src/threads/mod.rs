@@ -18,10 +18,10 @@ use aya_ebpf::{
 use profiler_common::{
     counters::Counter,
     threads::{
-        BLOCK_STACKS_MAX, BlockKey, EVIDENCE_WAKER, EXEC_RANGES_MAX, Edge, EdgeKey, HolderKey,
-        LOCK_EDGES_MAX, LOCK_HOLDERS_MAX, LOCK_STATS_MAX, LOCK_WAITS_MAX, LockKind, LockStats,
-        LockWaitKey, StackTrace, TASK_EXITING, THREAD_SLOTS, Tally, ThreadStats, USER_STACKS_MAX,
-        block_reason, futex_op, hit, log2_bucket, off_kind,
+        BLOCK_STACKS_MAX, BlockKey, BlockSite, EVIDENCE_WAKER, EXEC_RANGES_MAX, Edge, EdgeKey,
+        HolderKey, LOCK_EDGES_MAX, LOCK_HOLDERS_MAX, LOCK_STATS_MAX, LOCK_WAITS_MAX, LockKind,
+        LockStats, LockWaitKey, StackTrace, TASK_EXITING, THREAD_SLOTS, Tally, ThreadStats,
+        USER_STACKS_MAX, block_reason, futex_op, hit, log2_bucket, off_kind,
     },
 };
 
@@ -340,18 +340,33 @@ fn switch_out(
                 core::ptr::read_volatile(regs.add(REG_BP).cast::<u64>()),
             )
         };
-        if st.block_stack != 0 && (pc, sp, bp) == (st.block_pc, st.block_sp, st.block_bp) {
-            // Blocking where it last blocked (a loop's wait): the same stack.
-            return;
+        for site in st.sites {
+            if site.stack != 0 && (pc, sp, bp) == (site.pc, site.sp, site.bp) {
+                // Blocking where it blocked before: the same stack.
+                st.block_stack = site.stack;
+                return;
+            }
         }
-        (st.block_pc, st.block_sp, st.block_bp) = (pc, sp, bp);
+        let stack = take_stack(ctx, regs, hidden_return(st));
+        st.sites[(st.site_next & 1) as usize] = BlockSite { pc, sp, bp, stack };
+        st.site_next ^= 1;
+        st.block_stack = stack;
+        return;
     }
-    // Inside a lock call with a return probe, the probe's trampoline hides the return address.
-    let in_returning_call = st.lock_addr != 0
-        && profiler_common::threads::LockOp::from_u8(st.lock_op as u8)
-            .is_some_and(|op| op.returns());
-    let hidden = if in_returning_call { st.lock_ret } else { 0 };
-    st.block_stack = take_stack(ctx, regs, hidden);
+    st.block_stack = take_stack(ctx, regs, hidden_return(st));
+}
+
+/// Inside a lock call with a return probe, the probe's trampoline hides the call's return
+/// address: the one its entry saw.
+#[inline(always)]
+fn hidden_return(st: &ThreadStats) -> u64 {
+    let returns =
+        profiler_common::threads::LockOp::from_u8(st.lock_op as u8).is_some_and(|op| op.returns());
+    if st.lock_addr != 0 && returns {
+        st.lock_ret
+    } else {
+        0
+    }
 }
 
 #[inline(always)]

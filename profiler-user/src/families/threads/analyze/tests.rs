@@ -109,12 +109,12 @@ fn thread(tid: u32, comm: &str, on: u64) -> ThreadStats {
         acq_ret: 0,
         acq_sp: 0,
         acq_bp: 0,
-        block_pc: 0,
-        block_sp: 0,
-        block_bp: 0,
         runq_hist: [0; LOG2_BUCKETS],
         comm: name,
         held: [Held::default(); HELD_MAX],
+        sites: [Default::default(); 2],
+        site_next: 0,
+        _pad: 0,
     }
 }
 

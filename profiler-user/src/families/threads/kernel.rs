@@ -15,7 +15,7 @@ use blazesym::{
 };
 use profiler_common::threads::{
     BlockKey, EXEC_RANGES_MAX, Edge, EdgeKey, HolderKey, LockOp, LockStats, LockWaitKey,
-    StackTrace, Tally, ThreadStats, hit, maps, programs,
+    StackTrace, THREAD_SLOTS, Tally, ThreadStats, hit, maps, programs,
 };
 
 use super::analyze::Harvest;
@@ -242,6 +242,14 @@ pub(crate) fn write_exec_ranges(ebpf: &mut Ebpf, pid: i32) -> anyhow::Result<()>
         array.set(i, value, 0)?;
     }
     Ok(())
+}
+
+/// Thread `tid`'s stats now, if it holds its slot.
+pub(crate) fn read_thread(ebpf: &Ebpf, tid: u32) -> Option<ThreadStats> {
+    let array: Array<_, ThreadStats> =
+        Array::try_from(bpf::map(ebpf, maps::SCHED_THREADS).ok()?).ok()?;
+    let slot = array.get(&(tid % THREAD_SLOTS), 0).ok()?;
+    (slot.tid == u64::from(tid)).then_some(slot)
 }
 
 /// Every accounted thread's stats now (slots with an owner).

@@ -98,11 +98,6 @@ impl Watch {
         first: bool,
     ) -> Vec<RawLive> {
         self.last_ns = now_ns;
-        let kernel: HashMap<u32, ThreadStats> = kernel::read_threads(ebpf)
-            .unwrap_or_default()
-            .into_iter()
-            .map(|t| (t.tid as u32, t))
-            .collect();
         let tids: Vec<i32> = task::thread_ids(pid);
         let alive: HashSet<u32> = tids.iter().map(|&t| t as u32).collect();
         let mut waiters = Vec::new();
@@ -122,13 +117,15 @@ impl Watch {
             if addr == 0 {
                 continue;
             }
+            // The kernel's view of the thread (its slot), read only for a thread in a futex wait.
+            let st: Option<ThreadStats> = kernel::read_thread(ebpf, tid);
             let key = (tid, addr);
             waiting_now.insert(key);
             let mut since = *self.since.entry(key).or_insert(now_ns);
             if first {
                 self.at_attach.insert(key);
             }
-            if let Some(st) = kernel.get(&tid)
+            if let Some(st) = &st
                 && st.futex_addr == addr
                 && st.futex_since != 0
             {
@@ -136,8 +133,8 @@ impl Watch {
             }
             let (kind, owner) = owner_of(pid, addr, op, tid, &alive);
             // Inside a probed lock call, its return probe hid the caller's return address.
-            let hidden = kernel
-                .get(&tid)
+            let hidden = st
+                .as_ref()
                 .filter(|st| st.lock_addr != 0 && st.lock_ret != 0)
                 .filter(|st| LockOp::from_u8(st.lock_op as u8).is_some_and(LockOp::returns))
                 .map(|st| st.lock_ret);

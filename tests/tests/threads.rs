@@ -238,6 +238,26 @@ fn live_deadlock_is_found_on_attach() {
     }
 }
 
+/// A mutex on the heap has no symbol: with the memory family beside the threads family
+/// (`--level full`), the lock is named by where it was allocated, make_lock().
+#[test]
+fn a_heap_lock_is_named_by_its_allocation_site() {
+    require_root!();
+    let dir = TempDir::new();
+    let cmd = [victims::THREADS_CONTEND, "--heap", "4", "10", "1000"];
+    let (outcome, report) = run_reported(&dir, &["--level", "full"], &cmd, &[]);
+    assert_eq!(outcome.count_line("acquisitions"), 40);
+    let threads = report.threads();
+    let lock = threads
+        .locks()
+        .into_iter()
+        .find(|l| l.acquisitions() == Some(40))
+        .unwrap_or_else(|| panic!("no lock taken 40 times:\n{:#}", threads.json()));
+    let context = format!("{:#}", lock.json());
+    assert!(lock.json().get("symbol").is_none(), "{context}");
+    assert!(names(&lock.json()["allocated_at"], "make_lock"), "{context}");
+}
+
 /// `--no-lock-probes`: no uprobe on libc's lock functions, yet the contended mutex is seen
 /// through its futex waits alone: a `futex` lock with no acquisitions or hold time, and holders
 /// named by the wake-ups that released the waiters.

@@ -2,7 +2,7 @@
  * Lock contention in known amounts: THREADS threads take one mutex ITERS times
  * each and hold it HOLD_US microseconds every time.
  *
- *   threads_contend [--wait] [THREADS [ITERS [HOLD_US [GAP_US]]]]
+ *   threads_contend [--wait] [--heap] [THREADS [ITERS [HOLD_US [GAP_US]]]]
  *
  * Defaults: 4 threads, 25 iterations, 2000 us held, 200 us between two
  * acquisitions of one thread. Thread "contend-N" (N from 0) runs contender(),
@@ -16,20 +16,23 @@
  * "hold_us N" (the total time held, THREADS * ITERS * HOLD_US).
  *
  * With --wait: "ready", a byte on stdin, the threads, "done", one more byte.
+ * With --heap: the mutex is allocated by make_lock() (malloc) instead of being the static
+ * contended_lock, so that a profiler can only name it by where it was allocated.
  */
 #include "threads_common.h"
 
 static pthread_mutex_t contended_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t *the_lock = &contended_lock;
 static pthread_barrier_t start_line;
 static long iters = 25, hold_us = 2000, gap_us = 200;
 static volatile long shared;
 
 SITE void hold_the_lock(void)
 {
-	pthread_mutex_lock(&contended_lock);
+	pthread_mutex_lock(the_lock);
 	spin_us(CLOCK_MONOTONIC, hold_us);
 	shared++;
-	pthread_mutex_unlock(&contended_lock);
+	pthread_mutex_unlock(the_lock);
 }
 
 SITE void *contender(void *arg)
@@ -45,9 +48,24 @@ SITE void *contender(void *arg)
 	return NULL;
 }
 
+SITE pthread_mutex_t *make_lock(void)
+{
+	pthread_mutex_t *lock = malloc(sizeof(*lock));
+	if (!lock)
+		abort();
+	pthread_mutex_init(lock, NULL);
+	return lock;
+}
+
 int main(int argc, char **argv)
 {
 	int wait = take_wait(&argc, &argv);
+	if (argc > 1 && strcmp(argv[1], "--heap") == 0) {
+		the_lock = make_lock();
+		argv[1] = argv[0];
+		argv++;
+		argc--;
+	}
 	long threads = arg_or(argc, argv, 1, 4);
 	iters = arg_or(argc, argv, 2, iters);
 	hold_us = arg_or(argc, argv, 3, hold_us);

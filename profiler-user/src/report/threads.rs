@@ -108,6 +108,10 @@ pub(crate) struct LockEntry {
     /// The static it is (`symbol+offset`), when it is one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub symbol: Option<String>,
+    /// Where it was allocated, when it is on the heap and the memory family ran (and still
+    /// tracked its block at the end): the allocation's stack.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub allocated_at: Vec<Frame>,
     /// Acquisitions through the probed functions (null for a futex-only lock: not seen).
     pub acquisitions: Option<u64>,
     /// Acquisitions that had to wait for another thread (for a futex: waits that blocked).

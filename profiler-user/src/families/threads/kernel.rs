@@ -13,9 +13,12 @@ use blazesym::{
     SymType,
     inspect::{Inspector, source::Elf},
 };
-use profiler_common::threads::{
-    BlockKey, EXEC_RANGES_MAX, Edge, EdgeKey, HolderKey, LockOp, LockStats, LockWaitKey,
-    StackTrace, THREAD_SLOTS, Tally, ThreadStats, hit, maps, programs,
+use profiler_common::{
+    memory::{self, AllocInfo, MemStack},
+    threads::{
+        BlockKey, EXEC_RANGES_MAX, Edge, EdgeKey, HolderKey, LockOp, LockStats, LockWaitKey,
+        StackTrace, THREAD_SLOTS, Tally, ThreadStats, hit, maps, programs,
+    },
 };
 
 use super::analyze::Harvest;
@@ -276,16 +279,60 @@ pub(crate) fn read(ebpf: &Ebpf, end_ktime_ns: u64) -> anyhow::Result<Harvest> {
             (hash, s.ips[..n].to_vec())
         })
         .collect();
+    let locks: Vec<(u64, LockStats)> = all(ebpf, maps::LOCK_STATS)?;
+    let addrs: Vec<u64> = locks.iter().map(|(addr, _)| *addr).collect();
     Ok(Harvest {
+        allocated: allocation_sites(ebpf, &addrs),
         threads: read_threads(ebpf)?,
         stacks,
         blocks: all::<BlockKey, Tally>(ebpf, maps::BLOCK_STACKS)?,
-        locks: all::<u64, LockStats>(ebpf, maps::LOCK_STATS)?,
+        locks,
         waits: all::<LockWaitKey, Tally>(ebpf, maps::LOCK_WAITS)?,
         holders: all::<HolderKey, Tally>(ebpf, maps::LOCK_HOLDERS)?,
         edges: all::<EdgeKey, Edge>(ebpf, maps::LOCK_EDGES)?,
         end_ktime_ns,
     })
+}
+
+/// Where each of `addrs` was allocated, when it lies in a block the memory family tracks (its
+/// maps are in the same object, empty when it did not run): lock address -> the allocation's
+/// stack (the allocator call's return address first, then the walked frames).
+fn allocation_sites(ebpf: &Ebpf, addrs: &[u64]) -> HashMap<u64, Vec<u64>> {
+    let mut found = HashMap::new();
+    let Ok(allocs) = bpf::map(ebpf, memory::maps::MEM_ALLOCS)
+        .and_then(|m| Ok(BpfHashMap::<_, u64, AllocInfo>::try_from(m)?))
+    else {
+        return found;
+    };
+    let mut blocks: Vec<(u64, AllocInfo)> = allocs.iter().filter_map(Result::ok).collect();
+    if blocks.is_empty() {
+        return found;
+    }
+    blocks.sort_unstable_by_key(|(start, _)| *start);
+    let Ok(stacks) = bpf::map(ebpf, memory::maps::MEM_STACKS)
+        .and_then(|m| Ok(BpfHashMap::<_, u64, MemStack>::try_from(m)?))
+    else {
+        return found;
+    };
+    for &addr in addrs {
+        let i = blocks.partition_point(|(start, _)| *start <= addr);
+        let Some((start, block)) = i.checked_sub(1).map(|i| &blocks[i]) else {
+            continue;
+        };
+        if addr - start >= block.size.max(1) {
+            continue;
+        }
+        if let Ok(stack) = stacks.get(&block.site, 0) {
+            let walked = &stack.ips[..(stack.len as usize).min(stack.ips.len())];
+            let mut ips = Vec::with_capacity(walked.len() + 1);
+            if stack.ret_addr != 0 && walked.first() != Some(&stack.ret_addr) {
+                ips.push(stack.ret_addr);
+            }
+            ips.extend_from_slice(walked);
+            found.insert(addr, ips);
+        }
+    }
+    found
 }
 
 /// The family's probe hits by [`hit`] slot, summed over the CPUs.

@@ -22,6 +22,9 @@ pub(crate) struct Harvest {
     pub waits: Vec<(LockWaitKey, Tally)>,
     pub holders: Vec<(HolderKey, Tally)>,
     pub edges: Vec<(EdgeKey, Edge)>,
+    /// Where a lock on the heap was allocated (lock address -> the allocation's stack), when
+    /// the memory family ran and still tracks the block.
+    pub allocated: HashMap<u64, Vec<u64>>,
     /// `bpf_ktime_get_ns()` when the maps were read: closes the intervals still running (a
     /// thread on CPU, blocked, or runnable at the end).
     pub end_ktime_ns: u64,

@@ -126,6 +126,10 @@ fn lock_entry(
         address: hex(addr),
         kind: kind.name(),
         symbol: cx.r.lock_symbol(addr),
+        allocated_at: match cx.h.allocated.get(&addr) {
+            Some(ips) if !ips.is_empty() => cx.r.frames(ips),
+            _ => Vec::new(),
+        },
         acquisitions: probed.then_some(stats.acquisitions),
         contended: stats.contended.saturating_sub(not_contention.count),
         eagain: u64::from(stats.eagain),

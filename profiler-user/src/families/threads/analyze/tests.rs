@@ -50,6 +50,7 @@ impl Resolve for Fake {
 
 pub(super) fn harvest() -> Harvest {
     Harvest {
+        allocated: HashMap::new(),
         threads: Vec::new(),
         stacks: HashMap::new(),
         blocks: Vec::new(),

@@ -255,7 +255,10 @@ fn a_heap_lock_is_named_by_its_allocation_site() {
         .unwrap_or_else(|| panic!("no lock taken 40 times:\n{:#}", threads.json()));
     let context = format!("{:#}", lock.json());
     assert!(lock.json().get("symbol").is_none(), "{context}");
-    assert!(names(&lock.json()["allocated_at"], "make_lock"), "{context}");
+    assert!(
+        names(&lock.json()["allocated_at"], "make_lock"),
+        "{context}"
+    );
 }
 
 /// `--no-lock-probes`: no uprobe on libc's lock functions, yet the contended mutex is seen

@@ -558,11 +558,16 @@ fn summary(out: &mut String, t: &ThreadsSection) {
                 )
             })
             .unwrap_or_default();
+        let name = lock.symbol.clone().unwrap_or_else(|| {
+            match lock.allocated_at.iter().find(|f| f.function != "??") {
+                Some(f) => format!("{} (allocated in {})", lock.address, f.function),
+                None => lock.address.clone(),
+            }
+        });
         let _ = writeln!(
             out,
-            "contended {} {}: {} of {} wait(s), {} waited, max {}{holder}",
+            "contended {} {name}: {} of {} wait(s), {} waited, max {}{holder}",
             lock.kind,
-            lock.symbol.clone().unwrap_or_else(|| lock.address.clone()),
             lock.contended,
             lock.acquisitions.map_or("?".into(), |a| a.to_string()),
             human_time(lock.wait_time),

@@ -11,6 +11,7 @@
 
 pub mod process;
 pub mod report;
+pub mod victim;
 
 use std::{
     fmt::Display,

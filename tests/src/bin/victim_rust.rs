@@ -2,7 +2,7 @@
 //! it `work::step` N times), for tests of demangled-name matching. `--wait` works as in the C
 //! victims: "ready", a byte on stdin, the calls, "done", one more byte, exit.
 
-use std::io::{Read, Write};
+use profiler_tests::victim::{say, wait_byte};
 
 mod work {
     use std::hint::black_box;
@@ -16,18 +16,6 @@ mod work {
     pub fn step(x: u64) -> u64 {
         black_box(x.rotate_left(7) ^ 0x9e37_79b9)
     }
-}
-
-fn wait_byte() {
-    let mut byte = [0u8; 1];
-    // End of file releases the victim as well as a byte does.
-    let _ = std::io::stdin().read(&mut byte);
-}
-
-fn say(line: &str) {
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{line}").expect("stdout");
-    out.flush().expect("stdout");
 }
 
 fn main() {

@@ -11,11 +11,9 @@
 //! `--wait` works as in the C victims: "ready", a byte on stdin, the threads, "done", one more
 //! byte, exit.
 
-use std::{
-    io::{Read, Write},
-    thread,
-    time::Duration,
-};
+use std::{thread, time::Duration};
+
+use profiler_tests::victim::{say, wait_byte};
 
 mod contend {
     use std::{
@@ -53,18 +51,6 @@ mod contend {
         // SAFETY: gettid has no preconditions.
         unsafe { libc::gettid() }
     }
-}
-
-fn wait_byte() {
-    let mut byte = [0u8; 1];
-    // End of file releases the victim as well as a byte does.
-    let _ = std::io::stdin().read(&mut byte);
-}
-
-fn say(line: &str) {
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{line}").expect("stdout");
-    out.flush().expect("stdout");
 }
 
 fn main() {

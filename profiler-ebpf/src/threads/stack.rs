@@ -23,8 +23,8 @@ use crate::common::count;
 /// The current thread's user stack, stored in `USER_STACKS`; its hash (0: none). `regs`, the
 /// thread's user registers when it is blocking in a syscall, adds the return addresses found on
 /// the stack between its stack and frame pointers, and `extra`, a return address a return probe
-/// hid (see [`scan`]); without `regs`, `extra` is the return address of the function whose
-/// entry the stack is taken at, and the stack starts there, at its caller.
+/// hid (see [`scan`]); without `regs`, the stack is taken at a function's entry (`extra`, its
+/// return address) or at a return probe, and starts at the caller.
 #[inline(always)]
 pub(super) fn take_stack<C: EbpfContext>(ctx: &C, regs: *const u8, extra: u64) -> u64 {
     bump(hit::STACK);
@@ -52,8 +52,13 @@ pub(super) fn take_stack<C: EbpfContext>(ctx: &C, regs: *const u8, extra: u64) -
         count(Counter::ThreadStackFailed);
         return 0;
     }
-    if regs.is_null() && extra != 0 {
-        scratch.ips[0] = extra;
+    if regs.is_null() {
+        // A stack taken at a function's entry (`extra`: its return address) or at a return
+        // probe (the program counter is the return address): the first frame is a return
+        // address, kept one byte back, inside the call instruction, as a program counter would
+        // be (the user side looks every frame past the first up one byte back).
+        let ret = if extra != 0 { extra } else { scratch.ips[0] };
+        scratch.ips[0] = ret.wrapping_sub(1);
     }
     if k > 0 {
         scratch.ips[0] = scratch.ips[k & (STACK_DEPTH - 1)];

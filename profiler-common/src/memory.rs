@@ -189,6 +189,18 @@ pub struct MemStack {
 
 const _: () = assert!(core::mem::size_of::<MemStack>() == 16 + 8 * MEM_STACK_DEPTH);
 
+impl MemStack {
+    /// The stack's addresses, innermost first: the return address, then the frames walked from
+    /// the caller's frame pointer (the return address once, should the walk start with it).
+    pub fn frames(&self) -> impl Iterator<Item = u64> + '_ {
+        let walked = &self.ips[..(self.len as usize).min(self.ips.len())];
+        let ret =
+            (self.ret_addr != 0 && walked.first() != Some(&self.ret_addr)).then_some(self.ret_addr);
+        ret.into_iter()
+            .chain(walked.iter().copied().filter(|ip| *ip != 0))
+    }
+}
+
 /// The site hash of a return address and walked frames (both sides compute it the same way, so
 /// the user side can check a stack against its key).
 #[inline(always)]

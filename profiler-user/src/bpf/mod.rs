@@ -225,6 +225,19 @@ pub(crate) fn stop(ebpf: &mut Ebpf) -> anyhow::Result<()> {
         .context("could not stop the kernel programs")
 }
 
+/// Slots `slots` of the per-CPU `u64` array `name`, each summed over the CPUs (0 for a slot that
+/// cannot be read).
+pub(crate) fn per_cpu_sums(
+    ebpf: &Ebpf,
+    name: &str,
+    slots: impl Iterator<Item = u32>,
+) -> anyhow::Result<Vec<u64>> {
+    let array: PerCpuArray<_, u64> = PerCpuArray::try_from(map(ebpf, name)?)?;
+    Ok(slots
+        .map(|slot| array.get(&slot, 0).map(|v| v.iter().sum()).unwrap_or(0))
+        .collect())
+}
+
 /// The loss counters summed over the CPUs, by name; zero counters left out.
 pub(crate) fn read_counters(ebpf: &Ebpf) -> anyhow::Result<BTreeMap<Counter, u64>> {
     let counters: PerCpuArray<_, u64> =

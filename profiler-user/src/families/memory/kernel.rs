@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use anyhow::Context as _;
 use aya::{
     Ebpf,
-    maps::{HashMap as BpfHashMap, PerCpuArray},
+    maps::HashMap as BpfHashMap,
     programs::{TracePoint, trace_point::TracePointLink},
 };
 use profiler_common::memory::{
@@ -168,7 +168,7 @@ pub(crate) fn read(ebpf: &Ebpf, functions: usize) -> anyhow::Result<RawMemory> {
     let stacks: BpfHashMap<_, u64, MemStack> =
         BpfHashMap::try_from(bpf::map(ebpf, maps::MEM_STACKS)?)?;
     for (site, stack) in stacks.iter().filter_map(Result::ok) {
-        raw.stacks.insert(site, frames(&stack));
+        raw.stacks.insert(site, stack.frames().collect());
     }
     let allocs: BpfHashMap<_, u64, AllocInfo> =
         BpfHashMap::try_from(bpf::map(ebpf, maps::MEM_ALLOCS)?)?;
@@ -186,20 +186,5 @@ pub(crate) fn read_calls(
     ebpf: &Ebpf,
     slots: impl Iterator<Item = u32>,
 ) -> anyhow::Result<Vec<u64>> {
-    let calls: PerCpuArray<_, u64> = PerCpuArray::try_from(bpf::map(ebpf, maps::MEM_CALLS)?)?;
-    Ok(slots
-        .map(|slot| calls.get(&slot, 0).map(|v| v.iter().sum()).unwrap_or(0))
-        .collect())
-}
-
-/// The addresses of a site's stack, innermost first: the return address, then the frames walked
-/// from the caller's frame pointer.
-pub(crate) fn frames(stack: &MemStack) -> Vec<u64> {
-    let walked = &stack.ips[..(stack.len as usize).min(stack.ips.len())];
-    let mut ips = Vec::with_capacity(walked.len() + 1);
-    if stack.ret_addr != 0 && walked.first() != Some(&stack.ret_addr) {
-        ips.push(stack.ret_addr);
-    }
-    ips.extend(walked.iter().copied().filter(|ip| *ip != 0));
-    ips
+    bpf::per_cpu_sums(ebpf, maps::MEM_CALLS, slots)
 }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use anyhow::Context as _;
 use aya::{
     Ebpf,
-    maps::{Array, HashMap as BpfHashMap, PerCpuArray},
+    maps::{Array, HashMap as BpfHashMap},
     programs::{BtfTracePoint, TracePoint, tp_btf::BtfTracePointLink, trace_point::TracePointLink},
 };
 use blazesym::{
@@ -221,13 +221,9 @@ pub(crate) fn attach(ebpf: &mut Ebpf, locks: Option<&LockLib>, pid: u32) -> anyh
 
 /// Writes the target's executable ranges for the kernel's stack scan (see
 /// `profiler_common::threads::maps::EXEC_RANGES`): adjacent ranges merged, the largest kept when
-/// there are more than the map holds.
-pub(crate) fn write_exec_ranges(ebpf: &mut Ebpf, pid: i32) -> anyhow::Result<()> {
-    let mut ranges: Vec<(u64, u64)> = crate::tracee::mappings(pid)?
-        .into_iter()
-        .filter(|m| m.executable)
-        .map(|m| (m.start, m.end))
-        .collect();
+/// there are more than the map holds. `ranges` are the target's executable mappings.
+pub(crate) fn write_exec_ranges(ebpf: &mut Ebpf, ranges: &[(u64, u64)]) -> anyhow::Result<()> {
+    let mut ranges = ranges.to_vec();
     ranges.sort_unstable();
     let mut merged: Vec<(u64, u64)> = Vec::new();
     for (start, end) in ranges {
@@ -323,13 +319,7 @@ fn allocation_sites(ebpf: &Ebpf, addrs: &[u64]) -> HashMap<u64, Vec<u64>> {
             continue;
         }
         if let Ok(stack) = stacks.get(&block.site, 0) {
-            let walked = &stack.ips[..(stack.len as usize).min(stack.ips.len())];
-            let mut ips = Vec::with_capacity(walked.len() + 1);
-            if stack.ret_addr != 0 && walked.first() != Some(&stack.ret_addr) {
-                ips.push(stack.ret_addr);
-            }
-            ips.extend_from_slice(walked);
-            found.insert(addr, ips);
+            found.insert(addr, stack.frames().collect());
         }
     }
     found
@@ -337,13 +327,8 @@ fn allocation_sites(ebpf: &Ebpf, addrs: &[u64]) -> HashMap<u64, Vec<u64>> {
 
 /// The family's probe hits by [`hit`] slot, summed over the CPUs.
 pub(crate) fn read_hits(ebpf: &Ebpf) -> anyhow::Result<[u64; hit::SLOTS as usize]> {
-    let hits: PerCpuArray<_, u64> = PerCpuArray::try_from(bpf::map(ebpf, maps::THREAD_HITS)?)?;
+    let sums = bpf::per_cpu_sums(ebpf, maps::THREAD_HITS, 0..hit::SLOTS)?;
     let mut out = [0; hit::SLOTS as usize];
-    for (slot, v) in out.iter_mut().enumerate() {
-        *v = hits
-            .get(&(slot as u32), 0)
-            .map(|per_cpu| per_cpu.iter().sum())
-            .unwrap_or(0);
-    }
+    out.copy_from_slice(&sums);
     Ok(out)
 }

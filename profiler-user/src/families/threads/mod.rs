@@ -133,7 +133,7 @@ impl Threads {
             self.exec_maps_seen = Some(now);
             return;
         }
-        if kernel::write_exec_ranges(ebpf, self.pid).is_ok() {
+        if kernel::write_exec_ranges(ebpf, &now).is_ok() {
             self.exec_maps = now;
         }
     }

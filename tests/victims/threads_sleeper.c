@@ -11,7 +11,11 @@
  * SPIN_MS / (SPIN_MS + SLEEP_MS) of its time, and blocked only in nanosleep.
  *
  * It prints "sleeper_tid N" before the thread runs, and "cycles N" (spin-sleep
- * cycles) when it is done.
+ * cycles) and "slept N" when it is done. "slept" counts the voluntary context
+ * switches inside its nanosleep calls (the thread's ru_nvcsw across each call),
+ * that is the sleeps that really blocked: on a loaded machine a thread can be
+ * preempted between arming its timer and blocking, and if the timer expires
+ * before it runs again, that nanosleep returns without ever blocking.
  *
  * With --wait the thread is created first and waits (blocked in sem_wait,
  * using no CPU) until a byte comes on stdin, after "ready"; after its cycles it
@@ -23,11 +27,12 @@
 #include "threads_common.h"
 
 #include <semaphore.h>
+#include <sys/resource.h>
 
 static long run_ms = 2000, spin_ms = 10, sleep_ms_each = 10;
 static sem_t go, finished, leave;
 static int waiting;
-static long cycles;
+static long cycles, slept;
 static volatile int sleeper_tid;
 
 SITE void sleeper_spins(long ms)
@@ -35,10 +40,20 @@ SITE void sleeper_spins(long ms)
 	spin_us(CLOCK_THREAD_CPUTIME_ID, ms * 1000);
 }
 
+/* The calling thread's voluntary context switches so far. */
+static long voluntary_switches(void)
+{
+	struct rusage ru;
+	getrusage(RUSAGE_THREAD, &ru);
+	return ru.ru_nvcsw;
+}
+
 SITE void sleeper_sleeps(long ms)
 {
 	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+	long before = voluntary_switches();
 	nanosleep(&ts, NULL);
+	slept += voluntary_switches() - before;
 	__asm__ volatile("" ::: "memory"); /* not a tail call: this frame stays */
 }
 
@@ -80,6 +95,7 @@ int main(int argc, char **argv)
 	sem_post(&go);
 	sem_wait(&finished);
 	say("cycles %ld", cycles);
+	say("slept %ld", slept);
 	handshake_end(waiting);
 	sem_post(&leave);
 	pthread_join(t, NULL);

@@ -9,6 +9,7 @@ extern crate std;
 
 pub mod control;
 pub mod counters;
+pub mod cpu;
 pub mod errno;
 pub mod errors;
 pub mod event;

@@ -9,7 +9,7 @@
 //! constant there: profiler-ebpf spells each identifier exactly as its constant here, and checks
 //! at compile time with [`same`] that it does.
 
-use crate::{control, counters, errors, event, functions, memory, process, threads};
+use crate::{control, counters, cpu, errors, event, functions, memory, process, threads};
 
 /// The maps and programs of one module.
 #[derive(Clone, Copy, Debug)]
@@ -41,6 +41,11 @@ pub const FAMILIES: &[Family] = &[
         module: "functions",
         maps: functions::MAPS,
         programs: functions::PROGRAMS,
+    },
+    Family {
+        module: "cpu",
+        maps: cpu::MAPS,
+        programs: cpu::PROGRAMS,
     },
     Family {
         module: "memory",

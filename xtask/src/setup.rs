@@ -3,8 +3,8 @@
 //! - bpf-linker, built from crates.io against the LLVM that the nightly toolchain ships
 //!   (`lib/libLLVM.so.<version>-rust-*-nightly` exports the LLVM C API and the BPF target).
 //!
-//! And, for `cargo xtask test` only, what the integration tests use (jemalloc, tcmalloc, a static
-//! C library, python3, setpriv), from Debian packages: see [`ensure_test_needs`].
+//! And, for `cargo xtask test` only, what the tests use (jemalloc, tcmalloc, a static C library,
+//! python3, setpriv, protoc), from Debian packages: see [`ensure_test_needs`].
 
 use std::{
     fs,
@@ -179,8 +179,9 @@ impl Look {
     }
 }
 
-/// Something the integration tests use beyond the build: without it they fail under
-/// `PROFILER_TESTS_STRICT=1` (they would skip otherwise).
+/// Something the tests use beyond the build: without it the integration tests fail under
+/// `PROFILER_TESTS_STRICT=1` (they would skip otherwise), and the unit tests that read the
+/// profile files with it (python3, protoc) fail always.
 struct TestNeed {
     /// What it is, and which tests use it.
     what: &'static str,
@@ -189,7 +190,7 @@ struct TestNeed {
     package: &'static str,
 }
 
-const TEST_NEEDS: [TestNeed; 5] = [
+const TEST_NEEDS: [TestNeed; 6] = [
     TestNeed {
         what: "jemalloc (memory tests, preloaded)",
         look: Look::Library("libjemalloc.so.2"),
@@ -206,7 +207,7 @@ const TEST_NEEDS: [TestNeed; 5] = [
         package: "libc6-dev",
     },
     TestNeed {
-        what: "python3 (errors tests' scripts)",
+        what: "python3 (errors tests' scripts; the cpu profile tests read the SVG and speedscope files)",
         look: Look::Program(&["python3"]),
         package: "python3",
     },
@@ -214,6 +215,11 @@ const TEST_NEEDS: [TestNeed; 5] = [
         what: "setpriv or runuser (bad_input's not_root)",
         look: Look::Program(&["setpriv", "runuser"]),
         package: "util-linux",
+    },
+    TestNeed {
+        what: "protoc (the cpu profile tests decode the pprof file with it)",
+        look: Look::Program(&["protoc"]),
+        package: "protobuf-compiler",
     },
 ];
 

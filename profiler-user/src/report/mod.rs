@@ -6,6 +6,14 @@ pub(crate) mod errors;
 pub(crate) mod functions;
 pub(crate) mod json;
 pub(crate) mod memory;
+#[cfg_attr(
+    not(test),
+    expect(
+        dead_code,
+        reason = "the cpu family writes its profiles through it once it lands"
+    )
+)]
+pub(crate) mod profile;
 pub(crate) mod text;
 pub(crate) mod threads;
 

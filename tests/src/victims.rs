@@ -28,6 +28,37 @@ pub const THREADS_CONDVAR: &str = env!("VICTIM_THREADS_CONDVAR");
 /// `threads_switch.c`: pairs of threads switching tens of thousands of times a second.
 pub const THREADS_SWITCH: &str = env!("VICTIM_THREADS_SWITCH");
 
+// The cpu family's victims (`victims/cpu_common.h`), `[--wait] [MS]`: thread "worker" runs
+// cycles (`run` -> `level1` -> `level2` and below) of 10 ms of its CPU time, 70% in a hot leaf
+// and 30% in a cold one, each measured by the leaf itself, for MS ms of wall time (default 2000).
+// Each prints "worker_tid N" first, then "cycles N", "<hot>_seconds S" and "<cold>_seconds S"
+// when done. Built -O2 -g, without frame pointers but where named.
+
+/// `cpu_split.c`: `hot_deep` (depth 6, counting `level1` as 1) 70%, `hot_shallow` (depth 3)
+/// 30%, as "deep_seconds" and "shallow_seconds".
+pub const CPU_SPLIT: &str = env!("VICTIM_CPU_SPLIT");
+/// `cpu_split.c` with `-fcf-protection=full`: functions start with `endbr64`.
+pub const CPU_SPLIT_CET: &str = env!("VICTIM_CPU_SPLIT_CET");
+/// `cpu_split.c` built `-no-pie`: loaded at its link address.
+pub const CPU_SPLIT_NOPIE: &str = env!("VICTIM_CPU_SPLIT_NOPIE");
+/// `cpu_split.c` with frame pointers (`-fno-omit-frame-pointer`).
+pub const CPU_SPLIT_FP: &str = env!("VICTIM_CPU_SPLIT_FP");
+/// `cpu_lib.c`: `cpuhot_leaf`, three frames deep in [`LIBCPUHOT`], 70% ("lib_seconds"); its
+/// own `exe_callback`, called back by the library, 30% ("callback_seconds").
+pub const CPU_LIB: &str = env!("VICTIM_CPU_LIB");
+/// `libcpuhot.so` (`libcpuhot.c`), the library [`CPU_LIB`] is linked to, found through its
+/// rpath.
+pub const LIBCPUHOT: &str = env!("VICTIM_LIBCPUHOT");
+/// `cpu_dlopen.c` `[--wait] [MS [LIB]]`: loads [`LIBCPUDL`] (or LIB) once it runs, and prints
+/// "dlopened"; `cpudl_leaf` in it 70% ("dl_seconds"), its own `exe_leaf` 30% ("exe_seconds").
+pub const CPU_DLOPEN: &str = env!("VICTIM_CPU_DLOPEN");
+/// `libcpudl.so` (`libcpudl.c`), next to [`CPU_DLOPEN`]: the library it loads unless told
+/// another.
+pub const LIBCPUDL: &str = env!("VICTIM_LIBCPUDL");
+/// `cpu_signal.c`: a SIGUSR1 handler's `handler_leaf` 70% ("handler_seconds"), under the signal
+/// frame and `__restore_rt`; `outside_leaf` 30% ("outside_seconds"); "signals N", one a cycle.
+pub const CPU_SIGNAL: &str = env!("VICTIM_CPU_SIGNAL");
+
 /// Compiles the Rust program `source` alone with rustc (`$RUSTC`, else `rustc` on PATH) and
 /// `flags` into `exe`: a victim built with the flags a test needs rather than cargo's profile.
 pub fn rustc(source: &str, exe: &Path, flags: &[&str]) {

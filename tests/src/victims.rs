@@ -1,7 +1,10 @@
-//! The victims: the C programs build.rs builds from `victims/*.c`, and how a test builds a Rust
-//! victim alone with rustc.
+//! The victims: the C programs build.rs builds from `victims/*.c`, the Python script beside
+//! them, and the Rust victim that rustc builds alone, at test time.
 
-use std::{path::Path, process::Command};
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
 
 /// `victim.c` at -O2 with `-fcf-protection=full`: functions start with `endbr64`.
 pub const C: &str = env!("VICTIM_C");
@@ -59,6 +62,14 @@ pub const LIBCPUDL: &str = env!("VICTIM_LIBCPUDL");
 /// frame and `__restore_rt`; `outside_leaf` 30% ("outside_seconds"); "signals N", one a cycle.
 pub const CPU_SIGNAL: &str = env!("VICTIM_CPU_SIGNAL");
 
+/// `victims/cpu_busy.py` `[--wait] [MS]`: Python's main thread busy in `outer` -> `inner` for
+/// MS ms of wall time (default 2000); prints "cycles N" and "busy_seconds S" (its CPU time).
+pub const CPU_PY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/victims/cpu_busy.py");
+
+/// `src/bin/victim_cpu_rust.rs`, the cpu family's Rust victim, built by [`cpu_rust`].
+pub const CPU_RUST_SOURCE: &str =
+    concat!(env!("CARGO_MANIFEST_DIR"), "/src/bin/victim_cpu_rust.rs");
+
 /// Compiles the Rust program `source` alone with rustc (`$RUSTC`, else `rustc` on PATH) and
 /// `flags` into `exe`: a victim built with the flags a test needs rather than cargo's profile.
 pub fn rustc(source: &str, exe: &Path, flags: &[&str]) {
@@ -71,4 +82,16 @@ pub fn rustc(source: &str, exe: &Path, flags: &[&str]) {
         .status()
         .expect("run rustc");
     assert!(status.success(), "rustc failed on {source}");
+}
+
+/// Builds `victim_cpu_rust` into `dir` without frame pointers, optimized, with debug
+/// information (Rust's own library, prebuilt, has no frame pointers either), and returns its
+/// path: `victim_cpu_rust [--wait] [MS]` splits its worker's CPU time 70/30 between
+/// `victim_cpu_rust::Hot<T>::spin` ("deep_seconds") and `<victim_cpu_rust::Warm as
+/// victim_cpu_rust::Spin>::spin` ("shallow_seconds").
+pub fn cpu_rust(dir: &Path) -> PathBuf {
+    let exe = dir.join("victim_cpu_rust");
+    let flags = ["-C", "opt-level=2", "-C", "force-frame-pointers=no", "-g"];
+    rustc(CPU_RUST_SOURCE, &exe, &flags);
+    exe
 }

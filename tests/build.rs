@@ -77,6 +77,41 @@ fn main() {
     // report can name their static locks and lines.
     let threads = ["-O1", "-fno-omit-frame-pointer", "-pthread", "-g"];
     build_family(src, &out, "threads", &threads);
+
+    cpu(src, &out);
+}
+
+/// The cpu family's victims, `victims/cpu_*.c` (see `victims/cpu_common.h`), and their
+/// libraries: with debug information, and without frame pointers but in the one build named for
+/// them, so that their stacks walk only from `.eh_frame`.
+fn cpu(src: &Path, out: &Path) {
+    let no_fp = "-fomit-frame-pointer";
+    let library = ["-O2", "-g", no_fp, "-shared", "-fPIC"];
+    let hot = out.join("libcpuhot.so");
+    build("LIBCPUHOT", &src.join("libcpuhot.c"), &hot, &library);
+    let dl = out.join("libcpudl.so");
+    build("LIBCPUDL", &src.join("libcpudl.c"), &dl, &library);
+    let hot = hot.to_str().expect("OUT_DIR is UTF-8");
+    let rpath = format!("-Wl,-rpath,{}", out.display());
+
+    // Each into `<name>` in lower case, built with `-O2 -g -pthread` and these.
+    let executables: [(&str, &str, &[&str]); 7] = [
+        ("CPU_SPLIT", "cpu_split.c", &[no_fp]),
+        ("CPU_SPLIT_CET", "cpu_split.c", &[no_fp, CET]),
+        // Position-dependent: loaded at its link address, not at a base chosen at run time.
+        ("CPU_SPLIT_NOPIE", "cpu_split.c", &[no_fp, "-no-pie"]),
+        ("CPU_SPLIT_FP", "cpu_split.c", &["-fno-omit-frame-pointer"]),
+        // Linked to libcpuhot.so, found at run time through the executable's rpath.
+        ("CPU_LIB", "cpu_lib.c", &[no_fp, hot, &rpath]),
+        // Loads libcpudl.so, from its own directory, with dlopen(3) once it runs.
+        ("CPU_DLOPEN", "cpu_dlopen.c", &[no_fp, "-ldl"]),
+        ("CPU_SIGNAL", "cpu_signal.c", &[no_fp]),
+    ];
+    for (name, source, extra) in executables {
+        let flags = [&["-O2", "-g", "-pthread"], extra].concat();
+        let output = out.join(name.to_ascii_lowercase());
+        build(name, &src.join(source), &output, &flags);
+    }
 }
 
 /// Compiles every `victims/<prefix>_<name>.c` with `flags` into `<prefix>_<name>`, exported as
@@ -98,7 +133,7 @@ fn build_family(src: &Path, out: &Path, prefix: &str, flags: &[&str]) {
     }
 }
 
-/// Compiles one victim and exports its path as `VICTIM_<name>`.
+/// Compiles one victim (or a victim's library) and exports its path as `VICTIM_<name>`.
 fn build(name: &str, source: &Path, output: &Path, flags: &[&str]) {
     compile(source, output, flags);
     println!("cargo:rustc-env=VICTIM_{name}={}", output.display());

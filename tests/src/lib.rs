@@ -12,6 +12,7 @@
 pub mod process;
 pub mod report;
 pub mod victim;
+pub mod victims;
 
 use std::{
     fmt::Display,
@@ -27,34 +28,6 @@ pub use report::{Errors, Event, Family, Func, PatternStat, Proc, Report};
 /// The longest any process or handshake may take before the test fails; generous, so a loaded
 /// machine does not make a test flaky, and finite, so a broken profiler cannot hang the suite.
 pub const TIMEOUT: Duration = Duration::from_secs(60);
-
-/// The victims built by build.rs from `victims/*.c`.
-pub mod victims {
-    /// `victim.c` at -O2 with `-fcf-protection=full`: functions start with `endbr64`.
-    pub const C: &str = env!("VICTIM_C");
-    /// `victim.c` at -O2 with `-fcf-protection=none`.
-    pub const C_NOCET: &str = env!("VICTIM_C_NOCET");
-    /// `victim.c` at -O0 with `-fcf-protection=full`: `endbr64; push rbp; mov rbp, rsp`.
-    pub const C_O0: &str = env!("VICTIM_C_O0");
-    /// The C victim marked as Go code (a `.go.buildinfo` section).
-    pub const C_GO: &str = env!("VICTIM_C_GO");
-    /// `victim_lib.c`, calling `lib_function` in `libvictim.so`.
-    pub const LIB: &str = env!("VICTIM_LIB");
-    /// `err_victim.c`: failed syscalls in known numbers (`steady`, `eagain`, `eintr`).
-    pub const ERR: &str = env!("VICTIM_ERR");
-    /// `threads_order.c`: lock_a then lock_b, and lock_b then lock_a, never at once.
-    pub const THREADS_ORDER: &str = env!("VICTIM_THREADS_ORDER");
-    /// `threads_deadlock.c`: two threads deadlocked on lock_a and lock_b, forever.
-    pub const THREADS_DEADLOCK: &str = env!("VICTIM_THREADS_DEADLOCK");
-    /// `threads_contend.c`: threads contending on one mutex, each holding it a known time.
-    pub const THREADS_CONTEND: &str = env!("VICTIM_THREADS_CONTEND");
-    /// `threads_sleeper.c`: one thread spinning and sleeping in turn (half on the CPU).
-    pub const THREADS_SLEEPER: &str = env!("VICTIM_THREADS_SLEEPER");
-    /// `threads_condvar.c`: two threads handing a turn over condition variables.
-    pub const THREADS_CONDVAR: &str = env!("VICTIM_THREADS_CONDVAR");
-    /// `threads_switch.c`: pairs of threads switching tens of thousands of times a second.
-    pub const THREADS_SWITCH: &str = env!("VICTIM_THREADS_SWITCH");
-}
 
 /// The profiler binary: `$PROFILER_BIN`, or `profiler` next to the `deps/` directory that holds
 /// the running test executable (`target/<profile>/deps/<test>` -> `target/<profile>/profiler`).
@@ -138,6 +111,66 @@ macro_rules! require_root {
             $crate::skip!("{why}");
         }
     };
+}
+
+/// The variable that names the python3 the Python victims run with, in place of the lookup
+/// below; a path that is not a file counts as no python3 (to check by hand how a test without
+/// one ends).
+const PYTHON_VAR: &str = "PROFILER_TESTS_PYTHON";
+
+/// The python3 the Python victims run with: `$PROFILER_TESTS_PYTHON`, else the system's (before
+/// any wrapper on PATH, such as a pyenv shim), else the one on PATH; why there is none otherwise.
+pub fn python() -> Result<PathBuf, String> {
+    if let Some(path) = std::env::var_os(PYTHON_VAR) {
+        let path = PathBuf::from(path);
+        return if path.is_file() {
+            Ok(path)
+        } else {
+            Err(format!(
+                "python3 ({PYTHON_VAR}={} is not a file)",
+                path.display()
+            ))
+        };
+    }
+    ["/usr/bin/python3", "/usr/local/bin/python3"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .or_else(|| {
+            let out = std::process::Command::new("sh")
+                .args(["-c", "command -v python3"])
+                .output()
+                .ok()?;
+            let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            (!path.is_empty()).then(|| PathBuf::from(path))
+        })
+        .ok_or_else(|| "python3 (not found)".to_string())
+}
+
+/// The python3 to run a test's scripts with ([`python()`]); gives up on the test (see
+/// [`skip!`]) without one.
+#[macro_export]
+macro_rules! require_python {
+    () => {
+        match $crate::python() {
+            Ok(py) => py,
+            Err(why) => $crate::skip!("{why}"),
+        }
+    };
+}
+
+/// Thread `tid` of process `pid`: its time on the CPU so far, in seconds, as the kernel counts
+/// it (the first field of `/proc/PID/task/TID/schedstat`).
+pub fn schedstat_on_cpu(pid: u32, tid: u32) -> f64 {
+    let path = format!("/proc/{pid}/task/{tid}/schedstat");
+    let text =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("failed to read {path}: {e}"));
+    let ns: u64 = text
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no CPU time in {path}: {text:?}"));
+    ns as f64 / 1e9
 }
 
 /// Starts `profiler attach ARGS... PID` on `victim` and waits until its probes are attached.

@@ -353,6 +353,12 @@ impl Victim {
         }
     }
 
+    /// Whether the victim printed `line` among the lines the test has read so far (those up to
+    /// the last one it waited for).
+    pub fn has_printed(&self, line: &str) -> bool {
+        self.stdout.seen.iter().any(|l| l == line)
+    }
+
     /// The rest of the line `LABEL REST` the victim printed, or prints next: the thread ids and
     /// counts the threads family's victims announce.
     pub fn value_of(&mut self, label: &str) -> String {

@@ -8,54 +8,10 @@ use std::{
 };
 
 use profiler_tests::{
-    Event, Outcome, Profiler, Report, TempDir, Victim, process::profile, require_root,
-    run_reported, skip,
+    Event, Outcome, Profiler, Report, TempDir, Victim, process::profile, require_python,
+    require_root, run_reported,
 };
 
-/// The variable that names the python3 the scripts run with, in place of the lookup below; a
-/// path that is not a file counts as no python3 (to check by hand how a test without one ends).
-const PYTHON_VAR: &str = "PROFILER_TESTS_PYTHON";
-
-/// The python3 the scripts run with: `$PROFILER_TESTS_PYTHON`, else the system's (before any
-/// wrapper on PATH, such as a pyenv shim), else the one on PATH; why there is none otherwise.
-fn python() -> Result<PathBuf, String> {
-    if let Some(path) = std::env::var_os(PYTHON_VAR) {
-        let path = PathBuf::from(path);
-        return if path.is_file() {
-            Ok(path)
-        } else {
-            Err(format!(
-                "python3 ({PYTHON_VAR}={} is not a file)",
-                path.display()
-            ))
-        };
-    }
-    ["/usr/bin/python3", "/usr/local/bin/python3"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
-        .or_else(|| {
-            let out = Command::new("sh")
-                .args(["-c", "command -v python3"])
-                .output()
-                .ok()?;
-            let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
-            (!path.is_empty()).then(|| PathBuf::from(path))
-        })
-        .ok_or_else(|| "python3 (not found)".to_string())
-}
-
-/// The python3 to run the test's scripts with; gives up on the test (see [`skip!`]) without one.
-macro_rules! require_python {
-    () => {
-        match python() {
-            Ok(py) => py,
-            Err(why) => skip!("{why}"),
-        }
-    };
-}
-
-// After `require_python!`, which its tests use: a macro is in scope below its definition.
 #[path = "errors/connects.rs"]
 mod connects;
 

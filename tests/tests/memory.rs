@@ -6,7 +6,7 @@
 use std::{path::Path, process::Command};
 
 use profiler_tests::{
-    Report, TempDir, Victim, attach, process::profile, require_root, run_reported, skip,
+    Report, TempDir, Victim, attach, process::profile, require_root, run_reported, skip, victims,
 };
 use serde_json::Value;
 
@@ -340,15 +340,8 @@ fn rust_default_allocator_goes_through_malloc() {
     let dir = TempDir::new();
     // Built here with frame pointers, so that the allocation stacks walk through Rust frames.
     let exe = dir.path().join("victim_mem_rust");
-    let status = Command::new(std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into()))
-        .args(["--edition", "2024", "-C", "force-frame-pointers=yes", "-C"])
-        .arg("opt-level=1")
-        .arg("-o")
-        .arg(&exe)
-        .arg(RUST_SOURCE)
-        .status()
-        .expect("run rustc");
-    assert!(status.success(), "rustc failed on {RUST_SOURCE}");
+    let flags = ["-C", "force-frame-pointers=yes", "-C", "opt-level=1"];
+    victims::rustc(RUST_SOURCE, &exe, &flags);
     // 30 rounds: leak one 4093-byte Vec, create and drop 10 zeroed ones (calloc).
     let report = run(&dir, &[exe.to_str().unwrap(), "30", "4093", "10"]);
     let memory = Memory::of(&report);

@@ -8,7 +8,8 @@
 use std::{collections::BTreeSet, process::Command, time::Instant};
 
 use profiler_tests::{
-    Outcome, Profiler, Report, TempDir, Victim, attach, names, require_root, run_reported, victims,
+    Outcome, Profiler, Report, TempDir, Victim, attach, names, require_root, run_reported,
+    schedstat_on_cpu, victims,
 };
 
 const RUST: &str = env!("CARGO_BIN_EXE_victim_threads_rust");
@@ -35,19 +36,6 @@ fn tids(list: &str) -> Vec<u32> {
     list.split_whitespace()
         .map(|t| t.parse().unwrap_or_else(|_| panic!("{t:?} is not a tid")))
         .collect()
-}
-
-/// Thread `tid`'s time on the CPU so far, seconds: the first field of its schedstat.
-fn schedstat_on_cpu(pid: u32, tid: u32) -> f64 {
-    let path = format!("/proc/{pid}/task/{tid}/schedstat");
-    let text =
-        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("failed to read {path}: {e}"));
-    let ns: u64 = text
-        .split_whitespace()
-        .next()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no CPU time in {path}: {text:?}"));
-    ns as f64 / 1e9
 }
 
 /// The syscall thread `tid` is in now (`/proc/PID/task/TID/syscall`'s first field).

@@ -4,9 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
-use profiler_tests::{Report, TempDir, require_root, skip};
+use profiler_tests::{Report, TempDir, require_python, require_root};
 
-use super::{attach_to_script, expect_sys_exit_program, python, run_script, write};
+use super::{attach_to_script, expect_sys_exit_program, run_script, write};
 
 /// A parent that forks a `multiprocessing` child (the fork start method, as DataLoader workers)
 /// which writes its pid to `child.pid` and raises a ValueError about an input shape; the parent

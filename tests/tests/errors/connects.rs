@@ -5,9 +5,9 @@
 
 use std::path::{Path, PathBuf};
 
-use profiler_tests::{Event, Report, TempDir, require_root, skip};
+use profiler_tests::{Event, Report, TempDir, require_python, require_root};
 
-use super::{python, run_script, write};
+use super::{run_script, write};
 
 /// Python that binds a TCP socket to a free port of 127.0.0.1 without listening, so a connect
 /// to it is refused, and writes the port to `port` in `dir`; then runs `body`, where `port`

@@ -3,9 +3,9 @@
 //! and EINTR, never detailed, counted as expected failures; and a failure with its traceback
 //! and exit counted once, as one incident.
 
-use profiler_tests::{Errors, TempDir, require_root, skip, victims};
+use profiler_tests::{Errors, TempDir, require_python, require_root, victims};
 
-use super::{missing_model_script, python, run_basic, utf8};
+use super::{missing_model_script, run_basic, utf8};
 
 /// `err_victim SCENARIO ARGS...` under `profiler run --level basic` with `env`: the count the
 /// victim printed on its `LABEL N` line, and the errors section's report.

@@ -3,6 +3,8 @@
 
 // Until the family's probes and harvest (their own change) use them.
 #[allow(dead_code)]
+pub(crate) mod cache;
+#[allow(dead_code)]
 pub(crate) mod tables;
 #[cfg(test)]
 mod testing;

@@ -8,3 +8,5 @@ pub(crate) mod cache;
 pub(crate) mod tables;
 #[cfg(test)]
 mod testing;
+#[allow(dead_code)]
+pub(crate) mod walk;

@@ -2,6 +2,7 @@
 //! family is a folder here named as its kernel module (`profiler-ebpf/src/<name>.rs`) and its
 //! shared types (`profiler-common/src/<name>.rs`), and implements [`Family`].
 
+pub(crate) mod cpu;
 pub(crate) mod errors;
 pub(crate) mod functions;
 pub(crate) mod memory;

@@ -32,8 +32,12 @@ pub const KERNEL_STACK_DEPTH: usize = 64;
 /// Mapping slots in each half of `CPU_MAPPINGS`.
 pub const MAPPINGS_MAX: u32 = 1024;
 
-/// Rows `UNWIND_ROWS` holds unless the user side sizes it (it does, from the tables it loads).
-pub const UNWIND_ROWS_DEFAULT: u32 = 1 << 20;
+/// Rows `UNWIND_ROWS` has room for beyond the tables loaded at the start: libraries loaded later
+/// (dlopen) are appended there.
+pub const UNWIND_ROWS_SPARE: u32 = 1 << 19;
+
+/// Most rows `UNWIND_ROWS` is ever sized for (128 MiB of kernel memory).
+pub const UNWIND_ROWS_MAX: u32 = 1 << 24;
 
 /// Steps of the binary search for a row: enough for 2^24 rows.
 pub const ROW_SEARCH_STEPS: u32 = 24;

@@ -7,6 +7,7 @@
 #![expect(internal_features, reason = "atomic intrinsics, see above")]
 
 mod common;
+mod cpu;
 mod errors;
 mod functions;
 mod interrupted;

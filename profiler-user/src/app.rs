@@ -122,6 +122,10 @@ fn plan(mode: Mode, common: &CommonArgs) -> Plan {
                 deadlock_after: common.deadlock_after,
                 lock_probes: !common.no_lock_probes,
             },
+            cpu: families::cpu::Options {
+                frequency: common.frequency,
+                outputs: common.output.clone(),
+            },
         },
         max_overhead: common.max_overhead,
     }

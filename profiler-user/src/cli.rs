@@ -112,7 +112,7 @@ pub(crate) struct CommonArgs {
     #[arg(long, value_enum, default_value_t = Level::Detailed)]
     pub level: Level,
     /// Leave a probe family out of the level (repeatable): errors, memory, cpu, threads, gpu
-    /// (cpu, threads and gpu are not built yet).
+    /// (gpu is not built yet).
     /// `--without errors` attaches no syscall tracepoint, which spares every syscall of the
     /// target (and, on kernels where uretprobes return through a syscall, every traced call)
     /// the kernel's syscall-tracing path.
@@ -166,9 +166,34 @@ pub(crate) struct CommonArgs {
     /// about a microsecond.
     #[arg(long)]
     pub no_lock_probes: bool,
+    /// CPU family: samples per second on each CPU (1 to 10000). Odd on purpose, so that the
+    /// sampling does not march in step with the target's own periodic work.
+    #[arg(long, value_name = "HZ", default_value_t = 99, value_parser = parse_frequency, allow_negative_numbers = true)]
+    pub frequency: u64,
+    /// CPU family: write the sampled stacks to this file (repeatable), in the format its name
+    /// ends with: `.folded` (folded stacks, for flamegraph.pl and inferno), `.svg` (a flame
+    /// graph), `.pb.gz` (pprof: go tool pprof, Pyroscope, Parca), `.speedscope.json`
+    /// (speedscope). Written mode 0600, replacing what is there, as the JSON report.
+    #[arg(long, value_name = "PATH", value_parser = parse_output)]
+    pub output: Vec<PathBuf>,
     /// Print nothing but errors (the report is still written).
     #[arg(long, short)]
     pub quiet: bool,
+}
+
+/// `--frequency`: 1 to 10000 Hz.
+fn parse_frequency(s: &str) -> Result<u64, String> {
+    match s.parse::<u64>() {
+        Ok(n) if (1..=10_000).contains(&n) => Ok(n),
+        _ => Err(format!("{s:?} is not a frequency from 1 to 10000 (Hz)")),
+    }
+}
+
+/// `--output`: a path whose name ends with a format the cpu family writes.
+fn parse_output(s: &str) -> Result<PathBuf, String> {
+    let path = PathBuf::from(s);
+    crate::report::profile::Format::from_path(&path).map_err(|e| e.to_string())?;
+    Ok(path)
 }
 
 /// `--without`: a family the level may do without.

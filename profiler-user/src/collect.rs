@@ -132,7 +132,13 @@ pub(crate) async fn collect(
                     break EndReason::TargetExited;
                 }
             }
-            _ = early.tick(), if start.elapsed() < EARLY_PERIOD => maps.refresh(pid),
+            _ = early.tick(), if start.elapsed() < EARLY_PERIOD => {
+                maps.refresh(pid);
+                let ctx = TickContext { pid };
+                for family in families.iter_mut() {
+                    family.on_early_tick(ebpf, &ctx);
+                }
+            }
             _ = tick.tick() => {
                 maps.refresh(pid);
                 let ctx = TickContext { pid };

@@ -135,6 +135,10 @@ pub(crate) trait Family {
     /// Called about every 200 ms while profiling (poll maps, sample /proc).
     fn on_tick(&mut self, _ebpf: &mut Ebpf, _ctx: &TickContext) {}
 
+    /// Called about every 20 ms in the first second of profiling, while the target's loader
+    /// maps its libraries (a command of `run` has just executed).
+    fn on_early_tick(&mut self, _ebpf: &mut Ebpf, _ctx: &TickContext) {}
+
     /// The units the overhead budget may detach one by one (a traced function each, or a whole
     /// family's probes), with what each has cost the target so far, ns, read live from `ebpf`.
     /// The list keeps its length and order for the whole run; a unit that was shed keeps its

@@ -13,15 +13,15 @@ pub(crate) enum Level {
     Basic,
     /// Basic, plus exact tracing of the `--func` functions.
     Detailed,
-    /// Detailed, plus CPU sampling with stacks (the cpu family is not built yet: today this
-    /// attaches what detailed does).
+    /// Detailed, plus CPU sampling with whole stacks (unwound in the kernel, no frame pointers
+    /// needed) and per-thread CPU.
     Profiling,
     /// Basic, plus allocation tracking and leak detection.
     Memory,
     /// Basic, plus scheduling per thread, lock contention with the holder, and deadlocks
     /// (lock order, and live cycles of waits).
     Threading,
-    /// Every family (cpu and gpu are not built yet).
+    /// Every family (gpu is not built yet).
     Full,
 }
 
@@ -37,7 +37,7 @@ pub(crate) enum FamilyId {
     Functions,
     /// Failed syscalls, fatal signals and printed errors, classified against the pattern database.
     Errors,
-    /// CPU sampling with stacks (perf event). Not built yet.
+    /// CPU sampling with stacks unwound in the kernel (perf event).
     Cpu,
     /// Allocations and leaks (uprobes on the allocator, mmap/munmap).
     Memory,
@@ -69,6 +69,7 @@ impl FamilyId {
                 | FamilyId::Errors
                 | FamilyId::Memory
                 | FamilyId::Threads
+                | FamilyId::Cpu
         )
     }
 

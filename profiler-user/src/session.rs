@@ -359,6 +359,7 @@ impl Session<'_> {
             system: None,
             memory: None,
             threads: None,
+            cpu: None,
             errors: None,
             warnings: Vec::new(),
         };

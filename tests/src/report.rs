@@ -1,5 +1,6 @@
 //! The JSON report, read with serde_json and looked at through accessors that panic with context.
 
+pub mod cpu;
 pub mod threads;
 
 use std::{fmt, path::Path};

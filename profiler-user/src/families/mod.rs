@@ -34,6 +34,8 @@ pub(crate) struct Options {
     pub leak: memory::analyze::LeakOptions,
     /// `--min-block` and `--deadlock-after`.
     pub threads: threads::Options,
+    /// `--frequency` and `--output`.
+    pub cpu: cpu::Options,
 }
 
 /// The families of `selected` that this build has, in the order they attach and print their
@@ -52,6 +54,7 @@ pub(crate) fn build(
         FamilyId::System,
         FamilyId::Memory,
         FamilyId::Threads,
+        FamilyId::Cpu,
     ] {
         if !selected.contains(&id) && id != FamilyId::Functions {
             continue;
@@ -69,7 +72,8 @@ pub(crate) fn build(
             )?)),
             FamilyId::Memory => Box::new(memory::Memory::new(options.leak)),
             FamilyId::Threads => Box::new(threads::Threads::new(options.threads)),
-            FamilyId::Cpu | FamilyId::Gpu => continue,
+            FamilyId::Cpu => Box::new(cpu::Cpu::new(options.cpu.clone())),
+            FamilyId::Gpu => continue,
         });
     }
     Ok(families)
@@ -203,7 +207,7 @@ mod tests {
         assert_eq!(status(&all, "process"), ("failed", 0, not_started));
         assert_eq!(
             warning.as_deref(),
-            Some("level full selects families not built yet: cpu, gpu")
+            Some("level full selects families not built yet: gpu")
         );
     }
 }

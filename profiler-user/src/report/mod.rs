@@ -2,17 +2,11 @@
 //!
 //! A leaf: analyzers build these types and renderers read them; the model imports neither.
 
+pub(crate) mod cpu;
 pub(crate) mod errors;
 pub(crate) mod functions;
 pub(crate) mod json;
 pub(crate) mod memory;
-#[cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "the cpu family writes its profiles through it once it lands"
-    )
-)]
 pub(crate) mod profile;
 pub(crate) mod text;
 pub(crate) mod threads;
@@ -52,6 +46,9 @@ pub(crate) struct Report {
     /// Failures, fatal signals and printed errors, classified (the `errors` family).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub errors: Option<ErrorsSection>,
+    /// CPU samples with stacks (the `cpu` family); see docs/cpu.md.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<cpu::CpuSection>,
     /// Allocations and leaks (the `memory` family); see docs/memory.md.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub memory: Option<MemorySection>,

@@ -2,6 +2,7 @@
 
 pub(crate) mod data;
 pub(crate) mod go;
+pub(crate) mod kernel;
 pub(crate) mod resolve;
 pub(crate) mod symbolize;
 pub(crate) mod unwind;

@@ -65,7 +65,11 @@ impl MappingSnapshot {
 pub(crate) struct AddrSymbolizer {
     symbolizer: Symbolizer,
     cache: HashMap<u64, Frame>,
+    inlined: HashMap<u64, Vec<Frame>>,
 }
+
+/// The `offset` of an inlined frame, which has no address of its own.
+pub(crate) const INLINED: &str = "inlined";
 
 impl Default for AddrSymbolizer {
     fn default() -> Self {
@@ -78,6 +82,7 @@ impl AddrSymbolizer {
         Self {
             symbolizer: Symbolizer::builder().enable_demangling(true).build(),
             cache: HashMap::new(),
+            inlined: HashMap::new(),
         }
     }
 
@@ -89,6 +94,54 @@ impl AddrSymbolizer {
         let frame = self.lookup(maps, addr);
         self.cache.insert(addr, frame.clone());
         frame
+    }
+
+    /// The frames of `addr`, innermost first: the functions inlined at it (their `offset` is
+    /// [`INLINED`]: they have no address of their own), then the function that holds its code.
+    pub(crate) fn frames_inlined(&mut self, maps: &MappingSnapshot, addr: u64) -> Vec<Frame> {
+        if let Some(frames) = self.inlined.get(&addr) {
+            return frames.clone();
+        }
+        let mut frame = self.frame(maps, addr);
+        let mut frames = Vec::new();
+        if let Some((src, offset)) = Self::source(maps, addr)
+            && let Ok(Symbolized::Sym(sym)) = self
+                .symbolizer
+                .symbolize_single(&src, Input::FileOffset(offset))
+            && !sym.inlined.is_empty()
+        {
+            // blazesym lists them outermost first, each with the location inside it; the
+            // function's own location is then the call of the outermost.
+            for f in sym.inlined.iter().rev() {
+                frames.push(Frame {
+                    function: crate::symbols::demangle(&f.name),
+                    module: frame.module.clone(),
+                    offset: INLINED.into(),
+                    file: f
+                        .code_info
+                        .as_ref()
+                        .map(|c| c.to_path().display().to_string()),
+                    line: f.code_info.as_ref().and_then(|c| c.line),
+                });
+            }
+            if let Some(info) = sym.code_info.as_deref() {
+                frame.file = Some(info.to_path().display().to_string());
+                frame.line = info.line;
+            }
+        }
+        frames.push(frame);
+        self.inlined.insert(addr, frames.clone());
+        frames
+    }
+
+    /// The object file holding `addr` and the address's offset in it.
+    fn source(maps: &MappingSnapshot, addr: u64) -> Option<(Source<'static>, u64)> {
+        let (mapping, offset) = maps.locate(addr)?;
+        let open = maps
+            .files
+            .get(&mapping.path)
+            .map_or(&mapping.path, |(_, fd_path)| fd_path);
+        Some((Source::Elf(Elf::new(open.clone())), offset))
     }
 
     fn lookup(&self, maps: &MappingSnapshot, addr: u64) -> Frame {

@@ -289,10 +289,20 @@ pub(crate) fn alive(pid: i32) -> bool {
     }
 }
 
+/// CPU time (user + system) thread `tid` of process `pid` has used, in seconds.
+pub(crate) fn thread_cpu_time(pid: i32, tid: u32) -> Option<f64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).ok()?;
+    Some(cpu_and_rss_of(&stat)?.0)
+}
+
 /// CPU time (user + system) the process has used, in seconds, and its resident set in bytes.
 pub(crate) fn cpu_and_rss(pid: i32) -> Option<(f64, u64)> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let fields = stat_fields(&stat);
+    cpu_and_rss_of(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// The CPU time and resident set of a /proc `stat` text (a process's or a thread's).
+fn cpu_and_rss_of(stat: &str) -> Option<(f64, u64)> {
+    let fields = stat_fields(stat);
     // utime and stime are fields 14 and 15, rss (pages) field 24 (1-based).
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;

@@ -70,6 +70,7 @@ impl TableCache {
         Self::new(Some(dir))
     }
 
+    #[cfg(test)]
     /// The folder the tables are written to, if any.
     pub(crate) fn dir(&self) -> Option<&Path> {
         self.dir.as_deref()

@@ -1,12 +1,441 @@
-//! The `cpu` family: samples of the target's threads, their user stacks unwound in the kernel
-//! from unwind tables compiled here.
+//! The `cpu` family: the target's threads sampled at `--frequency` Hz on every CPU, their user
+//! stacks unwound in the kernel from the objects' `.eh_frame` tables (no frame pointers needed),
+//! their kernel stacks, and the samples counted in the kernel; reported as shares per function
+//! and thread, and written as folded stacks, a flame graph, pprof or speedscope (`--output`).
 
-// Until the family's probes and harvest (their own change) use them.
-#[allow(dead_code)]
+pub(crate) mod analyze;
 pub(crate) mod cache;
-#[allow(dead_code)]
+pub(crate) mod kernel;
+mod objects;
 pub(crate) mod tables;
 #[cfg(test)]
 mod testing;
-#[allow(dead_code)]
+#[cfg(test)]
 pub(crate) mod walk;
+
+use std::{collections::HashMap, fmt::Write as _, path::PathBuf, time::Instant};
+
+use aya::Ebpf;
+use profiler_common::cpu::{
+    CPU_SAMPLES_MAX, CPU_STACKS_MAX, CPU_THREADS_MAX, count, globals, maps,
+};
+
+use crate::{
+    bpf::LoadOptions,
+    family::{CHILDREN_NOT_COVERED, Family, ProbeLoad, ReportContext, TargetContext, TickContext},
+    level::FamilyId,
+    report::{
+        CostModel, Frame, Report,
+        cpu::{CpuSection, OutputFile},
+        profile::{Profile, ProfileFrame, ProfileSample},
+        text::human_time,
+    },
+    symbols::{kernel::KernelSymbols, symbolize::AddrSymbolizer, symbolize::MappingSnapshot},
+    tracee,
+};
+use analyze::{Resolve, Stacked};
+use kernel::{Harvest, Links};
+use objects::{Objects, Vdso};
+
+/// Estimated cost of one sample of the target, ns: the mean run time the kernel measured for
+/// the program on the development VM (`PROFILER_BPF_STATS=1`, a 20-frame stack unwound by
+/// table: about 5 µs), plus the perf event's own interrupt work.
+const SAMPLE_NS: f64 = 6_000.0;
+/// Of another process's sample: the program's first check, and the interrupt.
+const OTHER_NS: f64 = 400.0;
+
+/// Family options from the command line.
+#[derive(Debug, Clone)]
+pub(crate) struct Options {
+    /// `--frequency`, Hz.
+    pub frequency: u64,
+    /// `--output`: files written from the samples, by extension.
+    pub outputs: Vec<PathBuf>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            frequency: 99,
+            outputs: Vec::new(),
+        }
+    }
+}
+
+pub(crate) struct Cpu {
+    options: Options,
+    pid: i32,
+    objects: Objects,
+    capacity: u32,
+    links: Option<Links>,
+    cpus: usize,
+    harvest: Option<Harvest>,
+    counts: [u64; count::SLOTS as usize],
+    started: Instant,
+    /// Each thread's CPU time from /proc, `(seconds since start, CPU seconds)`, per tick.
+    thread_cpu: HashMap<u32, Vec<(f64, f64)>>,
+}
+
+impl Cpu {
+    pub(crate) fn new(options: Options) -> Self {
+        Self {
+            options,
+            pid: 0,
+            objects: Objects::new(0),
+            capacity: 0,
+            links: None,
+            cpus: 0,
+            harvest: None,
+            counts: [0; count::SLOTS as usize],
+            started: Instant::now(),
+            thread_cpu: HashMap::new(),
+        }
+    }
+
+    fn load(&self) -> ProbeLoad {
+        let samples = self.counts[count::SAMPLES as usize];
+        let other = self.counts[count::OTHER as usize];
+        ProbeLoad {
+            hits: samples,
+            cost_ns: samples as f64 * SAMPLE_NS + other as f64 * OTHER_NS,
+        }
+    }
+
+    fn sample_threads(&mut self) {
+        let at = self.started.elapsed().as_secs_f64();
+        for tid in tracee::task::thread_ids(self.pid) {
+            if let Some(cpu) = tracee::thread_cpu_time(self.pid, tid as u32) {
+                self.thread_cpu
+                    .entry(tid as u32)
+                    .or_default()
+                    .push((at, cpu));
+            }
+        }
+    }
+}
+
+/// Symbols for the analyzer: the target's objects (kept after it exits), its `[vdso]`, and the
+/// kernel's.
+struct Resolver<'a> {
+    symbolizer: &'a mut AddrSymbolizer,
+    maps: &'a MappingSnapshot,
+    vdso: Option<&'a Vdso>,
+    kernel: &'a mut KernelSymbols,
+}
+
+impl Resolve for Resolver<'_> {
+    fn user_frames(&mut self, ips: &[u64]) -> Vec<Frame> {
+        ips.iter()
+            .enumerate()
+            .flat_map(|(i, &ip)| {
+                // Return addresses point past the call: look up the call itself.
+                let addr = if i == 0 { ip } else { ip.saturating_sub(1) };
+                match self.vdso {
+                    Some(v) if (v.start..v.end).contains(&addr) => {
+                        vec![crate::symbols::kernel::image_frame(
+                            &v.image,
+                            addr - v.start,
+                            "[vdso]",
+                        )]
+                    }
+                    _ => self.symbolizer.frames_inlined(self.maps, addr),
+                }
+            })
+            .collect()
+    }
+
+    fn kernel_frames(&mut self, ips: &[u64]) -> Vec<Frame> {
+        ips.iter().map(|&ip| self.kernel.frame(ip)).collect()
+    }
+}
+
+impl Family for Cpu {
+    fn id(&self) -> FamilyId {
+        FamilyId::Cpu
+    }
+
+    fn priced(&self) -> bool {
+        true
+    }
+
+    fn note(&self) -> Option<String> {
+        Some(format!(
+            "software cpu-clock perf event at {} Hz on each of {} CPU(s); user stacks unwound in \
+             the kernel from the .eh_frame tables of {} object(s), kernel stacks by the kernel; \
+             {CHILDREN_NOT_COVERED}",
+            self.options.frequency, self.cpus, self.objects.info.objects
+        ))
+    }
+
+    fn prepare(&mut self, ctx: &TargetContext<'_>) -> anyhow::Result<()> {
+        self.pid = ctx.pid;
+        self.objects = Objects::new(ctx.pid);
+        let started = Instant::now();
+        self.objects.prepare(ctx.modules);
+        if started.elapsed().as_secs_f64() > 1.0 {
+            eprintln!(
+                "profiler: cpu: compiled the unwind tables of {} object(s) in {:.1} s (cached \
+                 for the next run)",
+                self.objects.info.compiled,
+                started.elapsed().as_secs_f64()
+            );
+        }
+        self.capacity = self.objects.capacity();
+        Ok(())
+    }
+
+    fn load_options(&self, options: &mut LoadOptions) {
+        options.map_size(maps::UNWIND_ROWS, self.capacity.max(1));
+        options.map_size(maps::CPU_SAMPLES, CPU_SAMPLES_MAX);
+        options.map_size(maps::CPU_STACKS, CPU_STACKS_MAX);
+        options.map_size(maps::CPU_THREADS, CPU_THREADS_MAX);
+        options.global(globals::KERNEL_STACKS, 1);
+    }
+
+    fn attach(&mut self, ebpf: &mut Ebpf, ctx: &TargetContext<'_>) -> anyhow::Result<usize> {
+        self.objects.attach(ebpf, self.capacity.max(1))?;
+        if !ctx.run_mode {
+            // A running process's mappings hold still: written at once.
+            self.objects.refresh(ebpf, true);
+        }
+        let links = kernel::attach(ebpf, self.options.frequency)?;
+        self.cpus = links.count();
+        self.links = Some(links);
+        self.started = Instant::now();
+        self.sample_threads();
+        Ok(self.cpus)
+    }
+
+    fn on_early_tick(&mut self, ebpf: &mut Ebpf, _ctx: &TickContext) {
+        // A command just executed: every sample it takes before its objects' tables are in
+        // place unwinds by frame pointer only, so each change is written at once (the objects
+        // of `run` were compiled before it started). A list written while the loader is still
+        // mapping is right for what it holds, and the next change rewrites it.
+        if self.links.is_some() {
+            self.objects.refresh(ebpf, true);
+        }
+    }
+
+    fn on_tick(&mut self, ebpf: &mut Ebpf, _ctx: &TickContext) {
+        if self.links.is_none() {
+            return;
+        }
+        self.objects.refresh(ebpf, false);
+        self.sample_threads();
+    }
+
+    fn budget_units(&mut self, ebpf: &Ebpf, _model: &CostModel) -> Vec<f64> {
+        if self.links.is_some()
+            && let Ok(counts) = kernel::read_counts(ebpf)
+        {
+            self.counts = counts;
+        }
+        vec![self.load().cost_ns]
+    }
+
+    fn unit_name(&self, _unit: usize) -> String {
+        "cpu family".into()
+    }
+
+    fn shed(&mut self, ebpf: &mut Ebpf, _unit: usize) -> anyhow::Result<()> {
+        let Some(links) = self.links.take() else {
+            return Ok(());
+        };
+        links.detach();
+        let h = kernel::read(ebpf)?;
+        self.counts = h.counts;
+        self.harvest = Some(h);
+        Ok(())
+    }
+
+    fn harvest(&mut self, ebpf: &mut Ebpf, warnings: &mut Vec<String>) {
+        if self.links.is_none() {
+            return;
+        }
+        self.sample_threads();
+        match kernel::read(ebpf) {
+            Ok(h) => {
+                self.counts = h.counts;
+                self.harvest = Some(h);
+            }
+            Err(e) => warnings.push(format!("cpu: cannot read the maps: {e:#}")),
+        }
+    }
+
+    fn detach(&mut self, _ebpf: &mut Ebpf) {
+        if let Some(links) = self.links.take() {
+            links.detach();
+        }
+    }
+
+    fn probe_load(&self, _model: &CostModel) -> ProbeLoad {
+        self.load()
+    }
+
+    fn report(&mut self, report: &mut Report, ctx: &mut ReportContext<'_>) {
+        let Some(harvest) = self.harvest.take() else {
+            return;
+        };
+        let mut names = harvest.threads.clone();
+        for tid in tracee::task::thread_ids(self.pid) {
+            if let Some(name) = tracee::task::thread_name(self.pid, tid) {
+                names.entry(tid as u32).or_insert(name);
+            }
+        }
+        let input = analyze::Input {
+            samples: &harvest.samples,
+            stacks: &harvest.stacks,
+            thread_names: &names,
+            counts: &harvest.counts,
+            frequency: self.options.frequency,
+        };
+        let mut kernel = KernelSymbols::new();
+        let mut resolver = Resolver {
+            symbolizer: ctx.symbolizer,
+            maps: ctx.maps,
+            vdso: self.objects.vdso.as_ref(),
+            kernel: &mut kernel,
+        };
+        let stacked = analyze::symbolize(&input, &mut resolver);
+        let mut section = analyze::section(&stacked, &input);
+        section.tables = self.objects.info.clone();
+        let points: Vec<(f64, f64)> = ctx.samples.iter().map(|s| (s.at, s.cpu_time)).collect();
+        let usage = analyze::usage(&points);
+        section.current_cpu = usage.current;
+        section.peak_cpu = usage.peak;
+        section.average_cpu = usage.average;
+        section.cpu_trend = usage.trend;
+        section.cpu_cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        section.cpu_cores = sysinfo_cores().unwrap_or(section.cpu_cores);
+        for t in &mut section.threads {
+            if let Some(points) = self.thread_cpu.get(&t.tid) {
+                let u = analyze::usage(points);
+                (t.current_cpu, t.peak_cpu, t.average_cpu, t.cpu_trend) =
+                    (u.current, u.peak, u.average, u.trend);
+            }
+        }
+        self.write_outputs(&stacked, &mut section, ctx.duration, &mut report.warnings);
+        let lost = section.unwind_failures.stack_map_full + section.unwind_failures.sample_map_full;
+        if lost > 0 {
+            report.warnings.push(format!(
+                "cpu: {lost} sample(s) lost to full kernel maps: see the schema"
+            ));
+        }
+        report.cpu = Some(section);
+    }
+
+    fn summary(&self, report: &Report, out: &mut String) {
+        if let Some(c) = &report.cpu {
+            summary(out, c);
+        }
+    }
+}
+
+impl Cpu {
+    fn write_outputs(
+        &self,
+        stacked: &[Stacked],
+        section: &mut CpuSection,
+        duration: f64,
+        warnings: &mut Vec<String>,
+    ) {
+        if self.options.outputs.is_empty() {
+            return;
+        }
+        let profile = profile_of(stacked, self.pid, self.options.frequency, duration);
+        for path in &self.options.outputs {
+            match crate::report::profile::write_output(path, &profile) {
+                Ok(format) => section.outputs.push(OutputFile {
+                    format: format.name(),
+                    path: path.display().to_string(),
+                }),
+                Err(e) => warnings.push(format!("cpu: cannot write {}: {e:#}", path.display())),
+            }
+        }
+    }
+}
+
+/// The samples as the output writers take them.
+fn profile_of(stacked: &[Stacked], pid: i32, frequency: u64, duration: f64) -> Profile {
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "target".into());
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+        .saturating_sub((duration * 1e9) as u64);
+    Profile {
+        target: format!("{exe} (pid {pid})"),
+        frequency_hz: frequency,
+        duration_s: duration,
+        start_unix_ns: started,
+        samples: stacked
+            .iter()
+            .map(|s| ProfileSample {
+                tid: s.tid,
+                thread: s.thread.clone(),
+                count: s.count,
+                frames: s
+                    .frames
+                    .iter()
+                    .map(|f| ProfileFrame {
+                        function: f.frame.function.clone(),
+                        module: f.frame.module.clone(),
+                        file: f.frame.file.clone(),
+                        line: f.frame.line,
+                        address: f.address,
+                        inlined: f.frame.offset == analyze::INLINED,
+                        kernel: f.kernel,
+                    })
+                    .collect(),
+            })
+            .collect(),
+    }
+}
+
+/// Logical CPUs of the machine (all of them, not only those this process may run on).
+fn sysinfo_cores() -> Option<usize> {
+    let n = std::fs::read_to_string("/sys/devices/system/cpu/possible").ok()?;
+    let last = n.trim().rsplit(['-', ',']).next()?.parse::<usize>().ok()?;
+    Some(last + 1)
+}
+
+/// Functions shown in the printed summary.
+const SUMMARY_ROWS: usize = 5;
+
+fn summary(out: &mut String, c: &CpuSection) {
+    let _ = writeln!(
+        out,
+        "cpu: {} sample(s) at {} Hz ({} of CPU), {:.1}% of stacks complete",
+        c.samples,
+        c.frequency,
+        human_time(c.samples as f64 / c.frequency.max(1) as f64),
+        c.complete_stacks_percent
+    );
+    let row = |f: &crate::report::cpu::FunctionShare| {
+        let at = match (&f.file, f.line) {
+            (Some(file), Some(line)) => format!(
+                " ({}:{line})",
+                std::path::Path::new(file)
+                    .file_name()
+                    .map_or(file.clone(), |n| n.to_string_lossy().into_owned())
+            ),
+            _ => String::new(),
+        };
+        format!("{:5.1}%  {} [{}]{at}", f.percent, f.function, f.module)
+    };
+    if !c.top_self.is_empty() {
+        let _ = writeln!(out, "hottest functions (self):");
+        for f in c.top_self.iter().take(SUMMARY_ROWS) {
+            let _ = writeln!(out, "  {}", row(f));
+        }
+        let _ = writeln!(out, "hottest functions (total, callees included):");
+        for f in c.top_total.iter().take(SUMMARY_ROWS) {
+            let _ = writeln!(out, "  {}", row(f));
+        }
+    }
+    for o in &c.outputs {
+        let _ = writeln!(out, "{}: {}", o.format, o.path);
+    }
+}

@@ -10,9 +10,13 @@
 //! that one table serves the object wherever it is loaded: [`mapping_base`] places the base in a
 //! target from a mapping of the object.
 
-use std::{collections::HashMap, fs, io, ops::Range, sync::Arc};
+use std::{collections::HashMap, ops::Range};
+#[cfg(test)]
+use std::{fs, io, sync::Arc};
 
-use anyhow::{Context, bail};
+#[cfg(test)]
+use anyhow::Context;
+use anyhow::bail;
 use gimli::{
     BaseAddresses, CfaRule, CieOrFde, CommonInformationEntry, DebugFrame, EhFrame, EndianSlice,
     LittleEndian, Reader, Register, RegisterRule, UnwindContext, UnwindOffset, UnwindSection,
@@ -22,13 +26,17 @@ use object::{
     Architecture, Object, ObjectSection, ObjectSegment, ObjectSymbol, ReadRef, SegmentFlags,
     elf::PF_X,
 };
-use profiler_common::cpu::{Mapping, RBP_LOST, RBP_UNCHANGED, UnwindRow, cfa};
+#[cfg(test)]
+use profiler_common::cpu::Mapping;
+use profiler_common::cpu::{RBP_LOST, RBP_UNCHANGED, UnwindRow, cfa};
 
+#[cfg(test)]
 use crate::tracee::{Region, parse_regions, task::read_memory};
 
 /// x86-64 DWARF register numbers: rbp, rsp, and the return address column (rip).
 const RBP: Register = Register(6);
 const RSP: Register = Register(7);
+#[cfg(test)]
 const RIP: Register = Register(16);
 
 /// The name /proc/PID/maps gives the vDSO's mapping.
@@ -90,6 +98,7 @@ pub(crate) struct ObjectTable {
     pub stats: TableStats,
 }
 
+#[cfg(test)]
 impl ObjectTable {
     /// The row that covers the object's virtual address `vaddr` (None before the first row).
     pub(crate) fn row_at(&self, vaddr: u64) -> Option<&UnwindRow> {
@@ -103,6 +112,7 @@ impl ObjectTable {
     }
 }
 
+#[cfg(test)]
 /// The last of `rows` (sorted by `pc`) with `pc <= offset`: the kernel walk's binary search.
 pub(crate) fn row_for(rows: &[UnwindRow], offset: u64) -> Option<&UnwindRow> {
     let after = rows.partition_point(|r| u64::from(r.pc) <= offset);
@@ -119,6 +129,7 @@ const fn bare(kind: u8) -> UnwindRow {
     }
 }
 
+#[cfg(test)]
 /// Compiles the unwind table of the ELF image `elf` (a file's bytes, or the vDSO's image read
 /// from a target).
 pub(crate) fn compile(elf: &[u8]) -> anyhow::Result<ObjectTable> {
@@ -523,6 +534,7 @@ pub(crate) fn mapping_base(
     Some(table_base.wrapping_sub(vaddr).wrapping_add(map_start))
 }
 
+#[cfg(test)]
 /// The mappings of `pid` that hold code a table can cover: executable, of a file (the path as
 /// the target sees it; open it through `/proc/PID/map_files` or [`crate::tracee::host_path`])
 /// or the vDSO ([`read_vdso`]).
@@ -534,6 +546,7 @@ pub(crate) fn code_regions(pid: i32) -> io::Result<Vec<Region>> {
         .collect())
 }
 
+#[cfg(test)]
 /// The vDSO of `pid`: where it is mapped and its image (a whole ELF object, which has no file).
 /// None when the target has none (`vdso=0`) or its memory cannot be read.
 pub(crate) fn read_vdso(pid: i32) -> Option<(u64, Vec<u8>)> {
@@ -544,6 +557,7 @@ pub(crate) fn read_vdso(pid: i32) -> Option<(u64, Vec<u8>)> {
     Some((vdso.start, image))
 }
 
+#[cfg(test)]
 /// The tables of a target laid out as the kernel walk reads them: every object's rows once in
 /// one array, and a [`Mapping`] per mapping, sorted by start.
 #[derive(Debug, Default)]
@@ -554,6 +568,7 @@ pub(crate) struct Layout {
     placed: HashMap<usize, u32>,
 }
 
+#[cfg(test)]
 impl Layout {
     /// Adds the mapping `[start, end)` of an object whose table base lies at `base` in the
     /// target; the table's rows are added on its first mapping. Fails when the rows would not

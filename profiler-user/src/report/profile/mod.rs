@@ -175,6 +175,16 @@ impl Format {
     }
 
     /// What the format is, in words.
+    /// Its short name, as the report's `cpu.outputs[].format` says it.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Format::Folded => "folded",
+            Format::FlameGraph => "svg",
+            Format::Pprof => "pprof",
+            Format::Speedscope => "speedscope",
+        }
+    }
+
     pub(crate) fn describe(self) -> &'static str {
         match self {
             Format::Folded => "folded stacks",

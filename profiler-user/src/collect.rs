@@ -26,8 +26,9 @@ use crate::{
 
 /// How often /proc is sampled once the target has settled.
 pub(crate) const SAMPLE_INTERVAL: Duration = Duration::from_millis(200);
-/// Early on, the target's mappings change fast (the loader maps its libraries): look often.
-const EARLY_INTERVAL: Duration = Duration::from_millis(20);
+/// Early on, the target's mappings change fast (the loader maps its libraries): look often. The
+/// families' fast ticks (`Family::on_fast_tick`) come this often for the whole run.
+const FAST_INTERVAL: Duration = Duration::from_millis(20);
 const EARLY_PERIOD: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,7 +110,8 @@ pub(crate) async fn collect(
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let deadline = duration.map(|d| tokio::time::Instant::from_std(start + d));
-    let mut early = interval(EARLY_INTERVAL);
+    let mut fast = interval(FAST_INTERVAL);
+    fast.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut tick = interval(SAMPLE_INTERVAL);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     out.samples.extend(sample(pid, start));
@@ -132,11 +134,13 @@ pub(crate) async fn collect(
                     break EndReason::TargetExited;
                 }
             }
-            _ = early.tick(), if start.elapsed() < EARLY_PERIOD => {
-                maps.refresh(pid);
+            _ = fast.tick() => {
+                if start.elapsed() < EARLY_PERIOD {
+                    maps.refresh(pid);
+                }
                 let ctx = TickContext { pid };
                 for family in families.iter_mut() {
-                    family.on_early_tick(ebpf, &ctx);
+                    family.on_fast_tick(ebpf, &ctx);
                 }
             }
             _ = tick.tick() => {

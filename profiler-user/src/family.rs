@@ -135,9 +135,9 @@ pub(crate) trait Family {
     /// Called about every 200 ms while profiling (poll maps, sample /proc).
     fn on_tick(&mut self, _ebpf: &mut Ebpf, _ctx: &TickContext) {}
 
-    /// Called about every 20 ms in the first second of profiling, while the target's loader
-    /// maps its libraries (a command of `run` has just executed).
-    fn on_early_tick(&mut self, _ebpf: &mut Ebpf, _ctx: &TickContext) {}
+    /// Called about every 20 ms for the whole run, for what must follow the target closely
+    /// (the loader mapping its libraries after an exec): keep it to a cheap check.
+    fn on_fast_tick(&mut self, _ebpf: &mut Ebpf, _ctx: &TickContext) {}
 
     /// The units the overhead budget may detach one by one (a traced function each, or a whole
     /// family's probes), with what each has cost the target so far, ns, read live from `ebpf`.

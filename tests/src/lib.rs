@@ -21,7 +21,7 @@ use std::{
     time::Duration,
 };
 
-pub use process::{Outcome, Profiler, Victim};
+pub use process::{Outcome, Profiler, Victim, profile};
 pub use report::threads::{Threads, functions, names};
 pub use report::{Errors, Event, Family, Func, PatternStat, Proc, Report};
 

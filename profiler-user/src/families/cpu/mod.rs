@@ -44,6 +44,9 @@ const SAMPLE_NS: f64 = 6_000.0;
 /// Of another process's sample: the program's first check, and the interrupt.
 const OTHER_NS: f64 = 400.0;
 
+/// How long after an exec the target's mappings are followed at every fast tick.
+const EXEC_SETTLE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Family options from the command line.
 #[derive(Debug, Clone)]
 pub(crate) struct Options {
@@ -74,6 +77,9 @@ pub(crate) struct Cpu {
     started: Instant,
     /// Each thread's CPU time from /proc, `(seconds since start, CPU seconds)`, per tick.
     thread_cpu: HashMap<u32, Vec<(f64, f64)>>,
+    /// The target's executable, and when it was last seen to change (an exec).
+    exe: Option<PathBuf>,
+    exec_at: Instant,
 }
 
 impl Cpu {
@@ -89,6 +95,8 @@ impl Cpu {
             counts: [0; count::SLOTS as usize],
             started: Instant::now(),
             thread_cpu: HashMap::new(),
+            exe: None,
+            exec_at: Instant::now(),
         }
     }
 
@@ -206,12 +214,21 @@ impl Family for Cpu {
         Ok(self.cpus)
     }
 
-    fn on_early_tick(&mut self, ebpf: &mut Ebpf, _ctx: &TickContext) {
-        // A command just executed: every sample it takes before its objects' tables are in
-        // place unwinds by frame pointer only, so each change is written at once (the objects
-        // of `run` were compiled before it started). A list written while the loader is still
-        // mapping is right for what it holds, and the next change rewrites it.
-        if self.links.is_some() {
+    fn on_fast_tick(&mut self, ebpf: &mut Ebpf, _ctx: &TickContext) {
+        // Every sample a freshly executed program takes before its objects' tables are in place
+        // unwinds by frame pointer only: for a second after each exec (the `run` command's,
+        // or one a wrapper script makes), every change of its mappings is written at once. A
+        // list written while the loader is still mapping is right for what it holds, and the
+        // next change rewrites it. Otherwise the check is one readlink.
+        if self.links.is_none() {
+            return;
+        }
+        let exe = std::fs::read_link(format!("/proc/{}/exe", self.pid)).ok();
+        if exe != self.exe {
+            self.exe = exe;
+            self.exec_at = Instant::now();
+        }
+        if self.exec_at.elapsed() < EXEC_SETTLE {
             self.objects.refresh(ebpf, true);
         }
     }

@@ -1,0 +1,533 @@
+//! The cpu family on real processes: stacks of code built without frame pointers unwound in the
+//! kernel from the objects' `.eh_frame` tables, complete to the thread's start, with each
+//! function's share of the samples what the victim measured it spending (`tests/tests/cpu.rs`
+//! checks the victims themselves), across a shared library, a library loaded after the attach,
+//! a signal handler, Rust and the Python interpreter; and the files `--output` writes, read back
+//! by real consumers.
+
+use std::{collections::BTreeMap, path::Path, process::Command};
+
+use profiler_tests::{
+    Outcome, Report, TempDir, Victim, attach, profile, require_python, require_root, run_reported,
+    victims,
+};
+
+/// Samples a second on each CPU: 2 s of a victim give about 2000, so a 70% share is measured to
+/// about a point (one standard deviation); odd, so the sampling does not march in step with the
+/// victims' 10 ms cycles.
+const FREQUENCY: &str = "997";
+
+/// How long each victim runs, ms.
+const RUN_MS: &str = "2000";
+
+/// Points a function's sampled share may be off the share the victim measured.
+const SHARE_POINTS: f64 = 5.0;
+
+/// One line of folded stacks: the thread (`name-tid`) and the frames, outermost first.
+struct Folded {
+    thread: String,
+    frames: Vec<String>,
+    count: u64,
+}
+
+fn read_folded(path: &Path) -> Vec<Folded> {
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("no folded stacks at {}: {e}", path.display()));
+    text.lines()
+        .map(|line| {
+            let (stack, count) = line
+                .rsplit_once(' ')
+                .unwrap_or_else(|| panic!("no count in the folded line {line:?}"));
+            let mut frames: Vec<String> = stack.split(';').map(str::to_string).collect();
+            let thread = frames.remove(0);
+            Folded {
+                thread,
+                frames,
+                count: count
+                    .parse()
+                    .unwrap_or_else(|_| panic!("bad count in {line:?}")),
+            }
+        })
+        .collect()
+}
+
+/// A victim's samples, from its folded stacks.
+struct Samples(Vec<Folded>);
+
+impl Samples {
+    /// The samples of the threads whose name starts with `thread`.
+    fn of(&self, thread: &str) -> Vec<&Folded> {
+        self.0
+            .iter()
+            .filter(|f| f.thread.starts_with(&format!("{thread}-")))
+            .collect()
+    }
+
+    /// Percent of `thread`'s samples with `function` on the stack.
+    fn share(&self, thread: &str, function: &str) -> f64 {
+        let of = self.of(thread);
+        let all: u64 = of.iter().map(|f| f.count).sum();
+        let with: u64 = of
+            .iter()
+            .filter(|f| f.frames.iter().any(|x| x == function))
+            .map(|f| f.count)
+            .sum();
+        100.0 * with as f64 / all.max(1) as f64
+    }
+
+    /// Percent of `thread`'s samples whose frames contain `path` in a row (caller first).
+    fn through(&self, thread: &str, path: &[&str]) -> f64 {
+        let of = self.of(thread);
+        let all: u64 = of.iter().map(|f| f.count).sum();
+        let with: u64 = of
+            .iter()
+            .filter(|f| f.frames.windows(path.len()).any(|w| w == path))
+            .map(|f| f.count)
+            .sum();
+        100.0 * with as f64 / all.max(1) as f64
+    }
+
+    /// The heaviest stacks, for failure messages.
+    fn context(&self) -> String {
+        let mut lines: Vec<&Folded> = self.0.iter().collect();
+        lines.sort_by(|a, b| b.count.cmp(&a.count));
+        lines
+            .iter()
+            .take(12)
+            .map(|f| format!("{} {} {}", f.thread, f.frames.join(";"), f.count))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+/// Runs `cmd` under `--level profiling` at [`FREQUENCY`], with folded stacks written; returns
+/// what the victim printed, the report and the samples.
+fn sample(dir: &TempDir, cmd: &[&str]) -> (Outcome, Report, Samples) {
+    let folded = dir.path().join("stacks.folded");
+    let folded_arg = folded.to_str().expect("utf-8 path");
+    let args = [
+        "--level",
+        "profiling",
+        "--frequency",
+        FREQUENCY,
+        "--output",
+        folded_arg,
+    ];
+    let (outcome, report) = run_reported(dir, &args, cmd, &[]);
+    (outcome, report, Samples(read_folded(&folded)))
+}
+
+/// The victim's own split: the percent of its two leaves' CPU time spent in the hot one.
+fn measured(outcome: &Outcome, hot: &str, cold: &str) -> f64 {
+    let seconds = |label: &str| -> f64 {
+        outcome
+            .stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{label}_seconds ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {label}_seconds line:\n{}", outcome.stdout))
+    };
+    let (hot, cold) = (seconds(hot), seconds(cold));
+    100.0 * hot / (hot + cold)
+}
+
+/// Panics unless the worker's samples split between `hot` and `cold` as the victim measured,
+/// within [`SHARE_POINTS`], and nearly every stack is complete.
+fn assert_split(report: &Report, samples: &Samples, want: f64, hot: &str, cold: &str) {
+    let cpu = report.cpu();
+    let context = format!("{}\n{}", samples.context(), cpu.context());
+    let (got_hot, got_cold) = (samples.share("worker", hot), samples.share("worker", cold));
+    assert!(
+        (got_hot - want).abs() <= SHARE_POINTS,
+        "{hot}: {got_hot:.1}% sampled, {want:.1}% measured\n{context}"
+    );
+    assert!(
+        (got_cold - (100.0 - want)).abs() <= SHARE_POINTS,
+        "{cold}: {got_cold:.1}% sampled, {:.1}% measured\n{context}",
+        100.0 - want
+    );
+    assert!(
+        cpu.thread_samples("worker") >= 1000,
+        "too few samples\n{context}"
+    );
+    assert!(cpu.complete_percent() >= 95.0, "{context}");
+    assert!(cpu.frames("by_table") > 0, "{context}");
+}
+
+/// The 70/30 victim through a six-deep chain, built without frame pointers (plain, with CET's
+/// `endbr64` at every function, and not position-independent) and with them: the same shares,
+/// and the hot leaf's samples all through level1..level5, the cold one's through level2.
+#[test]
+fn shares_match_what_the_victim_spent_with_and_without_frame_pointers() {
+    require_root!();
+    for build in [
+        victims::CPU_SPLIT,
+        victims::CPU_SPLIT_CET,
+        victims::CPU_SPLIT_NOPIE,
+        victims::CPU_SPLIT_FP,
+    ] {
+        let dir = TempDir::new();
+        let (outcome, report, samples) = sample(&dir, &[build, RUN_MS]);
+        let want = measured(&outcome, "deep", "shallow");
+        assert_split(&report, &samples, want, "hot_deep", "hot_shallow");
+        let deep = ["level1", "level2", "level3", "level4", "level5", "hot_deep"];
+        let context = samples.context();
+        assert!(
+            (samples.through("worker", &deep) - samples.share("worker", "hot_deep")).abs() < 0.5,
+            "{build}: hot_deep not always under level1..level5\n{context}"
+        );
+        let shallow = ["run", "level1", "level2", "hot_shallow"];
+        assert!(
+            (samples.through("worker", &shallow) - samples.share("worker", "hot_shallow")).abs()
+                < 0.5,
+            "{build}\n{context}"
+        );
+        // The worker's stacks start at its thread's first frame.
+        assert!(
+            samples.share("worker", "start_thread") >= 95.0,
+            "{build}\n{context}"
+        );
+    }
+}
+
+/// The hot leaf is two frames deep in a library built without frame pointers, and the cold one
+/// is a callback from the library back into the executable: both cross the library.
+#[test]
+fn stacks_cross_a_library_without_frame_pointers() {
+    require_root!();
+    let dir = TempDir::new();
+    let (outcome, report, samples) = sample(&dir, &[victims::CPU_LIB, RUN_MS]);
+    let want = measured(&outcome, "lib", "callback");
+    assert_split(&report, &samples, want, "cpuhot_leaf", "exe_callback");
+    let context = samples.context();
+    let into = ["level2", "cpuhot_enter", "cpuhot_middle", "cpuhot_leaf"];
+    assert!(
+        (samples.through("worker", &into) - samples.share("worker", "cpuhot_leaf")).abs() < 0.5,
+        "{context}"
+    );
+    let back = ["level2", "cpuhot_call_back", "exe_callback"];
+    assert!(
+        (samples.through("worker", &back) - samples.share("worker", "exe_callback")).abs() < 0.5,
+        "{context}"
+    );
+}
+
+/// Attached to a victim that loads a library only after the profiler is running: the new
+/// object's table is loaded when it is mapped, and its frames are unwound and named.
+#[test]
+fn a_library_loaded_after_the_attach_is_unwound() {
+    require_root!();
+    let dir = TempDir::new();
+    let json = dir.json();
+    let folded = dir.path().join("stacks.folded");
+    let mut victim = Victim::ready(victims::CPU_DLOPEN, [RUN_MS]);
+    let args = [
+        "--level",
+        "profiling",
+        "--frequency",
+        FREQUENCY,
+        "--output",
+        folded.to_str().expect("utf-8 path"),
+        "--json",
+        json.to_str().expect("utf-8 path"),
+    ];
+    let profiler = attach(&victim, &args);
+    let maps = std::fs::read_to_string(format!("/proc/{}/maps", victim.pid())).unwrap();
+    assert!(!maps.contains("libcpudl.so"), "loaded before the attach");
+    victim.proceed();
+    victim.expect_line("dlopened");
+    let (dl, exe): (f64, f64) = (
+        victim.value_of("dl_seconds").parse().expect("seconds"),
+        victim.value_of("exe_seconds").parse().expect("seconds"),
+    );
+    victim.expect_line("done");
+    profiler.interrupt();
+    profiler.finish().expect_success();
+    assert!(victim.release().success());
+    let report = Report::read(&json);
+    let samples = Samples(read_folded(&folded));
+    assert_split(
+        &report,
+        &samples,
+        100.0 * dl / (dl + exe),
+        "cpudl_leaf",
+        "exe_leaf",
+    );
+    let into = ["level2", "cpudl_enter", "cpudl_leaf"];
+    assert!(
+        (samples.through("worker", &into) - samples.share("worker", "cpudl_leaf")).abs() < 0.5,
+        "{}",
+        samples.context()
+    );
+}
+
+/// The hot leaf runs in a signal handler: its stacks go through the signal frame (read from the
+/// `ucontext` the kernel pushed) back into the interrupted function and on to the thread start.
+#[test]
+fn stacks_cross_a_signal_frame() {
+    require_root!();
+    let dir = TempDir::new();
+    let (outcome, report, samples) = sample(&dir, &[victims::CPU_SIGNAL, RUN_MS]);
+    let want = measured(&outcome, "handler", "outside");
+    assert_split(&report, &samples, want, "handler_leaf", "outside_leaf");
+    let context = samples.context();
+    // Interrupted in send_signal, called from level2; the handler's frames above the trampoline.
+    let handler = samples.share("worker", "handler_leaf");
+    let crossed: f64 = samples
+        .of("worker")
+        .iter()
+        .filter(|f| {
+            let at = |name: &str| f.frames.iter().position(|x| x == name);
+            matches!((at("level2"), at("send_signal"), at("on_signal"), at("handler_leaf")),
+                (Some(a), Some(b), Some(c), Some(d)) if a < b && b < c && c < d)
+        })
+        .map(|f| f.count as f64)
+        .sum();
+    let all: u64 = samples.of("worker").iter().map(|f| f.count).sum();
+    assert!(
+        (100.0 * crossed / all as f64 - handler).abs() < 0.5,
+        "{context}"
+    );
+    assert!(report.cpu().frames("signal_frames") > 0, "{context}");
+}
+
+/// Rust built without frame pointers: complete stacks, demangled names.
+#[test]
+fn rust_without_frame_pointers_is_unwound_and_demangled() {
+    require_root!();
+    let dir = TempDir::new();
+    let exe = victims::cpu_rust(dir.path());
+    let exe = exe.to_str().expect("utf-8 path");
+    let (outcome, report, samples) = sample(&dir, &[exe, RUN_MS]);
+    let want = measured(&outcome, "deep", "shallow");
+    let hot = "victim_cpu_rust::Hot<T>::spin";
+    let cold = "<victim_cpu_rust::Warm as victim_cpu_rust::Spin>::spin";
+    assert_split(&report, &samples, want, hot, cold);
+    let chain = [
+        "victim_cpu_rust::chain::level1",
+        "victim_cpu_rust::chain::level2",
+    ];
+    assert!(
+        samples.through("worker", &chain) >= 95.0,
+        "{}",
+        samples.context()
+    );
+}
+
+/// CPython (built without frame pointers here) running a busy loop: the stacks go through the
+/// interpreter's `_PyEval_EvalFrameDefault` down to `main` (or `Py_BytesMain`, where `main`
+/// tail-calls it) and `_start`.
+#[test]
+fn python_stacks_reach_the_interpreter_and_main() {
+    require_root!();
+    let python = require_python!();
+    let dir = TempDir::new();
+    let python = python.to_str().expect("utf-8 path");
+    let (_, report, samples) = sample(&dir, &[python, victims::CPU_PY, RUN_MS]);
+    let cpu = report.cpu();
+    let context = format!("{}\n{}", samples.context(), cpu.context());
+    let all: u64 = samples.0.iter().map(|f| f.count).sum();
+    let share = |function: &str| -> f64 {
+        let with: u64 = samples
+            .0
+            .iter()
+            .filter(|f| f.frames.iter().any(|x| x == function))
+            .map(|f| f.count)
+            .sum();
+        100.0 * with as f64 / all.max(1) as f64
+    };
+    assert!(share("_PyEval_EvalFrameDefault") >= 80.0, "{context}");
+    // Debian's python3 `main` only jumps to Py_BytesMain (a tail call leaves no frame).
+    assert!(
+        share("main").max(share("Py_BytesMain")) >= 90.0,
+        "{context}"
+    );
+    assert!(share("_start") >= 90.0, "{context}");
+    assert!(cpu.complete_percent() >= 90.0, "{context}");
+}
+
+/// A program that lives in the kernel (`dd` copying one byte at a time): its samples' innermost
+/// frames are kernel functions, under the syscall entry, above the user frames of `dd`.
+#[test]
+fn kernel_stacks_sit_above_the_user_stack() {
+    require_root!();
+    let dir = TempDir::new();
+    let cmd = [
+        "dd",
+        "if=/dev/zero",
+        "of=/dev/null",
+        "bs=1",
+        "count=3000000",
+        "status=none",
+    ];
+    let (_, report, samples) = sample(&dir, &cmd);
+    let cpu = report.cpu();
+    let context = format!("{}\n{}", samples.context(), cpu.context());
+    let all: u64 = samples.0.iter().map(|f| f.count).sum();
+    let in_kernel: u64 = samples
+        .0
+        .iter()
+        .filter(|f| f.frames.last().is_some_and(|x| x.ends_with("_[k]")))
+        .map(|f| f.count)
+        .sum();
+    assert!(in_kernel * 2 >= all, "{context}");
+    // A kernel frame is never below a user frame.
+    for f in &samples.0 {
+        let first_kernel = f.frames.iter().position(|x| x.ends_with("_[k]"));
+        if let Some(k) = first_kernel {
+            assert!(
+                f.frames[k..].iter().all(|x| x.ends_with("_[k]")),
+                "{context}"
+            );
+        }
+    }
+    let kernel_self = cpu.json()["top_self"]
+        .as_array()
+        .expect("top_self")
+        .iter()
+        .any(|f| f["module"] == "[kernel]");
+    assert!(kernel_self, "{context}");
+}
+
+/// Every `--output` format, from one real run, read by a real consumer: the folded stacks by
+/// their format's rules, the SVG by an XML parser, pprof by `protoc --decode` with the profile
+/// schema, speedscope by a JSON parser; each holds every sample of the report.
+#[test]
+fn outputs_are_read_back_by_their_consumers() {
+    require_root!();
+    let python = require_python!();
+    let dir = TempDir::new();
+    let out = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let paths = [
+        out("s.folded"),
+        out("s.svg"),
+        out("s.pb.gz"),
+        out("s.speedscope.json"),
+    ];
+    let mut args = vec!["--level", "profiling", "--frequency", FREQUENCY];
+    for p in &paths {
+        args.extend(["--output", p.as_str()]);
+    }
+    let (_, report) = run_reported(&dir, &args, &[victims::CPU_SPLIT, "1000"], &[]);
+    let cpu = report.cpu();
+    let samples = cpu.samples();
+    let outputs: BTreeMap<String, String> = cpu.outputs().into_iter().collect();
+    assert_eq!(outputs.len(), 4, "{}", cpu.context());
+    let folded: u64 = read_folded(Path::new(&paths[0]))
+        .iter()
+        .map(|f| f.count)
+        .sum();
+    assert_eq!(folded, samples);
+    // SVG: the root frame's title holds every sample.
+    let svg = Command::new(&python)
+        .args([
+            "-c",
+            "import sys, xml.etree.ElementTree as E\n\
+             t = E.parse(sys.argv[1])\n\
+             ns = '{http://www.w3.org/2000/svg}'\n\
+             titles = [e.text for e in t.iter(ns + 'title')]\n\
+             print([x for x in titles if x.startswith('all ')][0])",
+            &paths[1],
+        ])
+        .output()
+        .expect("python3 runs");
+    // inferno writes counts with thousands separators.
+    let svg_out = String::from_utf8_lossy(&svg.stdout).replace(',', "");
+    assert!(
+        svg.status.success(),
+        "{}",
+        String::from_utf8_lossy(&svg.stderr)
+    );
+    assert!(
+        svg_out.starts_with(&format!("all ({samples} samples")),
+        "{svg_out}"
+    );
+    // pprof: decoded with the schema; the samples' first values add up to the report's.
+    let proto = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../profiler-user/src/report/profile/profile.proto"
+    );
+    let gz = std::fs::read(&paths[2]).expect("pprof written");
+    let raw = Command::new("gzip")
+        .args(["-dc", &paths[2]])
+        .output()
+        .expect("gzip runs");
+    assert!(raw.status.success() && !gz.is_empty());
+    let proto_dir = Path::new(proto).parent().unwrap();
+    let mut protoc = Command::new("protoc")
+        .args([
+            "--decode=perftools.profiles.Profile",
+            &format!("--proto_path={}", proto_dir.display()),
+            "profile.proto",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("protoc runs (package protobuf-compiler)");
+    std::io::Write::write_all(&mut protoc.stdin.take().unwrap(), &raw.stdout).unwrap();
+    let decoded = protoc.wait_with_output().expect("protoc ends");
+    assert!(decoded.status.success());
+    let text = String::from_utf8_lossy(&decoded.stdout);
+    let mut in_sample = false;
+    let mut first_values = 0;
+    for line in text.lines() {
+        let line = line.trim();
+        if line == "sample {" {
+            in_sample = true;
+            first_values = first_values.max(0);
+        } else if in_sample && let Some(v) = line.strip_prefix("value: ") {
+            first_values += v.parse::<u64>().expect("a value");
+            in_sample = false;
+        }
+    }
+    assert_eq!(first_values, samples, "{text}");
+    assert!(text.contains("string_table: \"\""), "{text}");
+    assert!(text.contains("\"hot_deep\""), "{text}");
+    // speedscope: the weights of the sampled profiles add up to the report's samples.
+    let check = Command::new(&python)
+        .args([
+            "-c",
+            "import json, sys\n\
+             d = json.load(open(sys.argv[1]))\n\
+             assert d['$schema'].endswith('file-format-schema.json')\n\
+             n = len(d['shared']['frames'])\n\
+             total = 0\n\
+             for p in d['profiles']:\n\
+             \x20   assert p['type'] == 'sampled' and len(p['samples']) == len(p['weights'])\n\
+             \x20   assert all(0 <= i < n for s in p['samples'] for i in s)\n\
+             \x20   total += sum(p['weights'])\n\
+             print(total)",
+            &paths[3],
+        ])
+        .output()
+        .expect("python3 runs");
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&check.stdout).trim(),
+        samples.to_string()
+    );
+}
+
+/// A frequency out of range, and an output file of no known format, are user errors.
+#[test]
+fn bad_frequency_and_output_are_refused() {
+    for args in [
+        ["--frequency", "0"],
+        ["--frequency", "20000"],
+        ["--output", "stacks.txt"],
+    ] {
+        let mut all = vec!["run", "--level", "profiling"];
+        all.extend(args);
+        all.extend(["--", "true"]);
+        let outcome = profile(all);
+        let line = outcome.expect_error();
+        assert!(
+            line.contains("frequency") || line.contains("stacks.txt"),
+            "{line}"
+        );
+    }
+}

@@ -90,7 +90,7 @@ impl Samples {
     /// The heaviest stacks, for failure messages.
     fn context(&self) -> String {
         let mut lines: Vec<&Folded> = self.0.iter().collect();
-        lines.sort_by(|a, b| b.count.cmp(&a.count));
+        lines.sort_by_key(|f| std::cmp::Reverse(f.count));
         lines
             .iter()
             .take(12)
@@ -474,7 +474,6 @@ fn outputs_are_read_back_by_their_consumers() {
         let line = line.trim();
         if line == "sample {" {
             in_sample = true;
-            first_values = first_values.max(0);
         } else if in_sample && let Some(v) = line.strip_prefix("value: ") {
             first_values += v.parse::<u64>().expect("a value");
             in_sample = false;

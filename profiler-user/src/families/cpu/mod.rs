@@ -128,8 +128,12 @@ struct Resolver<'a> {
     symbolizer: &'a mut AddrSymbolizer,
     maps: &'a MappingSnapshot,
     vdso: Option<&'a Vdso>,
+    trampolines: &'a [(u64, u64)],
     kernel: &'a mut KernelSymbols,
 }
+
+/// The name of a signal trampoline's frame where the object has no symbol for it.
+const SIGNAL_TRAMPOLINE: &str = "__restore_rt";
 
 impl Resolve for Resolver<'_> {
     fn user_frames(&mut self, ips: &[u64]) -> Vec<Frame> {
@@ -143,10 +147,23 @@ impl Resolve for Resolver<'_> {
                         vec![crate::symbols::kernel::image_frame(
                             &v.image,
                             addr - v.start,
-                            "[vdso]",
+                            tables::VDSO,
                         )]
                     }
-                    _ => self.symbolizer.frames_inlined(self.maps, addr),
+                    _ => {
+                        let mut frames = self.symbolizer.frames_inlined(self.maps, addr);
+                        let trampoline = self
+                            .trampolines
+                            .iter()
+                            .any(|&(a, b)| (a..b).contains(&addr));
+                        if let Some(f) = frames
+                            .last_mut()
+                            .filter(|f| f.function == "??" && trampoline)
+                        {
+                            f.function = SIGNAL_TRAMPOLINE.into();
+                        }
+                        frames
+                    }
                 }
             })
             .collect()
@@ -311,6 +328,7 @@ impl Family for Cpu {
             symbolizer: ctx.symbolizer,
             maps: ctx.maps,
             vdso: self.objects.vdso.as_ref(),
+            trampolines: &self.objects.trampolines,
             kernel: &mut kernel,
         };
         let stacked = analyze::symbolize(&input, &mut resolver);
@@ -454,5 +472,11 @@ fn summary(out: &mut String, c: &CpuSection) {
     }
     for o in &c.outputs {
         let _ = writeln!(out, "{}: {}", o.format, o.path);
+    }
+    if c.outputs.is_empty() && c.samples > 0 {
+        let _ = writeln!(
+            out,
+            "(a flame graph of these stacks: --output FILE.svg; pprof: --output FILE.pb.gz)"
+        );
     }
 }

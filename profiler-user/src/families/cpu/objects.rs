@@ -5,7 +5,7 @@
 use std::{collections::HashMap, path::Path, sync::Arc, time::Instant};
 
 use aya::Ebpf;
-use profiler_common::cpu::{MAPPINGS_MAX, Mapping, UNWIND_ROWS_MAX, UNWIND_ROWS_SPARE};
+use profiler_common::cpu::{MAPPINGS_MAX, Mapping, UNWIND_ROWS_MAX, UNWIND_ROWS_SPARE, cfa};
 
 use super::{
     cache::TableCache,
@@ -25,6 +25,8 @@ struct Entry {
     rows: u32,
     table_base: u64,
     segments: Vec<LoadSegment>,
+    /// Its signal trampolines (`__restore_rt`): ranges of row offsets.
+    trampolines: Vec<(u64, u64)>,
 }
 
 /// An object as the target maps it: its path and inode (a file replaced at the same path is
@@ -49,6 +51,9 @@ pub(crate) struct Objects {
     cache: TableCache,
     pub info: TablesInfo,
     pub vdso: Option<Vdso>,
+    /// Where the target's signal trampolines are (`[start, end)`), to name their frames: the
+    /// libc a distribution ships has no symbol for `__restore_rt`.
+    pub trampolines: Vec<(u64, u64)>,
 }
 
 impl Objects {
@@ -62,6 +67,7 @@ impl Objects {
             cache: TableCache::from_env(),
             info: TablesInfo::default(),
             vdso: None,
+            trampolines: Vec::new(),
         }
     }
 
@@ -162,6 +168,12 @@ impl Objects {
         let e = self.entries.get(&id)?;
         let first_row = e.first_row?;
         let base = tables::mapping_base(&e.segments, r.start, r.file_offset, e.table_base)?;
+        for &(from, to) in &e.trampolines {
+            let range = (base + from, base + to);
+            if (r.start..r.end).contains(&range.0) && !self.trampolines.contains(&range) {
+                self.trampolines.push(range);
+            }
+        }
         Some(Mapping {
             start: r.start,
             end: r.end,
@@ -212,6 +224,12 @@ impl Objects {
                     rows: table.rows.len() as u32,
                     table_base: table.base,
                     segments: table.segments.clone(),
+                    trampolines: table
+                        .rows
+                        .windows(2)
+                        .filter(|w| w[0].cfa == cfa::SIGNAL)
+                        .map(|w| (u64::from(w[0].pc), u64::from(w[1].pc)))
+                        .collect(),
                     table: Some(table),
                     first_row: None,
                 };
@@ -227,6 +245,7 @@ impl Objects {
                         rows: 0,
                         table_base: 0,
                         segments: Vec::new(),
+                        trampolines: Vec::new(),
                     },
                 );
             }

@@ -127,8 +127,37 @@ const _: () = assert!(core::mem::size_of::<Mapping>() == 32);
 pub struct MappingsHeader {
     pub active: u32,
     pub count: [u32; 2],
-    pub _pad: u32,
+    /// Samples that may still be sent whole ([`RawSample`]) when their pc is in no mapping of
+    /// the list: the user side sets it after each exec it sees, when the new program's tables
+    /// are not in place yet; each such sample takes one.
+    pub raw_budget: u32,
 }
+
+/// Bytes of stack above the stack pointer a [`RawSample`] copies (the sizes tried, largest first:
+/// a copy fails whole where the stack ends sooner).
+pub const RAW_STACK_BYTES: usize = 8192;
+
+/// [`MappingsHeader::raw_budget`] after an exec.
+pub const RAW_BUDGET: u32 = 512;
+
+/// A sample whose pc no mapping of the list held (a program just executed, its tables not in
+/// place yet): its registers and a copy of its stack, unwound by the user side with the same
+/// walk once the tables are loaded. Sent through the ring buffer in place of being counted.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct RawSample {
+    pub header: crate::event::EventHeader,
+    pub pc: u64,
+    pub sp: u64,
+    pub bp: u64,
+    /// The kernel stack's hash in `CPU_STACKS` (0: none).
+    pub kernel: u64,
+    /// Bytes of `stack` copied, from `sp` up.
+    pub len: u64,
+    pub stack: [u8; RAW_STACK_BYTES],
+}
+
+const _: () = assert!(core::mem::size_of::<RawSample>() == 24 + 40 + RAW_STACK_BYTES);
 
 const _: () = assert!(core::mem::size_of::<MappingsHeader>() == 16);
 
@@ -230,8 +259,13 @@ pub mod count {
     pub const SIGNAL_FRAMES: u32 = 7;
     /// Samples of other processes (the perf event runs on every CPU; a cost, not a loss).
     pub const OTHER: u32 = 8;
+    /// Samples sent whole ([`super::RawSample`]) to be unwound in user space.
+    pub const RAW_SENT: u32 = 9;
+    /// Samples that would have been sent whole, but the ring buffer was full or the stack could
+    /// not be read (they are counted as usual, unwound by frame pointer).
+    pub const RAW_FAILED: u32 = 10;
     /// Slots of the array.
-    pub const SLOTS: u32 = 9;
+    pub const SLOTS: u32 = 11;
 }
 
 /// Globals of the kernel programs, set by the loader.
@@ -293,4 +327,6 @@ mod pod {
     unsafe impl aya::Pod for SampleKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for CpuStack {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for RawSample {}
 }

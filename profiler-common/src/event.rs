@@ -14,6 +14,8 @@ pub enum EventKind {
     Output = 4,
     /// A [`crate::errors::OomEvent`].
     OomKill = 5,
+    /// A [`crate::cpu::RawSample`].
+    CpuRawSample = 6,
 }
 
 /// Size of the ring buffer in bytes (a power of two, a multiple of the page size).

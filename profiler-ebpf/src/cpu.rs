@@ -11,7 +11,10 @@ use aya_ebpf::{
     bindings::{BPF_F_MMAPABLE, BPF_NOEXIST, bpf_perf_event_data, pt_regs},
     helpers::{
         bpf_get_current_comm, bpf_probe_read_kernel, bpf_probe_read_user,
-        generated::{bpf_get_current_task_btf, bpf_get_stack, bpf_loop, bpf_task_pt_regs},
+        generated::{
+            bpf_get_current_task_btf, bpf_get_stack, bpf_loop,
+            bpf_probe_read_user as bpf_probe_read_user_raw, bpf_task_pt_regs,
+        },
     },
     macros::{map, perf_event},
     maps::{Array, HashMap, PerCpuArray},
@@ -19,12 +22,15 @@ use aya_ebpf::{
 };
 use profiler_common::cpu::{
     CPU_STACK_DEPTH, CpuStack, KERNEL_STACK_DEPTH, MAPPING_SEARCH_STEPS, MAPPINGS_MAX, Mapping,
-    MappingsHeader, RBP_LOST, RBP_UNCHANGED, ROW_SEARCH_STEPS, SIGFRAME_RBP, SIGFRAME_RIP,
-    SIGFRAME_RSP, SampleKey, UnwindRow, cfa, count, end, flag,
+    MappingsHeader, RAW_STACK_BYTES, RBP_LOST, RBP_UNCHANGED, ROW_SEARCH_STEPS, RawSample,
+    SIGFRAME_RBP, SIGFRAME_RIP, SIGFRAME_RSP, SampleKey, UnwindRow, cfa, count, end, flag,
 };
-use profiler_common::threads::{STACK_HASH_SEED, stack_hash_step};
+use profiler_common::{
+    event::{EventHeader, EventKind},
+    threads::{STACK_HASH_SEED, stack_hash_step},
+};
 
-use crate::common::{current_ids, fetch_add, named_as_in_common, stopped, target_tgid};
+use crate::common::{EVENTS, current_ids, fetch_add, named_as_in_common, stopped, target_tgid};
 
 /// 1 when kernel stacks are taken as well.
 #[unsafe(no_mangle)]
@@ -124,28 +130,25 @@ pub fn cpu_sample(ctx: PerfEventContext) -> u32 {
     };
     // This CPU's scratch value; nothing else runs on this CPU while it is used (a perf event
     // program does not nest in itself).
+    let budget = start_walk(w);
+    // SAFETY: as above.
+    let kernel = kernel_stack(&ctx, unsafe { &mut *w });
+    // SAFETY: as above.
+    if budget > 0 && !covered(w, unsafe { (*w).pc }) && send_raw(w, tid, kernel) {
+        // A program just executed: its stack goes whole to the user side, which unwinds it
+        // once the program's tables are in place.
+        if let Some(header) = CPU_MAPPINGS_HEADER.get_ptr_mut(0) {
+            // SAFETY: entry 0 of the header array; a lost decrement between two CPUs only
+            // lets one more sample through.
+            unsafe { (*header).raw_budget = budget - 1 };
+        }
+        add(count::RAW_SENT, 1);
+        remember_name(tid);
+        return 0;
+    }
     let how = walk_user(w);
     // SAFETY: as above; the walk is over.
-    let w = unsafe { &mut *w };
-    let user = store(&w.user, count::STACK_MAP_FULL);
-    let mut kernel = 0;
-    if kernel_stacks() && in_kernel(&ctx) {
-        // SAFETY: the helper writes at most the given size into this CPU's scratch stack.
-        let bytes = unsafe {
-            bpf_get_stack(
-                ctx.ctx.cast(),
-                w.kernel.ips.as_mut_ptr().cast(),
-                (8 * KERNEL_STACK_DEPTH) as u32,
-                0,
-            )
-        };
-        if bytes > 0 {
-            w.kernel.len = (bytes as u64 / 8).min(KERNEL_STACK_DEPTH as u64);
-            kernel = store(&w.kernel, count::STACK_MAP_FULL);
-        } else {
-            add(count::KERNEL_STACK_FAILED, 1);
-        }
-    }
+    let user = store(unsafe { &(*w).user }, count::STACK_MAP_FULL);
     let key = SampleKey {
         tid,
         how,
@@ -153,11 +156,106 @@ pub fn cpu_sample(ctx: PerfEventContext) -> u32 {
         kernel,
     };
     count_sample(&key);
+    remember_name(tid);
+    0
+}
+
+/// Keeps the thread's name (it may change: the last one a sample saw is kept).
+#[inline(always)]
+fn remember_name(tid: u32) {
     if let Ok(comm) = bpf_get_current_comm() {
-        // A thread's name may change; the last one a sample saw is kept.
         let _ = CPU_THREADS.insert(tid, comm, 0);
     }
-    0
+}
+
+/// The kernel stack of the sample, stored; its hash (0: the tick interrupted user code, or the
+/// stack could not be taken or stored).
+#[inline(always)]
+fn kernel_stack(ctx: &PerfEventContext, w: &mut Walk) -> u64 {
+    if !kernel_stacks() || !in_kernel(ctx) {
+        return 0;
+    }
+    // SAFETY: the helper writes at most the given size into this CPU's scratch stack.
+    let bytes = unsafe {
+        bpf_get_stack(
+            ctx.ctx.cast(),
+            w.kernel.ips.as_mut_ptr().cast(),
+            (8 * KERNEL_STACK_DEPTH) as u32,
+            0,
+        )
+    };
+    if bytes <= 0 {
+        add(count::KERNEL_STACK_FAILED, 1);
+        return 0;
+    }
+    w.kernel.len = (bytes as u64 / 8).min(KERNEL_STACK_DEPTH as u64);
+    store(&w.kernel, count::STACK_MAP_FULL)
+}
+
+/// Sends the sample whole: its registers and the stack above its stack pointer (as much of
+/// [`RAW_STACK_BYTES`] as is mapped). False when the ring buffer is full or the stack cannot be
+/// read: the sample is then counted as usual.
+#[inline(always)]
+fn send_raw(w: *mut Walk, tid: u32, kernel: u64) -> bool {
+    let Some(mut entry) = EVENTS.reserve::<RawSample>(0) else {
+        add(count::RAW_FAILED, 1);
+        return false;
+    };
+    let event = entry.as_mut_ptr();
+    // SAFETY: `event` is a reserved record, written in full before it is submitted; `w` is
+    // this CPU's walk state; the target's stack is read through the checked helper.
+    let copied = unsafe {
+        let (pc, sp, bp) = ((*w).pc, (*w).sp, (*w).bp);
+        (*event).header = EventHeader {
+            kind: EventKind::CpuRawSample as u16,
+            _pad: 0,
+            tid,
+            timestamp_ns: 0,
+            tgid: target_tgid(),
+            _pad2: 0,
+        };
+        (*event).pc = pc;
+        (*event).sp = sp;
+        (*event).bp = bp;
+        (*event).kernel = kernel;
+        let stack = (*event).stack.as_mut_ptr().cast::<core::ffi::c_void>();
+        // The stack's end may be nearer than the copy's: a smaller one then.
+        let mut len = 0u64;
+        for size in [RAW_STACK_BYTES, RAW_STACK_BYTES / 4, RAW_STACK_BYTES / 16] {
+            if bpf_probe_read_user_raw(stack, size as u32, sp as *const _) == 0 {
+                len = size as u64;
+                break;
+            }
+        }
+        (*event).len = len;
+        len
+    };
+    if copied == 0 {
+        entry.discard(0);
+        add(count::RAW_FAILED, 1);
+        return false;
+    }
+    entry.submit(0);
+    true
+}
+
+/// Whether a mapping of the list holds `pc`.
+#[inline(always)]
+fn covered(w: *mut Walk, pc: u64) -> bool {
+    // SAFETY: this CPU's walk state, valid for the program's run.
+    let (first, mappings) = unsafe { ((*w).first, (*w).mappings) };
+    let lo = search(
+        w,
+        0,
+        mappings,
+        pc,
+        MAPPING_SEARCH_STEPS,
+        mapping_step as *const () as usize,
+    );
+    lo > 0
+        && CPU_MAPPINGS
+            .get((first + lo - 1) as u32)
+            .is_some_and(|m| pc < m.end)
 }
 
 /// Whether the sample interrupted the kernel (its registers then hold a kernel address).
@@ -238,16 +336,13 @@ fn store(stack: &CpuStack, full: u32) -> u64 {
     hash
 }
 
-/// Walks the current thread's user stack into `w.user`; returns the sample key's `how`.
-///
-/// `w` is a raw pointer, not a `&mut`: the walk's callback changes the state through its own
-/// pointer during `bpf_loop`, which a `&mut` argument would let the compiler assume cannot
-/// happen (it could then keep fields in registers across the call, or move the stores that set
-/// the walk up past it).
+/// Sets the walk up from the current thread's user registers and the mapping list in use;
+/// returns the list's [`MappingsHeader::raw_budget`]. Without user registers, the walk's end is
+/// set to [`end::NO_USER`] (and 0 returned).
 #[inline(always)]
-fn walk_user(w: *mut Walk) -> u32 {
+fn start_walk(w: *mut Walk) -> u32 {
     // SAFETY: this CPU's walk state, valid for the program's run; a local borrow, ended before
-    // the loop.
+    // any loop runs.
     let w = unsafe { &mut *w };
     w.user.len = 0;
     w.kernel.len = 0;
@@ -255,6 +350,7 @@ fn walk_user(w: *mut Walk) -> u32 {
     w.by_table = 0;
     w.by_fp_no_table = 0;
     w.by_fp_unsupported = 0;
+    w.end = end::NO_USER;
     // SAFETY: the helper takes no arguments and returns the current task.
     let task = unsafe { bpf_get_current_task_btf() };
     // SAFETY: `task` is the current task, as the helper returned it.
@@ -268,10 +364,10 @@ fn walk_user(w: *mut Walk) -> u32 {
         reg(core::mem::offset_of!(pt_regs, rsp)),
         reg(core::mem::offset_of!(pt_regs, rbp)),
     ) else {
-        return end::NO_USER;
+        return 0;
     };
     if regs == 0 || pc == 0 || (pc as i64) < 0 {
-        return end::NO_USER;
+        return 0;
     }
     w.pc = pc;
     w.sp = sp;
@@ -291,6 +387,21 @@ fn walk_user(w: *mut Walk) -> u32 {
         header.count[1]
     };
     w.mappings = count.min(MAPPINGS_MAX) as u64;
+    header.raw_budget
+}
+
+/// Walks the current thread's user stack into `w.user`; returns the sample key's `how`.
+///
+/// `w` is a raw pointer, not a `&mut`: the walk's callback changes the state through its own
+/// pointer during `bpf_loop`, which a `&mut` argument would let the compiler assume cannot
+/// happen (it could then keep fields in registers across the call, or move the stores that set
+/// the walk up past it).
+#[inline(always)]
+fn walk_user(w: *mut Walk) -> u32 {
+    // SAFETY: this CPU's walk state, valid for the program's run.
+    if unsafe { (*w).end } == end::NO_USER {
+        return end::NO_USER;
+    }
     // SAFETY: `step` has the signature bpf_loop calls and takes no context.
     unsafe {
         bpf_loop(

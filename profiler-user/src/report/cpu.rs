@@ -73,6 +73,13 @@ pub(crate) struct FrameCounts {
     pub by_frame_pointer_unsupported: u64,
     /// Samples whose stack crossed a signal frame.
     pub signal_frames: u64,
+    /// Samples taken before their program's tables were in the kernel's list (a program that
+    /// had just executed): sent whole, with a copy of their stack, and unwound by the profiler
+    /// with the same tables.
+    pub copied_stacks: u64,
+    /// Of those, the copies that could not be sent (ring buffer full, stack unreadable): those
+    /// samples were unwound by frame pointer.
+    pub copy_failed: u64,
 }
 
 /// The unwind tables.

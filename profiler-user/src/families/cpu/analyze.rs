@@ -179,6 +179,8 @@ pub(crate) fn section(stacked: &[Stacked], input: &Input<'_>) -> CpuSection {
         by_frame_pointer_no_table: c[count::FP_NO_TABLE as usize],
         by_frame_pointer_unsupported: c[count::FP_UNSUPPORTED as usize],
         signal_frames: c[count::SIGNAL_FRAMES as usize],
+        copied_stacks: c[count::RAW_SENT as usize],
+        copy_failed: c[count::RAW_FAILED as usize],
     };
     CpuSection {
         samples: total,

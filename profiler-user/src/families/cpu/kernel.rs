@@ -121,6 +121,13 @@ impl Rows {
         self.used
     }
 
+    /// The rows written so far.
+    pub(crate) fn written(&self) -> &[UnwindRow] {
+        // SAFETY: the first `used` rows of the mapping, written by `append`; the kernel never
+        // writes them.
+        unsafe { std::slice::from_raw_parts(self.base, self.used) }
+    }
+
     pub(crate) fn capacity(&self) -> usize {
         self.capacity
     }
@@ -139,8 +146,13 @@ impl Drop for Rows {
 }
 
 /// Writes `mappings` (sorted by start, at most [`MAPPINGS_MAX`]) into the half of
-/// `CPU_MAPPINGS` not in use, then makes it the one in use.
-pub(crate) fn write_mappings(ebpf: &mut Ebpf, mappings: &[Mapping]) -> anyhow::Result<()> {
+/// `CPU_MAPPINGS` not in use, then makes it the one in use, with `raw_budget` (None: the budget
+/// left as it is).
+pub(crate) fn write_mappings(
+    ebpf: &mut Ebpf,
+    mappings: &[Mapping],
+    raw_budget: Option<u32>,
+) -> anyhow::Result<()> {
     let n = mappings.len().min(MAPPINGS_MAX as usize);
     let header = {
         let headers: Array<_, MappingsHeader> =
@@ -164,7 +176,7 @@ pub(crate) fn write_mappings(ebpf: &mut Ebpf, mappings: &[Mapping]) -> anyhow::R
         MappingsHeader {
             active: next,
             count,
-            _pad: 0,
+            raw_budget: raw_budget.unwrap_or(header.raw_budget),
         },
         0,
     )?;

@@ -7,22 +7,25 @@ pub(crate) mod analyze;
 pub(crate) mod cache;
 pub(crate) mod kernel;
 mod objects;
+mod raw;
 pub(crate) mod tables;
 #[cfg(test)]
 mod testing;
-#[cfg(test)]
 pub(crate) mod walk;
 
 use std::{collections::HashMap, fmt::Write as _, path::PathBuf, time::Instant};
 
 use aya::Ebpf;
-use profiler_common::cpu::{
-    CPU_SAMPLES_MAX, CPU_STACKS_MAX, CPU_THREADS_MAX, count, globals, maps,
+use profiler_common::{
+    cpu::{CPU_SAMPLES_MAX, CPU_STACKS_MAX, CPU_THREADS_MAX, count, globals, maps},
+    event::EventKind,
 };
 
 use crate::{
     bpf::LoadOptions,
-    family::{CHILDREN_NOT_COVERED, Family, ProbeLoad, ReportContext, TargetContext, TickContext},
+    family::{
+        CHILDREN_NOT_COVERED, Family, Flow, ProbeLoad, ReportContext, TargetContext, TickContext,
+    },
     level::FamilyId,
     report::{
         CostModel, Frame, Report,
@@ -80,6 +83,8 @@ pub(crate) struct Cpu {
     /// The target's executable, and when it was last seen to change (an exec).
     exe: Option<PathBuf>,
     exec_at: Instant,
+    /// Samples the kernel sent whole, to unwind here.
+    deferred: raw::Deferred,
 }
 
 impl Cpu {
@@ -97,6 +102,7 @@ impl Cpu {
             thread_cpu: HashMap::new(),
             exe: None,
             exec_at: Instant::now(),
+            deferred: raw::Deferred::default(),
         }
     }
 
@@ -244,10 +250,23 @@ impl Family for Cpu {
         if exe != self.exe {
             self.exe = exe;
             self.exec_at = Instant::now();
+            // For the next one.
+            self.objects.arm_raw();
         }
         if self.exec_at.elapsed() < EXEC_SETTLE {
             self.objects.refresh(ebpf, true);
         }
+        let (mappings, rows) = self.objects.layout();
+        self.deferred.unwind(mappings, rows, false);
+    }
+
+    fn handles(&self, kind: u16) -> bool {
+        kind == EventKind::CpuRawSample as u16
+    }
+
+    fn on_event(&mut self, _kind: u16, bytes: &[u8]) -> Flow {
+        self.deferred.push(bytes);
+        Flow::Continue
     }
 
     fn on_tick(&mut self, ebpf: &mut Ebpf, _ctx: &TickContext) {
@@ -276,8 +295,9 @@ impl Family for Cpu {
             return Ok(());
         };
         links.detach();
-        let h = kernel::read(ebpf)?;
+        let mut h = kernel::read(ebpf)?;
         self.counts = h.counts;
+        self.merge_deferred(&mut h);
         self.harvest = Some(h);
         Ok(())
     }
@@ -288,8 +308,9 @@ impl Family for Cpu {
         }
         self.sample_threads();
         match kernel::read(ebpf) {
-            Ok(h) => {
+            Ok(mut h) => {
                 self.counts = h.counts;
+                self.merge_deferred(&mut h);
                 self.harvest = Some(h);
             }
             Err(e) => warnings.push(format!("cpu: cannot read the maps: {e:#}")),
@@ -367,6 +388,22 @@ impl Family for Cpu {
 }
 
 impl Cpu {
+    /// Unwinds the samples sent whole that are left, and adds them to what the kernel counted.
+    fn merge_deferred(&mut self, h: &mut Harvest) {
+        let (mappings, rows) = self.objects.layout();
+        self.deferred.unwind(mappings, rows, true);
+        let d = std::mem::take(&mut self.deferred);
+        for (key, n) in d.samples {
+            match h.samples.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, total)) => *total += n,
+                None => h.samples.push((key, n)),
+            }
+        }
+        for (hash, ips) in d.stacks {
+            h.stacks.entry(hash).or_insert(ips);
+        }
+    }
+
     fn write_outputs(
         &self,
         stacked: &[Stacked],

@@ -5,7 +5,9 @@
 use std::{collections::HashMap, path::Path, sync::Arc, time::Instant};
 
 use aya::Ebpf;
-use profiler_common::cpu::{MAPPINGS_MAX, Mapping, UNWIND_ROWS_MAX, UNWIND_ROWS_SPARE, cfa};
+use profiler_common::cpu::{
+    MAPPINGS_MAX, Mapping, RAW_BUDGET, UNWIND_ROWS_MAX, UNWIND_ROWS_SPARE, UnwindRow, cfa,
+};
 
 use super::{
     cache::TableCache,
@@ -47,6 +49,10 @@ pub(crate) struct Objects {
     rows: Option<Rows>,
     /// The executable regions last written for the kernel, and those seen at the last tick.
     written: Vec<Region>,
+    /// The mapping list last written.
+    mappings: Vec<Mapping>,
+    /// The raw-sample budget to write with the next list.
+    arm: Option<u32>,
     seen: Option<Vec<Region>>,
     cache: TableCache,
     pub info: TablesInfo,
@@ -63,6 +69,8 @@ impl Objects {
             entries: HashMap::new(),
             rows: None,
             written: Vec::new(),
+            mappings: Vec::new(),
+            arm: Some(RAW_BUDGET),
             seen: None,
             cache: TableCache::from_env(),
             info: TablesInfo::default(),
@@ -106,7 +114,9 @@ impl Objects {
         for id in ids {
             self.write_rows(&id);
         }
-        Ok(())
+        // No list yet, and the budget for the samples of a program that executes before its
+        // list is written (`run`'s command, at once).
+        kernel::write_mappings(ebpf, &[], self.arm.take())
     }
 
     /// Follows the target's executable mappings: once they are the same two calls running
@@ -141,9 +151,22 @@ impl Objects {
         }
         mappings.sort_by_key(|m| m.start);
         mappings.truncate(MAPPINGS_MAX as usize);
-        if kernel::write_mappings(ebpf, &mappings).is_ok() {
+        if kernel::write_mappings(ebpf, &mappings, self.arm.take()).is_ok() {
             self.written = now;
+            self.mappings = mappings;
         }
+    }
+
+    /// The next exec's first samples, taken before its tables are in place, are sent whole:
+    /// sets the budget of such samples with the next write of the list.
+    pub(crate) fn arm_raw(&mut self) {
+        self.arm = Some(RAW_BUDGET);
+    }
+
+    /// The mapping list last written, and the rows it points into.
+    pub(crate) fn layout(&self) -> (&[Mapping], &[UnwindRow]) {
+        let rows = self.rows.as_ref().map_or(&[][..], Rows::written);
+        (&self.mappings, rows)
     }
 
     /// The kernel's mapping for region `r` (None: no table, the walk uses the frame pointer).

@@ -112,7 +112,6 @@ impl ObjectTable {
     }
 }
 
-#[cfg(test)]
 /// The last of `rows` (sorted by `pc`) with `pc <= offset`: the kernel walk's binary search.
 pub(crate) fn row_for(rows: &[UnwindRow], offset: u64) -> Option<&UnwindRow> {
     let after = rows.partition_point(|r| u64::from(r.pc) <= offset);

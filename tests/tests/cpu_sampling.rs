@@ -171,6 +171,20 @@ fn assert_split(report: &Report, samples: &Samples, want: f64, hot: &str, cold: 
     assert!(cpu.frames("by_table") > 0, "{context}");
 }
 
+/// Runs a 70/30 victim (`cmd`) and checks its split: the leaves `hot` and `cold` against the
+/// victim's `<hot_label>_seconds` and `<cold_label>_seconds` (see [`assert_split`]).
+fn split_run(
+    cmd: &[&str],
+    (hot_label, cold_label): (&str, &str),
+    (hot, cold): (&str, &str),
+) -> (TempDir, Report, Samples) {
+    let dir = TempDir::new();
+    let (outcome, report, samples) = sample(&dir, cmd);
+    let want = measured(&outcome, hot_label, cold_label);
+    assert_split(&report, &samples, want, hot, cold);
+    (dir, report, samples)
+}
+
 /// The 70/30 victim through a six-deep chain, built without frame pointers (plain, with CET's
 /// `endbr64` at every function, and not position-independent) and with them: the same shares,
 /// and the hot leaf's samples all through level1..level5, the cold one's through level2.
@@ -183,10 +197,11 @@ fn shares_match_what_the_victim_spent_with_and_without_frame_pointers() {
         victims::CPU_SPLIT_NOPIE,
         victims::CPU_SPLIT_FP,
     ] {
-        let dir = TempDir::new();
-        let (outcome, report, samples) = sample(&dir, &[build, RUN_MS]);
-        let want = measured(&outcome, "deep", "shallow");
-        assert_split(&report, &samples, want, "hot_deep", "hot_shallow");
+        let (_dir, _, samples) = split_run(
+            &[build, RUN_MS],
+            ("deep", "shallow"),
+            ("hot_deep", "hot_shallow"),
+        );
         let deep = ["level1", "level2", "level3", "level4", "level5", "hot_deep"];
         samples.assert_always_through("worker", &deep);
         samples.assert_always_through("worker", &["run", "level1", "level2", "hot_shallow"]);
@@ -204,10 +219,11 @@ fn shares_match_what_the_victim_spent_with_and_without_frame_pointers() {
 #[test]
 fn stacks_cross_a_library_without_frame_pointers() {
     require_root!();
-    let dir = TempDir::new();
-    let (outcome, report, samples) = sample(&dir, &[victims::CPU_LIB, RUN_MS]);
-    let want = measured(&outcome, "lib", "callback");
-    assert_split(&report, &samples, want, "cpuhot_leaf", "exe_callback");
+    let (_dir, _, samples) = split_run(
+        &[victims::CPU_LIB, RUN_MS],
+        ("lib", "callback"),
+        ("cpuhot_leaf", "exe_callback"),
+    );
     let into = ["level2", "cpuhot_enter", "cpuhot_middle", "cpuhot_leaf"];
     samples.assert_always_through("worker", &into);
     samples.assert_always_through("worker", &["level2", "cpuhot_call_back", "exe_callback"]);
@@ -262,10 +278,11 @@ fn a_library_loaded_after_the_attach_is_unwound() {
 #[test]
 fn stacks_cross_a_signal_frame() {
     require_root!();
-    let dir = TempDir::new();
-    let (outcome, report, samples) = sample(&dir, &[victims::CPU_SIGNAL, RUN_MS]);
-    let want = measured(&outcome, "handler", "outside");
-    assert_split(&report, &samples, want, "handler_leaf", "outside_leaf");
+    let (_dir, report, samples) = split_run(
+        &[victims::CPU_SIGNAL, RUN_MS],
+        ("handler", "outside"),
+        ("handler_leaf", "outside_leaf"),
+    );
     let context = samples.context();
     // Interrupted in send_signal, called from level2; the handler's frames above the trampoline,
     // named though libc has no symbol for it.
@@ -285,14 +302,15 @@ fn stacks_cross_a_signal_frame() {
 #[test]
 fn rust_without_frame_pointers_is_unwound_and_demangled() {
     require_root!();
-    let dir = TempDir::new();
-    let exe = victims::cpu_rust(dir.path());
-    let exe = exe.to_str().expect("utf-8 path");
-    let (outcome, report, samples) = sample(&dir, &[exe, RUN_MS]);
-    let want = measured(&outcome, "deep", "shallow");
+    let build = TempDir::new();
+    let exe = victims::cpu_rust(build.path());
     let hot = "victim_cpu_rust::Hot<T>::spin";
     let cold = "<victim_cpu_rust::Warm as victim_cpu_rust::Spin>::spin";
-    assert_split(&report, &samples, want, hot, cold);
+    let (_dir, _, samples) = split_run(
+        &[exe.to_str().expect("utf-8 path"), RUN_MS],
+        ("deep", "shallow"),
+        (hot, cold),
+    );
     let chain = [
         "victim_cpu_rust::chain::level1",
         "victim_cpu_rust::chain::level2",

@@ -22,8 +22,9 @@ use aya_ebpf::{
 };
 use profiler_common::cpu::{
     CPU_STACK_DEPTH, CpuStack, KERNEL_STACK_DEPTH, MAPPING_SEARCH_STEPS, MAPPINGS_MAX, Mapping,
-    MappingsHeader, RAW_STACK_BYTES, RBP_LOST, RBP_UNCHANGED, ROW_SEARCH_STEPS, RawSample,
-    SIGFRAME_RBP, SIGFRAME_RIP, SIGFRAME_RSP, SampleKey, UnwindRow, cfa, count, end, flag,
+    MappingsHeader, RAW_BUDGET, RAW_STACK_BYTES, RBP_LOST, RBP_UNCHANGED, ROW_SEARCH_STEPS,
+    RawSample, SIGFRAME_RBP, SIGFRAME_RIP, SIGFRAME_RSP, SampleKey, UnwindRow, cfa, count, end,
+    flag,
 };
 use profiler_common::{
     event::{EventHeader, EventKind},
@@ -134,14 +135,9 @@ pub fn cpu_sample(ctx: PerfEventContext) -> u32 {
     // SAFETY: as above.
     let kernel = kernel_stack(&ctx, unsafe { &mut *w });
     // SAFETY: as above.
-    if budget > 0 && !covered(w, unsafe { (*w).pc }) && send_raw(w, tid, kernel) {
+    if budget > 0 && !covered(w, unsafe { (*w).pc }) && take_raw() && send_raw(w, tid, kernel) {
         // A program just executed: its stack goes whole to the user side, which unwinds it
         // once the program's tables are in place.
-        if let Some(header) = CPU_MAPPINGS_HEADER.get_ptr_mut(0) {
-            // SAFETY: entry 0 of the header array; a lost decrement between two CPUs only
-            // lets one more sample through.
-            unsafe { (*header).raw_budget = budget - 1 };
-        }
         add(count::RAW_SENT, 1);
         remember_name(tid);
         return 0;
@@ -158,6 +154,25 @@ pub fn cpu_sample(ctx: PerfEventContext) -> u32 {
     count_sample(&key);
     remember_name(tid);
     0
+}
+
+/// Takes one sample from [`MappingsHeader::raw_budget`], atomically (CPUs race for the last
+/// ones); false when it is spent. A spent budget is left below zero (wrapped), which reads as
+/// spent until the user side writes a new one.
+#[inline(always)]
+fn take_raw() -> bool {
+    let Some(header) = CPU_MAPPINGS_HEADER.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: a valid, aligned u32 of entry 0 of the header array. SeqCst for the reason
+    // `common::fetch_add` gives.
+    let old = unsafe {
+        core::intrinsics::atomic_xadd::<u32, u32, { core::intrinsics::AtomicOrdering::SeqCst }>(
+            &raw mut (*header).raw_budget,
+            u32::MAX,
+        )
+    };
+    old > 0 && old <= RAW_BUDGET
 }
 
 /// Keeps the thread's name (it may change: the last one a sample saw is kept).
@@ -387,7 +402,12 @@ fn start_walk(w: *mut Walk) -> u32 {
         header.count[1]
     };
     w.mappings = count.min(MAPPINGS_MAX) as u64;
-    header.raw_budget
+    // Past RAW_BUDGET: spent, and wrapped below zero (see `take_raw`).
+    if header.raw_budget <= RAW_BUDGET {
+        header.raw_budget
+    } else {
+        0
+    }
 }
 
 /// Walks the current thread's user stack into `w.user`; returns the sample key's `how`.

@@ -539,3 +539,69 @@ fn bad_frequency_and_output_are_refused() {
         );
     }
 }
+
+/// JIT code (V8's, in node) has no unwind table: its frames are unwound by frame pointer, which
+/// V8 keeps, and counted as such; the stacks still reach node's own frames and `_start`. The
+/// samples node takes in its JIT code before it has a list, sent whole, stop at the budget.
+#[test]
+fn jit_code_is_unwound_by_frame_pointer_and_counted() {
+    require_root!();
+    if Command::new("node").arg("--version").output().is_err() {
+        profiler_tests::skip!("no node (package nodejs)");
+    }
+    let dir = TempDir::new();
+    let script = "function f() { let s = 0; for (let i = 0; i < 1e6; i++) s += i % 7; return s }\n\
+                  const t = Date.now(); while (Date.now() - t < 2000) f()";
+    let (_, report, samples) = sample(&dir, &["node", "-e", script]);
+    let cpu = report.cpu();
+    let context = format!("{}\n{}", samples.context(), cpu.context());
+    assert!(cpu.frames("by_frame_pointer_no_table") > 0, "{context}");
+    assert!(cpu.complete_percent() >= 90.0, "{context}");
+    // JIT code is in no list: it spends the budget of samples sent whole, 512 for the window
+    // of `run`'s exec, and 512 more armed once the exec is seen (for a later one).
+    assert!(cpu.frames("copied_stacks") <= 2 * 512, "{context}");
+}
+
+/// The unwind tables are kept by build-id: a second run of the same program compiles none.
+#[test]
+fn a_second_run_reads_the_tables_from_the_cache() {
+    require_root!();
+    let dir = TempDir::new();
+    let cache = dir.path().join("cache");
+    let cache = cache.to_str().expect("utf-8 path");
+    let run = |json: &str| {
+        let json = dir.path().join(json);
+        let args = [
+            "run",
+            "--level",
+            "profiling",
+            "--json",
+            json.to_str().expect("utf-8 path"),
+            "--",
+            victims::CPU_LIB,
+            "200",
+        ];
+        let mut command = profiler_tests::Profiler::command(args);
+        command.env("PROFILER_CACHE_DIR", cache);
+        profiler_tests::Profiler::spawn(command)
+            .finish()
+            .expect_success();
+        Report::read(&json)
+    };
+    let first = run("first.json");
+    let second = run("second.json");
+    let (c1, c2) = (first.cpu(), second.cpu());
+    let context = format!("{}\n{}", c1.context(), c2.context());
+    // The executable, libcpuhot, libc, the loader and the vDSO at least.
+    assert!(c1.tables("compiled") >= 4, "{context}");
+    assert_eq!(c1.tables("from_cache"), 0, "{context}");
+    assert_eq!(c2.tables("compiled"), 0, "{context}");
+    assert_eq!(c2.tables("from_cache"), c1.tables("compiled"), "{context}");
+    // Each object's rows once.
+    assert_eq!(
+        c1.tables("objects") as u64,
+        c1.tables("compiled"),
+        "{context}"
+    );
+    assert_eq!(c2.tables("rows"), c1.tables("rows"), "{context}");
+}

@@ -4,7 +4,7 @@
 //!   (`lib/libLLVM.so.<version>-rust-*-nightly` exports the LLVM C API and the BPF target).
 //!
 //! And, for `cargo xtask test` only, what the tests use (jemalloc, tcmalloc, a static C library,
-//! python3, setpriv, protoc), from Debian packages: see [`ensure_test_needs`].
+//! python3, setpriv, protoc, node), from Debian packages: see [`ensure_test_needs`].
 
 use std::{
     fs,
@@ -190,7 +190,7 @@ struct TestNeed {
     package: &'static str,
 }
 
-const TEST_NEEDS: [TestNeed; 6] = [
+const TEST_NEEDS: [TestNeed; 7] = [
     TestNeed {
         what: "jemalloc (memory tests, preloaded)",
         look: Look::Library("libjemalloc.so.2"),
@@ -220,6 +220,11 @@ const TEST_NEEDS: [TestNeed; 6] = [
         what: "protoc (the cpu profile tests decode the pprof file with it)",
         look: Look::Program(&["protoc"]),
         package: "protobuf-compiler",
+    },
+    TestNeed {
+        what: "node (the cpu family's test of JIT code, which has no unwind table)",
+        look: Look::Program(&["node"]),
+        package: "nodejs",
     },
 ];
 

@@ -53,6 +53,9 @@ pub(crate) struct Objects {
     mappings: Vec<Mapping>,
     /// The raw-sample budget to write with the next list.
     arm: Option<u32>,
+    /// Where each table's rows were placed, by the table's address (the cache hands one table
+    /// to every name of an object; the table is kept, so that its address stays its own).
+    placed: HashMap<usize, (Arc<ObjectTable>, u32)>,
     seen: Option<Vec<Region>>,
     cache: TableCache,
     pub info: TablesInfo,
@@ -71,6 +74,7 @@ impl Objects {
             written: Vec::new(),
             mappings: Vec::new(),
             arm: Some(RAW_BUDGET),
+            placed: HashMap::new(),
             seen: None,
             cache: TableCache::from_env(),
             info: TablesInfo::default(),
@@ -96,7 +100,13 @@ impl Objects {
                 use std::os::unix::fs::MetadataExt as _;
                 md.ino()
             });
-            let id = (m.path.display().to_string(), inode);
+            // The kernel names a mapping by its resolved path (/usr/lib/..., not /lib/...).
+            let path = if m.open_path == m.path {
+                std::fs::canonicalize(&m.path).unwrap_or_else(|_| m.path.clone())
+            } else {
+                m.path.clone()
+            };
+            let id = (path.display().to_string(), inode);
             self.load_file(id, &m.open_path);
         }
     }
@@ -286,6 +296,13 @@ impl Objects {
         let Some(table) = e.table.take() else {
             return;
         };
+        // One object under two names (a hard link, a path the loader spelled otherwise): its
+        // rows once.
+        let key = Arc::as_ptr(&table) as usize;
+        if let Some((_, first)) = self.placed.get(&key) {
+            e.first_row = Some(*first);
+            return;
+        }
         if table.rows.is_empty() {
             self.info
                 .without_table
@@ -295,6 +312,7 @@ impl Objects {
         match rows.append(&table.rows) {
             Some(first) => {
                 e.first_row = Some(first);
+                self.placed.insert(key, (Arc::clone(&table), first));
                 self.info.objects += 1;
                 self.info.rows = rows.used();
             }

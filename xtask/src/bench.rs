@@ -25,7 +25,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use proc::{Proc, Stream};
+use proc::Proc;
 use tracer::{Expect, Outcome, Placement, Tools, Tracer};
 use workload::Built;
 
@@ -386,11 +386,7 @@ fn measure(
     cmd.arg(scenario.calls.to_string());
     proc::pin(&mut cmd, proc::Side::Workload);
     let mut target = Proc::spawn(w.name, cmd, true)?;
-    let ready = target.wait_line(
-        "its ready line",
-        Instant::now() + Duration::from_secs(10),
-        |s, l| s == Stream::Stdout && l.starts_with("ready "),
-    )?;
+    let ready = workload::wait_ready(&mut target, Duration::from_secs(10))?;
     let addr = workload::parse_ready(&ready)?;
     let pid = target.pid();
 
@@ -405,13 +401,10 @@ fn measure(
         }
     };
 
-    target.send(b"g")?;
     // Single-stepped probes cost ~10-15 us a call; allow ten times that.
     let budget =
         Duration::from_secs(60) + Duration::from_micros(scenario.calls.saturating_mul(150));
-    let line = target.wait_line("its result line", Instant::now() + budget, |s, l| {
-        s == Stream::Stdout && l.starts_with("calls=")
-    })?;
+    let line = workload::go(&mut target, budget)?;
     let (calls, ns_per_call) = workload::parse_result(&line)?;
     if calls != scenario.calls {
         bail!("workload made {calls} calls, asked for {}", scenario.calls);

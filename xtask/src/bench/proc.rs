@@ -237,6 +237,43 @@ impl Proc {
         }
     }
 
+    /// Waits until at least `min` of the process's file descriptors point at something `is`
+    /// accepts (the target of the descriptor's link, e.g. `anon_inode:[perf_event]`): how a
+    /// tracer that prints nothing until it stops shows that it has attached. Fails if the
+    /// process ends first, or at `deadline`.
+    pub fn wait_for_fds(
+        &mut self,
+        what: &str,
+        min: usize,
+        deadline: Instant,
+        is: impl Fn(&str) -> bool,
+    ) -> anyhow::Result<()> {
+        loop {
+            let found = std::fs::read_dir(format!("/proc/{}/fd", self.pid))
+                .into_iter()
+                .flatten()
+                .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+                .filter(|t| is(&t.to_string_lossy()))
+                .count();
+            if found >= min {
+                return Ok(());
+            }
+            if let Some(ended) = self.wait_until(Instant::now())? {
+                self.drain(Duration::from_secs(1));
+                bail!(
+                    "{} ended ({}) before {what}:\n{}",
+                    self.name,
+                    ended.describe(),
+                    self.output()
+                );
+            }
+            if Instant::now() >= deadline {
+                bail!("{} never showed {what}:\n{}", self.name, self.output());
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// Sends `signal` unless the process has been reaped already.
     pub fn signal(&mut self, signal: i32) {
         if self.ended.is_none() {
@@ -255,6 +292,28 @@ impl Proc {
         )?;
         if !ended.success() {
             bail!("{} failed ({})", self.name, ended.describe());
+        }
+        Ok(ended)
+    }
+
+    /// [`Proc::finish`], then collects the rest of its output (waiting up to `grace` for it);
+    /// fails, with that output, unless it exited 0.
+    pub fn finish_ok(
+        &mut self,
+        wait: Duration,
+        signal: i32,
+        after: Duration,
+        grace: Duration,
+    ) -> anyhow::Result<Ended> {
+        let ended = self.finish(wait, signal, after)?;
+        self.drain(grace);
+        if !ended.success() {
+            bail!(
+                "{} failed ({}); its output:\n{}",
+                self.name,
+                ended.describe(),
+                self.output()
+            );
         }
         Ok(ended)
     }

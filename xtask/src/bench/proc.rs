@@ -387,3 +387,23 @@ pub fn pin(cmd: &mut Command, side: Side) {
         });
     }
 }
+
+/// A running process's CPU time so far, user + system, all its threads, seconds (from
+/// `/proc/PID/stat`, in clock ticks: 10 ms steps).
+pub fn cpu_seconds(pid: i32) -> anyhow::Result<f64> {
+    let path = format!("/proc/{pid}/stat");
+    let stat = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    // The command name, in parentheses, may hold spaces: the fields after it start with the
+    // third (state); utime and stime are the 14th and 15th.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |n: usize| fields.get(n - 3).and_then(|v| v.parse::<u64>().ok());
+    let (Some(user), Some(system)) = (ticks(14), ticks(15)) else {
+        bail!("unexpected {path}: {stat:?}");
+    };
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1);
+    Ok((user + system) as f64 / hz as f64)
+}

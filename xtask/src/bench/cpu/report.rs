@@ -1,0 +1,313 @@
+//! The cpu benchmark's tables: cost, stacks and shares per configuration, and the targets.
+
+use std::{fmt::Write as _, path::PathBuf};
+
+use super::{
+    CONFIGS, HOT, PERF_DWARF, PERF_FP, PROFILER_99, PROFILER_999, Run, Sample, Stacks, THREADS,
+    Traced, median, mib, objects,
+};
+
+/// The targets of the issue: slowdown at 99 and 999 Hz, percent; the profiler's CPU at 99 Hz,
+/// percent of one core; shares within this many points of perf's (DWARF); the profiler's peak
+/// RSS with the objects scenario's 200 objects mapped, bytes ("64 MB", taken as MiB).
+const SLOWDOWN_99: f64 = 1.0;
+const SLOWDOWN_999: f64 = 3.0;
+const PROFILER_CPU: f64 = 2.0;
+const SHARE_POINTS: f64 = 3.0;
+const RSS_LIMIT: u64 = 64 << 20;
+
+/// The medians of a configuration's runs: workload CPU and wall time per unit, ns.
+fn per_unit(samples: &[Sample]) -> (Option<f64>, Option<f64>) {
+    let per = |f: fn(&Run) -> f64| {
+        median(
+            samples
+                .iter()
+                .map(|x| f(&x.run) / x.run.units as f64)
+                .collect(),
+        )
+    };
+    (per(|r| r.cpu_ns), per(|r| r.wall_ns))
+}
+
+/// Slowdown of configuration `i` over the baseline, percent: of CPU time and of wall time per
+/// unit (medians).
+pub(super) fn slowdown(samples: &[Vec<Sample>], i: usize) -> (Option<f64>, Option<f64>) {
+    let ((bc, bw), (c, w)) = (per_unit(&samples[0]), per_unit(&samples[i]));
+    let pct = |t: Option<f64>, b: Option<f64>| Some((t? / b? - 1.0) * 100.0);
+    (pct(c, bc), pct(w, bw))
+}
+
+/// The kernel's time in the profiler's sampling program over the workload's CPU time, percent
+/// (median of the runs).
+pub(super) fn program_percent(samples: &[Sample]) -> Option<f64> {
+    median(
+        samples
+            .iter()
+            .filter_map(|x| Some(x.traced.as_ref()?.program_ns? / x.run.cpu_ns * 100.0))
+            .collect(),
+    )
+}
+
+fn traced(samples: &[Sample]) -> impl Iterator<Item = &Traced> {
+    samples.iter().filter_map(|x| x.traced.as_ref())
+}
+
+/// The position of `label` in [`CONFIGS`].
+fn at(label: &str) -> usize {
+    CONFIGS.iter().position(|(l, _)| *l == label).unwrap_or(0)
+}
+
+pub(super) fn report(
+    samples: &[Vec<Sample>],
+    perf: &Result<PathBuf, String>,
+    runs: u32,
+    units: u64,
+) -> String {
+    let mut s = String::new();
+    let (Some(base_cpu), Some(base_wall)) = per_unit(&samples[0]) else {
+        return s;
+    };
+    let _ = writeln!(
+        s,
+        "cpu: slowdown of the workload (its CPU time per unit, median of {runs}; {THREADS} \
+         threads × {units} units; baseline {:.2} µs of CPU, {:.2} µs of wall time per unit) \
+         and the sampler's own cost",
+        base_cpu / 1e3,
+        base_wall / 1e3
+    );
+    let _ = writeln!(
+        s,
+        "{:<14}{:>9}{:>7}{:>9}{:>13}{:>10}{:>14}{:>9}{:>10}{:>11}",
+        "config",
+        "slowdown",
+        "wall",
+        "program",
+        "cpu in run",
+        "cpu all",
+        "perf script",
+        "samples",
+        "complete",
+        "peak rss"
+    );
+    for (i, (label, _)) in CONFIGS.iter().enumerate().skip(1) {
+        let t: Vec<&Traced> = traced(&samples[i]).collect();
+        if t.is_empty() {
+            let why = perf.as_ref().err().map_or("not measured", |e| e.as_str());
+            let _ = writeln!(s, "{label:<14}unavailable: {why}");
+            continue;
+        }
+        let (cpu, wall) = slowdown(samples, i);
+        let pct = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:+.2}%"));
+        let med = |f: fn(&Traced) -> f64| median(t.iter().map(|x| f(x)).collect()).unwrap_or(0.0);
+        let post = match median(t.iter().filter_map(|x| Some(x.post?.cpu)).collect()) {
+            Some(c) => format!("{c:.2} s"),
+            None => "-".into(),
+        };
+        let pooled = Stacks::pool(t.iter().map(|x| &x.stacks));
+        let program = program_percent(&samples[i]).map_or("-".into(), |p| format!("{p:.2}%"));
+        let _ = writeln!(
+            s,
+            "{label:<14}{:>9}{:>7}{program:>9}{:>12.2}%{:>8.2} s{post:>14}{:>9.0}{:>9.1}%{:>11}",
+            pct(cpu),
+            pct(wall),
+            med(Traced::core_percent),
+            med(|x| x.ended.cpu),
+            med(|x| x.stacks.samples as f64),
+            pooled.percent(pooled.complete),
+            mib(t.iter().map(|x| x.ended.max_rss).max().unwrap_or(0)),
+        );
+    }
+    let _ = writeln!(
+        s,
+        "slowdown: median CPU time per unit over the baseline's (wall: the same by wall time); \
+         program: the kernel's time in the profiler's sampling program (all its runs, on every \
+         CPU) over the workload's CPU time (median); cpu in run: the sampler's CPU time over the workload's timed span, percent of one \
+         core (median); cpu all: its whole process, start and report included (median); perf \
+         script: the post-processing that unwinds perf's DWARF stacks (median); samples: per \
+         run (median); complete: share of the samples (all runs) whose user stack reaches \
+         _start or a thread's start; peak rss: the largest of the runs"
+    );
+
+    let _ = writeln!(
+        s,
+        "\nper unit, µs: CPU time median (min..max); wall time median (min..max)"
+    );
+    for (i, (label, _)) in CONFIGS.iter().enumerate() {
+        let range = |f: fn(&Run) -> f64| {
+            let v: Vec<f64> = samples[i]
+                .iter()
+                .map(|x| f(&x.run) / x.run.units as f64 / 1e3)
+                .collect();
+            let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            median(v).map(|m| format!("{m:.2} ({lo:.2}..{hi:.2})"))
+        };
+        if let (Some(c), Some(w)) = (range(|r| r.cpu_ns), range(|r| r.wall_ns)) {
+            let _ = writeln!(s, "  {label:<14}{c:>22}  {w:>22}");
+        }
+    }
+
+    s.push_str(&shares(samples));
+
+    let _ = writeln!(s, "\nwhat the samplers saw (last run)");
+    for (i, (label, _)) in CONFIGS.iter().enumerate().skip(1) {
+        if let Some(t) = traced(&samples[i]).last() {
+            let _ = writeln!(s, "  {label:<14}{}", t.seen);
+        }
+    }
+    s
+}
+
+/// The shares of the hot functions, all runs of each configuration pooled, next to the split
+/// the code gives them; the profiler's difference from perf's DWARF stacks.
+fn shares(samples: &[Vec<Sample>]) -> String {
+    let mut s = String::new();
+    let pooled: Vec<Stacks> = samples
+        .iter()
+        .map(|x| Stacks::pool(traced(x).map(|t| &t.stacks)))
+        .collect();
+    let dwarf = &pooled[at(PERF_DWARF)];
+    for own in [false, true] {
+        let title = if own {
+            "self (the innermost frame)"
+        } else {
+            "total (the function anywhere on the stack)"
+        };
+        let count = |p: &Stacks, h: usize| if own { p.innermost[h] } else { p.total[h] };
+        let _ = writeln!(
+            s,
+            "\nshare of the samples, percent, {title}: all runs pooled ({})",
+            CONFIGS
+                .iter()
+                .enumerate()
+                .skip(1)
+                .map(|(i, (l, _))| format!("{l} {}", pooled[i].samples))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let _ = writeln!(
+            s,
+            "{:<14}{:>7}{:>13}{:>14}{:>12}{:>9}{:>11}{:>12}",
+            "function",
+            "code",
+            PROFILER_99,
+            PROFILER_999,
+            PERF_DWARF,
+            PERF_FP,
+            "99−dwarf",
+            "999−dwarf"
+        );
+        for (h, hot) in HOT.iter().enumerate() {
+            let share = |label: &str| {
+                let p = &pooled[at(label)];
+                (p.samples > 0).then(|| p.percent(count(p, h)))
+            };
+            let cell = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.1}"));
+            let diff = |label: &str| match (share(label), share(PERF_DWARF)) {
+                (Some(a), Some(b)) => format!("{:+.1}", a - b),
+                _ => "-".into(),
+            };
+            let _ = writeln!(
+                s,
+                "{:<14}{:>7.0}{:>13}{:>14}{:>12}{:>9}{:>11}{:>12}",
+                hot.name,
+                if own { hot.own } else { hot.total },
+                cell(share(PROFILER_99)),
+                cell(share(PROFILER_999)),
+                cell(share(PERF_DWARF)),
+                cell(share(PERF_FP)),
+                diff(PROFILER_99),
+                diff(PROFILER_999)
+            );
+        }
+    }
+    let sd = |p: &Stacks| {
+        // The binomial standard error of a difference of two shares near one half, points.
+        let var = |n: u64| 0.25 / n.max(1) as f64;
+        ((var(p.samples) + var(dwarf.samples)).sqrt() * 100.0).max(0.0)
+    };
+    let _ = writeln!(
+        s,
+        "code: the split of the loop iterations in cpu.c; sampling alone moves a share by up to \
+         ±{:.1} points (profiler-99 − dwarf) and ±{:.1} (profiler-999 − dwarf), one standard \
+         error at most",
+        sd(&pooled[at(PROFILER_99)]),
+        sd(&pooled[at(PROFILER_999)])
+    );
+    s
+}
+
+/// The largest difference, points, between `label`'s total shares of the hot functions and
+/// perf's with DWARF stacks, and the function; None unless both were measured.
+fn worst_share(samples: &[Vec<Sample>], label: &str) -> Option<(f64, &'static str)> {
+    let pool = |l: &str| Stacks::pool(traced(&samples[at(l)]).map(|t| &t.stacks));
+    let (p, d) = (pool(label), pool(PERF_DWARF));
+    if p.samples == 0 || d.samples == 0 {
+        return None;
+    }
+    HOT.iter()
+        .enumerate()
+        .map(|(h, hot)| {
+            let diff = p.percent(p.total[h]) - d.percent(d.total[h]);
+            (diff.abs(), hot.name)
+        })
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+}
+
+/// The issue's targets, each with its verdict.
+pub(super) fn targets(samples: &[Vec<Sample>], objects_rss: Option<u64>) -> String {
+    let mut s = String::new();
+    let verdict = |ok: bool| if ok { "PASS" } else { "FAIL" };
+    let _ = writeln!(s, "targets");
+    for (label, limit) in [(PROFILER_99, SLOWDOWN_99), (PROFILER_999, SLOWDOWN_999)] {
+        let _ = match slowdown(samples, at(label)).0 {
+            Some(p) => writeln!(
+                s,
+                "  {label}: slowdown < {limit}%: {p:+.2}%: {}",
+                verdict(p < limit)
+            ),
+            None => writeln!(s, "  {label}: slowdown: not measured"),
+        };
+    }
+    let cpu = median(
+        traced(&samples[at(PROFILER_99)])
+            .map(Traced::core_percent)
+            .collect(),
+    );
+    let _ = match cpu {
+        Some(c) => writeln!(
+            s,
+            "  {PROFILER_99}: profiler CPU < {PROFILER_CPU}% of one core during the run: \
+             {c:.2}%: {}",
+            verdict(c < PROFILER_CPU)
+        ),
+        None => writeln!(s, "  {PROFILER_99}: profiler CPU: not measured"),
+    };
+    for label in [PROFILER_99, PROFILER_999] {
+        let _ = match worst_share(samples, label) {
+            Some((d, f)) => writeln!(
+                s,
+                "  {label}: total shares within {SHARE_POINTS} points of {PERF_DWARF}'s: \
+                 largest difference {d:.1} ({f}): {}",
+                verdict(d <= SHARE_POINTS)
+            ),
+            None => writeln!(s, "  {label}: shares: no {PERF_DWARF} run to compare with"),
+        };
+    }
+    let _ = match objects_rss {
+        Some(r) => writeln!(
+            s,
+            "  {PROFILER_99}: peak RSS < {} with {} objects mapped: {}: {}",
+            mib(RSS_LIMIT),
+            objects::OBJECTS,
+            mib(r),
+            verdict(r < RSS_LIMIT)
+        ),
+        None => writeln!(
+            s,
+            "  peak RSS with {} objects: not measured",
+            objects::OBJECTS
+        ),
+    };
+    s
+}

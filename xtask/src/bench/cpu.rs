@@ -91,23 +91,43 @@ const PROFILER_99: &str = "profiler-99";
 const PROFILER_999: &str = "profiler-999";
 const PERF_DWARF: &str = "perf-dwarf";
 const PERF_FP: &str = "perf-fp";
+const PROFILER_9999: &str = "profiler-9999";
+const PERF_FP_9999: &str = "perf-fp-9999";
+const ELSEWHERE_9999: &str = "elsewhere-9999";
 
 /// How a configuration samples the workload.
 #[derive(Clone, Copy)]
 enum Sampler {
     /// The profiler at this frequency, Hz.
     Profiler(u64),
-    /// `perf record -F 99`, with DWARF stack copies or frame pointers.
-    Perf { dwarf: bool },
+    /// `perf record` at this frequency, walking the stacks this way.
+    Perf(u64, Walk),
+    /// The profiler at this frequency, profiling another process (one that sleeps): what its
+    /// sampling costs a process it does not profile.
+    Elsewhere(u64),
 }
 
-/// The configurations, in the order of the tables.
-const CONFIGS: [(&str, Option<Sampler>); 5] = [
+/// How perf gets a sample's stack.
+#[derive(Clone, Copy, PartialEq)]
+enum Walk {
+    /// A copy of the stack's top 8 KiB, unwound by `perf script` from the DWARF information.
+    Dwarf,
+    /// The frame-pointer chain, walked in the kernel.
+    FramePointers,
+}
+
+/// The configurations, in the order of the tables. Those at 9999 Hz price one sample: the
+/// slowdown at 99 Hz is a fraction of the noise of a shared machine, at 9999 Hz it is a
+/// hundred times that fraction.
+const CONFIGS: [(&str, Option<Sampler>); 8] = [
     (BASELINE, None),
     (PROFILER_99, Some(Sampler::Profiler(99))),
     (PROFILER_999, Some(Sampler::Profiler(999))),
-    (PERF_DWARF, Some(Sampler::Perf { dwarf: true })),
-    (PERF_FP, Some(Sampler::Perf { dwarf: false })),
+    (PERF_DWARF, Some(Sampler::Perf(99, Walk::Dwarf))),
+    (PERF_FP, Some(Sampler::Perf(99, Walk::FramePointers))),
+    (PROFILER_9999, Some(Sampler::Profiler(9999))),
+    (PERF_FP_9999, Some(Sampler::Perf(9999, Walk::FramePointers))),
+    (ELSEWHERE_9999, Some(Sampler::Elsewhere(9999))),
 ];
 
 /// The environment variable that makes the profiler time its programs in the kernel and print
@@ -187,6 +207,9 @@ struct Traced {
     /// The sampler's process as `wait4` saw it: its whole life's CPU time and peak RSS (the
     /// kernel's high-water mark, `VmHWM`, at its exit).
     ended: Ended,
+    /// The harness's resident size when it started the sampler: a floor of that peak (see
+    /// [`proc::own_rss`]).
+    harness_rss: u64,
     /// perf: `perf script`, which unwinds and symbolizes the stacks after the run.
     post: Option<Ended>,
     stacks: Stacks,
@@ -232,7 +255,7 @@ pub fn bench(tools: &Tools, dir: &Path, runs: u32, units: u64) -> anyhow::Result
         perf: &perf,
         dir,
     };
-    let skipped = |s: &Option<Sampler>| matches!(s, Some(Sampler::Perf { .. })) && perf.is_err();
+    let skipped = |s: &Option<Sampler>| matches!(s, Some(Sampler::Perf(..))) && perf.is_err();
     println!(
         "cpu workload: {THREADS} threads × {units} units (~20,000 iterations of a mixing loop \
          split between functions at depths 1 to 12), on one CPU; profiler: attach --level \
@@ -325,6 +348,7 @@ fn measure(
     let pid = target.pid();
     let json = files.with_extension("json");
     let data = files.with_extension("data");
+    let harness_rss = proc::own_rss();
     let profiler = |hz: u64| Tracer::Profiler {
         args: ["--level", "profiling", "--max-overhead", "0", "--frequency"]
             .map(String::from)
@@ -332,16 +356,26 @@ fn measure(
             .chain([hz.to_string()])
             .collect(),
     };
+    // Another process to profile: a sleeping one, ended once the workload is done.
+    let mut other = match sampler {
+        Some(Sampler::Elsewhere(_)) => {
+            let mut sleep = Command::new("sleep");
+            sleep.arg("3600");
+            Some(Proc::spawn("sleep", sleep, false)?)
+        }
+        _ => None,
+    };
+    let profiled = other.as_ref().map_or(pid, Proc::pid);
     let mut attached = match sampler {
         None => None,
-        Some(Sampler::Profiler(hz)) => Some(profiler(hz).start_with(
+        Some(Sampler::Profiler(hz) | Sampler::Elsewhere(hz)) => Some(profiler(hz).start_with(
             env.tools,
-            pid,
+            profiled,
             &json,
             Some(proc::Side::Tracer),
             &[(BPF_STATS, "1")],
         )?),
-        Some(Sampler::Perf { dwarf }) => Some(perf::record(env.perf, pid, dwarf, &data)?),
+        Some(Sampler::Perf(hz, walk)) => Some(perf::record(env.perf, pid, hz, walk, &data)?),
     };
     if attached.is_some() {
         std::thread::sleep(SETTLE);
@@ -358,10 +392,13 @@ fn measure(
         bail!("workload made {} units, asked for {units}", run.units);
     }
     target.exit_cleanly()?;
+    if let Some(other) = other.as_mut() {
+        other.finish(Duration::ZERO, libc::SIGKILL, Duration::from_secs(5))?;
+    }
 
     let during = after.unwrap_or(0.0) - before.unwrap_or(0.0);
     let traced = match (sampler, attached.take()) {
-        (Some(Sampler::Profiler(hz)), Some(p)) => {
+        (Some(Sampler::Profiler(hz) | Sampler::Elsewhere(hz)), Some(p)) => {
             let outcome = profiler(hz).finish(p, &json, &[])?;
             let (stacks, mut seen) = profiler_stacks(&json)?;
             let program_ns = outcome.lines.iter().find_map(|(_, l)| {
@@ -379,18 +416,20 @@ fn measure(
                 during,
                 span,
                 ended: outcome.cost,
+                harness_rss,
                 post: None,
                 stacks,
                 program_ns,
                 seen,
             })
         }
-        (Some(Sampler::Perf { .. }), Some(p)) => {
+        (Some(Sampler::Perf(..)), Some(p)) => {
             let (ended, post, stacks, seen) = perf::finish(p, env.perf, &data)?;
             Some(Traced {
                 during,
                 span,
                 ended,
+                harness_rss,
                 post: Some(post),
                 stacks,
                 program_ns: None,

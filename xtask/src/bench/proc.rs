@@ -64,8 +64,25 @@ pub struct Proc {
 
 impl Proc {
     /// Starts `cmd` with stdout and stderr captured, and stdin piped when `with_stdin`.
-    pub fn spawn(name: &str, mut cmd: Command, with_stdin: bool) -> anyhow::Result<Proc> {
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    pub fn spawn(name: &str, cmd: Command, with_stdin: bool) -> anyhow::Result<Proc> {
+        Self::start(name, cmd, with_stdin, None)
+    }
+
+    /// [`Proc::spawn`] with no stdin, and stdout written to `stdout` instead of collected: for
+    /// output too large to hold as lines (the harness's memory would then grow, and every
+    /// process it starts afterwards inherits its resident size as a floor of its own peak).
+    pub fn spawn_to(name: &str, cmd: Command, stdout: std::fs::File) -> anyhow::Result<Proc> {
+        Self::start(name, cmd, false, Some(stdout))
+    }
+
+    fn start(
+        name: &str,
+        mut cmd: Command,
+        with_stdin: bool,
+        stdout: Option<std::fs::File>,
+    ) -> anyhow::Result<Proc> {
+        cmd.stdout(stdout.map_or_else(Stdio::piped, Stdio::from))
+            .stderr(Stdio::piped());
         cmd.stdin(if with_stdin {
             Stdio::piped()
         } else {
@@ -76,12 +93,13 @@ impl Proc {
             .spawn()
             .with_context(|| format!("failed to start {shown}"))?;
         let (tx, events) = mpsc::channel();
-        let stdout = child.stdout.take().context("no stdout pipe")?;
         let stderr = child.stderr.take().context("no stderr pipe")?;
-        for (stream, reader) in [
-            (Stream::Stdout, Box::new(stdout) as Box<dyn Read + Send>),
-            (Stream::Stderr, Box::new(stderr)),
-        ] {
+        let mut readers = vec![(Stream::Stderr, Box::new(stderr) as Box<dyn Read + Send>)];
+        if let Some(stdout) = child.stdout.take() {
+            readers.push((Stream::Stdout, Box::new(stdout)));
+        }
+        let open_streams = readers.len();
+        for (stream, reader) in readers {
             let tx = tx.clone();
             thread::spawn(move || {
                 let mut reader = BufReader::new(reader);
@@ -106,7 +124,7 @@ impl Proc {
             pid: child.id() as i32,
             stdin: child.stdin.take(),
             events,
-            open_streams: 2,
+            open_streams,
             lines: Vec::new(),
             ended: None,
             _child: child,
@@ -406,4 +424,16 @@ pub fn cpu_seconds(pid: i32) -> anyhow::Result<f64> {
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1);
     Ok((user + system) as f64 / hz as f64)
+}
+
+/// This process's resident size now, bytes (`VmRSS`): a process it starts records it as its own
+/// peak's floor (the kernel keeps the high-water mark of the memory it had before `exec`).
+pub fn own_rss() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let kib = s.lines().find_map(|l| l.strip_prefix("VmRSS:"))?;
+            kib.trim().trim_end_matches("kB").trim().parse::<u64>().ok()
+        })
+        .map_or(0, |kib| kib * 1024)
 }

@@ -131,5 +131,6 @@ fn report(samples: &[Vec<Sample>], runs: u32) -> (String, Option<u64>) {
         pooled.percent(pooled.complete)
     );
     let _ = writeln!(s, "  {}", last.seen);
+    s.push_str(&super::report::harness_floor(traced.iter().copied()));
     (s, Some(rss))
 }

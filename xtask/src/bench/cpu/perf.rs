@@ -9,11 +9,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::bail;
+use anyhow::{Context as _, bail};
 
-use super::Stacks;
+use super::{Stacks, Walk};
 use crate::bench::{
-    proc::{self, Ended, Proc, Stream},
+    proc::{self, Ended, Proc},
     tracer,
 };
 
@@ -39,21 +39,22 @@ pub(super) fn find(dir: &Path) -> Result<PathBuf, String> {
     Ok(perf)
 }
 
-/// `perf record -e cpu-clock -F 99` on `pid`, with DWARF stack copies (`--call-graph dwarf`,
+/// `perf record -e cpu-clock -F <hz>` on `pid`, walking stacks `walk`: DWARF (`--call-graph dwarf`,
 /// 8 KiB of the stack a sample, perf's default) or frame pointers (`-g`), into `data`;
 /// returned once it has an event open for every thread of the target (it prints nothing
 /// until it stops).
 pub(super) fn record(
     perf: &Result<PathBuf, String>,
     pid: i32,
-    dwarf: bool,
+    hz: u64,
+    walk: Walk,
     data: &Path,
 ) -> anyhow::Result<Proc> {
     let path = perf.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
     let threads = std::fs::read_dir(format!("/proc/{pid}/task"))?.count();
     let mut cmd = Command::new(path);
-    cmd.args(["record", "-e", "cpu-clock", "-F", "99"]);
-    cmd.args(if dwarf {
+    cmd.args(["record", "-e", "cpu-clock", "-F", &hz.to_string()]);
+    cmd.args(if walk == Walk::Dwarf {
         &["--call-graph", "dwarf"][..]
     } else {
         &["-g"]
@@ -88,20 +89,22 @@ pub(super) fn finish(
     cmd.args(["script", "-F", "comm,tid,ip,sym,dso", "-i"])
         .arg(data);
     proc::pin(&mut cmd, proc::Side::Tracer);
-    let mut script = Proc::spawn("perf script", cmd, false)?;
+    // Tens of MB at 9999 Hz: to a file, read back in one piece and let go.
+    let out = data.with_extension("script");
+    let file =
+        std::fs::File::create(&out).with_context(|| format!("creating {}", out.display()))?;
+    let mut script = Proc::spawn_to("perf script", cmd, file)?;
     let post = script.finish_ok(
         Duration::from_secs(300),
         libc::SIGTERM,
         Duration::from_secs(5),
         Duration::from_secs(5),
     )?;
-    let stacks = parse(
-        script
-            .lines
-            .iter()
-            .filter(|(s, _)| *s == Stream::Stdout)
-            .map(|(_, l)| l.as_str()),
-    );
+    let text =
+        std::fs::read_to_string(&out).with_context(|| format!("reading {}", out.display()))?;
+    let stacks = parse(text.lines());
+    drop(text);
+    let _ = std::fs::remove_file(&out);
     if stacks.samples == 0 {
         bail!("perf script printed no sample:\n{}", script.output());
     }

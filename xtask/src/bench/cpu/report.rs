@@ -3,8 +3,8 @@
 use std::{fmt::Write as _, path::PathBuf};
 
 use super::{
-    CONFIGS, HOT, PERF_DWARF, PERF_FP, PROFILER_99, PROFILER_999, Run, Sample, Stacks, THREADS,
-    Traced, median, mib, objects,
+    CONFIGS, ELSEWHERE_9999, HOT, PERF_DWARF, PERF_FP, PERF_FP_9999, PROFILER_99, PROFILER_999,
+    PROFILER_9999, Run, Sample, Sampler, Stacks, THREADS, Traced, median, mib, objects,
 };
 
 /// The targets of the issue: slowdown at 99 and 999 Hz, percent; the profiler's CPU at 99 Hz,
@@ -37,6 +37,31 @@ pub(super) fn slowdown(samples: &[Vec<Sample>], i: usize) -> (Option<f64>, Optio
     (pct(c, bc), pct(w, bw))
 }
 
+/// What one sample of configuration `i` costs the workload, µs: its extra CPU time per run
+/// over the baseline's (medians) over its samples per run (median).
+/// A profiler of another process takes none of the workload's samples, but its event
+/// interrupts the workload all the same: its count is the frequency over the run's CPU time.
+fn per_sample_us(samples: &[Vec<Sample>], i: usize) -> Option<f64> {
+    let (base, cpu) = (per_unit(&samples[0]).0?, per_unit(&samples[i]).0?);
+    let units = samples[i].first()?.run.units as f64;
+    let n = match CONFIGS[i].1 {
+        Some(Sampler::Elsewhere(hz)) => hz as f64 * cpu * units / 1e9,
+        _ => median(
+            traced(&samples[i])
+                .map(|t| t.stacks.samples as f64)
+                .collect(),
+        )?,
+    };
+    (n > 0.0).then(|| (cpu - base) * units / n / 1e3)
+}
+
+/// The slowdown, percent, that samples costing `us` each make at `hz` samples a second of the
+/// workload's CPU: the samples come at `hz` of its time, their own included.
+fn slowdown_at(us: f64, hz: u64) -> f64 {
+    let f = us * 1e-6 * hz as f64;
+    f / (1.0 - f) * 100.0
+}
+
 /// The kernel's time in the profiler's sampling program over the workload's CPU time, percent
 /// (median of the runs).
 pub(super) fn program_percent(samples: &[Sample]) -> Option<f64> {
@@ -46,6 +71,29 @@ pub(super) fn program_percent(samples: &[Sample]) -> Option<f64> {
             .filter_map(|x| Some(x.traced.as_ref()?.program_ns? / x.run.cpu_ns * 100.0))
             .collect(),
     )
+}
+
+/// A line on the floor the harness puts under the samplers' peak RSS: its own resident size
+/// when it started them; a warning where a figure is not above it.
+pub(super) fn harness_floor<'a>(all: impl Iterator<Item = &'a Traced>) -> String {
+    let (mut floor, mut under) = (0, 0);
+    for t in all {
+        floor = floor.max(t.harness_rss);
+        under += usize::from(t.ended.max_rss <= t.harness_rss);
+    }
+    let mut s = format!(
+        "(a sampler's peak rss counts the harness's resident size when it started it, at most \
+         {} here)\n",
+        mib(floor)
+    );
+    if under > 0 {
+        let _ = writeln!(
+            s,
+            "warning: {under} sampler run(s) peaked at or under the harness's size: their rss \
+             is the harness's"
+        );
+    }
+    s
 }
 
 fn traced(samples: &[Sample]) -> impl Iterator<Item = &Traced> {
@@ -77,10 +125,11 @@ pub(super) fn report(
     );
     let _ = writeln!(
         s,
-        "{:<14}{:>9}{:>7}{:>9}{:>13}{:>10}{:>14}{:>9}{:>10}{:>11}",
+        "{:<14}{:>10}{:>9}{:>11}{:>9}{:>13}{:>10}{:>14}{:>9}{:>10}{:>11}",
         "config",
         "slowdown",
         "wall",
+        "µs/sample",
         "program",
         "cpu in run",
         "cpu all",
@@ -104,29 +153,37 @@ pub(super) fn report(
             None => "-".into(),
         };
         let pooled = Stacks::pool(t.iter().map(|x| &x.stacks));
+        let complete = match pooled.samples {
+            0 => "-".to_string(),
+            _ => format!("{:.1}%", pooled.percent(pooled.complete)),
+        };
         let program = program_percent(&samples[i]).map_or("-".into(), |p| format!("{p:.2}%"));
+        let price = per_sample_us(samples, i).map_or("-".into(), |us| format!("{us:.1}"));
         let _ = writeln!(
             s,
-            "{label:<14}{:>9}{:>7}{program:>9}{:>12.2}%{:>8.2} s{post:>14}{:>9.0}{:>9.1}%{:>11}",
+            "{label:<14}{:>10}{:>9}{price:>11}{program:>9}{:>12.2}%{:>8.2} s{post:>14}{:>9.0}\
+             {complete:>10}{:>11}",
             pct(cpu),
             pct(wall),
             med(Traced::core_percent),
             med(|x| x.ended.cpu),
             med(|x| x.stacks.samples as f64),
-            pooled.percent(pooled.complete),
             mib(t.iter().map(|x| x.ended.max_rss).max().unwrap_or(0)),
         );
     }
     let _ = writeln!(
         s,
         "slowdown: median CPU time per unit over the baseline's (wall: the same by wall time); \
-         program: the kernel's time in the profiler's sampling program (all its runs, on every \
-         CPU) over the workload's CPU time (median); cpu in run: the sampler's CPU time over the workload's timed span, percent of one \
-         core (median); cpu all: its whole process, start and report included (median); perf \
-         script: the post-processing that unwinds perf's DWARF stacks (median); samples: per \
-         run (median); complete: share of the samples (all runs) whose user stack reaches \
-         _start or a thread's start; peak rss: the largest of the runs"
+         µs/sample: the extra CPU time of a run over its samples (medians); program: the \
+         kernel's time in the profiler's sampling program (all its runs, on every CPU) over \
+         the workload's CPU time (median); cpu in run: the sampler's CPU time over the \
+         workload's timed span, percent of one core (median, in steps of 10 ms); cpu all: its \
+         whole process, start and report included (median); perf script: the post-processing \
+         that unwinds perf's DWARF stacks (median); samples: per run (median); complete: share \
+         of the samples (all runs) whose user stack reaches _start or a thread's start; peak \
+         rss: the largest of the runs"
     );
+    s.push_str(&harness_floor(samples.iter().flat_map(|x| traced(x))));
 
     let _ = writeln!(
         s,
@@ -145,6 +202,30 @@ pub(super) fn report(
         if let (Some(c), Some(w)) = (range(|r| r.cpu_ns), range(|r| r.wall_ns)) {
             let _ = writeln!(s, "  {label:<14}{c:>22}  {w:>22}");
         }
+    }
+
+    if let (Some(p), Some(f)) = (
+        per_sample_us(samples, at(PROFILER_9999)),
+        per_sample_us(samples, at(PERF_FP_9999)),
+    ) {
+        let _ = writeln!(
+            s,
+            "\nthe price of one sample, from the runs at 9999 Hz (where the slowdown is a hundred \
+             times that at 99 Hz): profiler {p:.1} µs, perf -g {f:.1} µs; at the profiler's \
+             price, 99 Hz slows the workload by {:.2}% and 999 Hz by {:.2}%",
+            slowdown_at(p, 99),
+            slowdown_at(p, 999)
+        );
+    }
+    if let Some(e) = per_sample_us(samples, at(ELSEWHERE_9999)) {
+        let _ = writeln!(
+            s,
+            "{ELSEWHERE_9999}: the profiler at 9999 Hz on another process (a sleeping one) costs \
+             this workload {e:.1} µs an interrupt of its cpu-clock event, which fires on every \
+             CPU whatever runs there: at 99 Hz {:.2}%, at 999 Hz {:.2}% of any process's time",
+            slowdown_at(e, 99),
+            slowdown_at(e, 999)
+        );
     }
 
     s.push_str(&shares(samples));
@@ -259,14 +340,27 @@ pub(super) fn targets(samples: &[Vec<Sample>], objects_rss: Option<u64>) -> Stri
     let mut s = String::new();
     let verdict = |ok: bool| if ok { "PASS" } else { "FAIL" };
     let _ = writeln!(s, "targets");
-    for (label, limit) in [(PROFILER_99, SLOWDOWN_99), (PROFILER_999, SLOWDOWN_999)] {
+    let price = per_sample_us(samples, at(PROFILER_9999));
+    for (label, hz, limit) in [
+        (PROFILER_99, 99, SLOWDOWN_99),
+        (PROFILER_999, 999, SLOWDOWN_999),
+    ] {
         let _ = match slowdown(samples, at(label)).0 {
-            Some(p) => writeln!(
+            Some(p) => write!(
                 s,
-                "  {label}: slowdown < {limit}%: {p:+.2}%: {}",
+                "  {label}: slowdown < {limit}%: measured {p:+.2}%: {}",
                 verdict(p < limit)
             ),
-            None => writeln!(s, "  {label}: slowdown: not measured"),
+            None => write!(s, "  {label}: slowdown: not measured"),
+        };
+        let _ = match price {
+            Some(us) => writeln!(
+                s,
+                "; at the price of a sample at 9999 Hz ({us:.1} µs) {:+.2}%: {}",
+                slowdown_at(us, hz),
+                verdict(slowdown_at(us, hz) < limit)
+            ),
+            None => writeln!(s),
         };
     }
     let cpu = median(

@@ -115,6 +115,11 @@ pub(super) fn report(
     let (Some(base_cpu), Some(base_wall)) = per_unit(&samples[0]) else {
         return s;
     };
+    let base: Vec<f64> = samples[0].iter().map(|x| x.run.cpu_ns).collect();
+    let noise = (base.iter().copied().fold(f64::NEG_INFINITY, f64::max)
+        / base.iter().copied().fold(f64::INFINITY, f64::min)
+        - 1.0)
+        * 100.0;
     let _ = writeln!(
         s,
         "cpu: slowdown of the workload (its CPU time per unit, median of {runs}; {THREADS} \
@@ -125,7 +130,7 @@ pub(super) fn report(
     );
     let _ = writeln!(
         s,
-        "{:<14}{:>10}{:>9}{:>11}{:>9}{:>13}{:>10}{:>14}{:>9}{:>10}{:>11}",
+        "{:<15}{:>9}{:>9}{:>11}{:>9}{:>13}{:>10}{:>14}{:>9}{:>10}{:>11}",
         "config",
         "slowdown",
         "wall",
@@ -142,7 +147,7 @@ pub(super) fn report(
         let t: Vec<&Traced> = traced(&samples[i]).collect();
         if t.is_empty() {
             let why = perf.as_ref().err().map_or("not measured", |e| e.as_str());
-            let _ = writeln!(s, "{label:<14}unavailable: {why}");
+            let _ = writeln!(s, "{label:<15}unavailable: {why}");
             continue;
         }
         let (cpu, wall) = slowdown(samples, i);
@@ -158,10 +163,13 @@ pub(super) fn report(
             _ => format!("{:.1}%", pooled.percent(pooled.complete)),
         };
         let program = program_percent(&samples[i]).map_or("-".into(), |p| format!("{p:.2}%"));
-        let price = per_sample_us(samples, i).map_or("-".into(), |us| format!("{us:.1}"));
+        let price = match (per_sample_us(samples, i), cpu) {
+            (Some(us), Some(pct)) if pct.abs() > noise => format!("{us:.1}"),
+            _ => "-".into(),
+        };
         let _ = writeln!(
             s,
-            "{label:<14}{:>10}{:>9}{price:>11}{program:>9}{:>12.2}%{:>8.2} s{post:>14}{:>9.0}\
+            "{label:<15}{:>9}{:>9}{price:>11}{program:>9}{:>12.2}%{:>8.2} s{post:>14}{:>9.0}\
              {complete:>10}{:>11}",
             pct(cpu),
             pct(wall),
@@ -174,7 +182,9 @@ pub(super) fn report(
     let _ = writeln!(
         s,
         "slowdown: median CPU time per unit over the baseline's (wall: the same by wall time); \
-         µs/sample: the extra CPU time of a run over its samples (medians); program: the \
+         µs/sample: the extra CPU time of a run over its samples (medians), where the slowdown \
+         is over the baseline's own spread ({noise:.1}%: its slowest run over its fastest); \
+         program: the \
          kernel's time in the profiler's sampling program (all its runs, on every CPU) over \
          the workload's CPU time (median); cpu in run: the sampler's CPU time over the \
          workload's timed span, percent of one core (median, in steps of 10 ms); cpu all: its \
@@ -200,7 +210,7 @@ pub(super) fn report(
             median(v).map(|m| format!("{m:.2} ({lo:.2}..{hi:.2})"))
         };
         if let (Some(c), Some(w)) = (range(|r| r.cpu_ns), range(|r| r.wall_ns)) {
-            let _ = writeln!(s, "  {label:<14}{c:>22}  {w:>22}");
+            let _ = writeln!(s, "  {label:<15}{c:>21}  {w:>22}");
         }
     }
 
@@ -233,7 +243,7 @@ pub(super) fn report(
     let _ = writeln!(s, "\nwhat the samplers saw (last run)");
     for (i, (label, _)) in CONFIGS.iter().enumerate().skip(1) {
         if let Some(t) = traced(&samples[i]).last() {
-            let _ = writeln!(s, "  {label:<14}{}", t.seen);
+            let _ = writeln!(s, "  {label:<15}{}", t.seen);
         }
     }
     s

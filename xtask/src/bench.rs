@@ -8,6 +8,7 @@
 //! configurations of all scenarios and the median of the rounds is reported. See BENCHMARKS.md.
 
 mod attach;
+mod cpu;
 mod estimate;
 mod levels;
 mod memory;
@@ -25,7 +26,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use proc::{Proc, Stream};
+use proc::Proc;
 use tracer::{Expect, Outcome, Placement, Tools, Tracer};
 use workload::Built;
 
@@ -38,8 +39,9 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 300_000, value_parser = clap::value_parser!(u64).range(1..))]
     calls: u64,
     /// Measure only this workload (repeatable): cet_nonleaf, plain, cet_leaf, memory, levels,
-    /// threads (cost per context switch, next to offcputime and bpftrace), estimate, attach
-    /// (attach and stop times for 2 to 2,000 probes, next to bpftrace's).
+    /// threads (cost per context switch, next to offcputime and bpftrace), cpu (sampling at 99
+    /// and 999 Hz, next to perf), estimate, attach (attach and stop times for 2 to 2,000
+    /// probes, next to bpftrace's).
     #[arg(long, value_name = "WORKLOAD")]
     only: Vec<String>,
     /// Requests per thread of the level table's workload (4 threads).
@@ -48,6 +50,9 @@ pub struct BenchArgs {
     /// Round trips per thread pair of the threads workload (2 pairs, two switches a round trip).
     #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
     round_trips: u64,
+    /// Units of work per thread of the cpu workload (3 threads, ~30 µs a unit here).
+    #[arg(long, default_value_t = 50_000, value_parser = clap::value_parser!(u64).range(1..))]
+    units: u64,
     /// Leave bpftrace out (it is installed with apt-get when missing otherwise).
     #[arg(long)]
     no_bpftrace: bool,
@@ -188,6 +193,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         memory::NAME,
         levels::NAME,
         threads::NAME,
+        cpu::NAME,
         estimate::NAME,
         attach::NAME,
     ];
@@ -270,6 +276,10 @@ fn bench_in(
     if args.only.is_empty() || args.only.iter().any(|o| o == threads::NAME) {
         println!();
         threads::bench(tools, dir, args.runs, args.round_trips)?;
+    }
+    if args.only.is_empty() || args.only.iter().any(|o| o == cpu::NAME) {
+        println!();
+        cpu::bench(tools, dir, args.runs, args.units)?;
     }
     if args.only.is_empty() || args.only.iter().any(|o| o == estimate::NAME) {
         println!();
@@ -386,11 +396,7 @@ fn measure(
     cmd.arg(scenario.calls.to_string());
     proc::pin(&mut cmd, proc::Side::Workload);
     let mut target = Proc::spawn(w.name, cmd, true)?;
-    let ready = target.wait_line(
-        "its ready line",
-        Instant::now() + Duration::from_secs(10),
-        |s, l| s == Stream::Stdout && l.starts_with("ready "),
-    )?;
+    let ready = workload::wait_ready(&mut target, Duration::from_secs(10))?;
     let addr = workload::parse_ready(&ready)?;
     let pid = target.pid();
 
@@ -405,13 +411,10 @@ fn measure(
         }
     };
 
-    target.send(b"g")?;
     // Single-stepped probes cost ~10-15 us a call; allow ten times that.
     let budget =
         Duration::from_secs(60) + Duration::from_micros(scenario.calls.saturating_mul(150));
-    let line = target.wait_line("its result line", Instant::now() + budget, |s, l| {
-        s == Stream::Stdout && l.starts_with("calls=")
-    })?;
+    let line = workload::go(&mut target, budget)?;
     let (calls, ns_per_call) = workload::parse_result(&line)?;
     if calls != scenario.calls {
         bail!("workload made {calls} calls, asked for {}", scenario.calls);

@@ -7,14 +7,14 @@ use std::{
     fmt::Write as _,
     path::{Path, PathBuf},
     process::Command,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use anyhow::Context as _;
 
 use super::{
     SETTLE, median,
-    proc::{Proc, Stream},
+    proc::Proc,
     tracer::{Tools, Tracer},
     workload,
 };
@@ -146,11 +146,7 @@ fn measure(case: &Case, traced: bool, tools: &Tools, json: &Path) -> anyhow::Res
     cmd.args(&case.args);
     super::proc::pin(&mut cmd, super::proc::Side::Workload);
     let mut target = Proc::spawn(case.name, cmd, true)?;
-    target.wait_line(
-        "its ready line",
-        Instant::now() + Duration::from_secs(10),
-        |s, l| s == Stream::Stdout && l.starts_with("ready "),
-    )?;
+    workload::wait_ready(&mut target, Duration::from_secs(10))?;
     let tracer = Tracer::Profiler {
         args: case.profiler.clone(),
     };
@@ -162,12 +158,7 @@ fn measure(case: &Case, traced: bool, tools: &Tools, json: &Path) -> anyhow::Res
     } else {
         None
     };
-    target.send(b"g")?;
-    let line = target.wait_line(
-        "its result line",
-        Instant::now() + Duration::from_secs(600),
-        |s, l| s == Stream::Stdout && l.starts_with("calls="),
-    )?;
+    let line = workload::go(&mut target, Duration::from_secs(600))?;
     let (calls, _) = workload::parse_result(&line)?;
     let cpu_ns = line
         .split_whitespace()

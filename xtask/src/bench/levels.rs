@@ -12,14 +12,14 @@ use std::{
     fmt::Write as _,
     path::{Path, PathBuf},
     process::Command,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use anyhow::{Context as _, bail};
 
 use super::{
     BASELINE, SETTLE, median, mib,
-    proc::{Proc, Stream},
+    proc::Proc,
     tracer::{Expect, Outcome, Tools, Tracer},
     wait_for_probe, workload,
 };
@@ -200,11 +200,7 @@ fn measure(
     let mut cmd = Command::new(exe);
     cmd.args([requests.to_string(), THREADS.to_string()]);
     let mut target = Proc::spawn("mixed", cmd, true)?;
-    let ready = target.wait_line(
-        "its ready line",
-        Instant::now() + Duration::from_secs(10),
-        |s, l| s == Stream::Stdout && l.starts_with("ready "),
-    )?;
+    let ready = workload::wait_ready(&mut target, Duration::from_secs(10))?;
     let addr = workload::parse_ready(&ready)?;
     let pid = target.pid();
 
@@ -224,17 +220,9 @@ fn measure(
         }
     };
 
-    target.send(b"g")?;
-    let line = target.wait_line(
-        "its result line",
-        Instant::now() + Duration::from_secs(300),
-        |s, l| s == Stream::Stdout && l.starts_with("calls="),
-    )?;
+    let line = workload::go(&mut target, Duration::from_secs(300))?;
     let (handled, ns_per_request) = workload::parse_result(&line)?;
-    let cpu_ns_per_request = line
-        .split_whitespace()
-        .find_map(|f| f.strip_prefix("cpu_ns_per_call=")?.parse().ok())
-        .with_context(|| format!("no cpu_ns_per_call in {line:?}"))?;
+    let cpu_ns_per_request = workload::field(&line, "cpu_ns_per_call")?;
     if handled != THREADS * requests {
         bail!(
             "workload handled {handled} requests, asked for {}",

@@ -123,12 +123,9 @@ fn churn(
     let mut cmd = Command::new(exe);
     cmd.args(["churn", &pairs.to_string()]);
     let (mut target, traced) = start(cmd, tracer.as_ref(), tools, json)?;
-    target.send(b"g")?;
     // bpftrace single-steps free: ~15-20 us a pair on a VM; allow ten times that.
     let budget = Duration::from_secs(60) + Duration::from_micros(pairs.saturating_mul(200));
-    let line = target.wait_line("its result line", Instant::now() + budget, |s, l| {
-        s == Stream::Stdout && l.starts_with("calls=")
-    })?;
+    let line = workload::go(&mut target, budget)?;
     let (n, ns) = workload::parse_result(&line)?;
     if n != pairs {
         bail!("workload made {n} pairs, asked for {pairs}");
@@ -156,11 +153,7 @@ fn start<'t>(
     json: &Path,
 ) -> anyhow::Result<(Proc, Option<(&'t Tracer, Proc)>)> {
     let mut target = Proc::spawn("malloc", cmd, true)?;
-    let ready = target.wait_line(
-        "its ready line",
-        Instant::now() + Duration::from_secs(10),
-        |s, l| s == Stream::Stdout && l.starts_with("ready "),
-    )?;
+    let ready = workload::wait_ready(&mut target, Duration::from_secs(10))?;
     let addr = workload::parse_ready(&ready)?;
     let pid = target.pid();
     let traced = match tracer {

@@ -64,8 +64,25 @@ pub struct Proc {
 
 impl Proc {
     /// Starts `cmd` with stdout and stderr captured, and stdin piped when `with_stdin`.
-    pub fn spawn(name: &str, mut cmd: Command, with_stdin: bool) -> anyhow::Result<Proc> {
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    pub fn spawn(name: &str, cmd: Command, with_stdin: bool) -> anyhow::Result<Proc> {
+        Self::start(name, cmd, with_stdin, None)
+    }
+
+    /// [`Proc::spawn`] with no stdin, and stdout written to `stdout` instead of collected: for
+    /// output too large to hold as lines (the harness's memory would then grow, and every
+    /// process it starts afterwards inherits its resident size as a floor of its own peak).
+    pub fn spawn_to(name: &str, cmd: Command, stdout: std::fs::File) -> anyhow::Result<Proc> {
+        Self::start(name, cmd, false, Some(stdout))
+    }
+
+    fn start(
+        name: &str,
+        mut cmd: Command,
+        with_stdin: bool,
+        stdout: Option<std::fs::File>,
+    ) -> anyhow::Result<Proc> {
+        cmd.stdout(stdout.map_or_else(Stdio::piped, Stdio::from))
+            .stderr(Stdio::piped());
         cmd.stdin(if with_stdin {
             Stdio::piped()
         } else {
@@ -76,12 +93,13 @@ impl Proc {
             .spawn()
             .with_context(|| format!("failed to start {shown}"))?;
         let (tx, events) = mpsc::channel();
-        let stdout = child.stdout.take().context("no stdout pipe")?;
         let stderr = child.stderr.take().context("no stderr pipe")?;
-        for (stream, reader) in [
-            (Stream::Stdout, Box::new(stdout) as Box<dyn Read + Send>),
-            (Stream::Stderr, Box::new(stderr)),
-        ] {
+        let mut readers = vec![(Stream::Stderr, Box::new(stderr) as Box<dyn Read + Send>)];
+        if let Some(stdout) = child.stdout.take() {
+            readers.push((Stream::Stdout, Box::new(stdout)));
+        }
+        let open_streams = readers.len();
+        for (stream, reader) in readers {
             let tx = tx.clone();
             thread::spawn(move || {
                 let mut reader = BufReader::new(reader);
@@ -106,7 +124,7 @@ impl Proc {
             pid: child.id() as i32,
             stdin: child.stdin.take(),
             events,
-            open_streams: 2,
+            open_streams,
             lines: Vec::new(),
             ended: None,
             _child: child,
@@ -237,6 +255,43 @@ impl Proc {
         }
     }
 
+    /// Waits until at least `min` of the process's file descriptors point at something `is`
+    /// accepts (the target of the descriptor's link, e.g. `anon_inode:[perf_event]`): how a
+    /// tracer that prints nothing until it stops shows that it has attached. Fails if the
+    /// process ends first, or at `deadline`.
+    pub fn wait_for_fds(
+        &mut self,
+        what: &str,
+        min: usize,
+        deadline: Instant,
+        is: impl Fn(&str) -> bool,
+    ) -> anyhow::Result<()> {
+        loop {
+            let found = std::fs::read_dir(format!("/proc/{}/fd", self.pid))
+                .into_iter()
+                .flatten()
+                .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+                .filter(|t| is(&t.to_string_lossy()))
+                .count();
+            if found >= min {
+                return Ok(());
+            }
+            if let Some(ended) = self.wait_until(Instant::now())? {
+                self.drain(Duration::from_secs(1));
+                bail!(
+                    "{} ended ({}) before {what}:\n{}",
+                    self.name,
+                    ended.describe(),
+                    self.output()
+                );
+            }
+            if Instant::now() >= deadline {
+                bail!("{} never showed {what}:\n{}", self.name, self.output());
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// Sends `signal` unless the process has been reaped already.
     pub fn signal(&mut self, signal: i32) {
         if self.ended.is_none() {
@@ -255,6 +310,28 @@ impl Proc {
         )?;
         if !ended.success() {
             bail!("{} failed ({})", self.name, ended.describe());
+        }
+        Ok(ended)
+    }
+
+    /// [`Proc::finish`], then collects the rest of its output (waiting up to `grace` for it);
+    /// fails, with that output, unless it exited 0.
+    pub fn finish_ok(
+        &mut self,
+        wait: Duration,
+        signal: i32,
+        after: Duration,
+        grace: Duration,
+    ) -> anyhow::Result<Ended> {
+        let ended = self.finish(wait, signal, after)?;
+        self.drain(grace);
+        if !ended.success() {
+            bail!(
+                "{} failed ({}); its output:\n{}",
+                self.name,
+                ended.describe(),
+                self.output()
+            );
         }
         Ok(ended)
     }
@@ -327,4 +404,36 @@ pub fn pin(cmd: &mut Command, side: Side) {
             Ok(())
         });
     }
+}
+
+/// A running process's CPU time so far, user + system, all its threads, seconds (from
+/// `/proc/PID/stat`, in clock ticks: 10 ms steps).
+pub fn cpu_seconds(pid: i32) -> anyhow::Result<f64> {
+    let path = format!("/proc/{pid}/stat");
+    let stat = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    // The command name, in parentheses, may hold spaces: the fields after it start with the
+    // third (state); utime and stime are the 14th and 15th.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |n: usize| fields.get(n - 3).and_then(|v| v.parse::<u64>().ok());
+    let (Some(user), Some(system)) = (ticks(14), ticks(15)) else {
+        bail!("unexpected {path}: {stat:?}");
+    };
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1);
+    Ok((user + system) as f64 / hz as f64)
+}
+
+/// This process's resident size now, bytes (`VmRSS`): a process it starts records it as its own
+/// peak's floor (the kernel keeps the high-water mark of the memory it had before `exec`).
+pub fn own_rss() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let kib = s.lines().find_map(|l| l.strip_prefix("VmRSS:"))?;
+            kib.trim().trim_end_matches("kB").trim().parse::<u64>().ok()
+        })
+        .map_or(0, |kib| kib * 1024)
 }

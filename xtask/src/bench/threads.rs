@@ -30,6 +30,7 @@ use super::{
     BASELINE, BPFTRACE, PROFILER, SETTLE, levels, median, mib,
     proc::{self, Ended, Proc, Stream},
     tracer::{self, Tools, Tracer},
+    workload,
 };
 
 /// The name `--only` selects this benchmark by.
@@ -108,11 +109,7 @@ struct Run {
 
 impl Run {
     fn parse(line: &str) -> anyhow::Result<Run> {
-        let field = |name: &str| -> anyhow::Result<f64> {
-            line.split_whitespace()
-                .find_map(|f| f.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
-                .with_context(|| format!("no {name} in the workload's line {line:?}"))
-        };
+        let field = |name: &str| workload::field(line, name);
         let calls = field("calls")? as u64;
         Ok(Run {
             calls,
@@ -212,11 +209,7 @@ fn measure(
     cmd.args([mode, &round_trips.to_string(), &PAIRS.to_string()]);
     proc::pin(&mut cmd, proc::Side::Workload);
     let mut target = Proc::spawn("threads", cmd, true)?;
-    target.wait_line(
-        "its ready line",
-        Instant::now() + Duration::from_secs(10),
-        |s, l| s == Stream::Stdout && l.starts_with("ready "),
-    )?;
+    workload::wait_ready(&mut target, Duration::from_secs(10))?;
     let pid = target.pid();
     let profiler = profiler_args(label).map(|args| Tracer::Profiler { args });
     let tracer = match (label, &profiler) {
@@ -230,13 +223,8 @@ fn measure(
         std::thread::sleep(SETTLE);
     }
 
-    target.send(b"g")?;
     // Each probe run is a few µs at most: a minute is far more than any tracer needs.
-    let line = target.wait_line(
-        "its result line",
-        Instant::now() + Duration::from_secs(120),
-        |s, l| s == Stream::Stdout && l.starts_with("calls="),
-    )?;
+    let line = workload::go(&mut target, Duration::from_secs(120))?;
     let run = Run::parse(&line)?;
     if run.calls != PAIRS * round_trips {
         bail!(
@@ -284,33 +272,13 @@ fn start_offcputime(path: &Result<PathBuf, String>, pid: i32) -> anyhow::Result<
     cmd.args(["-p", &pid.to_string()]);
     proc::pin(&mut cmd, proc::Side::Tracer);
     let mut tracer = Proc::spawn(OFFCPUTIME, cmd, false)?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let links = std::fs::read_dir(format!("/proc/{}/fd", tracer.pid()))
-            .into_iter()
-            .flatten()
-            .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
-            .filter(|t| {
-                let t = t.to_string_lossy();
-                t.contains("bpf_link") || t.contains("bpf-raw-tracepoint")
-            })
-            .count();
-        if links > 0 {
-            return Ok(tracer);
-        }
-        if let Some(ended) = tracer.wait_until(Instant::now())? {
-            tracer.drain(Duration::from_secs(1));
-            bail!(
-                "offcputime ended ({}) before it attached:\n{}",
-                ended.describe(),
-                tracer.output()
-            );
-        }
-        if Instant::now() >= deadline {
-            bail!("offcputime never attached:\n{}", tracer.output());
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    tracer.wait_for_fds(
+        "its BPF link",
+        1,
+        Instant::now() + Duration::from_secs(30),
+        |t| t.contains("bpf_link") || t.contains("bpf-raw-tracepoint"),
+    )?;
+    Ok(tracer)
 }
 
 /// bpftrace running [`bpftrace_script`], returned once its `BEGIN` line says it is attached.
@@ -337,15 +305,12 @@ fn start_bpftrace(tools: &Tools, pid: i32) -> anyhow::Result<Proc> {
 /// sees those around the timed span), offcputime must print stacks of the workload's threads.
 /// Returns its cost and what it saw, in a few words.
 fn stop(mut tracer: Proc, label: &str, run: &Run) -> anyhow::Result<(Ended, String)> {
-    let ended = tracer.finish(Duration::ZERO, libc::SIGINT, Duration::from_secs(30))?;
-    tracer.drain(Duration::from_secs(2));
-    if !ended.success() {
-        bail!(
-            "{label} failed ({}); its output:\n{}",
-            ended.describe(),
-            tracer.output()
-        );
-    }
+    let ended = tracer.finish_ok(
+        Duration::ZERO,
+        libc::SIGINT,
+        Duration::from_secs(30),
+        Duration::from_secs(2),
+    )?;
     let stdout = || {
         tracer
             .lines

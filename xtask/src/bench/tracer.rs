@@ -52,6 +52,8 @@ pub struct Outcome {
     pub counts: Vec<(String, u64)>,
     /// The profiler's probe placement for each traced function, by name.
     pub placements: Vec<(String, Placement)>,
+    /// Everything the tracer printed.
+    pub lines: Vec<(Stream, String)>,
 }
 
 /// The readiness line of the profiler (stderr), printed once its probes are attached.
@@ -81,6 +83,18 @@ impl Tracer {
         json: &Path,
         pin: Option<super::proc::Side>,
     ) -> anyhow::Result<Proc> {
+        self.start_with(tools, pid, json, pin, &[])
+    }
+
+    /// [`Tracer::start`], with variables `env` added to the tracer's environment.
+    pub fn start_with(
+        &self,
+        tools: &Tools,
+        pid: i32,
+        json: &Path,
+        pin: Option<super::proc::Side>,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Proc> {
         let mut cmd;
         match self {
             Tracer::Profiler { args } => {
@@ -97,6 +111,7 @@ impl Tracer {
                 cmd.arg("-p").arg(pid.to_string()).arg("-e").arg(script);
             }
         }
+        cmd.envs(env.iter().copied());
         if let Some(side) = pin {
             super::proc::pin(&mut cmd, side);
         }
@@ -127,20 +142,12 @@ impl Tracer {
         json: &Path,
         expect: &[Expect],
     ) -> anyhow::Result<Outcome> {
-        let cost = proc.finish(
+        let cost = proc.finish_ok(
             Duration::from_secs(20),
             libc::SIGINT,
             Duration::from_secs(20),
+            Duration::from_secs(2),
         )?;
-        proc.drain(Duration::from_secs(2));
-        if !cost.success() {
-            bail!(
-                "{} failed ({}); its output:\n{}",
-                proc.name,
-                cost.describe(),
-                proc.output()
-            );
-        }
         let (counts, placements) = match self {
             Tracer::Profiler { .. } => profiler_report(json, expect)?,
             Tracer::Bpftrace { .. } => (bpftrace_maps(&proc, expect), Vec::new()),
@@ -160,6 +167,7 @@ impl Tracer {
             cost,
             counts,
             placements,
+            lines: std::mem::take(&mut proc.lines),
         })
     }
 }

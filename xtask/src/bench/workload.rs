@@ -6,9 +6,12 @@ use std::{
     os::unix::fs::FileExt as _,
     path::{Path, PathBuf},
     process::Command,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, bail};
+
+use super::proc::{Proc, Stream};
 
 /// The function-call workload (see the comment at its top).
 const CALLS_C: &str = include_str!("../../bench/calls.c");
@@ -170,6 +173,22 @@ fn disassemble(binary: &Path, func: &str) -> anyhow::Result<Vec<String>> {
     Ok(insns)
 }
 
+/// Waits up to `within` for a started workload's `ready ...` line, and returns it.
+pub fn wait_ready(target: &mut Proc, within: Duration) -> anyhow::Result<String> {
+    target.wait_line("its ready line", Instant::now() + within, |s, l| {
+        s == Stream::Stdout && l.starts_with("ready ")
+    })
+}
+
+/// Lets a ready workload go (a byte on its stdin) and waits up to `within` for its result line
+/// (`calls=...`), which it returns.
+pub fn go(target: &mut Proc, within: Duration) -> anyhow::Result<String> {
+    target.send(b"g")?;
+    target.wait_line("its result line", Instant::now() + within, |s, l| {
+        s == Stream::Stdout && l.starts_with("calls=")
+    })
+}
+
 /// Parses the workload's `ready addr=0x...` line.
 pub fn parse_ready(line: &str) -> anyhow::Result<u64> {
     let hex = line
@@ -193,6 +212,13 @@ pub fn parse_result(line: &str) -> anyhow::Result<(u64, f64)> {
         (Some(c), Some(n)) => Ok((c, n)),
         _ => bail!("unexpected workload result line {line:?}"),
     }
+}
+
+/// The number after `name=` in a workload's result line, e.g. `cpu_ns_per_call`.
+pub fn field(line: &str, name: &str) -> anyhow::Result<f64> {
+    line.split_whitespace()
+        .find_map(|f| f.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
+        .with_context(|| format!("no {name} in the workload's line {line:?}"))
 }
 
 /// The first bytes of the code at `addr` in process `pid`, as the process sees them: a uprobe

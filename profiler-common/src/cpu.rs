@@ -1,5 +1,5 @@
 //! The `cpu` family: sampling the target's threads at a fixed frequency (a software cpu-clock
-//! perf event on every CPU), with user stacks unwound in the kernel from unwind tables the user
+//! perf event on each of its threads, inherited by the threads they start), with user stacks unwound in the kernel from unwind tables the user
 //! side compiles out of each object's `.eh_frame` (and `.debug_frame`), and kernel stacks.
 //!
 //! # The unwind tables
@@ -257,7 +257,8 @@ pub mod count {
     pub const KERNEL_STACK_FAILED: u32 = 6;
     /// Signal frames crossed.
     pub const SIGNAL_FRAMES: u32 = 7;
-    /// Samples of other processes (the perf event runs on every CPU; a cost, not a loss).
+    /// Samples of other processes: the target's children, which inherit its threads' events
+    /// across fork (a cost, not a loss).
     pub const OTHER: u32 = 8;
     /// Samples sent whole ([`super::RawSample`]) to be unwound in user space.
     pub const RAW_SENT: u32 = 9;

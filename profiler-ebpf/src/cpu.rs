@@ -1,5 +1,5 @@
 //! The `cpu` family: a sample of the target's running thread at every tick of a software
-//! cpu-clock perf event (one per CPU), its user stack unwound here from the unwind tables the
+//! cpu-clock perf event (one per thread of the target, inherited by the threads it starts), its user stack unwound here from the unwind tables the
 //! user side compiled (see `profiler_common::cpu`), its kernel stack from `bpf_get_stack`, and
 //! the sample counted in the kernel by (thread, user stack, kernel stack).
 //!

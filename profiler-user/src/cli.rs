@@ -166,8 +166,8 @@ pub(crate) struct CommonArgs {
     /// about a microsecond.
     #[arg(long)]
     pub no_lock_probes: bool,
-    /// CPU family: samples per second on each CPU (1 to 10000). Odd on purpose, so that the
-    /// sampling does not march in step with the target's own periodic work.
+    /// CPU family: samples per second of each thread's CPU time (1 to 10000). Odd on purpose,
+    /// so that the sampling does not march in step with the target's own periodic work.
     #[arg(long, value_name = "HZ", default_value_t = 99, value_parser = parse_frequency, allow_negative_numbers = true)]
     pub frequency: u64,
     /// CPU family: write the sampled stacks to this file (repeatable), in the format its name

@@ -601,3 +601,57 @@ fn a_second_run_reads_the_tables_from_the_cache() {
     assert_eq!(c1.tables("objects"), c1.tables("compiled"), "{context}");
     assert_eq!(c2.tables("rows"), c1.tables("rows"), "{context}");
 }
+
+/// Attached to a single-threaded process that then starts a thread: the new thread inherits its
+/// starter's sampling event, and its samples are in the report.
+#[test]
+fn a_thread_started_after_the_attach_is_sampled() {
+    require_root!();
+    let python = require_python!();
+    let dir = TempDir::new();
+    let json = dir.json();
+    let script = "import sys, threading, time\n\
+                  def busy():\n\
+                  \x20   end = time.time() + 1.5\n\
+                  \x20   while time.time() < end:\n\
+                  \x20       sum(range(1000))\n\
+                  print('ready', flush=True)\n\
+                  sys.stdin.readline()\n\
+                  t = threading.Thread(target=busy)\n\
+                  t.start()\n\
+                  print('tid', t.native_id, flush=True)\n\
+                  t.join()\n\
+                  print('done', flush=True)\n\
+                  sys.stdin.readline()\n";
+    let mut victim = Victim::start(python.to_str().expect("utf-8 path"), ["-c", script]);
+    victim.expect_line("ready");
+    let args = [
+        "--level",
+        "profiling",
+        "--frequency",
+        FREQUENCY,
+        "--json",
+        json.to_str().expect("utf-8 path"),
+    ];
+    let profiler = attach(&victim, &args);
+    victim.proceed();
+    let tid: u64 = victim.value_of("tid").parse().expect("a tid");
+    victim.expect_line("done");
+    profiler.interrupt();
+    profiler.finish().expect_success();
+    assert!(victim.release().success());
+    let report = Report::read(&json);
+    let cpu = report.cpu();
+    let late: u64 = cpu
+        .threads()
+        .iter()
+        .filter(|(t, _, _)| *t == tid)
+        .map(|(_, _, n)| n)
+        .sum();
+    // 1.5 s of CPU at 997 Hz; a loaded machine may give it less of the CPU.
+    assert!(
+        late >= 500,
+        "{late} samples of thread {tid}\n{}",
+        cpu.context()
+    );
+}

@@ -5,10 +5,10 @@ use serde::Serialize;
 /// CPU sampling: where the target's threads spent their time on the CPU.
 #[derive(Debug, Clone, Default, Serialize)]
 pub(crate) struct CpuSection {
-    /// Samples of the target's threads counted (each one tick of the sampling clock a thread of
-    /// the target was running).
+    /// Samples of the target's threads counted (each one tick of a thread's sampling clock,
+    /// which runs while the thread does).
     pub samples: u64,
-    /// Sampling frequency, Hz (per CPU).
+    /// Sampling frequency, Hz: samples per second of each thread's CPU time.
     pub frequency: u64,
     /// Percent of the samples whose user stack is complete: it reaches the outermost frame
     /// (the unwind tables mark it), `_start`, or a thread's start routine.

@@ -1,7 +1,12 @@
 //! Addresses of the target back to functions, from a snapshot of its mappings, so that it works
 //! after the target has exited: address -> (file, file offset) -> symbol.
 
-use std::{collections::HashMap, fs::File, os::fd::AsRawFd, path::PathBuf};
+use std::{
+    collections::{HashMap, HashSet},
+    fs::File,
+    os::fd::AsRawFd,
+    path::PathBuf,
+};
 
 pub(crate) use crate::report::Frame;
 use crate::tracee::Mapping;
@@ -15,6 +20,9 @@ use blazesym::symbolize::{
 #[derive(Debug, Default)]
 pub(crate) struct MappingSnapshot {
     mappings: Vec<Mapping>,
+    /// The same, to look one up without a scan (a target with hundreds of objects has
+    /// thousands of mappings, and the snapshot is refreshed every tick).
+    seen: HashSet<Mapping>,
     /// Each mapped file, opened while the target was alive (through /proc/PID/root, so a target
     /// in another mount namespace is handled), and the path that reaches it through our own fd.
     files: HashMap<PathBuf, (File, PathBuf)>,
@@ -25,7 +33,7 @@ impl MappingSnapshot {
     pub(crate) fn refresh(&mut self, pid: i32) {
         if let Ok(maps) = crate::tracee::mappings(pid) {
             for m in maps {
-                if !self.mappings.contains(&m) {
+                if self.seen.insert(m.clone()) {
                     if !self.files.contains_key(&m.path)
                         && let Ok(file) = File::open(crate::tracee::host_path(pid, &m.path))
                     {

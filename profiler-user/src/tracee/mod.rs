@@ -335,7 +335,7 @@ pub(crate) fn sample(pid: i32, start: std::time::Instant) -> Option<Sample> {
 }
 
 /// One file-backed mapping of the target.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct Mapping {
     pub start: u64,
     pub end: u64,

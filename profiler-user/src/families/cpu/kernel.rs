@@ -2,7 +2,10 @@
 //! memory-mapped `UNWIND_ROWS` array: a million rows cost a copy, not a million syscalls), the
 //! mapping list, and the reads of the samples, stacks and counts.
 
-use std::{collections::HashMap, os::fd::AsFd as _, os::fd::AsRawFd as _};
+use std::{
+    collections::{BTreeSet, HashMap},
+    os::fd::{AsFd as _, AsRawFd as _},
+};
 
 use anyhow::{Context as _, bail};
 use aya::{
@@ -12,51 +15,78 @@ use aya::{
         PerfEvent,
         perf_event::{PerfEventConfig, PerfEventLink, PerfEventScope, SamplePolicy, SoftwareEvent},
     },
-    util::online_cpus,
 };
 use profiler_common::cpu::{
     CpuStack, MAPPINGS_MAX, Mapping, MappingsHeader, SampleKey, UnwindRow, count, maps, programs,
 };
 
-use crate::bpf;
+use crate::{bpf, tracee};
 
-/// The perf events, one per CPU; dropped, they are detached.
+/// The perf events, one per thread of the target when they were opened (threads started since
+/// have inherited copies, which go with them); dropped, they are detached.
 pub(crate) struct Links {
     links: Vec<PerfEventLink>,
 }
 
 impl Links {
-    pub(crate) fn count(&self) -> usize {
-        self.links.len()
-    }
-
     pub(crate) fn detach(self) {
         bpf::release_in_parallel(self.links);
     }
 }
 
-/// Loads the sampling program and opens a software cpu-clock event at `frequency` Hz on every
-/// online CPU, each running it.
-pub(crate) fn attach(ebpf: &mut Ebpf, frequency: u64) -> anyhow::Result<Links> {
+/// Attempts at a set of events that covers every thread (see [`attach`]).
+const ATTEMPTS: usize = 5;
+
+/// Loads the sampling program and opens a software cpu-clock event at `frequency` Hz on each
+/// thread of process `pid`, each running it, inherited by the threads (and processes) those
+/// threads start. Returns the events and how many threads they were opened on.
+///
+/// Events on the target's threads, not on every CPU: an event on a CPU interrupts whatever runs
+/// there, and on a virtual machine that interrupt is most of a sample's cost (16 µs here, see
+/// BENCHMARKS.md), which every other process and idle CPU would pay. A thread started after its
+/// starter's event was opened inherits it; one started during the opening by a thread not yet
+/// covered would be missed, so the threads are listed again after, and the events opened anew
+/// (at most [`ATTEMPTS`] times) until no thread came up meanwhile.
+pub(crate) fn attach(ebpf: &mut Ebpf, pid: i32, frequency: u64) -> anyhow::Result<(Links, usize)> {
     let program: &mut PerfEvent = bpf::program(ebpf, programs::SAMPLE)?;
     program
         .load()
         .context("the kernel refused the sampling program")?;
-    let cpus = online_cpus()
-        .map_err(|(what, e)| anyhow::anyhow!("cannot read the online CPUs ({what}): {e}"))?;
-    let mut links = Vec::with_capacity(cpus.len());
-    for cpu in cpus {
-        let id = program
-            .attach(
+    for attempt in 1..=ATTEMPTS {
+        let threads: BTreeSet<i32> = tracee::task::thread_ids(pid).into_iter().collect();
+        if threads.is_empty() {
+            bail!("the target has no threads left to sample");
+        }
+        let mut links = Vec::with_capacity(threads.len());
+        for &tid in &threads {
+            let opened = program.attach(
                 PerfEventConfig::Software(SoftwareEvent::CpuClock),
-                PerfEventScope::AllProcessesOneCpu { cpu },
+                PerfEventScope::OneProcess {
+                    pid: tid as u32,
+                    cpu: None,
+                },
                 SamplePolicy::Frequency(frequency),
-                false,
-            )
-            .with_context(|| format!("cannot open a cpu-clock perf event on CPU {cpu}"))?;
-        links.push(program.take_link(id)?);
+                true,
+            );
+            match opened {
+                Ok(id) => links.push(program.take_link(id)?),
+                // The thread exited meanwhile.
+                Err(_) if !tracee::thread_alive(pid, tid as u32) => {}
+                Err(e) => {
+                    return Err(e).with_context(|| {
+                        format!("cannot open a cpu-clock perf event on thread {tid}")
+                    });
+                }
+            }
+        }
+        let now: BTreeSet<i32> = tracee::task::thread_ids(pid).into_iter().collect();
+        if now.is_subset(&threads) || attempt == ATTEMPTS {
+            return Ok((Links { links }, threads.len()));
+        }
+        // A thread started meanwhile may have no event: drop these and open them all again.
+        bpf::release_in_parallel(links);
     }
-    Ok(Links { links })
+    unreachable!("the last attempt returns")
 }
 
 /// `UNWIND_ROWS`, mapped into this process: rows are appended to it as objects are loaded.

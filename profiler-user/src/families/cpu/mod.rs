@@ -1,4 +1,4 @@
-//! The `cpu` family: the target's threads sampled at `--frequency` Hz on every CPU, their user
+//! The `cpu` family: the target's threads sampled at `--frequency` Hz of their CPU time, their user
 //! stacks unwound in the kernel from the objects' `.eh_frame` tables (no frame pointers needed),
 //! their kernel stacks, and the samples counted in the kernel; reported as shares per function
 //! and thread, and written as folded stacks, a flame graph, pprof or speedscope (`--output`).
@@ -40,13 +40,17 @@ use analyze::{Resolve, Stacked};
 use kernel::{Harvest, Links};
 use objects::{Objects, Vdso};
 
-/// Estimated costs of the sampling program, ns: the mean run times the kernel measured on the
-/// development VM (`PROFILER_BPF_STATS=1`, 999 Hz): a sample of another process (or of an idle
-/// CPU) 180 ns; one of the target about 300 ns plus 150 to 350 ns a frame unwound by table (a
-/// 70/30 C victim, 8 frames: 1.4 µs; CPython, 11 frames in a bigger table: 2.5 µs).
+/// Estimated cost of a sample to the target, ns: the timer interrupt that takes it, measured on
+/// the development VM (`cargo xtask bench --only cpu`: 16 µs, what perf's own samples cost
+/// there too; much less on bare metal), and the sampling program's mean run time the kernel
+/// measured (`PROFILER_BPF_STATS=1`, 999 Hz): about 300 ns, plus 150 to 350 ns a frame unwound
+/// by table (a 70/30 C victim, 8 frames: 1.4 µs; CPython, 11 frames in a bigger table: 2.5 µs).
+const INTERRUPT_NS: f64 = 16_000.0;
 const SAMPLE_NS: f64 = 300.0;
 const FRAME_NS: f64 = 200.0;
-const OTHER_NS: f64 = 200.0;
+/// Of a sample of a child process (the events are inherited across fork; the program drops
+/// them at its first check).
+const OTHER_NS: f64 = INTERRUPT_NS + 200.0;
 
 /// How long after an exec the target's mappings are followed at every fast tick.
 const EXEC_SETTLE: std::time::Duration = std::time::Duration::from_secs(1);
@@ -75,7 +79,8 @@ pub(crate) struct Cpu {
     objects: Objects,
     capacity: u32,
     links: Option<Links>,
-    cpus: usize,
+    /// Threads the events were opened on.
+    threads: usize,
     harvest: Option<Harvest>,
     counts: [u64; count::SLOTS as usize],
     started: Instant,
@@ -96,7 +101,7 @@ impl Cpu {
             objects: Objects::new(0),
             capacity: 0,
             links: None,
-            cpus: 0,
+            threads: 0,
             harvest: None,
             counts: [0; count::SLOTS as usize],
             started: Instant::now(),
@@ -198,10 +203,11 @@ impl Family for Cpu {
 
     fn note(&self) -> Option<String> {
         Some(format!(
-            "software cpu-clock perf event at {} Hz on each of {} CPU(s); user stacks unwound in \
-             the kernel from the .eh_frame tables of {} object(s), kernel stacks by the kernel; \
+            "software cpu-clock perf event at {} Hz on each of the target's {} thread(s), \
+             inherited by the threads they start; user stacks unwound in the kernel from the \
+             .eh_frame tables of {} object(s), kernel stacks by the kernel; \
              {CHILDREN_NOT_COVERED}",
-            self.options.frequency, self.cpus, self.objects.info.objects
+            self.options.frequency, self.threads, self.objects.info.objects
         ))
     }
 
@@ -236,12 +242,20 @@ impl Family for Cpu {
             // A running process's mappings hold still: written at once.
             self.objects.refresh(ebpf, true);
         }
-        let links = kernel::attach(ebpf, self.options.frequency)?;
-        self.cpus = links.count();
+        let (links, threads) = kernel::attach(ebpf, ctx.pid, self.options.frequency)?;
+        self.threads = threads;
         self.links = Some(links);
         self.started = Instant::now();
+        // What the target runs now: a running process's (its mappings were written above,
+        // and are followed at the ticks), or under `run` a copy of the profiler that has not
+        // executed the command yet (its exec is then the first one seen).
+        self.exe = std::fs::read_link(format!("/proc/{}/exe", ctx.pid)).ok();
+        self.exec_at = self
+            .started
+            .checked_sub(EXEC_SETTLE)
+            .unwrap_or(self.started);
         self.sample_threads();
-        Ok(self.cpus)
+        Ok(self.threads)
     }
 
     fn on_fast_tick(&mut self, ebpf: &mut Ebpf, _ctx: &TickContext) {

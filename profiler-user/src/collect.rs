@@ -135,7 +135,8 @@ pub(crate) async fn collect(
                 }
             }
             _ = fast.tick() => {
-                if start.elapsed() < EARLY_PERIOD {
+                // Only a command just started is still mapping its libraries.
+                if child && start.elapsed() < EARLY_PERIOD {
                     maps.refresh(pid);
                 }
                 let ctx = TickContext { pid };

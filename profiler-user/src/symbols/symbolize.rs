@@ -23,6 +23,8 @@ pub(crate) struct MappingSnapshot {
     /// The same, to look one up without a scan (a target with hundreds of objects has
     /// thousands of mappings, and the snapshot is refreshed every tick).
     seen: HashSet<Mapping>,
+    /// The maps text last read.
+    last_text: String,
     /// Each mapped file, opened while the target was alive (through /proc/PID/root, so a target
     /// in another mount namespace is handled), and the path that reaches it through our own fd.
     files: HashMap<PathBuf, (File, PathBuf)>,
@@ -31,7 +33,15 @@ pub(crate) struct MappingSnapshot {
 impl MappingSnapshot {
     /// Adds the target's current mappings.
     pub(crate) fn refresh(&mut self, pid: i32) {
-        if let Ok(maps) = crate::tracee::mappings(pid) {
+        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else {
+            return;
+        };
+        // Most ticks find the maps as they were: nothing to parse.
+        if text == self.last_text {
+            return;
+        }
+        {
+            let maps = crate::tracee::parse_maps(&text);
             for m in maps {
                 if self.seen.insert(m.clone()) {
                     if !self.files.contains_key(&m.path)
@@ -44,6 +54,7 @@ impl MappingSnapshot {
                 }
             }
         }
+        self.last_text = text;
     }
 
     /// Each mapped file (the path our fd reaches it by) and where its mapping of file offset 0

@@ -51,6 +51,8 @@ pub(crate) struct Objects {
     written: Vec<Region>,
     /// The mapping list last written.
     mappings: Vec<Mapping>,
+    /// The maps text whose executable regions were last written.
+    last_text: String,
     /// The raw-sample budget to write with the next list.
     arm: Option<u32>,
     /// Where each table's rows were placed, by the table's address (the cache hands one table
@@ -73,6 +75,7 @@ impl Objects {
             rows: None,
             written: Vec::new(),
             mappings: Vec::new(),
+            last_text: String::new(),
             arm: Some(RAW_BUDGET),
             placed: HashMap::new(),
             seen: None,
@@ -140,11 +143,19 @@ impl Objects {
         let Ok(text) = std::fs::read_to_string(format!("/proc/{}/maps", self.pid)) else {
             return;
         };
+        // Most ticks find the maps as they were written: nothing to parse.
+        if text == self.last_text {
+            return;
+        }
         let now: Vec<Region> = tracee::parse_regions(&text)
             .into_iter()
             .filter(|r| r.executable)
             .collect();
-        if now.is_empty() || now == self.written {
+        if now.is_empty() {
+            return;
+        }
+        if now == self.written {
+            self.last_text = text;
             return;
         }
         // A command just executed, or a library being loaded, is still being mapped: tables
@@ -164,6 +175,7 @@ impl Objects {
         if kernel::write_mappings(ebpf, &mappings, self.arm.take()).is_ok() {
             self.written = now;
             self.mappings = mappings;
+            self.last_text = text;
         }
     }
 

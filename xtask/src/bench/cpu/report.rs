@@ -231,8 +231,8 @@ pub(super) fn report(
         let _ = writeln!(
             s,
             "{ELSEWHERE_9999}: the profiler at 9999 Hz on another process (a sleeping one) costs \
-             this workload {e:.1} µs an interrupt of its cpu-clock event, which fires on every \
-             CPU whatever runs there: at 99 Hz {:.2}%, at 999 Hz {:.2}% of any process's time",
+             this workload {e:.1} µs per tick of a 9999 Hz clock: at 99 Hz {:.2}%, at 999 Hz \
+             {:.2}% of a process it does not profile",
             slowdown_at(e, 99),
             slowdown_at(e, 999)
         );

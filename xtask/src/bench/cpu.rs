@@ -95,6 +95,9 @@ const PROFILER_9999: &str = "profiler-9999";
 const PERF_FP_9999: &str = "perf-fp-9999";
 const ELSEWHERE_9999: &str = "elsewhere-9999";
 
+/// Objects the target loads.
+const OBJECTS: usize = 200;
+
 /// How a configuration samples the workload.
 #[derive(Clone, Copy)]
 enum Sampler {

@@ -9,10 +9,9 @@ use std::{fmt::Write as _, path::Path, process::Command};
 
 use anyhow::Context as _;
 
-use super::{BASELINE, Env, PROFILER_99, Sample, Sampler, Stacks, Traced, measure, median, mib};
-
-/// Objects the target loads.
-pub(super) const OBJECTS: usize = 200;
+use super::{
+    BASELINE, Env, OBJECTS, PROFILER_99, Sample, Sampler, Stacks, Traced, measure, median, mib,
+};
 
 /// Units of work: one call of every object's function each (~0.6 ms a unit here).
 const UNITS: u64 = 5000;

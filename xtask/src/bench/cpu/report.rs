@@ -3,8 +3,8 @@
 use std::{fmt::Write as _, path::PathBuf};
 
 use super::{
-    CONFIGS, ELSEWHERE_9999, HOT, PERF_DWARF, PERF_FP, PERF_FP_9999, PROFILER_99, PROFILER_999,
-    PROFILER_9999, Run, Sample, Sampler, Stacks, THREADS, Traced, median, mib, objects,
+    CONFIGS, ELSEWHERE_9999, HOT, OBJECTS, PERF_DWARF, PERF_FP, PERF_FP_9999, PROFILER_99,
+    PROFILER_999, PROFILER_9999, Run, Sample, Sampler, Stacks, THREADS, Traced, median, mib,
 };
 
 /// The targets of the issue: slowdown at 99 and 999 Hz, percent; the profiler's CPU at 99 Hz,
@@ -403,15 +403,11 @@ pub(super) fn targets(samples: &[Vec<Sample>], objects_rss: Option<u64>) -> Stri
             s,
             "  {PROFILER_99}: peak RSS < {} with {} objects mapped: {}: {}",
             mib(RSS_LIMIT),
-            objects::OBJECTS,
+            OBJECTS,
             mib(r),
             verdict(r < RSS_LIMIT)
         ),
-        None => writeln!(
-            s,
-            "  peak RSS with {} objects: not measured",
-            objects::OBJECTS
-        ),
+        None => writeln!(s, "  peak RSS with {} objects: not measured", OBJECTS),
     };
     s
 }

@@ -83,8 +83,8 @@ impl MappingSnapshot {
 /// Symbolizes addresses of one target.
 pub(crate) struct AddrSymbolizer {
     symbolizer: Symbolizer,
-    cache: HashMap<u64, Frame>,
-    inlined: HashMap<u64, Vec<Frame>>,
+    /// Each address's frames (see [`AddrSymbolizer::frames_inlined`]).
+    cache: HashMap<u64, Vec<Frame>>,
 }
 
 /// The `offset` of an inlined frame, which has no address of its own.
@@ -101,77 +101,37 @@ impl AddrSymbolizer {
         Self {
             symbolizer: Symbolizer::builder().enable_demangling(true).build(),
             cache: HashMap::new(),
-            inlined: HashMap::new(),
         }
     }
 
-    /// The frame of `addr`.
+    /// The frame of `addr`: the function that holds its code.
     pub(crate) fn frame(&mut self, maps: &MappingSnapshot, addr: u64) -> Frame {
-        if let Some(frame) = self.cache.get(&addr) {
-            return frame.clone();
-        }
-        let frame = self.lookup(maps, addr);
-        self.cache.insert(addr, frame.clone());
-        frame
+        self.frames_inlined(maps, addr)
+            .pop()
+            .expect("a lookup gives at least the function's frame")
     }
 
     /// The frames of `addr`, innermost first: the functions inlined at it (their `offset` is
     /// [`INLINED`]: they have no address of their own), then the function that holds its code.
     pub(crate) fn frames_inlined(&mut self, maps: &MappingSnapshot, addr: u64) -> Vec<Frame> {
-        if let Some(frames) = self.inlined.get(&addr) {
+        if let Some(frames) = self.cache.get(&addr) {
             return frames.clone();
         }
-        let mut frame = self.frame(maps, addr);
-        let mut frames = Vec::new();
-        if let Some((src, offset)) = Self::source(maps, addr)
-            && let Ok(Symbolized::Sym(sym)) = self
-                .symbolizer
-                .symbolize_single(&src, Input::FileOffset(offset))
-            && !sym.inlined.is_empty()
-        {
-            // blazesym lists them outermost first, each with the location inside it; the
-            // function's own location is then the call of the outermost.
-            for f in sym.inlined.iter().rev() {
-                frames.push(Frame {
-                    function: crate::symbols::demangle(&f.name),
-                    module: frame.module.clone(),
-                    offset: INLINED.into(),
-                    file: f
-                        .code_info
-                        .as_ref()
-                        .map(|c| c.to_path().display().to_string()),
-                    line: f.code_info.as_ref().and_then(|c| c.line),
-                });
-            }
-            if let Some(info) = sym.code_info.as_deref() {
-                frame.file = Some(info.to_path().display().to_string());
-                frame.line = info.line;
-            }
-        }
-        frames.push(frame);
-        self.inlined.insert(addr, frames.clone());
+        let frames = self.lookup(maps, addr);
+        self.cache.insert(addr, frames.clone());
         frames
     }
 
-    /// The object file holding `addr` and the address's offset in it.
-    fn source(maps: &MappingSnapshot, addr: u64) -> Option<(Source<'static>, u64)> {
-        let (mapping, offset) = maps.locate(addr)?;
-        let open = maps
-            .files
-            .get(&mapping.path)
-            .map_or(&mapping.path, |(_, fd_path)| fd_path);
-        Some((Source::Elf(Elf::new(open.clone())), offset))
-    }
-
-    fn lookup(&self, maps: &MappingSnapshot, addr: u64) -> Frame {
+    /// See [`Self::frames_inlined`]: one symbolization of the address.
+    fn lookup(&self, maps: &MappingSnapshot, addr: u64) -> Vec<Frame> {
         let Some((mapping, offset)) = maps.locate(addr) else {
-            return Frame {
+            return vec![Frame {
                 function: "??".into(),
                 module: "??".into(),
                 offset: format!("{addr:#x}"),
                 file: None,
                 line: None,
-            };
+            }];
         };
         let module = mapping
             .path
@@ -190,16 +150,32 @@ impl AddrSymbolizer {
             file: None,
             line: None,
         };
+        let mut frames = Vec::new();
         if let Ok(Symbolized::Sym(sym)) = self
             .symbolizer
             .symbolize_single(&src, Input::FileOffset(offset))
         {
             frame.function = crate::symbols::demangle(&sym.name);
+            // blazesym lists the inlined functions outermost first, each with the location
+            // inside it; the function's own location is then the call of the outermost.
+            for f in sym.inlined.iter().rev() {
+                frames.push(Frame {
+                    function: crate::symbols::demangle(&f.name),
+                    module: frame.module.clone(),
+                    offset: INLINED.into(),
+                    file: f
+                        .code_info
+                        .as_ref()
+                        .map(|c| c.to_path().display().to_string()),
+                    line: f.code_info.as_ref().and_then(|c| c.line),
+                });
+            }
             if let Some(info) = sym.code_info.as_deref() {
                 frame.file = Some(info.to_path().display().to_string());
                 frame.line = info.line;
             }
         }
-        frame
+        frames.push(frame);
+        frames
     }
 }

@@ -427,28 +427,3 @@ fn not_an_object_or_not_x86_64_is_an_error() {
     assert!(compile(b"\x7fELF not really").is_err());
     assert!(compile(&[]).is_err());
 }
-
-/// Compile times and sizes of large objects, in release: `cargo test --release -p
-/// profiler-user --lib families::cpu::tables -- --ignored --nocapture`.
-#[test]
-#[ignore]
-fn timings() {
-    let (libc, _) = libc();
-    let llvm = fs::read_dir("/usr/lib/x86_64-linux-gnu")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.to_string_lossy().contains("libLLVM"));
-    for path in [Some(libc), Some("/usr/bin/python3".into()), llvm]
-        .into_iter()
-        .flatten()
-    {
-        let Ok(data) = fs::read(&path) else { continue };
-        let start = std::time::Instant::now();
-        let table = compile(&data).unwrap();
-        let took = start.elapsed();
-        check_shape(&table);
-        println!("{}: {:?} in {took:?}", path.display(), table.stats);
-    }
-}

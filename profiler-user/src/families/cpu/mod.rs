@@ -278,7 +278,7 @@ impl Family for Cpu {
             self.objects.refresh(ebpf, true);
         }
         let (mappings, rows) = self.objects.layout();
-        self.deferred.unwind(mappings, rows, false);
+        self.deferred.unwind(self.pid, mappings, rows, false);
     }
 
     fn handles(&self, kind: u16) -> bool {
@@ -412,7 +412,7 @@ impl Cpu {
     /// Unwinds the samples sent whole that are left, and adds them to what the kernel counted.
     fn merge_deferred(&mut self, h: &mut Harvest) {
         let (mappings, rows) = self.objects.layout();
-        self.deferred.unwind(mappings, rows, true);
+        self.deferred.unwind(self.pid, mappings, rows, true);
         let d = std::mem::take(&mut self.deferred);
         for (key, n) in d.samples {
             match h.samples.iter_mut().find(|(k, _)| *k == key) {

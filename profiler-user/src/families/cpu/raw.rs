@@ -30,12 +30,16 @@ struct Copy {
 }
 
 impl Copy {
-    /// A word of the copied stack (None outside it: the walk then ends there, as a read of
-    /// memory that failed).
-    fn read(&self, addr: u64) -> Option<u64> {
+    /// A word of the copied stack; above the copy, of the target's memory now (`pid`): the
+    /// copy ends where the stack did, or 8 KiB up, and the frames past it are the thread's
+    /// outermost (`main`, its start routine), which stay where they are while it runs. None
+    /// where neither can be read (the walk then ends there, as a read of memory that failed).
+    fn read(&self, pid: i32, addr: u64) -> Option<u64> {
         let off = usize::try_from(addr.checked_sub(self.sp)?).ok()?;
-        let bytes = self.stack.get(off..off + 8)?;
-        Some(u64::from_le_bytes(bytes.try_into().ok()?))
+        match self.stack.get(off..off + 8) {
+            Some(bytes) => Some(u64::from_le_bytes(bytes.try_into().ok()?)),
+            None => crate::tracee::task::read_u64(pid, addr).ok(),
+        }
     }
 }
 
@@ -76,7 +80,7 @@ impl Deferred {
 
     /// Unwinds the pending samples whose pc the list holds (all of them when `all`, or when
     /// they have waited [`WAIT`]).
-    pub(crate) fn unwind(&mut self, mappings: &[Mapping], rows: &[UnwindRow], all: bool) {
+    pub(crate) fn unwind(&mut self, pid: i32, mappings: &[Mapping], rows: &[UnwindRow], all: bool) {
         let held = |pc: u64| {
             mappings
                 .iter()
@@ -88,7 +92,13 @@ impl Deferred {
                 waiting.push(copy);
                 continue;
             }
-            let w = walk(mappings, rows, copy.regs, |a| copy.read(a), CPU_STACK_DEPTH);
+            let w = walk(
+                mappings,
+                rows,
+                copy.regs,
+                |a| copy.read(pid, a),
+                CPU_STACK_DEPTH,
+            );
             let user = if w.frames.is_empty() {
                 0
             } else {
@@ -155,9 +165,10 @@ mod tests {
             stack,
         });
         // Not in any list yet: it waits.
-        d.unwind(&[], &rows, false);
+        // No process 0 to read past the copy: the copy alone.
+        d.unwind(0, &[], &rows, false);
         assert_eq!((d.pending.len(), d.unwound), (1, 0));
-        d.unwind(&mappings, &rows, false);
+        d.unwind(0, &mappings, &rows, false);
         assert_eq!((d.pending.len(), d.unwound), (0, 1));
         let (key, n) = d.samples.iter().next().unwrap();
         assert_eq!((key.tid, key.end(), *n), (7, end::OUTERMOST, 1));

@@ -207,6 +207,16 @@ impl<'a> ThreadStat<'a> {
         self.0.f64("/runnable_time")
     }
 
+    /// `voluntary_switches`: switches out in a waiting state, counted at the switch-out.
+    pub fn voluntary_switches(&self) -> u64 {
+        self.0.u64("/voluntary_switches")
+    }
+
+    /// `blocks`: the blocks counted when the thread ran again.
+    pub fn blocks(&self) -> u64 {
+        self.0.u64("/blocks")
+    }
+
     /// Blocked time for `reason` (`lock`, `io`, `sleep`, `other`).
     pub fn blocked(&self, reason: &str) -> f64 {
         self.0.f64(&format!("/blocked/{reason}"))

@@ -417,7 +417,10 @@ fn sleeper_is_half_on_cpu_and_blocks_in_nanosleep() {
         .sum();
     // Every switch out inside nanosleep is counted (the thread's others, if a page fault
     // blocked it, come on top).
-    assert!(sleeper.voluntary_switches() >= slept, "slept {slept}\n{context}");
+    assert!(
+        sleeper.voluntary_switches() >= slept,
+        "slept {slept}\n{context}"
+    );
     // Each block is tallied, at its stack or unstacked: exactly what was counted.
     assert_eq!(*count + unstacked, sleeper.blocks(), "{context}");
     // KNOWN DEFECT: on a loaded machine one block of a run (only ever one; about one run in three

@@ -149,13 +149,7 @@ pub(crate) use crate::symbols::symbolize::INLINED;
 /// The section's sample-derived fields (the /proc fields and the tables are the family's).
 pub(crate) fn section(stacked: &[Stacked], input: &Input<'_>) -> CpuSection {
     let total: u64 = stacked.iter().map(|s| s.count).sum();
-    let percent = |n: u64| {
-        if total == 0 {
-            0.0
-        } else {
-            100.0 * n as f64 / total as f64
-        }
-    };
+    let percent = |n: u64| share(n, total);
     let complete: u64 = stacked.iter().filter(|s| s.complete).map(|s| s.count).sum();
     let mut failures = UnwindFailures::default();
     for s in stacked.iter().filter(|s| !s.complete) {
@@ -221,11 +215,7 @@ fn top(stacked: &[Stacked], total: u64, leaf: bool) -> Vec<FunctionShare> {
             file: f.file.clone(),
             line: f.line,
             samples: n,
-            percent: if total == 0 {
-                0.0
-            } else {
-                100.0 * n as f64 / total as f64
-            },
+            percent: share(n, total),
         })
         .collect();
     out.sort_by(|a, b| {
@@ -249,11 +239,7 @@ fn threads(stacked: &[Stacked], total: u64) -> Vec<ThreadCpu> {
             tid,
             name: name.to_string(),
             samples: n,
-            percent: if total == 0 {
-                0.0
-            } else {
-                100.0 * n as f64 / total as f64
-            },
+            percent: share(n, total),
             current_cpu: 0.0,
             peak_cpu: 0.0,
             average_cpu: 0.0,
@@ -262,6 +248,15 @@ fn threads(stacked: &[Stacked], total: u64) -> Vec<ThreadCpu> {
         .collect();
     out.sort_by(|a, b| b.samples.cmp(&a.samples).then(a.tid.cmp(&b.tid)));
     out
+}
+
+/// `n` of `total` samples, percent (0 of none).
+fn share(n: u64, total: u64) -> f64 {
+    if total == 0 {
+        0.0
+    } else {
+        100.0 * n as f64 / total as f64
+    }
 }
 
 /// CPU use from cumulative CPU-time points `(seconds since start, CPU seconds)`: percent of one

@@ -245,8 +245,7 @@ pub(crate) fn read(ebpf: &Ebpf) -> anyhow::Result<Harvest> {
         h.threads
             .insert(tid, String::from_utf8_lossy(&comm[..end]).into_owned());
     }
-    let counts = bpf::per_cpu_sums(ebpf, maps::CPU_COUNTS, 0..count::SLOTS)?;
-    h.counts.copy_from_slice(&counts);
+    h.counts = read_counts(ebpf)?;
     Ok(h)
 }
 

@@ -382,8 +382,11 @@ impl Family for Cpu {
         section.peak_cpu = usage.peak;
         section.average_cpu = usage.average;
         section.cpu_trend = usage.trend;
-        section.cpu_cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        section.cpu_cores = sysinfo_cores().unwrap_or(section.cpu_cores);
+        // The system family's count (it reports first), or the same count made here.
+        section.cpu_cores = report.system.as_ref().map_or_else(
+            || crate::families::process::machine().cores,
+            |s| s.cpu_cores,
+        );
         for t in &mut section.threads {
             if let Some(points) = self.thread_cpu.get(&t.tid) {
                 let u = analyze::usage(points);
@@ -485,13 +488,6 @@ fn profile_of(stacked: &[Stacked], pid: i32, frequency: u64, duration: f64) -> P
             })
             .collect(),
     }
-}
-
-/// Logical CPUs of the machine (all of them, not only those this process may run on).
-fn sysinfo_cores() -> Option<usize> {
-    let n = std::fs::read_to_string("/sys/devices/system/cpu/possible").ok()?;
-    let last = n.trim().rsplit(['-', ',']).next()?.parse::<usize>().ok()?;
-    Some(last + 1)
 }
 
 /// Functions shown in the printed summary.

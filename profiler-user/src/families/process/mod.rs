@@ -244,7 +244,7 @@ impl Family for System {
 }
 
 /// The machine's CPUs, memory and kernel.
-fn machine() -> Machine {
+pub(crate) fn machine() -> Machine {
     use sysinfo::{CpuRefreshKind, MemoryRefreshKind, RefreshKind, System as Sys};
     let sys = Sys::new_with_specifics(
         RefreshKind::nothing()

@@ -205,9 +205,11 @@ pub struct SampleKey {
     pub user: u64,
     /// The kernel stack's hash in `CPU_STACKS` (0: none, the sample was in user mode).
     pub kernel: u64,
+    /// The Python stack's hash in `PY_STACKS` (0: none, not a Python thread).
+    pub python: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<SampleKey>() == 24);
+const _: () = assert!(core::mem::size_of::<SampleKey>() == 32);
 
 impl SampleKey {
     pub const fn end(&self) -> u32 {

@@ -16,6 +16,10 @@ pub enum EventKind {
     OomKill = 5,
     /// A [`crate::cpu::RawSample`].
     CpuRawSample = 6,
+    /// A [`crate::python::PyStackEvent`].
+    PyStack = 7,
+    /// A [`crate::python::RaiseEvent`].
+    PyRaise = 8,
 }
 
 /// Size of the ring buffer in bytes (a power of two, a multiple of the page size).

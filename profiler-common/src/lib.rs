@@ -17,6 +17,7 @@ pub mod functions;
 pub mod memory;
 pub mod names;
 pub mod process;
+pub mod python;
 pub mod signals;
 pub mod syscalls;
 pub mod threads;

@@ -9,7 +9,7 @@
 //! constant there: profiler-ebpf spells each identifier exactly as its constant here, and checks
 //! at compile time with [`same`] that it does.
 
-use crate::{control, counters, cpu, errors, event, functions, memory, process, threads};
+use crate::{control, counters, cpu, errors, event, functions, memory, process, python, threads};
 
 /// The maps and programs of one module.
 #[derive(Clone, Copy, Debug)]
@@ -61,6 +61,11 @@ pub const FAMILIES: &[Family] = &[
         module: "process",
         maps: process::MAPS,
         programs: process::PROGRAMS,
+    },
+    Family {
+        module: "python",
+        maps: python::MAPS,
+        programs: python::PROGRAMS,
     },
     Family {
         module: "threads",

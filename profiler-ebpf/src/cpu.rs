@@ -145,11 +145,13 @@ pub fn cpu_sample(ctx: PerfEventContext) -> u32 {
     let how = walk_user(w);
     // SAFETY: as above; the walk is over.
     let user = store(unsafe { &(*w).user }, count::STACK_MAP_FULL);
+    let python = crate::python::sample_stack(tid);
     let key = SampleKey {
         tid,
         how,
         user,
         kernel,
+        python,
     };
     count_sample(&key);
     remember_name(tid);

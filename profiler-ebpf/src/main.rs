@@ -13,6 +13,7 @@ mod functions;
 mod interrupted;
 mod memory;
 mod process;
+mod python;
 mod threads;
 
 #[cfg(not(test))]

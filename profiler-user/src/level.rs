@@ -45,14 +45,17 @@ pub(crate) enum FamilyId {
     Threads,
     /// GPU statistics (NVML) and CUDA runtime calls. Not built yet.
     Gpu,
+    /// CPython: Python frames in the stacks, and exceptions raised (uprobes on the interpreter).
+    Python,
 }
 
 impl FamilyId {
-    pub(crate) const ALL: [FamilyId; 8] = [
+    pub(crate) const ALL: [FamilyId; 9] = [
         FamilyId::Process,
         FamilyId::System,
         FamilyId::Functions,
         FamilyId::Errors,
+        FamilyId::Python,
         FamilyId::Cpu,
         FamilyId::Memory,
         FamilyId::Threads,
@@ -70,6 +73,7 @@ impl FamilyId {
                 | FamilyId::Memory
                 | FamilyId::Threads
                 | FamilyId::Cpu
+                | FamilyId::Python
         )
     }
 
@@ -78,7 +82,12 @@ impl FamilyId {
     pub(crate) const fn optional(self) -> bool {
         matches!(
             self,
-            FamilyId::Errors | FamilyId::Cpu | FamilyId::Memory | FamilyId::Threads | FamilyId::Gpu
+            FamilyId::Errors
+                | FamilyId::Cpu
+                | FamilyId::Memory
+                | FamilyId::Threads
+                | FamilyId::Gpu
+                | FamilyId::Python
         )
     }
 
@@ -97,6 +106,7 @@ impl FamilyId {
             FamilyId::Memory => "memory",
             FamilyId::Threads => "threads",
             FamilyId::Gpu => "gpu",
+            FamilyId::Python => "python",
         }
     }
 }
@@ -122,13 +132,13 @@ impl Level {
     pub(crate) const fn families(self) -> &'static [FamilyId] {
         use FamilyId::*;
         match self {
-            Level::Basic => &[Process, System, Errors],
-            Level::Detailed => &[Process, System, Errors, Functions],
-            Level::Profiling => &[Process, System, Errors, Functions, Cpu],
-            Level::Memory => &[Process, System, Errors, Memory],
-            Level::Threading => &[Process, System, Errors, Threads],
+            Level::Basic => &[Process, System, Errors, Python],
+            Level::Detailed => &[Process, System, Errors, Python, Functions],
+            Level::Profiling => &[Process, System, Errors, Python, Functions, Cpu],
+            Level::Memory => &[Process, System, Errors, Python, Memory],
+            Level::Threading => &[Process, System, Errors, Python, Threads],
             Level::Full => &[
-                Process, System, Errors, Functions, Cpu, Memory, Threads, Gpu,
+                Process, System, Errors, Python, Functions, Cpu, Memory, Threads, Gpu,
             ],
         }
     }
@@ -197,7 +207,12 @@ mod tests {
         let detailed = selected(Level::Detailed, &[FamilyId::Errors]);
         assert_eq!(
             detailed,
-            [FamilyId::Process, FamilyId::System, FamilyId::Functions]
+            [
+                FamilyId::Process,
+                FamilyId::System,
+                FamilyId::Python,
+                FamilyId::Functions
+            ]
         );
         assert_eq!(selected(Level::Basic, &[]), Level::Basic.families());
         // Leaving out a family the level does not select changes nothing.

@@ -360,6 +360,7 @@ impl Session<'_> {
             memory: None,
             threads: None,
             cpu: None,
+            python: None,
             errors: None,
             warnings: Vec::new(),
         };

@@ -7,6 +7,7 @@ pub(crate) mod errors;
 pub(crate) mod functions;
 pub(crate) mod memory;
 pub(crate) mod process;
+pub(crate) mod python;
 pub(crate) mod threads;
 
 use std::path::PathBuf;
@@ -47,9 +48,15 @@ pub(crate) fn build(
     options: &Options,
 ) -> anyhow::Result<Vec<Box<dyn Family>>> {
     let mut families: Vec<Box<dyn Family>> = Vec::new();
+    // What the python family learns of the interpreter, for the families that splice Python
+    // frames into their stacks.
+    let python = selected
+        .contains(&FamilyId::Python)
+        .then(python::SharedHandle::default);
     for id in [
         FamilyId::Process,
         FamilyId::Functions,
+        FamilyId::Python,
         FamilyId::Errors,
         FamilyId::System,
         FamilyId::Memory,
@@ -72,7 +79,8 @@ pub(crate) fn build(
             )?)),
             FamilyId::Memory => Box::new(memory::Memory::new(options.leak)),
             FamilyId::Threads => Box::new(threads::Threads::new(options.threads)),
-            FamilyId::Cpu => Box::new(cpu::Cpu::new(options.cpu.clone())),
+            FamilyId::Cpu => Box::new(cpu::Cpu::new(options.cpu.clone(), python.clone())),
+            FamilyId::Python => Box::new(python::Python::new(python.clone().unwrap_or_default())),
             FamilyId::Gpu => continue,
         });
     }

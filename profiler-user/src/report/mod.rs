@@ -8,6 +8,7 @@ pub(crate) mod functions;
 pub(crate) mod json;
 pub(crate) mod memory;
 pub(crate) mod profile;
+pub(crate) mod python;
 pub(crate) mod text;
 pub(crate) mod threads;
 
@@ -24,7 +25,7 @@ pub(crate) use threads::ThreadsSection;
 
 /// Version of the JSON schema (docs/report-schema.md). Bump the minor version when fields are
 /// added, the major version when a field changes meaning or goes away.
-pub(crate) const SCHEMA_VERSION: &str = "2.4";
+pub(crate) const SCHEMA_VERSION: &str = "2.5";
 
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct Report {
@@ -55,6 +56,10 @@ pub(crate) struct Report {
     /// Threads, locks and deadlocks (the `threads` family); see docs/report-schema.md.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub threads: Option<ThreadsSection>,
+    /// A CPython target's interpreter, Python walks and exceptions (the `python` family); see
+    /// docs/python.md.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub python: Option<python::PythonSection>,
     /// Things the user should know (a family not available, data lost, the target gone early).
     pub warnings: Vec<String>,
 }

@@ -6,9 +6,12 @@ use std::collections::{HashMap, HashSet};
 
 use profiler_common::cpu::{SampleKey, count, end};
 
-use crate::report::{
-    Frame,
-    cpu::{CpuSection, FrameCounts, FunctionShare, ThreadCpu, UnwindFailures},
+use crate::{
+    families::python::{code::Named, splice},
+    report::{
+        Frame,
+        cpu::{CpuSection, FrameCounts, FunctionShare, ThreadCpu, UnwindFailures},
+    },
 };
 
 /// Functions a thread's stack starts in: a stack that reaches one is complete, whatever ended
@@ -32,6 +35,11 @@ pub(crate) trait Resolve {
     fn user_frames(&mut self, ips: &[u64]) -> Vec<Frame>;
     /// The frames of a kernel stack.
     fn kernel_frames(&mut self, ips: &[u64]) -> Vec<Frame>;
+    /// The Python frames of Python stack `hash`, named, innermost first (none: not a Python
+    /// thread, or no interpreter).
+    fn python_frames(&mut self, _hash: u64) -> Vec<Named> {
+        Vec::new()
+    }
 }
 
 /// One frame of a symbolized sample.
@@ -82,6 +90,21 @@ pub(crate) fn symbolize(input: &Input<'_>, resolve: &mut dyn Resolve) -> Vec<Sta
             || user
                 .last()
                 .is_some_and(|f| START_ROUTINES.contains(&f.frame.function.as_str()));
+        let python = if key.python == 0 {
+            Vec::new()
+        } else {
+            resolve.python_frames(key.python)
+        };
+        let user = splice::splice(
+            user,
+            python,
+            |f| !f.kernel && f.frame.function == splice::EVAL_FRAME,
+            |n| SampleFrame {
+                frame: n.frame,
+                address: n.address,
+                kernel: false,
+            },
+        );
         let mut frames = kernel;
         frames.extend(user);
         out.push(Stacked {

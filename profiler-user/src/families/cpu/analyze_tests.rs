@@ -100,6 +100,7 @@ impl Fixture {
             how,
             user: hash(stack(user)),
             kernel: hash(stack(kernel)),
+            python: 0,
         };
         self.samples.push((key, n));
     }
@@ -243,6 +244,7 @@ fn inlined_frames_share_their_address() {
                 h
             },
             kernel: 0,
+            python: 0,
         },
         1,
     ));

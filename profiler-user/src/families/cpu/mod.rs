@@ -21,6 +21,7 @@ use profiler_common::{
     event::EventKind,
 };
 
+use crate::families::python::{SharedHandle, code::Named};
 use crate::{
     bpf::LoadOptions,
     family::{
@@ -91,11 +92,14 @@ pub(crate) struct Cpu {
     exec_at: Instant,
     /// Samples the kernel sent whole, to unwind here.
     deferred: raw::Deferred,
+    /// The python family's Python stacks and code objects, where it runs.
+    python: Option<SharedHandle>,
 }
 
 impl Cpu {
-    pub(crate) fn new(options: Options) -> Self {
+    pub(crate) fn new(options: Options, python: Option<SharedHandle>) -> Self {
         Self {
+            python,
             options,
             pid: 0,
             objects: Objects::new(0),
@@ -148,6 +152,7 @@ struct Resolver<'a> {
     vdso: Option<&'a Vdso>,
     trampolines: &'a [(u64, u64)],
     kernel: &'a mut KernelSymbols,
+    python: Option<&'a SharedHandle>,
 }
 
 /// The name of a signal trampoline's frame where the object has no symbol for it.
@@ -189,6 +194,12 @@ impl Resolve for Resolver<'_> {
 
     fn kernel_frames(&mut self, ips: &[u64]) -> Vec<Frame> {
         ips.iter().map(|&ip| self.kernel.frame(ip)).collect()
+    }
+
+    fn python_frames(&mut self, hash: u64) -> Vec<Named> {
+        self.python
+            .map(|p| p.lock().expect("python state").frames(hash))
+            .unwrap_or_default()
     }
 }
 
@@ -372,6 +383,7 @@ impl Family for Cpu {
             vdso: self.objects.vdso.as_ref(),
             trampolines: &self.objects.trampolines,
             kernel: &mut kernel,
+            python: self.python.as_ref(),
         };
         let stacked = analyze::symbolize(&input, &mut resolver);
         let mut section = analyze::section(&stacked, &input);

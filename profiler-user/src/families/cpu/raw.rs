@@ -111,6 +111,7 @@ impl Deferred {
                 how: w.end | (w.flags << 8),
                 user,
                 kernel: copy.kernel,
+                python: 0,
             };
             *self.samples.entry(key).or_default() += 1;
             self.unwound += 1;

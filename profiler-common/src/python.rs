@@ -1,0 +1,264 @@
+//! The `python` family: the Python frames of a CPython target, walked in the kernel wherever a
+//! family takes a stack (CPU samples first), and the exceptions it raises, counted exactly per
+//! (type, Python stack) by a uprobe on the interpreter's `_PyErr_SetObject`.
+//!
+//! # How a thread's Python frames are found
+//! The user side finds the interpreter (the executable or a mapped `libpython3.X.so`), its
+//! version and its struct offsets ([`PyConfig`]), and keeps `PY_THREADS` (thread id -> its
+//! `PyThreadState`) up to date from the interpreter's own list of thread states. The walk starts
+//! at the thread state's current frame and follows `previous` (3.11+, `_PyInterpreterFrame`) or
+//! `f_back` (3.10, `PyFrameObject`), keeping per frame its code object and instruction pointer
+//! ([`PyFrame`]); the user side names them (qualified name, file, line) by reading the code
+//! objects, and splices them into the native stack where it passes through the interpreter's
+//! `_PyEval_EvalFrameDefault`.
+
+use crate::threads::{STACK_HASH_SEED, stack_hash_step};
+
+/// Most Python frames one stack keeps (innermost first).
+pub const PY_STACK_DEPTH: usize = 64;
+
+/// Map capacities.
+pub const PY_THREADS_MAX: u32 = 1 << 13;
+pub const PY_STACKS_MAX: u32 = 1 << 14;
+pub const PY_RAISES_MAX: u32 = 1 << 13;
+
+/// An offset the interpreter's layout does not have.
+pub const NONE: u32 = u32::MAX;
+
+/// How the interpreter lays its frames out ([`PyConfig::layout`]).
+pub mod layout {
+    /// 3.10: `PyFrameObject`s, each evaluated by a call of its own to
+    /// `_PyEval_EvalFrameDefault`; the instruction is `f_lasti`, an `int` (code units).
+    pub const FRAME_OBJECT: u32 = 1;
+    /// 3.11 and later: `_PyInterpreterFrame`s, several to one call of
+    /// `_PyEval_EvalFrameDefault`; the instruction is a pointer into the code object.
+    pub const INTERPRETER_FRAME: u32 = 2;
+}
+
+/// Flag bits kept in the low bits of [`PyFrame::code`] (an object pointer, 8-byte aligned).
+pub mod frame_flag {
+    /// The frame began its call of `_PyEval_EvalFrameDefault` (3.11 `is_entry`; every 3.10
+    /// frame): the frames from the last such one up to it belong to one native eval frame.
+    pub const ENTRY: u64 = 1;
+    /// A frame the interpreter pushes for a C call (3.12+, owned by the C stack): it ends the
+    /// frames of one native eval frame, and is not shown.
+    pub const SHIM: u64 = 2;
+    pub const MASK: u64 = 7;
+}
+
+/// Entry 0 of `PY_CONFIG`: where the walk finds things in the target's interpreter. Written by
+/// the user side once it has found the interpreter (`enabled` 0 until then: the walk does
+/// nothing).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PyConfig {
+    pub enabled: u32,
+    /// [`layout`].
+    pub layout: u32,
+    /// In `PyThreadState`: the field that leads to the current frame (`cframe` 3.11–3.12,
+    /// `current_frame` 3.13+, `frame` 3.10).
+    pub tstate_frame: u32,
+    /// In `_PyCFrame`: `current_frame` (3.11–3.12); [`NONE`] where `tstate_frame` points at the
+    /// frame itself.
+    pub cframe_frame: u32,
+    /// In the frame: its code object (`f_code`, `f_executable`), the next frame out
+    /// (`previous`, `f_back`) and the instruction (`prev_instr`, `instr_ptr`, `f_lasti`).
+    pub frame_code: u32,
+    pub frame_previous: u32,
+    pub frame_instr: u32,
+    /// In the frame: `is_entry` (3.11), a byte; [`NONE`] otherwise.
+    pub frame_entry: u32,
+    /// In the frame: `owner` (3.12+), a byte, and the value that marks a C-stack shim frame;
+    /// [`NONE`] otherwise.
+    pub frame_owner: u32,
+    pub owner_cstack: u32,
+    /// Object layout, for the messages of exceptions: `PyBaseExceptionObject.args`,
+    /// `PyTupleObject.ob_item`, `PyTypeObject.tp_flags`, and the data of a compact ASCII string
+    /// (`sizeof(PyASCIIObject)`) and of a compact one (`sizeof(PyCompactUnicodeObject)`).
+    pub exception_args: u32,
+    pub tuple_items: u32,
+    pub type_flags: u32,
+    pub ascii_data: u32,
+    pub compact_data: u32,
+    pub _pad: u32,
+    /// The addresses of `PyUnicode_Type` and `PyTuple_Type` in the target.
+    pub unicode_type: u64,
+    pub tuple_type: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<PyConfig>() == 80);
+
+/// One Python frame: its code object (with [`frame_flag`] bits in the low bits) and its
+/// instruction (a pointer into the code, or 3.10's `f_lasti`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PyFrame {
+    pub code: u64,
+    pub instr: u64,
+}
+
+impl PyFrame {
+    pub const fn code_object(&self) -> u64 {
+        self.code & !frame_flag::MASK
+    }
+    pub const fn flags(&self) -> u64 {
+        self.code & frame_flag::MASK
+    }
+}
+
+/// A Python stack (value of `PY_STACKS`, keyed by [`py_stack_hash`] of its frames), innermost
+/// frame first.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct PyStack {
+    pub len: u64,
+    pub frames: [PyFrame; PY_STACK_DEPTH],
+}
+
+const _: () = assert!(core::mem::size_of::<PyStack>() == 8 + 16 * PY_STACK_DEPTH);
+
+/// The hash of a Python stack, as both sides compute it (never 0).
+pub fn py_stack_hash(frames: &[PyFrame]) -> u64 {
+    let mut h = STACK_HASH_SEED;
+    for f in frames {
+        h = stack_hash_step(h, f.code);
+        h = stack_hash_step(h, f.instr);
+    }
+    if h == 0 { 1 } else { h }
+}
+
+/// A Python stack stored for the first time: sent so that the user side names its code objects
+/// while they are alive (one whose function was defined at run time can be freed by the end).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct PyStackEvent {
+    pub header: crate::event::EventHeader,
+    pub hash: u64,
+    pub stack: PyStack,
+}
+
+/// Key of `PY_RAISES`: an exception type raised at a Python stack. The value is the count.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct RaiseKey {
+    /// The exception type (a type object's address).
+    pub exc_type: u64,
+    /// The Python stack's hash in `PY_STACKS` (0: none could be taken).
+    pub stack: u64,
+}
+
+/// Bytes of an exception's message a [`RaiseEvent`] copies.
+pub const MESSAGE_BYTES: usize = 120;
+
+/// Raises of one [`RaiseKey`] sent with their details; later ones are only counted.
+pub const DETAILED_PER_KEY: u64 = 4;
+
+/// An exception raised (the first [`DETAILED_PER_KEY`] of each key), or one the interpreter
+/// reported as unhandled (`uncaught`).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct RaiseEvent {
+    pub header: crate::event::EventHeader,
+    pub key: RaiseKey,
+    /// 1: the interpreter printed it as unhandled (`_PyErr_Display`); `key` is then the last
+    /// raise of its type on the thread (`stack` 0 where that was another type).
+    pub uncaught: u32,
+    /// How the message was read: 0 none, 1 a str's ASCII bytes, 2 a str of 1-byte characters
+    /// (Latin-1), 3 a str of 2-byte ones, 4 a str of 4-byte ones; `len` bytes of it.
+    pub message_kind: u32,
+    pub len: u32,
+    pub _pad: u32,
+    /// The type of the exception's first argument where it is not a str (a `KeyError` of an
+    /// int key): a type object's address, 0 otherwise.
+    pub arg_type: u64,
+    pub message: [u8; MESSAGE_BYTES],
+}
+
+const _: () = assert!(core::mem::size_of::<RaiseEvent>() == 24 + 16 + 16 + 8 + MESSAGE_BYTES);
+
+/// The last raise of each thread (value of `PY_LAST_RAISE`), for the unhandled report.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LastRaise {
+    pub key: RaiseKey,
+}
+
+/// Slots of the per-CPU `PY_COUNTS` array.
+pub mod count {
+    /// Python stacks walked (a CPU sample of a thread with a Python thread state, or a raise).
+    pub const WALKS: u32 = 0;
+    /// Python frames walked.
+    pub const FRAMES: u32 = 1;
+    /// Walks cut at [`super::PY_STACK_DEPTH`] frames.
+    pub const DEPTH_CUT: u32 = 2;
+    /// Walks stopped by a read of the target's memory that failed.
+    pub const READ_FAILED: u32 = 3;
+    /// Stacks not stored (`PY_STACKS` full).
+    pub const STACK_MAP_FULL: u32 = 4;
+    /// Exceptions raised (every one, counted here as in `PY_RAISES`).
+    pub const RAISES: u32 = 5;
+    /// Raises not counted per key (`PY_RAISES` full).
+    pub const RAISE_MAP_FULL: u32 = 6;
+    /// Records the ring buffer had no room for.
+    pub const EVENTS_LOST: u32 = 7;
+    /// Exceptions reported unhandled.
+    pub const UNCAUGHT: u32 = 8;
+    /// CPU samples of threads with no known thread state (not Python threads, or not listed yet).
+    pub const NO_THREAD_STATE: u32 = 9;
+    /// Slots of the array.
+    pub const SLOTS: u32 = 10;
+}
+
+/// Map names in the eBPF object (see [`crate::names`]).
+pub mod maps {
+    /// [`super::PyConfig`] at index 0.
+    pub const PY_CONFIG: &str = "PY_CONFIG";
+    /// `PyThreadState` address by thread id.
+    pub const PY_THREADS: &str = "PY_THREADS";
+    /// [`super::PyStack`] by hash.
+    pub const PY_STACKS: &str = "PY_STACKS";
+    /// Raise counts by [`super::RaiseKey`].
+    pub const PY_RAISES: &str = "PY_RAISES";
+    /// [`super::LastRaise`] by thread id.
+    pub const PY_LAST_RAISE: &str = "PY_LAST_RAISE";
+    /// Per-CPU counts by [`super::count`].
+    pub const PY_COUNTS: &str = "PY_COUNTS";
+    /// Per-CPU scratch of the walk (kernel side only).
+    pub const PY_SCRATCH: &str = "PY_SCRATCH";
+}
+
+/// Program names in the eBPF object.
+pub mod programs {
+    /// Uprobe on `_PyErr_SetObject(tstate, type, value)`.
+    pub const RAISE: &str = "py_raise";
+    /// Uprobe on `_PyErr_Display(file, type, value, traceback)`.
+    pub const UNCAUGHT: &str = "py_uncaught";
+}
+
+pub const MAPS: &[&str] = &[
+    maps::PY_CONFIG,
+    maps::PY_THREADS,
+    maps::PY_STACKS,
+    maps::PY_RAISES,
+    maps::PY_LAST_RAISE,
+    maps::PY_COUNTS,
+    maps::PY_SCRATCH,
+];
+
+pub const PROGRAMS: &[&str] = &[programs::RAISE, programs::UNCAUGHT];
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    // SAFETY: each type is #[repr(C)] plain old data of fixed-width integers with explicit
+    // padding; any bit pattern is valid.
+    unsafe impl aya::Pod for PyConfig {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for PyFrame {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for PyStack {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for RaiseKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for LastRaise {}
+}

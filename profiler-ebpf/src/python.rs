@@ -1,0 +1,499 @@
+//! The `python` family: the Python frames of a CPython target's thread, walked from its thread
+//! state (see `profiler_common::python`), for the CPU samples (`sample_stack`) and at every
+//! exception the interpreter raises (`py_raise`, a uprobe on `_PyErr_SetObject`), which is
+//! counted exactly per (type, Python stack), the first few of each with their message; and the
+//! exceptions it reports unhandled (`py_uncaught`, on `_PyErr_Display`).
+//!
+//! The walk is a `bpf_loop` over frames, its state in a per-CPU scratch value, as the cpu
+//! family's native walk. The perf event program and the uprobes never run nested on one CPU (the
+//! kernel skips a perf event program while a uprobe program runs there), so they share it.
+
+use aya_ebpf::{
+    bindings::BPF_NOEXIST,
+    helpers::{
+        bpf_probe_read_user,
+        generated::{
+            bpf_loop, bpf_probe_read_kernel as read_kernel_raw,
+            bpf_probe_read_user as read_user_raw,
+        },
+    },
+    macros::{map, uprobe},
+    maps::{Array, HashMap, PerCpuArray},
+    programs::ProbeContext,
+};
+use profiler_common::{
+    event::{EventHeader, EventKind},
+    python::{
+        DETAILED_PER_KEY, LastRaise, MESSAGE_BYTES, NONE, PY_STACK_DEPTH, PyConfig, PyFrame,
+        PyStack, PyStackEvent, RaiseEvent, RaiseKey, count, frame_flag, layout,
+    },
+    threads::{STACK_HASH_SEED, stack_hash_step},
+};
+
+use crate::common::{EVENTS, current_ids, fetch_add, named_as_in_common, stopped, target_tgid};
+
+#[map]
+static PY_CONFIG: Array<PyConfig> = Array::with_max_entries(1, 0);
+
+// Sized by the python family when it runs (`PY_THREADS_MAX` and the like): one entry each until
+// then, so that a session without the family costs nothing.
+
+#[map]
+static PY_THREADS: HashMap<u32, u64> = HashMap::with_max_entries(1, 0);
+
+#[map]
+static PY_STACKS: HashMap<u64, PyStack> = HashMap::with_max_entries(1, 0);
+
+#[map]
+static PY_RAISES: HashMap<RaiseKey, u64> = HashMap::with_max_entries(1, 0);
+
+#[map]
+static PY_LAST_RAISE: HashMap<u32, LastRaise> = HashMap::with_max_entries(1, 0);
+
+#[map]
+static PY_COUNTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(count::SLOTS, 0);
+
+#[map]
+static PY_SCRATCH: PerCpuArray<PyWalk> = PerCpuArray::with_max_entries(1, 0);
+
+named_as_in_common!(
+    python,
+    maps: [
+        PY_CONFIG,
+        PY_THREADS,
+        PY_STACKS,
+        PY_RAISES,
+        PY_LAST_RAISE,
+        PY_COUNTS,
+        PY_SCRATCH,
+    ],
+    programs: [py_raise => RAISE, py_uncaught => UNCAUGHT]
+);
+
+/// The state of one walk (this CPU's `PY_SCRATCH`).
+#[repr(C)]
+pub struct PyWalk {
+    /// The next frame to read (0: the walk is over).
+    frame: u64,
+    /// Why the walk stopped early (a [`count`] slot, 0 for none).
+    cut: u32,
+    _pad: u32,
+    config: PyConfig,
+    stack: PyStack,
+}
+
+/// The Python stack of thread `tid` for a CPU sample: its hash in `PY_STACKS` (0: not a Python
+/// thread the user side listed, or no frame).
+#[inline(always)]
+pub fn sample_stack(tid: u32) -> u64 {
+    if !enabled() {
+        return 0;
+    }
+    // SAFETY: a plain value, copied out.
+    match unsafe { PY_THREADS.get(tid) }.copied() {
+        Some(tstate) if tstate != 0 => python_stack(tstate),
+        _ => {
+            add(count::NO_THREAD_STATE, 1);
+            0
+        }
+    }
+}
+
+/// Whether the user side has found an interpreter and written its layout.
+#[inline(always)]
+fn enabled() -> bool {
+    PY_CONFIG.get(0).is_some_and(|c| c.enabled != 0)
+}
+
+/// Walks the Python frames of thread state `tstate`, stores them, and returns their hash (0: no
+/// frame, or not stored).
+#[inline(always)]
+fn python_stack(tstate: u64) -> u64 {
+    let Some(w) = PY_SCRATCH.get_ptr_mut(0) else {
+        return 0;
+    };
+    let Some(config) = PY_CONFIG.get(0).copied() else {
+        return 0;
+    };
+    let Some(first) = read(tstate + config.tstate_frame as u64) else {
+        add(count::READ_FAILED, 1);
+        return 0;
+    };
+    let frame = if config.cframe_frame == NONE || first == 0 {
+        first
+    } else {
+        match read(first + config.cframe_frame as u64) {
+            Some(f) => f,
+            None => {
+                add(count::READ_FAILED, 1);
+                return 0;
+            }
+        }
+    };
+    if frame == 0 {
+        return 0;
+    }
+    // SAFETY: this CPU's scratch value, valid for the program's run; written before the loop,
+    // read back with volatile loads after it (the callback changes it behind the compiler's
+    // back, see the cpu family's walk).
+    unsafe {
+        core::ptr::write_volatile(&raw mut (*w).frame, frame);
+        core::ptr::write_volatile(&raw mut (*w).cut, 0);
+        core::ptr::write_volatile(&raw mut (*w).config, config);
+        core::ptr::write_volatile(&raw mut (*w).stack.len, 0);
+        bpf_loop(
+            PY_STACK_DEPTH as u32 + 1,
+            step as *mut core::ffi::c_void,
+            core::ptr::null_mut(),
+            0,
+        );
+    }
+    // SAFETY: as above.
+    let (len, cut) = unsafe {
+        (
+            core::ptr::read_volatile(&raw const (*w).stack.len),
+            core::ptr::read_volatile(&raw const (*w).cut),
+        )
+    };
+    add(count::WALKS, 1);
+    add(count::FRAMES, len);
+    if cut != 0 {
+        add(cut, 1);
+    }
+    if len == 0 {
+        return 0;
+    }
+    store(w)
+}
+
+/// Stores the walked stack under its hash, sending it to the user side the first time.
+#[inline(always)]
+fn store(w: *mut PyWalk) -> u64 {
+    // SAFETY: this CPU's scratch value, valid for the program's run; the walk is over.
+    let stack = unsafe { &(*w).stack };
+    let len = stack.len as usize;
+    let mut hash = STACK_HASH_SEED;
+    for i in 0..PY_STACK_DEPTH {
+        if i >= len {
+            break;
+        }
+        let f = &stack.frames[i];
+        hash = stack_hash_step(hash, f.code);
+        hash = stack_hash_step(hash, f.instr);
+    }
+    if hash == 0 {
+        hash = 1;
+    }
+    // SAFETY: only tested for presence.
+    if unsafe { PY_STACKS.get(hash) }.is_some() {
+        return hash;
+    }
+    if PY_STACKS.insert(hash, stack, BPF_NOEXIST as u64).is_err() {
+        // SAFETY: as above.
+        if unsafe { PY_STACKS.get(hash) }.is_some() {
+            return hash;
+        }
+        add(count::STACK_MAP_FULL, 1);
+        return 0;
+    }
+    send_stack(hash, stack);
+    hash
+}
+
+/// Sends a stack stored for the first time.
+#[inline(always)]
+fn send_stack(hash: u64, stack: &PyStack) {
+    let Some(mut entry) = EVENTS.reserve::<PyStackEvent>(0) else {
+        add(count::EVENTS_LOST, 1);
+        return;
+    };
+    let event = entry.as_mut_ptr();
+    let (tid, tgid) = current_ids();
+    // SAFETY: `event` is a reserved record, written in full before it is submitted; the stack is
+    // copied from this CPU's scratch value by the checked helper.
+    unsafe {
+        (*event).header = header(EventKind::PyStack, tid, tgid);
+        (*event).hash = hash;
+        let copied = read_kernel_raw(
+            (&raw mut (*event).stack).cast(),
+            core::mem::size_of::<PyStack>() as u32,
+            (stack as *const PyStack).cast(),
+        );
+        if copied != 0 {
+            (*event).stack.len = 0;
+        }
+    }
+    entry.submit(0);
+}
+
+fn header(kind: EventKind, tid: u32, tgid: u32) -> EventHeader {
+    EventHeader {
+        kind: kind as u16,
+        _pad: 0,
+        tid,
+        // SAFETY: the helper takes no arguments.
+        timestamp_ns: unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() },
+        tgid,
+        _pad2: 0,
+    }
+}
+
+/// This CPU's walk state.
+#[inline(always)]
+fn scratch() -> Option<&'static mut PyWalk> {
+    // SAFETY: this CPU's scratch value, valid for the program's run.
+    PY_SCRATCH.get_ptr_mut(0).map(|p| unsafe { &mut *p })
+}
+
+/// `bpf_loop`'s callback of the walk: one frame; 1 ends the loop.
+extern "C" fn step(_index: u64, _ctx: *mut core::ffi::c_void) -> i64 {
+    let Some(w) = scratch() else {
+        return 1;
+    };
+    let frame = w.frame;
+    if frame == 0 {
+        return 1;
+    }
+    let n = w.stack.len as usize;
+    if n >= PY_STACK_DEPTH {
+        w.cut = count::DEPTH_CUT;
+        return 1;
+    }
+    let c = &w.config;
+    let legacy = c.layout == layout::FRAME_OBJECT;
+    let code = read(frame + c.frame_code as u64);
+    let instr = if legacy {
+        read_u32(frame + c.frame_instr as u64).map(u64::from)
+    } else {
+        read(frame + c.frame_instr as u64)
+    };
+    let (Some(code), Some(instr)) = (code, instr) else {
+        w.cut = count::READ_FAILED;
+        return 1;
+    };
+    let mut flags = 0;
+    if legacy || (c.frame_entry != NONE && read_u8(frame + c.frame_entry as u64) != 0) {
+        flags |= frame_flag::ENTRY;
+    }
+    if c.frame_owner != NONE && u32::from(read_u8(frame + c.frame_owner as u64)) == c.owner_cstack {
+        flags |= frame_flag::SHIM;
+    }
+    w.stack.frames[n & (PY_STACK_DEPTH - 1)] = PyFrame {
+        code: (code & !frame_flag::MASK) | flags,
+        instr,
+    };
+    w.stack.len += 1;
+    w.frame = read(frame + c.frame_previous as u64).unwrap_or(0);
+    0
+}
+
+/// Reads a word of the target's memory.
+#[inline(always)]
+fn read(addr: u64) -> Option<u64> {
+    // SAFETY: reads the target's memory through the checked helper.
+    unsafe { bpf_probe_read_user(addr as *const u64) }.ok()
+}
+
+#[inline(always)]
+fn read_u32(addr: u64) -> Option<u32> {
+    // SAFETY: as for `read`.
+    unsafe { bpf_probe_read_user(addr as *const u32) }.ok()
+}
+
+/// A byte of the target's memory (0 where it cannot be read).
+#[inline(always)]
+fn read_u8(addr: u64) -> u8 {
+    // SAFETY: as for `read`.
+    unsafe { bpf_probe_read_user(addr as *const u8) }.unwrap_or(0)
+}
+
+/// Adds `n` to slot `slot` of `PY_COUNTS`.
+#[inline(always)]
+fn add(slot: u32, n: u64) {
+    if let Some(p) = PY_COUNTS.get_ptr_mut(slot) {
+        // SAFETY: a valid, aligned u64 in a map value for the program's duration.
+        unsafe { fetch_add(p, n) };
+    }
+}
+
+/// The uprobe on `_PyErr_SetObject(PyThreadState *tstate, PyObject *type, PyObject *value)`.
+#[uprobe]
+pub fn py_raise(ctx: ProbeContext) -> u32 {
+    let (tid, tgid) = current_ids();
+    if tgid != target_tgid() || tgid == 0 || stopped() || !enabled() {
+        return 0;
+    }
+    let arg = |n: usize| ctx.arg::<u64>(n).unwrap_or(0);
+    let (tstate, exc_type, value) = (arg(0), arg(1), arg(2));
+    add(count::RAISES, 1);
+    let stack = if tstate == 0 { 0 } else { python_stack(tstate) };
+    let key = RaiseKey { exc_type, stack };
+    let n = count_raise(&key);
+    let _ = PY_LAST_RAISE.insert(tid, LastRaise { key }, 0);
+    if (1..=DETAILED_PER_KEY).contains(&n) {
+        send_raise(tid, tgid, key, value, 0);
+    }
+    0
+}
+
+/// The uprobe on `_PyErr_Display(PyObject *file, PyObject *type, PyObject *value, PyObject *tb)`:
+/// the interpreter prints an exception nothing handled. Its type is the value's (3.12 passes no
+/// type); its site, the thread's last raise of that type.
+#[uprobe]
+pub fn py_uncaught(ctx: ProbeContext) -> u32 {
+    let (tid, tgid) = current_ids();
+    if tgid != target_tgid() || tgid == 0 || stopped() || !enabled() {
+        return 0;
+    }
+    let value = ctx.arg::<u64>(2).unwrap_or(0);
+    let exc_type = if value == 0 {
+        ctx.arg::<u64>(1).unwrap_or(0)
+    } else {
+        read(value + 8).unwrap_or(0)
+    };
+    add(count::UNCAUGHT, 1);
+    // SAFETY: a plain value, copied out.
+    let key = match unsafe { PY_LAST_RAISE.get(tid) }.copied() {
+        Some(last) if last.key.exc_type == exc_type => last.key,
+        _ => RaiseKey { exc_type, stack: 0 },
+    };
+    send_raise(tid, tgid, key, value, 1);
+    0
+}
+
+/// Adds one raise at `key`; returns the key's count with it (0: the map is full).
+#[inline(always)]
+fn count_raise(key: &RaiseKey) -> u64 {
+    if let Some(n) = PY_RAISES.get_ptr_mut(key) {
+        // SAFETY: a valid, aligned u64 map value.
+        return unsafe { fetch_add(n, 1) } + 1;
+    }
+    if PY_RAISES.insert(key, 1, BPF_NOEXIST as u64).is_ok() {
+        return 1;
+    }
+    // Another CPU inserted it first, or the map is full.
+    match PY_RAISES.get_ptr_mut(key) {
+        // SAFETY: as above.
+        Some(n) => unsafe { fetch_add(n, 1) + 1 },
+        None => {
+            add(count::RAISE_MAP_FULL, 1);
+            0
+        }
+    }
+}
+
+/// Sends a raise with its message: `value` itself where it is a str, else its first argument
+/// (a tuple's first item, an exception's `args[0]`) where that is one.
+#[inline(always)]
+fn send_raise(tid: u32, tgid: u32, key: RaiseKey, value: u64, uncaught: u32) {
+    let Some(c) = PY_CONFIG.get(0).copied() else {
+        return;
+    };
+    let Some(mut entry) = EVENTS.reserve::<RaiseEvent>(0) else {
+        add(count::EVENTS_LOST, 1);
+        return;
+    };
+    let event = entry.as_mut_ptr();
+    let (text, arg_type) = message_object(&c, value);
+    // SAFETY: `event` is a reserved record, written in full before it is submitted; the
+    // target's memory is read through the checked helpers.
+    unsafe {
+        (*event).header = header(EventKind::PyRaise, tid, tgid);
+        (*event).key = key;
+        (*event).uncaught = uncaught;
+        (*event).arg_type = arg_type;
+        (*event)._pad = 0;
+        (*event).message_kind = 0;
+        (*event).len = 0;
+        if text != 0 {
+            copy_message(&c, text, event);
+        }
+    }
+    entry.submit(0);
+}
+
+/// The str that holds an exception's message, and the type of its first argument where that
+/// is not a str.
+#[inline(always)]
+fn message_object(c: &PyConfig, value: u64) -> (u64, u64) {
+    if value == 0 {
+        return (0, 0);
+    }
+    let Some(ty) = read(value + 8) else {
+        return (0, 0);
+    };
+    if ty == c.unicode_type {
+        return (value, 0);
+    }
+    // A tuple of arguments (a `KeyError` the interpreter raises itself), or an exception
+    // instance's `args`.
+    let args = if ty == c.tuple_type {
+        value
+    } else {
+        let flags = read(ty + c.type_flags as u64).unwrap_or(0);
+        if flags & (1 << 30) == 0 {
+            return (0, ty);
+        }
+        match read(value + c.exception_args as u64) {
+            Some(a) if a != 0 && read(a + 8) == Some(c.tuple_type) => a,
+            _ => return (0, 0),
+        }
+    };
+    // ob_size of the tuple.
+    if read(args + 16).unwrap_or(0) == 0 {
+        return (0, 0);
+    }
+    let Some(first) = read(args + c.tuple_items as u64) else {
+        return (0, 0);
+    };
+    match read(first + 8) {
+        Some(t) if t == c.unicode_type => (first, 0),
+        Some(t) => (0, t),
+        None => (0, 0),
+    }
+}
+
+/// Copies the characters of str `text` into the event.
+///
+/// # Safety
+/// `event` must be a reserved record.
+#[inline(always)]
+unsafe fn copy_message(c: &PyConfig, text: u64, event: *mut RaiseEvent) {
+    let (Some(length), Some(state)) = (read(text + 16), read_u32(text + 32)) else {
+        return;
+    };
+    let kind = (state >> 2) & 7;
+    let compact = (state >> 5) & 1 != 0;
+    let ascii = (state >> 6) & 1 != 0;
+    if !compact {
+        return;
+    }
+    let (data, message_kind, width) = if ascii {
+        (text + c.ascii_data as u64, 1, 1)
+    } else if kind == 1 {
+        (text + c.compact_data as u64, 2, 1)
+    } else if kind == 2 {
+        (text + c.compact_data as u64, 3, 2)
+    } else if kind == 4 {
+        (text + c.compact_data as u64, 4, 4)
+    } else {
+        return;
+    };
+    let length = length.min(MESSAGE_BYTES as u64);
+    let mut bytes = length * width;
+    if bytes > MESSAGE_BYTES as u64 {
+        bytes = MESSAGE_BYTES as u64;
+    }
+    // SAFETY: the caller's record; the copy is bounded by the message array's size.
+    unsafe {
+        if read_user_raw(
+            (&raw mut (*event).message).cast(),
+            bytes as u32,
+            data as *const core::ffi::c_void,
+        ) == 0
+        {
+            (*event).message_kind = message_kind;
+            (*event).len = bytes as u32;
+        }
+    }
+}

@@ -1,0 +1,265 @@
+//! Code objects read out of the target (qualified name, file, first line, line table), their
+//! line tables decoded, and a Python stack named frame by frame.
+
+use std::{collections::HashMap, sync::Arc};
+
+use profiler_common::python::{PyFrame, frame_flag};
+
+use super::layout::Layout;
+use crate::report::Frame;
+
+/// Reads the target's memory.
+pub(crate) trait Memory {
+    /// Fills `buf` from `addr`; false where the target has no such memory (or is gone).
+    fn read(&self, addr: u64, buf: &mut [u8]) -> bool;
+
+    fn u64_at(&self, addr: u64) -> Option<u64> {
+        let mut b = [0u8; 8];
+        self.read(addr, &mut b).then(|| u64::from_le_bytes(b))
+    }
+
+    fn u32_at(&self, addr: u64) -> Option<u32> {
+        let mut b = [0u8; 4];
+        self.read(addr, &mut b).then(|| u32::from_le_bytes(b))
+    }
+}
+
+/// The memory of process `pid`.
+pub(crate) struct Process(pub i32);
+
+impl Memory for Process {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> bool {
+        crate::tracee::task::read_memory(self.0, addr, buf).is_ok()
+    }
+}
+
+/// What the report needs of a code object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CodeInfo {
+    pub qualname: String,
+    pub filename: String,
+    pub firstlineno: i32,
+    /// `co_linetable` (the 3.11+ location table).
+    pub linetable: Vec<u8>,
+}
+
+/// Longest str or bytes object read (a file name, a line table).
+const MAX_OBJECT_BYTES: u64 = 1 << 20;
+
+/// The characters of str object `addr` (compact strings only, as names and file names are).
+pub(crate) fn read_str(mem: &dyn Memory, layout: &Layout, addr: u64) -> Option<String> {
+    let length = mem.u64_at(addr + 16)?;
+    let state = mem.u32_at(addr + 32)?;
+    if length > MAX_OBJECT_BYTES || (state >> 5) & 1 == 0 {
+        return None;
+    }
+    let ascii = (state >> 6) & 1 != 0;
+    let kind = ((state >> 2) & 7) as u64;
+    let (data, width) = if ascii {
+        (addr + u64::from(layout.ascii_data), 1)
+    } else {
+        (addr + u64::from(layout.compact_data), kind)
+    };
+    if !matches!(width, 1 | 2 | 4) {
+        return None;
+    }
+    let mut buf = vec![0u8; (length * width) as usize];
+    if !mem.read(data, &mut buf) {
+        return None;
+    }
+    Some(decode(&buf, width as usize))
+}
+
+/// Characters of `width` bytes each (Latin-1, UCS-2, UCS-4) as a String.
+pub(crate) fn decode(bytes: &[u8], width: usize) -> String {
+    bytes
+        .chunks_exact(width)
+        .map(|c| {
+            let mut v = 0u32;
+            for (i, b) in c.iter().enumerate() {
+                v |= u32::from(*b) << (8 * i);
+            }
+            char::from_u32(v).unwrap_or(char::REPLACEMENT_CHARACTER)
+        })
+        .collect()
+}
+
+/// The contents of bytes object `addr`.
+fn read_bytes(mem: &dyn Memory, addr: u64) -> Option<Vec<u8>> {
+    let size = mem.u64_at(addr + 16)?;
+    if size > MAX_OBJECT_BYTES {
+        return None;
+    }
+    let mut buf = vec![0u8; size as usize];
+    mem.read(addr + 32, &mut buf).then_some(buf)
+}
+
+/// Code object `addr`, where it is one (its type is `code_type`).
+pub(crate) fn read_code(
+    mem: &dyn Memory,
+    layout: &Layout,
+    code_type: u64,
+    addr: u64,
+) -> Option<CodeInfo> {
+    if mem.u64_at(addr + 8)? != code_type {
+        return None;
+    }
+    let field = |offset: u64| mem.u64_at(addr + offset);
+    let qualname = read_str(mem, layout, field(layout.code_qualname)?)?;
+    let filename = read_str(mem, layout, field(layout.code_filename)?)?;
+    let firstlineno = mem.u32_at(addr + layout.code_firstlineno)? as i32;
+    let linetable = read_bytes(mem, field(layout.code_linetable)?)?;
+    Some(CodeInfo {
+        qualname,
+        filename,
+        firstlineno,
+        linetable,
+    })
+}
+
+/// The line of code unit `lasti` from a 3.11+ location table (`Objects/locations.md` of
+/// CPython): entries of `1 cccc lll` (code `cccc`, `lll + 1` code units), then the code's
+/// varints. None where the instruction has no line.
+pub(crate) fn line_of(table: &[u8], firstlineno: i32, lasti: i64) -> Option<u32> {
+    if lasti < 0 {
+        return None;
+    }
+    let mut line = i64::from(firstlineno);
+    let mut unit = 0i64;
+    let mut i = 0;
+    while i < table.len() {
+        let head = table[i];
+        let code = (head >> 3) & 15;
+        let length = i64::from(head & 7) + 1;
+        let mut j = i + 1;
+        let (delta, has_line) = match code {
+            15 => (0, false),
+            13 | 14 => (signed_varint(table, &mut j), true),
+            10..=12 => (i64::from(code) - 10, true),
+            _ => (0, true),
+        };
+        line += delta;
+        if lasti < unit + length {
+            return has_line.then(|| u32::try_from(line).ok()).flatten();
+        }
+        unit += length;
+        // The next entry starts at the next byte with its top bit set.
+        i = j;
+        while i < table.len() && table[i] & 0x80 == 0 {
+            i += 1;
+        }
+    }
+    None
+}
+
+/// A varint of the location table: 6 bits a byte, low first, bit 6 set while more follow.
+fn varint(table: &[u8], i: &mut usize) -> u64 {
+    let mut value = 0u64;
+    let mut shift = 0;
+    while let Some(&b) = table.get(*i) {
+        *i += 1;
+        value |= u64::from(b & 63) << shift;
+        shift += 6;
+        if b & 64 == 0 || shift > 60 {
+            break;
+        }
+    }
+    value
+}
+
+fn signed_varint(table: &[u8], i: &mut usize) -> i64 {
+    let v = varint(table, i);
+    if v & 1 != 0 {
+        -((v >> 1) as i64)
+    } else {
+        (v >> 1) as i64
+    }
+}
+
+/// A Python frame, named.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Named {
+    pub frame: Frame,
+    /// Its instruction's address (or 3.10's index): a location of its own in pprof.
+    pub address: u64,
+    /// See `profiler_common::python::frame_flag`.
+    pub entry: bool,
+    pub shim: bool,
+}
+
+/// The module of a Python frame whose code object could not be read.
+pub(crate) const UNKNOWN_CODE: &str = "[python]";
+
+/// The offset field of a Python frame (it has no offset in a file).
+pub(crate) const PYTHON_OFFSET: &str = "python";
+
+/// Code objects read, by address (None: not one, or unreadable).
+#[derive(Debug, Default)]
+pub(crate) struct Codes {
+    known: HashMap<u64, Option<Arc<CodeInfo>>>,
+}
+
+impl Codes {
+    /// Reads the code objects of `frames` that are not known yet.
+    pub(crate) fn learn(
+        &mut self,
+        mem: &dyn Memory,
+        layout: &Layout,
+        code_type: u64,
+        frames: &[PyFrame],
+    ) {
+        for f in frames {
+            let code = f.code_object();
+            self.known
+                .entry(code)
+                .or_insert_with(|| read_code(mem, layout, code_type, code).map(Arc::new));
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.known.values().filter(|c| c.is_some()).count()
+    }
+
+    /// The frames of a stack, innermost first, named.
+    pub(crate) fn name(&self, layout: &Layout, frames: &[PyFrame]) -> Vec<Named> {
+        frames
+            .iter()
+            .map(|f| {
+                let code = f.code_object();
+                let flags = f.flags();
+                let info = self.known.get(&code).cloned().flatten();
+                let lasti = if layout.frame_kind == profiler_common::python::layout::FRAME_OBJECT {
+                    i64::from(f.instr as u32 as i32)
+                } else {
+                    (f.instr as i64 - (code + layout.code_adaptive) as i64) / 2
+                };
+                let frame = match info {
+                    Some(c) => Frame {
+                        function: c.qualname.clone(),
+                        module: c.filename.clone(),
+                        offset: PYTHON_OFFSET.into(),
+                        file: Some(c.filename.clone()),
+                        line: line_of(&c.linetable, c.firstlineno, lasti),
+                    },
+                    None => Frame {
+                        function: "??".into(),
+                        module: UNKNOWN_CODE.into(),
+                        offset: PYTHON_OFFSET.into(),
+                        file: None,
+                        line: None,
+                    },
+                };
+                Named {
+                    frame,
+                    address: f.instr,
+                    entry: flags & frame_flag::ENTRY != 0,
+                    shim: flags & frame_flag::SHIM != 0,
+                }
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+#[path = "code_tests.rs"]
+mod tests;

@@ -1,0 +1,547 @@
+//! The `python` family: a CPython target's Python frames in the stacks the profiler takes (the
+//! cpu family's samples first), and the exceptions it raises, caught or not, counted exactly per
+//! (type, line) by a uprobe on `_PyErr_SetObject`, the unhandled ones seen at `_PyErr_Display`.
+//!
+//! The family finds the interpreter (at attach, or after the `run` command's exec), writes the
+//! walk's layout for the kernel, and keeps the kernel's map of thread states in step with the
+//! interpreter's own list, every fast tick. The kernel sends each Python stack the first time it
+//! stores it; the code objects of its frames are read then, while they are alive, and named
+//! (qualified name, file, line) for every family that splices Python frames into its stacks
+//! through [`Shared`].
+
+pub(crate) mod code;
+pub(crate) mod interp;
+mod kernel;
+pub(crate) mod layout;
+pub(crate) mod splice;
+#[cfg(test)]
+pub(crate) mod testing;
+
+use std::{
+    collections::{HashMap, HashSet},
+    fmt::Write as _,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use aya::Ebpf;
+use profiler_common::{
+    event::EventKind,
+    python::{
+        PY_RAISES_MAX, PY_STACKS_MAX, PY_THREADS_MAX, PyFrame, PyStackEvent, RaiseEvent, RaiseKey,
+        count, maps,
+    },
+};
+
+use crate::{
+    bpf::LoadOptions,
+    family::{Family, Flow, ProbeLoad, ReportContext, TargetContext, TickContext},
+    level::FamilyId,
+    report::{
+        CostModel, Report,
+        python::{ExceptionStats, InterpreterInfo, ProbeSite, PythonSection, RaiseSite, WalkStats},
+    },
+};
+use code::{Codes, Named, Process};
+use interp::{Found, Interpreter};
+
+/// Estimated cost to the target, ns: a raise (the uprobe on an emulated instruction, about
+/// 1 µs here, and the program), a Python walk, and a frame of it (four reads of the target).
+const RAISE_NS: f64 = 1_500.0;
+const WALK_NS: f64 = 150.0;
+const FRAME_NS: f64 = 120.0;
+
+/// Most thread states read from the interpreter's list.
+const MAX_THREADS: usize = 4096;
+
+/// Sites listed in the section.
+const MAX_SITES: usize = 50;
+
+/// How often the target is looked at for an interpreter, once the first second after an exec
+/// has passed.
+const LOOK_EVERY: Duration = Duration::from_secs(1);
+
+/// What the family shares with the families that splice Python frames: the layout, the Python
+/// stacks by hash, and the code objects read.
+#[derive(Debug, Default)]
+pub(crate) struct Shared {
+    layout: Option<layout::Layout>,
+    stacks: HashMap<u64, Vec<PyFrame>>,
+    codes: Codes,
+}
+
+pub(crate) type SharedHandle = Arc<Mutex<Shared>>;
+
+impl Shared {
+    /// The frames of Python stack `hash`, named, innermost first (none for 0 or an unknown one).
+    pub(crate) fn frames(&self, hash: u64) -> Vec<Named> {
+        match (&self.layout, self.stacks.get(&hash)) {
+            (Some(l), Some(frames)) => self.codes.name(l, frames),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// The first details of a raise key.
+#[derive(Debug, Default)]
+struct Detail {
+    message: Option<String>,
+    uncaught: u64,
+}
+
+pub(crate) struct Python {
+    pid: i32,
+    run_mode: bool,
+    shared: SharedHandle,
+    probes: kernel::Probes,
+    interp: Option<Interpreter>,
+    unsupported: Option<String>,
+    /// `PY_THREADS` as last written, and every thread seen.
+    threads: HashMap<u32, u64>,
+    seen: HashSet<u32>,
+    /// The executable, when it last changed, and when the target is next looked at.
+    exe: Option<PathBuf>,
+    exec_at: Instant,
+    next_look: Instant,
+    details: HashMap<RaiseKey, Detail>,
+    type_names: HashMap<u64, String>,
+    uncaught_elsewhere: u64,
+    counts: [u64; count::SLOTS as usize],
+    raises: Option<Vec<(RaiseKey, u64)>>,
+    detached: bool,
+}
+
+impl Python {
+    pub(crate) fn new(shared: SharedHandle) -> Self {
+        let now = Instant::now();
+        Self {
+            pid: 0,
+            run_mode: false,
+            shared,
+            probes: kernel::Probes::default(),
+            interp: None,
+            unsupported: None,
+            threads: HashMap::new(),
+            seen: HashSet::new(),
+            exe: None,
+            exec_at: now,
+            next_look: now,
+            details: HashMap::new(),
+            type_names: HashMap::new(),
+            uncaught_elsewhere: 0,
+            counts: [0; count::SLOTS as usize],
+            raises: None,
+            detached: false,
+        }
+    }
+
+    /// Looks for the interpreter; once found, writes the walk's layout, lists the threads and
+    /// probes the exceptions.
+    fn look(&mut self, ebpf: &mut Ebpf) {
+        match interp::find(self.pid) {
+            Found::None => {}
+            Found::Unsupported(why) => {
+                if self.unsupported.is_none() {
+                    eprintln!("profiler: python: {why}");
+                }
+                self.unsupported = Some(why);
+            }
+            Found::Interpreter(found) => {
+                let config = found.layout.config(found.unicode_type, found.tuple_type);
+                if let Err(e) = kernel::write_config(ebpf, config) {
+                    eprintln!("profiler: python: cannot configure the walk: {e:#}");
+                    return;
+                }
+                self.shared.lock().expect("python state").layout = Some(found.layout);
+                if !self.detached
+                    && let Err(e) = self.probes.attach(ebpf, &found, self.pid as u32)
+                {
+                    eprintln!("profiler: python: {e:#}");
+                }
+                self.interp = Some(*found);
+                self.unsupported = None;
+                self.sync_threads(ebpf);
+            }
+        }
+    }
+
+    /// Brings `PY_THREADS` in step with the interpreter's list of thread states.
+    fn sync_threads(&mut self, ebpf: &mut Ebpf) {
+        let Some(interp) = &self.interp else { return };
+        let now: HashMap<u32, u64> = interp::thread_states(&Process(self.pid), interp, MAX_THREADS)
+            .into_iter()
+            .collect();
+        if now == self.threads {
+            return;
+        }
+        if kernel::sync_threads(ebpf, &self.threads, &now).is_ok() {
+            self.seen.extend(now.keys());
+            self.threads = now;
+        }
+    }
+
+    fn type_name(&mut self, addr: u64) -> String {
+        if addr == 0 {
+            return "?".into();
+        }
+        let pid = self.pid;
+        self.type_names
+            .entry(addr)
+            .or_insert_with(|| {
+                interp::type_name(&Process(pid), addr)
+                    .unwrap_or_else(|| format!("<type {addr:#x}>"))
+            })
+            .clone()
+    }
+
+    fn on_stack(&mut self, bytes: &[u8]) {
+        if bytes.len() < size_of::<PyStackEvent>() {
+            return;
+        }
+        // SAFETY: the record is a PyStackEvent (its kind says so) of the size checked above;
+        // read unaligned from the ring buffer's bytes.
+        let e: PyStackEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+        self.learn(e.hash, kernel::frames(&e.stack));
+    }
+
+    /// Keeps a stack and reads its code objects.
+    fn learn(&mut self, hash: u64, frames: Vec<PyFrame>) {
+        let Some(interp) = &self.interp else { return };
+        let mut shared = self.shared.lock().expect("python state");
+        shared.codes.learn(
+            &Process(self.pid),
+            &interp.layout,
+            interp.code_type,
+            &frames,
+        );
+        shared.stacks.insert(hash, frames);
+    }
+
+    fn on_raise(&mut self, bytes: &[u8]) {
+        if bytes.len() < size_of::<RaiseEvent>() {
+            return;
+        }
+        // SAFETY: as in `on_stack`, for a RaiseEvent.
+        let e: RaiseEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+        let len = (e.len as usize).min(e.message.len());
+        let text = &e.message[..len];
+        let message = match e.message_kind {
+            1 => Some(String::from_utf8_lossy(text).into_owned()),
+            2 => Some(code::decode(text, 1)),
+            3 => Some(code::decode(text, 2)),
+            4 => Some(code::decode(text, 4)),
+            _ if e.arg_type != 0 => Some(format!("<{}>", self.type_name(e.arg_type))),
+            _ => None,
+        };
+        self.type_name(e.key.exc_type);
+        if e.uncaught != 0 && e.key.stack == 0 {
+            self.uncaught_elsewhere += 1;
+        }
+        let d = self.details.entry(e.key).or_default();
+        if d.message.is_none() {
+            d.message = message;
+        }
+        if e.uncaught != 0 {
+            d.uncaught += 1;
+        }
+    }
+
+    fn load(&self) -> ProbeLoad {
+        let c = &self.counts;
+        let raises = c[count::RAISES as usize];
+        ProbeLoad {
+            hits: raises,
+            cost_ns: raises as f64 * RAISE_NS
+                + c[count::WALKS as usize] as f64 * WALK_NS
+                + c[count::FRAMES as usize] as f64 * FRAME_NS,
+        }
+    }
+
+    /// The sites: raise counts by (type, innermost frame).
+    fn sites(&mut self, raises: &[(RaiseKey, u64)]) -> Vec<RaiseSite> {
+        let mut by: HashMap<(String, String, Option<String>, Option<u32>), RaiseSite> =
+            HashMap::new();
+        let mut keys: Vec<&(RaiseKey, u64)> = raises.iter().collect();
+        keys.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.stack.cmp(&b.0.stack)));
+        for &(key, n) in keys {
+            let exception = self.type_name(key.exc_type);
+            let frames: Vec<_> = self
+                .shared
+                .lock()
+                .expect("python state")
+                .frames(key.stack)
+                .into_iter()
+                .filter(|f| !f.shim)
+                .map(|f| f.frame)
+                .collect();
+            let top = frames.first();
+            let id = (
+                exception.clone(),
+                top.map_or("?".into(), |f| f.function.clone()),
+                top.and_then(|f| f.file.clone()),
+                top.and_then(|f| f.line),
+            );
+            let detail = self.details.get(&key);
+            let site = by.entry(id.clone()).or_insert_with(|| RaiseSite {
+                exception,
+                function: id.1.clone(),
+                file: id.2.clone(),
+                line: id.3,
+                stack: frames.clone(),
+                ..RaiseSite::default()
+            });
+            site.raised += n;
+            if let Some(d) = detail {
+                site.uncaught += d.uncaught.min(n);
+                if site.message.is_none() {
+                    site.message = d.message.clone();
+                }
+            }
+        }
+        let mut sites: Vec<RaiseSite> = by.into_values().collect();
+        for s in &mut sites {
+            s.caught = s.raised - s.uncaught;
+        }
+        sites.sort_by(|a, b| {
+            b.raised
+                .cmp(&a.raised)
+                .then_with(|| a.exception.cmp(&b.exception))
+                .then_with(|| a.line.cmp(&b.line))
+        });
+        sites
+    }
+}
+
+impl Family for Python {
+    fn id(&self) -> FamilyId {
+        FamilyId::Python
+    }
+
+    fn priced(&self) -> bool {
+        true
+    }
+
+    fn note(&self) -> Option<String> {
+        Some(match (&self.interp, &self.unsupported) {
+            (Some(i), _) => format!(
+                "CPython {} in {} (offsets: {}); {} exception probe(s)",
+                i.version,
+                i.path.display(),
+                i.layout.source,
+                self.probes.attached()
+            ),
+            (None, Some(why)) => why.clone(),
+            (None, None) => "the target runs no CPython interpreter (none was found)".into(),
+        })
+    }
+
+    fn load_options(&self, options: &mut LoadOptions) {
+        options.map_size(maps::PY_THREADS, PY_THREADS_MAX);
+        options.map_size(maps::PY_STACKS, PY_STACKS_MAX);
+        options.map_size(maps::PY_RAISES, PY_RAISES_MAX);
+        options.map_size(maps::PY_LAST_RAISE, PY_THREADS_MAX);
+    }
+
+    fn attach(&mut self, ebpf: &mut Ebpf, ctx: &TargetContext<'_>) -> anyhow::Result<usize> {
+        self.pid = ctx.pid;
+        self.run_mode = ctx.run_mode;
+        self.probes = kernel::Probes::load(ebpf)?;
+        self.exe = std::fs::read_link(format!("/proc/{}/exe", ctx.pid)).ok();
+        if !ctx.run_mode {
+            self.look(ebpf);
+        }
+        Ok(self.probes.attached())
+    }
+
+    fn on_fast_tick(&mut self, ebpf: &mut Ebpf, _ctx: &TickContext) {
+        if self.interp.is_some() {
+            self.sync_threads(ebpf);
+            return;
+        }
+        let exe = std::fs::read_link(format!("/proc/{}/exe", self.pid)).ok();
+        if exe != self.exe {
+            self.exe = exe;
+            self.exec_at = Instant::now();
+        }
+        // Every tick in the second after an exec (the interpreter starts), then once a second
+        // (a program that loads libpython later).
+        let now = Instant::now();
+        if now.duration_since(self.exec_at) < Duration::from_secs(1) || now >= self.next_look {
+            self.next_look = now + LOOK_EVERY;
+            self.look(ebpf);
+        }
+    }
+
+    fn handles(&self, kind: u16) -> bool {
+        kind == EventKind::PyStack as u16 || kind == EventKind::PyRaise as u16
+    }
+
+    fn on_event(&mut self, kind: u16, bytes: &[u8]) -> Flow {
+        if kind == EventKind::PyStack as u16 {
+            self.on_stack(bytes);
+        } else {
+            self.on_raise(bytes);
+        }
+        Flow::Continue
+    }
+
+    fn budget_units(&mut self, ebpf: &Ebpf, _model: &CostModel) -> Vec<f64> {
+        if let Ok(c) = kernel::read_counts(ebpf) {
+            self.counts = c;
+        }
+        vec![self.load().cost_ns]
+    }
+
+    fn unit_name(&self, _unit: usize) -> String {
+        "python exception probes".into()
+    }
+
+    fn shed(&mut self, ebpf: &mut Ebpf, _unit: usize) -> anyhow::Result<()> {
+        if let Ok(h) = kernel::read(ebpf) {
+            self.counts = h.counts;
+            self.raises = Some(h.raises);
+        }
+        self.probes.detach();
+        self.detached = true;
+        Ok(())
+    }
+
+    fn harvest(&mut self, ebpf: &mut Ebpf, warnings: &mut Vec<String>) {
+        match kernel::read(ebpf) {
+            Ok(h) => {
+                self.counts = h.counts;
+                if !self.detached {
+                    self.raises = Some(h.raises);
+                }
+            }
+            Err(e) => warnings.push(format!("python: cannot read the maps: {e:#}")),
+        }
+        // Stacks whose event was lost: their code objects are read now, if still there.
+        let missing = {
+            let shared = self.shared.lock().expect("python state");
+            kernel::read_stacks(ebpf, |h| shared.stacks.contains_key(&h)).unwrap_or_default()
+        };
+        for (hash, frames) in missing {
+            self.learn(hash, frames);
+        }
+    }
+
+    fn detach(&mut self, _ebpf: &mut Ebpf) {
+        self.probes.detach();
+    }
+
+    fn probe_load(&self, _model: &CostModel) -> ProbeLoad {
+        self.load()
+    }
+
+    fn report(&mut self, report: &mut Report, _ctx: &mut ReportContext<'_>) {
+        let raises = self.raises.take().unwrap_or_default();
+        let mut sites = self.sites(&raises);
+        let dropped = sites.len().saturating_sub(MAX_SITES);
+        sites.truncate(MAX_SITES);
+        let c = self.counts;
+        let (distinct_stacks, code_objects) = {
+            let s = self.shared.lock().expect("python state");
+            (s.stacks.len(), s.codes.len())
+        };
+        let probe = |p: &Option<interp::Probed>| {
+            p.as_ref().map(|p| ProbeSite {
+                function: p.name.into(),
+                instruction: p.instruction.clone(),
+                cost_class: if p.emulated {
+                    "emulated"
+                } else {
+                    "single_stepped"
+                }
+                .into(),
+            })
+        };
+        report.python = Some(PythonSection {
+            interpreter: self.interp.as_ref().map(|i| InterpreterInfo {
+                path: i.path.display().to_string(),
+                version: i.version.clone(),
+                offsets: i.layout.source.into(),
+                raise_probe: probe(&i.raise),
+                uncaught_probe: probe(&i.display),
+            }),
+            unsupported: self.unsupported.clone(),
+            threads: self.seen.len(),
+            walks: WalkStats {
+                stacks: c[count::WALKS as usize],
+                frames: c[count::FRAMES as usize],
+                depth_cut: c[count::DEPTH_CUT as usize],
+                read_failed: c[count::READ_FAILED as usize],
+                samples_without_thread_state: c[count::NO_THREAD_STATE as usize],
+                distinct_stacks,
+                code_objects,
+                stack_map_full: c[count::STACK_MAP_FULL as usize],
+            },
+            exceptions: ExceptionStats {
+                raised: c[count::RAISES as usize],
+                uncaught: c[count::UNCAUGHT as usize],
+                sites,
+                sites_dropped: dropped,
+                map_full: c[count::RAISE_MAP_FULL as usize],
+                events_lost: c[count::EVENTS_LOST as usize],
+                detached: self.detached,
+            },
+        });
+    }
+
+    fn summary(&self, report: &Report, out: &mut String) {
+        if let Some(p) = &report.python {
+            summary(out, p);
+        }
+    }
+}
+
+/// Sites shown in the printed summary.
+const SUMMARY_SITES: usize = 5;
+
+fn summary(out: &mut String, p: &PythonSection) {
+    let Some(i) = &p.interpreter else {
+        if let Some(why) = &p.unsupported {
+            let _ = writeln!(out, "python: {why}");
+        }
+        return;
+    };
+    let _ = writeln!(
+        out,
+        "python: CPython {} ({}), {} thread(s), {} Python stack(s) walked",
+        i.version, i.path, p.threads, p.walks.stacks
+    );
+    let e = &p.exceptions;
+    let _ = writeln!(
+        out,
+        "python exceptions: {} raised, {} unhandled{}",
+        e.raised,
+        e.uncaught,
+        if e.detached {
+            " (probes detached by the overhead budget: counts stop there)"
+        } else {
+            ""
+        }
+    );
+    for s in e.sites.iter().take(SUMMARY_SITES) {
+        let at = match (&s.file, s.line) {
+            (Some(f), Some(l)) => format!(" ({}:{l})", short(f)),
+            (Some(f), None) => format!(" ({})", short(f)),
+            _ => String::new(),
+        };
+        let message = s.message.as_ref().map_or(String::new(), |m| {
+            format!(": {}", m.chars().take(60).collect::<String>())
+        });
+        let _ = writeln!(
+            out,
+            "  {:>8}  {} in {}{at}{message}",
+            s.raised, s.exception, s.function
+        );
+    }
+}
+
+fn short(path: &str) -> String {
+    std::path::Path::new(path)
+        .file_name()
+        .map_or(path.into(), |n| n.to_string_lossy().into_owned())
+}

@@ -1,0 +1,100 @@
+//! The `python` section: the interpreter found in the target, how its frames were walked, and
+//! the exceptions it raised, counted exactly per (type, raising line).
+
+use serde::Serialize;
+
+use super::Frame;
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub(crate) struct PythonSection {
+    /// The interpreter: null when the target is not CPython, or runs a version whose frames are
+    /// not walked (`unsupported` then says which).
+    pub interpreter: Option<InterpreterInfo>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub unsupported: Option<String>,
+    /// Python threads seen (thread states of the interpreter's list, over the run).
+    pub threads: usize,
+    pub walks: WalkStats,
+    pub exceptions: ExceptionStats,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub(crate) struct InterpreterInfo {
+    /// The object that holds the interpreter (the executable, or `libpython3.X.so`).
+    pub path: String,
+    /// `3.11.7` (from `Py_Version`), or `3.11` (from the file name).
+    pub version: String,
+    /// Where the struct offsets came from: `_Py_DebugOffsets` (3.13+) or `built-in table`.
+    pub offsets: String,
+    /// The exception probes, where the interpreter has the functions.
+    pub raise_probe: Option<ProbeSite>,
+    pub uncaught_probe: Option<ProbeSite>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub(crate) struct ProbeSite {
+    pub function: String,
+    /// The instruction the probe is on, and its cost class (`emulated`: about 1 µs a hit;
+    /// `single_stepped`: 12 to 22 µs).
+    pub instruction: String,
+    pub cost_class: String,
+}
+
+/// How the Python stacks were walked (in CPU samples and at raises).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub(crate) struct WalkStats {
+    /// Python stacks walked, and their frames.
+    pub stacks: u64,
+    pub frames: u64,
+    /// Walks cut at 64 frames (the innermost 64 are kept).
+    pub depth_cut: u64,
+    /// Walks stopped by a read of the target's memory that failed (a frame being torn down).
+    pub read_failed: u64,
+    /// CPU samples of the target's threads that have no Python thread state (native threads,
+    /// or a thread in its first 20 ms, before the list is read again).
+    pub samples_without_thread_state: u64,
+    /// Distinct stacks, and code objects named.
+    pub distinct_stacks: usize,
+    pub code_objects: usize,
+    /// Stacks the kernel could not store (its map full).
+    pub stack_map_full: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub(crate) struct ExceptionStats {
+    /// Exceptions raised, counted exactly (every `_PyErr_SetObject`, caught or not).
+    pub raised: u64,
+    /// Of them, those the interpreter reported as unhandled (printed by `sys.excepthook` or a
+    /// thread's excepthook).
+    pub uncaught: u64,
+    /// Per (type, raising line), most raised first.
+    pub sites: Vec<RaiseSite>,
+    /// Sites left out of `sites` (the bound is 50).
+    pub sites_dropped: usize,
+    /// Raises not counted per site because the kernel's map was full (in `raised` still).
+    pub map_full: u64,
+    /// Details (messages, unhandled reports) lost to a full ring buffer.
+    pub events_lost: u64,
+    /// Whether the overhead budget took the exception probes down (counts stop there).
+    pub detached: bool,
+}
+
+/// An exception type raised at one line.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub(crate) struct RaiseSite {
+    /// The type's name (`KeyError`, `mymodule.MyError`).
+    pub exception: String,
+    /// The innermost Python frame: the function raising it (or calling the C code that did).
+    pub function: String,
+    pub file: Option<String>,
+    pub line: Option<u32>,
+    /// Raised here, exactly.
+    pub raised: u64,
+    /// Reported unhandled, and the rest (handled, or still propagating at the end).
+    pub uncaught: u64,
+    pub caught: u64,
+    /// The message of the first raises (a str argument; `<int>` names a key of another type).
+    pub message: Option<String>,
+    /// The Python stack of the first stack seen here, innermost first.
+    pub stack: Vec<Frame>,
+}

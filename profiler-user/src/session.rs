@@ -385,6 +385,13 @@ impl Session<'_> {
         for family in &mut self.families {
             family.report(&mut report, &mut ctx);
         }
+        // What a Python program put in its exceptions' messages can hold secrets, as what it
+        // prints can: the same sanitizer (the errors family's events pass through it already).
+        if let Some(p) = &mut report.python {
+            for site in &mut p.exceptions.sites {
+                site.message = site.message.as_deref().map(sanitize);
+            }
+        }
         report.warnings.append(&mut self.warnings);
         report
     }

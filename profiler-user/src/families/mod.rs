@@ -74,9 +74,10 @@ pub(crate) fn build(
                 options.max_funcs,
                 options.time_every,
             )?),
-            FamilyId::Errors => Box::new(errors::Errors::new(errors::analyze::load_patterns(
-                options.patterns.as_deref(),
-            )?)),
+            FamilyId::Errors => Box::new(errors::Errors::new(
+                errors::analyze::load_patterns(options.patterns.as_deref())?,
+                python.clone(),
+            )),
             FamilyId::Memory => Box::new(memory::Memory::new(options.leak)),
             FamilyId::Threads => Box::new(threads::Threads::new(options.threads)),
             FamilyId::Cpu => Box::new(cpu::Cpu::new(options.cpu.clone(), python.clone())),

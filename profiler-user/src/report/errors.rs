@@ -81,14 +81,17 @@ pub(crate) enum Source {
     Signal,
     Output,
     Exit,
+    /// An exception a CPython target raised (the python family's probe), caught or not.
+    PythonException,
 }
 
 impl Source {
-    pub(crate) const ALL: [Source; 4] = [
+    pub(crate) const ALL: [Source; 5] = [
         Source::Syscall,
         Source::Output,
         Source::Signal,
         Source::Exit,
+        Source::PythonException,
     ];
 
     pub(crate) fn as_str(self) -> &'static str {
@@ -97,6 +100,7 @@ impl Source {
             Source::Signal => "signal",
             Source::Output => "output",
             Source::Exit => "exit",
+            Source::PythonException => "python_exception",
         }
     }
 }
@@ -162,6 +166,30 @@ pub(crate) struct ErrorsSection {
     /// are only counted.
     #[serde(default)]
     pub syscall_failures: Vec<FailureCount>,
+    /// Every exception a CPython target raised, counted exactly per (type, raising line) by the
+    /// python family, caught or not, classified as a printed one would be, most raised first.
+    /// `events` carries the first raises of each as `python_exception` examples. Caught ones
+    /// are handled by the program: they are no incidents (`total`) and their examples are
+    /// `low`; an unhandled one is the incident of the traceback the interpreter prints.
+    #[serde(default)]
+    pub python_exceptions: Vec<PythonExceptionCount>,
+}
+
+/// Exact count of one exception type raised at one line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct PythonExceptionCount {
+    pub exception: String,
+    /// The innermost Python frame of the raise.
+    pub function: String,
+    pub file: Option<String>,
+    pub line: Option<u32>,
+    pub raised: u64,
+    /// Of them, reported unhandled by the interpreter.
+    pub uncaught: u64,
+    /// The pattern its first message matched (null: the fallback classified it).
+    pub pattern: Option<String>,
+    pub category: Category,
+    pub severity: Severity,
 }
 
 /// Exact count of one kind of syscall failure.
@@ -234,6 +262,10 @@ pub(crate) struct ErrorContext {
     pub fault_addr: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub core_dumped: Option<bool>,
+    /// A `python_exception`: whether the program handled it (false: the interpreter reported
+    /// it unhandled).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub caught: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
     pub exception: Option<String>,

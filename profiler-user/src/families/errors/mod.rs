@@ -24,6 +24,8 @@ use analyze::{
 };
 use kernel::{Links, MAX_OUTPUT_BYTES, Raw};
 
+use crate::{families::python::SharedHandle, report::errors::PythonExceptionCount};
+
 /// The family's runtime: gathers records while profiling, analyzes them at the end.
 pub(crate) struct Errors {
     db: Option<PatternDb>,
@@ -42,11 +44,14 @@ pub(crate) struct Errors {
     pids: HashMap<u32, u32>,
     /// The target's pid: only its stacks are symbolized (with its mappings).
     target: u32,
+    /// The python family's exceptions, where it runs.
+    python: Option<SharedHandle>,
 }
 
 impl Errors {
-    pub(crate) fn new(db: PatternDb) -> Self {
+    pub(crate) fn new(db: PatternDb, python: Option<SharedHandle>) -> Self {
         Self {
+            python,
             db: Some(db),
             raw: Vec::new(),
             output_bytes: 0,
@@ -192,7 +197,17 @@ impl Family for Errors {
         };
         let mut raw = std::mem::take(&mut self.raw);
         raw.sort_by_key(Raw::timestamp);
+        let feed = self
+            .python
+            .as_ref()
+            .and_then(|p| p.lock().expect("python state").take_feed())
+            .unwrap_or_default();
+        // The exceptions join the records in time order.
+        let mut raises = feed.raises.into_iter().peekable();
         for event in raw {
+            while let Some(r) = raises.next_if(|r| r.timestamp_ns <= event.timestamp()) {
+                analyzer.on_python_exception(r);
+            }
             match event {
                 Raw::Syscall {
                     tid,
@@ -252,6 +267,28 @@ impl Family for Errors {
                 }),
             }
         }
+        for r in raises {
+            analyzer.on_python_exception(r);
+        }
+        let python_counts: Vec<PythonExceptionCount> = feed
+            .sites
+            .into_iter()
+            .map(|(site, message)| {
+                let (pattern, category, severity) =
+                    analyzer.classify_exception(&site.exception, message.as_deref());
+                PythonExceptionCount {
+                    exception: site.exception,
+                    function: site.function,
+                    file: site.file,
+                    line: site.line,
+                    raised: site.raised,
+                    uncaught: site.uncaught,
+                    pattern,
+                    category,
+                    severity,
+                }
+            })
+            .collect();
         if let Some(status) = ctx.exit_status {
             analyzer.on_exit(ExitEvent {
                 timestamp_ns: ctx.end_ktime_ns,
@@ -260,6 +297,7 @@ impl Family for Errors {
         }
         let mut section = analyzer.finish(ctx.end_ktime_ns);
         analyze::set_failure_counts(&mut section, &totals);
+        analyze::set_python_counts(&mut section, python_counts);
         // Each event's process and its command (the process family reported `processes` first).
         for event in &mut section.events {
             event.pid = self.pids.get(&event.tid).copied().unwrap_or(0);

@@ -61,13 +61,17 @@ pub(crate) enum Found {
 /// The symbols of an object the family needs, by name: (address, size).
 type Symbols = HashMap<&'static str, (u64, u64)>;
 
-const WANTED: [&str; 7] = [
+const WANTED: [&str; 8] = [
     "_PyRuntime",
     "Py_Version",
     "PyUnicode_Type",
     "PyTuple_Type",
     "PyCode_Type",
     "_PyErr_SetObject",
+    // GCC's partial inlining splits it in some builds (3.13 here): the callers inline its
+    // first checks and call the rest, which takes the same arguments, and the function itself
+    // jumps there. The probe goes on the rest, which every raise reaches.
+    "_PyErr_SetObject.part.0",
     "_PyErr_Display",
 ];
 
@@ -218,7 +222,7 @@ fn inspect(
         unicode_type,
         tuple_type,
         code_type,
-        raise: probe("_PyErr_SetObject"),
+        raise: probe("_PyErr_SetObject.part.0").or_else(|| probe("_PyErr_SetObject")),
         display: probe("_PyErr_Display"),
     }))
 }

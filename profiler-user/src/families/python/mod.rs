@@ -43,6 +43,7 @@ use crate::{
         python::{ExceptionStats, InterpreterInfo, ProbeSite, PythonSection, RaiseSite, WalkStats},
     },
 };
+use crate::report::errors;
 use code::{Codes, Named, Process};
 use interp::{Found, Interpreter};
 
@@ -54,6 +55,10 @@ const FRAME_NS: f64 = 120.0;
 
 /// Most thread states read from the interpreter's list.
 const MAX_THREADS: usize = 4096;
+
+/// The function of a raise no Python frame was running (one from the interpreter's start-up, or
+/// from C code a thread runs without Python frames).
+const NO_PYTHON_FRAME: &str = "(no Python frame)";
 
 /// Sites listed in the section.
 const MAX_SITES: usize = 50;
@@ -69,6 +74,17 @@ pub(crate) struct Shared {
     layout: Option<layout::Layout>,
     stacks: HashMap<u64, Vec<PyFrame>>,
     codes: Codes,
+    /// What the errors family takes, once this family has reported.
+    feed: Option<ErrorsFeed>,
+}
+
+/// The exceptions, as the errors family takes them.
+#[derive(Debug, Default)]
+pub(crate) struct ErrorsFeed {
+    /// The detailed raises, in time order.
+    pub raises: Vec<PythonRaise>,
+    /// The exact counts per site, with each site's first message.
+    pub sites: Vec<(RaiseSite, Option<String>)>,
 }
 
 pub(crate) type SharedHandle = Arc<Mutex<Shared>>;
@@ -81,7 +97,60 @@ impl Shared {
             _ => Vec::new(),
         }
     }
+
+    /// The exceptions for the errors family (once: it takes them).
+    pub(crate) fn take_feed(&mut self) -> Option<ErrorsFeed> {
+        self.feed.take()
+    }
 }
+
+/// An exception a CPython target raised (the python family's details: the first raises of each
+/// type and Python stack, and every unhandled one).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct PythonRaise {
+    pub tid: u32,
+    pub timestamp_ns: u64,
+    /// The type's name (`KeyError`).
+    pub exception: String,
+    pub message: Option<String>,
+    /// The Python stack, innermost first.
+    pub frames: Vec<errors::Frame>,
+    /// Reported unhandled by the interpreter.
+    pub uncaught: bool,
+}
+
+/// A detailed raise, as the kernel sent it.
+#[derive(Debug)]
+struct Record {
+    tid: u32,
+    timestamp_ns: u64,
+    key: RaiseKey,
+    message: Option<String>,
+    uncaught: bool,
+}
+
+/// The raises, each unhandled report folded into the raise it reports (the thread's last of
+/// that key before it), which then reads unhandled; a report whose raise is not kept stays.
+fn merge_uncaught(mut records: Vec<Record>) -> Vec<Record> {
+    records.sort_by_key(|r| r.timestamp_ns);
+    let mut out: Vec<Record> = Vec::with_capacity(records.len());
+    for r in records {
+        if r.uncaught
+            && let Some(raise) = out.iter_mut().rev().find(|o| {
+                o.tid == r.tid && o.key == r.key && !o.uncaught && o.timestamp_ns <= r.timestamp_ns
+            })
+        {
+            raise.uncaught = true;
+            continue;
+        }
+        out.push(r);
+    }
+    out
+}
+
+/// Detailed raises kept for the errors family (the kernel details the first few of each type
+/// and stack, and every unhandled one).
+const MAX_RECORDS: usize = 1000;
 
 /// The first details of a raise key.
 #[derive(Debug, Default)]
@@ -107,6 +176,7 @@ pub(crate) struct Python {
     details: HashMap<RaiseKey, Detail>,
     type_names: HashMap<u64, String>,
     uncaught_elsewhere: u64,
+    records: Vec<Record>,
     counts: [u64; count::SLOTS as usize],
     raises: Option<Vec<(RaiseKey, u64)>>,
     detached: bool,
@@ -130,6 +200,7 @@ impl Python {
             details: HashMap::new(),
             type_names: HashMap::new(),
             uncaught_elsewhere: 0,
+            records: Vec::new(),
             counts: [0; count::SLOTS as usize],
             raises: None,
             detached: false,
@@ -238,6 +309,15 @@ impl Python {
         if e.uncaught != 0 && e.key.stack == 0 {
             self.uncaught_elsewhere += 1;
         }
+        if self.records.len() < MAX_RECORDS {
+            self.records.push(Record {
+                tid: e.header.tid,
+                timestamp_ns: e.header.timestamp_ns,
+                key: e.key,
+                message: message.clone(),
+                uncaught: e.uncaught != 0,
+            });
+        }
         let d = self.details.entry(e.key).or_default();
         if d.message.is_none() {
             d.message = message;
@@ -245,6 +325,45 @@ impl Python {
         if e.uncaught != 0 {
             d.uncaught += 1;
         }
+    }
+
+    /// Hands the exceptions to the errors family: every site's exact count, and the detailed
+    /// raises with their Python frames.
+    fn feed_errors(&mut self, sites: &[RaiseSite]) {
+        let mut shared = self.shared.lock().expect("python state");
+        let mut raises: Vec<PythonRaise> = merge_uncaught(std::mem::take(&mut self.records))
+            .into_iter()
+            .map(|r| PythonRaise {
+                tid: r.tid,
+                timestamp_ns: r.timestamp_ns,
+                exception: self
+                    .type_names
+                    .get(&r.key.exc_type)
+                    .cloned()
+                    .unwrap_or_else(|| "?".into()),
+                message: r.message,
+                frames: shared
+                    .frames(r.key.stack)
+                    .into_iter()
+                    .filter(|f| !f.shim)
+                    .map(|f| errors::Frame {
+                        file: f.frame.file.unwrap_or_default(),
+                        line: f.frame.line,
+                        function: Some(f.frame.function),
+                        code: None,
+                    })
+                    .collect(),
+                uncaught: r.uncaught,
+            })
+            .collect();
+        raises.sort_by_key(|r| r.timestamp_ns);
+        shared.feed = Some(ErrorsFeed {
+            raises,
+            sites: sites
+                .iter()
+                .map(|s| (s.clone(), s.message.clone()))
+                .collect(),
+        });
     }
 
     fn load(&self) -> ProbeLoad {
@@ -278,7 +397,7 @@ impl Python {
             let top = frames.first();
             let id = (
                 exception.clone(),
-                top.map_or("?".into(), |f| f.function.clone()),
+                top.map_or(NO_PYTHON_FRAME.into(), |f| f.function.clone()),
                 top.and_then(|f| f.file.clone()),
                 top.and_then(|f| f.line),
             );
@@ -438,6 +557,7 @@ impl Family for Python {
     fn report(&mut self, report: &mut Report, _ctx: &mut ReportContext<'_>) {
         let raises = self.raises.take().unwrap_or_default();
         let mut sites = self.sites(&raises);
+        self.feed_errors(&sites);
         let dropped = sites.len().saturating_sub(MAX_SITES);
         sites.truncate(MAX_SITES);
         let c = self.counts;

@@ -106,7 +106,8 @@ fn category(e: &Evidence) -> Category {
     }
     if s.errno.is_some_and(is_network_errno)
         || has_any(&exception, NETWORK_WORDS)
-        || (e.source == Source::Output && has_any(&text, NETWORK_WORDS))
+        || (matches!(e.source, Source::Output | Source::PythonException)
+            && has_any(&text, NETWORK_WORDS))
     {
         return Category::Network;
     }

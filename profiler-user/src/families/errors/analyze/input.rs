@@ -80,3 +80,6 @@ pub(crate) struct CallContext {
     pub stack: Vec<String>,
     pub function: Option<String>,
 }
+
+/// An exception a CPython target raised (made by the python family).
+pub(crate) use crate::families::python::PythonRaise;

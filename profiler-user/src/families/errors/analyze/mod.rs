@@ -22,17 +22,22 @@ pub(crate) mod patterns;
 pub(crate) mod sanitize;
 pub(crate) mod section;
 
-use crate::{linux, report::errors::Level};
+use crate::{
+    linux,
+    report::errors::{Category, Level, Severity},
+};
 use std::collections::VecDeque;
 
 pub(crate) use crate::report::errors::{
     ChainedException, ErrorContext, ErrorEvent, ErrorsSection, Frame, Source,
 };
 pub(crate) use counts::FailureSeries;
-pub(crate) use input::{ExitEvent, OomKill, OutputChunk, SignalEvent, SyscallFailure};
+pub(crate) use input::{
+    ExitEvent, OomKill, OutputChunk, PythonRaise, SignalEvent, SyscallFailure,
+};
 pub(crate) use patterns::{PatternDb, format_table};
 pub(crate) use sanitize::sanitize;
-pub(crate) use section::{set_failure_counts, summary_lines};
+pub(crate) use section::{set_failure_counts, set_python_counts, summary_lines};
 
 use classify::Evidence;
 use counts::{Class, Observations};
@@ -127,6 +132,11 @@ struct Candidate {
     block: Option<Block>,
     stack: Vec<String>,
     function: Option<String>,
+    /// A raised exception's type and Python frames (a printed one's come with its block).
+    exception: Option<String>,
+    frames: Vec<Frame>,
+    /// A raised exception: whether the program handled it.
+    caught: Option<bool>,
 }
 
 /// The errors analyzer of one target process.
@@ -336,6 +346,64 @@ impl ErrorAnalyzer {
         self.process(c);
     }
 
+    /// An exception a CPython target raised: an example of its (type, line), classified as a
+    /// printed one would be. A caught one is `low` (the program handled it); neither is
+    /// counted here (the python family's counts are exact, see [`set_python_counts`]).
+    pub(crate) fn on_python_exception(&mut self, ev: PythonRaise) {
+        let message = match &ev.message {
+            Some(m) => format!("{}: {m}", ev.exception),
+            None => ev.exception.clone(),
+        };
+        let function = ev.frames.first().and_then(|f| f.function.clone());
+        self.process(Candidate {
+            source: Some(Source::PythonException),
+            tid: ev.tid,
+            timestamp_ns: ev.timestamp_ns,
+            text: message.clone(),
+            message,
+            exception: Some(ev.exception),
+            frames: ev.frames,
+            caught: Some(!ev.uncaught),
+            function,
+            ..Candidate::default()
+        });
+    }
+
+    /// The class of an exception's type and message, for the exact counts.
+    pub(crate) fn classify_exception(
+        &self,
+        exception: &str,
+        message: Option<&str>,
+    ) -> (Option<String>, Category, Severity) {
+        let text = match message {
+            Some(m) => format!("{exception}: {m}"),
+            None => exception.to_string(),
+        };
+        let subject = Subject {
+            text: &text,
+            syscall: None,
+            errno: None,
+            signal: None,
+            exit_code: None,
+            path: None,
+            exception: Some(exception),
+            level: None,
+            oom: false,
+            syscall_failure: false,
+        };
+        let evidence = Evidence {
+            subject,
+            source: Source::PythonException,
+            kind: Some(BlockKind::PythonTraceback),
+        };
+        let pattern = self.db.classify(&subject);
+        let (category, severity) = match pattern {
+            Some(p) => (p.category, p.severity),
+            None => classify::fallback(&evidence),
+        };
+        (pattern.map(|p| p.id.clone()), category, severity)
+    }
+
     /// Bytes the target wrote to stdout or stderr.
     pub(crate) fn on_output(&mut self, chunk: OutputChunk) {
         let mut lines = Vec::new();
@@ -449,15 +517,21 @@ impl ErrorAnalyzer {
             signal: c.signal,
             exit_code: c.exit_code,
             path: c.path.as_deref().or(c.arg.as_deref()),
-            exception: block.and_then(|b| b.exception.as_deref()),
+            exception: c
+                .exception
+                .as_deref()
+                .or_else(|| block.and_then(|b| b.exception.as_deref())),
             level: block.and_then(|b| b.level),
             oom: c.oom,
             syscall_failure: source == Source::Syscall,
         };
+        // A raised exception is classified as its printed traceback would be.
+        let kind = block.map(|b| b.kind).or((source == Source::PythonException)
+            .then_some(BlockKind::PythonTraceback));
         let evidence = Evidence {
             subject,
             source,
-            kind: block.map(|b| b.kind),
+            kind,
         };
         let pattern = self.db.classify(&subject);
         if let (Some(syscall), Some(errno)) = (&c.syscall, c.errno) {
@@ -478,6 +552,12 @@ impl ErrorAnalyzer {
         let (category, severity) = match pattern {
             Some(p) => (p.category, p.severity),
             None => classify::fallback(&evidence),
+        };
+        // An exception the program caught is handled: an example, of low severity.
+        let severity = if c.caught == Some(true) {
+            Severity::Low
+        } else {
+            severity
         };
         let error_type = sanitize(&classify::error_type(
             &evidence,
@@ -503,6 +583,9 @@ impl ErrorAnalyzer {
             stack: c.stack.iter().map(|s| sanitize(s)).collect(),
             function: c.function.as_deref().map(sanitize),
             preceding: self.preceding(c.timestamp_ns),
+            exception: c.exception.as_deref().map(sanitize),
+            frames: c.frames.iter().map(sanitize_frame).collect(),
+            caught: c.caught,
             ..ErrorContext::default()
         };
         if let Some(b) = block {

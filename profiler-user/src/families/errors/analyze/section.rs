@@ -18,8 +18,8 @@ use super::{
 use crate::{
     linux,
     report::errors::{
-        BenignCount, Category, ErrorEvent, ErrorsSection, FailureCount, PatternStat, Severity,
-        SignalCount, Source, Trend,
+        BenignCount, Category, ErrorEvent, ErrorsSection, FailureCount, PatternStat,
+        PythonExceptionCount, Severity, SignalCount, Source, Trend,
     },
 };
 
@@ -42,6 +42,26 @@ pub(crate) fn set_failure_counts(
             .then_with(|| a.syscall.cmp(&b.syscall))
     });
     section.syscall_failures = rows;
+}
+
+/// Sets `python_exceptions` from the python family's exact counts, and their source's count.
+/// Caught exceptions are handled by the program and unhandled ones are the incidents of the
+/// tracebacks printed for them: neither adds incidents.
+pub(crate) fn set_python_counts(section: &mut ErrorsSection, mut rows: Vec<PythonExceptionCount>) {
+    rows.sort_by(|a, b| {
+        b.raised
+            .cmp(&a.raised)
+            .then_with(|| a.exception.cmp(&b.exception))
+            .then_with(|| a.line.cmp(&b.line))
+    });
+    let raised: u64 = rows.iter().map(|r| r.raised).sum();
+    if raised > 0 {
+        section.by_source.insert(
+            Source::PythonException.as_str().into(),
+            raised,
+        );
+    }
+    section.python_exceptions = rows;
 }
 
 /// Incident times kept per pattern before halving the sample.
@@ -139,7 +159,8 @@ impl Aggregator {
     /// only kept as an example: its kind's count comes at the end.
     pub(crate) fn add(&mut self, mut event: ErrorEvent, joined: Option<&Joined>) {
         event.caused_by = joined.map(|j| j.root);
-        if event.source != Source::Syscall {
+        // Failed syscalls and raised exceptions are counted exactly from the kernel's counts.
+        if event.source != Source::Syscall && event.source != Source::PythonException {
             self.count(&event, joined);
         }
         if let Some(j) = joined
@@ -339,6 +360,7 @@ impl Aggregator {
             benign,
             benign_signals,
             syscall_failures: Vec::new(),
+            python_exceptions: Vec::new(),
         }
     }
 }
@@ -406,7 +428,13 @@ pub(crate) fn summary_lines(section: &ErrorsSection) -> Vec<String> {
         latest: &'a ErrorEvent,
     }
     let mut groups: Vec<(String, Group)> = Vec::new();
-    for e in section.events.iter().filter(|e| e.caused_by.is_none()) {
+    // Raised exceptions are examples, counted exactly in `python_exceptions` (and printed by the
+    // python family's block), not incidents.
+    let roots = section
+        .events
+        .iter()
+        .filter(|e| e.caused_by.is_none() && e.source != Source::PythonException);
+    for e in roots {
         let key = e.pattern.clone().unwrap_or_else(|| e.error_type.clone());
         match groups.iter_mut().find(|(k, _)| *k == key) {
             Some((_, g)) => {

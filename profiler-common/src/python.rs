@@ -46,9 +46,9 @@ pub mod frame_flag {
     pub const MASK: u64 = 7;
 }
 
-/// Entry 0 of `PY_CONFIG`: where the walk finds things in the target's interpreter. Written by
-/// the user side once it has found the interpreter (`enabled` 0 until then: the walk does
-/// nothing).
+/// Entry 0 of `PY_CONFIG`: where the walk finds things in the target's interpreter: offsets
+/// only, so that the user side can write it from the interpreter's file, before the target maps
+/// it (`enabled` 0 until then: the walk does nothing).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PyConfig {
@@ -81,12 +81,18 @@ pub struct PyConfig {
     pub ascii_data: u32,
     pub compact_data: u32,
     pub _pad: u32,
-    /// The addresses of `PyUnicode_Type` and `PyTuple_Type` in the target.
-    pub unicode_type: u64,
-    pub tuple_type: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<PyConfig>() == 80);
+const _: () = assert!(core::mem::size_of::<PyConfig>() == 64);
+
+/// `tp_flags` bits that say what an object is (the interpreter's own fast checks:
+/// `PyTuple_Check`, `PyUnicode_Check`, `PyExceptionInstance_Check`), the same in every version:
+/// the walk needs no address of the target's types.
+pub mod type_flag {
+    pub const TUPLE: u64 = 1 << 26;
+    pub const UNICODE: u64 = 1 << 28;
+    pub const BASE_EXCEPTION: u64 = 1 << 30;
+}
 
 /// One Python frame: its code object (with [`frame_flag`] bits in the low bits) and its
 /// instruction (a pointer into the code, or 3.10's `f_lasti`).
@@ -176,11 +182,29 @@ pub struct RaiseEvent {
 
 const _: () = assert!(core::mem::size_of::<RaiseEvent>() == 24 + 16 + 16 + 8 + MESSAGE_BYTES);
 
-/// The last raise of each thread (value of `PY_LAST_RAISE`), for the unhandled report.
+/// Raises of a thread kept for the unhandled report: between an exception's raise and its
+/// report the interpreter may raise (and catch) others on the way (3.11's thread excepthook
+/// does), so the report looks for the last raise of its type among these.
+pub const LAST_RAISES: usize = 8;
+
+/// The last raises of each thread (value of `PY_LAST_RAISE`), for the unhandled report.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LastRaise {
-    pub key: RaiseKey,
+    /// A ring: `next` is where the next raise goes.
+    pub keys: [RaiseKey; LAST_RAISES],
+    pub next: u64,
+    /// The exception last reported unhandled on the thread (an object's address): the public
+    /// `PyErr_Display` calls `_PyErr_Display` with it, and both are probed.
+    pub displayed: u64,
+}
+
+/// Attach cookies of the unhandled probe: which argument holds the exception.
+pub mod display {
+    /// `PyErr_Display(type, value, traceback)`.
+    pub const PUBLIC: u64 = 1;
+    /// `_PyErr_Display(file, type, value, traceback)`.
+    pub const INTERNAL: u64 = 2;
 }
 
 /// Slots of the per-CPU `PY_COUNTS` array.
@@ -231,7 +255,8 @@ pub mod maps {
 pub mod programs {
     /// Uprobe on `_PyErr_SetObject(tstate, type, value)`.
     pub const RAISE: &str = "py_raise";
-    /// Uprobe on `_PyErr_Display(file, type, value, traceback)`.
+    /// Uprobe on `PyErr_Display(type, value, traceback)` and `_PyErr_Display(file, type, value,
+    /// traceback)` (the attach cookie says which, see [`super::display`]).
     pub const UNCAUGHT: &str = "py_uncaught";
 }
 

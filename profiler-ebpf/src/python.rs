@@ -9,9 +9,10 @@
 //! kernel skips a perf event program while a uprobe program runs there), so they share it.
 
 use aya_ebpf::{
+    EbpfContext as _,
     bindings::BPF_NOEXIST,
     helpers::{
-        bpf_probe_read_user,
+        bpf_get_attach_cookie, bpf_probe_read_user,
         generated::{
             bpf_loop, bpf_probe_read_kernel as read_kernel_raw,
             bpf_probe_read_user as read_user_raw,
@@ -24,8 +25,9 @@ use aya_ebpf::{
 use profiler_common::{
     event::{EventHeader, EventKind},
     python::{
-        DETAILED_PER_KEY, LastRaise, MESSAGE_BYTES, NONE, PY_STACK_DEPTH, PyConfig, PyFrame,
-        PyStack, PyStackEvent, RaiseEvent, RaiseKey, count, frame_flag, layout,
+        DETAILED_PER_KEY, LAST_RAISES, LastRaise, MESSAGE_BYTES, NONE, PY_STACK_DEPTH, PyConfig,
+        PyFrame, PyStack, PyStackEvent, RaiseEvent, RaiseKey, count, display, frame_flag, layout,
+        type_flag,
     },
     threads::{STACK_HASH_SEED, stack_hash_step},
 };
@@ -329,36 +331,74 @@ pub fn py_raise(ctx: ProbeContext) -> u32 {
     let stack = if tstate == 0 { 0 } else { python_stack(tstate) };
     let key = RaiseKey { exc_type, stack };
     let n = count_raise(&key);
-    let _ = PY_LAST_RAISE.insert(tid, LastRaise { key }, 0);
+    remember_raise(tid, key);
     if (1..=DETAILED_PER_KEY).contains(&n) {
         send_raise(tid, tgid, key, value, 0);
     }
     0
 }
 
-/// The uprobe on `_PyErr_Display(PyObject *file, PyObject *type, PyObject *value, PyObject *tb)`:
-/// the interpreter prints an exception nothing handled. Its type is the value's (3.12 passes no
-/// type); its site, the thread's last raise of that type.
+/// The uprobe on `PyErr_Display(type, value, tb)` and `_PyErr_Display(file, type, value, tb)`
+/// (the attach cookie says which): the interpreter prints an exception nothing handled. Its
+/// type is the value's (3.12 passes no type); its site, the thread's last raise of that type.
+/// The public function calls the other with the same exception, counted once.
 #[uprobe]
 pub fn py_uncaught(ctx: ProbeContext) -> u32 {
     let (tid, tgid) = current_ids();
     if tgid != target_tgid() || tgid == 0 || stopped() || !enabled() {
         return 0;
     }
-    let value = ctx.arg::<u64>(2).unwrap_or(0);
-    let exc_type = if value == 0 {
-        ctx.arg::<u64>(1).unwrap_or(0)
+    // SAFETY: the program's own context.
+    let cookie = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
+    // Both read, then one picked: a read at an offset chosen at run time is refused (the
+    // compiler would otherwise merge the two reads into one).
+    let second = core::hint::black_box(ctx.arg::<u64>(1).unwrap_or(0));
+    let third = core::hint::black_box(ctx.arg::<u64>(2).unwrap_or(0));
+    let value = if cookie == display::PUBLIC {
+        second
     } else {
-        read(value + 8).unwrap_or(0)
+        third
     };
+    if value == 0 {
+        return 0;
+    }
+    let exc_type = read(value + 8).unwrap_or(0);
+    let mut key = RaiseKey { exc_type, stack: 0 };
+    if let Some(last) = PY_LAST_RAISE.get_ptr_mut(tid) {
+        // SAFETY: a valid map value of this thread's (only this thread writes it).
+        let last = unsafe { &mut *last };
+        if last.displayed == value {
+            return 0;
+        }
+        last.displayed = value;
+        // The latest raise of the type.
+        for i in 1..=LAST_RAISES as u64 {
+            let k = last.keys[(last.next.wrapping_sub(i) % LAST_RAISES as u64) as usize];
+            if k.exc_type == exc_type {
+                key = k;
+                break;
+            }
+        }
+    }
     add(count::UNCAUGHT, 1);
-    // SAFETY: a plain value, copied out.
-    let key = match unsafe { PY_LAST_RAISE.get(tid) }.copied() {
-        Some(last) if last.key.exc_type == exc_type => last.key,
-        _ => RaiseKey { exc_type, stack: 0 },
-    };
     send_raise(tid, tgid, key, value, 1);
     0
+}
+
+/// Keeps `key` among thread `tid`'s last raises.
+#[inline(always)]
+fn remember_raise(tid: u32, key: RaiseKey) {
+    if let Some(last) = PY_LAST_RAISE.get_ptr_mut(tid) {
+        // SAFETY: a valid map value of this thread's (only this thread writes it).
+        let last = unsafe { &mut *last };
+        last.keys[(last.next % LAST_RAISES as u64) as usize] = key;
+        last.next = last.next.wrapping_add(1);
+        return;
+    }
+    let mut first = LastRaise::default();
+    first.keys[0] = key;
+    first.next = 1;
+    let _ = PY_LAST_RAISE.insert(tid, first, 0);
 }
 
 /// Adds one raise at `key`; returns the key's count with it (0: the map is full).
@@ -413,31 +453,33 @@ fn send_raise(tid: u32, tgid: u32, key: RaiseKey, value: u64, uncaught: u32) {
 }
 
 /// The str that holds an exception's message, and the type of its first argument where that
-/// is not a str.
+/// is not a str. What an object is, the walk tells from its type's flags.
 #[inline(always)]
 fn message_object(c: &PyConfig, value: u64) -> (u64, u64) {
     if value == 0 {
         return (0, 0);
     }
-    let Some(ty) = read(value + 8) else {
+    let flags_of = |object: u64| -> Option<(u64, u64)> {
+        let ty = read(object + 8)?;
+        Some((ty, read(ty + c.type_flags as u64)?))
+    };
+    let Some((ty, flags)) = flags_of(value) else {
         return (0, 0);
     };
-    if ty == c.unicode_type {
+    if flags & type_flag::UNICODE != 0 {
         return (value, 0);
     }
     // A tuple of arguments (a `KeyError` the interpreter raises itself), or an exception
     // instance's `args`.
-    let args = if ty == c.tuple_type {
+    let args = if flags & type_flag::TUPLE != 0 {
         value
-    } else {
-        let flags = read(ty + c.type_flags as u64).unwrap_or(0);
-        if flags & (1 << 30) == 0 {
-            return (0, ty);
-        }
+    } else if flags & type_flag::BASE_EXCEPTION != 0 {
         match read(value + c.exception_args as u64) {
-            Some(a) if a != 0 && read(a + 8) == Some(c.tuple_type) => a,
+            Some(a) if a != 0 && flags_of(a).is_some_and(|(_, f)| f & type_flag::TUPLE != 0) => a,
             _ => return (0, 0),
         }
+    } else {
+        return (0, ty);
     };
     // ob_size of the tuple.
     if read(args + 16).unwrap_or(0) == 0 {
@@ -446,9 +488,9 @@ fn message_object(c: &PyConfig, value: u64) -> (u64, u64) {
     let Some(first) = read(args + c.tuple_items as u64) else {
         return (0, 0);
     };
-    match read(first + 8) {
-        Some(t) if t == c.unicode_type => (first, 0),
-        Some(t) => (0, t),
+    match flags_of(first) {
+        Some((_, f)) if f & type_flag::UNICODE != 0 => (first, 0),
+        Some((t, _)) => (0, t),
         None => (0, 0),
     }
 }

@@ -22,6 +22,7 @@ use std::{
 };
 
 pub use process::{Outcome, Profiler, Victim, profile};
+pub use report::python::Site;
 pub use report::threads::{Threads, functions, names};
 pub use report::{Errors, Event, Family, Func, PatternStat, Proc, Report};
 
@@ -145,6 +146,29 @@ pub fn python() -> Result<PathBuf, String> {
             (!path.is_empty()).then(|| PathBuf::from(path))
         })
         .ok_or_else(|| "python3 (not found)".to_string())
+}
+
+/// The image's own build of CPython 3.`minor` (pyenv's, under `$PYENV_ROOT` or `/root/.pyenv`:
+/// a `libpython3.X.so` with its symbols), or why there is none.
+pub fn pyenv_python(minor: u8) -> Result<PathBuf, String> {
+    let root = std::env::var_os("PYENV_ROOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/root/.pyenv"));
+    let mut found: Vec<PathBuf> = std::fs::read_dir(root.join("versions"))
+        .map_err(|e| format!("Python 3.{minor} (no {}: {e})", root.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&format!("3.{minor}.")))
+        })
+        .map(|p| p.join(format!("bin/python3.{minor}")))
+        .filter(|p| p.is_file())
+        .collect();
+    found.sort();
+    found
+        .pop()
+        .ok_or_else(|| format!("Python 3.{minor} (none under {}/versions)", root.display()))
 }
 
 /// The python3 to run a test's scripts with ([`python()`]); gives up on the test (see

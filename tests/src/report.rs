@@ -1,6 +1,7 @@
 //! The JSON report, read with serde_json and looked at through accessors that panic with context.
 
 pub mod cpu;
+pub mod python;
 pub mod threads;
 
 use std::{fmt, path::Path};

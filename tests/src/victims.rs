@@ -66,6 +66,21 @@ pub const CPU_SIGNAL: &str = env!("VICTIM_CPU_SIGNAL");
 /// MS ms of wall time (default 2000); prints "cycles N" and "busy_seconds S" (its CPU time).
 pub const CPU_PY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/victims/cpu_busy.py");
 
+/// The python family's CPU victim: `hot` under `outer` -> `middle`, `cold` under `outer`.
+pub const PY_SPLIT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/victims/py_split.py");
+
+/// The python family's exception victim: a KeyError raised and caught N times at one line.
+pub const PY_RAISE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/victims/py_raise.py");
+
+/// The line of `file` that holds `marker` (1-based), as the interpreter numbers it.
+pub fn line_of(file: &str, marker: &str) -> u64 {
+    let text = std::fs::read_to_string(file).unwrap_or_else(|e| panic!("{file}: {e}"));
+    text.lines()
+        .position(|l| l.contains(marker))
+        .unwrap_or_else(|| panic!("no {marker} in {file}")) as u64
+        + 1
+}
+
 /// `src/bin/victim_cpu_rust.rs`, the cpu family's Rust victim, built by [`cpu_rust`].
 pub const CPU_RUST_SOURCE: &str =
     concat!(env!("CARGO_MANIFEST_DIR"), "/src/bin/victim_cpu_rust.rs");

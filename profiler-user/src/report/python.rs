@@ -26,9 +26,11 @@ pub(crate) struct InterpreterInfo {
     pub version: String,
     /// Where the struct offsets came from: `_Py_DebugOffsets` (3.13+) or `built-in table`.
     pub offsets: String,
-    /// The exception probes, where the interpreter has the functions.
+    /// The exception probes, where the interpreter has the functions: `_PyErr_SetObject` (or
+    /// the part of it a compiler split off), and `PyErr_Display` and `_PyErr_Display` for the
+    /// unhandled ones.
     pub raise_probe: Option<ProbeSite>,
-    pub uncaught_probe: Option<ProbeSite>,
+    pub uncaught_probes: Vec<ProbeSite>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]

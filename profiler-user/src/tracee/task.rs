@@ -95,6 +95,51 @@ pub(crate) fn read_memory(pid: i32, addr: u64, buf: &mut [u8]) -> io::Result<()>
     })
 }
 
+/// Reads several ranges of the target's memory in one system call: `parts` are (address,
+/// buffer); returns how many of them, from the first, were read whole (a range that is not
+/// mapped ends the read; the caller reads the rest one by one).
+pub(crate) fn read_memory_many(pid: i32, parts: &mut [(u64, Vec<u8>)]) -> usize {
+    // The kernel takes at most IOV_MAX (1024) ranges a call.
+    let count = parts.len().min(1024);
+    let parts = &mut parts[..count];
+    let local: Vec<libc::iovec> = parts
+        .iter_mut()
+        .map(|(_, buf)| libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        })
+        .collect();
+    let remote: Vec<libc::iovec> = parts
+        .iter()
+        .map(|(addr, buf)| libc::iovec {
+            iov_base: *addr as *mut libc::c_void,
+            iov_len: buf.len(),
+        })
+        .collect();
+    // SAFETY: each local iovec describes a buffer of `parts`, valid for writes of its length
+    // for the whole call; the kernel checks the remote ranges against the target's mappings.
+    let n = unsafe {
+        libc::process_vm_readv(
+            pid,
+            local.as_ptr(),
+            local.len() as libc::c_ulong,
+            remote.as_ptr(),
+            remote.len() as libc::c_ulong,
+            0,
+        )
+    };
+    let mut left = usize::try_from(n).unwrap_or(0);
+    let mut whole = 0;
+    for (_, buf) in parts.iter() {
+        if left < buf.len() {
+            break;
+        }
+        left -= buf.len();
+        whole += 1;
+    }
+    whole
+}
+
 /// A little-endian `u32` of the target's memory.
 pub(crate) fn read_u32(pid: i32, addr: u64) -> io::Result<u32> {
     let mut buf = [0u8; 4];

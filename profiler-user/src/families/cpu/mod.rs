@@ -495,6 +495,7 @@ fn profile_of(stacked: &[Stacked], pid: i32, frequency: u64, duration: f64) -> P
                         address: f.address,
                         inlined: f.frame.offset == analyze::INLINED,
                         kernel: f.kernel,
+                        python: f.frame.offset == crate::families::python::code::PYTHON_OFFSET,
                     })
                     .collect(),
             })

@@ -22,6 +22,12 @@ pub(crate) trait Memory {
         let mut b = [0u8; 4];
         self.read(addr, &mut b).then(|| u32::from_le_bytes(b))
     }
+
+    /// Reads each (address, buffer) at once where it can; returns how many, from the first,
+    /// were read whole (the rest are read one by one).
+    fn read_many(&self, _parts: &mut [(u64, Vec<u8>)]) -> usize {
+        0
+    }
 }
 
 /// The memory of process `pid`.
@@ -30,6 +36,10 @@ pub(crate) struct Process(pub i32);
 impl Memory for Process {
     fn read(&self, addr: u64, buf: &mut [u8]) -> bool {
         crate::tracee::task::read_memory(self.0, addr, buf).is_ok()
+    }
+
+    fn read_many(&self, parts: &mut [(u64, Vec<u8>)]) -> usize {
+        crate::tracee::task::read_memory_many(self.0, parts)
     }
 }
 
@@ -94,21 +104,58 @@ fn read_bytes(mem: &dyn Memory, addr: u64) -> Option<Vec<u8>> {
     mem.read(addr + 32, &mut buf).then_some(buf)
 }
 
-/// Code object `addr`, where it is one (its type is `code_type`).
-pub(crate) fn read_code(
+/// Bytes of a code object read at once: its type and every field the family reads.
+fn header_len(layout: &Layout) -> usize {
+    [
+        layout.code_qualname,
+        layout.code_filename,
+        layout.code_linetable,
+        layout.code_firstlineno,
+    ]
+    .into_iter()
+    .max()
+    .unwrap_or(0) as usize
+        + 8
+}
+
+/// A word of a code object's header.
+fn word(header: &[u8], offset: u64) -> u64 {
+    let at = offset as usize;
+    u64::from_le_bytes(header[at..at + 8].try_into().unwrap())
+}
+
+/// What tells two code objects at one address apart (one freed, another allocated there): the
+/// addresses of its name, file and line table, and its first line.
+fn identity(layout: &Layout, header: &[u8]) -> Identity {
+    [
+        word(header, layout.code_qualname),
+        word(header, layout.code_filename),
+        word(header, layout.code_linetable),
+        word(header, layout.code_firstlineno) & 0xffff_ffff,
+    ]
+}
+
+/// The code object whose header is `header`, where it is one (its type is `code_type`).
+fn read_code_at(
     mem: &dyn Memory,
     layout: &Layout,
     code_type: u64,
-    addr: u64,
+    header: &[u8],
+    strings: &mut HashMap<u64, Option<String>>,
 ) -> Option<CodeInfo> {
-    if mem.u64_at(addr + 8)? != code_type {
+    if word(header, 8) != code_type {
         return None;
     }
-    let field = |offset: u64| mem.u64_at(addr + offset);
-    let qualname = read_str(mem, layout, field(layout.code_qualname)?)?;
-    let filename = read_str(mem, layout, field(layout.code_filename)?)?;
-    let firstlineno = mem.u32_at(addr + layout.code_firstlineno)? as i32;
-    let linetable = read_bytes(mem, field(layout.code_linetable)?)?;
+    let mut string = |addr: u64| {
+        strings
+            .entry(addr)
+            .or_insert_with(|| read_str(mem, layout, addr))
+            .clone()
+    };
+    let qualname = string(word(header, layout.code_qualname))?;
+    let filename = string(word(header, layout.code_filename))?;
+    let firstlineno = word(header, layout.code_firstlineno) as u32 as i32;
+    let linetable = read_bytes(mem, word(header, layout.code_linetable))?;
     Some(CodeInfo {
         qualname,
         filename,
@@ -193,71 +240,109 @@ pub(crate) const UNKNOWN_CODE: &str = "[python]";
 /// The offset field of a Python frame (it has no offset in a file).
 pub(crate) const PYTHON_OFFSET: &str = "python";
 
-/// Code objects read, by address (None: not one, or unreadable).
+/// What tells two code objects at one address apart (one freed, another allocated there): the
+/// addresses of its name, file and line table, and its first line.
+type Identity = [u64; 4];
+
+/// Code objects read, by address (None: not one, or unreadable), each with its identity.
 #[derive(Debug, Default)]
 pub(crate) struct Codes {
-    known: HashMap<u64, Option<Arc<CodeInfo>>>,
+    known: HashMap<u64, (Identity, Option<Arc<CodeInfo>>)>,
+}
+
+/// A Python frame with the code object it ran, as read when its stack was new.
+#[derive(Debug, Clone)]
+pub(crate) struct Resolved {
+    pub frame: PyFrame,
+    pub code: Option<Arc<CodeInfo>>,
 }
 
 impl Codes {
-    /// Reads the code objects of `frames` that are not known yet.
-    pub(crate) fn learn(
+    /// The code objects of `frames`, read now: every header in one read, and those of objects
+    /// not known (or another object since, at a known address) whole.
+    pub(crate) fn resolve(
         &mut self,
         mem: &dyn Memory,
         layout: &Layout,
         code_type: u64,
         frames: &[PyFrame],
-    ) {
-        for f in frames {
-            let code = f.code_object();
-            self.known
-                .entry(code)
-                .or_insert_with(|| read_code(mem, layout, code_type, code).map(Arc::new));
+    ) -> Vec<Resolved> {
+        let mut addrs: Vec<u64> = frames.iter().map(PyFrame::code_object).collect();
+        addrs.sort_unstable();
+        addrs.dedup();
+        let len = header_len(layout);
+        let mut headers: Vec<(u64, Vec<u8>)> = addrs.iter().map(|&a| (a, vec![0; len])).collect();
+        let whole = mem.read_many(&mut headers);
+        let mut strings = HashMap::new();
+        let mut codes: HashMap<u64, Option<Arc<CodeInfo>>> = HashMap::new();
+        for (i, (addr, header)) in headers.iter_mut().enumerate() {
+            if i >= whole && !mem.read(*addr, header) {
+                codes.insert(*addr, None);
+                continue;
+            }
+            let id = identity(layout, header);
+            let code = match self.known.get(addr) {
+                Some((known, code)) if *known == id => code.clone(),
+                _ => {
+                    let code =
+                        read_code_at(mem, layout, code_type, header, &mut strings).map(Arc::new);
+                    self.known.insert(*addr, (id, code.clone()));
+                    code
+                }
+            };
+            codes.insert(*addr, code);
         }
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.known.values().filter(|c| c.is_some()).count()
-    }
-
-    /// The frames of a stack, innermost first, named.
-    pub(crate) fn name(&self, layout: &Layout, frames: &[PyFrame]) -> Vec<Named> {
         frames
             .iter()
-            .map(|f| {
-                let code = f.code_object();
-                let flags = f.flags();
-                let info = self.known.get(&code).cloned().flatten();
-                let lasti = if layout.frame_kind == profiler_common::python::layout::FRAME_OBJECT {
-                    i64::from(f.instr as u32 as i32)
-                } else {
-                    (f.instr as i64 - (code + layout.code_adaptive) as i64) / 2
-                };
-                let frame = match info {
-                    Some(c) => Frame {
-                        function: c.qualname.clone(),
-                        module: c.filename.clone(),
-                        offset: PYTHON_OFFSET.into(),
-                        file: Some(c.filename.clone()),
-                        line: line_of(&c.linetable, c.firstlineno, lasti),
-                    },
-                    None => Frame {
-                        function: "??".into(),
-                        module: UNKNOWN_CODE.into(),
-                        offset: PYTHON_OFFSET.into(),
-                        file: None,
-                        line: None,
-                    },
-                };
-                Named {
-                    frame,
-                    address: f.instr,
-                    entry: flags & frame_flag::ENTRY != 0,
-                    shim: flags & frame_flag::SHIM != 0,
-                }
+            .map(|f| Resolved {
+                frame: *f,
+                code: codes.get(&f.code_object()).cloned().flatten(),
             })
             .collect()
     }
+
+    pub(crate) fn len(&self) -> usize {
+        self.known.values().filter(|c| c.1.is_some()).count()
+    }
+}
+
+/// The frames of a stack, innermost first, named.
+pub(crate) fn name(layout: &Layout, frames: &[Resolved]) -> Vec<Named> {
+    frames
+        .iter()
+        .map(|r| {
+            let f = &r.frame;
+            let code = f.code_object();
+            let flags = f.flags();
+            let lasti = if layout.frame_kind == profiler_common::python::layout::FRAME_OBJECT {
+                i64::from(f.instr as u32 as i32)
+            } else {
+                (f.instr as i64 - (code + layout.code_adaptive) as i64) / 2
+            };
+            let frame = match &r.code {
+                Some(c) => Frame {
+                    function: c.qualname.clone(),
+                    module: c.filename.clone(),
+                    offset: PYTHON_OFFSET.into(),
+                    file: Some(c.filename.clone()),
+                    line: line_of(&c.linetable, c.firstlineno, lasti),
+                },
+                None => Frame {
+                    function: "??".into(),
+                    module: UNKNOWN_CODE.into(),
+                    offset: PYTHON_OFFSET.into(),
+                    file: None,
+                    line: None,
+                },
+            };
+            Named {
+                frame,
+                address: f.instr,
+                entry: flags & frame_flag::ENTRY != 0,
+                shim: flags & frame_flag::SHIM != 0,
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]

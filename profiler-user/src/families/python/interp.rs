@@ -29,23 +29,35 @@ pub(crate) struct Probed {
     pub emulated: bool,
 }
 
-/// The interpreter of the target.
+/// An interpreter object (the executable, or `libpython3.X.so`), read from its file: enough to
+/// probe it and walk its frames before the target maps it.
 #[derive(Debug, Clone)]
-pub(crate) struct Interpreter {
-    /// The object that holds it, as the target sees it, and a path the profiler opens.
+pub(crate) struct InterpreterFile {
+    /// As the target sees it, and a path the profiler opens.
     pub path: PathBuf,
     pub open_path: PathBuf,
-    /// `3.11.7`.
+    /// `3.11.7` (or `3.11` where only the file's name says).
     pub version: String,
     pub layout: Layout,
-    /// Addresses in the target.
-    pub runtime: u64,
-    pub unicode_type: u64,
-    pub tuple_type: u64,
-    pub code_type: u64,
-    /// `_PyErr_SetObject` and `_PyErr_Display`, where the object has them.
+    /// `_PyErr_SetObject`, and `PyErr_Display` and `_PyErr_Display`, where the object has them.
     pub raise: Option<Probed>,
     pub display: Option<Probed>,
+    pub display_internal: Option<Probed>,
+    /// Addresses in the file: `_PyRuntime`, and `PyCode_Type`; its first segment's address and
+    /// whether it loads at a fixed address.
+    runtime: u64,
+    code_type: u64,
+    first_vaddr: u64,
+    fixed: bool,
+}
+
+/// The interpreter of the running target: its file, and where the target mapped it.
+#[derive(Debug, Clone)]
+pub(crate) struct Interpreter {
+    pub file: InterpreterFile,
+    /// Addresses in the target.
+    pub runtime: u64,
+    pub code_type: u64,
 }
 
 /// What looking for an interpreter found.
@@ -58,14 +70,21 @@ pub(crate) enum Found {
     Unsupported(String),
 }
 
+/// What reading a file found.
+#[derive(Debug)]
+pub(crate) enum FileFound {
+    /// Not an interpreter object (no `_PyRuntime`).
+    None,
+    Interpreter(Box<InterpreterFile>),
+    Unsupported(String),
+}
+
 /// The symbols of an object the family needs, by name: (address, size).
 type Symbols = HashMap<&'static str, (u64, u64)>;
 
-const WANTED: [&str; 8] = [
+const WANTED: [&str; 7] = [
     "_PyRuntime",
     "Py_Version",
-    "PyUnicode_Type",
-    "PyTuple_Type",
     "PyCode_Type",
     "_PyErr_SetObject",
     // GCC's partial inlining splits it in some builds (3.13 here): the callers inline its
@@ -73,7 +92,15 @@ const WANTED: [&str; 8] = [
     // jumps there. The probe goes on the rest, which every raise reaches.
     "_PyErr_SetObject.part.0",
     "_PyErr_Display",
+    "PyErr_Display",
 ];
+
+/// Whether the file's name is one an interpreter object has.
+fn candidate(path: &Path) -> bool {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with("python") || n.starts_with("libpython"))
+}
 
 /// Looks for the interpreter among the objects process `pid` maps now.
 pub(crate) fn find(pid: i32) -> Found {
@@ -83,38 +110,42 @@ pub(crate) fn find(pid: i32) -> Found {
     let regions = tracee::parse_regions(&text);
     let mut seen: Vec<&str> = Vec::new();
     for r in &regions {
-        let name = Path::new(&r.path)
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("");
-        let candidate = name.starts_with("python") || name.starts_with("libpython");
-        if !r.path.starts_with('/') || !candidate || seen.contains(&r.path.as_str()) {
+        let path = Path::new(&r.path);
+        if !r.path.starts_with('/') || !candidate(path) || seen.contains(&r.path.as_str()) {
             continue;
         }
         seen.push(&r.path);
-        let open = tracee::host_path(pid, Path::new(&r.path));
-        let Some((symbols, first_vaddr, fixed, segments)) = parse(&open) else {
+        let open = tracee::host_path(pid, path);
+        let file = match inspect_file(path, &open) {
+            FileFound::None => continue,
+            FileFound::Unsupported(why) => return Found::Unsupported(why),
+            FileFound::Interpreter(f) => f,
+        };
+        let Some(bias) = bias(&regions, &r.path, file.first_vaddr, file.fixed) else {
             continue;
         };
-        let Some(&(runtime, _)) = symbols.get("_PyRuntime") else {
-            continue;
-        };
-        let Some(bias) = bias(&regions, &r.path, first_vaddr, fixed) else {
-            continue;
-        };
-        return inspect(pid, r, &open, &symbols, bias, runtime, &segments);
+        return Found::Interpreter(Box::new(Interpreter {
+            runtime: file.runtime.wrapping_add(bias),
+            code_type: file.code_type.wrapping_add(bias),
+            file: *file,
+        }));
     }
     Found::None
 }
 
-/// Load segments: (address, size, file offset).
-type Segments = Vec<(u64, u64, u64)>;
-
-fn parse(path: &Path) -> Option<(Symbols, u64, bool, Segments)> {
-    let data = std::fs::read(path).ok()?;
-    let file = object::File::parse(&*data).ok()?;
+/// Reads the object at `open` (the target's `path`): an interpreter's, or not.
+pub(crate) fn inspect_file(path: &Path, open: &Path) -> FileFound {
+    if !candidate(path) {
+        return FileFound::None;
+    }
+    let Ok(data) = std::fs::read(open) else {
+        return FileFound::None;
+    };
+    let Ok(elf) = object::File::parse(&*data) else {
+        return FileFound::None;
+    };
     let mut symbols = Symbols::new();
-    for s in file.symbols().chain(file.dynamic_symbols()) {
+    for s in elf.symbols().chain(elf.dynamic_symbols()) {
         if s.is_undefined() || s.address() == 0 {
             continue;
         }
@@ -124,76 +155,54 @@ fn parse(path: &Path) -> Option<(Symbols, u64, bool, Segments)> {
             symbols.entry(wanted).or_insert((s.address(), s.size()));
         }
     }
-    let segments = file
+    let Some(&(runtime, _)) = symbols.get("_PyRuntime") else {
+        return FileFound::None;
+    };
+    // Load segments: (address, size in the file, file offset).
+    let segments: Vec<(u64, u64, u64)> = elf
         .segments()
-        .map(|s| (s.address(), s.size(), s.file_range().0))
+        .map(|s| {
+            let (offset, size) = s.file_range();
+            (s.address(), size, offset)
+        })
         .collect();
-    let first_vaddr = file.segments().map(|s| s.address()).min()?;
-    let fixed = file.kind() == object::ObjectKind::Executable;
-    Some((symbols, first_vaddr, fixed, segments))
-}
-
-/// The load bias of the object at `path`: where its first mapping starts, less its first
-/// segment's page (0 for a fixed-address executable).
-fn bias(regions: &[Region], path: &str, first_vaddr: u64, fixed: bool) -> Option<u64> {
-    if fixed {
-        return Some(0);
-    }
-    let first = regions
-        .iter()
-        .filter(|r| r.path == path)
-        .min_by_key(|r| (r.file_offset, r.start))?;
-    Some(first.start.wrapping_sub(first_vaddr & !0xfff))
-}
-
-fn inspect(
-    pid: i32,
-    region: &Region,
-    open: &Path,
-    symbols: &Symbols,
-    bias: u64,
-    runtime: u64,
-    segments: &Segments,
-) -> Found {
-    let mem = super::code::Process(pid);
-    let at = |name: &str| symbols.get(name).map(|&(a, _)| a.wrapping_add(bias));
-    let hex = at("Py_Version").and_then(|a| mem.u32_at(a));
-    let file_minor = minor_from_name(&region.path);
-    let (major, minor) = match hex {
-        Some(h) => ((h >> 24) as u8, (h >> 16) as u8),
-        None => match file_minor {
-            Some(m) => (3, m),
-            None => return Found::Unsupported("CPython of an unknown version".into()),
-        },
+    // The bytes at `addr` in the file (initialised data: what the target starts with).
+    let bytes_at = |addr: u64, len: usize| -> Option<&[u8]> {
+        let &(a, _, off) = segments
+            .iter()
+            .find(|(a, size, _)| addr >= *a && addr + len as u64 <= a + size)?;
+        data.get((off + addr - a) as usize..(off + addr - a) as usize + len)
+    };
+    let hex = symbols
+        .get("Py_Version")
+        .and_then(|&(a, _)| bytes_at(a, 4))
+        .map(|b| u32::from_le_bytes(b.try_into().unwrap()));
+    let (major, minor) = match (hex, minor_from_name(&path.to_string_lossy())) {
+        (Some(h), _) => ((h >> 24) as u8, (h >> 16) as u8),
+        (None, Some(m)) => (3, m),
+        (None, None) => return FileFound::Unsupported("CPython of an unknown version".into()),
     };
     let version = match hex {
         Some(h) => format!("{major}.{minor}.{}", (h >> 8) & 0xff),
         None => format!("{major}.{minor}"),
     };
-    let runtime = runtime.wrapping_add(bias);
     let layout = if (major, minor) >= (3, 13) {
-        let mut bytes = vec![0u8; layout::DEBUG_OFFSETS_BYTES];
-        if !mem.read(runtime, &mut bytes) {
-            return Found::None;
-        }
-        layout::from_debug_offsets(&bytes)
+        bytes_at(runtime, layout::DEBUG_OFFSETS_BYTES).and_then(layout::from_debug_offsets)
     } else if major == 3 {
         layout::builtin(minor)
     } else {
         None
     };
     let Some(layout) = layout else {
-        return Found::Unsupported(format!(
+        return FileFound::Unsupported(format!(
             "CPython {version}: Python frames are walked for {} only",
             layout::SUPPORTED
         ));
     };
-    let (Some(unicode_type), Some(tuple_type), Some(code_type)) =
-        (at("PyUnicode_Type"), at("PyTuple_Type"), at("PyCode_Type"))
-    else {
-        return Found::Unsupported(format!(
-            "CPython {version}: {} has no symbols for its types",
-            region.path
+    let Some(&(code_type, _)) = symbols.get("PyCode_Type") else {
+        return FileFound::Unsupported(format!(
+            "CPython {version}: {} has no symbol for its code type",
+            path.display()
         ));
     };
     let probe = |name: &'static str| {
@@ -213,18 +222,32 @@ fn inspect(
             emulated: placed.class == placement::CostClass::Emulated,
         })
     };
-    Found::Interpreter(Box::new(Interpreter {
-        path: PathBuf::from(&region.path),
+    FileFound::Interpreter(Box::new(InterpreterFile {
+        path: path.to_path_buf(),
         open_path: open.to_path_buf(),
         version,
         layout,
-        runtime,
-        unicode_type,
-        tuple_type,
-        code_type,
         raise: probe("_PyErr_SetObject.part.0").or_else(|| probe("_PyErr_SetObject")),
-        display: probe("_PyErr_Display"),
+        display: probe("PyErr_Display"),
+        display_internal: probe("_PyErr_Display"),
+        runtime,
+        code_type,
+        first_vaddr: elf.segments().map(|s| s.address()).min().unwrap_or(0),
+        fixed: elf.kind() == object::ObjectKind::Executable,
     }))
+}
+
+/// The load bias of the object at `path`: where its first mapping starts, less its first
+/// segment's page (0 for a fixed-address executable).
+fn bias(regions: &[Region], path: &str, first_vaddr: u64, fixed: bool) -> Option<u64> {
+    if fixed {
+        return Some(0);
+    }
+    let first = regions
+        .iter()
+        .filter(|r| r.path == path)
+        .min_by_key(|r| (r.file_offset, r.start))?;
+    Some(first.start.wrapping_sub(first_vaddr & !0xfff))
 }
 
 /// 11 of `libpython3.11.so.1.0` or `python3.11`.
@@ -242,7 +265,7 @@ pub(crate) fn thread_states(
     interp: &Interpreter,
     limit: usize,
 ) -> Vec<(u32, u64)> {
-    let l = &interp.layout;
+    let l = &interp.file.layout;
     let Some(head) = mem.u64_at(interp.runtime + l.runtime_interpreters_head) else {
         return Vec::new();
     };

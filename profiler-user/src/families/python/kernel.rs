@@ -11,12 +11,14 @@ use aya::{
     maps::{Array, HashMap as BpfHashMap},
     programs::{
         UProbe,
-        uprobe::{UProbeAttachLocation, UProbeLink, UProbeScope},
+        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLink, UProbeScope},
     },
 };
-use profiler_common::python::{PyConfig, PyFrame, PyStack, RaiseKey, count, maps, programs};
+use profiler_common::python::{
+    PyConfig, PyFrame, PyStack, RaiseKey, count, display, maps, programs,
+};
 
-use super::interp::Interpreter;
+use super::interp::InterpreterFile;
 use crate::bpf;
 
 /// The exception probes (once an interpreter is known). Two probes: aya's own uprobe links (a
@@ -43,30 +45,36 @@ impl Probes {
         })
     }
 
-    /// Probes the interpreter's `_PyErr_SetObject` and `_PyErr_Display` in process `pid`;
+    /// Probes the interpreter's `_PyErr_SetObject`, `PyErr_Display` and `_PyErr_Display` in
+    /// process `pid`;
     /// returns how many probes it attached.
     pub(crate) fn attach(
         &mut self,
         ebpf: &mut Ebpf,
-        interp: &Interpreter,
+        interp: &InterpreterFile,
         pid: u32,
     ) -> anyhow::Result<usize> {
         if !self.loaded {
             return Ok(0);
         }
         let scope = UProbeScope::OneProcess(NonZeroU32::new(pid).context("pid 0")?);
-        for (name, probed) in [
-            (programs::RAISE, &interp.raise),
-            (programs::UNCAUGHT, &interp.display),
+        for (name, probed, cookie) in [
+            (programs::RAISE, &interp.raise, 0),
+            (programs::UNCAUGHT, &interp.display, display::PUBLIC),
+            (
+                programs::UNCAUGHT,
+                &interp.display_internal,
+                display::INTERNAL,
+            ),
         ] {
             let Some(p) = probed else { continue };
             let program: &mut UProbe = bpf::program(ebpf, name)?;
+            let point = UProbeAttachPoint {
+                location: UProbeAttachLocation::AbsoluteOffset(p.file_offset),
+                cookie: Some(cookie),
+            };
             let id = program
-                .attach(
-                    UProbeAttachLocation::AbsoluteOffset(p.file_offset),
-                    &interp.open_path,
-                    scope,
-                )
+                .attach(point, &interp.open_path, scope)
                 .with_context(|| format!("cannot probe {} in {}", p.name, interp.path.display()))?;
             self.links.push(program.take_link(id)?);
         }

@@ -157,9 +157,8 @@ pub(crate) fn from_debug_offsets(bytes: &[u8]) -> Option<Layout> {
 }
 
 impl Layout {
-    /// The kernel's configuration, with the addresses of the target's `PyUnicode_Type` and
-    /// `PyTuple_Type`.
-    pub(crate) fn config(&self, unicode_type: u64, tuple_type: u64) -> PyConfig {
+    /// The kernel's configuration.
+    pub(crate) fn config(&self) -> PyConfig {
         PyConfig {
             enabled: 1,
             layout: self.frame_kind,
@@ -177,8 +176,6 @@ impl Layout {
             ascii_data: self.ascii_data,
             compact_data: self.compact_data,
             _pad: 0,
-            unicode_type,
-            tuple_type,
         }
     }
 }

@@ -84,9 +84,9 @@ fn python_layouts_match_the_headers() {
                 "code_adaptive" => layout.code_adaptive,
                 "ascii_data" => layout.ascii_data.into(),
                 "compact_data" => layout.compact_data.into(),
-                "exception_args" => layout.config(0, 0).exception_args.into(),
-                "tuple_items" => layout.config(0, 0).tuple_items.into(),
-                "type_flags" => layout.config(0, 0).type_flags.into(),
+                "exception_args" => layout.config().exception_args.into(),
+                "tuple_items" => layout.config().tuple_items.into(),
+                "type_flags" => layout.config().type_flags.into(),
                 other => panic!("unknown field {other}"),
             };
             assert_eq!(ours, value, "3.{minor} {field} ({})", include.display());

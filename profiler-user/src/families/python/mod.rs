@@ -34,6 +34,7 @@ use profiler_common::{
     },
 };
 
+use crate::report::errors;
 use crate::{
     bpf::LoadOptions,
     family::{Family, Flow, ProbeLoad, ReportContext, TargetContext, TickContext},
@@ -43,9 +44,8 @@ use crate::{
         python::{ExceptionStats, InterpreterInfo, ProbeSite, PythonSection, RaiseSite, WalkStats},
     },
 };
-use crate::report::errors;
-use code::{Codes, Named, Process};
-use interp::{Found, Interpreter};
+use code::{Codes, Named, Process, Resolved};
+use interp::{FileFound, Found, Interpreter, InterpreterFile};
 
 /// Estimated cost to the target, ns: a raise (the uprobe on an emulated instruction, about
 /// 1 µs here, and the program), a Python walk, and a frame of it (four reads of the target).
@@ -72,7 +72,9 @@ const LOOK_EVERY: Duration = Duration::from_secs(1);
 #[derive(Debug, Default)]
 pub(crate) struct Shared {
     layout: Option<layout::Layout>,
-    stacks: HashMap<u64, Vec<PyFrame>>,
+    /// Each stack's frames with their code objects, read when the stack was new (None: not
+    /// read yet, the interpreter not found then).
+    stacks: HashMap<u64, (Vec<PyFrame>, Option<Vec<Resolved>>)>,
     codes: Codes,
     /// What the errors family takes, once this family has reported.
     feed: Option<ErrorsFeed>,
@@ -93,7 +95,17 @@ impl Shared {
     /// The frames of Python stack `hash`, named, innermost first (none for 0 or an unknown one).
     pub(crate) fn frames(&self, hash: u64) -> Vec<Named> {
         match (&self.layout, self.stacks.get(&hash)) {
-            (Some(l), Some(frames)) => self.codes.name(l, frames),
+            (Some(l), Some((_, Some(resolved)))) => code::name(l, resolved),
+            (Some(l), Some((frames, None))) => code::name(
+                l,
+                &frames
+                    .iter()
+                    .map(|f| Resolved {
+                        frame: *f,
+                        code: None,
+                    })
+                    .collect::<Vec<_>>(),
+            ),
             _ => Vec::new(),
         }
     }
@@ -165,6 +177,8 @@ pub(crate) struct Python {
     shared: SharedHandle,
     probes: kernel::Probes,
     interp: Option<Interpreter>,
+    /// The interpreter object whose layout is written and whose functions are probed.
+    prepared: Option<PathBuf>,
     unsupported: Option<String>,
     /// `PY_THREADS` as last written, and every thread seen.
     threads: HashMap<u32, u64>,
@@ -191,6 +205,7 @@ impl Python {
             shared,
             probes: kernel::Probes::default(),
             interp: None,
+            prepared: None,
             unsupported: None,
             threads: HashMap::new(),
             seen: HashSet::new(),
@@ -207,8 +222,9 @@ impl Python {
         }
     }
 
-    /// Looks for the interpreter; once found, writes the walk's layout, lists the threads and
-    /// probes the exceptions.
+    /// Looks for the interpreter in the running target; once found, prepares its file (unless
+    /// done already from the `run` command's objects), lists the threads, and names the code
+    /// objects of the stacks that came before.
     fn look(&mut self, ebpf: &mut Ebpf) {
         match interp::find(self.pid) {
             Found::None => {}
@@ -219,22 +235,41 @@ impl Python {
                 self.unsupported = Some(why);
             }
             Found::Interpreter(found) => {
-                let config = found.layout.config(found.unicode_type, found.tuple_type);
-                if let Err(e) = kernel::write_config(ebpf, config) {
-                    eprintln!("profiler: python: cannot configure the walk: {e:#}");
-                    return;
+                if self.prepared.as_ref() != Some(&found.file.path) {
+                    self.prepare(ebpf, &found.file);
                 }
-                self.shared.lock().expect("python state").layout = Some(found.layout);
-                if !self.detached
-                    && let Err(e) = self.probes.attach(ebpf, &found, self.pid as u32)
-                {
-                    eprintln!("profiler: python: {e:#}");
+                let mut shared = self.shared.lock().expect("python state");
+                let Shared { stacks, codes, .. } = &mut *shared;
+                for (frames, resolved) in stacks.values_mut().filter(|s| s.1.is_none()) {
+                    *resolved = Some(codes.resolve(
+                        &Process(self.pid),
+                        &found.file.layout,
+                        found.code_type,
+                        frames,
+                    ));
                 }
+                drop(shared);
                 self.interp = Some(*found);
                 self.unsupported = None;
                 self.sync_threads(ebpf);
             }
         }
+    }
+
+    /// Writes the walk's layout and probes the exceptions of interpreter object `file` (which
+    /// the target maps, or will once the `run` command executes).
+    fn prepare(&mut self, ebpf: &mut Ebpf, file: &InterpreterFile) {
+        if let Err(e) = kernel::write_config(ebpf, file.layout.config()) {
+            eprintln!("profiler: python: cannot configure the walk: {e:#}");
+            return;
+        }
+        self.shared.lock().expect("python state").layout = Some(file.layout);
+        if !self.detached
+            && let Err(e) = self.probes.attach(ebpf, file, self.pid as u32)
+        {
+            eprintln!("profiler: python: {e:#}");
+        }
+        self.prepared = Some(file.path.clone());
     }
 
     /// Brings `PY_THREADS` in step with the interpreter's list of thread states.
@@ -276,17 +311,28 @@ impl Python {
         self.learn(e.hash, kernel::frames(&e.stack));
     }
 
-    /// Keeps a stack and reads its code objects.
+    /// Keeps a stack and reads its code objects (those of a stack that comes before the
+    /// interpreter is found in the target are read once it is).
     fn learn(&mut self, hash: u64, frames: Vec<PyFrame>) {
-        let Some(interp) = &self.interp else { return };
+        // A stack of a `run` target whose interpreter was probed from its file before it ran:
+        // the target maps it by now, and its code objects may not live until the next tick
+        // (a module's body is freed once it has run).
+        if self.interp.is_none()
+            && self.prepared.is_some()
+            && let Found::Interpreter(found) = interp::find(self.pid)
+        {
+            self.interp = Some(*found);
+        }
         let mut shared = self.shared.lock().expect("python state");
-        shared.codes.learn(
-            &Process(self.pid),
-            &interp.layout,
-            interp.code_type,
-            &frames,
-        );
-        shared.stacks.insert(hash, frames);
+        let resolved = self.interp.as_ref().map(|interp| {
+            shared.codes.resolve(
+                &Process(self.pid),
+                &interp.file.layout,
+                interp.code_type,
+                &frames,
+            )
+        });
+        shared.stacks.insert(hash, (frames, resolved));
     }
 
     fn on_raise(&mut self, bytes: &[u8]) {
@@ -422,9 +468,11 @@ impl Python {
         for s in &mut sites {
             s.caught = s.raised - s.uncaught;
         }
+        // The unhandled first (they end programs and threads), then the most raised.
         sites.sort_by(|a, b| {
-            b.raised
-                .cmp(&a.raised)
+            (b.uncaught > 0)
+                .cmp(&(a.uncaught > 0))
+                .then_with(|| b.raised.cmp(&a.raised))
                 .then_with(|| a.exception.cmp(&b.exception))
                 .then_with(|| a.line.cmp(&b.line))
         });
@@ -445,9 +493,9 @@ impl Family for Python {
         Some(match (&self.interp, &self.unsupported) {
             (Some(i), _) => format!(
                 "CPython {} in {} (offsets: {}); {} exception probe(s)",
-                i.version,
-                i.path.display(),
-                i.layout.source,
+                i.file.version,
+                i.file.path.display(),
+                i.file.layout.source,
                 self.probes.attached()
             ),
             (None, Some(why)) => why.clone(),
@@ -467,7 +515,21 @@ impl Family for Python {
         self.run_mode = ctx.run_mode;
         self.probes = kernel::Probes::load(ebpf)?;
         self.exe = std::fs::read_link(format!("/proc/{}/exe", ctx.pid)).ok();
-        if !ctx.run_mode {
+        if ctx.run_mode {
+            // The command's objects, before it runs: an interpreter among them is probed now,
+            // so that no raise of its first milliseconds is missed (the thread list waits for
+            // the interpreter to run).
+            for m in ctx.modules {
+                match interp::inspect_file(&m.path, &m.open_path) {
+                    FileFound::None => {}
+                    FileFound::Unsupported(why) => self.unsupported = Some(why),
+                    FileFound::Interpreter(file) => {
+                        self.prepare(ebpf, &file);
+                        break;
+                    }
+                }
+            }
+        } else {
             self.look(ebpf);
         }
         Ok(self.probes.attached())
@@ -578,13 +640,20 @@ impl Family for Python {
             })
         };
         report.python = Some(PythonSection {
-            interpreter: self.interp.as_ref().map(|i| InterpreterInfo {
-                path: i.path.display().to_string(),
-                version: i.version.clone(),
-                offsets: i.layout.source.into(),
-                raise_probe: probe(&i.raise),
-                uncaught_probe: probe(&i.display),
-            }),
+            interpreter: self
+                .interp
+                .as_ref()
+                .map(|i| &i.file)
+                .map(|f| InterpreterInfo {
+                    path: f.path.display().to_string(),
+                    version: f.version.clone(),
+                    offsets: f.layout.source.into(),
+                    raise_probe: probe(&f.raise),
+                    uncaught_probes: [&f.display, &f.display_internal]
+                        .into_iter()
+                        .filter_map(probe)
+                        .collect(),
+                }),
             unsupported: self.unsupported.clone(),
             threads: self.seen.len(),
             walks: WalkStats {

@@ -75,6 +75,8 @@ pub(crate) struct ProfileFrame {
     pub inlined: bool,
     /// Whether the address is in the kernel.
     pub kernel: bool,
+    /// Whether it is a Python frame (its `address` is the instruction's).
+    pub python: bool,
 }
 
 impl Profile {
@@ -112,8 +114,19 @@ impl ProfileFrame {
         !self.function.is_empty() && self.function != "??"
     }
 
-    /// The frame's name: its function, or its module in brackets when the function is unknown.
+    /// The frame's name: its function, or its module in brackets when the function is unknown;
+    /// a Python frame's with its file and line, as py-spy names them (`forward (model.py:42)`).
     fn name(&self) -> Cow<'_, str> {
+        if self.python
+            && self.symbolized()
+            && let Some(file) = &self.file
+        {
+            let base = file.rsplit('/').next().unwrap_or(file);
+            return Cow::Owned(match self.line {
+                Some(line) => format!("{} ({base}:{line})", self.function),
+                None => format!("{} ({base})", self.function),
+            });
+        }
         if self.symbolized() {
             Cow::Borrowed(&self.function)
         } else if self.module.starts_with('[') && self.module.ends_with(']') {

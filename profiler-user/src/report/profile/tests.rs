@@ -31,6 +31,7 @@ fn frame(function: &str, module: &str, source: Option<(&str, u32)>, address: u64
         address,
         inlined: false,
         kernel: false,
+        python: false,
     }
 }
 
@@ -558,4 +559,23 @@ fn an_unknown_format_writes_nothing() {
     let dir = Dir::new("profile-unknown");
     assert!(write_output(&dir.0.join("cpu.txt"), &synthetic()).is_err());
     assert!(dir.names().is_empty());
+}
+
+#[test]
+fn python_frames_are_named_with_their_file_and_line() {
+    let py = ProfileFrame {
+        python: true,
+        ..frame(
+            "Model.forward",
+            "/srv/app/model.py",
+            Some(("/srv/app/model.py", 42)),
+            0x10,
+        )
+    };
+    assert_eq!(py.name(), "Model.forward (model.py:42)");
+    let no_line = ProfileFrame {
+        line: None,
+        ..py.clone()
+    };
+    assert_eq!(no_line.name(), "Model.forward (model.py)");
 }

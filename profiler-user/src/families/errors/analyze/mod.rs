@@ -32,9 +32,7 @@ pub(crate) use crate::report::errors::{
     ChainedException, ErrorContext, ErrorEvent, ErrorsSection, Frame, Source,
 };
 pub(crate) use counts::FailureSeries;
-pub(crate) use input::{
-    ExitEvent, OomKill, OutputChunk, PythonRaise, SignalEvent, SyscallFailure,
-};
+pub(crate) use input::{ExitEvent, OomKill, OutputChunk, PythonRaise, SignalEvent, SyscallFailure};
 pub(crate) use patterns::{PatternDb, format_table};
 pub(crate) use sanitize::sanitize;
 pub(crate) use section::{set_failure_counts, set_python_counts, summary_lines};
@@ -526,8 +524,9 @@ impl ErrorAnalyzer {
             syscall_failure: source == Source::Syscall,
         };
         // A raised exception is classified as its printed traceback would be.
-        let kind = block.map(|b| b.kind).or((source == Source::PythonException)
-            .then_some(BlockKind::PythonTraceback));
+        let kind = block
+            .map(|b| b.kind)
+            .or((source == Source::PythonException).then_some(BlockKind::PythonTraceback));
         let evidence = Evidence {
             subject,
             source,

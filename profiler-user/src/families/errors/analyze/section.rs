@@ -56,10 +56,9 @@ pub(crate) fn set_python_counts(section: &mut ErrorsSection, mut rows: Vec<Pytho
     });
     let raised: u64 = rows.iter().map(|r| r.raised).sum();
     if raised > 0 {
-        section.by_source.insert(
-            Source::PythonException.as_str().into(),
-            raised,
-        );
+        section
+            .by_source
+            .insert(Source::PythonException.as_str().into(), raised);
     }
     section.python_exceptions = rows;
 }

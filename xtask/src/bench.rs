@@ -13,6 +13,7 @@ mod estimate;
 mod levels;
 mod memory;
 mod proc;
+mod python;
 mod threads;
 mod tracer;
 mod workload;
@@ -40,8 +41,8 @@ pub struct BenchArgs {
     calls: u64,
     /// Measure only this workload (repeatable): cet_nonleaf, plain, cet_leaf, memory, levels,
     /// threads (cost per context switch, next to offcputime and bpftrace), cpu (sampling at 99
-    /// and 999 Hz, next to perf), estimate, attach (attach and stop times for 2 to 2,000
-    /// probes, next to bpftrace's).
+    /// and 999 Hz, next to perf), python (Python frames in the samples, next to py-spy),
+    /// estimate, attach (attach and stop times for 2 to 2,000 probes, next to bpftrace's).
     #[arg(long, value_name = "WORKLOAD")]
     only: Vec<String>,
     /// Requests per thread of the level table's workload (4 threads).
@@ -194,6 +195,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         levels::NAME,
         threads::NAME,
         cpu::NAME,
+        python::NAME,
         estimate::NAME,
         attach::NAME,
     ];
@@ -280,6 +282,10 @@ fn bench_in(
     if args.only.is_empty() || args.only.iter().any(|o| o == cpu::NAME) {
         println!();
         cpu::bench(tools, dir, args.runs, args.units)?;
+    }
+    if args.only.is_empty() || args.only.iter().any(|o| o == python::NAME) {
+        println!();
+        python::bench(tools, dir, args.runs)?;
     }
     if args.only.is_empty() || args.only.iter().any(|o| o == estimate::NAME) {
         println!();

@@ -154,6 +154,8 @@ enum Look {
     /// Any of these programs, on PATH or in /usr/bin or /usr/local/bin (the errors tests'
     /// python3 lookup).
     Program(&'static [&'static str]),
+    /// A file at this path.
+    File(&'static str),
 }
 
 impl Look {
@@ -166,6 +168,7 @@ impl Look {
             ]
             .iter()
             .any(|dir| Path::new(dir).join(name).exists()),
+            Look::File(path) => Path::new(path).exists(),
             Look::Program(names) => {
                 let path = std::env::var_os("PATH").unwrap_or_default();
                 let dirs: Vec<PathBuf> = std::env::split_paths(&path)
@@ -190,7 +193,7 @@ struct TestNeed {
     package: &'static str,
 }
 
-const TEST_NEEDS: [TestNeed; 7] = [
+const TEST_NEEDS: [TestNeed; 8] = [
     TestNeed {
         what: "jemalloc (memory tests, preloaded)",
         look: Look::Library("libjemalloc.so.2"),
@@ -225,6 +228,12 @@ const TEST_NEEDS: [TestNeed; 7] = [
         what: "node (the cpu family's test of JIT code, which has no unwind table)",
         look: Look::Program(&["node"]),
         package: "nodejs",
+    },
+    TestNeed {
+        what: "CPython 3.11's internal headers (the python family's offsets are checked against \
+               them)",
+        look: Look::File("/usr/include/python3.11/internal/pycore_frame.h"),
+        package: "python3.11-dev",
     },
 ];
 

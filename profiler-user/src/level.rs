@@ -9,7 +9,8 @@ use serde::Serialize;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum Level {
-    /// Process lifecycle, errors and /proc sampling: cheap enough for production.
+    /// Process lifecycle, errors (a CPython target's raised exceptions too) and /proc
+    /// sampling: cheap enough for production.
     Basic,
     /// Basic, plus exact tracing of the `--func` functions.
     Detailed,

@@ -170,11 +170,13 @@ fn measure(
     let pid = target.pid();
     let json = files.with_extension("json");
     let raw = files.with_extension("txt");
+    let folded = files.with_extension("folded");
     let profiler = |hz: u64, python: bool| {
         let mut args: Vec<String> = ["--level", "profiling", "--max-overhead", "0", "--frequency"]
             .map(String::from)
             .into_iter()
-            .chain([hz.to_string()])
+            .chain([hz.to_string(), "--output".into()])
+            .chain([folded.display().to_string()])
             .collect();
         if !python {
             args.extend(["--without".into(), "python".into()]);
@@ -253,7 +255,14 @@ fn measure(
                     .split_once(" runs, ")?;
                 mean.parse::<f64>().ok()
             });
-            profiler_shares(&json, python, &mut sample)?;
+            folded_shares(&folded, &mut sample)?;
+            if python && sample.hot + sample.cold == 0 {
+                bail!(
+                    "the profiler's stacks ({}) have no Python frames; its report: {}",
+                    folded.display(),
+                    json.display()
+                );
+            }
         }
         (Some(Sampler::PySpy(_)), Some(mut p)) => {
             // It stops by itself when the workload exits; SIGINT otherwise.
@@ -263,58 +272,26 @@ fn measure(
                 Duration::from_secs(20),
                 Duration::from_secs(2),
             )?;
-            py_spy_shares(&raw, &mut sample, &p)?;
+            let said = p
+                .lines
+                .iter()
+                .filter(|(s, _)| *s == Stream::Stderr)
+                .map(|(_, l)| l.as_str())
+                .collect::<Vec<_>>()
+                .join("\n");
+            folded_shares(&raw, &mut sample).with_context(|| format!("py-spy said:\n{said}"))?;
         }
         _ => {}
     }
     Ok(sample)
 }
 
-/// The samples with `hot` and `cold` from the profiler's `cpu` section (`top_total`). Without
-/// Python frames, there are none of them: the samples only.
-fn profiler_shares(json: &Path, python: bool, sample: &mut Sample) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(json)
-        .with_context(|| format!("reading the profiler report {}", json.display()))?;
-    let report: serde_json::Value =
-        serde_json::from_str(&text).with_context(|| format!("parsing {}", json.display()))?;
-    let cpu = &report["cpu"];
-    sample.samples = cpu["samples"].as_u64().context("cpu.samples")?;
-    let count = |name: &str| {
-        cpu["top_total"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|f| f["function"] == name)
-            .and_then(|f| f["samples"].as_u64())
-            .unwrap_or(0)
-    };
-    sample.hot = count("hot");
-    sample.cold = count("cold");
-    if python && sample.hot + sample.cold == 0 {
-        bail!(
-            "the profiler's report {} has no Python frames (python: {})",
-            json.display(),
-            report["python"]
-        );
-    }
-    Ok(())
-}
-
-/// The samples with `hot` and `cold` from py-spy's raw output (folded stacks,
-/// `frame (file:line);... COUNT`).
-fn py_spy_shares(raw: &Path, sample: &mut Sample, p: &Proc) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(raw).with_context(|| {
-        format!(
-            "reading py-spy's output {}; it printed:\n{}",
-            raw.display(),
-            p.lines
-                .iter()
-                .filter(|(s, _)| *s == Stream::Stderr)
-                .map(|(_, l)| l.as_str())
-                .collect::<Vec<_>>()
-                .join("\n")
-        )
-    })?;
+/// The samples with `hot` and `cold` from folded stacks (`frame;frame;... COUNT`, a Python
+/// frame `function (file:line)`), as the profiler's `--output` and py-spy's raw format write
+/// them.
+fn folded_shares(path: &Path, sample: &mut Sample) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the folded stacks {}", path.display()))?;
     for line in text.lines() {
         let Some((stack, count)) = line.rsplit_once(' ') else {
             continue;
@@ -323,11 +300,7 @@ fn py_spy_shares(raw: &Path, sample: &mut Sample, p: &Proc) -> anyhow::Result<()
             continue;
         };
         sample.samples += count;
-        let has = |name: &str| {
-            stack
-                .split(';')
-                .any(|f| f.starts_with(&format!("{name} (")))
-        };
+        let has = |name: &str| stack.split(';').any(|f| f.starts_with(&format!("{name} (")));
         if has("hot") {
             sample.hot += count;
         }

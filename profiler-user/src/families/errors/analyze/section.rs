@@ -49,8 +49,9 @@ pub(crate) fn set_failure_counts(
 /// tracebacks printed for them: neither adds incidents.
 pub(crate) fn set_python_counts(section: &mut ErrorsSection, mut rows: Vec<PythonExceptionCount>) {
     rows.sort_by(|a, b| {
-        b.raised
-            .cmp(&a.raised)
+        (b.uncaught > 0)
+            .cmp(&(a.uncaught > 0))
+            .then_with(|| b.raised.cmp(&a.raised))
             .then_with(|| a.exception.cmp(&b.exception))
             .then_with(|| a.line.cmp(&b.line))
     });

@@ -300,7 +300,11 @@ fn folded_shares(path: &Path, sample: &mut Sample) -> anyhow::Result<()> {
             continue;
         };
         sample.samples += count;
-        let has = |name: &str| stack.split(';').any(|f| f.starts_with(&format!("{name} (")));
+        let has = |name: &str| {
+            stack
+                .split(';')
+                .any(|f| f.starts_with(&format!("{name} (")))
+        };
         if has("hot") {
             sample.hot += count;
         }

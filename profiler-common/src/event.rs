@@ -20,6 +20,8 @@ pub enum EventKind {
     PyStack = 7,
     /// A [`crate::python::RaiseEvent`].
     PyRaise = 8,
+    /// A [`crate::python::PyCodeEvent`].
+    PyCode = 9,
 }
 
 /// Size of the ring buffer in bytes (a power of two, a multiple of the page size).

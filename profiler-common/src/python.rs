@@ -21,9 +21,14 @@ pub const PY_STACK_DEPTH: usize = 64;
 pub const PY_THREADS_MAX: u32 = 1 << 13;
 pub const PY_STACKS_MAX: u32 = 1 << 14;
 pub const PY_RAISES_MAX: u32 = 1 << 13;
+pub const PY_CODES_MAX: u32 = 1 << 14;
 
 /// An offset the interpreter's layout does not have.
 pub const NONE: u32 = u32::MAX;
+
+/// Bytes of a frame the walk reads at once (`sizeof(_PyInterpreterFrame)` in 3.11 to 3.13):
+/// every field it takes lies in them (the user side checks a layout's offsets against it).
+pub const FRAME_READ: usize = 80;
 
 /// How the interpreter lays its frames out ([`PyConfig::layout`]).
 pub mod layout {
@@ -80,10 +85,16 @@ pub struct PyConfig {
     pub type_flags: u32,
     pub ascii_data: u32,
     pub compact_data: u32,
+    /// In `PyCodeObject`: `co_qualname`, `co_filename`, `co_linetable` and `co_firstlineno`
+    /// (the kernel sends a new code object's names with the first stack it is in).
+    pub code_qualname: u32,
+    pub code_filename: u32,
+    pub code_linetable: u32,
+    pub code_firstlineno: u32,
     pub _pad: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<PyConfig>() == 64);
+const _: () = assert!(core::mem::size_of::<PyConfig>() == 80);
 
 /// `tp_flags` bits that say what an object is (the interpreter's own fast checks:
 /// `PyTuple_Check`, `PyUnicode_Check`, `PyExceptionInstance_Check`), the same in every version:
@@ -141,6 +152,36 @@ pub struct PyStackEvent {
     pub header: crate::event::EventHeader,
     pub hash: u64,
     pub stack: PyStack,
+}
+
+/// Bytes of a code object's qualified name, file name and line table a [`PyCodeEvent`] carries.
+pub const CODE_NAME_BYTES: usize = 96;
+pub const CODE_FILE_BYTES: usize = 160;
+pub const CODE_TABLE_BYTES: usize = 768;
+
+/// A `*_len` of [`PyCodeEvent`] for a string that was not copied (not compact ASCII).
+pub const NOT_COPIED: u32 = u32::MAX;
+
+/// A code object seen for the first time (or another one at its address since), sent before
+/// the stack it is in: its names and line table, copied in the kernel, so that a frame is named
+/// even when its code object is freed before the user side reads it (a program that ends right
+/// after its last new stack).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct PyCodeEvent {
+    pub header: crate::event::EventHeader,
+    pub code: u64,
+    /// The addresses of its `co_qualname`, `co_filename` and `co_linetable`, and its
+    /// `co_firstlineno`: what tells it from another code object at the same address.
+    pub identity: [u64; 4],
+    /// Bytes copied of each ([`NOT_COPIED`]: not); the line table's whole size.
+    pub name_len: u32,
+    pub file_len: u32,
+    pub table_len: u32,
+    pub table_size: u32,
+    pub name: [u8; CODE_NAME_BYTES],
+    pub file: [u8; CODE_FILE_BYTES],
+    pub table: [u8; CODE_TABLE_BYTES],
 }
 
 /// Key of `PY_RAISES`: an exception type raised at a Python stack. The value is the count.
@@ -245,6 +286,9 @@ pub mod maps {
     pub const PY_RAISES: &str = "PY_RAISES";
     /// [`super::LastRaise`] by thread id.
     pub const PY_LAST_RAISE: &str = "PY_LAST_RAISE";
+    /// The identity (a hash of [`super::PyCodeEvent::identity`]) of each code object sent, by
+    /// address.
+    pub const PY_CODES: &str = "PY_CODES";
     /// Per-CPU counts by [`super::count`].
     pub const PY_COUNTS: &str = "PY_COUNTS";
     /// Per-CPU scratch of the walk (kernel side only).
@@ -266,6 +310,7 @@ pub const MAPS: &[&str] = &[
     maps::PY_STACKS,
     maps::PY_RAISES,
     maps::PY_LAST_RAISE,
+    maps::PY_CODES,
     maps::PY_COUNTS,
     maps::PY_SCRATCH,
 ];

@@ -25,8 +25,9 @@ use aya_ebpf::{
 use profiler_common::{
     event::{EventHeader, EventKind},
     python::{
-        DETAILED_PER_KEY, LAST_RAISES, LastRaise, MESSAGE_BYTES, NONE, PY_STACK_DEPTH, PyConfig,
-        PyFrame, PyStack, PyStackEvent, RaiseEvent, RaiseKey, count, display, frame_flag, layout,
+        CODE_FILE_BYTES, CODE_NAME_BYTES, CODE_TABLE_BYTES, DETAILED_PER_KEY, FRAME_READ,
+        LAST_RAISES, LastRaise, MESSAGE_BYTES, NONE, NOT_COPIED, PY_STACK_DEPTH, PyCodeEvent,
+        PyConfig, PyFrame, PyStack, PyStackEvent, RaiseEvent, RaiseKey, count, display, frame_flag,
         type_flag,
     },
     threads::{STACK_HASH_SEED, stack_hash_step},
@@ -53,6 +54,9 @@ static PY_RAISES: HashMap<RaiseKey, u64> = HashMap::with_max_entries(1, 0);
 static PY_LAST_RAISE: HashMap<u32, LastRaise> = HashMap::with_max_entries(1, 0);
 
 #[map]
+static PY_CODES: HashMap<u64, u64> = HashMap::with_max_entries(1, 0);
+
+#[map]
 static PY_COUNTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(count::SLOTS, 0);
 
 #[map]
@@ -66,6 +70,7 @@ named_as_in_common!(
         PY_STACKS,
         PY_RAISES,
         PY_LAST_RAISE,
+        PY_CODES,
         PY_COUNTS,
         PY_SCRATCH,
     ],
@@ -81,6 +86,10 @@ pub struct PyWalk {
     cut: u32,
     _pad: u32,
     config: PyConfig,
+    /// The next frame whose code object [`send_codes`] looks at.
+    next_code: u64,
+    /// The frame being read, whole ([`FRAME_READ`] bytes).
+    frame_bytes: [u8; FRAME_READ],
     stack: PyStack,
 }
 
@@ -198,8 +207,137 @@ fn store(w: *mut PyWalk) -> u64 {
         add(count::STACK_MAP_FULL, 1);
         return 0;
     }
+    send_codes(w);
     send_stack(hash, stack);
     hash
+}
+
+/// Sends each code object of the walked stack not sent before (a [`PyCodeEvent`]), before the
+/// stack itself: one `bpf_loop` over its frames.
+#[inline(always)]
+fn send_codes(w: *mut PyWalk) {
+    // SAFETY: this CPU's scratch value; written before the loop, the callback's own after it.
+    unsafe {
+        core::ptr::write_volatile(&raw mut (*w).next_code, 0);
+        bpf_loop(
+            PY_STACK_DEPTH as u32,
+            code_step as *mut core::ffi::c_void,
+            core::ptr::null_mut(),
+            0,
+        );
+    }
+}
+
+/// `bpf_loop`'s callback of [`send_codes`]: one frame's code object.
+extern "C" fn code_step(_index: u64, _ctx: *mut core::ffi::c_void) -> i64 {
+    let Some(w) = scratch() else {
+        return 1;
+    };
+    let i = w.next_code as usize;
+    if i >= w.stack.len as usize || i >= PY_STACK_DEPTH {
+        return 1;
+    }
+    w.next_code += 1;
+    let frame = w.stack.frames[i & (PY_STACK_DEPTH - 1)];
+    if frame.flags() & frame_flag::SHIM != 0 {
+        return 0;
+    }
+    let code = frame.code_object();
+    let c = &w.config;
+    let field = |offset: u32| read(code + offset as u64);
+    let (Some(qualname), Some(filename), Some(table), Some(first)) = (
+        field(c.code_qualname),
+        field(c.code_filename),
+        field(c.code_linetable),
+        read_u32(code + c.code_firstlineno as u64),
+    ) else {
+        return 0;
+    };
+    let identity = [qualname, filename, table, u64::from(first)];
+    let mut id = STACK_HASH_SEED;
+    for v in identity {
+        id = stack_hash_step(id, v);
+    }
+    // SAFETY: a plain value, copied out.
+    if unsafe { PY_CODES.get(code) }.copied() == Some(id) {
+        return 0;
+    }
+    let _ = PY_CODES.insert(code, id, 0);
+    send_code(c, code, identity);
+    0
+}
+
+/// Sends code object `code`'s names and line table.
+#[inline(always)]
+fn send_code(c: &PyConfig, code: u64, identity: [u64; 4]) {
+    let Some(mut entry) = EVENTS.reserve::<PyCodeEvent>(0) else {
+        add(count::EVENTS_LOST, 1);
+        return;
+    };
+    let event = entry.as_mut_ptr();
+    let (tid, tgid) = current_ids();
+    // SAFETY: `event` is a reserved record, written in full before it is submitted; the
+    // target's memory is read through the checked helpers, each copy bounded by its array.
+    unsafe {
+        (*event).header = header(EventKind::PyCode, tid, tgid);
+        (*event).code = code;
+        (*event).identity = identity;
+        (*event).name_len = copy_ascii(
+            c,
+            identity[0],
+            (&raw mut (*event).name).cast(),
+            CODE_NAME_BYTES,
+        );
+        (*event).file_len = copy_ascii(
+            c,
+            identity[1],
+            (&raw mut (*event).file).cast(),
+            CODE_FILE_BYTES,
+        );
+        // A bytes object: its size at 16, its bytes from 32.
+        let size = read(identity[2] + 16).unwrap_or(0);
+        let mut n = size;
+        if n > CODE_TABLE_BYTES as u64 {
+            n = CODE_TABLE_BYTES as u64;
+        }
+        let copied = read_user_raw(
+            (&raw mut (*event).table).cast(),
+            n as u32,
+            (identity[2] + 32) as *const core::ffi::c_void,
+        ) == 0;
+        (*event).table_len = if copied { n as u32 } else { NOT_COPIED };
+        (*event).table_size = size as u32;
+    }
+    entry.submit(0);
+}
+
+/// Copies the characters of str `text` to `to` (at most `max` bytes) where it is compact ASCII;
+/// the bytes copied, or [`NOT_COPIED`].
+///
+/// # Safety
+/// `to` must be valid for writes of `max` bytes.
+#[inline(always)]
+unsafe fn copy_ascii(c: &PyConfig, text: u64, to: *mut core::ffi::c_void, max: usize) -> u32 {
+    let (Some(length), Some(state)) = (read(text + 16), read_u32(text + 32)) else {
+        return NOT_COPIED;
+    };
+    // compact and ascii
+    if state & (3 << 5) != 3 << 5 || length > max as u64 {
+        return NOT_COPIED;
+    }
+    let mut n = length;
+    if n > max as u64 {
+        n = max as u64;
+    }
+    // SAFETY: `to` holds `max` bytes (the caller's), and `n <= max`.
+    let failed = unsafe {
+        read_user_raw(
+            to,
+            n as u32,
+            (text + c.ascii_data as u64) as *const core::ffi::c_void,
+        )
+    } != 0;
+    if failed { NOT_COPIED } else { n as u32 }
 }
 
 /// Sends a stack stored for the first time.
@@ -247,7 +385,8 @@ fn scratch() -> Option<&'static mut PyWalk> {
     PY_SCRATCH.get_ptr_mut(0).map(|p| unsafe { &mut *p })
 }
 
-/// `bpf_loop`'s callback of the walk: one frame; 1 ends the loop.
+/// `bpf_loop`'s callback of the walk: one frame, read whole with one helper call; 1 ends the
+/// loop.
 extern "C" fn step(_index: u64, _ctx: *mut core::ffi::c_void) -> i64 {
     let Some(w) = scratch() else {
         return 1;
@@ -261,23 +400,29 @@ extern "C" fn step(_index: u64, _ctx: *mut core::ffi::c_void) -> i64 {
         w.cut = count::DEPTH_CUT;
         return 1;
     }
-    let c = &w.config;
-    let legacy = c.layout == layout::FRAME_OBJECT;
-    let code = read(frame + c.frame_code as u64);
-    let instr = if legacy {
-        read_u32(frame + c.frame_instr as u64).map(u64::from)
-    } else {
-        read(frame + c.frame_instr as u64)
-    };
-    let (Some(code), Some(instr)) = (code, instr) else {
+    // SAFETY: the destination is this CPU's scratch buffer of FRAME_READ bytes; the source is
+    // the target's memory, read through the checked helper.
+    let failed = unsafe {
+        read_user_raw(
+            w.frame_bytes.as_mut_ptr().cast(),
+            FRAME_READ as u32,
+            frame as *const core::ffi::c_void,
+        )
+    } != 0;
+    if failed {
         w.cut = count::READ_FAILED;
         return 1;
-    };
+    }
+    let c = &w.config;
+    let bytes = &w.frame_bytes;
+    let code = word(bytes, c.frame_code);
+    let instr = word(bytes, c.frame_instr);
+    let previous = word(bytes, c.frame_previous);
     let mut flags = 0;
-    if legacy || (c.frame_entry != NONE && read_u8(frame + c.frame_entry as u64) != 0) {
+    if c.frame_entry != NONE && byte(bytes, c.frame_entry) != 0 {
         flags |= frame_flag::ENTRY;
     }
-    if c.frame_owner != NONE && u32::from(read_u8(frame + c.frame_owner as u64)) == c.owner_cstack {
+    if c.frame_owner != NONE && u32::from(byte(bytes, c.frame_owner)) == c.owner_cstack {
         flags |= frame_flag::SHIM;
     }
     w.stack.frames[n & (PY_STACK_DEPTH - 1)] = PyFrame {
@@ -285,8 +430,26 @@ extern "C" fn step(_index: u64, _ctx: *mut core::ffi::c_void) -> i64 {
         instr,
     };
     w.stack.len += 1;
-    w.frame = read(frame + c.frame_previous as u64).unwrap_or(0);
+    w.frame = previous;
     0
+}
+
+/// The word at `offset` of a frame's bytes (0 past them).
+#[inline(always)]
+fn word(bytes: &[u8; FRAME_READ], offset: u32) -> u64 {
+    let at = offset as usize;
+    if at > FRAME_READ - 8 {
+        return 0;
+    }
+    let mut v = [0u8; 8];
+    v.copy_from_slice(&bytes[at..at + 8]);
+    u64::from_le_bytes(v)
+}
+
+/// The byte at `offset` of a frame's bytes (0 past them).
+#[inline(always)]
+fn byte(bytes: &[u8; FRAME_READ], offset: u32) -> u8 {
+    bytes.get(offset as usize).copied().unwrap_or(0)
 }
 
 /// Reads a word of the target's memory.
@@ -300,13 +463,6 @@ fn read(addr: u64) -> Option<u64> {
 fn read_u32(addr: u64) -> Option<u32> {
     // SAFETY: as for `read`.
     unsafe { bpf_probe_read_user(addr as *const u32) }.ok()
-}
-
-/// A byte of the target's memory (0 where it cannot be read).
-#[inline(always)]
-fn read_u8(addr: u64) -> u8 {
-    // SAFETY: as for `read`.
-    unsafe { bpf_probe_read_user(addr as *const u8) }.unwrap_or(0)
 }
 
 /// Adds `n` to slot `slot` of `PY_COUNTS`.

@@ -21,7 +21,12 @@ use crate::{
     overhead::Governor,
     stop,
     symbols::symbolize::MappingSnapshot,
-    tracee::{self, Sample, sample, spawn::try_wait},
+    tracee::{
+        self, Sample,
+        hold::{ExitHold, State},
+        sample,
+        spawn::try_wait,
+    },
 };
 
 /// How often /proc is sampled once the target has settled.
@@ -109,6 +114,10 @@ pub(crate) async fn collect(
     // Listening from here on; a signal that came before (see `stop`) ends the window now.
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
+    // The `run` command is held at its exit until the families have read what they need of
+    // its memory (see `tracee::hold`); SIGCHLD says when it stops there (or for a signal).
+    let mut sigchld = signal(SignalKind::child())?;
+    let mut hold = child.then(|| ExitHold::seize(pid));
     let deadline = duration.map(|d| tokio::time::Instant::from_std(start + d));
     let mut fast = interval(FAST_INTERVAL);
     fast.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -120,7 +129,9 @@ pub(crate) async fn collect(
         if stop::requested() {
             break EndReason::Interrupted;
         }
+        let mut child_changed = false;
         tokio::select! {
+            _ = sigchld.recv(), if hold.is_some() => child_changed = true,
             _ = sigint.recv() => break EndReason::Interrupted,
             _ = sigterm.recv() => break EndReason::Interrupted,
             _ = async { sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => {
@@ -155,17 +166,37 @@ pub(crate) async fn collect(
                 }
                 out.samples.extend(sample(pid, start));
                 if child {
-                    if let Some((status, cpu)) = try_wait(pid) {
-                        out.exit_status = Some(status);
-                        out.final_cpu_time = Some(cpu);
-                        break EndReason::TargetExited;
-                    }
+                    child_changed = true;
                 } else if !tracee::alive(pid) {
                     break EndReason::TargetExited;
                 }
             }
         }
+        if child_changed && let Some(hold) = hold.as_mut() {
+            match hold.poll() {
+                State::Running => {}
+                State::Exiting => {
+                    // Its memory is whole until it is released: what is in the ring buffer
+                    // first, then each family's last reads.
+                    drain(ring.get_mut(), out, families);
+                    let ctx = TickContext { pid };
+                    for family in families.iter_mut() {
+                        family.on_exit_stop(ebpf, &ctx);
+                    }
+                    hold.release();
+                }
+                State::Exited(status, cpu) => {
+                    out.exit_status = Some(status);
+                    out.final_cpu_time = Some(cpu);
+                    break EndReason::TargetExited;
+                }
+            }
+        }
     };
+    // A command that runs on after profiling is let go.
+    if let Some(hold) = hold.as_mut() {
+        hold.detach();
+    }
     // The window ends here for every program at once, however many probes are attached.
     let ended = Instant::now();
     let stopped = bpf::stop(ebpf);

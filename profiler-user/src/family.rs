@@ -139,6 +139,10 @@ pub(crate) trait Family {
     /// (the loader mapping its libraries after an exec): keep it to a cheap check.
     fn on_fast_tick(&mut self, _ebpf: &mut Ebpf, _ctx: &TickContext) {}
 
+    /// `run`: the command is stopped at its exit, its memory still whole (see
+    /// `tracee::hold`), and the ring buffer drained: the last chance to read it.
+    fn on_exit_stop(&mut self, _ebpf: &mut Ebpf, _ctx: &TickContext) {}
+
     /// The units the overhead budget may detach one by one (a traced function each, or a whole
     /// family's probes), with what each has cost the target so far, ns, read live from `ebpf`.
     /// The list keeps its length and order for the whole run; a unit that was shed keeps its

@@ -95,7 +95,7 @@ pub(crate) fn decode(bytes: &[u8], width: usize) -> String {
 }
 
 /// The contents of bytes object `addr`.
-fn read_bytes(mem: &dyn Memory, addr: u64) -> Option<Vec<u8>> {
+pub(crate) fn read_bytes(mem: &dyn Memory, addr: u64) -> Option<Vec<u8>> {
     let size = mem.u64_at(addr + 16)?;
     if size > MAX_OBJECT_BYTES {
         return None;
@@ -242,7 +242,7 @@ pub(crate) const PYTHON_OFFSET: &str = "python";
 
 /// What tells two code objects at one address apart (one freed, another allocated there): the
 /// addresses of its name, file and line table, and its first line.
-type Identity = [u64; 4];
+pub(crate) type Identity = [u64; 4];
 
 /// Code objects read, by address (None: not one, or unreadable), each with its identity.
 #[derive(Debug, Default)]
@@ -277,7 +277,9 @@ impl Codes {
         let mut codes: HashMap<u64, Option<Arc<CodeInfo>>> = HashMap::new();
         for (i, (addr, header)) in headers.iter_mut().enumerate() {
             if i >= whole && !mem.read(*addr, header) {
-                codes.insert(*addr, None);
+                // Freed already (or the target is gone): what the kernel sent of it, if
+                // anything, is the object this stack ran.
+                codes.insert(*addr, self.known.get(addr).and_then(|(_, c)| c.clone()));
                 continue;
             }
             let id = identity(layout, header);
@@ -303,6 +305,12 @@ impl Codes {
 
     pub(crate) fn len(&self) -> usize {
         self.known.values().filter(|c| c.1.is_some()).count()
+    }
+
+    /// A code object the kernel sent (its names copied there), known from now on by its
+    /// identity.
+    pub(crate) fn remember(&mut self, addr: u64, identity: Identity, info: CodeInfo) {
+        self.known.insert(addr, (identity, Some(Arc::new(info))));
     }
 }
 

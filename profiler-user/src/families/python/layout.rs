@@ -6,7 +6,7 @@
 //! built-in table below, checked against the installed interpreters' own headers by the tests
 //! (`python_layouts_match_the_headers`).
 
-use profiler_common::python::{NONE, PyConfig, layout};
+use profiler_common::python::{FRAME_READ, NONE, PyConfig, layout};
 
 /// The offsets of one interpreter version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,6 +128,14 @@ pub(crate) fn from_debug_offsets(bytes: &[u8]) -> Option<Layout> {
     }
     let small = |offset: usize| u32::try_from(at(offset)).ok();
     let ascii = small(560)?;
+    // The walk reads each frame's first FRAME_READ bytes: every field it takes must lie there.
+    let in_frame = |offset: usize, size: usize| -> Option<u32> {
+        small(offset).filter(|&o| o as usize + size <= FRAME_READ)
+    };
+    in_frame(232, 8)?;
+    in_frame(240, 8)?;
+    in_frame(248, 8)?;
+    in_frame(264, 1)?;
     Some(Layout {
         version: (major, minor),
         source: "_Py_DebugOffsets",
@@ -175,6 +183,10 @@ impl Layout {
             type_flags: 168,
             ascii_data: self.ascii_data,
             compact_data: self.compact_data,
+            code_qualname: self.code_qualname as u32,
+            code_filename: self.code_filename as u32,
+            code_linetable: self.code_linetable as u32,
+            code_firstlineno: self.code_firstlineno as u32,
             _pad: 0,
         }
     }

@@ -29,8 +29,8 @@ use aya::Ebpf;
 use profiler_common::{
     event::EventKind,
     python::{
-        PY_RAISES_MAX, PY_STACKS_MAX, PY_THREADS_MAX, PyFrame, PyStackEvent, RaiseEvent, RaiseKey,
-        count, maps,
+        NOT_COPIED, PY_CODES_MAX, PY_RAISES_MAX, PY_STACKS_MAX, PY_THREADS_MAX, PyCodeEvent,
+        PyFrame, PyStackEvent, RaiseEvent, RaiseKey, count, maps,
     },
 };
 
@@ -311,6 +311,55 @@ impl Python {
         self.learn(e.hash, kernel::frames(&e.stack));
     }
 
+    /// A code object the kernel sent with its names (a string it could not copy, one not compact
+    /// ASCII, is read from the target).
+    fn on_code(&mut self, bytes: &[u8]) {
+        if bytes.len() < size_of::<PyCodeEvent>() {
+            return;
+        }
+        // SAFETY: as in `on_stack`, for a PyCodeEvent.
+        let e: PyCodeEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+        let Some(layout) = self.shared.lock().expect("python state").layout else {
+            return;
+        };
+        let mem = Process(self.pid);
+        let text = |len: u32, buf: &[u8], addr: u64| {
+            if len == NOT_COPIED {
+                code::read_str(&mem, &layout, addr)
+            } else {
+                Some(String::from_utf8_lossy(&buf[..(len as usize).min(buf.len())]).into_owned())
+            }
+        };
+        let (Some(qualname), Some(filename)) = (
+            text(e.name_len, &e.name, e.identity[0]),
+            text(e.file_len, &e.file, e.identity[1]),
+        ) else {
+            return;
+        };
+        // A table longer than the kernel copies is read whole from the target where it can be,
+        // else kept cut (the lines of the instructions past the cut are then unknown).
+        let copied = (e.table_len != NOT_COPIED)
+            .then(|| e.table[..(e.table_len as usize).min(e.table.len())].to_vec());
+        let linetable = match copied {
+            Some(t) if t.len() >= e.table_size as usize => t,
+            copied => match code::read_bytes(&mem, e.identity[2]).or(copied) {
+                Some(t) => t,
+                None => return,
+            },
+        };
+        let info = code::CodeInfo {
+            qualname,
+            filename,
+            firstlineno: e.identity[3] as u32 as i32,
+            linetable,
+        };
+        self.shared
+            .lock()
+            .expect("python state")
+            .codes
+            .remember(e.code, e.identity, info);
+    }
+
     /// Keeps a stack and reads its code objects (those of a stack that comes before the
     /// interpreter is found in the target are read once it is).
     fn learn(&mut self, hash: u64, frames: Vec<PyFrame>) {
@@ -370,6 +419,29 @@ impl Python {
         }
         if e.uncaught != 0 {
             d.uncaught += 1;
+        }
+    }
+
+    /// Reads the stacks the kernel stored whose event was lost, and the code objects of those
+    /// that came before the interpreter was found.
+    fn read_missing(&mut self, ebpf: &Ebpf) {
+        let missing = {
+            let shared = self.shared.lock().expect("python state");
+            kernel::read_stacks(ebpf, |h| shared.stacks.contains_key(&h)).unwrap_or_default()
+        };
+        for (hash, frames) in missing {
+            self.learn(hash, frames);
+        }
+        let Some(interp) = &self.interp else { return };
+        let mut shared = self.shared.lock().expect("python state");
+        let Shared { stacks, codes, .. } = &mut *shared;
+        for (frames, resolved) in stacks.values_mut().filter(|s| s.1.is_none()) {
+            *resolved = Some(codes.resolve(
+                &Process(self.pid),
+                &interp.file.layout,
+                interp.code_type,
+                frames,
+            ));
         }
     }
 
@@ -508,6 +580,7 @@ impl Family for Python {
         options.map_size(maps::PY_STACKS, PY_STACKS_MAX);
         options.map_size(maps::PY_RAISES, PY_RAISES_MAX);
         options.map_size(maps::PY_LAST_RAISE, PY_THREADS_MAX);
+        options.map_size(maps::PY_CODES, PY_CODES_MAX);
     }
 
     fn attach(&mut self, ebpf: &mut Ebpf, ctx: &TargetContext<'_>) -> anyhow::Result<usize> {
@@ -554,13 +627,23 @@ impl Family for Python {
         }
     }
 
+    fn on_exit_stop(&mut self, ebpf: &mut Ebpf, _ctx: &TickContext) {
+        // The stacks whose event was lost, and those that came before the interpreter was found,
+        // are read while the memory is still there.
+        self.read_missing(ebpf);
+    }
+
     fn handles(&self, kind: u16) -> bool {
-        kind == EventKind::PyStack as u16 || kind == EventKind::PyRaise as u16
+        [EventKind::PyStack, EventKind::PyRaise, EventKind::PyCode]
+            .iter()
+            .any(|k| *k as u16 == kind)
     }
 
     fn on_event(&mut self, kind: u16, bytes: &[u8]) -> Flow {
         if kind == EventKind::PyStack as u16 {
             self.on_stack(bytes);
+        } else if kind == EventKind::PyCode as u16 {
+            self.on_code(bytes);
         } else {
             self.on_raise(bytes);
         }
@@ -599,13 +682,7 @@ impl Family for Python {
             Err(e) => warnings.push(format!("python: cannot read the maps: {e:#}")),
         }
         // Stacks whose event was lost: their code objects are read now, if still there.
-        let missing = {
-            let shared = self.shared.lock().expect("python state");
-            kernel::read_stacks(ebpf, |h| shared.stacks.contains_key(&h)).unwrap_or_default()
-        };
-        for (hash, frames) in missing {
-            self.learn(hash, frames);
-        }
+        self.read_missing(ebpf);
     }
 
     fn detach(&mut self, _ebpf: &mut Ebpf) {

@@ -236,7 +236,12 @@ impl Aggregator {
         let mut by_category = self.by_category.clone();
         let mut by_severity = self.by_severity.clone();
         let mut by_source = self.by_source.clone();
-        for source in Source::ALL {
+        // The four sources every target has are always there; raised Python exceptions only
+        // when there were any (see `set_python_counts`).
+        for source in Source::ALL
+            .into_iter()
+            .filter(|s| *s != Source::PythonException)
+        {
             by_source.entry(source.as_str().into()).or_default();
         }
         let mut benign: BTreeMap<(&str, i32, &str), u64> = BTreeMap::new();

@@ -475,6 +475,15 @@ impl Python {
             })
             .collect();
         raises.sort_by_key(|r| r.timestamp_ns);
+        // One example per site (type and raising line), and every unhandled one.
+        let mut seen = HashSet::new();
+        raises.retain(|r| {
+            let top = r
+                .frames
+                .first()
+                .map(|f| (f.file.clone(), f.line, f.function.clone()));
+            r.uncaught || seen.insert((r.exception.clone(), top))
+        });
         shared.feed = Some(ErrorsFeed {
             raises,
             sites: sites

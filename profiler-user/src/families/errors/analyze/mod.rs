@@ -633,7 +633,10 @@ impl ErrorAnalyzer {
             event.pattern.as_deref().unwrap_or(&event.error_type),
             truncate(first_line, 100)
         );
-        self.remember(c.timestamp_ns, summary);
+        // A caught exception was handled: not part of what led to a later error.
+        if c.caught != Some(true) {
+            self.remember(c.timestamp_ns, summary);
+        }
         let joined = self.incidents.group(&Occurrence {
             id,
             source,

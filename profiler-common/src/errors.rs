@@ -62,10 +62,12 @@ pub struct SyscallErrorEvent {
     /// syscall that returned `errno` itself.
     pub deferred: u8,
     pub _pad: [u8; 2],
+    /// The Python stack at the syscall in `PY_STACKS` (see [`crate::python`]); 0: none.
+    pub python: u64,
     pub arg: [u8; ARG_CAPTURE],
 }
 
-const _: () = assert!(core::mem::size_of::<SyscallErrorEvent>() == 48 + ARG_CAPTURE);
+const _: () = assert!(core::mem::size_of::<SyscallErrorEvent>() == 56 + ARG_CAPTURE);
 
 /// A signal delivered to the target (from the `signal_deliver` raw tracepoint).
 #[repr(C)]
@@ -85,9 +87,11 @@ pub struct SignalEvent {
     /// others, or when it could not be taken.
     pub stack_id: i32,
     pub func: u32,
+    /// The Python stack where it is delivered, taken with `stack_id`; 0: none.
+    pub python: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<SignalEvent>() == 56);
+const _: () = assert!(core::mem::size_of::<SignalEvent>() == 64);
 
 /// A piece of what the target wrote to fd 1 or 2. A write longer than [`OUTPUT_CHUNK`] comes
 /// in several records, made in order by one run of the program: the ring buffer hands records

@@ -14,6 +14,11 @@
 
 use crate::threads::{STACK_HASH_SEED, stack_hash_step};
 
+/// Slots of the per-CPU `PY_SCRATCH`: the walk of a perf event or a uprobe program, and that
+/// of a tracepoint program (which a perf event can interrupt on its CPU).
+pub const SCRATCH_SAMPLE: u32 = 0;
+pub const SCRATCH_TRACEPOINT: u32 = 1;
+
 /// Most Python frames one stack keeps (innermost first).
 pub const PY_STACK_DEPTH: usize = 64;
 

@@ -345,6 +345,7 @@ fn on_exit<C: StackIdContext, R: SavedRegs>(
             .map(|id| id as i32)
             .unwrap_or(-1);
         (*event).func = running_function(tid);
+        (*event).python = crate::python::tracepoint_stack(tid);
         (*event).arg_kind = ArgKind::None as u8;
         (*event).deferred = 0;
         (*event)._pad = [0; 2];
@@ -441,12 +442,15 @@ fn try_signal_deliver(ctx: &RawTracePointContext) -> Result<(), ()> {
     // The stack of a crash: this runs in the receiving task, on its way back to user space,
     // and its saved user registers are where the fault (or the kill) found it. Benign signals
     // (a handler's, an ignored one) are counted, and spared the walk.
-    let stack_id = if wants_stack(signo, handler) {
-        ctx.get_stackid(&ERROR_STACKS, BPF_F_USER_STACK as u64)
-            .map(|id| id as i32)
-            .unwrap_or(-1)
+    let (stack_id, python) = if wants_stack(signo, handler) {
+        (
+            ctx.get_stackid(&ERROR_STACKS, BPF_F_USER_STACK as u64)
+                .map(|id| id as i32)
+                .unwrap_or(-1),
+            crate::python::tracepoint_stack(tid),
+        )
     } else {
-        -1
+        (-1, 0)
     };
     let event = SignalEvent {
         header: header(EventKind::Signal, tid),
@@ -461,6 +465,7 @@ fn try_signal_deliver(ctx: &RawTracePointContext) -> Result<(), ()> {
         fault_addr: if fault { addr } else { 0 },
         stack_id,
         func: running_function(tid),
+        python,
     };
     if EVENTS.output::<SignalEvent>(&event, 0).is_err() {
         count(Counter::RingBufferFull);

@@ -27,8 +27,8 @@ use profiler_common::{
     python::{
         CODE_FILE_BYTES, CODE_NAME_BYTES, CODE_TABLE_BYTES, DETAILED_PER_KEY, FRAME_READ,
         LAST_RAISES, LastRaise, MESSAGE_BYTES, NONE, NOT_COPIED, PY_STACK_DEPTH, PyCodeEvent,
-        PyConfig, PyFrame, PyStack, PyStackEvent, RaiseEvent, RaiseKey, count, display, frame_flag,
-        type_flag,
+        PyConfig, PyFrame, PyStack, PyStackEvent, RaiseEvent, RaiseKey, SCRATCH_SAMPLE,
+        SCRATCH_TRACEPOINT, count, display, frame_flag, type_flag,
     },
     threads::{STACK_HASH_SEED, stack_hash_step},
 };
@@ -60,7 +60,7 @@ static PY_CODES: HashMap<u64, u64> = HashMap::with_max_entries(1, 0);
 static PY_COUNTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(count::SLOTS, 0);
 
 #[map]
-static PY_SCRATCH: PerCpuArray<PyWalk> = PerCpuArray::with_max_entries(1, 0);
+static PY_SCRATCH: PerCpuArray<PyWalk> = PerCpuArray::with_max_entries(2, 0);
 
 named_as_in_common!(
     python,
@@ -102,11 +102,25 @@ pub fn sample_stack(tid: u32) -> u64 {
     }
     // SAFETY: a plain value, copied out.
     match unsafe { PY_THREADS.get(tid) }.copied() {
-        Some(tstate) if tstate != 0 => python_stack(tstate),
+        Some(tstate) if tstate != 0 => python_stack(tstate, SCRATCH_SAMPLE),
         _ => {
             add(count::NO_THREAD_STATE, 1);
             0
         }
+    }
+}
+
+/// The Python stack of thread `tid` for a tracepoint program (a failed syscall, a signal): its
+/// hash (0: none).
+#[inline(always)]
+pub fn tracepoint_stack(tid: u32) -> u64 {
+    if !enabled() {
+        return 0;
+    }
+    // SAFETY: a plain value, copied out.
+    match unsafe { PY_THREADS.get(tid) }.copied() {
+        Some(tstate) if tstate != 0 => python_stack(tstate, SCRATCH_TRACEPOINT),
+        _ => 0,
     }
 }
 
@@ -119,10 +133,13 @@ fn enabled() -> bool {
 /// Walks the Python frames of thread state `tstate`, stores them, and returns their hash (0: no
 /// frame, or not stored).
 #[inline(always)]
-fn python_stack(tstate: u64) -> u64 {
-    let Some(w) = PY_SCRATCH.get_ptr_mut(0) else {
+fn python_stack(tstate: u64, slot: u32) -> u64 {
+    let Some(w) = PY_SCRATCH.get_ptr_mut(slot) else {
         return 0;
     };
+    // The callbacks find their slot through their context (a pointer to this stack value).
+    let mut slot = slot;
+    let ctx = (&raw mut slot).cast::<core::ffi::c_void>();
     let Some(config) = PY_CONFIG.get(0).copied() else {
         return 0;
     };
@@ -155,7 +172,7 @@ fn python_stack(tstate: u64) -> u64 {
         bpf_loop(
             PY_STACK_DEPTH as u32 + 1,
             step as *mut core::ffi::c_void,
-            core::ptr::null_mut(),
+            ctx,
             0,
         );
     }
@@ -174,12 +191,12 @@ fn python_stack(tstate: u64) -> u64 {
     if len == 0 {
         return 0;
     }
-    store(w)
+    store(w, ctx)
 }
 
 /// Stores the walked stack under its hash, sending it to the user side the first time.
 #[inline(always)]
-fn store(w: *mut PyWalk) -> u64 {
+fn store(w: *mut PyWalk, ctx: *mut core::ffi::c_void) -> u64 {
     // SAFETY: this CPU's scratch value, valid for the program's run; the walk is over.
     let stack = unsafe { &(*w).stack };
     let len = stack.len as usize;
@@ -207,7 +224,7 @@ fn store(w: *mut PyWalk) -> u64 {
         add(count::STACK_MAP_FULL, 1);
         return 0;
     }
-    send_codes(w);
+    send_codes(w, ctx);
     send_stack(hash, stack);
     hash
 }
@@ -215,22 +232,22 @@ fn store(w: *mut PyWalk) -> u64 {
 /// Sends each code object of the walked stack not sent before (a [`PyCodeEvent`]), before the
 /// stack itself: one `bpf_loop` over its frames.
 #[inline(always)]
-fn send_codes(w: *mut PyWalk) {
+fn send_codes(w: *mut PyWalk, ctx: *mut core::ffi::c_void) {
     // SAFETY: this CPU's scratch value; written before the loop, the callback's own after it.
     unsafe {
         core::ptr::write_volatile(&raw mut (*w).next_code, 0);
         bpf_loop(
             PY_STACK_DEPTH as u32,
             code_step as *mut core::ffi::c_void,
-            core::ptr::null_mut(),
+            ctx,
             0,
         );
     }
 }
 
 /// `bpf_loop`'s callback of [`send_codes`]: one frame's code object.
-extern "C" fn code_step(_index: u64, _ctx: *mut core::ffi::c_void) -> i64 {
-    let Some(w) = scratch() else {
+extern "C" fn code_step(_index: u64, ctx: *mut core::ffi::c_void) -> i64 {
+    let Some(w) = scratch(ctx) else {
         return 1;
     };
     let i = w.next_code as usize;
@@ -378,17 +395,20 @@ fn header(kind: EventKind, tid: u32, tgid: u32) -> EventHeader {
     }
 }
 
-/// This CPU's walk state.
+/// This CPU's walk state, in the slot `ctx` (the callbacks' context) points at.
 #[inline(always)]
-fn scratch() -> Option<&'static mut PyWalk> {
+fn scratch(ctx: *mut core::ffi::c_void) -> Option<&'static mut PyWalk> {
+    // SAFETY: `ctx` is the pointer to the slot number `python_stack` handed to bpf_loop, valid
+    // for the loop.
+    let slot = unsafe { core::ptr::read_volatile(ctx.cast::<u32>()) };
     // SAFETY: this CPU's scratch value, valid for the program's run.
-    PY_SCRATCH.get_ptr_mut(0).map(|p| unsafe { &mut *p })
+    PY_SCRATCH.get_ptr_mut(slot).map(|p| unsafe { &mut *p })
 }
 
 /// `bpf_loop`'s callback of the walk: one frame, read whole with one helper call; 1 ends the
 /// loop.
-extern "C" fn step(_index: u64, _ctx: *mut core::ffi::c_void) -> i64 {
-    let Some(w) = scratch() else {
+extern "C" fn step(_index: u64, ctx: *mut core::ffi::c_void) -> i64 {
+    let Some(w) = scratch(ctx) else {
         return 1;
     };
     let frame = w.frame;
@@ -484,7 +504,11 @@ pub fn py_raise(ctx: ProbeContext) -> u32 {
     let arg = |n: usize| ctx.arg::<u64>(n).unwrap_or(0);
     let (tstate, exc_type, value) = (arg(0), arg(1), arg(2));
     add(count::RAISES, 1);
-    let stack = if tstate == 0 { 0 } else { python_stack(tstate) };
+    let stack = if tstate == 0 {
+        0
+    } else {
+        python_stack(tstate, SCRATCH_SAMPLE)
+    };
     let key = RaiseKey { exc_type, stack };
     let n = count_raise(&key);
     remember_raise(tid, key);

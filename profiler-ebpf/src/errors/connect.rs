@@ -246,6 +246,7 @@ fn send(pending: *const Pending, errno: u32) {
         (*event).syscall = sys::CONNECT as u32;
         (*event).errno = errno;
         (*event).stack_id = (*pending).stack_id;
+        (*event).python = 0;
         (*event).func = (*pending).func;
         (*event).arg_kind = if len > 0 {
             ArgKind::SockAddr as u8

@@ -177,6 +177,8 @@ pub(crate) enum Raw {
         func: Option<u32>,
         /// A non-blocking connect that failed after it returned `EINPROGRESS`.
         deferred: bool,
+        /// The Python stack at the syscall (the python family's hash; 0: none).
+        python: u64,
     },
     Signal {
         tid: u32,
@@ -188,6 +190,8 @@ pub(crate) enum Raw {
         /// Where the signal was delivered: for faults and fatal signals.
         stack_id: Option<u32>,
         func: Option<u32>,
+        /// The Python stack there (0: none).
+        python: u64,
     },
     Output {
         tid: u32,
@@ -247,6 +251,7 @@ pub(crate) fn decode(kind: u16, bytes: &[u8]) -> Option<Raw> {
                 stack_id: stack_id(e.stack_id),
                 func: function(e.func),
                 deferred: e.deferred != 0,
+                python: e.python,
             })
         }
         k if k == EventKind::Signal as u16 => {
@@ -260,6 +265,7 @@ pub(crate) fn decode(kind: u16, bytes: &[u8]) -> Option<Raw> {
                 fatal: e.disposition == 0 && linux::default_is_fatal(e.signo),
                 stack_id: stack_id(e.stack_id),
                 func: function(e.func),
+                python: e.python,
             })
         }
         k if k == EventKind::Output as u16 => {
@@ -415,6 +421,7 @@ mod tests {
             fault_addr: 0x10,
             stack_id,
             func: NO_FUNCTION,
+            python: 0,
         };
         let decoded = |stack_id| decode(EventKind::Signal as u16, &bytes_of(&record(stack_id)));
         let Some(Raw::Signal {
@@ -448,6 +455,7 @@ mod tests {
             arg_kind: ArgKind::SockAddr as u8,
             deferred: 1,
             _pad: [0; 2],
+            python: 0,
             arg: [0; profiler_common::errors::ARG_CAPTURE],
         };
         e.arg[0..2].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());

@@ -24,7 +24,10 @@ use analyze::{
 };
 use kernel::{Links, MAX_OUTPUT_BYTES, Raw};
 
-use crate::{families::python::SharedHandle, report::errors::PythonExceptionCount};
+use crate::{
+    families::python::SharedHandle,
+    report::errors::{Frame as ErrFrame, PythonExceptionCount},
+};
 
 /// The family's runtime: gathers records while profiling, analyzes them at the end.
 pub(crate) struct Errors {
@@ -195,6 +198,26 @@ impl Family for Errors {
                 })
                 .unwrap_or_default()
         };
+        // A Python stack, as the frames of a printed traceback are (innermost first here).
+        let python = self.python.clone();
+        let python_frames = |hash: u64| -> Vec<ErrFrame> {
+            match (&python, hash) {
+                (Some(p), h) if h != 0 => p
+                    .lock()
+                    .expect("python state")
+                    .frames(h)
+                    .into_iter()
+                    .filter(|f| !f.shim)
+                    .map(|f| ErrFrame {
+                        file: f.frame.file.unwrap_or_default(),
+                        line: f.frame.line,
+                        function: Some(f.frame.function),
+                        code: None,
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            }
+        };
         let mut raw = std::mem::take(&mut self.raw);
         raw.sort_by_key(Raw::timestamp);
         let feed = self
@@ -218,6 +241,7 @@ impl Family for Errors {
                     stack_id,
                     func,
                     deferred,
+                    python,
                 } => {
                     analyzer.on_syscall(SyscallFailure {
                         tid,
@@ -229,6 +253,7 @@ impl Family for Errors {
                         stack: stack(tid, stack_id),
                         function: function(func),
                         deferred,
+                        python: python_frames(python),
                     });
                 }
                 Raw::Signal {
@@ -240,6 +265,7 @@ impl Family for Errors {
                     fatal,
                     stack_id,
                     func,
+                    python,
                 } => {
                     analyzer.on_signal(SignalEvent {
                         tid,
@@ -250,6 +276,7 @@ impl Family for Errors {
                         fatal,
                         stack: stack(tid, stack_id),
                         function: function(func),
+                        python: python_frames(python),
                     });
                 }
                 Raw::Output { tid, ts, fd, bytes } => analyzer.on_output(OutputChunk {

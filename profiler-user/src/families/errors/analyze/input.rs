@@ -23,6 +23,8 @@ pub(crate) struct SyscallFailure {
     /// A non-blocking `connect` that returned `EINPROGRESS` and then failed with `errno` (the
     /// kernel saw the connection end); `arg` and `stack` are the connect call's.
     pub deferred: bool,
+    /// The Python stack at the syscall (a CPython target's), innermost first; empty: none.
+    pub python: Vec<crate::report::errors::Frame>,
 }
 
 /// A signal delivered to a thread of the target.
@@ -41,6 +43,8 @@ pub(crate) struct SignalEvent {
     /// empty when not captured (the kernel takes it for faults and fatal signals).
     pub stack: Vec<String>,
     pub function: Option<String>,
+    /// The Python stack there (a CPython target's), innermost first; empty: none.
+    pub python: Vec<crate::report::errors::Frame>,
 }
 
 /// The kernel's OOM killer chose the target.

@@ -229,6 +229,7 @@ impl ErrorAnalyzer {
             flags: ev.flags,
             stack: ev.stack,
             function: ev.function,
+            frames: ev.python,
             ..Candidate::default()
         });
     }
@@ -273,6 +274,7 @@ impl ErrorAnalyzer {
             fault_addr: ev.fault_addr,
             stack: ev.stack,
             function: ev.function,
+            frames: ev.python,
             ..Candidate::default()
         };
         if ev.signo == linux::SIGKILL {

@@ -15,6 +15,7 @@ fn fatal_segfault_is_critical_and_not_repeated_by_exit() {
         fatal: true,
         stack: vec!["crash_here".into(), "main".into()],
         function: Some("handler".into()),
+        python: Vec::new(),
     });
     a.on_exit(ExitEvent {
         timestamp_ns: START + 2_001 * MS,

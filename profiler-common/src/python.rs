@@ -22,11 +22,18 @@ pub const SCRATCH_TRACEPOINT: u32 = 1;
 /// Most Python frames one stack keeps (innermost first).
 pub const PY_STACK_DEPTH: usize = 64;
 
+/// Most Python frames an allocation's stack keeps: a site is its innermost line, and fewer
+/// frames make fewer distinct stacks (an import's allocations have deep ones).
+pub const ALLOC_STACK_DEPTH: usize = 16;
+
 /// Map capacities.
 pub const PY_THREADS_MAX: u32 = 1 << 13;
 pub const PY_STACKS_MAX: u32 = 1 << 14;
 pub const PY_RAISES_MAX: u32 = 1 << 13;
 pub const PY_CODES_MAX: u32 = 1 << 14;
+/// Blocks of pymalloc tracked at once, and Python stacks they are charged to.
+pub const PY_ALLOC_LIVE_MAX: u32 = 1 << 19;
+pub const PY_ALLOC_SITES_MAX: u32 = 1 << 16;
 
 /// An offset the interpreter's layout does not have.
 pub const NONE: u32 = u32::MAX;
@@ -253,6 +260,40 @@ pub mod display {
     pub const INTERNAL: u64 = 2;
 }
 
+/// A block `PyObject_Malloc` (or `_Calloc`, `_Realloc`) returned, tracked until
+/// `PyObject_Free` (value of `PY_ALLOC_LIVE`, keyed by its address).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PyBlock {
+    pub size: u64,
+    /// The Python stack that allocated it (0: none).
+    pub stack: u64,
+}
+
+/// What an allocating call was asked, between its entry and its return (value of
+/// `PY_ALLOC_PENDING`, keyed by thread id).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PyPending {
+    pub size: u64,
+    /// The block a realloc was given (0: none).
+    pub old: u64,
+}
+
+/// The blocks of one Python stack (value of `PY_ALLOC_SITES`): outstanding now (signed: a block
+/// freed through another stack's realloc is taken from this one), and allocated in all.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PySiteStats {
+    pub live_bytes: i64,
+    pub live_blocks: i64,
+    pub allocated_bytes: u64,
+    pub allocations: u64,
+    /// The most `live_bytes` has been (a program's end frees what it kept: the peak is its
+    /// growth).
+    pub peak_bytes: i64,
+}
+
 /// Slots of the per-CPU `PY_COUNTS` array.
 pub mod count {
     /// Python stacks walked (a CPU sample of a thread with a Python thread state, or a raise).
@@ -275,8 +316,18 @@ pub mod count {
     pub const UNCAUGHT: u32 = 8;
     /// CPU samples of threads with no known thread state (not Python threads, or not listed yet).
     pub const NO_THREAD_STATE: u32 = 9;
+    /// pymalloc blocks allocated (`PyObject_Malloc`, `_Calloc`, `_Realloc` returning one) and
+    /// freed (`PyObject_Free` of a tracked block, or a realloc's old block).
+    pub const ALLOCS: u32 = 10;
+    pub const FREES: u32 = 11;
+    /// Blocks not tracked (`PY_ALLOC_LIVE` full): their bytes are counted when allocated only.
+    pub const LIVE_FULL: u32 = 12;
+    /// Calls of `PyObject_Free` (tracked or not: a block of before the probes is not).
+    pub const FREE_CALLS: u32 = 13;
+    /// Allocations not charged to their stack (`PY_ALLOC_SITES` full).
+    pub const SITE_MAP_FULL: u32 = 14;
     /// Slots of the array.
-    pub const SLOTS: u32 = 10;
+    pub const SLOTS: u32 = 15;
 }
 
 /// Map names in the eBPF object (see [`crate::names`]).
@@ -294,6 +345,12 @@ pub mod maps {
     /// The identity (a hash of [`super::PyCodeEvent::identity`]) of each code object sent, by
     /// address.
     pub const PY_CODES: &str = "PY_CODES";
+    /// [`super::PyBlock`] by address.
+    pub const PY_ALLOC_LIVE: &str = "PY_ALLOC_LIVE";
+    /// [`super::PyPending`] by thread id.
+    pub const PY_ALLOC_PENDING: &str = "PY_ALLOC_PENDING";
+    /// [`super::PySiteStats`] by Python stack.
+    pub const PY_ALLOC_SITES: &str = "PY_ALLOC_SITES";
     /// Per-CPU counts by [`super::count`].
     pub const PY_COUNTS: &str = "PY_COUNTS";
     /// Per-CPU scratch of the walk (kernel side only).
@@ -307,6 +364,20 @@ pub mod programs {
     /// Uprobe on `PyErr_Display(type, value, traceback)` and `_PyErr_Display(file, type, value,
     /// traceback)` (the attach cookie says which, see [`super::display`]).
     pub const UNCAUGHT: &str = "py_uncaught";
+    /// Uprobe on `PyObject_Malloc(size)`, `PyObject_Calloc(n, size)` and `PyObject_Realloc(ptr,
+    /// size)` (the attach cookie says which, see [`super::alloc`]).
+    pub const ALLOC: &str = "py_alloc";
+    /// Their return probe.
+    pub const ALLOC_RETURN: &str = "py_alloc_return";
+    /// Uprobe on `PyObject_Free(ptr)`.
+    pub const FREE: &str = "py_free";
+}
+
+/// Attach cookies of [`programs::ALLOC`].
+pub mod alloc {
+    pub const MALLOC: u64 = 1;
+    pub const CALLOC: u64 = 2;
+    pub const REALLOC: u64 = 3;
 }
 
 pub const MAPS: &[&str] = &[
@@ -316,11 +387,20 @@ pub const MAPS: &[&str] = &[
     maps::PY_RAISES,
     maps::PY_LAST_RAISE,
     maps::PY_CODES,
+    maps::PY_ALLOC_LIVE,
+    maps::PY_ALLOC_PENDING,
+    maps::PY_ALLOC_SITES,
     maps::PY_COUNTS,
     maps::PY_SCRATCH,
 ];
 
-pub const PROGRAMS: &[&str] = &[programs::RAISE, programs::UNCAUGHT];
+pub const PROGRAMS: &[&str] = &[
+    programs::RAISE,
+    programs::UNCAUGHT,
+    programs::ALLOC,
+    programs::ALLOC_RETURN,
+    programs::FREE,
+];
 
 #[cfg(feature = "user")]
 mod pod {
@@ -336,4 +416,8 @@ mod pod {
     unsafe impl aya::Pod for RaiseKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for LastRaise {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for PyBlock {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for PySiteStats {}
 }

@@ -18,17 +18,18 @@ use aya_ebpf::{
             bpf_probe_read_user as read_user_raw,
         },
     },
-    macros::{map, uprobe},
-    maps::{Array, HashMap, PerCpuArray},
-    programs::ProbeContext,
+    macros::{map, uprobe, uretprobe},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+    programs::{ProbeContext, RetProbeContext},
 };
 use profiler_common::{
     event::{EventHeader, EventKind},
     python::{
-        CODE_FILE_BYTES, CODE_NAME_BYTES, CODE_TABLE_BYTES, DETAILED_PER_KEY, FRAME_READ,
-        LAST_RAISES, LastRaise, MESSAGE_BYTES, NONE, NOT_COPIED, PY_STACK_DEPTH, PyCodeEvent,
-        PyConfig, PyFrame, PyStack, PyStackEvent, RaiseEvent, RaiseKey, SCRATCH_SAMPLE,
-        SCRATCH_TRACEPOINT, count, display, frame_flag, type_flag,
+        ALLOC_STACK_DEPTH, CODE_FILE_BYTES, CODE_NAME_BYTES, CODE_TABLE_BYTES, DETAILED_PER_KEY,
+        FRAME_READ, LAST_RAISES, LastRaise, MESSAGE_BYTES, NONE, NOT_COPIED, PY_STACK_DEPTH,
+        PyBlock, PyCodeEvent, PyConfig, PyFrame, PyPending, PySiteStats, PyStack, PyStackEvent,
+        RaiseEvent, RaiseKey, SCRATCH_SAMPLE, SCRATCH_TRACEPOINT, alloc, count, display,
+        frame_flag, type_flag,
     },
     threads::{STACK_HASH_SEED, stack_hash_step},
 };
@@ -44,8 +45,10 @@ static PY_CONFIG: Array<PyConfig> = Array::with_max_entries(1, 0);
 #[map]
 static PY_THREADS: HashMap<u32, u64> = HashMap::with_max_entries(1, 0);
 
+// Least recently used first out: each stack (and code object) goes to the user side when it is
+// stored, so these only spare it sending one twice; a full map drops an old one, never a new one.
 #[map]
-static PY_STACKS: HashMap<u64, PyStack> = HashMap::with_max_entries(1, 0);
+static PY_STACKS: LruHashMap<u64, PyStack> = LruHashMap::with_max_entries(1, 0);
 
 #[map]
 static PY_RAISES: HashMap<RaiseKey, u64> = HashMap::with_max_entries(1, 0);
@@ -54,7 +57,16 @@ static PY_RAISES: HashMap<RaiseKey, u64> = HashMap::with_max_entries(1, 0);
 static PY_LAST_RAISE: HashMap<u32, LastRaise> = HashMap::with_max_entries(1, 0);
 
 #[map]
-static PY_CODES: HashMap<u64, u64> = HashMap::with_max_entries(1, 0);
+static PY_CODES: LruHashMap<u64, u64> = LruHashMap::with_max_entries(1, 0);
+
+#[map]
+static PY_ALLOC_LIVE: HashMap<u64, PyBlock> = HashMap::with_max_entries(1, 0);
+
+#[map]
+static PY_ALLOC_PENDING: HashMap<u32, PyPending> = HashMap::with_max_entries(1, 0);
+
+#[map]
+static PY_ALLOC_SITES: HashMap<u64, PySiteStats> = HashMap::with_max_entries(1, 0);
 
 #[map]
 static PY_COUNTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(count::SLOTS, 0);
@@ -71,10 +83,19 @@ named_as_in_common!(
         PY_RAISES,
         PY_LAST_RAISE,
         PY_CODES,
+        PY_ALLOC_LIVE,
+        PY_ALLOC_PENDING,
+        PY_ALLOC_SITES,
         PY_COUNTS,
         PY_SCRATCH,
     ],
-    programs: [py_raise => RAISE, py_uncaught => UNCAUGHT]
+    programs: [
+        py_raise => RAISE,
+        py_uncaught => UNCAUGHT,
+        py_alloc => ALLOC,
+        py_alloc_return => ALLOC_RETURN,
+        py_free => FREE,
+    ]
 );
 
 /// The state of one walk (this CPU's `PY_SCRATCH`).
@@ -88,6 +109,8 @@ pub struct PyWalk {
     config: PyConfig,
     /// The next frame whose code object [`send_codes`] looks at.
     next_code: u64,
+    /// Frames the walk keeps at most (at most [`PY_STACK_DEPTH`]).
+    limit: u64,
     /// The frame being read, whole ([`FRAME_READ`] bytes).
     frame_bytes: [u8; FRAME_READ],
     stack: PyStack,
@@ -102,7 +125,7 @@ pub fn sample_stack(tid: u32) -> u64 {
     }
     // SAFETY: a plain value, copied out.
     match unsafe { PY_THREADS.get(tid) }.copied() {
-        Some(tstate) if tstate != 0 => python_stack(tstate, SCRATCH_SAMPLE),
+        Some(tstate) if tstate != 0 => python_stack(tstate, SCRATCH_SAMPLE, PY_STACK_DEPTH),
         _ => {
             add(count::NO_THREAD_STATE, 1);
             0
@@ -119,7 +142,7 @@ pub fn tracepoint_stack(tid: u32) -> u64 {
     }
     // SAFETY: a plain value, copied out.
     match unsafe { PY_THREADS.get(tid) }.copied() {
-        Some(tstate) if tstate != 0 => python_stack(tstate, SCRATCH_TRACEPOINT),
+        Some(tstate) if tstate != 0 => python_stack(tstate, SCRATCH_TRACEPOINT, PY_STACK_DEPTH),
         _ => 0,
     }
 }
@@ -133,7 +156,7 @@ fn enabled() -> bool {
 /// Walks the Python frames of thread state `tstate`, stores them, and returns their hash (0: no
 /// frame, or not stored).
 #[inline(always)]
-fn python_stack(tstate: u64, slot: u32) -> u64 {
+fn python_stack(tstate: u64, slot: u32, limit: usize) -> u64 {
     let Some(w) = PY_SCRATCH.get_ptr_mut(slot) else {
         return 0;
     };
@@ -169,6 +192,7 @@ fn python_stack(tstate: u64, slot: u32) -> u64 {
         core::ptr::write_volatile(&raw mut (*w).cut, 0);
         core::ptr::write_volatile(&raw mut (*w).config, config);
         core::ptr::write_volatile(&raw mut (*w).stack.len, 0);
+        core::ptr::write_volatile(&raw mut (*w).limit, limit as u64);
         bpf_loop(
             PY_STACK_DEPTH as u32 + 1,
             step as *mut core::ffi::c_void,
@@ -416,7 +440,7 @@ extern "C" fn step(_index: u64, ctx: *mut core::ffi::c_void) -> i64 {
         return 1;
     }
     let n = w.stack.len as usize;
-    if n >= PY_STACK_DEPTH {
+    if n >= PY_STACK_DEPTH || n as u64 >= w.limit {
         w.cut = count::DEPTH_CUT;
         return 1;
     }
@@ -507,7 +531,7 @@ pub fn py_raise(ctx: ProbeContext) -> u32 {
     let stack = if tstate == 0 {
         0
     } else {
-        python_stack(tstate, SCRATCH_SAMPLE)
+        python_stack(tstate, SCRATCH_SAMPLE, PY_STACK_DEPTH)
     };
     let key = RaiseKey { exc_type, stack };
     let n = count_raise(&key);
@@ -717,5 +741,150 @@ unsafe fn copy_message(c: &PyConfig, text: u64, event: *mut RaiseEvent) {
             (*event).message_kind = message_kind;
             (*event).len = bytes as u32;
         }
+    }
+}
+
+/// The uprobe on `PyObject_Malloc(size)`, `PyObject_Calloc(nelem, elsize)` and
+/// `PyObject_Realloc(ptr, size)` (the attach cookie says which): what the call asks, kept for its
+/// return.
+#[uprobe]
+pub fn py_alloc(ctx: ProbeContext) -> u32 {
+    let (tid, tgid) = current_ids();
+    if tgid != target_tgid() || tgid == 0 || stopped() || !enabled() {
+        return 0;
+    }
+    // SAFETY: the program's own context.
+    let cookie = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
+    let first = core::hint::black_box(ctx.arg::<u64>(0).unwrap_or(0));
+    let second = core::hint::black_box(ctx.arg::<u64>(1).unwrap_or(0));
+    let pending = if cookie == alloc::CALLOC {
+        PyPending {
+            size: first.wrapping_mul(second),
+            old: 0,
+        }
+    } else if cookie == alloc::REALLOC {
+        PyPending {
+            size: second,
+            old: first,
+        }
+    } else {
+        PyPending {
+            size: first,
+            old: 0,
+        }
+    };
+    let _ = PY_ALLOC_PENDING.insert(tid, pending, 0);
+    0
+}
+
+/// The return probe of the allocating functions: the block returned is charged to the Python
+/// stack of the thread (a realloc's old block is released first).
+#[uretprobe]
+pub fn py_alloc_return(ctx: RetProbeContext) -> u32 {
+    let (tid, tgid) = current_ids();
+    if tgid != target_tgid() || tgid == 0 {
+        return 0;
+    }
+    // SAFETY: a plain value, copied out.
+    let Some(pending) = (unsafe { PY_ALLOC_PENDING.get(tid) }).copied() else {
+        return 0;
+    };
+    let _ = PY_ALLOC_PENDING.remove(tid);
+    let ptr = ctx.ret::<u64>();
+    if pending.old != 0 && ptr != 0 {
+        release(pending.old);
+    }
+    if ptr == 0 || stopped() {
+        return 0;
+    }
+    add(count::ALLOCS, 1);
+    // SAFETY: a plain value, copied out.
+    let stack = match unsafe { PY_THREADS.get(tid) }.copied() {
+        Some(tstate) if tstate != 0 => python_stack(tstate, SCRATCH_SAMPLE, ALLOC_STACK_DEPTH),
+        _ => 0,
+    };
+    let tracked = PY_ALLOC_LIVE
+        .insert(
+            ptr,
+            PyBlock {
+                size: pending.size,
+                stack,
+            },
+            0,
+        )
+        .is_ok();
+    if !tracked {
+        add(count::LIVE_FULL, 1);
+    }
+    charge(stack, pending.size, tracked, 1);
+    0
+}
+
+/// The uprobe on `PyObject_Free(ptr)`.
+#[uprobe]
+pub fn py_free(ctx: ProbeContext) -> u32 {
+    let (_, tgid) = current_ids();
+    if tgid != target_tgid() || tgid == 0 || stopped() {
+        return 0;
+    }
+    add(count::FREE_CALLS, 1);
+    let ptr = ctx.arg::<u64>(0).unwrap_or(0);
+    if ptr != 0 {
+        release(ptr);
+    }
+    0
+}
+
+/// Takes block `ptr` off its stack, where it is tracked.
+#[inline(always)]
+fn release(ptr: u64) {
+    // SAFETY: a plain value, copied out.
+    let Some(block) = (unsafe { PY_ALLOC_LIVE.get(ptr) }).copied() else {
+        return;
+    };
+    if PY_ALLOC_LIVE.remove(ptr).is_err() {
+        // Another CPU released it first.
+        return;
+    }
+    add(count::FREES, 1);
+    if let Some(site) = PY_ALLOC_SITES.get_ptr_mut(block.stack) {
+        // SAFETY: valid, aligned fields of a map value; signed counts kept as wrapping u64.
+        unsafe {
+            fetch_add(
+                (&raw mut (*site).live_bytes).cast(),
+                block.size.wrapping_neg(),
+            );
+            fetch_add((&raw mut (*site).live_blocks).cast(), u64::MAX);
+        }
+    }
+}
+
+/// Adds an allocation of `size` bytes at Python stack `stack` (outstanding when `tracked`).
+#[inline(always)]
+fn charge(stack: u64, size: u64, tracked: bool, blocks: u64) {
+    let add_to = |site: *mut PySiteStats| {
+        // SAFETY: valid, aligned fields of a map value.
+        unsafe {
+            if tracked {
+                let now =
+                    fetch_add((&raw mut (*site).live_bytes).cast(), size).wrapping_add(size) as i64;
+                fetch_add((&raw mut (*site).live_blocks).cast(), blocks);
+                // A plain store: two CPUs racing may keep the lower of their two peaks.
+                if now > core::ptr::read_volatile(&raw const (*site).peak_bytes) {
+                    core::ptr::write_volatile(&raw mut (*site).peak_bytes, now);
+                }
+            }
+            fetch_add(&raw mut (*site).allocated_bytes, size);
+            fetch_add(&raw mut (*site).allocations, blocks);
+        }
+    };
+    if let Some(site) = PY_ALLOC_SITES.get_ptr_mut(stack) {
+        add_to(site);
+        return;
+    }
+    let _ = PY_ALLOC_SITES.insert(stack, PySiteStats::default(), BPF_NOEXIST as u64);
+    match PY_ALLOC_SITES.get_ptr_mut(stack) {
+        Some(site) => add_to(site),
+        None => add(count::SITE_MAP_FULL, 1),
     }
 }

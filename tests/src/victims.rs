@@ -72,6 +72,9 @@ pub const PY_SPLIT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/victims/py_spli
 /// The python family's exception victim: a KeyError raised and caught N times at one line.
 pub const PY_RAISE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/victims/py_raise.py");
 
+/// The python family's allocation victim: a list of objects grown at one line.
+pub const PY_GROW: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/victims/py_grow.py");
+
 /// The line of `file` that holds `marker` (1-based), as the interpreter numbers it.
 pub fn line_of(file: &str, marker: &str) -> u64 {
     let text = std::fs::read_to_string(file).unwrap_or_else(|e| panic!("{file}: {e}"));

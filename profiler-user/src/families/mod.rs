@@ -81,7 +81,10 @@ pub(crate) fn build(
             FamilyId::Memory => Box::new(memory::Memory::new(options.leak)),
             FamilyId::Threads => Box::new(threads::Threads::new(options.threads)),
             FamilyId::Cpu => Box::new(cpu::Cpu::new(options.cpu.clone(), python.clone())),
-            FamilyId::Python => Box::new(python::Python::new(python.clone().unwrap_or_default())),
+            FamilyId::Python => Box::new(python::Python::new(
+                python.clone().unwrap_or_default(),
+                selected.contains(&FamilyId::Memory),
+            )),
             FamilyId::Gpu => continue,
         });
     }

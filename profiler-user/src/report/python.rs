@@ -16,6 +16,58 @@ pub(crate) struct PythonSection {
     pub threads: usize,
     pub walks: WalkStats,
     pub exceptions: ExceptionStats,
+    /// pymalloc's blocks per Python line (with the memory family: `--level memory` or `full`);
+    /// null without it.
+    pub allocations: Option<AllocationStats>,
+}
+
+/// Blocks of `PyObject_Malloc`, `_Calloc` and `_Realloc` per Python line, tracked until
+/// `PyObject_Free`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub(crate) struct AllocationStats {
+    /// The probes, as for the exceptions.
+    pub probes: Vec<ProbeSite>,
+    /// Blocks allocated, and tracked blocks freed; `PyObject_Free` calls (of untracked blocks
+    /// too: those from before the probes).
+    pub allocations: u64,
+    pub frees: u64,
+    pub free_calls: u64,
+    /// Blocks not tracked (the kernel's map full): counted, never outstanding.
+    pub untracked: u64,
+    /// Allocations charged to no site (the kernel's map of sites full).
+    pub unattributed: u64,
+    /// Bytes outstanding at the end, all sites.
+    pub outstanding_bytes: i64,
+    /// Per Python line (the innermost frame), the most grown (`peak_bytes`) first; at most 20.
+    pub sites: Vec<AllocSite>,
+    pub sites_dropped: usize,
+    /// The overhead budget took the probes down: counts stop there.
+    pub detached: bool,
+    /// Set when the probes saw few of the frees (fewer than a quarter of the allocations): a
+    /// build that inlines pymalloc into its hot paths (LTO), whose probes see part of the
+    /// allocations and frees; outstanding bytes are then overstated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partial: Option<String>,
+    /// What the numbers mean, and do not.
+    pub note: &'static str,
+}
+
+/// The blocks allocated at one Python line.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub(crate) struct AllocSite {
+    pub function: String,
+    pub file: Option<String>,
+    pub line: Option<u32>,
+    /// The most bytes outstanding at once: the growth (a program's end frees what it kept; the
+    /// peaks of the site's stacks, added).
+    pub peak_bytes: i64,
+    /// Outstanding at the end (blocks from before the probes are not counted, nor their frees).
+    pub outstanding_bytes: i64,
+    pub outstanding_blocks: i64,
+    pub allocated_bytes: u64,
+    pub allocations: u64,
+    /// The Python stack of the site's largest stack, innermost first.
+    pub stack: Vec<Frame>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]

@@ -43,6 +43,9 @@ pub(crate) struct InterpreterFile {
     pub raise: Option<Probed>,
     pub display: Option<Probed>,
     pub display_internal: Option<Probed>,
+    /// pymalloc's allocating functions, and `PyObject_Free`.
+    pub allocators: Vec<AllocProbe>,
+    pub free: Option<Probed>,
     /// Addresses in the file: `_PyRuntime`, and `PyCode_Type`; its first segment's address and
     /// whether it loads at a fixed address.
     runtime: u64,
@@ -82,7 +85,7 @@ pub(crate) enum FileFound {
 /// The symbols of an object the family needs, by name: (address, size).
 type Symbols = HashMap<&'static str, (u64, u64)>;
 
-const WANTED: [&str; 7] = [
+const WANTED: [&str; 11] = [
     "_PyRuntime",
     "Py_Version",
     "PyCode_Type",
@@ -93,7 +96,27 @@ const WANTED: [&str; 7] = [
     "_PyErr_SetObject.part.0",
     "_PyErr_Display",
     "PyErr_Display",
+    "PyObject_Malloc",
+    "PyObject_Calloc",
+    "PyObject_Realloc",
+    "PyObject_Free",
 ];
+
+/// The allocating functions of pymalloc the family probes, with their attach cookies.
+pub(crate) const ALLOCATORS: [(&str, u64); 3] = [
+    ("PyObject_Malloc", profiler_common::python::alloc::MALLOC),
+    ("PyObject_Calloc", profiler_common::python::alloc::CALLOC),
+    ("PyObject_Realloc", profiler_common::python::alloc::REALLOC),
+];
+
+/// An allocating function: its entry probe (placed), and where its return probe goes (the
+/// function's first byte: a return probe takes the return address found there).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct AllocProbe {
+    pub entry: Probed,
+    pub start: u64,
+    pub cookie: u64,
+}
 
 /// Whether the file's name is one an interpreter object has.
 fn candidate(path: &Path) -> bool {
@@ -205,12 +228,16 @@ pub(crate) fn inspect_file(path: &Path, open: &Path) -> FileFound {
             path.display()
         ));
     };
-    let probe = |name: &'static str| {
-        let &(addr, size) = symbols.get(name)?;
+    let start = |name: &str| {
+        let &(addr, _) = symbols.get(name)?;
         let &(seg_addr, _, seg_offset) = segments
             .iter()
             .find(|(a, s, _)| (*a..*a + *s).contains(&addr))?;
-        let file_offset = addr - seg_addr + seg_offset;
+        Some(addr - seg_addr + seg_offset)
+    };
+    let probe = |name: &'static str| {
+        let &(addr, size) = symbols.get(name)?;
+        let file_offset = start(name)?;
         let placed = placement::place_in_file(open, file_offset, addr, size, Role::Plain);
         if placed.refused.is_some() {
             return None;
@@ -230,6 +257,17 @@ pub(crate) fn inspect_file(path: &Path, open: &Path) -> FileFound {
         raise: probe("_PyErr_SetObject.part.0").or_else(|| probe("_PyErr_SetObject")),
         display: probe("PyErr_Display"),
         display_internal: probe("_PyErr_Display"),
+        allocators: ALLOCATORS
+            .iter()
+            .filter_map(|&(name, cookie)| {
+                Some(AllocProbe {
+                    entry: probe(name)?,
+                    start: start(name)?,
+                    cookie,
+                })
+            })
+            .collect(),
+        free: probe("PyObject_Free"),
         runtime,
         code_type,
         first_vaddr: elf.segments().map(|s| s.address()).min().unwrap_or(0),

@@ -15,7 +15,7 @@ use aya::{
     },
 };
 use profiler_common::python::{
-    PyConfig, PyFrame, PyStack, RaiseKey, count, display, maps, programs,
+    PyConfig, PyFrame, PySiteStats, PyStack, RaiseKey, count, display, maps, programs,
 };
 
 use super::interp::InterpreterFile;
@@ -28,12 +28,20 @@ use crate::bpf;
 pub(crate) struct Probes {
     loaded: bool,
     links: Vec<UProbeLink>,
+    /// pymalloc's probes (with the memory family).
+    alloc_links: Vec<UProbeLink>,
 }
 
 impl Probes {
     /// Loads the programs.
     pub(crate) fn load(ebpf: &mut Ebpf) -> anyhow::Result<Self> {
-        for name in [programs::RAISE, programs::UNCAUGHT] {
+        for name in [
+            programs::RAISE,
+            programs::UNCAUGHT,
+            programs::ALLOC,
+            programs::ALLOC_RETURN,
+            programs::FREE,
+        ] {
             let program: &mut UProbe = bpf::program(ebpf, name)?;
             program
                 .load()
@@ -41,7 +49,7 @@ impl Probes {
         }
         Ok(Self {
             loaded: true,
-            links: Vec::new(),
+            ..Self::default()
         })
     }
 
@@ -81,13 +89,59 @@ impl Probes {
         Ok(self.links.len())
     }
 
-    pub(crate) fn attached(&self) -> usize {
-        self.links.len()
+    /// Probes pymalloc's allocating functions (entry and return) and `PyObject_Free` in
+    /// process `pid`; returns how many probes it attached.
+    pub(crate) fn attach_allocs(
+        &mut self,
+        ebpf: &mut Ebpf,
+        interp: &InterpreterFile,
+        pid: u32,
+    ) -> anyhow::Result<usize> {
+        if !self.loaded {
+            return Ok(0);
+        }
+        let scope = UProbeScope::OneProcess(NonZeroU32::new(pid).context("pid 0")?);
+        let mut points: Vec<(&str, u64, u64, &str)> = Vec::new();
+        // The free first, then the return probes (a return whose entry went unseen records
+        // nothing), then the entries; taken down the other way round.
+        if let Some(f) = &interp.free {
+            points.push((programs::FREE, f.file_offset, 0, f.name));
+        }
+        for a in &interp.allocators {
+            points.push((programs::ALLOC_RETURN, a.start, 0, a.entry.name));
+        }
+        for a in &interp.allocators {
+            points.push((programs::ALLOC, a.entry.file_offset, a.cookie, a.entry.name));
+        }
+        for (program, offset, cookie, function) in points {
+            let program: &mut UProbe = bpf::program(ebpf, program)?;
+            let point = UProbeAttachPoint {
+                location: UProbeAttachLocation::AbsoluteOffset(offset),
+                cookie: Some(cookie),
+            };
+            let id = program
+                .attach(point, &interp.open_path, scope)
+                .with_context(|| format!("cannot probe {function} in {}", interp.path.display()))?;
+            self.alloc_links.push(program.take_link(id)?);
+        }
+        Ok(self.alloc_links.len())
     }
 
-    /// Takes the probes down (the programs stay loaded).
+    pub(crate) fn attached(&self) -> usize {
+        self.links.len() + self.alloc_links.len()
+    }
+
+    /// Takes the exception probes down (the programs stay loaded).
     pub(crate) fn detach(&mut self) {
         bpf::release_in_parallel(std::mem::take(&mut self.links));
+    }
+
+    /// Takes pymalloc's probes down: the allocating functions' first, the free last (a block
+    /// recorded while the frees are not seen would stay outstanding).
+    pub(crate) fn detach_allocs(&mut self) {
+        for link in std::mem::take(&mut self.alloc_links).into_iter().rev() {
+            drop(link);
+        }
     }
 }
 
@@ -136,6 +190,13 @@ pub(crate) fn read(ebpf: &Ebpf) -> anyhow::Result<Harvest> {
         raises: raises.iter().filter_map(Result::ok).collect(),
         counts: read_counts(ebpf)?,
     })
+}
+
+/// The allocation sites: blocks outstanding and allocated per Python stack.
+pub(crate) fn read_alloc_sites(ebpf: &Ebpf) -> anyhow::Result<Vec<(u64, PySiteStats)>> {
+    let sites: BpfHashMap<_, u64, PySiteStats> =
+        BpfHashMap::try_from(bpf::map(ebpf, maps::PY_ALLOC_SITES)?)?;
+    Ok(sites.iter().filter_map(Result::ok).collect())
 }
 
 /// The stacks of `PY_STACKS` whose hash `known` does not hold (their event was lost).

@@ -29,8 +29,9 @@ use aya::Ebpf;
 use profiler_common::{
     event::EventKind,
     python::{
-        NOT_COPIED, PY_CODES_MAX, PY_RAISES_MAX, PY_STACKS_MAX, PY_THREADS_MAX, PyCodeEvent,
-        PyFrame, PyStackEvent, RaiseEvent, RaiseKey, count, maps,
+        NOT_COPIED, PY_ALLOC_LIVE_MAX, PY_ALLOC_SITES_MAX, PY_CODES_MAX, PY_RAISES_MAX,
+        PY_STACKS_MAX, PY_THREADS_MAX, PyCodeEvent, PyFrame, PySiteStats, PyStackEvent, RaiseEvent,
+        RaiseKey, count, maps,
     },
 };
 
@@ -41,7 +42,10 @@ use crate::{
     level::FamilyId,
     report::{
         CostModel, Report,
-        python::{ExceptionStats, InterpreterInfo, ProbeSite, PythonSection, RaiseSite, WalkStats},
+        python::{
+            AllocSite, AllocationStats, ExceptionStats, InterpreterInfo, ProbeSite, PythonSection,
+            RaiseSite, WalkStats,
+        },
     },
 };
 use code::{Codes, Named, Process, Resolved};
@@ -52,6 +56,21 @@ use interp::{FileFound, Found, Interpreter, InterpreterFile};
 const RAISE_NS: f64 = 1_500.0;
 const WALK_NS: f64 = 150.0;
 const FRAME_NS: f64 = 120.0;
+
+/// Estimated cost of pymalloc's probes to the target, ns: an allocation (its entry probe, the
+/// return probe's `uretprobe` syscall, the walk) and a free.
+const ALLOC_NS: f64 = 4_000.0;
+const FREE_NS: f64 = 1_200.0;
+
+/// Allocation sites listed in the section.
+const MAX_ALLOC_SITES: usize = 20;
+
+/// What the allocation sites say, and do not.
+const ALLOC_NOTE: &str = "pymalloc's blocks (PyObject_Malloc, _Calloc, _Realloc until \
+    PyObject_Free) per Python line: the growth over the run. The reachability of a block does \
+    not apply here (pymalloc keeps freed blocks in its pools and arenas, which the process keeps \
+    mapped), and memory from the C allocator (PyMem_RawMalloc, extension modules) is the memory \
+    family's.";
 
 /// Most thread states read from the interpreter's list.
 const MAX_THREADS: usize = 4096;
@@ -194,10 +213,16 @@ pub(crate) struct Python {
     counts: [u64; count::SLOTS as usize],
     raises: Option<Vec<(RaiseKey, u64)>>,
     detached: bool,
+    /// pymalloc's blocks are tracked (the memory family runs too), the interpreter file whose
+    /// probes are attached, the sites read, and whether the budget took the probes down.
+    allocations: bool,
+    probed_file: Option<InterpreterFile>,
+    alloc_sites: Option<Vec<(u64, PySiteStats)>>,
+    allocs_detached: bool,
 }
 
 impl Python {
-    pub(crate) fn new(shared: SharedHandle) -> Self {
+    pub(crate) fn new(shared: SharedHandle, allocations: bool) -> Self {
         let now = Instant::now();
         Self {
             pid: 0,
@@ -219,6 +244,10 @@ impl Python {
             counts: [0; count::SLOTS as usize],
             raises: None,
             detached: false,
+            allocations,
+            probed_file: None,
+            alloc_sites: None,
+            allocs_detached: false,
         }
     }
 
@@ -269,7 +298,14 @@ impl Python {
         {
             eprintln!("profiler: python: {e:#}");
         }
+        if self.allocations
+            && !self.allocs_detached
+            && let Err(e) = self.probes.attach_allocs(ebpf, file, self.pid as u32)
+        {
+            eprintln!("profiler: python: {e:#}");
+        }
         self.prepared = Some(file.path.clone());
+        self.probed_file = Some(file.clone());
     }
 
     /// Brings `PY_THREADS` in step with the interpreter's list of thread states.
@@ -493,15 +529,125 @@ impl Python {
         });
     }
 
-    fn load(&self) -> ProbeLoad {
+    /// What the exception probes and the walks cost, and what pymalloc's probes cost.
+    fn loads(&self) -> [ProbeLoad; 2] {
         let c = &self.counts;
         let raises = c[count::RAISES as usize];
-        ProbeLoad {
-            hits: raises,
-            cost_ns: raises as f64 * RAISE_NS
-                + c[count::WALKS as usize] as f64 * WALK_NS
-                + c[count::FRAMES as usize] as f64 * FRAME_NS,
+        let (allocs, frees) = (c[count::ALLOCS as usize], c[count::FREE_CALLS as usize]);
+        [
+            ProbeLoad {
+                hits: raises,
+                cost_ns: raises as f64 * RAISE_NS
+                    + c[count::WALKS as usize] as f64 * WALK_NS
+                    + c[count::FRAMES as usize] as f64 * FRAME_NS,
+            },
+            ProbeLoad {
+                hits: allocs + frees,
+                cost_ns: allocs as f64 * ALLOC_NS + frees as f64 * FREE_NS,
+            },
+        ]
+    }
+
+    fn load(&self) -> ProbeLoad {
+        let [mut a, b] = self.loads();
+        a += b;
+        a
+    }
+
+    /// The allocation sites: blocks per Python line, most outstanding first.
+    fn alloc_section(&mut self) -> Option<AllocationStats> {
+        if !self.allocations {
+            return None;
         }
+        let raw = self.alloc_sites.take().unwrap_or_default();
+        let mut by: HashMap<(String, Option<String>, Option<u32>), (AllocSite, i64)> =
+            HashMap::new();
+        let shared = self.shared.lock().expect("python state");
+        for (stack, st) in raw {
+            let frames: Vec<_> = shared
+                .frames(stack)
+                .into_iter()
+                .filter(|f| !f.shim)
+                .map(|f| f.frame)
+                .collect();
+            let top = frames.first();
+            let id = (
+                top.map_or(NO_PYTHON_FRAME.into(), |f| f.function.clone()),
+                top.and_then(|f| f.file.clone()),
+                top.and_then(|f| f.line),
+            );
+            let (site, largest) = by.entry(id.clone()).or_insert_with(|| {
+                (
+                    AllocSite {
+                        function: id.0.clone(),
+                        file: id.1.clone(),
+                        line: id.2,
+                        ..AllocSite::default()
+                    },
+                    i64::MIN,
+                )
+            });
+            site.outstanding_bytes += st.live_bytes;
+            site.peak_bytes += st.peak_bytes;
+            site.outstanding_blocks += st.live_blocks;
+            site.allocated_bytes += st.allocated_bytes;
+            site.allocations += st.allocations;
+            if st.live_bytes > *largest {
+                *largest = st.live_bytes;
+                site.stack = frames;
+            }
+        }
+        drop(shared);
+        let mut sites: Vec<AllocSite> = by.into_values().map(|(s, _)| s).collect();
+        sites.sort_by(|a, b| {
+            b.peak_bytes
+                .cmp(&a.peak_bytes)
+                .then_with(|| b.outstanding_bytes.cmp(&a.outstanding_bytes))
+                .then_with(|| b.allocated_bytes.cmp(&a.allocated_bytes))
+        });
+        let outstanding_bytes = sites.iter().map(|s| s.outstanding_bytes).sum();
+        let dropped = sites.len().saturating_sub(MAX_ALLOC_SITES);
+        sites.truncate(MAX_ALLOC_SITES);
+        let c = &self.counts;
+        let probes = self.probed_file.as_ref().map_or(Vec::new(), |f| {
+            f.allocators
+                .iter()
+                .map(|a| &a.entry)
+                .chain(&f.free)
+                .map(probe_site)
+                .collect()
+        });
+        let (allocations, free_calls) = (c[count::ALLOCS as usize], c[count::FREE_CALLS as usize]);
+        let frees = c[count::FREES as usize];
+        // A build that inlines pymalloc: the probes see few of the calls on one side, or (in
+        // `run` mode, where every block is tracked from the start) frees of blocks they never
+        // saw allocated.
+        let (most, least) = (allocations.max(free_calls), allocations.min(free_calls));
+        let unseen = free_calls.saturating_sub(frees);
+        let lopsided = most >= 1000 && least * 4 < most;
+        let blind = self.run_mode && unseen > 1000.max(free_calls / 4);
+        let partial = (lopsided || blind).then(|| {
+            format!(
+                "the probes saw {allocations} allocations and {free_calls} frees, {unseen} of \
+                 blocks they never saw allocated: this build inlines pymalloc into its hot \
+                 paths (LTO), so they see part of both, and outstanding bytes are not the \
+                 process's"
+            )
+        });
+        Some(AllocationStats {
+            probes,
+            partial,
+            allocations,
+            frees,
+            free_calls,
+            untracked: c[count::LIVE_FULL as usize],
+            unattributed: c[count::SITE_MAP_FULL as usize],
+            outstanding_bytes,
+            sites,
+            sites_dropped: dropped,
+            detached: self.allocs_detached,
+            note: ALLOC_NOTE,
+        })
     }
 
     /// The sites: raise counts by (type, innermost frame).
@@ -590,6 +736,11 @@ impl Family for Python {
         options.map_size(maps::PY_RAISES, PY_RAISES_MAX);
         options.map_size(maps::PY_LAST_RAISE, PY_THREADS_MAX);
         options.map_size(maps::PY_CODES, PY_CODES_MAX);
+        if self.allocations {
+            options.map_size(maps::PY_ALLOC_LIVE, PY_ALLOC_LIVE_MAX);
+            options.map_size(maps::PY_ALLOC_PENDING, PY_THREADS_MAX);
+            options.map_size(maps::PY_ALLOC_SITES, PY_ALLOC_SITES_MAX);
+        }
     }
 
     fn attach(&mut self, ebpf: &mut Ebpf, ctx: &TargetContext<'_>) -> anyhow::Result<usize> {
@@ -663,20 +814,44 @@ impl Family for Python {
         if let Ok(c) = kernel::read_counts(ebpf) {
             self.counts = c;
         }
-        vec![self.load().cost_ns]
+        let [exceptions, allocations] = self.loads();
+        vec![
+            if self.detached {
+                0.0
+            } else {
+                exceptions.cost_ns
+            },
+            if self.allocs_detached {
+                0.0
+            } else {
+                allocations.cost_ns
+            },
+        ]
     }
 
-    fn unit_name(&self, _unit: usize) -> String {
-        "python exception probes".into()
+    fn unit_name(&self, unit: usize) -> String {
+        if unit == 0 {
+            "python exception probes".into()
+        } else {
+            "python allocation probes (pymalloc)".into()
+        }
     }
 
-    fn shed(&mut self, ebpf: &mut Ebpf, _unit: usize) -> anyhow::Result<()> {
+    fn shed(&mut self, ebpf: &mut Ebpf, unit: usize) -> anyhow::Result<()> {
         if let Ok(h) = kernel::read(ebpf) {
             self.counts = h.counts;
-            self.raises = Some(h.raises);
+            if unit == 0 {
+                self.raises = Some(h.raises);
+            }
         }
-        self.probes.detach();
-        self.detached = true;
+        if unit == 0 {
+            self.probes.detach();
+            self.detached = true;
+        } else {
+            self.probes.detach_allocs();
+            self.alloc_sites = kernel::read_alloc_sites(ebpf).ok();
+            self.allocs_detached = true;
+        }
         Ok(())
     }
 
@@ -690,11 +865,18 @@ impl Family for Python {
             }
             Err(e) => warnings.push(format!("python: cannot read the maps: {e:#}")),
         }
+        if self.allocations && !self.allocs_detached {
+            match kernel::read_alloc_sites(ebpf) {
+                Ok(sites) => self.alloc_sites = Some(sites),
+                Err(e) => warnings.push(format!("python: cannot read the allocation sites: {e:#}")),
+            }
+        }
         // Stacks whose event was lost: their code objects are read now, if still there.
         self.read_missing(ebpf);
     }
 
     fn detach(&mut self, _ebpf: &mut Ebpf) {
+        self.probes.detach_allocs();
         self.probes.detach();
     }
 
@@ -713,18 +895,8 @@ impl Family for Python {
             let s = self.shared.lock().expect("python state");
             (s.stacks.len(), s.codes.len())
         };
-        let probe = |p: &Option<interp::Probed>| {
-            p.as_ref().map(|p| ProbeSite {
-                function: p.name.into(),
-                instruction: p.instruction.clone(),
-                cost_class: if p.emulated {
-                    "emulated"
-                } else {
-                    "single_stepped"
-                }
-                .into(),
-            })
-        };
+        let probe = |p: &Option<interp::Probed>| p.as_ref().map(probe_site);
+        let allocations = self.alloc_section();
         report.python = Some(PythonSection {
             interpreter: self
                 .interp
@@ -761,6 +933,7 @@ impl Family for Python {
                 events_lost: c[count::EVENTS_LOST as usize],
                 detached: self.detached,
             },
+            allocations,
         });
     }
 
@@ -768,6 +941,20 @@ impl Family for Python {
         if let Some(p) = &report.python {
             summary(out, p);
         }
+    }
+}
+
+/// The report's view of a probe.
+fn probe_site(p: &interp::Probed) -> ProbeSite {
+    ProbeSite {
+        function: p.name.into(),
+        instruction: p.instruction.clone(),
+        cost_class: if p.emulated {
+            "emulated"
+        } else {
+            "single_stepped"
+        }
+        .into(),
     }
 }
 

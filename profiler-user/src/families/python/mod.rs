@@ -79,6 +79,9 @@ const MAX_THREADS: usize = 4096;
 /// from C code a thread runs without Python frames).
 const NO_PYTHON_FRAME: &str = "(no Python frame)";
 
+/// A Python line: function, file and line.
+type Line = (String, Option<String>, Option<u32>);
+
 /// Sites listed in the section.
 const MAX_SITES: usize = 50;
 
@@ -560,8 +563,7 @@ impl Python {
             return None;
         }
         let raw = self.alloc_sites.take().unwrap_or_default();
-        let mut by: HashMap<(String, Option<String>, Option<u32>), (AllocSite, i64)> =
-            HashMap::new();
+        let mut by: HashMap<Line, (AllocSite, i64)> = HashMap::new();
         let shared = self.shared.lock().expect("python state");
         for (stack, st) in raw {
             let frames: Vec<_> = shared

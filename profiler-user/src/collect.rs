@@ -115,7 +115,8 @@ pub(crate) async fn collect(
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     // The `run` command is held at its exit until the families have read what they need of
-    // its memory (see `tracee::hold`); SIGCHLD says when it stops there (or for a signal).
+    // its memory, and after each exec until they are ready for the new program (see
+    // `tracee::hold`); SIGCHLD says when it stops (or for a signal).
     let mut sigchld = signal(SignalKind::child())?;
     let mut hold = child.then(|| ExitHold::seize(pid));
     let deadline = duration.map(|d| tokio::time::Instant::from_std(start + d));
@@ -175,6 +176,15 @@ pub(crate) async fn collect(
         if child_changed && let Some(hold) = hold.as_mut() {
             match hold.poll() {
                 State::Running => {}
+                State::Executed => {
+                    // A new program, not run yet: what the families need of it is set now.
+                    maps.refresh(pid);
+                    let ctx = TickContext { pid };
+                    for family in families.iter_mut() {
+                        family.on_exec_stop(ebpf, &ctx);
+                    }
+                    hold.resume();
+                }
                 State::Exiting => {
                     // Its memory is whole until it is released: what is in the ring buffer
                     // first, then each family's last reads.

@@ -139,6 +139,11 @@ pub(crate) trait Family {
     /// (the loader mapping its libraries after an exec): keep it to a cheap check.
     fn on_fast_tick(&mut self, _ebpf: &mut Ebpf, _ctx: &TickContext) {}
 
+    /// `run`: the command has just executed a new program (a wrapper's exec of the real one),
+    /// which has not run an instruction yet: the families that probe the program's own objects
+    /// attach there (see `tracee::hold`).
+    fn on_exec_stop(&mut self, _ebpf: &mut Ebpf, _ctx: &TickContext) {}
+
     /// `run`: the command is stopped at its exit, its memory still whole (see
     /// `tracee::hold`), and the ring buffer drained: the last chance to read it.
     fn on_exit_stop(&mut self, _ebpf: &mut Ebpf, _ctx: &TickContext) {}

@@ -3,8 +3,11 @@
 //! code objects, named while alive) before it is gone.
 //!
 //! The main thread is seized (`PTRACE_SEIZE`, which stops nothing) with `PTRACE_O_TRACEEXIT`
-//! alone: it then stops once, at its exit, before its memory is released (the process's other
-//! threads exit first, untraced, when it calls `exit_group`). A signal for it stops it on the
+//! and `PTRACE_O_TRACEEXEC`: it then stops once at its exit, before its memory is released (the
+//! process's other threads exit first, untraced, when it calls `exit_group`), and at each exec
+//! it makes (a wrapper script running the real program), before the new program's first
+//! instruction, so that the families prepare for it (the python family probes an interpreter
+//! there). A signal for it stops it on the
 //! way (a signal-delivery stop), and is passed on at once; a stop signal's group stop is kept
 //! as a stop (`PTRACE_LISTEN`), as it would be untraced. Only the profiler's own child is
 //! seized, and only while the profiler runs: at the end of profiling it is detached (and were
@@ -15,6 +18,9 @@
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) enum State {
     Running,
+    /// Stopped right after an exec, before the new program runs: [`ExitHold::resume`] lets it
+    /// go on.
+    Executed,
     /// Stopped at its exit, memory intact: [`ExitHold::release`] lets it finish.
     Exiting,
     /// Exited and reaped: its wait status and CPU time (user + system), seconds.
@@ -32,6 +38,8 @@ pub(crate) struct ExitHold {
 
 /// `PTRACE_EVENT_EXIT` in a wait status (`status >> 8`).
 const EXIT_STOP: i32 = libc::SIGTRAP | (libc::PTRACE_EVENT_EXIT << 8);
+/// `PTRACE_EVENT_EXEC` in a wait status.
+const EXEC_STOP: i32 = libc::SIGTRAP | (libc::PTRACE_EVENT_EXEC << 8);
 /// `PTRACE_EVENT_STOP` (a group stop, or the stop `PTRACE_INTERRUPT` makes).
 const EVENT_STOP: i32 = libc::PTRACE_EVENT_STOP << 8;
 
@@ -44,7 +52,7 @@ impl ExitHold {
                 libc::PTRACE_SEIZE,
                 pid,
                 std::ptr::null_mut::<libc::c_void>(),
-                libc::PTRACE_O_TRACEEXIT as usize as *mut libc::c_void,
+                (libc::PTRACE_O_TRACEEXIT | libc::PTRACE_O_TRACEEXEC) as usize as *mut libc::c_void,
             )
         } == 0;
         Self {
@@ -84,6 +92,9 @@ impl ExitHold {
                 self.exiting = true;
                 return State::Exiting;
             }
+            if event == EXEC_STOP {
+                return State::Executed;
+            }
             let signal = libc::WSTOPSIG(status);
             if event & !0xff == EVENT_STOP {
                 // A group stop stays a stop; the stop of an interrupt goes on.
@@ -101,6 +112,11 @@ impl ExitHold {
                 self.request(libc::PTRACE_CONT, signal);
             }
         }
+    }
+
+    /// Lets a child stopped after an exec run its new program.
+    pub(crate) fn resume(&mut self) {
+        self.request(libc::PTRACE_CONT, 0);
     }
 
     /// Lets a child stopped at its exit finish exiting.

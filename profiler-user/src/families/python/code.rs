@@ -258,8 +258,9 @@ pub(crate) struct Resolved {
 }
 
 impl Codes {
-    /// The code objects of `frames`, read now: every header in one read, and those of objects
-    /// not known (or another object since, at a known address) whole.
+    /// The code objects of `frames`: as the kernel sent them (it sends a code object before the
+    /// first stack it is in, and again when another one is at its address), else read now from
+    /// the target (every header in one read), where the kernel's record was lost.
     pub(crate) fn resolve(
         &mut self,
         mem: &dyn Memory,
@@ -267,38 +268,32 @@ impl Codes {
         code_type: u64,
         frames: &[PyFrame],
     ) -> Vec<Resolved> {
-        let mut addrs: Vec<u64> = frames.iter().map(PyFrame::code_object).collect();
+        let mut addrs: Vec<u64> = frames
+            .iter()
+            .map(PyFrame::code_object)
+            .filter(|a| !self.known.contains_key(a))
+            .collect();
         addrs.sort_unstable();
         addrs.dedup();
         let len = header_len(layout);
         let mut headers: Vec<(u64, Vec<u8>)> = addrs.iter().map(|&a| (a, vec![0; len])).collect();
         let whole = mem.read_many(&mut headers);
         let mut strings = HashMap::new();
-        let mut codes: HashMap<u64, Option<Arc<CodeInfo>>> = HashMap::new();
         for (i, (addr, header)) in headers.iter_mut().enumerate() {
             if i >= whole && !mem.read(*addr, header) {
-                // Freed already (or the target is gone): what the kernel sent of it, if
-                // anything, is the object this stack ran.
-                codes.insert(*addr, self.known.get(addr).and_then(|(_, c)| c.clone()));
                 continue;
             }
-            let id = identity(layout, header);
-            let code = match self.known.get(addr) {
-                Some((known, code)) if *known == id => code.clone(),
-                _ => {
-                    let code =
-                        read_code_at(mem, layout, code_type, header, &mut strings).map(Arc::new);
-                    self.known.insert(*addr, (id, code.clone()));
-                    code
-                }
-            };
-            codes.insert(*addr, code);
+            let code = read_code_at(mem, layout, code_type, header, &mut strings).map(Arc::new);
+            self.known.insert(*addr, (identity(layout, header), code));
         }
         frames
             .iter()
             .map(|f| Resolved {
                 frame: *f,
-                code: codes.get(&f.code_object()).cloned().flatten(),
+                code: self
+                    .known
+                    .get(&f.code_object())
+                    .and_then(|(_, c)| c.clone()),
             })
             .collect()
     }

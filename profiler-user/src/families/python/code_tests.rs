@@ -184,37 +184,46 @@ fn frames_are_named_from_their_code_objects() {
 }
 
 #[test]
-fn a_code_object_freed_and_replaced_at_its_address_is_read_again() {
+fn a_code_object_the_kernel_sends_replaces_the_one_read_at_its_address() {
     let l = layout::builtin(12).unwrap();
     let mem = Fake::default();
     let code_type = 0x7000u64;
     let code = 0x10000u64;
-    let object = |name_at: u64, first: i32| {
-        let mut c = vec![0u8; 256];
-        c[8..16].copy_from_slice(&code_type.to_le_bytes());
-        let mut field =
-            |at: u64, v: u64| c[at as usize..at as usize + 8].copy_from_slice(&v.to_le_bytes());
-        field(l.code_qualname, name_at);
-        field(l.code_filename, 0x2000);
-        field(l.code_linetable, 0x3000);
-        c[l.code_firstlineno as usize..l.code_firstlineno as usize + 4]
-            .copy_from_slice(&first.to_le_bytes());
-        c
-    };
+    let mut c = vec![0u8; 256];
+    c[8..16].copy_from_slice(&code_type.to_le_bytes());
+    let mut field =
+        |at: u64, v: u64| c[at as usize..at as usize + 8].copy_from_slice(&v.to_le_bytes());
+    field(l.code_qualname, 0x1000);
+    field(l.code_filename, 0x2000);
+    field(l.code_linetable, 0x3000);
     mem.put(0x1000, &str_object("<module>", true));
-    mem.put(0x1800, &str_object("middle", true));
     mem.put(0x2000, &str_object("<string>", true));
     let mut table = vec![0u8; 32];
     table[16..24].copy_from_slice(&1u64.to_le_bytes());
     table.push(0x80 | (13 << 3));
     mem.put(0x3000, &table);
-    mem.put(code, &object(0x1000, 1));
-    let frames = [PyFrame { code, instr: 0 }];
+    mem.put(code, &c);
+    let frames = [PyFrame {
+        code,
+        instr: code + l.code_adaptive,
+    }];
     let mut codes = Codes::default();
     let first = codes.resolve(&mem, &l, code_type, &frames);
-    // The first object is freed and another allocated at its address.
-    mem.put(code, &object(0x1800, 30));
+    // The first object is freed, another allocated at its address: the kernel sends it before
+    // the first stack it is in (what is in the target's memory by then may be anything).
+    codes.remember(
+        code,
+        [0x1800, 0x2000, 0x3800, 30],
+        CodeInfo {
+            qualname: "middle".into(),
+            filename: "m.py".into(),
+            firstlineno: 30,
+            linetable: vec![0x80 | (13 << 3), 0],
+        },
+    );
+    mem.put(code, &[0xffu8; 256]);
     let second = codes.resolve(&mem, &l, code_type, &frames);
     assert_eq!(name(&l, &first)[0].frame.function, "<module>");
     assert_eq!(name(&l, &second)[0].frame.function, "middle");
+    assert_eq!(name(&l, &second)[0].frame.line, Some(30));
 }

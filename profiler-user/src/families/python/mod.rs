@@ -270,22 +270,60 @@ impl Python {
                 if self.prepared.as_ref() != Some(&found.file.path) {
                     self.prepare(ebpf, &found.file);
                 }
-                let mut shared = self.shared.lock().expect("python state");
-                let Shared { stacks, codes, .. } = &mut *shared;
-                for (frames, resolved) in stacks.values_mut().filter(|s| s.1.is_none()) {
-                    *resolved = Some(codes.resolve(
-                        &Process(self.pid),
-                        &found.file.layout,
-                        found.code_type,
-                        frames,
-                    ));
-                }
-                drop(shared);
-                self.interp = Some(*found);
+                self.found(*found);
                 self.unsupported = None;
                 self.sync_threads(ebpf);
             }
         }
+    }
+
+    /// Prepares for the interpreter among the objects of program `exe` (itself and the
+    /// libraries it needs), before it runs.
+    fn prepare_from(&mut self, ebpf: &mut Ebpf, exe: &std::path::Path) {
+        let pid = self.pid;
+        let objects: Vec<(PathBuf, PathBuf)> = std::iter::once(exe.to_path_buf())
+            .chain(crate::tracee::libs::needed_libraries(exe))
+            .map(|p| (p.clone(), crate::tracee::host_path(pid, &p)))
+            .collect();
+        self.prepare_among(ebpf, objects.into_iter());
+    }
+
+    /// Prepares for the first interpreter among `objects` (path, path to open).
+    fn prepare_among(
+        &mut self,
+        ebpf: &mut Ebpf,
+        objects: impl Iterator<Item = (PathBuf, PathBuf)>,
+    ) {
+        for (path, open) in objects {
+            if self.prepared.as_ref() == Some(&path) {
+                return;
+            }
+            match interp::inspect_file(&path, &open) {
+                FileFound::None => {}
+                FileFound::Unsupported(why) => self.unsupported = Some(why),
+                FileFound::Interpreter(file) => {
+                    self.prepare(ebpf, &file);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The interpreter is found in the running target: the stacks that came before are named
+    /// now.
+    fn found(&mut self, found: Interpreter) {
+        let mut shared = self.shared.lock().expect("python state");
+        let Shared { stacks, codes, .. } = &mut *shared;
+        for (frames, resolved) in stacks.values_mut().filter(|s| s.1.is_none()) {
+            *resolved = Some(codes.resolve(
+                &Process(self.pid),
+                &found.file.layout,
+                found.code_type,
+                frames,
+            ));
+        }
+        drop(shared);
+        self.interp = Some(found);
     }
 
     /// Writes the walk's layout and probes the exceptions of interpreter object `file` (which
@@ -409,7 +447,7 @@ impl Python {
             && self.prepared.is_some()
             && let Found::Interpreter(found) = interp::find(self.pid)
         {
-            self.interp = Some(*found);
+            self.found(*found);
         }
         let mut shared = self.shared.lock().expect("python state");
         let resolved = self.interp.as_ref().map(|interp| {
@@ -754,16 +792,12 @@ impl Family for Python {
             // The command's objects, before it runs: an interpreter among them is probed now,
             // so that no raise of its first milliseconds is missed (the thread list waits for
             // the interpreter to run).
-            for m in ctx.modules {
-                match interp::inspect_file(&m.path, &m.open_path) {
-                    FileFound::None => {}
-                    FileFound::Unsupported(why) => self.unsupported = Some(why),
-                    FileFound::Interpreter(file) => {
-                        self.prepare(ebpf, &file);
-                        break;
-                    }
-                }
-            }
+            self.prepare_among(
+                ebpf,
+                ctx.modules
+                    .iter()
+                    .map(|m| (m.path.clone(), m.open_path.clone())),
+            );
         } else {
             self.look(ebpf);
         }
@@ -787,6 +821,19 @@ impl Family for Python {
             self.next_look = now + LOOK_EVERY;
             self.look(ebpf);
         }
+    }
+
+    fn on_exec_stop(&mut self, ebpf: &mut Ebpf, _ctx: &TickContext) {
+        // The new program's objects, before it runs (a wrapper script's exec of python).
+        let Ok(exe) = std::fs::read_link(format!("/proc/{}/exe", self.pid)) else {
+            return;
+        };
+        self.exe = Some(exe.clone());
+        self.exec_at = Instant::now();
+        if self.interp.is_some() {
+            return;
+        }
+        self.prepare_from(ebpf, &exe);
     }
 
     fn on_exit_stop(&mut self, ebpf: &mut Ebpf, _ctx: &TickContext) {
@@ -987,12 +1034,13 @@ fn summary(out: &mut String, p: &PythonSection) {
             ""
         }
     );
-    for s in e.sites.iter().take(SUMMARY_SITES) {
-        let at = match (&s.file, s.line) {
-            (Some(f), Some(l)) => format!(" ({}:{l})", short(f)),
-            (Some(f), None) => format!(" ({})", short(f)),
-            _ => String::new(),
-        };
+    let at = |file: &Option<String>, line: Option<u32>| match (file, line) {
+        (Some(f), Some(l)) => format!(" ({}:{l})", short(f)),
+        (Some(f), None) => format!(" ({})", short(f)),
+        _ => String::new(),
+    };
+    for s in own_first(&e.sites, |s| &s.file).take(SUMMARY_SITES) {
+        let at = at(&s.file, s.line);
         let message = s.message.as_ref().map_or(String::new(), |m| {
             format!(": {}", m.chars().take(60).collect::<String>())
         });
@@ -1001,6 +1049,62 @@ fn summary(out: &mut String, p: &PythonSection) {
             "  {:>8}  {} in {}{at}{message}",
             s.raised, s.exception, s.function
         );
+    }
+    if let Some(a) = &p.allocations {
+        alloc_summary(out, a, at);
+    }
+}
+
+/// The allocation sites' lines of the summary.
+fn alloc_summary(
+    out: &mut String,
+    a: &AllocationStats,
+    at: impl Fn(&Option<String>, Option<u32>) -> String,
+) {
+    let _ = writeln!(
+        out,
+        "python allocations (pymalloc): {} blocks, {} freed{}",
+        a.allocations,
+        a.frees,
+        if a.detached {
+            " (probes detached by the overhead budget: counts stop there)"
+        } else {
+            ""
+        }
+    );
+    if let Some(p) = &a.partial {
+        let _ = writeln!(out, "  partial: {p}");
+    }
+    for s in own_first(&a.sites, |s| &s.file).take(SUMMARY_SITES) {
+        let _ = writeln!(
+            out,
+            "  {:>10} peak, {:>10} at the end  {}{}",
+            human_bytes(s.peak_bytes),
+            human_bytes(s.outstanding_bytes),
+            s.function,
+            at(&s.file, s.line)
+        );
+    }
+}
+
+/// The program's own sites before the import system's (`<frozen importlib._bootstrap>`, whose
+/// exceptions and allocations every start-up has), each in their order.
+fn own_first<T>(sites: &[T], file: impl Fn(&T) -> &Option<String>) -> impl Iterator<Item = &T> {
+    let frozen = move |s: &&T| file(s).as_deref().is_some_and(|f| f.starts_with("<frozen"));
+    let mut ordered: Vec<&T> = sites.iter().collect();
+    ordered.sort_by_key(|s| frozen(s));
+    ordered.into_iter()
+}
+
+/// Bytes in KiB or MiB.
+fn human_bytes(n: i64) -> String {
+    let v = n as f64;
+    if v.abs() >= 1024.0 * 1024.0 {
+        format!("{:.1} MiB", v / (1024.0 * 1024.0))
+    } else if v.abs() >= 1024.0 {
+        format!("{:.1} KiB", v / 1024.0)
+    } else {
+        format!("{n} B")
     }
 }
 

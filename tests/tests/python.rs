@@ -418,3 +418,52 @@ fn a_build_that_inlines_pymalloc_is_said_to_be_partial() {
         "{partial}"
     );
 }
+
+/// A failed open in a Python function: the errors family's event of the failed `openat` carries
+/// the Python stack it was made from, with the function and the line of the `open`.
+#[test]
+fn a_failed_syscall_names_the_python_line_that_made_it() {
+    require_root!();
+    let python = require_python!();
+    let dir = TempDir::new();
+    let script = dir.path().join("load.py");
+    let missing = dir.path().join("weights/model.bin");
+    // The sleep lets the profiler read the interpreter's list of threads (it reads it every
+    // 20 ms; a thread's Python frames are walked from then on).
+    std::fs::write(
+        &script,
+        format!(
+            "import time\n\
+             def load_weights(path):\n\
+             \x20   with open(path, 'rb') as f:  # OPEN\n\
+             \x20       return f.read()\n\
+             time.sleep(0.3)\n\
+             try:\n\
+             \x20   load_weights({:?})\n\
+             except FileNotFoundError:\n\
+             \x20   pass\n",
+            missing.display().to_string()
+        ),
+    )
+    .expect("the script");
+    let python = python.to_str().expect("utf-8 path");
+    let (_, report) = run_reported(
+        &dir,
+        &["--level", "basic"],
+        &[python, script.to_str().expect("utf-8 path")],
+        &[],
+    );
+    let path = missing.display().to_string();
+    let event = report
+        .at("/errors/events")
+        .as_array()
+        .expect("events")
+        .iter()
+        .find(|e| e["source"] == "syscall" && e["context"]["path"] == path.as_str())
+        .cloned()
+        .unwrap_or_else(|| panic!("no failed open of {path}: {:#}", report.at("/errors")));
+    let frames = &event["context"]["frames"];
+    assert_eq!(frames[0]["function"], "load_weights", "{event:#}");
+    assert_eq!(frames[0]["line"], 3, "{event:#}");
+    assert_eq!(frames[1]["function"], "<module>", "{event:#}");
+}

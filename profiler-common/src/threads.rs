@@ -352,6 +352,8 @@ pub struct ThreadStats {
     pub held_n: u32,
     /// The user stack taken at its last voluntary switch-out (a [`StackTrace`] key, 0: none).
     pub block_stack: u64,
+    /// The Python stack there (`crate::python`'s `PY_STACKS` key, 0: none).
+    pub block_python: u64,
     /// Total off-CPU time (blocked + runnable) so far, ns: a futex wait is the difference over
     /// the call.
     pub off_cpu_ns: u64,
@@ -412,7 +414,7 @@ pub struct BlockSite {
 
 const _: () = assert!(
     core::mem::size_of::<ThreadStats>()
-        == 8 * 33 + 4 * 8 + 4 * LOG2_BUCKETS + 16 + 32 * HELD_MAX + 32 * 2 + 8
+        == 8 * 34 + 4 * 8 + 4 * LOG2_BUCKETS + 16 + 32 * HELD_MAX + 32 * 2 + 8
 );
 
 /// A user stack (value of `USER_STACKS`, keyed by its hash, [`stack_hash`]).
@@ -453,9 +455,11 @@ pub struct BlockKey {
     pub tid: u32,
     pub reason: u32,
     pub stack: u64,
+    /// The Python stack of the block (a CPython target's thread; 0: none).
+    pub python: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<BlockKey>() == 16);
+const _: () = assert!(core::mem::size_of::<BlockKey>() == 24);
 
 /// Count and time of something that happened at one place (blocks at a stack, waits at a lock).
 #[repr(C)]

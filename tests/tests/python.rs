@@ -467,3 +467,61 @@ fn a_failed_syscall_names_the_python_line_that_made_it() {
     assert_eq!(frames[0]["line"], 3, "{event:#}");
     assert_eq!(frames[1]["function"], "<module>", "{event:#}");
 }
+
+/// A Python thread that sleeps in a Python function: with the threads family, its blocking stack
+/// holds that function at the line of the sleep, inside the native frames of the sleep.
+#[test]
+fn a_blocking_stack_names_the_python_line_that_blocked() {
+    require_root!();
+    let python = require_python!();
+    let dir = TempDir::new();
+    let script = dir.path().join("nap.py");
+    std::fs::write(
+        &script,
+        "import threading, time\n\
+         def nap():\n\
+         \x20   for _ in range(30):\n\
+         \x20       time.sleep(0.02)  # NAP\n\
+         time.sleep(0.1)\n\
+         t = threading.Thread(target=nap)\n\
+         t.start()\n\
+         t.join()\n",
+    )
+    .expect("the script");
+    let python = python.to_str().expect("utf-8 path");
+    let (_, report) = run_reported(
+        &dir,
+        &["--level", "threading"],
+        &[python, script.to_str().expect("utf-8 path")],
+        &[],
+    );
+    let threads = report.at("/threads/threads").as_array().expect("threads");
+    let stacks: Vec<&serde_json::Value> = threads
+        .iter()
+        .flat_map(|t| t["top_blocking_stacks"].as_array().into_iter().flatten())
+        .collect();
+    let nap = stacks
+        .iter()
+        .find(|b| {
+            b["stack"]
+                .as_array()
+                .is_some_and(|f| f.iter().any(|x| x["function"] == "nap"))
+        })
+        .unwrap_or_else(|| panic!("no blocking stack in nap: {:#}", report.at("/threads")));
+    assert_eq!(nap["reason"], "sleep", "{nap:#}");
+    assert!(nap["count"].as_u64() >= Some(20), "{nap:#}");
+    let frames = nap["stack"].as_array().expect("frames");
+    let at = frames
+        .iter()
+        .position(|f| f["function"] == "nap")
+        .expect("nap");
+    assert_eq!(frames[at]["line"], 4, "{nap:#}");
+    // Inside the native frames of the sleep, and above the eval loop that ran it.
+    assert!(at > 0, "{nap:#}");
+    assert!(
+        frames[at..]
+            .iter()
+            .any(|f| f["function"] == "_PyEval_EvalFrameDefault"),
+        "{nap:#}"
+    );
+}

@@ -331,6 +331,8 @@ fn switch_out(
         unsafe { core::ptr::read_volatile(regs.add(ORIG_AX).cast::<i64>()) }
     };
     st.reason = block_reason(nr, state) as u32;
+    // A Python thread's Python stack (a CPython target's; nothing where there is none).
+    st.block_python = crate::python::tracepoint_stack(tid_of(task));
     if !regs.is_null() {
         // SAFETY: fields of the `struct pt_regs` the helper returned (a BTF pointer).
         let (pc, sp, bp) = unsafe {
@@ -396,6 +398,7 @@ fn switch_in(tid: u32, now: u64, cpu: u32) {
                     tid,
                     reason: reason as u32,
                     stack: st.block_stack,
+                    python: st.block_python,
                 };
                 tally(&BLOCK_STACKS, &key, blocked);
             }

@@ -79,7 +79,7 @@ pub(crate) fn build(
                 python.clone(),
             )),
             FamilyId::Memory => Box::new(memory::Memory::new(options.leak)),
-            FamilyId::Threads => Box::new(threads::Threads::new(options.threads)),
+            FamilyId::Threads => Box::new(threads::Threads::new(options.threads, python.clone())),
             FamilyId::Cpu => Box::new(cpu::Cpu::new(options.cpu.clone(), python.clone())),
             FamilyId::Python => Box::new(python::Python::new(
                 python.clone().unwrap_or_default(),

@@ -17,6 +17,7 @@ use profiler_common::{
 use crate::{
     bpf::{self, LoadOptions},
     clock::monotonic_ns,
+    families::python::{SharedHandle, code::Named},
     family::{CHILDREN_NOT_COVERED, Family, ProbeLoad, ReportContext, TargetContext, TickContext},
     level::FamilyId,
     overhead,
@@ -80,11 +81,14 @@ pub(crate) struct Threads {
     exec_maps_seen: Option<Vec<(u64, u64)>>,
     /// Whether the family's probes were attached.
     attached: bool,
+    /// The python family's Python stacks, where it runs.
+    python: Option<SharedHandle>,
 }
 
 impl Threads {
-    pub(crate) fn new(options: Options) -> Self {
+    pub(crate) fn new(options: Options, python: Option<SharedHandle>) -> Self {
         Self {
+            python,
             options,
             locks: Err("not looked for yet".into()),
             links: None,
@@ -223,9 +227,16 @@ struct Resolver<'a> {
     data: &'a mut crate::symbols::data::DataSymbols,
     names: &'a HashMap<u32, String>,
     pid: i32,
+    python: Option<&'a SharedHandle>,
 }
 
 impl Resolve for Resolver<'_> {
+    fn python_frames(&mut self, hash: u64) -> Vec<Named> {
+        self.python
+            .map(|p| p.lock().expect("python state").frames(hash))
+            .unwrap_or_default()
+    }
+
     fn frames(&mut self, ips: &[u64]) -> Vec<Frame> {
         ips.iter()
             .enumerate()
@@ -404,6 +415,7 @@ impl Family for Threads {
             data: &mut data,
             names: &self.names,
             pid: self.pid,
+            python: self.python.as_ref(),
         };
         let start = ctx.start_ktime_ns;
         let live: Vec<LiveDeadlock> = self

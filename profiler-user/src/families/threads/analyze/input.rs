@@ -42,6 +42,10 @@ pub(crate) trait Resolve {
     fn lock_symbol(&mut self, addr: u64) -> Option<String>;
     /// Whether the thread exited while profiled.
     fn exited(&self, tid: u32) -> bool;
+    /// The frames of a Python stack (the python family's), named, innermost first.
+    fn python_frames(&mut self, _hash: u64) -> Vec<crate::families::python::code::Named> {
+        Vec::new()
+    }
 }
 
 /// The family's options, as the command line set them.
@@ -129,6 +133,22 @@ impl<'a> Ctx<'a> {
         };
         self.frames.insert(hash, frames.clone());
         frames
+    }
+
+    /// The frames of stack `hash` with the Python frames of Python stack `python` spliced in
+    /// where it passes through the interpreter's eval loop.
+    pub(crate) fn frames_with_python(&mut self, hash: u64, python: u64) -> Vec<Frame> {
+        let native = self.frames(hash);
+        if python == 0 {
+            return native;
+        }
+        let python = self.r.python_frames(python);
+        crate::families::python::splice::splice(
+            native,
+            python,
+            |f| f.function == crate::families::python::splice::EVAL_FRAME,
+            |n| n.frame,
+        )
     }
 
     /// The name of `tid`: /proc while it lives, else its recorded `comm`, else "?".

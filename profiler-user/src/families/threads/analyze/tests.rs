@@ -206,6 +206,7 @@ fn threads_by_total_time_with_their_blocking_stacks() {
     h.stacks.insert(7, vec![0x10, 0x20]);
     h.stacks.insert(8, vec![0x30]);
     let block = |tid, reason: BlockReason, stack| BlockKey {
+        python: 0,
         tid,
         reason: reason as u32,
         stack,

@@ -133,7 +133,12 @@ fn blocking_stacks(cx: &mut Ctx<'_>, tid: u32) -> Vec<BlockingStack> {
     let h = cx.h;
     let mut mine: Vec<_> = h.blocks.iter().filter(|(k, _)| k.tid == tid).collect();
     mine.sort_by(|a, b| {
-        (b.1.total_ns, a.0.reason, a.0.stack).cmp(&(a.1.total_ns, b.0.reason, b.0.stack))
+        (b.1.total_ns, a.0.reason, a.0.stack, a.0.python).cmp(&(
+            a.1.total_ns,
+            b.0.reason,
+            b.0.stack,
+            b.0.python,
+        ))
     });
     mine.truncate(cx.o.top_stacks);
     mine.into_iter()
@@ -142,7 +147,7 @@ fn blocking_stacks(cx: &mut Ctx<'_>, tid: u32) -> Vec<BlockingStack> {
             count: t.count,
             total_time: secs(t.total_ns),
             max_time: secs(t.max_ns),
-            stack: cx.frames(k.stack),
+            stack: cx.frames_with_python(k.stack, k.python),
         })
         .collect()
 }

@@ -92,6 +92,7 @@ fn thread(tid: u32, comm: &str, on: u64) -> ThreadStats {
         cpu_plus1: 0,
         held_n: 0,
         block_stack: 0,
+        block_python: 0,
         off_cpu_ns: 0,
         futex_addr: 0,
         futex_since: 0,

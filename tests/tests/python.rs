@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use profiler_tests::{
-    Report, Site, TempDir, Victim, attach, pyenv_python, require_python, require_root,
+    Outcome, Report, Site, TempDir, Victim, attach, pyenv_python, require_python, require_root,
     run_reported, skip, victims,
 };
 
@@ -74,15 +74,17 @@ fn errors_agree(report: &Report, site: &Site) {
     }
 }
 
-fn run_raise(python: &Path) -> Report {
+/// `profiler run --level LEVEL -- PYTHON SCRIPT ARGS...` to its end: what it printed, and its
+/// report.
+fn run_script(python: &Path, level: &str, script: &str, args: &[&str]) -> (Outcome, Report) {
     let dir = TempDir::new();
-    let python = python.to_str().expect("utf-8 path");
-    let (outcome, report) = run_reported(
-        &dir,
-        &["--level", "basic"],
-        &[python, victims::PY_RAISE, &RAISES.to_string()],
-        &[],
-    );
+    let mut cmd = vec![python.to_str().expect("utf-8 path"), script];
+    cmd.extend_from_slice(args);
+    run_reported(&dir, &["--level", level], &cmd, &[])
+}
+
+fn run_raise(python: &Path) -> Report {
+    let (outcome, report) = run_script(python, "basic", victims::PY_RAISE, &[&RAISES.to_string()]);
     assert_eq!(outcome.count_line("raised"), RAISES);
     report
 }
@@ -132,14 +134,7 @@ fn every_supported_version_counts_the_same() {
 fn an_unhandled_exception_is_marked_at_its_raise() {
     require_root!();
     let python = require_python!();
-    let dir = TempDir::new();
-    let python = python.to_str().expect("utf-8 path");
-    let (_, report) = run_reported(
-        &dir,
-        &["--level", "basic"],
-        &[python, victims::PY_RAISE, "--uncaught", "10"],
-        &[],
-    );
+    let (_, report) = run_script(&python, "basic", victims::PY_RAISE, &["--uncaught", "10"]);
     let py = report.python();
     assert_eq!(py.uncaught(), 1, "{}", py.context());
     let sites = py.sites_of("ValueError", "fail");
@@ -290,6 +285,19 @@ fn check_split(stdout: &str, stacks: &[(Vec<String>, u64)], report: &Report) {
     assert!(hot_row["line"].as_u64().is_some(), "{hot_row:#}");
 }
 
+/// The profiler's arguments for sampling at [`FREQUENCY`], the stacks folded into `out` (and
+/// the report written to `json`).
+fn sampling(out: &Path, json: Option<&Path>) -> Vec<String> {
+    let mut args: Vec<String> = ["--level", "profiling", "--frequency", FREQUENCY, "--output"]
+        .map(String::from)
+        .into();
+    args.push(out.display().to_string());
+    if let Some(json) = json {
+        args.extend(["--json".into(), json.display().to_string()]);
+    }
+    args
+}
+
 /// `run`: a CPU split between two Python functions at different depths, with the Python frames
 /// under the native frames that called the interpreter.
 #[test]
@@ -298,14 +306,8 @@ fn python_functions_share_the_samples_as_measured() {
     let python = require_python!();
     let dir = TempDir::new();
     let out = dir.path().join("stacks.folded");
-    let args = [
-        "--level",
-        "profiling",
-        "--frequency",
-        FREQUENCY,
-        "--output",
-        out.to_str().expect("utf-8 path"),
-    ];
+    let args = sampling(&out, None);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let python = python.to_str().expect("utf-8 path");
     let (outcome, report) = run_reported(&dir, &args, &[python, victims::PY_SPLIT, "2000"], &[]);
     check_split(&outcome.stdout, &folded(&out), &report);
@@ -325,16 +327,8 @@ fn attach_splices_python_frames_too() {
         [victims::PY_SPLIT, "--wait", "2000"],
     );
     victim.expect_line("ready");
-    let args = [
-        "--level",
-        "profiling",
-        "--frequency",
-        FREQUENCY,
-        "--output",
-        out.to_str().expect("utf-8 path"),
-        "--json",
-        json.to_str().expect("utf-8 path"),
-    ];
+    let args = sampling(&out, Some(&json));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let profiler = attach(&victim, &args);
     victim.proceed();
     let hot = victim.value_of("hot_seconds");
@@ -363,14 +357,8 @@ fn a_growing_list_is_the_top_growth_site() {
             Ok(p) => p,
             Err(why) => skip!("{why}"),
         };
-        let dir = TempDir::new();
-        let python = python.to_str().expect("utf-8 path");
-        let (outcome, report) = run_reported(
-            &dir,
-            &["--level", "memory"],
-            &[python, victims::PY_GROW, &GROWN.to_string()],
-            &[],
-        );
+        let (outcome, report) =
+            run_script(&python, "memory", victims::PY_GROW, &[&GROWN.to_string()]);
         assert_eq!(outcome.count_line("kept"), GROWN);
         let allocations = report.at("/python/allocations");
         let context = format!("{allocations:#}");
@@ -402,14 +390,7 @@ fn a_growing_list_is_the_top_growth_site() {
 fn a_build_that_inlines_pymalloc_is_said_to_be_partial() {
     require_root!();
     let python = require_python!();
-    let dir = TempDir::new();
-    let python = python.to_str().expect("utf-8 path");
-    let (_, report) = run_reported(
-        &dir,
-        &["--level", "memory"],
-        &[python, victims::PY_GROW, &GROWN.to_string()],
-        &[],
-    );
+    let (_, report) = run_script(&python, "memory", victims::PY_GROW, &[&GROWN.to_string()]);
     let partial = report.at("/python/allocations/partial");
     assert!(
         partial

@@ -29,13 +29,13 @@ use std::{
     fmt::Write as _,
     path::{Path, PathBuf},
     process::Command,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use anyhow::{Context as _, bail};
 
 use super::{
-    BASELINE, SETTLE, median, mib,
+    BASELINE, median, mib,
     proc::{self, Ended, Proc},
     tracer::{Tools, Tracer},
     workload,
@@ -380,16 +380,7 @@ fn measure(
         )?),
         Some(Sampler::Perf(hz, walk)) => Some(perf::record(env.perf, pid, hz, walk, &data)?),
     };
-    if attached.is_some() {
-        std::thread::sleep(SETTLE);
-    }
-    let cpu_of = |p: &Option<Proc>| p.as_ref().map(|p| proc::cpu_seconds(p.pid()));
-
-    let before = cpu_of(&attached).transpose()?;
-    let started = Instant::now();
-    let line = workload::go(&mut target, Duration::from_secs(600))?;
-    let span = started.elapsed().as_secs_f64();
-    let after = cpu_of(&attached).transpose()?;
+    let (line, span, during) = workload::go_sampled(&mut target, attached.as_ref())?;
     let run = Run::parse(&line)?;
     if run.units != units {
         bail!("workload made {} units, asked for {units}", run.units);
@@ -399,7 +390,6 @@ fn measure(
         other.finish(Duration::ZERO, libc::SIGKILL, Duration::from_secs(5))?;
     }
 
-    let during = after.unwrap_or(0.0) - before.unwrap_or(0.0);
     let traced = match (sampler, attached.take()) {
         (Some(Sampler::Profiler(hz) | Sampler::Elsewhere(hz)), Some(p)) => {
             let outcome = profiler(hz).finish(p, &json, &[])?;

@@ -24,7 +24,7 @@ use std::{
 use anyhow::{Context as _, bail};
 
 use super::{
-    BASELINE, SETTLE, median,
+    BASELINE, median,
     proc::{self, Proc, Stream},
     tracer::{Tools, Tracer},
     workload,
@@ -216,25 +216,14 @@ fn measure(
             Some(p)
         }
     };
-    if attached.is_some() {
-        std::thread::sleep(SETTLE);
-    }
-    let cpu_of = |p: &Option<Proc>| p.as_ref().map(|p| proc::cpu_seconds(p.pid()));
-    let before = cpu_of(&attached).transpose()?;
-    let started = Instant::now();
-    let line = workload::go(&mut target, Duration::from_secs(600))?;
-    let span = started.elapsed().as_secs_f64();
-    let after = cpu_of(&attached).transpose()?;
+    let (line, span, during) = workload::go_sampled(&mut target, attached.as_ref())?;
     let units = workload::field(&line, "calls")? as u64;
     if units != UNITS {
         bail!("workload made {units} units, asked for {UNITS}");
     }
     let cpu_ns = workload::field(&line, "cpu_ns_per_call")?;
     target.exit_cleanly()?;
-    let sampler_core = match (before, after) {
-        (Some(b), Some(a)) => Some((a - b) / span * 100.0),
-        _ => None,
-    };
+    let sampler_core = attached.is_some().then_some(during / span * 100.0);
     let mut sample = Sample {
         cpu_ns,
         sampler_core,

@@ -189,6 +189,26 @@ pub fn go(target: &mut Proc, within: Duration) -> anyhow::Result<String> {
     })
 }
 
+/// Lets a ready workload go with `sampler` attached (after [`super::SETTLE`], when there is
+/// one) and waits for its result line; returns the line, the timed span's wall seconds, and
+/// the sampler's CPU seconds over the span (0 without one).
+pub fn go_sampled(target: &mut Proc, sampler: Option<&Proc>) -> anyhow::Result<(String, f64, f64)> {
+    if sampler.is_some() {
+        std::thread::sleep(super::SETTLE);
+    }
+    let cpu = || {
+        sampler
+            .map(|p| super::proc::cpu_seconds(p.pid()))
+            .transpose()
+    };
+    let before = cpu()?;
+    let started = Instant::now();
+    let line = go(target, Duration::from_secs(600))?;
+    let span = started.elapsed().as_secs_f64();
+    let after = cpu()?;
+    Ok((line, span, after.unwrap_or(0.0) - before.unwrap_or(0.0)))
+}
+
 /// Parses the workload's `ready addr=0x...` line.
 pub fn parse_ready(line: &str) -> anyhow::Result<u64> {
     let hex = line

@@ -135,23 +135,30 @@ fn strings_are_read_ascii_or_wide() {
     assert_eq!(read_str(&mem, &l, 0x3000), None);
 }
 
+/// A code object of `l`'s layout: its type, its name at 0x1000, its file at 0x2000 and its line
+/// table at 0x3000, its first line; its code units follow (from `code_adaptive` on).
+fn code_object(l: &layout::Layout, code_type: u64, first: i32) -> Vec<u8> {
+    let mut c = vec![0u8; 256];
+    c[8..16].copy_from_slice(&code_type.to_le_bytes());
+    for (at, v) in [
+        (l.code_qualname, 0x1000u64),
+        (l.code_filename, 0x2000),
+        (l.code_linetable, 0x3000),
+    ] {
+        c[at as usize..at as usize + 8].copy_from_slice(&v.to_le_bytes());
+    }
+    c[l.code_firstlineno as usize..l.code_firstlineno as usize + 4]
+        .copy_from_slice(&first.to_le_bytes());
+    c
+}
+
 #[test]
 fn frames_are_named_from_their_code_objects() {
     let l = layout::builtin(12).unwrap();
     let mem = Fake::default();
     let code_type = 0x7000u64;
     let code = 0x10000u64;
-    // The code object: its type, fields, and code units from `code_adaptive` on.
-    let mut c = vec![0u8; 256];
-    c[8..16].copy_from_slice(&code_type.to_le_bytes());
-    let mut field =
-        |at: u64, v: u64| c[at as usize..at as usize + 8].copy_from_slice(&v.to_le_bytes());
-    field(l.code_qualname, 0x1000);
-    field(l.code_filename, 0x2000);
-    field(l.code_linetable, 0x3000);
-    c[l.code_firstlineno as usize..l.code_firstlineno as usize + 4]
-        .copy_from_slice(&10i32.to_le_bytes());
-    mem.put(code, &c);
+    mem.put(code, &code_object(&l, code_type, 10));
     mem.put(0x1000, &str_object("Model.forward", true));
     mem.put(0x2000, &str_object("model.py", true));
     // Two entries: 2 code units on line 10 (short form), 3 on line 12 (one-line form, +2).
@@ -189,13 +196,7 @@ fn a_code_object_the_kernel_sends_replaces_the_one_read_at_its_address() {
     let mem = Fake::default();
     let code_type = 0x7000u64;
     let code = 0x10000u64;
-    let mut c = vec![0u8; 256];
-    c[8..16].copy_from_slice(&code_type.to_le_bytes());
-    let mut field =
-        |at: u64, v: u64| c[at as usize..at as usize + 8].copy_from_slice(&v.to_le_bytes());
-    field(l.code_qualname, 0x1000);
-    field(l.code_filename, 0x2000);
-    field(l.code_linetable, 0x3000);
+    let c = code_object(&l, code_type, 0);
     mem.put(0x1000, &str_object("<module>", true));
     mem.put(0x2000, &str_object("<string>", true));
     let mut table = vec![0u8; 32];

@@ -21,6 +21,9 @@ use profiler_common::python::{
 use super::interp::InterpreterFile;
 use crate::bpf;
 
+/// A probe to attach: its program, its file offset, its cookie, and the function it is in.
+type Point = (&'static str, u64, u64, &'static str);
+
 /// The exception probes (once an interpreter is known). Two probes: aya's own uprobe links (a
 /// perf event each) suffice, and its loader gives the kernel the BTF that the walk's `bpf_loop`
 /// callback needs.
@@ -54,19 +57,14 @@ impl Probes {
     }
 
     /// Probes the interpreter's `_PyErr_SetObject`, `PyErr_Display` and `_PyErr_Display` in
-    /// process `pid`;
-    /// returns how many probes it attached.
+    /// process `pid`; returns how many probes it attached.
     pub(crate) fn attach(
         &mut self,
         ebpf: &mut Ebpf,
         interp: &InterpreterFile,
         pid: u32,
     ) -> anyhow::Result<usize> {
-        if !self.loaded {
-            return Ok(0);
-        }
-        let scope = UProbeScope::OneProcess(NonZeroU32::new(pid).context("pid 0")?);
-        for (name, probed, cookie) in [
+        let points: Vec<Point> = [
             (programs::RAISE, &interp.raise, 0),
             (programs::UNCAUGHT, &interp.display, display::PUBLIC),
             (
@@ -74,18 +72,14 @@ impl Probes {
                 &interp.display_internal,
                 display::INTERNAL,
             ),
-        ] {
-            let Some(p) = probed else { continue };
-            let program: &mut UProbe = bpf::program(ebpf, name)?;
-            let point = UProbeAttachPoint {
-                location: UProbeAttachLocation::AbsoluteOffset(p.file_offset),
-                cookie: Some(cookie),
-            };
-            let id = program
-                .attach(point, &interp.open_path, scope)
-                .with_context(|| format!("cannot probe {} in {}", p.name, interp.path.display()))?;
-            self.links.push(program.take_link(id)?);
-        }
+        ]
+        .into_iter()
+        .filter_map(|(program, p, cookie)| {
+            p.as_ref().map(|p| (program, p.file_offset, cookie, p.name))
+        })
+        .collect();
+        let links = self.attach_points(ebpf, interp, pid, &points)?;
+        self.links.extend(links);
         Ok(self.links.len())
     }
 
@@ -97,11 +91,7 @@ impl Probes {
         interp: &InterpreterFile,
         pid: u32,
     ) -> anyhow::Result<usize> {
-        if !self.loaded {
-            return Ok(0);
-        }
-        let scope = UProbeScope::OneProcess(NonZeroU32::new(pid).context("pid 0")?);
-        let mut points: Vec<(&str, u64, u64, &str)> = Vec::new();
+        let mut points: Vec<Point> = Vec::new();
         // The free first, then the return probes (a return whose entry went unseen records
         // nothing), then the entries; taken down the other way round.
         if let Some(f) = &interp.free {
@@ -113,7 +103,26 @@ impl Probes {
         for a in &interp.allocators {
             points.push((programs::ALLOC, a.entry.file_offset, a.cookie, a.entry.name));
         }
-        for (program, offset, cookie, function) in points {
+        let links = self.attach_points(ebpf, interp, pid, &points)?;
+        self.alloc_links.extend(links);
+        Ok(self.alloc_links.len())
+    }
+
+    /// Attaches each (program, file offset, cookie, function) of `points` in the interpreter's
+    /// file, for process `pid` only.
+    fn attach_points(
+        &self,
+        ebpf: &mut Ebpf,
+        interp: &InterpreterFile,
+        pid: u32,
+        points: &[Point],
+    ) -> anyhow::Result<Vec<UProbeLink>> {
+        if !self.loaded {
+            return Ok(Vec::new());
+        }
+        let scope = UProbeScope::OneProcess(NonZeroU32::new(pid).context("pid 0")?);
+        let mut links = Vec::with_capacity(points.len());
+        for &(program, offset, cookie, function) in points {
             let program: &mut UProbe = bpf::program(ebpf, program)?;
             let point = UProbeAttachPoint {
                 location: UProbeAttachLocation::AbsoluteOffset(offset),
@@ -122,9 +131,9 @@ impl Probes {
             let id = program
                 .attach(point, &interp.open_path, scope)
                 .with_context(|| format!("cannot probe {function} in {}", interp.path.display()))?;
-            self.alloc_links.push(program.take_link(id)?);
+            links.push(program.take_link(id)?);
         }
-        Ok(self.alloc_links.len())
+        Ok(links)
     }
 
     pub(crate) fn attached(&self) -> usize {

@@ -10,12 +10,29 @@ use profiler_common::python::{RaiseKey, count};
 
 use super::{
     ALLOC_NOTE, ErrorsFeed, Line, MAX_ALLOC_SITES, NO_PYTHON_FRAME, Python, PythonRaise, Record,
-    interp,
+    Shared, interp,
 };
 use crate::report::{
-    errors,
+    Frame, errors,
     python::{AllocSite, AllocationStats, ProbeSite, PythonSection, RaiseSite},
 };
+
+/// The frames of Python stack `stack` (shims left out), and its innermost line: the site.
+fn line_of(shared: &Shared, stack: u64) -> (Vec<Frame>, Line) {
+    let frames: Vec<Frame> = shared
+        .frames(stack)
+        .into_iter()
+        .filter(|f| !f.shim)
+        .map(|f| f.frame)
+        .collect();
+    let top = frames.first();
+    let line = (
+        top.map_or(NO_PYTHON_FRAME.into(), |f| f.function.clone()),
+        top.and_then(|f| f.file.clone()),
+        top.and_then(|f| f.line),
+    );
+    (frames, line)
+}
 
 /// The raises, each unhandled report folded into the raise it reports (the thread's last of
 /// that key before it), which then reads unhandled; a report whose raise is not kept stays.
@@ -94,18 +111,7 @@ impl Python {
         let mut by: HashMap<Line, (AllocSite, i64)> = HashMap::new();
         let shared = self.shared.lock().expect("python state");
         for (stack, st) in raw {
-            let frames: Vec<_> = shared
-                .frames(stack)
-                .into_iter()
-                .filter(|f| !f.shim)
-                .map(|f| f.frame)
-                .collect();
-            let top = frames.first();
-            let id = (
-                top.map_or(NO_PYTHON_FRAME.into(), |f| f.function.clone()),
-                top.and_then(|f| f.file.clone()),
-                top.and_then(|f| f.line),
-            );
+            let (frames, id) = line_of(&shared, stack);
             let (site, largest) = by.entry(id.clone()).or_insert_with(|| {
                 (
                     AllocSite {
@@ -188,22 +194,8 @@ impl Python {
         keys.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.stack.cmp(&b.0.stack)));
         for &(key, n) in keys {
             let exception = self.type_name(key.exc_type);
-            let frames: Vec<_> = self
-                .shared
-                .lock()
-                .expect("python state")
-                .frames(key.stack)
-                .into_iter()
-                .filter(|f| !f.shim)
-                .map(|f| f.frame)
-                .collect();
-            let top = frames.first();
-            let id = (
-                exception.clone(),
-                top.map_or(NO_PYTHON_FRAME.into(), |f| f.function.clone()),
-                top.and_then(|f| f.file.clone()),
-                top.and_then(|f| f.line),
-            );
+            let (frames, line) = line_of(&self.shared.lock().expect("python state"), key.stack);
+            let id = (exception.clone(), line.0, line.1, line.2);
             let detail = self.details.get(&key);
             let site = by.entry(id.clone()).or_insert_with(|| RaiseSite {
                 exception,

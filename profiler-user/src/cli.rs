@@ -28,6 +28,11 @@ pub(crate) enum Command {
     /// for SIGSEGV). When profiling ends first (`--duration`, Ctrl-C) it exits 0; after
     /// `--duration` the command runs on. When the profiler itself fails it exits 1 with an `error:` line, whatever the
     /// command did.
+    ///
+    /// While profiled, the command's main thread is traced (ptrace), to stop it after each exec
+    /// it makes (so that a wrapper's real program is probed before it runs) and at its exit
+    /// (for the last reads of its memory); its signals pass on at once. Another tracer cannot
+    /// attach to that thread meanwhile.
     Run(RunArgs),
     /// Start the bundled demo workload, profile it, print a summary and write a JSON report.
     Demo(DemoArgs),

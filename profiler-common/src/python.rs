@@ -38,9 +38,19 @@ pub const PY_ALLOC_SITES_MAX: u32 = 1 << 16;
 /// An offset the interpreter's layout does not have.
 pub const NONE: u32 = u32::MAX;
 
-/// Bytes of a frame the walk reads at once (`sizeof(_PyInterpreterFrame)` in 3.11 to 3.13):
-/// every field it takes lies in them (the user side checks a layout's offsets against it).
-pub const FRAME_READ: usize = 80;
+/// Bytes of a frame the walk reads at once: every field it takes lies in them (3.10's
+/// `PyFrameObject.f_lasti` at 96 is the farthest; a 3.11+ `_PyInterpreterFrame` is 80 bytes, and
+/// its locals follow it). The user side checks a layout's offsets against it.
+pub const FRAME_READ: usize = 112;
+
+/// How `PY_THREADS` is keyed ([`PyConfig::thread_key`]).
+pub mod thread_key {
+    /// By thread id (`PyThreadState.native_thread_id`, 3.11+).
+    pub const TID: u32 = 0;
+    /// By the thread's `pthread_t`, which is its `fs` base (`PyThreadState.thread_id`, 3.10,
+    /// which keeps no thread id): the kernel reads the current task's `thread.fsbase`.
+    pub const FSBASE: u32 = 1;
+}
 
 /// How the interpreter lays its frames out ([`PyConfig::layout`]).
 pub mod layout {
@@ -103,10 +113,18 @@ pub struct PyConfig {
     pub code_filename: u32,
     pub code_linetable: u32,
     pub code_firstlineno: u32,
-    pub _pad: u32,
+    /// [`thread_key`].
+    pub thread_key: u32,
 }
 
 const _: () = assert!(core::mem::size_of::<PyConfig>() == 80);
+
+/// Globals of the kernel programs, set by the loader.
+pub mod globals {
+    /// The offset of `thread.fsbase` in the kernel's `task_struct` (from its BTF; `u32::MAX`:
+    /// unknown, and 3.10's threads are not found).
+    pub const FSBASE_OFFSET: &str = "PY_FSBASE_OFFSET";
+}
 
 /// `tp_flags` bits that say what an object is (the interpreter's own fast checks:
 /// `PyTuple_Check`, `PyUnicode_Check`, `PyExceptionInstance_Check`), the same in every version:
@@ -334,7 +352,7 @@ pub mod count {
 pub mod maps {
     /// [`super::PyConfig`] at index 0.
     pub const PY_CONFIG: &str = "PY_CONFIG";
-    /// `PyThreadState` address by thread id.
+    /// `PyThreadState` address by thread id (or `pthread_t`, see [`super::thread_key`]).
     pub const PY_THREADS: &str = "PY_THREADS";
     /// [`super::PyStack`] by hash.
     pub const PY_STACKS: &str = "PY_STACKS";

@@ -13,7 +13,7 @@ use profiler_common::python::{
 };
 
 use super::{
-    PY_ALLOC_LIVE, PY_ALLOC_PENDING, PY_ALLOC_SITES, PY_THREADS, add, enabled, python_stack,
+    PY_ALLOC_LIVE, PY_ALLOC_PENDING, PY_ALLOC_SITES, add, enabled, python_stack, thread_state,
 };
 use crate::common::{current_ids, fetch_add, stopped, target_tgid};
 
@@ -71,10 +71,9 @@ pub fn py_alloc_return(ctx: RetProbeContext) -> u32 {
         return 0;
     }
     add(count::ALLOCS, 1);
-    // SAFETY: a plain value, copied out.
-    let stack = match unsafe { PY_THREADS.get(tid) }.copied() {
-        Some(tstate) if tstate != 0 => python_stack(tstate, SCRATCH_SAMPLE, ALLOC_STACK_DEPTH),
-        _ => 0,
+    let stack = match thread_state(tid) {
+        Some(tstate) => python_stack(tstate, SCRATCH_SAMPLE, ALLOC_STACK_DEPTH),
+        None => 0,
     };
     let tracked = PY_ALLOC_LIVE
         .insert(

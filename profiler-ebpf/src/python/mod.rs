@@ -11,7 +11,7 @@
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
     helpers::{
-        bpf_probe_read_user,
+        bpf_get_current_task, bpf_probe_read_kernel, bpf_probe_read_user,
         generated::{
             bpf_loop, bpf_probe_read_kernel as read_kernel_raw,
             bpf_probe_read_user as read_user_raw,
@@ -25,7 +25,7 @@ use profiler_common::{
     python::{
         FRAME_READ, LastRaise, NONE, PY_STACK_DEPTH, PyBlock, PyConfig, PyFrame, PyPending,
         PySiteStats, PyStack, PyStackEvent, RaiseKey, SCRATCH_SAMPLE, SCRATCH_TRACEPOINT, count,
-        frame_flag,
+        frame_flag, layout, thread_key,
     },
     threads::{STACK_HASH_SEED, stack_hash_step},
 };
@@ -39,7 +39,11 @@ static PY_CONFIG: Array<PyConfig> = Array::with_max_entries(1, 0);
 // then, so that a session without the family costs nothing.
 
 #[map]
-static PY_THREADS: HashMap<u32, u64> = HashMap::with_max_entries(1, 0);
+static PY_THREADS: HashMap<u64, u64> = HashMap::with_max_entries(1, 0);
+
+/// The offset of `thread.fsbase` in `task_struct` (see `profiler_common::python::globals`).
+#[unsafe(no_mangle)]
+static PY_FSBASE_OFFSET: u32 = u32::MAX;
 
 // Least recently used first out: each stack (and code object) goes to the user side when it is
 // stored, so these only spare it sending one twice; a full map drops an old one, never a new one.
@@ -126,14 +130,38 @@ pub fn sample_stack(tid: u32) -> u64 {
     if !enabled() {
         return 0;
     }
-    // SAFETY: a plain value, copied out.
-    match unsafe { PY_THREADS.get(tid) }.copied() {
-        Some(tstate) if tstate != 0 => python_stack(tstate, SCRATCH_SAMPLE, PY_STACK_DEPTH),
-        _ => {
+    match thread_state(tid) {
+        Some(tstate) => python_stack(tstate, SCRATCH_SAMPLE, PY_STACK_DEPTH),
+        None => {
             add(count::NO_THREAD_STATE, 1);
             0
         }
     }
+}
+
+/// The `PyThreadState` of the current thread (`tid`), where the user side listed it: by its
+/// thread id, or (3.10) by its `pthread_t`, the current task's `fs` base.
+#[inline(always)]
+fn thread_state(tid: u32) -> Option<u64> {
+    let by_fsbase = PY_CONFIG
+        .get(0)
+        .is_some_and(|c| c.thread_key == thread_key::FSBASE);
+    let key = if by_fsbase {
+        // SAFETY: a read of a global the loader initialised; volatile so the compiler does not
+        // fold the initial value in.
+        let offset = unsafe { core::ptr::read_volatile(&PY_FSBASE_OFFSET) };
+        if offset == u32::MAX {
+            return None;
+        }
+        // SAFETY: the helper takes no arguments and returns the current task.
+        let task = unsafe { bpf_get_current_task() };
+        // SAFETY: a field of the current task, read through the checked helper.
+        unsafe { bpf_probe_read_kernel((task + u64::from(offset)) as *const u64) }.ok()?
+    } else {
+        u64::from(tid)
+    };
+    // SAFETY: a plain value, copied out.
+    unsafe { PY_THREADS.get(key) }.copied().filter(|t| *t != 0)
 }
 
 /// The Python stack of thread `tid` for a tracepoint program (a failed syscall, a signal): its
@@ -143,10 +171,9 @@ pub fn tracepoint_stack(tid: u32) -> u64 {
     if !enabled() {
         return 0;
     }
-    // SAFETY: a plain value, copied out.
-    match unsafe { PY_THREADS.get(tid) }.copied() {
-        Some(tstate) if tstate != 0 => python_stack(tstate, SCRATCH_TRACEPOINT, PY_STACK_DEPTH),
-        _ => 0,
+    match thread_state(tid) {
+        Some(tstate) => python_stack(tstate, SCRATCH_TRACEPOINT, PY_STACK_DEPTH),
+        None => 0,
     }
 }
 
@@ -338,7 +365,10 @@ extern "C" fn step(_index: u64, ctx: *mut core::ffi::c_void) -> i64 {
     let instr = word(bytes, c.frame_instr);
     let previous = word(bytes, c.frame_previous);
     let mut flags = 0;
-    if c.frame_entry != NONE && byte(bytes, c.frame_entry) != 0 {
+    // 3.10: every frame is evaluated by a call of its own.
+    if c.layout == layout::FRAME_OBJECT
+        || (c.frame_entry != NONE && byte(bytes, c.frame_entry) != 0)
+    {
         flags |= frame_flag::ENTRY;
     }
     if c.frame_owner != NONE && u32::from(byte(bytes, c.frame_owner)) == c.owner_cstack {

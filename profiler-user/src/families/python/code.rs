@@ -199,6 +199,31 @@ pub(crate) fn line_of(table: &[u8], firstlineno: i32, lasti: i64) -> Option<u32>
     None
 }
 
+/// The line of code unit `lasti` from a 3.10 line table (`co_linetable`, `Objects/lnotab_notes.txt`
+/// of CPython 3.10): pairs of (bytes of code, signed line delta), a delta of -128 for "no line".
+pub(crate) fn line_of_310(table: &[u8], firstlineno: i32, lasti: i64) -> Option<u32> {
+    if lasti < 0 {
+        return None;
+    }
+    let target = 2 * lasti;
+    let (mut line, mut start) = (i64::from(firstlineno), 0i64);
+    for pair in table.chunks_exact(2) {
+        let end = start + i64::from(pair[0]);
+        let delta = pair[1] as i8;
+        let this = if delta == -128 {
+            None
+        } else {
+            line += i64::from(delta);
+            Some(line)
+        };
+        if (start..end).contains(&target) {
+            return this.and_then(|l| u32::try_from(l).ok());
+        }
+        start = end;
+    }
+    None
+}
+
 /// A varint of the location table: 6 bits a byte, low first, bit 6 set while more follow.
 fn varint(table: &[u8], i: &mut usize) -> u64 {
     let mut value = 0u64;
@@ -317,7 +342,8 @@ pub(crate) fn name(layout: &Layout, frames: &[Resolved]) -> Vec<Named> {
             let f = &r.frame;
             let code = f.code_object();
             let flags = f.flags();
-            let lasti = if layout.frame_kind == profiler_common::python::layout::FRAME_OBJECT {
+            let legacy = layout.frame_kind == profiler_common::python::layout::FRAME_OBJECT;
+            let lasti = if legacy {
                 i64::from(f.instr as u32 as i32)
             } else {
                 (f.instr as i64 - (code + layout.code_adaptive) as i64) / 2
@@ -328,7 +354,11 @@ pub(crate) fn name(layout: &Layout, frames: &[Resolved]) -> Vec<Named> {
                     module: c.filename.clone(),
                     offset: PYTHON_OFFSET.into(),
                     file: Some(c.filename.clone()),
-                    line: line_of(&c.linetable, c.firstlineno, lasti),
+                    line: if legacy {
+                        line_of_310(&c.linetable, c.firstlineno, lasti)
+                    } else {
+                        line_of(&c.linetable, c.firstlineno, lasti)
+                    },
                 },
                 None => Frame {
                     function: "??".into(),

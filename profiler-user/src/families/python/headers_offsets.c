@@ -9,7 +9,7 @@ int main(void) {
   printf("runtime_interpreters_head %zu\n", offsetof(_PyRuntimeState, interpreters.head));
   printf("interp_threads_head %zu\n", offsetof(PyInterpreterState, threads.head));
   printf("tstate_next %zu\n", offsetof(PyThreadState, next));
-  printf("tstate_native_thread_id %zu\n", offsetof(PyThreadState, native_thread_id));
+  printf("tstate_key %zu\n", offsetof(PyThreadState, native_thread_id));
   printf("tstate_frame %zu\n", offsetof(PyThreadState, cframe));
   printf("cframe_frame %zu\n", offsetof(_PyCFrame, current_frame));
   printf("frame_code %zu\n", offsetof(_PyInterpreterFrame, f_code));

@@ -296,13 +296,14 @@ fn minor_from_name(path: &str) -> Option<u8> {
     digits.parse().ok()
 }
 
-/// The thread states of the interpreter's main interpreter: (thread id, `PyThreadState`
-/// address), from its list (at most `limit` of them).
+/// The thread states of the interpreter's main interpreter: (the key the kernel finds it by,
+/// its thread id or its `pthread_t`; `PyThreadState` address), from its list (at most `limit`
+/// of them).
 pub(crate) fn thread_states(
     mem: &dyn Memory,
     interp: &Interpreter,
     limit: usize,
-) -> Vec<(u32, u64)> {
+) -> Vec<(u64, u64)> {
     let l = &interp.file.layout;
     let Some(head) = mem.u64_at(interp.runtime + l.runtime_interpreters_head) else {
         return Vec::new();
@@ -313,11 +314,11 @@ pub(crate) fn thread_states(
     let mut out = Vec::new();
     let mut t = mem.u64_at(head + l.interp_threads_head).unwrap_or(0);
     while t != 0 && out.len() < limit {
-        let Some(tid) = mem.u64_at(t + l.tstate_native_thread_id) else {
+        let Some(key) = mem.u64_at(t + l.tstate_key) else {
             break;
         };
-        if tid != 0 && tid <= u64::from(u32::MAX) {
-            out.push((tid as u32, t));
+        if key != 0 {
+            out.push((key, t));
         }
         t = mem.u64_at(t + l.tstate_next).unwrap_or(0);
     }

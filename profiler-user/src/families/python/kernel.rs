@@ -161,13 +161,13 @@ pub(crate) fn write_config(ebpf: &mut Ebpf, config: PyConfig) -> anyhow::Result<
     Ok(())
 }
 
-/// Makes `PY_THREADS` hold `now` (thread id -> thread state), given that it holds `before`.
+/// Makes `PY_THREADS` hold `now` (thread key -> thread state), given that it holds `before`.
 pub(crate) fn sync_threads(
     ebpf: &mut Ebpf,
-    before: &HashMap<u32, u64>,
-    now: &HashMap<u32, u64>,
+    before: &HashMap<u64, u64>,
+    now: &HashMap<u64, u64>,
 ) -> anyhow::Result<()> {
-    let mut map: BpfHashMap<_, u32, u64> =
+    let mut map: BpfHashMap<_, u64, u64> =
         BpfHashMap::try_from(bpf::map_mut(ebpf, maps::PY_THREADS)?)?;
     for (tid, tstate) in now {
         if before.get(tid) != Some(tstate) {

@@ -2,11 +2,11 @@
 //! states', the frames' and the code objects' fields, per version.
 //!
 //! 3.13 and later describe themselves: `_PyRuntime` begins with `_Py_DebugOffsets` (cookie
-//! `xdebugpy`), read from the target. 3.11 and 3.12 do not, and their offsets come from the
+//! `xdebugpy`), read from the target. 3.10 to 3.12 do not, and their offsets come from the
 //! built-in table below, checked against the installed interpreters' own headers by the tests
 //! (`python_layouts_match_the_headers`).
 
-use profiler_common::python::{FRAME_READ, NONE, PyConfig, layout};
+use profiler_common::python::{FRAME_READ, NONE, PyConfig, layout, thread_key};
 
 /// The offsets of one interpreter version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,9 +19,12 @@ pub(crate) struct Layout {
     pub runtime_interpreters_head: u64,
     /// In `PyInterpreterState`: `threads.head`.
     pub interp_threads_head: u64,
-    /// In `PyThreadState`: `next` and `native_thread_id`.
+    /// In `PyThreadState`: `next`, and the field the kernel finds a thread's state by
+    /// (`native_thread_id`, 3.11+; `thread_id`, its `pthread_t`, 3.10), and which it is
+    /// (`profiler_common::python::thread_key`).
     pub tstate_next: u64,
-    pub tstate_native_thread_id: u64,
+    pub tstate_key: u64,
+    pub thread_key: u32,
     /// What the kernel's walk reads (see [`PyConfig`]).
     pub frame_kind: u32,
     pub tstate_frame: u32,
@@ -45,7 +48,7 @@ pub(crate) struct Layout {
 }
 
 /// The versions this build walks.
-pub(crate) const SUPPORTED: &str = "3.11, 3.12 and 3.13";
+pub(crate) const SUPPORTED: &str = "3.10, 3.11, 3.12 and 3.13";
 
 /// `_PyInterpreterFrame.owner` of a frame the C stack owns (3.12, 3.13).
 const FRAME_OWNED_BY_CSTACK: u32 = 3;
@@ -58,7 +61,8 @@ pub(crate) fn builtin(minor: u8) -> Option<Layout> {
         runtime_interpreters_head: 40,
         interp_threads_head: 0,
         tstate_next: 8,
-        tstate_native_thread_id: 0,
+        tstate_key: 0,
+        thread_key: thread_key::TID,
         frame_kind: layout::INTERPRETER_FRAME,
         tstate_frame: 56,
         cframe_frame: 0,
@@ -78,9 +82,28 @@ pub(crate) fn builtin(minor: u8) -> Option<Layout> {
         compact_data: 72,
     };
     match minor {
+        10 => Some(Layout {
+            runtime_interpreters_head: 32,
+            interp_threads_head: 8,
+            tstate_key: 176,
+            thread_key: thread_key::FSBASE,
+            frame_kind: layout::FRAME_OBJECT,
+            tstate_frame: 24,
+            cframe_frame: NONE,
+            frame_code: 32,
+            frame_previous: 24,
+            frame_instr: 96,
+            code_filename: 104,
+            code_name: 112,
+            // 3.10 has no qualified name: the name.
+            code_qualname: 112,
+            code_firstlineno: 40,
+            code_linetable: 120,
+            ..common
+        }),
         11 => Some(Layout {
             interp_threads_head: 16,
-            tstate_native_thread_id: 160,
+            tstate_key: 160,
             cframe_frame: 8,
             frame_code: 32,
             frame_previous: 48,
@@ -92,7 +115,7 @@ pub(crate) fn builtin(minor: u8) -> Option<Layout> {
         }),
         12 => Some(Layout {
             interp_threads_head: 72,
-            tstate_native_thread_id: 144,
+            tstate_key: 144,
             cframe_frame: 0,
             frame_owner: 70,
             owner_cstack: FRAME_OWNED_BY_CSTACK,
@@ -142,7 +165,8 @@ pub(crate) fn from_debug_offsets(bytes: &[u8]) -> Option<Layout> {
         runtime_interpreters_head: at(40),
         interp_threads_head: at(72),
         tstate_next: at(168),
-        tstate_native_thread_id: at(200),
+        tstate_key: at(200),
+        thread_key: thread_key::TID,
         frame_kind: layout::INTERPRETER_FRAME,
         tstate_frame: small(184)?,
         cframe_frame: NONE,
@@ -187,7 +211,7 @@ impl Layout {
             code_filename: self.code_filename as u32,
             code_linetable: self.code_linetable as u32,
             code_firstlineno: self.code_firstlineno as u32,
-            _pad: 0,
+            thread_key: self.thread_key,
         }
     }
 }

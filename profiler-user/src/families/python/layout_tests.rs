@@ -4,7 +4,7 @@ use super::*;
 
 /// The offsets the interpreter's own headers give, printed by a C program compiled against them
 /// (`headers_offsets.c`).
-fn from_headers(include: &std::path::Path, tag: usize) -> Vec<(String, u64)> {
+fn from_headers(include: &std::path::Path, tag: usize, minor: u8) -> Vec<(String, u64)> {
     let dir = std::env::temp_dir().join(format!(
         "profiler-python-offsets-{}-{tag}",
         std::process::id()
@@ -12,7 +12,12 @@ fn from_headers(include: &std::path::Path, tag: usize) -> Vec<(String, u64)> {
     std::fs::create_dir_all(&dir).unwrap();
     let exe = dir.join("offsets");
     let source = dir.join("offsets.c");
-    std::fs::write(&source, include_str!("headers_offsets.c")).unwrap();
+    let program = if minor == 10 {
+        include_str!("headers_offsets_310.c")
+    } else {
+        include_str!("headers_offsets.c")
+    };
+    std::fs::write(&source, program).unwrap();
     let built = Command::new("cc")
         .arg("-I")
         .arg(include)
@@ -40,17 +45,17 @@ fn from_headers(include: &std::path::Path, tag: usize) -> Vec<(String, u64)> {
 }
 
 /// The header folders of the installed interpreters: Debian's python3.11-dev, and the image's
-/// own builds of 3.11 and 3.12.
+/// own builds of 3.10, 3.11 and 3.12.
 fn installed_headers() -> Vec<(u8, PathBuf)> {
     let mut out = vec![(11, PathBuf::from("/usr/include/python3.11"))];
-    for minor in [11u8, 12] {
+    for minor in [10u8, 11, 12] {
         let dir = crate::families::python::testing::interpreter_dir(minor)
             .unwrap_or_else(|| panic!("no Python 3.{minor} installed (see tests/README)"));
         out.push((minor, dir.join(format!("include/python3.{minor}"))));
     }
     for (_, dir) in &out {
         assert!(
-            dir.join("internal/pycore_frame.h").exists(),
+            dir.join("internal/pycore_runtime.h").exists(),
             "{} has no internal headers (python3.11-dev)",
             dir.display()
         );
@@ -62,12 +67,12 @@ fn installed_headers() -> Vec<(u8, PathBuf)> {
 fn python_layouts_match_the_headers() {
     for (tag, (minor, include)) in installed_headers().into_iter().enumerate() {
         let layout = builtin(minor).unwrap();
-        for (field, value) in from_headers(&include, tag) {
+        for (field, value) in from_headers(&include, tag, minor) {
             let ours = match field.as_str() {
                 "runtime_interpreters_head" => layout.runtime_interpreters_head,
                 "interp_threads_head" => layout.interp_threads_head,
                 "tstate_next" => layout.tstate_next,
-                "tstate_native_thread_id" => layout.tstate_native_thread_id,
+                "tstate_key" => layout.tstate_key,
                 "tstate_frame" => layout.tstate_frame.into(),
                 "cframe_frame" => layout.cframe_frame.into(),
                 "frame_code" => layout.frame_code.into(),
@@ -96,7 +101,7 @@ fn python_layouts_match_the_headers() {
 
 #[test]
 fn unknown_versions_have_no_builtin_layout() {
-    assert!(builtin(10).is_none());
+    assert!(builtin(9).is_none());
     assert!(builtin(13).is_none());
 }
 

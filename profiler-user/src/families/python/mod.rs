@@ -31,7 +31,7 @@ use profiler_common::{
     python::{
         NOT_COPIED, PY_ALLOC_LIVE_MAX, PY_ALLOC_SITES_MAX, PY_CODES_MAX, PY_RAISES_MAX,
         PY_STACKS_MAX, PY_THREADS_MAX, PyCodeEvent, PyFrame, PySiteStats, PyStackEvent, RaiseEvent,
-        RaiseKey, count, maps,
+        RaiseKey, count, globals, maps,
     },
 };
 
@@ -181,8 +181,8 @@ pub(crate) struct Python {
     prepared: Option<PathBuf>,
     unsupported: Option<String>,
     /// `PY_THREADS` as last written, and every thread seen.
-    threads: HashMap<u32, u64>,
-    seen: HashSet<u32>,
+    threads: HashMap<u64, u64>,
+    seen: HashSet<u64>,
     /// The executable, when it last changed, and when the target is next looked at.
     exe: Option<PathBuf>,
     exec_at: Instant,
@@ -330,7 +330,7 @@ impl Python {
     /// Brings `PY_THREADS` in step with the interpreter's list of thread states.
     fn sync_threads(&mut self, ebpf: &mut Ebpf) {
         let Some(interp) = &self.interp else { return };
-        let now: HashMap<u32, u64> = interp::thread_states(&Process(self.pid), interp, MAX_THREADS)
+        let now: HashMap<u64, u64> = interp::thread_states(&Process(self.pid), interp, MAX_THREADS)
             .into_iter()
             .collect();
         if now == self.threads {
@@ -555,6 +555,17 @@ impl Family for Python {
         options.map_size(maps::PY_RAISES, PY_RAISES_MAX);
         options.map_size(maps::PY_LAST_RAISE, PY_THREADS_MAX);
         options.map_size(maps::PY_CODES, PY_CODES_MAX);
+        // 3.10's threads are found by their `pthread_t`, the current task's `fs` base.
+        let thread = crate::bpf::btf::kernel_member_offset("task_struct", "thread");
+        let fsbase = crate::bpf::btf::kernel_member_offset("thread_struct", "fsbase");
+        options.global(
+            globals::FSBASE_OFFSET,
+            if thread == u32::MAX || fsbase == u32::MAX {
+                u32::MAX
+            } else {
+                thread + fsbase
+            },
+        );
         if self.allocations {
             options.map_size(maps::PY_ALLOC_LIVE, PY_ALLOC_LIVE_MAX);
             options.map_size(maps::PY_ALLOC_PENDING, PY_THREADS_MAX);

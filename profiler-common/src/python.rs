@@ -115,9 +115,12 @@ pub struct PyConfig {
     pub code_firstlineno: u32,
     /// [`thread_key`].
     pub thread_key: u32,
+    /// Bytes of a frame the walk reads (at most [`FRAME_READ`]): up to the last field it takes.
+    pub frame_read: u32,
+    pub _pad: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<PyConfig>() == 80);
+const _: () = assert!(core::mem::size_of::<PyConfig>() == 88);
 
 /// Globals of the kernel programs, set by the loader.
 pub mod globals {

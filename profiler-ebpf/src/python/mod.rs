@@ -118,6 +118,8 @@ pub struct PyWalk {
     next_code: u64,
     /// Frames the walk keeps at most (at most [`PY_STACK_DEPTH`]).
     limit: u64,
+    /// The stack's hash so far (`stack_hash_step` over each frame's code and instruction).
+    hash: u64,
     /// The frame being read, whole ([`FRAME_READ`] bytes).
     frame_bytes: [u8; FRAME_READ],
     stack: PyStack,
@@ -223,6 +225,7 @@ fn python_stack(tstate: u64, slot: u32, limit: usize) -> u64 {
         core::ptr::write_volatile(&raw mut (*w).config, config);
         core::ptr::write_volatile(&raw mut (*w).stack.len, 0);
         core::ptr::write_volatile(&raw mut (*w).limit, limit as u64);
+        core::ptr::write_volatile(&raw mut (*w).hash, STACK_HASH_SEED);
         bpf_loop(
             PY_STACK_DEPTH as u32 + 1,
             step as *mut core::ffi::c_void,
@@ -253,16 +256,8 @@ fn python_stack(tstate: u64, slot: u32, limit: usize) -> u64 {
 fn store(w: *mut PyWalk, ctx: *mut core::ffi::c_void) -> u64 {
     // SAFETY: this CPU's scratch value, valid for the program's run; the walk is over.
     let stack = unsafe { &(*w).stack };
-    let len = stack.len as usize;
-    let mut hash = STACK_HASH_SEED;
-    for i in 0..PY_STACK_DEPTH {
-        if i >= len {
-            break;
-        }
-        let f = &stack.frames[i];
-        hash = stack_hash_step(hash, f.code);
-        hash = stack_hash_step(hash, f.instr);
-    }
+    // SAFETY: as above; the walk's callback left it there.
+    let mut hash = unsafe { core::ptr::read_volatile(&raw const (*w).hash) };
     if hash == 0 {
         hash = 1;
     }
@@ -346,12 +341,16 @@ extern "C" fn step(_index: u64, ctx: *mut core::ffi::c_void) -> i64 {
         w.cut = count::DEPTH_CUT;
         return 1;
     }
-    // SAFETY: the destination is this CPU's scratch buffer of FRAME_READ bytes; the source is
-    // the target's memory, read through the checked helper.
+    let mut size = w.config.frame_read;
+    if size > FRAME_READ as u32 {
+        size = FRAME_READ as u32;
+    }
+    // SAFETY: the destination is this CPU's scratch buffer of FRAME_READ bytes, and `size` is
+    // at most that; the source is the target's memory, read through the checked helper.
     let failed = unsafe {
         read_user_raw(
             w.frame_bytes.as_mut_ptr().cast(),
-            FRAME_READ as u32,
+            size,
             frame as *const core::ffi::c_void,
         )
     } != 0;
@@ -374,10 +373,9 @@ extern "C" fn step(_index: u64, ctx: *mut core::ffi::c_void) -> i64 {
     if c.frame_owner != NONE && u32::from(byte(bytes, c.frame_owner)) == c.owner_cstack {
         flags |= frame_flag::SHIM;
     }
-    w.stack.frames[n & (PY_STACK_DEPTH - 1)] = PyFrame {
-        code: (code & !frame_flag::MASK) | flags,
-        instr,
-    };
+    let code = (code & !frame_flag::MASK) | flags;
+    w.stack.frames[n & (PY_STACK_DEPTH - 1)] = PyFrame { code, instr };
+    w.hash = stack_hash_step(stack_hash_step(w.hash, code), instr);
     w.stack.len += 1;
     w.frame = previous;
     0

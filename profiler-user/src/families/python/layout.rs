@@ -189,6 +189,19 @@ pub(crate) fn from_debug_offsets(bytes: &[u8]) -> Option<Layout> {
 }
 
 impl Layout {
+    /// Bytes of a frame the walk reads: up to the end of the last field it takes (a word, or
+    /// the `is_entry` / `owner` byte).
+    pub(crate) fn frame_read(&self) -> u32 {
+        let words = [self.frame_code, self.frame_previous, self.frame_instr]
+            .into_iter()
+            .map(|o| o + 8);
+        let bytes = [self.frame_entry, self.frame_owner]
+            .into_iter()
+            .filter(|o| *o != NONE)
+            .map(|o| o + 1);
+        words.chain(bytes).max().unwrap_or(0).min(FRAME_READ as u32)
+    }
+
     /// The kernel's configuration.
     pub(crate) fn config(&self) -> PyConfig {
         PyConfig {
@@ -212,6 +225,8 @@ impl Layout {
             code_linetable: self.code_linetable as u32,
             code_firstlineno: self.code_firstlineno as u32,
             thread_key: self.thread_key,
+            frame_read: self.frame_read(),
+            _pad: 0,
         }
     }
 }

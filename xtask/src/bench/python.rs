@@ -14,6 +14,8 @@
 //! The workload runs on one CPU (the last) and the samplers on the others; its cost is its CPU
 //! time per unit.
 
+mod probes;
+
 use std::{
     fmt::Write as _,
     path::{Path, PathBuf},
@@ -143,6 +145,8 @@ pub fn bench(tools: &Tools, dir: &Path, runs: u32) -> anyhow::Result<()> {
     }
     println!();
     print!("{}", report(&samples));
+    println!();
+    print!("{}", probes::bench(tools, dir, runs)?);
     Ok(())
 }
 

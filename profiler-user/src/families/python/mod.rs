@@ -48,16 +48,13 @@ use crate::{
 use code::{Codes, Named, Process, Resolved};
 use interp::{FileFound, Found, Interpreter, InterpreterFile};
 
-/// Estimated cost to the target, ns: a raise (the uprobe on an emulated instruction, about
-/// 1 µs here, and the program), a Python walk, and a frame of it (four reads of the target).
-const RAISE_NS: f64 = 1_500.0;
+/// Estimated cost to the target, ns, beyond the probe hit itself (priced by the cost model
+/// from its instruction's class): a raise's or an allocation's program (its maps and its
+/// event), a Python walk, and a frame of it (one read of the target). `cargo xtask bench --only
+/// python` measures a raise and an allocation (BENCHMARKS.md).
+const RAISE_NS: f64 = 200.0;
 const WALK_NS: f64 = 150.0;
 const FRAME_NS: f64 = 120.0;
-
-/// Estimated cost of pymalloc's probes to the target, ns: an allocation (its entry probe, the
-/// return probe's `uretprobe` syscall, the walk) and a free.
-const ALLOC_NS: f64 = 4_000.0;
-const FREE_NS: f64 = 1_200.0;
 
 /// Allocation sites listed in the section.
 const MAX_ALLOC_SITES: usize = 20;
@@ -501,26 +498,46 @@ impl Python {
     }
 
     /// What the exception probes and the walks cost, and what pymalloc's probes cost.
-    fn loads(&self) -> [ProbeLoad; 2] {
+    /// What the exception probes (and the Python walks) and pymalloc's probes cost: each probe
+    /// hit at the calibrated price of its instruction's class (`model`), an allocation's
+    /// return probe, and each walk and frame at their estimates.
+    fn loads(&self, model: &CostModel) -> [ProbeLoad; 2] {
         let c = &self.counts;
         let raises = c[count::RAISES as usize];
         let (allocs, frees) = (c[count::ALLOCS as usize], c[count::FREE_CALLS as usize]);
+        let entry = |p: Option<&interp::Probed>| match p {
+            Some(p) if !p.emulated => model.single_stepped_entry_ns,
+            _ => model.emulated_entry_ns,
+        };
+        let file = self.probed_file.as_ref();
+        let raise = entry(file.and_then(|f| f.raise.as_ref())) + RAISE_NS;
+        // An allocation's return probe, where its entry is single-stepped, was measured to cost
+        // about another single step (BENCHMARKS.md, "Python frames": the pair of an allocation
+        // and its free at twice the two entries' price).
+        let malloc = file.and_then(|f| f.allocators.first().map(|a| &a.entry));
+        let returned = if malloc.is_some_and(|p| !p.emulated) {
+            model.single_stepped_entry_ns
+        } else {
+            model.return_ns
+        };
+        let alloc = entry(malloc) + returned + RAISE_NS;
+        let free = entry(file.and_then(|f| f.free.as_ref()));
         [
             ProbeLoad {
                 hits: raises,
-                cost_ns: raises as f64 * RAISE_NS
+                cost_ns: raises as f64 * raise
                     + c[count::WALKS as usize] as f64 * WALK_NS
                     + c[count::FRAMES as usize] as f64 * FRAME_NS,
             },
             ProbeLoad {
                 hits: allocs + frees,
-                cost_ns: allocs as f64 * ALLOC_NS + frees as f64 * FREE_NS,
+                cost_ns: allocs as f64 * alloc + frees as f64 * free,
             },
         ]
     }
 
-    fn load(&self) -> ProbeLoad {
-        let [mut a, b] = self.loads();
+    fn load(&self, model: &CostModel) -> ProbeLoad {
+        let [mut a, b] = self.loads(model);
         a += b;
         a
     }
@@ -649,11 +666,11 @@ impl Family for Python {
         Flow::Continue
     }
 
-    fn budget_units(&mut self, ebpf: &Ebpf, _model: &CostModel) -> Vec<f64> {
+    fn budget_units(&mut self, ebpf: &Ebpf, model: &CostModel) -> Vec<f64> {
         if let Ok(c) = kernel::read_counts(ebpf) {
             self.counts = c;
         }
-        let [exceptions, allocations] = self.loads();
+        let [exceptions, allocations] = self.loads(model);
         vec![
             if self.detached {
                 0.0
@@ -719,8 +736,8 @@ impl Family for Python {
         self.probes.detach();
     }
 
-    fn probe_load(&self, _model: &CostModel) -> ProbeLoad {
-        self.load()
+    fn probe_load(&self, model: &CostModel) -> ProbeLoad {
+        self.load(model)
     }
 
     fn report(&mut self, report: &mut Report, _ctx: &mut ReportContext<'_>) {

@@ -116,6 +116,8 @@ fn plan(mode: Mode, common: &CommonArgs) -> Plan {
             leak: LeakOptions {
                 min_growth: common.leak_min_growth,
                 warmup: common.leak_warmup,
+                scan_max_pause_ms: common.leak_scan_max_pause,
+                check_every: common.leak_check_every,
             },
             threads: families::threads::Options {
                 min_block_us: (common.min_block * 1_000.0).round() as u32,

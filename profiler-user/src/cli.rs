@@ -157,6 +157,17 @@ pub(crate) struct CommonArgs {
     /// warm-up, or stopped growing before the end, is reported as retained, not leaked.
     #[arg(long, value_name = "FRACTION", default_value_t = 0.25, value_parser = parse_warmup, allow_negative_numbers = true)]
     pub leak_warmup: f64,
+    /// Memory family: the longest the reachability scan may keep the target stopped
+    /// (milliseconds, 1 to 60000). The scan stops every thread of the target (ptrace, never a
+    /// signal), marks the outstanding blocks that a pointer in its registers, stacks or writable
+    /// memory reaches, and lets it go; one that would take longer lets the target go at this
+    /// limit, and the verdict falls back to growth, with a note.
+    #[arg(long, value_name = "MS", default_value_t = 500, value_parser = parse_scan_pause, allow_negative_numbers = true)]
+    pub leak_scan_max_pause: u64,
+    /// Memory family: also scan for leaks every SECONDS while profiling (the verdict is the last
+    /// scan's; by default the target is scanned once, at the end, or at its exit under `run`).
+    #[arg(long, value_name = "SECONDS", value_parser = parse_check_every, allow_negative_numbers = true)]
+    pub leak_check_every: Option<f64>,
     /// Threads family: a block shorter than this (milliseconds) is counted but its stack is not
     /// kept.
     #[arg(long, value_name = "MS", default_value_t = 1.0, value_parser = parse_min_block, allow_negative_numbers = true)]
@@ -264,6 +275,21 @@ fn parse_warmup(s: &str) -> Result<f64, String> {
     number(s)
         .filter(|f| (0.0..=0.5).contains(f))
         .ok_or_else(|| "must be a fraction of the run from 0 to 0.5".into())
+}
+
+/// `--leak-scan-max-pause`: milliseconds, 1 to 60000.
+fn parse_scan_pause(s: &str) -> Result<u64, String> {
+    s.parse()
+        .ok()
+        .filter(|ms| (1..=60_000).contains(ms))
+        .ok_or_else(|| "must be a whole number of milliseconds from 1 to 60000".into())
+}
+
+/// `--leak-check-every`: seconds, 0.1 to a day.
+fn parse_check_every(s: &str) -> Result<f64, String> {
+    number(s)
+        .filter(|secs| (0.1..=86_400.0).contains(secs))
+        .ok_or_else(|| "must be a number of seconds from 0.1 to 86400".into())
 }
 
 /// `--min-block`: milliseconds, 0 to an hour (kept in whole microseconds).

@@ -207,6 +207,13 @@ pub(crate) async fn collect(
     if let Some(hold) = hold.as_mut() {
         hold.detach();
     }
+    // The last look at a target that runs on, with every probe still counting.
+    if reason != EndReason::TargetExited && tracee::alive(pid) {
+        let ctx = TickContext { pid };
+        for family in families.iter_mut() {
+            family.before_stop(ebpf, &ctx);
+        }
+    }
     // The window ends here for every program at once, however many probes are attached.
     let ended = Instant::now();
     let stopped = bpf::stop(ebpf);

@@ -4,7 +4,8 @@
 //! `profiler-common/src/<name>.rs` (the types both sides share) and `families/<name>/` here
 //! (`kernel.rs`: attach and typed map reads; `analyze.rs`: pure, unit-tested; `mod.rs`: this
 //! trait). The session drives every family through the same steps:
-//! `prepare` -> `load_options` -> `attach` -> (`on_event`, `on_tick`, budget) -> `harvest` ->
+//! `prepare` -> `load_options` -> `attach` -> (`on_event`, `on_tick`, budget) -> `before_stop`
+//! (the target still running) -> `harvest` ->
 //! `report` -> `summary`.
 
 use aya::Ebpf;
@@ -147,6 +148,11 @@ pub(crate) trait Family {
     /// `run`: the command is stopped at its exit, its memory still whole (see
     /// `tracee::hold`), and the ring buffer drained: the last chance to read it.
     fn on_exit_stop(&mut self, _ebpf: &mut Ebpf, _ctx: &TickContext) {}
+
+    /// Profiling is ending with the target still running, and the kernel programs still count:
+    /// the last moment at which the probes see everything the target does (the memory family
+    /// scans the target here, while its frees are still seen).
+    fn before_stop(&mut self, _ebpf: &mut Ebpf, _ctx: &TickContext) {}
 
     /// The units the overhead budget may detach one by one (a traced function each, or a whole
     /// family's probes), with what each has cost the target so far, ns, read live from `ebpf`.

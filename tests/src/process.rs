@@ -243,6 +243,21 @@ impl Profiler {
             .unwrap_or_else(|| panic!("no pid in the readiness line {line:?}"))
     }
 
+    /// Waits for the profiler to print a line on stderr that contains `needle`.
+    pub fn expect_stderr(&mut self, needle: &str) {
+        let deadline = Instant::now() + TIMEOUT;
+        if self
+            .stderr
+            .wait_for(|l| l.contains(needle), deadline)
+            .is_none()
+        {
+            panic!(
+                "the profiler never printed {needle:?}; stderr:\n{}",
+                self.stderr.text()
+            );
+        }
+    }
+
     /// Ctrl-C: SIGINT to the profiler.
     pub fn interrupt(&self) {
         signal(self.pid(), libc::SIGINT);

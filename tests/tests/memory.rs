@@ -1,12 +1,20 @@
 //! The memory family on real processes: exact outstanding bytes and blocks per allocation site
 //! for every allocator entry point, across threads, in a Rust program, on attach to a process
-//! that already holds memory, the leak-against-retained verdict, and targets whose allocator
-//! cannot be probed.
+//! that already holds memory, the reachability verdict (definitely lost, indirectly lost,
+//! reachable) in `run` and `attach` mode with growth as its second opinion, a scan interrupted
+//! by the profiler's death, a target another tracer holds, and targets whose allocator cannot be
+//! probed.
 
-use std::{path::Path, process::Command};
+use std::{
+    path::Path,
+    process::Command,
+    time::{Duration, Instant},
+};
 
 use profiler_tests::{
-    Report, TempDir, Victim, attach, process::profile, require_root, run_reported, skip, victims,
+    Report, TempDir, Victim, attach,
+    process::{Outcome, Profiler, profile},
+    require_root, run_reported, skip, victims,
 };
 use serde_json::Value;
 
@@ -146,6 +154,52 @@ impl Totals {
     }
 }
 
+/// (bytes, blocks) of a tally object.
+fn tally(v: &Value) -> (u64, u64) {
+    let n = |k: &str| {
+        v[k].as_u64()
+            .unwrap_or_else(|| panic!("{k} is not a count in {v:#}"))
+    };
+    (n("bytes"), n("count"))
+}
+
+/// The last scan of a report's memory section.
+fn last_scan<'a>(memory: &Memory<'a>) -> &'a Value {
+    memory
+        .list("/memory_leak_detection/scans")
+        .last()
+        .unwrap_or_else(|| panic!("no scan: {:#}", memory.at("/memory_leak_detection")))
+}
+
+/// The `reach` scenario's verdicts, exact: 100 blocks of 48 bytes with no pointer to them, 200
+/// of 64 kept in a global array, and a 50-node list of 32-byte nodes whose head was dropped.
+fn assert_reach_verdicts(memory: &Memory<'_>) {
+    let d = memory.at("/memory_leak_detection");
+    assert_eq!(d["method"], "reachability", "{d:#}");
+    assert_eq!(d["detected"], true);
+    let dropped = memory.leak_site("drop_blocks");
+    assert_eq!(dropped["verdict"], "definitely_lost", "{dropped:#}");
+    assert_eq!(tally(&dropped["definitely_lost"]), (4800, 100));
+    assert_eq!(tally(&dropped["reachable"]), (0, 0));
+    let kept = memory.leak_site("keep_blocks");
+    assert_eq!(kept["verdict"], "reachable", "{kept:#}");
+    assert_eq!(tally(&kept["reachable"]), (12800, 200));
+    assert_eq!(tally(&kept["definitely_lost"]), (0, 0));
+    let list = memory.leak_site("build_list");
+    assert_eq!(list["verdict"], "definitely_lost", "{list:#}");
+    assert_eq!(tally(&list["definitely_lost"]), (32, 1));
+    assert_eq!(tally(&list["indirectly_lost"]), (49 * 32, 49));
+    // Nothing else in the process is lost.
+    assert_eq!(tally(&d["definitely_lost"]), (4800 + 32, 101), "{d:#}");
+    assert_eq!(tally(&d["indirectly_lost"]), (49 * 32, 49));
+    assert_eq!(d["leaked_bytes"].as_u64(), Some(4800 + 32 + 49 * 32));
+    let scan = last_scan(memory);
+    assert_eq!(scan["complete"], true, "{scan:#}");
+    assert!(scan["bytes_scanned"].as_u64().unwrap() > scan["root_bytes"].as_u64().unwrap());
+    assert!(scan["blocks"].as_u64().unwrap() >= 350, "{scan:#}");
+    assert!(scan["pause"].as_f64().unwrap() > 0.0, "{scan:#}");
+}
+
 fn frames(site: &Value) -> Vec<&str> {
     site["stack"]
         .as_array()
@@ -183,7 +237,10 @@ fn leak_site_holds_exactly_what_one_function_leaked() {
         (Some(25 * 48), Some(25))
     );
     assert_eq!(leak["allocations"].as_u64(), Some(25));
-    assert_eq!(leak["verdict"], "leak", "{leak:#}");
+    // Every block is kept in a global array: reachable, though the site still grows.
+    assert_eq!(leak["verdict"], "reachable", "{leak:#}");
+    assert_eq!(leak["trend"], "growing", "{leak:#}");
+    assert_eq!(tally(&leak["reachable"]), (25 * 48, 25));
     assert!(
         frames(leak).starts_with(&["leak_blocks", "main"]),
         "{leak:#}"
@@ -203,7 +260,9 @@ fn leak_site_holds_exactly_what_one_function_leaked() {
             "{function} holds memory"
         );
     }
-    assert_eq!(memory.at("/memory_leak_detection/detected"), true);
+    assert_eq!(memory.at("/memory_leak_detection/method"), "reachability");
+    assert_eq!(memory.at("/memory_leak_detection/detected"), false);
+    assert_eq!(last_scan(&memory)["trigger"], "exit");
     assert!(memory.u64("/current_memory") > 0);
     assert!(memory.u64("/peak_memory") >= memory.u64("/current_memory"));
     assert_nothing_lost(&report);
@@ -400,35 +459,256 @@ fn attach_to_a_process_that_already_holds_memory() {
 }
 
 #[test]
-fn growing_site_is_a_leak_and_a_cache_filled_once_is_retained() {
+fn growth_is_the_second_opinion_next_to_reachability() {
     require_root!();
     let dir = TempDir::new();
-    // cache_fill() keeps 100 blocks of 1000 bytes at once, then for 2 s leak_grow() leaks 512
-    // bytes about every 20 ms.
+    // cache_fill() keeps 100 blocks of 1000 bytes at once, then for 2 s leak_grow() keeps 512
+    // bytes about every 20 ms: a growing site and a flat one, every block of both reachable.
     let report = run(&dir, &[VICTIM, "growth", "2000"]);
     let memory = Memory::of(&report);
     let cache = memory.leak_site("cache_fill");
-    assert_eq!(cache["verdict"], "retained", "{cache:#}");
+    assert_eq!(cache["trend"], "flat", "{cache:#}");
+    assert_eq!(cache["verdict"], "reachable", "{cache:#}");
     assert_eq!(
         (cache["bytes"].as_u64(), cache["count"].as_u64()),
         (Some(100_000), Some(100))
     );
-    let leak = memory.leak_site("leak_grow");
-    assert_eq!(leak["verdict"], "leak", "{leak:#}");
-    let count = leak["count"].as_u64().unwrap();
-    assert_eq!(leak["allocations"].as_u64(), Some(count));
-    assert_eq!(leak["bytes"].as_u64(), Some(count * 512));
-    assert!(count > 40, "{leak:#}");
-    let growth = leak["growth"].as_f64().unwrap();
+    let grow = memory.leak_site("leak_grow");
+    assert_eq!(grow["trend"], "growing", "{grow:#}");
+    assert_eq!(grow["verdict"], "reachable", "{grow:#}");
+    let count = grow["count"].as_u64().unwrap();
+    assert_eq!(grow["allocations"].as_u64(), Some(count));
+    assert_eq!(grow["bytes"].as_u64(), Some(count * 512));
+    assert_eq!(tally(&grow["reachable"]), (count * 512, count));
+    assert!(count > 40, "{grow:#}");
+    let growth = grow["growth"].as_f64().unwrap();
     assert!(
         (8_000.0..40_000.0).contains(&growth),
         "512 bytes per ~21 ms is ~24 KB/s, not {growth}"
     );
     assert!(memory.leak_sites("tidy").is_empty());
     let detection = memory.at("/memory_leak_detection");
-    assert_eq!(detection["detected"], true);
-    assert_eq!(detection["leaked_bytes"].as_u64(), Some(count * 512));
-    assert!(detection["retained_bytes"].as_u64().unwrap() >= 100_000);
+    assert_eq!(detection["detected"], false);
+    assert_eq!(detection["leaked_bytes"].as_u64(), Some(0));
+    assert!(detection["retained_bytes"].as_u64().unwrap() >= 100_000 + count * 512);
+}
+
+#[test]
+fn reachability_in_run_mode_scans_the_target_at_its_exit() {
+    require_root!();
+    let dir = TempDir::new();
+    let report = run(&dir, &[VICTIM, "reach"]);
+    let memory = Memory::of(&report);
+    assert_reach_verdicts(&memory);
+    let scan = last_scan(&memory);
+    assert_eq!(scan["trigger"], "exit", "{scan:#}");
+    assert_eq!(scan["threads"].as_u64(), Some(1));
+}
+
+/// `profiler attach --level memory` on `victim` (started with `Victim::ready`) while it runs
+/// its scenario, interrupted once the victim says "done": what it printed and its report. The
+/// victim is then let go, and must go on and exit.
+fn attach_through_done(dir: &TempDir, victim: &mut Victim) -> (Outcome, Report) {
+    let json = dir.json();
+    let profiler = attach(
+        victim,
+        &["--level", "memory", "--json", json.to_str().unwrap()],
+    );
+    victim.proceed();
+    victim.expect_line("done");
+    profiler.interrupt();
+    let outcome = profiler.finish();
+    outcome.expect_success();
+    assert!(victim.release().success());
+    let report = Report::read(&json);
+    assert_eq!(report.end_reason(), "interrupted");
+    (outcome, report)
+}
+
+#[test]
+fn reachability_in_attach_mode_scans_the_target_at_the_end() {
+    require_root!();
+    let dir = TempDir::new();
+    let mut victim = Victim::ready(VICTIM, ["reach"]);
+    let (outcome, report) = attach_through_done(&dir, &mut victim);
+    let memory = Memory::of(&report);
+    assert_reach_verdicts(&memory);
+    let scan = last_scan(&memory);
+    assert_eq!(scan["trigger"], "end", "{scan:#}");
+    assert!(
+        outcome
+            .stdout
+            .contains("definitely lost 4.7 KiB in 101 block(s)"),
+        "{}",
+        outcome.stdout
+    );
+}
+
+#[test]
+fn a_full_cache_attached_mid_run_is_no_leak() {
+    require_root!();
+    let dir = TempDir::new();
+    let json = dir.json();
+    // A 256-entry cache filled before the attach; while profiled, every 10 ms its oldest entry
+    // is freed and a new one put in its slot: the tracked bytes grow the whole time (the
+    // evicted blocks were never seen allocated), the cache's size does not.
+    let mut victim = Victim::ready(VICTIM, ["lru", "4000"]);
+    let profiler = attach(
+        &victim,
+        &[
+            "--level",
+            "memory",
+            "--duration",
+            "2",
+            "--json",
+            json.to_str().unwrap(),
+        ],
+    );
+    victim.proceed();
+    profiler.finish().expect_success();
+    victim.expect_line("done");
+    assert!(victim.release().success());
+
+    let report = Report::read(&json);
+    let memory = Memory::of(&report);
+    let d = memory.at("/memory_leak_detection");
+    assert_eq!(d["method"], "reachability", "{d:#}");
+    assert_eq!(d["detected"], false, "{d:#}");
+    assert_eq!(tally(&d["definitely_lost"]), (0, 0));
+    assert_eq!(tally(&d["indirectly_lost"]), (0, 0));
+    let cache = memory.leak_site("lru_replace");
+    assert_eq!(cache["verdict"], "reachable", "{cache:#}");
+    // Growth alone would have called it a leak.
+    assert_eq!(cache["trend"], "growing", "{cache:#}");
+    let (bytes, count) = tally(&cache["reachable"]);
+    assert!((100..=256).contains(&count), "{cache:#}");
+    assert_eq!(bytes, count * 100);
+    assert!(memory.u64("/allocations/unknown_frees") >= count);
+}
+
+#[test]
+fn a_leak_that_stopped_growing_is_still_lost() {
+    require_root!();
+    let dir = TempDir::new();
+    // 20 blocks of 48 bytes dropped over 0.4 s, then 1.5 s of nothing before the exit.
+    let report = run(&dir, &[VICTIM, "drop", "20", "48", "20", "1500"]);
+    let memory = Memory::of(&report);
+    let site = memory.leak_site("drop_blocks");
+    assert_eq!(site["verdict"], "definitely_lost", "{site:#}");
+    assert_eq!(tally(&site["definitely_lost"]), (960, 20));
+    assert_eq!(site["trend"], "flat", "{site:#}");
+    assert_eq!(memory.at("/memory_leak_detection/detected"), true);
+}
+
+/// The state letter of every thread of `pid` (`t` is a tracing stop).
+fn thread_states(pid: u32) -> Vec<String> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/task")).expect("the victim is alive") {
+        let tid = entry.unwrap().file_name();
+        let status =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{}/status", tid.to_string_lossy()))
+                .unwrap_or_default();
+        let state = status
+            .lines()
+            .find_map(|l| l.strip_prefix("State:"))
+            .unwrap_or("")
+            .trim()
+            .to_string();
+        out.push(state);
+    }
+    out
+}
+
+#[test]
+fn a_target_stopped_for_a_scan_runs_on_when_the_profiler_is_killed() {
+    require_root!();
+    let dir = TempDir::new();
+    let json = dir.json();
+    let mut victim = Victim::ready(VICTIM, ["lru", "3000"]);
+    let pid = victim.pid().to_string();
+    let mut cmd = Profiler::command([
+        "attach",
+        "--max-overhead",
+        "0",
+        "--level",
+        "memory",
+        "--duration",
+        "1",
+        "--json",
+        json.to_str().unwrap(),
+        &pid,
+    ]);
+    // The scan holds the target stopped for a minute, unless the profiler dies first.
+    cmd.env("PROFILER_TEST_SCAN_HOLD_MS", "60000");
+    let mut profiler = Profiler::spawn(cmd);
+    profiler.wait_ready();
+    victim.proceed();
+    profiler.expect_stderr("leak scan: target");
+    let held = thread_states(victim.pid());
+    assert!(
+        held.iter().all(|s| s.starts_with('t')),
+        "stopped for the scan: {held:?}"
+    );
+    profiler.kill();
+    // Let go by the kernel: it runs its 3 s of cache churn to the end.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut states = thread_states(victim.pid());
+    while states.iter().any(|s| s.starts_with('t')) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        states = thread_states(victim.pid());
+    }
+    assert!(
+        states
+            .iter()
+            .all(|s| !s.starts_with('t') && !s.starts_with('T')),
+        "{states:?}"
+    );
+    victim.expect_line("done");
+    assert!(victim.release().success());
+}
+
+#[test]
+fn a_target_another_tracer_holds_gets_the_growth_verdict_labelled() {
+    require_root!();
+    let dir = TempDir::new();
+    let mut victim = Victim::ready(VICTIM, ["reach"]);
+    // This test's thread traces the victim (seized: it keeps running), as a debugger would.
+    // SAFETY: a seize of the test's own child; no memory is passed.
+    let seized = unsafe {
+        libc::ptrace(
+            libc::PTRACE_SEIZE,
+            victim.pid() as libc::pid_t,
+            std::ptr::null_mut::<libc::c_void>(),
+            std::ptr::null_mut::<libc::c_void>(),
+        )
+    };
+    assert_eq!(seized, 0, "{}", std::io::Error::last_os_error());
+    let (outcome, report) = attach_through_done(&dir, &mut victim);
+    let memory = Memory::of(&report);
+    let d = memory.at("/memory_leak_detection");
+    assert_eq!(d["method"], "growth", "{d:#}");
+    let scan = last_scan(&memory);
+    assert_eq!(scan["complete"], false, "{scan:#}");
+    let me = std::process::id().to_string();
+    let reason = scan["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("already traced by pid") && reason.contains(&me),
+        "{reason}"
+    );
+    let note = d["notes"][0].as_str().unwrap();
+    assert!(
+        note.contains(reason) && note.contains("the verdict is by growth"),
+        "{note}"
+    );
+    assert!(
+        outcome.stdout.contains("leak verdict by growth"),
+        "{}",
+        outcome.stdout
+    );
+    // The sites are still listed, with the growth verdict only.
+    let dropped = memory.leak_site("drop_blocks");
+    assert!(dropped.get("definitely_lost").is_none(), "{dropped:#}");
+    assert_eq!(dropped["verdict"], dropped["trend"]);
 }
 
 #[test]
@@ -595,7 +875,7 @@ fn leak_verdict_thresholds_are_options() {
     let report = Report::read(&json);
     let memory = Memory::of(&report);
     let leak = memory.leak_site("leak_blocks");
-    assert_eq!(leak["verdict"], "retained", "{leak:#}");
+    assert_eq!(leak["trend"], "flat", "{leak:#}");
     assert_eq!(memory.at("/memory_leak_detection/detected"), false);
     assert_eq!(
         memory.at("/memory_leak_detection/thresholds/min_growth"),

@@ -32,12 +32,27 @@
  *   mmap            map_keep() keeps an anonymous 3-page mapping; map_drop()
  *                   maps and unmaps 2 pages; map_trim() maps 4 pages and
  *                   unmaps the first one
+ *   reach           drop_blocks() allocates 100 blocks of 48 bytes and keeps
+ *                   no pointer to them; keep_blocks() keeps 200 blocks of 64
+ *                   bytes in a global array; build_list() builds a list of 50
+ *                   32-byte nodes and drops its head
+ *   drop K S R I    K rounds, R ms apart: drop_blocks() drops one S-byte
+ *                   block; then I ms of nothing before the end
+ *   lru MS          before "ready": lru_fill() fills a 256-slot cache of
+ *                   100-byte blocks; then for MS ms lru_replace() evicts
+ *                   (frees) the oldest entry and puts a new one in its slot,
+ *                   one every 10 ms
  *
  * Without --wait the victim lingers 200 ms before it exits.
  *
  * Built with frame pointers so that allocation stacks walk; every function
  * named above is noinline and noipa and does something after its allocator
  * call, so that call is never a tail call and its site is in the function.
+ *
+ * Blocks meant to be lost are handed to look(), which reads them and keeps
+ * no pointer, and the stack below main's frame is scrubbed after a scenario,
+ * so that no stale copy of their addresses is left where a scan of the
+ * process would take it for a pointer.
  */
 #include <malloc.h>
 #include <pthread.h>
@@ -51,8 +66,10 @@
 #define SITE __attribute__((noinline, noipa))
 
 static void *volatile sink;
-static void *kept[100000];
-static long nkept;
+/* Global (not static), so that the compiler cannot drop the stores to an
+ * array nothing reads: the pointers must really be in the process's memory. */
+void *kept[100000];
+long nkept;
 
 static void keep(void *p)
 {
@@ -257,6 +274,73 @@ SITE void map_trim(void)
 	keep(p + 4096);
 }
 
+/* Reads a block and keeps no pointer to it. */
+SITE long look(const void *p)
+{
+	return ((const volatile char *)p)[8];
+}
+
+SITE void drop_blocks(long k, long size)
+{
+	for (long i = 0; i < k; i++) {
+		char *p = malloc((size_t)size);
+		memset(p, 3, (size_t)size);
+		look(p);
+	}
+}
+
+SITE void keep_blocks(long k, long size)
+{
+	for (long i = 0; i < k; i++) {
+		void *p = malloc((size_t)size);
+		memset(p, 5, (size_t)size);
+		keep(p);
+	}
+}
+
+struct node {
+	struct node *next;
+	char payload[24];
+};
+
+SITE void build_list(long n)
+{
+	struct node *head = NULL;
+	for (long i = 0; i < n; i++) {
+		struct node *node = malloc(sizeof *node);
+		node->next = head;
+		memset(node->payload, 7, sizeof node->payload);
+		head = node;
+	}
+	look(head);
+}
+
+/* Overwrites the stack below the caller's frame, where the frames of the
+ * functions it called left the addresses they handled. */
+SITE void scrub_stack(void)
+{
+	volatile char junk[32768];
+	for (size_t i = 0; i < sizeof junk; i++)
+		junk[i] = 0;
+}
+
+#define LRU_SLOTS 256
+static void *lru[LRU_SLOTS];
+
+SITE void lru_fill(void)
+{
+	for (int i = 0; i < LRU_SLOTS; i++)
+		lru[i] = malloc(100);
+}
+
+SITE void lru_replace(long i)
+{
+	free(lru[i % LRU_SLOTS]);
+	void *p = malloc(100);
+	memset(p, 9, 100);
+	lru[i % LRU_SLOTS] = p;
+}
+
 static long arg(int argc, char **argv, int i)
 {
 	if (i >= argc) {
@@ -296,6 +380,8 @@ int main(int argc, char **argv)
 	const char *scenario = argv[i++];
 	if (strcmp(scenario, "hold") == 0)
 		hold(arg(argc, argv, i));
+	if (strcmp(scenario, "lru") == 0)
+		lru_fill();
 	if (wait) {
 		puts("ready");
 		fflush(stdout);
@@ -335,11 +421,31 @@ int main(int argc, char **argv)
 		map_keep();
 		map_drop();
 		map_trim();
+	} else if (strcmp(scenario, "reach") == 0) {
+		drop_blocks(100, 48);
+		keep_blocks(200, 64);
+		build_list(50);
+	} else if (strcmp(scenario, "drop") == 0) {
+		long k = arg(argc, argv, i), size = arg(argc, argv, i + 1);
+		long ms = arg(argc, argv, i + 2), idle = arg(argc, argv, i + 3);
+		for (long r = 0; r < k; r++) {
+			drop_blocks(1, size);
+			sleep_ms(ms);
+		}
+		scrub_stack();
+		sleep_ms(idle);
+	} else if (strcmp(scenario, "lru") == 0) {
+		long end = now_ms() + arg(argc, argv, i);
+		for (long n = 0; now_ms() < end; n++) {
+			lru_replace(n);
+			sleep_ms(10);
+		}
 	} else {
 		fprintf(stderr, "mem_victim: unknown scenario %s\n", scenario);
 		return 2;
 	}
 
+	scrub_stack();
 	if (wait) {
 		puts("done");
 		fflush(stdout);

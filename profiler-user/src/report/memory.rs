@@ -116,17 +116,78 @@ pub(crate) struct SiteAllocations {
 
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct LeakDetection {
-    /// Whether any site was judged a leak.
+    /// How the verdict was reached: `reachability` (a scan of the stopped target) or `growth`
+    /// (the shape of each site's outstanding bytes, where no scan could run or finish).
+    pub method: &'static str,
+    /// Whether anything was lost: bytes definitely or indirectly lost (`reachability`), or a
+    /// growing site (`growth`).
     pub detected: bool,
-    /// Outstanding bytes and blocks at sites judged leaks, and at sites judged retained.
+    /// Of the outstanding blocks scanned: what no pointer reaches, what only lost blocks reach,
+    /// and what a pointer reaches (all zero under `growth`).
+    pub definitely_lost: Tally,
+    pub indirectly_lost: Tally,
+    pub reachable: Tally,
+    /// Lost (definitely and indirectly) under `reachability`, at growing sites under `growth`.
     pub leaked_bytes: u64,
     pub leaked_count: u64,
+    /// Reachable under `reachability`, at flat sites under `growth`.
     pub retained_bytes: u64,
     pub retained_count: u64,
     pub thresholds: LeakThresholds,
-    /// Sites holding blocks at the end: leaks first, then by bytes.
+    /// Every scan made, in order; the verdict comes from the last complete one.
+    pub scans: Vec<LeakScan>,
+    /// Sites holding blocks: lost first, then by bytes.
     pub sites: Vec<LeakSite>,
     pub notes: Vec<String>,
+}
+
+/// Bytes and blocks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub(crate) struct Tally {
+    pub bytes: u64,
+    pub count: u64,
+}
+
+impl Tally {
+    pub(crate) fn add(&mut self, bytes: u64) {
+        self.bytes += bytes;
+        self.count += 1;
+    }
+}
+
+impl std::ops::AddAssign for Tally {
+    fn add_assign(&mut self, o: Self) {
+        self.bytes += o.bytes;
+        self.count += o.count;
+    }
+}
+
+/// One reachability scan: when, why, what it cost the target, and what it found.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct LeakScan {
+    /// `end`, `exit`, `budget` or `interval`.
+    pub trigger: &'static str,
+    /// Seconds since the start of profiling.
+    pub at: f64,
+    /// Seconds the target was stopped.
+    pub pause: f64,
+    /// Seconds the scan took.
+    pub duration: f64,
+    /// Whether it ran to the end (else `reason`).
+    pub complete: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub threads: usize,
+    /// Memory ranges scanned as roots.
+    pub regions: usize,
+    /// Bytes of the target's memory read, and of those, roots.
+    pub bytes_scanned: u64,
+    pub root_bytes: u64,
+    /// Outstanding blocks judged.
+    pub blocks: u64,
+    pub definitely_lost: Tally,
+    pub indirectly_lost: Tally,
+    pub reachable: Tally,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -139,8 +200,18 @@ pub(crate) struct LeakThresholds {
 
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct LeakSite {
-    /// "leak" (still growing) or "retained" (grew, then stayed flat).
+    /// `definitely_lost`, `indirectly_lost` or `reachable` (the worst of its blocks) under
+    /// `reachability`; `growing` or `flat` under `growth`.
     pub verdict: &'static str,
+    /// The growth verdict, a second opinion: `growing` or `flat`.
+    pub trend: &'static str,
+    /// Its scanned blocks by verdict (under `reachability`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub definitely_lost: Option<Tally>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub indirectly_lost: Option<Tally>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reachable: Option<Tally>,
     /// Outstanding bytes and blocks at the end.
     pub bytes: u64,
     pub count: u64,

@@ -1,6 +1,7 @@
 //! The tracee, the target process: checks on a pid, what it runs, its memory map, and its CPU
 //! and memory use. Everything the profiler reads from /proc is read here.
 
+pub(crate) mod freeze;
 pub(crate) mod hold;
 pub(crate) mod libs;
 pub(crate) mod spawn;

@@ -63,18 +63,7 @@ pub(crate) fn read_memory(pid: i32, addr: u64, buf: &mut [u8]) -> io::Result<()>
     if buf.is_empty() {
         return Ok(());
     }
-    let local = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
-    };
-    let remote = libc::iovec {
-        iov_base: addr as *mut libc::c_void,
-        iov_len: buf.len(),
-    };
-    // SAFETY: `local` describes `buf`, which is valid for writes of its length for the whole
-    // call; the kernel checks the remote range against the target's mappings and never
-    // dereferences it in our address space.
-    let n = unsafe { libc::process_vm_readv(pid, &local, 1, &remote, 1, 0) };
+    let n = vm_read(pid, addr, buf);
     if n == buf.len() as isize {
         return Ok(());
     }
@@ -93,6 +82,23 @@ pub(crate) fn read_memory(pid: i32, addr: u64, buf: &mut [u8]) -> io::Result<()>
             format!("{addr:#x}: {n} of {} bytes mapped", buf.len()),
         )
     })
+}
+
+/// `process_vm_readv` of one range into `buf`: the bytes read from its start (fewer where the
+/// range runs into memory that is not mapped), or -1 with `errno` set.
+pub(crate) fn vm_read(pid: i32, addr: u64, buf: &mut [u8]) -> isize {
+    let local = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let remote = libc::iovec {
+        iov_base: addr as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    // SAFETY: `local` describes `buf`, which is valid for writes of its length for the whole
+    // call; the kernel checks the remote range against the target's mappings and never
+    // dereferences it in our address space.
+    unsafe { libc::process_vm_readv(pid, &local, 1, &remote, 1, 0) }
 }
 
 /// Reads several ranges of the target's memory in one system call: `parts` are (address,

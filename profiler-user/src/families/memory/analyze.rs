@@ -1,17 +1,19 @@
 //! The `memory` analyzer: per-site allocation totals, outstanding blocks and their growth over
 //! the run, and /proc samples -> the `memory` section.
 //!
-//! The leak verdict separates a leak from a long-lived cache by the shape of a site's outstanding
-//! bytes over the run: a leak keeps growing (most of its growth comes after the warm-up share of
-//! the run, and it reaches a new high in the final share), a cache grows and then stays flat
-//! (reported as retained).
+//! The leak verdict is a reachability scan's where one ran (see [`super::reach`]): each site's
+//! blocks definitely lost, indirectly lost or reachable. Next to it, and in its place where no
+//! scan could run, is the growth verdict, by the shape of a site's outstanding bytes over the run:
+//! a growing site (most of its growth comes after the warm-up share of the run, and it reaches a
+//! new high in the final share) against a flat one (a cache that grew and then stayed).
 
 use profiler_common::memory::SiteStats;
 
+use super::scan::SiteVerdicts;
 use crate::{
     report::memory::{
-        AllocationSummary, AllocatorInfo, FunctionAllocations, LeakDetection, LeakSite,
-        LeakThresholds, MemorySection, SiteAllocations,
+        AllocationSummary, AllocatorInfo, FunctionAllocations, LeakDetection, LeakScan, LeakSite,
+        LeakThresholds, MemorySection, SiteAllocations, Tally,
     },
     symbols::symbolize::Frame,
 };
@@ -24,6 +26,10 @@ pub(crate) struct LeakOptions {
     /// Share of the run (0..0.5) at its start treated as warm-up, and at its end in which a leak
     /// must still be growing.
     pub warmup: f64,
+    /// `--leak-scan-max-pause`: the longest a reachability scan keeps the target stopped, ms.
+    pub scan_max_pause_ms: u64,
+    /// `--leak-check-every`: seconds between scans while profiling (else one at the end).
+    pub check_every: Option<f64>,
 }
 
 impl Default for LeakOptions {
@@ -31,6 +37,8 @@ impl Default for LeakOptions {
         Self {
             min_growth: 1.0,
             warmup: 0.25,
+            scan_max_pause_ms: 500,
+            check_every: None,
         }
     }
 }
@@ -93,6 +101,8 @@ pub(crate) struct SiteInput {
     pub oldest_ns: Option<u64>,
     /// Outstanding bytes over the run, ending with the final value.
     pub series: Vec<(f64, u64)>,
+    /// Its blocks by verdict in the scan the verdict comes from (`None` without one).
+    pub verdicts: Option<SiteVerdicts>,
 }
 
 impl SiteInput {
@@ -144,20 +154,28 @@ pub(crate) struct MemoryInput {
     pub mmap_calls: u64,
     pub munmap_calls: u64,
     pub options: LeakOptions,
+    /// Every scan made, in order.
+    pub scans: Vec<LeakScan>,
+    /// Whether the verdict is by reachability (the sites carry `verdicts`), else by growth.
+    pub reach: bool,
+    /// Why the verdict is by growth: no scan ran, or none finished.
+    pub no_scan: Option<String>,
 }
 
 /// What a site is, by the shape of its outstanding bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Verdict {
-    Leak,
-    Retained,
+pub(crate) enum Trend {
+    /// Still growing: a leak, by this measure.
+    Growing,
+    /// Grew, then stayed: a cache, a pool, a long-lived structure.
+    Flat,
 }
 
-impl Verdict {
+impl Trend {
     pub(crate) fn name(self) -> &'static str {
         match self {
-            Verdict::Leak => "leak",
-            Verdict::Retained => "retained",
+            Trend::Growing => "growing",
+            Trend::Flat => "flat",
         }
     }
 }
@@ -182,15 +200,15 @@ pub(crate) fn slope(points: impl Iterator<Item = (f64, f64)> + Clone) -> f64 {
     if sxx <= 0.0 { 0.0 } else { sxy / sxx }
 }
 
-/// A site's growth (bytes per second, over the points since it first had a block) and verdict.
+/// A site's growth (bytes per second, over the points since it first had a block) and trend.
 /// `series` ends with the final value; before its first point the site held nothing.
-pub(crate) fn judge(series: &[(f64, u64)], duration: f64, options: &LeakOptions) -> (f64, Verdict) {
+pub(crate) fn judge(series: &[(f64, u64)], duration: f64, options: &LeakOptions) -> (f64, Trend) {
     let growth = slope(series.iter().map(|&(t, b)| (t, b as f64)));
     let Some(&(_, last)) = series.last() else {
-        return (0.0, Verdict::Retained);
+        return (0.0, Trend::Flat);
     };
     if series.len() < MIN_POINTS || duration <= 0.0 || last == 0 {
-        return (growth, Verdict::Retained);
+        return (growth, Trend::Flat);
     }
     let warmup = options.warmup.clamp(0.0, 0.5);
     let warm_end = warmup * duration;
@@ -212,12 +230,12 @@ pub(crate) fn judge(series: &[(f64, u64)], duration: f64, options: &LeakOptions)
         .unwrap_or(0);
     let mostly_late = late_growth * 2 > last;
     let still_growing = last > high_before_tail;
-    let verdict = if mostly_late && still_growing && growth >= options.min_growth {
-        Verdict::Leak
+    let trend = if mostly_late && still_growing && growth >= options.min_growth {
+        Trend::Growing
     } else {
-        Verdict::Retained
+        Trend::Flat
     };
-    (growth, verdict)
+    (growth, trend)
 }
 
 /// The direction of the resident set over the samples, and its slope (bytes per second).
@@ -275,6 +293,26 @@ pub(crate) fn charged_frame<'f>(
         .find(|f| f.function != "??")
         .or(first)
         .or_else(|| frames.first())
+}
+
+/// Site verdicts under `reachability`.
+pub(crate) const DEFINITELY_LOST: &str = "definitely_lost";
+pub(crate) const INDIRECTLY_LOST: &str = "indirectly_lost";
+pub(crate) const REACHABLE: &str = "reachable";
+
+/// Order of the verdicts in the site list: lost first.
+fn rank(verdict: &str) -> u8 {
+    match verdict {
+        DEFINITELY_LOST => 0,
+        INDIRECTLY_LOST => 1,
+        "growing" => 1,
+        _ => 2,
+    }
+}
+
+/// A site's lost bytes (definitely and indirectly), for the order of the list.
+fn lost_bytes(s: &LeakSite) -> u64 {
+    s.definitely_lost.map_or(0, |t| t.bytes) + s.indirectly_lost.map_or(0, |t| t.bytes)
 }
 
 /// Builds the section.
@@ -339,15 +377,27 @@ pub(crate) fn analyze(input: MemoryInput) -> MemorySection {
             stack: site.frames.clone(),
         });
 
-        if outstanding == 0 {
+        let verdicts = site.verdicts;
+        let lost = verdicts.map_or(0, |v| v.definitely_lost.count + v.indirectly_lost.count);
+        if outstanding == 0 && lost == 0 {
             continue;
         }
-        let (growth, verdict) = judge(&site.series, duration, &input.options);
+        let (growth, trend) = judge(&site.series, duration, &input.options);
         let oldest_age = site
             .oldest_ns
             .map_or(0.0, |ns| input.end_ns.saturating_sub(ns) as f64 * 1e-9);
+        let verdict = match verdicts {
+            Some(v) if v.definitely_lost.count > 0 => DEFINITELY_LOST,
+            Some(v) if v.indirectly_lost.count > 0 => INDIRECTLY_LOST,
+            Some(_) => REACHABLE,
+            None => trend.name(),
+        };
         leak_sites.push(LeakSite {
-            verdict: verdict.name(),
+            verdict,
+            trend: trend.name(),
+            definitely_lost: verdicts.map(|v| v.definitely_lost),
+            indirectly_lost: verdicts.map(|v| v.indirectly_lost),
+            reachable: verdicts.map(|v| v.reachable),
             bytes: outstanding_bytes,
             count: outstanding,
             oldest_age,
@@ -359,14 +409,34 @@ pub(crate) fn analyze(input: MemoryInput) -> MemorySection {
         });
     }
 
-    let leaks = leak_sites.iter().filter(|s| s.verdict == "leak");
-    let (leaked_count, leaked_bytes) = leaks.fold((0, 0), |(c, b), s| (c + s.count, b + s.bytes));
-    let retained = leak_sites.iter().filter(|s| s.verdict != "leak");
-    let (retained_count, retained_bytes) =
-        retained.fold((0, 0), |(c, b), s| (c + s.count, b + s.bytes));
+    let by_reach = input.reach;
+    let mut totals = SiteVerdicts::default();
+    for v in input.sites.iter().filter_map(|s| s.verdicts) {
+        totals += v;
+    }
+    let (leaked, retained) = if by_reach {
+        let mut lost = totals.definitely_lost;
+        lost += totals.indirectly_lost;
+        (lost, totals.reachable)
+    } else {
+        let sum = |growing: bool| {
+            leak_sites
+                .iter()
+                .filter(|s| (s.verdict == Trend::Growing.name()) == growing)
+                .fold(Tally::default(), |mut t, s| {
+                    t += Tally {
+                        bytes: s.bytes,
+                        count: s.count,
+                    };
+                    t
+                })
+        };
+        (sum(true), sum(false))
+    };
     leak_sites.sort_by(|a, b| {
-        (b.verdict == "leak")
-            .cmp(&(a.verdict == "leak"))
+        rank(a.verdict)
+            .cmp(&rank(b.verdict))
+            .then(lost_bytes(b).cmp(&lost_bytes(a)))
             .then(b.bytes.cmp(&a.bytes))
             .then(b.count.cmp(&a.count))
     });
@@ -387,7 +457,8 @@ pub(crate) fn analyze(input: MemoryInput) -> MemorySection {
     summary.by_function = by_function;
     summary.top_sites = top_sites;
 
-    let too_short = input.sites.iter().any(|s| s.outstanding() > 0)
+    let too_short = !by_reach
+        && input.sites.iter().any(|s| s.outstanding() > 0)
         && input
             .sites
             .iter()
@@ -399,8 +470,14 @@ pub(crate) fn analyze(input: MemoryInput) -> MemorySection {
     if too_short {
         notes.push(format!(
             "the run was too short to judge growth (fewer than {MIN_POINTS} samples): \
-             outstanding blocks are reported as retained"
+             outstanding blocks are reported as flat"
         ));
+    }
+    if let Some(why) = input.no_scan.as_ref().filter(|_| !by_reach) {
+        notes.insert(
+            0,
+            format!("no reachability verdict ({why}): the verdict is by growth"),
+        );
     }
     if listed_sites > MAX_LISTED {
         notes.push(format!(
@@ -430,11 +507,16 @@ pub(crate) fn analyze(input: MemoryInput) -> MemorySection {
         interval: input.interval,
         allocations: summary,
         memory_leak_detection: LeakDetection {
-            detected: leaked_count > 0,
-            leaked_bytes,
-            leaked_count,
-            retained_bytes,
-            retained_count,
+            method: if by_reach { "reachability" } else { "growth" },
+            detected: leaked.count > 0,
+            definitely_lost: totals.definitely_lost,
+            indirectly_lost: totals.indirectly_lost,
+            reachable: totals.reachable,
+            leaked_bytes: leaked.bytes,
+            leaked_count: leaked.count,
+            retained_bytes: retained.bytes,
+            retained_count: retained.count,
+            scans: input.scans,
             thresholds: LeakThresholds {
                 min_growth: input.options.min_growth,
                 warmup: input.options.warmup,
@@ -452,6 +534,8 @@ mod tests {
     const OPTS: LeakOptions = LeakOptions {
         min_growth: 1.0,
         warmup: 0.25,
+        scan_max_pause_ms: 500,
+        check_every: None,
     };
 
     /// Points every 0.2 s over `duration` of `f(t)`, ending at `duration`.
@@ -483,6 +567,7 @@ mod tests {
             frames,
             oldest_ns: Some(1_000_000_000),
             series: Vec::new(),
+            verdicts: None,
         }
     }
 
@@ -498,7 +583,7 @@ mod tests {
     fn steady_growth_is_a_leak() {
         let s = series(2.0, |t| (t * 1000.0) as u64 * 64);
         let (growth, verdict) = judge(&s, 2.0, &OPTS);
-        assert_eq!(verdict, Verdict::Leak);
+        assert_eq!(verdict, Trend::Growing);
         assert!((growth - 64_000.0).abs() < 1000.0, "{growth}");
     }
 
@@ -506,23 +591,23 @@ mod tests {
     fn growth_then_flat_is_retained() {
         // A cache filled in the first 0.3 s, then untouched.
         let s = series(2.0, |t| if t < 0.3 { 50_000 } else { 100_000 });
-        assert_eq!(judge(&s, 2.0, &OPTS).1, Verdict::Retained);
+        assert_eq!(judge(&s, 2.0, &OPTS).1, Trend::Flat);
         // Filled at once before the first tick.
         let s = series(2.0, |_| 100_000);
         let (growth, verdict) = judge(&s, 2.0, &OPTS);
-        assert_eq!((growth, verdict), (0.0, Verdict::Retained));
+        assert_eq!((growth, verdict), (0.0, Trend::Flat));
     }
 
     #[test]
     fn a_step_in_the_middle_that_stays_flat_is_retained() {
         let s = series(4.0, |t| if t < 2.0 { 0 } else { 80_000 });
-        assert_eq!(judge(&s, 4.0, &OPTS).1, Verdict::Retained);
+        assert_eq!(judge(&s, 4.0, &OPTS).1, Trend::Flat);
     }
 
     #[test]
     fn growth_that_stops_before_the_tail_is_retained() {
         let s = series(4.0, |t| (t.min(2.5) * 10_000.0) as u64);
-        assert_eq!(judge(&s, 4.0, &OPTS).1, Verdict::Retained);
+        assert_eq!(judge(&s, 4.0, &OPTS).1, Trend::Flat);
     }
 
     #[test]
@@ -532,14 +617,14 @@ mod tests {
             min_growth: 100.0,
             ..OPTS
         };
-        assert_eq!(judge(&s, 2.0, &opts).1, Verdict::Retained);
+        assert_eq!(judge(&s, 2.0, &opts).1, Trend::Flat);
         // The same series with a lower threshold would be called a leak only if most of it came
         // late: here the 1000 bytes came first.
         let opts = LeakOptions {
             min_growth: 1.0,
             ..OPTS
         };
-        assert_eq!(judge(&s, 2.0, &opts).1, Verdict::Retained);
+        assert_eq!(judge(&s, 2.0, &opts).1, Trend::Flat);
     }
 
     #[test]
@@ -549,15 +634,15 @@ mod tests {
             let k = (t / 0.4) as u64;
             (k + 1) * 10_000 - if (t / 0.2) as u64 % 2 == 1 { 3_000 } else { 0 }
         });
-        assert_eq!(judge(&s, 4.0, &OPTS).1, Verdict::Leak);
+        assert_eq!(judge(&s, 4.0, &OPTS).1, Trend::Growing);
     }
 
     #[test]
     fn too_few_points_or_nothing_outstanding_is_not_a_leak() {
         let s = [(0.2, 100), (0.4, 200), (0.6, 300)];
-        assert_eq!(judge(&s, 0.6, &OPTS).1, Verdict::Retained);
+        assert_eq!(judge(&s, 0.6, &OPTS).1, Trend::Flat);
         let s = series(2.0, |t| if t < 1.9 { (t * 1e4) as u64 } else { 0 });
-        assert_eq!(judge(&s, 2.0, &OPTS).1, Verdict::Retained);
+        assert_eq!(judge(&s, 2.0, &OPTS).1, Trend::Flat);
     }
 
     #[test]
@@ -641,14 +726,117 @@ mod tests {
         let d = &m.memory_leak_detection;
         assert!(d.detected);
         assert_eq!(d.sites.len(), 2, "the tidy site holds nothing");
-        assert_eq!(d.sites[0].verdict, "leak");
+        assert_eq!(d.method, "growth");
+        assert_eq!(d.sites[0].verdict, "growing");
         assert_eq!(d.sites[0].function, "leak_blocks");
         assert_eq!((d.sites[0].bytes, d.sites[0].count), (7 * 48, 7));
         assert!((d.sites[0].oldest_age - 2.0).abs() < 1e-9);
-        assert_eq!(d.sites[1].verdict, "retained");
+        assert_eq!(d.sites[1].verdict, "flat");
         assert_eq!(d.sites[1].function, "make_cache");
         assert_eq!((d.leaked_bytes, d.retained_bytes), (7 * 48, 4096));
         assert_eq!(m.allocator.as_ref().map(|a| a.name), Some("glibc"));
+    }
+
+    #[test]
+    fn a_scan_decides_the_verdict_and_growth_stays_a_second_opinion() {
+        let tally = |count: u64, size: u64| Tally {
+            bytes: count * size,
+            count,
+        };
+        // A site that grew and still holds blocks nothing points to: lost, and growing.
+        let mut lost = site(101, 101 * 48, 0, 0, vec![frame("drop_blocks", "victim")]);
+        lost.series = series(2.0, |t| ((t / 2.0) * 101.0) as u64 * 48);
+        lost.series.last_mut().unwrap().1 = 101 * 48;
+        lost.verdicts = Some(SiteVerdicts {
+            definitely_lost: tally(100, 48),
+            reachable: tally(1, 48),
+            ..Default::default()
+        });
+        // A list whose head was dropped: one definitely lost, the rest only through it.
+        let mut list = site(50, 50 * 32, 0, 0, vec![frame("build_list", "victim")]);
+        list.verdicts = Some(SiteVerdicts {
+            definitely_lost: tally(1, 32),
+            indirectly_lost: tally(49, 32),
+            ..Default::default()
+        });
+        // A growing cache every block of which is reachable: no leak.
+        let mut cache = site(200, 200 * 64, 0, 0, vec![frame("keep_blocks", "victim")]);
+        cache.series = series(2.0, |t| ((t / 2.0) * 200.0) as u64 * 64);
+        cache.series.last_mut().unwrap().1 = 200 * 64;
+        cache.verdicts = Some(SiteVerdicts {
+            reachable: tally(200, 64),
+            ..Default::default()
+        });
+        // Every block freed after the scan: listed for what the scan found lost.
+        let mut gone = site(3, 30, 3, 30, vec![frame("later_freed", "victim")]);
+        gone.verdicts = Some(SiteVerdicts {
+            definitely_lost: tally(3, 10),
+            ..Default::default()
+        });
+        let m = analyze(MemoryInput {
+            sites: vec![cache, list, lost, gone],
+            duration: 2.0,
+            end_ns: 3_000_000_000,
+            options: OPTS,
+            reach: true,
+            ..Default::default()
+        });
+        let d = &m.memory_leak_detection;
+        assert_eq!(d.method, "reachability");
+        assert!(d.detected);
+        assert_eq!(
+            d.definitely_lost,
+            Tally {
+                bytes: 100 * 48 + 32 + 30,
+                count: 104
+            }
+        );
+        assert_eq!(d.indirectly_lost, tally(49, 32));
+        assert_eq!(
+            d.reachable,
+            Tally {
+                bytes: 48 + 200 * 64,
+                count: 201
+            }
+        );
+        assert_eq!(d.leaked_bytes, 100 * 48 + 32 + 30 + 49 * 32);
+        assert_eq!(d.retained_count, 201);
+        let order: Vec<(&str, &str, &str)> = d
+            .sites
+            .iter()
+            .map(|s| (s.function.as_str(), s.verdict, s.trend))
+            .collect();
+        assert_eq!(
+            order,
+            [
+                ("drop_blocks", "definitely_lost", "growing"),
+                ("build_list", "definitely_lost", "flat"),
+                ("later_freed", "definitely_lost", "flat"),
+                ("keep_blocks", "reachable", "growing"),
+            ]
+        );
+        assert!(d.notes.is_empty(), "{:?}", d.notes);
+    }
+
+    #[test]
+    fn without_a_scan_the_growth_verdict_is_labelled() {
+        let mut s = site(7, 7 * 48, 0, 0, vec![frame("leak_blocks", "victim")]);
+        s.series = series(2.0, |t| ((t / 2.0) * 7.0) as u64 * 48);
+        s.series.last_mut().unwrap().1 = 7 * 48;
+        let m = analyze(MemoryInput {
+            sites: vec![s],
+            duration: 2.0,
+            options: OPTS,
+            no_scan: Some("ptrace refused".into()),
+            ..Default::default()
+        });
+        let d = &m.memory_leak_detection;
+        assert_eq!(d.method, "growth");
+        assert!(d.detected);
+        assert_eq!(d.sites[0].verdict, "growing");
+        assert_eq!(d.sites[0].definitely_lost, None);
+        assert_eq!(d.definitely_lost, Tally::default());
+        assert!(d.notes[0].contains("ptrace refused"), "{:?}", d.notes);
     }
 
     #[test]

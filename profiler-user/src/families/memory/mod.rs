@@ -1,14 +1,19 @@
 //! The `memory` family: find the target's allocator, attach its probes and the `mmap`/`munmap`
-//! tracepoints, poll the per-site outstanding bytes while profiling (their growth decides leak
-//! against retained), and read the maps at the end. See docs/memory.md.
+//! tracepoints, poll the per-site outstanding bytes while profiling (their growth is the second
+//! opinion on leaks), scan the stopped target for the blocks no pointer reaches (the leak
+//! verdict) at the end of profiling, at its exit, or before the budget detaches the probes, and
+//! read the maps at the end. See docs/memory.md.
 
 pub(crate) mod allocator;
 pub(crate) mod analyze;
 pub(crate) mod kernel;
+pub(crate) mod reach;
+pub(crate) mod scan;
 
 use std::{
     collections::{BTreeMap, HashMap},
     fmt::Write as _,
+    time::Duration,
 };
 
 use anyhow::Context as _;
@@ -24,6 +29,7 @@ use crate::{
     family::{CHILDREN_NOT_COVERED, Family, ProbeLoad, ReportContext, TargetContext, TickContext},
     level::FamilyId,
     overhead,
+    report::memory::{LeakScan, Tally},
     report::{
         CostModel, MemorySection, Report,
         memory::{AllocatorFunction, AllocatorInfo},
@@ -34,6 +40,7 @@ use crate::{
 use allocator::Detection;
 use analyze::{LeakOptions, MemoryInput, ProcSample, Series, SiteInput, analyze};
 use kernel::{Links, RawMemory};
+use scan::{Hold, Scan, Trigger};
 
 /// The probe hits of `calls` calls to allocator function `f` (its entry, and its return when it
 /// returns a block), and their estimated cost.
@@ -73,7 +80,16 @@ pub(crate) struct Memory {
     shed_ns: Option<u64>,
     /// What the probes have cost the target so far, ns (the budget's view).
     live_cost_ns: f64,
+    pid: i32,
+    run_mode: bool,
+    /// When the probes were attached (CLOCK_MONOTONIC, ns).
+    started_ns: u64,
+    /// The reachability scans made, in order (only the newest complete one keeps its sites).
+    scans: Vec<Scan>,
 }
+
+/// Most scans listed in the report (`--leak-check-every` over a long run): the oldest go first.
+const MAX_SCANS: usize = 1000;
 
 impl Memory {
     pub(crate) fn new(options: LeakOptions) -> Self {
@@ -88,6 +104,46 @@ impl Memory {
             links: None,
             shed_ns: None,
             live_cost_ns: 0.0,
+            pid: 0,
+            run_mode: false,
+            scans: Vec::new(),
+            started_ns: 0,
+        }
+    }
+
+    /// Scans the target for lost blocks now (see `scan`); the probes must still be attached, so
+    /// that the outstanding blocks are exactly the ones not freed.
+    fn scan(&mut self, ebpf: &Ebpf, hold: Hold, trigger: Trigger) {
+        let max_pause = Duration::from_millis(self.options.scan_max_pause_ms);
+        let scan = scan::scan(ebpf, self.pid, hold, max_pause, trigger);
+        if let Some(reason) = &scan.reason
+            && trigger != Trigger::Interval
+        {
+            eprintln!("profiler: memory: no leak scan: {reason}");
+        }
+        if scan.complete {
+            // Only the newest verdict is reported by site.
+            for older in &mut self.scans {
+                older.sites = None;
+            }
+        }
+        if self.scans.len() >= MAX_SCANS {
+            self.scans.remove(0);
+        }
+        self.scans.push(scan);
+    }
+
+    /// Why the verdict is by growth, when no scan finished.
+    fn no_scan_reason(&self, exited: bool) -> String {
+        if let Some(reason) = self.scans.iter().rev().find_map(|s| s.reason.clone()) {
+            return reason;
+        }
+        match (exited, self.run_mode) {
+            (true, true) => "the target could not be held at its exit to be scanned".into(),
+            (true, false) => "the target exited before the end of profiling, its memory gone \
+                              before it could be scanned (`profiler run` scans at the exit)"
+                .into(),
+            _ => "no scan ran".into(),
         }
     }
 
@@ -200,6 +256,8 @@ impl Family for Memory {
             modules.splice(at..at, allocator::preloaded(&preload));
         }
         self.detection = allocator::detect(&modules);
+        self.pid = ctx.pid;
+        self.run_mode = ctx.run_mode;
         Ok(())
     }
 
@@ -211,6 +269,7 @@ impl Family for Memory {
         let links = kernel::attach(ebpf, &self.detection.allocators, ctx.pid as u32)?;
         let n = links.count();
         self.links = Some(links);
+        self.started_ns = monotonic_ns();
         Ok(n)
     }
 
@@ -222,6 +281,24 @@ impl Family for Memory {
         self.sample(ctx.pid, now_ns);
         if let Ok(sites) = kernel::read_sites(ebpf) {
             self.record(&sites, now_ns, false);
+        }
+        if let Some(every) = self.options.check_every {
+            let since = self.scans.last().map_or(self.started_ns, |s| s.at_ns);
+            if now_ns.saturating_sub(since) as f64 * 1e-9 >= every {
+                self.scan(ebpf, Hold::Stop, Trigger::Interval);
+            }
+        }
+    }
+
+    fn on_exit_stop(&mut self, ebpf: &mut Ebpf, _ctx: &TickContext) {
+        if self.links.is_some() {
+            self.scan(ebpf, Hold::AtExit, Trigger::Exit);
+        }
+    }
+
+    fn before_stop(&mut self, ebpf: &mut Ebpf, _ctx: &TickContext) {
+        if self.links.is_some() {
+            self.scan(ebpf, Hold::Stop, Trigger::End);
         }
     }
 
@@ -242,6 +319,12 @@ impl Family for Memory {
     }
 
     fn shed(&mut self, ebpf: &mut Ebpf, _unit: usize) -> anyhow::Result<()> {
+        if self.links.is_none() {
+            return Ok(());
+        }
+        // The last moment the outstanding blocks are exact: once the frees go unseen, a block
+        // freed later would look lost.
+        self.scan(ebpf, Hold::Stop, Trigger::Budget);
         let Some(links) = self.links.take() else {
             return Ok(());
         };
@@ -326,6 +409,7 @@ impl Family for Memory {
             (0, 0)
         };
 
+        let verdict_scan = self.scans.iter().rev().find_map(|s| s.sites.as_ref());
         let mut sites = Vec::with_capacity(raw.sites.len());
         for (site, totals) in &raw.sites {
             let frames = raw
@@ -352,6 +436,7 @@ impl Family for Memory {
                 frames,
                 oldest_ns: raw.oldest.get(site).copied(),
                 series,
+                verdicts: verdict_scan.map(|v| v.get(site).copied().unwrap_or_default()),
             });
         }
         let samples = self
@@ -386,6 +471,15 @@ impl Family for Memory {
             mmap_calls,
             munmap_calls,
             options: self.options,
+            scans: self
+                .scans
+                .iter()
+                .map(|s| leak_scan(s, ctx.start_ktime_ns))
+                .collect(),
+            reach: verdict_scan.is_some(),
+            no_scan: verdict_scan.is_none().then(|| {
+                self.no_scan_reason(ctx.exit_status.is_some() || !tracee::alive(self.pid))
+            }),
         };
         let section = analyze(input);
         match (&section.allocator, &section.no_allocator) {
@@ -407,6 +501,26 @@ impl Family for Memory {
         if let Some(memory) = &report.memory {
             summary(out, memory);
         }
+    }
+}
+
+/// A scan as the report lists it.
+fn leak_scan(s: &Scan, start_ns: u64) -> LeakScan {
+    LeakScan {
+        trigger: s.trigger.name(),
+        at: s.at_ns.saturating_sub(start_ns) as f64 * 1e-9,
+        pause: s.pause,
+        duration: s.duration,
+        complete: s.complete,
+        reason: s.reason.clone(),
+        threads: s.threads,
+        regions: s.regions,
+        bytes_scanned: s.bytes_scanned,
+        root_bytes: s.root_bytes,
+        blocks: s.blocks,
+        definitely_lost: s.totals.definitely_lost,
+        indirectly_lost: s.totals.indirectly_lost,
+        reachable: s.totals.reachable,
     }
 }
 
@@ -447,29 +561,68 @@ fn summary(out: &mut String, m: &MemorySection) {
         a.sites,
     );
     let d = &m.memory_leak_detection;
-    for site in d
-        .sites
-        .iter()
-        .filter(|s| s.verdict == "leak")
-        .take(SUMMARY_LEAKS)
-    {
+    let tally = |t: Tally| format!("{} in {} block(s)", human_bytes(t.bytes), t.count);
+    if d.method == "reachability" {
+        let scan = d.scans.iter().rev().find(|s| s.complete);
+        let how = scan.map_or(String::new(), |s| {
+            format!(
+                " (scan at {}: target stopped {}, {} read)",
+                s.trigger,
+                human_time(s.pause),
+                human_bytes(s.bytes_scanned)
+            )
+        });
         let _ = writeln!(
             out,
-            "leak: {} in {} block(s) from {} (+{}/s, oldest {})",
-            human_bytes(site.bytes),
-            site.count,
-            site.function,
-            human_bytes(site.growth.max(0.0) as u64),
-            human_time(site.oldest_age),
+            "leaks{how}: definitely lost {}, indirectly lost {}, reachable {}",
+            tally(d.definitely_lost),
+            tally(d.indirectly_lost),
+            tally(d.reachable),
         );
-    }
-    if d.retained_count > 0 {
-        let _ = writeln!(
-            out,
-            "retained (not growing): {} in {} block(s)",
-            human_bytes(d.retained_bytes),
-            d.retained_count,
-        );
+        for site in d
+            .sites
+            .iter()
+            .filter(|s| s.verdict != analyze::REACHABLE)
+            .take(SUMMARY_LEAKS)
+        {
+            let mut lost = site.definitely_lost.unwrap_or_default();
+            lost += site.indirectly_lost.unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "lost: {} from {} ({}, {})",
+                tally(lost),
+                site.function,
+                site.verdict.replace('_', " "),
+                site.trend,
+            );
+        }
+    } else {
+        let why = d.notes.first().map_or("", String::as_str);
+        let _ = writeln!(out, "leak verdict by growth: {why}");
+        for site in d
+            .sites
+            .iter()
+            .filter(|s| s.verdict == "growing")
+            .take(SUMMARY_LEAKS)
+        {
+            let _ = writeln!(
+                out,
+                "growing: {} in {} block(s) from {} (+{}/s, oldest {})",
+                human_bytes(site.bytes),
+                site.count,
+                site.function,
+                human_bytes(site.growth.max(0.0) as u64),
+                human_time(site.oldest_age),
+            );
+        }
+        if d.retained_count > 0 {
+            let _ = writeln!(
+                out,
+                "flat (not growing): {} in {} block(s)",
+                human_bytes(d.retained_bytes),
+                d.retained_count,
+            );
+        }
     }
     if !d.detected {
         let _ = writeln!(out, "no leak detected");

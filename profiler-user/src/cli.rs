@@ -148,13 +148,14 @@ pub(crate) struct CommonArgs {
     /// An error-pattern file that extends the built-in database (see docs/patterns.md).
     #[arg(long, value_name = "FILE")]
     pub patterns: Option<PathBuf>,
-    /// Memory family: a site whose outstanding bytes grow slower than this (bytes per second)
-    /// is not called a leak (0 or more).
+    /// Memory family, growth verdict (the second opinion next to the leak scan's, and the verdict
+    /// where no scan can run): a site whose outstanding bytes grow slower than this (bytes per
+    /// second) is flat, not growing (0 or more).
     #[arg(long, value_name = "BYTES_PER_SEC", default_value_t = 1.0, value_parser = parse_growth, allow_negative_numbers = true)]
     pub leak_min_growth: f64,
-    /// Memory family: the share of the run (0 to 0.5) at its start treated as warm-up, and at
-    /// its end in which a leaking site must still be growing. A site that grew only in the
-    /// warm-up, or stopped growing before the end, is reported as retained, not leaked.
+    /// Memory family, growth verdict: the share of the run (0 to 0.5) at its start treated as
+    /// warm-up, and at its end in which a growing site must still be growing. A site that grew
+    /// only in the warm-up, or stopped growing before the end, is flat.
     #[arg(long, value_name = "FRACTION", default_value_t = 0.25, value_parser = parse_warmup, allow_negative_numbers = true)]
     pub leak_warmup: f64,
     /// Memory family: the longest the reachability scan may keep the target stopped

@@ -525,6 +525,27 @@ fn attach_through_done(dir: &TempDir, victim: &mut Victim) -> (Outcome, Report) 
     (outcome, report)
 }
 
+/// `profiler attach --level memory --duration SECS` on `victim` (started with `Victim::ready`),
+/// which runs its scenario meanwhile: the report. The victim must then finish its scenario and
+/// exit.
+fn attach_for(dir: &TempDir, victim: &mut Victim, secs: &str) -> Report {
+    let json = dir.json();
+    let args = [
+        "--level",
+        "memory",
+        "--duration",
+        secs,
+        "--json",
+        json.to_str().unwrap(),
+    ];
+    let profiler = attach(victim, &args);
+    victim.proceed();
+    profiler.finish().expect_success();
+    victim.expect_line("done");
+    assert!(victim.release().success());
+    Report::read(&json)
+}
+
 #[test]
 fn reachability_in_attach_mode_scans_the_target_at_the_end() {
     require_root!();
@@ -545,31 +566,35 @@ fn reachability_in_attach_mode_scans_the_target_at_the_end() {
 }
 
 #[test]
+fn every_thread_is_stopped_for_a_scan_and_their_stacks_are_no_leak() {
+    require_root!();
+    let dir = TempDir::new();
+    // Four threads contend for a mutex, each spinning 2 ms under it 500 times (about 4 s in
+    // all): running or waiting on the futex when the scan stops them.
+    let mut victim = Victim::ready(victims::THREADS_CONTEND, ["4", "500", "2000", "200"]);
+    let report = attach_for(&dir, &mut victim, "1");
+    let memory = Memory::of(&report);
+    let scan = last_scan(&memory);
+    assert_eq!(scan["trigger"], "end", "{scan:#}");
+    assert_eq!(scan["complete"], true, "{scan:#}");
+    assert_eq!(scan["threads"].as_u64(), Some(5), "{scan:#}");
+    // The threads' stacks, mapped while profiled, are tracked blocks that their own stack
+    // pointers and the C library's thread list reach.
+    let d = memory.at("/memory_leak_detection");
+    assert!(memory.u64("/allocations/mmap_calls") >= 4, "{d:#}");
+    assert_eq!(d["detected"], false, "{d:#}");
+    assert!(tally(&d["reachable"]).1 >= 4, "{d:#}");
+}
+
+#[test]
 fn a_full_cache_attached_mid_run_is_no_leak() {
     require_root!();
     let dir = TempDir::new();
-    let json = dir.json();
     // A 256-entry cache filled before the attach; while profiled, every 10 ms its oldest entry
     // is freed and a new one put in its slot: the tracked bytes grow the whole time (the
     // evicted blocks were never seen allocated), the cache's size does not.
     let mut victim = Victim::ready(VICTIM, ["lru", "4000"]);
-    let profiler = attach(
-        &victim,
-        &[
-            "--level",
-            "memory",
-            "--duration",
-            "2",
-            "--json",
-            json.to_str().unwrap(),
-        ],
-    );
-    victim.proceed();
-    profiler.finish().expect_success();
-    victim.expect_line("done");
-    assert!(victim.release().success());
-
-    let report = Report::read(&json);
+    let report = attach_for(&dir, &mut victim, "2");
     let memory = Memory::of(&report);
     let d = memory.at("/memory_leak_detection");
     assert_eq!(d["method"], "reachability", "{d:#}");
@@ -590,9 +615,31 @@ fn a_full_cache_attached_mid_run_is_no_leak() {
 fn a_leak_that_stopped_growing_is_still_lost() {
     require_root!();
     let dir = TempDir::new();
-    // 20 blocks of 48 bytes dropped over 0.4 s, then 1.5 s of nothing before the exit.
-    let report = run(&dir, &[VICTIM, "drop", "20", "48", "20", "1500"]);
+    // 20 blocks of 48 bytes dropped over 0.4 s, then 1.5 s of nothing before the exit; a scan
+    // every half second besides the one at the exit.
+    let args = ["--level", "memory", "--leak-check-every", "0.5"];
+    let cmd = [VICTIM, "drop", "20", "48", "20", "1500"];
+    let report = run_reported(&dir, &args, &cmd, &[]).1;
     let memory = Memory::of(&report);
+    let scans = memory.list("/memory_leak_detection/scans");
+    let triggers: Vec<&str> = scans
+        .iter()
+        .map(|s| s["trigger"].as_str().unwrap())
+        .collect();
+    assert!(
+        triggers.len() >= 3
+            && triggers[..triggers.len() - 1]
+                .iter()
+                .all(|t| *t == "interval"),
+        "{triggers:?}"
+    );
+    assert_eq!(triggers.last(), Some(&"exit"));
+    // Every interval scan found what had been dropped so far, lost, and nothing else.
+    for s in scans {
+        let (bytes, count) = tally(&s["definitely_lost"]);
+        assert_eq!(bytes, count * 48, "{s:#}");
+        assert!(count <= 20, "{s:#}");
+    }
     let site = memory.leak_site("drop_blocks");
     assert_eq!(site["verdict"], "definitely_lost", "{site:#}");
     assert_eq!(tally(&site["definitely_lost"]), (960, 20));

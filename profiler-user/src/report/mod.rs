@@ -25,7 +25,7 @@ pub(crate) use threads::ThreadsSection;
 
 /// Version of the JSON schema (docs/report-schema.md). Bump the minor version when fields are
 /// added, the major version when a field changes meaning or goes away.
-pub(crate) const SCHEMA_VERSION: &str = "2.5";
+pub(crate) const SCHEMA_VERSION: &str = "3.0";
 
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct Report {

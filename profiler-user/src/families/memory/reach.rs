@@ -217,10 +217,13 @@ impl<'b, M: Memory> Marker<'b, M> {
         while at < end {
             let len = ((end - at) as usize).min(CHUNK);
             let got = self.read_words(at, len, skip);
-            if got < len {
-                break;
-            }
-            at += len as u64;
+            // A block may hold pages that cannot be read (a thread stack's guard page): the
+            // read goes on past them.
+            at = if got == len {
+                at + len as u64
+            } else {
+                (at + got as u64 + 1).next_multiple_of(4096)
+            };
         }
     }
 
@@ -413,6 +416,21 @@ mod tests {
         mem.put(0x1010, 0x10100);
         let got = classes(&blocks, &mem, &[GLOBALS], &[]);
         assert_eq!(got, [Class::DefinitelyLost, Class::Reachable]);
+    }
+
+    #[test]
+    fn a_block_is_read_past_its_unreadable_pages() {
+        // A mapping whose first page is a guard page, reached from a register; its last page
+        // points to block 1.
+        let blocks = vec![block(0x20000, 0x3000), block(0x30000, 64)];
+        let mut mem = Fake::default();
+        mem.unreadable.push(Range {
+            start: 0x20000,
+            end: 0x21000,
+        });
+        mem.put(0x22ff8, 0x30000);
+        let got = classes(&blocks, &mem, &[], &[0x22000]);
+        assert_eq!(got, [Class::Reachable, Class::Reachable]);
     }
 
     #[test]

@@ -57,6 +57,8 @@ pub enum Counter {
     /// A lock taken while a thread already held the most tracked locks (`HELD_MAX`): its hold
     /// time and lock-order edges are not seen.
     HeldLocksOverflow = 20,
+    /// The growth attribution's site map was full: write faults at new sites are not counted.
+    MemGrowthMapFull = 21,
 }
 
 /// Map names in the eBPF object (see [`crate::names`]): profiler-ebpf names each map static
@@ -72,7 +74,7 @@ pub const MAPS: &[&str] = &[maps::COUNTERS];
 pub const PROGRAMS: &[&str] = &[];
 
 /// Number of counter slots.
-pub const COUNTER_SLOTS: u32 = 21;
+pub const COUNTER_SLOTS: u32 = 22;
 
 impl Counter {
     /// All counters, in slot order.
@@ -98,6 +100,7 @@ impl Counter {
         Counter::ThreadStackFailed,
         Counter::ThreadMapFull,
         Counter::HeldLocksOverflow,
+        Counter::MemGrowthMapFull,
     ];
 
     /// The name used for this counter in the report.
@@ -124,6 +127,7 @@ impl Counter {
             Counter::ThreadStackFailed => "threads_stack_failed",
             Counter::ThreadMapFull => "threads_map_full",
             Counter::HeldLocksOverflow => "threads_held_locks_overflow",
+            Counter::MemGrowthMapFull => "memory_growth_map_full",
         }
     }
 

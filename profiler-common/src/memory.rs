@@ -77,10 +77,18 @@ pub const fn cookie_class(cookie: u64) -> u8 {
 pub const MMAP_SLOT: u32 = MAX_ALLOC_FUNCTIONS;
 /// Slot of `munmap` in the per-function call counts.
 pub const MUNMAP_SLOT: u32 = MAX_ALLOC_FUNCTIONS + 1;
+/// Slot of the target's write faults (the growth attribution's hits) in the call counts.
+pub const FAULT_SLOT: u32 = MAX_ALLOC_FUNCTIONS + 2;
 /// Most allocator functions probed in one run (several allocators may be in one process).
-pub const MAX_ALLOC_FUNCTIONS: u32 = 126;
-/// Slots of the `MEM_CALLS` per-CPU array: the allocator functions, then `mmap` and `munmap`.
-pub const CALL_SLOTS: u32 = MAX_ALLOC_FUNCTIONS + 2;
+pub const MAX_ALLOC_FUNCTIONS: u32 = 125;
+/// Slots of the `MEM_CALLS` per-CPU array: the allocator functions, then `mmap`, `munmap` and
+/// the write faults.
+pub const CALL_SLOTS: u32 = MAX_ALLOC_FUNCTIONS + 3;
+
+/// `error_code` bit of a page fault made by a write (x86 `X86_PF_WRITE`).
+pub const PF_WRITE: u64 = 1 << 1;
+/// `error_code` bit of a page fault made by an instruction fetch (`X86_PF_INSTR`).
+pub const PF_INSTR: u64 = 1 << 4;
 
 /// An allocator call in progress on one thread (map value keyed by thread id), noted at entry
 /// and completed by the return probe.
@@ -182,7 +190,8 @@ pub struct MemStack {
     pub ret_addr: u64,
     /// Valid entries in `ips`.
     pub len: u32,
-    pub _pad: u32,
+    /// [`STACK_FIRST_IS_PC`] and the like.
+    pub flags: u32,
     /// Walked frames, innermost first.
     pub ips: [u64; MEM_STACK_DEPTH],
 }
@@ -201,6 +210,34 @@ impl MemStack {
     }
 }
 
+/// [`MemStack::flags`]: `ret_addr` is the instruction that faulted (a growth site), not a return
+/// address (symbolized as is, not one byte back).
+pub const STACK_FIRST_IS_PC: u32 = 1;
+/// [`MemStack::flags`]: `ips` are the raw top words of the stack, not yet sorted from data (the
+/// target's code ranges were not known yet, as while a program's loader maps its libraries):
+/// the user side keeps those that point into code.
+pub const STACK_RAW_WORDS: u32 = 2;
+
+/// Words of the user stack scanned for return addresses at a write fault.
+pub const SCAN_WORDS: usize = 32;
+/// Most frames the scan takes from them.
+pub const SCAN_FRAMES: usize = 6;
+/// Most executable ranges in [`TextRanges`].
+pub const TEXT_RANGES_MAX: usize = 64;
+
+/// The target's executable mappings, sorted and merged (`MEM_TEXT`, entry 0), written by the
+/// user side: a word of the stack that points into one of them is taken for a return address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct TextRanges {
+    pub count: u32,
+    pub _pad: u32,
+    /// `[start, end)` pairs.
+    pub ranges: [[u64; 2]; TEXT_RANGES_MAX],
+}
+
+const _: () = assert!(core::mem::size_of::<TextRanges>() == 8 + 16 * TEXT_RANGES_MAX);
+
 /// The site hash of a return address and walked frames (both sides compute it the same way, so
 /// the user side can check a stack against its key).
 #[inline(always)]
@@ -216,6 +253,8 @@ pub const SITE_HASH_SEED: u64 = 0x243f_6a88_85a3_08d3;
 pub const ALLOCS_MAX: u32 = 1 << 21;
 pub const SITES_MAX: u32 = 1 << 16;
 pub const MEM_STACKS_MAX: u32 = 1 << 16;
+/// Sites of new resident memory (`MEM_GROWTH`).
+pub const GROWTH_SITES_MAX: u32 = 1 << 14;
 pub const PENDING_MAX: u32 = 1 << 14;
 
 /// `mmap` flags (x86-64).
@@ -242,6 +281,13 @@ pub mod maps {
     pub const MEM_CALLS: &str = "MEM_CALLS";
     /// Per-CPU scratch [`super::MemStack`] (kernel side only).
     pub const MEM_STACK_SCRATCH: &str = "MEM_STACK_SCRATCH";
+    /// Write faults (pages the target was given) by site (the faulting instruction and its
+    /// frame-pointer chain, stacks in `MEM_STACKS`).
+    pub const MEM_GROWTH: &str = "MEM_GROWTH";
+    /// The target's executable ranges ([`super::TextRanges`]), for the stack scan.
+    pub const MEM_TEXT: &str = "MEM_TEXT";
+    /// Per-CPU scratch of the stack scan (kernel side only).
+    pub const MEM_SCAN_SCRATCH: &str = "MEM_SCAN_SCRATCH";
 }
 
 /// Program names in the eBPF object (see [`crate::names`]): profiler-ebpf names each program
@@ -257,6 +303,8 @@ pub mod programs {
     pub const MEM_MMAP_EXIT: &str = "mem_mmap_exit";
     /// On the `syscalls/sys_enter_munmap` tracepoint.
     pub const MEM_MUNMAP: &str = "mem_munmap";
+    /// On the `exceptions/page_fault_user` tracepoint: the growth attribution.
+    pub const MEM_PAGE_FAULT: &str = "mem_page_fault";
 }
 
 /// Every map of the module, in `maps`.
@@ -269,6 +317,9 @@ pub const MAPS: &[&str] = &[
     maps::MEM_PENDING_MMAP,
     maps::MEM_CALLS,
     maps::MEM_STACK_SCRATCH,
+    maps::MEM_GROWTH,
+    maps::MEM_TEXT,
+    maps::MEM_SCAN_SCRATCH,
 ];
 /// Every program of the module, in `programs`.
 pub const PROGRAMS: &[&str] = &[
@@ -277,6 +328,7 @@ pub const PROGRAMS: &[&str] = &[
     programs::MEM_MMAP_ENTER,
     programs::MEM_MMAP_EXIT,
     programs::MEM_MUNMAP,
+    programs::MEM_PAGE_FAULT,
 ];
 
 #[cfg(feature = "user")]
@@ -295,6 +347,8 @@ mod pod {
     unsafe impl aya::Pod for SiteStats {}
     // SAFETY: as above.
     unsafe impl aya::Pod for MemStack {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for TextRanges {}
 }
 
 #[cfg(test)]

@@ -8,10 +8,11 @@ use profiler_common::functions::TIME_EVERY_DEFAULT;
 
 use crate::{
     calibrate,
-    cli::{Cli, Command, CommonArgs},
+    cli::{Cli, Command, CommonArgs, MemoryMode},
     demo,
     families::{self, errors::analyze as errors, memory::analyze::LeakOptions},
-    level, linux,
+    level::{self, Level},
+    linux,
     report::json,
     session::{self, Outcome, Plan},
     stop,
@@ -75,6 +76,7 @@ pub fn main() -> ExitCode {
                     funcs: demo::DEMO_FUNCS.iter().map(|s| s.to_string()).collect(),
                     max_funcs: 1000,
                     time_every: TIME_EVERY_DEFAULT,
+                    memory_exact: args.level == Level::Full,
                     ..Default::default()
                 },
                 max_overhead: None,
@@ -118,6 +120,10 @@ fn plan(mode: Mode, common: &CommonArgs) -> Plan {
                 warmup: common.leak_warmup,
                 scan_max_pause_ms: common.leak_scan_max_pause,
                 check_every: common.leak_check_every,
+            },
+            memory_exact: match common.memory {
+                Some(mode) => mode == MemoryMode::Exact,
+                None => common.level == Level::Full,
             },
             threads: families::threads::Options {
                 min_block_us: (common.min_block * 1_000.0).round() as u32,

@@ -148,6 +148,13 @@ pub(crate) struct CommonArgs {
     /// An error-pattern file that extends the built-in database (see docs/patterns.md).
     #[arg(long, value_name = "FILE")]
     pub patterns: Option<PathBuf>,
+    /// Memory family: `growth` counts the pages the target is given (its write faults) by the
+    /// stack that touched them, a cost that does not grow with its rate of malloc calls; `exact`
+    /// adds the allocator probes: every block tracked, per allocation site, and the leak scan
+    /// (definitely lost, indirectly lost, reachable), at about a microsecond or more per
+    /// allocator call. Default: `growth` at `--level memory`, `exact` at `--level full`.
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub memory: Option<MemoryMode>,
     /// Memory family, growth verdict (the second opinion next to the leak scan's, and the verdict
     /// where no scan can run): a site whose outstanding bytes grow slower than this (bytes per
     /// second) is flat, not growing (0 or more).
@@ -276,6 +283,16 @@ fn parse_warmup(s: &str) -> Result<f64, String> {
     number(s)
         .filter(|f| (0.0..=0.5).contains(f))
         .ok_or_else(|| "must be a fraction of the run from 0 to 0.5".into())
+}
+
+/// `--memory`: what the memory family tracks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum MemoryMode {
+    /// Where resident memory grows, by stack: the target's write faults.
+    Growth,
+    /// Growth, and every allocation and release through the allocator's probes, with the leak
+    /// scan.
+    Exact,
 }
 
 /// `--leak-scan-max-pause`: milliseconds, 1 to 60000.

@@ -17,12 +17,14 @@ pub(crate) enum Level {
     /// Detailed, plus CPU sampling with whole stacks (unwound in the kernel, no frame pointers
     /// needed) and per-thread CPU.
     Profiling,
-    /// Basic, plus allocation tracking and leak detection.
+    /// Basic, plus where resident memory grows, by stack (the target's write faults: a cost
+    /// that does not grow with its malloc rate); `--memory exact` adds every allocation
+    /// through the allocator's probes and the leak scan.
     Memory,
     /// Basic, plus scheduling per thread, lock contention with the holder, and deadlocks
     /// (lock order, and live cycles of waits).
     Threading,
-    /// Every family (gpu is not built yet).
+    /// Every family (gpu is not built yet), the memory family exact.
     Full,
 }
 
@@ -40,7 +42,8 @@ pub(crate) enum FamilyId {
     Errors,
     /// CPU sampling with stacks unwound in the kernel (perf event).
     Cpu,
-    /// Allocations and leaks (uprobes on the allocator, mmap/munmap).
+    /// Resident growth by stack (page-fault tracepoint); with `--memory exact`, allocations and
+    /// leaks (uprobes on the allocator, mmap/munmap, the reachability scan).
     Memory,
     /// Scheduling, locks and deadlocks (sched tp_btf, futex tracepoints, pthread uprobes).
     Threads,

@@ -23,15 +23,18 @@ const VICTIM: &str = env!("VICTIM_MEM_VICTIM");
 const VICTIM_SOURCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/victims/mem_victim.c");
 const RUST_SOURCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/src/bin/victim_mem_rust.rs");
 
-/// `profiler run --level memory --json <dir>/report.json -- CMD...` (see [`run_reported`]); its
-/// report.
+/// The memory level with every block tracked.
+const EXACT: [&str; 4] = ["--level", "memory", "--memory", "exact"];
+
+/// `profiler run --level memory --memory exact --json <dir>/report.json -- CMD...` (see
+/// [`run_reported`]); its report.
 fn run(dir: &TempDir, cmd: &[&str]) -> Report {
     run_with(dir, cmd, &[])
 }
 
 /// As [`run`], with `env` added to the profiler's environment.
 fn run_with(dir: &TempDir, cmd: &[&str], env: &[(&str, &str)]) -> Report {
-    run_reported(dir, &["--level", "memory"], cmd, env).1
+    run_reported(dir, &EXACT, cmd, env).1
 }
 
 /// The `memory` section, looked at through accessors that panic with context.
@@ -433,7 +436,7 @@ fn attach_to_a_process_that_already_holds_memory() {
     let mut victim = Victim::ready(VICTIM, ["hold", "500", "20", "48"]);
     let profiler = attach(
         &victim,
-        &["--level", "memory", "--json", json.to_str().unwrap()],
+        &[EXACT.as_slice(), &["--json", json.to_str().unwrap()]].concat(),
     );
     victim.proceed();
     victim.expect_line("done");
@@ -493,6 +496,85 @@ fn growth_is_the_second_opinion_next_to_reachability() {
     assert!(detection["retained_bytes"].as_u64().unwrap() >= 100_000 + count * 512);
 }
 
+/// The growth site charged to `function`.
+fn growth_site<'a>(memory: &Memory<'a>, function: &str) -> &'a Value {
+    let sites: Vec<&Value> = memory
+        .list("/growth_sites")
+        .iter()
+        .filter(|s| s["function"] == function)
+        .collect();
+    let [site] = sites[..] else {
+        panic!(
+            "expected one growth site of {function}, found {}:\n{:#}",
+            sites.len(),
+            memory.at("/growth_sites")
+        );
+    };
+    site
+}
+
+#[test]
+fn a_growing_heap_is_found_with_its_stack_at_the_default_memory_level() {
+    require_root!();
+    let dir = TempDir::new();
+    // cache_fill() keeps 100 blocks of 1000 bytes at once, then for 2 s leak_grow() keeps 512
+    // bytes about every 20 ms; no allocator probe is attached.
+    let (outcome, report) = run_reported(
+        &dir,
+        &["--level", "memory"],
+        &[VICTIM, "growth", "2000"],
+        &[],
+    );
+    let memory = Memory::of(&report);
+    assert_eq!(memory.at("/mode"), "growth");
+    assert_eq!(memory.u64("/allocations/allocations"), 0);
+    assert!(memory.list("/allocators").is_empty());
+    // The pages glibc's malloc first touched (writing its chunk headers, with no frame pointer)
+    // are charged through the stack scan to the function that called it.
+    let cache = growth_site(&memory, "cache_fill");
+    let pages = cache["pages"].as_u64().unwrap();
+    assert!(
+        (24..=26).contains(&pages),
+        "100 blocks of 1000 bytes: {cache:#}"
+    );
+    assert_eq!(cache["bytes"].as_u64(), Some(pages * 4096));
+    assert_eq!(cache["trend"], "flat", "{cache:#}");
+    assert!(frames(cache).contains(&"main"), "{cache:#}");
+    let grow = growth_site(&memory, "leak_grow");
+    assert_eq!(grow["trend"], "growing", "{grow:#}");
+    assert!(grow["growth"].as_f64().unwrap() > 4_000.0, "{grow:#}");
+    let stack = frames(grow);
+    let at = stack.iter().position(|f| *f == "leak_grow").unwrap();
+    assert!(stack[at..].contains(&"main"), "{grow:#}");
+    let d = memory.at("/memory_leak_detection");
+    assert_eq!(d["method"], "growth");
+    assert_eq!(d["detected"], true, "a growing site: {d:#}");
+    assert!(d["notes"][0].as_str().unwrap().contains("--memory exact"));
+    assert!(memory.u64("/growth/faults") >= pages);
+    // No allocator probe: none of its hits is priced.
+    assert!(
+        outcome
+            .stdout
+            .contains("allocator not probed (--memory growth)"),
+        "{}",
+        outcome.stdout
+    );
+}
+
+#[test]
+fn with_exact_tracking_pages_touched_inside_malloc_go_to_the_allocation_site() {
+    require_root!();
+    let dir = TempDir::new();
+    let report = run(&dir, &[VICTIM, "growth", "1000"]);
+    let memory = Memory::of(&report);
+    assert_eq!(memory.at("/mode"), "exact");
+    let cache = growth_site(&memory, "cache_fill");
+    let pages = cache["pages"].as_u64().unwrap();
+    assert!((24..=26).contains(&pages), "{cache:#}");
+    // The allocation site's own stack: the allocator's caller first.
+    assert_eq!(frames(cache)[..2], ["cache_fill", "main"], "{cache:#}");
+}
+
 #[test]
 fn reachability_in_run_mode_scans_the_target_at_its_exit() {
     require_root!();
@@ -512,7 +594,7 @@ fn attach_through_done(dir: &TempDir, victim: &mut Victim) -> (Outcome, Report) 
     let json = dir.json();
     let profiler = attach(
         victim,
-        &["--level", "memory", "--json", json.to_str().unwrap()],
+        &[EXACT.as_slice(), &["--json", json.to_str().unwrap()]].concat(),
     );
     victim.proceed();
     victim.expect_line("done");
@@ -533,6 +615,8 @@ fn attach_for(dir: &TempDir, victim: &mut Victim, secs: &str) -> Report {
     let args = [
         "--level",
         "memory",
+        "--memory",
+        "exact",
         "--duration",
         secs,
         "--json",
@@ -617,7 +701,14 @@ fn a_leak_that_stopped_growing_is_still_lost() {
     let dir = TempDir::new();
     // 20 blocks of 48 bytes dropped over 0.4 s, then 1.5 s of nothing before the exit; a scan
     // every half second besides the one at the exit.
-    let args = ["--level", "memory", "--leak-check-every", "0.5"];
+    let args = [
+        "--level",
+        "memory",
+        "--memory",
+        "exact",
+        "--leak-check-every",
+        "0.5",
+    ];
     let cmd = [VICTIM, "drop", "20", "48", "20", "1500"];
     let report = run_reported(&dir, &args, &cmd, &[]).1;
     let memory = Memory::of(&report);
@@ -679,6 +770,8 @@ fn a_target_stopped_for_a_scan_runs_on_when_the_profiler_is_killed() {
         "0",
         "--level",
         "memory",
+        "--memory",
+        "exact",
         "--duration",
         "1",
         "--json",
@@ -906,6 +999,8 @@ fn leak_verdict_thresholds_are_options() {
         "run",
         "--level",
         "memory",
+        "--memory",
+        "exact",
         "--leak-min-growth",
         "1000000",
         "--json",
@@ -1002,7 +1097,7 @@ fn attach_finds_a_preloaded_allocator_in_the_mappings() {
     victim.expect_line("ready");
     let profiler = attach(
         &victim,
-        &["--level", "memory", "--json", json.to_str().unwrap()],
+        &[EXACT.as_slice(), &["--json", json.to_str().unwrap()]].concat(),
     );
     victim.proceed();
     victim.expect_line("done");

@@ -59,6 +59,12 @@ fn build(dir: &Path, name: &str, source: &str) -> PathBuf {
 /// Starts `bin 20` (busy for 20 s), attaches to it with `args` for 3 s, then kills it; returns
 /// the profiler's stderr and the report.
 fn attach_for_3s(dir: &TempDir, bin: &Path, args: &[&str]) -> (String, Value) {
+    let (stderr, _, report) = attach_for_3s_printed(dir, bin, args);
+    (stderr, report)
+}
+
+/// As [`attach_for_3s`], with what the profiler printed on stdout (its summary) too.
+fn attach_for_3s_printed(dir: &TempDir, bin: &Path, args: &[&str]) -> (String, String, Value) {
     let mut target = Command::new(bin).arg("20").spawn().unwrap();
     std::thread::sleep(Duration::from_millis(200));
     let json = dir.json();
@@ -77,7 +83,8 @@ fn attach_for_3s(dir: &TempDir, bin: &Path, args: &[&str]) -> (String, Value) {
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "{stderr}");
     let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-    (stderr, report)
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    (stderr, stdout, report)
 }
 
 #[test]
@@ -121,7 +128,24 @@ fn over_budget_allocator_probes_are_detached_and_what_they_saw_is_kept() {
     require_root!();
     let dir = TempDir::new();
     let bin = malloc_loop(dir.path());
-    let (stderr, report) = attach_for_3s(&dir, &bin, &["--level", "memory", "--max-overhead", "5"]);
+    let args = [
+        "--level",
+        "memory",
+        "--memory",
+        "exact",
+        "--max-overhead",
+        "5",
+    ];
+    let (stderr, stdout, report) = attach_for_3s_printed(&dir, &bin, &args);
+    // The growth attribution, far cheaper, runs on, and the summary says so on its own line.
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("allocator probes detached at")
+                && l.ends_with("growth attribution continues")),
+        "{stdout}"
+    );
+    assert!(report["memory"]["growth"]["detached_at"].is_null());
     assert!(
         stderr.contains("detached memory family"),
         "stderr says what was detached: {stderr}"

@@ -77,11 +77,24 @@ fn errors_agree(report: &Report, site: &Site) {
 /// `profiler run --level LEVEL -- PYTHON SCRIPT ARGS...` to its end: what it printed, and its
 /// report.
 fn run_script(python: &Path, level: &str, script: &str, args: &[&str]) -> (Outcome, Report) {
+    run_script_with(python, &["--level", level], script, args)
+}
+
+/// As [`run_script`], with the profiler's options `options`.
+fn run_script_with(
+    python: &Path,
+    options: &[&str],
+    script: &str,
+    args: &[&str],
+) -> (Outcome, Report) {
     let dir = TempDir::new();
     let mut cmd = vec![python.to_str().expect("utf-8 path"), script];
     cmd.extend_from_slice(args);
-    run_reported(&dir, &["--level", level], &cmd, &[])
+    run_reported(&dir, options, &cmd, &[])
 }
+
+/// Every allocation tracked: the memory level with the allocator's (and pymalloc's) probes.
+const MEMORY_EXACT: [&str; 4] = ["--level", "memory", "--memory", "exact"];
 
 fn run_raise(python: &Path) -> Report {
     let (outcome, report) = run_script(python, "basic", victims::PY_RAISE, &[&RAISES.to_string()]);
@@ -360,8 +373,12 @@ fn a_growing_list_is_the_top_growth_site() {
             Ok(p) => p,
             Err(why) => skip!("{why}"),
         };
-        let (outcome, report) =
-            run_script(&python, "memory", victims::PY_GROW, &[&GROWN.to_string()]);
+        let (outcome, report) = run_script_with(
+            &python,
+            &MEMORY_EXACT,
+            victims::PY_GROW,
+            &[&GROWN.to_string()],
+        );
         assert_eq!(outcome.count_line("kept"), GROWN);
         let allocations = report.at("/python/allocations");
         let context = format!("{allocations:#}");
@@ -393,7 +410,12 @@ fn a_growing_list_is_the_top_growth_site() {
 fn a_build_that_inlines_pymalloc_is_said_to_be_partial() {
     require_root!();
     let python = require_python!();
-    let (_, report) = run_script(&python, "memory", victims::PY_GROW, &[&GROWN.to_string()]);
+    let (_, report) = run_script_with(
+        &python,
+        &MEMORY_EXACT,
+        victims::PY_GROW,
+        &[&GROWN.to_string()],
+    );
     let partial = report.at("/python/allocations/partial");
     assert!(
         partial

@@ -33,6 +33,9 @@ pub(crate) struct Options {
     pub no_children: bool,
     /// Thresholds of the memory family's leak verdict (`--leak-*`).
     pub leak: memory::analyze::LeakOptions,
+    /// The memory family tracks every block (`--memory exact`, the default at `--level full`),
+    /// not only where resident memory grows.
+    pub memory_exact: bool,
     /// `--min-block` and `--deadlock-after`.
     pub threads: threads::Options,
     /// `--frequency` and `--output`.
@@ -78,12 +81,13 @@ pub(crate) fn build(
                 errors::analyze::load_patterns(options.patterns.as_deref())?,
                 python.clone(),
             )),
-            FamilyId::Memory => Box::new(memory::Memory::new(options.leak)),
+            FamilyId::Memory => Box::new(memory::Memory::new(options.leak, options.memory_exact)),
             FamilyId::Threads => Box::new(threads::Threads::new(options.threads, python.clone())),
             FamilyId::Cpu => Box::new(cpu::Cpu::new(options.cpu.clone(), python.clone())),
             FamilyId::Python => Box::new(python::Python::new(
                 python.clone().unwrap_or_default(),
-                selected.contains(&FamilyId::Memory),
+                // pymalloc's probes are per call, as the allocator's are: `--memory exact`.
+                selected.contains(&FamilyId::Memory) && options.memory_exact,
             )),
             FamilyId::Gpu => continue,
         });

@@ -8,6 +8,9 @@ use super::Frame;
 /// rates bytes per second (see docs/memory.md).
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct MemorySection {
+    /// `exact` (the allocator probed: every block, its site and the leak scan) or `growth`
+    /// (only where resident memory grew).
+    pub mode: &'static str,
     /// The allocator the target's `malloc` resolves to (the first of `allocators`); null when
     /// none was found (`no_allocator` says why).
     pub allocator: Option<AllocatorInfo>,
@@ -31,6 +34,44 @@ pub(crate) struct MemorySection {
     pub interval: f64,
     pub allocations: AllocationSummary,
     pub memory_leak_detection: LeakDetection,
+    /// Where resident memory grew: the pages the target was given (its write faults), in all.
+    pub growth: GrowthSummary,
+    /// ... and by site, most bytes first (at most 50).
+    pub growth_sites: Vec<GrowthSite>,
+}
+
+/// The pages the target was given while profiled.
+#[derive(Debug, Clone, Default, Serialize)]
+pub(crate) struct GrowthSummary {
+    /// Write faults: a page given at first touch of anonymous memory, or copied on write.
+    pub faults: u64,
+    /// `faults` times the page size.
+    pub bytes: u64,
+    /// Distinct sites (faulting instruction and stack).
+    pub sites: usize,
+    /// Seconds since the start at which the overhead budget detached the page-fault
+    /// tracepoint, if it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detached_at: Option<f64>,
+}
+
+/// One site of new resident memory.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct GrowthSite {
+    /// The function charged (as for allocation sites: the allocator's module and wrappers
+    /// skipped, so a fault in `memset` or in `malloc` is charged to its caller).
+    pub function: String,
+    /// New resident bytes (`pages` times the page size) and pages.
+    pub bytes: u64,
+    pub pages: u64,
+    /// Least-squares slope of its bytes over the run, bytes per second.
+    pub growth: f64,
+    /// `growing` or `flat` (the growth verdict of docs/memory.md).
+    pub trend: &'static str,
+    /// Its bytes over the run: (seconds since the start, bytes), at most 32 points.
+    pub series: Vec<(f64, u64)>,
+    /// The faulting instruction first, then the frames above it.
+    pub stack: Vec<Frame>,
 }
 
 #[derive(Debug, Clone, Serialize)]

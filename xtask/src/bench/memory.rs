@@ -42,9 +42,16 @@ fn tracer(label: &str) -> Option<Tracer> {
         PROFILER => Some(Tracer::Profiler {
             // The overhead guard would detach nothing here (no --func), but keep it off as in
             // the other scenarios.
-            args: ["--level", "memory", "--max-overhead", "0"]
-                .map(String::from)
-                .to_vec(),
+            args: [
+                "--level",
+                "memory",
+                "--memory",
+                "exact",
+                "--max-overhead",
+                "0",
+            ]
+            .map(String::from)
+            .to_vec(),
         }),
         BPFTRACE => Some(Tracer::Bpftrace {
             script: BPFTRACE_SCRIPT.to_string(),

@@ -12,8 +12,8 @@ use profiler_common::memory::SiteStats;
 use super::scan::SiteVerdicts;
 use crate::{
     report::memory::{
-        AllocationSummary, AllocatorInfo, FunctionAllocations, LeakDetection, LeakScan, LeakSite,
-        LeakThresholds, MemorySection, SiteAllocations, Tally,
+        AllocationSummary, AllocatorInfo, FunctionAllocations, GrowthSite, GrowthSummary,
+        LeakDetection, LeakScan, LeakSite, LeakThresholds, MemorySection, SiteAllocations, Tally,
     },
     symbols::symbolize::Frame,
 };
@@ -120,6 +120,22 @@ impl SiteInput {
     }
 }
 
+/// One site of new resident memory.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct GrowthInput {
+    /// Write faults (pages given).
+    pub pages: u64,
+    /// Symbolized: the faulting instruction, then the frames above it.
+    pub frames: Vec<Frame>,
+    /// Its bytes over the run, ending with the final value.
+    pub series: Vec<(f64, u64)>,
+}
+
+/// Page size of the growth attribution's bytes.
+pub(crate) const PAGE_SIZE: u64 = 4096;
+/// Most points of a growth site's series in the report.
+const GROWTH_POINTS: usize = 32;
+
 /// The target's memory from /proc at one moment.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub(crate) struct ProcSample {
@@ -158,6 +174,15 @@ pub(crate) struct MemoryInput {
     pub scans: Vec<LeakScan>,
     /// Whether the verdict is by reachability (the sites carry `verdicts`), else by growth.
     pub reach: bool,
+    /// The allocator was probed (`--memory exact`).
+    pub exact: bool,
+    /// Where resident memory grew, and the write faults in all.
+    pub growth: Vec<GrowthInput>,
+    pub faults: u64,
+    /// When the budget detached the page-fault tracepoint, seconds since the start.
+    pub growth_detached_at: Option<f64>,
+    /// Seconds the growth attribution ran (the allocator probes may have stopped before).
+    pub growth_duration: f64,
     /// Why the verdict is by growth: no scan ran, or none finished.
     pub no_scan: Option<String>,
 }
@@ -293,6 +318,47 @@ pub(crate) fn charged_frame<'f>(
         .find(|f| f.function != "??")
         .or(first)
         .or_else(|| frames.first())
+}
+
+/// The growth attribution's totals and sites, most bytes first.
+fn growth_sites(
+    input: &MemoryInput,
+    allocator_modules: &[String],
+) -> (GrowthSummary, Vec<GrowthSite>) {
+    let mut sites: Vec<GrowthSite> = input
+        .growth
+        .iter()
+        .map(|g| {
+            let (growth, trend) = judge(&g.series, input.growth_duration, &input.options);
+            let function = charged_frame(&g.frames, allocator_modules)
+                .map_or_else(|| "??".to_string(), |f| f.function.clone());
+            let stride = g.series.len().div_ceil(GROWTH_POINTS).max(1);
+            let mut series: Vec<(f64, u64)> = g.series.iter().step_by(stride).copied().collect();
+            if let Some(last) = g.series.last()
+                && series.last() != Some(last)
+            {
+                series.push(*last);
+            }
+            GrowthSite {
+                function,
+                bytes: g.pages * PAGE_SIZE,
+                pages: g.pages,
+                growth,
+                trend: trend.name(),
+                series,
+                stack: g.frames.clone(),
+            }
+        })
+        .collect();
+    sites.sort_by(|a, b| b.pages.cmp(&a.pages).then(a.function.cmp(&b.function)));
+    let summary = GrowthSummary {
+        faults: input.faults,
+        bytes: input.faults * PAGE_SIZE,
+        sites: sites.len(),
+        detached_at: input.growth_detached_at,
+    };
+    sites.truncate(MAX_LISTED);
+    (summary, sites)
 }
 
 /// Site verdicts under `reachability`.
@@ -473,7 +539,7 @@ pub(crate) fn analyze(input: MemoryInput) -> MemorySection {
              outstanding blocks are reported as flat"
         ));
     }
-    if let Some(why) = input.no_scan.as_ref().filter(|_| !by_reach) {
+    if let Some(why) = input.no_scan.as_ref().filter(|_| !by_reach && input.exact) {
         notes.insert(
             0,
             format!("no reachability verdict ({why}): the verdict is by growth"),
@@ -486,6 +552,25 @@ pub(crate) fn analyze(input: MemoryInput) -> MemorySection {
         ));
     }
 
+    let (growth, growth_sites) = growth_sites(&input, &allocator_modules);
+    let detected = if by_reach || input.exact {
+        leaked.count > 0
+    } else {
+        // Growth alone: a site still growing (the verdict's first clue, not its proof).
+        growth_sites
+            .iter()
+            .any(|s| s.trend == Trend::Growing.name())
+    };
+    if !input.exact {
+        notes.insert(
+            0,
+            "the allocator is not probed (--memory growth): there is no per-block verdict; \
+             growth_sites says where resident memory grew and whether it still grows \
+             (--memory exact, or --level full, tracks every block and scans for lost ones)"
+                .to_string(),
+        );
+    }
+
     let (memory_trend, memory_trend_slope) = trend(&input.samples);
     let last = input.samples.last().copied().unwrap_or_default();
     let peak_memory = input
@@ -495,6 +580,9 @@ pub(crate) fn analyze(input: MemoryInput) -> MemorySection {
         .max()
         .unwrap_or(0);
     MemorySection {
+        mode: if input.exact { "exact" } else { "growth" },
+        growth,
+        growth_sites,
         allocator: input.allocators.first().cloned(),
         allocators: input.allocators,
         no_allocator: input.no_allocator,
@@ -508,7 +596,7 @@ pub(crate) fn analyze(input: MemoryInput) -> MemorySection {
         allocations: summary,
         memory_leak_detection: LeakDetection {
             method: if by_reach { "reachability" } else { "growth" },
-            detected: leaked.count > 0,
+            detected,
             definitely_lost: totals.definitely_lost,
             indirectly_lost: totals.indirectly_lost,
             reachable: totals.reachable,
@@ -714,6 +802,7 @@ mod tests {
             end_ns: 3_000_000_000,
             unknown_frees: 5,
             options: OPTS,
+            exact: true,
             ..Default::default()
         };
         let m = analyze(input);
@@ -779,6 +868,7 @@ mod tests {
             end_ns: 3_000_000_000,
             options: OPTS,
             reach: true,
+            exact: true,
             ..Default::default()
         });
         let d = &m.memory_leak_detection;
@@ -828,6 +918,7 @@ mod tests {
             duration: 2.0,
             options: OPTS,
             no_scan: Some("ptrace refused".into()),
+            exact: true,
             ..Default::default()
         });
         let d = &m.memory_leak_detection;
@@ -837,6 +928,48 @@ mod tests {
         assert_eq!(d.sites[0].definitely_lost, None);
         assert_eq!(d.definitely_lost, Tally::default());
         assert!(d.notes[0].contains("ptrace refused"), "{:?}", d.notes);
+    }
+
+    #[test]
+    fn growth_sites_are_charged_judged_and_thinned() {
+        let mut heap = GrowthInput {
+            pages: 300,
+            frames: vec![frame("memset", "libc.so.6"), frame("fill_cache", "victim")],
+            series: series(2.0, |t| (t * 150.0) as u64 * PAGE_SIZE),
+        };
+        heap.series.last_mut().unwrap().1 = 300 * PAGE_SIZE;
+        let stack = GrowthInput {
+            pages: 2,
+            frames: vec![frame("deep", "victim")],
+            series: series(2.0, |_| 2 * PAGE_SIZE),
+        };
+        let m = analyze(MemoryInput {
+            allocator_libraries: vec!["libc.so.6".into()],
+            growth: vec![stack, heap],
+            faults: 302,
+            duration: 2.0,
+            growth_duration: 2.0,
+            options: OPTS,
+            ..Default::default()
+        });
+        assert_eq!(m.mode, "growth");
+        assert_eq!(m.growth.faults, 302);
+        assert_eq!(m.growth.bytes, 302 * PAGE_SIZE);
+        assert_eq!(m.growth.sites, 2);
+        let top = &m.growth_sites[0];
+        assert_eq!(
+            top.function, "fill_cache",
+            "memset is libc's: its caller is charged"
+        );
+        assert_eq!((top.pages, top.bytes), (300, 300 * PAGE_SIZE));
+        assert_eq!(top.trend, "growing");
+        assert!(top.series.len() <= GROWTH_POINTS + 1);
+        assert_eq!(top.series.last().map(|p| p.1), Some(300 * PAGE_SIZE));
+        assert_eq!(m.growth_sites[1].trend, "flat");
+        let d = &m.memory_leak_detection;
+        assert_eq!(d.method, "growth");
+        assert!(d.detected, "a growing site");
+        assert!(d.notes[0].contains("--memory exact"), "{:?}", d.notes);
     }
 
     #[test]

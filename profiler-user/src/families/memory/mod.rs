@@ -20,7 +20,7 @@ use anyhow::Context as _;
 use aya::Ebpf;
 use profiler_common::{
     counters::Counter,
-    memory::{ALLOCS_MAX, SiteStats},
+    memory::{ALLOCS_MAX, SCAN_FRAMES, SiteStats},
 };
 
 use crate::{
@@ -31,16 +31,42 @@ use crate::{
     overhead,
     report::memory::{LeakScan, Tally},
     report::{
-        CostModel, MemorySection, Report,
+        CostModel, Frame, MemorySection, Report,
         memory::{AllocatorFunction, AllocatorInfo},
         text::{human_bytes, human_time},
     },
     tracee,
 };
 use allocator::Detection;
-use analyze::{LeakOptions, MemoryInput, ProcSample, Series, SiteInput, analyze};
+use analyze::{
+    GrowthInput, LeakOptions, MemoryInput, PAGE_SIZE, ProcSample, Series, SiteInput, analyze,
+};
+use aya::programs::trace_point::TracePointLink;
 use kernel::{Links, RawMemory};
 use scan::{Hold, Scan, Trigger};
+
+/// Adds a point at `now_ns` to each site's series: (site, bytes) for the allocation sites,
+/// (site, pages) for the growth sites (`bytes` is then pages; see [`growth_bytes`]).
+fn record(series: &mut HashMap<u64, Series>, values: &[(u64, u64)], now_ns: u64, last: bool) {
+    let at = now_ns as f64 * 1e-9;
+    for &(site, value) in values {
+        match series.get_mut(&site) {
+            Some(s) if last => s.finish(at, value),
+            Some(s) => s.push(at, value),
+            // A site enters the series with its first byte.
+            None if value > 0 => series.entry(site).or_default().push(at, value),
+            None => {}
+        }
+    }
+}
+
+/// Growth sites' pages as bytes.
+fn growth_bytes(sites: &[(u64, u64)]) -> Vec<(u64, u64)> {
+    sites
+        .iter()
+        .map(|&(s, pages)| (s, pages * PAGE_SIZE))
+        .collect()
+}
 
 /// The probe hits of `calls` calls to allocator function `f` (its entry, and its return when it
 /// returns a block), and their estimated cost.
@@ -51,6 +77,12 @@ fn function_load(f: &allocator::AllocFn, calls: u64, model: &CostModel) -> Probe
         cost_ns: overhead::probe_cost_ns(model, f.placement.class, calls, returns),
     }
 }
+
+/// Estimated cost of one of the target's write faults to the page-fault tracepoint's program,
+/// ns: its mean run time measured with `PROFILER_BPF_STATS=1` on a program that first-touches
+/// 320 MiB (81,945 faults at a few sites: 192 ns, the stack scan and count included), plus about
+/// 30 ns for the tracepoint's dispatch.
+const FAULT_NS: f64 = 220.0;
 
 /// Environment variable that lowers the number of outstanding blocks tracked (to see how a full
 /// map is reported without a million allocations).
@@ -67,6 +99,18 @@ pub(crate) fn max_blocks() -> u32 {
 /// The family's runtime.
 pub(crate) struct Memory {
     options: LeakOptions,
+    /// `--memory exact`: the allocator probed, every block tracked, the leak scan.
+    exact: bool,
+    /// The page-fault tracepoint (the growth attribution), while attached.
+    growth_link: Option<TracePointLink>,
+    /// New resident bytes per growth site over the run (CLOCK_MONOTONIC seconds).
+    growth_series: HashMap<u64, Series>,
+    /// When the budget detached the page-fault tracepoint (CLOCK_MONOTONIC, ns).
+    growth_shed_ns: Option<u64>,
+    /// What the growth attribution has cost the target so far, ns (the budget's view).
+    growth_cost_ns: f64,
+    /// The executable ranges last written for the kernel's stack scan.
+    text: Vec<[u64; 2]>,
     detection: Detection,
     /// Outstanding bytes per site over the run; times are CLOCK_MONOTONIC seconds.
     series: HashMap<u64, Series>,
@@ -80,6 +124,8 @@ pub(crate) struct Memory {
     shed_ns: Option<u64>,
     /// What the probes have cost the target so far, ns (the budget's view).
     live_cost_ns: f64,
+    /// When the allocator probes were shed, seconds since the start (for the summary).
+    shed_at: Option<f64>,
     pid: i32,
     run_mode: bool,
     /// When the probes were attached (CLOCK_MONOTONIC, ns).
@@ -88,13 +134,22 @@ pub(crate) struct Memory {
     scans: Vec<Scan>,
 }
 
+/// The growth attribution's budget unit (the allocator probes are unit 0).
+const GROWTH_UNIT: usize = 1;
+
 /// Most scans listed in the report (`--leak-check-every` over a long run): the oldest go first.
 const MAX_SCANS: usize = 1000;
 
 impl Memory {
-    pub(crate) fn new(options: LeakOptions) -> Self {
+    pub(crate) fn new(options: LeakOptions, exact: bool) -> Self {
         Self {
             options,
+            exact,
+            growth_link: None,
+            growth_series: HashMap::new(),
+            growth_shed_ns: None,
+            growth_cost_ns: 0.0,
+            text: Vec::new(),
             detection: Detection::default(),
             series: HashMap::new(),
             samples: Vec::new(),
@@ -104,6 +159,7 @@ impl Memory {
             links: None,
             shed_ns: None,
             live_cost_ns: 0.0,
+            shed_at: None,
             pid: 0,
             run_mode: false,
             scans: Vec::new(),
@@ -131,6 +187,20 @@ impl Memory {
             self.scans.remove(0);
         }
         self.scans.push(scan);
+    }
+
+    /// Writes the target's executable ranges for the kernel's stack scan, when they changed.
+    fn refresh_text(&mut self, ebpf: &mut Ebpf) {
+        if self.growth_link.is_none() {
+            return;
+        }
+        let Ok(maps) = std::fs::read_to_string(format!("/proc/{}/maps", self.pid)) else {
+            return;
+        };
+        let text = kernel::text_ranges(&maps);
+        if text != self.text && kernel::write_text(ebpf, &text).is_ok() {
+            self.text = text;
+        }
     }
 
     /// Why the verdict is by growth, when no scan finished.
@@ -162,6 +232,12 @@ impl Memory {
         let functions = kernel::functions(&self.detection.allocators).count();
         let raw = kernel::read(ebpf, functions).context("could not read the memory maps")?;
         self.record(&raw.sites, self.end_ns, true);
+        record(
+            &mut self.growth_series,
+            &growth_bytes(&raw.growth),
+            self.end_ns,
+            true,
+        );
         self.raw = Some(raw);
         if let Ok(counters) = crate::bpf::read_counters(ebpf) {
             self.counters = counters;
@@ -181,21 +257,17 @@ impl Memory {
     }
 
     fn record(&mut self, sites: &[(u64, SiteStats)], now_ns: u64, last: bool) {
-        let at = now_ns as f64 * 1e-9;
-        for (site, stats) in sites {
-            let bytes = SiteInput {
-                totals: *stats,
-                ..Default::default()
-            }
-            .outstanding_bytes();
-            match self.series.get_mut(site) {
-                Some(series) if last => series.finish(at, bytes),
-                Some(series) => series.push(at, bytes),
-                // A site enters the series with its first outstanding block.
-                None if bytes > 0 => self.series.entry(*site).or_default().push(at, bytes),
-                None => {}
-            }
-        }
+        let bytes: Vec<(u64, u64)> = sites
+            .iter()
+            .map(|(site, stats)| {
+                let totals = SiteInput {
+                    totals: *stats,
+                    ..Default::default()
+                };
+                (*site, totals.outstanding_bytes())
+            })
+            .collect();
+        record(&mut self.series, &bytes, now_ns, last);
     }
 
     /// Messages for what the kernel side could not record.
@@ -266,18 +338,48 @@ impl Family for Memory {
     }
 
     fn attach(&mut self, ebpf: &mut Ebpf, ctx: &TargetContext<'_>) -> anyhow::Result<usize> {
-        let links = kernel::attach(ebpf, &self.detection.allocators, ctx.pid as u32)?;
-        let n = links.count();
-        self.links = Some(links);
+        self.growth_link = Some(kernel::attach_growth(ebpf)?);
+        self.refresh_text(ebpf);
+        let mut n = 1;
+        if self.exact {
+            let links = kernel::attach(ebpf, &self.detection.allocators, ctx.pid as u32)?;
+            n += links.count();
+            self.links = Some(links);
+        }
         self.started_ns = monotonic_ns();
         Ok(n)
     }
 
+    fn on_fast_tick(&mut self, ebpf: &mut Ebpf, _ctx: &TickContext) {
+        // Early on, the loader maps the libraries.
+        if monotonic_ns().saturating_sub(self.started_ns) < 1_000_000_000 {
+            self.refresh_text(ebpf);
+        }
+    }
+
+    fn on_exec_stop(&mut self, ebpf: &mut Ebpf, _ctx: &TickContext) {
+        self.refresh_text(ebpf);
+    }
+
     fn on_tick(&mut self, ebpf: &mut Ebpf, ctx: &TickContext) {
+        self.refresh_text(ebpf);
+        let now_ns = monotonic_ns();
+        if self.growth_link.is_some()
+            && let Ok(growth) = kernel::read_growth(ebpf)
+        {
+            record(
+                &mut self.growth_series,
+                &growth_bytes(&growth),
+                now_ns,
+                false,
+            );
+        }
         if self.links.is_none() {
+            if self.growth_link.is_some() {
+                self.sample(ctx.pid, now_ns);
+            }
             return;
         }
-        let now_ns = monotonic_ns();
         self.sample(ctx.pid, now_ns);
         if let Ok(sites) = kernel::read_sites(ebpf) {
             self.record(&sites, now_ns, false);
@@ -303,22 +405,37 @@ impl Family for Memory {
     }
 
     fn budget_units(&mut self, ebpf: &Ebpf, model: &CostModel) -> Vec<f64> {
-        // One unit: the allocator probes go together (a block whose free went unseen would
-        // be taken for a leak). Once shed, the family keeps its last cost (no new hits).
+        // Two units: the allocator probes, which go together (a block whose free went unseen
+        // would be taken for a leak), and the growth attribution. Once shed, a unit keeps its
+        // last cost (no new hits).
         if self.links.is_some() {
             let count = kernel::functions(&self.detection.allocators).count() as u32;
             if let Ok(calls) = kernel::read_calls(ebpf, 0..count) {
                 self.live_cost_ns = self.load(&calls, model).cost_ns;
             }
         }
-        vec![self.live_cost_ns]
+        if self.growth_link.is_some() {
+            self.growth_cost_ns = kernel::read_faults(ebpf) as f64 * FAULT_NS;
+        }
+        vec![self.live_cost_ns, self.growth_cost_ns]
     }
 
-    fn unit_name(&self, _unit: usize) -> String {
-        "memory family".into()
+    fn unit_name(&self, unit: usize) -> String {
+        if unit == GROWTH_UNIT {
+            "memory growth attribution".into()
+        } else {
+            "memory family".into()
+        }
     }
 
-    fn shed(&mut self, ebpf: &mut Ebpf, _unit: usize) -> anyhow::Result<()> {
+    fn shed(&mut self, ebpf: &mut Ebpf, unit: usize) -> anyhow::Result<()> {
+        if unit == GROWTH_UNIT {
+            if let Some(link) = self.growth_link.take() {
+                drop(link);
+                self.growth_shed_ns = Some(monotonic_ns());
+            }
+            return Ok(());
+        }
         if self.links.is_none() {
             return Ok(());
         }
@@ -337,18 +454,37 @@ impl Family for Memory {
     }
 
     fn probe_load(&self, model: &CostModel) -> ProbeLoad {
-        self.raw
-            .as_ref()
-            .map(|raw| self.load(&raw.calls, model))
-            .unwrap_or_default()
+        let Some(raw) = self.raw.as_ref() else {
+            return ProbeLoad::default();
+        };
+        let mut load = self.load(&raw.calls, model);
+        load += ProbeLoad {
+            hits: raw.faults,
+            cost_ns: raw.faults as f64 * FAULT_NS,
+        };
+        load
     }
 
     fn harvest(&mut self, ebpf: &mut Ebpf, warnings: &mut Vec<String>) {
-        // Once shed, the family was read when its probes went.
-        if self.links.is_some()
-            && let Err(e) = self.finish(ebpf)
-        {
-            warnings.push(format!("{e:#}"));
+        // The maps are read at the end, or when the allocator probes were shed and nothing
+        // else runs.
+        if self.links.is_some() || self.raw.is_none() {
+            if let Err(e) = self.finish(ebpf) {
+                warnings.push(format!("{e:#}"));
+            }
+        } else if let Some(raw) = self.raw.as_mut() {
+            // The allocator probes were shed and read then; the growth attribution ran on.
+            if let Ok(growth) = kernel::read_growth(ebpf) {
+                raw.growth = growth;
+            }
+            raw.faults = kernel::read_faults(ebpf);
+            let now_ns = monotonic_ns();
+            record(
+                &mut self.growth_series,
+                &growth_bytes(&raw.growth),
+                now_ns,
+                true,
+            );
         }
     }
 
@@ -356,6 +492,7 @@ impl Family for Memory {
         if let Some(links) = self.links.take() {
             links.detach();
         }
+        drop(self.growth_link.take());
     }
 
     fn report(&mut self, report: &mut Report, ctx: &mut ReportContext<'_>) {
@@ -367,6 +504,7 @@ impl Family for Memory {
             // The allocator probes were detached part-way: the section covers the run up to then.
             let seen = shed_ns.saturating_sub(ctx.start_ktime_ns) as f64 * 1e-9;
             duration = duration.min(seen);
+            self.shed_at = Some(seen);
             report.warnings.push(format!(
                 "memory: the allocator probes were detached after {seen:.1} s to stay within \
                  --max-overhead; the memory section covers the run up to then"
@@ -454,10 +592,74 @@ impl Family for Memory {
             .filter(|a| !a.executable)
             .map(|a| a.module.file_name())
             .collect();
+        // Growth sites: the first address is the faulting instruction itself, the others
+        // return addresses (or, for a fault inside an allocator call, the allocation's site).
+        let growth_duration = match self.growth_shed_ns {
+            Some(ns) => ctx
+                .duration
+                .min(ns.saturating_sub(ctx.start_ktime_ns) as f64 * 1e-9),
+            None => ctx.duration,
+        };
+        let growth = raw
+            .growth
+            .iter()
+            .map(|(site, pages)| {
+                let frames: Vec<Frame> = raw
+                    .stacks
+                    .get(site)
+                    .map(|ips| {
+                        let mut frames = Vec::new();
+                        for (i, ip) in ips.iter().enumerate() {
+                            let exact = i == 0 && raw.pc_first.contains(site);
+                            let ip = if exact { *ip } else { ip.saturating_sub(1) };
+                            let frame = ctx.symbolizer.frame(ctx.maps, ip);
+                            // Raw stack words: only those that point into code are frames.
+                            if i > 0 && raw.raw_words.contains(site) {
+                                if frame.module == "??" {
+                                    continue;
+                                }
+                                if frames.len() > SCAN_FRAMES {
+                                    break;
+                                }
+                            }
+                            frames.push(frame);
+                        }
+                        frames
+                    })
+                    .unwrap_or_default();
+                let series = self
+                    .growth_series
+                    .get(site)
+                    .map(|s| {
+                        s.points()
+                            .iter()
+                            .map(|&(t, b)| ((t - start).min(growth_duration), b))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                GrowthInput {
+                    pages: *pages,
+                    frames,
+                    series,
+                }
+            })
+            .collect();
+        let (allocators, no_allocator) = if self.exact {
+            (allocators, self.detection.none_because.clone())
+        } else {
+            (Vec::new(), None)
+        };
         let input = MemoryInput {
+            exact: self.exact,
+            growth,
+            faults: raw.faults,
+            growth_duration,
+            growth_detached_at: self
+                .growth_shed_ns
+                .map(|ns| ns.saturating_sub(ctx.start_ktime_ns) as f64 * 1e-9),
             allocators,
             allocator_libraries,
-            no_allocator: self.detection.none_because.clone(),
+            no_allocator,
             sites,
             samples,
             interval: ctx.sample_interval,
@@ -483,6 +685,7 @@ impl Family for Memory {
         };
         let section = analyze(input);
         match (&section.allocator, &section.no_allocator) {
+            _ if !self.exact => {}
             (None, Some(why)) => report.warnings.push(format!(
                 "memory: no allocator found ({why}); only anonymous mmap/munmap are tracked"
             )),
@@ -499,7 +702,7 @@ impl Family for Memory {
 
     fn summary(&self, report: &Report, out: &mut String) {
         if let Some(memory) = &report.memory {
-            summary(out, memory);
+            summary(out, memory, self.shed_at);
         }
     }
 }
@@ -529,7 +732,7 @@ const SUMMARY_LEAKS: usize = 5;
 
 /// The memory section in a few lines: allocator, resident set and trend, allocation totals,
 /// and the biggest leak sites.
-fn summary(out: &mut String, m: &MemorySection) {
+fn summary(out: &mut String, m: &MemorySection, shed_at: Option<f64>) {
     let allocator = match (&m.allocator, &m.no_allocator) {
         (Some(a), _) => format!("{} ({})", a.name, a.module),
         (None, Some(_)) => "no allocator found".to_string(),
@@ -548,6 +751,43 @@ fn summary(out: &mut String, m: &MemorySection) {
         m.memory_trend,
         human_bytes(m.memory_trend_slope.abs() as u64),
     );
+    let g = &m.growth;
+    let top = m.growth_sites.first().map_or(String::new(), |s| {
+        format!(
+            "; most at {} ({}, {})",
+            s.function,
+            human_bytes(s.bytes),
+            s.trend
+        )
+    });
+    let _ = writeln!(
+        out,
+        "growth: {} resident given in {} page(s) at {} site(s){top}",
+        human_bytes(g.bytes),
+        g.faults,
+        g.sites,
+    );
+    if let Some(at) = g.detached_at {
+        let _ = writeln!(
+            out,
+            "growth attribution detached at {at:.1} s by --max-overhead"
+        );
+    }
+    if m.mode != "exact" {
+        let _ = writeln!(
+            out,
+            "allocator not probed (--memory growth): --memory exact tracks every block and \
+             scans for leaks"
+        );
+        return;
+    }
+    if let Some(at) = shed_at {
+        let _ = writeln!(
+            out,
+            "allocator probes detached at {at:.1} s by --max-overhead (scanned then); growth \
+             attribution continues"
+        );
+    }
     let a = &m.allocations;
     let _ = writeln!(
         out,

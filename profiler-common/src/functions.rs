@@ -104,9 +104,79 @@ pub struct Frame {
     /// The thread's on-CPU time at entry, ns, when the threads family runs ([`NO_CPU`]
     /// otherwise): at the return, the difference is the call's on-CPU time.
     pub cpu_start: u64,
+    /// What the memory family's probes saw the call allocate and release so far, callees
+    /// included (an allocator call is charged to every frame of its thread's stack): see
+    /// [`FuncMem`]. All zero when the memory family does not run.
+    pub mem: FrameMem,
 }
 
-const _: () = assert!(core::mem::size_of::<Frame>() == 40);
+const _: () = assert!(core::mem::size_of::<Frame>() == 80);
+
+/// The allocations and releases within one traced call in progress, updated by the memory
+/// family's probes on its thread.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FrameMem {
+    /// Blocks allocated, and their bytes.
+    pub allocs: u64,
+    pub alloc_bytes: u64,
+    /// Blocks released, and the bytes of those the memory family knew (0 for a block it did
+    /// not see allocated).
+    pub frees: u64,
+    pub freed_bytes: u64,
+    /// Highest `alloc_bytes - freed_bytes` so far (0 at least: the call's start).
+    pub peak: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<FrameMem>() == 40);
+
+impl FrameMem {
+    /// The call's net bytes so far: allocated less released (negative when it released more
+    /// than it allocated, as a call that frees a block allocated elsewhere does).
+    #[inline(always)]
+    pub const fn net(&self) -> i64 {
+        self.alloc_bytes.wrapping_sub(self.freed_bytes) as i64
+    }
+
+    /// Adds an allocator call's effect: `freed` bytes in `frees` blocks released first, then
+    /// `allocated` bytes in `allocs` blocks (a `realloc` does both), and the peak after it.
+    #[inline(always)]
+    pub fn charge(&mut self, allocs: u64, allocated: u64, frees: u64, freed: u64) {
+        self.frees += frees;
+        self.freed_bytes += freed;
+        self.allocs += allocs;
+        self.alloc_bytes += allocated;
+        // Releases only lower the net, so the new peak, if any, is after the allocation.
+        let net = self.net();
+        if net > 0 && net as u64 > self.peak {
+            self.peak = net as u64;
+        }
+    }
+
+    /// Whether the call allocated or released anything.
+    #[inline(always)]
+    pub const fn touched(&self) -> bool {
+        self.allocs | self.frees != 0
+    }
+}
+
+/// One function's memory over its calls that returned, on one CPU (a `FUNC_MEM` per-CPU slot by
+/// function id), when the memory family runs beside this one: each call's [`FrameMem`] folded
+/// in at its return. Calls that allocated and released nothing are not folded in (they would add
+/// nothing), so the user side divides by the function's returned calls.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FuncMem {
+    pub allocs: u64,
+    pub alloc_bytes: u64,
+    pub frees: u64,
+    pub freed_bytes: u64,
+    /// Sum of the calls' peaks, bytes, and the highest.
+    pub peak_sum: u64,
+    pub max_peak: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<FuncMem>() == 48);
 
 /// [`Frame::cpu_start`] when the thread's on-CPU time is not known.
 pub const NO_CPU: u64 = u64::MAX;
@@ -209,7 +279,7 @@ pub struct ShadowStack {
 
 const _: () = assert!(
     core::mem::size_of::<ShadowStack>()
-        == 24 + 40 * MAX_DEPTH + 80 * THREAD_FUNCS + 24 * THREAD_CALLERS
+        == 24 + 80 * MAX_DEPTH + 80 * THREAD_FUNCS + 24 * THREAD_CALLERS
 );
 
 /// Key of the per-thread breakdown map (calls of functions that found no room in their thread's
@@ -267,6 +337,10 @@ pub const TIME_EVERY_DEFAULT: u32 = 16;
 pub const TIME_EVERY_MAX: u32 = 1 << 16;
 /// Name of the eBPF global holding `--time-every` − 1 (a mask; 0 = time every call).
 pub const TIME_EVERY_MASK_GLOBAL: &str = "TIME_EVERY_MASK";
+/// Name of the eBPF global that is 1 when functions are traced: the memory family's probes then
+/// charge each allocation and release to the traced calls in progress on the thread (see
+/// [`FrameMem`]); at 0 they do nothing more than without this family.
+pub const FUNCS_ON_GLOBAL: &str = "FUNCS_ON";
 
 /// One timed call in this many (per thread and function) has its full user stack sampled; the
 /// first [`STACK_SAMPLE_ALWAYS`] of each function on each thread always are. (A sample walks the
@@ -317,6 +391,8 @@ pub mod maps {
     pub const SITE_LINKS: &str = "SITE_LINKS";
     /// Per-CPU [`super::FuncCpu`] by function id; sized by the loader like `FUNC_STATS`.
     pub const FUNC_CPU: &str = "FUNC_CPU";
+    /// Per-CPU [`super::FuncMem`] by function id; sized by the loader like `FUNC_STATS`.
+    pub const FUNC_MEM: &str = "FUNC_MEM";
 }
 
 /// A function's `SITE_LINKS` value once the budget has taken its probes away: no hit counts.
@@ -353,6 +429,7 @@ pub const MAPS: &[&str] = &[
     maps::TRAMPOLINE,
     maps::SITE_LINKS,
     maps::FUNC_CPU,
+    maps::FUNC_MEM,
 ];
 /// Every program of the module, in `programs`.
 pub const PROGRAMS: &[&str] = &[programs::FN_ENTRY, programs::FN_RETURN];
@@ -368,6 +445,10 @@ mod pod {
     // SAFETY: as above.
     unsafe impl aya::Pod for FuncCpu {}
     // SAFETY: as above.
+    unsafe impl aya::Pod for FrameMem {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for FuncMem {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for ShadowStack {}
     // SAFETY: as above.
     unsafe impl aya::Pod for ThreadFunc {}
@@ -381,4 +462,41 @@ mod pod {
     unsafe impl aya::Pod for CallerKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for StackKey {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A call's net and peak: releases first, then allocations, the peak never below 0.
+    #[test]
+    fn frame_memory_keeps_the_net_and_its_peak() {
+        let mut m = FrameMem::default();
+        m.charge(0, 0, 1, 500);
+        assert_eq!(
+            (m.net(), m.peak),
+            (-500, 0),
+            "a release of a block from elsewhere"
+        );
+        m.charge(1, 1000, 0, 0);
+        assert_eq!((m.net(), m.peak), (500, 500));
+        m.charge(1, 3000, 0, 0);
+        assert_eq!((m.net(), m.peak), (3500, 3500));
+        // A realloc from 3000 to 100 bytes: released, then allocated; the peak stays.
+        m.charge(1, 100, 1, 3000);
+        assert_eq!((m.net(), m.peak), (600, 3500));
+        // A free of a block the memory family never saw: counted, no bytes.
+        m.charge(0, 0, 1, 0);
+        assert_eq!(
+            m,
+            FrameMem {
+                allocs: 3,
+                alloc_bytes: 4100,
+                frees: 3,
+                freed_bytes: 3500,
+                peak: 3500,
+            }
+        );
+        assert!(m.touched() && !FrameMem::default().touched());
+    }
 }

@@ -169,6 +169,23 @@ pub unsafe fn compare_exchange(ptr: *mut u64, old: u64, new: u64) -> bool {
     }
 }
 
+/// Raises `*ptr` to `v` if it is lower: a few compare-and-swap rounds settle a race with another
+/// run of a program on the same CPU.
+///
+/// # Safety
+/// `ptr` must be valid and 8-byte aligned.
+#[inline(always)]
+pub unsafe fn fetch_max(ptr: *mut u64, v: u64) {
+    for _ in 0..4 {
+        // SAFETY: guaranteed by the caller.
+        let cur = unsafe { load(ptr) };
+        // SAFETY: as above.
+        if cur >= v || unsafe { compare_exchange(ptr, cur, v) } {
+            break;
+        }
+    }
+}
+
 /// Reads `*ptr` once.
 ///
 /// # Safety

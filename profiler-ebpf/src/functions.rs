@@ -27,18 +27,18 @@ use profiler_common::{
     counters::Counter,
     errors::NO_FUNCTION,
     functions::{
-        CALLERS_MAX, CallerKey, Frame, FuncCpu, FuncStats, HIST_BUCKETS, MAX_DEPTH, NO_CPU,
-        STACK_COUNTS_MAX, STACK_SAMPLE_ALWAYS, STACK_SAMPLE_EVERY, STACKS_MAX, ShadowStack,
-        StackKey, THREAD_CALLERS, THREAD_FUNCS, THREAD_SLOT_WORDS, THREAD_SLOTS, THREAD_STACKS_MAX,
-        THREAD_STATS_MAX, TIME_ALWAYS, ThreadFunc, ThreadKey, ThreadStats, hist_bucket,
-        thread_caller_slot,
+        CALLERS_MAX, CallerKey, Frame, FrameMem, FuncCpu, FuncMem, FuncStats, HIST_BUCKETS,
+        MAX_DEPTH, NO_CPU, STACK_COUNTS_MAX, STACK_SAMPLE_ALWAYS, STACK_SAMPLE_EVERY, STACKS_MAX,
+        ShadowStack, StackKey, THREAD_CALLERS, THREAD_FUNCS, THREAD_SLOT_WORDS, THREAD_SLOTS,
+        THREAD_STACKS_MAX, THREAD_STATS_MAX, TIME_ALWAYS, ThreadFunc, ThreadKey, ThreadStats,
+        hist_bucket, thread_caller_slot,
     },
 };
 
 use core::intrinsics::{AtomicOrdering, atomic_or};
 
 use crate::common::{
-    COUNTERS, ThreadOwned, compare_exchange, count, current_ids, fetch_add, load,
+    COUNTERS, ThreadOwned, compare_exchange, count, current_ids, fetch_add, fetch_max, load,
     named_as_in_common, stack_pointer, stopped, target_tgid, thread_slot,
 };
 
@@ -46,6 +46,11 @@ use crate::common::{
 /// a call is timed when the thread's random number has none of these bits set (0: every call).
 #[unsafe(no_mangle)]
 static TIME_EVERY_MASK: u32 = 0;
+
+/// 1 when functions are traced, set by the loader: the memory family's probes then charge their
+/// allocations and releases to the thread's traced calls in progress (see [`charge_memory`]).
+#[unsafe(no_mangle)]
+static FUNCS_ON: u32 = 0;
 
 /// Per-function statistics, indexed by function id; resized by the loader to the number of
 /// traced functions.
@@ -97,6 +102,10 @@ static STACKS: StackTrace = StackTrace::with_max_entries(STACKS_MAX, 0);
 #[map]
 static FUNC_CPU: PerCpuArray<FuncCpu> = PerCpuArray::with_max_entries(1, 0);
 
+/// The memory of the calls that returned, when the memory family runs (sized like `FUNC_STATS`).
+#[map]
+static FUNC_MEM: PerCpuArray<FuncMem> = PerCpuArray::with_max_entries(1, 0);
+
 named_as_in_common!(
     functions,
     maps: [
@@ -112,6 +121,7 @@ named_as_in_common!(
         TRAMPOLINE,
         SITE_LINKS,
         FUNC_CPU,
+        FUNC_MEM,
     ],
     programs: [fn_entry => FN_ENTRY, fn_return => FN_RETURN]
 );
@@ -213,6 +223,13 @@ fn try_fn_entry(ctx: &ProbeContext) -> Result<(), ()> {
         hits_before,
         start_ns,
         cpu_start,
+        mem: FrameMem {
+            allocs: 0,
+            alloc_bytes: 0,
+            frees: 0,
+            freed_bytes: 0,
+            peak: 0,
+        },
     };
     stack.depth = depth as u32 + 1;
     Ok(())
@@ -246,15 +263,19 @@ fn try_fn_return(ctx: &RetProbeContext) -> Result<(), ()> {
                 top.start_ns,
                 stack.hits.wrapping_sub(top.hits_before),
                 top.cpu_start,
+                top.mem,
             ));
             depth -= 1;
         }
     }
     stack.depth = depth as u32;
-    let Some((start, hits, cpu_start)) = start else {
+    let Some((start, hits, cpu_start, mem)) = start else {
         unpaired_return(func);
         return Ok(());
     };
+    if mem.touched() {
+        fold_memory(func, &mem);
+    }
     let own = &mut stack.funcs[func_slot(func)];
     let owned = own.func_plus1 == func.wrapping_add(1);
     // Timed calls so far, of this thread (or of this CPU, for the shared statistics); 0 for a
@@ -338,6 +359,52 @@ fn split_cpu(func: u32, tid: u32, now: u64, ns: u64, cpu_start: u64) {
         if share > (*split).max_share_ppm {
             (*split).max_share_ppm = share;
         }
+    }
+}
+
+/// Adds a returned call's allocations and releases to `func`'s memory statistics.
+#[inline(always)]
+fn fold_memory(func: u32, mem: &FrameMem) {
+    let Some(sums) = FUNC_MEM.get_ptr_mut(func) else {
+        return;
+    };
+    // SAFETY: this CPU's value for `func`, valid for the program's run; each pointer is a
+    // valid, aligned u64 in it.
+    unsafe {
+        fetch_add(&raw mut (*sums).allocs, mem.allocs);
+        fetch_add(&raw mut (*sums).alloc_bytes, mem.alloc_bytes);
+        fetch_add(&raw mut (*sums).frees, mem.frees);
+        fetch_add(&raw mut (*sums).freed_bytes, mem.freed_bytes);
+        fetch_add(&raw mut (*sums).peak_sum, mem.peak);
+        fetch_max(&raw mut (*sums).max_peak, mem.peak);
+    }
+}
+
+/// Charges an allocator call of the memory family's (`frees` blocks of `freed` bytes released,
+/// then `allocs` blocks of `allocated` bytes allocated) to every traced call in progress on
+/// thread `tid`: a callee's allocation is its callers' too. Nothing to do unless functions are
+/// traced: one load of a global then, whatever the memory probes cost otherwise.
+#[inline(always)]
+pub(crate) fn charge_memory(tid: u32, allocs: u64, allocated: u64, frees: u64, freed: u64) {
+    // SAFETY: a read of a global the loader initialised; volatile so the compiler does not fold
+    // the initial value in.
+    if unsafe { core::ptr::read_volatile(&FUNCS_ON) } == 0 {
+        return;
+    }
+    let Some(stack) = own_stack(tid) else {
+        return;
+    };
+    // SAFETY: this thread's own map value: only its probes write it, one at a time.
+    let stack = unsafe { &mut *stack };
+    // Past MAX_DEPTH (calls too deep to keep) the outer frames still hold the call.
+    let depth = (stack.depth as usize).min(MAX_DEPTH);
+    for i in 0..MAX_DEPTH {
+        if i >= depth {
+            break;
+        }
+        stack.frames[slot(i)]
+            .mem
+            .charge(allocs, allocated, frees, freed);
     }
 }
 
@@ -597,7 +664,7 @@ fn record_shared(stats: &mut FuncStats, ns: u64) -> u64 {
     // min and max: a few compare-and-swap rounds settle any race between two programs.
     let want = ns.saturating_add(1);
     for _ in 0..4 {
-        // SAFETY (this loop and the next): valid, aligned u64s in this CPU's map value.
+        // SAFETY: valid, aligned u64s in this CPU's map value.
         let cur = unsafe { load(&raw const stats.min_ns_plus1) };
         if (cur != 0 && cur <= want)
             || unsafe { compare_exchange(&raw mut stats.min_ns_plus1, cur, want) }
@@ -605,13 +672,8 @@ fn record_shared(stats: &mut FuncStats, ns: u64) -> u64 {
             break;
         }
     }
-    for _ in 0..4 {
-        // SAFETY: as above.
-        let cur = unsafe { load(&raw const stats.max_ns) };
-        if cur >= ns || unsafe { compare_exchange(&raw mut stats.max_ns, cur, ns) } {
-            break;
-        }
-    }
+    // SAFETY: as above.
+    unsafe { fetch_max(&raw mut stats.max_ns, ns) };
     timed
 }
 

@@ -6,6 +6,8 @@
 //! `MEM_ALLOCS` and in its site's totals. Releases need no return probe. Anonymous mappings come from
 //! the `mmap`/`munmap` syscall tracepoints. Only the outermost allocator call on a thread is
 //! counted: glibc's `realloc` calls `malloc` and `free`, and a large `malloc` calls `mmap`.
+//! When functions are traced, each counted allocation and release is also charged to the traced
+//! calls in progress on the thread (`functions::charge_memory`).
 
 use aya_ebpf::{
     EbpfContext,
@@ -34,6 +36,7 @@ use crate::common::{
     ThreadOwned, count, current_ids, fetch_add, named_as_in_common, stack_pointer, stopped,
     target_tgid, thread_slot,
 };
+use crate::functions::charge_memory;
 
 /// Outstanding blocks by address.
 #[map]
@@ -406,7 +409,9 @@ fn try_mem_entry(ctx: &ProbeContext) -> Result<(), ()> {
     let arg = |n: usize| ctx.arg::<u64>(n).unwrap_or(0);
     let class = cookie_class(cookie);
     let (size, block) = if class == AllocClass::Free as u8 {
-        release(arg(0), 0);
+        if let Some(freed) = release(arg(0), 0) {
+            charge_memory(tid, 0, 0, 1, freed);
+        }
         return Ok(());
     } else if class == AllocClass::SizeFirst as u8 {
         (arg(0), 0)
@@ -461,19 +466,25 @@ fn try_mem_return(ctx: &RetProbeContext) -> Result<(), ()> {
             // SAFETY: reads the block pointer the call wrote, through the checked helper.
             let block =
                 unsafe { bpf_probe_read_user(pending.arg as *const u64) }.map_err(|_| ())?;
-            record_alloc(block, &pending);
+            let allocs = record_alloc(block, &pending);
+            charge_memory(tid, allocs, allocs * pending.size, 0, 0);
         }
         return Ok(());
     }
+    let mut freed = None;
     if class == AllocClass::Realloc as u8 || class == AllocClass::ReallocArray as u8 {
         // Success, or `realloc(p, 0)` having freed `p`: the old block is gone. A failed resize
         // (NULL for a non-zero size) leaves it in place.
         if ret != 0 || pending.size == 0 {
-            release(pending.arg, pending.start_ns);
+            freed = release(pending.arg, pending.start_ns);
         }
     }
-    if ret != 0 {
-        record_alloc(ret, &pending);
+    let allocs = record_alloc(ret, &pending);
+    let frees = u64::from(freed.is_some());
+    if allocs | frees != 0 {
+        // A realloc releases the old block, then allocates the new one.
+        let freed = freed.unwrap_or(0);
+        charge_memory(tid, allocs, allocs * pending.size, frees, freed);
     }
     Ok(())
 }
@@ -522,12 +533,13 @@ fn try_mmap_exit(ctx: &TracePointContext) -> Result<(), ()> {
     }
     // SAFETY: the helper takes no arguments.
     let now = unsafe { bpf_ktime_get_ns() };
-    record_block(ret as u64, pending.len, pending.site, now);
+    let allocs = record_block(ret as u64, pending.len, pending.site, now);
+    charge_memory(tid, allocs, allocs * pending.len, 0, 0);
     Ok(())
 }
 
 fn try_munmap(ctx: &TracePointContext) -> Result<(), ()> {
-    let (_, tgid) = current_ids();
+    let (tid, tgid) = current_ids();
     if tgid != target_tgid() {
         return Ok(());
     }
@@ -541,7 +553,9 @@ fn try_munmap(ctx: &TracePointContext) -> Result<(), ()> {
     let info = unsafe { *info };
     let unmapped = round_up(len);
     if unmapped >= round_up(info.size) {
-        release(addr, 0);
+        if let Some(freed) = release(addr, 0) {
+            charge_memory(tid, 0, 0, 1, freed);
+        }
         return Ok(());
     }
     // The start of the mapping goes; the rest stays outstanding at its new address.
@@ -564,6 +578,8 @@ fn try_munmap(ctx: &TracePointContext) -> Result<(), ()> {
         // SAFETY: a valid, aligned u64 in a map value.
         unsafe { fetch_add(&raw mut (*stats).free_bytes, unmapped) };
     }
+    // Bytes given back, but no block: the rest of it is still held.
+    charge_memory(tid, 0, 0, 0, unmapped);
     Ok(())
 }
 
@@ -646,17 +662,19 @@ fn count_call(slot: u32) {
     }
 }
 
-/// Records the block a completed call returned.
+/// Records the block a completed call returned; returns 1, or 0 for no block (NULL).
 #[inline(always)]
-fn record_alloc(addr: u64, pending: &PendingAlloc) {
-    record_block(addr, pending.size, pending.site, pending.start_ns);
+fn record_alloc(addr: u64, pending: &PendingAlloc) -> u64 {
+    record_block(addr, pending.size, pending.site, pending.start_ns)
 }
 
-/// Records an outstanding block and adds it to its site.
+/// Records an outstanding block and adds it to its site; returns the blocks allocated (1, or 0
+/// for address 0: no block). A block that could not be recorded (a full map, counted) was
+/// still allocated.
 #[inline(always)]
-fn record_block(addr: u64, size: u64, site: u64, timestamp_ns: u64) {
+fn record_block(addr: u64, size: u64, site: u64, timestamp_ns: u64) -> u64 {
     if addr == 0 {
-        return;
+        return 0;
     }
     // A block still recorded here was released without our seeing it.
     if let Some(old) = MEM_ALLOCS.get_ptr(addr) {
@@ -669,7 +687,7 @@ fn record_block(addr: u64, size: u64, site: u64, timestamp_ns: u64) {
     }
     let Some(stats) = site_stats(site) else {
         count(Counter::MemSiteMapFull);
-        return;
+        return 1;
     };
     // SAFETY (all blocks below): valid, aligned u64s in a map value.
     unsafe {
@@ -689,28 +707,33 @@ fn record_block(addr: u64, size: u64, site: u64, timestamp_ns: u64) {
             fetch_add(&raw mut (*stats).untracked_bytes, size);
         }
     }
+    1
 }
 
 /// Releases the block at `addr`, unless it was allocated after `newer_than` (ns; 0: any time):
-/// then the address was reused by another thread after the release this belongs to.
+/// then the address was reused by another thread after the release this belongs to. Returns
+/// the bytes released: 0 for a block not known here (allocated before the probes, or its
+/// address since reused), None for address 0 (no block, no release).
 #[inline(always)]
-fn release(addr: u64, newer_than: u64) {
+fn release(addr: u64, newer_than: u64) -> Option<u64> {
     if addr == 0 {
-        return;
+        return None;
     }
     let Some(info) = MEM_ALLOCS.get_ptr(addr) else {
         count(Counter::MemUnknownFrees);
-        return;
+        return Some(0);
     };
     // SAFETY: a map value, copied before the entry is removed.
     let info = unsafe { *info };
     if newer_than != 0 && info.timestamp_ns > newer_than {
-        return;
+        return Some(0);
     }
     // Only the release that removes the entry counts it (a double free races here).
     if MEM_ALLOCS.remove(addr).is_ok() {
         site_released(info.site, info.size);
+        return Some(info.size);
     }
+    Some(0)
 }
 
 #[inline(always)]

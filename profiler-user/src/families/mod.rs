@@ -56,6 +56,9 @@ pub(crate) fn build(
     let python = selected
         .contains(&FamilyId::Python)
         .then(python::SharedHandle::default);
+    // Whether the memory family attached its allocator probes: the traced functions then have
+    // their calls' memory.
+    let allocator_probes = memory::AllocatorProbes::default();
     for id in [
         FamilyId::Process,
         FamilyId::Functions,
@@ -76,12 +79,17 @@ pub(crate) fn build(
                 &options.funcs,
                 options.max_funcs,
                 options.time_every,
+                allocator_probes.clone(),
             )?),
             FamilyId::Errors => Box::new(errors::Errors::new(
                 errors::analyze::load_patterns(options.patterns.as_deref())?,
                 python.clone(),
             )),
-            FamilyId::Memory => Box::new(memory::Memory::new(options.leak, options.memory_exact)),
+            FamilyId::Memory => Box::new(memory::Memory::new(
+                options.leak,
+                options.memory_exact,
+                allocator_probes.clone(),
+            )),
             FamilyId::Threads => Box::new(threads::Threads::new(options.threads, python.clone())),
             FamilyId::Cpu => Box::new(cpu::Cpu::new(options.cpu.clone(), python.clone())),
             FamilyId::Python => Box::new(python::Python::new(

@@ -107,4 +107,28 @@ pub(crate) struct FunctionProfile {
     /// CPU use (`on_cpu_time`, `off_cpu_time`, `average_cpu_peak`).
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub cpu: Option<super::threads::FunctionCpuSplit>,
+    /// With the memory family's allocator probes: what the calls that returned allocated and
+    /// released, callees included.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory: Option<FunctionMemory>,
+}
+
+/// A traced function's memory, over its calls that returned while profiled (callees included:
+/// an allocation counts for every traced call in progress on its thread). Bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub(crate) struct FunctionMemory {
+    /// Blocks allocated within the calls, and their bytes.
+    pub allocations: u64,
+    pub allocated_bytes: u64,
+    /// Blocks released within the calls (wherever they were allocated), and the bytes of those
+    /// the memory family saw allocated.
+    pub frees: u64,
+    pub freed_bytes: u64,
+    /// (`allocated_bytes` − `freed_bytes`) / `total_calls`: negative when the calls release
+    /// more than they allocate.
+    pub net_bytes_per_call: f64,
+    /// Each call's peak of its running net bytes (never below 0), averaged over the calls, and
+    /// the highest.
+    pub average_memory_peak: f64,
+    pub max_memory_peak: u64,
 }

@@ -1,12 +1,12 @@
 //! The `functions` analyzer: kernel aggregates of one function -> its profile.
 
 use profiler_common::functions::{
-    FuncStats, HIST_BUCKETS, ThreadFunc, ThreadStats, hist_bucket_bounds,
+    FuncMem, FuncStats, HIST_BUCKETS, ThreadFunc, ThreadStats, hist_bucket_bounds,
 };
 
 use crate::{
     report::functions::{
-        CallStack, Caller, FunctionProfile, Percentiles, ProbeSite, ThreadBreakdown,
+        CallStack, Caller, FunctionMemory, FunctionProfile, Percentiles, ProbeSite, ThreadBreakdown,
     },
     symbols::symbolize::Frame,
 };
@@ -197,6 +197,25 @@ pub(crate) struct FunctionData {
     pub callers: Vec<(Frame, u64)>,
     pub stacks: Vec<(Vec<Frame>, u64)>,
     pub in_flight: u64,
+    /// The kernel's memory sums over the returned calls, when the memory family's allocator
+    /// probes ran.
+    pub memory: Option<FuncMem>,
+}
+
+/// A function's memory over its `calls` returned calls, from the kernel's sums (each call's
+/// allocations, releases and peak, folded in at its return).
+pub(crate) fn function_memory(calls: u64, m: &FuncMem) -> FunctionMemory {
+    let per_call = |v: f64| if calls > 0 { v / calls as f64 } else { 0.0 };
+    let net = i128::from(m.alloc_bytes) - i128::from(m.freed_bytes);
+    FunctionMemory {
+        allocations: m.allocs,
+        allocated_bytes: m.alloc_bytes,
+        frees: m.frees,
+        freed_bytes: m.freed_bytes,
+        net_bytes_per_call: per_call(net as f64),
+        average_memory_peak: per_call(m.peak_sum as f64),
+        max_memory_peak: m.max_peak,
+    }
 }
 
 /// What a function's probes add to the measured time of its calls, ns per hit.
@@ -314,6 +333,25 @@ pub(crate) fn profile(
         call_stacks,
         probe: site,
         cpu: None,
+        memory: data.memory.map(|m| function_memory(t.calls(), &m)),
+    }
+}
+
+/// Function `name` at `address` of module `m`, its probe on an emulated `push rbp`.
+#[cfg(test)]
+pub(crate) fn meta_of(name: &str, address: u64) -> FunctionMeta {
+    FunctionMeta {
+        name: name.into(),
+        module: "m".into(),
+        address,
+        site: ProbeSite {
+            offset: 0,
+            instruction: "push rbp".into(),
+            class: "emulated",
+            reason: String::new(),
+            hits: 0,
+            estimated_cost: 0.0,
+        },
     }
 }
 
@@ -337,6 +375,42 @@ mod tests {
         }
         s.max_ns = s.max_ns.max(ns);
         s.hist[hist_bucket(ns)] += 1;
+    }
+
+    /// Calls that freed more than they allocated: a negative net per call; the peaks are per
+    /// call, and a call that touched no memory adds 0 to the average.
+    #[test]
+    fn memory_per_call_divides_by_every_returned_call() {
+        let sums = FuncMem {
+            allocs: 6,
+            alloc_bytes: 600,
+            frees: 8,
+            freed_bytes: 1000,
+            peak_sum: 450,
+            max_peak: 300,
+        };
+        let m = function_memory(3, &sums);
+        assert_eq!(
+            m,
+            FunctionMemory {
+                allocations: 6,
+                allocated_bytes: 600,
+                frees: 8,
+                freed_bytes: 1000,
+                net_bytes_per_call: -400.0 / 3.0,
+                average_memory_peak: 150.0,
+                max_memory_peak: 300,
+            }
+        );
+        let none = function_memory(0, &FuncMem::default());
+        assert_eq!(none, FunctionMemory::default());
+        // Sums past f64's exact integers still give the exact difference.
+        let big = FuncMem {
+            alloc_bytes: (1 << 60) + 3,
+            freed_bytes: 1 << 60,
+            ..FuncMem::default()
+        };
+        assert_eq!(function_memory(1, &big).net_bytes_per_call, 3.0);
     }
 
     fn zero() -> FuncStats {
@@ -400,22 +474,6 @@ mod tests {
     }
 
     /// A function `f` of module `m` at `address`, probed on its first instruction.
-    fn meta_at(address: u64) -> FunctionMeta {
-        FunctionMeta {
-            name: "f".into(),
-            module: "m".into(),
-            address,
-            site: ProbeSite {
-                offset: 0,
-                instruction: "push rbp".into(),
-                class: "emulated",
-                reason: String::new(),
-                hits: 0,
-                estimated_cost: 0.0,
-            },
-        }
-    }
-
     #[test]
     fn untimed_calls_count_and_scale_the_total() {
         let mut shared = zero();
@@ -430,7 +488,7 @@ mod tests {
         assert_eq!((t.calls(), t.count, t.returns), (8, 2, 8));
         // Mean of the timed calls (200 ns) times every call.
         assert_eq!(t.estimated_total_ns(), 1600.0);
-        let meta = meta_at(0);
+        let meta = meta_of("f", 0);
         let data = FunctionData {
             totals: t,
             ..Default::default()
@@ -462,7 +520,7 @@ mod tests {
         };
         // Per call: 1 µs own + 40 × 100 ns nested = 5 µs of the 10.
         assert_eq!(t.probe_ns_in_calls(costs), 10_000.0);
-        let p = profile(&meta_at(0), data_of(t.clone()), 0.0, costs);
+        let p = profile(&meta_of("f", 0), data_of(t.clone()), 0.0, costs);
         assert!((p.average_time - 10e-6).abs() < 1e-15);
         assert!((p.net_average_time - 5e-6).abs() < 1e-15);
         assert!((p.total_time - 40e-6).abs() < 1e-15);
@@ -475,7 +533,7 @@ mod tests {
             own_ns: 20_000.0,
             nested_hit_ns: 0.0,
         };
-        let p = profile(&meta_at(0), data_of(t.clone()), 0.0, dear);
+        let p = profile(&meta_of("f", 0), data_of(t.clone()), 0.0, dear);
         assert_eq!((p.net_total_time, p.net_average_time), (0.0, 0.0));
         assert_eq!(p.probe_share_percent, 100.0);
 
@@ -483,7 +541,12 @@ mod tests {
         let mut long = zero();
         record(&mut long, 1_000_000);
         long.probe_hits = 2;
-        let p = profile(&meta_at(0), data_of(FuncTotals::sum([&long])), 0.0, costs);
+        let p = profile(
+            &meta_of("f", 0),
+            data_of(FuncTotals::sum([&long])),
+            0.0,
+            costs,
+        );
         assert!((p.net_average_time - 999e-6).abs() < 1e-12);
         assert!(!p.probe_dominated);
         assert!((p.probe_share_percent - 0.1).abs() < 1e-9);
@@ -551,7 +614,7 @@ mod tests {
         let mut s = zero();
         record(&mut s, 1000);
         s.entries += 3; // three more calls began: one still running, two never returned
-        let meta = meta_at(0x1000);
+        let meta = meta_of("f", 0x1000);
         let data = FunctionData {
             totals: FuncTotals::sum([&s]),
             in_flight: 1,

@@ -9,12 +9,12 @@ use std::{
 
 use anyhow::Context as _;
 use aya::{
-    Ebpf,
+    Ebpf, Pod,
     maps::{Array, HashMap as BpfHashMap, PerCpuArray, StackTraceMap},
 };
 use profiler_common::functions::{
-    CallerKey, FuncCpu, FuncStats, MAX_DEPTH, SITE_OFF, ShadowStack, StackKey, THREAD_SLOT_WORDS,
-    ThreadFunc, ThreadKey, ThreadStats, cookie, maps, programs,
+    CallerKey, FuncCpu, FuncMem, FuncStats, MAX_DEPTH, SITE_OFF, ShadowStack, StackKey,
+    THREAD_SLOT_WORDS, ThreadFunc, ThreadKey, ThreadStats, cookie, maps, programs,
 };
 
 use super::analyze::FuncTotals;
@@ -381,22 +381,46 @@ fn read_totals(ebpf: &Ebpf, functions: usize) -> anyhow::Result<Vec<FuncTotals>>
     Ok(totals)
 }
 
-/// Each function's on-CPU split, summed over the CPUs.
-fn read_cpu(ebpf: &Ebpf, functions: usize) -> anyhow::Result<Vec<FuncCpu>> {
-    let split: PerCpuArray<_, FuncCpu> = PerCpuArray::try_from(bpf::map(ebpf, maps::FUNC_CPU)?)?;
+/// Each function's value of the per-CPU array `map`, summed over the CPUs with `add`.
+fn read_per_cpu<T: Pod + Default>(
+    ebpf: &Ebpf,
+    map: &str,
+    functions: usize,
+    add: fn(&mut T, &T),
+) -> anyhow::Result<Vec<T>> {
+    let array: PerCpuArray<_, T> = PerCpuArray::try_from(bpf::map(ebpf, map)?)?;
     (0..functions as u32)
         .map(|id| {
-            let mut sum = FuncCpu::default();
-            for c in split.get(&id, 0)?.iter() {
-                sum.calls += c.calls;
-                sum.total_ns += c.total_ns;
-                sum.on_cpu_ns += c.on_cpu_ns;
-                sum.share_ppm_sum += c.share_ppm_sum;
-                sum.max_share_ppm = sum.max_share_ppm.max(c.max_share_ppm);
+            let mut sum = T::default();
+            for value in array.get(&id, 0)?.iter() {
+                add(&mut sum, value);
             }
             Ok(sum)
         })
         .collect()
+}
+
+/// Each function's on-CPU split, summed over the CPUs.
+fn read_cpu(ebpf: &Ebpf, functions: usize) -> anyhow::Result<Vec<FuncCpu>> {
+    read_per_cpu(ebpf, maps::FUNC_CPU, functions, |sum, c| {
+        sum.calls += c.calls;
+        sum.total_ns += c.total_ns;
+        sum.on_cpu_ns += c.on_cpu_ns;
+        sum.share_ppm_sum += c.share_ppm_sum;
+        sum.max_share_ppm = sum.max_share_ppm.max(c.max_share_ppm);
+    })
+}
+
+/// Each function's memory over its returned calls, summed over the CPUs.
+fn read_memory(ebpf: &Ebpf, functions: usize) -> anyhow::Result<Vec<FuncMem>> {
+    read_per_cpu(ebpf, maps::FUNC_MEM, functions, |sum, m| {
+        sum.allocs += m.allocs;
+        sum.alloc_bytes += m.alloc_bytes;
+        sum.frees += m.frees;
+        sum.freed_bytes += m.freed_bytes;
+        sum.peak_sum += m.peak_sum;
+        sum.max_peak = sum.max_peak.max(m.max_peak);
+    })
 }
 
 /// Every thread's own value, with its thread id: the taken slots of `THREAD_VALUES`, then the
@@ -440,6 +464,9 @@ pub(crate) struct RawFunctions {
     /// The on-CPU split of the timed calls, by function id (summed over the CPUs; `calls` 0
     /// when the threads family did not run).
     pub cpu: Vec<FuncCpu>,
+    /// The memory of the returned calls, by function id (summed over the CPUs; all zero when
+    /// the memory family did not run).
+    pub memory: Vec<FuncMem>,
 }
 
 /// Reads every map of the family: the shared maps plus every thread's own tables. `pid` is used
@@ -448,6 +475,7 @@ pub(crate) fn read(ebpf: &Ebpf, functions: usize, pid: i32) -> anyhow::Result<Ra
     let mut raw = RawFunctions {
         totals: read_totals(ebpf, functions)?,
         cpu: read_cpu(ebpf, functions)?,
+        memory: read_memory(ebpf, functions)?,
         ..Default::default()
     };
 

@@ -7,8 +7,9 @@ pub(crate) mod kernel;
 use std::{collections::HashMap, fmt::Write as _, path::PathBuf};
 
 use aya::Ebpf;
-use profiler_common::functions::{TIME_EVERY_MASK_GLOBAL, maps};
+use profiler_common::functions::{FUNCS_ON_GLOBAL, TIME_EVERY_MASK_GLOBAL, maps};
 
+use super::memory::AllocatorProbes;
 use crate::{
     bpf::LoadOptions,
     family::{CHILDREN_NOT_COVERED, Family, ProbeLoad, ReportContext, TargetContext, TickContext},
@@ -62,11 +63,18 @@ pub(crate) struct Functions {
     /// Cost so far of each function's probes, ns: a detached function keeps its last.
     unit_cost: Vec<f64>,
     raw: Option<RawFunctions>,
+    /// Whether the memory family's allocator probes ran: the calls' memory is then reported.
+    allocator_probes: AllocatorProbes,
 }
 
 impl Functions {
     /// Checks the `--func` specs (before the target is found: a bad spec starts nothing).
-    pub(crate) fn new(funcs: &[String], max_funcs: usize, time_every: u32) -> anyhow::Result<Self> {
+    pub(crate) fn new(
+        funcs: &[String],
+        max_funcs: usize,
+        time_every: u32,
+        allocator_probes: AllocatorProbes,
+    ) -> anyhow::Result<Self> {
         let specs = funcs
             .iter()
             .map(|s| FuncSpec::parse(s))
@@ -82,6 +90,7 @@ impl Functions {
             trampoline_known: false,
             unit_cost: Vec::new(),
             raw: None,
+            allocator_probes,
         })
     }
 
@@ -176,11 +185,14 @@ impl Family for Functions {
     }
 
     fn load_options(&self, options: &mut LoadOptions) {
+        let functions = self.traced.len().max(1) as u32;
         options
             .global(TIME_EVERY_MASK_GLOBAL, self.time_every.saturating_sub(1))
-            .map_size(maps::FUNC_STATS, self.traced.len().max(1) as u32)
-            .map_size(maps::SITE_LINKS, self.traced.len().max(1) as u32)
-            .map_size(maps::FUNC_CPU, self.traced.len().max(1) as u32);
+            .global(FUNCS_ON_GLOBAL, u32::from(!self.traced.is_empty()))
+            .map_size(maps::FUNC_STATS, functions)
+            .map_size(maps::SITE_LINKS, functions)
+            .map_size(maps::FUNC_CPU, functions)
+            .map_size(maps::FUNC_MEM, functions);
     }
 
     fn attach(&mut self, ebpf: &mut Ebpf, ctx: &TargetContext<'_>) -> anyhow::Result<usize> {
@@ -317,6 +329,11 @@ impl Family for Functions {
                 callers,
                 stacks,
                 in_flight: raw.in_flight.get(&id32).copied().unwrap_or(0),
+                memory: raw
+                    .memory
+                    .get(id)
+                    .copied()
+                    .filter(|_| self.allocator_probes.attached()),
             };
             let p = &traced.placement;
             let meta = FunctionMeta {
@@ -433,11 +450,7 @@ fn summary(functions: &[FunctionProfile], top: usize, out: &mut String) {
     );
     let time = text::human_time;
     for f in functions.iter().take(top) {
-        let name: String = if f.function_name.chars().count() > 48 {
-            f.function_name.chars().take(47).chain(['…']).collect()
-        } else {
-            f.function_name.clone()
-        };
+        let name = short_name(&f.function_name);
         let total = if f.timed_calls < f.total_calls {
             format!("~{}", time(f.total_time))
         } else {
@@ -490,5 +503,120 @@ fn summary(functions: &[FunctionProfile], top: usize, out: &mut String) {
             "… and {} more in the JSON report",
             functions.len() - top
         );
+    }
+    memory_summary(functions, top, name_width, out);
+}
+
+/// A function's name as the summary shows it: at most 48 characters.
+fn short_name(name: &str) -> String {
+    if name.chars().count() > 48 {
+        name.chars().take(47).chain(['…']).collect()
+    } else {
+        name.to_string()
+    }
+}
+
+/// With the memory family: each shown function that allocated or released memory, with its
+/// net bytes and its peak per call.
+fn memory_summary(functions: &[FunctionProfile], top: usize, name_width: usize, out: &mut String) {
+    let rows: Vec<_> = (functions.iter().take(top))
+        .filter_map(|f| f.memory.map(|m| (f, m)))
+        .filter(|(_, m)| m.allocations + m.frees > 0)
+        .collect();
+    if rows.is_empty() {
+        return;
+    }
+    let title = "memory per call";
+    let name_width = name_width.max(title.len());
+    let _ = writeln!(
+        out,
+        "\n{:<name_width$}  {:>10}  {:>11}  {:>10}  {:>10}",
+        title, "allocs", "net", "avg peak", "max peak"
+    );
+    let bytes = text::human_bytes;
+    for (f, m) in rows {
+        let calls = f.total_calls.max(1) as f64;
+        let net_bytes = m.net_bytes_per_call.abs().round() as u64;
+        let sign = match net_bytes {
+            0 => "",
+            _ if m.net_bytes_per_call < 0.0 => "-",
+            _ => "+",
+        };
+        let net = format!("{sign}{}", bytes(net_bytes));
+        let _ = writeln!(
+            out,
+            "{:<name_width$}  {:>10.1}  {net:>11}  {:>10}  {:>10}",
+            short_name(&f.function_name),
+            m.allocations as f64 / calls,
+            bytes(m.average_memory_peak.round() as u64),
+            bytes(m.max_memory_peak),
+        );
+    }
+    let _ = writeln!(
+        out,
+        "memory: callees included; net = allocated − freed, peak = the most a call held at once"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use analyze::{FuncTotals, FunctionData, meta_of};
+    use profiler_common::functions::FuncMem;
+
+    /// A profile of `calls` calls of `name`, with `memory` when the allocator probes ran.
+    fn profiled(name: &str, calls: u64, memory: Option<FuncMem>) -> FunctionProfile {
+        let data = FunctionData {
+            totals: FuncTotals {
+                untimed: calls,
+                ..FuncTotals::default()
+            },
+            memory,
+            ..FunctionData::default()
+        };
+        profile(&meta_of(name, 0x1000), data, 0.0, ProbeCosts::default())
+    }
+
+    /// The memory block lists the functions that allocated or released, per call.
+    #[test]
+    fn summary_has_a_memory_block_only_with_memory() {
+        let grows = FuncMem {
+            allocs: 6,
+            alloc_bytes: 6000,
+            frees: 2,
+            freed_bytes: 2000,
+            peak_sum: 6000,
+            max_peak: 3000,
+        };
+        let functions = [
+            profiled("grows", 2, Some(grows)),
+            profiled("idle", 2, Some(FuncMem::default())),
+            profiled(
+                "drops",
+                4,
+                Some(FuncMem {
+                    frees: 4,
+                    freed_bytes: 400,
+                    ..FuncMem::default()
+                }),
+            ),
+        ];
+        let mut out = String::new();
+        memory_summary(&functions, SUMMARY_TOP, 8, &mut out);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(
+            lines[1..4],
+            [
+                "memory per call      allocs          net    avg peak    max peak",
+                "grows                   3.0     +2.0 KiB     2.9 KiB     2.9 KiB",
+                "drops                   0.0     -100.0 B       0.0 B       0.0 B",
+            ],
+            "{out}"
+        );
+
+        let mut out = String::new();
+        let without = [profiled("grows", 2, None)];
+        memory_summary(&without, SUMMARY_TOP, 8, &mut out);
+        assert_eq!(out, "");
     }
 }

@@ -48,10 +48,14 @@ pub(crate) struct Links {
 
 impl Links {
     pub(crate) fn count(&self) -> usize {
-        let probes: usize = (self.entries.iter().chain(&self.returns).chain(&self.frees))
+        self.allocator_probes() + self.tracepoints.len()
+    }
+
+    /// The allocator functions' probes (entries and returns).
+    pub(crate) fn allocator_probes(&self) -> usize {
+        (self.entries.iter().chain(&self.returns).chain(&self.frees))
             .map(MultiLink::len)
-            .sum();
-        probes + self.tracepoints.len()
+            .sum()
     }
 
     /// Detaches everything: the allocating functions' probes first (a return whose entry is gone

@@ -13,6 +13,10 @@ pub(crate) mod scan;
 use std::{
     collections::{BTreeMap, HashMap},
     fmt::Write as _,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
@@ -96,6 +100,22 @@ pub(crate) fn max_blocks() -> u32 {
         .map_or(ALLOCS_MAX, |n| n.clamp(1, ALLOCS_MAX))
 }
 
+/// Whether the family's allocator probes were attached (they may have been detached since):
+/// set by the family, read by the functions family, whose traced functions then have the
+/// memory their calls allocated and released, as the kernel charged it to them.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct AllocatorProbes(Arc<AtomicBool>);
+
+impl AllocatorProbes {
+    pub(crate) fn attached(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    fn set(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 /// The family's runtime.
 pub(crate) struct Memory {
     options: LeakOptions,
@@ -111,6 +131,8 @@ pub(crate) struct Memory {
     growth_cost_ns: f64,
     /// The executable ranges last written for the kernel's stack scan.
     text: Vec<[u64; 2]>,
+    /// Set once the allocator probes are attached (the functions family's memory per call).
+    probes_seen: AllocatorProbes,
     detection: Detection,
     /// Outstanding bytes per site over the run; times are CLOCK_MONOTONIC seconds.
     series: HashMap<u64, Series>,
@@ -141,10 +163,11 @@ const GROWTH_UNIT: usize = 1;
 const MAX_SCANS: usize = 1000;
 
 impl Memory {
-    pub(crate) fn new(options: LeakOptions, exact: bool) -> Self {
+    pub(crate) fn new(options: LeakOptions, exact: bool, probes_seen: AllocatorProbes) -> Self {
         Self {
             options,
             exact,
+            probes_seen,
             growth_link: None,
             growth_series: HashMap::new(),
             growth_shed_ns: None,
@@ -344,6 +367,9 @@ impl Family for Memory {
         if self.exact {
             let links = kernel::attach(ebpf, &self.detection.allocators, ctx.pid as u32)?;
             n += links.count();
+            if links.allocator_probes() > 0 {
+                self.probes_seen.set();
+            }
             self.links = Some(links);
         }
         self.started_ns = monotonic_ns();

@@ -24,7 +24,7 @@ use std::{
 pub use process::{Outcome, Profiler, Victim, profile};
 pub use report::python::Site;
 pub use report::threads::{Threads, functions, names};
-pub use report::{Errors, Event, Family, Func, PatternStat, Proc, Report};
+pub use report::{Errors, Event, Family, Func, FuncMemory, PatternStat, Proc, Report};
 
 /// The longest any process or handshake may take before the test fails; generous, so a loaded
 /// machine does not make a test flaky, and finite, so a broken profiler cannot hang the suite.

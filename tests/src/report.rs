@@ -356,6 +356,32 @@ impl<'a> Func<'a> {
     pub fn probe_hits(&self) -> u64 {
         self.u64("/probe/hits")
     }
+
+    /// The calls' `memory`, when the memory family's allocator probes ran (None without it).
+    pub fn memory(&self) -> Option<FuncMemory> {
+        let m = Node::new(self.0.get("memory")?, "function memory");
+        Some(FuncMemory {
+            allocations: m.u64("/allocations"),
+            allocated_bytes: m.u64("/allocated_bytes"),
+            frees: m.u64("/frees"),
+            freed_bytes: m.u64("/freed_bytes"),
+            net_bytes_per_call: m.f64("/net_bytes_per_call"),
+            average_memory_peak: m.f64("/average_memory_peak"),
+            max_memory_peak: m.u64("/max_memory_peak"),
+        })
+    }
+}
+
+/// A traced function's `memory` object.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FuncMemory {
+    pub allocations: u64,
+    pub allocated_bytes: u64,
+    pub frees: u64,
+    pub freed_bytes: u64,
+    pub net_bytes_per_call: f64,
+    pub average_memory_peak: f64,
+    pub max_memory_peak: u64,
 }
 
 /// One entry of `families`.

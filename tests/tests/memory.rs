@@ -2,8 +2,8 @@
 //! for every allocator entry point, across threads, in a Rust program, on attach to a process
 //! that already holds memory, the reachability verdict (definitely lost, indirectly lost,
 //! reachable) in `run` and `attach` mode with growth as its second opinion, a scan interrupted
-//! by the profiler's death, a target another tracer holds, and targets whose allocator cannot be
-//! probed.
+//! by the profiler's death, a target another tracer holds, targets whose allocator cannot be
+//! probed, and what the calls of each traced function allocate and free.
 
 use std::{
     path::Path,
@@ -12,7 +12,7 @@ use std::{
 };
 
 use profiler_tests::{
-    Report, TempDir, Victim, attach,
+    FuncMemory, Report, TempDir, Victim, attach,
     process::{Outcome, Profiler, profile},
     require_root, run_reported, skip, victims,
 };
@@ -434,10 +434,11 @@ fn attach_to_a_process_that_already_holds_memory() {
     // hold() allocates 500 blocks before "ready"; after the handshake release_held() frees
     // them and leak_blocks() leaks 20 blocks of 48 bytes; then the victim exits while profiled.
     let mut victim = Victim::ready(VICTIM, ["hold", "500", "20", "48"]);
-    let profiler = attach(
-        &victim,
-        &[EXACT.as_slice(), &["--json", json.to_str().unwrap()]].concat(),
-    );
+    let funcs = ["--func", "release_held", "--func", "leak_blocks"];
+    let mut args = EXACT.to_vec();
+    args.extend(["--json", json.to_str().unwrap()]);
+    args.extend(funcs);
+    let profiler = attach(&victim, &args);
     victim.proceed();
     victim.expect_line("done");
     assert!(victim.release().success());
@@ -459,6 +460,13 @@ fn attach_to_a_process_that_already_holds_memory() {
     );
     assert_eq!(memory.function("leak_blocks"), Totals::blocks(20, 48, 0));
     assert_nothing_lost(&report);
+
+    // Per traced call: a free of a block the probes never saw counts, with no bytes.
+    let release = report.function("release_held");
+    assert_eq!(release.total_calls(), 1);
+    assert_eq!(release.memory(), Some(per_call(0, 0, 500, 0, 0.0, 0)));
+    let leak = report.function("leak_blocks");
+    assert_eq!(leak.memory(), Some(per_call(20, 960, 0, 0, 960.0, 960)));
 }
 
 #[test]
@@ -1108,4 +1116,118 @@ fn attach_finds_a_preloaded_allocator_in_the_mappings() {
     assert_eq!(memory.at("/allocator/name"), "jemalloc");
     assert_eq!(memory.u64("/allocations/unknown_frees"), 100);
     assert_eq!(memory.function("leak_blocks"), Totals::blocks(10, 48, 0));
+}
+
+/// A traced function's `memory`: `allocations` blocks of `allocated_bytes` in all, `frees`
+/// blocks of `freed_bytes`, `net_bytes_per_call`, and a peak of `peak` bytes in every call
+/// (`average_memory_peak`) and at most (`max_memory_peak`).
+fn per_call(
+    allocations: u64,
+    allocated_bytes: u64,
+    frees: u64,
+    freed_bytes: u64,
+    net_bytes_per_call: f64,
+    peak: u64,
+) -> FuncMemory {
+    FuncMemory {
+        allocations,
+        allocated_bytes,
+        frees,
+        freed_bytes,
+        net_bytes_per_call,
+        average_memory_peak: peak as f64,
+        max_memory_peak: peak,
+    }
+}
+
+/// The `fn` scenario's functions, as `--func` arguments.
+const FN_FUNCS: [&str; 8] = [
+    "--func",
+    "mem_fn_outer",
+    "--func",
+    "mem_fn_inner",
+    "--func",
+    "mem_fn_grow",
+    "--func",
+    "mem_fn_drop",
+];
+
+#[test]
+fn traced_functions_get_the_memory_their_calls_allocated_and_freed() {
+    require_root!();
+    let dir = TempDir::new();
+    let mut args = vec!["--level", "memory"];
+    args.extend(FN_FUNCS);
+    let report = run_reported(&dir, &args, &[VICTIM, "fn", "50"], &[]).1;
+    for name in ["mem_fn_outer", "mem_fn_inner", "mem_fn_grow", "mem_fn_drop"] {
+        let f = report.function(name);
+        assert_eq!((f.total_calls(), f.in_flight()), (50, 0), "{name}");
+    }
+    let memory = |name: &str| {
+        report
+            .function(name)
+            .memory()
+            .unwrap_or_else(|| panic!("{name} has no memory: {:#}", report.function(name).0))
+    };
+    // inner: 3 × 1000 allocated, the first freed: +2000 a call, 3000 at its peak.
+    assert_eq!(
+        memory("mem_fn_inner"),
+        per_call(150, 150_000, 50, 50_000, 2000.0, 3000)
+    );
+    // outer: inner's too (its callee), and the block inner returned, freed: +1000 a call.
+    assert_eq!(
+        memory("mem_fn_outer"),
+        per_call(150, 150_000, 100, 100_000, 1000.0, 3000)
+    );
+    // A realloc is a release of the old block, then an allocation of the new one; the malloc
+    // and free glibc's realloc makes inside count once, as the realloc.
+    assert_eq!(
+        memory("mem_fn_grow"),
+        per_call(100, 50 * 5100, 100, 50 * 5100, 0.0, 5000)
+    );
+    // Each call frees a block allocated in another: negative net, no peak.
+    assert_eq!(
+        memory("mem_fn_drop"),
+        per_call(0, 0, 50, 50_000, -1000.0, 0)
+    );
+
+    let m = Memory::of(&report);
+    assert_eq!(
+        m.function("mem_fn_inner"),
+        Totals::blocks(150, 1000, 150),
+        "the memory section is the memory family's, as without --func"
+    );
+    assert_nothing_lost(&report);
+}
+
+#[test]
+fn without_func_the_memory_section_is_unchanged_and_without_memory_no_function_has_any() {
+    require_root!();
+    let dir = TempDir::new();
+    let cmd = [VICTIM, "fn", "20"];
+    let plain = run(&dir, &cmd);
+    assert!(plain.functions().is_empty());
+    let mut args = vec!["--level", "memory"];
+    args.extend(FN_FUNCS);
+    let traced = run_reported(&dir, &args, &cmd, &[]).1;
+    let (plain, traced) = (Memory::of(&plain), Memory::of(&traced));
+    for pointer in ["/allocations/allocations", "/allocations/allocated_bytes"] {
+        assert_eq!(plain.u64(pointer), traced.u64(pointer), "{pointer}");
+    }
+    for pointer in ["/allocations/frees", "/allocations/freed_bytes"] {
+        assert_eq!(plain.u64(pointer), traced.u64(pointer), "{pointer}");
+    }
+    for function in ["mem_fn_inner", "mem_fn_grow"] {
+        assert_eq!(
+            plain.function(function),
+            traced.function(function),
+            "{function}"
+        );
+    }
+
+    // The functions family alone: no allocator probes, no memory per function.
+    let report = run_reported(&dir, &FN_FUNCS, &cmd, &[]).1;
+    let outer = report.function("mem_fn_outer");
+    assert_eq!(outer.total_calls(), 20);
+    assert_eq!(outer.memory(), None, "{:#}", outer.0);
 }

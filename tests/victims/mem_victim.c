@@ -42,6 +42,12 @@
  *                   100-byte blocks; then for MS ms lru_replace() evicts
  *                   (frees) the oldest entry and puts a new one in its slot,
  *                   one every 10 ms
+ *   fn N            N times: mem_fn_outer() calls mem_fn_inner(), which
+ *                   mallocs 3 blocks of 1000 bytes, frees the first, keeps the
+ *                   third and returns the second, which mem_fn_outer() frees;
+ *                   and mem_fn_grow() mallocs 100 bytes, reallocs them to 5000
+ *                   and frees them. Then mem_fn_drop() frees each kept block,
+ *                   one per call (N calls)
  *
  * Without --wait the victim lingers 200 ms before it exits.
  *
@@ -341,6 +347,44 @@ SITE void lru_replace(long i)
 	lru[i % LRU_SLOTS] = p;
 }
 
+static void *fn_kept[1000];
+static long nfn_kept;
+
+SITE void *mem_fn_inner(void)
+{
+	char *a = malloc(1000), *b = malloc(1000), *c = malloc(1000);
+	sink = a;
+	free(a);
+	if (nfn_kept < 1000)
+		fn_kept[nfn_kept++] = c;
+	sink = c;
+	return b;
+}
+
+SITE void mem_fn_outer(void)
+{
+	void *b = mem_fn_inner();
+	sink = b;
+	free(b);
+	sink = NULL;
+}
+
+SITE void mem_fn_grow(void)
+{
+	char *p = malloc(100);
+	sink = p;
+	p = realloc(p, 5000);
+	sink = p;
+	free(p);
+	sink = NULL;
+}
+
+SITE void mem_fn_drop(void *p)
+{
+	free(p);
+	sink = NULL;
+}
+
 static long arg(int argc, char **argv, int i)
 {
 	if (i >= argc) {
@@ -440,6 +484,14 @@ int main(int argc, char **argv)
 			lru_replace(n);
 			sleep_ms(10);
 		}
+	} else if (strcmp(scenario, "fn") == 0) {
+		long n = arg(argc, argv, i);
+		for (long r = 0; r < n; r++) {
+			mem_fn_outer();
+			mem_fn_grow();
+		}
+		for (long r = 0; r < nfn_kept; r++)
+			mem_fn_drop(fn_kept[r]);
 	} else {
 		fprintf(stderr, "mem_victim: unknown scenario %s\n", scenario);
 		return 2;

@@ -1156,7 +1156,7 @@ const FN_FUNCS: [&str; 8] = [
 fn traced_functions_get_the_memory_their_calls_allocated_and_freed() {
     require_root!();
     let dir = TempDir::new();
-    let mut args = vec!["--level", "memory"];
+    let mut args = EXACT.to_vec();
     args.extend(FN_FUNCS);
     let report = run_reported(&dir, &args, &[VICTIM, "fn", "50"], &[]).1;
     for name in ["mem_fn_outer", "mem_fn_inner", "mem_fn_grow", "mem_fn_drop"] {
@@ -1207,7 +1207,7 @@ fn without_func_the_memory_section_is_unchanged_and_without_memory_no_function_h
     let cmd = [VICTIM, "fn", "20"];
     let plain = run(&dir, &cmd);
     assert!(plain.functions().is_empty());
-    let mut args = vec!["--level", "memory"];
+    let mut args = EXACT.to_vec();
     args.extend(FN_FUNCS);
     let traced = run_reported(&dir, &args, &cmd, &[]).1;
     let (plain, traced) = (Memory::of(&plain), Memory::of(&traced));
@@ -1225,9 +1225,14 @@ fn without_func_the_memory_section_is_unchanged_and_without_memory_no_function_h
         );
     }
 
-    // The functions family alone: no allocator probes, no memory per function.
-    let report = run_reported(&dir, &FN_FUNCS, &cmd, &[]).1;
-    let outer = report.function("mem_fn_outer");
-    assert_eq!(outer.total_calls(), 20);
-    assert_eq!(outer.memory(), None, "{:#}", outer.0);
+    // The functions family alone, or with the memory family's growth attribution only: no
+    // allocator probes, no memory per function.
+    let mut growth = vec!["--level", "memory"];
+    growth.extend(FN_FUNCS);
+    for args in [FN_FUNCS.as_slice(), &growth] {
+        let report = run_reported(&dir, args, &cmd, &[]).1;
+        let outer = report.function("mem_fn_outer");
+        assert_eq!(outer.total_calls(), 20);
+        assert_eq!(outer.memory(), None, "{args:?}: {:#}", outer.0);
+    }
 }

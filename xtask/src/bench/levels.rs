@@ -42,39 +42,62 @@ const TRACED_PER_REQUEST: f64 = 1.125;
 /// A level, whether it is given `--func`, and the slowdown range (percent) the in-process system
 /// promised for it.
 struct Level {
+    /// How the table names it.
     name: &'static str,
+    /// The `--level` it runs, and what else it is given.
+    level: &'static str,
+    extra: &'static [&'static str],
     traces_functions: bool,
     promised: (f64, f64),
 }
 
-const LEVELS: [Level; 6] = [
+const LEVELS: [Level; 7] = [
     Level {
         name: "basic",
+        level: "basic",
+        extra: &[],
         traces_functions: false,
         promised: (1.0, 2.0),
     },
     Level {
         name: "detailed",
+        level: "detailed",
+        extra: &[],
         traces_functions: true,
         promised: (5.0, 10.0),
     },
     Level {
         name: "profiling",
+        level: "profiling",
+        extra: &[],
         traces_functions: true,
         promised: (15.0, 25.0),
     },
     Level {
         name: "memory",
+        level: "memory",
+        extra: &[],
+        traces_functions: false,
+        promised: (5.0, 10.0),
+    },
+    Level {
+        name: "memory exact",
+        level: "memory",
+        extra: &["--memory", "exact"],
         traces_functions: false,
         promised: (5.0, 10.0),
     },
     Level {
         name: "threading",
+        level: "threading",
+        extra: &[],
         traces_functions: false,
         promised: (10.0, 20.0),
     },
     Level {
         name: "full",
+        level: "full",
+        extra: &[],
         traces_functions: true,
         promised: (30.0, 50.0),
     },
@@ -124,7 +147,10 @@ pub fn bench(tools: &Tools, dir: &Path, runs: u32, requests: u64) -> anyhow::Res
         for k in 0..labels.len() {
             let i = (k + round) % labels.len();
             let level = LEVELS.iter().find(|l| l.name == labels[i]);
-            let json = dir.join(format!("levels-{}-{round}.json", labels[i]));
+            let json = dir.join(format!(
+                "levels-{}-{round}.json",
+                labels[i].replace(' ', "-")
+            ));
             let sample = measure(&exe, level, tools, &json, requests)
                 .with_context(|| format!("measuring the mixed workload under {}", labels[i]))?;
             let cost = sample.traced.as_ref().map_or(String::new(), |t| {
@@ -135,7 +161,7 @@ pub fn bench(tools: &Tools, dir: &Path, runs: u32, requests: u64) -> anyhow::Res
                 )
             });
             println!(
-                "[{}/{runs}] {:<12} {:<9} {:>8.1} µs cpu, {:>6.1} µs wall /request{cost}",
+                "[{}/{runs}] {:<12} {:<12} {:>8.1} µs cpu, {:>6.1} µs wall /request{cost}",
                 round + 1,
                 "mixed",
                 labels[i],
@@ -163,9 +189,10 @@ pub fn build(dir: &Path) -> anyhow::Result<PathBuf> {
 
 /// The profiler's arguments for `level`.
 fn tracer(level: &Level) -> Tracer {
-    let mut args: Vec<String> = ["--level", level.name, "--max-overhead", "0"]
+    let mut args: Vec<String> = ["--level", level.level, "--max-overhead", "0"]
         .map(String::from)
         .to_vec();
+    args.extend(level.extra.iter().map(|a| a.to_string()));
     if level.traces_functions {
         for f in FUNCS {
             args.extend(["--func".to_string(), f.to_string()]);
@@ -297,7 +324,7 @@ fn report(labels: &[&str], samples: &[Vec<Sample>], runs: u32, requests: u64) ->
     );
     let _ = writeln!(
         s,
-        "{:<11}{:>10}{:>11}{:>22}{:>7}   families attached (selected, not in this build)",
+        "{:<13}{:>10}{:>11}{:>22}{:>7}   families attached (selected, not in this build)",
         "level", "slowdown", "promised", "vs top of the range", "wall"
     );
     for (i, label) in labels.iter().enumerate().skip(1) {
@@ -326,7 +353,7 @@ fn report(labels: &[&str], samples: &[Vec<Sample>], runs: u32, requests: u64) ->
         let missing = families("not_available");
         let _ = writeln!(
             s,
-            "{:<11}{:>9.1}%{:>11}{:>22}{:>6.0}%   {}{}",
+            "{:<13}{:>9.1}%{:>11}{:>22}{:>6.0}%   {}{}",
             label,
             pct,
             format!("{lo:.0}–{hi:.0}%"),
@@ -379,7 +406,7 @@ fn report(labels: &[&str], samples: &[Vec<Sample>], runs: u32, requests: u64) ->
             (Some(cpu), Some(rss)) => format!("   profiler cpu {cpu:.2} s, peak rss {}", mib(rss)),
             _ => String::new(),
         };
-        let _ = writeln!(s, "  {label:<11}{c:>20}  {w:>20}{own}");
+        let _ = writeln!(s, "  {label:<13}{c:>18}  {w:>20}{own}");
     }
 
     let traced_counts: Vec<String> = labels

@@ -746,6 +746,29 @@ fn a_leak_that_stopped_growing_is_still_lost() {
     assert_eq!(memory.at("/memory_leak_detection/detected"), true);
 }
 
+#[test]
+fn a_scan_that_reaches_its_pause_limit_lets_go_and_says_so() {
+    require_root!();
+    let dir = TempDir::new();
+    // The scan is held 50 ms before it marks (a test hook): past a 1 ms limit.
+    let args = [EXACT.as_slice(), &["--leak-scan-max-pause", "1"]].concat();
+    let env = [("PROFILER_TEST_SCAN_HOLD_MS", "50")];
+    let (outcome, report) = run_reported(&dir, &args, &[VICTIM, "reach"], &env);
+    let memory = Memory::of(&report);
+    let scan = last_scan(&memory);
+    assert_eq!(scan["complete"], false, "{scan:#}");
+    let reason = scan["reason"].as_str().unwrap();
+    assert!(reason.contains("--leak-scan-max-pause (1 ms)"), "{reason}");
+    let d = memory.at("/memory_leak_detection");
+    assert_eq!(d["method"], "growth", "{d:#}");
+    assert!(d["notes"][0].as_str().unwrap().contains(reason), "{d:#}");
+    assert!(
+        outcome.stderr.contains("no leak scan"),
+        "{}",
+        outcome.stderr
+    );
+}
+
 /// The state letter of every thread of `pid` (`t` is a tracing stop).
 fn thread_states(pid: u32) -> Vec<String> {
     let mut out = Vec::new();

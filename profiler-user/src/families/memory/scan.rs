@@ -161,7 +161,7 @@ pub(crate) fn scan(
         std::thread::sleep(Duration::from_millis(ms));
     }
     out.threads = frozen.threads.len();
-    let result = mark(ebpf, &frozen, deadline, &mut out);
+    let result = mark(ebpf, &frozen, deadline, max_pause, &mut out);
     let pause = frozen.paused();
     drop(frozen);
     out.pause = match hold {
@@ -186,6 +186,7 @@ fn mark(
     ebpf: &Ebpf,
     frozen: &Frozen,
     deadline: Instant,
+    max_pause: Duration,
     out: &mut Scan,
 ) -> Result<HashMap<u64, SiteVerdicts>, String> {
     let blocks = read_blocks(ebpf).map_err(|e| format!("{e:#}"))?;
@@ -206,7 +207,7 @@ fn mark(
         format!(
             "the scan reached --leak-scan-max-pause ({} ms) after reading {} bytes, and let the \
              target go",
-            deadline.saturating_duration_since(frozen.since).as_millis(),
+            max_pause.as_millis(),
             done.bytes
         )
     };

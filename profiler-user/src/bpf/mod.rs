@@ -129,6 +129,16 @@ impl LoadOptions {
         self.map_sizes.push((name, entries));
         self
     }
+
+    /// The size asked for map `name`, if any (the last one asked).
+    #[cfg(test)]
+    pub(crate) fn size_of(&self, name: &str) -> Option<u32> {
+        self.map_sizes
+            .iter()
+            .rev()
+            .find(|(n, _)| *n == name)
+            .map(|(_, e)| *e)
+    }
 }
 
 /// Environment variable that makes the kernel time every program run (`BPF_ENABLE_STATS`) and

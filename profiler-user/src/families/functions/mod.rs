@@ -193,6 +193,15 @@ impl Family for Functions {
             .map_size(maps::SITE_LINKS, functions)
             .map_size(maps::FUNC_CPU, functions)
             .map_size(maps::FUNC_MEM, functions);
+        if self.traced.is_empty() {
+            // Nothing traced: the per-thread shadow stacks and the sampled stacks, preallocated
+            // (about 40 MiB of kernel memory), keep one entry each. Their lookups then find
+            // nothing, as they would for a thread with no traced call in progress.
+            options
+                .map_size(maps::THREAD_VALUES, 1)
+                .map_size(maps::STACK_COUNTS, 1)
+                .map_size(maps::STACKS, 1);
+        }
     }
 
     fn attach(&mut self, ebpf: &mut Ebpf, ctx: &TargetContext<'_>) -> anyhow::Result<usize> {
@@ -562,6 +571,16 @@ fn memory_summary(functions: &[FunctionProfile], top: usize, name_width: usize, 
 mod tests {
     use super::*;
     use analyze::{FuncTotals, FunctionData, meta_of};
+
+    #[test]
+    fn with_nothing_traced_the_per_thread_maps_keep_one_entry() {
+        let idle = Functions::new(&[], 10, 16, AllocatorProbes::default()).unwrap();
+        let mut options = LoadOptions::default();
+        idle.load_options(&mut options);
+        for map in [maps::THREAD_VALUES, maps::STACK_COUNTS, maps::STACKS] {
+            assert_eq!(options.size_of(map), Some(1), "{map}");
+        }
+    }
     use profiler_common::functions::FuncMem;
 
     /// A profile of `calls` calls of `name`, with `memory` when the allocator probes ran.

@@ -567,6 +567,13 @@ fn a_growing_heap_is_found_with_its_stack_at_the_default_memory_level() {
         "{}",
         outcome.stdout
     );
+    assert!(
+        outcome
+            .stdout
+            .contains("\nmemory: growth attribution · rss"),
+        "{}",
+        outcome.stdout
+    );
 }
 
 #[test]

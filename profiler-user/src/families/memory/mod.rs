@@ -760,6 +760,7 @@ const SUMMARY_LEAKS: usize = 5;
 /// and the biggest leak sites.
 fn summary(out: &mut String, m: &MemorySection, shed_at: Option<f64>) {
     let allocator = match (&m.allocator, &m.no_allocator) {
+        _ if m.mode != "exact" => "growth attribution".to_string(),
         (Some(a), _) => format!("{} ({})", a.name, a.module),
         (None, Some(_)) => "no allocator found".to_string(),
         (None, None) => "no allocator".to_string(),

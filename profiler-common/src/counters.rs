@@ -59,6 +59,10 @@ pub enum Counter {
     HeldLocksOverflow = 20,
     /// The growth attribution's site map was full: write faults at new sites are not counted.
     MemGrowthMapFull = 21,
+    /// A target thread switched out again with no switch-in reported in between (the kernel
+    /// ran it again without a `sched_switch` naming it as the next task): its time off the CPU
+    /// was closed at its wake-up (or at the second switch-out), and a block counted.
+    ThreadSwitchInUnseen = 22,
 }
 
 /// Map names in the eBPF object (see [`crate::names`]): profiler-ebpf names each map static
@@ -74,7 +78,7 @@ pub const MAPS: &[&str] = &[maps::COUNTERS];
 pub const PROGRAMS: &[&str] = &[];
 
 /// Number of counter slots.
-pub const COUNTER_SLOTS: u32 = 22;
+pub const COUNTER_SLOTS: u32 = 23;
 
 impl Counter {
     /// All counters, in slot order.
@@ -101,6 +105,7 @@ impl Counter {
         Counter::ThreadMapFull,
         Counter::HeldLocksOverflow,
         Counter::MemGrowthMapFull,
+        Counter::ThreadSwitchInUnseen,
     ];
 
     /// The name used for this counter in the report.
@@ -128,6 +133,7 @@ impl Counter {
             Counter::ThreadMapFull => "threads_map_full",
             Counter::HeldLocksOverflow => "threads_held_locks_overflow",
             Counter::MemGrowthMapFull => "memory_growth_map_full",
+            Counter::ThreadSwitchInUnseen => "threads_switch_in_unseen",
         }
     }
 
@@ -147,6 +153,7 @@ impl Counter {
                 | Counter::UnmatchedReturns
                 | Counter::MemUnknownFrees
                 | Counter::MemPartialUnmaps
+                | Counter::ThreadSwitchInUnseen
         )
     }
 }

@@ -423,13 +423,16 @@ fn sleeper_is_half_on_cpu_and_blocks_in_nanosleep() {
     );
     // Each block is tallied, at its stack or unstacked: exactly what was counted.
     assert_eq!(*count + unstacked, sleeper.blocks(), "{context}");
-    // KNOWN DEFECT: on a loaded machine one block of a run (only ever one; about one run in three
-    // with two busy loops beside it) goes uncounted at the switch back in, though its switch out
-    // was counted; its cause is not found yet. Until it is, one block short is let pass.
-    assert!(
-        (slept - 1..=slept).contains(&sleeper.blocks()),
+    // Every block is counted when the thread runs again, even when the kernel runs it again
+    // without a `sched_switch` naming it (seen under load: the next switch out closes the
+    // block; `overhead.notes.threads_switch_in_unseen` counts them): one for each blocking
+    // switch out, and one for each sleep that blocked.
+    assert_eq!(
+        sleeper.blocks(),
+        sleeper.voluntary_switches(),
         "slept {slept}\n{context}"
     );
+    assert_eq!(sleeper.blocks(), slept, "{context}");
     assert!(
         slept >= cycles * 9 / 10,
         "slept {slept} of {cycles}\n{context}"

@@ -295,7 +295,24 @@ fn switch_out(
     now: u64,
     cpu: u32,
 ) {
-    let Some(st) = stats(tid_of(task), true) else {
+    let tid = tid_of(task);
+    let Some(st) = stats(tid, true) else {
+        return;
+    };
+    if st.offcpu_since != 0 {
+        // Off the CPU already: the kernel ran the thread again without a `sched_switch` that
+        // named it as the next task (seen on 6.18 under load, in the kernel's own trace events
+        // too). Its last time off the CPU ends here, at its wake-up if one was seen: a block it
+        // ended is still a block.
+        count(Counter::ThreadSwitchInUnseen);
+        let back = if st.woken_at >= st.offcpu_since && st.woken_at <= now {
+            st.woken_at
+        } else {
+            now
+        };
+        switch_in(tid, back, cpu);
+    }
+    let Some(st) = stats(tid, false) else {
         return;
     };
     if st.oncpu_since != 0 && now > st.oncpu_since {

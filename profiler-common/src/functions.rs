@@ -95,6 +95,10 @@ pub struct Frame {
     pub _pad: u32,
     /// Address of the return address on the stack at entry: identifies the call's frame.
     pub ret_slot: u64,
+    /// The return address itself, as it was at entry: the call's return probe replaces it on
+    /// the stack with its trampoline, which a stack walk cannot unwind through (the cpu family
+    /// puts this one back).
+    pub ret_addr: u64,
     /// `bpf_ktime_get_ns()` at entry; 0 for a call that is not timed (see [`TIME_ALWAYS`]).
     pub start_ns: u64,
     /// The thread's [`ShadowStack::hits`] before this call's entry hit: at its return, the
@@ -110,7 +114,7 @@ pub struct Frame {
     pub mem: FrameMem,
 }
 
-const _: () = assert!(core::mem::size_of::<Frame>() == 80);
+const _: () = assert!(core::mem::size_of::<Frame>() == 88);
 
 /// The allocations and releases within one traced call in progress, updated by the memory
 /// family's probes on its thread.
@@ -279,7 +283,7 @@ pub struct ShadowStack {
 
 const _: () = assert!(
     core::mem::size_of::<ShadowStack>()
-        == 24 + 80 * MAX_DEPTH + 80 * THREAD_FUNCS + 24 * THREAD_CALLERS
+        == 24 + 88 * MAX_DEPTH + 80 * THREAD_FUNCS + 24 * THREAD_CALLERS
 );
 
 /// Key of the per-thread breakdown map (calls of functions that found no room in their thread's

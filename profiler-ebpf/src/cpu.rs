@@ -245,6 +245,15 @@ fn send_raw(w: *mut Walk, tid: u32, kernel: u64) -> bool {
             }
         }
         (*event).len = len;
+        if len != 0 {
+            crate::functions::restore_returns(
+                tid,
+                sp,
+                (*event).stack.as_mut_ptr(),
+                len,
+                RAW_STACK_BYTES,
+            );
+        }
         len
     };
     if copied == 0 {
@@ -518,6 +527,8 @@ extern "C" fn step(_index: u64, _ctx: *mut core::ffi::c_void) -> i64 {
         w.end = end::READ_FAILED;
         return 1;
     };
+    // A traced call's return probe put its trampoline where the return address was.
+    let ra = crate::functions::hidden_return(current_ids().0, cfa_addr - 8).unwrap_or(ra);
     let bp = if rbp_rule == RBP_UNCHANGED {
         w.bp
     } else if rbp_rule == RBP_LOST {
@@ -569,6 +580,7 @@ fn fp_step(w: &mut Walk, why: u32) -> i64 {
         w.end = failed;
         return 1;
     };
+    let ra = crate::functions::hidden_return(current_ids().0, w.bp + 8).unwrap_or(ra);
     w.sp = w.bp + 16;
     w.bp = next_bp;
     w.pc = ra;

@@ -120,9 +120,14 @@ impl Samples {
 /// Runs `cmd` under `--level profiling` at [`FREQUENCY`], with folded stacks written; returns
 /// what the victim printed, the report and the samples.
 fn sample(dir: &TempDir, cmd: &[&str]) -> (Outcome, Report, Samples) {
+    sample_with(dir, &[], cmd)
+}
+
+/// As [`sample`], with the profiler's options `extra` added.
+fn sample_with(dir: &TempDir, extra: &[&str], cmd: &[&str]) -> (Outcome, Report, Samples) {
     let folded = dir.path().join("stacks.folded");
     let folded_arg = folded.to_str().expect("utf-8 path");
-    let args = [
+    let mut args = vec![
         "--level",
         "profiling",
         "--frequency",
@@ -130,6 +135,7 @@ fn sample(dir: &TempDir, cmd: &[&str]) -> (Outcome, Report, Samples) {
         "--output",
         folded_arg,
     ];
+    args.extend_from_slice(extra);
     let (outcome, report) = run_reported(dir, &args, cmd, &[]);
     (outcome, report, Samples(read_folded(&folded)))
 }
@@ -212,6 +218,24 @@ fn shares_match_what_the_victim_spent_with_and_without_frame_pointers() {
             "{build}\n{context}"
         );
     }
+}
+
+/// A function traced in the middle of the chain has its return address replaced on the stack by
+/// its return probe's trampoline: the walk puts back the one its entry saw, and the stacks still
+/// cross it to the thread's first frame.
+#[test]
+fn stacks_cross_a_traced_function_s_return_probe() {
+    require_root!();
+    let dir = TempDir::new();
+    let (_, report, samples) =
+        sample_with(&dir, &["--func", "level3"], &[victims::CPU_SPLIT, RUN_MS]);
+    let calls = report.function("level3").total_calls();
+    assert!(calls > 10, "level3 traced: {calls} calls");
+    let deep = ["level1", "level2", "level3", "level4", "level5", "hot_deep"];
+    samples.assert_always_through("worker", &deep);
+    let context = format!("{}\n{}", samples.context(), report.cpu().context());
+    assert!(samples.share("worker", "start_thread") >= 95.0, "{context}");
+    assert!(report.cpu().complete_percent() >= 95.0, "{context}");
 }
 
 /// The hot leaf is two frames deep in a library built without frame pointers, and the cold one

@@ -135,9 +135,13 @@ impl Objects {
     /// Follows the target's executable mappings: once they are the same two calls running
     /// (`settled`: at once), loads the tables of new objects and writes the mapping list.
     pub(crate) fn refresh(&mut self, ebpf: &mut Ebpf, settled: bool) {
-        // Before `run`'s command executes, the target is a copy of the profiler itself.
+        // Before `run`'s command executes, the target is a copy of the profiler itself: the same
+        // executable and the same command line (a command that is the profiler's own executable,
+        // as `profiler demo`'s workload is, has another).
         let exe = |pid: &str| std::fs::read_link(format!("/proc/{pid}/exe")).ok();
-        if exe(&self.pid.to_string()) == exe("self") {
+        let cmdline = |pid: &str| std::fs::read(format!("/proc/{pid}/cmdline")).ok();
+        let pid = self.pid.to_string();
+        if exe(&pid) == exe("self") && cmdline(&pid) == cmdline("self") {
             return;
         }
         let Ok(text) = std::fs::read_to_string(format!("/proc/{}/maps", self.pid)) else {

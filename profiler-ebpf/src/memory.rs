@@ -127,6 +127,7 @@ const STALE_NS: u64 = 1_000_000_000;
 
 /// `mmap` record offsets (see the tracepoints' format files).
 const MMAP_LEN: usize = 24;
+const MMAP_PROT: usize = 32;
 const MMAP_FLAGS: usize = 40;
 const MUNMAP_ADDR: usize = 16;
 const MUNMAP_LEN: usize = 24;
@@ -500,6 +501,13 @@ fn try_mmap_enter(ctx: &TracePointContext) -> Result<(), ()> {
         return Ok(());
     }
     count_call(MMAP_SLOT);
+    // SAFETY: as above.
+    let prot: u64 = unsafe { ctx.read_at(MMAP_PROT) }.map_err(|_| ())?;
+    if prot == 0 {
+        // PROT_NONE: address space reserved, no memory (glibc reserves each thread arena's
+        // 64 MiB so, and makes parts of it usable later).
+        return Ok(());
+    }
     // An allocator getting memory for its own pools: the block it returns is what counts.
     if inside_allocator(tid, 0) {
         return Ok(());

@@ -312,6 +312,9 @@ pub(crate) fn charged_frame<'f>(
     let mut candidates = frames.iter().filter(|f| {
         !allocator_modules.contains(&f.module)
             && !WRAPPERS.iter().any(|w| f.function.starts_with(w))
+            // A trait implementation of the standard allocating code (`vec![x; n]`'s
+            // `<u8 as alloc::vec::spec_from_elem::SpecFromElem>::from_elem`).
+            && !f.function.contains(" as alloc::")
     });
     let first = candidates.clone().next();
     candidates
@@ -989,6 +992,17 @@ mod tests {
         let got = charged_frame(&frames, &["libc.so.6".into()]).unwrap();
         assert_eq!(got.function, "victim_mem_rust::leak");
         // A walk that ran into nothing: the named frame after it is charged.
+        let frames = vec![
+            frame(
+                "<u8 as alloc::vec::spec_from_elem::SpecFromElem>::from_elem",
+                "victim",
+            ),
+            frame("victim::cache", "victim"),
+        ];
+        assert_eq!(
+            charged_frame(&frames, &[]).map(|f| f.function.as_str()),
+            Some("victim::cache")
+        );
         let frames = vec![frame("??", "??"), frame("leak_blocks", "static")];
         let got = charged_frame(&frames, &[]).unwrap();
         assert_eq!(got.function, "leak_blocks");

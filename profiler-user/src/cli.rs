@@ -86,7 +86,7 @@ pub(crate) struct DemoArgs {
     #[arg(long, value_name = "SECS", default_value = "3", value_parser = parse_seconds, allow_negative_numbers = true)]
     pub duration: Duration,
     /// Debug level (see `profiler levels`).
-    #[arg(long, value_enum, default_value_t = Level::Detailed)]
+    #[arg(long, value_enum, default_value_t = Level::Full)]
     pub level: Level,
 }
 

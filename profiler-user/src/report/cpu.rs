@@ -36,6 +36,23 @@ pub(crate) struct CpuSection {
     pub cpu_cores: usize,
     /// The files written from the samples (`--output`).
     pub outputs: Vec<OutputFile>,
+    /// The sampled stacks, folded as in a `.folded` file (the thread first, then the outermost
+    /// frame to the innermost), most samples first, at most [`MAX_STACKS`]: what the HTML
+    /// report's flame graph draws.
+    pub stacks: Vec<FoldedStack>,
+    /// Samples of the stacks left out of `stacks` by that bound.
+    pub stacks_omitted_samples: u64,
+}
+
+/// The most stacks the `cpu` section keeps.
+pub(crate) const MAX_STACKS: usize = 5000;
+
+/// One distinct folded stack and its samples.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub(crate) struct FoldedStack {
+    /// `name-tid` of the thread, then the frames, outermost first, named as in `.folded`.
+    pub frames: Vec<String>,
+    pub samples: u64,
 }
 
 /// Samples whose user walk ended before the stack's start, by why.

@@ -11,6 +11,15 @@ pub(crate) struct Percentiles {
     pub p99: f64,
 }
 
+/// One bucket of a function's duration histogram: the timed calls that took from `low` up to
+/// `high` seconds.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub(crate) struct HistBucket {
+    pub low: f64,
+    pub high: f64,
+    pub count: u64,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct ThreadBreakdown {
     pub tid: u32,
@@ -95,6 +104,9 @@ pub(crate) struct FunctionProfile {
     /// included), counted in the kernel: what the net times take out, priced per hit.
     pub probe_hits_within: u64,
     pub percentiles: Percentiles,
+    /// The timed calls' durations, from the kernel's log-linear histogram: its non-empty
+    /// buckets, shortest first.
+    pub histogram: Vec<HistBucket>,
     /// Calls still running when profiling stopped (not counted in the times).
     pub in_flight: u64,
     /// Calls left without a return (longjmp, exception, unwinding): not timed.

@@ -25,7 +25,7 @@ pub(crate) use threads::ThreadsSection;
 
 /// Version of the JSON schema (docs/report-schema.md). Bump the minor version when fields are
 /// added, the major version when a field changes meaning or goes away.
-pub(crate) const SCHEMA_VERSION: &str = "3.0";
+pub(crate) const SCHEMA_VERSION: &str = "3.1";
 
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct Report {
@@ -225,6 +225,23 @@ pub(crate) struct SystemSection {
     pub cpu_cores: usize,
     /// The machine the target ran on.
     pub machine: Machine,
+    /// CPU and resident set over time, at most [`TIMELINE_POINTS`] + 1 points (samples evenly
+    /// thinned on a long run): what the HTML report's charts draw.
+    pub timeline: Vec<SystemPoint>,
+}
+
+/// The most points `system.timeline` keeps.
+pub(crate) const TIMELINE_POINTS: usize = 1000;
+
+/// One point of `system.timeline`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub(crate) struct SystemPoint {
+    /// Seconds since profiling started.
+    pub at: f64,
+    /// CPU use since the previous point, percent of one core (0 at the first point).
+    pub cpu: f64,
+    /// Resident set, bytes.
+    pub rss: u64,
 }
 
 /// Facts about the machine (from sysinfo).

@@ -406,7 +406,10 @@ impl Family for Cpu {
                     (u.current, u.peak, u.average, u.trend);
             }
         }
-        self.write_outputs(&stacked, &mut section, ctx.duration, &mut report.warnings);
+        let profile = profile_of(&stacked, self.pid, self.options.frequency, ctx.duration);
+        (section.stacks, section.stacks_omitted_samples) =
+            crate::report::profile::folded_stacks(&profile);
+        self.write_outputs(&profile, &mut section, &mut report.warnings);
         let lost = section.unwind_failures.stack_map_full + section.unwind_failures.sample_map_full;
         if lost > 0 {
             report.warnings.push(format!(
@@ -442,17 +445,12 @@ impl Cpu {
 
     fn write_outputs(
         &self,
-        stacked: &[Stacked],
+        profile: &Profile,
         section: &mut CpuSection,
-        duration: f64,
         warnings: &mut Vec<String>,
     ) {
-        if self.options.outputs.is_empty() {
-            return;
-        }
-        let profile = profile_of(stacked, self.pid, self.options.frequency, duration);
         for path in &self.options.outputs {
-            match crate::report::profile::write_output(path, &profile) {
+            match crate::report::profile::write_output(path, profile) {
                 Ok(format) => section.outputs.push(OutputFile {
                     format: format.name(),
                     path: path.display().to_string(),

@@ -6,7 +6,8 @@ use profiler_common::functions::{
 
 use crate::{
     report::functions::{
-        CallStack, Caller, FunctionMemory, FunctionProfile, Percentiles, ProbeSite, ThreadBreakdown,
+        CallStack, Caller, FunctionMemory, FunctionProfile, HistBucket, Percentiles, ProbeSite,
+        ThreadBreakdown,
     },
     symbols::symbolize::Frame,
 };
@@ -151,6 +152,23 @@ impl FuncTotals {
         (self.sum_sq_ns2 as f64 / self.count as f64 - mean * mean)
             .max(0.0)
             .sqrt()
+    }
+
+    /// The non-empty buckets of the histogram, in seconds.
+    pub(crate) fn histogram(&self) -> Vec<HistBucket> {
+        self.hist
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| **n > 0)
+            .map(|(bucket, &count)| {
+                let (low, high) = hist_bucket_bounds(bucket);
+                HistBucket {
+                    low: low as f64 * NS,
+                    high: high as f64 * NS,
+                    count,
+                }
+            })
+            .collect()
     }
 
     /// The `q` quantile (0..=1) of the durations, ns: found in the histogram, interpolated inside
@@ -326,6 +344,7 @@ pub(crate) fn profile(
             p90: t.quantile_ns(0.90) * NS,
             p99: t.quantile_ns(0.99) * NS,
         },
+        histogram: t.histogram(),
         in_flight: data.in_flight,
         abandoned: t.entries.saturating_sub(t.calls() + data.in_flight),
         threads,
@@ -607,6 +626,18 @@ mod tests {
             );
         }
         assert_eq!(hist_bucket(u64::MAX), HIST_BUCKETS - 1);
+    }
+
+    #[test]
+    fn the_reported_histogram_is_the_non_empty_buckets_in_seconds() {
+        let mut s = zero();
+        record(&mut s, 1000);
+        record(&mut s, 1000);
+        record(&mut s, 5);
+        let h = FuncTotals::sum([&s]).histogram();
+        let counts: Vec<u64> = h.iter().map(|b| b.count).collect();
+        assert_eq!(counts, [1, 2]);
+        assert!(h[1].low <= 1e-6 && 1e-6 < h[1].high, "{h:?}");
     }
 
     #[test]

@@ -31,6 +31,27 @@ use std::{
 use anyhow::{Context as _, bail};
 
 use crate::outfile::Replacement;
+use crate::report::cpu::{FoldedStack, MAX_STACKS};
+
+/// The folded stacks for the `cpu` section: most samples first, at most [`MAX_STACKS`]; and the
+/// samples of those left out.
+pub(crate) fn folded_stacks(profile: &Profile) -> (Vec<FoldedStack>, u64) {
+    let mut stacks: Vec<FoldedStack> = folded::stacks(profile)
+        .into_iter()
+        .map(|(line, samples)| FoldedStack {
+            frames: line.split(';').map(str::to_string).collect(),
+            samples,
+        })
+        .collect();
+    stacks.sort_by(|a, b| {
+        b.samples
+            .cmp(&a.samples)
+            .then_with(|| a.frames.cmp(&b.frames))
+    });
+    let omitted = stacks.iter().skip(MAX_STACKS).map(|s| s.samples).sum();
+    stacks.truncate(MAX_STACKS);
+    (stacks, omitted)
+}
 
 /// What the cpu family sampled, symbolized: the input of every writer.
 #[derive(Debug, Clone)]

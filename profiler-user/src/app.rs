@@ -13,7 +13,7 @@ use crate::{
     families::{self, errors::analyze as errors, memory::analyze::LeakOptions},
     level::{self, Level},
     linux,
-    report::json,
+    report::{self, html, json},
     session::{self, Outcome, Plan},
     stop,
     tracee::Mode,
@@ -27,6 +27,13 @@ const DEFAULT_ATTACH_BUDGET: f64 = 10.0;
 pub fn main() -> ExitCode {
     let cli = parse();
     match cli.command {
+        Command::Report(args) => match render(&args.report, &args.html) {
+            Ok(()) => {
+                eprintln!("report written to {}", args.html.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e),
+        },
         Command::Levels => {
             print(&level::describe());
             ExitCode::SUCCESS
@@ -71,6 +78,7 @@ pub fn main() -> ExitCode {
                 without: Vec::new(),
                 duration: None,
                 json: Some(args.json),
+                html: None,
                 quiet: false,
                 families: families::Options {
                     funcs: demo::DEMO_FUNCS.iter().map(|s| s.to_string()).collect(),
@@ -108,6 +116,7 @@ fn plan(mode: Mode, common: &CommonArgs) -> Plan {
         without: common.without.clone(),
         duration: common.duration,
         json: common.json.clone(),
+        html: common.html.clone(),
         quiet: common.quiet,
         families: families::Options {
             funcs: common.funcs.clone(),
@@ -172,6 +181,22 @@ fn profile(plan: Plan, quiet: bool) -> ExitCode {
             }
         }
     }
+    if let (Some(report), Some(path)) = (&report, &plan.html) {
+        let written = serde_json::to_value(report)
+            .map_err(std::io::Error::other)
+            .and_then(|value| html::write(&value, path));
+        match written {
+            Ok(()) if !quiet => eprintln!("HTML report written to {}", path.display()),
+            Ok(()) => {}
+            Err(e) => {
+                eprintln!(
+                    "error: cannot write the HTML report to {}: {e}",
+                    path.display()
+                );
+                code = ExitCode::FAILURE;
+            }
+        }
+    }
     if let Err(e) = result {
         code = fail(&format!("{e:#}"));
     }
@@ -185,6 +210,34 @@ fn profile(plan: Plan, quiet: bool) -> ExitCode {
     stop::tearing_down();
     teardown.finish();
     code
+}
+
+/// `profiler report FILE --html PATH`: the saved report, read and rendered; why not, in one
+/// line.
+fn render(input: &std::path::Path, output: &std::path::Path) -> Result<(), String> {
+    let text = std::fs::read_to_string(input)
+        .map_err(|e| format!("cannot read the report {}: {e}", input.display()))?;
+    let value: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| format!("{} is not a JSON report: {e}", input.display()))?;
+    let version = value
+        .get("schema_version")
+        .and_then(serde_json::Value::as_str)
+        .ok_or_else(|| {
+            format!(
+                "{} is JSON but not a profiler report (it has no schema_version)",
+                input.display()
+            )
+        })?;
+    let major = |v: &str| v.split('.').next().unwrap_or("").to_string();
+    if major(version) != major(report::SCHEMA_VERSION) {
+        eprintln!(
+            "warning: {} has schema {version}, this profiler writes {}: what the page shows may              be incomplete",
+            input.display(),
+            report::SCHEMA_VERSION
+        );
+    }
+    html::write(&value, output)
+        .map_err(|e| format!("cannot write the HTML report to {}: {e}", output.display()))
 }
 
 fn fail(message: &str) -> ExitCode {

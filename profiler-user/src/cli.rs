@@ -36,6 +36,16 @@ pub(crate) enum Command {
     Run(RunArgs),
     /// Start the bundled demo workload, profile it, print a summary and write a JSON report.
     Demo(DemoArgs),
+    /// Render a saved JSON report (from `--json`, on this machine or another) as one
+    /// self-contained HTML page.
+    ///
+    /// The page has the tabs Debug (the run, warnings, families, an event log), Performance
+    /// (the traced functions, sortable, each with its duration histogram, callers and stacks;
+    /// the CPU flame graph), Errors (incidents by pattern, with solutions, and a timeline),
+    /// System (CPU and resident set over time, the machine, what profiling cost), and one per
+    /// family section in the report (Memory, Threads, CPU, Python). Its CSS and script are
+    /// inline: it fetches nothing, and opens from disk in any browser.
+    Report(ReportArgs),
     /// List the debug levels and the probe families each one attaches.
     Levels,
     /// List the error patterns (built in, and from a pattern file).
@@ -78,6 +88,17 @@ pub(crate) struct RunArgs {
 }
 
 #[derive(Debug, Args)]
+pub(crate) struct ReportArgs {
+    /// The JSON report to render (written by `--json`).
+    #[arg(value_name = "FILE.json")]
+    pub report: PathBuf,
+    /// Where to write the HTML page (mode 0600; a file or symlink already there is replaced,
+    /// not followed).
+    #[arg(long, value_name = "PATH", required = true)]
+    pub html: PathBuf,
+}
+
+#[derive(Debug, Args)]
 pub(crate) struct DemoArgs {
     /// Where to write the JSON report.
     #[arg(long, value_name = "PATH", default_value = "profiler-demo.json")]
@@ -113,6 +134,13 @@ pub(crate) struct CommonArgs {
     /// CAP_FOWNER, which root has).
     #[arg(long, value_name = "PATH")]
     pub json: Option<PathBuf>,
+    /// Also write the report as one self-contained HTML page to this path (mode 0600, replaced
+    /// as the JSON is): tabs for the run, functions (with a flame graph when the cpu family
+    /// sampled), errors, system and each family; nothing in it is fetched from the network.
+    /// With or without `--json`; `profiler report FILE.json --html PATH` renders a saved report
+    /// the same way.
+    #[arg(long, value_name = "PATH")]
+    pub html: Option<PathBuf>,
     /// Debug level: which probe families are attached (see `profiler levels`).
     #[arg(long, value_enum, default_value_t = Level::Detailed)]
     pub level: Level,

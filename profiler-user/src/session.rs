@@ -42,6 +42,8 @@ pub(crate) struct Plan {
     pub without: Vec<FamilyId>,
     pub duration: Option<Duration>,
     pub json: Option<PathBuf>,
+    /// `--html`: where the HTML report goes.
+    pub html: Option<PathBuf>,
     /// Print nothing but errors.
     pub quiet: bool,
     pub families: families::Options,
@@ -174,7 +176,7 @@ fn interrupted() -> Result<(), ProfilerError> {
 impl Session<'_> {
     async fn profile(&mut self) -> anyhow::Result<()> {
         bpf::check_privileges()?;
-        if let Some(path) = &self.plan.json {
+        for path in self.plan.json.iter().chain(&self.plan.html) {
             report::json::check_writable(path).map_err(|reason| ProfilerError::ReportPath {
                 path: path.clone(),
                 reason,

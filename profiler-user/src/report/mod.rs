@@ -5,6 +5,7 @@
 pub(crate) mod cpu;
 pub(crate) mod errors;
 pub(crate) mod functions;
+pub(crate) mod html;
 pub(crate) mod json;
 pub(crate) mod memory;
 pub(crate) mod profile;

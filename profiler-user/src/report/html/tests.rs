@@ -1,0 +1,157 @@
+//! The page on synthesized reports: escaping, units, which tabs a report gets, and its size.
+
+use serde_json::{Value, json};
+
+use super::*;
+
+/// A report with `functions` traced functions and `events` error events, each with the
+/// callers, stacks, context and advice a real one has.
+fn synthesized(functions: usize, events: usize) -> Value {
+    let frame = |i: usize| {
+        json!({"function": format!("caller_{i}"), "module": "libapp.so", "offset": "0x1a2b",
+               "file": "/src/app/module.c", "line": 120})
+    };
+    let funcs: Vec<Value> = (0..functions)
+        .map(|i| {
+            json!({
+                "function_name": format!("app::module::function_{i}"), "module": "app",
+                "address": "0x1000", "total_calls": 1000 + i, "timed_calls": 1000,
+                "total_time": 0.5, "average_time": 5e-4, "min_time": 1e-6, "max_time": 0.01,
+                "std_dev_time": 1e-4, "net_total_time": 0.4, "net_average_time": 4e-4,
+                "probe_share_percent": 3.0, "probe_dominated": false, "probe_hits_within": 2000,
+                "percentiles": {"p50": 4e-4, "p90": 8e-4, "p99": 9e-3},
+                "histogram": (0..12).map(|b| json!({"low": b as f64 * 1e-6, "high": (b + 1) as f64 * 1e-6, "count": b * 10})).collect::<Vec<_>>(),
+                "in_flight": 0, "abandoned": 0, "threads": [{"tid": 1, "calls": 1000, "total_time": 0.5}],
+                "callers": (0..20).map(|c| { let mut f = frame(c); f["calls"] = json!(50); f }).collect::<Vec<_>>(),
+                "call_stacks": (0..20).map(|_| json!({"frames": (0..30).map(frame).collect::<Vec<_>>(), "samples": 3})).collect::<Vec<_>>(),
+                "probe": {"offset": 4, "instruction": "push rbp", "class": "emulated", "reason": "r", "hits": 2000, "estimated_cost": 1e-3}
+            })
+        })
+        .collect();
+    let events: Vec<Value> = (0..events)
+        .map(|i| {
+            let severity = ["critical", "high", "medium", "low"][i % 4];
+            json!({
+                "id": i, "caused_by": null, "led_to": [], "error_type": "ENOENT",
+                "category": "model_loading", "severity": severity,
+                "pattern": format!("PATTERN_{}", i % 20), "description": "A file could not be found.",
+                "message": format!("openat(\"/models/model-{i}.pt\") = -1 ENOENT"),
+                "solutions": ["Check the path.", "Download the weights first."],
+                "prevention": ["Validate paths at startup."],
+                "timestamp": i as f64 * 0.01, "tid": 7, "pid": 7, "command": ["app"], "source": "syscall",
+                "context": {"syscall": "openat", "errno": "ENOENT", "path": format!("/models/model-{i}.pt"),
+                    "arg": null, "signal": null, "fault_addr": null, "exception": null, "frames": [],
+                    "lines": ["Traceback (most recent call last):", "  File \"x.py\", line 1"],
+                    "stack": (0..20).map(|s| format!("fn_{s} (app+0x10)")).collect::<Vec<_>>(),
+                    "function": null, "preceding": ["read(3) = 10"]}
+            })
+        })
+        .collect();
+    let patterns: Vec<Value> = (0..20)
+        .map(|p| json!({"id": format!("PATTERN_{p}"), "category": "model_loading", "severity": "high",
+                        "count": 50, "occurrences": 50, "exact": true, "first_seen": 0.1, "last_seen": 9.0, "trend": "stable"}))
+        .collect();
+    json!({
+        "schema_version": "3.1",
+        "profiler": {"version": "0.1.0", "debug_level": "full", "mode": "run", "duration": 10.0,
+                     "started_at": 1.0, "end_reason": "target_exited"},
+        "target": {"pid": 7, "exe": "/usr/bin/app", "cmdline": ["app", "--serve"], "exited": true,
+                   "exit_status": {"code": 1, "signal": null, "core_dumped": false}},
+        "processes": [], "families": [{"name": "functions", "status": "attached", "probes": 2000}],
+        "functions": funcs, "skipped_functions": [],
+        "overhead": {"probes_attached": 2000, "probe_hits": 1, "cost_model": {"source": "default"},
+                     "estimated_cost": 0.0, "target_cpu_time": 1.0, "estimated_slowdown_percent": 0.0,
+                     "probe_share_percent": 0.0, "dominated": false, "lost": {}, "notes": {}},
+        "system": {"interval": 0.2, "samples": 50, "current_cpu": 10.0, "peak_cpu": 90.0, "average_cpu": 50.0,
+                   "current_rss": 1000, "peak_rss": 5000, "cpu_cores": 2,
+                   "machine": {"cores": 2, "physical_cores": 2, "cpu_model": "x", "memory": 1, "kernel": "6.18"},
+                   "timeline": (0..50).map(|i| json!({"at": i as f64 * 0.2, "cpu": 50.0, "rss": 1000 * i})).collect::<Vec<_>>()},
+        "errors": {"total": 1000, "exact": true, "events": events, "dropped": 0, "patterns": patterns,
+                   "by_category": {"model_loading": 1000}, "by_severity": {"high": 1000},
+                   "by_source": {"syscall": 1000}, "benign": [], "benign_signals": [], "syscall_failures": []},
+        "warnings": ["a <b>warning</b>"]
+    })
+}
+
+#[test]
+fn escaping_covers_markup_and_quotes() {
+    assert_eq!(
+        esc("<script>alert('x') & \"y\"</script>"),
+        "&lt;script&gt;alert(&#39;x&#39;) &amp; &quot;y&quot;&lt;/script&gt;"
+    );
+    assert_eq!(esc("plain µs"), "plain µs");
+    // Text in the flame graph's JSON cannot close its script block.
+    assert!(!script_json(&json!({"n": "</script><b>"})).contains("</script>"));
+}
+
+#[test]
+fn what_the_target_printed_is_escaped_in_the_page() {
+    let mut report = synthesized(1, 1);
+    report["errors"]["events"][0]["message"] = json!("<img src=x onerror=alert(1)>");
+    report["target"]["exe"] = json!("/tmp/<evil>\"app");
+    let page = render(&report);
+    assert!(!page.contains("<img src=x"), "an unescaped message");
+    assert!(page.contains("&lt;img src=x onerror=alert(1)&gt;"));
+    assert!(!page.contains("<evil>"));
+    assert!(page.contains("a &lt;b&gt;warning&lt;/b&gt;"));
+}
+
+#[test]
+fn units_are_always_shown_in_the_unit_that_fits() {
+    assert_eq!(time(2.5), "2.50 s");
+    assert_eq!(time(0.0042), "4.20 ms");
+    assert_eq!(time(4.2e-6), "4.20 µs");
+    assert_eq!(time(42e-9), "42.00 ns");
+    assert_eq!(bytes(3 * 1024 * 1024), "3.0 MiB");
+    let page = render(&synthesized(1, 0));
+    assert!(page.contains("500.00 µs"), "the average, with its unit");
+}
+
+#[test]
+fn tabs_follow_the_sections_present() {
+    let ids = |v: &Value| tabs(v).iter().map(|t| t.id).collect::<Vec<_>>();
+    let mut report = synthesized(0, 0);
+    assert_eq!(ids(&report), ["debug", "performance", "errors", "system"]);
+    report["memory"] = json!({});
+    report["cpu"] = json!({"stacks": []});
+    report["threads"] = Value::Null;
+    assert_eq!(
+        ids(&report),
+        ["debug", "performance", "errors", "system", "memory", "cpu"]
+    );
+    report["threads"] = json!({});
+    report["python"] = json!({});
+    assert_eq!(ids(&report).len(), 8);
+    let page = render(&report);
+    for id in ids(&report) {
+        assert!(page.contains(&format!("id=\"tab-{id}\"")), "{id}");
+    }
+}
+
+#[test]
+fn a_thousand_functions_and_a_thousand_errors_stay_under_5_mb() {
+    let page = render(&synthesized(1000, 1000));
+    assert!(page.len() < 5_000_000, "{} bytes", page.len());
+    assert_eq!(page.matches("<tbody class=\"fn\">").count(), 1000);
+}
+
+#[test]
+fn the_page_fetches_nothing() {
+    let mut report = synthesized(3, 3);
+    report["cpu"] = json!({"samples": 3, "frequency": 99,
+        "stacks": [{"frames": ["t-1", "main", "work"], "samples": 3}]});
+    let page = render(&report);
+    for needle in [
+        "http://", "https://", "src=\"", "href=\"", "@import", "url(",
+    ] {
+        assert!(!page.contains(needle), "the page has {needle}");
+    }
+    assert!(page.contains("id=\"flame-data\""));
+}
+
+#[test]
+fn a_report_with_missing_fields_still_renders() {
+    let page = render(&json!({"schema_version": "3.0"}));
+    assert!(page.contains("id=\"tab-errors\""));
+    assert!(page.contains("no errors section"));
+}

@@ -48,6 +48,12 @@
  *                   and mem_fn_grow() mallocs 100 bytes, reallocs them to 5000
  *                   and frees them. Then mem_fn_drop() frees each kept block,
  *                   one per call (N calls)
+ *   report K        K rounds, 10 ms apart: drop_blocks() drops one 100-byte
+ *                   block and tidy() churns 8; burn() spins 200 ms of CPU
+ *                   time (for the cpu family's samples); then load_model() fails to
+ *                   open /nonexistent/models/model.pt, prints why on stderr,
+ *                   and the victim exits 1 (the HTML report's test: a run
+ *                   with functions, a leak and an error)
  *
  * Without --wait the victim lingers 200 ms before it exits.
  *
@@ -60,6 +66,8 @@
  * so that no stale copy of their addresses is left where a scan of the
  * process would take it for a pointer.
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <malloc.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -295,6 +303,30 @@ SITE void drop_blocks(long k, long size)
 	}
 }
 
+SITE long burn(long ms)
+{
+	struct timespec ts;
+	long n = 0;
+	do {
+		for (int i = 0; i < 10000; i++)
+			n += i ^ (n >> 3);
+		clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+	} while (ts.tv_sec * 1000 + ts.tv_nsec / 1000000 < ms);
+	sink = (void *)n;
+	return n;
+}
+
+SITE int load_model(const char *path)
+{
+	int fd = open(path, O_RDONLY);
+	if (fd < 0) {
+		fprintf(stderr, "error: cannot load model %s: %s\n", path, strerror(errno));
+		return -1;
+	}
+	close(fd);
+	return 0;
+}
+
 SITE void keep_blocks(long k, long size)
 {
 	for (long i = 0; i < k; i++) {
@@ -492,6 +524,19 @@ int main(int argc, char **argv)
 		}
 		for (long r = 0; r < nfn_kept; r++)
 			mem_fn_drop(fn_kept[r]);
+	} else if (strcmp(scenario, "report") == 0) {
+		long k = arg(argc, argv, i);
+		for (long r = 0; r < k; r++) {
+			drop_blocks(1, 100);
+			tidy(8);
+			sleep_ms(10);
+		}
+		scrub_stack();
+		burn(200);
+		if (load_model("/nonexistent/models/model.pt") < 0) {
+			sleep_ms(200);
+			return 1;
+		}
 	} else {
 		fprintf(stderr, "mem_victim: unknown scenario %s\n", scenario);
 		return 2;

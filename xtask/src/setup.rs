@@ -4,7 +4,7 @@
 //!   (`lib/libLLVM.so.<version>-rust-*-nightly` exports the LLVM C API and the BPF target).
 //!
 //! And, for `cargo xtask test` only, what the tests use (jemalloc, tcmalloc, a static C library,
-//! python3, setpriv, protoc, node), from Debian packages: see [`ensure_test_needs`].
+//! python3, setpriv, protoc, node, chromium), from Debian packages: see [`ensure_test_needs`].
 
 use std::{
     fs,
@@ -193,7 +193,7 @@ struct TestNeed {
     package: &'static str,
 }
 
-const TEST_NEEDS: [TestNeed; 8] = [
+const TEST_NEEDS: [TestNeed; 9] = [
     TestNeed {
         what: "jemalloc (memory tests, preloaded)",
         look: Look::Library("libjemalloc.so.2"),
@@ -234,6 +234,11 @@ const TEST_NEEDS: [TestNeed; 8] = [
                them)",
         look: Look::File("/usr/include/python3.11/internal/pycore_frame.h"),
         package: "python3.11-dev",
+    },
+    TestNeed {
+        what: "chromium (the html test opens the HTML report in it, headless)",
+        look: Look::File("/usr/bin/chromium"),
+        package: "chromium",
     },
 ];
 

@@ -78,7 +78,7 @@ pub fn main() -> ExitCode {
                 without: Vec::new(),
                 duration: None,
                 json: Some(args.json),
-                html: None,
+                html: Some(args.html),
                 quiet: false,
                 families: families::Options {
                     funcs: demo::DEMO_FUNCS.iter().map(|s| s.to_string()).collect(),

@@ -34,7 +34,8 @@ pub(crate) enum Command {
     /// (for the last reads of its memory); its signals pass on at once. Another tracer cannot
     /// attach to that thread meanwhile.
     Run(RunArgs),
-    /// Start the bundled demo workload, profile it, print a summary and write a JSON report.
+    /// Start the bundled demo workload, profile it, print a summary and write the JSON and HTML
+    /// reports.
     Demo(DemoArgs),
     /// Render a saved JSON report (from `--json`, on this machine or another) as one
     /// self-contained HTML page.
@@ -103,6 +104,9 @@ pub(crate) struct DemoArgs {
     /// Where to write the JSON report.
     #[arg(long, value_name = "PATH", default_value = "profiler-demo.json")]
     pub json: PathBuf,
+    /// Where to write the HTML report (one self-contained page; open it in a browser).
+    #[arg(long, value_name = "PATH", default_value = "profiler-demo.html")]
+    pub html: PathBuf,
     /// How long the demo workload runs, in seconds (more than 0, at most a year).
     #[arg(long, value_name = "SECS", default_value = "3", value_parser = parse_seconds, allow_negative_numbers = true)]
     pub duration: Duration,

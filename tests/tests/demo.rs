@@ -8,8 +8,27 @@ fn the_demo_shows_each_fault_it_carries() {
     require_root!();
     let dir = TempDir::new();
     let json = dir.json();
-    let outcome = profile(["demo", "--duration", "2", "--json", json.to_str().unwrap()]);
+    let html = dir.path().join("demo.html");
+    let outcome = profile([
+        "demo",
+        "--duration",
+        "2",
+        "--json",
+        json.to_str().unwrap(),
+        "--html",
+        html.to_str().unwrap(),
+    ]);
     outcome.expect_success();
+    // It ends with the HTML report, and says where.
+    let page = std::fs::read_to_string(&html).expect("the demo writes its HTML report");
+    assert!(page.contains("profiler_user::demo::handle_request"));
+    assert!(
+        outcome
+            .stderr
+            .contains(&format!("HTML report written to {}", html.display())),
+        "{}",
+        outcome.stderr
+    );
     let report = Report::read(&json);
     let context = &outcome.stdout;
 

@@ -22,6 +22,7 @@ pub(crate) mod linux;
 pub(crate) mod outfile;
 pub(crate) mod overhead;
 pub(crate) mod placement;
+pub(crate) mod progress;
 pub(crate) mod report;
 pub(crate) mod session;
 pub(crate) mod stop;

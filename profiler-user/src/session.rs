@@ -27,6 +27,7 @@ use crate::{
     family::{Family, ReportContext, TargetContext},
     level::{self, FamilyId, Level},
     overhead::{self, Governor},
+    progress::Progress,
     report::{self, CostModel, Detached, ExitStatus, ProfilerInfo, Report, TargetSection, text},
     stop,
     symbols::symbolize::{AddrSymbolizer, MappingSnapshot},
@@ -142,8 +143,12 @@ pub(crate) async fn run(plan: &Plan) -> Outcome {
             EndReason::Error
         });
     }
+    let progress = Progress::new(plan.quiet || session.started.is_none());
+    progress.step("reading the kernel's maps");
     session.harvest();
+    progress.step("symbolizing the stacks and building the report");
     let report = session.target.is_some().then(|| session.report());
+    progress.clear();
     // Before profiling started there is nothing to summarise: the error line says it all.
     let summary = report
         .as_ref()
@@ -187,7 +192,9 @@ impl Session<'_> {
         self.families = families::build(&selected, &self.plan.families)?;
         let traces = |f: &dyn Family| f.id() == FamilyId::Functions && f.idle().is_none();
         bpf::check_kernel(self.families.iter().any(|f| traces(f.as_ref())))?;
+        let progress = Progress::new(self.plan.quiet);
         if self.families.iter().any(|f| f.priced()) {
+            progress.step("calibrating the probes' cost on this machine");
             self.cost_model = calibrate::cost_model(&mut self.warnings);
         }
 
@@ -203,14 +210,20 @@ impl Session<'_> {
         };
         let mut options = LoadOptions::default();
         for family in &mut self.families {
+            progress.step(format!(
+                "preparing the {} family (reading the target's objects)",
+                family.id()
+            ));
             family.prepare(&ctx)?;
             family.load_options(&mut options);
         }
         interrupted()?;
+        progress.step("loading the kernel programs");
         let ebpf = self.ebpf.insert(bpf::load(pid as u32, &options)?);
         self.attached = vec![None; self.families.len()];
         for (family, attached) in self.families.iter_mut().zip(&mut self.attached) {
             interrupted()?;
+            progress.step(format!("attaching the {} family", family.id()));
             match family.attach(ebpf, &ctx) {
                 Ok(n) => *attached = Some(n),
                 Err(_) if self.gated.is_none() && !tracee::alive(pid) => {
@@ -232,6 +245,7 @@ impl Session<'_> {
         self.started = Some((start, SystemTime::now()));
         self.start_ktime_ns = monotonic_ns();
         self.maps.refresh(pid);
+        progress.clear();
         if !self.plan.quiet {
             // Harnesses wait for this line before they start measuring.
             let functions: usize = self.families.iter().map(|f| f.traced_names().len()).sum();

@@ -72,7 +72,7 @@ fn run(task: Task) -> anyhow::Result<()> {
         }
         Task::Demo { json } => {
             setup::ensure()?;
-            cargo(&["build", "--release", "-p", "profiler-user"])?;
+            quiet_build(&["build", "--release", "-p", "profiler-user"])?;
             let profiler = workspace_root()?.join("target/release/profiler");
             let mut cmd = privileged(&profiler);
             cmd.args(["demo", "--json", &json]);
@@ -148,6 +148,30 @@ fn cargo_command(args: &[&str]) -> anyhow::Result<Command> {
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cmd.args(args).current_dir(workspace_root()?);
     Ok(cmd)
+}
+
+/// Runs a cargo build with its output held back: one progress line while it runs, and the
+/// whole output only if it fails (the eBPF build reports each of its steps as a build-script
+/// warning, some fifty lines that say nothing went wrong).
+fn quiet_build(args: &[&str]) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut cmd = cargo_command(args)?;
+    let shown = format!("{cmd:?}");
+    eprint!("xtask: building the profiler (release; the first build takes a few minutes)... ");
+    let _ = std::io::stderr().flush();
+    let started = std::time::Instant::now();
+    let out = cmd
+        .stdin(std::process::Stdio::null())
+        .output()
+        .with_context(|| format!("failed to run {shown}"))?;
+    if !out.status.success() {
+        eprintln!("failed");
+        std::io::stderr().write_all(&out.stdout)?;
+        std::io::stderr().write_all(&out.stderr)?;
+        bail!("{shown} failed ({})", out.status);
+    }
+    eprintln!("done in {:.0} s", started.elapsed().as_secs_f64());
+    Ok(())
 }
 
 /// Runs a nightly cargo command on the eBPF crate, for the bpf target.

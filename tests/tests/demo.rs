@@ -57,6 +57,9 @@ fn the_demo_shows_each_fault_it_carries() {
     let threads = report.threads();
     let metrics = threads.lock_named("profiler_user::demo::METRICS_LOCK");
     assert!(metrics.contended() > 0, "{:#}", metrics.json());
+    // Some record waited behind a 4 ms flush.
+    let max_wait = metrics.json()["max_wait"].as_f64().unwrap();
+    assert!(max_wait >= 0.001, "{:#}", metrics.json());
     assert!(!threads.potential().is_empty(), "{context}");
 
     // The two errors a model server runs into, classified.

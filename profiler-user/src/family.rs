@@ -6,7 +6,7 @@
 //! trait). The session drives every family through the same steps:
 //! `prepare` -> `load_options` -> `attach` -> (`on_event`, `on_tick`, budget) -> `before_stop`
 //! (the target still running) -> `harvest` ->
-//! `report` -> `summary`.
+//! `report` -> `summary`; with the live view on, `live` about once a second while collecting.
 
 use aya::Ebpf;
 
@@ -187,6 +187,14 @@ pub(crate) trait Family {
 
     /// Writes the family's section of the report.
     fn report(&mut self, report: &mut Report, ctx: &mut ReportContext<'_>);
+
+    /// The live view (`profiler top`, `--live`), about once a second while profiling: fills the
+    /// family's section of `report` with what it has gathered so far, from the same kernel
+    /// reads and the same analysis as `harvest` then `report`, while the probes run on. It
+    /// leaves the family as it was, so the final report still covers the whole run, and writes
+    /// no file. `ctx.duration` is the time profiled so far. A family that has nothing to show
+    /// live leaves `report` alone.
+    fn live(&mut self, _ebpf: &mut Ebpf, _report: &mut Report, _ctx: &mut ReportContext<'_>) {}
 
     /// Writes the family's block of the printed summary, from its section of `report`.
     fn summary(&self, _report: &Report, _out: &mut String) {}

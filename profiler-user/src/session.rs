@@ -302,17 +302,11 @@ impl Session<'_> {
     }
 
     fn report(&mut self) -> Report {
-        let target = self.target.clone().expect("report needs a target");
         let duration = match (self.started, self.collected.ended) {
             (Some((start, _)), Some(end)) => end.duration_since(start).as_secs_f64(),
             (Some((start, _)), None) => start.elapsed().as_secs_f64(),
             _ => 0.0,
         };
-        let started_at = self.started.map_or(0.0, |(_, t)| {
-            t.duration_since(UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_secs_f64()
-        });
         let model = self.cost_model.clone();
         let (families, unbuilt) = families::statuses(
             self.plan.level,
@@ -347,39 +341,7 @@ impl Session<'_> {
                 asked.as_secs_f64()
             ));
         }
-        let mut report = Report {
-            schema_version: report::SCHEMA_VERSION,
-            profiler: ProfilerInfo {
-                version: env!("CARGO_PKG_VERSION"),
-                debug_level: self.plan.level,
-                mode: match self.plan.mode {
-                    Mode::Attach(_) => "attach",
-                    Mode::Run(_) => "run",
-                },
-                duration,
-                started_at,
-                end_reason: end_reason.name().into(),
-            },
-            target: TargetSection {
-                pid: target.pid,
-                exe: sanitize(&target.exe.display().to_string()),
-                cmdline: sanitize_argv(&target.cmdline),
-                exited: self.collected.exited,
-                exit_status: self.collected.exit_status.map(ExitStatus::from_wait_status),
-            },
-            processes: Vec::new(),
-            families,
-            functions: Vec::new(),
-            skipped_functions: Vec::new(),
-            overhead,
-            system: None,
-            memory: None,
-            threads: None,
-            cpu: None,
-            python: None,
-            errors: None,
-            warnings: Vec::new(),
-        };
+        let mut report = self.head(duration, end_reason.name(), families, overhead);
         let traced_names: Vec<String> = self
             .families
             .iter()
@@ -410,6 +372,56 @@ impl Session<'_> {
         }
         report.warnings.append(&mut self.warnings);
         report
+    }
+
+    /// The report before the families write their sections: what the final report and each
+    /// live snapshot say of the run, the target and the families.
+    fn head(
+        &self,
+        duration: f64,
+        end_reason: &str,
+        families: Vec<report::FamilyStatus>,
+        overhead: report::Overhead,
+    ) -> Report {
+        let target = self.target.clone().expect("a report needs a target");
+        let started_at = self.started.map_or(0.0, |(_, t)| {
+            t.duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs_f64()
+        });
+        Report {
+            schema_version: report::SCHEMA_VERSION,
+            profiler: ProfilerInfo {
+                version: env!("CARGO_PKG_VERSION"),
+                debug_level: self.plan.level,
+                mode: match self.plan.mode {
+                    Mode::Attach(_) => "attach",
+                    Mode::Run(_) => "run",
+                },
+                duration,
+                started_at,
+                end_reason: end_reason.into(),
+            },
+            target: TargetSection {
+                pid: target.pid,
+                exe: sanitize(&target.exe.display().to_string()),
+                cmdline: sanitize_argv(&target.cmdline),
+                exited: self.collected.exited,
+                exit_status: self.collected.exit_status.map(ExitStatus::from_wait_status),
+            },
+            processes: Vec::new(),
+            families,
+            functions: Vec::new(),
+            skipped_functions: Vec::new(),
+            overhead,
+            system: None,
+            memory: None,
+            threads: None,
+            cpu: None,
+            python: None,
+            errors: None,
+            warnings: Vec::new(),
+        }
     }
 
     /// The printed summary: the head, each family's block, the foot.

@@ -161,6 +161,11 @@ fn profile(plan: Plan, quiet: bool) -> ExitCode {
     if let Err(e) = stop::install() {
         return fail(&format!("cannot handle Ctrl-C: {e}"));
     }
+    if plan.live
+        && let Err(e) = stop::install_terminal()
+    {
+        return fail(&format!("cannot handle the terminal's signals: {e}"));
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -266,3 +266,26 @@ fn top_without_a_terminal_prints_the_plain_summary() {
     );
     assert!(Report::read(&json).function(REQUEST).total_calls() > 0);
 }
+
+#[test]
+fn closing_the_terminal_under_top_still_writes_the_report() {
+    require_root!();
+    if !have_tmux() {
+        skip!("tmux (apt-get install tmux)");
+    }
+    let dir = TempDir::new();
+    let json = dir.json();
+    let victim = demo_victim();
+    let tmux = Tmux::start(dir.path(), &top_command(dir.path(), victim.pid(), &json))
+        .expect("tmux starts");
+    tmux.wait_for("the view", |s| s.contains("q quit"));
+    // The pane goes: SIGHUP.
+    drop(tmux);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !json.exists() {
+        assert!(Instant::now() < deadline, "no report after SIGHUP");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(Report::read(&json).end_reason(), "interrupted");
+}

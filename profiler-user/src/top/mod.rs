@@ -134,8 +134,8 @@ impl Live {
         let Some(screen) = self.screen.as_mut() else {
             return false;
         };
-        let (keys, resized) = screen.keys();
-        let mut quit = false;
+        let (keys, resized, gone) = screen.keys();
+        let mut quit = gone;
         let mut changed = resized;
         for key in keys {
             match self.apply(key) {

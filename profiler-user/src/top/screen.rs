@@ -81,9 +81,32 @@ impl Screen {
         let _ = self.terminal.clear();
     }
 
-    /// The keys pressed since the last call (none waits).
-    pub(crate) fn keys(&mut self) -> (Vec<KeyEvent>, bool) {
+    /// The keys pressed since the last call (none waits), whether the terminal was resized,
+    /// and whether it is gone (hung up: the keys can end nothing more).
+    pub(crate) fn keys(&mut self) -> (Vec<KeyEvent>, bool, bool) {
         let (mut keys, mut resized) = (Vec::new(), false);
+        // crossterm reads stdin when it is a terminal. Looked at first: on a terminal that hung
+        // up, crossterm's poll never returns; with nothing to read, it is not asked (a resize
+        // shows at the next refresh, which draws at the new size).
+        // SAFETY: isatty on fd 0 reads no memory of ours.
+        if unsafe { libc::isatty(0) } == 1 {
+            let mut fd = libc::pollfd {
+                fd: 0,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd, no wait.
+            let ready = unsafe { libc::poll(&mut fd, 1, 0) };
+            if ready < 0 {
+                return (keys, resized, false);
+            }
+            if fd.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 {
+                return (keys, resized, true);
+            }
+            if fd.revents & libc::POLLIN == 0 {
+                return (keys, resized, false);
+            }
+        }
         while event::poll(Duration::ZERO).unwrap_or(false) {
             match event::read() {
                 Ok(Event::Key(k)) if k.kind != KeyEventKind::Release => keys.push(k),
@@ -92,7 +115,7 @@ impl Screen {
                 Err(_) => break,
             }
         }
-        (keys, resized)
+        (keys, resized, false)
     }
 
     /// The messages held back so far.

@@ -65,6 +65,55 @@ pub(crate) struct Report {
     pub warnings: Vec<String>,
 }
 
+#[cfg(test)]
+impl Report {
+    /// A report with no family's section written yet, for the families' unit tests.
+    pub(crate) fn empty() -> Self {
+        Self {
+            schema_version: SCHEMA_VERSION,
+            profiler: ProfilerInfo {
+                version: "test",
+                debug_level: Level::Basic,
+                mode: "attach",
+                duration: 0.0,
+                started_at: 0.0,
+                end_reason: "duration".into(),
+            },
+            target: TargetSection {
+                pid: 0,
+                exe: String::new(),
+                cmdline: Vec::new(),
+                exited: false,
+                exit_status: None,
+            },
+            processes: Vec::new(),
+            families: Vec::new(),
+            functions: Vec::new(),
+            skipped_functions: Vec::new(),
+            overhead: Overhead {
+                probes_attached: 0,
+                probe_hits: 0,
+                cost_model: crate::overhead::default_model(),
+                estimated_cost: 0.0,
+                target_cpu_time: 0.0,
+                estimated_slowdown_percent: 0.0,
+                probe_share_percent: 0.0,
+                dominated: false,
+                budget: None,
+                lost: BTreeMap::new(),
+                notes: BTreeMap::new(),
+            },
+            system: None,
+            errors: None,
+            cpu: None,
+            memory: None,
+            threads: None,
+            python: None,
+            warnings: Vec::new(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct ProfilerInfo {
     pub version: &'static str,

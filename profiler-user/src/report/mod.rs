@@ -28,7 +28,7 @@ pub(crate) use threads::ThreadsSection;
 /// added, the major version when a field changes meaning or goes away.
 pub(crate) const SCHEMA_VERSION: &str = "3.1";
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub(crate) struct Report {
     pub schema_version: &'static str,
     pub profiler: ProfilerInfo,
@@ -65,56 +65,7 @@ pub(crate) struct Report {
     pub warnings: Vec<String>,
 }
 
-#[cfg(test)]
-impl Report {
-    /// A report with no family's section written yet, for the families' unit tests.
-    pub(crate) fn empty() -> Self {
-        Self {
-            schema_version: SCHEMA_VERSION,
-            profiler: ProfilerInfo {
-                version: "test",
-                debug_level: Level::Basic,
-                mode: "attach",
-                duration: 0.0,
-                started_at: 0.0,
-                end_reason: "duration".into(),
-            },
-            target: TargetSection {
-                pid: 0,
-                exe: String::new(),
-                cmdline: Vec::new(),
-                exited: false,
-                exit_status: None,
-            },
-            processes: Vec::new(),
-            families: Vec::new(),
-            functions: Vec::new(),
-            skipped_functions: Vec::new(),
-            overhead: Overhead {
-                probes_attached: 0,
-                probe_hits: 0,
-                cost_model: crate::overhead::default_model(),
-                estimated_cost: 0.0,
-                target_cpu_time: 0.0,
-                estimated_slowdown_percent: 0.0,
-                probe_share_percent: 0.0,
-                dominated: false,
-                budget: None,
-                lost: BTreeMap::new(),
-                notes: BTreeMap::new(),
-            },
-            system: None,
-            errors: None,
-            cpu: None,
-            memory: None,
-            threads: None,
-            python: None,
-            warnings: Vec::new(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub(crate) struct ProfilerInfo {
     pub version: &'static str,
     pub debug_level: Level,
@@ -128,7 +79,7 @@ pub(crate) struct ProfilerInfo {
     pub end_reason: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub(crate) struct TargetSection {
     pub pid: i32,
     pub exe: String,
@@ -202,7 +153,7 @@ pub(crate) struct FamilyStatus {
     pub note: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub(crate) struct Overhead {
     pub probes_attached: usize,
     pub probe_hits: u64,
@@ -246,7 +197,7 @@ pub(crate) struct Detached {
     pub window_slowdown_percent: f64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub(crate) struct CostModel {
     pub emulated_entry_ns: f64,
     pub single_stepped_entry_ns: f64,
@@ -259,7 +210,7 @@ pub(crate) struct CostModel {
 }
 
 /// Process CPU and memory sampled from /proc.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub(crate) struct SystemSection {
     /// Sampling interval, seconds.
     pub interval: f64,

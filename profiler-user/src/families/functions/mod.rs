@@ -689,7 +689,7 @@ mod tests {
         // What `harvest` would have left: the final reads, 10 calls.
         f.raw = Some(read_calls(10));
         let final_load = f.probe_load(&model);
-        let mut live = Report::empty();
+        let mut live = Report::default();
         f.write_section(read_calls(4), &mut live, &mut ctx);
         assert_eq!(live.functions.len(), 1);
         assert_eq!(live.functions[0].total_calls, 4);
@@ -697,7 +697,7 @@ mod tests {
         assert!(live.warnings.is_empty(), "{:?}", live.warnings);
         assert_eq!(f.probe_load(&model), final_load, "the harvest is untouched");
 
-        let mut last = Report::empty();
+        let mut last = Report::default();
         f.report(&mut last, &mut ctx);
         assert_eq!(last.functions[0].total_calls, 10);
         assert_eq!(last.warnings.len(), 1, "{:?}", last.warnings);
@@ -705,7 +705,7 @@ mod tests {
 
         // The same reads give the same section, live or final.
         f.raw = Some(read_calls(10));
-        let mut same = Report::empty();
+        let mut same = Report::default();
         f.write_section(read_calls(10), &mut same, &mut ctx);
         let json = |r: &Report| serde_json::to_value((&r.functions, &r.skipped_functions));
         assert_eq!(json(&same).unwrap(), json(&last).unwrap());

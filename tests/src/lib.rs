@@ -9,6 +9,7 @@
 //! `PROFILER_TESTS_STRICT=1` (as `cargo xtask test` and CI run them), fails, so that a run that
 //! tested nothing cannot look green.
 
+pub mod live;
 pub mod process;
 pub mod report;
 pub mod victim;

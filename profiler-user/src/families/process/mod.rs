@@ -236,6 +236,11 @@ impl Family for Process {
             })
             .collect();
     }
+
+    /// The tree seen so far: `report` reads the family and changes nothing.
+    fn live(&mut self, _ebpf: &mut Ebpf, report: &mut Report, ctx: &mut ReportContext<'_>) {
+        self.report(report, ctx);
+    }
 }
 
 #[cfg(test)]
@@ -255,6 +260,11 @@ impl Family for System {
 
     fn report(&mut self, report: &mut Report, ctx: &mut ReportContext<'_>) {
         report.system = analyze::summarize(ctx.samples, ctx.sample_interval, machine());
+    }
+
+    /// The /proc samples so far: `report` keeps no state.
+    fn live(&mut self, _ebpf: &mut Ebpf, report: &mut Report, ctx: &mut ReportContext<'_>) {
+        self.report(report, ctx);
     }
 
     fn summary(&self, report: &Report, out: &mut String) {

@@ -352,7 +352,7 @@ impl Family for Functions {
                 site: ProbeSite {
                     offset: p.offset,
                     instruction: p.instruction.clone(),
-                    class: p.class.name(),
+                    class: p.class.name().into(),
                     reason: p.reason.clone(),
                     hits: 0,
                     estimated_cost: 0.0,
@@ -384,20 +384,22 @@ impl Family for Functions {
                 .push(skipped_warning(&report.skipped_functions));
         }
     }
+}
 
-    fn summary(&self, report: &Report, out: &mut String) {
-        summary(&report.functions, SUMMARY_TOP, out);
-        for s in report.skipped_functions.iter().take(SUMMARY_TOP) {
-            let _ = writeln!(
-                out,
-                "not traced: {} ({}): {}",
-                s.function_name, s.module, s.reason
-            );
-        }
-        if report.skipped_functions.len() > SUMMARY_TOP {
-            let more = report.skipped_functions.len() - SUMMARY_TOP;
-            let _ = writeln!(out, "… and {more} more not traced, in the JSON report");
-        }
+/// The family's block of the printed summary (see `families::summary`): the family is always
+/// built, so the block is always there ("no functions traced" without `--func`).
+pub(crate) fn summary_block(report: &Report, out: &mut String) {
+    summary(&report.functions, SUMMARY_TOP, out);
+    for s in report.skipped_functions.iter().take(SUMMARY_TOP) {
+        let _ = writeln!(
+            out,
+            "not traced: {} ({}): {}",
+            s.function_name, s.module, s.reason
+        );
+    }
+    if report.skipped_functions.len() > SUMMARY_TOP {
+        let more = report.skipped_functions.len() - SUMMARY_TOP;
+        let _ = writeln!(out, "… and {more} more not traced, in the JSON report");
     }
 }
 

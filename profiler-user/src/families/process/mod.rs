@@ -229,17 +229,18 @@ impl Family for System {
     fn report(&mut self, report: &mut Report, ctx: &mut ReportContext<'_>) {
         report.system = analyze::summarize(ctx.samples, ctx.sample_interval, machine());
     }
+}
 
-    fn summary(&self, report: &Report, out: &mut String) {
-        if let Some(system) = &report.system {
-            let _ = writeln!(
-                out,
-                "\ncpu {:.1}% average, {:.1}% peak · rss {} peak",
-                system.average_cpu,
-                system.peak_cpu,
-                human_bytes(system.peak_rss)
-            );
-        }
+/// The system family's block of the printed summary (see `families::summary`).
+pub(crate) fn system_summary_block(report: &Report, out: &mut String) {
+    if let Some(system) = &report.system {
+        let _ = writeln!(
+            out,
+            "\ncpu {:.1}% average, {:.1}% peak · rss {} peak",
+            system.average_cpu,
+            system.peak_cpu,
+            human_bytes(system.peak_rss)
+        );
     }
 }
 

@@ -11,7 +11,7 @@ use profiler_common::functions::TIME_EVERY_DEFAULT;
 
 use crate::{
     calibrate,
-    cli::{Cli, Command, CommonArgs, MemoryMode},
+    cli::{Cli, Command, CommonArgs, MemoryMode, ReportArgs},
     demo,
     families::{self, errors::analyze as errors, memory::analyze::LeakOptions},
     level::{self, Level},
@@ -30,11 +30,8 @@ const DEFAULT_ATTACH_BUDGET: f64 = 10.0;
 pub fn main() -> ExitCode {
     let cli = parse();
     match cli.command {
-        Command::Report(args) => match render(&args.report, &args.html) {
-            Ok(()) => {
-                eprintln!("report written to {}", args.html.display());
-                ExitCode::SUCCESS
-            }
+        Command::Report(args) => match reread(&args) {
+            Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(&e),
         },
         Command::Levels => {
@@ -185,12 +182,7 @@ fn profile(plan: Plan, quiet: bool) -> ExitCode {
     } = runtime.block_on(session::run(&plan));
     let mut code = ExitCode::SUCCESS;
     if let Some(summary) = summary.filter(|_| !quiet) {
-        // Colour on a terminal, unless NO_COLOR (no-color.org) is set.
-        if std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none() {
-            print(&report::text::colorize(&summary));
-        } else {
-            print(&summary);
-        }
+        print_summary(&summary);
     }
     if let (Some(report), Some(path)) = (&report, &plan.json) {
         match json::write(report, path) {
@@ -233,32 +225,34 @@ fn profile(plan: Plan, quiet: bool) -> ExitCode {
     code
 }
 
-/// `profiler report FILE --html PATH`: the saved report, read and rendered; why not, in one
-/// line.
-fn render(input: &std::path::Path, output: &std::path::Path) -> Result<(), String> {
-    let text = std::fs::read_to_string(input)
-        .map_err(|e| format!("cannot read the report {}: {e}", input.display()))?;
-    let value: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| format!("{} is not a JSON report: {e}", input.display()))?;
-    let version = value
-        .get("schema_version")
-        .and_then(serde_json::Value::as_str)
-        .ok_or_else(|| {
-            format!(
-                "{} is JSON but not a profiler report (it has no schema_version)",
-                input.display()
-            )
-        })?;
-    let major = |v: &str| v.split('.').next().unwrap_or("").to_string();
-    if major(version) != major(report::SCHEMA_VERSION) {
-        eprintln!(
-            "warning: {} has schema {version}, this profiler writes {}: what the page shows may              be incomplete",
-            input.display(),
-            report::SCHEMA_VERSION
-        );
+/// `profiler report FILE.json [--html PATH] [--text]`: the saved report read, rendered as a
+/// page and its summary printed (the summary alone by default); why not, in one line. Nothing
+/// is written or printed unless the report reads for every output asked for.
+fn reread(args: &ReportArgs) -> Result<(), String> {
+    let saved = json::Saved::read(&args.report)?;
+    let summary = if args.text || args.html.is_none() {
+        Some(families::summary(&saved.report()?))
+    } else {
+        None
+    };
+    if let Some(output) = &args.html {
+        if !saved.same_major() {
+            eprintln!(
+                "warning: {} has schema {}, this profiler writes {}: what the page shows may \
+                 be incomplete",
+                args.report.display(),
+                saved.version,
+                report::SCHEMA_VERSION
+            );
+        }
+        html::write(&saved.value, output)
+            .map_err(|e| format!("cannot write the HTML report to {}: {e}", output.display()))?;
+        eprintln!("report written to {}", output.display());
     }
-    html::write(&value, output)
-        .map_err(|e| format!("cannot write the HTML report to {}: {e}", output.display()))
+    if let Some(summary) = summary {
+        print_summary(&summary);
+    }
+    Ok(())
 }
 
 fn fail(message: &str) -> ExitCode {
@@ -267,6 +261,15 @@ fn fail(message: &str) -> ExitCode {
 }
 
 /// Prints to stdout; a closed pipe (`profiler ... | head`) is not an error.
+/// The summary, in colour on a terminal unless NO_COLOR (no-color.org) is set.
+fn print_summary(summary: &str) {
+    if std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none() {
+        print(&report::text::colorize(summary));
+    } else {
+        print(summary);
+    }
+}
+
 fn print(s: &str) {
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(s.as_bytes());

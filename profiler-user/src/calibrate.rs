@@ -232,7 +232,7 @@ fn parse_model(values: &str) -> Option<CostModel> {
         single_stepped_entry_ns: stepped,
         return_ns: ret,
         in_call_ns: in_call,
-        source: "calibrated",
+        source: "calibrated".into(),
     })
 }
 
@@ -317,6 +317,6 @@ fn measure() -> anyhow::Result<CostModel> {
         single_stepped_entry_ns: (stepped - reference).max(0.0) + cold,
         return_ns: (returning - emulated).max(0.0) + cold,
         in_call_ns: (in_call - reference).max(0.0),
-        source: "calibrated",
+        source: "calibrated".into(),
     })
 }

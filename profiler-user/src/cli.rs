@@ -48,8 +48,14 @@ pub(crate) enum Command {
     /// Start the bundled demo workload, profile it, print a summary and write the JSON and HTML
     /// reports.
     Demo(DemoArgs),
-    /// Render a saved JSON report (from `--json`, on this machine or another) as one
+    /// Print a saved JSON report's text summary again, or render the report as one
     /// self-contained HTML page.
+    ///
+    /// The report is one `--json` wrote, on this machine or another. Without `--html`, the text
+    /// summary the run printed at its end is printed to stdout, made from the JSON alone (the
+    /// same text, for a report of this version); `--text` prints it with `--html` too. The
+    /// summary needs a report of this profiler's major schema version; the page renders one of
+    /// another with a warning.
     ///
     /// The page has the tabs Debug (the run, warnings, families, an event log), Performance
     /// (the traced functions, sortable, each with its duration histogram, callers and stacks;
@@ -101,13 +107,16 @@ pub(crate) struct RunArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct ReportArgs {
-    /// The JSON report to render (written by `--json`).
+    /// The JSON report to read (written by `--json`).
     #[arg(value_name = "FILE.json")]
     pub report: PathBuf,
-    /// Where to write the HTML page (mode 0600; a file or symlink already there is replaced,
-    /// not followed).
-    #[arg(long, value_name = "PATH", required = true)]
-    pub html: PathBuf,
+    /// Write the report as one HTML page here (mode 0600; a file or symlink already there is
+    /// replaced, not followed), and print no summary unless `--text` is given.
+    #[arg(long, value_name = "PATH")]
+    pub html: Option<PathBuf>,
+    /// Print the text summary (the default without `--html`).
+    #[arg(long)]
+    pub text: bool,
 }
 
 #[derive(Debug, Args)]

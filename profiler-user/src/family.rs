@@ -5,8 +5,10 @@
 //! (`kernel.rs`: attach and typed map reads; `analyze.rs`: pure, unit-tested; `mod.rs`: this
 //! trait). The session drives every family through the same steps:
 //! `prepare` -> `load_options` -> `attach` -> (`on_event`, `on_tick`, budget) -> `before_stop`
-//! (the target still running) -> `harvest` ->
-//! `report` -> `summary`; with the live view on, `live` about once a second while collecting.
+//! (the target still running) -> `harvest` -> `report`; with the live view on, `live` about once
+//! a second while collecting. The printed summary is made from the report alone, by each
+//! family's `summary_block` (`families::summary`), so that `profiler report FILE.json` prints
+//! it again from the JSON.
 
 use aya::Ebpf;
 
@@ -195,7 +197,4 @@ pub(crate) trait Family {
     /// no file. `ctx.duration` is the time profiled so far. A family that has nothing to show
     /// live leaves `report` alone.
     fn live(&mut self, _ebpf: &mut Ebpf, _report: &mut Report, _ctx: &mut ReportContext<'_>) {}
-
-    /// Writes the family's block of the printed summary, from its section of `report`.
-    fn summary(&self, _report: &Report, _out: &mut String) {}
 }

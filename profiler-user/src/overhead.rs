@@ -23,7 +23,7 @@ pub(crate) fn default_model() -> CostModel {
         single_stepped_entry_ns: 12_250.0,
         return_ns: 1_050.0,
         in_call_ns: 1_400.0,
-        source: "default",
+        source: "default".into(),
     }
 }
 
@@ -127,11 +127,11 @@ pub(crate) fn section(
     let (mut lost, mut notes) = (BTreeMap::new(), BTreeMap::new());
     for (counter, value) in counters {
         if counter.is_loss() {
-            lost.insert(counter.name(), *value);
+            lost.insert(counter.name().into(), *value);
             let what = counter.name().replace('_', " ");
             warnings.push(format!("{value} {} lost: {what}", counter.unit()));
         } else {
-            notes.insert(counter.name(), *value);
+            notes.insert(counter.name().into(), *value);
         }
     }
     let slowdown = slowdown(estimated_cost, target_cpu);

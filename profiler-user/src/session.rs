@@ -29,7 +29,7 @@ use crate::{
     level::{self, FamilyId, Level},
     overhead::{self, Governor},
     progress::Progress,
-    report::{self, CostModel, Detached, ExitStatus, ProfilerInfo, Report, TargetSection, text},
+    report::{self, CostModel, Detached, ExitStatus, ProfilerInfo, Report, TargetSection},
     stop,
     symbols::symbolize::{AddrSymbolizer, MappingSnapshot},
     top::{self, Live, Screen, snapshot::Snapshots},
@@ -158,7 +158,7 @@ pub(crate) async fn run(plan: &Plan) -> Outcome {
     let summary = report
         .as_ref()
         .filter(|_| session.started.is_some())
-        .map(|r| session.summary(r));
+        .map(families::summary);
     let collected = &session.collected;
     let exit_status = collected
         .exit_status
@@ -457,14 +457,15 @@ impl Session<'_> {
                 .as_secs_f64()
         });
         Report {
-            schema_version: report::SCHEMA_VERSION,
+            schema_version: report::SCHEMA_VERSION.into(),
             profiler: ProfilerInfo {
-                version: env!("CARGO_PKG_VERSION"),
+                version: env!("CARGO_PKG_VERSION").into(),
                 debug_level: self.plan.level,
                 mode: match self.plan.mode {
                     Mode::Attach(_) => "attach",
                     Mode::Run(_) => "run",
-                },
+                }
+                .into(),
                 duration,
                 started_at,
                 end_reason: end_reason.into(),
@@ -489,15 +490,5 @@ impl Session<'_> {
             errors: None,
             warnings: Vec::new(),
         }
-    }
-
-    /// The printed summary: the head, each family's block, the foot.
-    fn summary(&self, report: &Report) -> String {
-        let mut out = text::header(report);
-        for family in &self.families {
-            family.summary(report, &mut out);
-        }
-        text::footer(report, &mut out);
-        out
     }
 }

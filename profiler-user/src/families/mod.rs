@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use crate::{
     family::Family,
     level::{self, FamilyId, Level},
-    report::FamilyStatus,
+    report::{FamilyStatus, Report, text},
 };
 
 /// Family options from the command line.
@@ -42,10 +42,21 @@ pub(crate) struct Options {
     pub cpu: cpu::Options,
 }
 
-/// The families of `selected` that this build has, in the order they attach and print their
-/// summary blocks. The functions family is always there: `--func` adds it at any level, and
-/// without `--func` it is idle. Fails on a bad option (a malformed `--func` or pattern file)
-/// before anything starts.
+/// The order the families are built, attach, and print their blocks of the summary in.
+const ORDER: [FamilyId; 8] = [
+    FamilyId::Process,
+    FamilyId::Functions,
+    FamilyId::Python,
+    FamilyId::Errors,
+    FamilyId::System,
+    FamilyId::Memory,
+    FamilyId::Threads,
+    FamilyId::Cpu,
+];
+
+/// The families of `selected` that this build has, in [`ORDER`]. The functions family is
+/// always there: `--func` adds it at any level, and without `--func` it is idle. Fails on a bad
+/// option (a malformed `--func` or pattern file) before anything starts.
 pub(crate) fn build(
     selected: &[FamilyId],
     options: &Options,
@@ -59,16 +70,7 @@ pub(crate) fn build(
     // Whether the memory family attached its allocator probes: the traced functions then have
     // their calls' memory.
     let allocator_probes = memory::AllocatorProbes::default();
-    for id in [
-        FamilyId::Process,
-        FamilyId::Functions,
-        FamilyId::Python,
-        FamilyId::Errors,
-        FamilyId::System,
-        FamilyId::Memory,
-        FamilyId::Threads,
-        FamilyId::Cpu,
-    ] {
+    for id in ORDER {
         if !selected.contains(&id) && id != FamilyId::Functions {
             continue;
         }
@@ -101,6 +103,36 @@ pub(crate) fn build(
         });
     }
     Ok(families)
+}
+
+/// The printed summary of a run: the head, each family's block in [`ORDER`], the foot. Made
+/// from the report alone, so that the session prints it and `profiler report FILE.json` prints
+/// it again, the same. A family's block reads its own section, which only a family that was
+/// built writes: a family left out has no section and no block (the functions family, always
+/// built, always has its block).
+pub(crate) fn summary(report: &Report) -> String {
+    let mut out = text::header(report);
+    for id in ORDER {
+        summary_block(id, report, &mut out);
+    }
+    text::footer(report, &mut out);
+    out
+}
+
+/// Family `id`'s block of the printed summary (and of the live view), from its section of
+/// `report`: nothing when the report has none.
+pub(crate) fn summary_block(id: FamilyId, report: &Report, out: &mut String) {
+    match id {
+        FamilyId::Functions => functions::summary_block(report, out),
+        FamilyId::Python => python::summary_block(report, out),
+        FamilyId::Errors => errors::summary_block(report, out),
+        FamilyId::System => process::system_summary_block(report, out),
+        FamilyId::Memory => memory::summary_block(report, out),
+        FamilyId::Threads => threads::summary_block(report, out),
+        FamilyId::Cpu => cpu::summary_block(report, out),
+        // The process family's facts are in the head; gpu is not built.
+        FamilyId::Process | FamilyId::Gpu => {}
+    }
 }
 
 /// Each family of the table and what became of it, for the report's `families`: `built` are
@@ -149,8 +181,8 @@ pub(crate) fn statuses(
                 other => other,
             };
             FamilyStatus {
-                name: id.name(),
-                status,
+                name: id.name().into(),
+                status: status.into(),
                 probes,
                 note,
             }
@@ -191,9 +223,64 @@ mod tests {
         fn report(&mut self, _: &mut Report, _: &mut ReportContext<'_>) {}
     }
 
-    fn status(all: &[FamilyStatus], name: &str) -> (&'static str, usize, Option<String>) {
+    fn status<'a>(all: &'a [FamilyStatus], name: &str) -> (&'a str, usize, Option<String>) {
         let s = all.iter().find(|s| s.name == name).expect(name);
-        (s.status, s.probes, s.note.clone())
+        (&s.status, s.probes, s.note.clone())
+    }
+
+    #[test]
+    fn the_summary_is_made_from_the_report_alone_in_the_families_order() {
+        let report = crate::report::tests::sample();
+        let out = summary(&report);
+        // The same text from the report read back from its JSON.
+        let json = serde_json::to_string_pretty(&report).expect("a report serializes");
+        let read: Report = serde_json::from_str(&json).expect("the report reads back");
+        assert_eq!(summary(&read), out);
+        // The head, each family's block in the order they are built, the foot.
+        let heads = [
+            "profiler 0.1.0 · pid 7 · /usr/bin/serve · level full · 0.95 s (target exited)\n",
+            "\nfunction ",
+            "\npython: CPython 3.11.7",
+            "\nerrors: 2 (1 high)\n",
+            "\ncpu 16.5% average, 25.2% peak · rss 1.5 MiB peak\n",
+            "\nmemory: glibc (libc.so.6)",
+            "\nthreads: 1 thread(s)",
+            "\ncpu: 19 sample(s) at 99 Hz",
+            "\noverhead: 70 probes, 886 hits",
+        ];
+        let at: Vec<usize> = heads
+            .iter()
+            .map(|h| out.find(h).unwrap_or_else(|| panic!("no {h:?} in:\n{out}")))
+            .collect();
+        assert!(at.is_sorted(), "{at:?} out of order:\n{out}");
+        assert!(out.ends_with("\nwarning: level full selects families not built yet: gpu\n"));
+        // When the budget detached the allocator probes: its time, from the report's budget.
+        let shed = "\nallocator probes detached at 0.8 s by --max-overhead (scanned then); growth \
+                    attribution continues\n";
+        assert!(out.contains(shed), "{out}");
+        let mut unbudgeted = report;
+        unbudgeted.overhead.budget = None;
+        assert!(!summary(&unbudgeted).contains("allocator probes detached"));
+    }
+
+    #[test]
+    fn a_family_without_its_section_has_no_block() {
+        let full = crate::report::tests::sample();
+        let bare = Report {
+            system: None,
+            errors: None,
+            cpu: None,
+            memory: None,
+            threads: None,
+            python: None,
+            ..full.clone()
+        };
+        // The functions family's block alone: it is always built.
+        let mut expected = text::header(&bare);
+        functions::summary_block(&bare, &mut expected);
+        text::footer(&bare, &mut expected);
+        assert_eq!(summary(&bare), expected);
+        assert_ne!(summary(&full), expected);
     }
 
     #[test]

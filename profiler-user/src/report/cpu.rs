@@ -1,9 +1,11 @@
 //! The `cpu` section: sampled stacks of the target's threads (the `cpu` family; docs/cpu.md).
 
-use serde::Serialize;
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
 
 /// CPU sampling: where the target's threads spent their time on the CPU.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(crate) struct CpuSection {
     /// Samples of the target's threads counted (each one tick of a thread's sampling clock,
     /// which runs while the thread does).
@@ -31,16 +33,19 @@ pub(crate) struct CpuSection {
     pub peak_cpu: f64,
     pub average_cpu: f64,
     /// "increasing", "decreasing", "stable" or "unknown" (fewer than three intervals).
-    pub cpu_trend: &'static str,
+    pub cpu_trend: Cow<'static, str>,
     /// Logical CPUs of the machine.
     pub cpu_cores: usize,
     /// The files written from the samples (`--output`).
     pub outputs: Vec<OutputFile>,
     /// The sampled stacks, folded as in a `.folded` file (the thread first, then the outermost
     /// frame to the innermost), most samples first, at most [`MAX_STACKS`]: what the HTML
-    /// report's flame graph draws.
+    /// report's flame graph draws. Added in 3.1, as `stacks_omitted_samples`: empty when a 3.0
+    /// report is read.
+    #[serde(default)]
     pub stacks: Vec<FoldedStack>,
     /// Samples of the stacks left out of `stacks` by that bound.
+    #[serde(default)]
     pub stacks_omitted_samples: u64,
 }
 
@@ -48,7 +53,7 @@ pub(crate) struct CpuSection {
 pub(crate) const MAX_STACKS: usize = 5000;
 
 /// One distinct folded stack and its samples.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct FoldedStack {
     /// `name-tid` of the thread, then the frames, outermost first, named as in `.folded`.
     pub frames: Vec<String>,
@@ -56,7 +61,7 @@ pub(crate) struct FoldedStack {
 }
 
 /// Samples whose user walk ended before the stack's start, by why.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct UnwindFailures {
     /// No unwind table covered a pc, and the frame pointer did not lead on.
     pub no_table: u64,
@@ -80,7 +85,7 @@ pub(crate) struct UnwindFailures {
 }
 
 /// How many frames each way of unwinding produced.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct FrameCounts {
     /// By an unwind table's row.
     pub by_table: u64,
@@ -100,7 +105,7 @@ pub(crate) struct FrameCounts {
 }
 
 /// The unwind tables.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub(crate) struct TablesInfo {
     /// Objects with a table loaded.
     pub objects: usize,
@@ -117,7 +122,7 @@ pub(crate) struct TablesInfo {
 }
 
 /// One function's share of the samples.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct FunctionShare {
     pub function: String,
     /// File name of the module, or "[kernel]".
@@ -132,7 +137,7 @@ pub(crate) struct FunctionShare {
 }
 
 /// One thread's samples and CPU use.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct ThreadCpu {
     pub tid: u32,
     pub name: String,
@@ -144,13 +149,13 @@ pub(crate) struct ThreadCpu {
     pub current_cpu: f64,
     pub peak_cpu: f64,
     pub average_cpu: f64,
-    pub cpu_trend: &'static str,
+    pub cpu_trend: Cow<'static, str>,
 }
 
 /// A file written from the samples.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct OutputFile {
     /// "folded", "svg", "pprof" or "speedscope".
-    pub format: &'static str,
+    pub format: Cow<'static, str>,
     pub path: String,
 }

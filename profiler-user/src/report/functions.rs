@@ -1,10 +1,12 @@
 //! The `functions` section: one profile per traced function.
 
-use serde::Serialize;
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
 
 use super::Frame;
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(crate) struct Percentiles {
     pub p50: f64,
     pub p90: f64,
@@ -13,21 +15,21 @@ pub(crate) struct Percentiles {
 
 /// One bucket of a function's duration histogram: the timed calls that took from `low` up to
 /// `high` seconds.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct HistBucket {
     pub low: f64,
     pub high: f64,
     pub count: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct ThreadBreakdown {
     pub tid: u32,
     pub calls: u64,
     pub total_time: f64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Caller {
     /// The calling function and the return address in it.
     #[serde(flatten)]
@@ -36,7 +38,7 @@ pub(crate) struct Caller {
     pub calls: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct CallStack {
     /// Innermost first: the traced function's caller, its caller, ...
     pub frames: Vec<Frame>,
@@ -45,14 +47,14 @@ pub(crate) struct CallStack {
 }
 
 /// Where a function's probes sit and what they cost.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(crate) struct ProbeSite {
     /// Offset of the entry probe from the function's address.
     pub offset: u64,
     /// The instruction the entry probe sits on.
     pub instruction: String,
     /// "emulated" (the kernel runs the instruction itself: cheap) or "single_stepped".
-    pub class: &'static str,
+    pub class: Cow<'static, str>,
     pub reason: String,
     /// Entry and return probe hits.
     pub hits: u64,
@@ -61,7 +63,7 @@ pub(crate) struct ProbeSite {
 }
 
 /// A function a `--func` matched that is not traced, and why.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct SkippedFunction {
     pub function_name: String,
     pub module: String,
@@ -73,7 +75,7 @@ pub(crate) struct SkippedFunction {
 }
 
 /// The profile of one traced function. Times in seconds.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(crate) struct FunctionProfile {
     /// Demangled name, without the module.
     pub function_name: String,
@@ -105,7 +107,8 @@ pub(crate) struct FunctionProfile {
     pub probe_hits_within: u64,
     pub percentiles: Percentiles,
     /// The timed calls' durations, from the kernel's log-linear histogram: its non-empty
-    /// buckets, shortest first.
+    /// buckets, shortest first. Added in 3.1: empty when a 3.0 report is read.
+    #[serde(default)]
     pub histogram: Vec<HistBucket>,
     /// Calls still running when profiling stopped (not counted in the times).
     pub in_flight: u64,
@@ -127,7 +130,7 @@ pub(crate) struct FunctionProfile {
 
 /// A traced function's memory, over its calls that returned while profiled (callees included:
 /// an allocation counts for every traced call in progress on its thread). Bytes.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub(crate) struct FunctionMemory {
     /// Blocks allocated within the calls, and their bytes.
     pub allocations: u64,

@@ -1,16 +1,18 @@
 //! The `memory` section: allocations, the resident set and leaks.
 
-use serde::Serialize;
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
 
 use super::Frame;
 
 /// What the target holds, what it allocates and what it leaks. Bytes are bytes, times seconds,
 /// rates bytes per second (see docs/memory.md).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct MemorySection {
     /// `exact` (the allocator probed: every block, its site and the leak scan) or `growth`
     /// (only where resident memory grew).
-    pub mode: &'static str,
+    pub mode: Cow<'static, str>,
     /// The allocator the target's `malloc` resolves to (the first of `allocators`); null when
     /// none was found (`no_allocator` says why).
     pub allocator: Option<AllocatorInfo>,
@@ -26,7 +28,7 @@ pub(crate) struct MemorySection {
     pub virtual_memory: u64,
     /// "increasing", "stable" or "decreasing" (a least-squares fit of the resident set over the
     /// samples), or "unknown" with fewer than three samples.
-    pub memory_trend: &'static str,
+    pub memory_trend: Cow<'static, str>,
     /// Slope of that fit, bytes per second.
     pub memory_trend_slope: f64,
     /// /proc samples taken, and their interval in seconds.
@@ -41,7 +43,7 @@ pub(crate) struct MemorySection {
 }
 
 /// The pages the target was given while profiled.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(crate) struct GrowthSummary {
     /// Write faults: a page given at first touch of anonymous memory, or copied on write.
     pub faults: u64,
@@ -56,7 +58,7 @@ pub(crate) struct GrowthSummary {
 }
 
 /// One site of new resident memory.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct GrowthSite {
     /// The function charged (as for allocation sites: the allocator's module and wrappers
     /// skipped, so a fault in `memset` or in `malloc` is charged to its caller).
@@ -67,24 +69,24 @@ pub(crate) struct GrowthSite {
     /// Least-squares slope of its bytes over the run, bytes per second.
     pub growth: f64,
     /// `growing` or `flat` (the growth verdict of docs/memory.md).
-    pub trend: &'static str,
+    pub trend: Cow<'static, str>,
     /// Its bytes over the run: (seconds since the start, bytes), at most 32 points.
     pub series: Vec<(f64, u64)>,
     /// The faulting instruction first, then the frames above it.
     pub stack: Vec<Frame>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct AllocatorInfo {
     /// "glibc", "musl", "jemalloc", "tcmalloc", "mimalloc" or "unknown".
-    pub name: &'static str,
+    pub name: Cow<'static, str>,
     /// File name of the module that defines it.
     pub module: String,
     pub path: String,
     pub functions: Vec<AllocatorFunction>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct AllocatorFunction {
     pub name: String,
     /// Calls while profiled (nested calls from inside the allocator included).
@@ -92,7 +94,7 @@ pub(crate) struct AllocatorFunction {
     /// Offset of the probe from the function's address, and how the kernel runs the
     /// instruction there ("emulated" or "single_stepped").
     pub probe_offset: u64,
-    pub probe_class: &'static str,
+    pub probe_class: Cow<'static, str>,
     /// The instruction at the probe and why the probe is there.
     pub probe_instruction: String,
     pub probe_reason: String,
@@ -103,7 +105,7 @@ pub(crate) struct AllocatorFunction {
 }
 
 /// Allocations made while profiled (blocks from before are unknown).
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(crate) struct AllocationSummary {
     /// Blocks allocated, and their bytes (as asked for).
     pub allocations: u64,
@@ -129,7 +131,7 @@ pub(crate) struct AllocationSummary {
     pub top_sites: Vec<SiteAllocations>,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(crate) struct FunctionAllocations {
     /// The first function on the stack outside the allocator and allocation wrappers.
     pub function: String,
@@ -142,7 +144,7 @@ pub(crate) struct FunctionAllocations {
     pub outstanding_bytes: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct SiteAllocations {
     pub function: String,
     pub allocations: u64,
@@ -155,11 +157,11 @@ pub(crate) struct SiteAllocations {
     pub stack: Vec<Frame>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct LeakDetection {
     /// How the verdict was reached: `reachability` (a scan of the stopped target) or `growth`
     /// (the shape of each site's outstanding bytes, where no scan could run or finish).
-    pub method: &'static str,
+    pub method: Cow<'static, str>,
     /// Whether anything was lost: bytes definitely or indirectly lost (`reachability`), or a
     /// growing site (`growth`).
     pub detected: bool,
@@ -183,7 +185,7 @@ pub(crate) struct LeakDetection {
 }
 
 /// Bytes and blocks.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Tally {
     pub bytes: u64,
     pub count: u64,
@@ -204,10 +206,10 @@ impl std::ops::AddAssign for Tally {
 }
 
 /// One reachability scan: when, why, what it cost the target, and what it found.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct LeakScan {
     /// `end`, `exit`, `budget` or `interval`.
-    pub trigger: &'static str,
+    pub trigger: Cow<'static, str>,
     /// Seconds since the start of profiling.
     pub at: f64,
     /// Seconds the target was stopped.
@@ -231,7 +233,7 @@ pub(crate) struct LeakScan {
     pub reachable: Tally,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct LeakThresholds {
     /// `--leak-min-growth`, bytes per second.
     pub min_growth: f64,
@@ -239,13 +241,13 @@ pub(crate) struct LeakThresholds {
     pub warmup: f64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct LeakSite {
     /// `definitely_lost`, `indirectly_lost` or `reachable` (the worst of its blocks) under
     /// `reachability`; `growing` or `flat` under `growth`.
-    pub verdict: &'static str,
+    pub verdict: Cow<'static, str>,
     /// The growth verdict, a second opinion: `growing` or `flat`.
-    pub trend: &'static str,
+    pub trend: Cow<'static, str>,
     /// Its scanned blocks by verdict (under `reachability`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub definitely_lost: Option<Tally>,

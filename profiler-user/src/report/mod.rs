@@ -1,6 +1,12 @@
 //! The report model: one serde type, versioned (see docs/report-schema.md), and its renderers.
 //!
 //! A leaf: analyzers build these types and renderers read them; the model imports neither.
+//!
+//! The model reads back what it wrote (`profiler report FILE.json`: [`json::read`]), into the
+//! same values. Its words from a fixed vocabulary (a status, a trend, a kind, the version) are
+//! `Cow<'static, str>`: the profiler's own constants, borrowed, when a run builds the report,
+//! and owned strings when a file is read, so reading leaks nothing and takes any word a later
+//! minor version may add.
 
 pub(crate) mod cpu;
 pub(crate) mod errors;
@@ -10,12 +16,14 @@ pub(crate) mod json;
 pub(crate) mod memory;
 pub(crate) mod profile;
 pub(crate) mod python;
+#[cfg(test)]
+pub(crate) mod tests;
 pub(crate) mod text;
 pub(crate) mod threads;
 
-use std::collections::BTreeMap;
+use std::{borrow::Cow, collections::BTreeMap};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{level::Level, linux};
 
@@ -28,9 +36,9 @@ pub(crate) use threads::ThreadsSection;
 /// added, the major version when a field changes meaning or goes away.
 pub(crate) const SCHEMA_VERSION: &str = "3.2";
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(crate) struct Report {
-    pub schema_version: &'static str,
+    pub schema_version: Cow<'static, str>,
     pub profiler: ProfilerInfo,
     pub target: TargetSection,
     /// The processes seen: the target first, then the children it started while profiled, in
@@ -65,12 +73,12 @@ pub(crate) struct Report {
     pub warnings: Vec<String>,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(crate) struct ProfilerInfo {
-    pub version: &'static str,
+    pub version: Cow<'static, str>,
     pub debug_level: Level,
     /// "attach" or "run".
-    pub mode: &'static str,
+    pub mode: Cow<'static, str>,
     /// Seconds from the probes being attached to the end of profiling.
     pub duration: f64,
     /// Unix time (seconds) when profiling started.
@@ -79,7 +87,7 @@ pub(crate) struct ProfilerInfo {
     pub end_reason: String,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(crate) struct TargetSection {
     pub pid: i32,
     pub exe: String,
@@ -91,7 +99,7 @@ pub(crate) struct TargetSection {
 }
 
 /// One process of the target's tree.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct ProcessEntry {
     pub pid: u32,
     /// Its parent's pid (None: unknown).
@@ -113,7 +121,7 @@ pub(crate) struct ProcessEntry {
     pub exited_at: Option<f64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct ExitStatus {
     /// The exit code, when the target exited normally.
     pub code: Option<i32>,
@@ -149,18 +157,18 @@ impl ExitStatus {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct FamilyStatus {
-    pub name: &'static str,
+    pub name: Cow<'static, str>,
     /// "attached", "not_selected", "not_available" (not in this build), "idle" (selected but
     /// given nothing to do) or "failed".
-    pub status: &'static str,
+    pub status: Cow<'static, str>,
     pub probes: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(crate) struct Overhead {
     pub probes_attached: usize,
     pub probe_hits: u64,
@@ -182,12 +190,12 @@ pub(crate) struct Overhead {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub budget: Option<BudgetSection>,
     /// What the kernel side could not record, by counter (zero counters left out).
-    pub lost: BTreeMap<&'static str, u64>,
+    pub lost: BTreeMap<Cow<'static, str>, u64>,
     /// Things that are not losses but explain numbers (calls before attach, abandoned calls).
-    pub notes: BTreeMap<&'static str, u64>,
+    pub notes: BTreeMap<Cow<'static, str>, u64>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct BudgetSection {
     /// The budget, percent slowdown.
     pub max_percent: f64,
@@ -195,7 +203,7 @@ pub(crate) struct BudgetSection {
     pub detached: Vec<Detached>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Detached {
     pub function: String,
     /// Seconds after profiling started.
@@ -204,7 +212,7 @@ pub(crate) struct Detached {
     pub window_slowdown_percent: f64,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(crate) struct CostModel {
     pub emulated_entry_ns: f64,
     pub single_stepped_entry_ns: f64,
@@ -213,11 +221,11 @@ pub(crate) struct CostModel {
     /// within the call's measured time, ns.
     pub in_call_ns: f64,
     /// "calibrated" (measured on this machine at start-up) or "default".
-    pub source: &'static str,
+    pub source: Cow<'static, str>,
 }
 
 /// Process CPU and memory sampled from /proc.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(crate) struct SystemSection {
     /// Sampling interval, seconds.
     pub interval: f64,
@@ -234,7 +242,9 @@ pub(crate) struct SystemSection {
     /// The machine the target ran on.
     pub machine: Machine,
     /// CPU and resident set over time, at most [`TIMELINE_POINTS`] + 1 points (samples evenly
-    /// thinned on a long run): what the HTML report's charts draw.
+    /// thinned on a long run): what the HTML report's charts draw. Added in 3.1: empty when a
+    /// 3.0 report is read.
+    #[serde(default)]
     pub timeline: Vec<SystemPoint>,
 }
 
@@ -242,7 +252,7 @@ pub(crate) struct SystemSection {
 pub(crate) const TIMELINE_POINTS: usize = 1000;
 
 /// One point of `system.timeline`.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub(crate) struct SystemPoint {
     /// Seconds since profiling started.
     pub at: f64,
@@ -253,7 +263,7 @@ pub(crate) struct SystemPoint {
 }
 
 /// Facts about the machine (from sysinfo).
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Machine {
     /// Logical CPUs.
     pub cores: usize,
@@ -268,7 +278,7 @@ pub(crate) struct Machine {
 }
 
 /// One frame of a symbolized stack.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Frame {
     /// Demangled function name, or `??` when unknown.
     pub function: String,

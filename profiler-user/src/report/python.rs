@@ -1,11 +1,13 @@
 //! The `python` section: the interpreter found in the target, how its frames were walked, and
 //! the exceptions it raised, counted exactly per (type, raising line).
 
-use serde::Serialize;
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
 
 use super::Frame;
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub(crate) struct PythonSection {
     /// The interpreter: null when the target is not CPython, or runs a version whose frames are
     /// not walked (`unsupported` then says which).
@@ -23,7 +25,7 @@ pub(crate) struct PythonSection {
 
 /// Blocks of `PyObject_Malloc`, `_Calloc` and `_Realloc` per Python line, tracked until
 /// `PyObject_Free`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub(crate) struct AllocationStats {
     /// The probes, as for the exceptions.
     pub probes: Vec<ProbeSite>,
@@ -49,11 +51,11 @@ pub(crate) struct AllocationStats {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub partial: Option<String>,
     /// What the numbers mean, and do not.
-    pub note: &'static str,
+    pub note: Cow<'static, str>,
 }
 
 /// The blocks allocated at one Python line.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub(crate) struct AllocSite {
     pub function: String,
     pub file: Option<String>,
@@ -70,7 +72,7 @@ pub(crate) struct AllocSite {
     pub stack: Vec<Frame>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub(crate) struct InterpreterInfo {
     /// The object that holds the interpreter (the executable, or `libpython3.X.so`).
     pub path: String,
@@ -85,7 +87,7 @@ pub(crate) struct InterpreterInfo {
     pub uncaught_probes: Vec<ProbeSite>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub(crate) struct ProbeSite {
     pub function: String,
     /// The instruction the probe is on, and its cost class (`emulated`: about 1 µs a hit;
@@ -95,7 +97,7 @@ pub(crate) struct ProbeSite {
 }
 
 /// How the Python stacks were walked (in CPU samples and at raises).
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub(crate) struct WalkStats {
     /// Python stacks walked, and their frames.
     pub stacks: u64,
@@ -114,7 +116,7 @@ pub(crate) struct WalkStats {
     pub stack_map_full: u64,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub(crate) struct ExceptionStats {
     /// Exceptions raised, counted exactly (every `_PyErr_SetObject`, caught or not).
     pub raised: u64,
@@ -134,7 +136,7 @@ pub(crate) struct ExceptionStats {
 }
 
 /// An exception type raised at one line.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub(crate) struct RaiseSite {
     /// The type's name (`KeyError`, `mymodule.MyError`).
     pub exception: String,

@@ -1,5 +1,5 @@
 //! The printed summary's head and foot (target, what profiling cost) and its units. Each
-//! family writes its own block in between (`Family::summary`).
+//! family writes its own block in between, from its section (`families::summary`).
 
 use std::{fmt::Write, ops::Range};
 

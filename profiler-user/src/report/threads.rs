@@ -2,11 +2,13 @@
 //! them, and deadlocks (potential, from the lock order; live, from the wait-for graph). Times are
 //! seconds.
 
-use serde::Serialize;
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
 
 use super::Frame;
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(crate) struct ThreadsSection {
     /// Blocks shorter than this (seconds) are counted, not stacked (`--min-block`).
     pub min_block: f64,
@@ -24,7 +26,7 @@ pub(crate) struct ThreadsSection {
     pub deadlocks: Deadlocks,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(crate) struct LockProbes {
     pub attached: bool,
     /// The libc whose lock functions are probed.
@@ -36,13 +38,13 @@ pub(crate) struct LockProbes {
     pub note: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct LockFunction {
     pub name: String,
     /// Offset of the probe from the function's address, how the kernel runs the instruction
     /// there ("emulated" or "single_stepped"), the instruction and why the probe is there.
     pub probe_offset: u64,
-    pub probe_class: &'static str,
+    pub probe_class: Cow<'static, str>,
     pub probe_instruction: String,
     pub probe_reason: String,
     /// Entry probe hits (of every function of its kind: `pthread_mutex_timedlock` and
@@ -52,7 +54,7 @@ pub(crate) struct LockFunction {
     pub estimated_cost: f64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct ThreadEntry {
     pub tid: u32,
     pub name: String,
@@ -80,7 +82,7 @@ pub(crate) struct ThreadEntry {
 }
 
 /// Blocked time by reason, seconds.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(crate) struct BlockedBreakdown {
     /// In `futex(2)`: locks, condition variables, parking.
     pub lock: f64,
@@ -89,28 +91,28 @@ pub(crate) struct BlockedBreakdown {
     pub other: f64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct BlockingStack {
     /// "lock", "io", "sleep" or "other".
-    pub reason: &'static str,
+    pub reason: Cow<'static, str>,
     pub count: u64,
     pub total_time: f64,
     pub max_time: f64,
     pub stack: Vec<Frame>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct LockEntry {
     /// Hex address in the target.
     pub address: String,
     /// "pthread_mutex", "rwlock" or "futex".
-    pub kind: &'static str,
+    pub kind: Cow<'static, str>,
     /// The static it is (`symbol+offset`), when it is one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub symbol: Option<String>,
     /// Where it was allocated, when it is on the heap and the memory family ran (and still
     /// tracked its block at the end): the allocation's stack.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub allocated_at: Vec<Frame>,
     /// Acquisitions through the probed functions (null for a futex-only lock: not seen).
     pub acquisitions: Option<u64>,
@@ -132,13 +134,13 @@ pub(crate) struct LockEntry {
     pub top_waiting_stacks: Vec<WaitingStack>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Holder {
     pub tid: u32,
     pub thread: String,
     /// "owner_field" (read from the lock when the waiter arrived) or "waker" (the thread whose
     /// wake-up released the waiter).
-    pub evidence: &'static str,
+    pub evidence: Cow<'static, str>,
     /// Waits it caused, and their time.
     pub waits: u64,
     pub wait_time: f64,
@@ -146,7 +148,7 @@ pub(crate) struct Holder {
     pub stack: Vec<Frame>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct WaitingStack {
     pub count: u64,
     pub total_time: f64,
@@ -156,17 +158,17 @@ pub(crate) struct WaitingStack {
 
 /// Futex waits that are not contention: a condition variable or thread parking, told by the
 /// waiting stack's frames.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct WaitSite {
     /// "condvar" or "park".
-    pub kind: &'static str,
+    pub kind: Cow<'static, str>,
     pub address: String,
     pub waits: u64,
     pub wait_time: f64,
     pub stack: Vec<Frame>,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(crate) struct Deadlocks {
     /// Lock-order cycles: each edge "held `from`, then took `to`", with both stacks.
     pub potential: Vec<PotentialDeadlock>,
@@ -174,19 +176,19 @@ pub(crate) struct Deadlocks {
     pub live: Vec<LiveDeadlock>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct PotentialDeadlock {
     /// The locks of the cycle, in order (hex addresses).
     pub locks: Vec<String>,
     pub edges: Vec<LockOrderEdge>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct LockOrderEdge {
     pub from: String,
     pub to: String,
-    pub from_kind: &'static str,
-    pub to_kind: &'static str,
+    pub from_kind: Cow<'static, str>,
+    pub to_kind: Cow<'static, str>,
     /// The thread that first took them in this order, and how often it happened.
     pub tid: u32,
     pub thread: String,
@@ -196,17 +198,17 @@ pub(crate) struct LockOrderEdge {
     pub to_stack: Vec<Frame>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct LiveDeadlock {
     /// Seconds into profiling when it was found.
     pub detected_at: f64,
     /// How it was seen: "attach" (built from /proc and the target's memory when profiling
     /// began) or "probes" (the waits the probes saw).
-    pub found_by: &'static str,
+    pub found_by: Cow<'static, str>,
     pub threads: Vec<DeadlockedThread>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct DeadlockedThread {
     pub tid: u32,
     pub name: String,
@@ -215,10 +217,10 @@ pub(crate) struct DeadlockedThread {
     pub waits_for: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub waits_for_symbol: Option<String>,
-    pub lock_kind: &'static str,
+    pub lock_kind: Cow<'static, str>,
     pub held_by: u32,
     /// "owner_field" (read from the lock in the target's memory) or "waker".
-    pub evidence: &'static str,
+    pub evidence: Cow<'static, str>,
     /// Seconds it had been seen waiting when the cycle was reported.
     pub waiting_for: f64,
     /// Its stack where it waits.
@@ -229,7 +231,7 @@ pub(crate) struct DeadlockedThread {
 }
 
 /// Per traced function, when the threads family ran beside the functions family.
-#[derive(Debug, Clone, Copy, Default, Serialize)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
 pub(crate) struct FunctionCpuSplit {
     /// On-CPU and off-CPU time inside the timed calls, seconds.
     pub on_cpu_time: f64,

@@ -17,6 +17,7 @@ use aya::Ebpf;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
 use crate::{
+    families,
     family::Family,
     report::{Detached, Report},
     symbols::symbolize::MappingSnapshot,
@@ -78,7 +79,7 @@ impl Live {
         let mut blocks = HashMap::new();
         for family in families.iter() {
             let mut out = String::new();
-            family.summary(&report, &mut out);
+            families::summary_block(family.id(), &report, &mut out);
             blocks.insert(family.id(), out);
         }
         let rates = self.rates(&report);

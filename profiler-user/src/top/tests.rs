@@ -41,8 +41,8 @@ fn function(name: &str, calls: u64, total: f64, p99: f64) -> FunctionProfile {
 
 fn status(name: &'static str, status: &'static str) -> FamilyStatus {
     FamilyStatus {
-        name,
-        status,
+        name: name.into(),
+        status: status.into(),
         probes: 3,
         note: None,
     }

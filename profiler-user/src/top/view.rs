@@ -552,7 +552,7 @@ fn overhead(frame: &mut Frame<'_>, area: Rect, report: &Report, state: &ViewStat
     }
     lines.push(Line::from(""));
     for f in &report.families {
-        let color = match f.status {
+        let color = match &*f.status {
             "attached" => Color::Green,
             "failed" => Color::Red,
             _ => DIM,

@@ -266,7 +266,7 @@ fn threads(stacked: &[Stacked], total: u64) -> Vec<ThreadCpu> {
             current_cpu: 0.0,
             peak_cpu: 0.0,
             average_cpu: 0.0,
-            cpu_trend: "unknown",
+            cpu_trend: "unknown".into(),
         })
         .collect();
     out.sort_by(|a, b| b.samples.cmp(&a.samples).then(a.tid.cmp(&b.tid)));

@@ -414,11 +414,12 @@ impl Family for Cpu {
         }
         self.kernel_symbols = Some(ksyms);
     }
+}
 
-    fn summary(&self, report: &Report, out: &mut String) {
-        if let Some(c) = &report.cpu {
-            summary(out, c);
-        }
+/// The family's block of the printed summary (see `families::summary`).
+pub(crate) fn summary_block(report: &Report, out: &mut String) {
+    if let Some(c) = &report.cpu {
+        summary(out, c);
     }
 }
 
@@ -482,7 +483,7 @@ impl Cpu {
         section.current_cpu = usage.current;
         section.peak_cpu = usage.peak;
         section.average_cpu = usage.average;
-        section.cpu_trend = usage.trend;
+        section.cpu_trend = usage.trend.into();
         // The system family's count (it reports first), or the same count made here.
         section.cpu_cores = report.system.as_ref().map_or_else(
             || crate::families::process::machine().cores,
@@ -492,7 +493,7 @@ impl Cpu {
             if let Some(points) = self.thread_cpu.get(&t.tid) {
                 let u = analyze::usage(points);
                 (t.current_cpu, t.peak_cpu, t.average_cpu, t.cpu_trend) =
-                    (u.current, u.peak, u.average, u.trend);
+                    (u.current, u.peak, u.average, u.trend.into());
             }
         }
         let profile = profile_of(&stacked, self.pid, self.options.frequency, ctx.duration);
@@ -510,7 +511,7 @@ impl Cpu {
         for path in &self.options.outputs {
             match crate::report::profile::write_output(path, profile) {
                 Ok(format) => section.outputs.push(OutputFile {
-                    format: format.name(),
+                    format: format.name().into(),
                     path: path.display().to_string(),
                 }),
                 Err(e) => warnings.push(format!("cpu: cannot write {}: {e:#}", path.display())),

@@ -334,14 +334,15 @@ impl Family for Errors {
         }
         report.errors = Some(section);
     }
+}
 
-    fn summary(&self, report: &Report, out: &mut String) {
-        if let Some(errors) = &report.errors {
+/// The family's block of the printed summary (see `families::summary`).
+pub(crate) fn summary_block(report: &Report, out: &mut String) {
+    if let Some(errors) = &report.errors {
+        out.push('\n');
+        for line in analyze::summary_lines(errors) {
+            out.push_str(&line);
             out.push('\n');
-            for line in analyze::summary_lines(errors) {
-                out.push_str(&line);
-                out.push('\n');
-            }
         }
     }
 }

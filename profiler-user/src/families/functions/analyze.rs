@@ -366,7 +366,7 @@ pub(crate) fn meta_of(name: &str, address: u64) -> FunctionMeta {
         site: ProbeSite {
             offset: 0,
             instruction: "push rbp".into(),
-            class: "emulated",
+            class: "emulated".into(),
             reason: String::new(),
             hits: 0,
             estimated_cost: 0.0,

@@ -192,7 +192,7 @@ impl Functions {
                 site: ProbeSite {
                     offset: p.offset,
                     instruction: p.instruction.clone(),
-                    class: p.class.name(),
+                    class: p.class.name().into(),
                     reason: p.reason.clone(),
                     hits: 0,
                     estimated_cost: 0.0,
@@ -421,27 +421,27 @@ impl Family for Functions {
         // `skipped_functions` all the same.
         self.write_section(raw, report, ctx);
     }
+}
 
-    fn summary(&self, report: &Report, out: &mut String) {
-        summary(&report.functions, SUMMARY_TOP, out);
-        for s in report.skipped_functions.iter().take(SUMMARY_TOP) {
-            let _ = writeln!(
-                out,
-                "not traced: {} ({}): {}",
-                s.function_name, s.module, s.reason
-            );
-        }
-        if report.skipped_functions.len() > SUMMARY_TOP {
-            let more = report.skipped_functions.len() - SUMMARY_TOP;
-            let _ = writeln!(out, "… and {more} more not traced, in the JSON report");
-        }
+/// The family's block of the printed summary (see `families::summary`).
+pub(crate) fn summary_block(report: &Report, out: &mut String) {
+    summary(&report.functions, SUMMARY_TOP, out);
+    for s in report.skipped_functions.iter().take(SUMMARY_TOP) {
+        let _ = writeln!(
+            out,
+            "not traced: {} ({}): {}",
+            s.function_name, s.module, s.reason
+        );
+    }
+    if report.skipped_functions.len() > SUMMARY_TOP {
+        let more = report.skipped_functions.len() - SUMMARY_TOP;
+        let _ = writeln!(out, "… and {more} more not traced, in the JSON report");
     }
 }
 
 /// Skipped functions named in the warning.
 const WARNING_NAMES: usize = 5;
 
-/// The warning that says which matched functions are not traced.
 /// A function's on-CPU split, when the threads family timed its calls' CPU.
 fn cpu_split(c: &profiler_common::functions::FuncCpu) -> Option<FunctionCpuSplit> {
     (c.calls > 0).then(|| FunctionCpuSplit {
@@ -452,6 +452,7 @@ fn cpu_split(c: &profiler_common::functions::FuncCpu) -> Option<FunctionCpuSplit
     })
 }
 
+/// The warning that says which matched functions are not traced.
 fn skipped_warning(skipped: &[SkippedFunction]) -> String {
     let mut names: Vec<&str> = skipped
         .iter()

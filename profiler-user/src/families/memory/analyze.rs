@@ -347,7 +347,7 @@ fn growth_sites(
                 bytes: g.pages * PAGE_SIZE,
                 pages: g.pages,
                 growth,
-                trend: trend.name(),
+                trend: trend.name().into(),
                 series,
                 stack: g.frames.clone(),
             }
@@ -462,8 +462,8 @@ pub(crate) fn analyze(input: MemoryInput) -> MemorySection {
             None => trend.name(),
         };
         leak_sites.push(LeakSite {
-            verdict,
-            trend: trend.name(),
+            verdict: verdict.into(),
+            trend: trend.name().into(),
             definitely_lost: verdicts.map(|v| v.definitely_lost),
             indirectly_lost: verdicts.map(|v| v.indirectly_lost),
             reachable: verdicts.map(|v| v.reachable),
@@ -503,8 +503,8 @@ pub(crate) fn analyze(input: MemoryInput) -> MemorySection {
         (sum(true), sum(false))
     };
     leak_sites.sort_by(|a, b| {
-        rank(a.verdict)
-            .cmp(&rank(b.verdict))
+        rank(&a.verdict)
+            .cmp(&rank(&b.verdict))
             .then(lost_bytes(b).cmp(&lost_bytes(a)))
             .then(b.bytes.cmp(&a.bytes))
             .then(b.count.cmp(&a.count))
@@ -583,7 +583,7 @@ pub(crate) fn analyze(input: MemoryInput) -> MemorySection {
         .max()
         .unwrap_or(0);
     MemorySection {
-        mode: if input.exact { "exact" } else { "growth" },
+        mode: if input.exact { "exact" } else { "growth" }.into(),
         growth,
         growth_sites,
         allocator: input.allocators.first().cloned(),
@@ -592,13 +592,13 @@ pub(crate) fn analyze(input: MemoryInput) -> MemorySection {
         current_memory: last.rss,
         peak_memory,
         virtual_memory: last.vms,
-        memory_trend,
+        memory_trend: memory_trend.into(),
         memory_trend_slope,
         samples: input.samples.len(),
         interval: input.interval,
         allocations: summary,
         memory_leak_detection: LeakDetection {
-            method: if by_reach { "reachability" } else { "growth" },
+            method: if by_reach { "reachability" } else { "growth" }.into(),
             detected,
             definitely_lost: totals.definitely_lost,
             indirectly_lost: totals.indirectly_lost,
@@ -794,7 +794,7 @@ mod tests {
         cache.series = series(2.0, |_| 4096);
         let input = MemoryInput {
             allocators: vec![AllocatorInfo {
-                name: "glibc",
+                name: "glibc".into(),
                 module: libc.clone(),
                 path: "/lib/libc.so.6".into(),
                 functions: Vec::new(),
@@ -826,7 +826,7 @@ mod tests {
         assert_eq!(d.sites[1].verdict, "flat");
         assert_eq!(d.sites[1].function, "make_cache");
         assert_eq!((d.leaked_bytes, d.retained_bytes), (7 * 48, 4096));
-        assert_eq!(m.allocator.as_ref().map(|a| a.name), Some("glibc"));
+        assert_eq!(m.allocator.as_ref().map(|a| &*a.name), Some("glibc"));
     }
 
     #[test]
@@ -897,7 +897,7 @@ mod tests {
         let order: Vec<(&str, &str, &str)> = d
             .sites
             .iter()
-            .map(|s| (s.function.as_str(), s.verdict, s.trend))
+            .map(|s| (s.function.as_str(), &*s.verdict, &*s.trend))
             .collect();
         assert_eq!(
             order,

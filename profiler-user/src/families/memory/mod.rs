@@ -146,8 +146,6 @@ pub(crate) struct Memory {
     shed_ns: Option<u64>,
     /// What the probes have cost the target so far, ns (the budget's view).
     live_cost_ns: f64,
-    /// When the allocator probes were shed, seconds since the start (for the summary).
-    shed_at: Option<f64>,
     pid: i32,
     run_mode: bool,
     /// When the probes were attached (CLOCK_MONOTONIC, ns).
@@ -158,6 +156,10 @@ pub(crate) struct Memory {
 
 /// The growth attribution's budget unit (the allocator probes are unit 0).
 const GROWTH_UNIT: usize = 1;
+
+/// The allocator probes' budget unit as `overhead.budget.detached[].function` names it (see
+/// docs/report-schema.md).
+const ALLOCATOR_UNIT: &str = "memory family";
 
 /// Most scans listed in the report (`--leak-check-every` over a long run): the oldest go first.
 const MAX_SCANS: usize = 1000;
@@ -182,7 +184,6 @@ impl Memory {
             links: None,
             shed_ns: None,
             live_cost_ns: 0.0,
-            shed_at: None,
             pid: 0,
             run_mode: false,
             scans: Vec::new(),
@@ -450,7 +451,7 @@ impl Family for Memory {
         if unit == GROWTH_UNIT {
             "memory growth attribution".into()
         } else {
-            "memory family".into()
+            ALLOCATOR_UNIT.into()
         }
     }
 
@@ -530,7 +531,6 @@ impl Family for Memory {
             // The allocator probes were detached part-way: the section covers the run up to then.
             let seen = shed_ns.saturating_sub(ctx.start_ktime_ns) as f64 * 1e-9;
             duration = duration.min(seen);
-            self.shed_at = Some(seen);
             report.warnings.push(format!(
                 "memory: the allocator probes were detached after {seen:.1} s to stay within \
                  --max-overhead; the memory section covers the run up to then"
@@ -544,7 +544,7 @@ impl Family for Memory {
             .allocators
             .iter()
             .map(|a| AllocatorInfo {
-                name: a.name,
+                name: a.name.into(),
                 module: a.module.file_name(),
                 path: a.module.path.display().to_string(),
                 functions: Vec::new(),
@@ -558,7 +558,7 @@ impl Family for Memory {
                     name: function.name.clone(),
                     calls: n,
                     probe_offset: function.placement.offset,
-                    probe_class: function.placement.class.name(),
+                    probe_class: function.placement.class.name().into(),
                     probe_instruction: function.placement.instruction.clone(),
                     probe_reason: function.placement.reason.clone(),
                     hits: load.hits,
@@ -725,18 +725,28 @@ impl Family for Memory {
         self.loss_warnings(&mut report.warnings);
         report.memory = Some(section);
     }
+}
 
-    fn summary(&self, report: &Report, out: &mut String) {
-        if let Some(memory) = &report.memory {
-            summary(out, memory, self.shed_at);
-        }
+/// The family's block of the printed summary (see `families::summary`). When the overhead
+/// budget detached the allocator probes, the block says when: the budget's decision, as
+/// `overhead.budget.detached` (and stderr at the time) give it.
+pub(crate) fn summary_block(report: &Report, out: &mut String) {
+    if let Some(memory) = &report.memory {
+        let shed_at = report
+            .overhead
+            .budget
+            .iter()
+            .flat_map(|b| &b.detached)
+            .find(|d| d.function == ALLOCATOR_UNIT)
+            .map(|d| d.at);
+        summary(out, memory, shed_at);
     }
 }
 
 /// A scan as the report lists it.
 fn leak_scan(s: &Scan, start_ns: u64) -> LeakScan {
     LeakScan {
-        trigger: s.trigger.name(),
+        trigger: s.trigger.name().into(),
         at: s.at_ns.saturating_sub(start_ns) as f64 * 1e-9,
         pause: s.pause,
         duration: s.duration,

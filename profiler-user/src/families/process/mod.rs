@@ -266,17 +266,18 @@ impl Family for System {
     fn live(&mut self, _ebpf: &mut Ebpf, report: &mut Report, ctx: &mut ReportContext<'_>) {
         self.report(report, ctx);
     }
+}
 
-    fn summary(&self, report: &Report, out: &mut String) {
-        if let Some(system) = &report.system {
-            let _ = writeln!(
-                out,
-                "\ncpu {:.1}% average, {:.1}% peak · rss {} peak",
-                system.average_cpu,
-                system.peak_cpu,
-                human_bytes(system.peak_rss)
-            );
-        }
+/// The system family's block of the printed summary (see `families::summary`).
+pub(crate) fn system_summary_block(report: &Report, out: &mut String) {
+    if let Some(system) = &report.system {
+        let _ = writeln!(
+            out,
+            "\ncpu {:.1}% average, {:.1}% peak · rss {} peak",
+            system.average_cpu,
+            system.peak_cpu,
+            human_bytes(system.peak_rss)
+        );
     }
 }
 

@@ -792,10 +792,11 @@ impl Family for Python {
             allocations,
         });
     }
+}
 
-    fn summary(&self, report: &Report, out: &mut String) {
-        if let Some(p) = &report.python {
-            section::summary(out, p);
-        }
+/// The family's block of the printed summary (see `families::summary`).
+pub(crate) fn summary_block(report: &Report, out: &mut String) {
+    if let Some(p) = &report.python {
+        section::summary(out, p);
     }
 }

@@ -182,7 +182,7 @@ impl Python {
             sites,
             sites_dropped: dropped,
             detached: self.allocs_detached,
-            note: ALLOC_NOTE,
+            note: ALLOC_NOTE.into(),
         })
     }
 

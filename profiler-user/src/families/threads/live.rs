@@ -263,13 +263,14 @@ impl RawLive {
                     name: names.get(&t.tid).cloned().unwrap_or_default(),
                     waits_for: format!("{:#x}", t.lock),
                     waits_for_symbol: r.lock_symbol(t.lock),
-                    lock_kind: t.kind.name(),
+                    lock_kind: t.kind.name().into(),
                     held_by: t.owner,
                     evidence: if t.evidence == EVIDENCE_OWNER_FIELD {
                         "owner_field"
                     } else {
                         "waker"
-                    },
+                    }
+                    .into(),
                     waiting_for: self.detected_ns.saturating_sub(t.since_ns) as f64 * 1e-9,
                     blocked_stack: r.frames(&t.blocked_ips),
                     acquired_stack: r.frames(&held),
@@ -278,7 +279,7 @@ impl RawLive {
             .collect();
         LiveDeadlock {
             detected_at: self.detected_ns.saturating_sub(start_ns) as f64 * 1e-9,
-            found_by: if self.at_attach { "attach" } else { "probes" },
+            found_by: if self.at_attach { "attach" } else { "probes" }.into(),
             threads,
         }
     }

@@ -196,7 +196,7 @@ impl Threads {
                         LockFunction {
                             name: f.name.to_string(),
                             probe_offset: f.placement.offset,
-                            probe_class: f.placement.class.name(),
+                            probe_class: f.placement.class.name().into(),
                             probe_instruction: f.placement.instruction.clone(),
                             probe_reason: f.placement.reason.clone(),
                             hits,
@@ -439,11 +439,12 @@ impl Family for Threads {
         }
         report.threads = Some(section);
     }
+}
 
-    fn summary(&self, report: &Report, out: &mut String) {
-        if let Some(t) = &report.threads {
-            summary(out, t);
-        }
+/// The family's block of the printed summary (see `families::summary`).
+pub(crate) fn summary_block(report: &Report, out: &mut String) {
+    if let Some(t) = &report.threads {
+        summary(out, t);
     }
 }
 

@@ -135,8 +135,8 @@ fn order_edge(cx: &mut Ctx<'_>, k: &EdgeKey, e: &Edge) -> LockOrderEdge {
     LockOrderEdge {
         from: hex(k.from),
         to: hex(k.to),
-        from_kind: kind(e.from_op),
-        to_kind: kind(e.to_op),
+        from_kind: kind(e.from_op).into(),
+        to_kind: kind(e.to_op).into(),
         tid: e.tid,
         thread: cx.name(e.tid),
         count: e.count,

@@ -86,7 +86,7 @@ pub(crate) fn locks_and_waits(cx: &mut Ctx<'_>) -> (Vec<LockEntry>, Vec<WaitSite
             not_contention.count += t.count;
             not_contention.total_ns += t.total_ns;
             sites.push(WaitSite {
-                kind: class.name(),
+                kind: class.name().into(),
                 address: hex(*addr),
                 waits: t.count,
                 wait_time: secs(t.total_ns),
@@ -124,7 +124,7 @@ fn lock_entry(
     let probed = kind != LockKind::Futex;
     LockEntry {
         address: hex(addr),
-        kind: kind.name(),
+        kind: kind.name().into(),
         symbol: cx.r.lock_symbol(addr),
         allocated_at: match cx.h.allocated.get(&addr) {
             Some(ips) if !ips.is_empty() => cx.r.frames(ips),
@@ -197,7 +197,7 @@ fn holders(cx: &mut Ctx<'_>, addr: u64) -> Vec<Holder> {
         .map(|(k, t)| Holder {
             tid: k.holder,
             thread: cx.name(k.holder),
-            evidence: evidence_name(k.evidence),
+            evidence: evidence_name(k.evidence).into(),
             waits: t.count,
             wait_time: secs(t.total_ns),
             stack: cx.frames(k.stack),

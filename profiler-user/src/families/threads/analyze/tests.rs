@@ -243,7 +243,7 @@ fn threads_by_total_time_with_their_blocking_stacks() {
     let stacks: Vec<_> = w
         .top_blocking_stacks
         .iter()
-        .map(|b| (b.reason, b.count, names(&b.stack)))
+        .map(|b| (&*b.reason, b.count, names(&b.stack)))
         .collect();
     assert_eq!(
         stacks,
@@ -312,10 +312,13 @@ fn locks_by_wait_time_with_holders_and_waiting_stacks() {
     let addresses: Vec<&str> = s.locks.iter().map(|l| l.address.as_str()).collect();
     assert_eq!(addresses, ["0x2000", "0x1000"]);
     let (f, m) = (&s.locks[0], &s.locks[1]);
-    assert_eq!((f.kind, f.acquisitions, f.hold_time), ("futex", None, None));
+    assert_eq!(
+        (&*f.kind, f.acquisitions, f.hold_time),
+        ("futex", None, None)
+    );
     assert_eq!((f.contended, f.wait_time), (5, 9e-6));
     assert_eq!(
-        (m.kind, m.symbol.as_deref()),
+        (&*m.kind, m.symbol.as_deref()),
         ("pthread_mutex", Some("LOCK_A"))
     );
     assert_eq!(
@@ -329,7 +332,7 @@ fn locks_by_wait_time_with_holders_and_waiting_stacks() {
     let holders: Vec<_> = m
         .holders
         .iter()
-        .map(|h| (h.tid, h.thread.as_str(), h.evidence, h.stack.len()))
+        .map(|h| (h.tid, h.thread.as_str(), &*h.evidence, h.stack.len()))
         .collect();
     // 22 is unknown to /proc and the kernel's slots; 21's name is its comm.
     assert_eq!(
@@ -373,7 +376,7 @@ fn condvar_and_park_waits_are_not_locks() {
     let sites: Vec<_> = s
         .waits
         .iter()
-        .map(|w| (w.kind, w.address.as_str(), w.waits, w.wait_time))
+        .map(|w| (&*w.kind, w.address.as_str(), w.waits, w.wait_time))
         .collect();
     assert_eq!(
         sites,
@@ -414,7 +417,7 @@ fn a_cut_short_wait_follows_its_words_other_waits() {
     let sites: Vec<_> = s
         .waits
         .iter()
-        .map(|w| (w.kind, w.address.as_str(), w.waits))
+        .map(|w| (&*w.kind, w.address.as_str(), w.waits))
         .collect();
     assert_eq!(sites, [("condvar", "0xa", 4), ("condvar", "0xa", 1)]);
     let locks: Vec<_> = s

@@ -51,7 +51,10 @@ fn an_inversion_of_two_locks_is_a_potential_deadlock_with_its_stacks() {
     assert_eq!(d.locks, ["0x100", "0x200"]);
     let e = &d.edges[0];
     assert_eq!((e.from.as_str(), e.to.as_str()), ("0x100", "0x200"));
-    assert_eq!((e.from_kind, e.to_kind), ("pthread_mutex", "pthread_mutex"));
+    assert_eq!(
+        (&*e.from_kind, &*e.to_kind),
+        ("pthread_mutex", "pthread_mutex")
+    );
     assert_eq!((e.tid, e.thread.as_str(), e.count), (1, "t1", 3));
     assert_eq!(names(&e.from_stack), functions(&["lock_a", "transfer"]));
     assert_eq!(names(&e.to_stack), functions(&["lock_b", "transfer"]));

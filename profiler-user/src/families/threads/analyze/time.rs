@@ -143,7 +143,7 @@ fn blocking_stacks(cx: &mut Ctx<'_>, tid: u32) -> Vec<BlockingStack> {
     mine.truncate(cx.o.top_stacks);
     mine.into_iter()
         .map(|(k, t)| BlockingStack {
-            reason: BlockReason::from_u32(k.reason).name(),
+            reason: BlockReason::from_u32(k.reason).name().into(),
             count: t.count,
             total_time: secs(t.total_ns),
             max_time: secs(t.max_ns),

@@ -199,3 +199,120 @@ pub(crate) trait Family {
     /// Writes the family's block of the printed summary, from its section of `report`.
     fn summary(&self, _report: &Report, _out: &mut String) {}
 }
+
+/// Paces a family's live snapshot where one can be dear (a map of a million outstanding
+/// blocks to read, a long run's records to analyze again): after a snapshot that took `t`, the
+/// next one is made no sooner than `t * LIVE_SHARE_INVERSE` later, so the live view spends at
+/// most about a tenth of the time on it, and the last one made is shown meanwhile. A cheap
+/// snapshot (a few ms) is made at every call.
+#[derive(Debug)]
+pub(crate) struct LivePace<T> {
+    /// CLOCK_MONOTONIC before which no new snapshot is made, ns.
+    next_ns: u64,
+    last: Option<T>,
+}
+
+/// See [`LivePace`]: a snapshot may be made again after this many times what it took.
+const LIVE_SHARE_INVERSE: u64 = 10;
+
+impl<T> Default for LivePace<T> {
+    fn default() -> Self {
+        Self {
+            next_ns: 0,
+            last: None,
+        }
+    }
+}
+
+impl<T: Clone> LivePace<T> {
+    /// The snapshot: a new one from `make` when it is time (`now_ns`, CLOCK_MONOTONIC), else
+    /// the last one made. `make` returns None when it has nothing to show (the last one is then
+    /// shown).
+    pub(crate) fn snapshot(
+        &mut self,
+        now_ns: u64,
+        clock: impl Fn() -> u64,
+        make: impl FnOnce() -> Option<T>,
+    ) -> Option<T> {
+        if now_ns >= self.next_ns {
+            let made = make();
+            let took = clock().saturating_sub(now_ns);
+            self.next_ns = now_ns + took * LIVE_SHARE_INVERSE;
+            if made.is_some() {
+                self.last = made;
+            }
+        }
+        self.last.clone()
+    }
+}
+
+/// What a family's unit tests report with: the parts of a [`ReportContext`] it borrows.
+#[cfg(test)]
+pub(crate) struct TestReporting {
+    pub symbolizer: AddrSymbolizer,
+    pub maps: MappingSnapshot,
+    pub cost_model: CostModel,
+    pub traced_names: Vec<String>,
+    pub samples: Vec<Sample>,
+}
+
+#[cfg(test)]
+impl TestReporting {
+    pub(crate) fn new() -> Self {
+        Self {
+            symbolizer: AddrSymbolizer::new(),
+            maps: MappingSnapshot::default(),
+            cost_model: crate::overhead::default_model(),
+            traced_names: Vec::new(),
+            samples: Vec::new(),
+        }
+    }
+
+    /// A context of a run from `start_ns` to `end_ns` (CLOCK_MONOTONIC), the target alive.
+    pub(crate) fn ctx(&mut self, start_ns: u64, end_ns: u64) -> ReportContext<'_> {
+        ReportContext {
+            symbolizer: &mut self.symbolizer,
+            maps: &self.maps,
+            start_ktime_ns: start_ns,
+            end_ktime_ns: end_ns,
+            duration: end_ns.saturating_sub(start_ns) as f64 * 1e-9,
+            exit_status: None,
+            traced_names: &self.traced_names,
+            cost_model: &self.cost_model,
+            samples: &self.samples,
+            sample_interval: 0.2,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A cheap snapshot is made at every call; a dear one is shown again until ten times what
+    /// it took has passed; a snapshot with nothing to show keeps the last one.
+    #[test]
+    fn live_pace_makes_cheap_snapshots_always_and_dear_ones_seldom() {
+        let mut pace = LivePace::default();
+        // Made at 0 in 1 ms: the next may be made from 10 ms.
+        let got = pace.snapshot(0, || 1_000_000, || Some(1));
+        assert_eq!(got, Some(1));
+        let got = pace.snapshot(10_000_000, || 10_000_000, || Some(2));
+        assert_eq!(got, Some(2));
+        // Made at 20 ms in 100 ms: shown again until 1.02 s.
+        assert_eq!(
+            pace.snapshot(20_000_000, || 120_000_000, || Some(3)),
+            Some(3)
+        );
+        let unmade = || -> Option<i32> { panic!("made too soon") };
+        assert_eq!(pace.snapshot(1_000_000_000, || 0, unmade), Some(3));
+        assert_eq!(
+            pace.snapshot(1_020_000_000, || 1_020_000_000, || None),
+            Some(3)
+        );
+        assert_eq!(
+            pace.snapshot(1_030_000_000, || 1_030_000_000, || Some(4)),
+            Some(4)
+        );
+    }
+}

@@ -58,6 +58,12 @@ pub fn main() -> ExitCode {
             plan.max_overhead = Some(args.common.max_overhead.unwrap_or(DEFAULT_ATTACH_BUDGET));
             profile(plan, args.common.quiet)
         }
+        Command::Top(args) => {
+            let mut plan = plan(Mode::Attach(args.pid), &args.common);
+            plan.max_overhead = Some(args.common.max_overhead.unwrap_or(DEFAULT_ATTACH_BUDGET));
+            plan.live = true;
+            profile(plan, args.common.quiet)
+        }
         Command::Run(args) => profile(
             plan(Mode::Run(args.command), &args.common),
             args.common.quiet,
@@ -80,6 +86,7 @@ pub fn main() -> ExitCode {
                 json: Some(args.json),
                 html: Some(args.html),
                 quiet: false,
+                live: false,
                 families: families::Options {
                     funcs: demo::DEMO_FUNCS.iter().map(|s| s.to_string()).collect(),
                     max_funcs: 1000,
@@ -118,6 +125,7 @@ fn plan(mode: Mode, common: &CommonArgs) -> Plan {
         json: common.json.clone(),
         html: common.html.clone(),
         quiet: common.quiet,
+        live: common.live,
         families: families::Options {
             funcs: common.funcs.clone(),
             max_funcs: common.max_funcs,
@@ -152,6 +160,11 @@ fn plan(mode: Mode, common: &CommonArgs) -> Plan {
 fn profile(plan: Plan, quiet: bool) -> ExitCode {
     if let Err(e) = stop::install() {
         return fail(&format!("cannot handle Ctrl-C: {e}"));
+    }
+    if plan.live
+        && let Err(e) = stop::install_terminal()
+    {
+        return fail(&format!("cannot handle the terminal's signals: {e}"));
     }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

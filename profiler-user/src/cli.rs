@@ -21,6 +21,17 @@ pub(crate) struct Cli {
 pub(crate) enum Command {
     /// Attach to a running process.
     Attach(AttachArgs),
+    /// Attach to a running process with the live view: `attach --live`.
+    ///
+    /// A full-screen view redrawn every second from the same data as the report: a panel per
+    /// family that runs (functions: calls, calls/s, average, p99, sortable; errors by pattern
+    /// and the latest, in severity colours; memory; threads, with deadlocks in red at the top;
+    /// cpu's hottest functions; gpu), and the overhead panel (the estimated slowdown, what the
+    /// budget detached). Keys, shown in the footer: Tab or the arrows switch panels, 1-7 jump
+    /// to one, s sorts the function table, the up and down arrows scroll, p pauses, q ends
+    /// profiling as Ctrl-C does (the report is written, the summary printed). When stdout is
+    /// not a terminal it is `attach`: the summary at the end.
+    Top(AttachArgs),
     /// Start a command and profile it from its first instruction.
     ///
     /// Exits with the command's exit status when the command exits while profiled, as `time`
@@ -235,6 +246,11 @@ pub(crate) struct CommonArgs {
     /// Print nothing but errors (the report is still written).
     #[arg(long, short)]
     pub quiet: bool,
+    /// Show the live view while profiling (see `profiler top --help`), when stdout is a
+    /// terminal; the summary is printed at the end either way. Under `run`, the command's own
+    /// output shares the terminal: the view repaints over it every second.
+    #[arg(long, conflicts_with = "quiet")]
+    pub live: bool,
 }
 
 /// `--frequency`: 1 to 10000 Hz.

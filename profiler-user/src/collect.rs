@@ -21,6 +21,7 @@ use crate::{
     overhead::Governor,
     stop,
     symbols::symbolize::MappingSnapshot,
+    top::Live,
     tracee::{
         self, Sample,
         hold::{ExitHold, State},
@@ -99,6 +100,7 @@ pub(crate) async fn collect(
     maps: &mut MappingSnapshot,
     families: &mut [Box<dyn Family>],
     mut governor: Option<&mut Governor>,
+    mut live: Option<&mut Live>,
 ) -> anyhow::Result<()> {
     let Watch {
         pid,
@@ -155,6 +157,9 @@ pub(crate) async fn collect(
                 for family in families.iter_mut() {
                     family.on_fast_tick(ebpf, &ctx);
                 }
+                if live.as_deref_mut().is_some_and(Live::poll) {
+                    break EndReason::Interrupted;
+                }
             }
             _ = tick.tick() => {
                 maps.refresh(pid);
@@ -166,6 +171,10 @@ pub(crate) async fn collect(
                     governor.tick(ebpf, families);
                 }
                 out.samples.extend(sample(pid, start));
+                if let Some(live) = live.as_deref_mut().filter(|l| l.due()) {
+                    let detached = governor.as_deref().map_or(&[][..], Governor::detached);
+                    live.refresh(ebpf, families, maps, &out.samples, detached);
+                }
                 if child {
                     child_changed = true;
                 } else if !tracee::alive(pid) {
@@ -203,6 +212,10 @@ pub(crate) async fn collect(
             }
         }
     };
+    // The terminal is the user's again before anything more is printed.
+    if let Some(live) = live {
+        live.close();
+    }
     // A command that runs on after profiling is let go.
     if let Some(hold) = hold.as_mut() {
         hold.detach();

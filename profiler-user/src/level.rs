@@ -6,13 +6,14 @@ use clap::ValueEnum;
 use serde::Serialize;
 
 /// How much the profiler looks at, and so how much it costs the target.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum Level {
     /// Process lifecycle, errors (a CPython target's raised exceptions too) and /proc
     /// sampling: cheap enough for production.
     Basic,
     /// Basic, plus exact tracing of the `--func` functions.
+    #[default]
     Detailed,
     /// Detailed, plus CPU sampling with whole stacks (unwound in the kernel, no frame pointers
     /// needed) and per-thread CPU.
@@ -29,7 +30,7 @@ pub(crate) enum Level {
 }
 
 /// A probe family: one kernel module, one analyzer, one report section.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum FamilyId {
     /// Thread and process exits, exit status (tracepoint sched_process_exit).

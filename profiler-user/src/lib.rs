@@ -27,6 +27,7 @@ pub(crate) mod report;
 pub(crate) mod session;
 pub(crate) mod stop;
 pub(crate) mod symbols;
+pub(crate) mod top;
 pub(crate) mod tracee;
 
 pub use app::main;

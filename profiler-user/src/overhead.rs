@@ -375,6 +375,11 @@ impl Governor {
         }
     }
 
+    /// What has been detached so far, in order.
+    pub(crate) fn detached(&self) -> &[Detached] {
+        &self.detached
+    }
+
     /// What was detached, in order.
     pub(crate) fn into_detached(self) -> Vec<Detached> {
         self.detached

@@ -7,6 +7,7 @@
 
 use std::{
     collections::BTreeMap,
+    io::IsTerminal as _,
     path::PathBuf,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
@@ -31,6 +32,7 @@ use crate::{
     report::{self, CostModel, Detached, ExitStatus, ProfilerInfo, Report, TargetSection, text},
     stop,
     symbols::symbolize::{AddrSymbolizer, MappingSnapshot},
+    top::{self, Live, Screen, snapshot::Snapshots},
     tracee::{self, Mode, TargetInfo, spawn::Gated},
 };
 
@@ -47,6 +49,9 @@ pub(crate) struct Plan {
     pub html: Option<PathBuf>,
     /// Print nothing but errors.
     pub quiet: bool,
+    /// `profiler top`, `--live`: the full-screen live view while profiling, when stdout is a
+    /// terminal.
+    pub live: bool,
     pub families: families::Options,
     /// `--max-overhead`: the estimated slowdown (percent) above which the dearest probes are
     /// detached; None for no budget.
@@ -266,12 +271,14 @@ impl Session<'_> {
                 self.plan.quiet,
             )
         });
+        let mut live = self.live_view(start);
         let watch = collect::Watch {
             pid,
             child: matches!(self.plan.mode, Mode::Run(_)),
             start,
             duration: self.plan.duration,
         };
+        let ebpf = self.ebpf.as_mut().expect("loaded above");
         let result = collect::collect(
             ebpf,
             watch,
@@ -279,10 +286,70 @@ impl Session<'_> {
             &mut self.maps,
             &mut self.families,
             governor.as_mut(),
+            live.as_mut(),
         )
         .await;
+        drop(live);
         self.detached = governor.map(Governor::into_detached).unwrap_or_default();
         result
+    }
+
+    /// The live view, when asked for and stdout is a terminal (else the plain summary at the
+    /// end is all), or the tests' snapshot file (`top::snapshot::SNAPSHOT_ENV`).
+    fn live_view(&mut self, start: Instant) -> Option<Live> {
+        let dump = std::env::var_os(top::snapshot::SNAPSHOT_ENV).is_some();
+        let terminal = self.plan.live && !self.plan.quiet && std::io::stdout().is_terminal();
+        if !terminal && !dump {
+            return None;
+        }
+        let (families, _) = families::statuses(
+            self.plan.level,
+            &self.plan.without,
+            &self.families,
+            &self.attached,
+        );
+        let overhead = overhead::section(
+            &self.families,
+            &self.cost_model,
+            self.attached.iter().flatten().sum(),
+            0.0,
+            None,
+            &BTreeMap::new(),
+            &mut Vec::new(),
+        );
+        let head = self.head(0.0, "running", families, overhead);
+        let traced_names = self
+            .families
+            .iter()
+            .flat_map(|f| f.traced_names())
+            .collect();
+        let snapshots = Snapshots::new(
+            head,
+            self.cost_model.clone(),
+            traced_names,
+            (start, self.start_ktime_ns),
+            collect::SAMPLE_INTERVAL.as_secs_f64(),
+            self.plan.max_overhead,
+        );
+        let screen = if terminal {
+            match Screen::open() {
+                Ok(screen) => Some(screen),
+                Err(e) => {
+                    eprintln!("profiler: no live view ({e}); the summary follows at the end");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        if screen.is_none() && !dump {
+            return None;
+        }
+        Some(Live::new(
+            snapshots,
+            screen,
+            matches!(self.plan.mode, Mode::Run(_)),
+        ))
     }
 
     /// Reads what the stopped probes gathered (once; never fails the session).

@@ -28,6 +28,25 @@ pub(crate) fn install() -> io::Result<()> {
     Ok(())
 }
 
+/// With the live view up, the terminal's own signals end profiling too, so the report is written
+/// and the terminal restored: SIGHUP (the terminal closed) and SIGQUIT. One the profiler was
+/// started with ignored (`nohup`) stays ignored.
+pub(crate) fn install_terminal() -> io::Result<()> {
+    for signal in [libc::SIGHUP, libc::SIGQUIT] {
+        // SAFETY: a null new action only reads the current one into `old`, a valid sigaction.
+        let ignored = unsafe {
+            let mut old: libc::sigaction = std::mem::zeroed();
+            libc::sigaction(signal, std::ptr::null(), &mut old) == 0
+                && old.sa_sigaction == libc::SIG_IGN
+        };
+        if !ignored {
+            // SAFETY: as in `install`: atomics and `_exit` only.
+            unsafe { signal_hook_registry::register(signal, move || received(signal)) }?;
+        }
+    }
+    Ok(())
+}
+
 fn received(signal: i32) {
     if TEARING_DOWN.load(Ordering::SeqCst) {
         // SAFETY: `_exit` is async-signal-safe; it runs no destructor and no atexit handler, and

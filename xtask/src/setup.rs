@@ -4,7 +4,7 @@
 //!   (`lib/libLLVM.so.<version>-rust-*-nightly` exports the LLVM C API and the BPF target).
 //!
 //! And, for `cargo xtask test` only, what the tests use (jemalloc, tcmalloc, a static C library,
-//! python3, setpriv, protoc, node, chromium), from Debian packages: see [`ensure_test_needs`].
+//! python3, setpriv, protoc, node, chromium, tmux), from Debian packages: see [`ensure_test_needs`].
 
 use std::{
     fs,
@@ -193,7 +193,7 @@ struct TestNeed {
     package: &'static str,
 }
 
-const TEST_NEEDS: [TestNeed; 9] = [
+const TEST_NEEDS: [TestNeed; 10] = [
     TestNeed {
         what: "jemalloc (memory tests, preloaded)",
         look: Look::Library("libjemalloc.so.2"),
@@ -239,6 +239,11 @@ const TEST_NEEDS: [TestNeed; 9] = [
         what: "chromium (the html test opens the HTML report in it, headless)",
         look: Look::File("/usr/bin/chromium"),
         package: "chromium",
+    },
+    TestNeed {
+        what: "tmux (the live view's test drives `profiler top` in a tmux pane)",
+        look: Look::Program(&["tmux"]),
+        package: "tmux",
     },
 ];
 

@@ -43,6 +43,18 @@ pub(crate) enum Severity {
 }
 
 impl Severity {
+    /// Its colour in the text summary and the live view: the HTML report's dark-theme colour
+    /// (page.css: #ff5c8a, #ff8a4c, #f0c04a, #5ccf7a) as the nearest xterm-256 colour, so a
+    /// severity reads the same in all three.
+    pub(crate) fn ansi256(self) -> u8 {
+        match self {
+            Severity::Critical => 204,
+            Severity::High => 209,
+            Severity::Medium => 221,
+            Severity::Low => 77,
+        }
+    }
+
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             Severity::Low => "low",

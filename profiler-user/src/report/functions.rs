@@ -4,7 +4,7 @@ use serde::Serialize;
 
 use super::Frame;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub(crate) struct Percentiles {
     pub p50: f64,
     pub p90: f64,
@@ -45,7 +45,7 @@ pub(crate) struct CallStack {
 }
 
 /// Where a function's probes sit and what they cost.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub(crate) struct ProbeSite {
     /// Offset of the entry probe from the function's address.
     pub offset: u64,
@@ -73,7 +73,7 @@ pub(crate) struct SkippedFunction {
 }
 
 /// The profile of one traced function. Times in seconds.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub(crate) struct FunctionProfile {
     /// Demangled name, without the module.
     pub function_name: String,

@@ -28,7 +28,7 @@ pub(crate) use threads::ThreadsSection;
 /// added, the major version when a field changes meaning or goes away.
 pub(crate) const SCHEMA_VERSION: &str = "3.1";
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub(crate) struct Report {
     pub schema_version: &'static str,
     pub profiler: ProfilerInfo,
@@ -65,7 +65,7 @@ pub(crate) struct Report {
     pub warnings: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub(crate) struct ProfilerInfo {
     pub version: &'static str,
     pub debug_level: Level,
@@ -79,7 +79,7 @@ pub(crate) struct ProfilerInfo {
     pub end_reason: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub(crate) struct TargetSection {
     pub pid: i32,
     pub exe: String,
@@ -153,7 +153,7 @@ pub(crate) struct FamilyStatus {
     pub note: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub(crate) struct Overhead {
     pub probes_attached: usize,
     pub probe_hits: u64,
@@ -197,7 +197,7 @@ pub(crate) struct Detached {
     pub window_slowdown_percent: f64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub(crate) struct CostModel {
     pub emulated_entry_ns: f64,
     pub single_stepped_entry_ns: f64,
@@ -210,7 +210,7 @@ pub(crate) struct CostModel {
 }
 
 /// Process CPU and memory sampled from /proc.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub(crate) struct SystemSection {
     /// Sampling interval, seconds.
     pub interval: f64,

@@ -1,7 +1,10 @@
 //! The commands: flags in, a checked session plan, a session, and its outcome out (the summary
 //! printed, the report written, one error line).
 
-use std::{io::Write, process::ExitCode};
+use std::{
+    io::{IsTerminal as _, Write},
+    process::ExitCode,
+};
 
 use clap::{Parser, error::ErrorKind};
 use profiler_common::functions::TIME_EVERY_DEFAULT;
@@ -182,7 +185,12 @@ fn profile(plan: Plan, quiet: bool) -> ExitCode {
     } = runtime.block_on(session::run(&plan));
     let mut code = ExitCode::SUCCESS;
     if let Some(summary) = summary.filter(|_| !quiet) {
-        print(&summary);
+        // Colour on a terminal, unless NO_COLOR (no-color.org) is set.
+        if std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none() {
+            print(&report::text::colorize(&summary));
+        } else {
+            print(&summary);
+        }
     }
     if let (Some(report), Some(path)) = (&report, &plan.json) {
         match json::write(report, path) {

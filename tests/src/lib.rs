@@ -22,7 +22,6 @@ use std::{
     time::Duration,
 };
 
-pub use live::Snapshots;
 pub use process::{Outcome, Profiler, Victim, profile};
 pub use report::python::Site;
 pub use report::threads::{Threads, functions, names};
@@ -204,18 +203,11 @@ pub fn schedstat_on_cpu(pid: u32, tid: u32) -> f64 {
 /// The overhead budget is off: it would detach the probes of a victim that does nothing but call
 /// the traced functions, and these tests count every call.
 pub fn attach(victim: &Victim, args: &[&str]) -> Profiler {
-    attach_with(victim, args, &[])
-}
-
-/// [`attach`] with `env` added to the profiler's environment.
-pub fn attach_with(victim: &Victim, args: &[&str], env: &[(&str, &str)]) -> Profiler {
     let pid = victim.pid().to_string();
     let mut all = vec!["attach", "--max-overhead", "0"];
     all.extend_from_slice(args);
     all.push(&pid);
-    let mut command = Profiler::command(all);
-    command.envs(env.iter().copied());
-    let mut profiler = Profiler::spawn(command);
+    let mut profiler = Profiler::start(all);
     let target = profiler.wait_ready();
     assert_eq!(target, victim.pid(), "the profiler names another pid");
     profiler

@@ -1,91 +1,69 @@
-//! The live view's snapshots as the tests read them: with `PROFILER_LIVE_SNAPSHOT=<path>` the
-//! profiler writes the report of the run so far to `<path>` about once a second while it
-//! profiles (the `--json` schema, the file replaced atomically each time).
+//! The live snapshots (`PROFILER_LIVE_SNAPSHOT=PATH`): while profiling, `attach` and `run`
+//! write the report so far to PATH about once a second, replacing it whole each time.
 
 use std::{
-    path::{Path, PathBuf},
-    time::{Instant, SystemTime},
+    path::Path,
+    thread,
+    time::{Duration, Instant},
 };
 
-use crate::{Report, TIMEOUT, TempDir};
+use crate::{Profiler, Report, TIMEOUT, Victim};
 
-/// The variable that makes the profiler write its live snapshots.
-pub const SNAPSHOT_ENV: &str = "PROFILER_LIVE_SNAPSHOT";
+/// The variable that names the file the profiler writes its live snapshots to.
+pub const SNAPSHOT_VAR: &str = "PROFILER_LIVE_SNAPSHOT";
 
-/// Where one profiler writes its live snapshots.
-pub struct Snapshots {
-    path: PathBuf,
+/// Starts `profiler attach ARGS... PID` on `victim` (as [`crate::attach`]) with its live
+/// snapshots written to `snapshot`, and waits until its probes are attached.
+pub fn attach_live(victim: &Victim, args: &[&str], snapshot: &Path) -> Profiler {
+    let pid = victim.pid().to_string();
+    let mut all = vec!["attach", "--max-overhead", "0"];
+    all.extend_from_slice(args);
+    all.push(&pid);
+    let mut command = Profiler::command(all);
+    command.env(SNAPSHOT_VAR, snapshot);
+    let mut profiler = Profiler::spawn(command);
+    let target = profiler.wait_ready();
+    assert_eq!(target, victim.pid(), "the profiler names another pid");
+    profiler
 }
 
-impl Snapshots {
-    /// Snapshots written to `live.json` in `dir`.
-    pub fn in_dir(dir: &TempDir) -> Self {
-        Self {
-            path: dir.path().join("live.json"),
+/// The first snapshot at `path` built wholly after this call: the file is removed and waited
+/// for twice, since the first one to appear may have been built before the call and written
+/// after it, and the profiler builds the next one only after it wrote that one.
+pub fn next_snapshot(path: &Path) -> Report {
+    for _ in 0..2 {
+        match std::fs::remove_file(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => panic!("failed to remove the snapshot {}: {e}", path.display()),
         }
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// The variable to set in the profiler's environment.
-    pub fn env(&self) -> (&'static str, &str) {
-        (SNAPSHOT_ENV, self.path.to_str().expect("a UTF-8 path"))
-    }
-
-    /// When the snapshot now in place was written, if there is one.
-    fn written(&self) -> Option<SystemTime> {
-        std::fs::metadata(&self.path)
-            .and_then(|m| m.modified())
-            .ok()
-    }
-
-    /// Waits for a snapshot written after `after`; returns when it was written.
-    fn wait_written_after(&self, after: SystemTime, what: &str) -> SystemTime {
         let deadline = Instant::now() + TIMEOUT;
-        loop {
-            if let Some(at) = self.written().filter(|at| *at > after) {
-                return at;
-            }
+        while !path.exists() {
             assert!(
                 Instant::now() < deadline,
-                "no live snapshot {what} at {} within {} s",
-                self.path.display(),
+                "no live snapshot at {} after {} s",
+                path.display(),
                 TIMEOUT.as_secs()
             );
-            std::thread::sleep(std::time::Duration::from_millis(20));
+            thread::sleep(Duration::from_millis(20));
         }
     }
+    Report::read(path)
+}
 
-    /// A snapshot whose every read was made after this call: the second one written after it
-    /// (the first may have been under way when it was made; the profiler makes them one after
-    /// the other). File times come from the kernel's coarse clock, which is never ahead of the
-    /// precise one: a file stamped after an instant was written after it.
-    pub fn after_now(&self) -> Report {
-        let now = SystemTime::now();
-        let first = self.wait_written_after(now, "written after now");
-        self.wait_written_after(first, "made after the one under way");
-        Report::read(&self.path)
-    }
-
-    /// The first snapshot that `want` accepts (the state it waits for reached), or a failure
-    /// after [`TIMEOUT`] naming `what`, with the last snapshot.
-    pub fn wait_for(&self, what: &str, want: impl Fn(&Report) -> bool) -> Report {
-        let deadline = Instant::now() + TIMEOUT;
-        let mut seen = SystemTime::UNIX_EPOCH;
-        loop {
-            let at = self.wait_written_after(seen, "to look at");
-            let report = Report::read(&self.path);
-            if want(&report) {
-                return report;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no live snapshot showed {what}; the last one:\n{:#}",
-                report.json
-            );
-            seen = at;
+/// The first snapshot at `path` that `want` accepts (what the test waits for has happened), or
+/// a failure after [`TIMEOUT`] naming `what`, with the last snapshot read.
+pub fn snapshot_showing(path: &Path, what: &str, want: impl Fn(&Report) -> bool) -> Report {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let snapshot = next_snapshot(path);
+        if want(&snapshot) {
+            return snapshot;
         }
+        assert!(
+            Instant::now() < deadline,
+            "no live snapshot showed {what}; the last one:\n{:#}",
+            snapshot.json
+        );
     }
 }

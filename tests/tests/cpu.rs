@@ -3,11 +3,19 @@
 //! that a failure of the family's tests is the profiler's: each splits its worker's CPU time
 //! 70/30 between two leaves as it says, the kernel counts the CPU time it says it spun, the
 //! library it loads late appears in its mappings only then, and the builds without frame
-//! pointers really have none.
+//! pointers really have none. Then the family's live snapshots, taken while a victim runs.
 
-use std::process::Command;
+use std::{
+    process::Command,
+    thread,
+    time::{Duration, Instant},
+};
 
-use profiler_tests::{TempDir, Victim, require_python, schedstat_on_cpu, skip, victims};
+use profiler_tests::{
+    Report, TIMEOUT, TempDir, Victim,
+    live::{attach_live, next_snapshot},
+    require_python, require_root, schedstat_on_cpu, skip, victims,
+};
 
 /// How long each victim runs here, ms of wall time: 15 to 50 cycles of 10 ms of CPU time,
 /// depending on how loaded the machine is (it runs at least one).
@@ -290,4 +298,87 @@ fn python_victim_runs_busy() {
     victim.expect_line("done");
     assert!(victim.release().success());
     assert!(cycles >= 1 && busy > 0.0, "{cycles} cycles, {busy} s");
+}
+
+/// A live snapshot taken while cpu_split's worker spins already names its hot leaf, `hot_deep`
+/// (70% of the worker's time, `hot_shallow` 30%; the spin inlined in both is what runs, so the
+/// leaves are hot with their callees), on its whole stack, and writes no `--output` file; the
+/// final report, with the file, has at least its samples.
+#[test]
+fn a_live_snapshot_names_the_hot_function_mid_run() {
+    require_root!();
+    let dir = TempDir::new();
+    let (json, live) = (dir.json(), dir.path().join("live.json"));
+    let folded = dir.path().join("stacks.folded");
+    // Long enough for the snapshots below on a loaded machine.
+    let mut victim = Victim::ready(victims::CPU_SPLIT, ["8000"]);
+    let tid: u32 = victim.value_of("worker_tid").parse().expect("a tid");
+    let args = [
+        "--level",
+        "profiling",
+        "--frequency",
+        "997",
+        "--output",
+        folded.to_str().expect("utf-8 path"),
+        "--json",
+        json.to_str().expect("utf-8 path"),
+    ];
+    let profiler = attach_live(&victim, &args, &live);
+    victim.proceed();
+    // Enough of the worker's samples that its 70/30 split shows (about 0.2 s of its time).
+    let deadline = Instant::now() + TIMEOUT;
+    let snapshot = loop {
+        let snapshot = next_snapshot(&live);
+        let samples = snapshot.cpu().thread_samples("worker");
+        if samples >= 200 {
+            break snapshot;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the worker has {samples} samples in the snapshots after {} s",
+            TIMEOUT.as_secs()
+        );
+    };
+    // The worker still spins: the snapshot was taken mid-run.
+    let spun = schedstat_on_cpu(victim.pid(), tid);
+    thread::sleep(Duration::from_millis(100));
+    assert!(
+        schedstat_on_cpu(victim.pid(), tid) > spun,
+        "the worker's cycles were over before the snapshot"
+    );
+    let cpu = snapshot.cpu();
+    let context = cpu.context();
+    let (deep, shallow) = (
+        cpu.total_samples("hot_deep"),
+        cpu.total_samples("hot_shallow"),
+    );
+    assert!(deep > shallow && shallow > 0, "{context}");
+    assert!(cpu.total_samples("level5") >= deep, "{context}");
+    let stacks = cpu.json()["stacks"].as_array().expect("stacks");
+    let through = ["level4", "level5", "hot_deep"];
+    let named = stacks.iter().any(|s| {
+        let frames: Vec<&str> = (s["frames"].as_array().expect("frames").iter())
+            .filter_map(|f| f.as_str())
+            .collect();
+        frames.windows(through.len()).any(|w| w == through)
+    });
+    assert!(
+        named,
+        "no stack through {through:?}\n{:#}",
+        cpu.json()["stacks"]
+    );
+    assert!(cpu.outputs().is_empty(), "{context}");
+    assert!(!folded.exists(), "a snapshot wrote {}", folded.display());
+
+    victim.expect_line("done");
+    profiler.interrupt();
+    profiler.finish().expect_success();
+    assert!(victim.release().success());
+    let report = Report::read(&json);
+    let last = report.cpu();
+    let context = format!("snapshot:\n{context}\nfinal:\n{}", last.context());
+    assert!(last.samples() >= cpu.samples(), "{context}");
+    assert!(last.total_samples("hot_deep") >= deep, "{context}");
+    assert!(folded.exists(), "{context}");
+    assert_eq!(last.outputs().len(), 1, "{context}");
 }

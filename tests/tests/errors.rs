@@ -8,7 +8,9 @@ use std::{
 };
 
 use profiler_tests::{
-    Event, Outcome, Profiler, Report, Snapshots, TempDir, Victim, attach_with, process::profile,
+    Event, Outcome, Profiler, Report, TempDir, Victim,
+    live::{attach_live, next_snapshot},
+    process::profile,
     require_python, require_root, run_reported, victims,
 };
 
@@ -749,16 +751,15 @@ fn a_writev_is_kept_in_order_across_its_buffers() {
 fn a_live_snapshot_counts_the_failures_so_far_and_the_report_all_of_them() {
     require_root!();
     let dir = TempDir::new();
-    let live = Snapshots::in_dir(&dir);
+    let (json, live) = (dir.json(), dir.path().join("live.json"));
     let mut victim = Victim::start(victims::ERR, ["pause", "300", "200"]);
     victim.expect_line("ready");
-    let json = dir.json();
     let args = ["--level", "basic", "--json", utf8(&json)];
-    let profiler = attach_with(&victim, &args, &[live.env()]);
+    let profiler = attach_live(&victim, &args, &live);
     victim.proceed();
     victim.expect_line("failed 300");
 
-    let snapshot = live.after_now();
+    let snapshot = next_snapshot(&live);
     assert_eq!(snapshot.end_reason(), "running");
     expect_model_not_found(&snapshot, 300);
     // The detailed ones so far: the kernel's burst.

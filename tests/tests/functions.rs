@@ -1,7 +1,12 @@
 //! Exact per-function numbers: counts, nesting, recursion, threads, shared libraries, Rust names,
-//! longjmp and calls still running at the end, in `run` and `attach` mode.
+//! longjmp and calls still running at the end, in `run` and `attach` mode; and the live
+//! snapshots taken while the target runs.
 
-use profiler_tests::{Report, TempDir, Victim, attach, require_root, run_reported, victims};
+use profiler_tests::{
+    Report, TempDir, Victim, attach,
+    live::{attach_live, next_snapshot},
+    require_root, run_reported, victims,
+};
 
 /// `profiler run --json <dir>/report.json ARGS... -- CMD...` (see [`run_reported`]); its report.
 fn run(dir: &TempDir, args: &[&str], cmd: &[&str]) -> Report {
@@ -397,4 +402,56 @@ fn a_millisecond_functions_net_time_is_its_raw_time() {
         net <= raw && net > 0.98 * raw,
         "net {net} against raw {raw}"
     );
+}
+
+/// The live snapshots count exactly the calls made so far while the target runs on, with the
+/// call it is blocked in running; and they take nothing from the final report, which still has
+/// every call, the blocked one returned.
+#[test]
+fn live_snapshots_count_the_calls_so_far_and_leave_the_final_report_whole() {
+    require_root!();
+    let dir = TempDir::new();
+    let (json, live) = (dir.json(), dir.path().join("live.json"));
+    let mut victim = Victim::ready(victims::C, ["block", "10000"]);
+    let args = [
+        "--func",
+        "leaf",
+        "--func",
+        "blocked",
+        "--json",
+        json.to_str().unwrap(),
+    ];
+    let profiler = attach_live(&victim, &args, &live);
+    victim.proceed();
+    // leaf() 10000 times, then blocked() until the next byte.
+    victim.expect_line("blocked");
+    for _ in 0..2 {
+        let snapshot = next_snapshot(&live);
+        assert_eq!(snapshot.at("/target/exited").as_bool(), Some(false));
+        let leaf = snapshot.function("leaf");
+        assert_eq!(leaf.total_calls(), 10_000);
+        assert_eq!(leaf.threads(), [(u64::from(victim.pid()), 10_000)]);
+        assert_eq!(leaf.callers(), [("main", 10_000)]);
+        let blocked = snapshot.function("blocked");
+        assert_eq!((blocked.total_calls(), blocked.in_flight()), (0, 1));
+    }
+    victim.proceed();
+    victim.expect_line("done");
+    let snapshot = next_snapshot(&live);
+    let blocked = snapshot.function("blocked");
+    assert_eq!((blocked.total_calls(), blocked.in_flight()), (1, 0));
+    assert_eq!(snapshot.function("leaf").total_calls(), 10_000);
+    profiler.interrupt();
+    profiler.finish().expect_success();
+
+    let report = Report::read(&json);
+    assert_eq!(report.end_reason(), "interrupted");
+    let leaf = report.function("leaf");
+    assert_eq!(leaf.total_calls(), 10_000);
+    assert_eq!(leaf.probe_hits(), 20_000);
+    assert_eq!(leaf.threads(), [(u64::from(victim.pid()), 10_000)]);
+    assert_eq!(leaf.callers(), [("main", 10_000)]);
+    let blocked = report.function("blocked");
+    assert_eq!((blocked.total_calls(), blocked.in_flight()), (1, 0));
+    assert!(victim.release().success());
 }

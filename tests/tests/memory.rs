@@ -12,7 +12,8 @@ use std::{
 };
 
 use profiler_tests::{
-    FuncMemory, Report, Snapshots, TempDir, Victim, attach, attach_with,
+    FuncMemory, Report, TempDir, Victim, attach,
+    live::{attach_live, next_snapshot},
     process::{Outcome, Profiler, profile},
     require_root, run_reported, skip, victims,
 };
@@ -674,15 +675,14 @@ fn reachability_in_attach_mode_scans_the_target_at_the_end() {
 fn a_live_snapshot_has_the_outstanding_bytes_so_far_and_the_report_the_whole_run() {
     require_root!();
     let dir = TempDir::new();
-    let live = Snapshots::in_dir(&dir);
+    let (json, live) = (dir.json(), dir.path().join("live.json"));
     let mut victim = Victim::ready(VICTIM, ["pause", "10", "15", "48", "40"]);
-    let json = dir.json();
     let args = [EXACT.as_slice(), &["--json", json.to_str().unwrap()]].concat();
-    let profiler = attach_with(&victim, &args, &[live.env()]);
+    let profiler = attach_live(&victim, &args, &live);
     victim.proceed();
     victim.expect_line("half");
 
-    let snapshot = live.after_now();
+    let snapshot = next_snapshot(&live);
     assert_eq!(snapshot.end_reason(), "running");
     let memory = Memory::of(&snapshot);
     assert_eq!(memory.function("drop_blocks"), Totals::blocks(10, 48, 0));

@@ -8,8 +8,9 @@
 use std::{collections::BTreeSet, process::Command, time::Instant};
 
 use profiler_tests::{
-    Outcome, Profiler, Report, Snapshots, TempDir, Victim, attach, attach_with, names,
-    require_root, run_reported, schedstat_on_cpu, victims,
+    Outcome, Profiler, Report, TempDir, Victim, attach,
+    live::{attach_live, next_snapshot, snapshot_showing},
+    names, require_root, run_reported, schedstat_on_cpu, victims,
 };
 
 const RUST: &str = env!("CARGO_BIN_EXE_victim_threads_rust");
@@ -81,15 +82,14 @@ fn lock_order_cycle_is_a_potential_deadlock() {
 fn a_live_snapshot_names_the_lock_order_cycle_so_far_and_the_report_the_whole_run() {
     require_root!();
     let dir = TempDir::new();
-    let live = Snapshots::in_dir(&dir);
+    let (json, live) = (dir.json(), dir.path().join("live.json"));
     let mut victim = Victim::ready(victims::THREADS_ORDER, ["3", "10", "4"]);
-    let json = dir.json();
     let args = ["--level", "threading", "--json", json.to_str().unwrap()];
-    let profiler = attach_with(&victim, &args, &[live.env()]);
+    let profiler = attach_live(&victim, &args, &live);
     victim.proceed();
     victim.expect_line("done");
 
-    let snapshot = live.after_now();
+    let snapshot = next_snapshot(&live);
     assert_eq!(snapshot.end_reason(), "running");
     assert_order_cycle(&snapshot, 3);
 
@@ -268,8 +268,7 @@ fn live_deadlock_is_found_on_attach() {
 fn a_live_snapshot_shows_the_live_deadlock_and_the_report_the_same_one() {
     require_root!();
     let dir = TempDir::new();
-    let live = Snapshots::in_dir(&dir);
-    let json = dir.json();
+    let (json, live) = (dir.json(), dir.path().join("live.json"));
     let mut victim = Victim::start(victims::THREADS_DEADLOCK, Vec::<&str>::new());
     let tids = tids(&victim.value_of("tids"));
     victim.expect_line("deadlocked");
@@ -283,8 +282,8 @@ fn a_live_snapshot_shows_the_live_deadlock_and_the_report_the_same_one() {
         "--json",
         json.to_str().expect("utf-8 path"),
     ];
-    let profiler = attach_with(&victim, &args, &[live.env()]);
-    let snapshot = live.wait_for("the live deadlock", |r| {
+    let profiler = attach_live(&victim, &args, &live);
+    let snapshot = snapshot_showing(&live, "the live deadlock", |r| {
         r.json
             .pointer("/threads/deadlocks/live")
             .and_then(|l| l.as_array())

@@ -26,7 +26,7 @@ pub(crate) use threads::ThreadsSection;
 
 /// Version of the JSON schema (docs/report-schema.md). Bump the minor version when fields are
 /// added, the major version when a field changes meaning or goes away.
-pub(crate) const SCHEMA_VERSION: &str = "3.1";
+pub(crate) const SCHEMA_VERSION: &str = "3.2";
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub(crate) struct Report {
@@ -91,7 +91,7 @@ pub(crate) struct TargetSection {
 }
 
 /// One process of the target's tree.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub(crate) struct ProcessEntry {
     pub pid: u32,
     /// Its parent's pid (None: unknown).
@@ -104,6 +104,13 @@ pub(crate) struct ProcessEntry {
     /// Whether its events were recorded: false only when the map of followed processes was
     /// full when it forked (with `--no-children` only the target is listed).
     pub followed: bool,
+    /// Seconds after profiling started when it was forked; absent for a process that was there
+    /// before (the target, the children `attach` found).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forked_at: Option<f64>,
+    /// Seconds after profiling started when it exited; absent while it runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exited_at: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

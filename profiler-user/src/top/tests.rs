@@ -181,14 +181,14 @@ fn an_80_by_24_screen_has_the_header_tabs_table_and_keys() {
         "{text:#?}"
     );
     assert!(text[1].contains("est. slowdown 2.4%"), "{text:#?}");
-    // The deadlock line, in red, above the tabs.
+    // The deadlock line, in the high severity's colour, above the tabs.
     let (y, _) = find(
         &screen,
         "potential deadlock (lock order): METRICS_LOCK -> LOG_LOCK",
     )
     .expect("the deadlock line");
     assert_eq!(y, 2);
-    assert_eq!(screen[(0, 2)].bg, Color::Red);
+    assert_eq!(screen[(0, 2)].bg, Color::Indexed(209));
     assert!(
         text[3].contains("1 Functions") && text[3].contains("5 Overhead"),
         "{text:#?}"

@@ -17,7 +17,7 @@ use crate::{
     report::{
         Report,
         errors::Severity,
-        text::{human_bytes, human_time},
+        text::{Highlight, highlight, human_bytes, human_time},
     },
 };
 
@@ -169,9 +169,14 @@ pub(crate) fn draw(frame: &mut Frame<'_>, model: &Model, state: &ViewState) {
     ])
     .areas(frame.area());
     frame.render_widget(Paragraph::new(header(&model.report, state)), head);
-    if let Some(line) = deadlock {
+    if let Some((line, severity)) = deadlock {
         frame.render_widget(
-            Paragraph::new(line).style(Style::new().fg(Color::White).bg(Color::Red).bold()),
+            Paragraph::new(line).style(
+                Style::new()
+                    .fg(Color::Black)
+                    .bg(severity_color(severity))
+                    .bold(),
+            ),
             banner,
         );
     }
@@ -278,23 +283,27 @@ fn header(report: &Report, state: &ViewState) -> Vec<Line<'static>> {
     vec![Line::from(first), Line::from(second)]
 }
 
-/// The red line at the top of every panel once a deadlock is seen.
-fn deadlock_line(report: &Report) -> Option<String> {
+/// The line at the top of every panel once a deadlock is seen: a live one in the critical
+/// colour, a lock-order cycle in the high one (as the summary and the HTML report have them).
+fn deadlock_line(report: &Report) -> Option<(String, Severity)> {
     let d = &report.threads.as_ref()?.deadlocks;
     if let Some(live) = d.live.first() {
-        return Some(format!(
-            " DEADLOCK: threads {} blocked in a cycle of lock waits",
-            live.threads
-                .iter()
-                .map(|t| t.tid.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
+        return Some((
+            format!(
+                " DEADLOCK: threads {} blocked in a cycle of lock waits",
+                live.threads
+                    .iter()
+                    .map(|t| t.tid.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Severity::Critical,
         ));
     }
     let p = d.potential.first()?;
-    Some(format!(
-        " potential deadlock (lock order): {}",
-        p.locks.join(" -> ")
+    Some((
+        format!(" potential deadlock (lock order): {}", p.locks.join(" -> ")),
+        Severity::High,
     ))
 }
 
@@ -539,28 +548,26 @@ fn overhead(frame: &mut Frame<'_>, area: Rect, report: &Report, state: &ViewStat
     );
 }
 
-/// A family's text block, with its severities and deadlocks in colour.
+/// A family's text block, with its severities and deadlocks in colour, as the printed summary
+/// has them on a terminal.
 fn text_panel(frame: &mut Frame<'_>, area: Rect, text: &str, state: &ViewState) {
     let lines: Vec<Line> = text
         .trim_matches('\n')
         .lines()
-        .map(|l| {
-            let style = if l.contains("deadlock") {
-                Style::new().fg(Color::Red).bold()
-            } else if let Some(s) = [
-                Severity::Critical,
-                Severity::High,
-                Severity::Medium,
-                Severity::Low,
-            ]
-            .into_iter()
-            .find(|s| l.contains(&format!("[{}]", s.as_str())))
-            {
-                Style::new().fg(severity_color(s))
-            } else {
-                Style::new()
-            };
-            Line::from(Span::styled(l.to_string(), style))
+        .map(|l| match highlight(l) {
+            Some(Highlight::Line(s)) => Line::from(Span::styled(
+                l.to_string(),
+                Style::new().fg(severity_color(s)).bold(),
+            )),
+            Some(Highlight::Tag(s, range)) => Line::from(vec![
+                Span::raw(l[..range.start].to_string()),
+                Span::styled(
+                    l[range.clone()].to_string(),
+                    Style::new().fg(severity_color(s)).bold(),
+                ),
+                Span::raw(l[range.end..].to_string()),
+            ]),
+            None => Line::from(l.to_string()),
         })
         .collect();
     frame.render_widget(Paragraph::new(lines).scroll((state.scroll, 0)), area);

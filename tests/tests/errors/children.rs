@@ -99,6 +99,35 @@ fn multiprocessing_child(env: &[(&str, &str)]) {
         script.to_str(),
         "{entry:?}"
     );
+    // When the child started and ended, from its records' kernel times: its error in between,
+    // the parent's later failure after. The target was there before profiling: no fork time.
+    let times = |pid: u32| {
+        let p = report
+            .at("/processes")
+            .as_array()
+            .and_then(|ps| {
+                ps.iter()
+                    .find(|p| p["pid"].as_u64() == Some(u64::from(pid)))
+            })
+            .expect("an entry");
+        (p["forked_at"].as_f64(), p["exited_at"].as_f64())
+    };
+    let (Some(forked), Some(exited)) = times(child) else {
+        panic!("the child's times: {:?}", times(child));
+    };
+    let raised = e.at("/timestamp").as_f64().expect("a timestamp");
+    assert!(
+        forked < raised && raised <= exited,
+        "{forked} {raised} {exited}"
+    );
+    assert!(
+        model
+            .iter()
+            .all(|m| m.at("/timestamp").as_f64() >= Some(exited)),
+        "{forked} {exited}\n{}",
+        errors.describe()
+    );
+    assert_eq!(times(target).0, None);
     let note = report.family("process");
     assert!(
         note.note().unwrap_or("").contains("child processes"),

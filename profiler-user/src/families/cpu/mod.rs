@@ -17,7 +17,7 @@ use std::{collections::HashMap, fmt::Write as _, path::PathBuf, time::Instant};
 
 use aya::Ebpf;
 use profiler_common::{
-    cpu::{CPU_SAMPLES_MAX, CPU_STACKS_MAX, CPU_THREADS_MAX, count, globals, maps},
+    cpu::{CPU_SAMPLES_MAX, CPU_STACKS_MAX, CPU_THREADS_MAX, SampleKey, count, globals, maps},
     event::EventKind,
 };
 
@@ -94,6 +94,9 @@ pub(crate) struct Cpu {
     deferred: raw::Deferred,
     /// The python family's Python stacks and code objects, where it runs.
     python: Option<SharedHandle>,
+    /// Kernel addresses' names, kept from one live snapshot to the next and for the final
+    /// report, so that kallsyms is read once.
+    kernel_symbols: Option<KernelSymbols>,
 }
 
 impl Cpu {
@@ -113,6 +116,7 @@ impl Cpu {
             exe: None,
             exec_at: Instant::now(),
             deferred: raw::Deferred::default(),
+            kernel_symbols: None,
         }
     }
 
@@ -363,6 +367,92 @@ impl Family for Cpu {
         let Some(harvest) = self.harvest.take() else {
             return;
         };
+        let mut ksyms = self
+            .kernel_symbols
+            .take()
+            .unwrap_or_else(KernelSymbols::new);
+        let (mut section, profile) = self.analyze(&harvest, &mut ksyms, report, ctx);
+        self.kernel_symbols = Some(ksyms);
+        self.write_outputs(&profile, &mut section, &mut report.warnings);
+        let lost = section.unwind_failures.stack_map_full + section.unwind_failures.sample_map_full;
+        if lost > 0 {
+            report.warnings.push(format!(
+                "cpu: {lost} sample(s) lost to full kernel maps: see the schema"
+            ));
+        }
+        report.cpu = Some(section);
+    }
+
+    fn live(&mut self, ebpf: &mut Ebpf, report: &mut Report, ctx: &mut ReportContext<'_>) {
+        let mut ksyms = self
+            .kernel_symbols
+            .take()
+            .unwrap_or_else(KernelSymbols::new);
+        let read;
+        let harvest = if self.links.is_some() {
+            // The same read as `harvest`, kept here: the kernel's maps only grow while the
+            // events run, and the final report reads them again at the end.
+            match kernel::read(ebpf) {
+                Ok(mut h) => {
+                    self.add_unwound_copy(&mut h);
+                    read = h;
+                    Some(&read)
+                }
+                // The next snapshot tries again; `harvest` says it when it fails at the end.
+                Err(_) => None,
+            }
+        } else {
+            // Shed by the overhead budget: the maps were read then, and the final report
+            // takes that harvest.
+            self.harvest.as_ref()
+        };
+        if let Some(harvest) = harvest {
+            // No `write_outputs` (a snapshot writes no file) and no warnings (the final
+            // report's: a snapshot has the counts they come from, in `unwind_failures`).
+            let (section, _) = self.analyze(harvest, &mut ksyms, report, ctx);
+            report.cpu = Some(section);
+        }
+        self.kernel_symbols = Some(ksyms);
+    }
+
+    fn summary(&self, report: &Report, out: &mut String) {
+        if let Some(c) = &report.cpu {
+            summary(out, c);
+        }
+    }
+}
+
+impl Cpu {
+    /// Unwinds the samples sent whole that are left, and adds them to what the kernel counted.
+    fn merge_deferred(&mut self, h: &mut Harvest) {
+        let (mappings, rows) = self.objects.layout();
+        self.deferred.unwind(self.pid, mappings, rows, true);
+        let d = std::mem::take(&mut self.deferred);
+        add_samples(h, d.samples, d.stacks);
+    }
+
+    /// The live view's [`Cpu::merge_deferred`]: adds a copy of the samples sent whole that are
+    /// unwound so far to what the kernel counted, and leaves them here for the final report.
+    /// Those still waiting for their object's table are left out of the snapshot rather than
+    /// walked early without it (which the final report would not undo): the fast ticks unwind
+    /// them within a second, and the next snapshot has them.
+    fn add_unwound_copy(&self, h: &mut Harvest) {
+        let d = &self.deferred;
+        let samples = d.samples.iter().map(|(key, n)| (*key, *n));
+        let stacks = d.stacks.iter().map(|(hash, ips)| (*hash, ips.clone()));
+        add_samples(h, samples, stacks);
+    }
+
+    /// The family's section from `harvest`: the one analysis of the final report and of the
+    /// live view, and the samples as the output files take them. Writes no file and pushes no
+    /// warning; `report` is read for the system family's core count.
+    fn analyze(
+        &self,
+        harvest: &Harvest,
+        kernel: &mut KernelSymbols,
+        report: &Report,
+        ctx: &mut ReportContext<'_>,
+    ) -> (CpuSection, Profile) {
         let mut names = harvest.threads.clone();
         for tid in tracee::task::thread_ids(self.pid) {
             if let Some(name) = tracee::task::thread_name(self.pid, tid) {
@@ -376,13 +466,12 @@ impl Family for Cpu {
             counts: &harvest.counts,
             frequency: self.options.frequency,
         };
-        let mut kernel = KernelSymbols::new();
         let mut resolver = Resolver {
             symbolizer: ctx.symbolizer,
             maps: ctx.maps,
             vdso: self.objects.vdso.as_ref(),
             trampolines: &self.objects.trampolines,
-            kernel: &mut kernel,
+            kernel,
             python: self.python.as_ref(),
         };
         let stacked = analyze::symbolize(&input, &mut resolver);
@@ -409,38 +498,7 @@ impl Family for Cpu {
         let profile = profile_of(&stacked, self.pid, self.options.frequency, ctx.duration);
         (section.stacks, section.stacks_omitted_samples) =
             crate::report::profile::folded_stacks(&profile);
-        self.write_outputs(&profile, &mut section, &mut report.warnings);
-        let lost = section.unwind_failures.stack_map_full + section.unwind_failures.sample_map_full;
-        if lost > 0 {
-            report.warnings.push(format!(
-                "cpu: {lost} sample(s) lost to full kernel maps: see the schema"
-            ));
-        }
-        report.cpu = Some(section);
-    }
-
-    fn summary(&self, report: &Report, out: &mut String) {
-        if let Some(c) = &report.cpu {
-            summary(out, c);
-        }
-    }
-}
-
-impl Cpu {
-    /// Unwinds the samples sent whole that are left, and adds them to what the kernel counted.
-    fn merge_deferred(&mut self, h: &mut Harvest) {
-        let (mappings, rows) = self.objects.layout();
-        self.deferred.unwind(self.pid, mappings, rows, true);
-        let d = std::mem::take(&mut self.deferred);
-        for (key, n) in d.samples {
-            match h.samples.iter_mut().find(|(k, _)| *k == key) {
-                Some((_, total)) => *total += n,
-                None => h.samples.push((key, n)),
-            }
-        }
-        for (hash, ips) in d.stacks {
-            h.stacks.entry(hash).or_insert(ips);
-        }
+        (section, profile)
     }
 
     fn write_outputs(
@@ -458,6 +516,23 @@ impl Cpu {
                 Err(e) => warnings.push(format!("cpu: cannot write {}: {e:#}", path.display())),
             }
         }
+    }
+}
+
+/// Adds samples unwound here (by key) and their stacks (by hash) to what the kernel counted.
+fn add_samples(
+    h: &mut Harvest,
+    samples: impl IntoIterator<Item = (SampleKey, u64)>,
+    stacks: impl IntoIterator<Item = (u64, Vec<u64>)>,
+) {
+    for (key, n) in samples {
+        match h.samples.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, total)) => *total += n,
+            None => h.samples.push((key, n)),
+        }
+    }
+    for (hash, ips) in stacks {
+        h.stacks.entry(hash).or_insert(ips);
     }
 }
 
@@ -542,6 +617,44 @@ fn summary(out: &mut String, c: &CpuSection) {
         let _ = writeln!(
             out,
             "(a flame graph of these stacks: --output FILE.svg; pprof: --output FILE.pb.gz)"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The live view adds a copy of the samples unwound here and leaves them: the final report
+    /// still adds every one of them, once.
+    #[test]
+    fn live_snapshots_leave_the_unwound_samples_to_the_final_report() {
+        let mut cpu = Cpu::new(Options::default(), None);
+        let key = |tid| SampleKey {
+            tid,
+            user: 0xabc,
+            ..SampleKey::default()
+        };
+        cpu.deferred.samples.insert(key(7), 5);
+        cpu.deferred.stacks.insert(0xabc, vec![0x1010, 0x1150]);
+        // The kernel counted 2 samples of the same key, and one of another thread.
+        let read = || Harvest {
+            samples: vec![(key(7), 2), (key(8), 1)],
+            ..Harvest::default()
+        };
+        for _ in 0..2 {
+            let mut live = read();
+            cpu.add_unwound_copy(&mut live);
+            assert_eq!(live.samples, [(key(7), 7), (key(8), 1)]);
+            assert_eq!(live.stacks[&0xabc], [0x1010, 0x1150]);
+        }
+        let mut last = read();
+        cpu.merge_deferred(&mut last);
+        assert_eq!(last.samples, [(key(7), 7), (key(8), 1)]);
+        assert_eq!(last.stacks[&0xabc], [0x1010, 0x1150]);
+        assert!(
+            cpu.deferred.samples.is_empty(),
+            "the final report takes them"
         );
     }
 }

@@ -109,6 +109,116 @@ impl Functions {
     fn cost_ns(&self, model: &crate::report::CostModel, i: usize, hits: (u64, u64)) -> f64 {
         overhead::probe_cost_ns(model, self.traced[i].placement.class, hits.0, hits.1)
     }
+
+    /// The probe hits of the functions in `raw` and what they cost the target.
+    fn load_of(&self, raw: &RawFunctions, model: &crate::report::CostModel) -> ProbeLoad {
+        let mut load = ProbeLoad::default();
+        for (i, totals) in raw.totals.iter().enumerate().take(self.traced.len()) {
+            load += ProbeLoad {
+                hits: totals.entries + totals.returns,
+                cost_ns: self.cost_ns(model, i, (totals.entries, totals.returns)),
+            };
+        }
+        load
+    }
+
+    /// Writes `report.functions` and `report.skipped_functions` from `raw`, what
+    /// `kernel::read` found: the one analysis of the final report (`raw` harvested at the end)
+    /// and of the live view (`raw` read while the probes run). Leaves the family as it is, and
+    /// pushes no warning.
+    fn write_section(
+        &self,
+        mut raw: RawFunctions,
+        report: &mut Report,
+        ctx: &mut ReportContext<'_>,
+    ) {
+        // A nested hit is priced at the mean cost of the family's hits (they are of the traced
+        // functions, whose sites may differ in cost).
+        let load = self.load_of(&raw, ctx.cost_model);
+        let nested_hit_ns = if load.hits > 0 {
+            load.cost_ns / load.hits as f64
+        } else {
+            0.0
+        };
+        let mut functions = Vec::new();
+        let failed: Vec<usize> = self.skipped.iter().filter_map(|s| s.id).collect();
+        for (id, traced) in self.traced.iter().enumerate() {
+            if failed.contains(&id) {
+                continue;
+            }
+            let id32 = id as u32;
+            let totals = raw.totals.get(id).cloned().unwrap_or_default();
+            let cost = self.cost_ns(ctx.cost_model, id, (totals.entries, totals.returns));
+            let callers = raw
+                .callers
+                .iter()
+                .filter(|(f, _, _)| *f == id32)
+                .map(|(_, addr, calls)| {
+                    (
+                        ctx.symbolizer.frame(ctx.maps, addr.saturating_sub(1)),
+                        *calls,
+                    )
+                })
+                .collect();
+            let stacks = raw
+                .stacks
+                .iter()
+                .filter(|(f, _, _)| *f == id32)
+                .map(|(_, ips, n)| {
+                    let frames = ips
+                        .iter()
+                        .map(|ip| ctx.symbolizer.frame(ctx.maps, ip.saturating_sub(1)))
+                        .collect();
+                    (frames, *n)
+                })
+                .collect();
+            let data = FunctionData {
+                totals,
+                threads: raw.threads.remove(&id32).unwrap_or_default(),
+                callers,
+                stacks,
+                in_flight: raw.in_flight.get(&id32).copied().unwrap_or(0),
+                memory: raw
+                    .memory
+                    .get(id)
+                    .copied()
+                    .filter(|_| self.allocator_probes.attached()),
+            };
+            let p = &traced.placement;
+            let meta = FunctionMeta {
+                name: traced.function.sym.name.clone(),
+                module: traced.function.module.file_name(),
+                address: traced.function.sym.addr,
+                site: ProbeSite {
+                    offset: p.offset,
+                    instruction: p.instruction.clone(),
+                    class: p.class.name(),
+                    reason: p.reason.clone(),
+                    hits: 0,
+                    estimated_cost: 0.0,
+                },
+            };
+            let costs = ProbeCosts {
+                own_ns: overhead::in_call_ns(ctx.cost_model, p.class),
+                nested_hit_ns,
+            };
+            let mut profile = profile(&meta, data, cost, costs);
+            profile.cpu = raw.cpu.get(id).and_then(cpu_split);
+            functions.push(profile);
+        }
+        functions.sort_by(|a, b| b.total_time.total_cmp(&a.total_time));
+        report.functions = functions;
+        report.skipped_functions = self
+            .skipped
+            .iter()
+            .map(|s| SkippedFunction {
+                function_name: s.function.sym.name.clone(),
+                module: s.function.module.file_name(),
+                address: format!("{:#x}", s.function.sym.addr),
+                reason: s.reason.clone(),
+            })
+            .collect();
+    }
 }
 
 impl Family for Functions {
@@ -279,110 +389,37 @@ impl Family for Functions {
     }
 
     fn probe_load(&self, model: &crate::report::CostModel) -> ProbeLoad {
-        let mut load = ProbeLoad::default();
-        let Some(raw) = &self.raw else { return load };
-        for (i, totals) in raw.totals.iter().enumerate().take(self.traced.len()) {
-            load += ProbeLoad {
-                hits: totals.entries + totals.returns,
-                cost_ns: self.cost_ns(model, i, (totals.entries, totals.returns)),
-            };
-        }
-        load
+        self.raw
+            .as_ref()
+            .map_or_else(ProbeLoad::default, |raw| self.load_of(raw, model))
     }
 
     fn report(&mut self, report: &mut Report, ctx: &mut ReportContext<'_>) {
-        // A nested hit is priced at the mean cost of the family's hits (they are of the traced
-        // functions, whose sites may differ in cost).
-        let load = self.probe_load(ctx.cost_model);
-        let nested_hit_ns = if load.hits > 0 {
-            load.cost_ns / load.hits as f64
-        } else {
-            0.0
-        };
-        let mut raw = self.raw.take().unwrap_or_default();
-        let mut functions = Vec::new();
-        let failed: Vec<usize> = self.skipped.iter().filter_map(|s| s.id).collect();
-        for (id, traced) in self.traced.iter().enumerate() {
-            if failed.contains(&id) {
-                continue;
-            }
-            let id32 = id as u32;
-            let totals = raw.totals.get(id).cloned().unwrap_or_default();
-            let cost = self.cost_ns(ctx.cost_model, id, (totals.entries, totals.returns));
-            let callers = raw
-                .callers
-                .iter()
-                .filter(|(f, _, _)| *f == id32)
-                .map(|(_, addr, calls)| {
-                    (
-                        ctx.symbolizer.frame(ctx.maps, addr.saturating_sub(1)),
-                        *calls,
-                    )
-                })
-                .collect();
-            let stacks = raw
-                .stacks
-                .iter()
-                .filter(|(f, _, _)| *f == id32)
-                .map(|(_, ips, n)| {
-                    let frames = ips
-                        .iter()
-                        .map(|ip| ctx.symbolizer.frame(ctx.maps, ip.saturating_sub(1)))
-                        .collect();
-                    (frames, *n)
-                })
-                .collect();
-            let data = FunctionData {
-                totals,
-                threads: raw.threads.remove(&id32).unwrap_or_default(),
-                callers,
-                stacks,
-                in_flight: raw.in_flight.get(&id32).copied().unwrap_or(0),
-                memory: raw
-                    .memory
-                    .get(id)
-                    .copied()
-                    .filter(|_| self.allocator_probes.attached()),
-            };
-            let p = &traced.placement;
-            let meta = FunctionMeta {
-                name: traced.function.sym.name.clone(),
-                module: traced.function.module.file_name(),
-                address: traced.function.sym.addr,
-                site: ProbeSite {
-                    offset: p.offset,
-                    instruction: p.instruction.clone(),
-                    class: p.class.name(),
-                    reason: p.reason.clone(),
-                    hits: 0,
-                    estimated_cost: 0.0,
-                },
-            };
-            let costs = ProbeCosts {
-                own_ns: overhead::in_call_ns(ctx.cost_model, p.class),
-                nested_hit_ns,
-            };
-            let mut profile = profile(&meta, data, cost, costs);
-            profile.cpu = raw.cpu.get(id).and_then(cpu_split);
-            functions.push(profile);
-        }
-        functions.sort_by(|a, b| b.total_time.total_cmp(&a.total_time));
-        report.functions = functions;
-        report.skipped_functions = self
-            .skipped
-            .iter()
-            .map(|s| SkippedFunction {
-                function_name: s.function.sym.name.clone(),
-                module: s.function.module.file_name(),
-                address: format!("{:#x}", s.function.sym.addr),
-                reason: s.reason.clone(),
-            })
-            .collect();
+        let raw = self.raw.take().unwrap_or_default();
+        self.write_section(raw, report, ctx);
         if !self.skipped.is_empty() {
             report
                 .warnings
                 .push(skipped_warning(&report.skipped_functions));
         }
+    }
+
+    fn live(&mut self, ebpf: &mut Ebpf, report: &mut Report, ctx: &mut ReportContext<'_>) {
+        // The same read as `harvest`, kept here rather than in `self.raw`: the maps only grow
+        // while the probes run, and the final report reads them again at the end. Nothing
+        // traced (no --func): nothing to read, as the final report has nothing either.
+        let raw = if self.traced.is_empty() {
+            RawFunctions::default()
+        } else {
+            match kernel::read(ebpf, self.traced.len(), self.pid) {
+                Ok(raw) => raw,
+                // The next snapshot tries again; `harvest` says it when it fails at the end.
+                Err(_) => return,
+            }
+        };
+        // The skipped functions' warning is the final report's: a snapshot lists them in
+        // `skipped_functions` all the same.
+        self.write_section(raw, report, ctx);
     }
 
     fn summary(&self, report: &Report, out: &mut String) {
@@ -570,6 +607,7 @@ fn memory_summary(functions: &[FunctionProfile], top: usize, name_width: usize, 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::symbols::symbolize::{AddrSymbolizer, MappingSnapshot};
     use analyze::{FuncTotals, FunctionData, meta_of};
 
     #[test]
@@ -582,6 +620,96 @@ mod tests {
         }
     }
     use profiler_common::functions::FuncMem;
+
+    /// The family tracing `leaf` (a `push rbp; ret` at 0x1000 of `victim`), with `gone` matched
+    /// but not traced.
+    fn tracing_leaf() -> Functions {
+        let mut f = Functions::new(&["leaf".into()], 10, 1, AllocatorProbes::default()).unwrap();
+        let function = |name: &str, addr: u64| TracedFunction {
+            module: crate::tracee::Module {
+                path: "/bin/victim".into(),
+                open_path: "/bin/victim".into(),
+            },
+            sym: crate::symbols::FuncSym {
+                raw: name.into(),
+                name: name.into(),
+                addr,
+                size: 2,
+                file_offset: addr,
+            },
+        };
+        f.traced.push(Traced {
+            function: function("leaf", 0x1000),
+            placement: placement::place(&[0x55, 0xc3], 0x1000, 2),
+        });
+        f.skipped.push(Skipped {
+            function: function("gone", 0x2000),
+            reason: "a test".into(),
+            id: None,
+        });
+        f
+    }
+
+    /// What `kernel::read` gives for `calls` calls of `leaf`, each timed at 1 µs.
+    fn read_calls(calls: u64) -> RawFunctions {
+        RawFunctions {
+            totals: vec![FuncTotals {
+                entries: calls,
+                returns: calls,
+                count: calls,
+                total_ns: calls * 1000,
+                min_ns: Some(1000),
+                max_ns: 1000,
+                probe_hits: 2 * calls,
+                ..FuncTotals::default()
+            }],
+            ..RawFunctions::default()
+        }
+    }
+
+    /// The live view's section is the final report's analysis of what it read, without the
+    /// warning; it leaves the harvest where it is, and the final report then has it all.
+    #[test]
+    fn a_live_section_leaves_the_harvest_to_the_final_report() {
+        let mut f = tracing_leaf();
+        let (mut symbolizer, maps) = (AddrSymbolizer::new(), MappingSnapshot::default());
+        let model = overhead::default_model();
+        let mut ctx = ReportContext {
+            symbolizer: &mut symbolizer,
+            maps: &maps,
+            start_ktime_ns: 0,
+            end_ktime_ns: 1_000_000_000,
+            duration: 1.0,
+            exit_status: None,
+            traced_names: &[],
+            cost_model: &model,
+            samples: &[],
+            sample_interval: 0.2,
+        };
+        // What `harvest` would have left: the final reads, 10 calls.
+        f.raw = Some(read_calls(10));
+        let final_load = f.probe_load(&model);
+        let mut live = Report::default();
+        f.write_section(read_calls(4), &mut live, &mut ctx);
+        assert_eq!(live.functions.len(), 1);
+        assert_eq!(live.functions[0].total_calls, 4);
+        assert_eq!(live.skipped_functions.len(), 1);
+        assert!(live.warnings.is_empty(), "{:?}", live.warnings);
+        assert_eq!(f.probe_load(&model), final_load, "the harvest is untouched");
+
+        let mut last = Report::default();
+        f.report(&mut last, &mut ctx);
+        assert_eq!(last.functions[0].total_calls, 10);
+        assert_eq!(last.warnings.len(), 1, "{:?}", last.warnings);
+        assert!(f.raw.is_none(), "the final report takes the harvest");
+
+        // The same reads give the same section, live or final.
+        f.raw = Some(read_calls(10));
+        let mut same = Report::default();
+        f.write_section(read_calls(10), &mut same, &mut ctx);
+        let json = |r: &Report| serde_json::to_value((&r.functions, &r.skipped_functions));
+        assert_eq!(json(&same).unwrap(), json(&last).unwrap());
+    }
 
     /// A profile of `calls` calls of `name`, with `memory` when the allocator probes ran.
     fn profiled(name: &str, calls: u64, memory: Option<FuncMem>) -> FunctionProfile {

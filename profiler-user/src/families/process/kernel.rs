@@ -5,7 +5,10 @@ use aya::{
     Ebpf,
     programs::{RawTracePoint, TracePoint},
 };
-use profiler_common::process::{ProcessEvent, ProcessEventKind, maps, programs};
+use profiler_common::{
+    event::EventHeader,
+    process::{ProcessEvent, ProcessEventKind, maps, programs},
+};
 
 use crate::bpf;
 
@@ -61,6 +64,16 @@ pub(crate) enum Lifecycle {
         pid: u32,
         comm: String,
     },
+}
+
+/// When a record was made (CLOCK_MONOTONIC, ns; 0 for a record too short to have a header).
+pub(crate) fn timestamp_ns(bytes: &[u8]) -> u64 {
+    if bytes.len() < size_of::<EventHeader>() {
+        return 0;
+    }
+    // SAFETY: the buffer holds at least one EventHeader, plain old data; unaligned read.
+    let header: EventHeader = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+    header.timestamp_ns
 }
 
 /// Decodes a record of the `process` family.

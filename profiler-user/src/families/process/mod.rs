@@ -47,6 +47,9 @@ struct Seen {
     command: Vec<String>,
     exit_status: Option<i32>,
     followed: bool,
+    /// When it was forked and when it exited while profiled (CLOCK_MONOTONIC, ns).
+    forked_ns: Option<u64>,
+    exited_ns: Option<u64>,
 }
 
 impl Process {
@@ -92,6 +95,8 @@ impl Process {
                     command,
                     exit_status: None,
                     followed,
+                    forked_ns: None,
+                    exited_ns: None,
                 });
             }
             Lifecycle::Exec { pid, comm } => {
@@ -126,6 +131,8 @@ impl Family for Process {
             command: tracee::cmdline(ctx.pid),
             exit_status: None,
             followed: true,
+            forked_ns: None,
+            exited_ns: None,
         }];
         Ok(())
     }
@@ -157,6 +164,8 @@ impl Family for Process {
                     command: tracee::cmdline(child as i32),
                     exit_status: None,
                     followed,
+                    forked_ns: None,
+                    exited_ns: None,
                 });
             }
         }
@@ -178,10 +187,26 @@ impl Family for Process {
     }
 
     fn on_event(&mut self, _kind: u16, bytes: &[u8]) -> Flow {
-        match kernel::decode(bytes) {
-            Some(event) => self.apply(event),
-            None => Flow::Continue,
+        let Some(event) = kernel::decode(bytes) else {
+            return Flow::Continue;
+        };
+        let at = kernel::timestamp_ns(bytes);
+        let when = match &event {
+            Lifecycle::Fork { child, .. } => Some((*child, true)),
+            Lifecycle::ProcessExit { pid, .. } => Some((*pid, false)),
+            _ => None,
+        };
+        let flow = self.apply(event);
+        if let Some((pid, forked)) = when
+            && let Some(p) = self.seen.iter_mut().rev().find(|p| p.pid == pid)
+        {
+            *if forked {
+                &mut p.forked_ns
+            } else {
+                &mut p.exited_ns
+            } = Some(at);
         }
+        flow
     }
 
     fn report(&mut self, report: &mut Report, ctx: &mut ReportContext<'_>) {
@@ -205,9 +230,16 @@ impl Family for Process {
                     }
                     .map(ExitStatus::from_wait_status),
                     followed: p.followed,
+                    forked_at: p.forked_ns.map(|ns| seconds_since(ns, ctx.start_ktime_ns)),
+                    exited_at: p.exited_ns.map(|ns| seconds_since(ns, ctx.start_ktime_ns)),
                 }
             })
             .collect();
+    }
+
+    /// The tree seen so far: `report` reads the family and changes nothing.
+    fn live(&mut self, _ebpf: &mut Ebpf, report: &mut Report, ctx: &mut ReportContext<'_>) {
+        self.report(report, ctx);
     }
 }
 
@@ -230,6 +262,11 @@ impl Family for System {
         report.system = analyze::summarize(ctx.samples, ctx.sample_interval, machine());
     }
 
+    /// The /proc samples so far: `report` keeps no state.
+    fn live(&mut self, _ebpf: &mut Ebpf, report: &mut Report, ctx: &mut ReportContext<'_>) {
+        self.report(report, ctx);
+    }
+
     fn summary(&self, report: &Report, out: &mut String) {
         if let Some(system) = &report.system {
             let _ = writeln!(
@@ -241,6 +278,11 @@ impl Family for System {
             );
         }
     }
+}
+
+/// Seconds from `start_ns` to `ns` (CLOCK_MONOTONIC); 0 for a time before it.
+fn seconds_since(ns: u64, start_ns: u64) -> f64 {
+    ns.saturating_sub(start_ns) as f64 * 1e-9
 }
 
 /// The machine's CPUs, memory and kernel.

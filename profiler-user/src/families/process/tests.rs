@@ -9,6 +9,8 @@ fn tree() -> Process {
         command: vec!["python3".into(), "main.py".into()],
         exit_status: None,
         followed: true,
+        forked_ns: None,
+        exited_ns: None,
     }];
     p
 }
@@ -113,4 +115,51 @@ fn decodes_a_fork_record() {
         })
     );
     assert_eq!(kernel::decode(&bytes[..8]), None);
+}
+
+/// A child's fork and exit times come from its records' headers, in seconds after the start.
+#[test]
+fn a_child_s_fork_and_exit_are_timed() {
+    use profiler_common::{
+        event::{EventHeader, EventKind},
+        process::{ProcessEvent, ProcessEventKind},
+    };
+    let record = |kind: ProcessEventKind, ns: u64, exit_code: i32| ProcessEvent {
+        header: EventHeader {
+            kind: EventKind::Process as u16,
+            _pad: 0,
+            tid: 200,
+            timestamp_ns: ns,
+            tgid: if kind == ProcessEventKind::Fork {
+                100
+            } else {
+                200
+            },
+            _pad2: 0,
+        },
+        kind: kind as u8,
+        _pad: [0; 3],
+        exit_code,
+        child: 200,
+        _pad2: 0,
+        comm: [0; 16],
+    };
+    let mut p = tree();
+    for event in [
+        record(ProcessEventKind::Fork, 1_500_000_000, 0),
+        record(ProcessEventKind::ProcessExit, 3_250_000_000, 0),
+    ] {
+        // SAFETY: a plain-old-data record viewed as its bytes, for its size.
+        let bytes = unsafe {
+            std::slice::from_raw_parts((&raw const event).cast::<u8>(), size_of::<ProcessEvent>())
+        };
+        assert_eq!(p.on_event(EventKind::Process as u16, bytes), Flow::Continue);
+    }
+    let child = p.seen.iter().find(|s| s.pid == 200).expect("the child");
+    assert_eq!(
+        (child.forked_ns, child.exited_ns),
+        (Some(1_500_000_000), Some(3_250_000_000))
+    );
+    assert_eq!(seconds_since(3_250_000_000, 1_000_000_000), 2.25);
+    assert_eq!(seconds_since(5, 10), 0.0);
 }

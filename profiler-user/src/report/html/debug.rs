@@ -119,7 +119,8 @@ pub(super) fn render(report: &Value, out: &mut String) {
     log(report, out);
 }
 
-/// The event log: errors' events, budget detaches, live deadlocks and the target's end.
+/// The event log: errors' events, budget detaches, live deadlocks, the processes started and
+/// ended while profiled, and the target's end.
 fn log(report: &Value, out: &mut String) {
     let mut entries: Vec<Entry> = Vec::new();
     for e in list(report, "/errors/events") {
@@ -159,6 +160,36 @@ fn log(report: &Value, out: &mut String) {
             what: format!("threads {} wait for each other", threads.join(", ")),
         });
     }
+    for p in list(report, "/processes") {
+        let pid = text(at(p, "/pid"));
+        let command = list(p, "/command")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect::<Vec<_>>()
+            .join(" ");
+        if let Some(forked) = at(p, "/forked_at").as_f64() {
+            entries.push(Entry {
+                at: forked,
+                severity: String::new(),
+                kind: "process",
+                what: format!(
+                    "pid {pid} started by {} ({command})",
+                    text(at(p, "/parent_pid"))
+                ),
+            });
+        }
+        // The target's own end is the entry below.
+        if let Some(exited) = at(p, "/exited_at").as_f64()
+            && pid != text(at(report, "/target/pid"))
+        {
+            entries.push(Entry {
+                at: exited,
+                severity: String::new(),
+                kind: "process",
+                what: format!("pid {pid} exited ({command})"),
+            });
+        }
+    }
     if str_at(report, "/profiler/end_reason") == "target_exited" {
         entries.push(Entry {
             at: f64_at(report, "/profiler/duration"),
@@ -170,8 +201,7 @@ fn log(report: &Value, out: &mut String) {
     entries.sort_by(|a, b| a.at.total_cmp(&b.at));
     let _ = write!(
         out,
-        "<h2>Event log</h2><p class=\"dim\">{} event(s) in time order{}; the processes above \
-         carry no times, the errors' exits do.</p>",
+        "<h2>Event log</h2><p class=\"dim\">{} event(s) in time order{}.</p>",
         entries.len(),
         if entries.len() > MAX_LOG {
             format!(", the first {MAX_LOG} shown")

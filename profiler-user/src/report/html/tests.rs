@@ -155,3 +155,26 @@ fn a_report_with_missing_fields_still_renders() {
     assert!(page.contains("id=\"tab-errors\""));
     assert!(page.contains("no errors section"));
 }
+
+#[test]
+fn the_event_log_has_the_processes_started_and_ended_in_time_order() {
+    let mut report = synthesized(1, 2);
+    report["processes"] = json!([
+        {"pid": 7, "parent_pid": 1, "command": ["app"], "followed": true, "exited_at": 9.5},
+        {"pid": 8, "parent_pid": 7, "command": ["sh", "-c", "worker"], "followed": true,
+         "forked_at": 0.005, "exited_at": 0.015, "exit_status": {"code": 0, "signal": null, "core_dumped": false}}
+    ]);
+    let page = render(&report);
+    let log = &page[page.find("<h2>Event log</h2>").expect("the log")..];
+    let started = log
+        .find("pid 8 started by 7 (sh -c worker)")
+        .expect("the fork");
+    let exited = log.find("pid 8 exited (sh -c worker)").expect("the exit");
+    // The errors at 0 s and 0.01 s around them.
+    let first_error = log.find("model-0.pt").expect("an error");
+    let second_error = log.find("model-1.pt").expect("an error");
+    assert!(first_error < started && started < second_error && second_error < exited);
+    // The target's own exit is the end of the run, said once.
+    assert!(!log.contains("pid 7 exited"));
+    assert_eq!(log.matches("target 7 exited").count(), 1);
+}

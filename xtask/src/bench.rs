@@ -10,6 +10,7 @@
 mod attach;
 mod cpu;
 mod estimate;
+mod html;
 mod levels;
 mod memory;
 mod proc;
@@ -42,7 +43,8 @@ pub struct BenchArgs {
     /// Measure only this workload (repeatable): cet_nonleaf, plain, cet_leaf, memory, levels,
     /// threads (cost per context switch, next to offcputime and bpftrace), cpu (sampling at 99
     /// and 999 Hz, next to perf), python (Python frames in the samples, next to py-spy),
-    /// estimate, attach (attach and stop times for 2 to 2,000 probes, next to bpftrace's).
+    /// estimate, attach (attach and stop times for 2 to 2,000 probes, next to bpftrace's),
+    /// html (the HTML report of 1,000 functions and 1,000 errors opened in headless Chromium).
     #[arg(long, value_name = "WORKLOAD")]
     only: Vec<String>,
     /// Requests per thread of the level table's workload (4 threads).
@@ -198,6 +200,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         python::NAME,
         estimate::NAME,
         attach::NAME,
+        html::NAME,
     ];
     for name in &args.only {
         if !workloads.iter().any(|w| w.name == name) && !others.contains(&&**name) {
@@ -293,6 +296,10 @@ fn bench_in(
     }
     if args.only.is_empty() || args.only.iter().any(|o| o == attach::NAME) {
         print!("{}", attach::bench(tools, dir, args.runs)?);
+    }
+    if args.only.is_empty() || args.only.iter().any(|o| o == html::NAME) {
+        println!();
+        html::bench(tools, dir, args.runs)?;
     }
     Ok(())
 }

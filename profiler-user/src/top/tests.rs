@@ -180,7 +180,7 @@ fn an_80_by_24_screen_has_the_header_tabs_table_and_keys() {
         text[1].contains("cpu 41% (peak 97%) · rss 3.0 MiB (peak 5.0 MiB)"),
         "{text:#?}"
     );
-    assert!(text[1].contains("est. slowdown 2.4%"), "{text:#?}");
+    assert!(text[1].contains("slowdown ~2.4%"), "{text:#?}");
     // The deadlock line, in the high severity's colour, above the tabs.
     let (y, _) = find(
         &screen,
@@ -215,6 +215,24 @@ fn an_80_by_24_screen_has_the_header_tabs_table_and_keys() {
         "{text:#?}"
     );
     assert!(text[23].contains("s sort: total"));
+}
+
+#[test]
+fn a_long_name_keeps_its_end() {
+    assert_eq!(
+        view::tail("server::handle_request", 30),
+        "server::handle_request"
+    );
+    assert_eq!(
+        view::tail("profiler_user::demo::handle_request", 24),
+        "…demo::handle_request"
+    );
+    assert_eq!(
+        view::tail("profiler_user::demo::handle_request", 24)
+            .chars()
+            .count(),
+        21
+    );
 }
 
 #[test]

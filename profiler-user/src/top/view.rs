@@ -261,7 +261,7 @@ fn header(report: &Report, state: &ViewState) -> Vec<Line<'static>> {
     } else {
         format!("{:.1}%", o.estimated_slowdown_percent)
     };
-    second.push(Span::raw("est. slowdown "));
+    second.push(Span::raw("slowdown ~"));
     let over = o
         .budget
         .as_ref()
@@ -276,7 +276,7 @@ fn header(report: &Report, state: &ViewState) -> Vec<Line<'static>> {
     ));
     if let Some(b) = &o.budget {
         second.push(Span::styled(
-            format!(" (budget {}%)", b.max_percent),
+            format!(" (max {}%)", b.max_percent),
             Style::new().fg(DIM),
         ));
     }
@@ -371,12 +371,19 @@ fn functions(frame: &mut Frame<'_>, area: Rect, model: &Model, state: &ViewState
     }))
     .style(Style::new().bold());
     let right = |s: String| Cell::from(Line::from(s).right_aligned());
+    // The other columns' widths and the gaps between all of them.
+    let fixed: u16 = if on_cpu_known {
+        9 + 8 + 10 + 10 + 10 + 6 + 6
+    } else {
+        9 + 8 + 10 + 10 + 10 + 5
+    };
+    let name_width = usize::from(area.width.saturating_sub(fixed).max(20));
     let rows = sorted_functions(model, state.sort)
         .into_iter()
         .skip(state.scroll as usize)
         .map(|f| {
             let mut cells = vec![
-                Cell::from(f.function_name.clone()),
+                Cell::from(tail(&f.function_name, name_width)),
                 right(f.total_calls.to_string()),
                 right(format!(
                     "{:.0}",
@@ -399,7 +406,7 @@ fn functions(frame: &mut Frame<'_>, area: Rect, model: &Model, state: &ViewState
             Row::new(cells)
         });
     let mut widths = vec![
-        Constraint::Min(20),
+        Constraint::Fill(1),
         Constraint::Length(9),
         Constraint::Length(8),
         Constraint::Length(10),
@@ -410,6 +417,22 @@ fn functions(frame: &mut Frame<'_>, area: Rect, model: &Model, state: &ViewState
         widths.push(Constraint::Length(6));
     }
     frame.render_widget(Table::new(rows, widths).header(header), area);
+}
+
+/// `name` in `width` columns: whole, or its end after an ellipsis, from a `::` where one is in
+/// reach (the end of a qualified name is the part that tells functions apart).
+pub(crate) fn tail(name: &str, width: usize) -> String {
+    let chars = name.chars().count();
+    if chars <= width || width < 2 {
+        return name.to_string();
+    }
+    let end: String = name.chars().skip(chars - (width - 1)).collect();
+    // From the first `::` of what fits, if two segments are still left after it.
+    let end = match end.find("::") {
+        Some(at) if end[at + 2..].contains("::") => &end[at + 2..],
+        _ => &end,
+    };
+    format!("…{end}")
 }
 
 fn errors(frame: &mut Frame<'_>, area: Rect, model: &Model, state: &ViewState) {

@@ -139,4 +139,6 @@
     show(hash || "debug");
   }
   window.addEventListener("resize", function () { flame.draw(); });
+  // How long the page took to be ready, for the benchmark (milliseconds from navigation).
+  document.documentElement.setAttribute("data-ready-ms", performance.now().toFixed(1));
 })();

@@ -198,3 +198,133 @@ pub(crate) trait Family {
     /// live leaves `report` alone.
     fn live(&mut self, _ebpf: &mut Ebpf, _report: &mut Report, _ctx: &mut ReportContext<'_>) {}
 }
+
+/// Paces a family's live snapshot where one can be dear (a map of a million outstanding
+/// blocks to read, a long run's records to analyze again), so that the live view spends at most
+/// about a tenth of the time on it: the family has a credit of time, which grows by a tenth of
+/// the time that passes up to [`LIVE_CREDIT_NS`] and which each snapshot spends; with none
+/// left, the last snapshot made is shown again until there is. Cheap snapshots (a few ms) are
+/// made at every call, and the credit covers the first ones' one-off costs (the symbols read
+/// the first time an address is named).
+#[derive(Debug)]
+pub(crate) struct LivePace<T> {
+    /// What may still be spent, ns (negative after a snapshot that took more).
+    credit_ns: i64,
+    /// CLOCK_MONOTONIC of the last call, ns.
+    last_call_ns: Option<u64>,
+    last: Option<T>,
+}
+
+/// See [`LivePace`]: the most credit a family keeps, ns.
+const LIVE_CREDIT_NS: i64 = 2_000_000_000;
+/// See [`LivePace`]: the credit grows by the time that passes over this.
+const LIVE_SHARE_INVERSE: i64 = 10;
+
+impl<T> Default for LivePace<T> {
+    fn default() -> Self {
+        Self {
+            credit_ns: LIVE_CREDIT_NS,
+            last_call_ns: None,
+            last: None,
+        }
+    }
+}
+
+impl<T: Clone> LivePace<T> {
+    /// The snapshot: a new one from `make` when there is credit (`now_ns`, CLOCK_MONOTONIC; the
+    /// time it took read from `clock`), else the last one made. `make` returns None when it has
+    /// nothing to show (the last one is then shown).
+    pub(crate) fn snapshot(
+        &mut self,
+        now_ns: u64,
+        clock: impl Fn() -> u64,
+        make: impl FnOnce() -> Option<T>,
+    ) -> Option<T> {
+        if let Some(last) = self.last_call_ns {
+            let earned = (now_ns.saturating_sub(last) / LIVE_SHARE_INVERSE as u64) as i64;
+            self.credit_ns = self.credit_ns.saturating_add(earned).min(LIVE_CREDIT_NS);
+        }
+        self.last_call_ns = Some(now_ns);
+        if self.credit_ns > 0 {
+            let made = make();
+            let took = clock().saturating_sub(now_ns);
+            self.credit_ns = self.credit_ns.saturating_sub(took as i64);
+            if made.is_some() {
+                self.last = made;
+            }
+        }
+        self.last.clone()
+    }
+}
+
+/// What a family's unit tests report with: the parts of a [`ReportContext`] it borrows.
+#[cfg(test)]
+pub(crate) struct TestReporting {
+    pub symbolizer: AddrSymbolizer,
+    pub maps: MappingSnapshot,
+    pub cost_model: CostModel,
+    pub traced_names: Vec<String>,
+    pub samples: Vec<Sample>,
+}
+
+#[cfg(test)]
+impl TestReporting {
+    pub(crate) fn new() -> Self {
+        Self {
+            symbolizer: AddrSymbolizer::new(),
+            maps: MappingSnapshot::default(),
+            cost_model: crate::overhead::default_model(),
+            traced_names: Vec::new(),
+            samples: Vec::new(),
+        }
+    }
+
+    /// A context of a run from `start_ns` to `end_ns` (CLOCK_MONOTONIC), the target alive.
+    pub(crate) fn ctx(&mut self, start_ns: u64, end_ns: u64) -> ReportContext<'_> {
+        ReportContext {
+            symbolizer: &mut self.symbolizer,
+            maps: &self.maps,
+            start_ktime_ns: start_ns,
+            end_ktime_ns: end_ns,
+            duration: end_ns.saturating_sub(start_ns) as f64 * 1e-9,
+            exit_status: None,
+            traced_names: &self.traced_names,
+            cost_model: &self.cost_model,
+            samples: &self.samples,
+            sample_interval: 0.2,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Cheap snapshots are made at every call, a one-off dear one too; snapshots that keep
+    /// taking more than a tenth of the time are made only as the credit allows, the last one
+    /// shown meanwhile; a snapshot with nothing to show keeps the last one.
+    #[test]
+    fn live_pace_makes_cheap_snapshots_always_and_dear_ones_seldom() {
+        const S: u64 = 1_000_000_000;
+        const MS: u64 = 1_000_000;
+        let mut pace = LivePace::default();
+        // Every second, taking 20 ms, but the first 500 ms: all made.
+        for (n, took) in [500, 20, 20, 20, 20].into_iter().enumerate() {
+            let at = n as u64 * S;
+            assert_eq!(pace.snapshot(at, || at + took * MS, || Some(n)), Some(n));
+        }
+        // Snapshots of 1.5 s from 5 s: the credit, 1.92 s at the 5 s call and 0.52 s at the
+        // 6 s one, pays for two; -0.98 s after them: none until 16 s.
+        for n in [5, 6] {
+            let at = n as u64 * S;
+            let made = pace.snapshot(at, || at + 1500 * MS, || Some(n));
+            assert_eq!(made, Some(n));
+        }
+        let unmade = || -> Option<usize> { panic!("made with no credit") };
+        for s in 7..=15 {
+            assert_eq!(pace.snapshot(s * S, || 0, unmade), Some(6), "at {s} s");
+        }
+        assert_eq!(pace.snapshot(16 * S, || 16 * S, || None), Some(6));
+        assert_eq!(pace.snapshot(17 * S, || 17 * S, || Some(17)), Some(17));
+    }
+}

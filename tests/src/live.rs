@@ -50,3 +50,20 @@ pub fn next_snapshot(path: &Path) -> Report {
     }
     Report::read(path)
 }
+
+/// The first snapshot at `path` that `want` accepts (what the test waits for has happened), or
+/// a failure after [`TIMEOUT`] naming `what`, with the last snapshot read.
+pub fn snapshot_showing(path: &Path, what: &str, want: impl Fn(&Report) -> bool) -> Report {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let snapshot = next_snapshot(path);
+        if want(&snapshot) {
+            return snapshot;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no live snapshot showed {what}; the last one:\n{:#}",
+            snapshot.json
+        );
+    }
+}

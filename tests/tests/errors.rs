@@ -8,8 +8,10 @@ use std::{
 };
 
 use profiler_tests::{
-    Event, Outcome, Profiler, Report, TempDir, Victim, process::profile, require_python,
-    require_root, run_reported,
+    Event, Outcome, Profiler, Report, TempDir, Victim,
+    live::{attach_live, next_snapshot},
+    process::profile,
+    require_python, require_root, run_reported, victims,
 };
 
 #[path = "errors/connects.rs"]
@@ -738,6 +740,51 @@ fn a_writev_is_kept_in_order_across_its_buffers() {
         report.at("/overhead")
     );
     the_cuda_oom(&report);
+}
+
+/// The live view while the target runs (`PROFILER_LIVE_SNAPSHOT`): a snapshot made while the
+/// victim waits between two batches of failed opens of a missing model counts the first batch
+/// exactly, from the kernel's count read then (300: past the 256 the kernel details), classified
+/// as the report classifies it; the report at the end counts both batches, every failure: the
+/// snapshots took nothing from the family.
+#[test]
+fn a_live_snapshot_counts_the_failures_so_far_and_the_report_all_of_them() {
+    require_root!();
+    let dir = TempDir::new();
+    let (json, live) = (dir.json(), dir.path().join("live.json"));
+    let mut victim = Victim::start(victims::ERR, ["pause", "300", "200"]);
+    victim.expect_line("ready");
+    let args = ["--level", "basic", "--json", utf8(&json)];
+    let profiler = attach_live(&victim, &args, &live);
+    victim.proceed();
+    victim.expect_line("failed 300");
+
+    let snapshot = next_snapshot(&live);
+    assert_eq!(snapshot.end_reason(), "running");
+    expect_model_not_found(&snapshot, 300);
+    // The detailed ones so far: the kernel's burst.
+    let errors = snapshot.errors();
+    let examples = errors.with_pattern("MODEL_NOT_FOUND").len();
+    assert!((256..300).contains(&examples), "{examples} examples");
+
+    victim.proceed();
+    victim.expect_line("failed 500");
+    assert!(victim.release().success());
+    profiler.finish().expect_success();
+    let report = Report::read(&json);
+    assert_eq!(report.end_reason(), "target_exited");
+    expect_model_not_found(&report, 500);
+}
+
+/// `n` failed opens of the missing model in `report`, and no other error: MODEL_NOT_FOUND
+/// counts them all, exactly, and so do the kernel's count of the kind and the total.
+fn expect_model_not_found(report: &Report, n: u64) {
+    let errors = report.errors();
+    let p = errors.pattern("MODEL_NOT_FOUND");
+    assert_eq!((p.count(), p.occurrences(), p.exact()), (n, n, true), "{p}");
+    assert_eq!(errors.failures_of("openat", "ENOENT"), n);
+    assert_eq!(errors.total(), n, "{}", errors.describe());
+    assert_eq!(errors.by_source("syscall"), n);
 }
 
 /// Counts against the kernel's exact counts, and incidents.

@@ -13,6 +13,7 @@ use std::{
 
 use profiler_tests::{
     FuncMemory, Report, TempDir, Victim, attach,
+    live::{attach_live, next_snapshot},
     process::{Outcome, Profiler, profile},
     require_root, run_reported, skip, victims,
 };
@@ -662,6 +663,71 @@ fn reachability_in_attach_mode_scans_the_target_at_the_end() {
         "{}",
         outcome.stdout
     );
+}
+
+/// The live view while the target runs (`PROFILER_LIVE_SNAPSHOT`): a snapshot made while the
+/// victim waits after 10 of its 25 rounds has exactly the 10 blocks of 48 bytes drop_blocks()
+/// left outstanding at its site, and tidy()'s 400 blocks all freed; no scan was made for it (it
+/// stops the target), so the verdict is by growth. The report at the end has all 25 rounds,
+/// and the scan at the end finds the 25 blocks lost: the snapshots took nothing from the
+/// family.
+#[test]
+fn a_live_snapshot_has_the_outstanding_bytes_so_far_and_the_report_the_whole_run() {
+    require_root!();
+    let dir = TempDir::new();
+    let (json, live) = (dir.json(), dir.path().join("live.json"));
+    let mut victim = Victim::ready(VICTIM, ["pause", "10", "15", "48", "40"]);
+    let args = [EXACT.as_slice(), &["--json", json.to_str().unwrap()]].concat();
+    let profiler = attach_live(&victim, &args, &live);
+    victim.proceed();
+    victim.expect_line("half");
+
+    let snapshot = next_snapshot(&live);
+    assert_eq!(snapshot.end_reason(), "running");
+    let memory = Memory::of(&snapshot);
+    assert_eq!(memory.function("drop_blocks"), Totals::blocks(10, 48, 0));
+    assert_eq!(memory.sites_in("drop_blocks"), [Totals::blocks(10, 48, 0)]);
+    assert_eq!(memory.function("tidy"), Totals::blocks(400, 64, 400));
+    let d = memory.at("/memory_leak_detection");
+    assert_eq!(d["method"], "growth", "{d:#}");
+    assert!(
+        memory.list("/memory_leak_detection/scans").is_empty(),
+        "{d:#}"
+    );
+
+    victim.proceed();
+    victim.expect_line("done");
+    profiler.interrupt();
+    profiler.finish().expect_success();
+    assert!(victim.release().success());
+    let report = Report::read(&json);
+    assert_eq!(report.end_reason(), "interrupted");
+    let memory = Memory::of(&report);
+    assert_eq!(memory.function("drop_blocks"), Totals::blocks(25, 48, 0));
+    // Each batch from its own call in main(): a site each.
+    let mut sites = memory.sites_in("drop_blocks");
+    sites.sort_by_key(|t| t.allocations);
+    assert_eq!(
+        sites,
+        [Totals::blocks(10, 48, 0), Totals::blocks(15, 48, 0)]
+    );
+    assert_eq!(memory.function("tidy"), Totals::blocks(1000, 64, 1000));
+    let mut lost: Vec<(u64, u64)> = memory
+        .leak_sites("drop_blocks")
+        .iter()
+        .map(|site| {
+            assert_eq!(site["verdict"], "definitely_lost", "{site:#}");
+            tally(&site["definitely_lost"])
+        })
+        .collect();
+    lost.sort();
+    assert_eq!(lost, [(10 * 48, 10), (15 * 48, 15)]);
+    assert_eq!(
+        tally(memory.at("/memory_leak_detection/definitely_lost")),
+        (25 * 48, 25)
+    );
+    assert_eq!(last_scan(&memory)["trigger"], "end");
+    assert_nothing_lost(&report);
 }
 
 #[test]

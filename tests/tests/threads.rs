@@ -8,8 +8,9 @@
 use std::{collections::BTreeSet, process::Command, time::Instant};
 
 use profiler_tests::{
-    Outcome, Profiler, Report, TempDir, Victim, attach, names, require_root, run_reported,
-    schedstat_on_cpu, victims,
+    Outcome, Profiler, Report, TempDir, Victim, attach,
+    live::{attach_live, next_snapshot, snapshot_showing},
+    names, require_root, run_reported, schedstat_on_cpu, victims,
 };
 
 const RUST: &str = env!("CARGO_BIN_EXE_victim_threads_rust");
@@ -70,13 +71,47 @@ fn lock_order_cycle_is_a_potential_deadlock() {
     let dir = TempDir::new();
     let (outcome, report) = run(&dir, &[], &[victims::THREADS_ORDER, "5"]);
     assert_eq!(outcome.count_line("rounds"), 5);
+    assert_order_cycle(&report, 5);
+}
+
+/// The live view while the target runs (`PROFILER_LIVE_SNAPSHOT`): a snapshot made while
+/// threads_order waits after its first 3 rounds names the lock-order cycle over lock_a and
+/// lock_b with each edge taken 3 times and each lock 6; the report at the end, after 4 more
+/// rounds, has all 7: the snapshots took nothing from the family.
+#[test]
+fn a_live_snapshot_names_the_lock_order_cycle_so_far_and_the_report_the_whole_run() {
+    require_root!();
+    let dir = TempDir::new();
+    let (json, live) = (dir.json(), dir.path().join("live.json"));
+    let mut victim = Victim::ready(victims::THREADS_ORDER, ["3", "10", "4"]);
+    let args = ["--level", "threading", "--json", json.to_str().unwrap()];
+    let profiler = attach_live(&victim, &args, &live);
+    victim.proceed();
+    victim.expect_line("done");
+
+    let snapshot = next_snapshot(&live);
+    assert_eq!(snapshot.end_reason(), "running");
+    assert_order_cycle(&snapshot, 3);
+
+    // The 4 more rounds, then the exit.
+    assert!(victim.release().success());
+    profiler.finish().expect_success();
+    let report = Report::read(&json);
+    assert_eq!(report.end_reason(), "target_exited");
+    assert_order_cycle(&report, 7);
+}
+
+/// What threads_order did in `rounds` rounds, as `report` says it: lock_a and lock_b each taken
+/// twice a round, never contended, and one potential deadlock over them, each edge taken once a
+/// round, first by its own thread, with both stacks; no live deadlock.
+fn assert_order_cycle(report: &Report, rounds: u64) {
     let threads = report.threads();
     assert!(threads.lock_probes_attached(), "{:#}", threads.json());
     let (a, b) = (threads.lock_named("lock_a"), threads.lock_named("lock_b"));
     for lock in [a, b] {
         assert_eq!(lock.kind(), "pthread_mutex");
         // Each round, each thread takes each lock once.
-        assert_eq!(lock.acquisitions(), Some(10), "{:#}", lock.json());
+        assert_eq!(lock.acquisitions(), Some(2 * rounds), "{:#}", lock.json());
         assert_eq!(lock.contended(), 0, "{:#}", lock.json());
     }
 
@@ -97,7 +132,7 @@ fn lock_order_cycle_is_a_potential_deadlock() {
         assert_eq!(edge.kinds(), ("pthread_mutex", "pthread_mutex"));
         assert_eq!(
             (edge.thread(), edge.count()),
-            (thread, 5),
+            (thread, rounds),
             "{:#}",
             edge.json()
         );
@@ -224,6 +259,43 @@ fn live_deadlock_is_found_on_attach() {
             live[0].json()
         );
     }
+}
+
+/// The live view on a process already deadlocked (`PROFILER_LIVE_SNAPSHOT`): the snapshots
+/// show the cycle the watch found, from its own state, as the report will; the report at the
+/// end has that one cycle, found when the snapshot showed it, not a second.
+#[test]
+fn a_live_snapshot_shows_the_live_deadlock_and_the_report_the_same_one() {
+    require_root!();
+    let dir = TempDir::new();
+    let (json, live) = (dir.json(), dir.path().join("live.json"));
+    let mut victim = Victim::start(victims::THREADS_DEADLOCK, Vec::<&str>::new());
+    let tids = tids(&victim.value_of("tids"));
+    victim.expect_line("deadlocked");
+    let args = [
+        "--level",
+        "threading",
+        "--deadlock-after",
+        "1",
+        "--duration",
+        "6",
+        "--json",
+        json.to_str().expect("utf-8 path"),
+    ];
+    let profiler = attach_live(&victim, &args, &live);
+    let snapshot = snapshot_showing(&live, "the live deadlock", |r| {
+        r.json
+            .pointer("/threads/deadlocks/live")
+            .and_then(|l| l.as_array())
+            .is_some_and(|l| !l.is_empty())
+    });
+    assert_eq!(snapshot.end_reason(), "running");
+    let seen_at = assert_the_deadlock(&snapshot, &tids, "attach");
+
+    profiler.finish().expect_success();
+    let report = Report::read(&json);
+    assert_eq!(report.end_reason(), "duration");
+    assert_eq!(assert_the_deadlock(&report, &tids, "attach"), seen_at);
 }
 
 /// A mutex on the heap has no symbol: with the memory family beside the threads family

@@ -14,6 +14,12 @@
  *                  SIGUSR1 whose handler has no SA_RESTART (a second thread
  *                  sends one every millisecond), until N of them failed with
  *                  EINTR; prints "eintr N"
+ *   pause N M      prints "ready" and waits for a line on stdin; opens
+ *                  "/nonexistent/models/model.pt" N times and prints "failed
+ *                  F" (the calls that failed with ENOENT); waits for another
+ *                  line (or end of file); opens it M more times and prints
+ *                  "failed F" again, F counting all of them (the live view's
+ *                  test reads the counts while it waits)
  *
  * It exits 0, and prints nothing else: the report has no other error.
  */
@@ -44,6 +50,40 @@ static int steady(long rate, long seconds) {
       close(fd);
   }
   printf("failed %ld\n", failed);
+  return 0;
+}
+
+/* Opens the missing model file `n` times; returns how many failed with ENOENT. */
+static long open_missing(long n) {
+  long failed = 0;
+  for (long k = 0; k < n; k++) {
+    int fd = open("/nonexistent/models/model.pt", O_RDONLY);
+    if (fd < 0 && errno == ENOENT)
+      failed++;
+    else if (fd >= 0)
+      close(fd);
+  }
+  return failed;
+}
+
+/* Waits for a line on stdin (end of file releases it too). */
+static void wait_line(void) {
+  char c;
+  while (read(0, &c, 1) == 1 && c != '\n') {
+  }
+}
+
+static int pause_between(long n, long m) {
+  printf("ready\n");
+  fflush(stdout);
+  wait_line();
+  long failed = open_missing(n);
+  printf("failed %ld\n", failed);
+  fflush(stdout);
+  wait_line();
+  failed += open_missing(m);
+  printf("failed %ld\n", failed);
+  fflush(stdout);
   return 0;
 }
 
@@ -112,6 +152,8 @@ int main(int argc, char **argv) {
     return eagain(atol(argv[2]));
   if (argc == 3 && strcmp(argv[1], "eintr") == 0)
     return eintr(atol(argv[2]));
-  fprintf(stderr, "usage: err_victim steady R S | eagain N | eintr N\n");
+  if (argc == 4 && strcmp(argv[1], "pause") == 0)
+    return pause_between(atol(argv[2]), atol(argv[3]));
+  fprintf(stderr, "usage: err_victim steady R S | eagain N | eintr N | pause N M\n");
   return 2;
 }

@@ -54,6 +54,10 @@
  *                   open /nonexistent/models/model.pt, prints why on stderr,
  *                   and the victim exits 1 (the HTML report's test: a run
  *                   with functions, a leak and an error)
+ *   pause K1 K2 S N K1 rounds: drop_blocks() drops one S-byte block, tidy()
+ *                   churns N; prints "half" and waits for a byte on stdin
+ *                   (or end of file); then K2 more rounds (the live view's
+ *                   test reads the outstanding bytes while it waits)
  *
  * Without --wait the victim lingers 200 ms before it exits.
  *
@@ -524,6 +528,21 @@ int main(int argc, char **argv)
 		}
 		for (long r = 0; r < nfn_kept; r++)
 			mem_fn_drop(fn_kept[r]);
+	} else if (strcmp(scenario, "pause") == 0) {
+		long k1 = arg(argc, argv, i), k2 = arg(argc, argv, i + 1);
+		long size = arg(argc, argv, i + 2), n = arg(argc, argv, i + 3);
+		for (long r = 0; r < k1; r++) {
+			drop_blocks(1, size);
+			tidy(n);
+		}
+		scrub_stack();
+		puts("half");
+		fflush(stdout);
+		wait_byte();
+		for (long r = 0; r < k2; r++) {
+			drop_blocks(1, size);
+			tidy(n);
+		}
 	} else if (strcmp(scenario, "report") == 0) {
 		long k = arg(argc, argv, i);
 		for (long r = 0; r < k; r++) {

@@ -3,7 +3,7 @@
  * mutexes in opposite orders, one after the other, so each run is safe and
  * the lock order still has a cycle (lock_a -> lock_b, lock_b -> lock_a).
  *
- *   threads_order [--wait] [ROUNDS [GAP_MS]]
+ *   threads_order [--wait] [ROUNDS [GAP_MS [MORE]]]
  *
  * Each of ROUNDS rounds (default 5) starts thread "order-ab", which runs
  * take_a_then_b() (lock_a, then lock_b while holding lock_a), and joins it;
@@ -11,7 +11,9 @@
  * sleeps GAP_MS ms (default 10). The two threads never overlap, so neither
  * ever waits. Prints "rounds N" at the end.
  *
- * With --wait: "ready", a byte on stdin, the rounds, "done", one more byte.
+ * With --wait: "ready", a byte on stdin, the rounds, "done", one more byte
+ * (or end of file); then MORE rounds (default 0) before the exit, the live
+ * view's test having read the first ones' counts meanwhile.
  */
 #include "threads_common.h"
 
@@ -64,19 +66,27 @@ static void run_alone(void *(*fn)(void *))
 	pthread_join(t, NULL);
 }
 
-int main(int argc, char **argv)
+/* `rounds` rounds of both orders, `gap_ms` ms apart. */
+static void run_rounds(long rounds, long gap_ms)
 {
-	int wait = take_wait(&argc, &argv);
-	long rounds = arg_or(argc, argv, 1, 5);
-	long gap_ms = arg_or(argc, argv, 2, 10);
-
-	handshake_start(wait);
 	for (long i = 0; i < rounds; i++) {
 		run_alone(run_ab);
 		run_alone(run_ba);
 		sleep_ms(gap_ms);
 	}
+}
+
+int main(int argc, char **argv)
+{
+	int wait = take_wait(&argc, &argv);
+	long rounds = arg_or(argc, argv, 1, 5);
+	long gap_ms = arg_or(argc, argv, 2, 10);
+	long more = arg_or(argc, argv, 3, 0);
+
+	handshake_start(wait);
+	run_rounds(rounds, gap_ms);
 	say("rounds %ld", rounds);
 	handshake_end(wait);
+	run_rounds(more, gap_ms);
 	return 0;
 }

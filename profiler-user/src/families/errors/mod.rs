@@ -5,8 +5,10 @@
 
 pub(crate) mod analyze;
 pub(crate) mod kernel;
+#[cfg(test)]
+mod live_tests;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, hash_map::Entry};
 
 use aya::Ebpf;
 use profiler_common::{errors::SOCK_ERR_OFFSET_GLOBAL, event::EventKind};
@@ -14,18 +16,18 @@ use profiler_common::{errors::SOCK_ERR_OFFSET_GLOBAL, event::EventKind};
 use crate::{
     bpf::{LoadOptions, btf},
     clock::monotonic_ns,
-    family::{Family, Flow, ReportContext, TargetContext, TickContext},
+    family::{Family, Flow, LivePace, ReportContext, TargetContext, TickContext},
     level::FamilyId,
-    report::{Frame, Report},
+    report::{Frame, ProcessEntry, Report},
 };
 use analyze::{
-    AnalyzerOptions, ErrorAnalyzer, ExitEvent, FailureSeries, OomKill, OutputChunk, PatternDb,
-    SignalEvent, SyscallFailure,
+    AnalyzerOptions, ErrorAnalyzer, ErrorsSection, ExitEvent, FailureSeries, OomKill, OutputChunk,
+    PatternDb, SignalEvent, SyscallFailure, counts::Kind,
 };
 use kernel::{Links, MAX_OUTPUT_BYTES, Raw};
 
 use crate::{
-    families::python::SharedHandle,
+    families::python::{ErrorsFeed, SharedHandle},
     report::errors::{Frame as ErrFrame, PythonExceptionCount},
 };
 
@@ -49,6 +51,19 @@ pub(crate) struct Errors {
     target: u32,
     /// The python family's exceptions, where it runs.
     python: Option<SharedHandle>,
+    /// The live view's last snapshot, and when the next one may be made.
+    live_pace: LivePace<ErrorsSection>,
+}
+
+/// What the analyzer is fed: what the family gathered, taken by `report`, copied by `live`.
+struct Input {
+    db: PatternDb,
+    /// The kernel's failure counts over the run.
+    series: FailureSeries,
+    /// The records, in time order.
+    raw: Vec<Raw>,
+    /// The python family's exceptions (none in the live view).
+    python: ErrorsFeed,
 }
 
 impl Errors {
@@ -65,6 +80,7 @@ impl Errors {
             sys_exit: String::new(),
             pids: HashMap::new(),
             target: 0,
+            live_pace: LivePace::default(),
         }
     }
 }
@@ -152,11 +168,7 @@ impl Family for Errors {
             Ok(counts) => self.series.record(monotonic_ns(), &counts),
             Err(e) => warnings.push(format!("could not read the syscall failure counts: {e:#}")),
         }
-        for id in self.raw.iter().filter_map(Raw::stack_id) {
-            self.stacks
-                .entry(id)
-                .or_insert_with(|| kernel::read_stack(ebpf, id));
-        }
+        read_stacks(ebpf, &self.raw, &mut self.stacks);
         if self.output_dropped > 0 {
             warnings.push(format!(
                 "{} bytes of the target's output were not kept (more than {} MiB)",
@@ -171,18 +183,127 @@ impl Family for Errors {
     }
 
     fn report(&mut self, report: &mut Report, ctx: &mut ReportContext<'_>) {
-        let Some(db) = self.db.take() else { return };
+        let Some(input) = self.take_input() else {
+            return;
+        };
+        let section = self.section(input, &report.processes, ctx);
+        report.errors = Some(section);
+    }
+
+    /// The incidents so far, from the kernel's counts read now and copies of the records: the
+    /// family keeps its own for the report. The stacks of new records are read into the
+    /// family's cache, which `harvest` reads only what is missing from: the kernel never
+    /// replaces the stack of an id (no `BPF_F_REUSE_STACKID`), so a stack read now is the one
+    /// `harvest` would read. Nothing is printed, no warning pushed.
+    fn live(&mut self, ebpf: &mut Ebpf, report: &mut Report, ctx: &mut ReportContext<'_>) {
+        if self.links.count() == 0 {
+            return;
+        }
+        let mut pace = std::mem::take(&mut self.live_pace);
+        let section = pace.snapshot(monotonic_ns(), monotonic_ns, || {
+            // The counts as they are now; unreadable, those of the last tick.
+            let counts = kernel::read_failures(ebpf).ok();
+            self.read_live_stacks(ebpf);
+            self.live_section(counts, monotonic_ns(), &report.processes, ctx)
+        });
+        self.live_pace = pace;
+        if section.is_some() {
+            report.errors = section;
+        }
+    }
+}
+
+impl Errors {
+    /// What the report analyzes: everything the family gathered, taken (it reports once), and
+    /// the python family's exceptions. None once taken.
+    fn take_input(&mut self) -> Option<Input> {
+        let db = self.db.take()?;
+        let mut raw = std::mem::take(&mut self.raw);
+        raw.sort_by_key(Raw::timestamp);
+        let python = self
+            .python
+            .as_ref()
+            .and_then(|p| p.lock().expect("python state").take_feed())
+            .unwrap_or_default();
+        Some(Input {
+            db,
+            series: std::mem::take(&mut self.series),
+            raw,
+            python,
+        })
+    }
+
+    /// What the live view analyzes: copies of the family's records (in time order) and of its
+    /// failure counts, to which `counts` (read from the kernel at `now_ns`) is added as their
+    /// latest point. Python's exceptions are left out: the python family hands them over once,
+    /// at the end. None once the family has reported.
+    fn live_input(&self, counts: Option<BTreeMap<Kind, u64>>, now_ns: u64) -> Option<Input> {
+        let db = self.db.clone()?;
+        let mut series = self.series.clone();
+        if let Some(counts) = &counts {
+            series.record(now_ns, counts);
+        }
+        let mut raw = self.raw.clone();
+        raw.sort_by_key(Raw::timestamp);
+        Some(Input {
+            db,
+            series,
+            raw,
+            python: ErrorsFeed::default(),
+        })
+    }
+
+    /// Reads the user stacks of the records that the cache lacks; one that cannot be read is
+    /// left for `harvest` to read.
+    fn read_live_stacks(&mut self, ebpf: &Ebpf) {
+        for id in self.raw.iter().filter_map(Raw::stack_id) {
+            if let Entry::Vacant(entry) = self.stacks.entry(id) {
+                let ips = kernel::read_stack(ebpf, id);
+                if !ips.is_empty() {
+                    entry.insert(ips);
+                }
+            }
+        }
+    }
+
+    /// The errors section of the records so far, with the kernel's failure counts `counts`
+    /// read at `now_ns` (see [`Self::live_input`]), analyzed as `report` does; the family is
+    /// left as it was.
+    fn live_section(
+        &self,
+        counts: Option<BTreeMap<Kind, u64>>,
+        now_ns: u64,
+        processes: &[ProcessEntry],
+        ctx: &mut ReportContext<'_>,
+    ) -> Option<ErrorsSection> {
+        let input = self.live_input(counts, now_ns)?;
+        Some(self.section(input, processes, ctx))
+    }
+
+    /// The errors section of `input`: the one analysis of `report` and `live`. `processes`: the
+    /// report's (the process family reports first), which name each event's command.
+    fn section(
+        &self,
+        input: Input,
+        processes: &[ProcessEntry],
+        ctx: &mut ReportContext<'_>,
+    ) -> ErrorsSection {
+        let Input {
+            db,
+            series,
+            raw,
+            python: feed,
+        } = input;
         let options = AnalyzerOptions {
             start_ns: ctx.start_ktime_ns,
             ..AnalyzerOptions::default()
         };
         let mut analyzer = ErrorAnalyzer::new(db, options);
-        let totals = self.series.totals();
-        analyzer.set_failure_series(std::mem::take(&mut self.series));
+        let totals = series.totals();
+        analyzer.set_failure_series(series);
         let function =
             |func: Option<u32>| func.and_then(|f| ctx.traced_names.get(f as usize).cloned());
-        let stacks = &self.stacks;
-        let (pids, target) = (&self.pids, self.target);
+        let (stacks, pids, target) = (&self.stacks, &self.pids, self.target);
         // A user stack of thread `tid`, symbolized as the text of its frames (innermost first;
         // empty: none). The mappings are the target's: a child's stack (it may have executed
         // another program) is left out rather than symbolized with them.
@@ -218,13 +339,6 @@ impl Family for Errors {
                 _ => Vec::new(),
             }
         };
-        let mut raw = std::mem::take(&mut self.raw);
-        raw.sort_by_key(Raw::timestamp);
-        let feed = self
-            .python
-            .as_ref()
-            .and_then(|p| p.lock().expect("python state").take_feed())
-            .unwrap_or_default();
         // The exceptions join the records in time order.
         let mut raises = feed.raises.into_iter().peekable();
         for event in raw {
@@ -328,11 +442,11 @@ impl Family for Errors {
         // Each event's process and its command (the process family reported `processes` first).
         for event in &mut section.events {
             event.pid = self.pids.get(&event.tid).copied().unwrap_or(0);
-            if let Some(p) = report.processes.iter().find(|p| p.pid == event.pid) {
+            if let Some(p) = processes.iter().find(|p| p.pid == event.pid) {
                 event.command = p.command.clone();
             }
         }
-        report.errors = Some(section);
+        section
     }
 }
 
@@ -344,6 +458,15 @@ pub(crate) fn summary_block(report: &Report, out: &mut String) {
             out.push_str(&line);
             out.push('\n');
         }
+    }
+}
+
+/// Reads the user stack of each of `raw`'s records that `stacks` lacks.
+fn read_stacks(ebpf: &Ebpf, raw: &[Raw], stacks: &mut HashMap<u32, Vec<u64>>) {
+    for id in raw.iter().filter_map(Raw::stack_id) {
+        stacks
+            .entry(id)
+            .or_insert_with(|| kernel::read_stack(ebpf, id));
     }
 }
 

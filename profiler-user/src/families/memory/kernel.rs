@@ -220,7 +220,7 @@ pub(crate) fn read_sites(ebpf: &Ebpf) -> anyhow::Result<Vec<(u64, SiteStats)>> {
 }
 
 /// What the kernel side holds at the end, before symbolization.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct RawMemory {
     pub sites: Vec<(u64, SiteStats)>,
     /// Site -> user stack (return address first).

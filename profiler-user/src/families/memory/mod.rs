@@ -7,6 +7,8 @@
 pub(crate) mod allocator;
 pub(crate) mod analyze;
 pub(crate) mod kernel;
+#[cfg(test)]
+mod live_tests;
 pub(crate) mod reach;
 pub(crate) mod scan;
 
@@ -30,7 +32,10 @@ use profiler_common::{
 use crate::{
     bpf::LoadOptions,
     clock::monotonic_ns,
-    family::{CHILDREN_NOT_COVERED, Family, ProbeLoad, ReportContext, TargetContext, TickContext},
+    family::{
+        CHILDREN_NOT_COVERED, Family, LivePace, ProbeLoad, ReportContext, TargetContext,
+        TickContext,
+    },
     level::FamilyId,
     overhead,
     report::memory::{LeakScan, Tally},
@@ -62,6 +67,96 @@ fn record(series: &mut HashMap<u64, Series>, values: &[(u64, u64)], now_ns: u64,
             None => {}
         }
     }
+}
+
+/// Each allocation site's outstanding bytes.
+fn site_bytes(sites: &[(u64, SiteStats)]) -> Vec<(u64, u64)> {
+    sites
+        .iter()
+        .map(|(site, stats)| {
+            let totals = SiteInput {
+                totals: *stats,
+                ..Default::default()
+            };
+            (*site, totals.outstanding_bytes())
+        })
+        .collect()
+}
+
+/// Where the family's maps are read from: the kernel's, or a unit test's.
+trait Maps {
+    /// Every map (see `kernel::read`).
+    fn read(&self, functions: usize) -> anyhow::Result<RawMemory>;
+    fn read_growth(&self) -> anyhow::Result<Vec<(u64, u64)>>;
+    fn read_faults(&self) -> u64;
+    fn read_counters(&self) -> anyhow::Result<BTreeMap<Counter, u64>>;
+}
+
+impl Maps for Ebpf {
+    fn read(&self, functions: usize) -> anyhow::Result<RawMemory> {
+        kernel::read(self, functions)
+    }
+
+    fn read_growth(&self) -> anyhow::Result<Vec<(u64, u64)>> {
+        kernel::read_growth(self)
+    }
+
+    fn read_faults(&self) -> u64 {
+        kernel::read_faults(self)
+    }
+
+    fn read_counters(&self) -> anyhow::Result<BTreeMap<Counter, u64>> {
+        crate::bpf::read_counters(self)
+    }
+}
+
+/// Reads the maps as the end of profiling does, and ends the series of the allocation sites'
+/// outstanding bytes (`series`) and of the growth sites' new resident bytes (`growth_series`)
+/// with what was read at `now_ns`: every map, or with `shed` (what was read when the allocator
+/// probes were detached) only the growth attribution's, the rest as then. `harvest` ends the
+/// family's own series; the live view, copies of them.
+fn read_maps(
+    maps: &impl Maps,
+    functions: usize,
+    shed: Option<&RawMemory>,
+    now_ns: u64,
+    series: &mut HashMap<u64, Series>,
+    growth_series: &mut HashMap<u64, Series>,
+) -> anyhow::Result<RawMemory> {
+    let raw = match shed {
+        None => {
+            let raw = maps
+                .read(functions)
+                .context("could not read the memory maps")?;
+            record(series, &site_bytes(&raw.sites), now_ns, true);
+            raw
+        }
+        Some(shed) => {
+            let mut raw = shed.clone();
+            if let Ok(growth) = maps.read_growth() {
+                raw.growth = growth;
+            }
+            raw.faults = maps.read_faults();
+            raw
+        }
+    };
+    record(growth_series, &growth_bytes(&raw.growth), now_ns, true);
+    Ok(raw)
+}
+
+/// What a memory section is made of: what `harvest` read (the family's own, for the report),
+/// or what the live view read (copies).
+struct Reading<'a> {
+    raw: &'a RawMemory,
+    /// Outstanding bytes per allocation site, and new resident bytes per growth site, over the
+    /// run, ending with the values in `raw`.
+    series: &'a HashMap<u64, Series>,
+    growth_series: &'a HashMap<u64, Series>,
+    counters: &'a BTreeMap<Counter, u64>,
+    /// When the maps were read (CLOCK_MONOTONIC, ns).
+    end_ns: u64,
+    /// The live view's: no scan is made for it.
+    live: bool,
 }
 
 /// Growth sites' pages as bytes.
@@ -152,6 +247,8 @@ pub(crate) struct Memory {
     started_ns: u64,
     /// The reachability scans made, in order (only the newest complete one keeps its sites).
     scans: Vec<Scan>,
+    /// The live view's last snapshot, and when the next one may be made.
+    live_pace: LivePace<MemorySection>,
 }
 
 /// The growth attribution's budget unit (the allocator probes are unit 0).
@@ -188,6 +285,7 @@ impl Memory {
             run_mode: false,
             scans: Vec::new(),
             started_ns: 0,
+            live_pace: LivePace::default(),
         }
     }
 
@@ -227,6 +325,273 @@ impl Memory {
         }
     }
 
+    /// When the allocator probes were detached, seconds after `start_ns`.
+    fn shed_seen(&self, start_ns: u64) -> Option<f64> {
+        self.shed_ns
+            .map(|shed_ns| shed_ns.saturating_sub(start_ns) as f64 * 1e-9)
+    }
+
+    /// The live view's section: the maps read at `now_ns` as `harvest` reads them, their values
+    /// ending copies of the series, analyzed as `report` does; the family is left as it was.
+    fn live_section(
+        &self,
+        maps: &impl Maps,
+        now_ns: u64,
+        ctx: &mut ReportContext<'_>,
+    ) -> Option<MemorySection> {
+        let shed = if self.links.is_none() {
+            self.raw.as_ref()
+        } else {
+            None
+        };
+        let (mut series, mut growth_series) = (self.series.clone(), self.growth_series.clone());
+        let functions = kernel::functions(&self.detection.allocators).count();
+        let raw = read_maps(
+            maps,
+            functions,
+            shed,
+            now_ns,
+            &mut series,
+            &mut growth_series,
+        )
+        .ok()?;
+        let (end_ns, counters) = match shed {
+            Some(_) => (self.end_ns, self.counters.clone()),
+            None => (
+                now_ns,
+                maps.read_counters()
+                    .unwrap_or_else(|_| self.counters.clone()),
+            ),
+        };
+        let reading = Reading {
+            raw: &raw,
+            series: &series,
+            growth_series: &growth_series,
+            counters: &counters,
+            end_ns,
+            live: true,
+        };
+        Some(self.section(reading, ctx))
+    }
+
+    /// The report's section: what `harvest` read, taken (the family reports once).
+    fn final_section(&mut self, ctx: &mut ReportContext<'_>) -> MemorySection {
+        let raw = self.raw.take().unwrap_or_default();
+        let reading = Reading {
+            raw: &raw,
+            series: &self.series,
+            growth_series: &self.growth_series,
+            counters: &self.counters,
+            end_ns: self.end_ns,
+            live: false,
+        };
+        self.section(reading, ctx)
+    }
+
+    /// The memory section of `reading`: the one analysis of `report` and `live`.
+    fn section(&self, reading: Reading<'_>, ctx: &mut ReportContext<'_>) -> MemorySection {
+        let Reading {
+            raw,
+            series: site_series,
+            growth_series,
+            counters,
+            end_ns: read_ns,
+            live,
+        } = reading;
+        let start = ctx.start_ktime_ns as f64 * 1e-9;
+        // Profiling ended before the families were read (the final values were read later, but
+        // nothing changed in between that counts).
+        let mut duration = ctx.duration;
+        if let Some(seen) = self.shed_seen(ctx.start_ktime_ns) {
+            // The allocator probes were detached part-way: the section covers the run up to then.
+            duration = duration.min(seen);
+        }
+        let end_ns = (ctx.start_ktime_ns + (duration * 1e9) as u64).min(read_ns);
+        let mut calls = raw.calls.iter().copied();
+        let mut allocators: Vec<AllocatorInfo> = self
+            .detection
+            .allocators
+            .iter()
+            .map(|a| AllocatorInfo {
+                name: a.name.into(),
+                module: a.module.file_name(),
+                path: a.module.path.display().to_string(),
+                functions: Vec::new(),
+            })
+            .collect();
+        for (index, allocator) in self.detection.allocators.iter().enumerate() {
+            for function in &allocator.functions {
+                let n = calls.next().unwrap_or(0);
+                let load = function_load(function, n, ctx.cost_model);
+                allocators[index].functions.push(AllocatorFunction {
+                    name: function.name.clone(),
+                    calls: n,
+                    probe_offset: function.placement.offset,
+                    probe_class: function.placement.class.name().into(),
+                    probe_instruction: function.placement.instruction.clone(),
+                    probe_reason: function.placement.reason.clone(),
+                    hits: load.hits,
+                    estimated_cost: load.cost_ns * 1e-9,
+                });
+            }
+        }
+        let n = raw.calls.len();
+        let (mmap_calls, munmap_calls) = if n >= 2 {
+            (raw.calls[n - 2], raw.calls[n - 1])
+        } else {
+            (0, 0)
+        };
+
+        let verdict_scan = self.scans.iter().rev().find_map(|s| s.sites.as_ref());
+        let mut sites = Vec::with_capacity(raw.sites.len());
+        for (site, totals) in &raw.sites {
+            let frames = raw
+                .stacks
+                .get(site)
+                .map(|ips| {
+                    ips.iter()
+                        .map(|ip| ctx.symbolizer.frame(ctx.maps, ip.saturating_sub(1)))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let series = site_series
+                .get(site)
+                .map(|s| {
+                    s.points()
+                        .iter()
+                        .map(|&(t, b)| ((t - start).min(duration), b))
+                        .collect()
+                })
+                .unwrap_or_default();
+            sites.push(SiteInput {
+                totals: *totals,
+                frames,
+                oldest_ns: raw.oldest.get(site).copied(),
+                series,
+                verdicts: verdict_scan.map(|v| v.get(site).copied().unwrap_or_default()),
+            });
+        }
+        let samples = self
+            .samples
+            .iter()
+            .map(|s| ProcSample {
+                at: s.at - start,
+                ..*s
+            })
+            .collect();
+        let allocator_libraries = self
+            .detection
+            .allocators
+            .iter()
+            .filter(|a| !a.executable)
+            .map(|a| a.module.file_name())
+            .collect();
+        // Growth sites: the first address is the faulting instruction itself, the others
+        // return addresses (or, for a fault inside an allocator call, the allocation's site).
+        let growth_duration = match self.growth_shed_ns {
+            Some(ns) => ctx
+                .duration
+                .min(ns.saturating_sub(ctx.start_ktime_ns) as f64 * 1e-9),
+            None => ctx.duration,
+        };
+        let growth = raw
+            .growth
+            .iter()
+            .map(|(site, pages)| {
+                let frames: Vec<Frame> = raw
+                    .stacks
+                    .get(site)
+                    .map(|ips| {
+                        let mut frames = Vec::new();
+                        for (i, ip) in ips.iter().enumerate() {
+                            let exact = i == 0 && raw.pc_first.contains(site);
+                            let ip = if exact { *ip } else { ip.saturating_sub(1) };
+                            let frame = ctx.symbolizer.frame(ctx.maps, ip);
+                            // Raw stack words: only those that point into code are frames.
+                            if i > 0 && raw.raw_words.contains(site) {
+                                if frame.module == "??" {
+                                    continue;
+                                }
+                                if frames.len() > SCAN_FRAMES {
+                                    break;
+                                }
+                            }
+                            frames.push(frame);
+                        }
+                        frames
+                    })
+                    .unwrap_or_default();
+                let series = growth_series
+                    .get(site)
+                    .map(|s| {
+                        s.points()
+                            .iter()
+                            .map(|&(t, b)| ((t - start).min(growth_duration), b))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                GrowthInput {
+                    pages: *pages,
+                    frames,
+                    series,
+                }
+            })
+            .collect();
+        let (allocators, no_allocator) = if self.exact {
+            (allocators, self.detection.none_because.clone())
+        } else {
+            (Vec::new(), None)
+        };
+        let input = MemoryInput {
+            exact: self.exact,
+            growth,
+            faults: raw.faults,
+            growth_duration,
+            growth_detached_at: self
+                .growth_shed_ns
+                .map(|ns| ns.saturating_sub(ctx.start_ktime_ns) as f64 * 1e-9),
+            allocators,
+            allocator_libraries,
+            no_allocator,
+            sites,
+            samples,
+            interval: ctx.sample_interval,
+            duration,
+            end_ns,
+            unknown_frees: counters
+                .get(&Counter::MemUnknownFrees)
+                .copied()
+                .unwrap_or(0),
+            mmap_calls,
+            munmap_calls,
+            options: self.options,
+            scans: self
+                .scans
+                .iter()
+                .map(|s| leak_scan(s, ctx.start_ktime_ns))
+                .collect(),
+            reach: verdict_scan.is_some(),
+            no_scan: verdict_scan.is_none().then(|| {
+                if live {
+                    self.no_scan_yet()
+                } else {
+                    self.no_scan_reason(ctx.exit_status.is_some() || !tracee::alive(self.pid))
+                }
+            }),
+        };
+        analyze(input)
+    }
+
+    /// Why the live view's verdict is by growth, when no scan finished.
+    fn no_scan_yet(&self) -> String {
+        if let Some(reason) = self.scans.iter().rev().find_map(|s| s.reason.clone()) {
+            return reason;
+        }
+        "no scan yet: the reachability scan stops the target, so it runs at the end of \
+         profiling (and every --leak-check-every), not for the live view"
+            .into()
+    }
+
     /// Why the verdict is by growth, when no scan finished.
     fn no_scan_reason(&self, exited: bool) -> String {
         if let Some(reason) = self.scans.iter().rev().find_map(|s| s.reason.clone()) {
@@ -250,20 +615,20 @@ impl Memory {
         load
     }
 
-    /// Reads the maps one last time: the end of what the family sees.
-    fn finish(&mut self, ebpf: &mut Ebpf) -> anyhow::Result<()> {
-        self.end_ns = monotonic_ns();
+    /// Reads the maps one last time (at `now_ns`): the end of what the family sees.
+    fn finish(&mut self, maps: &impl Maps, now_ns: u64) -> anyhow::Result<()> {
+        self.end_ns = now_ns;
         let functions = kernel::functions(&self.detection.allocators).count();
-        let raw = kernel::read(ebpf, functions).context("could not read the memory maps")?;
-        self.record(&raw.sites, self.end_ns, true);
-        record(
-            &mut self.growth_series,
-            &growth_bytes(&raw.growth),
+        let raw = read_maps(
+            maps,
+            functions,
+            None,
             self.end_ns,
-            true,
-        );
+            &mut self.series,
+            &mut self.growth_series,
+        )?;
         self.raw = Some(raw);
-        if let Ok(counters) = crate::bpf::read_counters(ebpf) {
+        if let Ok(counters) = maps.read_counters() {
             self.counters = counters;
         }
         Ok(())
@@ -278,20 +643,6 @@ impl Memory {
                 hwm: m.hwm,
             });
         }
-    }
-
-    fn record(&mut self, sites: &[(u64, SiteStats)], now_ns: u64, last: bool) {
-        let bytes: Vec<(u64, u64)> = sites
-            .iter()
-            .map(|(site, stats)| {
-                let totals = SiteInput {
-                    totals: *stats,
-                    ..Default::default()
-                };
-                (*site, totals.outstanding_bytes())
-            })
-            .collect();
-        record(&mut self.series, &bytes, now_ns, last);
     }
 
     /// Messages for what the kernel side could not record.
@@ -409,7 +760,7 @@ impl Family for Memory {
         }
         self.sample(ctx.pid, now_ns);
         if let Ok(sites) = kernel::read_sites(ebpf) {
-            self.record(&sites, now_ns, false);
+            record(&mut self.series, &site_bytes(&sites), now_ns, false);
         }
         if let Some(every) = self.options.check_every {
             let since = self.scans.last().map_or(self.started_ns, |s| s.at_ns);
@@ -475,7 +826,7 @@ impl Family for Memory {
         // Detaching takes a while (seconds when the allocator is hot): the probes recorded
         // until it returns.
         links.detach();
-        self.finish(ebpf)?;
+        self.finish(&*ebpf, monotonic_ns())?;
         self.shed_ns = Some(self.end_ns);
         Ok(())
     }
@@ -496,22 +847,21 @@ impl Family for Memory {
         // The maps are read at the end, or when the allocator probes were shed and nothing
         // else runs.
         if self.links.is_some() || self.raw.is_none() {
-            if let Err(e) = self.finish(ebpf) {
+            if let Err(e) = self.finish(&*ebpf, monotonic_ns()) {
                 warnings.push(format!("{e:#}"));
             }
-        } else if let Some(raw) = self.raw.as_mut() {
+        } else if let Some(shed) = self.raw.take() {
             // The allocator probes were shed and read then; the growth attribution ran on.
-            if let Ok(growth) = kernel::read_growth(ebpf) {
-                raw.growth = growth;
-            }
-            raw.faults = kernel::read_faults(ebpf);
-            let now_ns = monotonic_ns();
-            record(
+            let functions = kernel::functions(&self.detection.allocators).count();
+            let read = read_maps(
+                &*ebpf,
+                functions,
+                Some(&shed),
+                monotonic_ns(),
+                &mut self.series,
                 &mut self.growth_series,
-                &growth_bytes(&raw.growth),
-                now_ns,
-                true,
             );
+            self.raw = Some(read.unwrap_or(shed));
         }
     }
 
@@ -523,193 +873,13 @@ impl Family for Memory {
     }
 
     fn report(&mut self, report: &mut Report, ctx: &mut ReportContext<'_>) {
-        let start = ctx.start_ktime_ns as f64 * 1e-9;
-        // Profiling ended before the families were read (the final values were read later, but
-        // nothing changed in between that counts).
-        let mut duration = ctx.duration;
-        if let Some(shed_ns) = self.shed_ns {
-            // The allocator probes were detached part-way: the section covers the run up to then.
-            let seen = shed_ns.saturating_sub(ctx.start_ktime_ns) as f64 * 1e-9;
-            duration = duration.min(seen);
+        if let Some(seen) = self.shed_seen(ctx.start_ktime_ns) {
             report.warnings.push(format!(
                 "memory: the allocator probes were detached after {seen:.1} s to stay within \
                  --max-overhead; the memory section covers the run up to then"
             ));
         }
-        let end_ns = (ctx.start_ktime_ns + (duration * 1e9) as u64).min(self.end_ns);
-        let raw = self.raw.take().unwrap_or_default();
-        let mut calls = raw.calls.iter().copied();
-        let mut allocators: Vec<AllocatorInfo> = self
-            .detection
-            .allocators
-            .iter()
-            .map(|a| AllocatorInfo {
-                name: a.name.into(),
-                module: a.module.file_name(),
-                path: a.module.path.display().to_string(),
-                functions: Vec::new(),
-            })
-            .collect();
-        for (index, allocator) in self.detection.allocators.iter().enumerate() {
-            for function in &allocator.functions {
-                let n = calls.next().unwrap_or(0);
-                let load = function_load(function, n, ctx.cost_model);
-                allocators[index].functions.push(AllocatorFunction {
-                    name: function.name.clone(),
-                    calls: n,
-                    probe_offset: function.placement.offset,
-                    probe_class: function.placement.class.name().into(),
-                    probe_instruction: function.placement.instruction.clone(),
-                    probe_reason: function.placement.reason.clone(),
-                    hits: load.hits,
-                    estimated_cost: load.cost_ns * 1e-9,
-                });
-            }
-        }
-        let n = raw.calls.len();
-        let (mmap_calls, munmap_calls) = if n >= 2 {
-            (raw.calls[n - 2], raw.calls[n - 1])
-        } else {
-            (0, 0)
-        };
-
-        let verdict_scan = self.scans.iter().rev().find_map(|s| s.sites.as_ref());
-        let mut sites = Vec::with_capacity(raw.sites.len());
-        for (site, totals) in &raw.sites {
-            let frames = raw
-                .stacks
-                .get(site)
-                .map(|ips| {
-                    ips.iter()
-                        .map(|ip| ctx.symbolizer.frame(ctx.maps, ip.saturating_sub(1)))
-                        .collect()
-                })
-                .unwrap_or_default();
-            let series = self
-                .series
-                .get(site)
-                .map(|s| {
-                    s.points()
-                        .iter()
-                        .map(|&(t, b)| ((t - start).min(duration), b))
-                        .collect()
-                })
-                .unwrap_or_default();
-            sites.push(SiteInput {
-                totals: *totals,
-                frames,
-                oldest_ns: raw.oldest.get(site).copied(),
-                series,
-                verdicts: verdict_scan.map(|v| v.get(site).copied().unwrap_or_default()),
-            });
-        }
-        let samples = self
-            .samples
-            .iter()
-            .map(|s| ProcSample {
-                at: s.at - start,
-                ..*s
-            })
-            .collect();
-        let allocator_libraries = self
-            .detection
-            .allocators
-            .iter()
-            .filter(|a| !a.executable)
-            .map(|a| a.module.file_name())
-            .collect();
-        // Growth sites: the first address is the faulting instruction itself, the others
-        // return addresses (or, for a fault inside an allocator call, the allocation's site).
-        let growth_duration = match self.growth_shed_ns {
-            Some(ns) => ctx
-                .duration
-                .min(ns.saturating_sub(ctx.start_ktime_ns) as f64 * 1e-9),
-            None => ctx.duration,
-        };
-        let growth = raw
-            .growth
-            .iter()
-            .map(|(site, pages)| {
-                let frames: Vec<Frame> = raw
-                    .stacks
-                    .get(site)
-                    .map(|ips| {
-                        let mut frames = Vec::new();
-                        for (i, ip) in ips.iter().enumerate() {
-                            let exact = i == 0 && raw.pc_first.contains(site);
-                            let ip = if exact { *ip } else { ip.saturating_sub(1) };
-                            let frame = ctx.symbolizer.frame(ctx.maps, ip);
-                            // Raw stack words: only those that point into code are frames.
-                            if i > 0 && raw.raw_words.contains(site) {
-                                if frame.module == "??" {
-                                    continue;
-                                }
-                                if frames.len() > SCAN_FRAMES {
-                                    break;
-                                }
-                            }
-                            frames.push(frame);
-                        }
-                        frames
-                    })
-                    .unwrap_or_default();
-                let series = self
-                    .growth_series
-                    .get(site)
-                    .map(|s| {
-                        s.points()
-                            .iter()
-                            .map(|&(t, b)| ((t - start).min(growth_duration), b))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                GrowthInput {
-                    pages: *pages,
-                    frames,
-                    series,
-                }
-            })
-            .collect();
-        let (allocators, no_allocator) = if self.exact {
-            (allocators, self.detection.none_because.clone())
-        } else {
-            (Vec::new(), None)
-        };
-        let input = MemoryInput {
-            exact: self.exact,
-            growth,
-            faults: raw.faults,
-            growth_duration,
-            growth_detached_at: self
-                .growth_shed_ns
-                .map(|ns| ns.saturating_sub(ctx.start_ktime_ns) as f64 * 1e-9),
-            allocators,
-            allocator_libraries,
-            no_allocator,
-            sites,
-            samples,
-            interval: ctx.sample_interval,
-            duration,
-            end_ns,
-            unknown_frees: self
-                .counters
-                .get(&Counter::MemUnknownFrees)
-                .copied()
-                .unwrap_or(0),
-            mmap_calls,
-            munmap_calls,
-            options: self.options,
-            scans: self
-                .scans
-                .iter()
-                .map(|s| leak_scan(s, ctx.start_ktime_ns))
-                .collect(),
-            reach: verdict_scan.is_some(),
-            no_scan: verdict_scan.is_none().then(|| {
-                self.no_scan_reason(ctx.exit_status.is_some() || !tracee::alive(self.pid))
-            }),
-        };
-        let section = analyze(input);
+        let section = self.final_section(ctx);
         match (&section.allocator, &section.no_allocator) {
             _ if !self.exact => {}
             (None, Some(why)) => report.warnings.push(format!(
@@ -724,6 +894,26 @@ impl Family for Memory {
         }
         self.loss_warnings(&mut report.warnings);
         report.memory = Some(section);
+    }
+
+    /// Outstanding bytes and blocks per site so far, and the growth sites, from the maps read
+    /// now into copies of the series: the family's own stay as they were for `harvest`. The
+    /// verdict is the last scan's when one ran (`--leak-check-every`), else by growth: the
+    /// reachability scan is not made for the live view, as it stops the target. Reading every
+    /// outstanding block can be dear (a million of them): [`LivePace`] spaces the readings
+    /// then. No warning is pushed (the report's are said once, at the end).
+    fn live(&mut self, ebpf: &mut Ebpf, report: &mut Report, ctx: &mut ReportContext<'_>) {
+        if self.links.is_none() && self.growth_link.is_none() && self.raw.is_none() {
+            return;
+        }
+        let mut pace = std::mem::take(&mut self.live_pace);
+        let section = pace.snapshot(monotonic_ns(), monotonic_ns, || {
+            self.live_section(&*ebpf, monotonic_ns(), ctx)
+        });
+        self.live_pace = pace;
+        if section.is_some() {
+            report.memory = section;
+        }
     }
 }
 

@@ -5,6 +5,8 @@
 pub(crate) mod analyze;
 pub(crate) mod kernel;
 mod live;
+#[cfg(test)]
+mod live_tests;
 
 use std::{collections::HashMap, fmt::Write as _};
 
@@ -18,7 +20,10 @@ use crate::{
     bpf::{self, LoadOptions},
     clock::monotonic_ns,
     families::python::{SharedHandle, code::Named},
-    family::{CHILDREN_NOT_COVERED, Family, ProbeLoad, ReportContext, TargetContext, TickContext},
+    family::{
+        CHILDREN_NOT_COVERED, Family, LivePace, ProbeLoad, ReportContext, TargetContext,
+        TickContext,
+    },
     level::FamilyId,
     overhead,
     report::{
@@ -69,7 +74,7 @@ pub(crate) struct Threads {
     links: Option<Links>,
     live: live::Watch,
     harvest: Option<Harvest>,
-    hits: [u64; hit::SLOTS as usize],
+    hits: Hits,
     counters: Vec<(Counter, u64)>,
     /// Names of the target's threads, kept as they are seen (a thread that exits keeps its name).
     names: HashMap<u32, String>,
@@ -83,7 +88,14 @@ pub(crate) struct Threads {
     attached: bool,
     /// The python family's Python stacks, where it runs.
     python: Option<SharedHandle>,
+    /// The live view's last snapshot, and when the next one may be made.
+    live_pace: LivePace<ThreadsSection>,
+    /// The statics that name locks, parsed once for the live view's snapshots.
+    live_data: crate::symbols::data::DataSymbols,
 }
+
+/// The family's probe hits by [`hit`] slot.
+type Hits = [u64; hit::SLOTS as usize];
 
 impl Threads {
     pub(crate) fn new(options: Options, python: Option<SharedHandle>) -> Self {
@@ -101,15 +113,13 @@ impl Threads {
             exec_maps: Vec::new(),
             exec_maps_seen: None,
             attached: false,
+            live_pace: LivePace::default(),
+            live_data: Default::default(),
         }
     }
 
     fn remember_names(&mut self) {
-        for tid in tracee::task::thread_ids(self.pid) {
-            if let Some(name) = tracee::task::thread_name(self.pid, tid) {
-                self.names.insert(tid as u32, name);
-            }
-        }
+        proc_names(self.pid, &mut self.names);
     }
 
     /// Writes the target's executable ranges for the kernel when they changed (a library loaded,
@@ -142,9 +152,10 @@ impl Threads {
         }
     }
 
-    /// Entry hits of lock op `op`, and what they and their returns cost, ns.
-    fn op_load(&self, model: &CostModel, op: LockOp) -> (u64, f64) {
-        let entries = self.hits[(hit::LOCK_OP + op as u32) as usize];
+    /// Entry hits of lock op `op` (of the probe hits `hits`), and what they and their returns
+    /// cost, ns.
+    fn op_load(&self, model: &CostModel, hits: &Hits, op: LockOp) -> (u64, f64) {
+        let entries = hits[(hit::LOCK_OP + op as u32) as usize];
         let returns = if op.returns() { entries } else { 0 };
         // An op's functions (timedlock and clocklock) share the count: priced at the dearer.
         let stepped = self.locks.as_ref().is_ok_and(|l| {
@@ -167,7 +178,7 @@ impl Threads {
         let mut uprobe_hits = 0;
         let mut uprobes = 0.0;
         for (op, _) in LockOp::FUNCTIONS {
-            let (entries, cost) = self.op_load(model, op);
+            let (entries, cost) = self.op_load(model, h, op);
             uprobe_hits += entries + if op.returns() { entries } else { 0 };
             uprobes += cost;
         }
@@ -183,7 +194,68 @@ impl Threads {
         }
     }
 
-    fn lock_probes(&self, model: &CostModel) -> LockProbes {
+    /// The report's section: what `harvest` read, taken (the family reports once).
+    fn final_section(&mut self, ctx: &mut ReportContext<'_>) -> Option<ThreadsSection> {
+        let harvest = self.harvest.take()?;
+        merge_names(&mut self.names, &harvest, self.pid);
+        let mut data = crate::symbols::data::DataSymbols::default();
+        Some(self.section(&harvest, &self.names, &self.hits, &mut data, ctx))
+    }
+
+    /// The live view's section: of `read` (the maps and probe hits read now), or without it
+    /// (the probes were shed) of what was read then; with `names`, the thread names known now.
+    /// The family is left as it was.
+    fn live_section(
+        &self,
+        read: Option<(Harvest, Hits)>,
+        mut names: HashMap<u32, String>,
+        data: &mut crate::symbols::data::DataSymbols,
+        ctx: &mut ReportContext<'_>,
+    ) -> Option<ThreadsSection> {
+        let (harvest, hits) = match &read {
+            Some((harvest, hits)) => (harvest, hits),
+            None => (self.harvest.as_ref()?, &self.hits),
+        };
+        merge_names(&mut names, harvest, self.pid);
+        Some(self.section(harvest, &names, hits, data, ctx))
+    }
+
+    /// The threads section of `harvest`: the one analysis of `report` and `live`. `names`: the
+    /// threads' names; `hits`: the probes' hits; `data`: the statics that name locks.
+    fn section(
+        &self,
+        harvest: &Harvest,
+        names: &HashMap<u32, String>,
+        hits: &Hits,
+        data: &mut crate::symbols::data::DataSymbols,
+        ctx: &mut ReportContext<'_>,
+    ) -> ThreadsSection {
+        let mut resolver = Resolver {
+            symbolizer: ctx.symbolizer,
+            maps: ctx.maps,
+            data,
+            names,
+            pid: self.pid,
+            python: self.python.as_ref(),
+        };
+        let start = ctx.start_ktime_ns;
+        let live: Vec<LiveDeadlock> = self
+            .live
+            .found()
+            .iter()
+            .map(|raw| raw.resolve(&mut resolver, harvest, start, names))
+            .collect();
+        let options = analyze::Options {
+            min_block_ns: u64::from(self.options.min_block_us) * 1_000,
+            deadlock_after_ns: (self.options.deadlock_after * 1e9) as u64,
+            top_stacks: 5,
+        };
+        let mut section: ThreadsSection = analyze::section(harvest, &mut resolver, &options, live);
+        section.lock_probes = self.lock_probes(ctx.cost_model, hits);
+        section
+    }
+
+    fn lock_probes(&self, model: &CostModel, hits: &Hits) -> LockProbes {
         match (&self.locks, self.attached) {
             (Ok(lib), true) => LockProbes {
                 attached: true,
@@ -192,7 +264,7 @@ impl Threads {
                     .functions
                     .iter()
                     .map(|f| {
-                        let (hits, cost_ns) = self.op_load(model, f.op);
+                        let (hits, cost_ns) = self.op_load(model, hits, f.op);
                         LockFunction {
                             name: f.name.to_string(),
                             probe_offset: f.placement.offset,
@@ -393,44 +465,9 @@ impl Family for Threads {
     }
 
     fn report(&mut self, report: &mut Report, ctx: &mut ReportContext<'_>) {
-        let Some(harvest) = self.harvest.take() else {
+        let Some(section) = self.final_section(ctx) else {
             return;
         };
-        // An exited thread's last name is the kernel's (from its last switch-out): /proc may
-        // have been read before the thread named itself.
-        for (tid, name) in harvest.threads.iter().map(|t| (t.tid as u32, comm(t))) {
-            if name.is_empty() {
-                continue;
-            }
-            if tracee::thread_alive(self.pid, tid) {
-                self.names.entry(tid).or_insert(name);
-            } else {
-                self.names.insert(tid, name);
-            }
-        }
-        let mut data = crate::symbols::data::DataSymbols::default();
-        let mut resolver = Resolver {
-            symbolizer: ctx.symbolizer,
-            maps: ctx.maps,
-            data: &mut data,
-            names: &self.names,
-            pid: self.pid,
-            python: self.python.as_ref(),
-        };
-        let start = ctx.start_ktime_ns;
-        let live: Vec<LiveDeadlock> = self
-            .live
-            .found()
-            .iter()
-            .map(|raw| raw.resolve(&mut resolver, &harvest, start, &self.names))
-            .collect();
-        let options = analyze::Options {
-            min_block_ns: u64::from(self.options.min_block_us) * 1_000,
-            deadlock_after_ns: (self.options.deadlock_after * 1e9) as u64,
-            top_stacks: 5,
-        };
-        let mut section: ThreadsSection = analyze::section(&harvest, &mut resolver, &options, live);
-        section.lock_probes = self.lock_probes(ctx.cost_model);
         for (counter, n) in &self.counters {
             report.warnings.push(format!(
                 "threads: {n} event(s) lost ({}): see the schema",
@@ -439,12 +476,68 @@ impl Family for Threads {
         }
         report.threads = Some(section);
     }
+
+    /// The threads so far (the busiest, the most blocked), the contended locks, lock-order
+    /// cycles and the live deadlocks the watch found, from the maps read now as `harvest`
+    /// reads them, analyzed as `report` does; the family keeps its state (the names it knows
+    /// are copied, the watch's cycles borrowed). After the probes were shed, what was read
+    /// then. Reading every map can be dear with many threads or locks: [`LivePace`] spaces the
+    /// readings then. Nothing is printed, no warning pushed.
+    fn live(&mut self, ebpf: &mut Ebpf, report: &mut Report, ctx: &mut ReportContext<'_>) {
+        if !self.attached {
+            return;
+        }
+        let mut pace = std::mem::take(&mut self.live_pace);
+        let mut data = std::mem::take(&mut self.live_data);
+        let section = pace.snapshot(monotonic_ns(), monotonic_ns, || {
+            // The probes attached: the maps as they are now (unreadable: nothing to show).
+            let read = match self.links {
+                Some(_) => Some((
+                    kernel::read(ebpf, monotonic_ns()).ok()?,
+                    kernel::read_hits(ebpf).unwrap_or(self.hits),
+                )),
+                None => None,
+            };
+            let mut names = self.names.clone();
+            proc_names(self.pid, &mut names);
+            self.live_section(read, names, &mut data, ctx)
+        });
+        (self.live_pace, self.live_data) = (pace, data);
+        if section.is_some() {
+            report.threads = section;
+        }
+    }
 }
 
 /// The family's block of the printed summary (see `families::summary`).
 pub(crate) fn summary_block(report: &Report, out: &mut String) {
     if let Some(t) = &report.threads {
         summary(out, t);
+    }
+}
+
+/// Adds the names /proc gives the live threads of process `pid` to `names`.
+fn proc_names(pid: i32, names: &mut HashMap<u32, String>) {
+    for tid in tracee::task::thread_ids(pid) {
+        if let Some(name) = tracee::task::thread_name(pid, tid) {
+            names.insert(tid as u32, name);
+        }
+    }
+}
+
+/// Adds the names the kernel recorded in `harvest` to `names`: an exited thread's last name is
+/// the kernel's (from its last switch-out), as /proc may have been read before the thread named
+/// itself; a live thread keeps the name /proc gave it.
+fn merge_names(names: &mut HashMap<u32, String>, harvest: &Harvest, pid: i32) {
+    for (tid, name) in harvest.threads.iter().map(|t| (t.tid as u32, comm(t))) {
+        if name.is_empty() {
+            continue;
+        }
+        if tracee::thread_alive(pid, tid) {
+            names.entry(tid).or_insert(name);
+        } else {
+            names.insert(tid, name);
+        }
     }
 }
 

@@ -93,12 +93,37 @@ impl Drop for Tmux {
 /// a wait so that the pane (and what the profiler left on it) stays to be read.
 fn top_command(dir: &Path, pid: u32, json: &Path) -> String {
     format!(
-        "{} top {pid} --level full --func '{REQUEST}' --json {} 2> {}; echo $? > {}; sleep 600",
+        "{} top {pid} --level full --func '{REQUEST}' --json {} 2> {}; echo $? > {}.tmp; \
+         stty -a > {}; mv {}.tmp {}; sleep 600",
         profiler_bin().display(),
         json.display(),
         dir.join("stderr").display(),
         dir.join("rc").display(),
+        dir.join("stty").display(),
+        dir.join("rc").display(),
+        dir.join("rc").display(),
     )
+}
+
+/// Whether the pane shows its alternate screen (the view's) now.
+fn alternate_screen(tmux: &Tmux) -> bool {
+    let out = tmux
+        .tmux()
+        .args(["display-message", "-p", "#{alternate_on}"])
+        .output()
+        .expect("tmux display-message");
+    String::from_utf8_lossy(&out.stdout).trim() == "1"
+}
+
+/// The terminal as the profiler left it: the main screen, and the line discipline back in
+/// canonical mode with echo (not raw).
+fn expect_terminal_restored(tmux: &Tmux, dir: &Path) {
+    assert!(!alternate_screen(tmux), "still on the alternate screen");
+    let stty = std::fs::read_to_string(dir.join("stty")).expect("stty -a ran after the profiler");
+    let flags: Vec<&str> = stty.split_whitespace().collect();
+    for flag in ["icanon", "echo", "isig"] {
+        assert!(flags.contains(&flag), "{flag} not restored: {stty}");
+    }
 }
 
 /// The profiler's exit code, once it has one.
@@ -174,6 +199,7 @@ fn top_shows_the_panels_switches_on_a_key_and_quits_with_the_report() {
         "{screen}"
     );
     assert!(screen.contains("q quit"), "{screen}");
+    assert!(alternate_screen(&tmux));
     let shown = calls_shown(&screen, REQUEST).expect("a row");
     // Every line fits 80 columns: nothing wrapped.
     assert!(screen.lines().count() <= 24, "{screen}");
@@ -195,6 +221,7 @@ fn top_shows_the_panels_switches_on_a_key_and_quits_with_the_report() {
     // and the report is written.
     tmux.keys("q");
     assert_eq!(exit_code(dir.path()), 0);
+    expect_terminal_restored(&tmux, dir.path());
     let screen = tmux.wait_for("the summary", |s| s.contains("overhead:"));
     assert!(!screen.contains("q quit"), "the view is gone\n{screen}");
     let stderr = std::fs::read_to_string(dir.path().join("stderr")).unwrap_or_default();
@@ -236,6 +263,7 @@ fn sigterm_under_top_gives_the_terminal_back_and_writes_the_report() {
     // SAFETY: kill(2) on a pid this test found; no memory is involved.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
     assert_eq!(exit_code(dir.path()), 0);
+    expect_terminal_restored(&tmux, dir.path());
     let screen = tmux.wait_for("the summary", |s| s.contains("overhead:"));
     assert!(!screen.contains("q quit"), "{screen}");
     assert_eq!(Report::read(&json).end_reason(), "interrupted");
@@ -295,4 +323,33 @@ fn closing_the_terminal_under_top_still_writes_the_report() {
     }
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(Report::read(&json).end_reason(), "interrupted");
+}
+
+#[test]
+fn a_panic_in_the_view_gives_the_terminal_back() {
+    require_root!();
+    if !have_tmux() {
+        skip!("tmux (apt-get install tmux)");
+    }
+    let dir = TempDir::new();
+    let json = dir.json();
+    let victim = demo_victim();
+    let command = format!(
+        "env PROFILER_TEST_LIVE_PANIC=1 {}",
+        top_command(dir.path(), victim.pid(), &json)
+    );
+    let tmux = Tmux::start(dir.path(), &command).expect("tmux starts");
+    let code = exit_code(dir.path());
+    assert_ne!(code, 0, "a panic is a failure");
+    expect_terminal_restored(&tmux, dir.path());
+    let stderr = std::fs::read_to_string(dir.path().join("stderr")).unwrap_or_default();
+    assert!(
+        stderr.contains("PROFILER_TEST_LIVE_PANIC is set"),
+        "{stderr}"
+    );
+    // The target runs on: the kernel took the probes down with the profiler.
+    assert!(
+        std::path::Path::new(&format!("/proc/{}", victim.pid())).exists(),
+        "the target is gone"
+    );
 }

@@ -13,7 +13,10 @@
  * THREADS * ITERS.
  *
  * Before the threads start it prints "acquisitions N" (THREADS * ITERS) and
- * "hold_us N" (the total time held, THREADS * ITERS * HOLD_US).
+ * "hold_us N" (the total time meant to be held, THREADS * ITERS * HOLD_US); after
+ * they end, "held_ns N": the time held as the threads measured it, from the
+ * lock's return to the unlock's call (more than hold_us when a holder was
+ * preempted while it held the lock, as happens with more threads than cores).
  *
  * With --wait: "ready", a byte on stdin, the threads, "done", one more byte.
  * With --heap: the mutex is allocated by make_lock() (malloc) instead of being the static
@@ -26,12 +29,15 @@ static pthread_mutex_t *the_lock = &contended_lock;
 static pthread_barrier_t start_line;
 static long iters = 25, hold_us = 2000, gap_us = 200;
 static volatile long shared;
+static long long held_ns;
 
 SITE void hold_the_lock(void)
 {
 	pthread_mutex_lock(the_lock);
+	long long taken = now_ns(CLOCK_MONOTONIC);
 	spin_us(CLOCK_MONOTONIC, hold_us);
 	shared++;
+	held_ns += now_ns(CLOCK_MONOTONIC) - taken; /* under the lock */
 	pthread_mutex_unlock(the_lock);
 }
 
@@ -80,6 +86,7 @@ int main(int argc, char **argv)
 		pthread_create(&t[i], NULL, contender, (void *)i);
 	for (long i = 0; i < threads; i++)
 		pthread_join(t[i], NULL);
+	say("held_ns %lld", held_ns);
 	handshake_end(wait);
 	return 0;
 }

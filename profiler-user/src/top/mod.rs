@@ -27,6 +27,9 @@ pub(crate) use screen::Screen;
 use snapshot::Snapshots;
 use view::{Model, ViewState};
 
+/// Set by the tests: the view panics on its second refresh (the terminal must be restored).
+const PANIC_ENV: &str = "PROFILER_TEST_LIVE_PANIC";
+
 /// How often the view is redrawn from a new snapshot.
 pub(crate) const REFRESH: Duration = Duration::from_secs(1);
 
@@ -75,6 +78,10 @@ impl Live {
         let report = self.snapshots.take(ebpf, families, maps, samples, detached);
         if self.screen.is_none() {
             return;
+        }
+        // A test hook: the terminal must come back from a panic too.
+        if std::env::var_os(PANIC_ENV).is_some() && self.model.is_some() {
+            panic!("{PANIC_ENV} is set: the live view panics on its second refresh");
         }
         let mut blocks = HashMap::new();
         for family in families.iter() {

@@ -7,7 +7,10 @@
 use std::{
     io::{self, BufRead as _, Stdout},
     os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd, RawFd},
-    sync::{Arc, Mutex, Once},
+    sync::{
+        Arc, Mutex, Once,
+        atomic::{AtomicI32, Ordering},
+    },
     thread::JoinHandle,
     time::Duration,
 };
@@ -22,6 +25,9 @@ use ratatui::{
         terminal::{self, EnterAlternateScreen, LeaveAlternateScreen},
     },
 };
+
+/// The real stderr while fd 2 is the pipe (-1 otherwise), for the panic hook.
+static REAL_STDERR: AtomicI32 = AtomicI32::new(-1);
 
 /// The lines the profiler wrote to stderr while the view was up.
 type Held = Arc<Mutex<Vec<String>>>;
@@ -47,6 +53,12 @@ impl Screen {
             let previous = std::panic::take_hook();
             std::panic::set_hook(Box::new(move |info| {
                 restore_terminal();
+                // The message goes to the real stderr, not to the held lines.
+                let real = REAL_STDERR.load(Ordering::SeqCst);
+                if real >= 0 {
+                    // SAFETY: dup2 of the saved stderr (open while the view is up) onto fd 2.
+                    unsafe { libc::dup2(real, 2) };
+                }
                 previous(info);
             }));
         });
@@ -128,6 +140,7 @@ impl Drop for Screen {
     fn drop(&mut self) {
         restore_terminal();
         if let Some((real, reader)) = self.stderr.take() {
+            REAL_STDERR.store(-1, Ordering::SeqCst);
             // SAFETY: dup2 of an open fd onto fd 2: the pipe's write end closes, the reader sees
             // its end and stops.
             unsafe { libc::dup2(real.as_raw_fd(), 2) };
@@ -162,6 +175,7 @@ fn hold_stderr(held: &Held) -> io::Result<(OwnedFd, JoinHandle<()>)> {
         return Err(io::Error::last_os_error());
     }
     drop(write);
+    REAL_STDERR.store(real.as_raw_fd(), Ordering::SeqCst);
     let held = Arc::clone(held);
     let reader = std::thread::Builder::new()
         .name("stderr-hold".into())
@@ -176,6 +190,7 @@ fn hold_stderr(held: &Held) -> io::Result<(OwnedFd, JoinHandle<()>)> {
     match reader {
         Ok(reader) => Ok((real, reader)),
         Err(e) => {
+            REAL_STDERR.store(-1, Ordering::SeqCst);
             // SAFETY: as above: the real stderr goes back to fd 2.
             unsafe { libc::dup2(real.as_raw_fd(), 2) };
             Err(e)

@@ -172,17 +172,24 @@ fn have_tmux() -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
+/// `profiler top` on the demo workload in a fresh tmux pane, the pane's command run with
+/// `env` first (empty: none): the test's directory, the report's path, the victim and tmux.
+fn top_in_tmux(env: &str) -> (TempDir, std::path::PathBuf, Victim, Tmux) {
+    let dir = TempDir::new();
+    let json = dir.json();
+    let victim = demo_victim();
+    let command = format!("{env} {}", top_command(dir.path(), victim.pid(), &json));
+    let tmux = Tmux::start(dir.path(), command.trim_start()).expect("tmux starts");
+    (dir, json, victim, tmux)
+}
+
 #[test]
 fn top_shows_the_panels_switches_on_a_key_and_quits_with_the_report() {
     require_root!();
     if !have_tmux() {
         skip!("tmux (apt-get install tmux)");
     }
-    let dir = TempDir::new();
-    let json = dir.json();
-    let victim = demo_victim();
-    let tmux = Tmux::start(dir.path(), &top_command(dir.path(), victim.pid(), &json))
-        .expect("tmux starts");
+    let (dir, json, victim, tmux) = top_in_tmux("");
 
     // The header, the tabs of level full, and the traced function counting.
     let screen = tmux.wait_for("the function counting", |s| {
@@ -243,11 +250,7 @@ fn sigterm_under_top_gives_the_terminal_back_and_writes_the_report() {
     if !have_tmux() {
         skip!("tmux (apt-get install tmux)");
     }
-    let dir = TempDir::new();
-    let json = dir.json();
-    let victim = demo_victim();
-    let tmux = Tmux::start(dir.path(), &top_command(dir.path(), victim.pid(), &json))
-        .expect("tmux starts");
+    let (dir, json, victim, tmux) = top_in_tmux("");
     tmux.wait_for("the view", |s| s.contains("q quit"));
     let top = Command::new("pgrep")
         .args(["-f", &format!("top {} --level full", victim.pid())])
@@ -308,11 +311,7 @@ fn closing_the_terminal_under_top_still_writes_the_report() {
     if !have_tmux() {
         skip!("tmux (apt-get install tmux)");
     }
-    let dir = TempDir::new();
-    let json = dir.json();
-    let victim = demo_victim();
-    let tmux = Tmux::start(dir.path(), &top_command(dir.path(), victim.pid(), &json))
-        .expect("tmux starts");
+    let (_dir, json, _victim, tmux) = top_in_tmux("");
     tmux.wait_for("the view", |s| s.contains("q quit"));
     // The pane goes: SIGHUP.
     drop(tmux);
@@ -331,14 +330,7 @@ fn a_panic_in_the_view_gives_the_terminal_back() {
     if !have_tmux() {
         skip!("tmux (apt-get install tmux)");
     }
-    let dir = TempDir::new();
-    let json = dir.json();
-    let victim = demo_victim();
-    let command = format!(
-        "env PROFILER_TEST_LIVE_PANIC=1 {}",
-        top_command(dir.path(), victim.pid(), &json)
-    );
-    let tmux = Tmux::start(dir.path(), &command).expect("tmux starts");
+    let (dir, _json, victim, tmux) = top_in_tmux("env PROFILER_TEST_LIVE_PANIC=1");
     let code = exit_code(dir.path());
     assert_ne!(code, 0, "a panic is a failure");
     expect_terminal_restored(&tmux, dir.path());

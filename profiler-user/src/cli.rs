@@ -169,7 +169,7 @@ pub(crate) struct CommonArgs {
     #[arg(long, value_enum, default_value_t = Level::Detailed)]
     pub level: Level,
     /// Leave a probe family out of the level (repeatable): errors, python, memory, cpu,
-    /// threads, gpu (gpu is not built yet).
+    /// threads, gpu.
     /// `--without errors` attaches no syscall tracepoint, which spares every syscall of the
     /// target (and, on kernels where uretprobes return through a syscall, every traced call)
     /// the kernel's syscall-tracing path.

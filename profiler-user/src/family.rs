@@ -114,6 +114,13 @@ pub(crate) trait Family {
         None
     }
 
+    /// Why the family, though built, cannot run on this machine (the gpu family without an
+    /// NVIDIA driver): it is then `not_available` in the report, with this note, and attaches
+    /// nothing.
+    fn unavailable(&self) -> Option<String> {
+        None
+    }
+
     /// What the family attached where, and why, for its entry in the report's `families`.
     fn note(&self) -> Option<String> {
         None

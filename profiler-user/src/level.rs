@@ -25,7 +25,8 @@ pub(crate) enum Level {
     /// Basic, plus scheduling per thread, lock contention with the holder, and deadlocks
     /// (lock order, and live cycles of waits).
     Threading,
-    /// Every family (gpu is not built yet), the memory family exact.
+    /// Every family, the memory family exact (the gpu family reads NVML; its CUDA probes are
+    /// not built yet).
     Full,
 }
 
@@ -78,6 +79,7 @@ impl FamilyId {
                 | FamilyId::Memory
                 | FamilyId::Threads
                 | FamilyId::Cpu
+                | FamilyId::Gpu
                 | FamilyId::Python
         )
     }
@@ -140,7 +142,7 @@ impl Level {
             Level::Basic => &[Process, System, Errors, Python],
             Level::Detailed => &[Process, System, Errors, Python, Functions],
             Level::Profiling => &[Process, System, Errors, Python, Functions, Cpu],
-            Level::Memory => &[Process, System, Errors, Python, Memory],
+            Level::Memory => &[Process, System, Errors, Python, Memory, Gpu],
             Level::Threading => &[Process, System, Errors, Python, Threads],
             Level::Full => &[
                 Process, System, Errors, Python, Functions, Cpu, Memory, Threads, Gpu,

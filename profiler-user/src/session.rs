@@ -487,6 +487,7 @@ impl Session<'_> {
             threads: None,
             cpu: None,
             python: None,
+            gpu: None,
             errors: None,
             warnings: Vec::new(),
         }

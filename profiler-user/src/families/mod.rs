@@ -5,6 +5,7 @@
 pub(crate) mod cpu;
 pub(crate) mod errors;
 pub(crate) mod functions;
+pub(crate) mod gpu;
 pub(crate) mod memory;
 pub(crate) mod process;
 pub(crate) mod python;
@@ -43,13 +44,14 @@ pub(crate) struct Options {
 }
 
 /// The order the families are built, attach, and print their blocks of the summary in.
-const ORDER: [FamilyId; 8] = [
+const ORDER: [FamilyId; 9] = [
     FamilyId::Process,
     FamilyId::Functions,
     FamilyId::Python,
     FamilyId::Errors,
     FamilyId::System,
     FamilyId::Memory,
+    FamilyId::Gpu,
     FamilyId::Threads,
     FamilyId::Cpu,
 ];
@@ -99,7 +101,7 @@ pub(crate) fn build(
                 // pymalloc's probes are per call, as the allocator's are: `--memory exact`.
                 selected.contains(&FamilyId::Memory) && options.memory_exact,
             )),
-            FamilyId::Gpu => continue,
+            FamilyId::Gpu => Box::new(gpu::Gpu::default()),
         });
     }
     Ok(families)
@@ -131,7 +133,8 @@ pub(crate) fn summary_block(id: FamilyId, report: &Report, out: &mut String) {
         FamilyId::Threads => threads::summary_block(report, out),
         FamilyId::Cpu => cpu::summary_block(report, out),
         // The process family's facts are in the head; gpu is not built.
-        FamilyId::Process | FamilyId::Gpu => {}
+        FamilyId::Gpu => gpu::summary_block(report, out),
+        FamilyId::Process => {}
     }
 }
 
@@ -165,6 +168,9 @@ pub(crate) fn statuses(
                 ("not_available", 0, Some("not built yet".to_string()))
             } else {
                 match built {
+                    Some((f, _)) if f.unavailable().is_some() => {
+                        ("not_available", 0, f.unavailable())
+                    }
                     Some((f, _)) if f.idle().is_some() => ("idle", 0, f.idle().map(Into::into)),
                     Some((f, Some(n))) => ("attached", n, f.note()),
                     // The session ended before it attached anything.
@@ -273,6 +279,7 @@ mod tests {
             memory: None,
             threads: None,
             python: None,
+            gpu: None,
             ..full.clone()
         };
         // The functions family's block alone: it is always built.
@@ -312,13 +319,31 @@ mod tests {
         assert_eq!(status(&all, "functions"), ("idle", 0, Some("no".into())));
         let left_out = Some("left out by --without".to_string());
         assert_eq!(status(&all, "memory"), ("not_selected", 0, left_out));
-        let not_built = Some("not built yet".to_string());
-        assert_eq!(status(&all, "gpu"), ("not_available", 0, not_built));
         let not_started = Some("profiling did not start: see the error".to_string());
         assert_eq!(status(&all, "process"), ("failed", 0, not_started));
-        assert_eq!(
-            warning.as_deref(),
-            Some("level full selects families not built yet: gpu")
-        );
+        assert!(warning.is_none(), "every family is built");
+
+        // A family built but not able to run here (the gpu family without a driver).
+        struct NoDriver;
+        impl Family for NoDriver {
+            fn id(&self) -> FamilyId {
+                FamilyId::Gpu
+            }
+            fn unavailable(&self) -> Option<String> {
+                Some("no NVIDIA driver on this machine".into())
+            }
+            fn attach(
+                &mut self,
+                _: &mut aya::Ebpf,
+                _: &crate::family::TargetContext<'_>,
+            ) -> anyhow::Result<usize> {
+                Ok(0)
+            }
+            fn report(&mut self, _: &mut Report, _: &mut ReportContext<'_>) {}
+        }
+        let built: Vec<Box<dyn Family>> = vec![Box::new(NoDriver)];
+        let (all, _) = statuses(Level::Full, &[], &built, &[Some(0)]);
+        let why = Some("no NVIDIA driver on this machine".to_string());
+        assert_eq!(status(&all, "gpu"), ("not_available", 0, why));
     }
 }

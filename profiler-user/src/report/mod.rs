@@ -11,6 +11,7 @@
 pub(crate) mod cpu;
 pub(crate) mod errors;
 pub(crate) mod functions;
+pub(crate) mod gpu;
 pub(crate) mod html;
 pub(crate) mod json;
 pub(crate) mod memory;
@@ -34,7 +35,7 @@ pub(crate) use threads::ThreadsSection;
 
 /// Version of the JSON schema (docs/report-schema.md). Bump the minor version when fields are
 /// added, the major version when a field changes meaning or goes away.
-pub(crate) const SCHEMA_VERSION: &str = "3.2";
+pub(crate) const SCHEMA_VERSION: &str = "3.3";
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(crate) struct Report {
@@ -62,6 +63,10 @@ pub(crate) struct Report {
     /// Allocations and leaks (the `memory` family); see docs/memory.md.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub memory: Option<MemorySection>,
+    /// The NVIDIA devices and the target's GPU memory (the `gpu` family, NVML); see
+    /// docs/report-schema.md.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<gpu::GpuSection>,
     /// Threads, locks and deadlocks (the `threads` family); see docs/report-schema.md.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub threads: Option<ThreadsSection>,

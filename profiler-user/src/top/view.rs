@@ -60,8 +60,8 @@ impl Panel {
 }
 
 /// The panels of a run: one per family the level selected that has something to show (the
-/// functions family only with `--func`; gpu, selected but not built yet, says so), then the
-/// overhead panel.
+/// functions family only with `--func`; gpu shows what NVML sees, or why it is not there),
+/// then the overhead panel.
 pub(crate) fn panels(report: &Report) -> Vec<Panel> {
     let shown = |id: FamilyId| {
         report.families.iter().any(|f| {
@@ -201,12 +201,21 @@ pub(crate) fn draw(frame: &mut Frame<'_>, model: &Model, state: &ViewState) {
         Panel::Functions => functions(frame, inner, model, state),
         Panel::Errors => errors(frame, inner, model, state),
         Panel::Overhead => overhead(frame, inner, &model.report, state),
-        Panel::Gpu => text_panel(
-            frame,
-            inner,
-            "the gpu family is not built yet: no NVML or CUDA data is collected",
-            state,
-        ),
+        Panel::Gpu => {
+            let text = model.blocks.get(&FamilyId::Gpu).map_or("", String::as_str);
+            let why = model
+                .report
+                .families
+                .iter()
+                .find(|f| f.name == "gpu" && f.status == "not_available")
+                .map(|f| f.note.as_deref().unwrap_or("no reason given"));
+            let text = match why {
+                Some(why) => format!("NVML is not available: {why}"),
+                None if text.trim().is_empty() => "nothing yet".into(),
+                None => text.to_string(),
+            };
+            text_panel(frame, inner, &text, state);
+        }
         other => {
             let id = other.family().expect("a family panel");
             let text = model.blocks.get(&id).map_or("", String::as_str);

@@ -1,0 +1,227 @@
+//! The gpu section from NVML's samples (pure, unit-tested).
+
+use crate::report::gpu::{GpuDevice, GpuMemory, GpuSection};
+
+/// What one NVML reading of a device gave (None: the device does not say).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct DeviceSample {
+    pub memory_used: u64,
+    pub utilization_gpu: Option<u32>,
+    pub utilization_memory: Option<u32>,
+    pub temperature_c: Option<u32>,
+    pub power_mw: Option<u32>,
+    pub sm_clock_mhz: Option<u32>,
+    pub memory_clock_mhz: Option<u32>,
+    /// The target's processes' memory on the device, bytes.
+    pub target_memory: u64,
+    /// The target's processes' SM utilization, percent, when NVML had a newer sample.
+    pub target_sm: Option<u32>,
+}
+
+/// A device's fixed facts.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct DeviceInfo {
+    pub index: u32,
+    pub name: String,
+    pub uuid: String,
+    pub memory_total: u64,
+}
+
+/// One sampling round: the seconds since profiling started, and each device's reading (in the
+/// order of `DeviceInfo`; None where the reading failed).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Round {
+    pub at: f64,
+    pub devices: Vec<Option<DeviceSample>>,
+}
+
+fn average(values: impl Iterator<Item = f64>) -> Option<f64> {
+    let (sum, n) = values.fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
+    (n > 0).then(|| sum / n as f64)
+}
+
+/// The section, from the devices and the rounds in time order.
+pub(crate) fn section(
+    driver_version: String,
+    interval: f64,
+    devices: &[DeviceInfo],
+    rounds: &[Round],
+) -> GpuSection {
+    let of = |i: usize| {
+        rounds
+            .iter()
+            .filter_map(move |r| r.devices.get(i)?.as_ref())
+    };
+    let devices: Vec<GpuDevice> = devices
+        .iter()
+        .enumerate()
+        .map(|(i, info)| {
+            let last = of(i).next_back();
+            GpuDevice {
+                index: info.index,
+                name: info.name.clone(),
+                uuid: info.uuid.clone(),
+                memory_total: info.memory_total,
+                memory_used: last.map_or(0, |s| s.memory_used),
+                memory_used_peak: of(i).map(|s| s.memory_used).max().unwrap_or(0),
+                utilization_gpu_average: average(
+                    of(i).filter_map(|s| s.utilization_gpu.map(f64::from)),
+                )
+                .unwrap_or(0.0),
+                utilization_gpu_peak: of(i)
+                    .filter_map(|s| s.utilization_gpu)
+                    .max()
+                    .map_or(0.0, f64::from),
+                utilization_memory_average: average(
+                    of(i).filter_map(|s| s.utilization_memory.map(f64::from)),
+                )
+                .unwrap_or(0.0),
+                temperature_c: last.and_then(|s| s.temperature_c),
+                power_watts: last.and_then(|s| s.power_mw).map(|mw| f64::from(mw) / 1e3),
+                sm_clock_mhz: last.and_then(|s| s.sm_clock_mhz),
+                memory_clock_mhz: last.and_then(|s| s.memory_clock_mhz),
+                target_memory: last.map_or(0, |s| s.target_memory),
+                target_memory_peak: of(i).map(|s| s.target_memory).max().unwrap_or(0),
+                target_sm_utilization: average(of(i).filter_map(|s| s.target_sm.map(f64::from))),
+            }
+        })
+        .collect();
+    // The target's memory on all devices together, per round.
+    let totals: Vec<(f64, u64)> = rounds
+        .iter()
+        .map(|r| {
+            let bytes = r.devices.iter().flatten().map(|s| s.target_memory).sum();
+            (r.at, bytes)
+        })
+        .collect();
+    GpuSection {
+        driver_version,
+        interval,
+        samples: rounds.len(),
+        devices,
+        gpu_memory: GpuMemory {
+            allocated: totals.last().map_or(0, |t| t.1),
+            peak: totals.iter().map(|t| t.1).max().unwrap_or(0),
+            trend: trend(&totals).into(),
+        },
+    }
+}
+
+/// "increasing", "stable" or "decreasing": the least-squares slope of the bytes over time,
+/// against 1% of the peak per second (or 1 MiB/s, whichever is more).
+fn trend(points: &[(f64, u64)]) -> &'static str {
+    if points.len() < 2 {
+        return "stable";
+    }
+    let n = points.len() as f64;
+    let (mx, my) = (
+        points.iter().map(|p| p.0).sum::<f64>() / n,
+        points.iter().map(|p| p.1 as f64).sum::<f64>() / n,
+    );
+    let (mut sxy, mut sxx) = (0.0, 0.0);
+    for &(x, y) in points {
+        sxy += (x - mx) * (y as f64 - my);
+        sxx += (x - mx) * (x - mx);
+    }
+    if sxx == 0.0 {
+        return "stable";
+    }
+    let slope = sxy / sxx;
+    let peak = points.iter().map(|p| p.1).max().unwrap_or(0) as f64;
+    let threshold = (0.01 * peak).max(1024.0 * 1024.0);
+    if slope > threshold {
+        "increasing"
+    } else if slope < -threshold {
+        "decreasing"
+    } else {
+        "stable"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GIB: u64 = 1 << 30;
+
+    fn sample(used: u64, target: u64, util: u32) -> DeviceSample {
+        DeviceSample {
+            memory_used: used,
+            utilization_gpu: Some(util),
+            utilization_memory: Some(util / 2),
+            temperature_c: Some(60),
+            power_mw: Some(250_500),
+            sm_clock_mhz: Some(1980),
+            memory_clock_mhz: Some(2619),
+            target_memory: target,
+            target_sm: Some(util),
+        }
+    }
+
+    fn info(index: u32) -> DeviceInfo {
+        DeviceInfo {
+            index,
+            name: "NVIDIA H100 80GB HBM3".into(),
+            uuid: format!("GPU-{index}"),
+            memory_total: 80 * GIB,
+        }
+    }
+
+    #[test]
+    fn a_growing_target_on_two_devices() {
+        let rounds: Vec<Round> = (0..5)
+            .map(|i| Round {
+                at: i as f64,
+                devices: vec![
+                    Some(sample((10 + i) * GIB, (2 + i) * GIB, 50 + 10 * i as u32)),
+                    // The second device's reading failed once.
+                    (i != 2).then(|| sample(GIB, GIB / 2, 0)),
+                ],
+            })
+            .collect();
+        let s = section("550.54".into(), 1.0, &[info(0), info(1)], &rounds);
+        assert_eq!(s.samples, 5);
+        let d = &s.devices[0];
+        assert_eq!((d.memory_used, d.memory_used_peak), (14 * GIB, 14 * GIB));
+        assert_eq!((d.target_memory, d.target_memory_peak), (6 * GIB, 6 * GIB));
+        assert_eq!(d.utilization_gpu_average, 70.0);
+        assert_eq!(d.utilization_gpu_peak, 90.0);
+        assert_eq!(d.utilization_memory_average, 35.0);
+        assert_eq!(d.power_watts, Some(250.5));
+        assert_eq!(d.target_sm_utilization, Some(70.0));
+        assert_eq!(s.devices[1].target_sm_utilization, Some(0.0));
+        // All devices: the last round 6 GiB + 0.5 GiB; the failed reading counts as nothing.
+        assert_eq!(s.gpu_memory.allocated, 6 * GIB + GIB / 2);
+        assert_eq!(s.gpu_memory.peak, 6 * GIB + GIB / 2);
+        assert_eq!(s.gpu_memory.trend, "increasing");
+    }
+
+    #[test]
+    fn flat_and_falling_memory_and_no_samples() {
+        let flat: Vec<Round> = (0..4)
+            .map(|i| Round {
+                at: i as f64,
+                devices: vec![Some(sample(GIB, GIB + (i % 2) * 4096, 0))],
+            })
+            .collect();
+        assert_eq!(
+            section(String::new(), 1.0, &[info(0)], &flat)
+                .gpu_memory
+                .trend,
+            "stable"
+        );
+        let falling: Vec<Round> = (0..4)
+            .map(|i| Round {
+                at: i as f64,
+                devices: vec![Some(sample(GIB, (4 - i) * GIB, 0))],
+            })
+            .collect();
+        let s = section(String::new(), 1.0, &[info(0)], &falling);
+        assert_eq!(s.gpu_memory.trend, "decreasing");
+        assert_eq!((s.gpu_memory.allocated, s.gpu_memory.peak), (GIB, 4 * GIB));
+        let none = section(String::new(), 1.0, &[info(0)], &[]);
+        assert_eq!(none.devices[0].memory_used, 0);
+        assert_eq!(none.devices[0].target_sm_utilization, None);
+        assert_eq!(none.gpu_memory.trend, "stable");
+    }
+}

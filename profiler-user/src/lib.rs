@@ -17,6 +17,8 @@ pub mod demo;
 pub(crate) mod error;
 pub(crate) mod families;
 pub(crate) mod family;
+#[cfg(test)]
+pub(crate) mod family_testing;
 pub(crate) mod level;
 pub(crate) mod linux;
 pub(crate) mod outfile;

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::*;
-use crate::family::TestReporting;
+use crate::family_testing::TestReporting;
 
 /// CLOCK_MONOTONIC when the (pretend) probes were attached, ns.
 const START: u64 = 1_000_000_000_000;

@@ -5,7 +5,7 @@
 use profiler_common::threads::{Edge, EdgeKey, LockOp};
 
 use super::*;
-use crate::family::TestReporting;
+use crate::family_testing::TestReporting;
 
 const START: u64 = 1_000_000_000_000;
 const S: u64 = 1_000_000_000;

@@ -79,6 +79,49 @@ fn main() {
     build_family(src, &out, "threads", &threads);
 
     cpu(src, &out);
+    cuda(src, &out);
+}
+
+/// The gpu family's stand-ins for NVIDIA's CUDA libraries, `victims/cuda/libcudart_stub.c` and
+/// `victims/cuda/libcuda_stub.c`, built into `cuda/` as `libcudart.so.12` and `libcuda.so.1`
+/// under the real libraries' sonames (exported as `VICTIM_LIBCUDART`, `VICTIM_LIBCUDA`, and
+/// their directory as `VICTIM_CUDA_DIR`), and their victim, `victims/gpu_victim.c` as
+/// `VICTIM_GPU`: linked to the runtime, found at run time through its rpath, and loading the
+/// driver from `cuda/` beside itself with dlopen(3). With frame pointers, so that the stacks of
+/// the probed calls walk.
+fn cuda(src: &Path, out: &Path) {
+    let dir = out.join("cuda");
+    std::fs::create_dir_all(&dir).expect("OUT_DIR is writable");
+    let library = ["-O2", CET, "-fno-omit-frame-pointer", "-shared", "-fPIC"];
+    let cudart = dir.join("libcudart.so.12");
+    let soname = ["-Wl,-soname,libcudart.so.12"];
+    let flags = [&library[..], &soname].concat();
+    let stub = src.join("cuda").join("libcudart_stub.c");
+    build("LIBCUDART", &stub, &cudart, &flags);
+    let soname = ["-Wl,-soname,libcuda.so.1"];
+    let flags = [&library[..], &soname].concat();
+    let stub = src.join("cuda").join("libcuda_stub.c");
+    build("LIBCUDA", &stub, &dir.join("libcuda.so.1"), &flags);
+    println!("cargo:rustc-env=VICTIM_CUDA_DIR={}", dir.display());
+
+    let cudart = cudart.to_str().expect("OUT_DIR is UTF-8");
+    let rpath = format!("-Wl,-rpath,{}", dir.display());
+    let flags = [
+        "-O1",
+        "-g",
+        "-fno-omit-frame-pointer",
+        CET,
+        "-pthread",
+        cudart,
+        &rpath,
+        "-ldl",
+    ];
+    build(
+        "GPU",
+        &src.join("gpu_victim.c"),
+        &out.join("gpu_victim"),
+        &flags,
+    );
 }
 
 /// The cpu family's victims, `victims/cpu_*.c` (see `victims/cpu_common.h`), and their

@@ -63,6 +63,11 @@ pub enum Counter {
     /// ran it again without a `sched_switch` naming it as the next task): its time off the CPU
     /// was closed at its wake-up (or at the second switch-out), and a block counted.
     ThreadSwitchInUnseen = 22,
+    /// The CUDA calls in progress map was full: a call's return is not recorded.
+    GpuPendingMapFull = 23,
+    /// A CUDA map (outstanding blocks, sites, call statistics) was full: a block or a call was
+    /// not recorded.
+    GpuMapFull = 24,
 }
 
 /// Map names in the eBPF object (see [`crate::names`]): profiler-ebpf names each map static
@@ -78,7 +83,7 @@ pub const MAPS: &[&str] = &[maps::COUNTERS];
 pub const PROGRAMS: &[&str] = &[];
 
 /// Number of counter slots.
-pub const COUNTER_SLOTS: u32 = 23;
+pub const COUNTER_SLOTS: u32 = 25;
 
 impl Counter {
     /// All counters, in slot order.
@@ -106,6 +111,8 @@ impl Counter {
         Counter::HeldLocksOverflow,
         Counter::MemGrowthMapFull,
         Counter::ThreadSwitchInUnseen,
+        Counter::GpuPendingMapFull,
+        Counter::GpuMapFull,
     ];
 
     /// The name used for this counter in the report.
@@ -134,6 +141,8 @@ impl Counter {
             Counter::HeldLocksOverflow => "threads_held_locks_overflow",
             Counter::MemGrowthMapFull => "memory_growth_map_full",
             Counter::ThreadSwitchInUnseen => "threads_switch_in_unseen",
+            Counter::GpuPendingMapFull => "gpu_pending_map_full",
+            Counter::GpuMapFull => "gpu_map_full",
         }
     }
 

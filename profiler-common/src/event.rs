@@ -22,6 +22,8 @@ pub enum EventKind {
     PyRaise = 8,
     /// A [`crate::python::PyCodeEvent`].
     PyCode = 9,
+    /// A [`crate::gpu::CudaErrorEvent`].
+    CudaError = 10,
 }
 
 /// Size of the ring buffer in bytes (a power of two, a multiple of the page size).

@@ -14,6 +14,7 @@ pub mod errno;
 pub mod errors;
 pub mod event;
 pub mod functions;
+pub mod gpu;
 pub mod memory;
 pub mod names;
 pub mod process;

@@ -9,7 +9,9 @@
 //! constant there: profiler-ebpf spells each identifier exactly as its constant here, and checks
 //! at compile time with [`same`] that it does.
 
-use crate::{control, counters, cpu, errors, event, functions, memory, process, python, threads};
+use crate::{
+    control, counters, cpu, errors, event, functions, gpu, memory, process, python, threads,
+};
 
 /// The maps and programs of one module.
 #[derive(Clone, Copy, Debug)]
@@ -66,6 +68,11 @@ pub const FAMILIES: &[Family] = &[
         module: "python",
         maps: python::MAPS,
         programs: python::PROGRAMS,
+    },
+    Family {
+        module: "gpu",
+        maps: gpu::MAPS,
+        programs: gpu::PROGRAMS,
     },
     Family {
         module: "threads",

@@ -10,6 +10,7 @@ mod common;
 mod cpu;
 mod errors;
 mod functions;
+mod gpu;
 mod interrupted;
 mod memory;
 mod process;

@@ -773,7 +773,7 @@ fn site_stats(site: u64) -> Option<*mut SiteStats> {
 /// times that of a few user reads) would be paid on every allocation. The walk stops where a
 /// frame pointer does not lead up the stack, which also ends it cleanly in code that keeps none.
 #[inline(always)]
-fn site_of(ret_addr: u64, frame_pointer: u64) -> u64 {
+pub(crate) fn site_of(ret_addr: u64, frame_pointer: u64) -> u64 {
     let hash = site_hash_step(SITE_HASH_SEED, ret_addr);
     let Some(scratch) = MEM_STACK_SCRATCH.get_ptr_mut(0) else {
         return hash;
@@ -863,7 +863,7 @@ fn user_sp_fp() -> (u64, u64) {
 
 /// The frame pointer at the probe.
 #[inline(always)]
-fn frame_pointer(regs: *mut pt_regs) -> u64 {
+pub(crate) fn frame_pointer(regs: *mut pt_regs) -> u64 {
     // SAFETY: `regs` is the program's context (struct pt_regs); the verifier allows reads of it.
     unsafe { (*regs).rbp }
 }

@@ -72,6 +72,10 @@ pub(crate) fn build(
     // Whether the memory family attached its allocator probes: the traced functions then have
     // their calls' memory.
     let allocator_probes = memory::AllocatorProbes::default();
+    // The failed CUDA calls the gpu family hands to the errors family.
+    let cuda_failures = selected
+        .contains(&FamilyId::Gpu)
+        .then(gpu::errors::ErrorsFeed::default);
     for id in ORDER {
         if !selected.contains(&id) && id != FamilyId::Functions {
             continue;
@@ -88,6 +92,7 @@ pub(crate) fn build(
             FamilyId::Errors => Box::new(errors::Errors::new(
                 errors::analyze::load_patterns(options.patterns.as_deref())?,
                 python.clone(),
+                cuda_failures.clone(),
             )),
             FamilyId::Memory => Box::new(memory::Memory::new(
                 options.leak,
@@ -101,7 +106,7 @@ pub(crate) fn build(
                 // pymalloc's probes are per call, as the allocator's are: `--memory exact`.
                 selected.contains(&FamilyId::Memory) && options.memory_exact,
             )),
-            FamilyId::Gpu => Box::new(gpu::Gpu::default()),
+            FamilyId::Gpu => Box::new(gpu::Gpu::new(cuda_failures.clone())),
         });
     }
     Ok(families)
@@ -132,7 +137,7 @@ pub(crate) fn summary_block(id: FamilyId, report: &Report, out: &mut String) {
         FamilyId::Memory => memory::summary_block(report, out),
         FamilyId::Threads => threads::summary_block(report, out),
         FamilyId::Cpu => cpu::summary_block(report, out),
-        // The process family's facts are in the head; gpu is not built.
+        // The process family's facts are in the head.
         FamilyId::Gpu => gpu::summary_block(report, out),
         FamilyId::Process => {}
     }

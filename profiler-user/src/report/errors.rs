@@ -95,15 +95,18 @@ pub(crate) enum Source {
     Exit,
     /// An exception a CPython target raised (the python family's probe), caught or not.
     PythonException,
+    /// A CUDA call that returned an error (the gpu family's probes).
+    Cuda,
 }
 
 impl Source {
-    pub(crate) const ALL: [Source; 5] = [
+    pub(crate) const ALL: [Source; 6] = [
         Source::Syscall,
         Source::Output,
         Source::Signal,
         Source::Exit,
         Source::PythonException,
+        Source::Cuda,
     ];
 
     pub(crate) fn as_str(self) -> &'static str {
@@ -113,6 +116,7 @@ impl Source {
             Source::Output => "output",
             Source::Exit => "exit",
             Source::PythonException => "python_exception",
+            Source::Cuda => "cuda",
         }
     }
 }

@@ -35,7 +35,7 @@ pub(crate) use threads::ThreadsSection;
 
 /// Version of the JSON schema (docs/report-schema.md). Bump the minor version when fields are
 /// added, the major version when a field changes meaning or goes away.
-pub(crate) const SCHEMA_VERSION: &str = "3.3";
+pub(crate) const SCHEMA_VERSION: &str = "3.4";
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(crate) struct Report {

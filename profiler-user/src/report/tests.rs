@@ -801,9 +801,98 @@ pub(crate) fn sample() -> Report {
                 allocated: 5 << 30,
                 peak: 6 << 30,
                 trend: "increasing".into(),
+                source: "nvml".into(),
             },
+            nvml_unavailable: None,
+            cuda: Some(cuda()),
         }),
         warnings: vec!["level full selects families not built yet: gpu".into()],
+    }
+}
+
+/// A cuda part with one of each entry.
+fn cuda() -> super::gpu::CudaSection {
+    use super::{gpu::*, memory::Tally};
+    let frame = || Frame {
+        function: "keep_buffers".into(),
+        module: "gpu_victim".into(),
+        offset: "0x1234".into(),
+        file: None,
+        line: None,
+    };
+    let tally = |count, bytes| Tally { bytes, count };
+    CudaSection {
+        libraries: vec![CudaLibrary {
+            api: "runtime".into(),
+            module: "libcudart.so.12".into(),
+            path: "/opt/cuda/libcudart.so.12".into(),
+            probed_at: 0.5,
+            functions: vec![CudaFunction {
+                name: "cudaMalloc".into(),
+                calls: 36,
+                errors: 1,
+                hits: 72,
+                estimated_cost: 7.2e-5,
+                probe_offset: 4,
+                probe_class: "emulated".into(),
+            }],
+        }],
+        allocations: CudaAllocations {
+            allocated: tally(35, 11 << 20),
+            freed: tally(20, 1 << 20),
+            outstanding: tally(15, 10 << 20),
+            outstanding_by_space: [("device".to_string(), tally(15, 10 << 20))].into(),
+            method: "reachability".into(),
+            scan_reason: None,
+            definitely_lost: tally(5, 5 << 18),
+            indirectly_lost: Tally::default(),
+            reachable: tally(10, 10 << 20),
+            detected: true,
+        },
+        sites: vec![CudaSite {
+            call: "cudaMalloc".into(),
+            space: "device".into(),
+            function: "keep_buffers".into(),
+            allocated: tally(10, 10 << 20),
+            freed: Tally::default(),
+            outstanding: tally(10, 10 << 20),
+            verdict: "reachable".into(),
+            oldest_age: 1.5,
+            stack: vec![frame()],
+        }],
+        copies: vec![CudaCopy {
+            call: "cudaMemcpy".into(),
+            direction: "host_to_device".into(),
+            function: "copy_in".into(),
+            calls: 8,
+            errors: 0,
+            bytes: 8 << 20,
+            seconds: 0.001,
+            stack: vec![frame()],
+        }],
+        kernels: vec![CudaKernel {
+            name: "vector_add".into(),
+            call: "cudaLaunchKernel".into(),
+            launches: 100,
+            errors: 0,
+            seconds: 0.0002,
+        }],
+        syncs: vec![CudaSync {
+            call: "cudaDeviceSynchronize".into(),
+            function: "synchronize".into(),
+            calls: 3,
+            seconds: 0.06,
+            stack: vec![frame()],
+        }],
+        errors: vec![CudaFailure {
+            call: "cudaMalloc".into(),
+            code: 2,
+            error: "cudaErrorMemoryAllocation".into(),
+            count: 1,
+            function: "too_big".into(),
+            stack: vec![frame()],
+        }],
+        notes: vec!["host-side times".into()],
     }
 }
 

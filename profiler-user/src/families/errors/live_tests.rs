@@ -14,7 +14,7 @@ const MISSING: &str = "/nonexistent/models/model.pt";
 /// The family as its probes leave it after `failed` opens of a missing model, one a ms, of
 /// which the kernel detailed the first 256 (in `raw`), and its counts read at the last one.
 fn family(failed: u64) -> Errors {
-    let mut errors = Errors::new(PatternDb::builtin(), None);
+    let mut errors = Errors::new(PatternDb::builtin(), None, None);
     errors.series.start(START);
     add_failures(&mut errors, 0, failed);
     errors

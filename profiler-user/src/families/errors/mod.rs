@@ -21,13 +21,19 @@ use crate::{
     report::{Frame, ProcessEntry, Report},
 };
 use analyze::{
-    AnalyzerOptions, ErrorAnalyzer, ErrorsSection, ExitEvent, FailureSeries, OomKill, OutputChunk,
-    PatternDb, SignalEvent, SyscallFailure, counts::Kind,
+    AnalyzerOptions, CudaFailureEvent, ErrorAnalyzer, ErrorsSection, ExitEvent, FailureSeries,
+    OomKill, OutputChunk, PatternDb, SignalEvent, SyscallFailure, counts::Kind,
 };
 use kernel::{Links, MAX_OUTPUT_BYTES, Raw};
 
 use crate::{
-    families::python::{ErrorsFeed, SharedHandle},
+    families::{
+        gpu::{
+            cuda::api_of_name,
+            errors::{CudaCallFailure, ErrorsFeed as CudaFeed},
+        },
+        python::{ErrorsFeed, SharedHandle},
+    },
     report::errors::{Frame as ErrFrame, PythonExceptionCount},
 };
 
@@ -51,6 +57,8 @@ pub(crate) struct Errors {
     target: u32,
     /// The python family's exceptions, where it runs.
     python: Option<SharedHandle>,
+    /// The gpu family's failed CUDA calls, where it runs.
+    cuda: Option<CudaFeed>,
     /// The live view's last snapshot, and when the next one may be made.
     live_pace: LivePace<ErrorsSection>,
 }
@@ -64,12 +72,15 @@ struct Input {
     raw: Vec<Raw>,
     /// The python family's exceptions (none in the live view).
     python: ErrorsFeed,
+    /// The gpu family's failed CUDA calls, in time order (none in the live view).
+    cuda: Vec<CudaCallFailure>,
 }
 
 impl Errors {
-    pub(crate) fn new(db: PatternDb, python: Option<SharedHandle>) -> Self {
+    pub(crate) fn new(db: PatternDb, python: Option<SharedHandle>, cuda: Option<CudaFeed>) -> Self {
         Self {
             python,
+            cuda,
             db: Some(db),
             raw: Vec::new(),
             output_bytes: 0,
@@ -225,11 +236,18 @@ impl Errors {
             .as_ref()
             .and_then(|p| p.lock().expect("python state").take_feed())
             .unwrap_or_default();
+        let mut cuda: Vec<CudaCallFailure> = self
+            .cuda
+            .as_ref()
+            .map(|c| std::mem::take(&mut *c.lock().expect("cuda failures")))
+            .unwrap_or_default();
+        cuda.sort_by_key(|c| c.timestamp_ns);
         Some(Input {
             db,
             series: std::mem::take(&mut self.series),
             raw,
             python,
+            cuda,
         })
     }
 
@@ -250,6 +268,7 @@ impl Errors {
             series,
             raw,
             python: ErrorsFeed::default(),
+            cuda: Vec::new(),
         })
     }
 
@@ -293,7 +312,32 @@ impl Errors {
             series,
             raw,
             python: feed,
+            cuda,
         } = input;
+        // The failed CUDA calls, symbolized (their frames' addresses are return addresses) and
+        // charged to the first frame outside the CUDA libraries.
+        let cuda: Vec<CudaFailureEvent> = cuda
+            .into_iter()
+            .map(|c| {
+                let frames: Vec<_> = c
+                    .stack
+                    .iter()
+                    .take(STACK_FRAMES)
+                    .map(|ip| ctx.symbolizer.frame(ctx.maps, ip.saturating_sub(1)))
+                    .collect();
+                let function = frames
+                    .iter()
+                    .find(|f| api_of_name(&f.module).is_none() && f.function != "??")
+                    .map(|f| f.function.clone());
+                CudaFailureEvent {
+                    tid: c.tid,
+                    timestamp_ns: c.timestamp_ns,
+                    message: c.message(),
+                    stack: frames.iter().map(frame_text).collect(),
+                    function,
+                }
+            })
+            .collect();
         let options = AnalyzerOptions {
             start_ns: ctx.start_ktime_ns,
             ..AnalyzerOptions::default()
@@ -341,9 +385,13 @@ impl Errors {
         };
         // The exceptions join the records in time order.
         let mut raises = feed.raises.into_iter().peekable();
+        let mut cuda = cuda.into_iter().peekable();
         for event in raw {
             while let Some(r) = raises.next_if(|r| r.timestamp_ns <= event.timestamp()) {
                 analyzer.on_python_exception(r);
+            }
+            while let Some(c) = cuda.next_if(|c| c.timestamp_ns <= event.timestamp()) {
+                analyzer.on_cuda_failure(c);
             }
             match event {
                 Raw::Syscall {
@@ -410,6 +458,9 @@ impl Errors {
         }
         for r in raises {
             analyzer.on_python_exception(r);
+        }
+        for c in cuda {
+            analyzer.on_cuda_failure(c);
         }
         let python_counts: Vec<PythonExceptionCount> = feed
             .sites

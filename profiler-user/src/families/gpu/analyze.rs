@@ -99,11 +99,20 @@ pub(crate) fn section(
         interval,
         samples: rounds.len(),
         devices,
-        gpu_memory: GpuMemory {
-            allocated: totals.last().map_or(0, |t| t.1),
-            peak: totals.iter().map(|t| t.1).max().unwrap_or(0),
-            trend: trend(&totals).into(),
-        },
+        gpu_memory: gpu_memory(&totals, "nvml"),
+        nvml_unavailable: None,
+        cuda: None,
+    }
+}
+
+/// The seed's `gpu_memory` from the target's bytes over time (seconds, bytes), as `source`
+/// (`nvml`, `cuda`) measured them.
+pub(crate) fn gpu_memory(totals: &[(f64, u64)], source: &str) -> GpuMemory {
+    GpuMemory {
+        allocated: totals.last().map_or(0, |t| t.1),
+        peak: totals.iter().map(|t| t.1).max().unwrap_or(0),
+        trend: trend(totals).into(),
+        source: source.into(),
     }
 }
 

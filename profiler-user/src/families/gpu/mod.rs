@@ -1,139 +1,387 @@
-//! The `gpu` family, NVML part: the NVIDIA devices (memory, utilization, temperature, power,
-//! clocks) and the GPU memory and SM share of the target's processes, sampled by NVML on a
-//! thread of its own (a device read can take milliseconds; the collection loop does not wait
-//! for it). No probe: nothing in the target is touched. Without an NVIDIA driver the family
-//! is `not_available`, with the reason.
+//! The `gpu` family: what NVML says of the NVIDIA devices and of the target's GPU memory
+//! (`nvml.rs`), and the target's calls into the CUDA libraries it maps, seen by uprobes
+//! (`cuda.rs` finds them, `kernel.rs` probes them, `section.rs` makes the section): allocations
+//! and releases with their host stacks and a leak verdict, copies, kernel launches,
+//! synchronization waits, and every failed call, which the errors family classifies
+//! (`errors.rs`). Nothing is injected into the target.
 //!
-//! Not built yet (see the GPU issue): the CUDA uprobes (allocations, copies, launches, errors)
-//! and their kernel module.
+//! Without an NVIDIA driver and without a CUDA library in the target the family is
+//! `not_available`, with the reason. A CUDA library the target maps while profiled (PyTorch
+//! loads its runtime with dlopen) is probed when it appears.
 
 pub(crate) mod analyze;
+pub(crate) mod cuda;
+pub(crate) mod errors;
+pub(crate) mod kernel;
+mod nvml;
+pub(crate) mod section;
 
 use std::{
-    ffi::OsStr,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicBool, Ordering},
-    },
-    thread::JoinHandle,
-    time::{Duration, Instant},
+    collections::{HashMap, HashSet},
+    path::PathBuf,
+    time::Duration,
 };
 
-use analyze::{DeviceInfo, DeviceSample, Round};
 use aya::Ebpf;
-use nvml_wrapper::{
-    Nvml,
-    enum_wrappers::device::{Clock, TemperatureSensor},
-    enums::device::UsedGpuMemory,
-    error::NvmlError,
+use profiler_common::{
+    event::{EventHeader, EventKind},
+    gpu::{CudaErrorEvent, GpuKey, Space},
 };
 
 use crate::{
-    family::{Family, ReportContext, TargetContext},
+    clock::monotonic_ns,
+    families::memory::{
+        reach::Block,
+        scan::{self, Hold, Scan, SiteVerdicts, Trigger},
+    },
+    family::{Family, Flow, ProbeLoad, ReportContext, TargetContext, TickContext},
     level::FamilyId,
-    report::{Report, text::human_bytes},
-    tracee,
+    overhead,
+    report::{
+        CostModel, Report,
+        gpu::{CudaFunction, CudaLibrary, CudaSection, GpuSection},
+        text::human_bytes,
+    },
+    tracee::{self, Module},
 };
+use cuda::CudaLib;
+use errors::{CudaCallFailure, ErrorsFeed};
+use kernel::{Probes, RawCuda};
+use section::{CudaInput, Meta};
 
-/// How often NVML is read.
-const INTERVAL: Duration = Duration::from_secs(1);
+/// Most failed calls kept in detail for the errors family (every one is counted exactly in the
+/// gpu section's `cuda.errors`).
+const MAX_FAILURES: usize = 4096;
 
-/// NVML's library as the driver installs it (the unversioned name is in development
-/// packages only).
-const NVML_LIB: &str = "libnvidia-ml.so.1";
+/// How long a leak scan may hold the target (the memory family's default).
+const MAX_PAUSE: Duration = Duration::from_millis(500);
 
-/// What the sampler thread has gathered.
-#[derive(Debug, Default)]
-struct Gathered {
-    driver_version: String,
-    devices: Vec<DeviceInfo>,
-    rounds: Vec<Round>,
-}
-
-struct Sampler {
-    stop: Arc<AtomicBool>,
-    thread: JoinHandle<()>,
+/// A failed call as the ring buffer delivered it.
+#[derive(Debug, Clone, Copy)]
+struct Failed {
+    tid: u32,
+    timestamp_ns: u64,
+    function: u32,
+    code: u32,
+    site: u64,
+    bytes: u64,
 }
 
 #[derive(Default)]
 pub(crate) struct Gpu {
-    /// NVML, from `prepare` until the sampler takes it.
-    nvml: Option<Nvml>,
-    /// Why there is no NVML.
-    unavailable: Option<String>,
-    gathered: Arc<Mutex<Gathered>>,
-    sampler: Option<Sampler>,
-}
-
-/// Why NVML is not there, in one line.
-fn why(e: &NvmlError) -> String {
-    match e {
-        NvmlError::LibloadingError(_) | NvmlError::LibraryNotFound => {
-            format!("no NVIDIA driver on this machine ({NVML_LIB} could not be loaded)")
-        }
-        NvmlError::DriverNotLoaded => "the NVIDIA driver is not loaded".into(),
-        NvmlError::NoPermission => "NVML refused: no permission to talk to the driver".into(),
-        other => format!("NVML could not start: {other}"),
-    }
+    nvml: nvml::NvmlPart,
+    pid: i32,
+    /// The CUDA libraries found before attaching.
+    found: Vec<CudaLib>,
+    probes: Probes,
+    /// The mapped files already looked at for CUDA (canonical paths).
+    seen: HashSet<PathBuf>,
+    started_ns: u64,
+    failed: Vec<Failed>,
+    failed_dropped: u64,
+    /// What the maps held when read (at the end, or when the probes were shed).
+    raw: Option<RawCuda>,
+    shed_ns: Option<u64>,
+    /// The last reachability scan, with its sites (`Block::site` indexes `scan_keys`; a
+    /// physical handle is a site of its own, with its size).
+    scan: Option<Scan>,
+    scan_keys: Vec<(GpuKey, Option<u64>)>,
+    /// The target's outstanding device bytes over the run (seconds since the start, bytes):
+    /// `gpu_memory` without NVML.
+    series: Vec<(f64, u64)>,
+    /// Where the failed calls go for the errors family.
+    feed: Option<ErrorsFeed>,
+    attach_warnings: Vec<String>,
 }
 
 impl Gpu {
-    /// Reads one device now. `pids`: the target's processes.
-    fn read(nvml: &Nvml, index: u32, pids: &[u32], last_seen: &mut u64) -> Option<DeviceSample> {
-        let d = nvml.device_by_index(index).ok()?;
-        let utilization = d.utilization_rates().ok();
-        let target_memory = d
-            .running_compute_processes()
-            .unwrap_or_default()
-            .iter()
-            .filter(|p| pids.contains(&p.pid))
-            .map(|p| match p.used_gpu_memory {
-                UsedGpuMemory::Used(bytes) => bytes,
-                UsedGpuMemory::Unavailable => 0,
+    pub(crate) fn new(feed: Option<ErrorsFeed>) -> Self {
+        Self {
+            feed,
+            ..Self::default()
+        }
+    }
+
+    /// Probes a CUDA library, once per file.
+    fn probe(&mut self, ebpf: &Ebpf, lib: CudaLib) {
+        let key = std::fs::canonicalize(&lib.module.open_path)
+            .unwrap_or_else(|_| lib.module.open_path.clone());
+        if !self.seen.insert(key) {
+            return;
+        }
+        let name = lib.module.file_name();
+        if let Err(e) = self
+            .probes
+            .attach(ebpf, lib, self.pid as u32, monotonic_ns())
+        {
+            self.attach_warnings
+                .push(format!("gpu: could not probe {name}: {e:#}"));
+        }
+    }
+
+    /// Probes the CUDA libraries the target has mapped since the last look.
+    fn look_for_libraries(&mut self, ebpf: &Ebpf) {
+        let Ok(mappings) = tracee::mappings(self.pid) else {
+            return;
+        };
+        let mut paths: Vec<PathBuf> = mappings
+            .into_iter()
+            .filter(|m| m.executable)
+            .map(|m| m.path)
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| cuda::api_of_name(n).is_some())
             })
-            .sum();
-        // The samples newer than the last one seen; none newer: the last value stands.
-        let samples = d.process_utilization_stats(*last_seen).unwrap_or_default();
-        *last_seen = samples
-            .iter()
-            .map(|s| s.timestamp)
-            .max()
-            .unwrap_or(*last_seen);
-        let target: Vec<u32> = samples
-            .iter()
-            .filter(|s| pids.contains(&s.pid))
-            .map(|s| s.sm_util)
             .collect();
-        Some(DeviceSample {
-            memory_used: d.memory_info().map_or(0, |m| m.used),
-            utilization_gpu: utilization.as_ref().map(|u| u.gpu),
-            utilization_memory: utilization.as_ref().map(|u| u.memory),
-            temperature_c: d.temperature(TemperatureSensor::Gpu).ok(),
-            power_mw: d.power_usage().ok(),
-            sm_clock_mhz: d.clock_info(Clock::SM).ok(),
-            memory_clock_mhz: d.clock_info(Clock::Memory).ok(),
-            target_memory,
-            target_sm: (!target.is_empty()).then(|| target.iter().sum()),
+        paths.dedup();
+        for path in paths {
+            let open_path = tracee::host_path(self.pid, &path);
+            let key = std::fs::canonicalize(&open_path).unwrap_or_else(|_| open_path.clone());
+            if self.seen.contains(&key) {
+                continue;
+            }
+            match cuda::in_library(Module { path, open_path }) {
+                Some(lib) => self.probe(ebpf, lib),
+                None => {
+                    self.seen.insert(key);
+                }
+            }
+        }
+    }
+
+    /// Scans the target for the outstanding blocks' addresses (see the memory family).
+    fn scan(&mut self, ebpf: &Ebpf, hold: Hold, trigger: Trigger) {
+        if !self.probes.attached() {
+            return;
+        }
+        // Scan site i is `keys[i]`: a site of the family, or one handle of physical memory
+        // (with its size: the scan looks for the handle's value alone).
+        let mut keys: Vec<(GpuKey, Option<u64>)> = Vec::new();
+        // The libraries' own records of the blocks are no references of the program's.
+        let skip: Vec<String> = (self.probes.libs.iter())
+            .map(|(l, _)| l.module.file_name())
+            .collect();
+        let scan = scan::scan_blocks(self.pid, hold, MAX_PAUSE, trigger, &skip, || {
+            let mut index: HashMap<GpuKey, u64> = HashMap::new();
+            let mut blocks: Vec<Block> = Vec::new();
+            for (key, b) in kernel::read_blocks(ebpf)? {
+                let site_key = GpuKey {
+                    site: b.site,
+                    function: b.function,
+                    detail: b.space,
+                };
+                // The address (the space is in the key's top byte).
+                let addr = key & ((1 << 56) - 1);
+                let (site, size) = if b.space == Space::Physical as u32 {
+                    keys.push((site_key, Some(b.size)));
+                    (keys.len() as u64 - 1, 1)
+                } else {
+                    let n = keys.len() as u64;
+                    let site = *index.entry(site_key).or_insert_with(|| {
+                        keys.push((site_key, None));
+                        n
+                    });
+                    (site, b.size)
+                };
+                blocks.push(Block { addr, size, site });
+            }
+            scan::tidy(&mut blocks);
+            Ok(blocks)
+        });
+        if scan.blocks > 0 || scan.reason.is_some() {
+            self.scan = Some(scan);
+            self.scan_keys = keys;
+        }
+    }
+
+    /// Reads the maps, and hands the failed calls to the errors family.
+    fn read(&mut self, ebpf: &Ebpf) -> anyhow::Result<()> {
+        let functions = self.probes.functions().count();
+        let mut raw = kernel::read(ebpf, functions)?;
+        let sites: HashSet<u64> = self.failed.iter().map(|f| f.site).collect();
+        raw.stacks.extend(kernel::read_stacks(ebpf, &sites)?);
+        self.raw = Some(raw);
+        Ok(())
+    }
+
+    fn feed_errors(&self) {
+        let (Some(feed), Some(raw)) = (&self.feed, &self.raw) else {
+            return;
+        };
+        let metas = self.metas();
+        let failures = self.failed.iter().map(|f| {
+            let call = metas.get(f.function as usize).map_or("?", |m| m.name);
+            CudaCallFailure {
+                tid: f.tid,
+                timestamp_ns: f.timestamp_ns,
+                call: call.into(),
+                code: f.code,
+                error: errors::error_name(call.starts_with("cuda"), f.code),
+                bytes: f.bytes,
+                stack: raw.stacks.get(&f.site).cloned().unwrap_or_default(),
+            }
+        });
+        if let Ok(mut feed) = feed.lock() {
+            feed.extend(failures);
+        }
+    }
+
+    fn metas(&self) -> Vec<Meta> {
+        self.probes
+            .functions()
+            .map(|(lib, f)| Meta {
+                name: f.name,
+                class: f.class,
+                lib,
+            })
+            .collect()
+    }
+
+    /// The probe hits of each function (entries and returns) and their cost, from `hits`.
+    fn loads(&self, hits: &[u64], model: &CostModel) -> Vec<ProbeLoad> {
+        self.probes
+            .functions()
+            .enumerate()
+            .map(|(id, (_, f))| {
+                let n = hits.get(id).copied().unwrap_or(0);
+                ProbeLoad {
+                    hits: 2 * n,
+                    cost_ns: overhead::probe_cost_ns(model, f.placement.class, n, n),
+                }
+            })
+            .collect()
+    }
+
+    /// The cuda part of the section, from `raw`.
+    fn cuda_section(
+        &self,
+        raw: RawCuda,
+        verdicts: Option<HashMap<GpuKey, SiteVerdicts>>,
+        scan_reason: Option<String>,
+        end_ns: u64,
+        ctx: &mut ReportContext<'_>,
+    ) -> CudaSection {
+        let loads = self.loads(&raw.hits, ctx.cost_model);
+        let mut loads = loads.iter();
+        let libraries = (self.probes.libs.iter())
+            .map(|(lib, at)| CudaLibrary {
+                api: lib.api.name().into(),
+                module: lib.module.file_name(),
+                path: lib.module.path.display().to_string(),
+                probed_at: (at.saturating_sub(ctx.start_ktime_ns) as f64 * 1e-9).max(0.0),
+                functions: (lib.functions.iter())
+                    .map(|f| {
+                        let load = loads.next().copied().unwrap_or_default();
+                        CudaFunction {
+                            name: f.name.into(),
+                            hits: load.hits,
+                            estimated_cost: load.cost_ns * 1e-9,
+                            probe_offset: f.placement.offset,
+                            probe_class: f.placement.class.name().into(),
+                            ..CudaFunction::default()
+                        }
+                    })
+                    .collect(),
+            })
+            .collect();
+        let metas = self.metas();
+        let mut frames = HashMap::new();
+        for (site, ips) in &raw.stacks {
+            // Return addresses: the call is the byte before.
+            let f = ips
+                .iter()
+                .map(|ip| ctx.symbolizer.frame(ctx.maps, ip.saturating_sub(1)))
+                .collect();
+            frames.insert(*site, f);
+        }
+        let mut kernels = HashMap::new();
+        for (key, _) in &raw.stats {
+            let launch = metas.get(key.function as usize).map(|m| m.name);
+            let name = match launch {
+                Some(n) if n.starts_with("cudaLaunchKernel") => {
+                    // The host stub's address: a function's own.
+                    Some(ctx.symbolizer.frame(ctx.maps, key.site).function).filter(|f| f != "??")
+                }
+                Some(n) if n.starts_with("cuLaunchKernel") => {
+                    raw.kernel_names.get(&key.site).cloned()
+                }
+                _ => None,
+            };
+            if let Some(name) = name {
+                kernels.insert(key.site, name);
+            }
+        }
+        section::section(CudaInput {
+            libraries,
+            functions: metas,
+            raw,
+            frames,
+            kernels,
+            verdicts,
+            scan_reason,
+            end_ns,
         })
     }
 
-    fn section(&self, duration: f64) -> Option<crate::report::gpu::GpuSection> {
-        if self.unavailable.is_some() {
-            return None;
+    /// The whole section: NVML's, with the CUDA probes' part.
+    fn section(&self, cuda: Option<CudaSection>, duration: f64) -> Option<GpuSection> {
+        let mut section = match self.nvml.section(duration) {
+            Some(s) => s,
+            None => {
+                let cuda = cuda.as_ref()?;
+                let mut totals = self.series.clone();
+                let device = cuda
+                    .allocations
+                    .outstanding_by_space
+                    .get("device")
+                    .map_or(0, |t| t.bytes);
+                totals.push((duration, device));
+                GpuSection {
+                    interval: nvml::INTERVAL.as_secs_f64(),
+                    gpu_memory: analyze::gpu_memory(&totals, "cuda"),
+                    nvml_unavailable: self.nvml.unavailable.clone(),
+                    ..GpuSection::default()
+                }
+            }
+        };
+        section.cuda = cuda;
+        Some(section)
+    }
+
+    /// The verdicts of the last scan by site, or why there are none.
+    fn verdicts(&self) -> (Option<HashMap<GpuKey, SiteVerdicts>>, Option<String>) {
+        match &self.scan {
+            Some(s) => match &s.sites {
+                Some(sites) => {
+                    let mut by_key: HashMap<GpuKey, SiteVerdicts> = HashMap::new();
+                    for (i, v) in sites {
+                        let Some((key, size)) = self.scan_keys.get(*i as usize) else {
+                            continue;
+                        };
+                        let mut v = *v;
+                        if let Some(size) = size {
+                            // A handle was scanned as one byte: its block has its size.
+                            for t in [
+                                &mut v.definitely_lost,
+                                &mut v.indirectly_lost,
+                                &mut v.reachable,
+                            ] {
+                                t.bytes = t.count * size;
+                            }
+                        }
+                        *by_key.entry(*key).or_default() += v;
+                    }
+                    (Some(by_key), None)
+                }
+                None => (None, s.reason.clone()),
+            },
+            None if self.shed_ns.is_some() => (
+                None,
+                Some("the CUDA probes were detached by the overhead budget".into()),
+            ),
+            None => (None, Some("no block was outstanding to scan".into())),
         }
-        let g = self.gathered.lock().ok()?;
-        let rounds: Vec<Round> = g
-            .rounds
-            .iter()
-            .filter(|r| r.at <= duration)
-            .cloned()
-            .collect();
-        Some(analyze::section(
-            g.driver_version.clone(),
-            INTERVAL.as_secs_f64(),
-            &g.devices,
-            &rounds,
-        ))
     }
 }
 
@@ -142,96 +390,214 @@ impl Family for Gpu {
         FamilyId::Gpu
     }
 
-    fn prepare(&mut self, _ctx: &TargetContext<'_>) -> anyhow::Result<()> {
-        match Nvml::builder().lib_path(OsStr::new(NVML_LIB)).init() {
-            Ok(nvml) => {
-                let mut g = self.gathered.lock().expect("not shared yet");
-                g.driver_version = nvml.sys_driver_version().unwrap_or_default();
-                for index in 0..nvml.device_count().unwrap_or(0) {
-                    if let Ok(d) = nvml.device_by_index(index) {
-                        g.devices.push(DeviceInfo {
-                            index,
-                            name: d.name().unwrap_or_default(),
-                            uuid: d.uuid().unwrap_or_default(),
-                            memory_total: d.memory_info().map_or(0, |m| m.total),
-                        });
-                    }
-                }
-                drop(g);
-                self.nvml = Some(nvml);
-            }
-            Err(e) => self.unavailable = Some(why(&e)),
-        }
+    fn priced(&self) -> bool {
+        true
+    }
+
+    fn prepare(&mut self, ctx: &TargetContext<'_>) -> anyhow::Result<()> {
+        self.nvml.open();
+        self.pid = ctx.pid;
+        self.found = cuda::detect(ctx.modules);
         Ok(())
     }
 
     fn unavailable(&self) -> Option<String> {
-        self.unavailable.clone()
+        let why = self.nvml.unavailable.as_ref()?;
+        (self.found.is_empty() && self.probes.libs.is_empty())
+            .then(|| format!("{why}, and the target maps no CUDA library"))
     }
 
-    fn attach(&mut self, _ebpf: &mut Ebpf, ctx: &TargetContext<'_>) -> anyhow::Result<usize> {
-        let Some(nvml) = self.nvml.take() else {
-            return Ok(0);
-        };
-        let (stop, gathered, pid) = (
-            Arc::new(AtomicBool::new(false)),
-            Arc::clone(&self.gathered),
-            ctx.pid,
-        );
-        let stopping = Arc::clone(&stop);
-        let count = gathered.lock().map_or(0, |g| g.devices.len()) as u32;
-        let thread = std::thread::Builder::new()
-            .name("nvml".into())
-            .spawn(move || {
-                let start = Instant::now();
-                let mut last_seen = vec![0u64; count as usize];
-                while !stopping.load(Ordering::SeqCst) {
-                    let mut pids = vec![pid as u32];
-                    pids.extend(tracee::descendants(pid).into_iter().map(|(c, _)| c));
-                    let round = Round {
-                        at: start.elapsed().as_secs_f64(),
-                        devices: (0..count)
-                            .map(|i| Gpu::read(&nvml, i, &pids, &mut last_seen[i as usize]))
-                            .collect(),
-                    };
-                    if let Ok(mut g) = gathered.lock() {
-                        g.rounds.push(round);
-                    }
-                    // Sleep in short steps, to stop soon when asked.
-                    let next = start.elapsed() + INTERVAL;
-                    while !stopping.load(Ordering::SeqCst) && start.elapsed() < next {
-                        std::thread::sleep(Duration::from_millis(20));
-                    }
-                }
-            })?;
-        self.sampler = Some(Sampler { stop, thread });
-        Ok(0)
+    fn attach(&mut self, ebpf: &mut Ebpf, _ctx: &TargetContext<'_>) -> anyhow::Result<usize> {
+        self.nvml.start(self.pid)?;
+        self.started_ns = monotonic_ns();
+        for lib in std::mem::take(&mut self.found) {
+            let key = std::fs::canonicalize(&lib.module.open_path)
+                .unwrap_or_else(|_| lib.module.open_path.clone());
+            let name = lib.module.file_name();
+            self.seen.insert(key);
+            self.probes
+                .attach(ebpf, lib, self.pid as u32, self.started_ns)
+                .map_err(|e| e.context(format!("gpu: could not probe {name}")))?;
+        }
+        Ok(self.probes.count())
     }
 
     fn note(&self) -> Option<String> {
-        let g = self.gathered.lock().ok()?;
+        let (devices, driver) = self.nvml.facts();
+        let nvml = match &self.nvml.unavailable {
+            Some(why) => format!("NVML: {why}"),
+            None => format!(
+                "NVML every {} s, {devices} device(s), driver {driver}",
+                nvml::INTERVAL.as_secs()
+            ),
+        };
+        let libs: Vec<String> = (self.probes.libs.iter())
+            .map(|(l, _)| {
+                format!(
+                    "{} ({}, {} functions)",
+                    l.module.file_name(),
+                    l.api.name(),
+                    l.functions.len()
+                )
+            })
+            .collect();
+        let cuda = if libs.is_empty() {
+            "no CUDA library probed (one the target maps later is probed when it appears)".into()
+        } else {
+            format!(
+                "CUDA probes (entry and return) on {}; a CUDA library mapped later is probed \
+                 when it appears",
+                libs.join(", ")
+            )
+        };
         Some(format!(
-            "NVML every {} s, {} device(s), driver {}; no probe (the CUDA probes are not built \
-             yet)",
-            INTERVAL.as_secs(),
-            g.devices.len(),
-            g.driver_version
+            "{nvml}; {cuda}; {}",
+            crate::family::CHILDREN_NOT_COVERED
         ))
     }
 
-    fn harvest(&mut self, _ebpf: &mut Ebpf, _warnings: &mut Vec<String>) {
-        if let Some(s) = self.sampler.take() {
-            s.stop.store(true, Ordering::SeqCst);
-            let _ = s.thread.join();
+    fn handles(&self, kind: u16) -> bool {
+        kind == EventKind::CudaError as u16
+    }
+
+    fn on_event(&mut self, _kind: u16, bytes: &[u8]) -> Flow {
+        if bytes.len() < std::mem::size_of::<CudaErrorEvent>() {
+            return Flow::Continue;
+        }
+        // SAFETY: the record is at least one CudaErrorEvent long (checked above), which is
+        // plain old data of any bit pattern; read unaligned from the ring buffer.
+        let e: CudaErrorEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+        let EventHeader {
+            tid, timestamp_ns, ..
+        } = e.header;
+        if self.failed.len() < MAX_FAILURES {
+            self.failed.push(Failed {
+                tid,
+                timestamp_ns,
+                function: e.function,
+                code: e.code,
+                site: e.site,
+                bytes: e.bytes,
+            });
+        } else {
+            self.failed_dropped += 1;
+        }
+        Flow::Continue
+    }
+
+    fn on_tick(&mut self, ebpf: &mut Ebpf, _ctx: &TickContext) {
+        if self.shed_ns.is_some() {
+            return;
+        }
+        self.look_for_libraries(ebpf);
+        if self.probes.attached()
+            && let Ok(sites) = kernel::read_sites(ebpf)
+        {
+            let device: u64 = (sites.iter())
+                .filter(|(k, _)| k.detail == Space::Device as u32)
+                .map(|(_, s)| {
+                    s.alloc_bytes
+                        .saturating_sub(s.free_bytes + s.untracked_bytes)
+                })
+                .sum();
+            let at = monotonic_ns().saturating_sub(self.started_ns) as f64 * 1e-9;
+            self.series.push((at, device));
         }
     }
 
-    fn report(&mut self, report: &mut Report, ctx: &mut ReportContext<'_>) {
-        report.gpu = self.section(ctx.duration);
+    fn on_exit_stop(&mut self, ebpf: &mut Ebpf, _ctx: &TickContext) {
+        self.scan(ebpf, Hold::AtExit, Trigger::Exit);
     }
 
-    fn live(&mut self, _ebpf: &mut Ebpf, report: &mut Report, ctx: &mut ReportContext<'_>) {
-        report.gpu = self.section(ctx.duration);
+    fn before_stop(&mut self, ebpf: &mut Ebpf, _ctx: &TickContext) {
+        self.scan(ebpf, Hold::Stop, Trigger::End);
+    }
+
+    fn budget_units(&mut self, ebpf: &Ebpf, model: &CostModel) -> Vec<f64> {
+        let hits = match &self.raw {
+            Some(raw) if !self.probes.attached() => raw.hits.clone(),
+            _ => kernel::read_hits(ebpf, self.probes.functions().count()).unwrap_or_default(),
+        };
+        vec![self.loads(&hits, model).iter().map(|l| l.cost_ns).sum()]
+    }
+
+    fn unit_name(&self, _unit: usize) -> String {
+        "gpu CUDA probes".into()
+    }
+
+    fn shed(&mut self, ebpf: &mut Ebpf, _unit: usize) -> anyhow::Result<()> {
+        if !self.probes.attached() {
+            return Ok(());
+        }
+        // The last moment the outstanding blocks are exact.
+        self.scan(ebpf, Hold::Stop, Trigger::Budget);
+        self.probes.detach();
+        self.shed_ns = Some(monotonic_ns());
+        self.read(ebpf)
+    }
+
+    fn harvest(&mut self, ebpf: &mut Ebpf, warnings: &mut Vec<String>) {
+        self.nvml.stop();
+        warnings.append(&mut self.attach_warnings);
+        if self.probes.attached()
+            && let Err(e) = self.read(ebpf)
+        {
+            warnings.push(format!("gpu: could not read the CUDA maps: {e:#}"));
+        }
+        if self.failed_dropped > 0 {
+            warnings.push(format!(
+                "gpu: {} failed CUDA calls were counted but not detailed (more than {MAX_FAILURES})",
+                self.failed_dropped
+            ));
+        }
+        self.feed_errors();
+    }
+
+    fn detach(&mut self, _ebpf: &mut Ebpf) {
+        self.probes.detach();
+    }
+
+    fn probe_load(&self, model: &CostModel) -> ProbeLoad {
+        let mut total = ProbeLoad::default();
+        if let Some(raw) = &self.raw {
+            for l in self.loads(&raw.hits, model) {
+                total += l;
+            }
+        }
+        total
+    }
+
+    fn report(&mut self, report: &mut Report, ctx: &mut ReportContext<'_>) {
+        if let Some(at) = self.shed_ns {
+            report.warnings.push(format!(
+                "gpu: the CUDA probes were detached after {:.1} s to stay within \
+                 --max-overhead; the cuda section covers the run up to then",
+                at.saturating_sub(ctx.start_ktime_ns) as f64 * 1e-9
+            ));
+        }
+        let cuda = match self.raw.take() {
+            Some(raw) if !self.probes.libs.is_empty() => {
+                let (verdicts, reason) = self.verdicts();
+                let end = self.shed_ns.unwrap_or(ctx.end_ktime_ns);
+                Some(self.cuda_section(raw, verdicts, reason, end, ctx))
+            }
+            _ => None,
+        };
+        report.gpu = self.section(cuda, ctx.duration);
+    }
+
+    fn live(&mut self, ebpf: &mut Ebpf, report: &mut Report, ctx: &mut ReportContext<'_>) {
+        let cuda = match (self.probes.attached(), self.raw.clone()) {
+            (true, _) => kernel::read(ebpf, self.probes.functions().count())
+                .ok()
+                .map(|raw| {
+                    let reason = Some("live: the leak scan runs at the end".to_string());
+                    self.cuda_section(raw, None, reason, monotonic_ns(), ctx)
+                }),
+            (false, Some(raw)) => Some(self.cuda_section(raw, None, None, monotonic_ns(), ctx)),
+            (false, None) => None,
+        };
+        report.gpu = self.section(cuda, ctx.duration);
     }
 }
 
@@ -239,15 +605,29 @@ impl Family for Gpu {
 pub(crate) fn summary_block(report: &Report, out: &mut String) {
     let Some(g) = &report.gpu else { return };
     use std::fmt::Write as _;
-    let _ = writeln!(
-        out,
-        "\ngpu: {} device(s), driver {}; the target holds {} (peak {}, {})",
-        g.devices.len(),
-        g.driver_version,
-        human_bytes(g.gpu_memory.allocated),
-        human_bytes(g.gpu_memory.peak),
-        g.gpu_memory.trend
-    );
+    match &g.nvml_unavailable {
+        None => {
+            let _ = writeln!(
+                out,
+                "\ngpu: {} device(s), driver {}; the target holds {} (peak {}, {})",
+                g.devices.len(),
+                g.driver_version,
+                human_bytes(g.gpu_memory.allocated),
+                human_bytes(g.gpu_memory.peak),
+                g.gpu_memory.trend
+            );
+        }
+        Some(why) => {
+            let _ = writeln!(
+                out,
+                "\ngpu: NVML: {why}; the CUDA probes saw {} outstanding on the device (peak {}, \
+                 {})",
+                human_bytes(g.gpu_memory.allocated),
+                human_bytes(g.gpu_memory.peak),
+                g.gpu_memory.trend
+            );
+        }
+    }
     for d in &g.devices {
         let _ = writeln!(
             out,
@@ -261,22 +641,64 @@ pub(crate) fn summary_block(report: &Report, out: &mut String) {
             d.utilization_gpu_peak
         );
     }
+    if let Some(c) = &g.cuda {
+        cuda_summary(c, out);
+    }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_missing_driver_is_said_plainly() {
-        let e = NvmlError::LibraryNotFound;
-        assert_eq!(
-            why(&e),
-            "no NVIDIA driver on this machine (libnvidia-ml.so.1 could not be loaded)"
+/// The CUDA lines of the summary.
+fn cuda_summary(c: &CudaSection, out: &mut String) {
+    use std::fmt::Write as _;
+    let libs: Vec<&str> = c.libraries.iter().map(|l| l.module.as_str()).collect();
+    let a = &c.allocations;
+    let _ = writeln!(
+        out,
+        "  cuda ({}): {} allocations ({}), {} freed; {} outstanding in {} blocks",
+        libs.join(", "),
+        a.allocated.count,
+        human_bytes(a.allocated.bytes),
+        a.freed.count,
+        human_bytes(a.outstanding.bytes),
+        a.outstanding.count
+    );
+    if a.method == "reachability" {
+        let _ = writeln!(
+            out,
+            "    leak scan: {} definitely lost in {} blocks, {} indirectly, {} reachable",
+            human_bytes(a.definitely_lost.bytes),
+            a.definitely_lost.count,
+            human_bytes(a.indirectly_lost.bytes),
+            human_bytes(a.reachable.bytes)
         );
-        assert_eq!(
-            why(&NvmlError::DriverNotLoaded),
-            "the NVIDIA driver is not loaded"
+    }
+    for s in c.sites.iter().filter(|s| s.outstanding.count > 0).take(5) {
+        let _ = writeln!(
+            out,
+            "    {} {} in {} blocks: {} from {} ({})",
+            s.verdict,
+            human_bytes(s.outstanding.bytes),
+            s.outstanding.count,
+            s.call,
+            s.function,
+            s.space
+        );
+    }
+    let copied: u64 = c.copies.iter().map(|x| x.bytes).sum();
+    let launches: u64 = c.kernels.iter().map(|k| k.launches).sum();
+    let waited: f64 = c.syncs.iter().map(|s| s.seconds).sum();
+    let _ = writeln!(
+        out,
+        "    {} copied in {} calls; {launches} kernel launches ({} kernels); {waited:.3} s \
+         waiting for the GPU",
+        human_bytes(copied),
+        c.copies.iter().map(|x| x.calls).sum::<u64>(),
+        c.kernels.len()
+    );
+    for e in c.errors.iter().take(5) {
+        let _ = writeln!(
+            out,
+            "    failed: {} = {} ({}) x{} in {}",
+            e.call, e.error, e.code, e.count, e.function
         );
     }
 }

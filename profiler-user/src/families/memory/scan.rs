@@ -118,6 +118,21 @@ pub(crate) fn scan(
     max_pause: Duration,
     trigger: Trigger,
 ) -> Scan {
+    scan_blocks(pid, hold, max_pause, trigger, &[], || read_blocks(ebpf))
+}
+
+/// Scans target `pid` for the blocks `blocks` reads once the target is stopped (sorted by
+/// address, not overlapping: see [`tidy`]); the verdicts are by the blocks' `site`. The
+/// writable mappings of the files named `skip` are no roots. The gpu family scans its device
+/// blocks so, with its own sites, less the CUDA libraries' own records of them.
+pub(crate) fn scan_blocks(
+    pid: i32,
+    hold: Hold,
+    max_pause: Duration,
+    trigger: Trigger,
+    skip: &[String],
+    blocks: impl FnOnce() -> anyhow::Result<Vec<Block>>,
+) -> Scan {
     let started = Instant::now();
     let mut out = Scan {
         trigger,
@@ -161,7 +176,7 @@ pub(crate) fn scan(
         std::thread::sleep(Duration::from_millis(ms));
     }
     out.threads = frozen.threads.len();
-    let result = mark(ebpf, &frozen, deadline, max_pause, &mut out);
+    let result = mark(blocks, skip, &frozen, deadline, max_pause, &mut out);
     let pause = frozen.paused();
     drop(frozen);
     out.pause = match hold {
@@ -183,13 +198,14 @@ pub(crate) fn scan(
 
 /// Reads the blocks and marks; the verdicts by site, or why there are none.
 fn mark(
-    ebpf: &Ebpf,
+    blocks: impl FnOnce() -> anyhow::Result<Vec<Block>>,
+    skip: &[String],
     frozen: &Frozen,
     deadline: Instant,
     max_pause: Duration,
     out: &mut Scan,
 ) -> Result<HashMap<u64, SiteVerdicts>, String> {
-    let blocks = read_blocks(ebpf).map_err(|e| format!("{e:#}"))?;
+    let blocks = blocks().map_err(|e| format!("{e:#}"))?;
     out.blocks = blocks.len() as u64;
     let maps = std::fs::read_to_string(format!("/proc/{}/maps", frozen.pid))
         .map_err(|e| format!("could not read the target's mappings: {e}"))?;
@@ -198,7 +214,7 @@ fn mark(
         .iter()
         .map(|t| t.regs.rsp.saturating_sub(RED_ZONE) & !7)
         .collect();
-    let roots = root_ranges(&maps, &sps);
+    let roots = root_ranges(&maps, &sps, skip);
     out.regions = roots.len();
     let mut marker = Marker::new(&blocks, Remote(frozen.pid), deadline);
     let out_of_time = |done: super::reach::Work, out: &mut Scan| {
@@ -238,8 +254,8 @@ const RED_ZONE: u64 = 128;
 
 /// The writable memory scanned as roots: every readable, writable mapping but devices' (a GPU's
 /// memory among them) and the kernel's special ones; a mapping that holds a thread's stack
-/// pointer from that pointer up.
-pub(crate) fn root_ranges(maps: &str, stack_pointers: &[u64]) -> Vec<Range> {
+/// pointer from that pointer up. The mappings of the files named `skip` are left out.
+pub(crate) fn root_ranges(maps: &str, stack_pointers: &[u64], skip: &[String]) -> Vec<Range> {
     let mut out = Vec::new();
     for line in maps.lines() {
         let mut parts = line.split_whitespace();
@@ -253,7 +269,9 @@ pub(crate) fn root_ranges(maps: &str, stack_pointers: &[u64]) -> Vec<Range> {
         }
         // A shared anonymous mapping reads as /dev/zero; other devices are left alone.
         let device = path.starts_with("/dev/") && !path.starts_with("/dev/zero");
+        let file = path.rsplit('/').next().unwrap_or("");
         if device
+            || (!file.is_empty() && skip.iter().any(|s| s == file))
             || path.starts_with("anon_inode:")
             || matches!(path, "[vvar]" | "[vvar_vclock]" | "[vsyscall]" | "[vdso]")
         {
@@ -315,6 +333,12 @@ pub(crate) fn read_blocks(ebpf: &Ebpf) -> anyhow::Result<Vec<Block>> {
                 .collect()
         }
     };
+    tidy(&mut blocks);
+    Ok(blocks)
+}
+
+/// Sorts blocks by address, one an address, none overlapping the next.
+pub(crate) fn tidy(blocks: &mut Vec<Block>) {
     blocks.sort_unstable_by_key(|b| b.addr);
     blocks.dedup_by_key(|b| b.addr);
     // A block that runs into the next (a mapping partly unmapped and mapped again) ends there.
@@ -325,7 +349,6 @@ pub(crate) fn read_blocks(ebpf: &Ebpf) -> anyhow::Result<Vec<Block>> {
             b.size = next - b.addr;
         }
     }
-    Ok(blocks)
 }
 
 /// `BPF_MAP_LOOKUP_BATCH`.
@@ -432,8 +455,11 @@ mod tests {
 7ffd00100000-7ffd00104000 r--p 00000000 00:00 0 [vvar]
 ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0 [vsyscall]
 ";
-        let got = root_ranges(maps, &[0x7ffd_0001_0000, 0x7f00_0090_0000]);
+        let got = root_ranges(maps, &[0x7ffd_0001_0000, 0x7f00_0090_0000], &[]);
         let r = |start, end| Range { start, end };
+        // The files named are left out (the CUDA libraries' own records of their blocks).
+        let less = root_ranges(maps, &[0x7ffd_0001_0000], &["victim".into()]);
+        assert_eq!(less[0], r(0x5555_5555_8000, 0x5555_5557_9000));
         assert_eq!(
             got,
             [

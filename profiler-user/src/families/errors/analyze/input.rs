@@ -87,3 +87,17 @@ pub(crate) struct CallContext {
 
 /// An exception a CPython target raised (made by the python family).
 pub(crate) use crate::families::python::PythonRaise;
+
+/// A CUDA call that returned an error, seen by the gpu family's probes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct CudaFailureEvent {
+    pub tid: u32,
+    pub timestamp_ns: u64,
+    /// `cudaMalloc(4294967296 bytes) = cudaErrorMemoryAllocation (2)`: classified as a printed
+    /// error would be.
+    pub message: String,
+    /// Symbolized host stack, innermost first.
+    pub stack: Vec<String>,
+    /// The first function outside the CUDA libraries.
+    pub function: Option<String>,
+}

@@ -32,7 +32,9 @@ pub(crate) use crate::report::errors::{
     ChainedException, ErrorContext, ErrorEvent, ErrorsSection, Frame, Source,
 };
 pub(crate) use counts::FailureSeries;
-pub(crate) use input::{ExitEvent, OomKill, OutputChunk, PythonRaise, SignalEvent, SyscallFailure};
+pub(crate) use input::{
+    CudaFailureEvent, ExitEvent, OomKill, OutputChunk, PythonRaise, SignalEvent, SyscallFailure,
+};
 pub(crate) use patterns::{PatternDb, format_table};
 pub(crate) use sanitize::sanitize;
 pub(crate) use section::{set_failure_counts, set_python_counts, summary_lines};
@@ -365,6 +367,21 @@ impl ErrorAnalyzer {
             frames: ev.frames,
             caught: Some(!ev.uncaught),
             function,
+            ..Candidate::default()
+        });
+    }
+
+    /// A CUDA call that returned an error: classified by its message, which names the result
+    /// code (`cudaErrorMemoryAllocation` is a CUDA out of memory).
+    pub(crate) fn on_cuda_failure(&mut self, ev: CudaFailureEvent) {
+        self.process(Candidate {
+            source: Some(Source::Cuda),
+            tid: ev.tid,
+            timestamp_ns: ev.timestamp_ns,
+            text: ev.message.clone(),
+            message: ev.message,
+            stack: ev.stack,
+            function: ev.function,
             ..Candidate::default()
         });
     }

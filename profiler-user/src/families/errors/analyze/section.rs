@@ -236,11 +236,11 @@ impl Aggregator {
         let mut by_category = self.by_category.clone();
         let mut by_severity = self.by_severity.clone();
         let mut by_source = self.by_source.clone();
-        // The four sources every target has are always there; raised Python exceptions only
-        // when there were any (see `set_python_counts`).
+        // The four sources every target has are always there; raised Python exceptions and
+        // failed CUDA calls only when there were any.
         for source in Source::ALL
             .into_iter()
-            .filter(|s| *s != Source::PythonException)
+            .filter(|s| !matches!(s, Source::PythonException | Source::Cuda))
         {
             by_source.entry(source.as_str().into()).or_default();
         }

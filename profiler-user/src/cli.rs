@@ -176,8 +176,9 @@ pub(crate) struct CommonArgs {
     #[arg(long, value_name = "FAMILY", value_parser = parse_without)]
     pub without: Vec<FamilyId>,
     /// Overhead budget: when the estimated slowdown of the target goes over PERCENT, the hottest
-    /// probes are detached (what they counted is kept): a traced function's, or the memory
-    /// family's allocator probes, all at once. 0 turns it off. Default: 10 for `attach`, off
+    /// probes are detached (what they counted is kept): a traced function's, the memory
+    /// family's allocator probes all at once, or the gpu family's CUDA probes all at once. 0
+    /// turns it off. Default: 10 for `attach`, off
     /// for `run`.
     #[arg(long, value_name = "PERCENT", value_parser = parse_percent, allow_negative_numbers = true)]
     pub max_overhead: Option<f64>,

@@ -25,8 +25,8 @@ pub(crate) enum Level {
     /// Basic, plus scheduling per thread, lock contention with the holder, and deadlocks
     /// (lock order, and live cycles of waits).
     Threading,
-    /// Every family, the memory family exact (the gpu family reads NVML; its CUDA probes are
-    /// not built yet).
+    /// Every family, the memory family exact (the gpu family reads NVML and probes the CUDA
+    /// libraries the target maps).
     Full,
 }
 
@@ -49,7 +49,7 @@ pub(crate) enum FamilyId {
     Memory,
     /// Scheduling, locks and deadlocks (sched tp_btf, futex tracepoints, pthread uprobes).
     Threads,
-    /// GPU statistics (NVML) and CUDA runtime calls. Not built yet.
+    /// GPU statistics (NVML), and the CUDA runtime and driver calls (uprobes on the libraries).
     Gpu,
     /// CPython: Python frames in the stacks, and exceptions raised (uprobes on the interpreter).
     Python,

@@ -106,7 +106,10 @@ pub(crate) fn build(
                 // pymalloc's probes are per call, as the allocator's are: `--memory exact`.
                 selected.contains(&FamilyId::Memory) && options.memory_exact,
             )),
-            FamilyId::Gpu => Box::new(gpu::Gpu::new(cuda_failures.clone())),
+            FamilyId::Gpu => Box::new(gpu::Gpu::new(
+                cuda_failures.clone(),
+                std::time::Duration::from_millis(options.leak.scan_max_pause_ms),
+            )),
         });
     }
     Ok(families)

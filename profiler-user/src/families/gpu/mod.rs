@@ -53,9 +53,6 @@ use section::{CudaInput, Meta};
 /// gpu section's `cuda.errors`).
 const MAX_FAILURES: usize = 4096;
 
-/// How long a leak scan may hold the target (the memory family's default).
-const MAX_PAUSE: Duration = Duration::from_millis(500);
-
 /// A failed call as the ring buffer delivered it.
 #[derive(Debug, Clone, Copy)]
 struct Failed {
@@ -91,13 +88,16 @@ pub(crate) struct Gpu {
     series: Vec<(f64, u64)>,
     /// Where the failed calls go for the errors family.
     feed: Option<ErrorsFeed>,
+    /// `--leak-scan-max-pause`: the longest a scan holds the target.
+    max_pause: Duration,
     attach_warnings: Vec<String>,
 }
 
 impl Gpu {
-    pub(crate) fn new(feed: Option<ErrorsFeed>) -> Self {
+    pub(crate) fn new(feed: Option<ErrorsFeed>, max_pause: Duration) -> Self {
         Self {
             feed,
+            max_pause,
             ..Self::default()
         }
     }
@@ -162,7 +162,7 @@ impl Gpu {
         let skip: Vec<String> = (self.probes.libs.iter())
             .map(|(l, _)| l.module.file_name())
             .collect();
-        let scan = scan::scan_blocks(self.pid, hold, MAX_PAUSE, trigger, &skip, || {
+        let scan = scan::scan_blocks(self.pid, hold, self.max_pause, trigger, &skip, || {
             let mut index: HashMap<GpuKey, u64> = HashMap::new();
             let mut blocks: Vec<Block> = Vec::new();
             for (key, b) in kernel::read_blocks(ebpf)? {
@@ -685,7 +685,7 @@ fn cuda_summary(c: &CudaSection, out: &mut String) {
     }
     let copied: u64 = c.copies.iter().map(|x| x.bytes).sum();
     let launches: u64 = c.kernels.iter().map(|k| k.launches).sum();
-    let waited: f64 = c.syncs.iter().map(|s| s.seconds).sum();
+    let waited = c.syncs.iter().fold(0.0, |t, s| t + s.seconds);
     let _ = writeln!(
         out,
         "    {} copied in {} calls; {launches} kernel launches ({} kernels); {waited:.3} s \

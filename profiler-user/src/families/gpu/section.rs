@@ -177,7 +177,8 @@ pub(crate) fn section(input: CudaInput) -> CudaSection {
         let v = verdicts
             .as_ref()
             .map(|v| v.get(key).copied().unwrap_or_default());
-        if let Some(v) = &v {
+        // A site whose blocks were all freed after the scan holds nothing to judge.
+        if let Some(v) = v.as_ref().filter(|_| outstanding.count > 0) {
             allocations.definitely_lost += v.definitely_lost;
             allocations.indirectly_lost += v.indirectly_lost;
             allocations.reachable += v.reachable;

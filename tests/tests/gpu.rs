@@ -513,11 +513,14 @@ fn the_budget_detaches_the_cuda_probes_of_a_hot_allocation_loop() {
         outcome.stderr
     );
     assert!(
-        outcome
-            .stderr
-            .contains("gpu: the CUDA probes were detached after"),
+        outcome.stderr.contains("detached gpu CUDA probes after"),
         "{}",
         outcome.stderr
+    );
+    let warnings = report.at("/warnings").to_string();
+    assert!(
+        warnings.contains("gpu: the CUDA probes were detached after"),
+        "{warnings}"
     );
     let cuda = Cuda::of(&report);
     let mallocs = cuda.calls("libcudart.so.12", "cudaMalloc");

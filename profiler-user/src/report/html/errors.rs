@@ -20,7 +20,7 @@ struct Group<'a> {
 }
 
 /// The key an event is grouped under.
-fn key(e: &Value) -> String {
+pub(super) fn key(e: &Value) -> String {
     match e.get("pattern").and_then(Value::as_str) {
         Some(p) => p.to_string(),
         None => format!("unclassified {}", str_at(e, "/error_type")),

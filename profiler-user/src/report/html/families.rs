@@ -15,7 +15,7 @@ const MAX_FRAMES: usize = 12;
 const MAX_ROWS: usize = 50;
 
 /// `bytes` and `count` of a tally object.
-fn tally(v: &Value) -> String {
+pub(super) fn tally(v: &Value) -> String {
     format!(
         "{} in {} block(s)",
         bytes(u64_at(v, "/bytes")),

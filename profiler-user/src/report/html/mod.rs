@@ -9,6 +9,7 @@
 mod debug;
 mod errors;
 mod families;
+mod gpu;
 mod performance;
 mod svg;
 mod system;
@@ -59,6 +60,7 @@ pub(crate) fn tabs(report: &Value) -> Vec<Tab> {
         ("threads", "Threads"),
         ("cpu", "CPU"),
         ("python", "Python"),
+        ("gpu", "GPU"),
     ];
     for (id, title) in optional {
         if report.get(id).is_some_and(|v| !v.is_null()) {
@@ -110,6 +112,7 @@ pub(crate) fn render(report: &Value) -> String {
             "threads" => families::threads(report, &mut out),
             "cpu" => families::cpu(report, &mut out),
             "python" => families::python(report, &mut out),
+            "gpu" => gpu::render(report, &mut out),
             _ => {}
         }
         out.push_str("</section>\n");

@@ -121,7 +121,8 @@ fn tabs_follow_the_sections_present() {
     );
     report["threads"] = json!({});
     report["python"] = json!({});
-    assert_eq!(ids(&report).len(), 8);
+    report["gpu"] = json!({});
+    assert_eq!(ids(&report).len(), 9);
     let page = render(&report);
     for id in ids(&report) {
         assert!(page.contains(&format!("id=\"tab-{id}\"")), "{id}");
@@ -177,4 +178,172 @@ fn the_event_log_has_the_processes_started_and_ended_in_time_order() {
     // The target's own exit is the end of the run, said once.
     assert!(!log.contains("pid 7 exited"));
     assert_eq!(log.matches("target 7 exited").count(), 1);
+}
+
+/// The gpu section of the report model's sample: one NVML device and a cuda part with one of
+/// each entry, as the JSON has it.
+fn gpu_section() -> Value {
+    let sample = serde_json::to_value(crate::report::tests::sample()).expect("it serializes");
+    sample["gpu"].clone()
+}
+
+/// The panel of tab `id` in `page`.
+fn panel<'a>(page: &'a str, id: &str) -> &'a str {
+    let start = page
+        .find(&format!("id=\"tab-{id}\""))
+        .unwrap_or_else(|| panic!("no tab {id}"));
+    let end = start + page[start..].find("</section>").expect("the panel's end");
+    &page[start..end]
+}
+
+#[test]
+fn the_gpu_tab_has_the_devices_the_memory_and_what_the_cuda_probes_saw() {
+    let mut report = synthesized(0, 0);
+    report["gpu"] = gpu_section();
+    // A second library, probed at the start (the sample's was mapped later).
+    let mut driver = report["gpu"]["cuda"]["libraries"][0].clone();
+    driver["module"] = json!("libcuda.so.1");
+    driver["api"] = json!("driver");
+    driver["probed_at"] = json!(0.0);
+    report["gpu"]["cuda"]["libraries"]
+        .as_array_mut()
+        .expect("the libraries")
+        .push(driver);
+    assert_eq!(
+        tabs(&report).last(),
+        Some(&Tab {
+            id: "gpu",
+            title: "GPU"
+        })
+    );
+    let page = render(&report);
+    assert!(page.contains("<button class=\"tab\" data-tab=\"gpu\">GPU</button>"));
+    let gpu = panel(&page, "gpu");
+    for needle in [
+        // The device and the target's memory, with its source.
+        "NVIDIA H100 80GB HBM3",
+        "GPU-5f1e",
+        "550.54.15",
+        "6.0 GiB (7.0 GiB) of 79.6 GiB",
+        "61 °C",
+        "250.5 W",
+        "1980 MHz / —",
+        "38.0%",
+        "5.0 GiB at the end, 6.0 GiB peak, trend increasing",
+        "NVML (the driver&#39;s per-process accounting)",
+        // The libraries, the later one marked.
+        "<b>libcudart.so.12</b> runtime · <b>mapped later</b>: probed at 500.00 ms",
+        "<b>libcuda.so.1</b> driver · probed at the start",
+        "/opt/cuda/libcudart.so.12",
+        "emulated at +4",
+        // The totals and the verdict, in the memory tab's colours.
+        "<span class=\"sev sev-high\">leak detected</span>",
+        "(method: reachability)",
+        "11.0 MiB in 35 block(s)",
+        "10.0 MiB in 15 block(s) (device 10.0 MiB in 15 block(s))",
+        "1.2 MiB in 5 block(s)",
+        "<span class=\"sev sev-low\">low</span> <b>reachable</b> keep_buffers · cudaMalloc (device)",
+        "keep_buffers (gpu_victim+0x1234)",
+        // Copies, kernels, syncs and failed calls, with what charged them.
+        "<td>cudaMemcpy</td><td>host to device</td>",
+        "<summary>copy_in</summary>",
+        "8.0 MiB",
+        "vector_add",
+        "not GPU time",
+        "cudaDeviceSynchronize",
+        "<summary>synchronize</summary>",
+        "60.00 ms",
+        "cudaErrorMemoryAllocation (2)",
+        "<summary>too_big</summary>",
+        "on the Errors tab",
+        "host-side times",
+    ] {
+        assert!(gpu.contains(needle), "no {needle} in the GPU tab:\n{gpu}");
+    }
+    // One row a device, copy, kernel, sync and failed call; a card a library and a site.
+    assert_eq!(gpu.matches("<details class=\"site\">").count(), 3);
+    assert_eq!(gpu.matches("<tr><td").count(), 1 + 2 + 1 + 1 + 1 + 1);
+}
+
+#[test]
+fn a_report_without_a_gpu_section_has_no_gpu_tab() {
+    let mut report = synthesized(1, 1);
+    let page = render(&report);
+    assert!(!page.contains("data-tab=\"gpu\"") && !page.contains("id=\"tab-gpu\""));
+    report["gpu"] = Value::Null;
+    assert!(!tabs(&report).iter().any(|t| t.id == "gpu"));
+    assert!(!render(&report).contains("id=\"tab-gpu\""));
+}
+
+#[test]
+fn the_gpu_tab_says_why_nvml_could_not_run() {
+    let mut report = synthesized(0, 0);
+    report["gpu"] = json!({
+        "driver_version": "", "interval": 1.0, "samples": 0, "devices": [],
+        "gpu_memory": {"allocated": 0, "peak": 0, "trend": "stable", "source": "cuda"},
+        "nvml_unavailable": "no NVIDIA driver <libnvidia-ml.so.1: not found>"
+    });
+    let page = render(&report);
+    let gpu = panel(&page, "gpu");
+    assert!(
+        gpu.contains(
+            "NVML could not run: <b>no NVIDIA driver &lt;libnvidia-ml.so.1: not found&gt;</b>"
+        ),
+        "{gpu}"
+    );
+    assert!(!gpu.contains("<th>device</th>"), "no devices table: {gpu}");
+    assert!(gpu.contains("the CUDA probes (the device allocations outstanding"));
+    assert!(gpu.contains("The target mapped no CUDA library"));
+}
+
+#[test]
+fn the_gpu_tab_escapes_what_the_target_named_and_says_when_it_did_not_scan() {
+    let mut report = synthesized(0, 0);
+    report["gpu"] = gpu_section();
+    let cuda = &mut report["gpu"]["cuda"];
+    cuda["kernels"][0]["name"] = json!("<script>alert(1)</script>");
+    cuda["errors"][0]["function"] = json!("f<T>");
+    cuda["allocations"]["method"] = json!("outstanding");
+    cuda["allocations"]["detected"] = json!(false);
+    cuda["allocations"]["scan_reason"] = json!("the target <exited> first");
+    cuda["sites"][0]["verdict"] = json!("definitely_lost");
+    let page = render(&report);
+    let gpu = panel(&page, "gpu");
+    assert!(!gpu.contains("<script>alert"), "an unescaped kernel name");
+    assert!(gpu.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+    assert!(gpu.contains("<summary>f&lt;T&gt;</summary>"));
+    assert!(gpu.contains("<span class=\"sev sev-none\">not scanned</span>"));
+    assert!(gpu.contains("the target &lt;exited&gt; first"));
+    assert!(
+        !gpu.contains("definitely lost</th>"),
+        "no scan, no lost tallies"
+    );
+    assert!(gpu.contains("<span class=\"sev sev-high\">high</span> <b>definitely lost</b>"));
+}
+
+#[test]
+fn a_failed_cuda_call_names_its_group_on_the_errors_tab() {
+    let mut report = synthesized(0, 2);
+    report["gpu"] = gpu_section();
+    let events = report["errors"]["events"]
+        .as_array_mut()
+        .expect("the events");
+    events[0]["source"] = json!("cuda");
+    events[0]["pattern"] = json!("CUDA_OUT_OF_MEMORY");
+    events[0]["message"] = json!("cudaMalloc(4294967296 bytes) = cudaErrorMemoryAllocation (2)");
+    // Another call's failure, and a syscall's: not this one's group.
+    events[1]["source"] = json!("cuda");
+    events[1]["pattern"] = json!("CUDA_ERROR");
+    events[1]["message"] = json!("cuMemAlloc_v2(64 bytes) = CUDA_ERROR_INVALID_VALUE (1)");
+    let page = render(&report);
+    let gpu = panel(&page, "gpu");
+    assert!(
+        gpu.contains("<code class=\"pattern\">CUDA_OUT_OF_MEMORY</code>"),
+        "{gpu}"
+    );
+    assert!(!gpu.contains("CUDA_ERROR<"), "{gpu}");
+    // Without the errors family, the tab says so.
+    report["errors"] = Value::Null;
+    let page = render(&report);
+    assert!(panel(&page, "gpu").contains("The errors family was not attached"));
 }

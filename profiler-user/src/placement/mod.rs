@@ -455,6 +455,46 @@ pub(crate) enum Role {
 /// Most bytes of a function read to decide where its probe goes.
 const MAX_FUNCTION_BYTES: u64 = 1 << 20;
 
+/// A function found by its symbol, and where its probe goes.
+#[derive(Debug, Clone)]
+pub(crate) struct Placed {
+    /// File offset of the probe (the symbol's plus the placement's offset).
+    pub probe_offset: u64,
+    pub placement: Placement,
+}
+
+/// The functions of the file at `path` to probe, one per entry of `looked_up` (blazesym's
+/// lookup of a list of names in it): the first function symbol with an address and a file
+/// offset, placed for `role(i)`; None for a name without one, and for a name whose address an
+/// earlier name has (an alias is probed once, under its first name).
+pub(crate) fn place_symbols(
+    path: &Path,
+    looked_up: Vec<Vec<blazesym::inspect::SymInfo<'_>>>,
+    role: impl Fn(usize) -> Role,
+) -> Vec<Option<Placed>> {
+    let mut seen: Vec<u64> = Vec::new();
+    looked_up
+        .into_iter()
+        .enumerate()
+        .map(|(i, syms)| {
+            let sym = syms
+                .into_iter()
+                .find(|s| s.sym_type == blazesym::SymType::Function && s.addr != 0)?;
+            let file_offset = sym.file_offset?;
+            if seen.contains(&sym.addr) {
+                return None;
+            }
+            seen.push(sym.addr);
+            let size = sym.size.unwrap_or(0) as u64;
+            let placement = place_in_file(path, file_offset, sym.addr, size, role(i));
+            Some(Placed {
+                probe_offset: file_offset + placement.offset,
+                placement,
+            })
+        })
+        .collect()
+}
+
 /// Where the probes of the function at `addr` (`size` bytes, at `file_offset` in the file at
 /// `path`) go, from its code in the file. Every probe the profiler attaches to a function is
 /// placed here: traced functions and allocator functions alike.

@@ -6,12 +6,7 @@
 //! `libcuda.so*`. The driver's versioned symbols are probed under the name the headers map to
 //! (`cuMemAlloc_v2`, not the 32-bit `cuMemAlloc` kept for old binaries).
 
-use std::path::Path;
-
-use blazesym::{
-    SymType,
-    inspect::{Inspector, source::Elf},
-};
+use blazesym::inspect::{Inspector, source::Elf};
 use profiler_common::gpu::CudaClass;
 
 use crate::{
@@ -157,41 +152,18 @@ fn in_module(inspector: &Inspector, module: &Module, api: Api) -> Option<CudaLib
     src.debug_syms = false;
     let names: Vec<&str> = table.iter().map(|(n, _)| *n).collect();
     let found = inspector.lookup(&src.into(), &names).ok()?;
-    let mut functions = Vec::new();
-    let mut addrs = Vec::new();
-    for ((name, class), syms) in table.iter().zip(found) {
-        let Some(sym) = syms
-            .into_iter()
-            .find(|s| s.sym_type == SymType::Function && s.addr != 0)
-        else {
-            continue;
-        };
-        let Some(file_offset) = sym.file_offset else {
-            continue;
-        };
-        // An alias is probed once, under its first name.
-        if addrs.contains(&sym.addr) {
-            continue;
-        }
-        addrs.push(sym.addr);
-        let size = sym.size.unwrap_or(0) as u64;
-        let placement = placement::place_in_file(
-            Path::new(&module.open_path),
-            file_offset,
-            sym.addr,
-            size,
-            placement::Role::Plain,
-        );
-        if placement.refused.is_some() {
-            continue;
-        }
-        functions.push(CudaFn {
-            name,
-            class: *class,
-            probe_offset: file_offset + placement.offset,
-            placement,
-        });
-    }
+    let placed = placement::place_symbols(&module.open_path, found, |_| placement::Role::Plain);
+    let functions: Vec<CudaFn> = (table.iter().zip(placed))
+        .filter_map(|((name, class), p)| {
+            let p = p.filter(|p| p.placement.refused.is_none())?;
+            Some(CudaFn {
+                name,
+                class: *class,
+                probe_offset: p.probe_offset,
+                placement: p.placement,
+            })
+        })
+        .collect();
     (!functions.is_empty()).then(|| CudaLib {
         api,
         module: module.clone(),

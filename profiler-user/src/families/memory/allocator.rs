@@ -87,8 +87,6 @@ pub(crate) struct AllocFn {
     /// The symbol name (`malloc`, `je_free`, ...).
     pub name: String,
     pub class: AllocClass,
-    /// Virtual address of the symbol in its module.
-    pub addr: u64,
     /// File offset of the probe (symbol start plus the placement offset).
     pub probe_offset: u64,
     pub placement: Placement,
@@ -199,34 +197,24 @@ fn in_module(inspector: &Inspector, module: &Module, executable: bool) -> Option
     }
     let names: Vec<&str> = wanted.iter().map(|(n, _)| n.as_str()).collect();
     let syms = inspector.lookup(&src, &names).ok()?;
-    let mut functions: Vec<AllocFn> = Vec::new();
-    for ((fname, class), syms) in wanted.iter().zip(syms) {
-        let Some(sym) = syms.into_iter().find(is_function) else {
-            continue;
-        };
-        let Some(file_offset) = sym.file_offset else {
-            continue;
-        };
-        // Aliases (glibc's aligned_alloc is memalign) are probed once, under the first name.
-        if functions.iter().any(|f| f.addr == sym.addr) {
-            continue;
-        }
-        let size = sym.size.unwrap_or(0) as u64;
-        let role = if *class == AllocClass::Free {
+    let placed = placement::place_symbols(&module.open_path, syms, |i| {
+        if wanted[i].1 == AllocClass::Free {
             placement::Role::Release
         } else {
             placement::Role::Plain
-        };
-        let placement =
-            placement::place_in_file(&module.open_path, file_offset, sym.addr, size, role);
-        functions.push(AllocFn {
-            name: fname.clone(),
-            class: *class,
-            addr: sym.addr,
-            probe_offset: file_offset + placement.offset,
-            placement,
-        });
-    }
+        }
+    });
+    let functions: Vec<AllocFn> = (wanted.iter().zip(placed))
+        .filter_map(|((fname, class), p)| {
+            let p = p?;
+            Some(AllocFn {
+                name: fname.clone(),
+                class: *class,
+                probe_offset: p.probe_offset,
+                placement: p.placement,
+            })
+        })
+        .collect();
     let has = |class: AllocClass| functions.iter().any(|f| f.class == class);
     if !(has(AllocClass::SizeFirst) && has(AllocClass::Free)) {
         return None;
@@ -379,7 +367,7 @@ mod tests {
         ] {
             assert!(names.contains(&want), "{want} not in {names:?}");
         }
-        let mut addrs: Vec<u64> = glibc.functions.iter().map(|f| f.addr).collect();
+        let mut addrs: Vec<u64> = glibc.functions.iter().map(|f| f.probe_offset).collect();
         addrs.sort_unstable();
         addrs.dedup();
         assert_eq!(addrs.len(), glibc.functions.len(), "{names:?}");

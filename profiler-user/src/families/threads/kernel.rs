@@ -9,10 +9,7 @@ use aya::{
     maps::{Array, HashMap as BpfHashMap},
     programs::{BtfTracePoint, TracePoint, tp_btf::BtfTracePointLink, trace_point::TracePointLink},
 };
-use blazesym::{
-    SymType,
-    inspect::{Inspector, source::Elf},
-};
+use blazesym::inspect::{Inspector, source::Elf};
 use profiler_common::{
     memory::{self, AllocInfo, MemStack},
     threads::{
@@ -64,37 +61,22 @@ pub(crate) fn find_lock_functions(modules: &[Module]) -> Result<LockLib, String>
         let Ok(found) = inspector.lookup(&src, &names) else {
             continue;
         };
-        let mut functions = Vec::new();
-        let mut seen = Vec::new();
         let ops = LockOp::FUNCTIONS
             .iter()
             .flat_map(|(op, names)| names.iter().map(move |n| (*op, *n)));
-        for ((op, name), syms) in ops.zip(found) {
-            let Some(sym) = syms
-                .into_iter()
-                .find(|s| s.sym_type == SymType::Function && s.addr != 0)
-            else {
-                continue;
-            };
-            let Some(file_offset) = sym.file_offset else {
-                continue;
-            };
-            // Aliases are probed once.
-            if seen.contains(&sym.addr) {
-                continue;
-            }
-            seen.push(sym.addr);
-            let role = placement::Role::FirstArgument;
-            let size = sym.size.unwrap_or(0) as u64;
-            let placement =
-                placement::place_in_file(&module.open_path, file_offset, sym.addr, size, role);
-            functions.push(LockFn {
-                name,
-                op,
-                probe_offset: file_offset + placement.offset,
-                placement,
-            });
-        }
+        let placed =
+            placement::place_symbols(&module.open_path, found, |_| placement::Role::FirstArgument);
+        let functions: Vec<LockFn> = (ops.zip(placed))
+            .filter_map(|((op, name), p)| {
+                let p = p?;
+                Some(LockFn {
+                    name,
+                    op,
+                    probe_offset: p.probe_offset,
+                    placement: p.placement,
+                })
+            })
+            .collect();
         let has = |op: LockOp| functions.iter().any(|f| f.op == op);
         if !(has(LockOp::MutexLock) && has(LockOp::MutexUnlock)) {
             continue;

@@ -50,6 +50,34 @@ pub(crate) struct GpuDevice {
     /// The target's processes' share of the device's SM time (NVML's per-process samples),
     /// percent: average over the samples that had one.
     pub target_sm_utilization: Option<f64>,
+    /// PCIe throughput, bytes per second, sent and received: average over the readings (one
+    /// every 5 samples: a reading takes about 20 ms). Null where the device does not say.
+    /// Added in 3.4, as the fields below.
+    #[serde(default)]
+    pub pcie_tx_average: Option<f64>,
+    #[serde(default)]
+    pub pcie_rx_average: Option<f64>,
+    /// Percent of the samples in which the clocks were throttled (power, thermal, slowdowns;
+    /// not idle), and the reasons seen over the run.
+    #[serde(default)]
+    pub throttled_share: Option<f64>,
+    #[serde(default)]
+    pub throttle_reasons: Vec<String>,
+    /// Uncorrected ECC errors during the run (null: ECC is off or not reported).
+    #[serde(default)]
+    pub ecc_uncorrected_errors: Option<u64>,
+    /// Critical XID errors NVML reported during the run.
+    #[serde(default)]
+    pub xid_errors: Vec<XidError>,
+}
+
+/// An XID error: the driver's code for a GPU fault (13: graphics engine exception, 79: fallen
+/// off the bus, ...).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub(crate) struct XidError {
+    pub xid: u64,
+    /// Seconds since profiling started.
+    pub at: f64,
 }
 
 /// The seed's `gpu_memory`: what the target holds on its GPUs.

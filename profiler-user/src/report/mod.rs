@@ -280,6 +280,18 @@ pub(crate) struct Machine {
     pub memory: u64,
     /// Kernel release, e.g. "6.18.0".
     pub kernel: String,
+    /// The NVIDIA GPUs NVML sees (the gpu family's, where it runs with NVML; added in 3.4).
+    #[serde(default)]
+    pub gpus: Vec<MachineGpu>,
+}
+
+/// A GPU of the machine.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub(crate) struct MachineGpu {
+    pub index: u32,
+    pub name: String,
+    /// Memory, bytes.
+    pub memory: u64,
 }
 
 /// One frame of a symbolized stack.

@@ -756,6 +756,11 @@ pub(crate) fn sample() -> Report {
                 cpu_model: "Intel(R) Xeon(R)".into(),
                 memory: 1 << 33,
                 kernel: "6.18.0".into(),
+                gpus: vec![super::MachineGpu {
+                    index: 0,
+                    name: "NVIDIA H100 80GB HBM3".into(),
+                    memory: 85_520_809_984,
+                }],
             },
             timeline: vec![
                 SystemPoint {
@@ -796,6 +801,12 @@ pub(crate) fn sample() -> Report {
                 target_memory: 5 << 30,
                 target_memory_peak: 6 << 30,
                 target_sm_utilization: Some(38.0),
+                pcie_tx_average: Some(1.5e9),
+                pcie_rx_average: Some(2.5e8),
+                throttled_share: Some(25.0),
+                throttle_reasons: vec!["sw_power_cap".into()],
+                ecc_uncorrected_errors: Some(0),
+                xid_errors: vec![super::gpu::XidError { xid: 79, at: 3.5 }],
             }],
             gpu_memory: super::gpu::GpuMemory {
                 allocated: 5 << 30,

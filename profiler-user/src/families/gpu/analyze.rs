@@ -1,6 +1,6 @@
 //! The gpu section from NVML's samples (pure, unit-tested).
 
-use crate::report::gpu::{GpuDevice, GpuMemory, GpuSection};
+use crate::report::gpu::{GpuDevice, GpuMemory, GpuSection, XidError};
 
 /// What one NVML reading of a device gave (None: the device does not say).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -16,6 +16,35 @@ pub(crate) struct DeviceSample {
     pub target_memory: u64,
     /// The target's processes' SM utilization, percent, when NVML had a newer sample.
     pub target_sm: Option<u32>,
+    /// PCIe throughput, KB/s, sent and received (read every few rounds: a read takes ~20 ms).
+    pub pcie_tx_kbps: Option<u32>,
+    pub pcie_rx_kbps: Option<u32>,
+    /// NVML's clock throttle reasons bits (`nvmlClocksThrottleReason*`).
+    pub throttle: Option<u64>,
+    /// Uncorrected ECC errors since the driver loaded (volatile counter).
+    pub ecc_uncorrected: Option<u64>,
+}
+
+/// The clock throttle reasons NVML reports, by bit, as the report names them. Idle and the
+/// applications' clock setting are not throttling.
+const THROTTLE: [(u64, &str); 8] = [
+    (0x4, "sw_power_cap"),
+    (0x8, "hw_slowdown"),
+    (0x10, "sync_boost"),
+    (0x20, "sw_thermal_slowdown"),
+    (0x40, "hw_thermal_slowdown"),
+    (0x80, "hw_power_brake_slowdown"),
+    (0x100, "display_clock_setting"),
+    (0x2, "applications_clocks_setting"),
+];
+
+/// An XID error NVML reported (a critical event of the driver's: a GPU fault, a fallen bus).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Xid {
+    pub device: u32,
+    pub xid: u64,
+    /// Seconds since profiling started.
+    pub at: f64,
 }
 
 /// A device's fixed facts.
@@ -46,6 +75,7 @@ pub(crate) fn section(
     interval: f64,
     devices: &[DeviceInfo],
     rounds: &[Round],
+    xids: &[Xid],
 ) -> GpuSection {
     let of = |i: usize| {
         rounds
@@ -83,6 +113,36 @@ pub(crate) fn section(
                 target_memory: last.map_or(0, |s| s.target_memory),
                 target_memory_peak: of(i).map(|s| s.target_memory).max().unwrap_or(0),
                 target_sm_utilization: average(of(i).filter_map(|s| s.target_sm.map(f64::from))),
+                pcie_tx_average: average(of(i).filter_map(|s| s.pcie_tx_kbps.map(f64::from)))
+                    .map(|kb| kb * 1024.0),
+                pcie_rx_average: average(of(i).filter_map(|s| s.pcie_rx_kbps.map(f64::from)))
+                    .map(|kb| kb * 1024.0),
+                throttled_share: {
+                    let read: Vec<u64> = of(i).filter_map(|s| s.throttle).collect();
+                    let mask = THROTTLE.iter().take(7).fold(0, |m, (b, _)| m | b);
+                    (!read.is_empty()).then(|| {
+                        let n = read.iter().filter(|r| *r & mask != 0).count();
+                        100.0 * n as f64 / read.len() as f64
+                    })
+                },
+                throttle_reasons: THROTTLE
+                    .iter()
+                    .filter(|(bit, _)| of(i).any(|s| s.throttle.is_some_and(|t| t & bit != 0)))
+                    .map(|(_, name)| name.to_string())
+                    .collect(),
+                ecc_uncorrected_errors: {
+                    let first = of(i).find_map(|s| s.ecc_uncorrected);
+                    let last = of(i).filter_map(|s| s.ecc_uncorrected).next_back();
+                    first.zip(last).map(|(f, l)| l.saturating_sub(f))
+                },
+                xid_errors: xids
+                    .iter()
+                    .filter(|x| x.device == info.index)
+                    .map(|x| XidError {
+                        xid: x.xid,
+                        at: x.at,
+                    })
+                    .collect(),
             }
         })
         .collect();
@@ -164,6 +224,7 @@ mod tests {
             memory_clock_mhz: Some(2619),
             target_memory: target,
             target_sm: Some(util),
+            ..DeviceSample::default()
         }
     }
 
@@ -188,7 +249,7 @@ mod tests {
                 ],
             })
             .collect();
-        let s = section("550.54".into(), 1.0, &[info(0), info(1)], &rounds);
+        let s = section("550.54".into(), 1.0, &[info(0), info(1)], &rounds, &[]);
         assert_eq!(s.samples, 5);
         let d = &s.devices[0];
         assert_eq!((d.memory_used, d.memory_used_peak), (14 * GIB, 14 * GIB));
@@ -214,7 +275,7 @@ mod tests {
             })
             .collect();
         assert_eq!(
-            section(String::new(), 1.0, &[info(0)], &flat)
+            section(String::new(), 1.0, &[info(0)], &flat, &[])
                 .gpu_memory
                 .trend,
             "stable"
@@ -225,12 +286,55 @@ mod tests {
                 devices: vec![Some(sample(GIB, (4 - i) * GIB, 0))],
             })
             .collect();
-        let s = section(String::new(), 1.0, &[info(0)], &falling);
+        let s = section(String::new(), 1.0, &[info(0)], &falling, &[]);
         assert_eq!(s.gpu_memory.trend, "decreasing");
         assert_eq!((s.gpu_memory.allocated, s.gpu_memory.peak), (GIB, 4 * GIB));
-        let none = section(String::new(), 1.0, &[info(0)], &[]);
+        let none = section(String::new(), 1.0, &[info(0)], &[], &[]);
         assert_eq!(none.devices[0].memory_used, 0);
         assert_eq!(none.devices[0].target_sm_utilization, None);
         assert_eq!(none.gpu_memory.trend, "stable");
+    }
+
+    #[test]
+    fn pcie_throttling_ecc_and_xid() {
+        let reading = |i: u64| DeviceSample {
+            // PCIe read every other round.
+            pcie_tx_kbps: i.is_multiple_of(2).then_some(1000),
+            pcie_rx_kbps: i.is_multiple_of(2).then_some(3000),
+            // Idle, then the power cap, then thermal and the power cap.
+            throttle: Some([0x1, 0x4, 0x24, 0x0][i as usize]),
+            ecc_uncorrected: Some(7 + i / 2),
+            ..sample(GIB, GIB, 10)
+        };
+        let rounds: Vec<Round> = (0..4)
+            .map(|i| Round {
+                at: i as f64,
+                devices: vec![Some(reading(i))],
+            })
+            .collect();
+        let xids = [
+            Xid {
+                device: 0,
+                xid: 79,
+                at: 2.5,
+            },
+            Xid {
+                device: 1,
+                xid: 13,
+                at: 1.0,
+            },
+        ];
+        let d = &section(String::new(), 1.0, &[info(0)], &rounds, &xids).devices[0];
+        assert_eq!(d.pcie_tx_average, Some(1000.0 * 1024.0));
+        assert_eq!(d.pcie_rx_average, Some(3000.0 * 1024.0));
+        assert_eq!(d.throttled_share, Some(50.0));
+        assert_eq!(d.throttle_reasons, ["sw_power_cap", "sw_thermal_slowdown"]);
+        assert_eq!(d.ecc_uncorrected_errors, Some(1));
+        assert_eq!(d.xid_errors, [XidError { xid: 79, at: 2.5 }]);
+        // A device that says nothing of these.
+        let quiet = section(String::new(), 1.0, &[info(0)], &[], &[]);
+        let q = &quiet.devices[0];
+        assert_eq!((q.pcie_tx_average, q.throttled_share), (None, None));
+        assert!(q.throttle_reasons.is_empty() && q.xid_errors.is_empty());
     }
 }

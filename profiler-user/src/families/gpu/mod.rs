@@ -38,7 +38,7 @@ use crate::{
     level::FamilyId,
     overhead,
     report::{
-        CostModel, Report,
+        CostModel, MachineGpu, Report,
         gpu::{CudaFunction, CudaLibrary, CudaSection, GpuSection},
         text::human_bytes,
     },
@@ -584,6 +584,16 @@ impl Family for Gpu {
             _ => None,
         };
         report.gpu = self.section(cuda, ctx.duration);
+        // The machine's facts name its GPUs (the system family reported first).
+        if let (Some(system), Some(gpu)) = (&mut report.system, &report.gpu) {
+            system.machine.gpus = (gpu.devices.iter())
+                .map(|d| MachineGpu {
+                    index: d.index,
+                    name: d.name.clone(),
+                    memory: d.memory_total,
+                })
+                .collect();
+        }
     }
 
     fn live(&mut self, ebpf: &mut Ebpf, report: &mut Report, ctx: &mut ReportContext<'_>) {
@@ -640,6 +650,29 @@ pub(crate) fn summary_block(report: &Report, out: &mut String) {
             d.utilization_gpu_average,
             d.utilization_gpu_peak
         );
+        let mut more = Vec::new();
+        if let (Some(tx), Some(rx)) = (d.pcie_tx_average, d.pcie_rx_average) {
+            more.push(format!(
+                "PCIe {}/s out, {}/s in",
+                human_bytes(tx as u64),
+                human_bytes(rx as u64)
+            ));
+        }
+        if let Some(share) = d.throttled_share.filter(|s| *s > 0.0) {
+            more.push(format!(
+                "throttled {share:.0}% of the time ({})",
+                d.throttle_reasons.join(", ")
+            ));
+        }
+        if let Some(n) = d.ecc_uncorrected_errors.filter(|n| *n > 0) {
+            more.push(format!("{n} uncorrected ECC errors"));
+        }
+        for x in &d.xid_errors {
+            more.push(format!("XID {} at {:.1}s", x.xid, x.at));
+        }
+        if !more.is_empty() {
+            let _ = writeln!(out, "    {}", more.join("; "));
+        }
     }
     if let Some(c) = &g.cuda {
         cuda_summary(c, out);

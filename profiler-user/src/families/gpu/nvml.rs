@@ -15,16 +15,21 @@ use std::{
 
 use nvml_wrapper::{
     Nvml,
-    enum_wrappers::device::{Clock, TemperatureSensor},
-    enums::device::UsedGpuMemory,
+    bitmasks::event::EventTypes,
+    enum_wrappers::device::{Clock, EccCounter, MemoryError, PcieUtilCounter, TemperatureSensor},
+    enums::{device::UsedGpuMemory, event::XidError},
     error::NvmlError,
 };
 
-use super::analyze::{self, DeviceInfo, DeviceSample, Round};
+use super::analyze::{self, DeviceInfo, DeviceSample, Round, Xid};
 use crate::{report::gpu::GpuSection, tracee};
 
 /// How often NVML is read.
 pub(crate) const INTERVAL: Duration = Duration::from_secs(1);
+
+/// PCIe throughput is read every this many rounds (a reading takes about 20 ms: the driver
+/// samples the bus for it).
+const PCIE_EVERY: u64 = 5;
 
 /// NVML's library as the driver installs it (the unversioned name is in development
 /// packages only).
@@ -36,6 +41,7 @@ struct Gathered {
     driver_version: String,
     devices: Vec<DeviceInfo>,
     rounds: Vec<Round>,
+    xids: Vec<Xid>,
 }
 
 struct Sampler {
@@ -66,9 +72,16 @@ pub(crate) fn why(e: &NvmlError) -> String {
     }
 }
 
-/// Reads one device now. `pids`: the target's processes.
-fn read(nvml: &Nvml, index: u32, pids: &[u32], last_seen: &mut u64) -> Option<DeviceSample> {
+/// Reads one device now (its PCIe throughput too with `pcie`). `pids`: the target's processes.
+fn read(
+    nvml: &Nvml,
+    index: u32,
+    pids: &[u32],
+    last_seen: &mut u64,
+    pcie: bool,
+) -> Option<DeviceSample> {
     let d = nvml.device_by_index(index).ok()?;
+    let pcie_kbps = |counter| pcie.then(|| d.pcie_throughput(counter).ok()).flatten();
     let utilization = d.utilization_rates().ok();
     let target_memory = d
         .running_compute_processes()
@@ -102,7 +115,30 @@ fn read(nvml: &Nvml, index: u32, pids: &[u32], last_seen: &mut u64) -> Option<De
         memory_clock_mhz: d.clock_info(Clock::Memory).ok(),
         target_memory,
         target_sm: (!target.is_empty()).then(|| target.iter().sum()),
+        pcie_tx_kbps: pcie_kbps(PcieUtilCounter::Send),
+        pcie_rx_kbps: pcie_kbps(PcieUtilCounter::Receive),
+        throttle: d.current_throttle_reasons().ok().map(|r| r.bits()),
+        ecc_uncorrected: d
+            .total_ecc_errors(MemoryError::Uncorrected, EccCounter::Volatile)
+            .ok(),
     })
+}
+
+/// The XID errors NVML has for `set` now (waits for none), with their device's index.
+fn xids(set: &nvml_wrapper::EventSet<'_>, uuids: &[String], at: f64) -> Vec<Xid> {
+    let mut out = Vec::new();
+    while let Ok(e) = set.wait(0) {
+        let device = e
+            .device
+            .uuid()
+            .ok()
+            .and_then(|u| uuids.iter().position(|x| *x == u))
+            .unwrap_or(0) as u32;
+        if let Some(XidError::Value(xid)) = e.event_data {
+            out.push(Xid { device, xid, at });
+        }
+    }
+    out
 }
 
 impl NvmlPart {
@@ -142,17 +178,39 @@ impl NvmlPart {
             .spawn(move || {
                 let start = Instant::now();
                 let mut last_seen = vec![0u64; count as usize];
+                // The critical XID events of every device that reports them.
+                let uuids: Vec<String> = (0..count)
+                    .map(|i| {
+                        nvml.device_by_index(i)
+                            .and_then(|d| d.uuid())
+                            .unwrap_or_default()
+                    })
+                    .collect();
+                // One event set a device: a device that refuses takes its set with it.
+                let events: Vec<_> = (0..count)
+                    .filter_map(|i| {
+                        let set = nvml.create_event_set().ok()?;
+                        let d = nvml.device_by_index(i).ok()?;
+                        d.register_events(EventTypes::CRITICAL_XID_ERROR, set).ok()
+                    })
+                    .collect();
+                let mut n = 0u64;
                 while !stopping.load(Ordering::SeqCst) {
                     let mut pids = vec![pid as u32];
                     pids.extend(tracee::descendants(pid).into_iter().map(|(c, _)| c));
+                    let at = start.elapsed().as_secs_f64();
+                    let pcie = n.is_multiple_of(PCIE_EVERY);
+                    n += 1;
                     let round = Round {
-                        at: start.elapsed().as_secs_f64(),
+                        at,
                         devices: (0..count)
-                            .map(|i| read(&nvml, i, &pids, &mut last_seen[i as usize]))
+                            .map(|i| read(&nvml, i, &pids, &mut last_seen[i as usize], pcie))
                             .collect(),
                     };
+                    let new: Vec<Xid> = events.iter().flat_map(|e| xids(e, &uuids, at)).collect();
                     if let Ok(mut g) = gathered.lock() {
                         g.rounds.push(round);
+                        g.xids.extend(new);
                     }
                     // Sleep in short steps, to stop soon when asked.
                     let next = start.elapsed() + INTERVAL;
@@ -197,6 +255,7 @@ impl NvmlPart {
             INTERVAL.as_secs_f64(),
             &g.devices,
             &rounds,
+            &g.xids,
         ))
     }
 }

@@ -304,5 +304,6 @@ pub(crate) fn machine() -> Machine {
             .unwrap_or_default(),
         memory: sys.total_memory(),
         kernel: Sys::kernel_version().unwrap_or_default(),
+        gpus: Vec::new(),
     }
 }

@@ -142,6 +142,54 @@ fn devices(g: &Value, out: &mut String) {
     }
     out.push_str("</tbody></table>");
     more(devices, out);
+    health(devices, out);
+}
+
+/// Each device's PCIe throughput, throttling, ECC and XID errors, where NVML gave them.
+fn health(devices: &[Value], out: &mut String) {
+    out.push_str(
+        "<table><thead><tr><th>device</th><th>PCIe out / in (average)</th>\
+         <th>throttled (reasons)</th><th>uncorrected ECC errors</th><th>XID errors</th>\
+         </tr></thead><tbody>",
+    );
+    for d in devices.iter().take(MAX_ROWS) {
+        let rate = |p: &str| match at(d, p).as_f64() {
+            Some(b) => format!("{}/s", bytes(b as u64)),
+            None => "—".to_string(),
+        };
+        let reasons: Vec<&str> = list(d, "/throttle_reasons")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        let xids: Vec<String> = list(d, "/xid_errors")
+            .iter()
+            .map(|x| format!("{} at {}", text(at(x, "/xid")), time(f64_at(x, "/at"))))
+            .collect();
+        let _ = write!(
+            out,
+            "<tr><td>{}</td><td class=\"num\">{} / {}</td><td>{}{}</td><td class=\"num\">{}</td>\
+             <td>{}</td></tr>",
+            esc(&text(at(d, "/index"))),
+            esc(&rate("/pcie_tx_average")),
+            esc(&rate("/pcie_rx_average")),
+            esc(&optional(at(d, "/throttled_share"), "%")),
+            if reasons.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", esc(&reasons.join(", ")))
+            },
+            esc(&match at(d, "/ecc_uncorrected_errors") {
+                Value::Null => "—".to_string(),
+                n => text(n),
+            }),
+            if xids.is_empty() {
+                "none".to_string()
+            } else {
+                esc(&xids.join(", "))
+            },
+        );
+    }
+    out.push_str("</tbody></table>");
 }
 
 /// The GPU memory of the target and its followed children, and where the numbers come from.

@@ -228,6 +228,10 @@ fn the_gpu_tab_has_the_devices_the_memory_and_what_the_cuda_probes_saw() {
         "61 °C",
         "250.5 W",
         "1980 MHz / —",
+        // Its PCIe, throttling and XID errors.
+        "1.4 GiB/s / 238.4 MiB/s",
+        "25.0% (sw_power_cap)",
+        "<td class=\"num\">0</td><td>79 at 3.50 s</td>",
         "38.0%",
         "5.0 GiB at the end, 6.0 GiB peak, trend increasing",
         "NVML (the driver&#39;s per-process accounting)",
@@ -260,9 +264,10 @@ fn the_gpu_tab_has_the_devices_the_memory_and_what_the_cuda_probes_saw() {
     ] {
         assert!(gpu.contains(needle), "no {needle} in the GPU tab:\n{gpu}");
     }
-    // One row a device, copy, kernel, sync and failed call; a card a library and a site.
+    // Two rows a device, one a copy, kernel, sync and failed call; a card a library and a
+    // site.
     assert_eq!(gpu.matches("<details class=\"site\">").count(), 3);
-    assert_eq!(gpu.matches("<tr><td").count(), 1 + 2 + 1 + 1 + 1 + 1);
+    assert_eq!(gpu.matches("<tr><td").count(), 2 + 2 + 1 + 1 + 1 + 1);
 }
 
 #[test]

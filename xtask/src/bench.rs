@@ -10,6 +10,7 @@
 mod attach;
 mod cpu;
 mod estimate;
+mod gpu;
 mod html;
 mod levels;
 mod memory;
@@ -40,13 +41,16 @@ pub struct BenchArgs {
     /// Calls of the traced function per measurement.
     #[arg(long, default_value_t = 300_000, value_parser = clap::value_parser!(u64).range(1..))]
     calls: u64,
-    /// Measure only this workload (repeatable): cet_nonleaf, plain, cet_leaf, memory, levels,
-    /// threads (cost per context switch, next to offcputime and bpftrace), cpu (sampling at 99
-    /// and 999 Hz, next to perf), python (Python frames in the samples, next to py-spy),
-    /// estimate, attach (attach and stop times for 2 to 2,000 probes, next to bpftrace's),
+    /// Measure only this workload (repeatable): cet_nonleaf, plain, cet_leaf, memory, gpu (the
+    /// CUDA allocation probes, on the stub runtime, next to bpftrace), levels, threads (cost per
+    /// context switch, next to offcputime and bpftrace), cpu (sampling at 99 and 999 Hz, next to
+    /// perf), python (Python frames in the samples, next to py-spy), estimate, attach (attach and stop times for 2 to 2,000 probes, next to bpftrace's),
     /// html (the HTML report of 1,000 functions and 1,000 errors opened in headless Chromium).
     #[arg(long, value_name = "WORKLOAD")]
     only: Vec<String>,
+    /// cudaMalloc+cudaFree rounds of the gpu workload (two probed calls a round).
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
+    cuda_rounds: u64,
     /// Requests per thread of the level table's workload (4 threads).
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(8..))]
     requests: u64,
@@ -194,6 +198,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let workloads = workload::call_workloads();
     let others = [
         memory::NAME,
+        gpu::NAME,
         levels::NAME,
         threads::NAME,
         cpu::NAME,
@@ -273,6 +278,10 @@ fn bench_in(
         // A malloc/free pair costs a few probe hits: a third of --calls keeps the run short.
         println!();
         memory::bench(tools, dir, args.runs, (args.calls / 3).max(1000))?;
+    }
+    if args.only.is_empty() || args.only.iter().any(|o| o == gpu::NAME) {
+        println!();
+        gpu::bench(tools, dir, args.runs, args.cuda_rounds)?;
     }
     if args.only.is_empty() || args.only.iter().any(|o| o == levels::NAME) {
         println!();

@@ -122,6 +122,25 @@ fn cuda(src: &Path, out: &Path) {
         &out.join("gpu_victim"),
         &flags,
     );
+    // The same with the runtime linked into the executable (as nvcc links `cudart_static` by
+    // default): no libcudart to find, the executable defines `cudaMalloc` itself.
+    let stub = src.join("cuda").join("libcudart_stub.c");
+    let stub = stub.to_str().expect("the sources' path is UTF-8");
+    let flags = [
+        "-O1",
+        "-g",
+        "-fno-omit-frame-pointer",
+        CET,
+        "-pthread",
+        stub,
+        "-ldl",
+    ];
+    build(
+        "GPU_STATIC",
+        &src.join("gpu_victim.c"),
+        &out.join("gpu_victim_static"),
+        &flags,
+    );
 }
 
 /// The cpu family's victims, `victims/cpu_*.c` (see `victims/cpu_common.h`), and their

@@ -6,11 +6,17 @@
 //! and failing calls (`tests/victims/gpu_victim.c`), in `run` and in `attach` mode. No GPU is
 //! needed; what real hardware adds is said in docs/gpu.md.
 
-use profiler_tests::{Report, TempDir, Victim, attach, require_root, run_reported};
+use profiler_tests::{
+    Report, TempDir, Victim, attach,
+    live::{attach_live, next_snapshot},
+    require_root, run_reported,
+};
 use serde_json::Value;
 
 /// `tests/victims/gpu_victim.c` and the stub libraries, built by build.rs.
 const VICTIM: &str = env!("VICTIM_GPU");
+/// The same victim with the runtime stub linked into the executable.
+const VICTIM_STATIC: &str = env!("VICTIM_GPU_STATIC");
 
 const MIB: u64 = 1 << 20;
 const KIB: u64 = 1 << 10;
@@ -530,4 +536,79 @@ fn the_budget_detaches_the_cuda_probes_of_a_hot_allocation_loop() {
     assert_eq!(f["name"], "cudaMalloc");
     assert!(f["hits"].as_u64() >= Some(2 * mallocs), "{f:#}");
     assert!(f["estimated_cost"].as_f64() > Some(0.0), "{f:#}");
+}
+
+/// A runtime linked into the executable (nvcc's default, `cudart_static`): the executable is
+/// probed as the runtime, its calls counted and charged to the program's functions.
+#[test]
+fn a_runtime_linked_into_the_executable_is_probed_there() {
+    require_root!();
+    let dir = TempDir::new();
+    let (_, report) = run_reported(&dir, &["--level", "memory"], &[VICTIM_STATIC], &[]);
+    let cuda = Cuda::of(&report);
+    let api: Vec<(&str, &str)> = cuda
+        .list("libraries")
+        .iter()
+        .map(|l| (l["module"].as_str().unwrap(), l["api"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        api,
+        [("gpu_victim_static", "runtime"), ("libcuda.so.1", "driver")]
+    );
+    assert_eq!(cuda.calls("gpu_victim_static", "cudaMalloc"), 36);
+    assert_eq!(cuda.calls("gpu_victim_static", "cudaLaunchKernel"), 150);
+    assert_eq!(cuda.calls("libcuda.so.1", "cuMemAlloc_v2"), 7);
+    assert_eq!(
+        cuda.site("cudaMalloc", "keep_buffers").0,
+        [(10, 10 * MIB), (0, 0), (10, 10 * MIB)]
+    );
+    assert_eq!(
+        cuda.copies("cudaMemcpy", "copy_in"),
+        [("host_to_device", 8, 8 * MIB)]
+    );
+    let failed: Vec<&str> = cuda
+        .list("errors")
+        .iter()
+        .map(|e| e["function"].as_str().unwrap())
+        .collect();
+    assert_eq!(failed, ["driver_too_big", "too_big", "bad_copy"]);
+}
+
+/// The live view while the target waits after its last call: a snapshot has every call so far,
+/// read from the kernel without a scan (`outstanding`), and the report at the end the verdicts.
+#[test]
+fn a_live_snapshot_has_the_cuda_calls_so_far() {
+    require_root!();
+    let dir = TempDir::new();
+    let (json, live) = (dir.json(), dir.path().join("live.json"));
+    let mut victim = Victim::ready(VICTIM, [] as [&str; 0]);
+    let profiler = attach_live(
+        &victim,
+        &["--level", "memory", "--json", json.to_str().unwrap()],
+        &live,
+    );
+    victim.proceed();
+    victim.expect_line("done");
+    let snapshot = next_snapshot(&live);
+    assert_eq!(snapshot.end_reason(), "running");
+    let cuda = Cuda::of(&snapshot);
+    assert_eq!(cuda.calls("libcudart.so.12", "cudaMalloc"), 36);
+    assert_eq!(cuda.calls("libcuda.so.1", "cuLaunchKernel"), 40);
+    assert_eq!(cuda.0["allocations"]["method"], "outstanding");
+    assert_eq!(
+        cuda.site("cudaMalloc", "leak_buffers"),
+        (
+            [(5, 5 * 256 * KIB), (0, 0), (5, 5 * 256 * KIB)],
+            vec!["outstanding"]
+        )
+    );
+    assert_eq!(cuda.list("errors").len(), 3);
+    profiler.interrupt();
+    profiler.finish().expect_success();
+    assert!(victim.release().success());
+    let report = Report::read(&json);
+    assert_eq!(
+        Cuda::of(&report).site("cudaMalloc", "leak_buffers").1,
+        ["definitely_lost"]
+    );
 }

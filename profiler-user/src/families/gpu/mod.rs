@@ -159,8 +159,10 @@ impl Gpu {
         // (with its size: the scan looks for the handle's value alone).
         let mut keys: Vec<(GpuKey, Option<u64>)> = Vec::new();
         // The libraries' own records of the blocks are no references of the program's.
+        // (A runtime linked into the executable keeps its records with the program's.)
         let skip: Vec<String> = (self.probes.libs.iter())
             .map(|(l, _)| l.module.file_name())
+            .filter(|name| cuda::api_of_name(name).is_some())
             .collect();
         let scan = scan::scan_blocks(self.pid, hold, self.max_pause, trigger, &skip, || {
             let mut index: HashMap<GpuKey, u64> = HashMap::new();

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use profiler_common::gpu::{CudaClass, Direction, GpuKey, Space};
 
-use super::{errors::error_name, kernel::RawCuda};
+use super::{cuda::api_of_name, errors::error_name, kernel::RawCuda};
 use crate::{
     families::memory::{analyze::charged_frame, scan::SiteVerdicts},
     report::{
@@ -21,7 +21,7 @@ use crate::{
 const MAX_LISTED: usize = 50;
 const MAX_KERNELS: usize = 100;
 
-/// Modules whose frames are not charged: the CUDA libraries and PyTorch's caching allocator,
+/// Modules whose frames are not charged, with the CUDA libraries: PyTorch's caching allocator,
 /// so that a site is charged to the code that wanted the memory.
 const WRAPPER_MODULES: [&str; 2] = ["libc10_cuda", "libtorch_cuda"];
 
@@ -76,14 +76,17 @@ fn direction_name(detail: u32) -> &'static str {
 
 /// The host function a stack is charged to: the first frame outside the CUDA libraries and the
 /// wrappers, `??` when none.
-pub(crate) fn charged(frames: &[Frame], cuda_modules: &[String]) -> String {
-    let mut skip: Vec<String> = cuda_modules.to_vec();
-    skip.extend(
-        frames
-            .iter()
-            .filter(|f| WRAPPER_MODULES.iter().any(|w| f.module.starts_with(w)))
-            .map(|f| f.module.clone()),
-    );
+pub(crate) fn charged(frames: &[Frame]) -> String {
+    // A runtime linked into the executable is not skipped: the first frame of a site is the
+    // caller's already (the outermost CUDA call is the one recorded).
+    let skip: Vec<String> = frames
+        .iter()
+        .filter(|f| {
+            api_of_name(&f.module).is_some()
+                || WRAPPER_MODULES.iter().any(|w| f.module.starts_with(w))
+        })
+        .map(|f| f.module.clone())
+        .collect();
     charged_frame(frames, &skip).map_or_else(|| "??".to_string(), |f| f.function.clone())
 }
 
@@ -99,9 +102,8 @@ pub(crate) fn section(input: CudaInput) -> CudaSection {
         scan_reason,
         end_ns,
     } = input;
-    let cuda_modules: Vec<String> = libraries.iter().map(|l| l.module.clone()).collect();
     let stack = |site: u64| frames.get(&site).cloned().unwrap_or_default();
-    let function = |site: u64| charged(&stack(site), &cuda_modules);
+    let function = |site: u64| charged(&stack(site));
     let meta = |id: u32| functions.get(id as usize);
     let name = |id: u32| meta(id).map_or("?", |m| m.name).to_string();
     let class = |id: u32| meta(id).map(|m| m.class);

@@ -104,18 +104,18 @@ fn cuda(src: &Path, out: &Path) {
     build("LIBCUDA", &stub, &dir.join("libcuda.so.1"), &flags);
     println!("cargo:rustc-env=VICTIM_CUDA_DIR={}", dir.display());
 
-    let cudart = cudart.to_str().expect("OUT_DIR is UTF-8");
-    let rpath = format!("-Wl,-rpath,{}", dir.display());
-    let flags = [
+    // The victims: with frame pointers and debug information, and dlopen.
+    let victim = [
         "-O1",
         "-g",
         "-fno-omit-frame-pointer",
         CET,
         "-pthread",
-        cudart,
-        &rpath,
         "-ldl",
     ];
+    let cudart = cudart.to_str().expect("OUT_DIR is UTF-8");
+    let rpath = format!("-Wl,-rpath,{}", dir.display());
+    let flags = [&victim[..], &[cudart, &rpath]].concat();
     build(
         "GPU",
         &src.join("gpu_victim.c"),
@@ -126,15 +126,7 @@ fn cuda(src: &Path, out: &Path) {
     // default): no libcudart to find, the executable defines `cudaMalloc` itself.
     let stub = src.join("cuda").join("libcudart_stub.c");
     let stub = stub.to_str().expect("the sources' path is UTF-8");
-    let flags = [
-        "-O1",
-        "-g",
-        "-fno-omit-frame-pointer",
-        CET,
-        "-pthread",
-        stub,
-        "-ldl",
-    ];
+    let flags = [&victim[..], &[stub]].concat();
     build(
         "GPU_STATIC",
         &src.join("gpu_victim.c"),

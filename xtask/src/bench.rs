@@ -380,19 +380,12 @@ fn measure_all<'s>(
                         round + 1
                     )
                 })?;
-                let cost = sample.outcome.as_ref().map_or(String::new(), |o| {
-                    format!(
-                        "  (tracer cpu {:.2} s, rss {})",
-                        o.cost.cpu,
-                        mib(o.cost.max_rss)
-                    )
-                });
-                println!(
-                    "[{}/{runs}] {:<12} {:<9} {:>10.1} ns/call{cost}",
-                    round + 1,
+                progress(
+                    (round, runs),
                     m.scenario.workload.name,
                     config.label,
-                    sample.ns_per_call
+                    sample.ns_per_call,
+                    sample.outcome.as_ref(),
                 );
                 m.samples[i].push(sample);
             }
@@ -730,6 +723,28 @@ fn call_overhead_report(measured: &[Measured], runs: u32, tools: &Tools) -> Stri
         }
     }
     s
+}
+
+/// The progress line of one measurement (round `round` of `runs`, from 0): the time per call,
+/// and what the tracer itself used.
+fn progress(
+    (round, runs): (usize, u32),
+    workload: &str,
+    label: &str,
+    ns_per_call: f64,
+    outcome: Option<&Outcome>,
+) {
+    let cost = outcome.map_or(String::new(), |o| {
+        format!(
+            "  (tracer cpu {:.2} s, rss {})",
+            o.cost.cpu,
+            mib(o.cost.max_rss)
+        )
+    });
+    println!(
+        "[{}/{runs}] {workload:<12} {label:<9} {ns_per_call:>10.1} ns/call{cost}",
+        round + 1
+    );
 }
 
 /// The slowdown under `label` over bpftrace's.

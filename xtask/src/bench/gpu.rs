@@ -117,20 +117,7 @@ pub fn bench(tools: &Tools, dir: &Path, runs: u32, rounds: u64) -> anyhow::Resul
             let (ns, outcome, placed) =
                 run_loop(&built, tracer(label, &built.lib), tools, &json, rounds)
                     .with_context(|| format!("measuring the CUDA loop under {label}"))?;
-            let cost = outcome.as_ref().map_or(String::new(), |o| {
-                format!(
-                    "  (tracer cpu {:.2} s, rss {})",
-                    o.cost.cpu,
-                    mib(o.cost.max_rss)
-                )
-            });
-            println!(
-                "[{}/{runs}] {:<12} {:<9} {:>10.1} ns/call{cost}",
-                round + 1,
-                ROW,
-                label,
-                ns
-            );
+            super::progress((round, runs), ROW, label, ns, outcome.as_ref());
             samples[i].push(ns);
             costs[i].extend(outcome);
             placements.extend(placed);

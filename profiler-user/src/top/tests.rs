@@ -280,7 +280,7 @@ fn the_errors_panel_colours_each_severity_as_the_html_does() {
 }
 
 #[test]
-fn a_family_panel_shows_its_summary_block_and_gpu_says_it_is_not_built() {
+fn a_family_panel_shows_its_summary_block_and_gpu_says_why_it_cannot_run() {
     let state = ViewState {
         panel: 2,
         ..ViewState::default()
@@ -297,7 +297,8 @@ fn a_family_panel_shows_its_summary_block_and_gpu_says_it_is_not_built() {
     };
     let text = lines(&render(&model(), &state));
     assert!(
-        text.iter().any(|l| l.contains("NVML is not available")),
+        text.iter()
+            .any(|l| l.contains("The gpu family is not available")),
         "{text:#?}"
     );
 }

@@ -60,7 +60,8 @@ impl Panel {
 }
 
 /// The panels of a run: one per family the level selected that has something to show (the
-/// functions family only with `--func`; gpu shows what NVML sees, or why it is not there),
+/// functions family only with `--func`; gpu shows what NVML and the CUDA probes see, or why
+/// the family cannot run),
 /// then the overhead panel.
 pub(crate) fn panels(report: &Report) -> Vec<Panel> {
     let shown = |id: FamilyId| {
@@ -210,7 +211,7 @@ pub(crate) fn draw(frame: &mut Frame<'_>, model: &Model, state: &ViewState) {
                 .find(|f| f.name == "gpu" && f.status == "not_available")
                 .map(|f| f.note.as_deref().unwrap_or("no reason given"));
             let text = match why {
-                Some(why) => format!("NVML is not available: {why}"),
+                Some(why) => format!("The gpu family is not available: {why}"),
                 None if text.trim().is_empty() => "nothing yet".into(),
                 None => text.to_string(),
             };

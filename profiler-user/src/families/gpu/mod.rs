@@ -737,3 +737,45 @@ fn cuda_summary(c: &CudaSection, out: &mut String) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The summary block of a run with NVML and the CUDA probes: the device, its health, and
+    /// what the probes saw, each in one line.
+    #[test]
+    fn the_summary_block_has_the_devices_and_the_cuda_lines() {
+        let report = crate::report::tests::sample();
+        let mut out = String::new();
+        summary_block(&report, &mut out);
+        let lines: Vec<&str> = out.lines().collect();
+        for want in [
+            "gpu: 1 device(s), driver 550.54.15; the target holds 5.0 GiB (peak 6.0 GiB, \
+             increasing)",
+            "    PCIe 1.4 GiB/s out, 238.4 MiB/s in; throttled 25% of the time (sw_power_cap); \
+             XID 79 at 3.5s",
+            "  cuda (libcudart.so.12): 35 allocations (11.0 MiB), 20 freed; 10.0 MiB outstanding \
+             in 15 blocks",
+            "    leak scan: 1.2 MiB definitely lost in 5 blocks, 0.0 B indirectly, 10.0 MiB \
+             reachable",
+            "    reachable 10.0 MiB in 10 blocks: cudaMalloc from keep_buffers (device)",
+            "    8.0 MiB copied in 8 calls; 100 kernel launches (1 kernels); 0.060 s waiting for \
+             the GPU",
+            "    failed: cudaMalloc = cudaErrorMemoryAllocation (2) x1 in too_big",
+        ] {
+            assert!(lines.contains(&want), "no {want:?} in:\n{out}");
+        }
+        // Without NVML: the reason, and the probes' view of the device memory.
+        let mut report = report;
+        let gpu = report.gpu.as_mut().expect("a gpu section");
+        gpu.nvml_unavailable = Some("no NVIDIA driver".into());
+        gpu.devices.clear();
+        let mut out = String::new();
+        summary_block(&report, &mut out);
+        assert!(
+            out.starts_with("\ngpu: NVML: no NVIDIA driver; the CUDA probes saw 5.0 GiB"),
+            "{out}"
+        );
+    }
+}

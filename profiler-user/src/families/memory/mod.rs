@@ -11,10 +11,11 @@ pub(crate) mod kernel;
 mod live_tests;
 pub(crate) mod reach;
 pub(crate) mod scan;
+mod section;
+mod summary;
 
 use std::{
     collections::{BTreeMap, HashMap},
-    fmt::Write as _,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -26,7 +27,7 @@ use anyhow::Context as _;
 use aya::Ebpf;
 use profiler_common::{
     counters::Counter,
-    memory::{ALLOCS_MAX, SCAN_FRAMES, SiteStats},
+    memory::{ALLOCS_MAX, SiteStats},
 };
 
 use crate::{
@@ -38,21 +39,16 @@ use crate::{
     },
     level::FamilyId,
     overhead,
-    report::memory::{LeakScan, Tally},
-    report::{
-        CostModel, Frame, MemorySection, Report,
-        memory::{AllocatorFunction, AllocatorInfo},
-        text::{human_bytes, human_time},
-    },
+    report::memory::LeakScan,
+    report::{CostModel, MemorySection, Report},
     tracee,
 };
 use allocator::Detection;
-use analyze::{
-    GrowthInput, LeakOptions, MemoryInput, PAGE_SIZE, ProcSample, Series, SiteInput, analyze,
-};
+use analyze::{LeakOptions, PAGE_SIZE, ProcSample, Series, SiteInput, analyze};
 use aya::programs::trace_point::TracePointLink;
 use kernel::{Links, RawMemory};
 use scan::{Hold, Scan, Trigger};
+pub(crate) use summary::summary_block;
 
 /// Adds a point at `now_ns` to each site's series: (site, bytes) for the allocation sites,
 /// (site, pages) for the growth sites (`bytes` is then pages; see [`growth_bytes`]).
@@ -329,281 +325,6 @@ impl Memory {
     fn shed_seen(&self, start_ns: u64) -> Option<f64> {
         self.shed_ns
             .map(|shed_ns| shed_ns.saturating_sub(start_ns) as f64 * 1e-9)
-    }
-
-    /// The live view's section: the maps read at `now_ns` as `harvest` reads them, their values
-    /// ending copies of the series, analyzed as `report` does; the family is left as it was.
-    fn live_section(
-        &self,
-        maps: &impl Maps,
-        now_ns: u64,
-        ctx: &mut ReportContext<'_>,
-    ) -> Option<MemorySection> {
-        let shed = if self.links.is_none() {
-            self.raw.as_ref()
-        } else {
-            None
-        };
-        let (mut series, mut growth_series) = (self.series.clone(), self.growth_series.clone());
-        let functions = kernel::functions(&self.detection.allocators).count();
-        let raw = read_maps(
-            maps,
-            functions,
-            shed,
-            now_ns,
-            &mut series,
-            &mut growth_series,
-        )
-        .ok()?;
-        let (end_ns, counters) = match shed {
-            Some(_) => (self.end_ns, self.counters.clone()),
-            None => (
-                now_ns,
-                maps.read_counters()
-                    .unwrap_or_else(|_| self.counters.clone()),
-            ),
-        };
-        let reading = Reading {
-            raw: &raw,
-            series: &series,
-            growth_series: &growth_series,
-            counters: &counters,
-            end_ns,
-            live: true,
-        };
-        Some(self.section(reading, ctx))
-    }
-
-    /// The report's section: what `harvest` read, taken (the family reports once).
-    fn final_section(&mut self, ctx: &mut ReportContext<'_>) -> MemorySection {
-        let raw = self.raw.take().unwrap_or_default();
-        let reading = Reading {
-            raw: &raw,
-            series: &self.series,
-            growth_series: &self.growth_series,
-            counters: &self.counters,
-            end_ns: self.end_ns,
-            live: false,
-        };
-        self.section(reading, ctx)
-    }
-
-    /// The memory section of `reading`: the one analysis of `report` and `live`.
-    fn section(&self, reading: Reading<'_>, ctx: &mut ReportContext<'_>) -> MemorySection {
-        let Reading {
-            raw,
-            series: site_series,
-            growth_series,
-            counters,
-            end_ns: read_ns,
-            live,
-        } = reading;
-        let start = ctx.start_ktime_ns as f64 * 1e-9;
-        // Profiling ended before the families were read (the final values were read later, but
-        // nothing changed in between that counts).
-        let mut duration = ctx.duration;
-        if let Some(seen) = self.shed_seen(ctx.start_ktime_ns) {
-            // The allocator probes were detached part-way: the section covers the run up to then.
-            duration = duration.min(seen);
-        }
-        let end_ns = (ctx.start_ktime_ns + (duration * 1e9) as u64).min(read_ns);
-        let mut calls = raw.calls.iter().copied();
-        let mut allocators: Vec<AllocatorInfo> = self
-            .detection
-            .allocators
-            .iter()
-            .map(|a| AllocatorInfo {
-                name: a.name.into(),
-                module: a.module.file_name(),
-                path: a.module.path.display().to_string(),
-                functions: Vec::new(),
-            })
-            .collect();
-        for (index, allocator) in self.detection.allocators.iter().enumerate() {
-            for function in &allocator.functions {
-                let n = calls.next().unwrap_or(0);
-                let load = function_load(function, n, ctx.cost_model);
-                allocators[index].functions.push(AllocatorFunction {
-                    name: function.name.clone(),
-                    calls: n,
-                    probe_offset: function.placement.offset,
-                    probe_class: function.placement.class.name().into(),
-                    probe_instruction: function.placement.instruction.clone(),
-                    probe_reason: function.placement.reason.clone(),
-                    hits: load.hits,
-                    estimated_cost: load.cost_ns * 1e-9,
-                });
-            }
-        }
-        let n = raw.calls.len();
-        let (mmap_calls, munmap_calls) = if n >= 2 {
-            (raw.calls[n - 2], raw.calls[n - 1])
-        } else {
-            (0, 0)
-        };
-
-        let verdict_scan = self.scans.iter().rev().find_map(|s| s.sites.as_ref());
-        let mut sites = Vec::with_capacity(raw.sites.len());
-        for (site, totals) in &raw.sites {
-            let frames = raw
-                .stacks
-                .get(site)
-                .map(|ips| {
-                    ips.iter()
-                        .map(|ip| ctx.symbolizer.frame(ctx.maps, ip.saturating_sub(1)))
-                        .collect()
-                })
-                .unwrap_or_default();
-            let series = site_series
-                .get(site)
-                .map(|s| {
-                    s.points()
-                        .iter()
-                        .map(|&(t, b)| ((t - start).min(duration), b))
-                        .collect()
-                })
-                .unwrap_or_default();
-            sites.push(SiteInput {
-                totals: *totals,
-                frames,
-                oldest_ns: raw.oldest.get(site).copied(),
-                series,
-                verdicts: verdict_scan.map(|v| v.get(site).copied().unwrap_or_default()),
-            });
-        }
-        let samples = self
-            .samples
-            .iter()
-            .map(|s| ProcSample {
-                at: s.at - start,
-                ..*s
-            })
-            .collect();
-        let allocator_libraries = self
-            .detection
-            .allocators
-            .iter()
-            .filter(|a| !a.executable)
-            .map(|a| a.module.file_name())
-            .collect();
-        // Growth sites: the first address is the faulting instruction itself, the others
-        // return addresses (or, for a fault inside an allocator call, the allocation's site).
-        let growth_duration = match self.growth_shed_ns {
-            Some(ns) => ctx
-                .duration
-                .min(ns.saturating_sub(ctx.start_ktime_ns) as f64 * 1e-9),
-            None => ctx.duration,
-        };
-        let growth = raw
-            .growth
-            .iter()
-            .map(|(site, pages)| {
-                let frames: Vec<Frame> = raw
-                    .stacks
-                    .get(site)
-                    .map(|ips| {
-                        let mut frames = Vec::new();
-                        for (i, ip) in ips.iter().enumerate() {
-                            let exact = i == 0 && raw.pc_first.contains(site);
-                            let ip = if exact { *ip } else { ip.saturating_sub(1) };
-                            let frame = ctx.symbolizer.frame(ctx.maps, ip);
-                            // Raw stack words: only those that point into code are frames.
-                            if i > 0 && raw.raw_words.contains(site) {
-                                if frame.module == "??" {
-                                    continue;
-                                }
-                                if frames.len() > SCAN_FRAMES {
-                                    break;
-                                }
-                            }
-                            frames.push(frame);
-                        }
-                        frames
-                    })
-                    .unwrap_or_default();
-                let series = growth_series
-                    .get(site)
-                    .map(|s| {
-                        s.points()
-                            .iter()
-                            .map(|&(t, b)| ((t - start).min(growth_duration), b))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                GrowthInput {
-                    pages: *pages,
-                    frames,
-                    series,
-                }
-            })
-            .collect();
-        let (allocators, no_allocator) = if self.exact {
-            (allocators, self.detection.none_because.clone())
-        } else {
-            (Vec::new(), None)
-        };
-        let input = MemoryInput {
-            exact: self.exact,
-            growth,
-            faults: raw.faults,
-            growth_duration,
-            growth_detached_at: self
-                .growth_shed_ns
-                .map(|ns| ns.saturating_sub(ctx.start_ktime_ns) as f64 * 1e-9),
-            allocators,
-            allocator_libraries,
-            no_allocator,
-            sites,
-            samples,
-            interval: ctx.sample_interval,
-            duration,
-            end_ns,
-            unknown_frees: counters
-                .get(&Counter::MemUnknownFrees)
-                .copied()
-                .unwrap_or(0),
-            mmap_calls,
-            munmap_calls,
-            options: self.options,
-            scans: self
-                .scans
-                .iter()
-                .map(|s| leak_scan(s, ctx.start_ktime_ns))
-                .collect(),
-            reach: verdict_scan.is_some(),
-            no_scan: verdict_scan.is_none().then(|| {
-                if live {
-                    self.no_scan_yet()
-                } else {
-                    self.no_scan_reason(ctx.exit_status.is_some() || !tracee::alive(self.pid))
-                }
-            }),
-        };
-        analyze(input)
-    }
-
-    /// Why the live view's verdict is by growth, when no scan finished.
-    fn no_scan_yet(&self) -> String {
-        if let Some(reason) = self.scans.iter().rev().find_map(|s| s.reason.clone()) {
-            return reason;
-        }
-        "no scan yet: the reachability scan stops the target, so it runs at the end of \
-         profiling (and every --leak-check-every), not for the live view"
-            .into()
-    }
-
-    /// Why the verdict is by growth, when no scan finished.
-    fn no_scan_reason(&self, exited: bool) -> String {
-        if let Some(reason) = self.scans.iter().rev().find_map(|s| s.reason.clone()) {
-            return reason;
-        }
-        match (exited, self.run_mode) {
-            (true, true) => "the target could not be held at its exit to be scanned".into(),
-            (true, false) => "the target exited before the end of profiling, its memory gone \
-                              before it could be scanned (`profiler run` scans at the exit)"
-                .into(),
-            _ => "no scan ran".into(),
-        }
     }
 
     /// The probe hits of `calls` (per allocator function, in function-id order) and their cost.
@@ -917,22 +638,6 @@ impl Family for Memory {
     }
 }
 
-/// The family's block of the printed summary (see `families::summary`). When the overhead
-/// budget detached the allocator probes, the block says when: the budget's decision, as
-/// `overhead.budget.detached` (and stderr at the time) give it.
-pub(crate) fn summary_block(report: &Report, out: &mut String) {
-    if let Some(memory) = &report.memory {
-        let shed_at = report
-            .overhead
-            .budget
-            .iter()
-            .flat_map(|b| &b.detached)
-            .find(|d| d.function == ALLOCATOR_UNIT)
-            .map(|d| d.at);
-        summary(out, memory, shed_at);
-    }
-}
-
 /// A scan as the report lists it.
 fn leak_scan(s: &Scan, start_ns: u64) -> LeakScan {
     LeakScan {
@@ -950,148 +655,5 @@ fn leak_scan(s: &Scan, start_ns: u64) -> LeakScan {
         definitely_lost: s.totals.definitely_lost,
         indirectly_lost: s.totals.indirectly_lost,
         reachable: s.totals.reachable,
-    }
-}
-
-/// Leak sites shown in the summary.
-const SUMMARY_LEAKS: usize = 5;
-
-/// The memory section in a few lines: allocator, resident set and trend, allocation totals,
-/// and the biggest leak sites.
-fn summary(out: &mut String, m: &MemorySection, shed_at: Option<f64>) {
-    let allocator = match (&m.allocator, &m.no_allocator) {
-        _ if m.mode != "exact" => "growth attribution".to_string(),
-        (Some(a), _) => format!("{} ({})", a.name, a.module),
-        (None, Some(_)) => "no allocator found".to_string(),
-        (None, None) => "no allocator".to_string(),
-    };
-    let sign = if m.memory_trend_slope >= 0.0 {
-        "+"
-    } else {
-        "-"
-    };
-    let _ = writeln!(
-        out,
-        "\nmemory: {allocator} · rss {} (peak {}) · {} ({sign}{}/s)",
-        human_bytes(m.current_memory),
-        human_bytes(m.peak_memory),
-        m.memory_trend,
-        human_bytes(m.memory_trend_slope.abs() as u64),
-    );
-    let g = &m.growth;
-    let top = m.growth_sites.first().map_or(String::new(), |s| {
-        format!(
-            "; most at {} ({}, {})",
-            s.function,
-            human_bytes(s.bytes),
-            s.trend
-        )
-    });
-    let _ = writeln!(
-        out,
-        "growth: {} resident given in {} page(s) at {} site(s){top}",
-        human_bytes(g.bytes),
-        g.faults,
-        g.sites,
-    );
-    if let Some(at) = g.detached_at {
-        let _ = writeln!(
-            out,
-            "growth attribution detached at {at:.1} s by --max-overhead"
-        );
-    }
-    if m.mode != "exact" {
-        let _ = writeln!(
-            out,
-            "allocator not probed (--memory growth): --memory exact tracks every block and \
-             scans for leaks"
-        );
-        return;
-    }
-    if let Some(at) = shed_at {
-        let _ = writeln!(
-            out,
-            "allocator probes detached at {at:.1} s by --max-overhead (scanned then); growth \
-             attribution continues"
-        );
-    }
-    let a = &m.allocations;
-    let _ = writeln!(
-        out,
-        "allocations {} ({}), freed {} ({}), outstanding {} ({}) at {} site(s)",
-        a.allocations,
-        human_bytes(a.allocated_bytes),
-        a.frees,
-        human_bytes(a.freed_bytes),
-        a.outstanding,
-        human_bytes(a.outstanding_bytes),
-        a.sites,
-    );
-    let d = &m.memory_leak_detection;
-    let tally = |t: Tally| format!("{} in {} block(s)", human_bytes(t.bytes), t.count);
-    if d.method == "reachability" {
-        let scan = d.scans.iter().rev().find(|s| s.complete);
-        let how = scan.map_or(String::new(), |s| {
-            format!(
-                " (scan at {}: target stopped {}, {} read)",
-                s.trigger,
-                human_time(s.pause),
-                human_bytes(s.bytes_scanned)
-            )
-        });
-        let _ = writeln!(
-            out,
-            "leaks{how}: definitely lost {}, indirectly lost {}, reachable {}",
-            tally(d.definitely_lost),
-            tally(d.indirectly_lost),
-            tally(d.reachable),
-        );
-        for site in d
-            .sites
-            .iter()
-            .filter(|s| s.verdict != analyze::REACHABLE)
-            .take(SUMMARY_LEAKS)
-        {
-            let mut lost = site.definitely_lost.unwrap_or_default();
-            lost += site.indirectly_lost.unwrap_or_default();
-            let _ = writeln!(
-                out,
-                "lost: {} from {} ({}, {})",
-                tally(lost),
-                site.function,
-                site.verdict.replace('_', " "),
-                site.trend,
-            );
-        }
-    } else {
-        let why = d.notes.first().map_or("", String::as_str);
-        let _ = writeln!(out, "leak verdict by growth: {why}");
-        for site in d
-            .sites
-            .iter()
-            .filter(|s| s.verdict == "growing")
-            .take(SUMMARY_LEAKS)
-        {
-            let _ = writeln!(
-                out,
-                "growing: {} in {} block(s) from {} (+{}/s, oldest {})",
-                human_bytes(site.bytes),
-                site.count,
-                site.function,
-                human_bytes(site.growth.max(0.0) as u64),
-                human_time(site.oldest_age),
-            );
-        }
-        if d.retained_count > 0 {
-            let _ = writeln!(
-                out,
-                "flat (not growing): {} in {} block(s)",
-                human_bytes(d.retained_bytes),
-                d.retained_count,
-            );
-        }
-    }
-    if !d.detected {
-        let _ = writeln!(out, "no leak detected");
     }
 }

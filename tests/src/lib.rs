@@ -213,6 +213,20 @@ pub fn attach(victim: &Victim, args: &[&str]) -> Profiler {
     profiler
 }
 
+/// `profiler attach ARGS...` on `victim` (started with [`Victim::ready`]) while it runs its
+/// scenario, interrupted once the victim says "done": what the profiler printed. The profiler
+/// must succeed, and the victim, let go, must go on and exit 0.
+pub fn attach_through_done(victim: &mut Victim, args: &[&str]) -> Outcome {
+    let profiler = attach(victim, args);
+    victim.proceed();
+    victim.expect_line("done");
+    profiler.interrupt();
+    let outcome = profiler.finish();
+    outcome.expect_success();
+    assert!(victim.release().success());
+    outcome
+}
+
 /// `profiler run --json <dir>/report.json ARGS... -- CMD...`, with `env` added to the
 /// profiler's environment, to its end: it must succeed, exiting with the status of its command
 /// (see [`Report::run_status`]), and end because the target exited. Returns what it printed, and

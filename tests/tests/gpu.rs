@@ -7,7 +7,7 @@
 //! needed; what real hardware adds is said in docs/gpu.md.
 
 use profiler_tests::{
-    Report, TempDir, Victim, attach,
+    Report, TempDir, Victim, attach_through_done,
     live::{attach_live, next_snapshot},
     require_root, run_reported,
 };
@@ -473,15 +473,10 @@ fn attach_mode_probes_the_mapped_runtime_and_the_driver_loaded_later() {
     let dir = TempDir::new();
     let json = dir.json();
     let mut victim = Victim::ready(VICTIM, [] as [&str; 0]);
-    let profiler = attach(
-        &victim,
+    attach_through_done(
+        &mut victim,
         &["--level", "memory", "--json", json.to_str().unwrap()],
     );
-    victim.proceed();
-    victim.expect_line("done");
-    profiler.interrupt();
-    profiler.finish().expect_success();
-    assert!(victim.release().success());
     let report = Report::read(&json);
     assert_victim_seen(&report);
     let note = report.family("gpu").note().unwrap_or_default().to_string();

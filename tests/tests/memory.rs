@@ -12,7 +12,7 @@ use std::{
 };
 
 use profiler_tests::{
-    FuncMemory, Report, TempDir, Victim, attach,
+    FuncMemory, Report, TempDir, Victim, attach, attach_through_done,
     live::{attach_live, next_snapshot},
     process::{Outcome, Profiler, profile},
     require_root, run_reported, skip, victims,
@@ -603,21 +603,12 @@ fn reachability_in_run_mode_scans_the_target_at_its_exit() {
     assert_eq!(scan["threads"].as_u64(), Some(1));
 }
 
-/// `profiler attach --level memory` on `victim` (started with `Victim::ready`) while it runs
-/// its scenario, interrupted once the victim says "done": what it printed and its report. The
-/// victim is then let go, and must go on and exit.
-fn attach_through_done(dir: &TempDir, victim: &mut Victim) -> (Outcome, Report) {
+/// `profiler attach --level memory --memory exact` on `victim` (see [`attach_through_done`]):
+/// what it printed and its report, which ended on the interrupt.
+fn attach_exact_through_done(dir: &TempDir, victim: &mut Victim) -> (Outcome, Report) {
     let json = dir.json();
-    let profiler = attach(
-        victim,
-        &[EXACT.as_slice(), &["--json", json.to_str().unwrap()]].concat(),
-    );
-    victim.proceed();
-    victim.expect_line("done");
-    profiler.interrupt();
-    let outcome = profiler.finish();
-    outcome.expect_success();
-    assert!(victim.release().success());
+    let args = [EXACT.as_slice(), &["--json", json.to_str().unwrap()]].concat();
+    let outcome = attach_through_done(victim, &args);
     let report = Report::read(&json);
     assert_eq!(report.end_reason(), "interrupted");
     (outcome, report)
@@ -651,7 +642,7 @@ fn reachability_in_attach_mode_scans_the_target_at_the_end() {
     require_root!();
     let dir = TempDir::new();
     let mut victim = Victim::ready(VICTIM, ["reach"]);
-    let (outcome, report) = attach_through_done(&dir, &mut victim);
+    let (outcome, report) = attach_exact_through_done(&dir, &mut victim);
     let memory = Memory::of(&report);
     assert_reach_verdicts(&memory);
     let scan = last_scan(&memory);
@@ -927,7 +918,7 @@ fn a_target_another_tracer_holds_gets_the_growth_verdict_labelled() {
         )
     };
     assert_eq!(seized, 0, "{}", std::io::Error::last_os_error());
-    let (outcome, report) = attach_through_done(&dir, &mut victim);
+    let (outcome, report) = attach_exact_through_done(&dir, &mut victim);
     let memory = Memory::of(&report);
     let d = memory.at("/memory_leak_detection");
     assert_eq!(d["method"], "growth", "{d:#}");

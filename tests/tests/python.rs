@@ -7,8 +7,8 @@
 use std::path::Path;
 
 use profiler_tests::{
-    Outcome, Report, Site, TempDir, Victim, attach, pyenv_python, require_python, require_root,
-    run_reported, skip, victims,
+    Outcome, Report, Site, TempDir, Victim, attach, attach_through_done, pyenv_python,
+    require_python, require_root, run_reported, skip, victims,
 };
 
 /// Samples a second: 2 s give about 2000, a share to about a point.
@@ -186,8 +186,8 @@ fn attach_counts_the_raises_after_it() {
         [victims::PY_RAISE, "--wait", &RAISES.to_string()],
     );
     victim.expect_line("ready");
-    let profiler = attach(
-        &victim,
+    attach_through_done(
+        &mut victim,
         &[
             "--level",
             "basic",
@@ -195,11 +195,6 @@ fn attach_counts_the_raises_after_it() {
             json.to_str().expect("utf-8 path"),
         ],
     );
-    victim.proceed();
-    victim.expect_line("done");
-    profiler.interrupt();
-    profiler.finish().expect_success();
-    assert!(victim.release().success());
     let report = Report::read(&json);
     let site = keyerror_site(&report);
     errors_agree(&report, &site);

@@ -284,3 +284,49 @@ fn report_refuses_what_is_not_a_report_in_one_line() {
     }
     assert!(!out.exists(), "no page written for a bad report");
 }
+
+/// The GPU tab on a real run of the gpu family's victim (the stub CUDA libraries): it renders
+/// without a script error, with the allocation sites and their verdicts, the kernels, and the
+/// failed calls with their group on the Errors tab.
+#[test]
+fn the_gpu_tab_renders_in_a_browser() {
+    require_root!();
+    if !Path::new(CHROMIUM).is_file() {
+        skip!("chromium ({CHROMIUM} is missing: apt-get install chromium)");
+    }
+    let dir = TempDir::new();
+    let page = dir.path().join("report.html");
+    let args = [
+        "--level",
+        "memory",
+        "--html",
+        page.to_str().expect("utf-8 path"),
+    ];
+    run_reported(&dir, &args, &[env!("VICTIM_GPU")], &[]);
+    let (dom, _) = dump_dom(dir.path(), &page, "selftest");
+    let text = selftest(&dom);
+    assert!(text.contains("SELFTEST DONE"), "{text}");
+    assert!(
+        text.contains("ERRORS 0"),
+        "the page's script failed:\n{text}"
+    );
+    let gpu = tab(&text, "gpu");
+    assert!(
+        gpu.contains("visible=true"),
+        "tab gpu is not shown:\n{text}"
+    );
+    for needle in [
+        "libcudart.so.12",
+        "libcuda.so.1",
+        "mapped later",
+        "leak_buffers",
+        "definitely lost",
+        "keep_buffers",
+        "vector_add",
+        "matmul_kernel",
+        "cudaErrorMemoryAllocation",
+        "CUDA_OUT_OF_MEMORY",
+    ] {
+        assert!(gpu.contains(needle), "no {needle} in the GPU tab:\n{gpu}");
+    }
+}

@@ -191,7 +191,13 @@ fn try_return(ctx: &RetProbeContext) -> Result<(), ()> {
         function,
         detail: call.detail as u32,
     };
-    let mut bytes = if failed { 0 } else { call.bytes };
+    // `GetFunction` keeps the name's address where the others keep their bytes.
+    let asked = if class == CudaClass::GetFunction as u8 {
+        0
+    } else {
+        call.bytes
+    };
+    let mut bytes = if failed { 0 } else { asked };
     if class <= CudaClass::HandleCreate as u8 {
         let space = space_of(class);
         key.detail = space as u32;
@@ -212,7 +218,7 @@ fn try_return(ctx: &RetProbeContext) -> Result<(), ()> {
     }
     add_stats(&key, bytes, now.wrapping_sub(call.start_ns), failed);
     if failed {
-        failure(tid, now, function, code, site, call.bytes);
+        failure(tid, now, function, code, site, asked);
     }
     Ok(())
 }

@@ -25,7 +25,6 @@ use aya_ebpf::{
 };
 use profiler_common::{
     counters::Counter,
-    errors::NO_FUNCTION,
     functions::{
         CALLERS_MAX, CallerKey, Frame, FrameMem, FuncCpu, FuncMem, FuncStats, HIST_BUCKETS,
         MAX_DEPTH, NO_CPU, STACK_COUNTS_MAX, STACK_SAMPLE_ALWAYS, STACK_SAMPLE_EVERY, STACKS_MAX,
@@ -37,9 +36,12 @@ use profiler_common::{
 
 use core::intrinsics::{AtomicOrdering, atomic_or};
 
+mod calls;
+pub(crate) use calls::{hidden_return, restore_returns, running_function};
+
 use crate::common::{
-    COUNTERS, ThreadOwned, compare_exchange, count, current_ids, fetch_add, fetch_max, load,
-    named_as_in_common, stack_pointer, stopped, target_tgid, thread_slot,
+    COUNTERS, compare_exchange, count, current_ids, fetch_add, fetch_max, load, named_as_in_common,
+    stack_pointer, stopped, target_tgid, thread_slot,
 };
 
 /// `--time-every` − 1, set by the loader: after [`TIME_ALWAYS`] calls of a function on a thread,
@@ -451,31 +453,6 @@ fn pick_for_timing(stack: &mut ShadowStack, tid: u32) -> bool {
     x & mask == 0
 }
 
-/// The traced function running on thread `tid` (its innermost traced call), or `NO_FUNCTION`.
-#[inline(always)]
-pub(crate) fn running_function(tid: u32) -> u32 {
-    match own_stack(tid) {
-        // SAFETY: a map value, read-only here.
-        Some(stack) => unsafe {
-            let depth = (*stack).depth as usize;
-            if depth == 0 || depth > MAX_DEPTH {
-                NO_FUNCTION
-            } else {
-                (*stack).frames[slot(depth - 1)].func
-            }
-        },
-        None => NO_FUNCTION,
-    }
-}
-
-impl ThreadOwned for ShadowStack {
-    #[inline(always)]
-    unsafe fn owner(this: *mut Self) -> *mut u64 {
-        // SAFETY: the caller passes a valid value.
-        unsafe { &raw mut (*this).tid }
-    }
-}
-
 /// Thread `tid`'s value, if it has one.
 #[inline(always)]
 fn own_stack(tid: u32) -> Option<*mut ShadowStack> {
@@ -483,61 +460,6 @@ fn own_stack(tid: u32) -> Option<*mut ShadowStack> {
         return Some(slot);
     }
     THREAD_STACKS.get_ptr_mut(tid)
-}
-
-/// The return address of the traced call in progress on thread `tid` whose return-address slot
-/// on the stack is `slot` (where its return probe's trampoline now sits), if there is one.
-#[inline(always)]
-pub(crate) fn hidden_return(tid: u32, slot_addr: u64) -> Option<u64> {
-    // SAFETY: a read of a global the loader initialised.
-    if unsafe { core::ptr::read_volatile(&FUNCS_ON) } == 0 {
-        return None;
-    }
-    let stack = own_stack(tid)?;
-    // SAFETY: the thread's own map value; read while the thread is stopped in this program.
-    let stack = unsafe { &*stack };
-    let depth = (stack.depth as usize).min(MAX_DEPTH);
-    for i in 0..MAX_DEPTH {
-        if i >= depth {
-            break;
-        }
-        let f = &stack.frames[slot(i)];
-        if f.ret_slot == slot_addr && f.ret_addr != 0 {
-            return Some(f.ret_addr);
-        }
-    }
-    None
-}
-
-/// Puts back, in `copy` (the `len` bytes of thread `tid`'s stack from `sp`; `cap`, a power of
-/// two, the size of `copy`), the return addresses that its traced calls in progress had before
-/// their return probes replaced them.
-#[inline(always)]
-pub(crate) fn restore_returns(tid: u32, sp: u64, copy: *mut u8, len: u64, cap: usize) {
-    // SAFETY: a read of a global the loader initialised.
-    if unsafe { core::ptr::read_volatile(&FUNCS_ON) } == 0 {
-        return;
-    }
-    let Some(stack) = own_stack(tid) else {
-        return;
-    };
-    // SAFETY: as in `hidden_return`.
-    let stack = unsafe { &*stack };
-    let depth = (stack.depth as usize).min(MAX_DEPTH);
-    for i in 0..MAX_DEPTH {
-        if i >= depth {
-            break;
-        }
-        let f = &stack.frames[slot(i)];
-        let off = f.ret_slot.wrapping_sub(sp);
-        if f.ret_addr == 0 || off & 7 != 0 || off >= len || off >= cap as u64 {
-            continue;
-        }
-        // A multiple of 8 below `cap` (a power of two), visibly so for the verifier.
-        let off = core::hint::black_box(off as usize) & (cap - 1) & !7;
-        // SAFETY: `off + 8 <= cap`, the size of `copy`.
-        unsafe { core::ptr::write_unaligned(copy.add(off).cast::<u64>(), f.ret_addr) };
-    }
 }
 
 /// Sets the bit of thread `tid`'s slot in `THREAD_VALUES_TAKEN`.

@@ -13,9 +13,8 @@ use aya_ebpf::{
 use profiler_common::{
     counters::Counter,
     memory::{
-        FAULT_SLOT, GROWTH_SITES_MAX, PF_INSTR, PF_WRITE, SCAN_FRAMES, SCAN_WORDS,
-        SITE_HASH_SEED, STACK_FIRST_IS_PC, STACK_RAW_WORDS, TEXT_RANGES_MAX, TextRanges,
-        site_hash_step,
+        FAULT_SLOT, GROWTH_SITES_MAX, PF_INSTR, PF_WRITE, SCAN_FRAMES, SCAN_WORDS, SITE_HASH_SEED,
+        STACK_FIRST_IS_PC, STACK_RAW_WORDS, TEXT_RANGES_MAX, TextRanges, site_hash_step,
     },
 };
 
@@ -248,4 +247,3 @@ fn in_text(text: &TextRanges, n: usize, addr: u64) -> bool {
     }
     false
 }
-

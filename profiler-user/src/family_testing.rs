@@ -1,9 +1,9 @@
 //! What the families' unit tests report with (test builds only): a [`ReportContext`] of a run
-//! made from parts the test owns.
+//! made from parts the test owns, and frames named by hand.
 
 use crate::{
     family::ReportContext,
-    report::CostModel,
+    report::{CostModel, Frame},
     symbols::symbolize::{AddrSymbolizer, MappingSnapshot},
     tracee::Sample,
 };
@@ -42,5 +42,16 @@ impl TestReporting {
             samples: &self.samples,
             sample_interval: 0.2,
         }
+    }
+}
+
+/// A frame of `function` in `module`, at offset 0, without a source line.
+pub(crate) fn frame(function: &str, module: &str) -> Frame {
+    Frame {
+        function: function.into(),
+        module: module.into(),
+        offset: "0x0".into(),
+        file: None,
+        line: None,
     }
 }

@@ -331,17 +331,7 @@ mod tests {
     };
 
     use super::*;
-    use crate::report::gpu::CudaFunction;
-
-    fn frame(function: &str, module: &str) -> Frame {
-        Frame {
-            function: function.into(),
-            module: module.into(),
-            offset: "0x0".into(),
-            file: None,
-            line: None,
-        }
-    }
+    use crate::{family_testing::frame, report::gpu::CudaFunction};
 
     fn key(site: u64, function: u32, detail: u32) -> GpuKey {
         GpuKey {

@@ -1,4 +1,5 @@
 use super::*;
+use crate::family_testing::frame;
 
 const OPTS: LeakOptions = LeakOptions {
     min_growth: 1.0,
@@ -11,16 +12,6 @@ const OPTS: LeakOptions = LeakOptions {
 fn series(duration: f64, f: impl Fn(f64) -> u64) -> Vec<(f64, u64)> {
     let n = (duration / 0.2).round() as usize;
     (1..=n).map(|i| i as f64 * 0.2).map(|t| (t, f(t))).collect()
-}
-
-fn frame(function: &str, module: &str) -> Frame {
-    Frame {
-        function: function.into(),
-        module: module.into(),
-        offset: "0x0".into(),
-        file: None,
-        line: None,
-    }
 }
 
 fn site(allocs: u64, bytes: u64, frees: u64, freed: u64, frames: Vec<Frame>) -> SiteInput {

@@ -102,14 +102,6 @@ impl CudaClass {
         )
     }
 
-    /// Whether the class releases a block (the first argument).
-    pub const fn releases(self) -> bool {
-        matches!(
-            self,
-            CudaClass::DeviceFree | CudaClass::HostFree | CudaClass::HandleRelease
-        )
-    }
-
     /// Whether the class copies (`count` is the third argument).
     pub const fn copies(self) -> bool {
         matches!(

@@ -118,26 +118,22 @@ fn try_entry(ctx: &ProbeContext) -> Result<(), ()> {
         }
     }
     let arg = |n: usize| ctx.arg::<u64>(n).unwrap_or(0);
-    let class = cookie_class(cookie);
-    let (bytes, detail) = if class == CudaClass::Map as u8 {
-        (arg(1), 0)
-    } else if class == CudaClass::CopyKind as u8 {
-        (arg(2), arg(3))
-    } else if class == CudaClass::CopyHtoD as u8 {
-        (arg(2), Direction::HostToDevice as u64)
-    } else if class == CudaClass::CopyDtoH as u8 {
-        (arg(2), Direction::DeviceToHost as u64)
-    } else if class == CudaClass::CopyDtoD as u8 {
-        (arg(2), Direction::DeviceToDevice as u64)
-    } else if class == CudaClass::CopyAny as u8 {
-        (arg(2), Direction::Default as u64)
-    } else if class == CudaClass::GetFunction as u8 {
+    let Some(class) = CudaClass::from_u8(cookie_class(cookie)) else {
+        return Ok(());
+    };
+    let (bytes, detail) = match class {
+        CudaClass::DeviceAlloc
+        | CudaClass::HostAlloc
+        | CudaClass::HandleCreate
+        | CudaClass::Map => (arg(1), 0),
+        CudaClass::CopyKind => (arg(2), arg(3)),
+        CudaClass::CopyHtoD => (arg(2), Direction::HostToDevice as u64),
+        CudaClass::CopyDtoH => (arg(2), Direction::DeviceToHost as u64),
+        CudaClass::CopyDtoD => (arg(2), Direction::DeviceToDevice as u64),
+        CudaClass::CopyAny => (arg(2), Direction::Default as u64),
         // The name's address.
-        (arg(2), 0)
-    } else if class <= CudaClass::HandleCreate as u8 {
-        (arg(1), 0)
-    } else {
-        (0, 0)
+        CudaClass::GetFunction => (arg(2), 0),
+        _ => (0, 0),
     };
     let pending = CudaPending {
         ret_slot,
@@ -176,9 +172,11 @@ fn try_return(ctx: &RetProbeContext) -> Result<(), ()> {
     // `cudaError_t` and `CUresult` are C enums: 32 bits.
     let code = ctx.ret::<u64>() as u32;
     let failed = code != 0;
-    let class = cookie_class(cookie);
+    let Some(class) = CudaClass::from_u8(cookie_class(cookie)) else {
+        return Ok(());
+    };
     let function = cookie_function(cookie);
-    let launch = class == CudaClass::Launch as u8;
+    let launch = class == CudaClass::Launch;
     // The caller's frame pointer, restored by the callee: the same chain as at entry. A launch
     // is keyed by its kernel; its site is needed only for an error.
     let site = if launch && !failed {
@@ -192,47 +190,34 @@ fn try_return(ctx: &RetProbeContext) -> Result<(), ()> {
         detail: call.detail as u32,
     };
     // `GetFunction` keeps the name's address where the others keep their bytes.
-    let asked = if class == CudaClass::GetFunction as u8 {
+    let asked = if class == CudaClass::GetFunction {
         0
     } else {
         call.bytes
     };
     let mut bytes = if failed { 0 } else { asked };
-    if class <= CudaClass::HandleCreate as u8 {
-        let space = space_of(class);
-        key.detail = space as u32;
-        if !failed {
-            // SAFETY: reads the block the call wrote through its out-parameter, through the
-            // checked helper.
-            let block = unsafe { bpf_probe_read_user(call.arg0 as *const u64) }.unwrap_or(0);
-            record_block(space, block, &call, site, function);
+    match class.space() {
+        Some(space) => {
+            key.detail = space as u32;
+            if !failed && class.allocates() {
+                // SAFETY: reads the block the call wrote through its out-parameter, through the
+                // checked helper.
+                let block = unsafe { bpf_probe_read_user(call.arg0 as *const u64) }.unwrap_or(0);
+                record_block(space, block, &call, site, function);
+            } else if !failed {
+                // A release (the other classes with a space).
+                bytes = release(space, call.arg0);
+            }
         }
-    } else if class <= CudaClass::HandleRelease as u8 {
-        let space = space_of(class);
-        key.detail = space as u32;
-        bytes = if failed { 0 } else { release(space, call.arg0) };
-    } else if launch {
-        key.site = call.arg0;
-    } else if class == CudaClass::GetFunction as u8 && !failed {
-        name_kernel(&call);
+        None if launch => key.site = call.arg0,
+        None if class == CudaClass::GetFunction && !failed => name_kernel(&call),
+        None => {}
     }
     add_stats(&key, bytes, now.wrapping_sub(call.start_ns), failed);
     if failed {
         failure(tid, now, function, code, site, asked);
     }
     Ok(())
-}
-
-/// The space of an allocating or releasing class (see [`CudaClass::space`]).
-#[inline(always)]
-fn space_of(class: u8) -> Space {
-    if class == CudaClass::HostAlloc as u8 || class == CudaClass::HostFree as u8 {
-        Space::Host
-    } else if class == CudaClass::HandleCreate as u8 || class == CudaClass::HandleRelease as u8 {
-        Space::Physical
-    } else {
-        Space::Device
-    }
 }
 
 /// Records a block the call allocated and adds it to its site.

@@ -66,9 +66,11 @@ const DRIVER: [(u32, &str); 26] = [
     (999, "CUDA_ERROR_UNKNOWN"),
 ];
 
-/// The name of result `code` of the runtime (`runtime`) or the driver; a code without a name
-/// here is said as a number, in a form the pattern database still takes for a CUDA error.
-pub(crate) fn error_name(runtime: bool, code: u32) -> String {
+/// The name of result `code` of function `call`: a `cudaError_t` for the runtime's functions
+/// (`cuda*`), a `CUresult` for the driver's. A code without a name here is said as a number, in
+/// a form the pattern database still takes for a CUDA error.
+pub(crate) fn error_name(call: &str, code: u32) -> String {
+    let runtime = call.starts_with("cuda");
     let table: &[(u32, &str)] = if runtime { &RUNTIME } else { &DRIVER };
     match table.iter().find(|(c, _)| *c == code) {
         Some((_, name)) => name.to_string(),
@@ -117,12 +119,18 @@ mod tests {
 
     #[test]
     fn codes_are_named_by_their_api() {
-        assert_eq!(error_name(true, 2), "cudaErrorMemoryAllocation");
-        assert_eq!(error_name(false, 2), "CUDA_ERROR_OUT_OF_MEMORY");
-        assert_eq!(error_name(true, 21), "cudaErrorInvalidMemcpyDirection");
-        assert_eq!(error_name(false, 400), "CUDA_ERROR_INVALID_HANDLE");
-        assert_eq!(error_name(true, 12345), "cudaError12345");
-        assert_eq!(error_name(false, 12345), "CUDA_ERROR_12345");
+        assert_eq!(error_name("cudaMalloc", 2), "cudaErrorMemoryAllocation");
+        assert_eq!(error_name("cuMemAlloc_v2", 2), "CUDA_ERROR_OUT_OF_MEMORY");
+        assert_eq!(
+            error_name("cudaMemcpy", 21),
+            "cudaErrorInvalidMemcpyDirection"
+        );
+        assert_eq!(
+            error_name("cuLaunchKernel", 400),
+            "CUDA_ERROR_INVALID_HANDLE"
+        );
+        assert_eq!(error_name("cudaFree", 12345), "cudaError12345");
+        assert_eq!(error_name("cuMemFree_v2", 12345), "CUDA_ERROR_12345");
         for table in [&RUNTIME[..], &DRIVER[..]] {
             assert!(table.windows(2).all(|w| w[0].0 < w[1].0), "sorted, unique");
         }

@@ -28,12 +28,9 @@ pub(crate) struct Probes {
 }
 
 impl Probes {
-    /// The probed functions in function-id order, with their library's index.
-    pub(crate) fn functions(&self) -> impl Iterator<Item = (usize, &CudaFn)> {
-        self.libs
-            .iter()
-            .enumerate()
-            .flat_map(|(i, (l, _))| l.functions.iter().map(move |f| (i, f)))
+    /// The probed functions in function-id order.
+    pub(crate) fn functions(&self) -> impl Iterator<Item = &CudaFn> {
+        self.libs.iter().flat_map(|(l, _)| &l.functions)
     }
 
     pub(crate) fn count(&self) -> usize {
@@ -47,14 +44,13 @@ impl Probes {
     pub(crate) fn attach(
         &mut self,
         ebpf: &Ebpf,
-        lib: CudaLib,
+        mut lib: CudaLib,
         pid: u32,
         now_ns: u64,
     ) -> anyhow::Result<()> {
         anyhow::ensure!(pid != 0, "invalid pid 0");
         let first = self.functions().count();
         let room = (MAX_CUDA_FUNCTIONS as usize).saturating_sub(first);
-        let mut lib = lib;
         lib.functions.truncate(room);
         if lib.functions.is_empty() {
             return Ok(());
@@ -136,8 +132,12 @@ pub(crate) fn read_blocks(ebpf: &Ebpf) -> anyhow::Result<Vec<(u64, GpuBlock)>> {
     entries(ebpf, maps::GPU_ALLOCS)
 }
 
-/// Reads every map of the family, and the stacks of the sites they name.
-pub(crate) fn read(ebpf: &Ebpf, functions: usize) -> anyhow::Result<RawCuda> {
+/// Reads every map of the family, and the stacks of the sites they name and of `also`.
+pub(crate) fn read(
+    ebpf: &Ebpf,
+    functions: usize,
+    also: impl IntoIterator<Item = u64>,
+) -> anyhow::Result<RawCuda> {
     let mut raw = RawCuda {
         stats: entries(ebpf, maps::GPU_STATS)?,
         sites: entries(ebpf, maps::GPU_SITES)?,
@@ -157,13 +157,14 @@ pub(crate) fn read(ebpf: &Ebpf, functions: usize) -> anyhow::Result<RawCuda> {
     let wanted: std::collections::HashSet<u64> = (raw.stats.iter().map(|(k, _)| k.site))
         .chain(raw.sites.iter().map(|(k, _)| k.site))
         .chain(raw.errors.iter().map(|(k, _)| k.site))
+        .chain(also)
         .collect();
     raw.stacks = read_stacks(ebpf, &wanted)?;
     Ok(raw)
 }
 
 /// The user stacks of `sites` (the memory family's `MEM_STACKS`, which the CUDA probes share).
-pub(crate) fn read_stacks(
+fn read_stacks(
     ebpf: &Ebpf,
     sites: &std::collections::HashSet<u64>,
 ) -> anyhow::Result<HashMap<u64, Vec<u64>>> {

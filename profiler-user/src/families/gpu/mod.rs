@@ -18,10 +18,11 @@ pub(crate) mod section;
 
 use std::{
     collections::{HashMap, HashSet},
-    path::PathBuf,
+    path::{Path, PathBuf},
     time::Duration,
 };
 
+use anyhow::Context as _;
 use aya::Ebpf;
 use profiler_common::{
     event::{EventHeader, EventKind},
@@ -103,20 +104,14 @@ impl Gpu {
     }
 
     /// Probes a CUDA library, once per file.
-    fn probe(&mut self, ebpf: &Ebpf, lib: CudaLib) {
-        let key = std::fs::canonicalize(&lib.module.open_path)
-            .unwrap_or_else(|_| lib.module.open_path.clone());
-        if !self.seen.insert(key) {
-            return;
+    fn probe(&mut self, ebpf: &Ebpf, lib: CudaLib, now_ns: u64) -> anyhow::Result<()> {
+        if !self.seen.insert(file_key(&lib.module.open_path)) {
+            return Ok(());
         }
         let name = lib.module.file_name();
-        if let Err(e) = self
-            .probes
-            .attach(ebpf, lib, self.pid as u32, monotonic_ns())
-        {
-            self.attach_warnings
-                .push(format!("gpu: could not probe {name}: {e:#}"));
-        }
+        self.probes
+            .attach(ebpf, lib, self.pid as u32, now_ns)
+            .with_context(|| format!("gpu: could not probe {name}"))
     }
 
     /// Probes the CUDA libraries the target has mapped since the last look.
@@ -137,12 +132,16 @@ impl Gpu {
         paths.dedup();
         for path in paths {
             let open_path = tracee::host_path(self.pid, &path);
-            let key = std::fs::canonicalize(&open_path).unwrap_or_else(|_| open_path.clone());
+            let key = file_key(&open_path);
             if self.seen.contains(&key) {
                 continue;
             }
             match cuda::in_library(Module { path, open_path }) {
-                Some(lib) => self.probe(ebpf, lib),
+                Some(lib) => {
+                    if let Err(e) = self.probe(ebpf, lib, monotonic_ns()) {
+                        self.attach_warnings.push(format!("{e:#}"));
+                    }
+                }
                 None => {
                     self.seen.insert(key);
                 }
@@ -200,10 +199,9 @@ impl Gpu {
     /// Reads the maps, and hands the failed calls to the errors family.
     fn read(&mut self, ebpf: &Ebpf) -> anyhow::Result<()> {
         let functions = self.probes.functions().count();
-        let mut raw = kernel::read(ebpf, functions)?;
-        let sites: HashSet<u64> = self.failed.iter().map(|f| f.site).collect();
-        raw.stacks.extend(kernel::read_stacks(ebpf, &sites)?);
-        self.raw = Some(raw);
+        // The failed calls' stacks too, for the errors family.
+        let failed = self.failed.iter().map(|f| f.site);
+        self.raw = Some(kernel::read(ebpf, functions, failed)?);
         Ok(())
     }
 
@@ -219,7 +217,7 @@ impl Gpu {
                 timestamp_ns: f.timestamp_ns,
                 call: call.into(),
                 code: f.code,
-                error: errors::error_name(call.starts_with("cuda"), f.code),
+                error: errors::error_name(call, f.code),
                 bytes: f.bytes,
                 stack: raw.stacks.get(&f.site).cloned().unwrap_or_default(),
             }
@@ -232,10 +230,9 @@ impl Gpu {
     fn metas(&self) -> Vec<Meta> {
         self.probes
             .functions()
-            .map(|(lib, f)| Meta {
+            .map(|f| Meta {
                 name: f.name,
                 class: f.class,
-                lib,
             })
             .collect()
     }
@@ -245,7 +242,7 @@ impl Gpu {
         self.probes
             .functions()
             .enumerate()
-            .map(|(id, (_, f))| {
+            .map(|(id, f)| {
                 let n = hits.get(id).copied().unwrap_or(0);
                 ProbeLoad {
                     hits: 2 * n,
@@ -387,6 +384,11 @@ impl Gpu {
     }
 }
 
+/// What a file is known by: its canonical path (one file mapped under two names is one).
+fn file_key(path: &Path) -> PathBuf {
+    std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
 impl Family for Gpu {
     fn id(&self) -> FamilyId {
         FamilyId::Gpu
@@ -413,13 +415,7 @@ impl Family for Gpu {
         self.nvml.start(self.pid)?;
         self.started_ns = monotonic_ns();
         for lib in std::mem::take(&mut self.found) {
-            let key = std::fs::canonicalize(&lib.module.open_path)
-                .unwrap_or_else(|_| lib.module.open_path.clone());
-            let name = lib.module.file_name();
-            self.seen.insert(key);
-            self.probes
-                .attach(ebpf, lib, self.pid as u32, self.started_ns)
-                .map_err(|e| e.context(format!("gpu: could not probe {name}")))?;
+            self.probe(ebpf, lib, self.started_ns)?;
         }
         Ok(self.probes.count())
     }
@@ -600,7 +596,7 @@ impl Family for Gpu {
 
     fn live(&mut self, ebpf: &mut Ebpf, report: &mut Report, ctx: &mut ReportContext<'_>) {
         let cuda = match (self.probes.attached(), self.raw.clone()) {
-            (true, _) => kernel::read(ebpf, self.probes.functions().count())
+            (true, _) => kernel::read(ebpf, self.probes.functions().count(), [])
                 .ok()
                 .map(|raw| {
                     let reason = Some("live: the leak scan runs at the end".to_string());

@@ -30,15 +30,14 @@ const WRAPPER_MODULES: [&str; 2] = ["libc10_cuda", "libtorch_cuda"];
 pub(crate) struct Meta {
     pub name: &'static str,
     pub class: CudaClass,
-    /// Index of its library in `CudaInput::libraries`.
-    pub lib: usize,
 }
 
 /// What the section is made from.
 #[derive(Debug, Default)]
 pub(crate) struct CudaInput {
-    /// The libraries, their functions listed in function-id order with their hits and cost
-    /// filled in (the calls and errors are filled here).
+    /// The libraries, their functions listed in function-id order (the first library's, then
+    /// the next one's) with their hits and cost filled in (the calls and errors are filled
+    /// here).
     pub libraries: Vec<CudaLibrary>,
     pub functions: Vec<Meta>,
     pub raw: RawCuda,
@@ -115,18 +114,10 @@ pub(crate) fn section(input: CudaInput) -> CudaSection {
         e.0 += s.calls;
         e.1 += s.errors;
     }
-    let mut position: Vec<usize> = vec![0; libraries.len()];
-    for (id, m) in functions.iter().enumerate() {
-        let Some(lib) = libraries.get_mut(m.lib) else {
-            continue;
-        };
-        let at = position[m.lib];
-        position[m.lib] += 1;
-        if let Some(f) = lib.functions.get_mut(at) {
-            let (calls, errors) = per_function.get(&(id as u32)).copied().unwrap_or_default();
-            f.calls = calls;
-            f.errors = errors;
-        }
+    // The libraries' functions are in function-id order, library after library.
+    let listed = libraries.iter_mut().flat_map(|l| l.functions.iter_mut());
+    for (id, f) in (0u32..).zip(listed) {
+        (f.calls, f.errors) = per_function.get(&id).copied().unwrap_or_default();
     }
 
     // Allocations, per site, with their verdicts.
@@ -285,11 +276,11 @@ pub(crate) fn section(input: CudaInput) -> CudaSection {
         .errors
         .iter()
         .map(|(key, count)| {
-            let api = meta(key.function).map(|m| m.name.starts_with("cuda"));
+            let call = name(key.function);
             CudaFailure {
-                call: name(key.function),
+                error: error_name(&call, key.detail),
+                call,
                 code: key.detail,
-                error: error_name(api.unwrap_or(true), key.detail),
                 count: *count,
                 function: function(key.site),
                 stack: stack(key.site),
@@ -346,22 +337,18 @@ mod tests {
             Meta {
                 name: "cudaMalloc",
                 class: CudaClass::DeviceAlloc,
-                lib: 0,
             },
             Meta {
                 name: "cudaMemcpy",
                 class: CudaClass::CopyKind,
-                lib: 0,
             },
             Meta {
                 name: "cudaLaunchKernel",
                 class: CudaClass::Launch,
-                lib: 0,
             },
             Meta {
                 name: "cuMemAlloc_v2",
                 class: CudaClass::DeviceAlloc,
-                lib: 1,
             },
         ];
         let library = |module: &str, names: &[&str]| CudaLibrary {

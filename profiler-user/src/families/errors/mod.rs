@@ -29,8 +29,8 @@ use kernel::{Links, MAX_OUTPUT_BYTES, Raw};
 use crate::{
     families::{
         gpu::{
-            cuda::api_of_name,
             errors::{CudaCallFailure, ErrorsFeed as CudaFeed},
+            section::charged,
         },
         python::{ErrorsFeed, SharedHandle},
     },
@@ -315,7 +315,7 @@ impl Errors {
             cuda,
         } = input;
         // The failed CUDA calls, symbolized (their frames' addresses are return addresses) and
-        // charged to the first frame outside the CUDA libraries.
+        // charged to the first frame outside the CUDA libraries and their wrappers.
         let cuda: Vec<CudaFailureEvent> = cuda
             .into_iter()
             .map(|c| {
@@ -325,10 +325,8 @@ impl Errors {
                     .take(STACK_FRAMES)
                     .map(|ip| ctx.symbolizer.frame(ctx.maps, ip.saturating_sub(1)))
                     .collect();
-                let function = frames
-                    .iter()
-                    .find(|f| api_of_name(&f.module).is_none() && f.function != "??")
-                    .map(|f| f.function.clone());
+                // The function the gpu section charges the same call to.
+                let function = Some(charged(&frames)).filter(|f| f != "??");
                 CudaFailureEvent {
                     tid: c.tid,
                     timestamp_ns: c.timestamp_ns,

@@ -144,6 +144,12 @@ pub const fn block_key(space: Space, addr: u64) -> u64 {
     ((space as u64) << 56) ^ addr
 }
 
+/// The address (or handle) of a `GPU_ALLOCS` key: [`block_key`] undone (user addresses and
+/// handles leave the top byte clear).
+pub const fn block_addr(key: u64) -> u64 {
+    key & ((1 << 56) - 1)
+}
+
 /// The direction of a copy: the detail of its `GPU_STATS` key; `cudaMemcpyKind`'s values.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -379,6 +385,7 @@ mod tests {
             block_key(Space::Physical, 0x1000)
         );
         assert_eq!(block_key(Space::Device, 0x7f00_0000_1000), 0x7f00_0000_1000);
+        assert_eq!(block_addr(block_key(Space::Physical, 0x1010)), 0x1010);
         for (class, space) in [
             (CudaClass::DeviceAlloc, Space::Device),
             (CudaClass::HostFree, Space::Host),

@@ -26,7 +26,7 @@ use anyhow::Context as _;
 use aya::Ebpf;
 use profiler_common::{
     event::{EventHeader, EventKind},
-    gpu::{CudaErrorEvent, GpuKey, Space},
+    gpu::{CudaErrorEvent, GpuKey, Space, block_addr},
 };
 
 use crate::{
@@ -172,8 +172,7 @@ impl Gpu {
                     function: b.function,
                     detail: b.space,
                 };
-                // The address (the space is in the key's top byte).
-                let addr = key & ((1 << 56) - 1);
+                let addr = block_addr(key);
                 let (site, size) = if b.space == Space::Physical as u32 {
                     keys.push((site_key, Some(b.size)));
                     (keys.len() as u64 - 1, 1)

@@ -217,8 +217,8 @@ mod tests {
     use super::*;
     use crate::{family::ReportContext, report::Report};
 
-    /// A family that attaches nothing, idle or not.
-    struct Stub(FamilyId, Option<&'static str>);
+    /// A family that attaches nothing: (its id, why it is idle, why it cannot run here).
+    struct Stub(FamilyId, Option<&'static str>, Option<&'static str>);
 
     impl Family for Stub {
         fn id(&self) -> FamilyId {
@@ -226,6 +226,9 @@ mod tests {
         }
         fn idle(&self) -> Option<&'static str> {
             self.1
+        }
+        fn unavailable(&self) -> Option<String> {
+            self.2.map(String::from)
         }
         fn attach(
             &mut self,
@@ -301,10 +304,10 @@ mod tests {
     #[test]
     fn statuses_say_what_became_of_each_family() {
         let built: Vec<Box<dyn Family>> = vec![
-            Box::new(Stub(FamilyId::Process, None)),
-            Box::new(Stub(FamilyId::Functions, None)),
-            Box::new(Stub(FamilyId::Errors, None)),
-            Box::new(Stub(FamilyId::System, None)),
+            Box::new(Stub(FamilyId::Process, None, None)),
+            Box::new(Stub(FamilyId::Functions, None, None)),
+            Box::new(Stub(FamilyId::Errors, None, None)),
+            Box::new(Stub(FamilyId::System, None, None)),
         ];
         // Basic level, --func given, errors failed to attach.
         let (all, warning) = statuses(
@@ -322,7 +325,8 @@ mod tests {
         assert!(warning.is_none());
 
         // Full level without --func, memory left out; the session ended before attaching.
-        let idle: Vec<Box<dyn Family>> = vec![Box::new(Stub(FamilyId::Functions, Some("no")))];
+        let idle: Vec<Box<dyn Family>> =
+            vec![Box::new(Stub(FamilyId::Functions, Some("no"), None))];
         let (all, warning) = statuses(Level::Full, &[FamilyId::Memory], &idle, &[]);
         assert_eq!(status(&all, "functions"), ("idle", 0, Some("no".into())));
         let left_out = Some("left out by --without".to_string());
@@ -332,24 +336,12 @@ mod tests {
         assert!(warning.is_none(), "every family is built");
 
         // A family built but not able to run here (the gpu family without a driver).
-        struct NoDriver;
-        impl Family for NoDriver {
-            fn id(&self) -> FamilyId {
-                FamilyId::Gpu
-            }
-            fn unavailable(&self) -> Option<String> {
-                Some("no NVIDIA driver on this machine".into())
-            }
-            fn attach(
-                &mut self,
-                _: &mut aya::Ebpf,
-                _: &crate::family::TargetContext<'_>,
-            ) -> anyhow::Result<usize> {
-                Ok(0)
-            }
-            fn report(&mut self, _: &mut Report, _: &mut ReportContext<'_>) {}
-        }
-        let built: Vec<Box<dyn Family>> = vec![Box::new(NoDriver)];
+        let no_driver = Stub(
+            FamilyId::Gpu,
+            None,
+            Some("no NVIDIA driver on this machine"),
+        );
+        let built: Vec<Box<dyn Family>> = vec![Box::new(no_driver)];
         let (all, _) = statuses(Level::Full, &[], &built, &[Some(0)]);
         let why = Some("no NVIDIA driver on this machine".to_string());
         assert_eq!(status(&all, "gpu"), ("not_available", 0, why));

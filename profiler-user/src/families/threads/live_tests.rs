@@ -24,13 +24,6 @@ fn maps(rounds: u64, at_ns: u64) -> Harvest {
         to_stack: 0,
     };
     Harvest {
-        allocated: HashMap::new(),
-        threads: Vec::new(),
-        stacks: HashMap::new(),
-        blocks: Vec::new(),
-        locks: Vec::new(),
-        waits: Vec::new(),
-        holders: Vec::new(),
         edges: vec![
             (
                 EdgeKey {
@@ -48,6 +41,7 @@ fn maps(rounds: u64, at_ns: u64) -> Harvest {
             ),
         ],
         end_ktime_ns: at_ns,
+        ..Harvest::default()
     }
 }
 

@@ -12,6 +12,7 @@ use profiler_common::threads::{
 use crate::report::Frame;
 
 /// What `kernel.rs` reads from the maps at the end (tids are the kernel's thread ids).
+#[derive(Default)]
 pub(crate) struct Harvest {
     /// Slots with `tid != 0`.
     pub threads: Vec<ThreadStats>,

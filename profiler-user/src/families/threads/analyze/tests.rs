@@ -49,17 +49,7 @@ impl Resolve for Fake {
 }
 
 pub(super) fn harvest() -> Harvest {
-    Harvest {
-        allocated: HashMap::new(),
-        threads: Vec::new(),
-        stacks: HashMap::new(),
-        blocks: Vec::new(),
-        locks: Vec::new(),
-        waits: Vec::new(),
-        holders: Vec::new(),
-        edges: Vec::new(),
-        end_ktime_ns: 0,
-    }
+    Harvest::default()
 }
 
 pub(super) fn functions(stack: &[&'static str]) -> Vec<String> {
